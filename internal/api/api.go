@@ -1,0 +1,243 @@
+// Package api holds the REST wire types shared by the server and the Go
+// client: request and response bodies, the error body, the route table and
+// the agent protocol. It imports only the standard library and
+// internal/model.
+package api
+
+import (
+	"time"
+
+	"github.com/vpool/vpool/internal/model"
+)
+
+// Prefix is the root of the user API.
+const Prefix = "/api/v1"
+
+// AgentPrefix is the root of the agent protocol, served only over mutual
+// TLS on the agent listener.
+const AgentPrefix = "/agent/v1"
+
+// DefaultProject is the project used when a request names none.
+const DefaultProject = "default"
+
+// Error is the body of every non-2xx response.
+type Error struct {
+	// Code is a stable machine-readable code: bad_request, invalid_field,
+	// unauthorized, forbidden, not_found, conflict, quota_exceeded,
+	// unavailable, internal.
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+func (e *Error) Error() string {
+	if e.Field != "" {
+		return e.Field + ": " + e.Message
+	}
+	return e.Message
+}
+
+// Error codes.
+const (
+	CodeBadRequest    = "bad_request"
+	CodeInvalidField  = "invalid_field"
+	CodeUnauthorized  = "unauthorized"
+	CodeForbidden     = "forbidden"
+	CodeNotFound      = "not_found"
+	CodeConflict      = "conflict"
+	CodeQuotaExceeded = "quota_exceeded"
+	CodeUnavailable   = "unavailable"
+	CodeInternal      = "internal"
+)
+
+// VMCreateRequest creates one VM (POST /vms?project=P). With DryRun the
+// server answers where the VM would be placed and changes nothing.
+type VMCreateRequest struct {
+	Name   string       `json:"name"`
+	Spec   model.VMSpec `json:"spec"`
+	DryRun bool         `json:"dryRun,omitempty"`
+}
+
+// VMBatchRequest creates Count VMs named Prefix-1..Prefix-N, or the listed
+// VMs, all or nothing at admission (POST /vms:batch?project=P).
+type VMBatchRequest struct {
+	VMs    []VMCreateRequest `json:"vms,omitempty"`
+	Prefix string            `json:"prefix,omitempty"`
+	Count  int               `json:"count,omitempty"`
+	Spec   *model.VMSpec     `json:"spec,omitempty"`
+	DryRun bool              `json:"dryRun,omitempty"`
+}
+
+// VMBatchResponse lists the VMs a batch created.
+type VMBatchResponse struct {
+	VMs []model.VM `json:"vms"`
+}
+
+// DryRunResponse answers a dry-run create.
+type DryRunResponse struct {
+	Host        string             `json:"host,omitempty"`
+	Fits        bool               `json:"fits"`
+	Explanation *model.Explanation `json:"explanation,omitempty"`
+}
+
+// VMPatchRequest changes a VM's spec (PATCH /vms/{name}). Only the fields
+// present change.
+type VMPatchRequest struct {
+	VCPUs    *int              `json:"vcpus,omitempty"`
+	Memory   *model.Bytes      `json:"memory,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	Controls *model.Controls   `json:"controls,omitempty"`
+	Restart  bool              `json:"restart,omitempty"`
+}
+
+// VMList is the body of GET /vms.
+type VMList struct {
+	Items    []model.VM `json:"items"`
+	Revision int64      `json:"revision"`
+}
+
+// HostList is the body of GET /hosts.
+type HostList struct {
+	Items []model.Host `json:"items"`
+}
+
+// HostPatchRequest changes operator settings of a host.
+type HostPatchRequest struct {
+	Labels   map[string]string `json:"labels,omitempty"`
+	Cordoned *bool             `json:"cordoned,omitempty"`
+	Ratios   *model.Ratios     `json:"ratios,omitempty"`
+	State    *model.HostState  `json:"state,omitempty"` // ready | maintenance
+}
+
+// ProjectCreateRequest creates a project.
+type ProjectCreateRequest struct {
+	Name        string      `json:"name"`
+	Description string      `json:"description,omitempty"`
+	Quota       model.Quota `json:"quota,omitempty"`
+}
+
+// ProjectPatchRequest changes a project.
+type ProjectPatchRequest struct {
+	Description *string      `json:"description,omitempty"`
+	Quota       *model.Quota `json:"quota,omitempty"`
+}
+
+// ProjectView is a project with its usage.
+type ProjectView struct {
+	model.Project
+	Usage model.Usage `json:"usage"`
+}
+
+// ProjectList is the body of GET /projects.
+type ProjectList struct {
+	Items []ProjectView `json:"items"`
+}
+
+// TokenCreateRequest creates a bearer token.
+type TokenCreateRequest struct {
+	Project string     `json:"project,omitempty"`
+	Role    model.Role `json:"role,omitempty"` // default member
+	TTL     string     `json:"ttl,omitempty"`  // e.g. 24h; empty = no expiry
+}
+
+// TokenCreateResponse carries the secret, shown only once.
+type TokenCreateResponse struct {
+	Token  model.Token `json:"token"`
+	Secret string      `json:"secret"`
+}
+
+// TokenList is the body of GET /tokens.
+type TokenList struct {
+	Items []model.Token `json:"items"`
+}
+
+// JoinTokenRequest asks for a host join token.
+type JoinTokenRequest struct {
+	TTL string `json:"ttl,omitempty"` // default 1h
+}
+
+// JoinTokenResponse carries a join token: "vpool1.<ca-sha256-hex>.<secret>".
+// The agent checks the server's CA against the hash before sending anything.
+type JoinTokenResponse struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expiresAt"`
+	AgentAddr string    `json:"agentAddr"`
+}
+
+// EventList is the body of GET /events (without follow). With
+// ?follow=true the server streams one JSON event per line
+// (application/x-ndjson) until the client goes away.
+type EventList struct {
+	Items []model.Event `json:"items"`
+}
+
+// ClusterInfo is the body of GET /cluster.
+type ClusterInfo struct {
+	Version  string `json:"version"`
+	Leader   string `json:"leader,omitempty"`
+	Server   string `json:"server"`
+	Store    string `json:"store"` // embedded | external
+	CAHash   string `json:"caHash"`
+	Hosts    int    `json:"hosts"`
+	VMs      int    `json:"vms"`
+	Projects int    `json:"projects"`
+}
+
+// --- agent protocol (mutual TLS on the agent listener) ---
+
+// JoinRequest is sent by an agent to POST /agent/v1/join, with the join
+// token as bearer. The server signs the CSR with the cluster CA.
+type JoinRequest struct {
+	Host   string `json:"host"`
+	CSRPEM string `json:"csr"`
+}
+
+// JoinResponse returns the agent's client certificate.
+type JoinResponse struct {
+	CertPEM string `json:"cert"`
+	CAPEM   string `json:"ca"`
+}
+
+// VMReport is an agent's report of one VM.
+type VMReport struct {
+	Project             string        `json:"project"`
+	Name                string        `json:"name"`
+	UID                 string        `json:"uid,omitempty"`
+	Phase               model.Phase   `json:"phase"`
+	Error               string        `json:"error,omitempty"`
+	Message             string        `json:"message,omitempty"`
+	Usage               model.VMUsage `json:"usage"`
+	AppliedRestartNonce int64         `json:"appliedRestartNonce,omitempty"`
+	// Gone says the VM no longer exists on the host (deletion finished).
+	Gone bool `json:"gone,omitempty"`
+}
+
+// Heartbeat is sent by an agent every few seconds
+// (PUT /agent/v1/heartbeat). It renews the host's lease and carries
+// inventory and per-VM usage.
+type Heartbeat struct {
+	Host     string                 `json:"host"`
+	Labels   map[string]string      `json:"labels,omitempty"`
+	Capacity model.Resources        `json:"capacity"`
+	Driver   string                 `json:"driver"`
+	Accel    string                 `json:"accel,omitempty"`
+	Pools    []model.StoragePoolRef `json:"pools,omitempty"`
+	Address  string                 `json:"address,omitempty"`
+	Version  string                 `json:"version,omitempty"`
+	Usage    model.HostUsage        `json:"usage"`
+	VMs      []VMReport             `json:"vms,omitempty"`
+}
+
+// HeartbeatResponse tells the agent how often to beat.
+type HeartbeatResponse struct {
+	IntervalSeconds int `json:"intervalSeconds"`
+	LeaseTTLSeconds int `json:"leaseTTLSeconds"`
+}
+
+// Assignments is the body of GET /agent/v1/assignments?after=REV&wait=30s:
+// every VM assigned to the calling host. The call blocks until something
+// changed after REV or wait elapsed.
+type Assignments struct {
+	Revision int64      `json:"revision"`
+	VMs      []model.VM `json:"vms"`
+}

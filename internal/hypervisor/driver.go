@@ -1,0 +1,177 @@
+// Package hypervisor defines the Driver interface through which a host
+// agent runs virtual machines, the types it speaks, and (in hypervisortest)
+// the acceptance suite that every driver must pass. Drivers live in
+// subpackages: sim (in memory, virtual time) and qemu (real QEMU over QMP).
+// This package imports only the standard library and internal/model.
+package hypervisor
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/vpool/vpool/internal/model"
+)
+
+// Sentinel errors; drivers wrap them so callers can use errors.Is.
+var (
+	ErrNotFound      = errors.New("hypervisor: vm not found")
+	ErrExists        = errors.New("hypervisor: vm already exists")
+	ErrBadState      = errors.New("hypervisor: operation not allowed in this state")
+	ErrNeedsRestart  = errors.New("hypervisor: change needs a restart")
+	ErrNoCapacity    = errors.New("hypervisor: not enough capacity on host")
+	ErrUnsupported   = errors.New("hypervisor: not supported by this driver")
+	ErrSnapshotFound = errors.New("hypervisor: snapshot not found")
+)
+
+// State is a VM's run state as the driver sees it.
+type State string
+
+// Run states.
+const (
+	StateStopped State = "stopped"
+	StateRunning State = "running"
+	StatePaused  State = "paused"
+	StateCrashed State = "crashed"
+)
+
+// VMConfig is everything a driver needs to create a VM.
+type VMConfig struct {
+	// ID is unique on the host and stable for the VM's life
+	// (vpool uses "<project>.<name>").
+	ID      string       `json:"id"`
+	Name    string       `json:"name"`
+	Project string       `json:"project"`
+	UID     string       `json:"uid,omitempty"`
+	Spec    model.VMSpec `json:"spec"`
+	// Image is the resolved boot image, if any.
+	Image *Image `json:"image,omitempty"`
+}
+
+// Image is a boot image as the driver sees it.
+type Image struct {
+	Name    string `json:"name"`
+	Kernel  string `json:"kernel,omitempty"`  // path to a kernel for direct boot
+	Initrd  string `json:"initrd,omitempty"`  // path to an initrd
+	Cmdline string `json:"cmdline,omitempty"` // kernel command line
+	Disk    string `json:"disk,omitempty"`    // path to a raw or qcow2 base disk
+	Format  string `json:"format,omitempty"`  // raw | qcow2
+}
+
+// Info describes one VM the driver knows, for listing and re-attach.
+type Info struct {
+	ID        string      `json:"id"`
+	State     State       `json:"state"`
+	Pid       int         `json:"pid,omitempty"`
+	VCPUs     int         `json:"vcpus"`
+	Memory    model.Bytes `json:"memory"`
+	StartedAt time.Time   `json:"startedAt,omitempty"`
+	Config    VMConfig    `json:"config"`
+}
+
+// Stats are cumulative counters of one VM.
+type Stats struct {
+	CPUTimeNs int64       `json:"cpuTimeNs"`
+	Memory    model.Bytes `json:"memory"`
+	DiskRead  int64       `json:"diskRead"`
+	DiskWrite int64       `json:"diskWrite"`
+	NetRx     int64       `json:"netRx"`
+	NetTx     int64       `json:"netTx"`
+	At        time.Time   `json:"at"`
+}
+
+// Inventory is what a host offers.
+type Inventory struct {
+	CPUs     int                    `json:"cpus"`
+	Memory   model.Bytes            `json:"memory"`
+	Disk     model.Bytes            `json:"disk"`
+	Accel    string                 `json:"accel"` // kvm | tcg | sim
+	Pools    []model.StoragePoolRef `json:"pools,omitempty"`
+	CPUModel string                 `json:"cpuModel,omitempty"`
+	Version  string                 `json:"version,omitempty"` // hypervisor version
+}
+
+// SnapshotInfo describes one snapshot.
+type SnapshotInfo struct {
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"createdAt"`
+	Memory    bool      `json:"memory"`
+}
+
+// MigrateOptions tune an outgoing live migration.
+type MigrateOptions struct {
+	DowntimeLimit time.Duration
+	BandwidthBps  int64
+	AllowPostCopy bool
+}
+
+// MigrationProgress is reported while memory moves.
+type MigrationProgress struct {
+	Transferred      int64
+	Remaining        int64
+	Total            int64
+	DirtyRate        int64 // bytes/s
+	ExpectedDowntime time.Duration
+}
+
+// MigrationResult is the outcome of a finished migration.
+type MigrationResult struct {
+	Total    time.Duration
+	Downtime time.Duration
+	Bytes    int64
+}
+
+// Lifecycle creates, runs and removes VMs.
+type Lifecycle interface {
+	// Create makes the VM's disks and records, without starting it.
+	// A failed Create leaves nothing behind.
+	Create(ctx context.Context, cfg VMConfig) error
+	Start(ctx context.Context, id string) error
+	// Stop asks the guest to power off, waits up to timeout, then kills.
+	Stop(ctx context.Context, id string, timeout time.Duration) error
+	Kill(ctx context.Context, id string) error
+	Pause(ctx context.Context, id string) error
+	Resume(ctx context.Context, id string) error
+	// Delete removes the VM (stopping it first) and everything it owns.
+	Delete(ctx context.Context, id string) error
+	// Resize changes vCPUs and memory live where possible; it returns
+	// ErrNeedsRestart (changing nothing) when the change needs a restart.
+	Resize(ctx context.Context, id string, vcpus int, memory model.Bytes) error
+	// SetControls applies resource controls (shares, limits, I/O).
+	SetControls(ctx context.Context, id string, c model.Controls) error
+}
+
+// Observer reports on VMs.
+type Observer interface {
+	Inventory(ctx context.Context) (Inventory, error)
+	Stats(ctx context.Context, id string) (Stats, error)
+	// List returns every VM the driver has, including ones created by an
+	// earlier process of the agent: this is how an agent re-attaches.
+	List(ctx context.Context) ([]Info, error)
+}
+
+// Snapshotter manages snapshots.
+type Snapshotter interface {
+	Snapshot(ctx context.Context, id, name string, withMemory bool) error
+	RevertSnapshot(ctx context.Context, id, name string) error
+	DeleteSnapshot(ctx context.Context, id, name string) error
+	Snapshots(ctx context.Context, id string) ([]SnapshotInfo, error)
+}
+
+// Migrator moves running VMs between hosts.
+type Migrator interface {
+	// MigrateIn prepares this host to receive cfg and returns the address
+	// the source must send to.
+	MigrateIn(ctx context.Context, cfg VMConfig) (addr string, err error)
+	// MigrateOut sends the VM to addr; on success the VM is gone here.
+	MigrateOut(ctx context.Context, id, addr string, opts MigrateOptions, progress func(MigrationProgress)) (MigrationResult, error)
+}
+
+// Driver is a hypervisor: everything an agent needs from one.
+type Driver interface {
+	Name() string
+	Lifecycle
+	Observer
+	Snapshotter
+	Migrator
+}

@@ -1,0 +1,63 @@
+package store
+
+import "fmt"
+
+// Key layout. Every key lives under Root. Objects are JSON.
+//
+//	/vpool/projects/<project>             model.Project
+//	/vpool/usage/<project>                model.Usage (quota accounting, CAS)
+//	/vpool/vms/<project>/<name>           model.VM
+//	/vpool/hosts/<host>                   model.Host
+//	/vpool/alive/<host>                   liveness, attached to the host's lease
+//	/vpool/alloc/<host>                   model.Allocation (placement CAS)
+//	/vpool/tokens/<sha256>                model.Token
+//	/vpool/events/<seq>                   model.Event (seq = zero-padded)
+//	/vpool/cluster/policy                 model.Policy
+//	/vpool/cluster/ca                     cluster CA (cert + key, PEM)
+//	/vpool/cluster/leader                 leader election key (lease)
+//	/vpool/cluster/seq/<name>             counters
+const (
+	Root           = "/vpool/"
+	ProjectsPrefix = Root + "projects/"
+	UsagePrefix    = Root + "usage/"
+	VMsPrefix      = Root + "vms/"
+	HostsPrefix    = Root + "hosts/"
+	AlivePrefix    = Root + "alive/"
+	AllocPrefix    = Root + "alloc/"
+	TokensPrefix   = Root + "tokens/"
+	EventsPrefix   = Root + "events/"
+	PolicyKey      = Root + "cluster/policy"
+	CAKey          = Root + "cluster/ca"
+	LeaderKey      = Root + "cluster/leader"
+)
+
+// ProjectKey is the key of a project.
+func ProjectKey(name string) string { return ProjectsPrefix + name }
+
+// UsageKey is the key of a project's quota usage.
+func UsageKey(project string) string { return UsagePrefix + project }
+
+// VMKey is the key of a VM.
+func VMKey(project, name string) string { return VMsPrefix + project + "/" + name }
+
+// VMProjectPrefix lists one project's VMs.
+func VMProjectPrefix(project string) string { return VMsPrefix + project + "/" }
+
+// HostKey is the key of a host.
+func HostKey(name string) string { return HostsPrefix + name }
+
+// AliveKey is the liveness key of a host.
+func AliveKey(name string) string { return AlivePrefix + name }
+
+// AllocKey is the allocation key of a host.
+func AllocKey(name string) string { return AllocPrefix + name }
+
+// TokenKey is the key of a token, by the hex SHA-256 of its secret.
+func TokenKey(hash string) string { return TokensPrefix + hash }
+
+// EventKey is the key of an event written at unixNano with a random
+// suffix; keys sort by time, and an event's ID is the revision it was
+// written at.
+func EventKey(unixNano int64, suffix string) string {
+	return fmt.Sprintf("%s%020d-%s", EventsPrefix, unixNano, suffix)
+}
