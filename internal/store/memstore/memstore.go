@@ -15,8 +15,9 @@ import (
 	"github.com/vpool/vpool/internal/store"
 )
 
-// historyLimit is how many change events are kept for resuming watches.
-const historyLimit = 100000
+// defaultHistoryLimit is how many change events are kept for resuming
+// watches.
+const defaultHistoryLimit = 100000
 
 type lease struct {
 	ttl     time.Duration
@@ -26,6 +27,7 @@ type lease struct {
 
 type watcher struct {
 	prefix string
+	minRev int64 // events before this revision are not delivered
 	ch     chan store.WatchResponse
 	ctx    context.Context
 	// queue holds events not yet delivered; a goroutine drains it so a
@@ -43,6 +45,7 @@ type Store struct {
 	data     map[string]store.KV
 	history  []store.WatchEvent
 	firstRev int64 // oldest revision still in history
+	histMax  int   // history is trimmed to half when it grows past this
 	leases   map[store.LeaseID]*lease
 	nextID   store.LeaseID
 	watchers map[*watcher]bool
@@ -66,6 +69,7 @@ func New(opts ...Option) *Store {
 		watchers: map[*watcher]bool{},
 		stop:     make(chan struct{}),
 		firstRev: 1,
+		histMax:  defaultHistoryLimit,
 	}
 	for _, o := range opts {
 		o(s)
@@ -114,7 +118,7 @@ func (s *Store) revokeLocked(id store.LeaseID) {
 	if len(l.keys) == 0 {
 		return
 	}
-	s.rev++
+	rev := s.rev + 1
 	keys := make([]string, 0, len(l.keys))
 	for k := range l.keys {
 		keys = append(keys, k)
@@ -124,8 +128,11 @@ func (s *Store) revokeLocked(id store.LeaseID) {
 	for _, k := range keys {
 		if kv, ok := s.data[k]; ok && kv.Lease == id {
 			delete(s.data, k)
-			evs = append(evs, store.WatchEvent{Type: store.EventDelete, KV: store.KV{Key: k, Value: kv.Value, CreateRev: kv.CreateRev, ModRev: s.rev}, Rev: s.rev})
+			evs = append(evs, store.WatchEvent{Type: store.EventDelete, KV: store.KV{Key: k, Value: kv.Value, CreateRev: kv.CreateRev, ModRev: rev}, Rev: rev})
 		}
+	}
+	if len(evs) > 0 { // like etcd, the revision moves only on a change
+		s.rev = rev
 	}
 	s.publishLocked(evs)
 }
@@ -210,10 +217,7 @@ func (s *Store) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (bo
 			}
 		}
 	}
-	if len(ops) == 0 {
-		return true, s.rev, nil
-	}
-	s.rev++
+	rev := s.rev + 1
 	var evs []store.WatchEvent
 	for _, op := range ops {
 		old, had := s.data[op.Key]
@@ -224,7 +228,7 @@ func (s *Store) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (bo
 		}
 		switch op.Kind {
 		case store.OpPut:
-			kv := store.KV{Key: op.Key, Value: append([]byte(nil), op.Value...), ModRev: s.rev, CreateRev: s.rev, Lease: op.Lease}
+			kv := store.KV{Key: op.Key, Value: append([]byte(nil), op.Value...), ModRev: rev, CreateRev: rev, Lease: op.Lease}
 			if had {
 				kv.CreateRev = old.CreateRev
 			}
@@ -232,13 +236,16 @@ func (s *Store) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (bo
 			if op.Lease != 0 {
 				s.leases[op.Lease].keys[op.Key] = true
 			}
-			evs = append(evs, store.WatchEvent{Type: store.EventPut, KV: copyKV(kv), Rev: s.rev})
+			evs = append(evs, store.WatchEvent{Type: store.EventPut, KV: copyKV(kv), Rev: rev})
 		case store.OpDelete:
 			if had {
 				delete(s.data, op.Key)
-				evs = append(evs, store.WatchEvent{Type: store.EventDelete, KV: store.KV{Key: op.Key, Value: old.Value, CreateRev: old.CreateRev, ModRev: s.rev}, Rev: s.rev})
+				evs = append(evs, store.WatchEvent{Type: store.EventDelete, KV: store.KV{Key: op.Key, Value: old.Value, CreateRev: old.CreateRev, ModRev: rev}, Rev: rev})
 			}
 		}
+	}
+	if len(evs) > 0 { // like etcd, the revision moves only on a change
+		s.rev = rev
 	}
 	s.publishLocked(evs)
 	return true, s.rev, nil
@@ -249,20 +256,53 @@ func (s *Store) publishLocked(evs []store.WatchEvent) {
 		return
 	}
 	s.history = append(s.history, evs...)
-	if len(s.history) > historyLimit {
-		drop := len(s.history) - historyLimit/2
-		s.history = append([]store.WatchEvent(nil), s.history[drop:]...)
-		s.firstRev = s.history[0].Rev
+	if len(s.history) > s.histMax {
+		drop := len(s.history) - s.histMax/2
+		// Never keep half of a revision: a watch resumed from it would
+		// miss part of a transaction.
+		for drop < len(s.history) && s.history[drop].Rev == s.history[drop-1].Rev {
+			drop++
+		}
+		s.dropHistory(drop)
 	}
 	for w := range s.watchers {
 		w.push(evs)
 	}
 }
 
+// dropHistory forgets the first n events of history; watches can then
+// resume only from the revision after the last one dropped.
+func (s *Store) dropHistory(n int) {
+	if n <= 0 {
+		return
+	}
+	s.firstRev = s.history[n-1].Rev + 1
+	s.history = append([]store.WatchEvent(nil), s.history[n:]...)
+}
+
+// Compact forgets the history before rev, as etcd's compaction does:
+// watches from an older revision then fail with store.ErrCompacted.
+func (s *Store) Compact(ctx context.Context, rev int64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkOpen(ctx); err != nil {
+		return err
+	}
+	if rev > s.rev {
+		return fmt.Errorf("memstore: compact: revision %d is in the future (now %d)", rev, s.rev)
+	}
+	n := sort.Search(len(s.history), func(i int) bool { return s.history[i].Rev >= rev })
+	s.dropHistory(n)
+	if s.firstRev < rev {
+		s.firstRev = rev
+	}
+	return nil
+}
+
 func (w *watcher) push(evs []store.WatchEvent) {
 	w.mu.Lock()
 	for _, e := range evs {
-		if strings.HasPrefix(e.KV.Key, w.prefix) {
+		if e.Rev >= w.minRev && strings.HasPrefix(e.KV.Key, w.prefix) {
 			w.queue = append(w.queue, e)
 		}
 	}
@@ -275,7 +315,7 @@ func (w *watcher) push(evs []store.WatchEvent) {
 
 // Watch implements store.Store.
 func (s *Store) Watch(ctx context.Context, prefix string, fromRev int64) <-chan store.WatchResponse {
-	w := &watcher{prefix: prefix, ch: make(chan store.WatchResponse, 16), ctx: ctx, signal: make(chan struct{}, 1)}
+	w := &watcher{prefix: prefix, minRev: fromRev, ch: make(chan store.WatchResponse, 16), ctx: ctx, signal: make(chan struct{}, 1)}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

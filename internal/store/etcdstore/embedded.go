@@ -1,0 +1,265 @@
+package etcdstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// Defaults of Config.
+const (
+	DefaultName                = "vpool"
+	DefaultClusterToken        = "vpool"
+	DefaultStartTimeout        = 60 * time.Second
+	DefaultCompactionRetention = time.Hour
+	DefaultQuotaBackendBytes   = 4 << 30 // 4 GiB; etcd's own default is 2 GiB
+	defaultLocalURL            = "http://127.0.0.1:0"
+)
+
+// Cluster states of Config.ClusterState.
+const (
+	ClusterStateNew      = "new"
+	ClusterStateExisting = "existing"
+)
+
+// Config configures an embedded etcd member.
+type Config struct {
+	// DataDir holds the member's WAL and database. Required.
+	DataDir string
+	// Name of the member, unique in its cluster. Default DefaultName.
+	Name string
+	// ClientURL is where the member serves clients: "http://host:port",
+	// "https://..." (needs TLS, not wired yet) or "unix:///abs/path.sock".
+	// Port 0 picks a free port. Default "http://127.0.0.1:0".
+	ClientURL string
+	// PeerURL is where the member talks raft to its peers; same forms as
+	// ClientURL. Default "http://127.0.0.1:0", fine for a single member.
+	PeerURL string
+	// InitialCluster is "name1=peerURL1,name2=peerURL2,..." when the
+	// member starts a new cluster of several members or joins one.
+	// Default: this member alone.
+	InitialCluster string
+	// ClusterState is ClusterStateNew (default) or ClusterStateExisting
+	// (joining a cluster that already runs; add the member first).
+	ClusterState string
+	// ClusterToken keeps separate clusters from talking to each other.
+	// Default DefaultClusterToken.
+	ClusterToken string
+	// Logger receives etcd's warnings and errors (all levels with Debug).
+	// Nil discards them.
+	Logger *slog.Logger
+	// Debug passes etcd's info and debug logs to Logger too.
+	Debug bool
+	// StartTimeout bounds the wait for the member to be ready (a new
+	// multi-member cluster is ready when a quorum has started).
+	// Default DefaultStartTimeout.
+	StartTimeout time.Duration
+	// CompactionRetention is how much history etcd keeps for watches to
+	// resume from (periodic compaction). Default DefaultCompactionRetention.
+	CompactionRetention time.Duration
+	// QuotaBackendBytes caps the database size. Default
+	// DefaultQuotaBackendBytes.
+	QuotaBackendBytes int64
+	// HeartbeatInterval and ElectionTimeout tune raft; zero keeps etcd's
+	// defaults (100 ms and 1 s). Leases can not be shorter than about 1.5
+	// election timeouts.
+	HeartbeatInterval time.Duration
+	ElectionTimeout   time.Duration
+	// UnsafeNoFsync skips fsync: for tests and benchmarks only, a crash
+	// of the machine may then lose acknowledged writes.
+	UnsafeNoFsync bool
+}
+
+func (c *Config) setDefaults() {
+	if c.Name == "" {
+		c.Name = DefaultName
+	}
+	if c.ClientURL == "" {
+		c.ClientURL = defaultLocalURL
+	}
+	if c.PeerURL == "" {
+		c.PeerURL = defaultLocalURL
+	}
+	if c.ClusterState == "" {
+		c.ClusterState = ClusterStateNew
+	}
+	if c.ClusterToken == "" {
+		c.ClusterToken = DefaultClusterToken
+	}
+	if c.StartTimeout <= 0 {
+		c.StartTimeout = DefaultStartTimeout
+	}
+	if c.CompactionRetention <= 0 {
+		c.CompactionRetention = DefaultCompactionRetention
+	}
+	if c.QuotaBackendBytes <= 0 {
+		c.QuotaBackendBytes = DefaultQuotaBackendBytes
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// StartEmbedded starts an etcd member in this process (NewConfig →
+// StartEtcd → ReadyNotify) and returns a Store connected to it. Close
+// closes the client and stops the member. When a URL asks for port 0,
+// a free port is picked and the start is retried if another process
+// takes it first.
+func StartEmbedded(ctx context.Context, c Config) (*Store, error) {
+	if c.DataDir == "" {
+		return nil, errors.New("etcdstore: start: Config.DataDir is required")
+	}
+	c.setDefaults()
+	// etcd wants its data directory private, and says so at every start.
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("etcdstore: start: %w", err)
+	}
+	if err := os.Chmod(c.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("etcdstore: start: %w", err)
+	}
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		s, retry, err := startOnce(ctx, c)
+		if err == nil {
+			return s, nil
+		}
+		lastErr = err
+		if !retry {
+			break
+		}
+	}
+	return nil, fmt.Errorf("etcdstore: start member %s: %w", c.Name, lastErr)
+}
+
+// startOnce makes one attempt; retry says whether a fresh pick of free
+// ports may succeed.
+func startOnce(ctx context.Context, c Config) (s *Store, retry bool, err error) {
+	clientURL, pickedC, err := resolvePort(c.ClientURL)
+	if err != nil {
+		return nil, false, err
+	}
+	peerURL, pickedP, err := resolvePort(c.PeerURL)
+	if err != nil {
+		return nil, false, err
+	}
+	stopping := new(atomic.Bool)
+	cfg, err := buildConfig(c, clientURL, peerURL, stopping)
+	if err != nil {
+		return nil, false, err
+	}
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, (pickedC || pickedP) && errors.Is(err, syscall.EADDRINUSE), err
+	}
+	stop := func() { stopping.Store(true); e.Close() }
+	if err := waitReady(ctx, e, c.StartTimeout); err != nil {
+		stop()
+		return nil, false, err
+	}
+	endpoints := []string{clientURL.String()}
+	s, err = newClientStore(ctx, endpoints, nil)
+	if err != nil {
+		stop()
+		return nil, false, fmt.Errorf("connect to embedded member: %w", err)
+	}
+	s.stopServer = stop
+	return s, false, nil
+}
+
+func waitReady(ctx context.Context, e *embed.Etcd, timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-e.Server.ReadyNotify():
+		return nil
+	case err := <-e.Err():
+		return fmt.Errorf("member failed while starting: %w", err)
+	case <-t.C:
+		return fmt.Errorf("member not ready after %v (is a quorum of the cluster up?)", timeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func buildConfig(c Config, clientURL, peerURL *url.URL, stopping *atomic.Bool) (*embed.Config, error) {
+	cfg := embed.NewConfig()
+	cfg.Name = c.Name
+	cfg.Dir = c.DataDir
+	cfg.ListenClientUrls = []url.URL{*clientURL}
+	cfg.AdvertiseClientUrls = []url.URL{*clientURL}
+	cfg.ListenPeerUrls = []url.URL{*peerURL}
+	cfg.AdvertisePeerUrls = []url.URL{*peerURL}
+	cfg.InitialCluster = c.InitialCluster
+	if cfg.InitialCluster == "" {
+		cfg.InitialCluster = cfg.InitialClusterFromName(c.Name)
+	}
+	cfg.ClusterState = c.ClusterState
+	cfg.InitialClusterToken = c.ClusterToken
+	cfg.AutoCompactionMode = "periodic"
+	cfg.AutoCompactionRetention = c.CompactionRetention.String()
+	cfg.QuotaBackendBytes = c.QuotaBackendBytes
+	cfg.UnsafeNoFsync = c.UnsafeNoFsync
+	cfg.EnableGRPCGateway = false
+	if c.HeartbeatInterval > 0 {
+		cfg.TickMs = uint(c.HeartbeatInterval / time.Millisecond)
+	}
+	if c.ElectionTimeout > 0 {
+		cfg.ElectionMs = uint(c.ElectionTimeout / time.Millisecond)
+	}
+	cfg.Logger = "zap"
+	cfg.LogLevel = "warn"
+	if c.Debug {
+		cfg.LogLevel = "debug"
+	}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(newZapLogger(c.Logger.With("component", "etcd", "member", c.Name), c.Debug, stopping))
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid etcd config: %w", err)
+	}
+	return cfg, nil
+}
+
+// resolvePort parses raw and, for a tcp URL with port 0, replaces the
+// port with one that is free now.
+func resolvePort(raw string) (u *url.URL, picked bool, err error) {
+	u, err = url.Parse(raw)
+	if err != nil {
+		return nil, false, fmt.Errorf("bad url %q: %w", raw, err)
+	}
+	switch u.Scheme {
+	case "unix", "unixs":
+		return u, false, nil
+	case "http", "https":
+	default:
+		return nil, false, fmt.Errorf("bad url %q: scheme must be http, https, unix or unixs", raw)
+	}
+	if u.Port() != "0" {
+		return u, false, nil
+	}
+	port, err := FreePort(u.Hostname())
+	if err != nil {
+		return nil, false, err
+	}
+	u.Host = net.JoinHostPort(u.Hostname(), strconv.Itoa(port))
+	return u, true, nil
+}
+
+// FreePort returns a TCP port on host that was free a moment ago. Whoever
+// binds it must be ready to retry if another process takes it first.
+func FreePort(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("etcdstore: pick free port on %s: %w", host, err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

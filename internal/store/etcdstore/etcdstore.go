@@ -1,0 +1,287 @@
+// Package etcdstore implements store.Store on etcd: an embedded member
+// started in-process (StartEmbedded) or a client of an existing cluster
+// (Connect). It is the only package of vpool that imports go.etcd.io/etcd;
+// it imports no other vpool package than internal/store, and no HTTP
+// handlers, scheduler or hypervisor code.
+package etcdstore
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/vpool/vpool/internal/store"
+)
+
+// listPage is how many keys one range request of List fetches; longer
+// listings are read page by page at one revision.
+const listPage = 5000
+
+// Store is a store.Store on etcd. Its zero value is not usable; get one
+// from StartEmbedded or Connect.
+type Store struct {
+	cli *clientv3.Client
+	// stopServer stops the embedded member; nil for a client of an
+	// external cluster.
+	stopServer func()
+	endpoints  []string
+	closed     atomic.Bool
+	closeOnce  sync.Once
+	closeErr   error
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Connect returns a Store that talks to an existing etcd cluster at
+// endpoints (e.g. "https://10.0.0.1:2379"; "unix:///path" works too).
+// tlsConfig may be nil for plain http endpoints. It fails unless the
+// cluster answers a linearizable read before ctx ends.
+func Connect(ctx context.Context, endpoints []string, tlsConfig *tls.Config) (*Store, error) {
+	if len(endpoints) == 0 {
+		return nil, errors.New("etcdstore: connect: no endpoints")
+	}
+	s, err := newClientStore(ctx, endpoints, tlsConfig)
+	if err != nil {
+		return nil, fmt.Errorf("etcdstore: connect %v: %w", endpoints, err)
+	}
+	return s, nil
+}
+
+func newClientStore(ctx context.Context, endpoints []string, tlsConfig *tls.Config) (*Store, error) {
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:            endpoints,
+		TLS:                  tlsConfig,
+		DialTimeout:          5 * time.Second,
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
+		Logger:               zap.NewNop(),
+		RejectOldCluster:     true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// clientv3.New does not wait for a connection; one quorum read proves
+	// the cluster is there and has a leader.
+	if _, err := cli.Get(ctx, store.Root, clientv3.WithLimit(1), clientv3.WithKeysOnly()); err != nil {
+		_ = cli.Close()
+		return nil, err
+	}
+	return &Store{cli: cli, endpoints: endpoints}, nil
+}
+
+// Endpoints returns the client URLs of the store: where the embedded
+// member listens, or the endpoints given to Connect.
+func (s *Store) Endpoints() []string { return append([]string(nil), s.endpoints...) }
+
+// Close closes the client and, for an embedded member, stops the server.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		s.closeErr = s.cli.Close()
+		if s.stopServer != nil {
+			s.stopServer()
+		}
+		if s.closeErr != nil {
+			s.closeErr = fmt.Errorf("etcdstore: close: %w", s.closeErr)
+		}
+	})
+	return s.closeErr
+}
+
+// wrap maps etcd errors to the store sentinels, prefixed with the
+// operation.
+func (s *Store) wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	switch {
+	case s.closed.Load():
+		return fmt.Errorf("etcdstore: %s: %w", op, store.ErrClosed)
+	case errors.Is(err, rpctypes.ErrLeaseNotFound), errors.Is(err, rpctypes.ErrGRPCLeaseNotFound):
+		return fmt.Errorf("etcdstore: %s: %w", op, store.ErrNoLease)
+	case errors.Is(err, rpctypes.ErrCompacted), errors.Is(err, rpctypes.ErrGRPCCompacted):
+		return fmt.Errorf("etcdstore: %s: %w", op, store.ErrCompacted)
+	case errors.Is(err, clientv3.ErrNoAvailableEndpoints):
+		return fmt.Errorf("etcdstore: %s: %w", op, err)
+	}
+	return fmt.Errorf("etcdstore: %s: %w", op, err)
+}
+
+func (s *Store) checkOpen(ctx context.Context, op string) error {
+	if s.closed.Load() {
+		return fmt.Errorf("etcdstore: %s: %w", op, store.ErrClosed)
+	}
+	return ctx.Err()
+}
+
+func fromKV(kv *mvccpb.KeyValue) store.KV {
+	return store.KV{
+		Key:       string(kv.Key),
+		Value:     kv.Value,
+		CreateRev: kv.CreateRevision,
+		ModRev:    kv.ModRevision,
+		Lease:     store.LeaseID(kv.Lease),
+	}
+}
+
+// Get implements store.Store.
+func (s *Store) Get(ctx context.Context, key string) (store.KV, error) {
+	if err := s.checkOpen(ctx, "get"); err != nil {
+		return store.KV{}, err
+	}
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return store.KV{}, s.wrap("get "+key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return store.KV{}, fmt.Errorf("etcdstore: %w: %s", store.ErrNotFound, key)
+	}
+	return fromKV(resp.Kvs[0]), nil
+}
+
+// List implements store.Store. Long listings are read in pages, all at
+// the revision of the first page, so the result is one consistent
+// snapshot.
+func (s *Store) List(ctx context.Context, prefix string) ([]store.KV, int64, error) {
+	if err := s.checkOpen(ctx, "list"); err != nil {
+		return nil, 0, err
+	}
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	if prefix == "" {
+		prefix, end = "\x00", "\x00"
+	}
+	var (
+		out []store.KV
+		rev int64
+		key = prefix
+	)
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPage)}
+		if rev != 0 {
+			opts = append(opts, clientv3.WithRev(rev))
+		}
+		resp, err := s.cli.Get(ctx, key, opts...)
+		if err != nil {
+			return nil, 0, s.wrap("list "+prefix, err)
+		}
+		if rev == 0 {
+			rev = resp.Header.Revision
+			out = make([]store.KV, 0, resp.Count)
+		}
+		for _, kv := range resp.Kvs {
+			out = append(out, fromKV(kv))
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return out, rev, nil
+		}
+		key = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+func toCmp(c store.Cond) (clientv3.Cmp, error) {
+	switch c.Kind {
+	case store.ModRevEquals:
+		// A missing key has ModRevision 0, so Rev 0 means absent.
+		return clientv3.Compare(clientv3.ModRevision(c.Key), "=", c.Rev), nil
+	case store.Exists:
+		return clientv3.Compare(clientv3.CreateRevision(c.Key), ">", 0), nil
+	case store.Absent:
+		return clientv3.Compare(clientv3.CreateRevision(c.Key), "=", 0), nil
+	}
+	return clientv3.Cmp{}, fmt.Errorf("etcdstore: unknown condition kind %d on %s", c.Kind, c.Key)
+}
+
+func toOp(o store.Op) (clientv3.Op, error) {
+	switch o.Kind {
+	case store.OpPut:
+		if o.Lease != 0 {
+			return clientv3.OpPut(o.Key, string(o.Value), clientv3.WithLease(clientv3.LeaseID(o.Lease))), nil
+		}
+		return clientv3.OpPut(o.Key, string(o.Value)), nil
+	case store.OpDelete:
+		return clientv3.OpDelete(o.Key), nil
+	}
+	return clientv3.Op{}, fmt.Errorf("etcdstore: unknown op kind %d on %s", o.Kind, o.Key)
+}
+
+// Txn implements store.Store.
+func (s *Store) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (bool, int64, error) {
+	if err := s.checkOpen(ctx, "txn"); err != nil {
+		return false, 0, err
+	}
+	cmps := make([]clientv3.Cmp, 0, len(conds))
+	for _, c := range conds {
+		cmp, err := toCmp(c)
+		if err != nil {
+			return false, 0, err
+		}
+		cmps = append(cmps, cmp)
+	}
+	eops := make([]clientv3.Op, 0, len(ops))
+	for _, o := range ops {
+		op, err := toOp(o)
+		if err != nil {
+			return false, 0, err
+		}
+		eops = append(eops, op)
+	}
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(eops...).Commit()
+	if err != nil {
+		return false, 0, s.wrap("txn", err)
+	}
+	return resp.Succeeded, resp.Header.Revision, nil
+}
+
+// Grant implements store.Store. etcd raises TTLs below its minimum
+// (about 1.5 election timeouts, 2 s with the defaults) to that minimum.
+func (s *Store) Grant(ctx context.Context, ttlSeconds int64) (store.LeaseID, error) {
+	if err := s.checkOpen(ctx, "grant"); err != nil {
+		return 0, err
+	}
+	if ttlSeconds <= 0 {
+		return 0, fmt.Errorf("etcdstore: lease ttl must be positive, got %d", ttlSeconds)
+	}
+	resp, err := s.cli.Grant(ctx, ttlSeconds)
+	if err != nil {
+		return 0, s.wrap("grant", err)
+	}
+	return store.LeaseID(resp.ID), nil
+}
+
+// KeepAlive implements store.Store.
+func (s *Store) KeepAlive(ctx context.Context, id store.LeaseID) error {
+	if err := s.checkOpen(ctx, "keepalive"); err != nil {
+		return err
+	}
+	_, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(id))
+	return s.wrap(fmt.Sprintf("keepalive %x", int64(id)), err)
+}
+
+// Revoke implements store.Store.
+func (s *Store) Revoke(ctx context.Context, id store.LeaseID) error {
+	if err := s.checkOpen(ctx, "revoke"); err != nil {
+		return err
+	}
+	_, err := s.cli.Revoke(ctx, clientv3.LeaseID(id))
+	return s.wrap(fmt.Sprintf("revoke %x", int64(id)), err)
+}
+
+// Compact drops the history before rev; watches from an older revision
+// then fail with store.ErrCompacted. etcd compacts periodically by itself
+// (Config.CompactionRetention); this is for tests and operators.
+func (s *Store) Compact(ctx context.Context, rev int64) error {
+	if err := s.checkOpen(ctx, "compact"); err != nil {
+		return err
+	}
+	_, err := s.cli.Compact(ctx, rev, clientv3.WithCompactPhysical())
+	return s.wrap("compact", err)
+}

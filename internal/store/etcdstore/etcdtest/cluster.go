@@ -1,0 +1,198 @@
+package etcdtest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vpool/vpool/internal/store/etcdstore"
+)
+
+// startTimeout bounds how long Start waits for a cluster to be ready.
+const startTimeout = 90 * time.Second
+
+// Cluster is a running etcd cluster of child processes. Everything it
+// started ends when the test ends.
+type Cluster struct {
+	Members []*Member
+}
+
+// Member is one etcd member in a child process.
+type Member struct {
+	Name      string
+	ClientURL string
+	PeerURL   string
+	cmd       *exec.Cmd
+	stdin     io.WriteCloser
+	exited    chan struct{} // closed when the process has been waited for
+	stderr    *syncBuffer
+}
+
+// Endpoints returns the client URLs of every member, for etcdstore.Connect.
+func (c *Cluster) Endpoints() []string {
+	eps := make([]string, len(c.Members))
+	for i, m := range c.Members {
+		eps[i] = m.ClientURL
+	}
+	return eps
+}
+
+// Kill sends SIGKILL to the member and waits until it is gone.
+func (m *Member) Kill() error {
+	if err := m.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("etcdtest: kill %s: %w", m.Name, err)
+	}
+	<-m.exited
+	return nil
+}
+
+// StartCluster starts an n-member cluster and returns its client
+// endpoints. See the package doc for the TestMain hook.
+func StartCluster(t testing.TB, n int) []string {
+	t.Helper()
+	return Start(t, n).Endpoints()
+}
+
+// Start starts an n-member cluster (1, 3 or 5 make sense), waits until
+// every member is ready and registers its teardown with t.Cleanup. It
+// fails the test if the cluster does not come up; a start that lost a
+// race for a free port is retried with new ports.
+func Start(t testing.TB, n int) *Cluster {
+	t.Helper()
+	if n < 1 {
+		t.Fatalf("etcdtest: cluster of %d members", n)
+	}
+	bin, args := memberCommand(t)
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		c, err := start(t, bin, args, n)
+		if err == nil {
+			return c
+		}
+		lastErr = err
+		t.Logf("etcdtest: cluster start attempt %d: %v", attempt+1, err)
+	}
+	t.Fatalf("etcdtest: start %d-member cluster: %v", n, lastErr)
+	return nil
+}
+
+// memberCommand returns how to start a member process.
+func memberCommand(t testing.TB) (string, []string) {
+	if hooked.Load() {
+		// The test binary itself; -test.run=^$ so that it could not run
+		// tests even if MaybeRunMember were skipped.
+		return os.Args[0], []string{"-test.run=^$"}
+	}
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	bin := filepath.Join(t.TempDir(), "etcd-member")
+	cmd := exec.Command(goTool, "build", "-o", bin, "github.com/vpool/vpool/internal/store/etcdstore/etcdtest/member")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("etcdtest: no MaybeRunMember in TestMain, and go build of the member binary failed: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+func start(t testing.TB, bin string, args []string, n int) (*Cluster, error) {
+	root := t.TempDir()
+	c := &Cluster{}
+	var initial []string
+	for i := 0; i < n; i++ {
+		cp, err := etcdstore.FreePort("127.0.0.1")
+		if err != nil {
+			return nil, err
+		}
+		pp, err := etcdstore.FreePort("127.0.0.1")
+		if err != nil {
+			return nil, err
+		}
+		m := &Member{
+			Name:      fmt.Sprintf("m%d", i),
+			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", cp),
+			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", pp),
+		}
+		c.Members = append(c.Members, m)
+		initial = append(initial, m.Name+"="+m.PeerURL)
+	}
+	readies := make([]chan struct{}, n)
+	for i, m := range c.Members {
+		spec := memberSpec{Name: m.Name, DataDir: dataDir(root, m.Name), ClientURL: m.ClientURL, PeerURL: m.PeerURL, InitialCluster: strings.Join(initial, ",")}
+		ready, err := m.launch(bin, args, spec)
+		if err != nil {
+			c.stop()
+			return nil, err
+		}
+		readies[i] = ready
+	}
+	t.Cleanup(func() {
+		c.stop()
+		if t.Failed() {
+			for _, m := range c.Members {
+				t.Logf("etcdtest: member %s stderr (tail):\n%s", m.Name, lastLines(m.stderr.String(), 30))
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	for i, m := range c.Members {
+		select {
+		case <-readies[i]:
+		case <-m.exited:
+			c.stop()
+			return nil, fmt.Errorf("member %s exited before it was ready: %s", m.Name, lastLines(m.stderr.String(), 10))
+		case <-ctx.Done():
+			c.stop()
+			return nil, fmt.Errorf("member %s not ready after %v: %s", m.Name, startTimeout, lastLines(m.stderr.String(), 10))
+		}
+	}
+	return c, nil
+}
+
+// launch starts the member's process and returns a channel closed when
+// the member says it is ready.
+func (m *Member) launch(bin string, args []string, spec memberSpec) (chan struct{}, error) {
+	js, err := json.Marshal(spec)
+	if err != nil {
+		return nil, err
+	}
+	m.cmd = exec.Command(bin, args...)
+	m.cmd.Env = append(os.Environ(), envMember+"="+string(js))
+	m.stderr = &syncBuffer{}
+	m.cmd.Stderr = m.stderr
+	ready := make(chan struct{})
+	m.cmd.Stdout = &readyWriter{ready: ready}
+	if m.stdin, err = m.cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	if err := m.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start member %s: %w", m.Name, err)
+	}
+	m.exited = make(chan struct{})
+	go func() {
+		_ = m.cmd.Wait()
+		close(m.exited)
+	}()
+	return ready, nil
+}
+
+// stop kills every member still running and waits for them.
+func (c *Cluster) stop() {
+	for _, m := range c.Members {
+		if m.cmd == nil || m.cmd.Process == nil {
+			continue
+		}
+		_ = m.stdin.Close()
+		_ = m.Kill()
+	}
+}

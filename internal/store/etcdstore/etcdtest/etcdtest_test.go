@@ -1,0 +1,34 @@
+package etcdtest_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/vpool/vpool/internal/store"
+	"github.com/vpool/vpool/internal/store/etcdstore"
+	"github.com/vpool/vpool/internal/store/etcdstore/etcdtest"
+)
+
+// TestStartClusterWithoutHook covers the path for test binaries without
+// MaybeRunMember in TestMain: the member binary is built with go build.
+// (This package has no TestMain on purpose.)
+func TestStartClusterWithoutHook(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts an etcd member process")
+	}
+	eps := etcdtest.StartCluster(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := etcdstore.Connect(ctx, eps, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if ok, _, err := s.Txn(ctx, nil, []store.Op{store.Put("/k", []byte("v"))}); err != nil || !ok {
+		t.Fatalf("put: ok=%v err=%v", ok, err)
+	}
+	if kv, err := s.Get(ctx, "/k"); err != nil || string(kv.Value) != "v" {
+		t.Fatalf("get: %+v %v", kv, err)
+	}
+}
