@@ -123,4 +123,8 @@ type Allocation struct {
 	Groups    map[string]int  `json:"groups,omitempty"`
 	Revision  int64           `json:"-"`
 	UpdatedAt time.Time       `json:"updatedAt"`
+
+	// ReservedCPUMilli is the exact sum of CPU reservations in milli-CPUs
+	// (Reserved.CPUs holds the same, rounded up to whole CPUs).
+	ReservedCPUMilli int `json:"reservedCpuMilli,omitempty"`
 }
