@@ -1,0 +1,199 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vpool/vpool/internal/model"
+)
+
+func (a *app) clusterCmd() *cobra.Command {
+	policy := group("policy", "Show or change the placement policy", a.policyShowCmd(), a.policySetCmd())
+	return group("cluster", "Show the cluster and its placement policy", a.clusterInfoCmd(), policy)
+}
+
+func (a *app) clusterInfoCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "info",
+		Short: "Show the cluster summary",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := a.format(); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			info, err := c.ClusterInfo(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return a.print(cmd, info, func(w io.Writer) {
+				field(w, "Address", c.Addr())
+				field(w, "Server", info.Server)
+				field(w, "Version", info.Version)
+				field(w, "Leader", orDash(info.Leader))
+				field(w, "Store", info.Store)
+				field(w, "CA hash", info.CAHash)
+				field(w, "Hosts", info.Hosts)
+				field(w, "VMs", info.VMs)
+				field(w, "Projects", info.Projects)
+			})
+		},
+	}
+}
+
+func policyTable(w io.Writer, p *model.Policy) {
+	field(w, "Strategy", orDash(p.Strategy))
+	field(w, "CPU ratio", num(p.Ratios.CPU))
+	field(w, "Memory ratio", num(p.Ratios.Memory))
+	field(w, "Disk ratio", num(p.Ratios.Disk))
+	names := make([]string, 0, len(p.Weights))
+	for k := range p.Weights {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		field(w, "Weight "+k, num(p.Weights[k]))
+	}
+}
+
+func (a *app) policyShowCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "show",
+		Aliases: []string{"get"},
+		Short:   "Show the placement policy",
+		Args:    exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := a.format(); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			p, err := c.Policy(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return a.print(cmd, p, func(w io.Writer) { policyTable(w, p) })
+		},
+	}
+}
+
+func (a *app) policySetCmd() *cobra.Command {
+	var cpu, mem, disk float64
+	var strategy string
+	var weights []string
+	cmd := &cobra.Command{
+		Use:   "set",
+		Short: "Change the placement policy (only the flags given change)",
+		Example: `  vpool cluster policy set --cpu-ratio 8 --strategy spread
+  vpool cluster policy set --weight balance=2 --weight binpack=0`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f := cmd.Flags()
+			ws := map[string]float64{}
+			for _, item := range weights {
+				k, v, ok := strings.Cut(item, "=")
+				x, err := strconv.ParseFloat(v, 64)
+				if !ok || k == "" || err != nil {
+					return usagef("--weight: %q is not name=number", item)
+				}
+				ws[k] = x
+			}
+			if !f.Changed("cpu-ratio") && !f.Changed("memory-ratio") && !f.Changed("disk-ratio") && !f.Changed("strategy") && len(ws) == 0 {
+				return usageErr(fmt.Errorf("cluster policy set: %w (--cpu-ratio, --memory-ratio, --disk-ratio, --strategy, --weight)", errNothingToChange))
+			}
+			if _, err := a.format(); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			p, err := c.Policy(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if f.Changed("cpu-ratio") {
+				p.Ratios.CPU = cpu
+			}
+			if f.Changed("memory-ratio") {
+				p.Ratios.Memory = mem
+			}
+			if f.Changed("disk-ratio") {
+				p.Ratios.Disk = disk
+			}
+			if f.Changed("strategy") {
+				p.Strategy = strategy
+			}
+			if len(ws) > 0 && p.Weights == nil {
+				p.Weights = map[string]float64{}
+			}
+			for k, v := range ws {
+				p.Weights[k] = v
+			}
+			p, err = c.SetPolicy(cmd.Context(), *p)
+			if err != nil {
+				return err
+			}
+			return a.print(cmd, p, func(w io.Writer) { policyTable(w, p) })
+		},
+	}
+	f := cmd.Flags()
+	f.Float64Var(&cpu, "cpu-ratio", 0, "vCPUs allocatable per physical CPU")
+	f.Float64Var(&mem, "memory-ratio", 0, "memory allocatable per byte of RAM")
+	f.Float64Var(&disk, "disk-ratio", 0, "disk allocatable per byte of storage")
+	f.StringVar(&strategy, "strategy", "", "binpack or spread")
+	f.StringArrayVar(&weights, "weight", nil, "score plugin weight name=value (repeatable)")
+	return cmd
+}
+
+func (a *app) versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the client's version and, when reachable, the server's",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := a.format(); err != nil {
+				return err
+			}
+			v := struct {
+				Client string `json:"client"`
+				Server string `json:"server,omitempty"`
+				Error  string `json:"serverError,omitempty"`
+			}{Client: a.version}
+			c, err := a.client()
+			if err == nil {
+				ctx, cancel := context.WithTimeout(cmd.Context(), 3*time.Second)
+				defer cancel()
+				ci, err2 := c.ClusterInfo(ctx)
+				if err2 == nil {
+					v.Server = ci.Version
+				} else {
+					err = err2
+				}
+			}
+			if err != nil {
+				v.Error = describe(err)
+			}
+			return a.print(cmd, v, func(w io.Writer) {
+				fmt.Fprintf(w, "client: %s\n", v.Client)
+				if v.Server != "" {
+					fmt.Fprintf(w, "server: %s (%s)\n", v.Server, c.Addr())
+				} else {
+					fmt.Fprintf(w, "server: unreachable: %s\n", v.Error)
+				}
+			})
+		},
+	}
+}
