@@ -76,6 +76,9 @@ func (c *Client) followOnce(ctx context.Context, last *int64, project string, ou
 	if resp.StatusCode/100 != 2 {
 		return false, decodeError(resp)
 	}
+	// Events written in one transaction share an ID (the revision), so
+	// only IDs at or below the point this stream started from are repeats.
+	from := *last
 	dec := json.NewDecoder(resp.Body)
 	for {
 		var ev model.Event
@@ -85,7 +88,7 @@ func (c *Client) followOnce(ctx context.Context, last *int64, project string, ou
 			}
 			return true, fmt.Errorf("client: follow events: %w", err)
 		}
-		if ev.ID != 0 && ev.ID <= *last {
+		if ev.ID != 0 && ev.ID <= from {
 			continue // repeated after a reconnect
 		}
 		select {

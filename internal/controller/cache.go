@@ -1,0 +1,320 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/state"
+	"github.com/vpool/vpool/internal/store"
+)
+
+// cache mirrors the keys the controllers act on. It is filled by one
+// reflector per prefix (list at revision R, watch from R+1, re-list when
+// the watch breaks or is compacted). Every entry keeps the ModRev it was
+// read at; an update older than what is cached is ignored, so local
+// updates after a commit and the watch events of that commit commute.
+//
+// Cached objects are immutable: updates replace pointers, and readers
+// copy before changing anything.
+type cache struct {
+	log  *slog.Logger
+	kick chan struct{}
+
+	mu     sync.Mutex
+	vms    map[string]*model.VM   // by "project/name"
+	hosts  map[string]*model.Host // by name
+	allocs map[string]model.Allocation
+	alive  map[string]int64 // host name → ModRev of its liveness key
+	policy model.Policy
+	polRev int64
+	// gen bumps whenever capacity may have changed (hosts, allocations,
+	// liveness, policy): a VM that did not fit at gen g is not retried
+	// until gen moves.
+	gen uint64
+}
+
+func newCache(log *slog.Logger) *cache {
+	return &cache{
+		log:    log,
+		kick:   make(chan struct{}, 1),
+		vms:    map[string]*model.VM{},
+		hosts:  map[string]*model.Host{},
+		allocs: map[string]model.Allocation{},
+		alive:  map[string]int64{},
+		policy: model.DefaultPolicy(),
+	}
+}
+
+// poke wakes the reconcile loop without blocking.
+func (c *cache) poke() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// source is one reflected prefix: reset replaces the prefix's contents
+// from a listing, apply folds in one watch event. Both run under c.mu.
+type source struct {
+	prefix string
+	reset  func(kvs []store.KV)
+	apply  func(ev store.WatchEvent)
+}
+
+func (c *cache) sources() []source {
+	return []source{
+		{store.VMsPrefix, func(kvs []store.KV) { c.vms = map[string]*model.VM{}; c.applyAll(kvs, c.applyVM) }, c.applyVM},
+		{store.HostsPrefix, func(kvs []store.KV) { c.hosts = map[string]*model.Host{}; c.applyAll(kvs, c.applyHost) }, c.applyHost},
+		{store.AllocPrefix, func(kvs []store.KV) { c.allocs = map[string]model.Allocation{}; c.applyAll(kvs, c.applyAlloc) }, c.applyAlloc},
+		{store.AlivePrefix, func(kvs []store.KV) { c.alive = map[string]int64{}; c.applyAll(kvs, c.applyAlive) }, c.applyAlive},
+		{store.PolicyKey, func(kvs []store.KV) { c.policy, c.polRev = model.DefaultPolicy(), 0; c.applyAll(kvs, c.applyPolicy) }, c.applyPolicy},
+	}
+}
+
+func (c *cache) applyAll(kvs []store.KV, apply func(store.WatchEvent)) {
+	c.gen++
+	for _, kv := range kvs {
+		apply(store.WatchEvent{Type: store.EventPut, KV: kv, Rev: kv.ModRev})
+	}
+}
+
+// reflect keeps one source in sync until ctx ends. synced is called once,
+// after the first listing is in the cache.
+func (c *cache) reflect(ctx context.Context, st store.Store, src source, synced func()) error {
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		kvs, rev, err := st.List(ctx, src.prefix)
+		if err != nil {
+			if errors.Is(err, store.ErrClosed) || ctx.Err() != nil {
+				return err
+			}
+			c.log.Warn("list failed, retrying", "prefix", src.prefix, "err", err)
+			sleep(ctx, retryDelay(attempt))
+			continue
+		}
+		c.mu.Lock()
+		src.reset(kvs)
+		c.mu.Unlock()
+		if synced != nil {
+			synced()
+			synced = nil
+		}
+		c.poke()
+		if err := c.watch(ctx, st, src, rev+1); err != nil {
+			if errors.Is(err, store.ErrClosed) {
+				return err
+			}
+			if !errors.Is(err, store.ErrCompacted) {
+				c.log.Warn("watch broke, re-listing", "prefix", src.prefix, "err", err)
+			}
+		}
+		attempt = 0
+	}
+	return ctx.Err()
+}
+
+func (c *cache) watch(ctx context.Context, st store.Store, src source, from int64) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for resp := range st.Watch(wctx, src.prefix, from) {
+		if resp.Err != nil {
+			return resp.Err
+		}
+		c.mu.Lock()
+		for _, ev := range resp.Events {
+			src.apply(ev)
+		}
+		c.mu.Unlock()
+		c.poke()
+	}
+	return nil
+}
+
+func decodeKV(kv store.KV, v any) error {
+	if err := json.Unmarshal(kv.Value, v); err != nil {
+		return fmt.Errorf("controller: decode %s: %w", kv.Key, err)
+	}
+	return nil
+}
+
+// newer reports whether an update at rev is newer than the cached rev.
+func newer(cached int64, ok bool, rev int64) bool { return !ok || rev > cached }
+
+func (c *cache) applyVM(ev store.WatchEvent) {
+	name := strings.TrimPrefix(ev.KV.Key, store.VMsPrefix)
+	old, ok := c.vms[name]
+	var oldRev int64
+	if ok {
+		oldRev = old.Revision
+	}
+	if !newer(oldRev, ok, ev.Rev) {
+		return
+	}
+	if ev.Type == store.EventDelete {
+		delete(c.vms, name)
+		return
+	}
+	vm, err := state.DecodeVM(ev.KV)
+	if err != nil {
+		c.log.Warn("skipping undecodable VM", "err", err)
+		return
+	}
+	c.vms[name] = vm
+}
+
+func (c *cache) applyHost(ev store.WatchEvent) {
+	name := strings.TrimPrefix(ev.KV.Key, store.HostsPrefix)
+	old, ok := c.hosts[name]
+	var oldRev int64
+	if ok {
+		oldRev = old.Revision
+	}
+	if !newer(oldRev, ok, ev.Rev) {
+		return
+	}
+	c.gen++
+	if ev.Type == store.EventDelete {
+		delete(c.hosts, name)
+		return
+	}
+	h, err := state.DecodeHost(ev.KV)
+	if err != nil {
+		c.log.Warn("skipping undecodable host", "err", err)
+		return
+	}
+	h.Name = name
+	c.hosts[name] = h
+}
+
+func (c *cache) applyAlloc(ev store.WatchEvent) {
+	name := strings.TrimPrefix(ev.KV.Key, store.AllocPrefix)
+	old, ok := c.allocs[name]
+	if !newer(old.Revision, ok, ev.Rev) {
+		return
+	}
+	c.gen++
+	if ev.Type == store.EventDelete {
+		delete(c.allocs, name)
+		return
+	}
+	var a model.Allocation
+	if err := decodeKV(ev.KV, &a); err != nil {
+		c.log.Warn("skipping undecodable allocation", "err", err)
+		return
+	}
+	a.Host = name
+	a.Revision = ev.KV.ModRev
+	c.allocs[name] = a
+}
+
+func (c *cache) applyAlive(ev store.WatchEvent) {
+	name := strings.TrimPrefix(ev.KV.Key, store.AlivePrefix)
+	old, ok := c.alive[name]
+	if !newer(old, ok, ev.Rev) {
+		return
+	}
+	c.gen++
+	if ev.Type == store.EventDelete {
+		delete(c.alive, name)
+		return
+	}
+	c.alive[name] = ev.KV.ModRev
+}
+
+func (c *cache) applyPolicy(ev store.WatchEvent) {
+	if ev.KV.Key != store.PolicyKey || ev.Rev <= c.polRev {
+		return
+	}
+	c.gen++
+	c.polRev = ev.Rev
+	if ev.Type == store.EventDelete {
+		c.policy = model.DefaultPolicy()
+		return
+	}
+	p := model.DefaultPolicy()
+	if err := decodeKV(ev.KV, &p); err != nil {
+		c.log.Warn("skipping undecodable policy", "err", err)
+		return
+	}
+	c.policy = p
+}
+
+// putVM records a VM this process just wrote at rev.
+func (c *cache) putVM(vm *model.VM, rev int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.vms[vm.Key()]; ok && old.Revision >= rev {
+		return
+	}
+	vm.Revision = rev
+	c.vms[vm.Key()] = vm
+}
+
+// putAlloc records an allocation this process just wrote at rev.
+func (c *cache) putAlloc(a model.Allocation, rev int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.allocs[a.Host]; ok && old.Revision >= rev {
+		return
+	}
+	c.gen++
+	a.Revision = rev
+	c.allocs[a.Host] = a
+}
+
+// snapshot returns the placement view: hosts sorted by name, allocations,
+// policy, and the capacity generation it was taken at.
+func (c *cache) snapshot() (*Snapshot, uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := &Snapshot{Hosts: make([]model.Host, 0, len(c.hosts)), Allocs: make(map[string]model.Allocation, len(c.allocs)), Policy: c.policy}
+	for _, h := range c.hosts {
+		s.Hosts = append(s.Hosts, *h)
+	}
+	sort.Slice(s.Hosts, func(i, j int) bool { return s.Hosts[i].Name < s.Hosts[j].Name })
+	for k, a := range c.allocs {
+		s.Allocs[k] = a
+	}
+	return s, c.gen
+}
+
+// vmList returns the cached VMs that match keep, oldest first.
+func (c *cache) vmList(keep func(*model.VM) bool) []*model.VM {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*model.VM
+	for _, vm := range c.vms {
+		if keep(vm) {
+			out = append(out, vm)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].Key() < out[j].Key()
+	})
+	return out
+}
+
+// hostView returns copies of the hosts and which of them are alive.
+func (c *cache) hostView() ([]model.Host, map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	hosts := make([]model.Host, 0, len(c.hosts))
+	alive := make(map[string]bool, len(c.alive))
+	for _, h := range c.hosts {
+		hosts = append(hosts, *h)
+	}
+	for k := range c.alive {
+		alive[k] = true
+	}
+	sort.Slice(hosts, func(i, j int) bool { return hosts[i].Name < hosts[j].Name })
+	return hosts, alive
+}

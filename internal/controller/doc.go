@@ -1,0 +1,21 @@
+// Package controller holds the control loops that run on the elected
+// leader of the vpool servers: leader election over the store, the
+// scheduling controller (pending VM → host, committed with one
+// compare-and-swap transaction on the VM and the host's allocation),
+// allocation repair, host liveness and cleanup (finishing deletions,
+// compacting events).
+//
+// Controllers are driven by store watches (list at revision R, watch from
+// R+1, re-list on compaction) and are level-triggered and idempotent: every
+// pass recomputes what to do from what is stored, so a crash at any point
+// resumes from the stored state.
+//
+// The package decides nothing about placement itself: it consumes a Placer
+// (defined here; SchedulerPlacer adapts internal/scheduler and is the
+// default, FirstFit is a minimal stand-in for tests). Every commit still
+// re-checks capacity × ratio (Fits), so a faulty Placer cannot overcommit.
+//
+// It imports internal/store, internal/state, internal/scheduler,
+// internal/model and internal/api (the dry-run answer's wire type); never
+// net/http, QEMU, the hypervisor drivers or etcd.
+package controller

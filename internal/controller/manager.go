@@ -1,0 +1,186 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/vpool/vpool/internal/state"
+	"github.com/vpool/vpool/internal/store"
+)
+
+// Defaults of Config.
+const (
+	DefaultLeaseTTL        = 6 * time.Second
+	DefaultResyncInterval  = 15 * time.Second
+	DefaultDeleteGrace     = 5 * time.Minute
+	DefaultHostDownGrace   = 10 * time.Second
+	DefaultMaxEvents       = 10000
+	DefaultMaxEventAge     = 24 * time.Hour
+	DefaultCompactInterval = time.Minute
+)
+
+// Config configures a Manager. Store and Identity are required; every
+// other field has a default.
+type Config struct {
+	Store store.Store
+	// Identity names this server; it is the value of the leader key.
+	Identity string
+	Logger   *slog.Logger
+	// Clock stamps objects and events and measures grace periods.
+	// Timers (keep-alives, resyncs) run on real time.
+	Clock func() time.Time
+	// Placer chooses hosts; NewSchedulerPlacer() (internal/scheduler, all
+	// plugins) when nil.
+	Placer Placer
+	// ReconcileErrors, when set, is called once per failed reconcile with
+	// the controller's name (election, repair, liveness, scheduling,
+	// cleanup, compaction): wire metrics.(*Metrics).ReconcileError here.
+	ReconcileErrors func(controller string)
+
+	// LeaseTTL is the leader lease's time to live (whole seconds).
+	LeaseTTL time.Duration
+	// ResyncInterval is how often controllers re-run a full pass even when
+	// no watch event arrived (grace periods, missed wake-ups).
+	ResyncInterval time.Duration
+	// DeleteGrace is how long a VM being deleted on a down host waits for
+	// its host to come back before its deletion is finished without it.
+	DeleteGrace time.Duration
+	// HostDownGrace is how long after its last report (Host.LastSeen) a
+	// host may stay ready without a liveness key: it covers a host record
+	// written before the agent's first heartbeat, and avoids flapping.
+	HostDownGrace time.Duration
+	// MaxEvents and MaxEventAge bound the event log: events beyond the
+	// newest MaxEvents, and events older than MaxEventAge, are deleted.
+	MaxEvents   int
+	MaxEventAge time.Duration
+	// CompactInterval is how often the event log is compacted.
+	CompactInterval time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Placer == nil {
+		c.Placer = NewSchedulerPlacer()
+	}
+	if c.ReconcileErrors == nil {
+		c.ReconcileErrors = func(string) {}
+	}
+	if c.LeaseTTL <= 0 {
+		c.LeaseTTL = DefaultLeaseTTL
+	}
+	if c.ResyncInterval <= 0 {
+		c.ResyncInterval = DefaultResyncInterval
+	}
+	if c.DeleteGrace <= 0 {
+		c.DeleteGrace = DefaultDeleteGrace
+	}
+	if c.HostDownGrace <= 0 {
+		c.HostDownGrace = DefaultHostDownGrace
+	}
+	if c.MaxEvents <= 0 {
+		c.MaxEvents = DefaultMaxEvents
+	}
+	if c.MaxEventAge <= 0 {
+		c.MaxEventAge = DefaultMaxEventAge
+	}
+	if c.CompactInterval <= 0 {
+		c.CompactInterval = DefaultCompactInterval
+	}
+}
+
+// ErrConfig says a Config is unusable.
+var ErrConfig = errors.New("controller: invalid config")
+
+// Manager campaigns for leadership and, while it leads, runs the
+// controllers. Every server runs one; exactly one leads at a time.
+type Manager struct {
+	cfg     Config
+	log     *slog.Logger
+	repo    *state.Repo
+	leading atomic.Bool
+	// terms counts leadership terms won by this manager (tests).
+	terms atomic.Int64
+	// epochs numbers placement snapshots (Snapshot.Epoch).
+	epochs atomic.Uint64
+}
+
+// New returns a Manager. It does nothing until Run.
+func New(cfg Config) *Manager {
+	cfg.setDefaults()
+	return &Manager{
+		cfg:  cfg,
+		log:  cfg.Logger.With("component", "controller", "identity", cfg.Identity),
+		repo: state.New(cfg.Store, cfg.Clock),
+	}
+}
+
+// IsLeader reports whether this manager leads now.
+func (m *Manager) IsLeader() bool { return m.leading.Load() }
+
+// Leader returns the identity of the current leader, or "" when no server
+// leads at the moment.
+func (m *Manager) Leader(ctx context.Context) (string, error) {
+	kv, err := m.cfg.Store.Get(ctx, store.LeaderKey)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("controller: read leader: %w", err)
+	}
+	return string(kv.Value), nil
+}
+
+// Run campaigns for leadership and runs the controllers while leading,
+// until ctx ends (then it resigns and returns nil). Store failures are
+// retried; it returns an error only for an unusable Config or a closed
+// store.
+func (m *Manager) Run(ctx context.Context) error {
+	if m.cfg.Store == nil || m.cfg.Identity == "" {
+		return fmt.Errorf("%w: Store and Identity are required", ErrConfig)
+	}
+	for attempt := 0; ; attempt++ {
+		err := m.campaign(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, store.ErrClosed) {
+			return fmt.Errorf("controller: %w", err)
+		}
+		if err != nil {
+			m.cfg.ReconcileErrors("election")
+			m.log.Warn("leader election failed, retrying", "err", err)
+		} else {
+			attempt = 0
+		}
+		if !sleep(ctx, retryDelay(attempt)) {
+			return nil
+		}
+	}
+}
+
+// retryDelay backs off from 50 ms to 2 s.
+func retryDelay(attempt int) time.Duration {
+	d := 50 * time.Millisecond << min(attempt, 6)
+	return min(d, 2*time.Second)
+}
+
+// sleep waits d or until ctx ends; it reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,202 @@
+package controller
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/vpool/vpool/internal/model"
+)
+
+// Snapshot is what a Placer decides from: the hosts (sorted by name), their
+// current allocations keyed by host name (a missing entry means nothing is
+// allocated) and the cluster policy. A Placer must treat it as read-only.
+//
+// The controller takes one Snapshot per pass and keeps it current with its
+// own commits: it replaces Allocs[h] and appends h to Changed. A Placer
+// that derives costly state (indexes) may cache it per Epoch and apply
+// only the hosts in Changed that it has not seen yet.
+type Snapshot struct {
+	Hosts  []model.Host
+	Allocs map[string]model.Allocation
+	Policy model.Policy
+	Now    time.Time
+	// Epoch identifies this snapshot; a new pass takes a new epoch.
+	Epoch uint64
+	// Changed lists, in order, hosts whose Allocs entry changed after the
+	// snapshot was taken (a host may appear several times).
+	Changed []string
+}
+
+// setAlloc replaces a host's allocation and records the change.
+func (s *Snapshot) setAlloc(a model.Allocation) {
+	s.Allocs[a.Host] = a
+	s.Changed = append(s.Changed, a.Host)
+}
+
+// Placer chooses a host for one VM. It returns the chosen host's name, or
+// "" when the VM fits nowhere; the explanation says why in both cases.
+// Implementations are pure: no store, no clock (use Snapshot.Now).
+type Placer interface {
+	Place(s *Snapshot, vm *model.VM) (host string, expl *model.Explanation)
+}
+
+// PlacerFunc adapts a function to the Placer interface.
+type PlacerFunc func(s *Snapshot, vm *model.VM) (string, *model.Explanation)
+
+// Place implements Placer.
+func (f PlacerFunc) Place(s *Snapshot, vm *model.VM) (string, *model.Explanation) { return f(s, vm) }
+
+// FirstFit is a minimal Placer for tests and as a fallback: the first
+// ready host (by name) whose capacity × ratio covers the VM's demand,
+// whose physical capacity covers its reservations, that carries its
+// required labels and matches its pinned host. It honours no affinity,
+// isolation or storage constraint.
+type FirstFit struct{}
+
+var _ Placer = FirstFit{}
+
+// Place implements Placer.
+func (FirstFit) Place(s *Snapshot, vm *model.VM) (string, *model.Explanation) {
+	expl := &model.Explanation{Time: s.Now, Hosts: len(s.Hosts)}
+	var rj rejects
+	for i := range s.Hosts {
+		h := &s.Hosts[i]
+		switch {
+		case h.State != model.HostReady || h.Cordoned:
+			rj.add("host-state", "host not ready or cordoned")
+		case vm.Spec.Placement.Host != "" && vm.Spec.Placement.Host != h.Name:
+			rj.add("pinned-host", "VM is pinned to host "+vm.Spec.Placement.Host)
+		case !hasLabels(h.Labels, vm.Spec.Placement.RequiredLabels):
+			rj.add("labels", "missing required labels "+formatLabels(vm.Spec.Placement.RequiredLabels))
+		default:
+			if why := Fits(h, s.Allocs[h.Name], s.Policy, &vm.Spec); why != "" {
+				rj.add("fit", why)
+				continue
+			}
+			expl.Filters = rj.out
+			expl.Chosen = h.Name
+			expl.Candidates = []model.Candidate{{Host: h.Name, Score: 1}}
+			expl.Summary = "placed on " + h.Name + " (first fit)"
+			return h.Name, expl
+		}
+	}
+	expl.Filters = rj.out
+	expl.Summary = unschedulableSummary(len(s.Hosts), expl.Filters)
+	return "", expl
+}
+
+// rejects counts rejected hosts per filter and kind of reason (the text
+// before any parenthesis), keeping the first full reason of each kind.
+type rejects struct {
+	out []model.FilterOut
+	idx map[string]int
+}
+
+func (r *rejects) add(filter, reason string) {
+	kind, _, _ := strings.Cut(reason, " (")
+	k := filter + "\x00" + kind
+	if i, ok := r.idx[k]; ok {
+		r.out[i].Rejected++
+		return
+	}
+	if r.idx == nil {
+		r.idx = map[string]int{}
+	}
+	r.idx[k] = len(r.out)
+	r.out = append(r.out, model.FilterOut{Filter: filter, Rejected: 1, Reason: reason})
+}
+
+func unschedulableSummary(hosts int, filters []model.FilterOut) string {
+	if hosts == 0 {
+		return "no hosts in the pool"
+	}
+	parts := make([]string, 0, len(filters))
+	for _, f := range filters {
+		parts = append(parts, fmt.Sprintf("%d hosts: %s", f.Rejected, f.Reason))
+	}
+	return fmt.Sprintf("fits none of %d hosts: %s", hosts, strings.Join(parts, "; "))
+}
+
+func hasLabels(have, want map[string]string) bool {
+	for k, v := range want {
+		if got, ok := have[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+func formatLabels(m map[string]string) string {
+	keys := sortedKeys(m)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, k+"="+m[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+// EffectiveRatios resolves a host's allocation ratios: the host's override,
+// else the policy's, else the model defaults.
+func EffectiveRatios(h *model.Host, p model.Policy) model.Ratios {
+	def := model.DefaultPolicy().Ratios
+	pick := func(host, pol, d float64) float64 {
+		switch {
+		case host > 0:
+			return host
+		case pol > 0:
+			return pol
+		}
+		return d
+	}
+	return model.Ratios{
+		CPU:    pick(h.Ratios.CPU, p.Ratios.CPU, def.CPU),
+		Memory: pick(h.Ratios.Memory, p.Ratios.Memory, def.Memory),
+		Disk:   pick(h.Ratios.Disk, p.Ratios.Disk, def.Disk),
+	}
+}
+
+// Limit is what may be allocated on a host: capacity × ratio.
+func Limit(h *model.Host, p model.Policy) model.Resources {
+	r := EffectiveRatios(h, p)
+	return model.Resources{
+		CPUs:   int(math.Floor(float64(h.Capacity.CPUs) * r.CPU)),
+		Memory: model.Bytes(math.Floor(float64(h.Capacity.Memory) * r.Memory)),
+		Disk:   model.Bytes(math.Floor(float64(h.Capacity.Disk) * r.Disk)),
+	}
+}
+
+// Fits says why a VM with spec does not fit on h given its allocation a,
+// or "" when it does: used + demand must stay within capacity × ratio, and
+// reservations within physical capacity (never covered by overcommit;
+// CPU reservations are summed exactly in milli-CPUs when the allocation
+// carries ReservedCPUMilli). This is the invariant every commit re-checks;
+// it agrees with the scheduler's fit plugin. A nil spec checks a alone.
+func Fits(h *model.Host, a model.Allocation, p model.Policy, spec *model.VMSpec) string {
+	var demand model.Resources
+	var resMilli int
+	var resMem model.Bytes
+	if spec != nil {
+		demand, resMilli, resMem = spec.Demand(), spec.Controls.CPUReservation, spec.Controls.MemoryReservation
+	}
+	lim := Limit(h, p)
+	used := a.Used.Add(demand)
+	heldMilli := a.ReservedCPUMilli
+	if heldMilli == 0 {
+		heldMilli = a.Reserved.CPUs * 1000
+	}
+	switch {
+	case used.CPUs > lim.CPUs:
+		return fmt.Sprintf("insufficient vCPUs (needs %d, free %d)", demand.CPUs, max(lim.CPUs-a.Used.CPUs, 0))
+	case used.Memory > lim.Memory:
+		return fmt.Sprintf("insufficient memory (needs %s, free %s)", demand.Memory, max(lim.Memory-a.Used.Memory, 0))
+	case used.Disk > lim.Disk:
+		return fmt.Sprintf("insufficient disk (needs %s, free %s)", demand.Disk, max(lim.Disk-a.Used.Disk, 0))
+	case heldMilli+resMilli > h.Capacity.CPUs*1000:
+		return fmt.Sprintf("insufficient CPU for reservation (needs %d milli-CPUs, unreserved %d)", resMilli, max(h.Capacity.CPUs*1000-heldMilli, 0))
+	case a.Reserved.Memory+resMem > h.Capacity.Memory:
+		return fmt.Sprintf("insufficient memory for reservation (needs %s, unreserved %s)", resMem, max(h.Capacity.Memory-a.Reserved.Memory, 0))
+	}
+	return ""
+}

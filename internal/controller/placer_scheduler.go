@@ -1,0 +1,89 @@
+package controller
+
+import (
+	"reflect"
+	"sync"
+
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/scheduler"
+)
+
+// SchedulerPlacer is the Placer over internal/scheduler: every filter and
+// score plugin, with explanations. It builds one scheduler.Snapshot per
+// controller Snapshot (per Epoch) and then applies only the allocations
+// the controller changed since (Snapshot.Changed), so a pass placing many
+// VMs costs one snapshot build, not one per VM. Safe for concurrent use.
+type SchedulerPlacer struct {
+	opts []scheduler.Option
+	// Exhaustive examines every host for every decision (slower; the
+	// explanation then counts every host): for dry runs.
+	Exhaustive bool
+
+	mu     sync.Mutex
+	sched  *scheduler.Scheduler
+	policy model.Policy
+	snap   *scheduler.Snapshot
+	epoch  uint64
+	seen   int // len(Changed) already applied to snap
+}
+
+var _ Placer = (*SchedulerPlacer)(nil)
+
+// NewSchedulerPlacer returns a Placer over internal/scheduler; opts are
+// passed to scheduler.New (plugins, sampling, candidates).
+func NewSchedulerPlacer(opts ...scheduler.Option) *SchedulerPlacer {
+	return &SchedulerPlacer{opts: opts}
+}
+
+// Place implements Placer.
+func (p *SchedulerPlacer) Place(s *Snapshot, vm *model.VM) (string, *model.Explanation) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.sync(s); err != nil {
+		return "", &model.Explanation{Time: s.Now, Hosts: len(s.Hosts), Summary: "cannot schedule: " + err.Error()}
+	}
+	d := p.sched.Place(p.snap, scheduler.Request{Key: vm.Key(), Spec: &vm.Spec, Exhaustive: p.Exhaustive})
+	expl := d.Explanation
+	if expl == nil {
+		expl = &model.Explanation{Hosts: len(s.Hosts)}
+	}
+	expl.Time = s.Now
+	if d.Err != nil {
+		expl.Summary = "cannot schedule: " + d.Err.Error()
+		return "", expl
+	}
+	return d.Host, expl
+}
+
+// sync brings the scheduler snapshot up to date with s.
+func (p *SchedulerPlacer) sync(s *Snapshot) error {
+	if p.sched == nil || !reflect.DeepEqual(p.policy, s.Policy) {
+		sched, err := scheduler.New(s.Policy, p.opts...)
+		if err != nil {
+			return err
+		}
+		p.sched, p.policy, p.snap = sched, s.Policy, nil
+	}
+	if p.snap == nil || s.Epoch == 0 || s.Epoch != p.epoch {
+		allocs := make([]model.Allocation, 0, len(s.Allocs))
+		for _, name := range sortedKeys(s.Allocs) {
+			a := s.Allocs[name]
+			a.Host = name
+			allocs = append(allocs, a)
+		}
+		snap, err := scheduler.NewSnapshot(s.Policy, s.Hosts, allocs)
+		if err != nil {
+			return err
+		}
+		p.snap, p.epoch, p.seen = snap, s.Epoch, len(s.Changed)
+	}
+	for _, h := range s.Changed[p.seen:] {
+		a := s.Allocs[h]
+		a.Host = h
+		if err := p.snap.SetAllocation(a); err != nil {
+			return err
+		}
+	}
+	p.seen = len(s.Changed)
+	return nil
+}

@@ -1,0 +1,200 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/state"
+	"github.com/vpool/vpool/internal/store"
+)
+
+// EventVMUnschedulable is written when a VM first fails to fit anywhere.
+const EventVMUnschedulable = "vm.unschedulable"
+
+// maxCommitAttempts bounds the re-reads of one placement that keeps
+// losing its compare-and-swap; the next pass tries again.
+const maxCommitAttempts = 8
+
+// ErrPlacerBroke says the Placer chose a host that is not in the snapshot
+// or on which the VM does not fit: a bug in the Placer, never committed.
+var ErrPlacerBroke = errors.New("controller: placer chose an impossible host")
+
+// needsPlacement reports whether the scheduling controller owns vm now.
+func needsPlacement(vm *model.VM) bool {
+	if vm.DeletedAt != nil || vm.Status.Host != "" {
+		return false
+	}
+	switch vm.Status.Phase {
+	case "", model.PhasePending, model.PhaseScheduling:
+		return true
+	}
+	return false
+}
+
+// schedule places every pending VM, oldest first.
+func (r *reconciler) schedule(ctx context.Context) error {
+	if !r.repaired {
+		return nil // repairOnce reports why
+	}
+	pending := r.c.vmList(needsPlacement)
+	keep := make(map[string]bool, len(pending))
+	if len(pending) == 0 {
+		clear(r.failed)
+		return nil
+	}
+	snap, gen := r.c.snapshot()
+	snap.Now = r.now()
+	snap.Epoch = r.m.epochs.Add(1) // unique across terms: the Placer outlives them
+	var errs []error
+	for _, vm := range pending {
+		keep[vm.Key()] = true
+		if f, ok := r.failed[vm.Key()]; ok && f.rev == vm.Revision && f.gen == gen {
+			continue
+		}
+		if err := r.scheduleOne(ctx, snap, gen, vm); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			errs = append(errs, err)
+		}
+	}
+	for k := range r.failed {
+		if !keep[k] {
+			delete(r.failed, k)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// scheduleOne asks the Placer for a host and commits the choice; on a
+// conflict it re-reads the VM and the host's allocation and asks again.
+// snap.Allocs is kept current with this process's commits.
+func (r *reconciler) scheduleOne(ctx context.Context, snap *Snapshot, gen uint64, vm *model.VM) error {
+	for range maxCommitAttempts {
+		host, expl := r.m.cfg.Placer.Place(snap, vm)
+		if expl == nil {
+			expl = &model.Explanation{Time: snap.Now, Hosts: len(snap.Hosts), Chosen: host}
+		}
+		if host == "" {
+			return r.unschedulable(ctx, vm, expl, gen)
+		}
+		h := findHost(snap.Hosts, host)
+		if h == nil {
+			return fmt.Errorf("%w: %s for VM %s: no such host", ErrPlacerBroke, host, vm.Key())
+		}
+		a := snap.Allocs[host]
+		if why := Fits(h, a, snap.Policy, &vm.Spec); why != "" {
+			return fmt.Errorf("%w: %s for VM %s: %s", ErrPlacerBroke, host, vm.Key(), why)
+		}
+		na, ok, err := r.commit(ctx, vm, host, a, expl)
+		if err != nil {
+			return err
+		}
+		if ok {
+			snap.setAlloc(na)
+			delete(r.failed, vm.Key())
+			r.m.log.Info("placed VM", "vm", vm.Key(), "host", host)
+			return nil
+		}
+		// Lost a race: re-read what the guard compared.
+		fresh, err := r.m.repo.GetVM(ctx, vm.Project, vm.Name)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		fa, err := r.m.repo.GetAllocation(ctx, host)
+		if err != nil {
+			return err
+		}
+		fa.Host = host
+		snap.setAlloc(*fa)
+		r.c.putAlloc(*fa, fa.Revision)
+		if !needsPlacement(fresh) {
+			return nil
+		}
+		vm = fresh
+	}
+	return fmt.Errorf("controller: placing VM %s: %w", vm.Key(), state.ErrContention)
+}
+
+func findHost(hosts []model.Host, name string) *model.Host {
+	for i := range hosts {
+		if hosts[i].Name == name {
+			return &hosts[i]
+		}
+	}
+	return nil
+}
+
+// commit assigns vm to host in one transaction guarded on the VM's and the
+// allocation's revisions (and the leadership term): the VM gets its host,
+// phase creating and explanation; the allocation gets the VM's demand; a
+// phase event is written. It returns the new allocation and whether the
+// guards held.
+func (r *reconciler) commit(ctx context.Context, vm *model.VM, host string, a model.Allocation, expl *model.Explanation) (model.Allocation, bool, error) {
+	now := r.now()
+	nv := *vm
+	nv.Status.Host = host
+	nv.Status.Phase = model.PhaseCreating
+	nv.Status.Explanation = expl
+	nv.Status.Message = ""
+	nv.UpdatedAt = now
+	na := allocAdd(a, host, vm)
+	na.UpdatedAt = now
+	conds := r.t.guard(store.IfRev(store.VMKey(vm.Project, vm.Name), vm.Revision), store.IfRev(store.AllocKey(host), a.Revision))
+	ops := []store.Op{
+		store.Put(store.VMKey(vm.Project, vm.Name), encodeVM(&nv)),
+		store.Put(store.AllocKey(host), mustJSON(na)),
+	}
+	ops = append(ops, state.TransitionOps(vm, &nv, now)...)
+	ok, rev, err := r.st.Txn(ctx, conds, ops)
+	if err != nil {
+		return a, false, fmt.Errorf("controller: commit placement of %s on %s: %w", vm.Key(), host, err)
+	}
+	if !ok {
+		return a, false, nil
+	}
+	na.Revision = rev
+	r.c.putVM(&nv, rev)
+	r.c.putAlloc(na, rev)
+	return na, true, nil
+}
+
+// unschedulable records that vm fits nowhere: the explanation is written
+// only when its summary changed (no write storms), and the VM is not
+// retried until capacity changes.
+func (r *reconciler) unschedulable(ctx context.Context, vm *model.VM, expl *model.Explanation, gen uint64) error {
+	memo := failMemo{rev: vm.Revision, gen: gen}
+	old := vm.Status.Explanation
+	if old != nil && old.Summary == expl.Summary && old.Chosen == "" && vm.Status.Phase == model.PhasePending {
+		r.failed[vm.Key()] = memo
+		return nil
+	}
+	now := r.now()
+	nv := *vm
+	nv.Status.Phase = model.PhasePending
+	nv.Status.Explanation = expl
+	nv.Status.Message = "waiting for capacity: " + expl.Summary
+	nv.UpdatedAt = now
+	ops := []store.Op{store.Put(store.VMKey(vm.Project, vm.Name), encodeVM(&nv))}
+	ops = append(ops, state.TransitionOps(vm, &nv, now)...)
+	if old == nil || old.Chosen != "" {
+		ops = append(ops, state.EventOp(model.Event{Time: now, Kind: EventVMUnschedulable, Object: state.VMObject(vm.Project, vm.Name),
+			Project: vm.Project, Message: "VM " + vm.Name + " fits no host yet: " + expl.Summary}))
+	}
+	ok, rev, err := r.st.Txn(ctx, r.t.guard(store.IfRev(store.VMKey(vm.Project, vm.Name), vm.Revision)), ops)
+	if err != nil {
+		return fmt.Errorf("controller: record unschedulable %s: %w", vm.Key(), err)
+	}
+	if ok {
+		memo.rev = rev
+		r.c.putVM(&nv, rev)
+		r.failed[vm.Key()] = memo
+	}
+	// on conflict the VM changed: the watch brings it back to a pass
+	return nil
+}

@@ -1,0 +1,125 @@
+// Package metrics holds vpool's Prometheus metrics on a registry of their
+// own (never the global one): API request latency by route and code,
+// reconcile errors by controller (controllers increment
+// ReconcileErrors), and gauges of hosts by state and VMs by phase that are
+// computed at scrape time by a function the server supplies. It imports
+// the Prometheus client and the standard library only.
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Counts are the state gauges at one scrape.
+type Counts struct {
+	HostsByState map[string]int
+	VMsByPhase   map[string]int
+}
+
+// CountFunc computes Counts (from the store, at scrape time).
+type CountFunc func(ctx context.Context) (Counts, error)
+
+// Metrics is the set of vpool metrics and their registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+	// APILatency observes request durations in seconds, labelled by route
+	// pattern and HTTP status code.
+	APILatency *prometheus.HistogramVec
+	// ReconcileErrors counts failed reconcile passes by controller name.
+	ReconcileErrors *prometheus.CounterVec
+
+	hosts *prometheus.Desc
+	vms   *prometheus.Desc
+	mu    sync.Mutex
+	count CountFunc
+}
+
+// New returns the metrics, registered with a fresh registry together
+// with the Go and process collectors.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		APILatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "vpool", Name: "api_request_duration_seconds",
+			Help:    "Latency of user and agent API requests by route and status code.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"route", "code"}),
+		ReconcileErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "vpool", Name: "reconcile_errors_total",
+			Help: "Reconcile passes that failed, by controller.",
+		}, []string{"controller"}),
+		hosts: prometheus.NewDesc("vpool_hosts", "Hosts by state.", []string{"state"}, nil),
+		vms:   prometheus.NewDesc("vpool_vms", "VMs by phase.", []string{"phase"}, nil),
+	}
+	m.Registry.MustRegister(m.APILatency, m.ReconcileErrors, stateCollector{m},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// SetCounter installs the function that computes the state gauges.
+func (m *Metrics) SetCounter(f CountFunc) {
+	m.mu.Lock()
+	m.count = f
+	m.mu.Unlock()
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}
+
+// ReconcileError counts one failed reconcile of controller.
+func (m *Metrics) ReconcileError(controller string) {
+	m.ReconcileErrors.WithLabelValues(controller).Inc()
+}
+
+// KnownHostStates and KnownPhases are always exported (as 0 when none),
+// so dashboards see every series.
+var (
+	KnownHostStates = []string{"ready", "maintenance", "standby", "down", "fenced"}
+	KnownPhases     = []string{"pending", "scheduling", "creating", "running", "stopping", "stopped", "failed", "deleting", "paused"}
+)
+
+type stateCollector struct{ m *Metrics }
+
+func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.m.hosts
+	ch <- c.m.vms
+}
+
+func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.mu.Lock()
+	f := c.m.count
+	c.m.mu.Unlock()
+	if f == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	counts, err := f(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.m.vms, err)
+		return
+	}
+	emit := func(d *prometheus.Desc, known []string, got map[string]int) {
+		seen := map[string]bool{}
+		for _, k := range known {
+			seen[k] = true
+			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(got[k]), k)
+		}
+		for k, v := range got {
+			if !seen[k] {
+				ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v), k)
+			}
+		}
+	}
+	emit(c.m.hosts, KnownHostStates, counts.HostsByState)
+	emit(c.m.vms, KnownPhases, counts.VMsByPhase)
+}

@@ -1,0 +1,391 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/pki"
+	"github.com/vpool/vpool/internal/state"
+	"github.com/vpool/vpool/internal/store"
+)
+
+// usageRefresh is how often an unchanged VM's usage is written back from
+// heartbeats: phase changes are written at once, usage at most this often,
+// so that thousands of VMs do not mean thousands of writes per beat.
+const usageRefresh = 10 * time.Second
+
+// servedSet is what one assignments answer held for a host.
+type servedSet struct {
+	rev  int64
+	keys map[string]bool
+}
+
+type agentHandler func(w http.ResponseWriter, r *http.Request, host string) error
+
+// agentEndpoint is one agent protocol route.
+type agentEndpoint struct {
+	method, path string
+	handle       agentHandler
+	needCert     bool
+	req, resp    any
+	status       int
+	query        []string
+}
+
+func (s *Server) agentEndpoints() []agentEndpoint {
+	return []agentEndpoint{
+		{method: "POST", path: "/agent/v1/join", handle: s.join, req: api.JoinRequest{}, resp: api.JoinResponse{}, status: 200},
+		{method: "PUT", path: "/agent/v1/heartbeat", handle: s.heartbeat, needCert: true, req: api.Heartbeat{}, resp: api.HeartbeatResponse{}, status: 200},
+		{method: "GET", path: "/agent/v1/assignments", handle: s.assignments, needCert: true, resp: api.Assignments{}, status: 200, query: []string{"after", "wait"}},
+		{method: "PUT", path: "/agent/v1/vms/{project}/{name}/status", handle: s.vmStatus, needCert: true, req: api.VMReport{}, resp: model.VM{}, status: 200},
+	}
+}
+
+// agentRoutes builds the agent listener's handler; it checks that the
+// endpoints are exactly api.AgentRoutes.
+func (s *Server) agentRoutes() (http.Handler, error) {
+	want := map[string]bool{}
+	for _, rt := range api.AgentRoutes {
+		want[rt.Method+" "+rt.Path] = true
+	}
+	mux := http.NewServeMux()
+	for _, e := range s.agentEndpoints() {
+		key := e.method + " " + e.path
+		if !want[key] {
+			return nil, fmt.Errorf("server: agent endpoint %s is not in api.AgentRoutes", key)
+		}
+		delete(want, key)
+		mux.Handle(key, s.agentWrap(key, e.handle, e.needCert))
+	}
+	for k := range want {
+		return nil, fmt.Errorf("server: api.AgentRoutes has %s but no handler serves it", k)
+	}
+	return mux, nil
+}
+
+// agentWrap requires a verified client certificate (unless !needCert),
+// takes the host name from its CN, and writes errors as api.Error.
+func (s *Server) agentWrap(route string, h agentHandler, needCert bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		host := ""
+		var err error
+		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
+			host = r.TLS.VerifiedChains[0][0].Subject.CommonName
+		}
+		if needCert && host == "" {
+			err = unauthorized("this endpoint needs the agent's client certificate (join first)")
+		}
+		if err == nil {
+			err = h(sw, r, host)
+		}
+		if err != nil {
+			he := toHTTP(err)
+			if he.body.Code == api.CodeInternal {
+				s.log.Error("agent request failed", "route", route, "host", host, "err", err)
+			}
+			if sw.status == 0 {
+				writeJSON(sw, he.status, he.body)
+			}
+		}
+		code := sw.status
+		if code == 0 {
+			code = http.StatusOK
+		}
+		s.metrics.APILatency.WithLabelValues(route, strconv.Itoa(code)).Observe(time.Since(start).Seconds())
+		s.log.Debug("agent request", "route", route, "host", host, "code", code, "dur", time.Since(start))
+	})
+}
+
+// join exchanges a join token and a CSR for a client certificate.
+func (s *Server) join(w http.ResponseWriter, r *http.Request, _ string) error {
+	bearer, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	caHash, secret, err := pki.ParseJoinToken(bearer)
+	if err != nil {
+		return unauthorized("join needs a join token as bearer (vpool host join-token)")
+	}
+	if subtle.ConstantTimeCompare([]byte(caHash), []byte(s.ca.Hash())) != 1 {
+		return unauthorized("the join token is for another cluster (CA hash differs)")
+	}
+	tok, err := s.repo.TokenByHash(r.Context(), state.HashSecret(secret))
+	if errors.Is(err, store.ErrNotFound) || (err == nil && tok.Purpose != "join") {
+		return unauthorized("invalid join token")
+	}
+	if err != nil {
+		return err
+	}
+	if !tok.ExpiresAt.IsZero() && s.now().After(tok.ExpiresAt) {
+		return unauthorized("the join token has expired; issue a new one with vpool host join-token")
+	}
+	var req api.JoinRequest
+	if he := decodeJSON(w, r, &req); he != nil {
+		return he
+	}
+	if err := model.ValidName("host", req.Host); err != nil {
+		return err
+	}
+	cert, err := s.ca.SignCSR([]byte(req.CSRPEM), req.Host, AgentCertTTL, s.now())
+	if err != nil {
+		return fieldError("csr", "%v", err)
+	}
+	s.log.Info("host joined", "host", req.Host)
+	writeJSON(w, http.StatusOK, api.JoinResponse{CertPEM: string(cert), CAPEM: string(s.ca.CertPEM)})
+	return nil
+}
+
+// ensureLease keeps the host's liveness lease alive, granting a new one
+// when there is none (or it expired); it returns the op that attaches the
+// alive key when a new lease was granted.
+func (s *Server) ensureLease(ctx context.Context, host string) ([]store.Op, error) {
+	s.leaseMu.Lock()
+	id, ok := s.leases[host]
+	s.leaseMu.Unlock()
+	if ok {
+		err := s.cfg.Store.KeepAlive(ctx, id)
+		if err == nil {
+			if _, gerr := s.cfg.Store.Get(ctx, store.AliveKey(host)); gerr == nil {
+				return nil, nil
+			}
+			// the alive key is gone (host deleted, or another server's
+			// lease): attach it to ours again
+			return []store.Op{store.PutWithLease(store.AliveKey(host), []byte(s.Addr()), id)}, nil
+		}
+		if !errors.Is(err, store.ErrNoLease) {
+			return nil, err
+		}
+	}
+	id, err := s.cfg.Store.Grant(ctx, int64(LeaseTTL/time.Second))
+	if err != nil {
+		return nil, err
+	}
+	s.leaseMu.Lock()
+	s.leases[host] = id
+	s.leaseMu.Unlock()
+	return []store.Op{store.PutWithLease(store.AliveKey(host), []byte(s.Addr()), id)}, nil
+}
+
+// heartbeat renews the host's lease, updates its inventory (never its
+// operator fields), marks it ready if it was down, and applies VM reports.
+func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) error {
+	var hb api.Heartbeat
+	if he := decodeJSON(w, r, &hb); he != nil {
+		return he
+	}
+	if hb.Host != "" && hb.Host != host {
+		return forbidden("certificate is for host %q, heartbeat names %q", host, hb.Host)
+	}
+	ctx := r.Context()
+	alive, err := s.ensureLease(ctx, host)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	_, err = s.repo.UpsertHost(ctx, host, func(h *model.Host, exists bool) error {
+		h.Capacity, h.Driver, h.Accel, h.Pools = hb.Capacity, hb.Driver, hb.Accel, hb.Pools
+		h.Address, h.AgentVer, h.Usage, h.LastSeen = hb.Address, hb.Version, hb.Usage, now
+		for k, v := range hb.Labels {
+			if _, set := h.Labels[k]; !set {
+				if h.Labels == nil {
+					h.Labels = map[string]string{}
+				}
+				h.Labels[k] = v
+			}
+		}
+		if !exists || h.State == model.HostDown || h.State == "" {
+			h.State = model.HostReady
+		}
+		return nil
+	}, alive...)
+	if err != nil {
+		return err
+	}
+	for _, rep := range hb.VMs {
+		if _, err := s.applyReport(ctx, host, rep, false); err != nil && !errors.Is(err, errNotYours) && !errors.Is(err, store.ErrNotFound) {
+			s.log.Warn("applying VM report", "host", host, "vm", rep.Project+"/"+rep.Name, "err", err)
+		}
+	}
+	writeJSON(w, http.StatusOK, api.HeartbeatResponse{IntervalSeconds: int(HeartbeatInterval / time.Second), LeaseTTLSeconds: int(LeaseTTL / time.Second)})
+	return nil
+}
+
+var errNotYours = errors.New("server: vm is not assigned to this host")
+
+// applyReport applies one agent report to a VM. force writes even when
+// only usage changed.
+func (s *Server) applyReport(ctx context.Context, host string, rep api.VMReport, force bool) (*model.VM, error) {
+	finish := false
+	now := s.now()
+	vm, err := s.repo.UpdateVM(ctx, rep.Project, rep.Name, func(v *model.VM) error {
+		if v.Status.Host != host {
+			return errNotYours
+		}
+		if rep.UID != "" && v.UID != rep.UID {
+			return errNotYours
+		}
+		if rep.Gone && v.DeletedAt != nil {
+			finish = true
+			return state.ErrSkip
+		}
+		phase := v.Status.Phase
+		switch {
+		case rep.Gone:
+			// the VM vanished from the host without being deleted
+			phase = model.PhaseFailed
+			if rep.Error == "" {
+				rep.Error = "the VM disappeared from its host"
+			}
+		case v.DeletedAt != nil:
+			phase = model.PhaseDeleting
+		case rep.Phase == model.PhaseRunning && v.Spec.Power == model.PowerStopped && phase == model.PhaseStopping:
+			// still on its way down
+		case rep.Phase != "":
+			phase = rep.Phase
+		}
+		changed := phase != v.Status.Phase || rep.Error != v.Status.LastError || rep.Message != v.Status.Message ||
+			rep.AppliedRestartNonce != v.Status.AppliedRestartNonce
+		if !changed && !force && now.Sub(v.Status.ObservedAt) < usageRefresh {
+			return state.ErrSkip
+		}
+		if phase == model.PhaseRunning && v.Status.Phase != model.PhaseRunning {
+			t := now
+			v.Status.StartedAt = &t
+		}
+		v.Status.Phase, v.Status.LastError, v.Status.Message = phase, rep.Error, rep.Message
+		v.Status.Usage, v.Status.AppliedRestartNonce, v.Status.ObservedAt = rep.Usage, rep.AppliedRestartNonce, now
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if finish {
+		return vm, s.repo.FinishDeleteVM(ctx, rep.Project, rep.Name)
+	}
+	return vm, nil
+}
+
+// vmStatus applies one VM report.
+func (s *Server) vmStatus(w http.ResponseWriter, r *http.Request, host string) error {
+	var rep api.VMReport
+	if he := decodeJSON(w, r, &rep); he != nil {
+		return he
+	}
+	project, name := r.PathValue("project"), r.PathValue("name")
+	if (rep.Project != "" && rep.Project != project) || (rep.Name != "" && rep.Name != name) {
+		return badRequest("the body names %s/%s but the path %s/%s", rep.Project, rep.Name, project, name)
+	}
+	rep.Project, rep.Name = project, name
+	vm, err := s.applyReport(r.Context(), host, rep, true)
+	switch {
+	case errors.Is(err, errNotYours):
+		return conflict("VM %s/%s is not assigned to host %s", project, name, host)
+	case errors.Is(err, store.ErrNotFound):
+		return notFound("VM %s/%s not found", project, name)
+	case err != nil:
+		return err
+	}
+	if rep.Gone {
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	writeJSON(w, http.StatusOK, vm)
+	return nil
+}
+
+// assignedTo lists the VMs assigned to host, the listing's revision and
+// their keys.
+func (s *Server) assignedTo(ctx context.Context, host string) ([]model.VM, int64, map[string]bool, error) {
+	kvs, rev, err := s.cfg.Store.List(ctx, store.VMsPrefix)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	needle := []byte(`"host":"` + host + `"`)
+	vms := []model.VM{}
+	keys := map[string]bool{}
+	for _, kv := range kvs {
+		if !bytes.Contains(kv.Value, needle) {
+			continue
+		}
+		v, err := state.DecodeVM(kv)
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		if v.Status.Host == host {
+			vms = append(vms, *v)
+			keys[kv.Key] = true
+		}
+	}
+	return vms, rev, keys, nil
+}
+
+// assignments answers the VMs assigned to the calling host; with
+// after=REV it waits (up to wait, at most 60s) until a VM of this host
+// changed after REV.
+func (s *Server) assignments(w http.ResponseWriter, r *http.Request, host string) error {
+	q := r.URL.Query()
+	var after int64
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return fieldError("after", "must be a store revision, got %q", v)
+		}
+		after = n
+	}
+	wait := 30 * time.Second
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fieldError("wait", "must be a duration like 30s, got %q", v)
+		}
+		wait = min(d, 60*time.Second)
+	}
+	ctx, cancel := s.streamContext(r)
+	defer cancel()
+	s.leaseMu.Lock()
+	prev, known := s.served[host]
+	s.leaseMu.Unlock()
+	if after > 0 && known && prev.rev == after && wait > 0 {
+		s.waitForChange(ctx, host, after, prev.keys, wait)
+	}
+	vms, rev, keys, err := s.assignedTo(r.Context(), host)
+	if err != nil {
+		return err
+	}
+	s.leaseMu.Lock()
+	s.served[host] = servedSet{rev: rev, keys: keys}
+	s.leaseMu.Unlock()
+	writeJSON(w, http.StatusOK, api.Assignments{Revision: rev, VMs: vms})
+	return nil
+}
+
+// waitForChange blocks until a VM that was or now is on host changes
+// after revision after, or wait passes, or ctx ends.
+func (s *Server) waitForChange(ctx context.Context, host string, after int64, had map[string]bool, wait time.Duration) {
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	needle := []byte(`"host":"` + host + `"`)
+	for resp := range s.cfg.Store.Watch(wctx, store.VMsPrefix, after+1) {
+		if resp.Err != nil {
+			return // compacted or closed: answer now with a fresh listing
+		}
+		for _, ev := range resp.Events {
+			if had[ev.KV.Key] {
+				return
+			}
+			if ev.Type == store.EventPut && bytes.Contains(ev.KV.Value, needle) {
+				if v, err := state.DecodeVM(ev.KV); err != nil || v.Status.Host == host {
+					return
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,90 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/state"
+	"github.com/vpool/vpool/internal/store"
+)
+
+// principal is the authenticated caller of a user API request.
+type principal struct {
+	tok *model.Token
+}
+
+// clusterAdmin can do everything everywhere.
+func (p *principal) clusterAdmin() bool {
+	return p.tok.Role == model.RoleAdmin && p.tok.Project == ""
+}
+
+// canWrite is false for viewers.
+func (p *principal) canWrite() bool { return p.tok.Role != model.RoleViewer }
+
+func unauthorized(msg string) *httpError {
+	return errf(http.StatusUnauthorized, api.CodeUnauthorized, "", "%s", msg)
+}
+
+// authenticate resolves the bearer token of r.
+func (s *Server) authenticate(r *http.Request) (*principal, *httpError) {
+	h := r.Header.Get("Authorization")
+	secret, ok := strings.CutPrefix(h, "Bearer ")
+	secret = strings.TrimSpace(secret)
+	if !ok || secret == "" {
+		return nil, unauthorized("missing bearer token: send the header Authorization: Bearer <token> (the admin token is in DATA_DIR/admin.token)")
+	}
+	tok, err := s.repo.TokenByHash(r.Context(), state.HashSecret(secret))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, unauthorized("invalid token")
+	}
+	if err != nil {
+		return nil, toHTTP(err)
+	}
+	if tok.Purpose == "join" || tok.Role == model.RoleAgent {
+		return nil, unauthorized("this is a host join token; it is only valid for `vpool agent --join`")
+	}
+	if !tok.ExpiresAt.IsZero() && s.now().After(tok.ExpiresAt) {
+		return nil, unauthorized("token expired at " + tok.ExpiresAt.UTC().Format("2006-01-02T15:04:05Z"))
+	}
+	return &principal{tok: tok}, nil
+}
+
+// requireAdmin refuses everyone but cluster admins.
+func requireAdmin(p *principal) error {
+	if !p.clusterAdmin() {
+		return forbidden("this needs an admin token")
+	}
+	return nil
+}
+
+// scope returns the project a project-scoped request works in:
+// ?project=, else the token's project, else "default". A token bound to
+// one project asking for another gets 404 (its existence is not
+// revealed); a viewer asking to write gets 403.
+func (s *Server) scope(r *http.Request, p *principal, write bool) (string, error) {
+	q := r.URL.Query().Get("project")
+	project := q
+	if bound := p.tok.Project; bound != "" {
+		if q != "" && q != bound {
+			return "", notFound("project %q not found", q)
+		}
+		project = bound
+	} else if !p.clusterAdmin() {
+		return "", forbidden("this token is bound to no project")
+	}
+	if project == "" {
+		project = api.DefaultProject
+	}
+	if write && !p.canWrite() {
+		return "", forbidden("a viewer token cannot change anything")
+	}
+	return project, nil
+}
+
+// seesProject says whether p may see project name (404 otherwise).
+func seesProject(p *principal, name string) bool {
+	return p.clusterAdmin() || p.tok.Project == name
+}

@@ -1,0 +1,243 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/metrics"
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/store"
+)
+
+// withAllocation fills a host's Allocated and VMs from its allocation.
+func withAllocation(h *model.Host, a *model.Allocation) {
+	if a != nil {
+		h.Allocated = a.Used
+		h.VMs = len(a.VMs)
+	}
+}
+
+func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, _ *principal) error {
+	hosts, _, err := s.repo.ListHosts(r.Context())
+	if err != nil {
+		return err
+	}
+	allocs, _, err := s.repo.ListAllocations(r.Context())
+	if err != nil {
+		return err
+	}
+	out := api.HostList{Items: make([]model.Host, 0, len(hosts))}
+	for _, h := range hosts {
+		withAllocation(h, allocs[h.Name])
+		out.Items = append(out.Items, *h)
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func hostNotFound(err error, name string) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound("host %q not found", name)
+	}
+	return err
+}
+
+func (s *Server) getHost(w http.ResponseWriter, r *http.Request, _ *principal) error {
+	name := r.PathValue("name")
+	h, err := s.repo.GetHost(r.Context(), name)
+	if err != nil {
+		return hostNotFound(err, name)
+	}
+	a, err := s.repo.GetAllocation(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	withAllocation(h, a)
+	writeJSON(w, http.StatusOK, h)
+	return nil
+}
+
+// validateHostPatch checks a host patch before anything is read.
+func validateHostPatch(req *api.HostPatchRequest) error {
+	if req.Labels != nil {
+		probe := model.VMSpec{VCPUs: 1, Memory: 16 * model.MiB, Labels: req.Labels}
+		if err := probe.Validate(); err != nil {
+			var fe *model.FieldError
+			if errors.As(err, &fe) {
+				return fieldError("labels", "%s", fe.Message)
+			}
+			return err
+		}
+	}
+	if req.Ratios != nil {
+		pol := model.Policy{Ratios: *req.Ratios}
+		if err := pol.Validate(); err != nil {
+			return err
+		}
+	}
+	if req.State != nil && *req.State != model.HostReady && *req.State != model.HostMaintenance {
+		return fieldError("state", "an operator may set ready or maintenance (got %q)", *req.State)
+	}
+	return nil
+}
+
+func (s *Server) patchHost(w http.ResponseWriter, r *http.Request, p *principal) error {
+	if err := requireAdmin(p); err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	var req api.HostPatchRequest
+	if he := decodeJSON(w, r, &req); he != nil {
+		return he
+	}
+	if err := validateHostPatch(&req); err != nil {
+		return err
+	}
+	alive := false
+	if req.State != nil && *req.State == model.HostReady {
+		if _, err := s.cfg.Store.Get(r.Context(), store.AliveKey(name)); err == nil {
+			alive = true
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	h, err := s.repo.UpdateHost(r.Context(), name, func(h *model.Host) error {
+		if req.Labels != nil {
+			h.Labels = req.Labels
+		}
+		if req.Cordoned != nil {
+			h.Cordoned = *req.Cordoned
+		}
+		if req.Ratios != nil {
+			h.Ratios = *req.Ratios
+		}
+		if req.State != nil && *req.State != h.State {
+			if *req.State == model.HostReady && !alive {
+				return conflict("host %q is not heartbeating; it becomes ready when its agent is back", name)
+			}
+			h.State = *req.State
+		}
+		return nil
+	})
+	if err != nil {
+		return hostNotFound(err, name)
+	}
+	a, err := s.repo.GetAllocation(r.Context(), name)
+	if err != nil {
+		return err
+	}
+	withAllocation(h, a)
+	writeJSON(w, http.StatusOK, h)
+	return nil
+}
+
+func (s *Server) deleteHost(w http.ResponseWriter, r *http.Request, p *principal) error {
+	if err := requireAdmin(p); err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	if err := s.repo.DeleteHost(r.Context(), name); err != nil {
+		return hostNotFound(err, name)
+	}
+	s.leaseMu.Lock()
+	delete(s.leases, name)
+	s.leaseMu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// --- events ---
+
+func (s *Server) events(w http.ResponseWriter, r *http.Request, p *principal) error {
+	q := r.URL.Query()
+	project := q.Get("project")
+	if !p.clusterAdmin() {
+		var err error
+		if project, err = s.scope(r, p, false); err != nil {
+			return err
+		}
+	}
+	var since int64
+	if v := q.Get("since"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return fieldError("since", "must be a store revision (a whole number ≥ 0), got %q", v)
+		}
+		since = n
+	}
+	limit := 1000
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100000 {
+			return fieldError("limit", "must be between 1 and 100000, got %q", v)
+		}
+		limit = n
+	}
+	follow, _ := strconv.ParseBool(q.Get("follow"))
+	if follow {
+		return s.followEvents(w, r, since, project)
+	}
+	evs, _, err := s.repo.ListEvents(r.Context(), since, project)
+	if err != nil {
+		return err
+	}
+	if len(evs) > limit {
+		evs = evs[len(evs)-limit:]
+	}
+	writeJSON(w, http.StatusOK, api.EventList{Items: evs})
+	return nil
+}
+
+// followEvents streams events as NDJSON, one flushed line each.
+func (s *Server) followEvents(w http.ResponseWriter, r *http.Request, since int64, project string) error {
+	ctx, cancel := s.streamContext(r)
+	defer cancel()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	enc := json.NewEncoder(w)
+	err := s.repo.FollowEvents(ctx, since, project, func(e model.Event) error {
+		if err := enc.Encode(e); err != nil {
+			return err
+		}
+		return rc.Flush()
+	})
+	if err != nil && ctx.Err() == nil {
+		s.log.Debug("event stream ended", "err", err)
+	}
+	return nil
+}
+
+// countStates computes the state gauges for /metrics.
+func (s *Server) countStates(ctx context.Context) (metrics.Counts, error) {
+	c := metrics.Counts{HostsByState: map[string]int{}, VMsByPhase: map[string]int{}}
+	hosts, _, err := s.repo.ListHosts(ctx)
+	if err != nil {
+		return c, err
+	}
+	for _, h := range hosts {
+		c.HostsByState[string(h.State)]++
+	}
+	kvs, _, err := s.cfg.Store.List(ctx, store.VMsPrefix)
+	if err != nil {
+		return c, err
+	}
+	for _, kv := range kvs {
+		var v struct {
+			Status struct {
+				Phase string `json:"phase"`
+			} `json:"status"`
+		}
+		if json.Unmarshal(kv.Value, &v) == nil {
+			c.VMsByPhase[v.Status.Phase]++
+		}
+	}
+	return c, nil
+}

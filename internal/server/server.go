@@ -1,0 +1,403 @@
+// Package server is vpool's control-plane front: the user REST API under
+// /api/v1 (bearer-token authentication, authorisation by role and project,
+// strict request decoding, quota admission through internal/state), the
+// agent protocol under /agent/v1 on a separate mutual-TLS listener (join,
+// heartbeat with an etcd lease per host, long-polled assignments, VM
+// status), /healthz, /metrics and the OpenAPI document. It holds no state
+// of its own beyond caches: everything lives in the store.
+//
+// It imports internal/state, internal/store, internal/model, internal/api,
+// internal/pki and internal/metrics; it must not import etcd, the
+// hypervisor drivers, the agent or the CLI.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/metrics"
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/pki"
+	"github.com/vpool/vpool/internal/state"
+	"github.com/vpool/vpool/internal/store"
+)
+
+// Defaults.
+const (
+	DefaultListen      = "127.0.0.1:8440"
+	DefaultAgentListen = "127.0.0.1:8441"
+	// HeartbeatInterval is how often agents are told to beat.
+	HeartbeatInterval = 3 * time.Second
+	// LeaseTTL is the lifetime of a host's liveness lease.
+	LeaseTTL = 10 * time.Second
+	// AgentCertTTL is the validity of an agent's client certificate.
+	AgentCertTTL = 365 * 24 * time.Hour
+	// MaxBody is the largest request body accepted.
+	MaxBody = 1 << 20
+)
+
+// Placer answers a dry-run create: where the VM would go. The controller
+// side (scheduler over a snapshot) implements it.
+type Placer interface {
+	Place(ctx context.Context, vm *model.VM) (api.DryRunResponse, error)
+}
+
+// Config configures a Server.
+type Config struct {
+	Store       store.Store
+	StoreKind   string // "embedded" | "external"
+	Listen      string // user API (default 127.0.0.1:8440; ":0" for any port)
+	AgentListen string // agent mTLS listener (default 127.0.0.1:8441)
+	DataDir     string // admin.token lives here ("" = keep it in memory)
+	Logger      *slog.Logger
+	Clock       func() time.Time
+	Version     string
+	// Controllers, when set, runs beside the listeners for the life of Run
+	// (the controller manager plugs in here).
+	Controllers func(ctx context.Context) error
+	// TLS serves the user API over HTTPS with a certificate of the cluster CA.
+	TLS bool
+	// Placer answers dry-run creates; nil answers 501.
+	Placer Placer
+	// Metrics is shared with the controllers; nil creates one.
+	Metrics *metrics.Metrics
+	// ServerNames are the SANs of the server certificates (default:
+	// 127.0.0.1, ::1, localhost, the host name).
+	ServerNames []string
+}
+
+// Server is one API server. Several may run against one store.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	repo    *state.Repo
+	ca      *pki.CA
+	metrics *metrics.Metrics
+
+	ln, agentLn net.Listener
+	tlsCert     tls.Certificate
+	adminToken  string
+	handler     http.Handler
+	agentMux    http.Handler
+
+	drain     chan struct{} // closed when Run begins to shut down
+	drainOnce sync.Once
+
+	leaseMu sync.Mutex
+	leases  map[string]store.LeaseID
+	served  map[string]servedSet // per host: what the last assignments answer held
+}
+
+// New prepares a server: it loads or creates the cluster CA and the admin
+// token, makes sure the default project exists, and binds both listeners
+// (so Addr and AgentAddr are known before Run).
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("server: config needs a Store")
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.AgentListen == "" {
+		cfg.AgentListen = DefaultAgentListen
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.StoreKind == "" {
+		cfg.StoreKind = "embedded"
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.New()
+	}
+	if len(cfg.ServerNames) == 0 {
+		cfg.ServerNames = pki.DefaultServerNames()
+	}
+	s := &Server{
+		cfg: cfg, log: cfg.Logger.With("component", "server"), now: cfg.Clock,
+		repo: state.New(cfg.Store, cfg.Clock), metrics: cfg.Metrics,
+		drain: make(chan struct{}), leases: map[string]store.LeaseID{}, served: map[string]servedSet{},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.bootstrap(ctx); err != nil {
+		return nil, err
+	}
+	h, err := s.routes()
+	if err != nil {
+		return nil, err
+	}
+	s.handler = h
+	if s.agentMux, err = s.agentRoutes(); err != nil {
+		return nil, err
+	}
+	s.metrics.SetCounter(s.countStates)
+	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("server: listen %s: %w", cfg.Listen, err)
+	}
+	if s.agentLn, err = net.Listen("tcp", cfg.AgentListen); err != nil {
+		s.ln.Close()
+		return nil, fmt.Errorf("server: agent listen %s: %w", cfg.AgentListen, err)
+	}
+	return s, nil
+}
+
+// bootstrap loads or creates the CA, the server certificate, the admin
+// token and the default project.
+func (s *Server) bootstrap(ctx context.Context) error {
+	ca, err := s.loadOrCreateCA(ctx)
+	if err != nil {
+		return err
+	}
+	s.ca = ca
+	if s.tlsCert, err = ca.ServerCert(s.cfg.ServerNames, s.now()); err != nil {
+		return err
+	}
+	if err := s.loadOrCreateAdminToken(ctx); err != nil {
+		return err
+	}
+	return s.repo.EnsureProject(ctx, &model.Project{Meta: model.Meta{Name: api.DefaultProject}, Description: "default project"})
+}
+
+// loadOrCreateCA reads the CA from the store, or creates it; when two
+// servers race, the first write wins (IfAbsent) and both use it.
+func (s *Server) loadOrCreateCA(ctx context.Context) (*pki.CA, error) {
+	for range 3 {
+		kv, err := s.cfg.Store.Get(ctx, store.CAKey)
+		if err == nil {
+			return pki.ParseCA(kv.Value)
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("server: read CA: %w", err)
+		}
+		ca, err := pki.NewCA(s.now())
+		if err != nil {
+			return nil, err
+		}
+		ok, _, err := s.cfg.Store.Txn(ctx, []store.Cond{store.IfAbsent(store.CAKey)}, []store.Op{store.Put(store.CAKey, ca.Bundle())})
+		if err != nil {
+			return nil, fmt.Errorf("server: store CA: %w", err)
+		}
+		if ok {
+			s.log.Info("created cluster CA", "hash", ca.Hash())
+			return ca, nil
+		}
+	}
+	return nil, errors.New("server: could not agree on a cluster CA")
+}
+
+func newSecret(prefix string) string {
+	var b [24]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// loadOrCreateAdminToken reads DataDir/admin.token, or creates it; the
+// store holds only its hash.
+func (s *Server) loadOrCreateAdminToken(ctx context.Context) error {
+	path := ""
+	if s.cfg.DataDir != "" {
+		path = filepath.Join(s.cfg.DataDir, "admin.token")
+		if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+			s.adminToken = strings.TrimSpace(string(b))
+		} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("server: read admin token: %w", err)
+		}
+	}
+	if s.adminToken == "" {
+		s.adminToken = newSecret("vpa_")
+		if path != "" {
+			if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+				return fmt.Errorf("server: data dir: %w", err)
+			}
+			if err := os.WriteFile(path, []byte(s.adminToken+"\n"), 0o600); err != nil {
+				return fmt.Errorf("server: write admin token: %w", err)
+			}
+		}
+	}
+	hash := state.HashSecret(s.adminToken)
+	if _, err := s.repo.TokenByHash(ctx, hash); err == nil {
+		return nil
+	}
+	err := s.repo.CreateToken(ctx, &model.Token{ID: "admin-" + hash[:8], Hash: hash, Role: model.RoleAdmin, CreatedAt: s.now()})
+	if err != nil && !errors.Is(err, state.ErrExists) {
+		return err
+	}
+	return nil
+}
+
+// Addr is the user API's address (host:port).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// AgentAddr is the agent listener's address.
+func (s *Server) AgentAddr() string { return s.agentLn.Addr().String() }
+
+// URL is the user API's base URL (http or https).
+func (s *Server) URL() string {
+	if s.cfg.TLS {
+		return "https://" + s.Addr()
+	}
+	return "http://" + s.Addr()
+}
+
+// AdminToken is the admin bearer secret.
+func (s *Server) AdminToken() string { return s.adminToken }
+
+// CAPEM is the cluster CA certificate (PEM).
+func (s *Server) CAPEM() []byte { return append([]byte(nil), s.ca.CertPEM...) }
+
+// CAHash is the hex SHA-256 of the CA certificate.
+func (s *Server) CAHash() string { return s.ca.Hash() }
+
+// Repo is the state repository the server writes through.
+func (s *Server) Repo() *state.Repo { return s.repo }
+
+// Metrics returns the metrics (controllers count reconcile errors there).
+func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
+
+// Handler is the user API handler (for in-process tests).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// NewJoinToken issues a host join token valid for ttl.
+func (s *Server) NewJoinToken(ctx context.Context, ttl time.Duration) (api.JoinTokenResponse, error) {
+	secret := newSecret("")
+	exp := s.now().Add(ttl)
+	tok := &model.Token{Hash: state.HashSecret(secret), Role: model.RoleAgent, Purpose: "join", CreatedAt: s.now(), ExpiresAt: exp}
+	if err := s.repo.CreateToken(ctx, tok); err != nil {
+		return api.JoinTokenResponse{}, err
+	}
+	return api.JoinTokenResponse{Token: pki.FormatJoinToken(s.ca.Hash(), secret), ExpiresAt: exp, AgentAddr: s.AgentAddr()}, nil
+}
+
+// Run serves both listeners (and the controllers, when configured) until
+// ctx ends, then shuts down gracefully: long polls and event streams end,
+// in-flight requests get up to 5 seconds.
+func (s *Server) Run(ctx context.Context) error {
+	user := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	agent := &http.Server{Handler: s.agentMux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		TLSConfig: &tls.Config{
+			Certificates: []tls.Certificate{s.tlsCert},
+			ClientAuth:   tls.VerifyClientCertIfGiven,
+			ClientCAs:    s.ca.Pool(),
+			MinVersion:   tls.VersionTLS12,
+		}}
+	fresh := &freshConns{m: map[net.Conn]bool{}}
+	user.ConnState, agent.ConnState = fresh.track, fresh.track
+	errc := make(chan error, 3)
+	userLn := s.ln
+	if s.cfg.TLS {
+		userLn = tls.NewListener(s.ln, &tls.Config{Certificates: []tls.Certificate{s.tlsCert}, MinVersion: tls.VersionTLS12})
+	}
+	go func() { errc <- serveErr(user.Serve(userLn)) }()
+	go func() { errc <- serveErr(agent.ServeTLS(s.agentLn, "", "")) }()
+	cctx, cancelControllers := context.WithCancel(ctx)
+	defer cancelControllers()
+	ctrlDone := make(chan error, 1)
+	if s.cfg.Controllers != nil {
+		go func() { ctrlDone <- s.cfg.Controllers(cctx) }()
+	}
+	s.log.Info("serving", "api", s.URL(), "agents", s.AgentAddr(), "store", s.cfg.StoreKind)
+	var runErr error
+	ctrlRunning := s.cfg.Controllers != nil
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case err := <-errc:
+			runErr = err
+			break wait
+		case err := <-ctrlDone:
+			// controllers that return nil are done; the API keeps serving
+			ctrlRunning = false
+			if err != nil && ctx.Err() == nil {
+				runErr = fmt.Errorf("server: controllers failed: %w", err)
+				break wait
+			}
+		}
+	}
+	s.drainOnce.Do(func() { close(s.drain) })
+	cancelControllers()
+	if ctrlRunning {
+		<-ctrlDone // controllers end with their context
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	fresh.closeAll()
+	_ = user.Shutdown(sctx)
+	_ = agent.Shutdown(sctx)
+	s.revokeLeases()
+	return runErr
+}
+
+// freshConns tracks connections accepted but not yet used: a graceful
+// shutdown would otherwise wait seconds for them (net/http treats a new
+// connection as busy for its first 5 seconds).
+type freshConns struct {
+	mu sync.Mutex
+	m  map[net.Conn]bool
+}
+
+func (f *freshConns) track(c net.Conn, st http.ConnState) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if st == http.StateNew {
+		f.m[c] = true
+	} else {
+		delete(f.m, c)
+	}
+}
+
+func (f *freshConns) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for c := range f.m {
+		_ = c.Close()
+	}
+}
+
+func serveErr(err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("server: serve: %w", err)
+}
+
+// streamContext ends when the request ends or the server drains.
+func (s *Server) streamContext(r *http.Request) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(r.Context())
+	go func() {
+		select {
+		case <-s.drain:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// revokeLeases drops nothing: leases outlive a server restart on purpose
+// (another server keeps them alive on the next heartbeat); this only
+// forgets them locally.
+func (s *Server) revokeLeases() {
+	s.leaseMu.Lock()
+	s.leases = map[string]store.LeaseID{}
+	s.leaseMu.Unlock()
+}
