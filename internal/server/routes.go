@@ -8,6 +8,7 @@ import (
 
 	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/web"
 )
 
 // endpoint is one user API route: its handler and, for the OpenAPI
@@ -85,6 +86,9 @@ func (s *Server) routes() (http.Handler, error) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))
 	mux.Handle("GET /metrics", s.metrics.Handler())
+	// The dashboard: static files from the binary, calling this same API.
+	mux.Handle(web.Prefix, web.Handler())
+	mux.Handle("GET /{$}", web.Handler())
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := mux.Handler(r); pattern == "" {
 			he := errf(http.StatusNotFound, api.CodeNotFound, "", "no such endpoint: %s %s (see /api/v1/openapi.json)", r.Method, r.URL.Path)
