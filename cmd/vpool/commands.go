@@ -1,0 +1,158 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vpool/vpool/internal/devenv"
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/server"
+)
+
+func serverCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the control plane: API, agent listener, controllers and (by default) an embedded etcd member",
+		Args:  cobra.NoArgs,
+	}
+	f := cmd.Flags()
+	dataDir := f.String("data-dir", "/var/lib/vpool", "state directory (admin.token; embedded etcd under etcd/)")
+	listen := f.String("listen", server.DefaultListen, "address of the REST API")
+	agentListen := f.String("agent-listen", server.DefaultAgentListen, "address of the agents' mutual-TLS listener")
+	endpoints := f.String("etcd-endpoints", "", "comma-separated etcd client URLs of an existing cluster (default: embedded member)")
+	name := f.String("name", "", "this server's name in leader election (default: the host name)")
+	tlsAPI := f.Bool("tls", false, "serve the REST API over HTTPS with a certificate of the cluster CA")
+	logger := logFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		log, err := logger()
+		if err != nil {
+			return err
+		}
+		n := *name
+		if n == "" {
+			n, _ = os.Hostname()
+		}
+		srv, err := devenv.StartServer(cmd.Context(), devenv.ServerConfig{
+			DataDir: *dataDir, Listen: *listen, AgentListen: *agentListen, EtcdEndpoints: splitList(*endpoints),
+			Name: n, Logger: log, Version: version, TLS: *tlsAPI,
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "vpool server: API %s, agents %s, store %s, admin token in %s/admin.token\n",
+			srv.URL(), srv.AgentURL(), srv.Kind(), *dataDir)
+		return srv.Run(cmd.Context())
+	}
+	return cmd
+}
+
+func agentCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run a host agent: join the cluster, then converge the VMs assigned to this host",
+		Args:  cobra.NoArgs,
+	}
+	f := cmd.Flags()
+	srvURL := f.String("server", "https://127.0.0.1:8441", "the server's agent listener")
+	token := f.String("join-token", "", "join token from 'vpool host join-token' (first start only; env VPOOL_JOIN_TOKEN)")
+	stateDir := f.String("state-dir", "/var/lib/vpool-agent", "agent state: key, certificate, CA and the driver's VMs")
+	name := f.String("name", "", "host name (default: the OS host name)")
+	labels := f.StringArray("label", nil, "host label k=v (repeatable)")
+	address := f.String("address", "", "address other hosts reach this one at (migration)")
+	driver := f.String("driver", devenv.DriverAuto, "hypervisor driver: sim, qemu or auto (qemu where installed)")
+	simCPUs := f.Int("sim-cpus", 8, "CPUs of a sim host")
+	simMem := f.String("sim-memory", "32GiB", "memory of a sim host")
+	simDisk := f.String("sim-disk", "1TiB", "disk of a sim host")
+	logger := logFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		log, err := logger()
+		if err != nil {
+			return err
+		}
+		lab, err := parseLabels(*labels)
+		if err != nil {
+			return err
+		}
+		mem, err := model.ParseBytes(*simMem)
+		if err != nil {
+			return fmt.Errorf("--sim-memory: %w", err)
+		}
+		disk, err := model.ParseBytes(*simDisk)
+		if err != nil {
+			return fmt.Errorf("--sim-disk: %w", err)
+		}
+		if *token == "" {
+			*token = os.Getenv("VPOOL_JOIN_TOKEN")
+		}
+		a, drv, kind, err := devenv.NewAgent(devenv.AgentConfig{
+			ServerURL: *srvURL, JoinToken: *token, StateDir: *stateDir, HostName: *name, Labels: lab, Address: *address,
+			Driver: devenv.DriverOptions{Kind: *driver, SimCPUs: *simCPUs, SimMemory: mem, SimDisk: disk, QEMU: qemuDriver},
+			Logger: log, Version: version,
+		})
+		if err != nil {
+			return err
+		}
+		defer closeDriver(drv)
+		log.Info("agent starting", "server", *srvURL, "driver", kind, "state", *stateDir)
+		return a.Run(cmd.Context())
+	}
+	return cmd
+}
+
+func devCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run server, embedded etcd, a local host and simulated hosts in one process",
+		Long: `Run the whole platform on this machine: the server with an embedded etcd,
+one local agent (QEMU where qemu-system-x86_64 is installed, else simulated)
+and --sim-hosts simulated hosts. State lives in --data-dir; the admin token
+is written to DATA_DIR/admin.token and the CLI config so that 'vpool vm list'
+works in another shell without flags.`,
+		Args: cobra.NoArgs,
+	}
+	f := cmd.Flags()
+	dataDir := f.String("data-dir", ".vpool", "state directory")
+	listen := f.String("listen", server.DefaultListen, "address of the REST API")
+	agentListen := f.String("agent-listen", server.DefaultAgentListen, "address of the agents' mutual-TLS listener")
+	simHosts := f.Int("sim-hosts", 0, "number of simulated hosts to add")
+	driver := f.String("driver", devenv.DriverAuto, "the local host's driver: sim, qemu or auto")
+	name := f.String("name", "", "the local host's name (default: the OS host name)")
+	cfgPath := f.String("client-config", "", "where to write the CLI config (default: the CLI's default path; - for none)")
+	logger := logFlags(cmd)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		log, err := logger()
+		if err != nil {
+			return err
+		}
+		return devenv.RunDev(cmd.Context(), devenv.DevConfig{
+			DataDir: *dataDir, Listen: *listen, AgentListen: *agentListen, SimHosts: *simHosts,
+			LocalDriver: *driver, LocalName: *name, QEMU: qemuDriver, ConfigPath: *cfgPath,
+			Logger: log, Out: cmd.OutOrStdout(), Version: version,
+		})
+	}
+	return cmd
+}
+
+func parseLabels(kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--label %q: want key=value", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+func closeDriver(d any) {
+	if c, ok := d.(interface{ Close() error }); ok {
+		_ = c.Close()
+	}
+}

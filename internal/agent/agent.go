@@ -1,0 +1,429 @@
+// Package agent is the host side of vpool: it joins the cluster with a
+// token, then over mutual TLS keeps a heartbeat (inventory and usage),
+// long-polls the VMs assigned to its host and converges them through a
+// hypervisor.Driver, reporting each VM's status. Restarting the agent never
+// stops a VM: on start it lists the driver and re-attaches.
+//
+// The agent talks to the server only through the agent protocol
+// (api.AgentRoutes). It must not import the store, the server, the state
+// repository or any concrete driver.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/hypervisor"
+	"github.com/vpool/vpool/internal/model"
+)
+
+// Sentinel errors.
+var (
+	ErrBadToken   = errors.New("agent: bad join token")
+	ErrCAMismatch = errors.New("agent: server CA does not match the join token")
+	ErrNotJoined  = errors.New("agent: not joined")
+	ErrConfig     = errors.New("agent: bad config")
+)
+
+// Defaults of Config.
+const (
+	DefaultHeartbeatInterval = 3 * time.Second
+	DefaultStatusInterval    = 10 * time.Second
+	DefaultStopTimeout       = 30 * time.Second
+	DefaultPollWait          = 30 * time.Second
+	DefaultParallel          = 8
+)
+
+// Config configures an Agent. ServerURL, StateDir, HostName and Driver are
+// required.
+type Config struct {
+	// ServerURL is the server's agent listener, e.g. https://127.0.0.1:8441.
+	ServerURL string
+	// JoinToken ("vpool1.<ca-hash>.<secret>") is needed only for the first
+	// start; afterwards the identity in StateDir is used.
+	JoinToken string
+	// StateDir holds the agent's key, certificate and the cluster CA.
+	StateDir string
+	HostName string
+	Labels   map[string]string
+	// Address is where other hosts reach this one (migration traffic).
+	Address string
+	Driver  hypervisor.Driver
+	Logger  *slog.Logger
+	// Clock stamps reports; timers run on real time.
+	Clock func() time.Time
+	// HeartbeatInterval is how often the lease is renewed (the server's
+	// answer overrides it). Default 3s.
+	HeartbeatInterval time.Duration
+	// StatusInterval is how often every assigned VM is converged and
+	// checked even when no assignment changed. Default 10s.
+	StatusInterval time.Duration
+	// StopTimeout is the graceful stop timeout. Default 30s.
+	StopTimeout time.Duration
+	// PollWait is the long-poll wait of the assignments call. Default 30s.
+	PollWait time.Duration
+	// Parallel bounds the VMs converged at once. Default 8.
+	Parallel int
+	// Version is reported in heartbeats.
+	Version string
+	// ResolveImage turns an image name of a VM spec into what the driver
+	// boots; nil passes no image.
+	ResolveImage func(name string) (*hypervisor.Image, error)
+}
+
+func (c *Config) setDefaults() error {
+	switch {
+	case c.ServerURL == "":
+		return fmt.Errorf("%w: ServerURL is required", ErrConfig)
+	case c.StateDir == "":
+		return fmt.Errorf("%w: StateDir is required", ErrConfig)
+	case c.HostName == "":
+		return fmt.Errorf("%w: HostName is required", ErrConfig)
+	case c.Driver == nil:
+		return fmt.Errorf("%w: Driver is required", ErrConfig)
+	}
+	if err := model.ValidName("host", c.HostName); err != nil {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.StatusInterval <= 0 {
+		c.StatusInterval = DefaultStatusInterval
+	}
+	if c.StopTimeout <= 0 {
+		c.StopTimeout = DefaultStopTimeout
+	}
+	if c.PollWait <= 0 {
+		c.PollWait = DefaultPollWait
+	}
+	if c.Parallel <= 0 {
+		c.Parallel = DefaultParallel
+	}
+	return nil
+}
+
+// Agent runs one host.
+type Agent struct {
+	cfg        Config
+	log        *slog.Logger
+	base       string
+	serverName string
+	client     *transport
+
+	mu       sync.Mutex
+	assigned map[string]*model.VM // key project/name -> latest assignment
+	haveList bool                 // assignments received at least once
+	rev      int64
+	vms      map[string]*vmState // per VM bookkeeping, by key
+	kick     chan struct{}
+	hbEvery  time.Duration
+	doneSeq  int64 // counts finished VM workers
+}
+
+// New checks the config and returns an agent; nothing happens until Run.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(cfg.ServerURL)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("%w: ServerURL %q is not an https URL", ErrConfig, cfg.ServerURL)
+	}
+	if cfg.JoinToken != "" {
+		if _, err := ParseJoinToken(cfg.JoinToken); err != nil {
+			return nil, err
+		}
+	}
+	return &Agent{
+		cfg:        cfg,
+		log:        cfg.Logger.With("component", "agent", "host", cfg.HostName),
+		base:       strings.TrimSuffix(u.String(), "/"),
+		serverName: serverName(u),
+		assigned:   map[string]*model.VM{},
+		vms:        map[string]*vmState{},
+		kick:       make(chan struct{}, 1),
+		hbEvery:    cfg.HeartbeatInterval,
+	}, nil
+}
+
+// Run joins (when StateDir holds no identity), re-attaches to the VMs the
+// driver has, and runs the heartbeat, assignment and converge loops until
+// ctx ends. It returns nil when ctx ends, or an error that retrying cannot
+// fix (a bad or refused join token). VMs keep running when Run returns.
+func (a *Agent) Run(ctx context.Context) error {
+	id, err := a.identity(ctx)
+	if err != nil {
+		return err
+	}
+	a.client = &transport{base: a.base, http: &http.Client{
+		Transport: &http.Transport{TLSClientConfig: id.tlsConfig(a.serverName), MaxIdleConnsPerHost: 16},
+	}}
+	defer a.client.http.CloseIdleConnections()
+	a.reattach(ctx)
+
+	var wg sync.WaitGroup
+	for _, loop := range []func(context.Context){a.heartbeatLoop, a.assignmentsLoop, a.convergeLoop} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			loop(ctx)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// identity loads the stored identity or joins, retrying transient
+// failures; a refused token is final.
+func (a *Agent) identity(ctx context.Context) (*identity, error) {
+	id, err := loadIdentity(a.cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	if id != nil && !id.expired(a.cfg.Clock()) {
+		return id, nil
+	}
+	if id != nil {
+		a.log.Warn("client certificate expired; joining again")
+	}
+	bo := newBackoff(200*time.Millisecond, 10*time.Second)
+	for {
+		id, err := a.join(ctx)
+		if err == nil {
+			a.log.Info("joined the cluster", "server", a.base)
+			return id, nil
+		}
+		switch st := httpStatus(err); {
+		case errors.Is(err, ErrBadToken), errors.Is(err, ErrNotJoined), errors.Is(err, ErrCAMismatch),
+			st == http.StatusUnauthorized, st == http.StatusForbidden, st == http.StatusBadRequest:
+			return nil, err
+		}
+		a.log.Warn("join failed; retrying", "err", err)
+		if err := sleepCtx(ctx, bo.next()); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// reattach lists what the driver runs, before anything else happens. It
+// never stops a VM; it only makes the agent aware of them.
+func (a *Agent) reattach(ctx context.Context) {
+	infos, err := a.cfg.Driver.List(ctx)
+	if err != nil {
+		a.log.Error("list driver VMs for re-attach", "err", err)
+		return
+	}
+	running := 0
+	for _, in := range infos {
+		if in.State == hypervisor.StateRunning {
+			running++
+		}
+	}
+	if len(infos) > 0 {
+		a.log.Info("re-attached to existing VMs", "vms", len(infos), "running", running)
+	}
+}
+
+// heartbeatLoop renews the lease and reports inventory and usage. The
+// driver is sampled in the background: a driver call that blocks (a VM
+// stopping slowly holds its lock) must never let the lease expire, so a
+// beat goes out on time with the newest sample there is.
+func (a *Agent) heartbeatLoop(ctx context.Context) {
+	bo := newBackoff(200*time.Millisecond, 10*time.Second)
+	s := &sampler{a: a, u: newUsageMeter()}
+	for {
+		wait := a.hbInterval()
+		hb := s.sample(ctx, max(wait/2, 500*time.Millisecond))
+		var resp api.HeartbeatResponse
+		err := a.client.do(ctx, http.MethodPut, api.AgentPrefix+"/heartbeat", hb, &resp)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil && resp.IntervalSeconds > 0 {
+			a.mu.Lock()
+			a.hbEvery = time.Duration(resp.IntervalSeconds) * time.Second
+			a.mu.Unlock()
+			wait = a.hbInterval()
+		}
+		if err != nil {
+			a.log.Warn("heartbeat failed", "err", err)
+			wait = min(bo.next(), wait)
+		} else {
+			bo.reset()
+		}
+		if sleepCtx(ctx, wait) != nil {
+			return
+		}
+	}
+}
+
+// sampler collects heartbeat contents from the driver, one collection at
+// a time, and hands out the newest one.
+type sampler struct {
+	a       *Agent
+	u       *usageMeter
+	mu      sync.Mutex
+	last    *api.Heartbeat
+	running chan struct{} // open while a collection runs
+}
+
+// sample starts a collection unless one runs, waits up to budget for it,
+// and returns the newest heartbeat (a bare one before the first sample).
+func (s *sampler) sample(ctx context.Context, budget time.Duration) api.Heartbeat {
+	s.mu.Lock()
+	done := s.running
+	if done == nil {
+		done = make(chan struct{})
+		s.running = done
+		go func() {
+			hb, err := s.a.heartbeat(ctx, s.u)
+			s.mu.Lock()
+			if err == nil {
+				s.last = &hb
+			} else if ctx.Err() == nil {
+				s.a.log.Warn("sampling the driver failed", "err", err)
+			}
+			s.running = nil
+			s.mu.Unlock()
+			close(done)
+		}()
+	}
+	s.mu.Unlock()
+	s.mu.Lock()
+	if s.last == nil {
+		budget = max(budget, firstSampleBudget)
+	}
+	s.mu.Unlock()
+	t := time.NewTimer(budget)
+	defer t.Stop()
+	fresh := true
+	select {
+	case <-done:
+	case <-t.C:
+		fresh = false
+		s.a.log.Debug("driver slow to answer; beating with the previous sample")
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.last == nil {
+		return api.Heartbeat{Host: s.a.cfg.HostName, Labels: s.a.cfg.Labels, Driver: s.a.cfg.Driver.Name(),
+			Address: s.a.cfg.Address, Version: s.a.cfg.Version}
+	}
+	hb := *s.last
+	if !fresh {
+		// Old VM reports could roll back what converge reported since.
+		hb.VMs = nil
+	}
+	return hb
+}
+
+// firstSampleBudget is how long the first beat waits for the driver
+// before it goes out bare (without inventory), well inside a lease.
+const firstSampleBudget = 4 * time.Second
+
+func (a *Agent) hbInterval() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.hbEvery
+}
+
+// assignmentsLoop long-polls the VMs assigned to this host.
+func (a *Agent) assignmentsLoop(ctx context.Context) {
+	bo := newBackoff(200*time.Millisecond, 10*time.Second)
+	var after int64
+	for {
+		pctx, cancel := context.WithTimeout(ctx, a.cfg.PollWait+15*time.Second)
+		var as api.Assignments
+		path := fmt.Sprintf("%s/assignments?after=%d&wait=%s", api.AgentPrefix, after, a.cfg.PollWait)
+		err := a.client.do(pctx, http.MethodGet, path, nil, &as)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			a.log.Warn("assignments poll failed", "err", err)
+			if sleepCtx(ctx, bo.next()) != nil {
+				return
+			}
+			continue
+		}
+		bo.reset()
+		after = as.Revision
+		a.setAssignments(as)
+	}
+}
+
+func (a *Agent) setAssignments(as api.Assignments) {
+	m := make(map[string]*model.VM, len(as.VMs))
+	for i := range as.VMs {
+		v := &as.VMs[i]
+		if v.Project == "" {
+			v.Project = api.DefaultProject
+		}
+		m[v.Key()] = v
+	}
+	a.mu.Lock()
+	a.assigned = m
+	a.haveList = true
+	a.rev = as.Revision
+	a.mu.Unlock()
+	a.wake()
+}
+
+func (a *Agent) wake() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Assigned returns how many VMs the last assignment listed (for tests and
+// status output).
+func (a *Agent) Assigned() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.assigned)
+}
+
+// vmID is the driver id of a VM: "<project>.<name>" (both DNS labels, so
+// the dot is unambiguous).
+func vmID(project, name string) string { return project + "." + name }
+
+// splitID reverses vmID.
+func splitID(id string) (project, name string, ok bool) {
+	return strings.Cut(id, ".")
+}
+
+// hostname returns the OS host name as a DNS label, for defaults.
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "host"
+	}
+	h = strings.ToLower(strings.SplitN(h, ".", 2)[0])
+	if model.ValidName("host", h) != nil {
+		return "host"
+	}
+	return h
+}
+
+// DefaultHostName is the host's name when none is configured: the OS host
+// name as a DNS label.
+func DefaultHostName() string { return hostname() }

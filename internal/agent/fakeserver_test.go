@@ -1,0 +1,276 @@
+package agent_test
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/pki"
+)
+
+// fakeServer speaks the agent protocol over real mutual TLS, with the VMs
+// of one host in memory. It applies reports the way the server does:
+// phase, error, message and restart nonce; Gone removes the VM.
+type fakeServer struct {
+	t     *testing.T
+	ca    *pki.CA
+	srv   *httptest.Server
+	token string
+
+	mu        sync.Mutex
+	rev       int64
+	vms       map[string]*model.VM // assigned to the host, by project/name
+	elsewhere map[string]bool      // known, assigned to another host
+	changed   chan struct{}
+	beats     []api.Heartbeat
+	reports   []api.VMReport
+	joins     int
+}
+
+func newFakeServer(t *testing.T) *fakeServer {
+	t.Helper()
+	now := time.Now()
+	ca, err := pki.NewCA(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.ServerCert(pki.DefaultServerNames(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := &fakeServer{
+		t: t, ca: ca, token: pki.FormatJoinToken(ca.Hash(), "s3cret"),
+		vms: map[string]*model.VM{}, elsewhere: map[string]bool{}, changed: make(chan struct{}), rev: 1,
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /agent/v1/join", fs.join)
+	mux.HandleFunc("PUT /agent/v1/heartbeat", fs.mtls(fs.heartbeat))
+	mux.HandleFunc("GET /agent/v1/assignments", fs.mtls(fs.assignments))
+	mux.HandleFunc("PUT /agent/v1/vms/{project}/{name}/status", fs.mtls(fs.status))
+	fs.srv = httptest.NewUnstartedServer(mux)
+	fs.srv.TLS = &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    ca.Pool(),
+	}
+	fs.srv.StartTLS()
+	t.Cleanup(fs.srv.Close)
+	return fs
+}
+
+func (fs *fakeServer) URL() string { return fs.srv.URL }
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (fs *fakeServer) mtls(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+			writeJSON(w, 401, api.Error{Code: api.CodeUnauthorized, Message: "client certificate required"})
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (fs *fakeServer) join(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "Bearer "+fs.token {
+		writeJSON(w, 401, api.Error{Code: api.CodeUnauthorized, Message: "bad join token"})
+		return
+	}
+	var req api.JoinRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeJSON(w, 400, api.Error{Code: api.CodeBadRequest, Message: err.Error()})
+		return
+	}
+	cert, err := fs.ca.SignCSR([]byte(req.CSRPEM), req.Host, time.Hour, time.Now())
+	if err != nil {
+		writeJSON(w, 400, api.Error{Code: api.CodeBadRequest, Message: err.Error()})
+		return
+	}
+	fs.mu.Lock()
+	fs.joins++
+	fs.mu.Unlock()
+	writeJSON(w, 200, api.JoinResponse{CertPEM: string(cert), CAPEM: string(fs.ca.CertPEM)})
+}
+
+func (fs *fakeServer) heartbeat(w http.ResponseWriter, r *http.Request) {
+	var hb api.Heartbeat
+	if err := json.NewDecoder(r.Body).Decode(&hb); err != nil {
+		writeJSON(w, 400, api.Error{Code: api.CodeBadRequest, Message: err.Error()})
+		return
+	}
+	fs.mu.Lock()
+	fs.beats = append(fs.beats, hb)
+	fs.mu.Unlock()
+	writeJSON(w, 200, api.HeartbeatResponse{IntervalSeconds: 0, LeaseTTLSeconds: 10})
+}
+
+func (fs *fakeServer) assignments(w http.ResponseWriter, r *http.Request) {
+	after, _ := strconv.ParseInt(r.URL.Query().Get("after"), 10, 64)
+	wait, err := time.ParseDuration(r.URL.Query().Get("wait"))
+	if err != nil || wait > 5*time.Second {
+		wait = 5 * time.Second
+	}
+	deadline := time.After(wait)
+	for {
+		fs.mu.Lock()
+		if fs.rev > after {
+			out := api.Assignments{Revision: fs.rev}
+			for _, v := range fs.vms {
+				out.VMs = append(out.VMs, *v)
+			}
+			fs.mu.Unlock()
+			writeJSON(w, 200, out)
+			return
+		}
+		ch := fs.changed
+		fs.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline:
+			fs.mu.Lock()
+			rev := fs.rev
+			out := api.Assignments{Revision: rev}
+			for _, v := range fs.vms {
+				out.VMs = append(out.VMs, *v)
+			}
+			fs.mu.Unlock()
+			writeJSON(w, 200, out)
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+func (fs *fakeServer) status(w http.ResponseWriter, r *http.Request) {
+	var rep api.VMReport
+	if err := json.NewDecoder(r.Body).Decode(&rep); err != nil {
+		writeJSON(w, 400, api.Error{Code: api.CodeBadRequest, Message: err.Error()})
+		return
+	}
+	key := r.PathValue("project") + "/" + r.PathValue("name")
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.reports = append(fs.reports, rep)
+	if fs.elsewhere[key] {
+		writeJSON(w, 409, api.Error{Code: api.CodeConflict, Message: "assigned to another host"})
+		return
+	}
+	vm, ok := fs.vms[key]
+	if !ok || (rep.UID != "" && vm.UID != rep.UID) {
+		writeJSON(w, 404, api.Error{Code: api.CodeNotFound, Message: "no such vm"})
+		return
+	}
+	if rep.Gone {
+		delete(fs.vms, key)
+	} else {
+		vm.Status.Phase = rep.Phase
+		vm.Status.LastError = rep.Error
+		vm.Status.Message = rep.Message
+		vm.Status.AppliedRestartNonce = rep.AppliedRestartNonce
+		vm.Status.Usage = rep.Usage
+	}
+	fs.bumpLocked(vm)
+	if rep.Gone {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	writeJSON(w, 200, vm)
+}
+
+func (fs *fakeServer) bumpLocked(vm *model.VM) {
+	fs.rev++
+	if vm != nil {
+		vm.Revision = fs.rev
+	}
+	close(fs.changed)
+	fs.changed = make(chan struct{})
+}
+
+// put adds or replaces an assigned VM.
+func (fs *fakeServer) put(vm model.VM) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if vm.UID == "" {
+		vm.UID = "uid-" + vm.Name
+	}
+	v := vm
+	fs.vms[vm.Key()] = &v
+	fs.bumpLocked(&v)
+}
+
+// update changes an assigned VM's spec.
+func (fs *fakeServer) update(key string, fn func(*model.VM)) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	vm := fs.vms[key]
+	if vm == nil {
+		fs.t.Fatalf("fake server: no vm %s", key)
+	}
+	fn(vm)
+	fs.bumpLocked(vm)
+}
+
+func (fs *fakeServer) vm(key string) (model.VM, bool) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	v, ok := fs.vms[key]
+	if !ok {
+		return model.VM{}, false
+	}
+	return *v, true
+}
+
+func (fs *fakeServer) lastBeat() (api.Heartbeat, int) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if len(fs.beats) == 0 {
+		return api.Heartbeat{}, 0
+	}
+	return fs.beats[len(fs.beats)-1], len(fs.beats)
+}
+
+func (fs *fakeServer) reportsFor(key string) []api.VMReport {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	var out []api.VMReport
+	for _, r := range fs.reports {
+		if r.Project+"/"+r.Name == key {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// newVM is a VM builder for tests.
+func newVM(name string) model.VM {
+	return model.VM{
+		Meta:   model.Meta{Name: name, Project: "default"},
+		Spec:   model.VMSpec{VCPUs: 1, Memory: 256 * model.MiB, Disks: []model.Disk{{Name: "root", Size: model.GiB}}, Power: model.PowerRunning},
+		Status: model.VMStatus{Phase: model.PhaseCreating, Host: "h1"},
+	}
+}
+
+// eventually polls cond until it holds or 10s pass.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

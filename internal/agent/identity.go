@@ -1,0 +1,271 @@
+package agent
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vpool/vpool/internal/api"
+)
+
+// Files in Config.StateDir.
+const (
+	keyFile  = "agent.key"
+	certFile = "agent.crt"
+	caFile   = "ca.crt"
+)
+
+// JoinToken is a parsed "vpool1.<ca-sha256-hex>.<secret>".
+type JoinToken struct {
+	CAHash string // lowercase hex SHA-256 of the CA certificate (DER)
+	Secret string
+	Raw    string
+}
+
+// ParseJoinToken parses a join token.
+func ParseJoinToken(s string) (JoinToken, error) {
+	s = strings.TrimSpace(s)
+	parts := strings.SplitN(s, ".", 3)
+	if len(parts) != 3 || parts[0] != "vpool1" {
+		return JoinToken{}, fmt.Errorf("%w: want vpool1.<ca-hash>.<secret>", ErrBadToken)
+	}
+	h := strings.ToLower(parts[1])
+	if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {
+		return JoinToken{}, fmt.Errorf("%w: the CA hash is not a hex SHA-256", ErrBadToken)
+	}
+	if parts[2] == "" {
+		return JoinToken{}, fmt.Errorf("%w: empty secret", ErrBadToken)
+	}
+	return JoinToken{CAHash: h, Secret: parts[2], Raw: s}, nil
+}
+
+// CAHashes returns the hashes a join token may pin for a CA certificate:
+// the SHA-256 of the certificate (DER) and of its public key (SPKI, as
+// kubeadm pins). Both are accepted.
+func CAHashes(ca *x509.Certificate) []string {
+	a := sha256.Sum256(ca.Raw)
+	b := sha256.Sum256(ca.RawSubjectPublicKeyInfo)
+	return []string{hex.EncodeToString(a[:]), hex.EncodeToString(b[:])}
+}
+
+// identity is what the agent authenticates with.
+type identity struct {
+	cert tls.Certificate
+	ca   *x509.Certificate
+	pool *x509.CertPool
+}
+
+// loadIdentity reads key, certificate and CA from dir; (nil, nil) when the
+// agent has not joined yet.
+func loadIdentity(dir string) (*identity, error) {
+	certPEM, err := os.ReadFile(filepath.Join(dir, certFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("agent: read identity: %w", err)
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, keyFile))
+	if err != nil {
+		return nil, fmt.Errorf("agent: read identity: %w", err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, caFile))
+	if err != nil {
+		return nil, fmt.Errorf("agent: read identity: %w", err)
+	}
+	return parseIdentity(certPEM, keyPEM, caPEM)
+}
+
+func parseIdentity(certPEM, keyPEM, caPEM []byte) (*identity, error) {
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("agent: identity: %w", err)
+	}
+	ca, err := firstCert(caPEM)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return &identity{cert: cert, ca: ca, pool: pool}, nil
+}
+
+func firstCert(p []byte) (*x509.Certificate, error) {
+	for {
+		var b *pem.Block
+		b, p = pem.Decode(p)
+		if b == nil {
+			return nil, errors.New("agent: no PEM certificate in CA data")
+		}
+		if b.Type == "CERTIFICATE" {
+			c, err := x509.ParseCertificate(b.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("agent: parse CA: %w", err)
+			}
+			return c, nil
+		}
+	}
+}
+
+// expired says whether the client certificate is past (or within a minute
+// of) its end.
+func (id *identity) expired(now time.Time) bool {
+	if id.cert.Leaf == nil {
+		return false
+	}
+	return now.Add(time.Minute).After(id.cert.Leaf.NotAfter)
+}
+
+// tlsConfig is the mutual-TLS client configuration: the agent's
+// certificate, and the server verified against the cluster CA.
+func (id *identity) tlsConfig(serverName string) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{id.cert},
+		RootCAs:      id.pool,
+		ServerName:   serverName,
+	}
+}
+
+// pinnedTLS trusts a server whose presented chain holds a CA matching the
+// token's hash and whose leaf that CA signed. It records the CA it found.
+func pinnedTLS(tok JoinToken, serverName string, found **x509.Certificate) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// Verification is done below against the pinned CA instead of the
+		// system roots: the cluster CA is private.
+		InsecureSkipVerify: true, //nolint:gosec // verified by VerifyPeerCertificate
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			certs := make([]*x509.Certificate, 0, len(raw))
+			for _, r := range raw {
+				c, err := x509.ParseCertificate(r)
+				if err != nil {
+					return fmt.Errorf("agent: server certificate: %w", err)
+				}
+				certs = append(certs, c)
+			}
+			if len(certs) == 0 {
+				return errors.New("agent: server presented no certificate")
+			}
+			var ca *x509.Certificate
+			for _, c := range certs {
+				for _, h := range CAHashes(c) {
+					if h == tok.CAHash {
+						ca = c
+					}
+				}
+			}
+			if ca == nil {
+				return fmt.Errorf("%w: no certificate presented by the server has the token's CA hash %.12s…", ErrCAMismatch, tok.CAHash)
+			}
+			if ca == certs[0] {
+				return fmt.Errorf("%w: the server presented the CA as its own certificate", ErrCAMismatch)
+			}
+			pool := x509.NewCertPool()
+			pool.AddCert(ca)
+			inter := x509.NewCertPool()
+			for _, c := range certs[1:] {
+				inter.AddCert(c)
+			}
+			opts := x509.VerifyOptions{Roots: pool, Intermediates: inter, DNSName: serverName, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+			if _, err := certs[0].Verify(opts); err != nil {
+				return fmt.Errorf("%w: %v", ErrCAMismatch, err)
+			}
+			*found = ca
+			return nil
+		},
+	}
+}
+
+// join exchanges the token and a fresh key's CSR for a client certificate
+// and stores key, certificate and CA in the state directory.
+func (a *Agent) join(ctx context.Context) (*identity, error) {
+	if a.cfg.JoinToken == "" {
+		return nil, fmt.Errorf("%w: %s holds no identity; give a join token (vpool host join-token)", ErrNotJoined, a.cfg.StateDir)
+	}
+	tok, err := ParseJoinToken(a.cfg.JoinToken)
+	if err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("agent: generate key: %w", err)
+	}
+	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject:  pkix.Name{CommonName: a.cfg.HostName},
+		DNSNames: []string{a.cfg.HostName},
+	}, key)
+	if err != nil {
+		return nil, fmt.Errorf("agent: create CSR: %w", err)
+	}
+	var pinned *x509.Certificate
+	c := &transport{base: a.base, http: &http.Client{
+		Timeout:   30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: pinnedTLS(tok, a.serverName, &pinned)},
+	}, bearer: tok.Raw}
+	defer c.http.CloseIdleConnections()
+	req := api.JoinRequest{Host: a.cfg.HostName, CSRPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER}))}
+	var resp api.JoinResponse
+	if err := c.do(ctx, http.MethodPost, api.AgentPrefix+"/join", req, &resp); err != nil {
+		return nil, fmt.Errorf("agent: join: %w", err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("agent: encode key: %w", err)
+	}
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+	caPEM := []byte(resp.CAPEM)
+	if pinned != nil {
+		// Trust the CA that matched the token, whatever the body says.
+		caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: pinned.Raw})
+	}
+	id, err := parseIdentity([]byte(resp.CertPEM), keyPEM, caPEM)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeIdentity(a.cfg.StateDir, []byte(resp.CertPEM), keyPEM, caPEM); err != nil {
+		return nil, err
+	}
+	return id, nil
+}
+
+func writeIdentity(dir string, certPEM, keyPEM, caPEM []byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("agent: state dir: %w", err)
+	}
+	// The certificate goes last: its presence means "joined".
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{{keyFile, keyPEM}, {caFile, caPEM}, {certFile, certPEM}} {
+		p := filepath.Join(dir, f.name)
+		tmp := p + ".tmp"
+		if err := os.WriteFile(tmp, f.data, 0o600); err != nil {
+			return fmt.Errorf("agent: write %s: %w", f.name, err)
+		}
+		if err := os.Rename(tmp, p); err != nil {
+			return fmt.Errorf("agent: write %s: %w", f.name, err)
+		}
+	}
+	return nil
+}
+
+// serverName returns the host part of the server URL, for certificate
+// verification.
+func serverName(u *url.URL) string { return u.Hostname() }

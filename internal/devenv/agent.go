@@ -1,0 +1,165 @@
+package devenv
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/vpool/vpool/internal/agent"
+	"github.com/vpool/vpool/internal/hypervisor"
+	"github.com/vpool/vpool/internal/hypervisor/sim"
+	"github.com/vpool/vpool/internal/model"
+)
+
+// Driver kinds.
+const (
+	DriverAuto = "auto"
+	DriverSim  = "sim"
+	DriverQEMU = "qemu"
+)
+
+// ErrNoQEMU says the QEMU driver was asked for but cannot run here.
+var ErrNoQEMU = errors.New("devenv: the qemu driver is not available")
+
+// QEMUFactory makes a QEMU driver on a state directory. cmd/vpool supplies
+// it; nil means this build has no QEMU driver.
+type QEMUFactory func(stateDir string, log *slog.Logger) (hypervisor.Driver, error)
+
+// DriverOptions choose and configure a host's driver.
+type DriverOptions struct {
+	Kind     string // sim | qemu | auto (default auto)
+	StateDir string // the driver's state lives under StateDir/<kind>
+	HostName string
+	// Sim capacity (defaults: 8 CPUs, 32GiB, 1TiB).
+	SimCPUs   int
+	SimMemory model.Bytes
+	SimDisk   model.Bytes
+	// SimRegistry connects simulated hosts of one process for migration.
+	SimRegistry *sim.Registry
+	// SimMemoryOnly keeps sim VMs in memory only (no state file): for
+	// hundreds of simulated hosts in tests.
+	SimMemoryOnly bool
+	QEMU          QEMUFactory
+	Logger        *slog.Logger
+}
+
+// QEMUInstalled says whether qemu-system-x86_64 is in PATH.
+func QEMUInstalled() bool {
+	_, err := exec.LookPath("qemu-system-x86_64")
+	return err == nil
+}
+
+// OpenDriver returns the driver o asks for and the kind it chose: auto
+// means qemu where the driver is built in and qemu-system-x86_64 is
+// installed, else sim. A sim driver keeps its VMs in StateDir/sim/host.json,
+// so that an agent restarted after kill -9 finds them running, as it
+// would find real QEMU processes.
+func OpenDriver(o DriverOptions) (hypervisor.Driver, string, error) {
+	kind := o.Kind
+	if kind == "" {
+		kind = DriverAuto
+	}
+	if kind == DriverAuto {
+		kind = DriverSim
+		if o.QEMU != nil && QEMUInstalled() {
+			kind = DriverQEMU
+		}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch kind {
+	case DriverQEMU:
+		if o.QEMU == nil {
+			return nil, "", fmt.Errorf("%w: this build has no QEMU driver", ErrNoQEMU)
+		}
+		if !QEMUInstalled() {
+			return nil, "", fmt.Errorf("%w: qemu-system-x86_64 is not installed", ErrNoQEMU)
+		}
+		d, err := o.QEMU(filepath.Join(o.StateDir, "qemu"), o.Logger)
+		if err != nil {
+			return nil, "", err
+		}
+		return d, kind, nil
+	case DriverSim:
+		cfg := sim.Config{Name: o.HostName, CPUs: o.SimCPUs, Memory: o.SimMemory, Disk: o.SimDisk, Registry: o.SimRegistry}
+		if !o.SimMemoryOnly && o.StateDir != "" {
+			cfg.StateFile = filepath.Join(o.StateDir, "sim", "host.json")
+		}
+		h, err := sim.NewHost(cfg)
+		if err != nil {
+			return nil, "", err
+		}
+		return h.Driver(), kind, nil
+	default:
+		return nil, "", fmt.Errorf("devenv: unknown driver %q (want sim, qemu or auto)", kind)
+	}
+}
+
+// AgentConfig configures one agent with its driver.
+type AgentConfig struct {
+	ServerURL string
+	JoinToken string
+	StateDir  string
+	HostName  string
+	Labels    map[string]string
+	Address   string
+	Driver    DriverOptions
+	Logger    *slog.Logger
+	Version   string
+	// ImageDirs are searched for boot images (after StateDir/images) by
+	// a QEMU host; a sim host boots any image name.
+	ImageDirs []string
+	// Intervals; zero keeps the agent's defaults.
+	HeartbeatInterval time.Duration
+	StatusInterval    time.Duration
+}
+
+// NewAgent opens the driver and returns the agent and the driver kind.
+func NewAgent(c AgentConfig) (*agent.Agent, hypervisor.Driver, string, error) {
+	if c.HostName == "" {
+		c.HostName = agent.DefaultHostName()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
+		return nil, nil, "", fmt.Errorf("devenv: agent state dir: %w", err)
+	}
+	do := c.Driver
+	do.StateDir, do.HostName = c.StateDir, c.HostName
+	if do.Logger == nil {
+		do.Logger = c.Logger.With("component", "driver", "host", c.HostName)
+	}
+	d, kind, err := OpenDriver(do)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	resolve := func(name string) (*hypervisor.Image, error) { return &hypervisor.Image{Name: name}, nil }
+	if kind == DriverQEMU {
+		r := ImageResolver{Dirs: append([]string{filepath.Join(c.StateDir, "images")}, c.ImageDirs...)}
+		resolve = r.Resolve
+	}
+	a, err := agent.New(agent.Config{
+		ServerURL:         c.ServerURL,
+		JoinToken:         c.JoinToken,
+		StateDir:          c.StateDir,
+		HostName:          c.HostName,
+		Labels:            c.Labels,
+		Address:           c.Address,
+		Driver:            d,
+		Logger:            c.Logger,
+		Version:           c.Version,
+		HeartbeatInterval: c.HeartbeatInterval,
+		StatusInterval:    c.StatusInterval,
+		ResolveImage:      resolve,
+	})
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return a, d, kind, nil
+}

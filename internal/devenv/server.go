@@ -1,0 +1,151 @@
+// Package devenv assembles vpool's processes out of their parts: a control
+// plane node (store + API server + controllers), agents with their
+// drivers, and `vpool dev` — server, embedded etcd, one local agent and N
+// simulated hosts in one process, state in one directory. cmd/vpool and
+// the in-process cluster tests use it, so that what runs in tests is what
+// runs in production.
+//
+// It may import every vpool package; nothing but cmd/vpool and tests may
+// import it.
+package devenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/vpool/vpool/internal/controller"
+	"github.com/vpool/vpool/internal/metrics"
+	"github.com/vpool/vpool/internal/server"
+	"github.com/vpool/vpool/internal/store"
+	"github.com/vpool/vpool/internal/store/etcdstore"
+)
+
+// ServerConfig configures a control-plane node.
+type ServerConfig struct {
+	// DataDir holds admin.token and, without EtcdEndpoints or Store, the
+	// embedded etcd member under DataDir/etcd.
+	DataDir     string
+	Listen      string // user API (default 127.0.0.1:8440)
+	AgentListen string // agent mTLS listener (default 127.0.0.1:8441)
+	// EtcdEndpoints connects to an existing etcd cluster instead of
+	// embedding a member.
+	EtcdEndpoints []string
+	// Store, when set, is used as is (tests: memstore) and not closed.
+	Store store.Store
+	// Name identifies this server in leader election (default "vpool").
+	Name    string
+	Logger  *slog.Logger
+	Clock   func() time.Time
+	Version string
+	// TLS serves the user API over HTTPS.
+	TLS bool
+	// EtcdUnsafeNoFsync skips fsync in the embedded member (tests only).
+	EtcdUnsafeNoFsync bool
+	// Controller tunes the controllers (tests shorten intervals); Store,
+	// Identity, Logger, Clock and ReconcileErrors are filled in.
+	Controller controller.Config
+}
+
+// Server is a running control-plane node: store, API server, controllers.
+type Server struct {
+	*server.Server
+	Store      store.Store
+	Controller *controller.Manager
+	kind       string
+	ownStore   bool
+}
+
+// StartServer opens the store and prepares the API server and the
+// controllers (listeners are bound, so Addr and AgentAddr are known);
+// Run serves.
+func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Name == "" {
+		cfg.Name = "vpool"
+	}
+	st, kind, own, err := openStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	m := metrics.New()
+	cc := cfg.Controller
+	cc.Store, cc.Identity, cc.Logger, cc.Clock = st, cfg.Name, cfg.Logger, cfg.Clock
+	cc.ReconcileErrors = m.ReconcileError
+	if cc.Placer == nil {
+		cc.Placer = controller.NewSchedulerPlacer()
+	}
+	mgr := controller.New(cc)
+	srv, err := server.New(server.Config{
+		Store:       st,
+		StoreKind:   kind,
+		Listen:      cfg.Listen,
+		AgentListen: cfg.AgentListen,
+		DataDir:     cfg.DataDir,
+		Logger:      cfg.Logger,
+		Clock:       cfg.Clock,
+		Version:     cfg.Version,
+		Controllers: mgr.Run,
+		TLS:         cfg.TLS,
+		Placer:      controller.NewDryRunner(st, nil, cfg.Clock),
+		Metrics:     m,
+	})
+	if err != nil {
+		if own {
+			_ = st.Close()
+		}
+		return nil, err
+	}
+	return &Server{Server: srv, Store: st, Controller: mgr, kind: kind, ownStore: own}, nil
+}
+
+func openStore(ctx context.Context, cfg ServerConfig) (st store.Store, kind string, own bool, err error) {
+	switch {
+	case cfg.Store != nil:
+		return cfg.Store, "memory", false, nil
+	case len(cfg.EtcdEndpoints) > 0:
+		s, err := etcdstore.Connect(ctx, cfg.EtcdEndpoints, nil)
+		if err != nil {
+			return nil, "", false, fmt.Errorf("devenv: connect to etcd %v: %w", cfg.EtcdEndpoints, err)
+		}
+		return s, "external", true, nil
+	case cfg.DataDir == "":
+		return nil, "", false, errors.New("devenv: a data directory is needed for the embedded etcd")
+	default:
+		s, err := etcdstore.StartEmbedded(ctx, etcdstore.Config{
+			DataDir:       filepath.Join(cfg.DataDir, "etcd"),
+			Name:          cfg.Name,
+			Logger:        cfg.Logger.With("component", "etcd"),
+			UnsafeNoFsync: cfg.EtcdUnsafeNoFsync,
+		})
+		if err != nil {
+			return nil, "", false, err
+		}
+		return s, "embedded", true, nil
+	}
+}
+
+// Run serves until ctx ends, then closes the store it opened.
+func (s *Server) Run(ctx context.Context) error {
+	err := s.Server.Run(ctx)
+	if s.ownStore {
+		if cerr := s.Store.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("devenv: close store: %w", cerr)
+		}
+	}
+	return err
+}
+
+// Kind is "embedded", "external" or "memory".
+func (s *Server) Kind() string { return s.kind }
+
+// AgentURL is the agent listener's URL.
+func (s *Server) AgentURL() string { return "https://" + s.AgentAddr() }

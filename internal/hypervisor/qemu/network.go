@@ -1,0 +1,129 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+)
+
+// resolveNetwork picks the network mode: a bridge needs root, /dev/net/tun
+// and iproute2; auto falls back to user-mode networking without them.
+func (d *Driver) resolveNetwork() (string, error) {
+	switch d.cfg.Network {
+	case NetUser, NetNone:
+		return d.cfg.Network, nil
+	case NetBridge:
+		if err := d.ensureBridge(context.Background()); err != nil {
+			return "", err
+		}
+		return NetBridge, nil
+	case NetAuto:
+		if err := d.ensureBridge(context.Background()); err != nil {
+			d.log.Info("qemu: no bridge; VMs get user-mode networking", "bridge", d.cfg.Bridge, "err", err)
+			return NetUser, nil
+		}
+		return NetBridge, nil
+	}
+	return "", fmt.Errorf("qemu: unknown network mode %q (want auto, bridge, user or none)", d.cfg.Network)
+}
+
+func ipCmd(ctx context.Context, args ...string) error {
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("qemu: ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+func linkExists(name string) bool {
+	_, err := os.Stat("/sys/class/net/" + name)
+	return err == nil
+}
+
+// ensureBridge makes the host bridge (no address, no uplink: full virtual
+// networks are the netvirt package's job) and brings it up.
+func (d *Driver) ensureBridge(ctx context.Context) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("qemu: a bridge needs root")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		return fmt.Errorf("qemu: %w", err)
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return fmt.Errorf("qemu: iproute2 missing: %w", err)
+	}
+	br := d.cfg.Bridge
+	if linkExists(br) && d.bridgeUp.Load() {
+		return nil
+	}
+	if !linkExists(br) {
+		if err := ipCmd(ctx, "link", "add", br, "type", "bridge"); err != nil && !linkExists(br) {
+			return err
+		}
+	}
+	if err := ipCmd(ctx, "link", "set", br, "up"); err != nil {
+		return err
+	}
+	d.bridgeUp.Store(true)
+	return nil
+}
+
+// tapName is the tap of NIC i of VM id: "vp" + 10 hex digits of the id's
+// hash + the index, within the 15-character interface name limit.
+func tapName(id string, i int) string {
+	h := sha256.Sum256([]byte(id))
+	return "vp" + hex.EncodeToString(h[:5]) + strconv.Itoa(i%1000)
+}
+
+// makeTap creates a persistent tap on the bridge, up.
+func (d *Driver) makeTap(ctx context.Context, name string) error {
+	if linkExists(name) {
+		ipCmd(ctx, "link", "del", name)
+	}
+	if err := ipCmd(ctx, "tuntap", "add", "dev", name, "mode", "tap"); err != nil {
+		return err
+	}
+	if err := ipCmd(ctx, "link", "set", name, "master", d.cfg.Bridge, "up"); err != nil {
+		ipCmd(ctx, "link", "del", name)
+		return err
+	}
+	return nil
+}
+
+func (d *Driver) removeTap(name string) {
+	if name == "" || !linkExists(name) {
+		return
+	}
+	if err := ipCmd(context.Background(), "link", "del", name); err != nil {
+		d.log.Warn("qemu: removing tap", "tap", name, "err", err)
+	}
+}
+
+// macFor derives a stable locally administered MAC (52:54:00 is QEMU's
+// prefix) from the VM id and NIC index.
+func macFor(id string, i int) string {
+	h := sha256.Sum256([]byte(id + "/" + strconv.Itoa(i)))
+	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", h[0], h[1], h[2])
+}
+
+// tapCounters returns a tap's byte counters from the guest's view: what
+// the tap transmits the guest received.
+func tapCounters(tap string) (rx, tx int64) {
+	read := func(f string) int64 {
+		b, err := os.ReadFile("/sys/class/net/" + tap + "/statistics/" + f)
+		if err != nil {
+			return 0
+		}
+		n, _ := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		return n
+	}
+	return read("tx_bytes"), read("rx_bytes")
+}

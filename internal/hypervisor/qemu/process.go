@@ -1,0 +1,295 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/vpool/vpool/internal/hypervisor"
+	"github.com/vpool/vpool/internal/qmp"
+)
+
+// vm is one VM the driver knows. mu serialises every operation on it.
+type vm struct {
+	mu        sync.Mutex
+	rec       *record
+	proc      *process // the live QEMU, nil when none
+	committed atomic.Int64
+	deleted   bool
+}
+
+// process is a live QEMU: our child, or one adopted from an earlier
+// driver (cmd == nil). exited closes when it is gone.
+type process struct {
+	pid    int
+	qmp    *qmp.Conn
+	cmd    *exec.Cmd
+	exited chan struct{}
+
+	mu            sync.Mutex
+	exitErr       error // from Wait, for our children
+	guestShutdown bool  // SHUTDOWN with guest=true was seen
+	ending        bool  // we asked it to end (stop, quit, kill)
+}
+
+func (p *process) hasExited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *process) setEnding() {
+	p.mu.Lock()
+	p.ending = true
+	p.mu.Unlock()
+}
+
+// exitState classifies how the process ended.
+func (p *process) exitState() hypervisor.State {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ending || p.guestShutdown {
+		return hypervisor.StateStopped
+	}
+	if p.cmd != nil && p.exitErr == nil {
+		return hypervisor.StateStopped // QEMU exits 0 after a guest power-off
+	}
+	return hypervisor.StateCrashed
+}
+
+// detach drops the driver's hold on a process that keeps running.
+func (p *process) detach() { p.qmp.Close() }
+
+// kill sends SIGKILL and waits (bounded) until the process is gone.
+func (p *process) kill(ctx context.Context) error {
+	p.setEnding()
+	if err := syscall.Kill(p.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("qemu: kill %d: %w", p.pid, err)
+	}
+	return p.wait(ctx, 15*time.Second)
+}
+
+func (p *process) wait(ctx context.Context, limit time.Duration) error {
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-p.exited:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("qemu: waiting for pid %d to exit: %w", p.pid, ctx.Err())
+	case <-t.C:
+		return fmt.Errorf("qemu: pid %d did not exit within %s", p.pid, limit)
+	}
+}
+
+// launch starts QEMU for v with m, passing files as fds 3, 4, ... and
+// returns once QMP answers. QEMU runs in its own session (Setsid) and
+// without a parent-death signal, so it survives the agent.
+func (d *Driver) launch(ctx context.Context, v *vm, m Machine, files []*os.File) (*process, error) {
+	bin, err := binary(d.cfg.QEMU)
+	if err != nil {
+		return nil, err
+	}
+	id := v.rec.Config.ID
+	for _, s := range []string{m.QMPSocket, m.ConsoleSocket, m.PidFile} {
+		os.Remove(s)
+		if err := os.MkdirAll(filepath.Dir(s), 0o700); err != nil {
+			return nil, fmt.Errorf("qemu: %w", err)
+		}
+	}
+	// One serial log per boot; the previous one is kept as serial.log.1.
+	os.Rename(m.SerialLog, m.SerialLog+".1")
+	logPath := filepath.Join(d.vmDir(id), "qemu.log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: %w", err)
+	}
+	defer logf.Close()
+	fmt.Fprintf(logf, "%s starting: %s %s\n", d.clock.Now().UTC().Format(time.RFC3339), bin, strings.Join(m.Args(), " "))
+	cmd := exec.Command(bin, m.Args()...)
+	cmd.Dir = d.vmDir(id)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = files
+	// No Pdeathsig: VMs must outlive the agent.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("qemu: starting %s: %w", bin, err)
+	}
+	p := &process{pid: cmd.Process.Pid, cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		err := cmd.Wait()
+		p.mu.Lock()
+		p.exitErr = err
+		p.mu.Unlock()
+		close(p.exited)
+	}()
+	conn, err := d.dialQMP(ctx, m.QMPSocket, p)
+	if err != nil {
+		p.kill(context.Background())
+		return nil, fmt.Errorf("%w%s", err, logTail(logPath))
+	}
+	p.qmp = conn
+	d.watchEvents(p)
+	return p, nil
+}
+
+// dialQMP connects to a starting QEMU's QMP socket, retrying until it
+// listens, the process dies, or 30 s pass.
+func (d *Driver) dialQMP(ctx context.Context, path string, p *process) (*qmp.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		c, err := qmp.Dial(ctx, path, qmp.Options{Logger: d.log})
+		if err == nil {
+			return c, nil
+		}
+		if p.hasExited() {
+			return nil, fmt.Errorf("qemu: QEMU exited during start-up")
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("qemu: QMP did not come up: %w", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (d *Driver) watchEvents(p *process) {
+	sub := p.qmp.Subscribe("SHUTDOWN")
+	go func() {
+		for ev := range sub.C {
+			var data struct {
+				Guest bool `json:"guest"`
+			}
+			if ev.DecodeData(&data) == nil && data.Guest {
+				p.mu.Lock()
+				p.guestShutdown = true
+				p.mu.Unlock()
+			}
+		}
+	}()
+}
+
+// adopt re-attaches to the QEMU a record says is running. It returns nil
+// when the process is gone (or is not that VM's QEMU any more).
+func (d *Driver) adopt(ctx context.Context, rec *record) *process {
+	run := rec.Run
+	pid := run.Pid
+	if b, err := os.ReadFile(filepath.Join(d.vmDir(rec.Config.ID), "qemu.pid")); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			pid = n
+		}
+	}
+	if !d.isOurQEMU(pid, rec.Config.ID) {
+		return nil
+	}
+	p := &process{pid: pid, exited: make(chan struct{})}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := qmp.Dial(ctx, run.QMP, qmp.Options{Logger: d.log})
+	if err != nil {
+		d.log.Warn("qemu: cannot re-attach to a live QEMU; killing it", "vm", rec.Config.ID, "pid", pid, "err", err)
+		syscall.Kill(pid, syscall.SIGKILL)
+		return nil
+	}
+	p.qmp = conn
+	d.watchEvents(p)
+	go func() { // not our child: notice the exit through QMP, then the pid
+		select {
+		case <-conn.Done():
+		case <-d.ctx.Done():
+			return
+		}
+		for pidAlive(pid) {
+			select {
+			case <-d.ctx.Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		close(p.exited)
+	}()
+	return p
+}
+
+// isOurQEMU checks that pid is alive and is the QEMU of vm id (guarding
+// against pid reuse): its argv names this VM's pid file.
+func (d *Driver) isOurQEMU(pid int, id string) bool {
+	if pid <= 0 || !pidAlive(pid) {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	return bytes.Contains(b, []byte("\x00"+filepath.Join(d.vmDir(id), "qemu.pid")+"\x00"))
+}
+
+// pidAlive reports whether pid exists and is not a zombie.
+func pidAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	st := b[i+2]
+	return st != 'Z' && st != 'X'
+}
+
+// ourQEMUs maps VM ids to the pids of QEMUs started on this state dir,
+// found by their -pidfile argument.
+func (d *Driver) ourQEMUs() map[string][]int {
+	out := map[string][]int{}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return out
+	}
+	prefix := filepath.Join(d.cfg.StateDir, "vms") + "/"
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == "-pidfile" && strings.HasPrefix(args[i+1], prefix) && strings.HasSuffix(args[i+1], "/qemu.pid") {
+				id := strings.TrimSuffix(strings.TrimPrefix(args[i+1], prefix), "/qemu.pid")
+				if pidAlive(pid) {
+					out[id] = append(out[id], pid)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func logTail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) == 0 {
+		return ""
+	}
+	if len(b) > 800 {
+		b = b[len(b)-800:]
+	}
+	return "; qemu.log: " + strings.TrimSpace(string(b))
+}

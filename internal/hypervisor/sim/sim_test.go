@@ -1,0 +1,251 @@
+package sim_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vpool/vpool/internal/hypervisor"
+	"github.com/vpool/vpool/internal/hypervisor/hypervisortest"
+	"github.com/vpool/vpool/internal/hypervisor/sim"
+	"github.com/vpool/vpool/internal/model"
+)
+
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// harness runs the acceptance suite on sim hosts sharing one registry and
+// one fake clock per test; persist makes Reopen go through the state file
+// (a new process) instead of a new view of the same Host.
+func harness(persist bool) hypervisortest.Harness {
+	clock := sim.NewFakeClock(epoch)
+	reg := sim.NewRegistry()
+	var n atomic.Int64
+	newHost := func(t *testing.T, name, file string) *sim.Host {
+		h, err := sim.NewHost(sim.Config{Name: name, Clock: clock, Registry: reg, StateFile: file})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	return hypervisortest.Harness{
+		New: func(t *testing.T) hypervisor.Driver {
+			name := fmt.Sprintf("h%d", n.Add(1))
+			file := ""
+			if persist {
+				file = filepath.Join(t.TempDir(), "sim.json")
+			}
+			return newHost(t, name, file).Driver()
+		},
+		Reopen: func(t *testing.T, old hypervisor.Driver) hypervisor.Driver {
+			h := old.(*sim.Driver).Host()
+			if !persist {
+				return sim.New(h)
+			}
+			return newHost(t, h.Name(), stateFileOf(t, h)).Driver()
+		},
+		Advance: func(_ *testing.T, d time.Duration) { clock.Advance(d) },
+	}
+}
+
+// stateFileOf finds the state file of a host made by harness(true).
+func stateFileOf(t *testing.T, h *sim.Host) string {
+	t.Helper()
+	f := h.StateFile()
+	if f == "" {
+		t.Fatal("host has no state file")
+	}
+	return f
+}
+
+func TestAcceptance(t *testing.T) {
+	hypervisortest.Run(t, harness(false))
+}
+
+func TestAcceptancePersistent(t *testing.T) {
+	hypervisortest.Run(t, harness(true))
+}
+
+func cfg(name string, vcpus int, mem, disk model.Bytes) hypervisor.VMConfig {
+	c := hypervisortest.DefaultConfig(name)
+	c.Spec.VCPUs, c.Spec.Memory = vcpus, mem
+	c.Spec.Disks = []model.Disk{{Name: "root", Size: disk}}
+	return c
+}
+
+func TestCapacity(t *testing.T) {
+	ctx := context.Background()
+	h := sim.MustHost(sim.Config{CPUs: 2, CPURatio: 2, Memory: 4 * model.GiB, Disk: 100 * model.GiB})
+	d := h.Driver()
+	tests := []struct {
+		name    string
+		vm      hypervisor.VMConfig
+		create  error
+		start   error
+		running bool
+	}{
+		{"fits", cfg("a", 2, 2*model.GiB, 40*model.GiB), nil, nil, true},
+		{"disk-full", cfg("b", 1, model.GiB, 70*model.GiB), hypervisor.ErrNoCapacity, nil, false},
+		{"memory-full", cfg("c", 1, 3*model.GiB, 10*model.GiB), nil, hypervisor.ErrNoCapacity, false},
+		{"cpu-full", cfg("d", 3, model.GiB, 10*model.GiB), nil, hypervisor.ErrNoCapacity, false},
+		{"last-fit", cfg("e", 2, 2*model.GiB, 10*model.GiB), nil, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := d.Create(ctx, tt.vm)
+			if !errors.Is(err, tt.create) || (tt.create == nil && err != nil) {
+				t.Fatalf("Create: %v, want %v", err, tt.create)
+			}
+			if err != nil {
+				return
+			}
+			err = d.Start(ctx, tt.vm.ID)
+			if !errors.Is(err, tt.start) || (tt.start == nil && err != nil) {
+				t.Fatalf("Start: %v, want %v", err, tt.start)
+			}
+		})
+	}
+	got := h.Allocated()
+	want := model.Resources{CPUs: 4, Memory: 4 * model.GiB, Disk: 70 * model.GiB}
+	if got != want {
+		t.Fatalf("Allocated = %+v, want %+v", got, want)
+	}
+	// A live grow beyond capacity is refused and changes nothing.
+	if err := d.Resize(ctx, "test.a", 2, 3*model.GiB); !errors.Is(err, hypervisor.ErrNoCapacity) {
+		t.Fatalf("Resize beyond capacity: %v", err)
+	}
+	if err := d.Resize(ctx, "test.a", 1, model.GiB); !errors.Is(err, hypervisor.ErrNeedsRestart) {
+		t.Fatalf("live shrink: %v, want ErrNeedsRestart", err)
+	}
+}
+
+func TestCPUTimeFollowsClock(t *testing.T) {
+	ctx := context.Background()
+	clock := sim.NewFakeClock(epoch)
+	h := sim.MustHost(sim.Config{Clock: clock, Usage: sim.ConstantUsage(0.5)})
+	d := h.Driver()
+	c := cfg("cpu", 4, model.GiB, model.GiB)
+	if err := d.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name    string
+		do      func()
+		advance time.Duration
+		wantNs  int64
+	}{
+		{"running 10s at 50% of 4 vCPUs", nil, 10 * time.Second, 20e9},
+		{"paused does not count", func() { _ = d.Pause(ctx, c.ID) }, 10 * time.Second, 20e9},
+		{"resumed", func() { _ = d.Resume(ctx, c.ID) }, time.Second, 22e9},
+		{"limit to 0.5 CPU", func() { _ = d.SetControls(ctx, c.ID, model.Controls{CPULimit: 500}) }, 4 * time.Second, 24e9},
+		{"stopped does not count", func() { _ = d.Stop(ctx, c.ID, time.Second) }, time.Hour, 24e9},
+	}
+	for _, s := range steps {
+		if s.do != nil {
+			s.do()
+		}
+		clock.Advance(s.advance)
+		st, err := d.Stats(ctx, c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.CPUTimeNs != s.wantNs {
+			t.Fatalf("%s: CPU time %d, want %d", s.name, st.CPUTimeNs, s.wantNs)
+		}
+	}
+}
+
+func TestDelaysWaitOnClock(t *testing.T) {
+	ctx := context.Background()
+	clock := sim.NewFakeClock(epoch)
+	h := sim.MustHost(sim.Config{Clock: clock, BootDelay: 5 * time.Second})
+	d := h.Driver()
+	c := cfg("slow", 1, model.GiB, model.GiB)
+	if err := d.Create(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- d.Start(ctx, c.ID) }()
+	for clock.Waiters() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if in, _ := d.List(ctx); in[0].State != hypervisor.StateStopped {
+		t.Fatalf("state while booting = %s, want stopped", in[0].State)
+	}
+	clock.Advance(5 * time.Second)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if in, _ := d.List(ctx); in[0].State != hypervisor.StateRunning || !in[0].StartedAt.Equal(epoch.Add(5*time.Second)) {
+		t.Fatalf("after boot: %+v", in[0])
+	}
+}
+
+func TestCrashAndFaults(t *testing.T) {
+	ctx := context.Background()
+	boom := errors.New("boom")
+	h := sim.MustHost(sim.Config{Fail: func(op, id string) error {
+		if op == "start" && id == "test.bad" {
+			return boom
+		}
+		return nil
+	}})
+	d := h.Driver()
+	for _, n := range []string{"ok", "bad"} {
+		if err := d.Create(ctx, cfg(n, 1, model.GiB, model.GiB)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Start(ctx, "test.bad"); !errors.Is(err, boom) {
+		t.Fatalf("injected fault: %v", err)
+	}
+	if err := d.Start(ctx, "test.ok"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Crash("test.ok"); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := d.List(ctx)
+	if in[1].ID != "test.ok" || in[1].State != hypervisor.StateCrashed {
+		t.Fatalf("after crash: %+v", in)
+	}
+}
+
+// BenchmarkManyHosts measures the cost of a simulated host with 20
+// running VMs: memory per host and a Stats+List round over all of them.
+func BenchmarkManyHosts(b *testing.B) {
+	ctx := context.Background()
+	const hosts, perHost = 500, 20
+	var ds []*sim.Driver
+	for i := 0; i < hosts; i++ {
+		d := sim.MustHost(sim.Config{Name: fmt.Sprintf("h%d", i)}).Driver()
+		for j := 0; j < perHost; j++ {
+			c := cfg(fmt.Sprintf("vm%d", j), 1, 512*model.MiB, 10*model.GiB)
+			if err := d.Create(ctx, c); err != nil {
+				b.Fatal(err)
+			}
+			if err := d.Start(ctx, c.ID); err != nil {
+				b.Fatal(err)
+			}
+		}
+		ds = append(ds, d)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, d := range ds {
+			infos, _ := d.List(ctx)
+			for _, in := range infos {
+				if _, err := d.Stats(ctx, in.ID); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*hosts*perHost), "ns/vm-observation")
+}

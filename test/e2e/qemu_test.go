@@ -1,0 +1,97 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vpool/vpool/internal/model"
+)
+
+// needQEMU skips without qemu-system-x86_64, unless VPOOL_REQUIRE_HEAVY
+// is set (CI), where a missing tool is a failure.
+func needQEMU(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		if os.Getenv("VPOOL_REQUIRE_HEAVY") != "" {
+			t.Fatal("qemu-system-x86_64 is not installed (VPOOL_REQUIRE_HEAVY is set)")
+		}
+		t.Skip("qemu-system-x86_64 is not installed")
+	}
+}
+
+// guestCache builds (or finds) the test guest and returns the cache root
+// the image resolver searches.
+func guestCache(t *testing.T) string {
+	t.Helper()
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(root, "scripts", "build-guest.sh"))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("scripts/build-guest.sh: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return filepath.Dir(lines[len(lines)-1])
+}
+
+func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
+
+// TestAgentKillQEMU kills -9 an agent running a real QEMU guest: the
+// guest keeps running, and the restarted agent adopts the same process.
+func TestAgentKillQEMU(t *testing.T) {
+	needBinary(t)
+	needQEMU(t)
+	cache := guestCache(t)
+	dir := t.TempDir()
+	s := startServer(t, filepath.Join(dir, "server"), freePort(t), freePort(t))
+	agentDir := filepath.Join(dir, "q1")
+	startQ := func(token string) *proc {
+		args := []string{"agent", "--server", "https://" + s.agentAddr, "--state-dir", agentDir, "--name", "q1", "--driver", "qemu"}
+		if token != "" {
+			args = append(args, "--join-token", token)
+		}
+		return startProc(t, "agent-q1", []string{"VPOOL_GUEST_CACHE=" + cache}, args...)
+	}
+	a := startQ(s.joinToken(t))
+	s.waitHosts(t, 1)
+	pidFile := filepath.Join(agentDir, "qemu", "vms", "default.g1", "qemu.pid")
+	readPid := func() int {
+		b, _ := os.ReadFile(pidFile)
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return pid
+	}
+	t.Cleanup(func() {
+		if pid := readPid(); alive(pid) {
+			_ = syscall.Kill(pid, syscall.SIGKILL) // a failed test must not leak a guest
+		}
+	})
+	s.cli(t, "vm", "create", "g1", "--image", "test-guest", "--memory", "256MiB", "--disk", "1GiB", "--wait", "--timeout", "2m")
+	pid := readPid()
+	if !alive(pid) {
+		t.Fatalf("no QEMU process for g1 (pid file says %d)", pid)
+	}
+	a.kill9()
+	time.Sleep(500 * time.Millisecond)
+	if !alive(pid) {
+		t.Fatal("the guest died with its agent")
+	}
+	startQ("")
+	time.Sleep(2 * time.Second) // a few converge passes of the new agent
+	if got := readPid(); got != pid || !alive(pid) {
+		t.Fatalf("the restarted agent did not adopt the guest: pid %d → %d (alive %v)", pid, got, alive(pid))
+	}
+	if vm := listVMs(t, s)["g1"]; vm.Status.Phase != model.PhaseRunning {
+		t.Fatalf("g1 is %s after the agent came back", vm.Status.Phase)
+	}
+	s.cli(t, "vm", "delete", "g1", "--wait", "--timeout", "2m")
+	eventually(t, "the guest process gone", 30*time.Second, func() bool { return !alive(pid) })
+}
