@@ -210,7 +210,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 		return err
 	}
 	for _, rep := range hb.VMs {
-		if _, err := s.applyReport(ctx, host, rep, false); err != nil && !errors.Is(err, errNotYours) && !errors.Is(err, store.ErrNotFound) {
+		if _, err := s.applyReport(ctx, host, rep, false, true); err != nil && !errors.Is(err, errNotYours) && !errors.Is(err, store.ErrNotFound) {
 			s.log.Warn("applying VM report", "host", host, "vm", rep.Project+"/"+rep.Name, "err", err)
 		}
 	}
@@ -222,7 +222,11 @@ var errNotYours = errors.New("server: vm is not assigned to this host")
 
 // applyReport applies one agent report to a VM. force writes even when
 // only usage changed.
-func (s *Server) applyReport(ctx context.Context, host string, rep api.VMReport, force bool) (*model.VM, error) {
+//
+// Heartbeats carry usage only (usageOnly): phase, error and restart nonce
+// come from status reports alone, so a heartbeat built a moment before a
+// status report can never roll them back.
+func (s *Server) applyReport(ctx context.Context, host string, rep api.VMReport, force, usageOnly bool) (*model.VM, error) {
 	finish := false
 	now := s.now()
 	vm, err := s.repo.UpdateVM(ctx, rep.Project, rep.Name, func(v *model.VM) error {
@@ -231,6 +235,13 @@ func (s *Server) applyReport(ctx context.Context, host string, rep api.VMReport,
 		}
 		if rep.UID != "" && v.UID != rep.UID {
 			return errNotYours
+		}
+		if usageOnly {
+			if now.Sub(v.Status.ObservedAt) < usageRefresh {
+				return state.ErrSkip
+			}
+			v.Status.Usage, v.Status.ObservedAt = rep.Usage, now
+			return nil
 		}
 		if rep.Gone && v.DeletedAt != nil {
 			finish = true
@@ -284,7 +295,7 @@ func (s *Server) vmStatus(w http.ResponseWriter, r *http.Request, host string) e
 		return badRequest("the body names %s/%s but the path %s/%s", rep.Project, rep.Name, project, name)
 	}
 	rep.Project, rep.Name = project, name
-	vm, err := s.applyReport(r.Context(), host, rep, true)
+	vm, err := s.applyReport(r.Context(), host, rep, true, false)
 	switch {
 	case errors.Is(err, errNotYours):
 		return conflict("VM %s/%s is not assigned to host %s", project, name, host)

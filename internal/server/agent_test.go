@@ -218,11 +218,12 @@ func TestAgentProtocolEndToEnd(t *testing.T) {
 	if code := a.do("PUT", "/agent/v1/vms/default/elsewhere/status", api.VMReport{Phase: model.PhaseRunning}, nil); code != 409 {
 		t.Fatalf("report on a VM of another host: %d", code)
 	}
-	// heartbeat reports apply too
-	a.beat(api.VMReport{Project: "default", Name: "v2", Phase: model.PhaseRunning})
+	// heartbeat reports carry usage only: they never move the phase, so a
+	// heartbeat built before a status report cannot roll it back
+	a.beat(api.VMReport{Project: "default", Name: "v2", Phase: model.PhaseRunning, Error: "stale"})
 	ts.mustCall(200, "GET", "/api/v1/vms/v2", admin, nil, &vm)
-	if vm.Status.Phase != model.PhaseRunning {
-		t.Fatalf("heartbeat report not applied: %+v", vm.Status)
+	if vm.Status.Phase != model.PhaseCreating || vm.Status.LastError != "" {
+		t.Fatalf("heartbeat report changed the phase or error: %+v", vm.Status)
 	}
 	// delete: the API marks, the agent's Gone finishes and frees everything
 	ts.mustCall(202, "DELETE", "/api/v1/vms/v1", admin, nil, nil)
