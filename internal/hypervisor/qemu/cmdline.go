@@ -110,6 +110,26 @@ func (m Machine) Args() []string {
 	for _, s := range m.Secrets {
 		add("-object", "secret,id="+s.ID+",file="+escape(s.File)+",format=raw")
 	}
+	a = append(a, m.driveArgs()...)
+	a = append(a, m.nicArgs()...)
+	if m.Balloon {
+		add("-device", "virtio-balloon-pci,id=balloon0")
+	}
+	if m.StartPaused {
+		add("-S")
+	}
+	if m.Incoming != "" {
+		add("-incoming", m.Incoming)
+	}
+	if m.Sandbox {
+		add("-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")
+	}
+	return a
+}
+
+func (m Machine) driveArgs() []string {
+	var a []string
+	add := func(s ...string) { a = append(a, s...) }
 	for _, d := range m.Drives {
 		for i, l := range d.Layers {
 			add("-blockdev", l.fileJSON())
@@ -131,6 +151,12 @@ func (m Machine) Args() []string {
 		}
 		add("-device", dev)
 	}
+	return a
+}
+
+func (m Machine) nicArgs() []string {
+	var a []string
+	add := func(s ...string) { a = append(a, s...) }
 	for _, n := range m.NICs {
 		if n.Tap != "" {
 			add("-netdev", "tap,id=n"+n.ID+",ifname="+n.Tap+",script=no,downscript=no")
@@ -142,18 +168,6 @@ func (m Machine) Args() []string {
 			dev += ",mac=" + n.MAC
 		}
 		add("-device", dev)
-	}
-	if m.Balloon {
-		add("-device", "virtio-balloon-pci,id=balloon0")
-	}
-	if m.StartPaused {
-		add("-S")
-	}
-	if m.Incoming != "" {
-		add("-incoming", m.Incoming)
-	}
-	if m.Sandbox {
-		add("-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")
 	}
 	return a
 }

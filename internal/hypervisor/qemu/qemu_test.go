@@ -259,6 +259,14 @@ func TestLinkedClone(t *testing.T) {
 	if used > 1<<20 {
 		t.Fatalf("clone takes %d bytes: not thin", used)
 	}
+	// Grow the clone offline; shrinking is refused.
+	mustDo(t, "ResizeDisk", d.ResizeDisk(ctx, cfg.ID, "root", 3*model.GiB))
+	if ii, err := d.imageInfo(ctx, layer); err != nil || ii.VirtualSize != 3<<30 {
+		t.Fatalf("after ResizeDisk the clone is %d bytes (%v), want 3GiB", ii.VirtualSize, err)
+	}
+	if err := d.ResizeDisk(ctx, cfg.ID, "root", model.GiB); !errors.Is(err, hypervisor.ErrUnsupported) {
+		t.Fatalf("shrinking a disk: %v, want ErrUnsupported", err)
+	}
 	// A bad image base fails cleanly.
 	bad := cfg
 	bad.ID, bad.Name = "test.bad", "bad"
@@ -305,6 +313,11 @@ func TestEncryptedDisk(t *testing.T) {
 	}
 	mustDo(t, "Start", d.Start(ctx, cfg.ID))
 	waitReady(t, d, cfg.ID)
+	// Live growth of the encrypted disk.
+	mustDo(t, "ResizeDisk", d.ResizeDisk(ctx, cfg.ID, "root", 512*model.MiB))
+	if ii, err := d.imageInfo(ctx, v.rec.Disks[0].layer(v.rec.Disks[0].Active).File); err != nil || ii.VirtualSize != 512<<20 {
+		t.Fatalf("after a live ResizeDisk the disk is %d bytes (%v), want 512MiB", ii.VirtualSize, err)
+	}
 }
 
 func readAll(path string) string {

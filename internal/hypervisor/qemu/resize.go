@@ -84,7 +84,6 @@ func (d *Driver) Resize(ctx context.Context, id string, vcpus int, memory model.
 		return fmt.Errorf("qemu: resize %s: %w", id, err)
 	}
 	if err := d.admit(v, memory); err != nil {
-		d.admit(v, cur.Memory)
 		return err
 	}
 	p := v.proc
