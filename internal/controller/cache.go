@@ -27,13 +27,16 @@ type cache struct {
 	log  *slog.Logger
 	kick chan struct{}
 
-	mu     sync.Mutex
-	vms    map[string]*model.VM   // by "project/name"
-	hosts  map[string]*model.Host // by name
-	allocs map[string]model.Allocation
-	alive  map[string]int64 // host name → ModRev of its liveness key
-	policy model.Policy
-	polRev int64
+	mu  sync.Mutex
+	vms map[string]*model.VM // by "project/name"
+	// created is each VM key's create revision: VMs created by one request
+	// (one transaction) share it, which is how a batch is recognised.
+	created map[string]int64
+	hosts   map[string]*model.Host // by name
+	allocs  map[string]model.Allocation
+	alive   map[string]int64 // host name → ModRev of its liveness key
+	policy  model.Policy
+	polRev  int64
 	// gen bumps whenever capacity may have changed (hosts, allocations,
 	// liveness, policy): a VM that did not fit at gen g is not retried
 	// until gen moves.
@@ -42,13 +45,14 @@ type cache struct {
 
 func newCache(log *slog.Logger) *cache {
 	return &cache{
-		log:    log,
-		kick:   make(chan struct{}, 1),
-		vms:    map[string]*model.VM{},
-		hosts:  map[string]*model.Host{},
-		allocs: map[string]model.Allocation{},
-		alive:  map[string]int64{},
-		policy: model.DefaultPolicy(),
+		log:     log,
+		kick:    make(chan struct{}, 1),
+		vms:     map[string]*model.VM{},
+		created: map[string]int64{},
+		hosts:   map[string]*model.Host{},
+		allocs:  map[string]model.Allocation{},
+		alive:   map[string]int64{},
+		policy:  model.DefaultPolicy(),
 	}
 }
 
@@ -70,7 +74,10 @@ type source struct {
 
 func (c *cache) sources() []source {
 	return []source{
-		{store.VMsPrefix, func(kvs []store.KV) { c.vms = map[string]*model.VM{}; c.applyAll(kvs, c.applyVM) }, c.applyVM},
+		{store.VMsPrefix, func(kvs []store.KV) {
+			c.vms, c.created = map[string]*model.VM{}, map[string]int64{}
+			c.applyAll(kvs, c.applyVM)
+		}, c.applyVM},
 		{store.HostsPrefix, func(kvs []store.KV) { c.hosts = map[string]*model.Host{}; c.applyAll(kvs, c.applyHost) }, c.applyHost},
 		{store.AllocPrefix, func(kvs []store.KV) { c.allocs = map[string]model.Allocation{}; c.applyAll(kvs, c.applyAlloc) }, c.applyAlloc},
 		{store.AlivePrefix, func(kvs []store.KV) { c.alive = map[string]int64{}; c.applyAll(kvs, c.applyAlive) }, c.applyAlive},
@@ -158,7 +165,11 @@ func (c *cache) applyVM(ev store.WatchEvent) {
 	}
 	if ev.Type == store.EventDelete {
 		delete(c.vms, name)
+		delete(c.created, name)
 		return
+	}
+	if ev.KV.CreateRev != 0 {
+		c.created[name] = ev.KV.CreateRev
 	}
 	vm, err := state.DecodeVM(ev.KV)
 	if err != nil {
@@ -268,12 +279,24 @@ func (c *cache) putAlloc(a model.Allocation, rev int64) {
 	c.allocs[a.Host] = a
 }
 
+// putPolicy records a policy read directly at rev (after a placement
+// lost its guard on the policy's revision).
+func (c *cache) putPolicy(p model.Policy, rev int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if rev <= c.polRev {
+		return
+	}
+	c.gen++
+	c.policy, c.polRev = p, rev
+}
+
 // snapshot returns the placement view: hosts sorted by name, allocations,
 // policy, and the capacity generation it was taken at.
 func (c *cache) snapshot() (*Snapshot, uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := &Snapshot{Hosts: make([]model.Host, 0, len(c.hosts)), Allocs: make(map[string]model.Allocation, len(c.allocs)), Policy: c.policy}
+	s := &Snapshot{Hosts: make([]model.Host, 0, len(c.hosts)), Allocs: make(map[string]model.Allocation, len(c.allocs)), Policy: c.policy, PolicyRev: c.polRev}
 	for _, h := range c.hosts {
 		s.Hosts = append(s.Hosts, *h)
 	}
@@ -300,6 +323,17 @@ func (c *cache) vmList(keep func(*model.VM) bool) []*model.VM {
 		}
 		return out[i].Key() < out[j].Key()
 	})
+	return out
+}
+
+// createRevs returns the create revision of each of vms (0 if unknown).
+func (c *cache) createRevs(vms []*model.VM) []int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]int64, len(vms))
+	for i, vm := range vms {
+		out[i] = c.created[vm.Key()]
+	}
 	return out
 }
 

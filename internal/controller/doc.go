@@ -1,7 +1,9 @@
 // Package controller holds the control loops that run on the elected
 // leader of the vpool servers: leader election over the store, the
 // scheduling controller (pending VM → host, committed with one
-// compare-and-swap transaction on the VM and the host's allocation),
+// compare-and-swap transaction on the VM, the host's allocation and the
+// policy; a hard affinity or anti-affinity group created by one batch is
+// placed all or nothing and committed in one transaction),
 // allocation repair, host liveness and cleanup (finishing deletions,
 // compacting events).
 //

@@ -36,17 +36,50 @@ func NewDryRunner(st store.Store, placer Placer, clock func() time.Time) *DryRun
 
 // Place implements the server's dry-run Placer.
 func (d *DryRunner) Place(ctx context.Context, vm *model.VM) (api.DryRunResponse, error) {
-	hosts, _, err := d.repo.ListHosts(ctx)
+	s, err := d.snapshot(ctx)
 	if err != nil {
 		return api.DryRunResponse{}, err
+	}
+	host, expl := d.placer.Place(s, vm)
+	return api.DryRunResponse{Host: host, Fits: host != "", Explanation: expl}, nil
+}
+
+// PlaceBatch answers a batch dry run as the scheduling controller would
+// place the batch: in order, each VM seeing the ones before it, hard
+// affinity and anti-affinity groups all or nothing (when the Placer is a
+// BatchPlacer; otherwise each VM alone).
+func (d *DryRunner) PlaceBatch(ctx context.Context, vms []*model.VM) ([]api.DryRunResponse, error) {
+	s, err := d.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.DryRunResponse, len(vms))
+	if bp, ok := d.placer.(BatchPlacer); ok {
+		for i, c := range bp.PlaceBatch(s, vms) {
+			out[i] = api.DryRunResponse{Host: c.Host, Fits: c.Host != "", Explanation: c.Explanation}
+		}
+		return out, nil
+	}
+	for i, vm := range vms {
+		host, expl := d.placer.Place(s, vm)
+		out[i] = api.DryRunResponse{Host: host, Fits: host != "", Explanation: expl}
+	}
+	return out, nil
+}
+
+// snapshot reads hosts, allocations and policy from the store.
+func (d *DryRunner) snapshot(ctx context.Context) (*Snapshot, error) {
+	hosts, _, err := d.repo.ListHosts(ctx)
+	if err != nil {
+		return nil, err
 	}
 	allocs, _, err := d.repo.ListAllocations(ctx)
 	if err != nil {
-		return api.DryRunResponse{}, err
+		return nil, err
 	}
 	pol, _, err := d.repo.GetPolicy(ctx)
 	if err != nil {
-		return api.DryRunResponse{}, err
+		return nil, err
 	}
 	s := &Snapshot{Hosts: make([]model.Host, 0, len(hosts)), Allocs: make(map[string]model.Allocation, len(allocs)), Policy: pol, Now: d.now()}
 	for _, h := range hosts {
@@ -55,6 +88,5 @@ func (d *DryRunner) Place(ctx context.Context, vm *model.VM) (api.DryRunResponse
 	for name, a := range allocs {
 		s.Allocs[name] = *a
 	}
-	host, expl := d.placer.Place(s, vm)
-	return api.DryRunResponse{Host: host, Fits: host != "", Explanation: expl}, nil
+	return s, nil
 }

@@ -59,6 +59,17 @@ type Config struct {
 	MaxEventAge time.Duration
 	// CompactInterval is how often the event log is compacted.
 	CompactInterval time.Duration
+
+	// NoElection runs the controllers at once, without campaigning for
+	// the leader key and without the leadership fence on commits, so that
+	// several managers place at the same time on one store.
+	//
+	// For tests and benchmarks only: it exists to prove that the
+	// compare-and-swap on VM and allocation revisions alone keeps every
+	// host within capacity × ratio when servers race (test/placement).
+	// Never set it in production: every such manager would also run
+	// liveness, cleanup and compaction.
+	NoElection bool
 }
 
 func (c *Config) setDefaults() {
@@ -147,8 +158,12 @@ func (m *Manager) Run(ctx context.Context) error {
 	if m.cfg.Store == nil || m.cfg.Identity == "" {
 		return fmt.Errorf("%w: Store and Identity are required", ErrConfig)
 	}
+	step := m.campaign
+	if m.cfg.NoElection {
+		step = m.runUnelected
+	}
 	for attempt := 0; ; attempt++ {
-		err := m.campaign(ctx)
+		err := step(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -165,6 +180,14 @@ func (m *Manager) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// runUnelected runs the controllers without a leadership term
+// (Config.NoElection: tests and benchmarks only).
+func (m *Manager) runUnelected(ctx context.Context) error {
+	m.leading.Store(true)
+	defer m.leading.Store(false)
+	return m.runControllers(ctx, &term{})
 }
 
 // retryDelay backs off from 50 ms to 2 s.

@@ -21,7 +21,12 @@ type Snapshot struct {
 	Hosts  []model.Host
 	Allocs map[string]model.Allocation
 	Policy model.Policy
-	Now    time.Time
+	// PolicyRev is the store revision Policy was read at (0: none stored,
+	// the defaults apply). Placements commit only while it is unchanged:
+	// the cache's watches are independent, so a VM can arrive before a
+	// policy change written earlier.
+	PolicyRev int64
+	Now       time.Time
 	// Epoch identifies this snapshot; a new pass takes a new epoch.
 	Epoch uint64
 	// Changed lists, in order, hosts whose Allocs entry changed after the

@@ -27,7 +27,7 @@ type SchedulerPlacer struct {
 	seen   int // len(Changed) already applied to snap
 }
 
-var _ Placer = (*SchedulerPlacer)(nil)
+var _ BatchPlacer = (*SchedulerPlacer)(nil)
 
 // NewSchedulerPlacer returns a Placer over internal/scheduler; opts are
 // passed to scheduler.New (plugins, sampling, candidates).
@@ -53,6 +53,43 @@ func (p *SchedulerPlacer) Place(s *Snapshot, vm *model.VM) (string, *model.Expla
 		return "", expl
 	}
 	return d.Host, expl
+}
+
+// PlaceBatch implements BatchPlacer with scheduler.PlaceBatch: in order,
+// each VM seeing the ones before it, hard groups all or nothing. The
+// decisions are forgotten again before it returns, so the cached
+// snapshot only ever moves with what the controller committed.
+func (p *SchedulerPlacer) PlaceBatch(s *Snapshot, vms []*model.VM) []Choice {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Choice, len(vms))
+	if err := p.sync(s); err != nil {
+		for i := range out {
+			out[i].Explanation = &model.Explanation{Time: s.Now, Hosts: len(s.Hosts), Summary: "cannot schedule: " + err.Error()}
+		}
+		return out
+	}
+	reqs := make([]scheduler.Request, len(vms))
+	for i, vm := range vms {
+		reqs[i] = scheduler.Request{Key: vm.Key(), Spec: &vm.Spec, Exhaustive: p.Exhaustive}
+	}
+	for i, d := range p.sched.PlaceBatch(p.snap, reqs) {
+		if d.Placed() {
+			_ = p.snap.Forget(d.Key) // PlaceBatch assumed it: cannot fail
+		}
+		expl := d.Explanation
+		if expl == nil {
+			expl = &model.Explanation{Hosts: len(s.Hosts)}
+		}
+		expl.Time = s.Now
+		if d.Err != nil {
+			expl.Summary = "cannot schedule: " + d.Err.Error()
+			out[i] = Choice{Explanation: expl}
+			continue
+		}
+		out[i] = Choice{Host: d.Host, Explanation: expl}
+	}
+	return out
 }
 
 // sync brings the scheduler snapshot up to date with s.

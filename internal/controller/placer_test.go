@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -119,6 +120,60 @@ func TestDryRunChangesNothing(t *testing.T) {
 			}
 			if res.Fits != tt.fits || (res.Host == "h1") != tt.fits || res.Explanation == nil || res.Explanation.Summary == "" {
 				t.Errorf("got %+v (%+v)", res, res.Explanation)
+			}
+		})
+	}
+	if _, after, _ := e.st.List(t.Context(), "/"); after != before {
+		t.Errorf("store revision moved from %d to %d", before, after)
+	}
+}
+
+// TestDryRunBatch: a batch dry run answers as the batch would be placed:
+// each VM sees the ones before it, a hard group is all or nothing.
+func TestDryRunBatch(t *testing.T) {
+	e := newEnv(t)
+	e.addHost("h1", 4, 4*model.GiB, nil)
+	e.addHost("h2", 4, 4*model.GiB, nil)
+	_, before, err := e.st.List(t.Context(), "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := NewDryRunner(e.st, nil, e.clock.Now)
+	member := func(name string) *model.VM {
+		vm := vmOf(1, model.GiB)
+		vm.Name, vm.Project = name, "p"
+		vm.Spec.Placement = model.Placement{AffinityGroup: "web", Affinity: model.AntiAffinityHard}
+		return vm
+	}
+	tests := []struct {
+		name  string
+		vms   []*model.VM
+		hosts []string
+	}{
+		{"two fit apart", []*model.VM{member("a"), member("b")}, []string{"h1", "h2"}},
+		{"three all or nothing", []*model.VM{member("a"), member("b"), member("c")}, []string{"", "", ""}},
+		{"each sees the one before", []*model.VM{vmOf(4, 3*model.GiB), vmOf(4, 3*model.GiB), vmOf(4, 3*model.GiB)}, []string{"h1", "h2", ""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for i, vm := range tt.vms {
+				if vm.Name == "v" {
+					vm.Name, vm.Project = fmt.Sprintf("v%d", i), "p"
+				}
+			}
+			res, err := d.PlaceBatch(t.Context(), tt.vms)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, r := range res {
+				got = append(got, r.Host)
+				if r.Fits != (r.Host != "") || r.Explanation == nil || r.Explanation.Summary == "" {
+					t.Errorf("answer %+v", r)
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.hosts) {
+				t.Errorf("hosts %q, want %q", got, tt.hosts)
 			}
 		})
 	}

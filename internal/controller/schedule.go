@@ -47,13 +47,34 @@ func (r *reconciler) schedule(ctx context.Context) error {
 	snap, gen := r.c.snapshot()
 	snap.Now = r.now()
 	snap.Epoch = r.m.epochs.Add(1) // unique across terms: the Placer outlives them
+	var byVM map[string][]*model.VM
+	bp, batching := r.m.cfg.Placer.(BatchPlacer)
+	if batching {
+		byVM = gangs(pending, r.c.createRevs(pending))
+	}
+	done := map[string]bool{}
 	var errs []error
 	for _, vm := range pending {
 		keep[vm.Key()] = true
-		if f, ok := r.failed[vm.Key()]; ok && f.rev == vm.Revision && f.gen == gen {
+		if done[vm.Key()] {
 			continue
 		}
-		if err := r.scheduleOne(ctx, snap, gen, vm); err != nil {
+		var err error
+		if gang := byVM[vm.Key()]; gang != nil {
+			for _, m := range gang {
+				done[m.Key()] = true
+			}
+			if r.allFailed(gang, gen) {
+				continue
+			}
+			err = r.scheduleGang(ctx, bp, snap, gen, gang)
+		} else {
+			if r.allFailed([]*model.VM{vm}, gen) {
+				continue
+			}
+			err = r.scheduleOne(ctx, snap, gen, vm)
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return err
 			}
@@ -88,7 +109,7 @@ func (r *reconciler) scheduleOne(ctx context.Context, snap *Snapshot, gen uint64
 		if why := Fits(h, a, snap.Policy, &vm.Spec); why != "" {
 			return fmt.Errorf("%w: %s for VM %s: %s", ErrPlacerBroke, host, vm.Key(), why)
 		}
-		na, ok, err := r.commit(ctx, vm, host, a, expl)
+		na, ok, err := r.commit(ctx, vm, host, a, snap.PolicyRev, expl)
 		if err != nil {
 			return err
 		}
@@ -99,6 +120,7 @@ func (r *reconciler) scheduleOne(ctx context.Context, snap *Snapshot, gen uint64
 			return nil
 		}
 		// Lost a race: re-read what the guard compared.
+		r.m.log.Debug("placement lost its compare-and-swap, re-reading", "vm", vm.Key(), "host", host)
 		fresh, err := r.m.repo.GetVM(ctx, vm.Project, vm.Name)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
@@ -113,12 +135,26 @@ func (r *reconciler) scheduleOne(ctx context.Context, snap *Snapshot, gen uint64
 		fa.Host = host
 		snap.setAlloc(*fa)
 		r.c.putAlloc(*fa, fa.Revision)
+		if err := r.refreshPolicy(ctx, snap); err != nil {
+			return err
+		}
 		if !needsPlacement(fresh) {
 			return nil
 		}
 		vm = fresh
 	}
 	return fmt.Errorf("controller: placing VM %s: %w", vm.Key(), state.ErrContention)
+}
+
+// allFailed reports whether every VM of vms was found to fit nowhere at
+// its current revision and capacity generation gen.
+func (r *reconciler) allFailed(vms []*model.VM, gen uint64) bool {
+	for _, vm := range vms {
+		if f, ok := r.failed[vm.Key()]; !ok || f.rev != vm.Revision || f.gen != gen {
+			return false
+		}
+	}
+	return true
 }
 
 func findHost(hosts []model.Host, name string) *model.Host {
@@ -130,12 +166,28 @@ func findHost(hosts []model.Host, name string) *model.Host {
 	return nil
 }
 
-// commit assigns vm to host in one transaction guarded on the VM's and the
-// allocation's revisions (and the leadership term): the VM gets its host,
+// refreshPolicy re-reads the policy after a lost compare-and-swap; when it
+// moved, the snapshot (and the cache) take the stored one.
+func (r *reconciler) refreshPolicy(ctx context.Context, snap *Snapshot) error {
+	p, rev, err := r.m.repo.GetPolicy(ctx)
+	if err != nil {
+		return err
+	}
+	if rev != snap.PolicyRev {
+		r.m.log.Debug("policy changed under a placement", "was", snap.PolicyRev, "now", rev)
+		snap.Policy, snap.PolicyRev = p, rev
+		r.c.putPolicy(p, rev)
+	}
+	return nil
+}
+
+// commit assigns vm to host in one transaction guarded on the VM's, the
+// allocation's and the policy's revisions (and the leadership term): the
+// VM gets its host,
 // phase creating and explanation; the allocation gets the VM's demand; a
 // phase event is written. It returns the new allocation and whether the
 // guards held.
-func (r *reconciler) commit(ctx context.Context, vm *model.VM, host string, a model.Allocation, expl *model.Explanation) (model.Allocation, bool, error) {
+func (r *reconciler) commit(ctx context.Context, vm *model.VM, host string, a model.Allocation, polRev int64, expl *model.Explanation) (model.Allocation, bool, error) {
 	now := r.now()
 	nv := *vm
 	nv.Status.Host = host
@@ -145,7 +197,8 @@ func (r *reconciler) commit(ctx context.Context, vm *model.VM, host string, a mo
 	nv.UpdatedAt = now
 	na := allocAdd(a, host, vm)
 	na.UpdatedAt = now
-	conds := r.t.guard(store.IfRev(store.VMKey(vm.Project, vm.Name), vm.Revision), store.IfRev(store.AllocKey(host), a.Revision))
+	conds := r.t.guard(store.IfRev(store.VMKey(vm.Project, vm.Name), vm.Revision), store.IfRev(store.AllocKey(host), a.Revision),
+		store.IfRev(store.PolicyKey, polRev))
 	ops := []store.Op{
 		store.Put(store.VMKey(vm.Project, vm.Name), encodeVM(&nv)),
 		store.Put(store.AllocKey(host), mustJSON(na)),

@@ -44,7 +44,7 @@ func DefaultPlugins(strategy string) []string {
 }
 
 // DefaultWeights are the score weights used when Policy.Weights does not
-// name a plugin.
+// name a plugin. Under the spread strategy energy defaults to 0.
 func DefaultWeights() map[string]float64 {
 	return map[string]float64{"binpack": 1, "spread": 1, "balance": 0.25, "energy": 0.25, "labels": 1, "affinity": 1, "scarcity": 1}
 }
@@ -120,6 +120,11 @@ func New(policy model.Policy, opts ...Option) (*Scheduler, error) {
 		names = append([]string{"fit"}, names...)
 	}
 	weights := DefaultWeights()
+	if s.spread {
+		// energy favours hosts already running VMs: consolidation, the
+		// opposite of spreading. Off under spread unless the policy asks.
+		weights["energy"] = 0
+	}
 	for k, w := range policy.Weights {
 		weights[k] = w
 	}

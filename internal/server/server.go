@@ -55,6 +55,15 @@ type Placer interface {
 	Place(ctx context.Context, vm *model.VM) (api.DryRunResponse, error)
 }
 
+// BatchPlacer is a Placer that also answers a batch dry run as the batch
+// would be placed: each VM seeing the ones before it, hard affinity and
+// anti-affinity groups all or nothing. A batch dry run uses it when the
+// Placer has it (controller.DryRunner does), else places each VM alone.
+type BatchPlacer interface {
+	Placer
+	PlaceBatch(ctx context.Context, vms []*model.VM) ([]api.DryRunResponse, error)
+}
+
 // Config configures a Server.
 type Config struct {
 	Store       store.Store
