@@ -30,23 +30,19 @@ func (d *Driver) img(ctx context.Context, files []*os.File, args ...string) ([]b
 	if err != nil {
 		return nil, err
 	}
-	for attempt := 1; ; attempt++ {
-		cmd := exec.CommandContext(ctx, bin, args...)
-		cmd.ExtraFiles = files
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		if err == nil {
-			return stdout.Bytes(), nil
-		}
-		// LUKS key derivation benchmarks the CPU; on a loaded host it can
-		// measure nothing and give up. Such a run changed nothing: retry.
-		if attempt < 4 && strings.Contains(stderr.String(), "Unable to get accurate CPU usage") {
-			continue
-		}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.ExtraFiles = files
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("qemu: qemu-img %s: %w: %s", args[0], err, strings.TrimSpace(stderr.String()))
 	}
+	return stdout.Bytes(), nil
 }
+
+// errCPUUsage is qemu-img's complaint when LUKS key derivation, which
+// benchmarks the CPU, measured nothing on a loaded host.
+const errCPUUsage = "Unable to get accurate CPU usage"
 
 // imageInfo is qemu-img info's answer.
 type imageInfo struct {
@@ -73,6 +69,17 @@ func (d *Driver) imageInfo(ctx context.Context, file string) (imageInfo, error) 
 // travels on an inherited pipe. The backing file is not opened (-u), so an
 // encrypted backing needs no key here and the call takes milliseconds.
 func (d *Driver) createLayer(ctx context.Context, file string, size int64, backing, backingFmt string, key []byte) error {
+	for attempt := 1; ; attempt++ {
+		err := d.createLayerOnce(ctx, file, size, backing, backingFmt, key)
+		// A failed benchmark changed nothing; the retry gets a fresh key
+		// pipe, since the first run consumed the old one.
+		if err == nil || key == nil || attempt == 4 || !strings.Contains(err.Error(), errCPUUsage) {
+			return err
+		}
+	}
+}
+
+func (d *Driver) createLayerOnce(ctx context.Context, file string, size int64, backing, backingFmt string, key []byte) error {
 	args := []string{"create", "-q", "-f", "qcow2"}
 	var files []*os.File
 	if key != nil {
