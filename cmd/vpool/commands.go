@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vpool/vpool/internal/controller"
 	"github.com/vpool/vpool/internal/devenv"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/server"
@@ -25,6 +26,8 @@ func serverCmd() *cobra.Command {
 	endpoints := f.String("etcd-endpoints", "", "comma-separated etcd client URLs of an existing cluster (default: embedded member)")
 	name := f.String("name", "", "this server's name in leader election (default: the host name)")
 	tlsAPI := f.Bool("tls", false, "serve the REST API over HTTPS with a certificate of the cluster CA")
+	powerOn := f.String("power-on-cmd", "", `command that wakes a host (text/template over the host, e.g. "wakeonlan {{index .Labels \"vpool.io/mac\"}}"); default: the agent protocol only`)
+	powerOff := f.String("power-off-cmd", "", `command that puts a host to standby (e.g. "ipmitool -I lanplus -H {{index .Labels \"vpool.io/bmc\"}} -f /etc/vpool/ipmi.pass chassis power soft")`)
 	logger := logFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := logger()
@@ -38,6 +41,7 @@ func serverCmd() *cobra.Command {
 		srv, err := devenv.StartServer(cmd.Context(), devenv.ServerConfig{
 			DataDir: *dataDir, Listen: *listen, AgentListen: *agentListen, EtcdEndpoints: splitList(*endpoints),
 			Name: n, Logger: log, Version: version, TLS: *tlsAPI,
+			Controller: controller.Config{Power: hostPower(*powerOn, *powerOff)},
 		})
 		if err != nil {
 			return err
@@ -155,4 +159,15 @@ func closeDriver(d any) {
 	if c, ok := d.(interface{ Close() error }); ok {
 		_ = c.Close()
 	}
+}
+
+// hostPower switches real hosts with the given commands and simulated
+// ones through the agent protocol; with no command, every host goes
+// through the agent protocol.
+func hostPower(on, off string) controller.HostPower {
+	if on == "" && off == "" {
+		return controller.AgentPower{}
+	}
+	return controller.PowerByDriver{Default: &controller.ExecPower{On: on, Off: off},
+		Drivers: map[string]controller.HostPower{"sim": controller.AgentPower{}}}
 }

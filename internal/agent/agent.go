@@ -78,6 +78,11 @@ type Config struct {
 	// ResolveImage turns an image name of a VM spec into what the driver
 	// boots; nil passes no image.
 	ResolveImage func(name string) (*hypervisor.Image, error)
+	// Standby says whether the agent pretends to sleep when the server
+	// puts its host to standby (default: with the sim driver only), and
+	// WakeDelay how long it takes to wake (a simulated boot).
+	Standby   StandbyMode
+	WakeDelay time.Duration
 }
 
 func (c *Config) setDefaults() error {
@@ -134,6 +139,8 @@ type Agent struct {
 	kick     chan struct{}
 	hbEvery  time.Duration
 	doneSeq  int64 // counts finished VM workers
+
+	ops opsState // snapshot requests beside the assignments
 }
 
 // New checks the config and returns an agent; nothing happens until Run.
@@ -178,7 +185,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.reattach(ctx)
 
 	var wg sync.WaitGroup
-	for _, loop := range []func(context.Context){a.heartbeatLoop, a.assignmentsLoop, a.convergeLoop} {
+	for _, loop := range []func(context.Context){a.heartbeatLoop, a.assignmentsLoop, a.convergeLoop, a.migrationsLoop, a.consoleLoop} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -266,6 +273,10 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			wait = min(bo.next(), wait)
 		} else {
 			bo.reset()
+			if resp.Power == model.HostPowerStandby && a.sleeps() {
+				a.sleepStandby(ctx)
+				continue
+			}
 		}
 		if sleepCtx(ctx, wait) != nil {
 			return
@@ -379,6 +390,7 @@ func (a *Agent) setAssignments(as api.Assignments) {
 		}
 		m[v.Key()] = v
 	}
+	a.ops.set(as.Snapshots)
 	a.mu.Lock()
 	a.assigned = m
 	a.haveList = true

@@ -109,6 +109,10 @@ func (a *Agent) pass(ctx context.Context, sem chan struct{}, wg *sync.WaitGroup)
 		if st.busy || stale(st) || (st.failRev == vm.Revision && now.Before(st.retryAt)) {
 			continue
 		}
+		if vm.Status.Migration != "" {
+			// A migration owns the VM now: the migrations loop acts.
+			continue
+		}
 		st.busy = true
 		var inp *hypervisor.Info
 		if in, ok := have[vmID(vm.Project, vm.Name)]; ok {
@@ -282,14 +286,27 @@ func (a *Agent) apply(ctx context.Context, vm *model.VM, in *hypervisor.Info) (a
 		a.log.Info("created VM", "vm", vm.Key())
 		in = &hypervisor.Info{ID: id, State: hypervisor.StateStopped, VCPUs: cfg.Spec.VCPUs, Memory: cfg.Spec.Memory, Config: cfg}
 	}
-	state, msg, err := a.applySpec(ctx, vm, in)
-	rep.Message = msg
+	state, msg, resize, err := a.applySpec(ctx, vm, in)
+	rep.Message, rep.Resize = msg, resize
+	if err == nil {
+		err = a.applyDisks(ctx, vm, in)
+	}
 	if err != nil {
 		rep.Phase = phaseOf(state)
 		rep.Error = err.Error()
 		return rep, err
 	}
 	state, err = a.applyPower(ctx, vm, state)
+	if op := pendingResize(vm); op != nil && err == nil && rep.Resize == nil {
+		a.mu.Lock()
+		if !a.vmState(vm.Key()).pendingResize {
+			rep.Resize = &api.ResizeResult{ID: op.ID}
+		}
+		a.mu.Unlock()
+	}
+	if err == nil {
+		a.applySnapshots(ctx, vm)
+	}
 	rep.Phase = phaseOf(state)
 	if err != nil {
 		rep.Error = err.Error()
@@ -317,19 +334,35 @@ func (a *Agent) failed(rep api.VMReport, op string, err error) (api.VMReport, er
 	return rep, fmt.Errorf("%s: %w", op, err)
 }
 
-// applySpec resizes and sets controls; it returns the current state and a
-// message for changes that wait for a restart.
-func (a *Agent) applySpec(ctx context.Context, vm *model.VM, in *hypervisor.Info) (hypervisor.State, string, error) {
+// applySpec resizes and sets controls; it returns the current state, a
+// message for changes that wait for a restart, and the answer to a
+// pending resize request that the driver refused. A resize that needs a
+// restart is refused unless the request asked for one (then it is made
+// while the VM is down, in applyPower).
+func (a *Agent) applySpec(ctx context.Context, vm *model.VM, in *hypervisor.Info) (hypervisor.State, string, *api.ResizeResult, error) {
 	d := a.cfg.Driver
 	id := in.ID
 	msg := ""
+	var res *api.ResizeResult
 	if in.VCPUs != vm.Spec.VCPUs || in.Memory != vm.Spec.Memory {
-		err := d.Resize(ctx, id, vm.Spec.VCPUs, vm.Spec.Memory)
+		op := pendingResize(vm)
+		a.mu.Lock()
+		restart := vm.Spec.RestartNonce != a.vmState(vm.Key()).applied
+		a.mu.Unlock()
+		live := in.State == hypervisor.StateRunning || in.State == hypervisor.StatePaused
+		var err error
+		if restart && live && vm.Spec.Power == model.PowerRunning {
+			err = fmt.Errorf("a restart was asked for: %w", hypervisor.ErrNeedsRestart)
+		} else {
+			err = d.Resize(ctx, id, vm.Spec.VCPUs, vm.Spec.Memory)
+		}
 		a.mu.Lock()
 		st := a.vmState(vm.Key())
 		switch {
 		case err == nil:
 			st.pendingResize = false
+		case op != nil && !restart:
+			res, err = refuseResize(op, err), nil
 		case errors.Is(err, hypervisor.ErrNeedsRestart):
 			st.pendingResize = true
 			msg = fmt.Sprintf("resize to %d vCPUs / %s takes effect at the next restart", vm.Spec.VCPUs, vm.Spec.Memory)
@@ -337,15 +370,15 @@ func (a *Agent) applySpec(ctx context.Context, vm *model.VM, in *hypervisor.Info
 		}
 		a.mu.Unlock()
 		if err != nil {
-			return in.State, "", fmt.Errorf("resize: %w", err)
+			return in.State, "", nil, fmt.Errorf("resize: %w", err)
 		}
 	}
 	if in.Config.Spec.Controls != vm.Spec.Controls {
 		if err := d.SetControls(ctx, id, vm.Spec.Controls); err != nil {
-			return in.State, msg, fmt.Errorf("set controls: %w", err)
+			return in.State, msg, res, fmt.Errorf("set controls: %w", err)
 		}
 	}
-	return in.State, msg, nil
+	return in.State, msg, res, nil
 }
 
 // applyPower starts, stops or restarts the VM to match Spec.Power and
@@ -457,7 +490,7 @@ func (a *Agent) report(ctx context.Context, vm *model.VM, rep api.VMReport) {
 	// accepted report whose effect the server has since overwritten at
 	// most once per interval, so that a server keeping its own view
 	// cannot make us spin.
-	skip := stored || (same && time.Since(st.sentAt) < a.cfg.StatusInterval)
+	skip := rep.Resize == nil && (stored || (same && time.Since(st.sentAt) < a.cfg.StatusInterval))
 	a.mu.Unlock()
 	if skip && !rep.Gone {
 		return

@@ -70,6 +70,9 @@ func (a *Agent) heartbeat(ctx context.Context, u *usageMeter) (api.Heartbeat, er
 		Pools:    inv.Pools,
 		Address:  a.cfg.Address,
 		Version:  a.cfg.Version,
+
+		CPUModel:          inv.CPUModel,
+		HypervisorVersion: inv.Version,
 	}
 	present := make(map[string]bool, len(infos))
 	usages := make(map[string]model.VMUsage, len(infos))

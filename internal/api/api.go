@@ -210,6 +210,8 @@ type VMReport struct {
 	AppliedRestartNonce int64         `json:"appliedRestartNonce,omitempty"`
 	// Gone says the VM no longer exists on the host (deletion finished).
 	Gone bool `json:"gone,omitempty"`
+	// Resize answers the VM's pending resize (model.VMStatus.Resize).
+	Resize *ResizeResult `json:"resize,omitempty"`
 }
 
 // Heartbeat is sent by an agent every few seconds
@@ -226,12 +228,20 @@ type Heartbeat struct {
 	Version  string                 `json:"version,omitempty"`
 	Usage    model.HostUsage        `json:"usage"`
 	VMs      []VMReport             `json:"vms,omitempty"`
+	// CPUModel, HypervisorVersion and Networks describe what the host can
+	// run (migration pre-checks compare them between hosts).
+	CPUModel          string   `json:"cpuModel,omitempty"`
+	HypervisorVersion string   `json:"hypervisorVersion,omitempty"`
+	Networks          []string `json:"networks,omitempty"`
 }
 
 // HeartbeatResponse tells the agent how often to beat.
 type HeartbeatResponse struct {
 	IntervalSeconds int `json:"intervalSeconds"`
 	LeaseTTLSeconds int `json:"leaseTTLSeconds"`
+	// Power is the host's desired power state when it is not simply
+	// "on": "standby" asks an agent that can sleep to do so.
+	Power string `json:"power,omitempty"`
 }
 
 // Assignments is the body of GET /agent/v1/assignments?after=REV&wait=30s:
@@ -240,4 +250,7 @@ type HeartbeatResponse struct {
 type Assignments struct {
 	Revision int64      `json:"revision"`
 	VMs      []model.VM `json:"vms"`
+	// Snapshots are the snapshot records of those VMs that ask the agent
+	// for work (pending, reverting, deleting) or are ready.
+	Snapshots []model.Snapshot `json:"snapshots,omitempty"`
 }

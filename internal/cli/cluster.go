@@ -16,7 +16,7 @@ import (
 
 func (a *app) clusterCmd() *cobra.Command {
 	policy := group("policy", "Show or change the placement policy", a.policyShowCmd(), a.policySetCmd())
-	return group("cluster", "Show the cluster and its placement policy", a.clusterInfoCmd(), policy)
+	return group("cluster", "Show the cluster, its placement policy and its energy", a.clusterInfoCmd(), policy, a.clusterEnergyCmd())
 }
 
 func (a *app) clusterInfoCmd() *cobra.Command {

@@ -76,7 +76,9 @@ VPOOL_CA_CERT), the config file (--config, $VPOOL_CONFIG, or
 	pf.StringVar(&a.configFlag, "config", "", "client config file (env "+EnvConfig+"; default "+configPath(e)+")")
 	pf.StringVar(&a.caCert, "ca-cert", "", "CA certificate (PEM file) for https addresses (env "+EnvCACert+")")
 
-	root.AddCommand(a.vmCmd(), a.hostCmd(), a.projectCmd(), a.tokenCmd(), a.eventsCmd(), a.clusterCmd(), a.versionCmd())
+	root.AddCommand(a.vmCmd(), a.hostCmd(), a.projectCmd(), a.tokenCmd(), a.eventsCmd(), a.clusterCmd(), a.balanceCmd(), a.versionCmd())
+	a.addMigrationCommands(root)
+	a.addVMOpCommands(root)
 	return root
 }
 

@@ -45,6 +45,7 @@ type vmCreateOpts struct {
 	count                     int
 	dryRun, wait              bool
 	timeout                   time.Duration
+	cloudInit                 cloudInitOpts
 }
 
 func (a *app) vmCreateCmd() *cobra.Command {
@@ -86,6 +87,7 @@ func (a *app) vmCreateCmd() *cobra.Command {
 	f.BoolVar(&o.dryRun, "dry-run", false, "only show where the VM would be placed")
 	f.BoolVar(&o.wait, "wait", false, "wait until the VM runs (or is stopped, with --stopped)")
 	f.DurationVar(&o.timeout, "timeout", defaultTimeout, "how long --wait waits")
+	o.cloudInit.flags(cmd)
 	return cmd
 }
 
@@ -136,6 +138,10 @@ func (o *vmCreateOpts) spec(cmd *cobra.Command) (model.VMSpec, error) {
 	}
 	bps, _, err := sizeFlag(cmd, "disk-bps")
 	c.DiskBps = int64(bps)
+	if err != nil {
+		return s, err
+	}
+	s.CloudInit, err = o.cloudInit.build()
 	return s, err
 }
 
@@ -312,6 +318,9 @@ func (a *app) vmResizeCmd() *cobra.Command {
 			}
 			vm, err := c.PatchVM(cmd.Context(), a.cfg.Project, args[0], req)
 			if err != nil {
+				return err
+			}
+			if vm, err = a.awaitResize(cmd, c, vm); err != nil {
 				return err
 			}
 			return a.print(cmd, vm, func(w io.Writer) { a.vmTable(w, []model.VM{*vm}) })

@@ -60,6 +60,13 @@ type Config struct {
 	// CompactInterval is how often the event log is compacted.
 	CompactInterval time.Duration
 
+	// Power switches hosts to standby and back (power controller);
+	// AgentPower when nil.
+	Power HostPower
+	// EnergyPersistInterval is how often the energy ledger is written to
+	// the store (default 1 minute).
+	EnergyPersistInterval time.Duration
+
 	// NoElection runs the controllers at once, without campaigning for
 	// the leader key and without the leadership fence on commits, so that
 	// several managers place at the same time on one store.
@@ -105,6 +112,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.CompactInterval <= 0 {
 		c.CompactInterval = DefaultCompactInterval
+	}
+	if c.Power == nil {
+		c.Power = AgentPower{}
+	}
+	if c.EnergyPersistInterval <= 0 {
+		c.EnergyPersistInterval = DefaultEnergyPersistInterval
 	}
 }
 

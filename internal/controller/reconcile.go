@@ -27,6 +27,8 @@ type reconciler struct {
 	// repaired is set once allocations were checked against the VMs.
 	repaired    bool
 	lastCompact time.Time
+	// g is the balancer, power and energy controllers' memory (green.go).
+	g *greenState
 }
 
 type failMemo struct {
@@ -72,6 +74,7 @@ func (m *Manager) runControllers(ctx context.Context, t *term) error {
 		return err
 	}
 	r := newReconciler(m, t, c)
+	wg.Go(func() { m.runMigrations(ctx, t) })
 	tick := time.NewTicker(m.cfg.ResyncInterval)
 	defer tick.Stop()
 	for {
@@ -98,6 +101,9 @@ func (r *reconciler) pass(ctx context.Context) {
 		{"liveness", r.liveness},
 		{"scheduling", r.schedule},
 		{"cleanup", r.cleanup},
+		{"energy", r.energyStep},
+		{"power", r.powerStep},
+		{"balancer", r.balanceRound},
 		{"compaction", r.compactEvents},
 	}
 	for _, s := range steps {
@@ -135,6 +141,9 @@ func (r *reconciler) repairOnce(ctx context.Context) error {
 		return err
 	}
 	want := expectedAllocs(vms)
+	if err := r.addMigrationHolds(ctx, want, vms); err != nil {
+		return err
+	}
 	hosts := sortedKeys(want)
 	for _, h := range sortedKeys(allocs) {
 		if _, ok := want[h]; !ok {

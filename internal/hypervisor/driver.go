@@ -98,12 +98,48 @@ type SnapshotInfo struct {
 	Memory    bool      `json:"memory"`
 }
 
-// MigrateOptions tune an outgoing live migration.
+// MigrateOptions tune an outgoing live migration. Zero values pick the
+// driver's defaults (the QEMU driver's are in docs/migration-qemu.md).
 type MigrateOptions struct {
+	// DowntimeLimit is the longest pause allowed at switchover
+	// (default 300ms).
 	DowntimeLimit time.Duration
-	BandwidthBps  int64
+	// BandwidthBps caps the stream at the start (bytes/s);
+	// MaxBandwidthBps is the cap the first escalation step raises it to.
+	BandwidthBps    int64
+	MaxBandwidthBps int64
+	// AllowPostCopy lets the last escalation step switch to post-copy
+	// (the VM opted in): the guest then runs on the target while its
+	// remaining memory is pulled, and a failure after the switch loses it.
 	AllowPostCopy bool
+	// NoEscalation keeps the starting parameters for the whole migration
+	// (pre-copy only; it fails when Timeout expires).
+	NoEscalation bool
+	// StallIterations is how many pre-copy passes in a row may leave the
+	// remaining memory not shrinking before the next escalation step
+	// (default 3); StageTimeout bounds each step (default 30s); Timeout
+	// bounds the whole migration (default 10m).
+	StallIterations int
+	StageTimeout    time.Duration
+	Timeout         time.Duration
+	// TLSDir overrides the driver's migration TLS material for this call
+	// (QEMU's layout: ca-cert.pem, client-cert.pem, client-key.pem, ...).
+	TLSDir string
+	// Insecure allows a plain-TCP stream to a target that offers no TLS
+	// even though this host has TLS material.
+	Insecure bool
 }
+
+// Migration stages, reported in MigrationProgress.Stage and
+// MigrationResult.Stage, in escalation order.
+const (
+	MigrationStageDisks        = "disks"         // local disks mirror to the target
+	MigrationStagePreCopy      = "precopy"       // memory pre-copy, starting parameters
+	MigrationStageBandwidth    = "bandwidth"     // escalation 1: bandwidth raised
+	MigrationStageAutoConverge = "auto-converge" // escalation 2: guest vCPUs throttled
+	MigrationStagePostCopy     = "postcopy"      // escalation 3: guest runs on the target
+	MigrationStageSwitchover   = "switchover"    // source paused, target resuming
+)
 
 // MigrationProgress is reported while memory moves.
 type MigrationProgress struct {
@@ -112,13 +148,41 @@ type MigrationProgress struct {
 	Total            int64
 	DirtyRate        int64 // bytes/s
 	ExpectedDowntime time.Duration
+	// Stage is one of the MigrationStage constants; Note says why the
+	// stage was entered (set on the first report of a stage).
+	Stage string
+	Note  string
+	// Iteration counts pre-copy passes (dirty bitmap syncs); Bandwidth is
+	// the measured stream rate (bytes/s); Throttle the guest vCPU
+	// throttle in percent (auto-converge); DiskTransferred/DiskTotal the
+	// disk mirrors' progress in bytes.
+	Iteration       int64
+	Bandwidth       int64
+	Throttle        int
+	DiskTransferred int64
+	DiskTotal       int64
+	Elapsed         time.Duration
 }
 
 // MigrationResult is the outcome of a finished migration.
 type MigrationResult struct {
 	Total    time.Duration
-	Downtime time.Duration
-	Bytes    int64
+	Downtime time.Duration // as the hypervisor measured it
+	Bytes    int64         // RAMBytes + DiskBytes
+	// RAMBytes and DiskBytes split Bytes; DiskBytes is 0 on shared storage.
+	RAMBytes  int64
+	DiskBytes int64
+	// GuestGap is the longest interruption the guest's own output shows
+	// (the test guest's tick stream), 0 when the guest prints no ticks.
+	GuestGap time.Duration
+	// Stage is the last stage reached (PostCopy when it switched);
+	// Notes lists every escalation with its reason.
+	Stage    string
+	Notes    []string
+	PostCopy bool
+	TLS      bool
+	// SharedDisks names the disks that stayed on shared storage.
+	SharedDisks []string
 }
 
 // Lifecycle creates, runs and removes VMs.

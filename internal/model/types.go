@@ -96,6 +96,15 @@ type Host struct {
 	Allocated  Resources         `json:"allocated"`
 	Usage      HostUsage         `json:"usage"`
 	Generation int64             `json:"generation,omitempty"`
+	// CPUModel, HypervisorVersion and Networks come from the agent's
+	// inventory (empty when not reported); migration pre-checks use them.
+	CPUModel          string   `json:"cpuModel,omitempty"`
+	HypervisorVersion string   `json:"hypervisorVersion,omitempty"`
+	Networks          []string `json:"networks,omitempty"`
+	// Drain is set while an operator drains the host (vpool host drain).
+	Drain *HostDrain `json:"drain,omitempty"`
+	// Power is what the power controller wants of the host (nil: on).
+	Power *HostPower `json:"power,omitempty"`
 }
 
 // StoragePoolRef names a storage pool present on a host and its tier.

@@ -105,6 +105,12 @@ func (s *VMSpec) Validate() error {
 	if err := s.Placement.validate(); err != nil {
 		return err
 	}
+	if err := s.Migration.validate(); err != nil {
+		return err
+	}
+	if err := s.CloudInit.Validate(); err != nil {
+		return err
+	}
 	if err := s.Controls.validate(s); err != nil {
 		return err
 	}

@@ -52,6 +52,11 @@ type VMSpec struct {
 	// RestartNonce changes when the user asks for a restart; the agent
 	// restarts the VM when it sees a new value.
 	RestartNonce int64 `json:"restartNonce,omitempty"`
+	// Migration overrides the cluster's live-migration defaults for this VM.
+	Migration *MigrationSpec `json:"migration,omitempty"`
+	// CloudInit is the NoCloud seed for user images (hostname, SSH keys,
+	// user-data); nil gives no seed.
+	CloudInit *CloudInit `json:"cloudInit,omitempty"`
 }
 
 // DiskSize is the sum of the VM's disk sizes.
@@ -133,6 +138,12 @@ type VMStatus struct {
 	// AppliedRestartNonce is the last RestartNonce the agent acted on.
 	AppliedRestartNonce int64     `json:"appliedRestartNonce,omitempty"`
 	ObservedAt          time.Time `json:"observedAt,omitempty"`
+	// Migration is the id of the migration moving this VM, while one is
+	// under way: agents leave such a VM alone (no create, start or stop)
+	// until the migration ends.
+	Migration string `json:"migration,omitempty"`
+	// Resize is the last resize of the assigned VM and its outcome.
+	Resize *ResizeOp `json:"resize,omitempty"`
 }
 
 // VMUsage is measured use of a VM, reported by its host's agent.

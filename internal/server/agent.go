@@ -42,12 +42,13 @@ type agentEndpoint struct {
 }
 
 func (s *Server) agentEndpoints() []agentEndpoint {
-	return []agentEndpoint{
+	return append(append(s.agentMigrationEndpoints(), s.vmOpAgentEndpoints()...), []agentEndpoint{
 		{method: "POST", path: "/agent/v1/join", handle: s.join, req: api.JoinRequest{}, resp: api.JoinResponse{}, status: 200},
 		{method: "PUT", path: "/agent/v1/heartbeat", handle: s.heartbeat, needCert: true, req: api.Heartbeat{}, resp: api.HeartbeatResponse{}, status: 200},
 		{method: "GET", path: "/agent/v1/assignments", handle: s.assignments, needCert: true, resp: api.Assignments{}, status: 200, query: []string{"after", "wait"}},
 		{method: "PUT", path: "/agent/v1/vms/{project}/{name}/status", handle: s.vmStatus, needCert: true, req: api.VMReport{}, resp: model.VM{}, status: 200},
-	}
+		{method: "GET", path: "/agent/v1/power", handle: s.hostPower, needCert: true, resp: api.HostPowerState{}, status: 200},
+	}...)
 }
 
 // agentRoutes builds the agent listener's handler; it checks that the
@@ -190,9 +191,10 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 		return err
 	}
 	now := s.now()
-	_, err = s.repo.UpsertHost(ctx, host, func(h *model.Host, exists bool) error {
+	stored, err := s.repo.UpsertHost(ctx, host, func(h *model.Host, exists bool) error {
 		h.Capacity, h.Driver, h.Accel, h.Pools = hb.Capacity, hb.Driver, hb.Accel, hb.Pools
 		h.Address, h.AgentVer, h.Usage, h.LastSeen = hb.Address, hb.Version, hb.Usage, now
+		h.CPUModel, h.HypervisorVersion, h.Networks = hb.CPUModel, hb.HypervisorVersion, hb.Networks
 		for k, v := range hb.Labels {
 			if _, set := h.Labels[k]; !set {
 				if h.Labels == nil {
@@ -214,7 +216,11 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 			s.log.Warn("applying VM report", "host", host, "vm", rep.Project+"/"+rep.Name, "err", err)
 		}
 	}
-	writeJSON(w, http.StatusOK, api.HeartbeatResponse{IntervalSeconds: int(HeartbeatInterval / time.Second), LeaseTTLSeconds: int(LeaseTTL / time.Second)})
+	resp := api.HeartbeatResponse{IntervalSeconds: int(HeartbeatInterval / time.Second), LeaseTTLSeconds: int(LeaseTTL / time.Second)}
+	if desiredPower(stored) == model.HostPowerStandby {
+		resp.Power = model.HostPowerStandby
+	}
+	writeJSON(w, http.StatusOK, resp)
 	return nil
 }
 
@@ -262,7 +268,8 @@ func (s *Server) applyReport(ctx context.Context, host string, rep api.VMReport,
 		case rep.Phase != "":
 			phase = rep.Phase
 		}
-		changed := phase != v.Status.Phase || rep.Error != v.Status.LastError || rep.Message != v.Status.Message ||
+		resized := applyResizeResult(v, rep.Resize)
+		changed := resized || phase != v.Status.Phase || rep.Error != v.Status.LastError || rep.Message != v.Status.Message ||
 			rep.AppliedRestartNonce != v.Status.AppliedRestartNonce
 		if !changed && !force && now.Sub(v.Status.ObservedAt) < usageRefresh {
 			return state.ErrSkip
@@ -371,10 +378,14 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request, host string
 	if err != nil {
 		return err
 	}
+	snaps, err := s.snapshotsOf(r.Context(), host, keys)
+	if err != nil {
+		return err
+	}
 	s.leaseMu.Lock()
 	s.served[host] = servedSet{rev: rev, keys: keys}
 	s.leaseMu.Unlock()
-	writeJSON(w, http.StatusOK, api.Assignments{Revision: rev, VMs: vms})
+	writeJSON(w, http.StatusOK, api.Assignments{Revision: rev, VMs: vms, Snapshots: snaps})
 	return nil
 }
 
@@ -383,6 +394,7 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request, host string
 func (s *Server) waitForChange(ctx context.Context, host string, after int64, had map[string]bool, wait time.Duration) {
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
+	go s.watchSnapshots(wctx, host, after, cancel)
 	needle := []byte(`"host":"` + host + `"`)
 	for resp := range s.cfg.Store.Watch(wctx, store.VMsPrefix, after+1) {
 		if resp.Err != nil {

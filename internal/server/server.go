@@ -109,6 +109,8 @@ type Server struct {
 	leaseMu sync.Mutex
 	leases  map[string]store.LeaseID
 	served  map[string]servedSet // per host: what the last assignments answer held
+
+	consoles consoleBroker // serial console sessions waiting for or joined by agents
 }
 
 // New prepares a server: it loads or creates the cluster CA and the admin

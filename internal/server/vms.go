@@ -281,12 +281,18 @@ func (s *Server) patchVM(w http.ResponseWriter, r *http.Request, p *principal) e
 			return err
 		}
 		resized := spec.VCPUs != v.Spec.VCPUs || spec.Memory != v.Spec.Memory
+		from := v.Spec
 		v.Spec = spec
-		switch {
-		case req.Restart:
+		if resized && v.Status.Host != "" {
+			if v.Status.Migration != "" {
+				return conflict("VM %q is migrating; resize it when it has moved", v.Name)
+			}
+			// The agent tries a live resize and refuses what needs a
+			// restart (the spec then goes back) unless Restart is set.
+			noteResize(v, from, req.Restart)
+		}
+		if req.Restart {
 			v.Spec.RestartNonce++
-		case resized && v.Status.Host != "":
-			v.Status.Message = "restart needed to apply the new size (vpool vm restart)"
 		}
 		return nil
 	})

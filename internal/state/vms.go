@@ -367,6 +367,11 @@ func (r *Repo) FinishDeleteVM(ctx context.Context, project, name string) error {
 		conds := []store.Cond{store.IfRev(key, vm.Revision)}
 		ops := []store.Op{store.Delete(key), EventOp(model.Event{Time: now, Kind: EventVMDeleted, Object: VMObject(project, name),
 			Project: project, From: string(vm.Status.Phase), Message: "VM " + name + " deleted"})}
+		snaps, err := r.snapshotDeleteOps(ctx, project, name)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, snaps...)
 		u, urev, err := r.GetUsage(ctx, project)
 		if err != nil {
 			return err

@@ -12,10 +12,14 @@ import "fmt"
 //	/vpool/alloc/<host>                   model.Allocation (placement CAS)
 //	/vpool/tokens/<sha256>                model.Token
 //	/vpool/events/<seq>                   model.Event (seq = zero-padded)
+//	/vpool/migrations/<id>                model.Migration
 //	/vpool/cluster/policy                 model.Policy
 //	/vpool/cluster/ca                     cluster CA (cert + key, PEM)
 //	/vpool/cluster/leader                 leader election key (lease)
 //	/vpool/cluster/seq/<name>             counters
+//	/vpool/cluster/balance                model.BalanceSettings
+//	/vpool/balance/plan                   model.BalancePlan (the balancer's last plan)
+//	/vpool/energy/ledger                  energy ledger (joules per host, VM, project)
 const (
 	Root           = "/vpool/"
 	ProjectsPrefix = Root + "projects/"
@@ -26,9 +30,14 @@ const (
 	AllocPrefix    = Root + "alloc/"
 	TokensPrefix   = Root + "tokens/"
 	EventsPrefix   = Root + "events/"
-	PolicyKey      = Root + "cluster/policy"
-	CAKey          = Root + "cluster/ca"
-	LeaderKey      = Root + "cluster/leader"
+	// MigrationsPrefix holds model.Migration objects by id.
+	MigrationsPrefix = Root + "migrations/"
+	PolicyKey        = Root + "cluster/policy"
+	CAKey            = Root + "cluster/ca"
+	LeaderKey        = Root + "cluster/leader"
+	BalanceKey       = Root + "cluster/balance"
+	BalancePlanKey   = Root + "balance/plan"
+	EnergyKey        = Root + "energy/ledger"
 )
 
 // ProjectKey is the key of a project.
@@ -61,3 +70,6 @@ func TokenKey(hash string) string { return TokensPrefix + hash }
 func EventKey(unixNano int64, suffix string) string {
 	return fmt.Sprintf("%s%020d-%s", EventsPrefix, unixNano, suffix)
 }
+
+// MigrationKey is the key of a migration.
+func MigrationKey(id string) string { return MigrationsPrefix + id }

@@ -30,9 +30,14 @@ type Machine struct {
 	PidFile       string
 
 	Secrets []Secret
-	Drives  []Drive
-	NICs    []NICDev
-	Balloon bool
+	// HotplugPorts are pcie-root-port ids: the non-boot disks sit on
+	// them, and free ones take hot-plugged disks (q35's root bus cannot).
+	HotplugPorts []string
+	Drives       []Drive
+	NICs         []NICDev
+	Balloon      bool
+	// Seed is a cloud-init NoCloud ISO, attached as a read-only CD-ROM.
+	Seed string
 
 	StartPaused bool   // -S: controls are applied before the guest runs
 	Incoming    string // e.g. "defer" for migration and memory snapshots
@@ -52,6 +57,7 @@ type Drive struct {
 	Serial    string  // guest-visible serial (≤ 20 chars)
 	Layers    []Layer // bottom first; the last one is the active layer
 	BootIndex int     // 0: not bootable; otherwise bootindex=BootIndex-1
+	Bus       string  // a hot-plug port id; empty: the root bus
 	NoDevice  bool    // block nodes only (for block jobs on a stopped VM)
 }
 
@@ -110,7 +116,19 @@ func (m Machine) Args() []string {
 	for _, s := range m.Secrets {
 		add("-object", "secret,id="+s.ID+",file="+escape(s.File)+",format=raw")
 	}
+	if len(m.HotplugPorts) > 0 {
+		// Native PCIe hot-plug: with QEMU 7.2's default ACPI PCI hot-plug,
+		// the Debian guest never ejects a disk once a vCPU was hot-added.
+		add("-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off")
+	}
+	for i, p := range m.HotplugPorts {
+		add("-device", fmt.Sprintf("pcie-root-port,id=%s,chassis=%d", p, i+1))
+	}
 	a = append(a, m.driveArgs()...)
+	if m.Seed != "" {
+		seed := Layer{Node: "seed", File: m.Seed, Format: "raw", ReadOnly: true}
+		add("-blockdev", seed.fileJSON(), "-blockdev", seed.formatJSON("", true), "-device", "ide-cd,id=cidata,drive=seed")
+	}
 	a = append(a, m.nicArgs()...)
 	if m.Balloon {
 		add("-device", "virtio-balloon-pci,id=balloon0")
@@ -143,6 +161,9 @@ func (m Machine) driveArgs() []string {
 			continue
 		}
 		dev := "virtio-blk-pci,id=" + d.DeviceID + ",drive=" + d.Layers[len(d.Layers)-1].Node
+		if d.Bus != "" {
+			dev += ",bus=" + d.Bus
+		}
 		if d.Serial != "" {
 			dev += ",serial=" + escape(d.Serial)
 		}

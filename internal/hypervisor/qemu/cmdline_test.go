@@ -46,11 +46,13 @@ func TestMachineArgsGolden(t *testing.T) {
 					{Node: "d0l0", File: "/pools/default/test.web1/root.0.qcow2", Format: "qcow2", ReadOnly: true},
 					{Node: "d0l1", File: "/pools/default/test.web1/root.1.qcow2", Format: "qcow2"},
 				}},
-				{DeviceID: "vd1", Serial: "data,with,commas", Layers: []Layer{
+				{DeviceID: "vd1", Serial: "data,with,commas", Bus: "hp0", Layers: []Layer{
 					{Node: "d1l0", File: "/pools/fast/test.web1/data.0.qcow2", Format: "qcow2", Secret: "sec1"},
 				}},
 			}
 			m.NICs = []NICDev{{ID: "net0", Tap: "vp0123456789a0", MAC: "52:54:00:aa:bb:cc"}}
+			m.HotplugPorts = []string{"hp0", "hp1"}
+			m.Seed = "/state/vms/test.web1/seed.iso"
 		}},
 		{"incoming-no-hotplug-memory", func(m *Machine) {
 			m.MaxMemMiB, m.MemSlots = 0, 0

@@ -89,8 +89,17 @@ type Config struct {
 	// Cgroups enables resource controls through cgroups (default on
 	// when a writable cgroup hierarchy is found). Set NoCgroups to skip.
 	NoCgroups bool
-	Logger    *slog.Logger
-	Clock     Clock
+	// MigrationTLSDir holds this host's migration TLS material in QEMU's
+	// layout (ca-cert.pem from the cluster CA, server-cert.pem,
+	// server-key.pem, client-cert.pem, client-key.pem). When set, incoming
+	// migrations and their disk mirrors require TLS and outgoing ones use
+	// it (see docs/migration-qemu.md). Empty: plain TCP.
+	MigrationTLSDir string
+	// MigrationHost is the address this host listens on and advertises
+	// for incoming migrations (default 127.0.0.1).
+	MigrationHost string
+	Logger        *slog.Logger
+	Clock         Clock
 }
 
 // Driver is the QEMU hypervisor.Driver. Create it with New.
@@ -164,6 +173,7 @@ func New(cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	d.cleanOrphans()
+	d.dropUnfinishedIncoming()
 	d.log.Info("qemu: driver ready", "state", cfg.StateDir, "accel", d.accel, "network", d.net, "vms", len(d.vms))
 	return d, nil
 }

@@ -90,6 +90,7 @@ func (d *Driver) Create(ctx context.Context, cfg hypervisor.VMConfig) error {
 		return err
 	}
 	v.rec = rec
+	v.info.Store(&hypervisor.Info{ID: cfg.ID, State: hypervisor.StateStopped, VCPUs: cfg.Spec.VCPUs, Memory: cfg.Spec.Memory, Config: cfg})
 	rev.success()
 	d.log.Info("qemu: created", "vm", cfg.ID, "disks", len(disks))
 	return nil
@@ -172,6 +173,7 @@ func (d *Driver) startLocked(ctx context.Context, v *vm, o startOpts) error {
 		Pid: p.pid, StartedAt: start.UTC(), QMP: m.QMPSocket, Console: m.ConsoleSocket,
 		BootVCPUs: m.VCPUs, MaxVCPUs: m.MaxVCPUs, BootMemory: m.MemoryMiB * int64(model.MiB),
 		MaxMemory: m.MaxMemMiB * int64(model.MiB), MemSlots: m.MemSlots, Cmdline: m.Args(),
+		Ports: m.HotplugPorts, DiskPorts: diskPorts(m.Drives),
 	}
 	v.rec.LastExit = ""
 	if err := d.saveRecord(v.rec); err != nil {
@@ -242,10 +244,20 @@ func (d *Driver) machine(ctx context.Context, rec *record, o startOpts, rev *rev
 		m.Kernel, m.Initrd, m.Append = img.Kernel, img.Initrd, img.Cmdline
 	}
 	var files []*os.File
+	seed, err := d.writeSeed(rec)
+	if err != nil {
+		return m, files, err
+	}
+	m.Seed = seed
+	hotplug := strings.HasPrefix(m.Type, "q35")
 	for _, dr := range rec.Disks {
 		drv := Drive{DeviceID: dr.deviceID(), Serial: truncate(dr.Name, 20), Layers: dr.driveLayers()}
 		if dr.Index == 0 && m.Kernel == "" {
 			drv.BootIndex = 1
+		}
+		if hotplug && dr.Index > 0 {
+			drv.Bus = fmt.Sprintf("hp%d", len(m.HotplugPorts))
+			m.HotplugPorts = append(m.HotplugPorts, drv.Bus)
 		}
 		if dr.Encrypted {
 			key, err := d.keys.VolumeKey(ctx, id, dr.Name, false)
@@ -260,6 +272,11 @@ func (d *Driver) machine(ctx context.Context, rec *record, o startOpts, rev *rev
 			m.Secrets = append(m.Secrets, Secret{ID: dr.secretID(), File: fmt.Sprintf("/dev/fd/%d", 2+len(files))})
 		}
 		m.Drives = append(m.Drives, drv)
+	}
+	if hotplug {
+		for i := 0; i < sparePorts; i++ {
+			m.HotplugPorts = append(m.HotplugPorts, fmt.Sprintf("hp%d", len(m.HotplugPorts)))
+		}
 	}
 	if d.net == NetNone {
 		return m, files, nil
@@ -479,7 +496,7 @@ func (d *Driver) deleteLocked(ctx context.Context, v *vm) error {
 	}
 	d.cleanRuntime(v.rec)
 	var errs []error
-	errs = append(errs, removeDisks(v.rec.Disks))
+	errs = append(errs, removeDisks(d.ownedDisks(v.rec.Disks))) // shared storage: see migrate_shared.go
 	for _, s := range v.rec.Snapshots {
 		if s.StateFile != "" {
 			os.Remove(s.StateFile)
@@ -508,16 +525,36 @@ func (d *Driver) List(ctx context.Context) ([]hypervisor.Info, error) {
 	sort.Strings(ids)
 	out := make([]hypervisor.Info, 0, len(ids))
 	for _, id := range ids {
-		v, err := d.lock(id)
-		if err != nil {
-			continue // deleted meanwhile
+		if in, ok := d.infoOf(ctx, id); ok {
+			out = append(out, in)
 		}
-		if v.rec != nil {
-			out = append(out, d.infoLocked(ctx, v))
-		}
-		v.mu.Unlock()
 	}
 	return out, nil
+}
+
+// infoOf returns the VM's info; when an operation holds the VM it
+// returns the last info seen instead of waiting.
+func (d *Driver) infoOf(ctx context.Context, id string) (hypervisor.Info, bool) {
+	v, err := d.get(id)
+	if err != nil {
+		return hypervisor.Info{}, false // deleted meanwhile
+	}
+	if !v.mu.TryLock() {
+		if in := v.info.Load(); in != nil {
+			return *in, true
+		}
+		v.mu.Lock() // never listed yet: wait once
+	}
+	defer v.mu.Unlock()
+	if v.deleted || v.rec == nil {
+		return hypervisor.Info{}, false
+	}
+	if v.proc != nil && v.proc.hasExited() {
+		d.reapLocked(v, v.proc)
+	}
+	in := d.infoLocked(ctx, v)
+	v.info.Store(&in)
+	return in, true
 }
 
 func (d *Driver) infoLocked(ctx context.Context, v *vm) hypervisor.Info {

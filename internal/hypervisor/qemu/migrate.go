@@ -1,12 +1,10 @@
 package qemu
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -15,151 +13,62 @@ import (
 	"github.com/vpool/vpool/internal/qmp"
 )
 
-// Live migration with local disks (see docs/qemu.md):
+// Live migration (docs/migration-qemu.md has the whole story):
 //
-//	target  MigrateIn: create the VM's disks (same image base), start QEMU
-//	        with -incoming defer, export its disks over NBD, listen for
-//	        the migration stream and for a control connection; return
-//	        "qemu://host?mig=P&nbd=P&ctl=P".
-//	source  MigrateOut: mirror each disk's top layer into the target's
-//	        NBD export (blockdev-mirror sync=top) until ready, migrate RAM
-//	        and devices (tcp), then cancel the mirrors (in sync: the
-//	        source is paused), and tell the target "done" over the
-//	        control connection.
-//	target  on "done": stop the NBD server, resume the guest, answer "ok";
-//	        the source then quits and removes its copy. On any failure the
-//	        source resumes its guest and the target deletes its copy.
+//	target  MigrateIn (migrate_in.go): disks (adopted on shared storage,
+//	        else created empty), QEMU -incoming defer, NBD exports, a
+//	        control listener; returns qemu://host?mig&nbd&ctl&key[&tls].
+//	source  MigrateOut: control "prepare" (the target sets post-copy and
+//	        TLS and starts listening), TLS credentials, capabilities and
+//	        parameters, one blockdev-mirror per local disk into the
+//	        target's export until ready, then "migrate". Every poll feeds
+//	        the converger (migrate_converge.go), which escalates when
+//	        pre-copy does not converge.
+//	switch  once the source is paused (pre-copy completed, or post-copy
+//	        switched): cancel the mirrors (in sync), "done" → the target
+//	        stops NBD, takes the shared disks, resumes the guest.
+//	source  quits QEMU and deletes its copy (shared disks are now the
+//	        target's); asks the target for its ticks (guest gap).
 //
-// VMs with snapshots or hot-plugged vCPUs/DIMMs are refused for now
-// (their layer chain / device set would not match on the target).
+// Before "done" every failure puts the source back (migrate_cancel, mirrors
+// dropped, the guest resumed if the migration paused it) and the target
+// deletes its copy. After "done" without an answer the outcome is unknown:
+// the source stays paused rather than risk two running copies.
+//
+// VMs with snapshots or hot-plugged vCPUs/DIMMs are refused (their layer
+// chain / device set would not match on the target).
 
-const (
-	migrateHost     = "127.0.0.1"
-	incomingTimeout = 10 * time.Minute
-)
+// ErrMigrationOutcome is returned when the switchover was sent but its
+// answer never came: the guest may run on the target; the source is left
+// paused (never resumed automatically).
+var ErrMigrationOutcome = errors.New("qemu: migration outcome unknown after switchover")
 
-// MigrateIn prepares this host to receive cfg and returns the address the
-// source must send to.
-func (d *Driver) MigrateIn(ctx context.Context, cfg hypervisor.VMConfig) (string, error) {
-	if err := d.Create(ctx, cfg); err != nil {
-		return "", err
-	}
-	v, err := d.lock(cfg.ID)
-	if err != nil {
-		return "", err
-	}
-	defer v.mu.Unlock()
-	rev := &reverter{}
-	defer rev.fail()
-	rev.add(func() { d.deleteLocked(context.Background(), v) })
-	migPort, err := freePort()
-	if err != nil {
-		return "", err
-	}
-	if err := d.startLocked(ctx, v, startOpts{incoming: "defer"}); err != nil {
-		return "", err
-	}
-	p := v.proc
-	nbdPort, err := freePort()
-	if err != nil {
-		return "", err
-	}
-	if err := p.qmp.Execute(ctx, "nbd-server-start", qmp.Args{"addr": qmp.Args{"type": "inet",
-		"data": qmp.Args{"host": migrateHost, "port": strconv.Itoa(nbdPort)}}}, nil); err != nil {
-		return "", fmt.Errorf("qemu: migrate in %s: %w", cfg.ID, err)
-	}
-	for _, dr := range v.rec.Disks {
-		if err := p.qmp.Execute(ctx, "block-export-add", qmp.Args{"type": "nbd", "id": "exp-" + dr.deviceID(),
-			"node-name": dr.node(dr.Active), "name": dr.deviceID(), "writable": true}, nil); err != nil {
-			return "", fmt.Errorf("qemu: migrate in %s: %w", cfg.ID, err)
-		}
-	}
-	if err := p.qmp.Execute(ctx, "migrate-incoming", qmp.Args{"uri": fmt.Sprintf("tcp:%s:%d", migrateHost, migPort)}, nil); err != nil {
-		return "", fmt.Errorf("qemu: migrate in %s: %w", cfg.ID, err)
-	}
-	ln, err := net.Listen("tcp", migrateHost+":0")
-	if err != nil {
-		return "", fmt.Errorf("qemu: migrate in %s: %w", cfg.ID, err)
-	}
-	ctl := ln.Addr().(*net.TCPAddr).Port
-	go d.awaitIncoming(v, p, ln)
-	rev.success()
-	return fmt.Sprintf("qemu://%s?mig=%d&nbd=%d&ctl=%d", migrateHost, migPort, nbdPort, ctl), nil
+// outgoing is one MigrateOut in progress.
+type outgoing struct {
+	d        *Driver
+	v        *vm
+	p        *process
+	a        migAddr
+	opts     hypervisor.MigrateOptions
+	progress func(hypervisor.MigrationProgress)
+	tlsDir   string
+	ctl      *ctlConn
+	ticks    *tickWatcher
+	start    time.Time
+	running  bool // the guest ran when the migration began
+	shared   map[string]string
+	mirrored bool
+	doneSent bool
+	postcopy bool // switched to post-copy
+	res      hypervisor.MigrationResult
+	lastRep  time.Time
 }
 
-// awaitIncoming finishes (on "done") or abandons (on "abort", a timeout,
-// or QEMU's exit) an incoming migration.
-func (d *Driver) awaitIncoming(v *vm, p *process, ln net.Listener) {
-	defer ln.Close()
-	ln.(*net.TCPListener).SetDeadline(time.Now().Add(incomingTimeout))
-	abandon := func(why string) {
-		v.mu.Lock()
-		defer v.mu.Unlock()
-		if v.proc == p && !v.deleted {
-			d.log.Warn("qemu: incoming migration abandoned", "vm", v.rec.Config.ID, "why", why)
-			d.deleteLocked(context.Background(), v)
-		}
-	}
-	conn, err := ln.Accept()
-	if err != nil {
-		abandon(err.Error())
-		return
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(incomingTimeout))
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil || strings.TrimSpace(line) != "done" {
-		abandon(fmt.Sprintf("control said %q (%v)", strings.TrimSpace(line), err))
-		fmt.Fprintf(conn, "ok\n")
-		return
-	}
-	if err := d.finishIncoming(v, p); err != nil {
-		abandon(err.Error())
-		fmt.Fprintf(conn, "error: %v\n", err)
-		return
-	}
-	fmt.Fprintf(conn, "ok\n")
-}
-
-func (d *Driver) finishIncoming(v *vm, p *process) error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.proc != p || v.deleted {
-		return errors.New("the incoming VM is gone")
-	}
-	if err := waitIncoming(ctx, p); err != nil {
-		return err
-	}
-	if err := p.qmp.Execute(ctx, "nbd-server-stop", nil, nil); err != nil {
-		return err
-	}
-	return p.qmp.Cont(ctx)
-}
-
-type migAddr struct {
-	host           string
-	mig, nbd, ctrl int
-}
-
-func parseMigAddr(s string) (migAddr, error) {
-	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "qemu" {
-		return migAddr{}, fmt.Errorf("qemu: bad migration address %q (want qemu://host?mig=&nbd=&ctl=)", s)
-	}
-	a := migAddr{host: u.Host}
-	for k, p := range map[string]*int{"mig": &a.mig, "nbd": &a.nbd, "ctl": &a.ctrl} {
-		if *p, err = strconv.Atoi(u.Query().Get(k)); err != nil || *p <= 0 {
-			return migAddr{}, fmt.Errorf("qemu: bad migration address %q: %s", s, k)
-		}
-	}
-	return a, nil
-}
-
-// MigrateOut live-migrates the VM (disks included) to addr from MigrateIn
-// on another driver; on success the VM is gone here.
+// MigrateOut live-migrates the VM to addr from MigrateIn on another
+// driver; on success the VM is gone here. See MigrateOptions for the
+// knobs and docs/migration-qemu.md for the contract.
 func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hypervisor.MigrateOptions, progress func(hypervisor.MigrationProgress)) (hypervisor.MigrationResult, error) {
+	opts = migrateDefaults(opts)
 	v, err := d.lock(id)
 	if err != nil {
 		return hypervisor.MigrationResult{}, err
@@ -178,10 +87,27 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 	case len(v.rec.Run.HotCPUs) > 0 || len(v.rec.Run.DIMMs) > 0:
 		return hypervisor.MigrationResult{}, fmt.Errorf("qemu: migrate %s: restart it after the live resize first: %w", id, hypervisor.ErrBadState)
 	}
-	res, err := d.migrate(ctx, v, p, a, opts, progress)
-	if err != nil {
-		d.abortMigration(v, p, a)
-		return res, fmt.Errorf("qemu: migrate %s: %w", id, err)
+	m := &outgoing{d: d, v: v, p: p, a: a, opts: opts, progress: progress, start: d.clock.Now()}
+	m.tlsDir = opts.TLSDir
+	if m.tlsDir == "" {
+		m.tlsDir = d.cfg.MigrationTLSDir
+	}
+	switch {
+	case a.tlsName != "" && m.tlsDir == "":
+		return m.res, fmt.Errorf("qemu: migrate %s: the target requires TLS and this host has no migration TLS material: %w", id, ErrMigrationTLS)
+	case a.tlsName == "" && m.tlsDir != "" && !opts.Insecure:
+		return m.res, fmt.Errorf("qemu: migrate %s: the target offers no TLS (set Insecure to allow plain TCP): %w", id, ErrMigrationTLS)
+	}
+	m.res.TLS = a.tlsName != ""
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout+2*time.Minute)
+	defer cancel()
+	if err := m.run(ctx); err != nil {
+		if m.doneSent {
+			d.log.Error("qemu: migration switchover unanswered; source left paused", "vm", id, "err", err)
+			return m.res, fmt.Errorf("qemu: migrate %s: %w: %w", id, ErrMigrationOutcome, err)
+		}
+		m.abort()
+		return m.res, fmt.Errorf("qemu: migrate %s: %w", id, err)
 	}
 	// The target runs the guest now: retire our copy.
 	p.setEnding()
@@ -191,176 +117,367 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 	}
 	d.reapLocked(v, p)
 	if err := d.deleteLocked(ctx, v); err != nil {
-		return res, err
+		d.log.Warn("qemu: deleting the migrated-away copy", "vm", id, "err", err)
 	}
-	return res, nil
+	m.guestGap()
+	m.ctl.close()
+	d.log.Info("qemu: migrated", "vm", id, "total", m.res.Total, "downtime", m.res.Downtime, "gap", m.res.GuestGap,
+		"stage", m.res.Stage, "bytes", m.res.Bytes, "tls", m.res.TLS)
+	return m.res, nil
 }
 
-func (d *Driver) migrate(ctx context.Context, v *vm, p *process, a migAddr, opts hypervisor.MigrateOptions, progress func(hypervisor.MigrationProgress)) (hypervisor.MigrationResult, error) {
-	var res hypervisor.MigrationResult
-	if err := d.mirrorDisks(ctx, v, p, a); err != nil {
-		return res, err
-	}
-	params := qmp.Args{}
-	if opts.DowntimeLimit > 0 {
-		params["downtime-limit"] = opts.DowntimeLimit.Milliseconds()
-	}
-	if opts.BandwidthBps > 0 {
-		params["max-bandwidth"] = opts.BandwidthBps
-	}
-	if len(params) > 0 {
-		if err := p.qmp.Execute(ctx, "migrate-set-parameters", params, nil); err != nil {
-			return res, err
-		}
-	}
-	if err := p.qmp.Execute(ctx, "migrate", qmp.Args{"uri": fmt.Sprintf("tcp:%s:%d", a.host, a.mig)}, nil); err != nil {
-		return res, err
-	}
-	mi, err := waitMigration(ctx, p, func(mi qmp.MigrationInfo) {
-		if progress != nil && mi.RAM != nil {
-			progress(hypervisor.MigrationProgress{Transferred: mi.RAM.Transferred, Remaining: mi.RAM.Remaining, Total: mi.RAM.Total,
-				DirtyRate: mi.RAM.DirtyRate * max(mi.RAM.PageSize, 4096), ExpectedDowntime: time.Duration(mi.ExpectedDowntime) * time.Millisecond})
-		}
-	})
-	if err != nil {
-		return res, err
-	}
-	res.Total = time.Duration(mi.TotalTime) * time.Millisecond
-	res.Downtime = time.Duration(mi.Downtime) * time.Millisecond
-	if mi.RAM != nil {
-		res.Bytes = mi.RAM.Transferred
-	}
-	// The source is paused: the mirrors are in sync and can stop.
-	if err := d.stopMirrors(ctx, v, p); err != nil {
-		return res, err
-	}
-	return res, control(ctx, a, "done")
-}
-
-// mirrorDisks starts one mirror per disk into the target's NBD exports
-// and waits until all are ready (in sync, then mirroring every write).
-func (d *Driver) mirrorDisks(ctx context.Context, v *vm, p *process, a migAddr) error {
-	sub := p.qmp.Subscribe("BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED", "BLOCK_JOB_ERROR")
-	defer sub.Close()
-	waiting := map[string]bool{}
-	for _, dr := range v.rec.Disks {
-		nbd := "nbd-" + dr.deviceID()
-		if err := p.qmp.BlockdevAdd(ctx, qmp.Args{"driver": "nbd", "node-name": nbd, "export": dr.deviceID(),
-			"server": qmp.Args{"type": "inet", "host": a.host, "port": strconv.Itoa(a.nbd)}}); err != nil {
-			return err
-		}
-		job := "mirror-" + dr.deviceID()
-		if err := p.qmp.Execute(ctx, "blockdev-mirror", qmp.Args{"job-id": job, "device": dr.node(dr.Active),
-			"target": nbd, "sync": "top"}, nil); err != nil {
-			return err
-		}
-		waiting[job] = true
-	}
-	for len(waiting) > 0 {
-		ev, err := sub.Wait(ctx, nil)
-		if err != nil {
-			return err
-		}
-		var data struct {
-			Device string `json:"device"`
-			Error  string `json:"error"`
-		}
-		ev.DecodeData(&data)
-		if !waiting[data.Device] {
-			continue
-		}
-		if ev.Name != "BLOCK_JOB_READY" {
-			return fmt.Errorf("qemu: disk mirror %s: %s %s", data.Device, ev.Name, data.Error)
-		}
-		delete(waiting, data.Device)
-	}
-	return nil
-}
-
-// stopMirrors cancels the (ready) mirrors, which leaves the targets in
-// sync, and drops the NBD client nodes.
-func (d *Driver) stopMirrors(ctx context.Context, v *vm, p *process) error {
-	sub := p.qmp.Subscribe("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED")
-	defer sub.Close()
-	jobs, err := p.qmp.QueryBlockJobs(ctx)
+func (m *outgoing) run(ctx context.Context) error {
+	st, err := m.p.qmp.QueryStatus(ctx)
 	if err != nil {
 		return err
 	}
-	waiting := map[string]bool{}
-	for _, j := range jobs {
-		if strings.HasPrefix(j.Device, "mirror-") {
-			if err := p.qmp.Execute(ctx, "block-job-cancel", qmp.Args{"device": j.Device}, nil); err != nil {
-				return err
+	m.running = st.Running
+	m.ticks = watchTicks(m.d.SerialLog(m.v.rec.Config.ID), true, m.d.clock.Now)
+	if m.ctl, err = dialControl(ctx, m.a, m.tlsDir); err != nil {
+		return err
+	}
+	active := map[string]string{}
+	for _, dr := range m.v.rec.Disks {
+		for _, l := range dr.Layers {
+			if l.ID == dr.Active {
+				active[dr.Name] = l.File
 			}
-			waiting[j.Device] = true
 		}
 	}
-	for len(waiting) > 0 {
-		ev, err := sub.Wait(ctx, nil)
-		if err != nil {
+	postcopy := m.opts.AllowPostCopy && !m.opts.NoEscalation
+	rep, err := m.ctl.call(ctlMsg{Op: "prepare", Key: m.a.key, PostCopy: postcopy, Disks: active}, time.Minute)
+	if err != nil {
+		return err
+	}
+	m.shared = rep.Disks
+	for name := range m.shared {
+		m.res.SharedDisks = append(m.res.SharedDisks, name)
+	}
+	if err := m.setup(ctx, postcopy); err != nil {
+		return err
+	}
+	m.report(hypervisor.MigrationProgress{Stage: hypervisor.MigrationStageDisks}, true)
+	if err := m.mirrorDisks(ctx); err != nil {
+		return err
+	}
+	m.awaitTick()
+	uri := "tcp:" + net.JoinHostPort(m.a.host, strconv.Itoa(m.a.mig))
+	if err := m.p.qmp.Execute(ctx, "migrate", qmp.Args{"uri": uri}, nil); err != nil {
+		return err
+	}
+	mi, err := m.transfer(ctx)
+	if err != nil {
+		return err
+	}
+	return m.switchover(ctx, mi)
+}
+
+// setup adds the TLS credentials and sets capabilities and parameters.
+func (m *outgoing) setup(ctx context.Context, postcopy bool) error {
+	q := m.p.qmp
+	caps := []qmp.Args{
+		{"capability": "events", "state": true}, // MIGRATION events end the wait at once
+		{"capability": "auto-converge", "state": !m.opts.NoEscalation},
+		{"capability": "postcopy-ram", "state": postcopy},
+	}
+	if err := q.Execute(ctx, "migrate-set-capabilities", qmp.Args{"capabilities": caps}, nil); err != nil {
+		return err
+	}
+	params := qmp.Args{
+		"downtime-limit": m.opts.DowntimeLimit.Milliseconds(),
+		"max-bandwidth":  m.opts.BandwidthBps,
+		"tls-creds":      "", "tls-hostname": "",
+	}
+	if !m.opts.NoEscalation { // auto-converge on, but inert until its stage
+		params["cpu-throttle-initial"], params["cpu-throttle-increment"], params["max-cpu-throttle"] = throttleInert, 1, throttleInert
+	}
+	if m.res.TLS {
+		if err := q.ObjectAdd(ctx, tlsObject(m.tlsDir, false)); err != nil && !qmp.IsClass(err, "GenericError") {
 			return err
 		}
-		var data struct {
-			Device string `json:"device"`
+		params["tls-creds"], params["tls-hostname"] = tlsClientObj, m.a.tlsName
+	}
+	return q.Execute(ctx, "migrate-set-parameters", params, nil)
+}
+
+// awaitTick waits (≤ 1.5 s) for one fresh TICK when the guest prints
+// them, so the guest gap has a stamped tick from before the switchover.
+func (m *outgoing) awaitTick() {
+	if len(guestTicksIn(m.d.SerialLog(m.v.rec.Config.ID))) > 0 {
+		m.ticks.waitTicks(1, 1500*time.Millisecond)
+	}
+}
+
+// migInfo is the part of query-migrate the converger reads.
+type migInfo struct {
+	Status           string `json:"status"`
+	TotalTime        int64  `json:"total-time"`
+	Downtime         int64  `json:"downtime"`
+	ExpectedDowntime int64  `json:"expected-downtime"`
+	ErrorDesc        string `json:"error-desc"`
+	Throttle         int    `json:"cpu-throttle-percentage"`
+	RAM              *struct {
+		Transferred int64   `json:"transferred"`
+		Remaining   int64   `json:"remaining"`
+		Total       int64   `json:"total"`
+		DirtyRate   int64   `json:"dirty-pages-rate"`
+		PageSize    int64   `json:"page-size"`
+		Mbps        float64 `json:"mbps"`
+		SyncCount   int64   `json:"dirty-sync-count"`
+	} `json:"ram"`
+}
+
+// transfer polls the migration, escalating as the converger says, until
+// the source is paused for the switchover (pre-copy completed, or
+// post-copy entered).
+func (m *outgoing) transfer(ctx context.Context) (migInfo, error) {
+	// A status change (completed: the guest is paused now) ends the poll
+	// interval at once; every 50 ms the converger gets a sample.
+	sub := m.p.qmp.Subscribe("MIGRATION")
+	defer sub.Close()
+	conv := newConverger(m.opts)
+	stage := hypervisor.MigrationStagePreCopy
+	m.res.Stage = stage
+	began := m.d.clock.Now()
+	note := "memory pre-copy"
+	for {
+		var mi migInfo
+		if err := m.p.qmp.Execute(ctx, "query-migrate", nil, &mi); err != nil {
+			return mi, err
 		}
-		ev.DecodeData(&data)
-		delete(waiting, data.Device)
+		switch mi.Status {
+		case "completed":
+			return mi, nil
+		case "failed", "cancelled":
+			return mi, fmt.Errorf("qemu: migration %s: %s", mi.Status, mi.ErrorDesc)
+		case "postcopy-active":
+			if st, err := m.p.qmp.QueryStatus(ctx); err == nil && !st.Running {
+				return mi, nil
+			}
+		case "postcopy-paused", "postcopy-recover":
+			return mi, fmt.Errorf("qemu: post-copy %s", mi.Status)
+		}
+		s := sampleOf(mi, m.d.clock.Now().Sub(began))
+		if mi.Status == "active" {
+			if dec, ok := conv.observe(s); ok {
+				if dec.fail {
+					return mi, fmt.Errorf("qemu: migration gave up: %s", dec.reason)
+				}
+				stage, note = dec.next, dec.reason
+				if err := m.escalate(ctx, stage); err != nil {
+					return mi, fmt.Errorf("qemu: escalating to %s: %w", stage, err)
+				}
+				m.res.Stage = stage
+				m.res.Notes = append(m.res.Notes, stage+": "+note)
+				m.d.log.Info("qemu: migration escalated", "vm", m.v.rec.Config.ID, "stage", stage, "why", note)
+			}
+		}
+		m.report(progressOf(mi, s, stage, note), note != "")
+		note = ""
+		if time.Since(m.ctl.at) > controlPing {
+			if _, err := m.ctl.call(ctlMsg{Op: "ping"}, time.Minute); err != nil {
+				return mi, err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return mi, fmt.Errorf("qemu: waiting for the migration: %w", ctx.Err())
+		case <-m.p.exited:
+			return mi, errors.New("qemu: the source QEMU exited")
+		case <-sub.C:
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	for _, dr := range v.rec.Disks {
-		p.qmp.BlockdevDel(ctx, "nbd-"+dr.deviceID())
+}
+
+func sampleOf(mi migInfo, elapsed time.Duration) migSample {
+	s := migSample{Elapsed: elapsed, Throttle: mi.Throttle}
+	if mi.RAM != nil {
+		s.Iteration, s.Remaining = mi.RAM.SyncCount, mi.RAM.Remaining
+		s.DirtyRate = mi.RAM.DirtyRate * max(mi.RAM.PageSize, 4096)
+		s.Bandwidth = int64(mi.RAM.Mbps * 1e6 / 8)
 	}
+	return s
+}
+
+func progressOf(mi migInfo, s migSample, stage, note string) hypervisor.MigrationProgress {
+	pr := hypervisor.MigrationProgress{Remaining: s.Remaining, DirtyRate: s.DirtyRate,
+		ExpectedDowntime: time.Duration(mi.ExpectedDowntime) * time.Millisecond, Stage: stage, Note: note,
+		Iteration: s.Iteration, Bandwidth: s.Bandwidth, Throttle: s.Throttle, Elapsed: s.Elapsed}
+	if mi.RAM != nil {
+		pr.Transferred, pr.Total = mi.RAM.Transferred, mi.RAM.Total
+	}
+	return pr
+}
+
+// escalate applies one escalation step.
+func (m *outgoing) escalate(ctx context.Context, stage string) error {
+	q := m.p.qmp
+	switch stage {
+	case hypervisor.MigrationStageBandwidth:
+		return q.Execute(ctx, "migrate-set-parameters", qmp.Args{"max-bandwidth": m.opts.MaxBandwidthBps}, nil)
+	case hypervisor.MigrationStageAutoConverge:
+		return q.Execute(ctx, "migrate-set-parameters", qmp.Args{"max-cpu-throttle": throttleMax,
+			"cpu-throttle-initial": throttleStart, "cpu-throttle-increment": throttleStep}, nil)
+	case hypervisor.MigrationStagePostCopy:
+		m.postcopy, m.res.PostCopy = true, true
+		return q.Execute(ctx, "migrate-start-postcopy", nil, nil)
+	}
+	return fmt.Errorf("qemu: unknown migration stage %q", stage)
+}
+
+// switchover runs with the source paused: mirrors stop (in sync), the
+// target resumes, and in post-copy the rest of memory is pulled.
+func (m *outgoing) switchover(ctx context.Context, mi migInfo) error {
+	m.report(hypervisor.MigrationProgress{Stage: hypervisor.MigrationStageSwitchover, Elapsed: m.d.clock.Now().Sub(m.start)}, true)
+	if err := m.stopMirrors(ctx); err != nil {
+		return err
+	}
+	m.doneSent = true
+	if _, err := m.ctl.call(ctlMsg{Op: "done"}, time.Minute); err != nil {
+		if strings.HasPrefix(err.Error(), "qemu: migration target:") {
+			m.doneSent = false // the target refused and dropped its copy: ours is safe to resume
+		}
+		return err
+	}
+	m.res.Total = m.d.clock.Now().Sub(m.start)
+	if m.postcopy {
+		var err error
+		if mi, err = m.finishPostCopy(ctx); err != nil {
+			return err
+		}
+	}
+	if mi.TotalTime == 0 { // "completed" is set a moment before the times
+		mi = m.finalInfo(ctx, mi)
+	}
+	m.res.Downtime = time.Duration(mi.Downtime) * time.Millisecond
+	if mi.RAM != nil {
+		m.res.RAMBytes = mi.RAM.Transferred
+	}
+	m.res.Bytes = m.res.RAMBytes + m.res.DiskBytes
 	return nil
 }
 
-// abortMigration puts the source back as it was and tells the target to
-// drop its copy.
-func (d *Driver) abortMigration(v *vm, p *process, a migAddr) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if p.hasExited() {
-		control(ctx, a, "abort")
+// finalInfo re-reads query-migrate (≤ 1 s) until QEMU has filled in the
+// times of the completed migration: it sets the status first.
+func (m *outgoing) finalInfo(ctx context.Context, mi migInfo) migInfo {
+	for i := 0; i < 200 && mi.TotalTime == 0; i++ {
+		time.Sleep(5 * time.Millisecond)
+		var again migInfo
+		if m.p.qmp.Execute(ctx, "query-migrate", nil, &again) != nil {
+			break
+		}
+		mi = again
+	}
+	return mi
+}
+
+// finishPostCopy waits until the target has pulled all memory.
+func (m *outgoing) finishPostCopy(ctx context.Context) (migInfo, error) {
+	for {
+		var mi migInfo
+		if err := m.p.qmp.Execute(ctx, "query-migrate", nil, &mi); err != nil {
+			return mi, err
+		}
+		switch mi.Status {
+		case "completed":
+			m.res.Total = m.d.clock.Now().Sub(m.start)
+			return mi, nil
+		case "failed", "cancelled", "postcopy-paused":
+			return mi, fmt.Errorf("qemu: post-copy %s: %s (the guest is lost)", mi.Status, mi.ErrorDesc)
+		}
+		m.report(progressOf(mi, sampleOf(mi, m.d.clock.Now().Sub(m.start)), hypervisor.MigrationStagePostCopy, ""), false)
+		select {
+		case <-ctx.Done():
+			return mi, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// report passes progress on, at most every 250ms unless forced.
+func (m *outgoing) report(pr hypervisor.MigrationProgress, force bool) {
+	if m.progress == nil {
 		return
 	}
-	p.qmp.Execute(ctx, "migrate_cancel", nil, nil)
-	d.stopMirrors(ctx, v, p)
-	if st, err := p.qmp.QueryStatus(ctx); err == nil && (st.Status == "postmigrate" || st.Status == "finish-migrate") {
-		p.qmp.Cont(ctx)
+	now := m.d.clock.Now()
+	if !force && now.Sub(m.lastRep) < 250*time.Millisecond {
+		return
 	}
-	control(ctx, a, "abort")
+	m.lastRep = now
+	if pr.Elapsed == 0 {
+		pr.Elapsed = now.Sub(m.start)
+	}
+	m.progress(pr)
 }
 
-// control sends one command on the target's control port and waits for
-// its answer.
-func control(ctx context.Context, a migAddr, cmd string) error {
-	var dl net.Dialer
-	conn, err := dl.DialContext(ctx, "tcp", net.JoinHostPort(a.host, strconv.Itoa(a.ctrl)))
+// guestGap asks the target for the ticks it saw after the resume and
+// combines them with ours (target clock corrected by one round trip).
+func (m *outgoing) guestGap() {
+	src := m.ticks.Stop()
+	if len(src) == 0 || m.ctl == nil {
+		return
+	}
+	t0 := m.d.clock.Now()
+	tr, err := m.ctl.call(ctlMsg{Op: "time"}, 10*time.Second)
 	if err != nil {
-		return fmt.Errorf("qemu: migration control: %w", err)
+		return
 	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	} else {
-		conn.SetDeadline(time.Now().Add(2 * time.Minute))
-	}
-	if _, err := fmt.Fprintf(conn, "%s\n", cmd); err != nil {
-		return fmt.Errorf("qemu: migration control: %w", err)
-	}
-	line, err := bufio.NewReader(conn).ReadString('\n')
+	t1 := m.d.clock.Now()
+	offset := time.Unix(0, tr.Now).Sub(t0.Add(t1.Sub(t0) / 2))
+	rep, err := m.ctl.call(ctlMsg{Op: "ticks", Want: 3}, 10*time.Second)
 	if err != nil {
-		return fmt.Errorf("qemu: migration control: %w", err)
+		return
 	}
-	if line = strings.TrimSpace(line); line != "ok" {
-		return fmt.Errorf("qemu: migration target: %s", line)
+	all := src
+	for _, t := range rep.Ticks {
+		t.At = t.At.Add(-offset)
+		all = append(all, t)
 	}
-	return nil
+	m.res.GuestGap = GuestGap(all)
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", migrateHost+":0")
-	if err != nil {
-		return 0, fmt.Errorf("qemu: %w", err)
+// abort puts the source back after a failure before the switchover and
+// tells the target to drop its copy.
+func (m *outgoing) abort() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if m.ticks != nil {
+		m.ticks.Stop()
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	p := m.p
+	if !p.hasExited() {
+		q := p.qmp
+		q.Execute(ctx, "migrate_cancel", nil, nil)
+		for i := 0; i < 100; i++ { // until QEMU has left the active states
+			var mi migInfo
+			if q.Execute(ctx, "query-migrate", nil, &mi) != nil || !migrationBusy(mi.Status) {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		m.stopMirrors(ctx)
+		caps := []qmp.Args{{"capability": "auto-converge", "state": false}, {"capability": "postcopy-ram", "state": false}}
+		q.Execute(ctx, "migrate-set-capabilities", qmp.Args{"capabilities": caps}, nil)
+		q.Execute(ctx, "migrate-set-parameters", qmp.Args{"tls-creds": "", "tls-hostname": "", "max-cpu-throttle": throttleMax}, nil)
+		q.ObjectDel(ctx, tlsClientObj)
+		if st, err := q.QueryStatus(ctx); err == nil && !st.Running && m.running {
+			if err := q.Cont(ctx); err != nil {
+				m.d.log.Warn("qemu: resuming the source after a failed migration", "vm", m.v.rec.Config.ID, "err", err)
+			}
+		}
+	}
+	if m.ctl != nil {
+		m.ctl.call(ctlMsg{Op: "abort"}, 30*time.Second)
+		m.ctl.close()
+	}
+}
+
+// migrationBusy reports a query-migrate status of a migration still going.
+func migrationBusy(status string) bool {
+	switch status {
+	case "setup", "active", "device", "pre-switchover", "cancelling", "wait-unplug":
+		return true
+	}
+	return false
 }

@@ -26,6 +26,11 @@ type vm struct {
 	proc      *process // the live QEMU, nil when none
 	committed atomic.Int64
 	deleted   bool
+	// info and stats are the last answers of List and Stats, served while
+	// an operation (a slow Stop) holds mu, so that the agent's converge
+	// and heartbeat never wait behind one VM.
+	info  atomic.Pointer[hypervisor.Info]
+	stats atomic.Pointer[hypervisor.Stats]
 }
 
 // process is a live QEMU: our child, or one adopted from an earlier

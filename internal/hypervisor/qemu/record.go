@@ -94,8 +94,12 @@ type runRec struct {
 	MaxMemory  int64     `json:"maxMemory"`
 	MemSlots   int       `json:"memSlots"`
 	HotCPUs    []string  `json:"hotCpus,omitempty"` // device ids of hot-added vCPUs
-	DIMMs      []dimmRec `json:"dimms,omitempty"`
-	Cmdline    []string  `json:"cmdline"`
+	// Ports are the boot's hot-plug ports; DiskPorts maps a disk device id
+	// to the port it sits on.
+	Ports     []string          `json:"ports,omitempty"`
+	DiskPorts map[string]string `json:"diskPorts,omitempty"`
+	DIMMs     []dimmRec         `json:"dimms,omitempty"`
+	Cmdline   []string          `json:"cmdline"`
 }
 
 type dimmRec struct {

@@ -26,12 +26,36 @@ const clockTick = 100
 // (all threads, from /proc), its resident memory, disk bytes from
 // query-blockstats and network bytes from its taps (zero under user-mode
 // networking). A stopped VM reports zeros.
+//
+// While an operation holds the VM (a slow Stop), the last sample is
+// returned instead of waiting.
 func (d *Driver) Stats(ctx context.Context, id string) (hypervisor.Stats, error) {
-	v, err := d.lock(id)
+	v, err := d.get(id)
 	if err != nil {
 		return hypervisor.Stats{}, err
 	}
+	if !v.mu.TryLock() {
+		if s := v.stats.Load(); s != nil {
+			return *s, nil
+		}
+		return hypervisor.Stats{At: d.clock.Now()}, nil
+	}
 	defer v.mu.Unlock()
+	if v.deleted {
+		return hypervisor.Stats{}, fmt.Errorf("qemu: %s: %w", id, hypervisor.ErrNotFound)
+	}
+	if v.proc != nil && v.proc.hasExited() {
+		d.reapLocked(v, v.proc)
+	}
+	s, err := d.statsLocked(ctx, v)
+	if err == nil {
+		v.stats.Store(&s)
+	}
+	return s, err
+}
+
+func (d *Driver) statsLocked(ctx context.Context, v *vm) (hypervisor.Stats, error) {
+	id := v.rec.Config.ID
 	s := hypervisor.Stats{At: d.clock.Now()}
 	p := v.proc
 	if p == nil {

@@ -127,6 +127,10 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 		if err := h.wait(ctx, h.cfg.MigrateDelay/4); err != nil {
 			return hypervisor.MigrationResult{}, err
 		}
+		if !r.waiting(addr, id) {
+			// the target process went away (deleted, crashed)
+			return hypervisor.MigrationResult{}, fmt.Errorf("sim: migrate out %s: the target at %q went away mid-transfer", id, addr)
+		}
 		if progress != nil {
 			done := total * int64(i) / 4
 			progress(hypervisor.MigrationProgress{Transferred: done, Remaining: total - done, Total: total})
@@ -137,6 +141,14 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 
 func (d *Driver) finishMigration(id, addr string, in incoming, opts hypervisor.MigrateOptions, total int64) (hypervisor.MigrationResult, error) {
 	h, r := d.h, d.h.cfg.Registry
+	// The target must still wait for the VM (not deleted meanwhile).
+	t := in.host
+	t.mu.Lock()
+	tv, ok := t.vms[id]
+	t.mu.Unlock()
+	if !ok || !tv.Incoming || !r.waiting(addr, id) {
+		return hypervisor.MigrationResult{}, fmt.Errorf("sim: migrate out %s: the target at %q went away mid-transfer", id, addr)
+	}
 	h.mu.Lock()
 	v, err := h.getLocked("migrate out", id)
 	if err != nil {
@@ -153,7 +165,6 @@ func (d *Driver) finishMigration(id, addr string, in incoming, opts hypervisor.M
 	delete(r.incoming, addr)
 	r.mu.Unlock()
 
-	t := in.host
 	t.mu.Lock()
 	now := t.cfg.Clock.Now()
 	state := moved.State
@@ -180,4 +191,12 @@ func (d *Driver) finishMigration(id, addr string, in incoming, opts hypervisor.M
 		dur = downtime
 	}
 	return hypervisor.MigrationResult{Total: dur, Downtime: downtime, Bytes: total}, saveErr
+}
+
+// waiting reports whether a target still waits at addr for id.
+func (r *Registry) waiting(addr, id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	in, ok := r.incoming[addr]
+	return ok && in.id == id
 }

@@ -1,0 +1,439 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/client"
+	"github.com/vpool/vpool/internal/model"
+)
+
+// addMigrationCommands adds `vm migrate`, `host drain`, `host undrain` and
+// the `migration` noun to root.
+func (a *app) addMigrationCommands(root *cobra.Command) {
+	for _, c := range root.Commands() {
+		switch c.Name() {
+		case "vm":
+			c.AddCommand(a.vmMigrateCmd())
+		case "host":
+			c.AddCommand(a.hostDrainCmd(), a.hostUndrainCmd())
+		}
+	}
+	root.AddCommand(group("migration", "List, show and cancel VM migrations",
+		a.migrationListCmd(), a.migrationShowCmd(), a.migrationCancelCmd()))
+}
+
+func (a *app) vmMigrateCmd() *cobra.Command {
+	var to string
+	var wait, postCopy, dryRun bool
+	var downtime, timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "migrate NAME",
+		Short: "Move a VM to another host: live when it runs, cold when it is stopped",
+		Long: `Move a VM to another host. A running VM moves live (memory streams from
+host to host while it runs; the pause at switch-over is bounded by the
+downtime limit, default 300ms or the VM's spec.migration); a stopped VM
+moves cold. Without --to the scheduler picks the target among the other
+hosts with the usual placement rules. Pre-checks refuse, before anything
+is touched, a target without room, outside the VM's placement rules, not
+ready, missing the VM's networks or running an incompatible hypervisor.
+With --wait a progress bar on stderr shows the phase, bytes sent and
+left, the dirty rate, the expected downtime and the ETA.`,
+		Args: exactArgs(1, "one VM name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := a.format(); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			req := api.MigrationRequest{VM: args[0], To: to, DryRun: dryRun}
+			if cmd.Flags().Changed("downtime-limit") {
+				ms := int(downtime / time.Millisecond)
+				req.DowntimeLimitMs = &ms
+			}
+			if cmd.Flags().Changed("post-copy") {
+				req.AllowPostCopy = &postCopy
+			}
+			m, err := c.MigrateVM(cmd.Context(), a.cfg.Project, req)
+			if err != nil {
+				return err
+			}
+			if dryRun {
+				return a.print(cmd, m, func(w io.Writer) {
+					fmt.Fprintf(w, "vm %s would move %s from %s to %s\n", m.VM, m.Mode, m.Source, m.Target)
+				})
+			}
+			if !wait {
+				return a.print(cmd, m, func(w io.Writer) {
+					fmt.Fprintf(w, "migration %s: vm %s moving %s from %s to %s\n", m.Name, m.VM, m.Mode, m.Source, m.Target)
+				})
+			}
+			return a.waitMigration(cmd, c, m.Name, timeout)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&to, "to", "", "target host (default: the scheduler picks)")
+	f.BoolVar(&wait, "wait", false, "wait until the migration ends, with a progress bar on stderr")
+	f.DurationVar(&timeout, "timeout", 30*time.Minute, "how long --wait waits")
+	f.DurationVar(&downtime, "downtime-limit", 0, "longest pause at switch-over, e.g. 100ms (default: the VM's or 300ms)")
+	f.BoolVar(&postCopy, "post-copy", false, "allow post-copy when pre-copy does not converge")
+	f.BoolVar(&dryRun, "dry-run", false, "run the pre-checks and show the plan; change nothing")
+	return cmd
+}
+
+// waitMigration follows a migration to its end, drawing progress on
+// stderr, and fails unless it completed.
+func (a *app) waitMigration(cmd *cobra.Command, c *client.Client, id string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+	defer cancel()
+	bar := &migrationBar{w: errw(cmd)}
+	m, err := c.WaitMigration(ctx, id, bar.draw)
+	bar.done()
+	if err != nil {
+		return fmt.Errorf("waiting for migration %s: %w", id, err)
+	}
+	if perr := a.print(cmd, m, func(w io.Writer) { fmt.Fprintln(w, migrationSummary(m)) }); perr != nil {
+		return perr
+	}
+	if m.Phase != model.MigrationCompleted {
+		return fmt.Errorf("migration %s %s: %s", m.Name, m.Phase, orDash(m.Reason))
+	}
+	return nil
+}
+
+// migrationSummary is one line saying how a migration ended.
+func migrationSummary(m *model.Migration) string {
+	s := fmt.Sprintf("migration %s: vm %s %s on %s", m.Name, m.VM, m.Phase, m.Source)
+	if m.Phase == model.MigrationCompleted {
+		s = fmt.Sprintf("migration %s: vm %s moved %s from %s to %s", m.Name, m.VM, m.Mode, m.Source, m.Target)
+		if r := m.Result; r != nil && m.Mode == model.MigrationLive {
+			s += fmt.Sprintf(" (total %dms, downtime %dms, %s sent)", r.TotalMs, r.DowntimeMs, model.Bytes(r.BytesSent))
+		}
+	} else if m.Reason != "" {
+		s += ": " + m.Reason
+	}
+	return s
+}
+
+// migrationBar draws a migration's progress on one terminal line.
+type migrationBar struct {
+	w     io.Writer
+	drawn bool
+}
+
+func (p *migrationBar) draw(m *model.Migration) {
+	fmt.Fprintf(p.w, "\r%s\x1b[K", migrationProgressLine(m))
+	p.drawn = true
+}
+
+func (p *migrationBar) done() {
+	if p.drawn {
+		fmt.Fprintln(p.w)
+	}
+}
+
+// migrationProgressLine renders phase, a bar, bytes sent and left, dirty rate,
+// expected downtime and ETA.
+func migrationProgressLine(m *model.Migration) string {
+	pr := m.Progress
+	const width = 24
+	frac := 0.0
+	if pr.BytesTotal > 0 {
+		frac = float64(pr.BytesSent) / float64(pr.BytesTotal)
+	}
+	if m.Phase == model.MigrationCompleted || m.Phase == model.MigrationSwitchingOver {
+		frac = 1
+	}
+	frac = min(max(frac, 0), 1)
+	n := int(frac * width)
+	bar := "[" + strings.Repeat("=", n) + strings.Repeat(" ", width-n) + "]"
+	return fmt.Sprintf("%-16s %s %3.0f%%  sent %s  left %s  dirty %s/s  downtime ~%dms  eta %s",
+		m.Phase, bar, frac*100, model.Bytes(pr.BytesSent), model.Bytes(pr.BytesLeft), model.Bytes(pr.DirtyRate),
+		pr.ExpectedDowntimeMs, eta(pr.ETASeconds))
+}
+
+func eta(s float64) string {
+	if s <= 0 {
+		return "-"
+	}
+	return (time.Duration(s*float64(time.Second)) / time.Second * time.Second).String()
+}
+
+func (a *app) migrationListCmd() *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List migrations, newest first",
+		Args:    exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := a.format(); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			ms, err := c.ListMigrations(cmd.Context(), a.cfg.Project, all)
+			if err != nil {
+				return err
+			}
+			if ms == nil {
+				ms = []model.Migration{}
+			}
+			return a.print(cmd, ms, func(w io.Writer) { a.migrationTable(w, ms) })
+		},
+	}
+	cmd.Flags().BoolVarP(&all, "all-projects", "A", false, "every project's migrations (admin)")
+	return cmd
+}
+
+func (a *app) migrationTable(w io.Writer, ms []model.Migration) {
+	now := a.env.now()
+	row(w, "ID", "VM", "MODE", "FROM", "TO", "PHASE", "PROGRESS", "DOWNTIME", "AGE")
+	for i := range ms {
+		m := &ms[i]
+		prog, down := "-", "-"
+		if t := m.Progress.BytesTotal; t > 0 {
+			prog = fmt.Sprintf("%.0f%%", 100*float64(m.Progress.BytesSent)/float64(t))
+		}
+		if m.Result != nil && m.Mode == model.MigrationLive {
+			down = fmt.Sprintf("%dms", m.Result.DowntimeMs)
+		}
+		row(w, m.Name, m.Project+"/"+m.VM, m.Mode, m.Source, m.Target, m.Phase, prog, down, age(now, m.CreatedAt))
+	}
+}
+
+func (a *app) migrationShowCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "show ID",
+		Aliases: []string{"get", "describe"},
+		Short:   "Show a migration with its progress and result",
+		Args:    exactArgs(1, "one migration id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := a.format(); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			m, err := c.GetMigration(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return a.print(cmd, m, func(w io.Writer) { a.describeMigration(w, m) })
+		},
+	}
+}
+
+func (a *app) describeMigration(w io.Writer, m *model.Migration) {
+	now := a.env.now()
+	field(w, "ID", m.Name)
+	field(w, "VM", m.Project+"/"+m.VM)
+	field(w, "Mode", m.Mode)
+	field(w, "From", m.Source)
+	field(w, "To", m.Target)
+	field(w, "Phase", m.Phase)
+	field(w, "Reason", m.Reason)
+	field(w, "Drain of", m.Drain)
+	field(w, "Downtime limit", fmt.Sprintf("%dms", m.Options.DowntimeLimitMs))
+	if m.Options.AllowPostCopy {
+		field(w, "Post-copy", "allowed")
+	}
+	if m.Progress.BytesTotal > 0 {
+		field(w, "Progress", migrationProgressLine(m))
+	}
+	if r := m.Result; r != nil {
+		field(w, "Total", fmt.Sprintf("%dms (wall %dms)", r.TotalMs, r.WallMs))
+		field(w, "Downtime", fmt.Sprintf("%dms", r.DowntimeMs))
+		field(w, "Bytes sent", model.Bytes(r.BytesSent))
+		if r.GuestGapMs > 0 {
+			field(w, "Guest gap", fmt.Sprintf("%dms", r.GuestGapMs))
+		}
+	}
+	field(w, "Created", stamp(now, m.CreatedAt))
+	if m.FinishedAt != nil {
+		field(w, "Finished", stamp(now, *m.FinishedAt))
+	}
+	if m.Phase.Final() {
+		cleaned := "yes"
+		if (m.Phase == model.MigrationCompleted && !m.SourceCleaned) || (m.Phase != model.MigrationCompleted && !m.TargetCleaned) {
+			cleaned = "pending"
+		}
+		field(w, "Leftovers cleaned", cleaned)
+	}
+}
+
+func (a *app) migrationCancelCmd() *cobra.Command {
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a migration; a transfer under way is aborted and the VM stays where it was",
+		Args:  exactArgs(1, "one migration id"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := a.format(); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			m, err := c.CancelMigration(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if wait {
+				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+				defer cancel()
+				if m, err = c.WaitMigration(ctx, m.Name, nil); err != nil {
+					return err
+				}
+			}
+			return a.print(cmd, m, func(w io.Writer) {
+				if wait {
+					fmt.Fprintln(w, migrationSummary(m))
+					return
+				}
+				fmt.Fprintf(w, "migration %s: cancel requested\n", m.Name)
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the migration ends")
+	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long --wait waits")
+	return cmd
+}
+
+func (a *app) hostDrainCmd() *cobra.Command {
+	var maxConc int
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "drain HOST",
+		Short: "Put a host in maintenance and move every VM away",
+		Long: `Put a host in maintenance and move every VM away: running VMs live,
+stopped VMs cold, each to the host the scheduler picks with the VM's
+placement rules, at most --max-concurrent at a time. VMs that cannot
+move are listed with the reason; the drain keeps trying them as
+capacity frees up. 'vpool host undrain HOST' ends it.`,
+		Args: exactArgs(1, "one host name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := a.format(); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			res, err := c.DrainHost(cmd.Context(), args[0], maxConc)
+			if err != nil {
+				return err
+			}
+			if err := a.print(cmd, res, func(w io.Writer) { drainTable(w, res) }); err != nil {
+				return err
+			}
+			if !wait {
+				return nil
+			}
+			return a.waitDrain(cmd, c, args[0], timeout)
+		},
+	}
+	cmd.Flags().IntVar(&maxConc, "max-concurrent", model.DefaultDrainConcurrency, "migrations at once from this host")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until no VM is left on the host (or only VMs that cannot move)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "how long --wait waits")
+	return cmd
+}
+
+func drainTable(w io.Writer, res *api.DrainResponse) {
+	fmt.Fprintf(w, "host %s: maintenance, draining (at most %d migrations at once)\n", res.Host.Name, maxConcurrent(&res.Host))
+	if len(res.Movable) > 0 {
+		row(w, "VM", "MODE", "TARGET")
+		for _, it := range res.Movable {
+			row(w, it.VM, it.Mode, it.Target)
+		}
+	}
+	if len(res.Blocked) > 0 {
+		fmt.Fprintf(w, "%d VMs cannot move:\n", len(res.Blocked))
+		for _, it := range res.Blocked {
+			row(w, "  "+it.VM, it.Reason)
+		}
+	}
+}
+
+func maxConcurrent(h *model.Host) int {
+	if h.Drain != nil && h.Drain.MaxConcurrent > 0 {
+		return h.Drain.MaxConcurrent
+	}
+	return model.DefaultDrainConcurrency
+}
+
+// waitDrain polls the host until the drain is done or nothing but
+// blocked VMs remains with no migration under way.
+func (a *app) waitDrain(cmd *cobra.Command, c *client.Client, host string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+	defer cancel()
+	for {
+		h, err := c.GetHost(ctx, host)
+		if err != nil {
+			return err
+		}
+		if h.Drain == nil {
+			return fmt.Errorf("host %s: the drain was ended", host)
+		}
+		if h.Drain.Done {
+			fmt.Fprintf(errw(cmd), "host %s drained\n", host)
+			return nil
+		}
+		ms, err := c.ListMigrations(ctx, "", true)
+		if err != nil {
+			return err
+		}
+		active := 0
+		for _, m := range ms {
+			if m.Drain == host && !m.Phase.Final() {
+				active++
+			}
+		}
+		if active == 0 && h.VMs > 0 && len(h.Drain.Blocked) >= h.VMs {
+			return fmt.Errorf("host %s: %d VMs cannot move", host, len(h.Drain.Blocked))
+		}
+		fmt.Fprintf(errw(cmd), "\rhost %s: %d VMs left, %d migrating, %d blocked\x1b[K", host, h.VMs, active, len(h.Drain.Blocked))
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(errw(cmd))
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (a *app) hostUndrainCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "undrain HOST",
+		Short: "End a host's maintenance and its drain",
+		Args:  exactArgs(1, "one host name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := a.format(); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			h, err := c.UndrainHost(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return a.print(cmd, h, func(w io.Writer) { fmt.Fprintf(w, "host %s: %s\n", h.Name, hostState(h)) })
+		},
+	}
+}

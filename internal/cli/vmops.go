@@ -1,0 +1,393 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/client"
+	"github.com/vpool/vpool/internal/model"
+)
+
+// addVMOpCommands adds `snapshot` and, under `vm`, `console` and `disk`.
+func (a *app) addVMOpCommands(root *cobra.Command) {
+	root.AddCommand(a.snapshotCmd())
+	for _, c := range root.Commands() {
+		if c.Name() == "vm" {
+			c.AddCommand(a.vmConsoleCmd(), group("disk", "Hot-plug and unplug extra disks of a VM", a.diskAddCmd(), a.diskRemoveCmd()))
+		}
+	}
+}
+
+func (a *app) snapshotCmd() *cobra.Command {
+	return group("snapshot", "Create, list, revert and delete snapshots of a VM",
+		a.snapshotCreateCmd(), a.snapshotListCmd(), a.snapshotRevertCmd(), a.snapshotDeleteCmd())
+}
+
+func (a *app) snapshotTable(w io.Writer, items []model.Snapshot) {
+	now := a.env.now()
+	row(w, "NAME", "VM", "PHASE", "MEMORY", "HOST", "AGE", "ERROR")
+	for _, s := range items {
+		mem := "no"
+		if s.Memory {
+			mem = "yes"
+		}
+		row(w, s.Name, s.VM, s.Phase, mem, orDash(s.Host), age(now, s.CreatedAt), orDash(s.Error))
+	}
+}
+
+// waitSnap waits (unless noWait) until the snapshot leaves phase busy.
+func (a *app) waitSnap(cmd *cobra.Command, c *client.Client, vm string, s *model.Snapshot, busy model.SnapshotPhase, noWait bool, timeout time.Duration) (*model.Snapshot, error) {
+	if noWait || s == nil {
+		return s, nil
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+	defer cancel()
+	out, err := c.WaitSnapshot(ctx, a.cfg.Project, vm, s.Name, busy)
+	if errors.Is(err, client.ErrSnapshotFailed) {
+		return out, fmt.Errorf("snapshot %s of %s: %s", s.Name, vm, out.Error)
+	}
+	return out, err
+}
+
+func (a *app) snapshotCreateCmd() *cobra.Command {
+	var memory, noWait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "create VM NAME",
+		Short: "Snapshot a VM's disks (crash-consistent), with --memory its running state too",
+		Example: `  vpool snapshot create web1 before-upgrade
+  vpool snapshot create web1 warm --memory`,
+		Args: exactArgs(2, "a VM name and a snapshot name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := a.format(); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			s, err := c.CreateSnapshot(cmd.Context(), a.cfg.Project, args[0], api.SnapshotCreateRequest{Name: args[1], Memory: memory})
+			if err != nil {
+				return err
+			}
+			if s, err = a.waitSnap(cmd, c, args[0], s, model.SnapshotPending, noWait, timeout); err != nil {
+				return err
+			}
+			return a.print(cmd, s, func(w io.Writer) { a.snapshotTable(w, []model.Snapshot{*s}) })
+		},
+	}
+	cmd.Flags().BoolVar(&memory, "memory", false, "keep the running state too (the VM must run); a revert resumes it")
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the snapshot is asked for")
+	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long to wait")
+	return cmd
+}
+
+func (a *app) snapshotListCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list VM",
+		Short: "List a VM's snapshots",
+		Args:  exactArgs(1, "one VM name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := a.format(); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			items, err := c.ListSnapshots(cmd.Context(), a.cfg.Project, args[0])
+			if err != nil {
+				return err
+			}
+			return a.print(cmd, items, func(w io.Writer) { a.snapshotTable(w, items) })
+		},
+	}
+}
+
+func (a *app) snapshotRevertCmd() *cobra.Command {
+	var noWait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "revert VM NAME",
+		Short: "Revert a VM to a snapshot (what it wrote since is lost)",
+		Args:  exactArgs(2, "a VM name and a snapshot name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			s, err := c.RevertSnapshot(cmd.Context(), a.cfg.Project, args[0], args[1])
+			if err != nil {
+				return err
+			}
+			if _, err := a.waitSnap(cmd, c, args[0], s, model.SnapshotReverting, noWait, timeout); err != nil {
+				return err
+			}
+			fmt.Fprintf(outw(cmd), "VM %s reverted to snapshot %s\n", args[0], args[1])
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the revert is asked for")
+	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long to wait")
+	return cmd
+}
+
+func (a *app) snapshotDeleteCmd() *cobra.Command {
+	var noWait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "delete VM NAME",
+		Short: "Delete a snapshot",
+		Args:  exactArgs(2, "a VM name and a snapshot name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			if err := c.DeleteSnapshot(cmd.Context(), a.cfg.Project, args[0], args[1]); err != nil {
+				return err
+			}
+			if _, err := a.waitSnap(cmd, c, args[0], &model.Snapshot{Meta: model.Meta{Name: args[1]}}, model.SnapshotDeleting, noWait, timeout); err != nil {
+				return err
+			}
+			fmt.Fprintf(outw(cmd), "snapshot %s of %s deleted\n", args[1], args[0])
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the deletion is asked for")
+	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long to wait")
+	return cmd
+}
+
+// --- disks ---
+
+func (a *app) diskAddCmd() *cobra.Command {
+	var size, name, pool, tier string
+	var encrypted bool
+	cmd := &cobra.Command{
+		Use:     "add VM",
+		Short:   "Add an empty disk to a VM (hot-plugged when it runs)",
+		Example: `  vpool vm disk add web1 --size 10GiB --name data`,
+		Args:    exactArgs(1, "one VM name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sz, ok, err := sizeFlag(cmd, "size")
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return usagef("vm disk add: --size is required (e.g. --size 10GiB)")
+			}
+			if _, err := a.format(); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			vm, err := c.AddDisk(cmd.Context(), a.cfg.Project, args[0], api.DiskAddRequest{Name: name, Size: sz, Pool: pool, Tier: tier, Encrypted: encrypted})
+			if err != nil {
+				return err
+			}
+			return a.print(cmd, vm, func(w io.Writer) { a.diskTable(w, vm) })
+		},
+	}
+	cmd.Flags().StringVar(&size, "size", "", "disk size, with a unit")
+	cmd.Flags().StringVar(&name, "name", "", "disk name (default disk<N>)")
+	cmd.Flags().StringVar(&pool, "pool", "", "storage pool")
+	cmd.Flags().StringVar(&tier, "tier", "", "storage tier")
+	cmd.Flags().BoolVar(&encrypted, "encrypted", false, "LUKS-encrypt the disk")
+	return cmd
+}
+
+func (a *app) diskRemoveCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove VM DISK",
+		Short: "Unplug a disk from a VM and delete it",
+		Args:  exactArgs(2, "a VM name and a disk name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := a.format(); err != nil {
+				return err
+			}
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			vm, err := c.RemoveDisk(cmd.Context(), a.cfg.Project, args[0], args[1])
+			if err != nil {
+				return err
+			}
+			return a.print(cmd, vm, func(w io.Writer) { a.diskTable(w, vm) })
+		},
+	}
+}
+
+func (a *app) diskTable(w io.Writer, vm *model.VM) {
+	row(w, "VM", "DISK", "SIZE", "POOL", "TIER", "ENCRYPTED")
+	for _, d := range vm.Spec.Disks {
+		row(w, vm.Name, d.Name, d.Size, orDash(d.Pool), orDash(d.Tier), d.Encrypted)
+	}
+}
+
+// --- console ---
+
+func (a *app) vmConsoleCmd() *cobra.Command {
+	var showLog bool
+	var tail string
+	cmd := &cobra.Command{
+		Use:   "console NAME",
+		Short: "Attach to a VM's serial console (Ctrl-] or end of input detaches), or print its log",
+		Example: `  vpool vm console web1
+  vpool vm console web1 --log`,
+		Args: exactArgs(1, "one VM name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			if showLog {
+				n := 0
+				if sz, ok, err := sizeFlag(cmd, "tail"); err != nil {
+					return err
+				} else if ok {
+					n = int(sz)
+				}
+				l, err := c.ConsoleLog(cmd.Context(), a.cfg.Project, args[0], n)
+				if err != nil {
+					return err
+				}
+				_, err = io.WriteString(outw(cmd), l.Log)
+				return err
+			}
+			conn, err := c.Console(cmd.Context(), a.cfg.Project, args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(errw(cmd), "attached to the console of %s (Ctrl-] to detach)\n", args[0])
+			return attach(cmd.Context(), conn, cmd.InOrStdin(), outw(cmd))
+		},
+	}
+	cmd.Flags().BoolVar(&showLog, "log", false, "print the console log of the current boot and exit")
+	cmd.Flags().StringVar(&tail, "tail", "", "with --log: at most this much of the end (e.g. 16KiB)")
+	return cmd
+}
+
+// detachKey (Ctrl-]) ends an interactive console session.
+const detachKey = 0x1d
+
+// attach copies in to conn and conn to out until conn ends, in ends, or
+// the detach key is typed.
+func attach(ctx context.Context, conn io.ReadWriteCloser, in io.Reader, out io.Writer) error {
+	defer conn.Close()
+	done := make(chan error, 2)
+	go func() {
+		_, err := io.Copy(out, conn)
+		done <- err
+	}()
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := in.Read(buf)
+			for i := 0; i < n; i++ {
+				if buf[i] == detachKey {
+					n = i
+					err = io.EOF
+				}
+			}
+			if n > 0 {
+				if _, werr := conn.Write(buf[:n]); werr != nil {
+					done <- werr
+					return
+				}
+			}
+			if err != nil {
+				// Give the guest a moment to answer what was typed last.
+				time.Sleep(500 * time.Millisecond)
+				done <- nil
+				return
+			}
+		}
+	}()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-done:
+		if err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
+			return fmt.Errorf("console: %w", err)
+		}
+		return nil
+	}
+}
+
+// awaitResize waits for the host's answer to a resize of a placed VM: a
+// change that needs a restart is refused (the VM keeps its size) unless
+// --restart was given.
+func (a *app) awaitResize(cmd *cobra.Command, c *client.Client, vm *model.VM) (*model.VM, error) {
+	op := vm.Status.Resize
+	if op == nil || op.Phase != model.ResizePending {
+		return vm, nil
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), defaultTimeout)
+	defer cancel()
+	out, err := c.WaitVM(ctx, a.cfg.Project, vm.Name, func(v *model.VM) bool {
+		return v == nil || v.Status.Resize == nil || v.Status.Resize.ID != op.ID || v.Status.Resize.Phase != model.ResizePending
+	}, nil)
+	if err != nil {
+		return vm, err
+	}
+	if out == nil {
+		return vm, fmt.Errorf("vm resize: VM %s went away", vm.Name)
+	}
+	if r := out.Status.Resize; r != nil && r.ID == op.ID && r.Phase == model.ResizeRefused {
+		return out, fmt.Errorf("vm resize: %s", r.Message)
+	}
+	return out, nil
+}
+
+// cloudInitOpts are the `vm create` flags of the cloud-init NoCloud seed.
+type cloudInitOpts struct {
+	hostname string
+	sshKeys  []string // files
+	userData string   // file
+}
+
+func (o *cloudInitOpts) flags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&o.hostname, "hostname", "", "cloud-init: the guest's host name (default: the VM name)")
+	f.StringArrayVar(&o.sshKeys, "ssh-key", nil, "cloud-init: a public key file (each line one key); repeatable")
+	f.StringVar(&o.userData, "user-data", "", "cloud-init: a user-data file (#cloud-config or a script)")
+}
+
+// build returns the seed, or nil when no cloud-init flag was given.
+func (o *cloudInitOpts) build() (*model.CloudInit, error) {
+	if o.hostname == "" && len(o.sshKeys) == 0 && o.userData == "" {
+		return nil, nil
+	}
+	ci := &model.CloudInit{Hostname: o.hostname}
+	for _, f := range o.sshKeys {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, usagef("--ssh-key: %v", err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				ci.SSHKeys = append(ci.SSHKeys, line)
+			}
+		}
+	}
+	if o.userData != "" {
+		b, err := os.ReadFile(o.userData)
+		if err != nil {
+			return nil, usagef("--user-data: %v", err)
+		}
+		ci.UserData = string(b)
+	}
+	return ci, nil
+}

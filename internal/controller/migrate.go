@@ -1,0 +1,317 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/state"
+	"github.com/vpool/vpool/internal/store"
+)
+
+// Timing of the migration controller.
+const (
+	// migrationResync is how often the migration controller passes even
+	// without a watch event (timeouts, drains waiting for room).
+	migrationResync = time.Second
+	// PrepareTimeout bounds how long a target may take to prepare.
+	PrepareTimeout = 2 * time.Minute
+	// TransferTimeout bounds a transfer; the source is then told to abort.
+	TransferTimeout = 30 * time.Minute
+)
+
+// migrator is the migration controller of one leadership term: it drives
+// every stored migration through its phases and carries out host drains.
+// Every pass recomputes what to do from the store, so it resumes after a
+// crash or a new leader at whatever phase was stored:
+//
+//	pending          → hold capacity on the target (CAS on its allocation);
+//	                   live: preparing-target, cold: switching-over
+//	preparing-target → the target agent answers MigrateIn's address → transferring
+//	transferring     → the source agent runs MigrateOut and reports; success
+//	                   → switching-over; a failure it confirms → failed
+//	switching-over   → one transaction: VM on the target, allocations moved → completed
+//
+// The VM carries the migration's id (Status.Migration) from creation to
+// the end, and agents never create, start or stop a VM so marked: only
+// the switch-over makes the target its owner, so one VM never runs twice.
+type migrator struct {
+	m    *Manager
+	t    *term
+	repo *state.Repo
+	log  *slog.Logger
+	now  func() time.Time
+}
+
+// runMigrations runs the migration controller until ctx ends: a pass on
+// every change of a migration, a host or a liveness key, and every
+// migrationResync.
+func (m *Manager) runMigrations(ctx context.Context, t *term) {
+	x := &migrator{m: m, t: t, repo: m.repo, log: m.log.With("controller", "migration"), now: m.cfg.Clock}
+	kick := make(chan struct{}, 1)
+	for _, prefix := range []string{store.MigrationsPrefix, store.HostsPrefix, store.AlivePrefix} {
+		go x.watch(ctx, prefix, kick)
+	}
+	tick := time.NewTicker(migrationResync)
+	defer tick.Stop()
+	for {
+		if err := x.pass(ctx); err != nil && ctx.Err() == nil {
+			m.cfg.ReconcileErrors("migration")
+			x.log.Warn("migration pass failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		case <-tick.C:
+		}
+	}
+}
+
+// watch pokes kick on every change under prefix, re-watching when the
+// watch breaks.
+func (x *migrator) watch(ctx context.Context, prefix string, kick chan<- struct{}) {
+	for ctx.Err() == nil {
+		for resp := range x.m.cfg.Store.Watch(ctx, prefix, 0) {
+			if resp.Err != nil {
+				break
+			}
+			select {
+			case kick <- struct{}{}:
+			default:
+			}
+		}
+		if !sleep(ctx, 200*time.Millisecond) {
+			return
+		}
+	}
+}
+
+// pass drives every unfinished migration one step and then the drains.
+func (x *migrator) pass(ctx context.Context) error {
+	migs, _, err := x.repo.ListMigrations(ctx, "")
+	if err != nil {
+		return err
+	}
+	alive, err := x.repo.AliveHosts(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, mg := range migs {
+		if mg.Phase.Final() {
+			continue
+		}
+		if err := x.step(ctx, mg, alive); err != nil {
+			errs = append(errs, fmt.Errorf("migration %s: %w", mg.Name, err))
+		}
+	}
+	if err := x.drains(ctx, alive); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// fence is the leadership guard every write of this term carries.
+func (x *migrator) fence() []store.Cond { return x.t.guard() }
+
+func (x *migrator) fail(ctx context.Context, mg *model.Migration, phase model.MigrationPhase, reason, note string) error {
+	_, err := x.repo.FinishMigration(ctx, mg.Name, phase, reason, note, x.fence()...)
+	if err == nil {
+		x.log.Info("migration ended", "id", mg.Name, "vm", mg.VMKey(), "phase", phase, "reason", reason)
+	}
+	return err
+}
+
+// advance moves mg to phase (if it is still where it was seen).
+func (x *migrator) advance(ctx context.Context, mg *model.Migration, to model.MigrationPhase, fn func(*model.Migration)) error {
+	from := mg.Phase
+	_, err := x.repo.UpdateMigration(ctx, mg.Name, func(c *model.Migration) error {
+		if c.Phase != from {
+			return state.ErrSkip
+		}
+		c.Phase = to
+		if fn != nil {
+			fn(c)
+		}
+		return nil
+	}, x.fence()...)
+	return err
+}
+
+// step drives one unfinished migration.
+func (x *migrator) step(ctx context.Context, mg *model.Migration, alive map[string]bool) error {
+	vm, err := x.repo.GetVM(ctx, mg.Project, mg.VM)
+	if errors.Is(err, state.ErrNotFound) || (err == nil && vm.DeletedAt != nil) {
+		return x.stop(ctx, mg, model.MigrationCancelled, "the VM is being deleted")
+	}
+	if err != nil {
+		return err
+	}
+	if vm.Status.Migration != mg.Name || vm.Status.Host != mg.Source {
+		return x.fail(ctx, mg, model.MigrationFailed, fmt.Sprintf("the VM is no longer on %s under this migration", mg.Source), "")
+	}
+	srcUp, dstUp := alive[mg.Source], alive[mg.Target]
+	switch mg.Phase {
+	case model.MigrationPending, model.MigrationPreparingTarget:
+		switch {
+		case mg.CancelRequested:
+			return x.fail(ctx, mg, model.MigrationCancelled, "cancelled", "")
+		case !dstUp:
+			return x.fail(ctx, mg, model.MigrationFailed, "target host "+mg.Target+" is down", "")
+		case !srcUp:
+			return x.fail(ctx, mg, model.MigrationFailed, "source host "+mg.Source+" is down", "")
+		case mg.TargetError != "":
+			return x.fail(ctx, mg, model.MigrationFailed, "target could not prepare: "+mg.TargetError, "")
+		case x.now().Sub(mg.CreatedAt) > PrepareTimeout && mg.Phase == model.MigrationPreparingTarget:
+			return x.fail(ctx, mg, model.MigrationFailed, fmt.Sprintf("target did not prepare within %s", PrepareTimeout), "")
+		}
+		if mg.Phase == model.MigrationPending {
+			return x.start(ctx, mg)
+		}
+		if mg.TargetAddr != "" {
+			now := x.now()
+			return x.advance(ctx, mg, model.MigrationTransferring, func(c *model.Migration) { c.StartedAt = &now })
+		}
+		return nil
+	case model.MigrationTransferring:
+		return x.transferring(ctx, mg, srcUp, dstUp)
+	case model.MigrationSwitchingOver:
+		_, err := x.repo.SwitchOver(ctx, mg.Name, mg.Result, x.fence()...)
+		if errors.Is(err, state.ErrMoved) {
+			return x.fail(ctx, mg, model.MigrationFailed, err.Error(), "")
+		}
+		if err == nil {
+			x.log.Info("migration completed", "id", mg.Name, "vm", mg.VMKey(), "to", mg.Target)
+		}
+		return err
+	}
+	return nil
+}
+
+// start holds capacity on the target, re-checking that the VM still fits
+// there (the pre-checks ran on an older view), and moves on.
+func (x *migrator) start(ctx context.Context, mg *model.Migration) error {
+	host, err := x.repo.GetHost(ctx, mg.Target)
+	if err != nil {
+		return x.fail(ctx, mg, model.MigrationFailed, "target host "+mg.Target+" is gone", "")
+	}
+	pol, _, err := x.repo.GetPolicy(ctx)
+	if err != nil {
+		return err
+	}
+	var noRoom string
+	_, err = x.repo.HoldTarget(ctx, mg.Name, func(a *model.Allocation) error {
+		if why := Fits(host, *a, pol, &mg.Spec); why != "" {
+			noRoom = why
+			return state.ErrSkip
+		}
+		return nil
+	}, x.fence()...)
+	if errors.Is(err, state.ErrSkip) {
+		return x.fail(ctx, mg, model.MigrationFailed, "target "+mg.Target+" no longer has room: "+noRoom, "")
+	}
+	if err != nil {
+		return err
+	}
+	next := model.MigrationPreparingTarget
+	if mg.Mode == model.MigrationCold {
+		next = model.MigrationSwitchingOver
+	}
+	return x.advance(ctx, mg, next, nil)
+}
+
+// transferring waits for the source's outcome; it asks the source to
+// abort (cancel, target lost, timeout) and fails the migration only once
+// the source confirms, so that a transfer that completed anyway is
+// switched over rather than lost.
+func (x *migrator) transferring(ctx context.Context, mg *model.Migration, srcUp, dstUp bool) error {
+	switch {
+	case mg.SourceDone || (mg.SourceGone && mg.Arrived):
+		return x.advance(ctx, mg, model.MigrationSwitchingOver, nil)
+	case mg.SourceError != "":
+		if mg.CancelRequested {
+			return x.fail(ctx, mg, model.MigrationCancelled, "cancelled during transfer; the VM stays on "+mg.Source, "")
+		}
+		reason := mg.SourceError
+		if mg.Abort != "" {
+			reason = mg.Abort + " (" + mg.SourceError + ")"
+		}
+		return x.fail(ctx, mg, model.MigrationFailed, reason+"; the VM stays on "+mg.Source, "")
+	case !srcUp:
+		if mg.Arrived {
+			return x.advance(ctx, mg, model.MigrationSwitchingOver, nil)
+		}
+		note := fmt.Sprintf("migration %s failed: source host %s went down mid-transfer; the VM stays assigned to %s for recovery", mg.Name, mg.Source, mg.Source)
+		return x.fail(ctx, mg, model.MigrationFailed, "source host "+mg.Source+" went down mid-transfer; the VM is left to recovery on "+mg.Source, note)
+	case mg.SourceGone && !dstUp:
+		note := fmt.Sprintf("migration %s failed: the VM left %s and target %s is down; recovery decides", mg.Name, mg.Source, mg.Target)
+		return x.fail(ctx, mg, model.MigrationFailed, "the VM left the source and the target went down", note)
+	}
+	abort := ""
+	switch {
+	case mg.CancelRequested:
+		abort = "cancelled"
+	case !dstUp:
+		abort = "target host " + mg.Target + " went down mid-transfer"
+	case mg.StartedAt != nil && x.now().Sub(*mg.StartedAt) > TransferTimeout:
+		abort = fmt.Sprintf("transfer did not complete within %s", TransferTimeout)
+	}
+	if abort == "" || mg.Abort != "" {
+		return nil
+	}
+	x.log.Info("aborting migration", "id", mg.Name, "vm", mg.VMKey(), "reason", abort)
+	_, err := x.repo.UpdateMigration(ctx, mg.Name, func(c *model.Migration) error {
+		if c.Phase != model.MigrationTransferring || c.Abort != "" {
+			return state.ErrSkip
+		}
+		c.Abort = abort
+		return nil
+	}, x.fence()...)
+	return err
+}
+
+// stop ends a migration whose VM went away: before the transfer at once,
+// during it by asking the source to abort first.
+func (x *migrator) stop(ctx context.Context, mg *model.Migration, phase model.MigrationPhase, reason string) error {
+	if mg.Phase == model.MigrationTransferring && mg.SourceError == "" && !mg.SourceDone {
+		if mg.Abort != "" {
+			return nil
+		}
+		_, err := x.repo.UpdateMigration(ctx, mg.Name, func(c *model.Migration) error {
+			if c.Abort != "" {
+				return state.ErrSkip
+			}
+			c.Abort, c.CancelRequested = reason, true
+			return nil
+		}, x.fence()...)
+		return err
+	}
+	return x.fail(ctx, mg, phase, reason, "")
+}
+
+// addMigrationHolds adds to want (allocations recomputed from the VMs)
+// the capacity each unfinished migration holds on its target, so that the
+// repair at the start of a term keeps the holds.
+func (r *reconciler) addMigrationHolds(ctx context.Context, want map[string]model.Allocation, vms []*model.VM) error {
+	migs, _, err := r.m.repo.ListMigrations(ctx, "")
+	if err != nil {
+		return err
+	}
+	byKey := make(map[string]*model.VM, len(vms))
+	for _, vm := range vms {
+		byKey[vm.Key()] = vm
+	}
+	for _, mg := range migs {
+		vm := byKey[mg.VMKey()]
+		if mg.Phase.Final() || !mg.HoldTarget || vm == nil || vm.Status.Host == mg.Target {
+			continue
+		}
+		hold := &model.VM{Meta: model.Meta{Name: mg.VM, Project: mg.Project}, Spec: mg.Spec}
+		want[mg.Target] = allocAdd(want[mg.Target], mg.Target, hold)
+	}
+	return nil
+}

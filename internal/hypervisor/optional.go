@@ -1,0 +1,33 @@
+package hypervisor
+
+import (
+	"context"
+	"io"
+
+	"github.com/vpool/vpool/internal/model"
+)
+
+// Optional capabilities. A driver offers them by implementing the
+// interface; callers check with a type assertion and answer
+// ErrUnsupported where a driver has none.
+
+// DiskHotplugger adds and removes disks of a VM: live on a running VM, in
+// the record on a stopped one (the disk is there at its next start).
+type DiskHotplugger interface {
+	// AttachDisk creates an empty thin disk d and plugs it in.
+	AttachDisk(ctx context.Context, id string, d model.Disk) error
+	// DetachDisk unplugs the disk named name and deletes it. The first
+	// (boot) disk cannot be detached.
+	DetachDisk(ctx context.Context, id, name string) error
+}
+
+// Console gives access to a VM's serial console.
+type Console interface {
+	// OpenConsole connects to the console of a running VM: what is read
+	// is what the guest prints, what is written is typed on its ttyS0.
+	// One connection at a time; closing it detaches.
+	OpenConsole(ctx context.Context, id string) (io.ReadWriteCloser, error)
+	// ConsoleLog returns up to max bytes of the end of the console
+	// output of the VM's current (or last) boot.
+	ConsoleLog(ctx context.Context, id string, max int) ([]byte, error)
+}

@@ -1,0 +1,212 @@
+package qemu
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// The guest-visible gap of a migration. The test guest (vpool.tick=1)
+// prints "TICK <n> <uptime>" on its serial console every second. A
+// tickWatcher tails a serial log and stamps every complete TICK line with
+// the host time it appeared; the source watches its log until the
+// switchover, the target watches its own from the resume on. GuestGap
+// then finds the longest interval between consecutive ticks beyond the
+// guest's normal tick period: the time the guest's output stood still.
+
+// Tick is one TICK line of a guest's serial console.
+type Tick struct {
+	N      int64         // the guest's tick counter
+	Uptime time.Duration // the guest's /proc/uptime when it printed
+	At     time.Time     // when the host saw the line
+}
+
+// ParseTick parses a line holding "TICK <n> <uptime>" (At is left zero).
+func ParseTick(line string) (Tick, bool) {
+	i := strings.Index(line, "TICK ")
+	if i < 0 {
+		return Tick{}, false
+	}
+	f := strings.Fields(line[i:])
+	if len(f) < 3 {
+		return Tick{}, false
+	}
+	n, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return Tick{}, false
+	}
+	up, err := strconv.ParseFloat(f[2], 64)
+	if err != nil {
+		return Tick{}, false
+	}
+	return Tick{N: n, Uptime: time.Duration(up * float64(time.Second))}, true
+}
+
+// GuestGap returns the longest stall in ticks (from both sides of a
+// migration, on one clock): the largest interval between consecutive
+// observed ticks minus what their counters say it should be (Δn × the
+// median single-tick interval, which absorbs the guest's own loop
+// overhead). Missing ticks (a line split across the switchover) are thus
+// not counted as a stall. It returns 0 with fewer than three ticks.
+func GuestGap(ticks []Tick) time.Duration {
+	ts := slices.Clone(ticks)
+	slices.SortFunc(ts, func(a, b Tick) int { return int(a.N - b.N) })
+	ts = slices.CompactFunc(ts, func(a, b Tick) bool { return a.N == b.N })
+	if len(ts) < 3 {
+		return 0
+	}
+	var single []time.Duration
+	for i := 1; i < len(ts); i++ {
+		if ts[i].N-ts[i-1].N == 1 {
+			single = append(single, ts[i].At.Sub(ts[i-1].At))
+		}
+	}
+	if len(single) == 0 {
+		return 0
+	}
+	slices.Sort(single)
+	period := single[len(single)/2]
+	var gap time.Duration
+	for i := 1; i < len(ts); i++ {
+		dn := time.Duration(ts[i].N - ts[i-1].N)
+		gap = max(gap, ts[i].At.Sub(ts[i-1].At)-dn*period)
+	}
+	return gap
+}
+
+// tickWatcher tails a serial log and stamps TICK lines.
+type tickWatcher struct {
+	path string
+	now  func() time.Time
+	stop chan struct{}
+	done chan struct{}
+
+	mu    sync.Mutex
+	ticks []Tick
+	seen  chan struct{} // closed and replaced on every new tick
+}
+
+// tickPoll is how often the log is read: the gap's resolution.
+const tickPoll = 5 * time.Millisecond
+
+// watchTicks starts tailing path from its current end (fromEnd) or from
+// its start.
+func watchTicks(path string, fromEnd bool, now func() time.Time) *tickWatcher {
+	w := &tickWatcher{path: path, now: now, stop: make(chan struct{}), done: make(chan struct{}), seen: make(chan struct{})}
+	var off int64
+	if fromEnd {
+		if st, err := os.Stat(path); err == nil {
+			off = st.Size()
+		}
+	}
+	go w.run(off)
+	return w
+}
+
+func (w *tickWatcher) run(off int64) {
+	defer close(w.done)
+	var partial []byte
+	t := time.NewTicker(tickPoll)
+	defer t.Stop()
+	for {
+		if f, err := os.Open(w.path); err == nil {
+			if st, err := f.Stat(); err == nil && st.Size() < off {
+				off, partial = 0, nil // a new log (QEMU restarted)
+			}
+			if _, err := f.Seek(off, io.SeekStart); err == nil {
+				b, _ := io.ReadAll(f)
+				off += int64(len(b))
+				partial = w.feed(append(partial, b...))
+			}
+			f.Close()
+		}
+		select {
+		case <-w.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// feed records the complete lines of b and returns the incomplete rest.
+func (w *tickWatcher) feed(b []byte) []byte {
+	i := bytes.LastIndexByte(b, '\n')
+	if i < 0 {
+		return b
+	}
+	at := w.now()
+	sc := bufio.NewScanner(bytes.NewReader(b[:i]))
+	for sc.Scan() {
+		if tk, ok := ParseTick(strings.TrimSpace(sc.Text())); ok {
+			tk.At = at
+			w.mu.Lock()
+			w.ticks = append(w.ticks, tk)
+			close(w.seen)
+			w.seen = make(chan struct{})
+			w.mu.Unlock()
+		}
+	}
+	return append([]byte(nil), b[i+1:]...)
+}
+
+// Ticks returns the ticks seen so far.
+func (w *tickWatcher) Ticks() []Tick {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.ticks)
+}
+
+// waitTicks waits until n ticks were seen or limit passes.
+func (w *tickWatcher) waitTicks(n int, limit time.Duration) []Tick {
+	deadline := time.After(limit)
+	for {
+		w.mu.Lock()
+		got, seen := len(w.ticks), w.seen
+		w.mu.Unlock()
+		if got >= n {
+			return w.Ticks()
+		}
+		select {
+		case <-seen:
+		case <-deadline:
+			return w.Ticks()
+		}
+	}
+}
+
+// Stop ends the tailing and returns every tick seen.
+func (w *tickWatcher) Stop() []Tick {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+	return w.Ticks()
+}
+
+// guestTicksIn returns the TICK lines in the last 16 KiB of a log.
+func guestTicksIn(path string) []Tick {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > 16<<10 {
+		f.Seek(st.Size()-16<<10, io.SeekStart)
+	}
+	b, _ := io.ReadAll(f)
+	var out []Tick
+	for _, line := range strings.Split(string(b), "\n") {
+		if t, ok := ParseTick(strings.TrimSpace(line)); ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}

@@ -1,0 +1,322 @@
+package qemu
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/vpool/vpool/internal/hypervisor"
+	"github.com/vpool/vpool/internal/qmp"
+)
+
+// The target side of a live migration (see migrate.go for the whole).
+
+// incoming is one arriving VM, served by serveIncoming.
+type incoming struct {
+	v       *vm
+	p       *process
+	srv     *ctlServer
+	a       migAddr
+	tls     bool
+	shared  map[string]string // adopted disks: name → file
+	ticks   *tickWatcher      // started at the resume
+	arrived bool              // "done" succeeded: the VM is ours
+}
+
+func (d *Driver) migrationHost() string {
+	if d.cfg.MigrationHost != "" {
+		return d.cfg.MigrationHost
+	}
+	return "127.0.0.1"
+}
+
+// MigrateIn prepares this host to receive cfg: it creates the VM's disks
+// (adopting those already on shared storage), starts QEMU waiting for the
+// stream (-incoming defer, paused), exports the local disks over NBD (TLS
+// when configured) and listens for the source's control connection. It
+// returns the address to give MigrateOut on the source.
+//
+// Clean-up: the target deletes the VM itself when the migration fails
+// (abort, the source going away, QEMU exiting, no source within 10
+// minutes); Delete(id) does the same at any time before the switchover and
+// is what the orchestration calls on the target after a failed
+// MigrateOut. A driver started on a state dir with a VM that never
+// finished arriving deletes it.
+func (d *Driver) MigrateIn(ctx context.Context, cfg hypervisor.VMConfig) (string, error) {
+	shared, err := d.createIncoming(ctx, cfg)
+	if err != nil {
+		return "", err
+	}
+	v, err := d.lock(cfg.ID)
+	if err != nil {
+		return "", err
+	}
+	defer v.mu.Unlock()
+	rev := &reverter{}
+	defer rev.fail()
+	rev.add(func() { d.deleteLocked(context.Background(), v) })
+	if err := os.WriteFile(filepath.Join(d.vmDir(cfg.ID), incomingMarker), nil, 0o600); err != nil {
+		return "", fmt.Errorf("qemu: migrate in %s: %w", cfg.ID, err)
+	}
+	in := &incoming{v: v, shared: shared, tls: d.cfg.MigrationTLSDir != ""}
+	in.a = migAddr{host: d.migrationHost(), key: newKey()}
+	if in.tls {
+		if in.a.tlsName, err = tlsServerName(d.cfg.MigrationTLSDir); err != nil {
+			return "", err
+		}
+	}
+	if in.a.mig, err = freePort(in.a.host); err != nil {
+		return "", err
+	}
+	if err := d.startLocked(ctx, v, startOpts{incoming: "defer"}); err != nil {
+		return "", err
+	}
+	in.p = v.proc
+	if err := d.exportDisks(ctx, in); err != nil {
+		return "", fmt.Errorf("qemu: migrate in %s: %w", cfg.ID, err)
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(in.a.host, "0"))
+	if err != nil {
+		return "", fmt.Errorf("qemu: migrate in %s: %w", cfg.ID, err)
+	}
+	in.srv = &ctlServer{ln: ln.(*net.TCPListener)}
+	if in.tls {
+		if in.srv.tlsCfg, err = controlServerTLS(d.cfg.MigrationTLSDir); err != nil {
+			ln.Close()
+			return "", err
+		}
+	}
+	in.a.ctrl = ln.Addr().(*net.TCPAddr).Port
+	go d.serveIncoming(in)
+	rev.success()
+	d.log.Info("qemu: waiting for incoming migration", "vm", cfg.ID, "tls", in.tls, "shared", len(shared))
+	return in.a.String(), nil
+}
+
+// exportDisks starts the NBD server and exports every disk to mirror.
+func (d *Driver) exportDisks(ctx context.Context, in *incoming) error {
+	p := in.p
+	if in.tls {
+		if err := p.qmp.ObjectAdd(ctx, tlsObject(d.cfg.MigrationTLSDir, true)); err != nil {
+			return err
+		}
+	}
+	var err error
+	if in.a.nbd, err = freePort(in.a.host); err != nil {
+		return err
+	}
+	args := qmp.Args{"addr": qmp.Args{"type": "inet", "data": qmp.Args{"host": in.a.host, "port": strconv.Itoa(in.a.nbd)}}}
+	if in.tls {
+		args["tls-creds"] = tlsServerObj
+	}
+	if err := p.qmp.Execute(ctx, "nbd-server-start", args, nil); err != nil {
+		return err
+	}
+	for _, dr := range in.v.rec.Disks {
+		if _, ok := in.shared[dr.Name]; ok {
+			continue
+		}
+		if err := p.qmp.Execute(ctx, "block-export-add", qmp.Args{"type": "nbd", "id": "exp-" + dr.deviceID(),
+			"node-name": dr.node(dr.Active), "name": dr.deviceID(), "writable": true}, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// serveIncoming runs the target's end of the control connection until the
+// VM has arrived or the migration is abandoned.
+func (d *Driver) serveIncoming(in *incoming) {
+	id := in.v.rec.Config.ID
+	defer in.srv.ln.Close()
+	defer func() {
+		if in.ticks != nil {
+			in.ticks.Stop()
+		}
+	}()
+	abandon := func(why string) {
+		in.v.mu.Lock()
+		defer in.v.mu.Unlock()
+		// QEMU may have exited and been reaped (proc nil): still ours to drop.
+		if !in.v.deleted && (in.v.proc == in.p || in.v.proc == nil) {
+			d.log.Warn("qemu: incoming migration abandoned; deleting the copy", "vm", id, "why", why)
+			d.deleteLocked(context.Background(), in.v)
+		}
+	}
+	conn, err := in.srv.accept(in.p.exited)
+	if err != nil {
+		abandon(err.Error())
+		return
+	}
+	defer conn.Close()
+	// QEMU ending before the switchover ends the conversation.
+	arrived := make(chan struct{})
+	go func() {
+		select {
+		case <-in.p.exited:
+			conn.Close()
+		case <-arrived:
+		}
+	}()
+	r := bufio.NewReader(conn)
+	authed := false
+	for {
+		m, err := readMsg(conn, r)
+		if err != nil {
+			if !in.arrived {
+				abandon(fmt.Sprintf("control connection: %v", err))
+			}
+			return
+		}
+		if !authed && (m.Op != "prepare" || m.Key != in.a.key) {
+			writeMsg(conn, ctlMsg{Error: "not authorised"})
+			abandon("a control client without the migration key")
+			return
+		}
+		authed = true
+		var rep ctlMsg
+		switch m.Op {
+		case "prepare":
+			rep = d.prepareIncoming(in, m)
+		case "ping":
+			rep = ctlMsg{OK: true}
+		case "time":
+			rep = ctlMsg{OK: true, Now: d.clock.Now().UnixNano()}
+		case "done":
+			if err := d.finishIncoming(in); err != nil {
+				rep = errReply(err)
+				writeMsg(conn, rep)
+				abandon(err.Error())
+				return
+			}
+			in.arrived = true
+			close(arrived)
+			rep = ctlMsg{OK: true}
+		case "ticks":
+			rep = ctlMsg{OK: true}
+			if in.ticks != nil {
+				rep.Ticks = in.ticks.waitTicks(max(m.Want, 1), 4*time.Second)
+			}
+		case "abort":
+			if !in.arrived {
+				abandon("the source aborted")
+			}
+			writeMsg(conn, ctlMsg{OK: true})
+			return
+		default:
+			rep = ctlMsg{Error: "unknown op " + m.Op}
+		}
+		if err := writeMsg(conn, rep); err != nil && !in.arrived {
+			abandon(err.Error())
+			return
+		}
+	}
+}
+
+// prepareIncoming sets the migration capabilities the source asked for
+// and starts listening for the stream.
+func (d *Driver) prepareIncoming(in *incoming, m ctlMsg) ctlMsg {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	v, p := in.v, in.p
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.proc != p || v.deleted {
+		return ctlMsg{Error: "the incoming VM is gone"}
+	}
+	for name, file := range in.shared {
+		if m.Disks[name] != file {
+			return ctlMsg{Error: fmt.Sprintf("disk %s: the target found %s on shared storage, the source runs %q", name, file, m.Disks[name])}
+		}
+	}
+	caps := []qmp.Args{{"capability": "postcopy-ram", "state": m.PostCopy}}
+	if err := p.qmp.Execute(ctx, "migrate-set-capabilities", qmp.Args{"capabilities": caps}, nil); err != nil {
+		return errReply(err)
+	}
+	if in.tls {
+		if err := p.qmp.Execute(ctx, "migrate-set-parameters", qmp.Args{"tls-creds": tlsServerObj}, nil); err != nil {
+			return errReply(err)
+		}
+	}
+	uri := "tcp:" + net.JoinHostPort(in.a.host, strconv.Itoa(in.a.mig))
+	if err := p.qmp.Execute(ctx, "migrate-incoming", qmp.Args{"uri": uri}, nil); err != nil {
+		return errReply(err)
+	}
+	return ctlMsg{OK: true, Disks: in.shared}
+}
+
+// finishIncoming runs at the switchover: the stream has loaded (or, in
+// post-copy, the device state has), the source is paused and the disks
+// are in sync. The NBD server stops, the adopted disks become ours, and
+// the guest resumes.
+func (d *Driver) finishIncoming(in *incoming) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	v, p := in.v, in.p
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.proc != p || v.deleted {
+		return fmt.Errorf("qemu: the incoming VM is gone")
+	}
+	if err := awaitLoaded(ctx, p); err != nil {
+		return err
+	}
+	if err := p.qmp.Execute(ctx, "nbd-server-stop", nil, nil); err != nil {
+		return err
+	}
+	// The adopted disks become ours before the guest runs here (the
+	// source deletes its copy next); back to the source if it cannot run.
+	restore, err := d.takeOwnership(v.rec, in.shared)
+	if err != nil {
+		restore()
+		return err
+	}
+	in.ticks = watchTicks(d.SerialLog(v.rec.Config.ID), true, d.clock.Now)
+	if err := p.qmp.Cont(ctx); err != nil {
+		restore()
+		return err
+	}
+	os.Remove(filepath.Join(d.vmDir(v.rec.Config.ID), incomingMarker))
+	d.log.Info("qemu: incoming migration arrived", "vm", v.rec.Config.ID)
+	return nil
+}
+
+func freePort(host string) (int, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("qemu: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// awaitLoaded waits until the incoming stream has loaded (in post-copy:
+// the device state) and the VM waits paused. It polls every 2 ms: the
+// guest is paused on both sides meanwhile.
+func awaitLoaded(ctx context.Context, p *process) error {
+	for {
+		st, err := p.qmp.QueryStatus(ctx)
+		if err != nil {
+			return err
+		}
+		switch st.Status {
+		case "paused", "running", "prelaunch":
+			return nil
+		case "inmigrate":
+		default:
+			return fmt.Errorf("qemu: incoming migration ended in state %s", st.Status)
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("qemu: QEMU exited while loading the migration stream")
+		case <-ctx.Done():
+			return fmt.Errorf("qemu: waiting for the incoming migration: %w", ctx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,338 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vpool/vpool/internal/hypervisor"
+	"github.com/vpool/vpool/internal/hypervisor/qemu/guest"
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/qmp"
+)
+
+// migPair makes a source and a target driver on fresh state dirs, with
+// TLS material from one test CA when withTLS, sharing pool "default" when
+// shared is set.
+func migPair(t testing.TB, withTLS bool, shared string) (src, dst *Driver) {
+	t.Helper()
+	var dirs map[string]string
+	if withTLS {
+		dirs = testCA(t, "src", "dst")
+	}
+	mk := func(host string) *Driver {
+		cfg := testConfig(t, "")
+		cfg.MigrationTLSDir = dirs[host]
+		if shared != "" {
+			cfg.Pools = map[string]string{"default": shared}
+		}
+		return newDriver(t, cfg)
+	}
+	return mk("src"), mk("dst")
+}
+
+// bootGuest creates and starts cfg on d and waits for the guest.
+func bootGuest(t testing.TB, d *Driver, cfg hypervisor.VMConfig) {
+	t.Helper()
+	ctx := context.Background()
+	mustDo(t, "Create", d.Create(ctx, cfg))
+	mustDo(t, "Start", d.Start(ctx, cfg.ID))
+	waitReady(t, d, cfg.ID)
+}
+
+func pidOf(t testing.TB, d *Driver, id string) int {
+	t.Helper()
+	v, err := d.get(id)
+	mustDo(t, "get", err)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.proc == nil {
+		t.Fatalf("%s has no process", id)
+	}
+	return v.proc.pid
+}
+
+// assertGone checks that d keeps nothing of id: no record, VM directory,
+// disk directory it owns, socket or QEMU process.
+func assertGone(t testing.TB, d *Driver, id string) {
+	t.Helper()
+	if _, err := d.get(id); err == nil {
+		t.Errorf("%s: the driver still has a record", id)
+	}
+	if _, err := os.Stat(d.vmDir(id)); err == nil {
+		t.Errorf("%s: VM directory %s left behind", id, d.vmDir(id))
+	}
+	for _, pool := range poolDirs(d.cfg.Pools) {
+		dir := filepath.Join(pool, id)
+		if owner, err := os.ReadFile(filepath.Join(dir, ownerFile)); err == nil && strings.TrimSpace(string(owner)) != d.cfg.StateDir {
+			continue // another driver's (shared storage)
+		}
+		if _, err := os.Stat(dir); err == nil {
+			t.Errorf("%s: disk directory %s left behind", id, dir)
+		}
+	}
+	for _, name := range []string{"qmp.sock", "console.sock"} {
+		if _, err := os.Stat(d.socketPath(id, name)); err == nil {
+			t.Errorf("%s: socket %s left behind", id, name)
+		}
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	needle := filepath.Join(d.vmDir(id), "qemu.pid")
+	for _, p := range procs {
+		if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), needle) {
+			t.Errorf("%s: QEMU still running: %s", id, p)
+		}
+	}
+}
+
+// waitGone waits until d has dropped id by itself.
+func waitGone(t testing.TB, d *Driver, id string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if _, err := d.get(id); err != nil {
+			return
+		}
+	}
+	t.Fatalf("%s: the target never dropped its copy", id)
+}
+
+func TestMigrationTLSWithDiskAndGuestGap(t *testing.T) {
+	t.Parallel()
+	g := heavy(t)
+	src, dst := migPair(t, true, "")
+	ctx := context.Background()
+	cfg := vmConfig(g, "migtls", "vpool.tick=1")
+	bootGuest(t, src, cfg)
+	waitTicks(t, src.SerialLog(cfg.ID), 1)
+	addr, err := dst.MigrateIn(ctx, cfg)
+	mustDo(t, "MigrateIn", err)
+	if !strings.Contains(addr, "tls=127.0.0.1") {
+		t.Fatalf("address %s does not ask for TLS", addr)
+	}
+	var stages []string
+	res, err := src.MigrateOut(ctx, cfg.ID, addr, hypervisor.MigrateOptions{}, func(p hypervisor.MigrationProgress) {
+		if len(stages) == 0 || stages[len(stages)-1] != p.Stage {
+			stages = append(stages, p.Stage)
+		}
+	})
+	mustDo(t, "MigrateOut", err)
+	t.Logf("result %+v, stages %v", res, stages)
+	if !res.TLS || res.RAMBytes == 0 || res.Bytes != res.RAMBytes+res.DiskBytes || res.GuestGap <= 0 || res.GuestGap > 5*time.Second {
+		t.Fatalf("result %+v", res)
+	}
+	if len(stages) < 3 || stages[0] != hypervisor.MigrationStageDisks || stages[len(stages)-1] != hypervisor.MigrationStageSwitchover {
+		t.Fatalf("stages %v", stages)
+	}
+	var params struct {
+		TLSCreds string `json:"tls-creds"`
+	}
+	v, _ := dst.get(cfg.ID)
+	mustDo(t, "query-migrate-parameters", v.proc.qmp.Execute(ctx, "query-migrate-parameters", nil, &params))
+	if params.TLSCreds != tlsServerObj {
+		t.Fatalf("target tls-creds = %q", params.TLSCreds)
+	}
+	if _, err := os.Stat(filepath.Join(dst.vmDir(cfg.ID), incomingMarker)); err == nil {
+		t.Fatal("incoming marker left after arrival")
+	}
+	after := waitTicks(t, dst.SerialLog(cfg.ID), 0)
+	waitTicks(t, dst.SerialLog(cfg.ID), after)
+	assertGone(t, src, cfg.ID)
+}
+
+func TestMigrationRefusesPlainToTLSTarget(t *testing.T) {
+	t.Parallel()
+	g := heavy(t)
+	dirs := testCA(t, "dst")
+	src := newDriver(t, testConfig(t, ""))
+	dcfg := testConfig(t, "")
+	dcfg.MigrationTLSDir = dirs["dst"]
+	dst := newDriver(t, dcfg)
+	ctx := context.Background()
+	cfg := vmConfig(g, "migplain")
+	bootGuest(t, src, cfg)
+	addr, err := dst.MigrateIn(ctx, cfg)
+	mustDo(t, "MigrateIn", err)
+	_, err = src.MigrateOut(ctx, cfg.ID, addr, hypervisor.MigrateOptions{}, nil)
+	if !errors.Is(err, ErrMigrationTLS) {
+		t.Fatalf("MigrateOut to a TLS target without material: %v", err)
+	}
+	// The orchestration's clean-up of the target: Delete.
+	mustDo(t, "Delete target", dst.Delete(ctx, cfg.ID))
+	assertGone(t, dst, cfg.ID)
+	if st := state(t, src, cfg.ID); st != hypervisor.StateRunning {
+		t.Fatalf("source state %s", st)
+	}
+}
+
+// killMidTransfer migrates a dirtying guest slowly and kills one side's
+// QEMU once memory moves.
+func killMidTransfer(t *testing.T, killSource bool) {
+	g := heavy(t)
+	src, dst := migPair(t, true, "")
+	ctx := context.Background()
+	cfg := vmConfig(g, "migkill", "vpool.dirty=48")
+	cfg.Spec.Memory = 256 * model.MiB
+	bootGuest(t, src, cfg)
+	waitDirty(t, src, cfg.ID)
+	addr, err := dst.MigrateIn(ctx, cfg)
+	mustDo(t, "MigrateIn", err)
+	victim, victimID := dst, cfg.ID
+	if killSource {
+		victim = src
+	}
+	pid := pidOf(t, victim, victimID)
+	var once sync.Once
+	opts := hypervisor.MigrateOptions{BandwidthBps: 16 << 20, NoEscalation: true, Timeout: 2 * time.Minute}
+	_, err = src.MigrateOut(ctx, cfg.ID, addr, opts, func(p hypervisor.MigrationProgress) {
+		if p.Transferred > 8<<20 {
+			once.Do(func() { syscall.Kill(pid, syscall.SIGKILL) })
+		}
+	})
+	if err == nil {
+		t.Fatal("MigrateOut succeeded although a QEMU was killed")
+	}
+	t.Logf("MigrateOut: %v", err)
+	waitGone(t, dst, cfg.ID) // the target drops its copy by itself
+	assertGone(t, dst, cfg.ID)
+	if killSource {
+		if st := state(t, src, cfg.ID); st != hypervisor.StateCrashed && st != hypervisor.StateStopped {
+			t.Fatalf("source state after its QEMU was killed: %s", st)
+		}
+		mustDo(t, "Delete source", src.Delete(ctx, cfg.ID))
+		assertGone(t, src, cfg.ID)
+		return
+	}
+	if st := state(t, src, cfg.ID); st != hypervisor.StateRunning {
+		t.Fatalf("source state after the target died: %s", st)
+	}
+	// The source is clean for the next attempt: no migration parameters
+	// or capabilities left that would leak into a memory snapshot.
+	v, _ := src.get(cfg.ID)
+	var caps []struct {
+		Capability string `json:"capability"`
+		State      bool   `json:"state"`
+	}
+	mustDo(t, "caps", v.proc.qmp.Execute(ctx, "query-migrate-capabilities", nil, &caps))
+	for _, c := range caps {
+		if c.State && (c.Capability == "postcopy-ram" || c.Capability == "auto-converge") {
+			t.Errorf("capability %s left on", c.Capability)
+		}
+	}
+	if err := v.proc.qmp.Execute(ctx, "query-block-jobs", nil, nil); err != nil && !qmp.IsClass(err, "") {
+		t.Fatal(err)
+	}
+}
+
+func TestMigrationKillTarget(t *testing.T) { t.Parallel(); killMidTransfer(t, false) }
+func TestMigrationKillSource(t *testing.T) { t.Parallel(); killMidTransfer(t, true) }
+
+func TestMigrationSharedStorage(t *testing.T) {
+	t.Parallel()
+	g := heavy(t)
+	shared := shortTempDir(t)
+	src, dst := migPair(t, false, shared)
+	ctx := context.Background()
+	cfg := vmConfig(g, "migshared", "vpool.tick=1")
+	bootGuest(t, src, cfg)
+	addr, err := dst.MigrateIn(ctx, cfg)
+	mustDo(t, "MigrateIn", err)
+	res, err := src.MigrateOut(ctx, cfg.ID, addr, hypervisor.MigrateOptions{}, nil)
+	mustDo(t, "MigrateOut", err)
+	t.Logf("result %+v", res)
+	if len(res.SharedDisks) != 1 || res.SharedDisks[0] != "root" || res.DiskBytes != 0 {
+		t.Fatalf("shared disks %v, disk bytes %d", res.SharedDisks, res.DiskBytes)
+	}
+	file := filepath.Join(shared, cfg.ID, "root.0.qcow2")
+	if _, err := os.Stat(file); err != nil {
+		t.Fatalf("the shared disk went with the source: %v", err)
+	}
+	owner, _ := os.ReadFile(filepath.Join(shared, cfg.ID, ownerFile))
+	if strings.TrimSpace(string(owner)) != dst.cfg.StateDir {
+		t.Fatalf("owner after migration: %q", owner)
+	}
+	waitTicks(t, dst.SerialLog(cfg.ID), waitTicks(t, dst.SerialLog(cfg.ID), 0))
+	assertGone(t, src, cfg.ID)
+	mustDo(t, "Delete", dst.Delete(ctx, cfg.ID))
+	if _, err := os.Stat(file); err == nil {
+		t.Fatal("Delete on the new owner left the shared disk")
+	}
+}
+
+func TestMigrationSharedStorageFailureKeepsDisk(t *testing.T) {
+	t.Parallel()
+	g := heavy(t)
+	shared := shortTempDir(t)
+	src, dst := migPair(t, false, shared)
+	ctx := context.Background()
+	cfg := vmConfig(g, "migshfail")
+	bootGuest(t, src, cfg)
+	_, err := dst.MigrateIn(ctx, cfg)
+	mustDo(t, "MigrateIn", err)
+	// The orchestration gives up before MigrateOut: Delete on the target
+	// must leave the source's shared disk alone.
+	mustDo(t, "Delete target", dst.Delete(ctx, cfg.ID))
+	assertGone(t, dst, cfg.ID)
+	if _, err := os.Stat(filepath.Join(shared, cfg.ID, "root.0.qcow2")); err != nil {
+		t.Fatalf("the target's Delete removed the source's shared disk: %v", err)
+	}
+	if st := state(t, src, cfg.ID); st != hypervisor.StateRunning {
+		t.Fatalf("source state %s", st)
+	}
+}
+
+func TestMigrationPostCopy(t *testing.T) {
+	t.Parallel()
+	g := heavy(t)
+	src, dst := migPair(t, true, "")
+	ctx := context.Background()
+	cfg := vmConfig(g, "migpost", "vpool.tick=1", "vpool.dirty=64")
+	cfg.Spec.Memory = 256 * model.MiB
+	bootGuest(t, src, cfg)
+	waitDirty(t, src, cfg.ID)
+	addr, err := dst.MigrateIn(ctx, cfg)
+	mustDo(t, "MigrateIn", err)
+	// A 1 ms downtime limit never converges: bandwidth (not raised here),
+	// auto-converge, then post-copy.
+	opts := hypervisor.MigrateOptions{DowntimeLimit: time.Millisecond, BandwidthBps: 32 << 20, MaxBandwidthBps: 32 << 20,
+		StageTimeout: 3 * time.Second, AllowPostCopy: true}
+	res, err := src.MigrateOut(ctx, cfg.ID, addr, opts, nil)
+	mustDo(t, "MigrateOut", err)
+	t.Logf("result %+v", res)
+	if !res.PostCopy || res.Stage != hypervisor.MigrationStagePostCopy || len(res.Notes) != 2 {
+		t.Fatalf("result %+v", res)
+	}
+	waitTicks(t, dst.SerialLog(cfg.ID), waitTicks(t, dst.SerialLog(cfg.ID), 0))
+	assertGone(t, src, cfg.ID)
+}
+
+func TestUnfinishedIncomingDroppedAtStart(t *testing.T) {
+	t.Parallel()
+	g := heavy(t)
+	dir := shortTempDir(t)
+	cfgD := testConfig(t, dir)
+	d1, err := New(cfgD)
+	mustDo(t, "New", err)
+	cfg := vmConfig(g, "migorphan")
+	_, err = d1.MigrateIn(context.Background(), cfg)
+	mustDo(t, "MigrateIn", err)
+	d1.Close() // the agent dies mid-migration; QEMU lives on
+	d2 := newDriver(t, cfgD)
+	assertGone(t, d2, cfg.ID)
+}
+
+// waitDirty waits until the guest's memory dirtier runs.
+func waitDirty(t testing.TB, d *Driver, id string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := guest.WaitFor(ctx, d.SerialLog(id), "DIRTY 1"); err != nil {
+		b, _ := os.ReadFile(d.SerialLog(id))
+		t.Fatalf("the dirtier did not start: %v\n%s", err, tail(string(b), 1500))
+	}
+}

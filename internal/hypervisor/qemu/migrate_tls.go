@@ -1,0 +1,137 @@
+package qemu
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// TLS for migration. QEMU's tls-creds-x509 object reads a directory laid
+// out as below; the same directory serves both ends of a migration on a
+// host, since every host is a server (incoming) and a client (outgoing):
+//
+//	ca-cert.pem      the cluster CA (trust anchor for both ends)
+//	server-cert.pem  this host's certificate (serverAuth), its key:
+//	server-key.pem
+//	client-cert.pem  this host's client certificate (clientAuth; may be
+//	client-key.pem   the same certificate as the server's), its key
+//
+// Both ends verify each other (verify-peer on the server). The same files
+// secure the NBD disk mirror (nbd-server-start tls-creds / the nbd client
+// node's tls-creds) and the small control connection (Go crypto/tls).
+
+// TLS file names in QEMU's layout.
+const (
+	TLSCACert     = "ca-cert.pem"
+	TLSServerCert = "server-cert.pem"
+	TLSServerKey  = "server-key.pem"
+	TLSClientCert = "client-cert.pem"
+	TLSClientKey  = "client-key.pem"
+)
+
+// QOM ids of the TLS credentials objects.
+const (
+	tlsServerObj = "vpool-mig-tls-srv"
+	tlsClientObj = "vpool-mig-tls-cli"
+)
+
+// ErrMigrationTLS wraps every migration TLS setup problem.
+var ErrMigrationTLS = errors.New("qemu: migration TLS")
+
+// WriteMigrationTLS lays out dir for QEMU from PEM bytes: the cluster CA
+// certificate and one certificate + key of this host, used as both the
+// server and the client certificate (it should carry both serverAuth and
+// clientAuth, and name the host's migration address). Files are 0600.
+func WriteMigrationTLS(dir string, caPEM, certPEM, keyPEM []byte) error {
+	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		return fmt.Errorf("%w: certificate and key: %w", ErrMigrationTLS, err)
+	}
+	if b, _ := pem.Decode(caPEM); b == nil || b.Type != "CERTIFICATE" {
+		return fmt.Errorf("%w: CA is not a PEM certificate", ErrMigrationTLS)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("%w: %w", ErrMigrationTLS, err)
+	}
+	for name, b := range map[string][]byte{TLSCACert: caPEM, TLSServerCert: certPEM, TLSServerKey: keyPEM,
+		TLSClientCert: certPEM, TLSClientKey: keyPEM} {
+		if err := writeFileAtomic(filepath.Join(dir, name), b, 0o600); err != nil {
+			return fmt.Errorf("%w: %w", ErrMigrationTLS, err)
+		}
+	}
+	return nil
+}
+
+// tlsSide loads one side's certificate from dir and the CA pool.
+func tlsSide(dir string, server bool) (tls.Certificate, *x509.CertPool, error) {
+	certF, keyF := TLSClientCert, TLSClientKey
+	if server {
+		certF, keyF = TLSServerCert, TLSServerKey
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, certF), filepath.Join(dir, keyF))
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("%w: %s: %w", ErrMigrationTLS, dir, err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, TLSCACert))
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("%w: %w", ErrMigrationTLS, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return tls.Certificate{}, nil, fmt.Errorf("%w: %s holds no certificate", ErrMigrationTLS, TLSCACert)
+	}
+	return cert, pool, nil
+}
+
+// tlsServerName is the name the source must check the target's
+// certificate against: its first DNS name, else first IP, else CN.
+func tlsServerName(dir string) (string, error) {
+	cert, _, err := tlsSide(dir, true)
+	if err != nil {
+		return "", err
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrMigrationTLS, err)
+	}
+	switch {
+	case len(leaf.DNSNames) > 0:
+		return leaf.DNSNames[0], nil
+	case len(leaf.IPAddresses) > 0:
+		return leaf.IPAddresses[0].String(), nil
+	case leaf.Subject.CommonName != "":
+		return leaf.Subject.CommonName, nil
+	}
+	return "", fmt.Errorf("%w: %s names no host", ErrMigrationTLS, TLSServerCert)
+}
+
+// controlServerTLS is the control listener's config: mutual TLS against
+// the cluster CA.
+func controlServerTLS(dir string) (*tls.Config, error) {
+	cert, pool, err := tlsSide(dir, true)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool,
+		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}, nil
+}
+
+func controlClientTLS(dir, serverName string) (*tls.Config, error) {
+	cert, pool, err := tlsSide(dir, false)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: serverName,
+		MinVersion: tls.VersionTLS12}, nil
+}
+
+// tlsObject is the object-add argument of QEMU's credentials.
+func tlsObject(dir string, server bool) map[string]any {
+	if server {
+		return map[string]any{"qom-type": "tls-creds-x509", "id": tlsServerObj, "dir": dir, "endpoint": "server", "verify-peer": true}
+	}
+	return map[string]any{"qom-type": "tls-creds-x509", "id": tlsClientObj, "dir": dir, "endpoint": "client", "verify-peer": true}
+}

@@ -1,0 +1,182 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/state"
+	"github.com/vpool/vpool/internal/store"
+)
+
+func (s *Server) agentMigrationEndpoints() []agentEndpoint {
+	return []agentEndpoint{
+		{method: "GET", path: "/agent/v1/migrations", handle: s.agentMigrations, needCert: true, resp: api.AgentMigrations{}, status: 200, query: []string{"after", "wait"}},
+		{method: "PUT", path: "/agent/v1/migrations/{id}/report", handle: s.migrationReport, needCert: true, req: api.MigrationReport{}, resp: model.Migration{}, status: 200},
+	}
+}
+
+// needsHost says whether host still has something to do in m: every
+// unfinished migration it takes part in, and a finished one whose copy on
+// its side is not confirmed gone (the source after completion, the target
+// after a failure or cancellation).
+func needsHost(m *model.Migration, host string) bool {
+	switch {
+	case !state.MigrationInvolves(m, host):
+		return false
+	case !m.Phase.Final():
+		return true
+	case m.Phase == model.MigrationCompleted:
+		return host == m.Source && !m.SourceCleaned
+	}
+	return host == m.Target && !m.TargetCleaned
+}
+
+// agentMigrations answers the migrations the calling host takes part in;
+// with after=REV it waits (up to wait, at most 60s) for one of them to
+// change after REV.
+func (s *Server) agentMigrations(w http.ResponseWriter, r *http.Request, host string) error {
+	q := r.URL.Query()
+	var after int64
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return fieldError("after", "must be a store revision, got %q", v)
+		}
+		after = n
+	}
+	wait := 30 * time.Second
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return fieldError("wait", "must be a duration like 30s, got %q", v)
+		}
+		wait = min(d, 60*time.Second)
+	}
+	if after > 0 && wait > 0 {
+		ctx, cancel := s.streamContext(r)
+		s.waitForMigration(ctx, host, after, wait)
+		cancel()
+	}
+	ms, rev, err := s.repo.ListMigrations(r.Context(), "")
+	if err != nil {
+		return err
+	}
+	out := api.AgentMigrations{Revision: rev, Items: []model.Migration{}}
+	for _, m := range ms {
+		if needsHost(m, host) {
+			out.Items = append(out.Items, *m)
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// waitForMigration blocks until a migration naming host changes after
+// revision after, or wait passes, or ctx ends.
+func (s *Server) waitForMigration(ctx context.Context, host string, after int64, wait time.Duration) {
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	src, dst := []byte(`"source":"`+host+`"`), []byte(`"target":"`+host+`"`)
+	for resp := range s.cfg.Store.Watch(wctx, store.MigrationsPrefix, after+1) {
+		if resp.Err != nil {
+			return
+		}
+		for _, ev := range resp.Events {
+			if ev.Type == store.EventDelete || bytes.Contains(ev.KV.Value, src) || bytes.Contains(ev.KV.Value, dst) {
+				return
+			}
+		}
+	}
+}
+
+// migrationReport records what an agent says about its side of a
+// migration. Only facts are stored here; the migration controller (on
+// the leader) acts on them.
+func (s *Server) migrationReport(w http.ResponseWriter, r *http.Request, host string) error {
+	var rep api.MigrationReport
+	if he := decodeJSON(w, r, &rep); he != nil {
+		return he
+	}
+	id := r.PathValue("id")
+	now := s.now()
+	m, err := s.repo.UpdateMigration(r.Context(), id, func(m *model.Migration) error {
+		switch host {
+		case m.Target:
+			return applyTargetReport(m, rep)
+		case m.Source:
+			return applySourceReport(m, rep, now)
+		}
+		return forbidden("host %s takes no part in migration %s", host, m.Name)
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound("migration %q not found", id)
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, m)
+	return nil
+}
+
+func applyTargetReport(m *model.Migration, rep api.MigrationReport) error {
+	if rep.Progress != nil || rep.Result != nil || rep.SourceError != "" || rep.SourceGone {
+		return badRequest("the target of migration %s reported source fields", m.Name)
+	}
+	changed := false
+	if rep.Addr != "" && m.TargetAddr == "" && m.Phase == model.MigrationPreparingTarget {
+		m.TargetAddr, changed = rep.Addr, true
+	}
+	if rep.TargetError != "" && m.TargetError == "" && !m.Phase.Final() {
+		m.TargetError, changed = rep.TargetError, true
+	}
+	if rep.Arrived && !m.Arrived {
+		m.Arrived, changed = true, true
+	}
+	if rep.Cleaned && m.Phase.Final() && !m.TargetCleaned {
+		m.TargetCleaned, changed = true, true
+	}
+	if !changed {
+		return state.ErrSkip
+	}
+	return nil
+}
+
+func applySourceReport(m *model.Migration, rep api.MigrationReport, now time.Time) error {
+	if rep.Addr != "" || rep.TargetError != "" || rep.Arrived {
+		return badRequest("the source of migration %s reported target fields", m.Name)
+	}
+	changed := false
+	transferring := m.Phase == model.MigrationTransferring
+	if rep.Progress != nil && transferring && !m.SourceDone {
+		m.Progress = *rep.Progress
+		m.Progress.UpdatedAt = now
+		changed = true
+	}
+	if rep.Result != nil && transferring && !m.SourceDone && m.SourceError == "" {
+		res := *rep.Result
+		m.Result, m.SourceDone, changed = &res, true, true
+		m.Progress.BytesLeft, m.Progress.ETASeconds, m.Progress.UpdatedAt = 0, 0, now
+		if res.BytesSent > 0 {
+			m.Progress.BytesSent = res.BytesSent
+		}
+	}
+	if rep.SourceError != "" && transferring && !m.SourceDone && m.SourceError == "" {
+		m.SourceError, changed = rep.SourceError, true
+	}
+	if rep.SourceGone && transferring && !m.SourceGone {
+		m.SourceGone, changed = true, true
+	}
+	if rep.Cleaned && m.Phase.Final() && !m.SourceCleaned {
+		m.SourceCleaned, changed = true, true
+	}
+	if !changed {
+		return state.ErrSkip
+	}
+	return nil
+}
