@@ -44,10 +44,7 @@ func (a *app) balanceShowCmd() *cobra.Command {
 		Short:   "Show the balancing, power and energy settings",
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -111,10 +108,7 @@ func (a *app) balanceSetCmd() *cobra.Command {
 			if n == 0 {
 				return usageErr(fmt.Errorf("balance set: %w (see --help)", errNothingToChange))
 			}
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -146,10 +140,7 @@ func (a *app) balancePlanCmd() *cobra.Command {
 		Short: "Show the balancer's last plan: hosts, moves and why",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -197,10 +188,7 @@ func (a *app) clusterEnergyCmd() *cobra.Command {
 		Short: "Show energy (kWh) and CO2 per host and per project",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}

@@ -25,10 +25,7 @@ func (a *app) clusterInfoCmd() *cobra.Command {
 		Short: "Show the cluster summary",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -73,10 +70,7 @@ func (a *app) policyShowCmd() *cobra.Command {
 		Short:   "Show the placement policy",
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -113,10 +107,7 @@ func (a *app) policySetCmd() *cobra.Command {
 			if !f.Changed("cpu-ratio") && !f.Changed("memory-ratio") && !f.Changed("disk-ratio") && !f.Changed("strategy") && len(ws) == 0 {
 				return usageErr(fmt.Errorf("cluster policy set: %w (--cpu-ratio, --memory-ratio, --disk-ratio, --strategy, --weight)", errNothingToChange))
 			}
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}

@@ -156,6 +156,15 @@ func (a *app) resolve() (resolved, error) {
 	return r, nil
 }
 
+// outputClient checks the -o format before any request is made (a bad
+// format must fail without touching the API), then returns the client.
+func (a *app) outputClient() (*client.Client, error) {
+	if _, err := a.format(); err != nil {
+		return nil, err
+	}
+	return a.client()
+}
+
 // client returns the API client for this invocation, built once.
 func (a *app) client() (*client.Client, error) {
 	if a.cl != nil {

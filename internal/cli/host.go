@@ -27,10 +27,7 @@ func (a *app) hostListCmd() *cobra.Command {
 		Short:   "List hosts",
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -78,10 +75,7 @@ func (a *app) hostShowCmd() *cobra.Command {
 		Short:   "Show a host",
 		Args:    exactArgs(1, "one host name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -145,10 +139,7 @@ func (a *app) hostLabelCmd() *cobra.Command {
 				}
 				set[k] = v
 			}
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -202,10 +193,7 @@ func (a *app) hostJoinTokenCmd() *cobra.Command {
 		Short: "Issue a token with which a new host's agent joins the pool",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}

@@ -47,10 +47,7 @@ With --wait a progress bar on stderr shows the phase, bytes sent and
 left, the dirty rate, the expected downtime and the ETA.`,
 		Args: exactArgs(1, "one VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -175,10 +172,7 @@ func (a *app) migrationListCmd() *cobra.Command {
 		Short:   "List migrations, newest first",
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -219,10 +213,7 @@ func (a *app) migrationShowCmd() *cobra.Command {
 		Short:   "Show a migration with its progress and result",
 		Args:    exactArgs(1, "one migration id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -281,10 +272,7 @@ func (a *app) migrationCancelCmd() *cobra.Command {
 		Short: "Cancel a migration; a transfer under way is aborted and the VM stays where it was",
 		Args:  exactArgs(1, "one migration id"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -327,10 +315,7 @@ move are listed with the reason; the drain keeps trying them as
 capacity frees up. 'vpool host undrain HOST' ends it.`,
 		Args: exactArgs(1, "one host name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -422,10 +407,7 @@ func (a *app) hostUndrainCmd() *cobra.Command {
 		Short: "End a host's maintenance and its drain",
 		Args:  exactArgs(1, "one host name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}

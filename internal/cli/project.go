@@ -67,10 +67,7 @@ func (a *app) projectCreateCmd() *cobra.Command {
 			if _, err := quotaFromFlags(cmd, &req.Quota); err != nil {
 				return err
 			}
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -103,10 +100,7 @@ func (a *app) projectListCmd() *cobra.Command {
 		Short:   "List projects with their usage and quotas",
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -130,10 +124,7 @@ func (a *app) projectShowCmd() *cobra.Command {
 		Short:   "Show a project with its usage and quota",
 		Args:    exactArgs(1, "one project name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -177,10 +168,7 @@ func (a *app) projectSetQuotaCmd() *cobra.Command {
 			} else if !changed {
 				return usageErr(fmt.Errorf("project set-quota: %w (--quota-vcpus, --quota-memory, --quota-disk, --quota-vms)", errNothingToChange))
 			}
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}

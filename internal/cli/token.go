@@ -27,10 +27,7 @@ func (a *app) tokenCreateCmd() *cobra.Command {
   export VPOOL_TOKEN=$(vpool token create --project team-a)`,
 		Args: exactArgs(0, "no arguments (name the project with --project)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -66,10 +63,7 @@ func (a *app) tokenListCmd() *cobra.Command {
 		Short:   "List tokens (never their secrets)",
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}

@@ -153,10 +153,7 @@ func (a *app) vmCreate(cmd *cobra.Command, name string, o *vmCreateOpts) error {
 	if o.count < 1 {
 		return usagef("--count: must be at least 1 (got %d)", o.count)
 	}
-	if _, err := a.format(); err != nil {
-		return err
-	}
-	c, err := a.client()
+	c, err := a.outputClient()
 	if err != nil {
 		return err
 	}
@@ -213,10 +210,7 @@ func (a *app) vmListCmd() *cobra.Command {
 		Short:   "List VMs",
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -270,10 +264,7 @@ func (a *app) vmShowCmd() *cobra.Command {
 		Short:   "Show a VM: spec, status, and why it was placed where it is",
 		Args:    exactArgs(1, "one VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -309,10 +300,7 @@ func (a *app) vmResizeCmd() *cobra.Command {
 				return usageErr(fmt.Errorf("vm resize: %w (--vcpus, --memory)", errNothingToChange))
 			}
 			req.Restart = restart
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}

@@ -67,10 +67,7 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
   vpool snapshot create web1 warm --memory`,
 		Args: exactArgs(2, "a VM name and a snapshot name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -96,10 +93,7 @@ func (a *app) snapshotListCmd() *cobra.Command {
 		Short: "List a VM's snapshots",
 		Args:  exactArgs(1, "one VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -185,10 +179,7 @@ func (a *app) diskAddCmd() *cobra.Command {
 			if !ok {
 				return usagef("vm disk add: --size is required (e.g. --size 10GiB)")
 			}
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
@@ -213,10 +204,7 @@ func (a *app) diskRemoveCmd() *cobra.Command {
 		Short: "Unplug a disk from a VM and delete it",
 		Args:  exactArgs(2, "a VM name and a disk name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := a.format(); err != nil {
-				return err
-			}
-			c, err := a.client()
+			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
