@@ -70,6 +70,7 @@ func agentCmd() *cobra.Command {
 	simCPUs := f.Int("sim-cpus", 8, "CPUs of a sim host")
 	simMem := f.String("sim-memory", "32GiB", "memory of a sim host")
 	simDisk := f.String("sim-disk", "1TiB", "disk of a sim host")
+	pools := f.StringArray("pool", nil, "storage pool NAME=DIR of a qemu host (repeatable; a shared pool is a directory every host mounts at the same path)")
 	logger := logFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := logger()
@@ -91,9 +92,13 @@ func agentCmd() *cobra.Command {
 		if *token == "" {
 			*token = os.Getenv("VPOOL_JOIN_TOKEN")
 		}
+		poolDirs, err := parsePools(*pools)
+		if err != nil {
+			return err
+		}
 		a, drv, kind, err := devenv.NewAgent(devenv.AgentConfig{
 			ServerURL: *srvURL, JoinToken: *token, StateDir: *stateDir, HostName: *name, Labels: lab, Address: *address,
-			Driver: devenv.DriverOptions{Kind: *driver, SimCPUs: *simCPUs, SimMemory: mem, SimDisk: disk, QEMU: qemuDriver},
+			Driver: devenv.DriverOptions{Kind: *driver, SimCPUs: *simCPUs, SimMemory: mem, SimDisk: disk, QEMU: qemuDriver, Pools: poolDirs},
 			Logger: log, Version: version,
 		})
 		if err != nil {
@@ -170,4 +175,22 @@ func hostPower(on, off string) controller.HostPower {
 	}
 	return controller.PowerByDriver{Default: &controller.ExecPower{On: on, Off: off},
 		Drivers: map[string]controller.HostPower{"sim": controller.AgentPower{}}}
+}
+
+func parsePools(kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(kvs))
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" || v == "" {
+			return nil, fmt.Errorf("--pool %q: want NAME=DIR, e.g. --pool shared=/mnt/vpool", kv)
+		}
+		if err := model.ValidName("pool", k); err != nil {
+			return nil, fmt.Errorf("--pool %q: %w", kv, err)
+		}
+		out[k] = v
+	}
+	return out, nil
 }

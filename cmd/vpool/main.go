@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vpool/vpool/internal/cli"
+	"github.com/vpool/vpool/internal/devenv"
 	"github.com/vpool/vpool/internal/hypervisor"
 	"github.com/vpool/vpool/internal/hypervisor/qemu"
 )
@@ -49,8 +50,8 @@ func logFlags(cmd *cobra.Command) func() (*slog.Logger, error) {
 }
 
 // qemuDriver is the QEMU driver factory handed to devenv.
-func qemuDriver(stateDir string, log *slog.Logger) (hypervisor.Driver, error) {
-	return qemu.New(qemu.Config{StateDir: stateDir, Logger: log})
+func qemuDriver(o devenv.QEMUOptions) (hypervisor.Driver, error) {
+	return qemu.New(qemu.Config{StateDir: o.StateDir, Logger: o.Logger, Pools: o.Pools, MigrationHost: o.MigrationHost})
 }
 
 func splitList(s string) []string {

@@ -182,6 +182,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		Transport: &http.Transport{TLSClientConfig: id.tlsConfig(a.serverName), MaxIdleConnsPerHost: 16},
 	}}
 	defer a.client.http.CloseIdleConnections()
+	a.secureMigrations(id)
 	a.reattach(ctx)
 
 	var wg sync.WaitGroup

@@ -18,10 +18,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/hypervisor"
 )
 
 // Files in Config.StateDir.
@@ -269,3 +271,33 @@ func writeIdentity(dir string, certPEM, keyPEM, caPEM []byte) error {
 // serverName returns the host part of the server URL, for certificate
 // verification.
 func serverName(u *url.URL) string { return u.Hostname() }
+
+// secureMigrations hands the driver the host's identity for its migration
+// streams (hypervisor.MigrationSecurer), so that they are mutual TLS from
+// the cluster CA by default. A certificate issued before host
+// certificates carried serverAuth cannot serve; the agent says so and the
+// driver keeps plain TCP (join again with a fresh state dir to fix it).
+func (a *Agent) secureMigrations(id *identity) {
+	sec, ok := a.cfg.Driver.(hypervisor.MigrationSecurer)
+	if !ok {
+		return
+	}
+	if leaf := id.cert.Leaf; leaf != nil && !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageServerAuth) {
+		a.log.Warn("the host certificate predates migration TLS (no serverAuth); migrations of this host stay plain TCP")
+		return
+	}
+	var pems [3][]byte
+	for i, f := range []string{caFile, certFile, keyFile} {
+		b, err := os.ReadFile(filepath.Join(a.cfg.StateDir, f))
+		if err != nil {
+			a.log.Warn("migration TLS not configured", "err", err)
+			return
+		}
+		pems[i] = b
+	}
+	if err := sec.SetMigrationIdentity(pems[0], pems[1], pems[2]); err != nil {
+		a.log.Warn("migration TLS not configured", "err", err)
+		return
+	}
+	a.log.Info("migration streams use TLS from the cluster CA")
+}

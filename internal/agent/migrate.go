@@ -26,6 +26,7 @@ type migWork struct {
 	// server took that report.
 	prepared, sent   bool
 	arrived, cleaned bool
+	resumed          bool // the paused copy of an unanswered switchover
 }
 
 // migrations is the agent's side of live and cold migration. It long-polls
@@ -158,10 +159,15 @@ func (ms *migrations) targetJob(m model.Migration, w *migWork) func(context.Cont
 		return func(ctx context.Context) { ms.prepare(ctx, m) }
 	case m.Phase == model.MigrationTransferring && !m.Arrived && !w.arrived:
 		return func(ctx context.Context) {
-			if ms.listed(ctx, m) {
+			switch {
+			case ms.listed(ctx, m):
 				if ms.report(ctx, m, api.MigrationReport{Arrived: true}) == nil {
 					ms.mark(m.Name, func(w *migWork) { w.arrived = true })
 				}
+			case m.SourceUnsure && !m.TargetAbsent:
+				// The source never heard our answer to the switchover, and
+				// the VM is not here: the source's paused copy is the one.
+				_ = ms.report(ctx, m, api.MigrationReport{Absent: true})
 			}
 		}
 	case (m.Phase == model.MigrationFailed || m.Phase == model.MigrationCancelled) && !m.TargetCleaned && !w.cleaned:
@@ -184,6 +190,8 @@ func (ms *migrations) sourceJob(ctx context.Context, m model.Migration, w *migWo
 		}
 	case m.Phase == model.MigrationCompleted && !m.SourceCleaned && !w.cleaned:
 		return func(ctx context.Context) { ms.cleanSource(ctx, m) }
+	case m.Phase == model.MigrationFailed && m.SourceUnsure && m.TargetAbsent && !w.resumed:
+		return func(ctx context.Context) { ms.resumeUnsure(ctx, m) }
 	}
 	return nil
 }
@@ -263,11 +271,7 @@ func (ms *migrations) send(wctx, ctx context.Context, m model.Migration) {
 		_ = ms.report(ctx, m, rep)
 		return
 	}
-	opts := hypervisor.MigrateOptions{
-		DowntimeLimit: time.Duration(m.Options.DowntimeLimitMs) * time.Millisecond,
-		BandwidthBps:  m.Options.BandwidthBps,
-		AllowPostCopy: m.Options.AllowPostCopy,
-	}
+	opts := migrateOptions(m.Options)
 	pr := newProgressReporter(func(p model.MigrationProgress) {
 		_ = ms.report(ctx, m, api.MigrationReport{Progress: &p})
 	})
@@ -282,16 +286,52 @@ func (ms *migrations) send(wctx, ctx context.Context, m model.Migration) {
 		if wctx.Err() != nil {
 			msg = "aborted: " + msg
 		}
-		a.log.Warn("outgoing migration failed", "id", m.Name, "vm", m.VMKey(), "err", msg)
-		ms.reportUntil(ctx, m, api.MigrationReport{SourceError: msg})
+		unsure := errors.Is(err, hypervisor.ErrOutcomeUnknown)
+		a.log.Warn("outgoing migration failed", "id", m.Name, "vm", m.VMKey(), "err", msg, "outcomeUnknown", unsure)
+		ms.reportUntil(ctx, m, api.MigrationReport{SourceError: msg, Unsure: unsure})
 		return
 	}
 	if ms.listed(ctx, m) {
 		a.log.Warn("driver still lists a VM it migrated away", "vm", m.VMKey())
 	}
 	a.log.Info("VM sent", "id", m.Name, "vm", m.VMKey(), "total", res.Total, "downtime", res.Downtime)
-	ms.reportUntil(ctx, m, api.MigrationReport{Result: &model.MigrationResult{
-		TotalMs: res.Total.Milliseconds(), DowntimeMs: res.Downtime.Milliseconds(), BytesSent: res.Bytes}})
+	ms.reportUntil(ctx, m, api.MigrationReport{Result: resultOf(res)})
+}
+
+// migrateOptions turns a migration's stored options into the driver's;
+// zero values keep the driver's defaults.
+func migrateOptions(o model.MigrationOptions) hypervisor.MigrateOptions {
+	return hypervisor.MigrateOptions{
+		DowntimeLimit:   time.Duration(o.DowntimeLimitMs) * time.Millisecond,
+		BandwidthBps:    o.BandwidthBps,
+		MaxBandwidthBps: o.MaxBandwidthBps,
+		AllowPostCopy:   o.AllowPostCopy,
+		StageTimeout:    time.Duration(o.StageTimeoutMs) * time.Millisecond,
+	}
+}
+
+// resultOf is what the migration records of a driver's result.
+func resultOf(res hypervisor.MigrationResult) *model.MigrationResult {
+	return &model.MigrationResult{
+		TotalMs: res.Total.Milliseconds(), DowntimeMs: res.Downtime.Milliseconds(), BytesSent: res.Bytes,
+		GuestGapMs: res.GuestGap.Milliseconds(), RAMBytes: res.RAMBytes, DiskBytes: res.DiskBytes,
+		SharedDisks: res.SharedDisks, Stage: res.Stage, Notes: res.Notes, PostCopy: res.PostCopy, TLS: res.TLS,
+	}
+}
+
+// resumeUnsure resumes the copy an unanswered switchover left paused here,
+// once the target said it does not have the VM and the migration failed.
+func (ms *migrations) resumeUnsure(ctx context.Context, m model.Migration) {
+	a := ms.a
+	in, ok := ms.info(ctx, m)
+	if ok && in.State == hypervisor.StatePaused {
+		if err := a.cfg.Driver.Resume(ctx, in.ID); err != nil {
+			a.log.Warn("resuming the VM after an unanswered switchover failed", "id", m.Name, "vm", m.VMKey(), "err", err)
+			return
+		}
+		a.log.Info("resumed the VM: the target never took it over", "id", m.Name, "vm", m.VMKey())
+	}
+	ms.mark(m.Name, func(w *migWork) { w.resumed = true })
 }
 
 // cleanTarget drops what a failed or cancelled migration left here: the
@@ -427,8 +467,22 @@ func (p *progressReporter) observe(mp hypervisor.MigrationProgress) {
 		p.first = now
 	}
 	out := model.MigrationProgress{BytesSent: mp.Transferred, BytesLeft: mp.Remaining, BytesTotal: mp.Total,
-		DirtyRate: mp.DirtyRate, ExpectedDowntimeMs: mp.ExpectedDowntime.Milliseconds()}
-	if el := now.Sub(p.first).Seconds(); el > 0 && mp.Transferred > 0 {
+		DirtyRate: mp.DirtyRate, ExpectedDowntimeMs: mp.ExpectedDowntime.Milliseconds(),
+		Stage: mp.Stage, Note: mp.Note, Iteration: mp.Iteration, BandwidthBps: mp.Bandwidth, ThrottlePct: mp.Throttle,
+		DiskSent: mp.DiskTransferred, DiskTotal: mp.DiskTotal}
+	if p.last != nil {
+		if out.Note == "" && out.Stage == p.last.Stage {
+			out.Note = p.last.Note // keep why the stage began until the next one
+		}
+		if out.DiskTotal == 0 {
+			out.DiskSent, out.DiskTotal = p.last.DiskSent, p.last.DiskTotal
+		}
+	}
+	switch el := now.Sub(p.first).Seconds(); {
+	case mp.Bandwidth > mp.DirtyRate && mp.Remaining > 0:
+		// Pre-copy shrinks the rest at bandwidth minus what the guest dirties.
+		out.ETASeconds = float64(mp.Remaining) / float64(mp.Bandwidth-mp.DirtyRate)
+	case el > 0 && mp.Transferred > 0:
 		out.ETASeconds = float64(mp.Remaining) / (float64(mp.Transferred) / el)
 	}
 	p.last = &out

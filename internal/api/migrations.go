@@ -66,11 +66,17 @@ type MigrationReport struct {
 	Addr        string `json:"addr,omitempty"`        // MigrateIn answered this address
 	TargetError string `json:"targetError,omitempty"` // MigrateIn failed
 	Arrived     bool   `json:"arrived,omitempty"`     // the VM is listed here
+	// Absent: the source is unsure of the outcome and the VM is not here.
+	Absent bool `json:"absent,omitempty"`
 	// Source side.
 	Progress    *model.MigrationProgress `json:"progress,omitempty"`
 	Result      *model.MigrationResult   `json:"result,omitempty"` // MigrateOut succeeded
 	SourceError string                   `json:"sourceError,omitempty"`
 	SourceGone  bool                     `json:"sourceGone,omitempty"`
+	// Unsure goes with SourceError: the switchover was sent but never
+	// answered; the source holds its copy paused until the target's
+	// report decides.
+	Unsure bool `json:"unsure,omitempty"`
 	// Either side, after a final phase: no copy of the VM is left here
 	// that is not its own.
 	Cleaned bool `json:"cleaned,omitempty"`

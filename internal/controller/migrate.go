@@ -230,8 +230,16 @@ func (x *migrator) start(ctx context.Context, mg *model.Migration) error {
 // switched over rather than lost.
 func (x *migrator) transferring(ctx context.Context, mg *model.Migration, srcUp, dstUp bool) error {
 	switch {
-	case mg.SourceDone || (mg.SourceGone && mg.Arrived):
+	case mg.SourceDone || (mg.SourceGone && mg.Arrived) || (mg.SourceUnsure && mg.Arrived):
 		return x.advance(ctx, mg, model.MigrationSwitchingOver, nil)
+	case mg.SourceUnsure && !mg.TargetAbsent:
+		if !dstUp {
+			note := fmt.Sprintf("migration %s failed: the switchover went unanswered and target %s is down; the VM waits paused on %s for recovery", mg.Name, mg.Target, mg.Source)
+			return x.fail(ctx, mg, model.MigrationFailed, "switchover unanswered and the target went down; the VM waits paused on "+mg.Source, note)
+		}
+		return nil // the target's report decides
+	case mg.SourceUnsure:
+		return x.fail(ctx, mg, model.MigrationFailed, "switchover unanswered ("+mg.SourceError+") and the target does not have the VM; it resumes on "+mg.Source, "")
 	case mg.SourceError != "":
 		if mg.CancelRequested {
 			return x.fail(ctx, mg, model.MigrationCancelled, "cancelled during transfer; the VM stays on "+mg.Source, "")

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,9 +27,21 @@ const (
 // ErrNoQEMU says the QEMU driver was asked for but cannot run here.
 var ErrNoQEMU = errors.New("devenv: the qemu driver is not available")
 
-// QEMUFactory makes a QEMU driver on a state directory. cmd/vpool supplies
-// it; nil means this build has no QEMU driver.
-type QEMUFactory func(stateDir string, log *slog.Logger) (hypervisor.Driver, error)
+// QEMUFactory makes a QEMU driver. cmd/vpool supplies it; nil means this
+// build has no QEMU driver.
+type QEMUFactory func(o QEMUOptions) (hypervisor.Driver, error)
+
+// QEMUOptions configure a QEMU driver.
+type QEMUOptions struct {
+	StateDir string
+	Logger   *slog.Logger
+	// Pools maps storage pool names to directories (a shared pool is one
+	// every host mounts at the same path).
+	Pools map[string]string
+	// MigrationHost is the address migration streams come in on (the
+	// host part of the agent's --address; default loopback).
+	MigrationHost string
+}
 
 // DriverOptions choose and configure a host's driver.
 type DriverOptions struct {
@@ -44,6 +58,9 @@ type DriverOptions struct {
 	// hundreds of simulated hosts in tests.
 	SimMemoryOnly bool
 	QEMU          QEMUFactory
+	// Pools and MigrationHost go to the QEMU driver (QEMUOptions).
+	Pools         map[string]string
+	MigrationHost string
 	Logger        *slog.Logger
 }
 
@@ -80,7 +97,8 @@ func OpenDriver(o DriverOptions) (hypervisor.Driver, string, error) {
 		if !QEMUInstalled() {
 			return nil, "", fmt.Errorf("%w: qemu-system-x86_64 is not installed", ErrNoQEMU)
 		}
-		d, err := o.QEMU(filepath.Join(o.StateDir, "qemu"), o.Logger)
+		d, err := o.QEMU(QEMUOptions{StateDir: filepath.Join(o.StateDir, "qemu"), Logger: o.Logger,
+			Pools: o.Pools, MigrationHost: o.MigrationHost})
 		if err != nil {
 			return nil, "", err
 		}
@@ -132,6 +150,9 @@ func NewAgent(c AgentConfig) (*agent.Agent, hypervisor.Driver, string, error) {
 	}
 	do := c.Driver
 	do.StateDir, do.HostName = c.StateDir, c.HostName
+	if do.MigrationHost == "" && c.Address != "" {
+		do.MigrationHost = addressHost(c.Address)
+	}
 	if do.Logger == nil {
 		do.Logger = c.Logger.With("component", "driver", "host", c.HostName)
 	}
@@ -162,4 +183,16 @@ func NewAgent(c AgentConfig) (*agent.Agent, hypervisor.Driver, string, error) {
 		return nil, nil, "", err
 	}
 	return a, d, kind, nil
+}
+
+// addressHost is the host part of an agent's --address ("10.0.0.5",
+// "10.0.0.5:8443", "[::1]:1", "https://h:1").
+func addressHost(addr string) string {
+	if u, err := url.Parse(addr); err == nil && u.Host != "" {
+		return u.Hostname()
+	}
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
 }

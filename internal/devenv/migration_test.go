@@ -583,15 +583,17 @@ func TestMigrationFailures(t *testing.T) {
 			if m.Phase != tc.phase || !strings.Contains(m.Reason, tc.want) {
 				t.Fatalf("migration ended %s (%s), want %s with %q", m.Phase, m.Reason, tc.phase, tc.want)
 			}
-			if tc.after != nil {
-				tc.after(cl)
-			}
-			assertStayed(t, cl, name, m)
+			// Checked before the source agent returns: its next status
+			// report replaces the message.
 			if tc.name == "source agent dies" {
 				if vm := cl.vm(name); !strings.Contains(vm.Status.Message, "source host h1 went down") {
 					t.Errorf("VM status does not say what happened: %q", vm.Status.Message)
 				}
 			}
+			if tc.after != nil {
+				tc.after(cl)
+			}
+			assertStayed(t, cl, name, m)
 		})
 	}
 }

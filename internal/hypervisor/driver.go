@@ -22,6 +22,11 @@ var (
 	ErrNoCapacity    = errors.New("hypervisor: not enough capacity on host")
 	ErrUnsupported   = errors.New("hypervisor: not supported by this driver")
 	ErrSnapshotFound = errors.New("hypervisor: snapshot not found")
+	// ErrOutcomeUnknown: MigrateOut told the target to take over but
+	// never heard back. The VM may run on the target; the source keeps
+	// its copy paused (never resumed by the driver) until the caller
+	// learns which side has it.
+	ErrOutcomeUnknown = errors.New("hypervisor: migration outcome unknown after switchover")
 )
 
 // State is a VM's run state as the driver sees it.

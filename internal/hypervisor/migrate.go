@@ -12,3 +12,13 @@ import "context"
 type MigrationReleaser interface {
 	ReleaseMigrated(ctx context.Context, id string) error
 }
+
+// MigrationSecurer is implemented by drivers whose migration streams run
+// directly between hosts (QEMU). The agent hands it the host's identity
+// from the cluster CA as soon as it has one (and again after renewing
+// it): the CA certificate and one certificate (serverAuth + clientAuth,
+// naming the host) with its key, all PEM. From then on incoming streams
+// require mutual TLS and outgoing ones use it.
+type MigrationSecurer interface {
+	SetMigrationIdentity(caPEM, certPEM, keyPEM []byte) error
+}

@@ -71,7 +71,12 @@ func (m *MigrationSpec) validate() error {
 type MigrationOptions struct {
 	DowntimeLimitMs int   `json:"downtimeLimitMs"`
 	BandwidthBps    int64 `json:"bandwidthBps,omitempty"` // 0: the driver's default
+	// MaxBandwidthBps is what the first escalation raises the bandwidth to
+	// (0: the driver's default).
+	MaxBandwidthBps int64 `json:"maxBandwidthBps,omitempty"`
 	AllowPostCopy   bool  `json:"allowPostCopy,omitempty"`
+	// StageTimeoutMs bounds each escalation stage (0: the driver's default).
+	StageTimeoutMs int64 `json:"stageTimeoutMs,omitempty"`
 }
 
 // MigrationProgress is the last progress the source reported.
@@ -83,6 +88,19 @@ type MigrationProgress struct {
 	ExpectedDowntimeMs int64     `json:"expectedDowntimeMs"`
 	ETASeconds         float64   `json:"etaSeconds"`
 	UpdatedAt          time.Time `json:"updatedAt"`
+	// Stage is the driver's stage: disks, precopy, bandwidth,
+	// auto-converge, postcopy, switchover (escalation steps in order);
+	// Note says why the stage was entered.
+	Stage string `json:"stage,omitempty"`
+	Note  string `json:"note,omitempty"`
+	// Iteration counts pre-copy passes; BandwidthBps is the measured
+	// stream rate; ThrottlePct the guest's CPU throttle (auto-converge);
+	// DiskSent/DiskTotal the local disks' copy.
+	Iteration    int64 `json:"iteration,omitempty"`
+	BandwidthBps int64 `json:"bandwidthBps,omitempty"`
+	ThrottlePct  int   `json:"throttlePct,omitempty"`
+	DiskSent     int64 `json:"diskSent,omitempty"`
+	DiskTotal    int64 `json:"diskTotal,omitempty"`
 }
 
 // MigrationResult is what a finished migration measured.
@@ -94,6 +112,19 @@ type MigrationResult struct {
 	GuestGapMs int64 `json:"guestGapMs,omitempty"`
 	// WallMs is the orchestration's own time, creation to completion.
 	WallMs int64 `json:"wallMs"`
+	// RAMBytes and DiskBytes split BytesSent (DiskBytes: local disks
+	// copied; disks on shared storage stay put and are listed in
+	// SharedDisks).
+	RAMBytes    int64    `json:"ramBytes,omitempty"`
+	DiskBytes   int64    `json:"diskBytes,omitempty"`
+	SharedDisks []string `json:"sharedDisks,omitempty"`
+	// Stage is the last escalation stage reached; Notes say why each
+	// escalation happened.
+	Stage    string   `json:"stage,omitempty"`
+	Notes    []string `json:"notes,omitempty"`
+	PostCopy bool     `json:"postCopy,omitempty"`
+	// TLS: the streams between the hosts were encrypted.
+	TLS bool `json:"tls,omitempty"`
 }
 
 // Migration moves one VM from Source to Target. It is stored at
@@ -133,6 +164,10 @@ type Migration struct {
 	// Arrived: the target lists the VM as its own (the transfer completed
 	// there) although it is not yet assigned to it.
 	Arrived bool `json:"arrived,omitempty"`
+	// SourceUnsure: the source sent the switchover but never heard back;
+	// its copy waits paused. The target's Arrived or TargetAbsent decides.
+	SourceUnsure bool `json:"sourceUnsure,omitempty"`
+	TargetAbsent bool `json:"targetAbsent,omitempty"`
 	// Abort is set by the controller (cancel, target lost, timeout) while
 	// transferring: the source must stop and confirm with SourceError.
 	Abort string `json:"abort,omitempty"`

@@ -178,9 +178,10 @@ func mustParse(der []byte) *x509.Certificate {
 	return c
 }
 
-// SignCSR checks a PEM certificate request's signature and issues a
-// client certificate (ExtKeyUsageClientAuth) whose CN is host, whatever
-// the CSR asked, valid for ttl. It returns the certificate as PEM.
+// SignCSR checks a PEM certificate request's signature and issues a host
+// certificate whose CN and only DNS name are host, whatever the CSR asked,
+// valid for ttl: clientAuth (the agent's identity towards the server) and
+// serverAuth (the host's end of migration streams). It returns the certificate as PEM.
 func (ca *CA) SignCSR(csrPEM []byte, host string, ttl time.Duration, now time.Time) ([]byte, error) {
 	b, _ := pem.Decode(csrPEM)
 	if b == nil || b.Type != "CERTIFICATE REQUEST" {
@@ -203,7 +204,10 @@ func (ca *CA) SignCSR(csrPEM []byte, host string, ttl time.Duration, now time.Ti
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(ttl),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		// serverAuth too: the same certificate secures the host's end of
+		// migration streams (QEMU tls-creds), checked against the host name.
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+		DNSNames:    []string{host},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, csr.PublicKey, ca.Key)
 	if err != nil {

@@ -39,6 +39,12 @@ func TestCARoundTripAndSign(t *testing.T) {
 	if err != nil {
 		t.Fatalf("client cert does not verify: %v", err)
 	}
+	// The same certificate serves the host's end of migration streams.
+	_, err = cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), CurrentTime: now, DNSName: "host1",
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	if err != nil {
+		t.Fatalf("host cert does not verify as a server named host1: %v", err)
+	}
 	if _, err := ca.SignCSR([]byte("junk"), "h", time.Hour, now); !errors.Is(err, ErrBadCSR) {
 		t.Fatalf("junk CSR: %v", err)
 	}

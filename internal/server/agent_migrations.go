@@ -125,7 +125,7 @@ func (s *Server) migrationReport(w http.ResponseWriter, r *http.Request, host st
 }
 
 func applyTargetReport(m *model.Migration, rep api.MigrationReport) error {
-	if rep.Progress != nil || rep.Result != nil || rep.SourceError != "" || rep.SourceGone {
+	if rep.Progress != nil || rep.Result != nil || rep.SourceError != "" || rep.SourceGone || rep.Unsure {
 		return badRequest("the target of migration %s reported source fields", m.Name)
 	}
 	changed := false
@@ -138,6 +138,9 @@ func applyTargetReport(m *model.Migration, rep api.MigrationReport) error {
 	if rep.Arrived && !m.Arrived {
 		m.Arrived, changed = true, true
 	}
+	if rep.Absent && m.SourceUnsure && !m.Arrived && !m.TargetAbsent {
+		m.TargetAbsent, changed = true, true
+	}
 	if rep.Cleaned && m.Phase.Final() && !m.TargetCleaned {
 		m.TargetCleaned, changed = true, true
 	}
@@ -148,7 +151,7 @@ func applyTargetReport(m *model.Migration, rep api.MigrationReport) error {
 }
 
 func applySourceReport(m *model.Migration, rep api.MigrationReport, now time.Time) error {
-	if rep.Addr != "" || rep.TargetError != "" || rep.Arrived {
+	if rep.Addr != "" || rep.TargetError != "" || rep.Arrived || rep.Absent {
 		return badRequest("the source of migration %s reported target fields", m.Name)
 	}
 	changed := false
@@ -167,7 +170,7 @@ func applySourceReport(m *model.Migration, rep api.MigrationReport, now time.Tim
 		}
 	}
 	if rep.SourceError != "" && transferring && !m.SourceDone && m.SourceError == "" {
-		m.SourceError, changed = rep.SourceError, true
+		m.SourceError, m.SourceUnsure, changed = rep.SourceError, rep.Unsure, true
 	}
 	if rep.SourceGone && transferring && !m.SourceGone {
 		m.SourceGone, changed = true, true

@@ -119,6 +119,10 @@ type Driver struct {
 
 	bridgeUp atomic.Bool
 
+	// migTLS is the migration TLS directory in use: Config.MigrationTLSDir,
+	// or StateDir/migration-tls once SetMigrationIdentity wrote it.
+	migTLS atomic.Pointer[string]
+
 	versionOnce sync.Once
 	version     string
 }

@@ -41,7 +41,8 @@ import (
 // ErrMigrationOutcome is returned when the switchover was sent but its
 // answer never came: the guest may run on the target; the source is left
 // paused (never resumed automatically).
-var ErrMigrationOutcome = errors.New("qemu: migration outcome unknown after switchover")
+// It wraps hypervisor.ErrOutcomeUnknown.
+var ErrMigrationOutcome = fmt.Errorf("qemu: %w", hypervisor.ErrOutcomeUnknown)
 
 // outgoing is one MigrateOut in progress.
 type outgoing struct {
@@ -90,7 +91,7 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 	m := &outgoing{d: d, v: v, p: p, a: a, opts: opts, progress: progress, start: d.clock.Now()}
 	m.tlsDir = opts.TLSDir
 	if m.tlsDir == "" {
-		m.tlsDir = d.cfg.MigrationTLSDir
+		m.tlsDir = d.migrationTLSDir()
 	}
 	switch {
 	case a.tlsName != "" && m.tlsDir == "":

@@ -23,6 +23,7 @@ type incoming struct {
 	srv     *ctlServer
 	a       migAddr
 	tls     bool
+	tlsDir  string
 	shared  map[string]string // adopted disks: name → file
 	ticks   *tickWatcher      // started at the resume
 	arrived bool              // "done" succeeded: the VM is ours
@@ -63,10 +64,11 @@ func (d *Driver) MigrateIn(ctx context.Context, cfg hypervisor.VMConfig) (string
 	if err := os.WriteFile(filepath.Join(d.vmDir(cfg.ID), incomingMarker), nil, 0o600); err != nil {
 		return "", fmt.Errorf("qemu: migrate in %s: %w", cfg.ID, err)
 	}
-	in := &incoming{v: v, shared: shared, tls: d.cfg.MigrationTLSDir != ""}
+	tlsDir := d.migrationTLSDir()
+	in := &incoming{v: v, shared: shared, tls: tlsDir != "", tlsDir: tlsDir}
 	in.a = migAddr{host: d.migrationHost(), key: newKey()}
 	if in.tls {
-		if in.a.tlsName, err = tlsServerName(d.cfg.MigrationTLSDir); err != nil {
+		if in.a.tlsName, err = tlsServerName(tlsDir); err != nil {
 			return "", err
 		}
 	}
@@ -86,7 +88,7 @@ func (d *Driver) MigrateIn(ctx context.Context, cfg hypervisor.VMConfig) (string
 	}
 	in.srv = &ctlServer{ln: ln.(*net.TCPListener)}
 	if in.tls {
-		if in.srv.tlsCfg, err = controlServerTLS(d.cfg.MigrationTLSDir); err != nil {
+		if in.srv.tlsCfg, err = controlServerTLS(tlsDir); err != nil {
 			ln.Close()
 			return "", err
 		}
@@ -102,7 +104,7 @@ func (d *Driver) MigrateIn(ctx context.Context, cfg hypervisor.VMConfig) (string
 func (d *Driver) exportDisks(ctx context.Context, in *incoming) error {
 	p := in.p
 	if in.tls {
-		if err := p.qmp.ObjectAdd(ctx, tlsObject(d.cfg.MigrationTLSDir, true)); err != nil {
+		if err := p.qmp.ObjectAdd(ctx, tlsObject(in.tlsDir, true)); err != nil {
 			return err
 		}
 	}

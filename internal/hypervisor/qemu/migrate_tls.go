@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/vpool/vpool/internal/hypervisor"
 )
 
 // TLS for migration. QEMU's tls-creds-x509 object reads a directory laid
@@ -63,6 +65,40 @@ func WriteMigrationTLS(dir string, caPEM, certPEM, keyPEM []byte) error {
 		}
 	}
 	return nil
+}
+
+// migrationTLSDirName is where SetMigrationIdentity lays out the material
+// under the state dir.
+const migrationTLSDirName = "migration-tls"
+
+var _ hypervisor.MigrationSecurer = (*Driver)(nil)
+
+// SetMigrationIdentity lays out the host's identity from the cluster CA
+// (see WriteMigrationTLS) under StateDir/migration-tls and turns migration
+// TLS on there, unless Config.MigrationTLSDir names another directory, in
+// which case that one is rewritten. Migrations already under way keep the
+// material they started with (QEMU read it then).
+func (d *Driver) SetMigrationIdentity(caPEM, certPEM, keyPEM []byte) error {
+	dir := d.cfg.MigrationTLSDir
+	if dir == "" {
+		dir = filepath.Join(d.cfg.StateDir, migrationTLSDirName)
+	}
+	if err := WriteMigrationTLS(dir, caPEM, certPEM, keyPEM); err != nil {
+		return err
+	}
+	if _, err := tlsServerName(dir); err != nil {
+		return err
+	}
+	d.migTLS.Store(&dir)
+	return nil
+}
+
+// migrationTLSDir is the TLS material of new migrations; "" means plain TCP.
+func (d *Driver) migrationTLSDir() string {
+	if p := d.migTLS.Load(); p != nil {
+		return *p
+	}
+	return d.cfg.MigrationTLSDir
 }
 
 // tlsSide loads one side's certificate from dir and the CA pool.
