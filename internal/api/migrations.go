@@ -13,6 +13,9 @@ type MigrationRequest struct {
 	// (spec.migration) and the defaults (300 ms, no post-copy).
 	DowntimeLimitMs *int  `json:"downtimeLimitMs,omitempty"`
 	AllowPostCopy   *bool `json:"allowPostCopy,omitempty"`
+	// BandwidthBps caps the stream at the start (bytes/s; 0: the
+	// driver's default, 1 GiB/s for QEMU); escalation may raise it.
+	BandwidthBps int64 `json:"bandwidthBps,omitempty"`
 	// DryRun runs the pre-checks and answers the plan; nothing is stored.
 	DryRun bool `json:"dryRun,omitempty"`
 }

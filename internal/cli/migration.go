@@ -33,6 +33,7 @@ func (a *app) vmMigrateCmd() *cobra.Command {
 	var to string
 	var wait, postCopy, dryRun bool
 	var downtime, timeout time.Duration
+	var bandwidth string
 	cmd := &cobra.Command{
 		Use:   "migrate NAME",
 		Short: "Move a VM to another host: live when it runs, cold when it is stopped",
@@ -59,6 +60,13 @@ left, the dirty rate, the expected downtime and the ETA.`,
 			if cmd.Flags().Changed("post-copy") {
 				req.AllowPostCopy = &postCopy
 			}
+			if bandwidth != "" {
+				bw, err := model.ParseBytes(bandwidth)
+				if err != nil || bw <= 0 {
+					return fmt.Errorf("--bandwidth %q: want a rate per second such as 64MiB", bandwidth)
+				}
+				req.BandwidthBps = int64(bw)
+			}
 			m, err := c.MigrateVM(cmd.Context(), a.cfg.Project, req)
 			if err != nil {
 				return err
@@ -82,6 +90,7 @@ left, the dirty rate, the expected downtime and the ETA.`,
 	f.DurationVar(&timeout, "timeout", 30*time.Minute, "how long --wait waits")
 	f.DurationVar(&downtime, "downtime-limit", 0, "longest pause at switch-over, e.g. 100ms (default: the VM's or 300ms)")
 	f.BoolVar(&postCopy, "post-copy", false, "allow post-copy when pre-copy does not converge")
+	f.StringVar(&bandwidth, "bandwidth", "", "starting stream rate per second, e.g. 64MiB (default: the driver's, 1GiB for QEMU; escalation may raise it)")
 	f.BoolVar(&dryRun, "dry-run", false, "run the pre-checks and show the plan; change nothing")
 	return cmd
 }
@@ -137,24 +146,41 @@ func (p *migrationBar) done() {
 	}
 }
 
-// migrationProgressLine renders phase, a bar, bytes sent and left, dirty rate,
-// expected downtime and ETA.
+// migrationProgressLine renders phase (and the driver's stage), a bar,
+// bytes sent and left, dirty rate, expected downtime and ETA; while local
+// disks are copied, the disk copy instead.
 func migrationProgressLine(m *model.Migration) string {
 	pr := m.Progress
-	const width = 24
+	sent, total := pr.BytesSent, pr.BytesTotal
+	disks := pr.Stage == "disks" && pr.DiskTotal > 0
+	if disks {
+		sent, total = pr.DiskSent, pr.DiskTotal
+	}
 	frac := 0.0
-	if pr.BytesTotal > 0 {
-		frac = float64(pr.BytesSent) / float64(pr.BytesTotal)
+	if total > 0 {
+		frac = float64(sent) / float64(total)
 	}
 	if m.Phase == model.MigrationCompleted || m.Phase == model.MigrationSwitchingOver {
 		frac = 1
 	}
 	frac = min(max(frac, 0), 1)
+	const width = 24
 	n := int(frac * width)
 	bar := "[" + strings.Repeat("=", n) + strings.Repeat(" ", width-n) + "]"
-	return fmt.Sprintf("%-16s %s %3.0f%%  sent %s  left %s  dirty %s/s  downtime ~%dms  eta %s",
-		m.Phase, bar, frac*100, model.Bytes(pr.BytesSent), model.Bytes(pr.BytesLeft), model.Bytes(pr.DirtyRate),
+	phase := string(m.Phase)
+	if pr.Stage != "" && m.Phase == model.MigrationTransferring {
+		phase += "/" + pr.Stage
+	}
+	if disks {
+		return fmt.Sprintf("%-26s %s %3.0f%%  disks %s of %s", phase, bar, frac*100, model.Bytes(sent), model.Bytes(total))
+	}
+	line := fmt.Sprintf("%-26s %s %3.0f%%  sent %s  left %s  dirty %s/s  downtime ~%dms  eta %s",
+		phase, bar, frac*100, model.Bytes(pr.BytesSent), model.Bytes(pr.BytesLeft), model.Bytes(pr.DirtyRate),
 		pr.ExpectedDowntimeMs, eta(pr.ETASeconds))
+	if pr.ThrottlePct > 1 {
+		line += fmt.Sprintf("  throttle %d%%", pr.ThrottlePct)
+	}
+	return line
 }
 
 func eta(s float64) string {
@@ -240,16 +266,38 @@ func (a *app) describeMigration(w io.Writer, m *model.Migration) {
 	if m.Options.AllowPostCopy {
 		field(w, "Post-copy", "allowed")
 	}
-	if m.Progress.BytesTotal > 0 {
+	if m.Progress.BytesTotal > 0 || m.Progress.DiskTotal > 0 {
 		field(w, "Progress", migrationProgressLine(m))
+		if m.Progress.Note != "" && !m.Phase.Final() {
+			field(w, "Stage", m.Progress.Stage+": "+m.Progress.Note)
+		}
 	}
 	if r := m.Result; r != nil {
 		field(w, "Total", fmt.Sprintf("%dms (wall %dms)", r.TotalMs, r.WallMs))
-		field(w, "Downtime", fmt.Sprintf("%dms", r.DowntimeMs))
-		field(w, "Bytes sent", model.Bytes(r.BytesSent))
+		if m.Mode == model.MigrationLive {
+			field(w, "Downtime", fmt.Sprintf("%dms", r.DowntimeMs))
+		}
+		sent := model.Bytes(r.BytesSent).String()
+		if r.RAMBytes > 0 || r.DiskBytes > 0 {
+			sent += fmt.Sprintf(" (memory %s, disks %s)", model.Bytes(r.RAMBytes), model.Bytes(r.DiskBytes))
+		}
+		field(w, "Bytes sent", sent)
+		if len(r.SharedDisks) > 0 {
+			field(w, "Shared disks", strings.Join(r.SharedDisks, ", "))
+		}
 		if r.GuestGapMs > 0 {
 			field(w, "Guest gap", fmt.Sprintf("%dms", r.GuestGapMs))
 		}
+		if r.Stage != "" {
+			field(w, "Last stage", r.Stage)
+		}
+		for _, n := range r.Notes {
+			field(w, "Escalation", n)
+		}
+		if r.PostCopy {
+			field(w, "Post-copy", "switched")
+		}
+		field(w, "Encrypted", yesNo(r.TLS))
 	}
 	field(w, "Created", stamp(now, m.CreatedAt))
 	if m.FinishedAt != nil {
@@ -418,4 +466,11 @@ func (a *app) hostUndrainCmd() *cobra.Command {
 			return a.print(cmd, h, func(w io.Writer) { fmt.Fprintf(w, "host %s: %s\n", h.Name, hostState(h)) })
 		},
 	}
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
 }

@@ -110,6 +110,10 @@ func (s *Server) createMigration(w http.ResponseWriter, r *http.Request, p *prin
 	if err != nil {
 		return err
 	}
+	if req.BandwidthBps < 0 {
+		return badRequest("bandwidthBps: must be 0 (the driver's default) or a rate in bytes/s (got %d)", req.BandwidthBps)
+	}
+	opts.BandwidthBps = req.BandwidthBps
 	target, mode, expl, err := mp.PlanMigration(ctx, vm, req.To)
 	if err != nil {
 		return refusal(err)
