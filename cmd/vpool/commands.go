@@ -71,6 +71,7 @@ func agentCmd() *cobra.Command {
 	simMem := f.String("sim-memory", "32GiB", "memory of a sim host")
 	simDisk := f.String("sim-disk", "1TiB", "disk of a sim host")
 	pools := f.StringArray("pool", nil, "storage pool NAME=DIR of a qemu host (repeatable; a shared pool is a directory every host mounts at the same path)")
+	cpuModel := f.String("cpu-model", "", "guest CPU model of a qemu host, the same on every host so VMs move between different CPUs (e.g. Haswell-noTSX; default: host under KVM, qemu64 under TCG)")
 	logger := logFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := logger()
@@ -98,7 +99,7 @@ func agentCmd() *cobra.Command {
 		}
 		a, drv, kind, err := devenv.NewAgent(devenv.AgentConfig{
 			ServerURL: *srvURL, JoinToken: *token, StateDir: *stateDir, HostName: *name, Labels: lab, Address: *address,
-			Driver: devenv.DriverOptions{Kind: *driver, SimCPUs: *simCPUs, SimMemory: mem, SimDisk: disk, QEMU: qemuDriver, Pools: poolDirs},
+			Driver: devenv.DriverOptions{Kind: *driver, SimCPUs: *simCPUs, SimMemory: mem, SimDisk: disk, QEMU: qemuDriver, Pools: poolDirs, CPUModel: *cpuModel},
 			Logger: log, Version: version,
 		})
 		if err != nil {

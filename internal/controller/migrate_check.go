@@ -76,7 +76,7 @@ func compatible(src, dst *model.Host, vm *model.VM, mode model.MigrationMode) st
 		return fmt.Sprintf("hypervisor %s on %s is older than %s on %s: a running VM can only move to the same or a newer version",
 			dst.HypervisorVersion, dst.Name, src.HypervisorVersion, src.Name)
 	case src.CPUModel != "" && dst.CPUModel != "" && src.CPUModel != dst.CPUModel:
-		return fmt.Sprintf("CPU models differ (%s on %s, %s on %s): live migration needs a common CPU baseline",
+		return fmt.Sprintf("guest CPU models differ (%s on %s, %s on %s): live migration needs one baseline; start every agent with the same --cpu-model (e.g. Haswell-noTSX)",
 			src.CPUModel, src.Name, dst.CPUModel, dst.Name)
 	}
 	return ""

@@ -41,6 +41,9 @@ type QEMUOptions struct {
 	// MigrationHost is the address migration streams come in on (the
 	// host part of the agent's --address; default loopback).
 	MigrationHost string
+	// CPUModel is the guests' CPU model, the cluster's baseline (empty:
+	// the driver's default).
+	CPUModel string
 }
 
 // DriverOptions choose and configure a host's driver.
@@ -58,9 +61,10 @@ type DriverOptions struct {
 	// hundreds of simulated hosts in tests.
 	SimMemoryOnly bool
 	QEMU          QEMUFactory
-	// Pools and MigrationHost go to the QEMU driver (QEMUOptions).
+	// Pools, MigrationHost and CPUModel go to the QEMU driver (QEMUOptions).
 	Pools         map[string]string
 	MigrationHost string
+	CPUModel      string
 	Logger        *slog.Logger
 }
 
@@ -98,7 +102,7 @@ func OpenDriver(o DriverOptions) (hypervisor.Driver, string, error) {
 			return nil, "", fmt.Errorf("%w: qemu-system-x86_64 is not installed", ErrNoQEMU)
 		}
 		d, err := o.QEMU(QEMUOptions{StateDir: filepath.Join(o.StateDir, "qemu"), Logger: o.Logger,
-			Pools: o.Pools, MigrationHost: o.MigrationHost})
+			Pools: o.Pools, MigrationHost: o.MigrationHost, CPUModel: o.CPUModel})
 		if err != nil {
 			return nil, "", err
 		}

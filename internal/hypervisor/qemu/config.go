@@ -60,6 +60,13 @@ type Config struct {
 	QEMUImg string
 	// Machine is the machine type (default q35).
 	Machine string
+	// CPUModel is the guest CPU model: the cluster's baseline, the same
+	// on every host, so that running VMs can move between hosts of
+	// different CPUs (e.g. "Haswell-noTSX", "EPYC-Rome", "qemu64"). Empty:
+	// "host" under KVM (fastest, but a VM only moves between identical
+	// CPUs) and QEMU's default (qemu64) under TCG. The host reports it as
+	// its CPU model, which the migration pre-checks compare.
+	CPUModel string
 	// MaxVCPUs is the vCPU ceiling for hot-add (-smp maxcpus); a VM gets
 	// max(its vCPUs, MaxVCPUs). Default 8.
 	MaxVCPUs int
@@ -154,6 +161,9 @@ func New(cfg Config) (*Driver, error) {
 		d.keys = &FileKeys{Dir: filepath.Join(cfg.StateDir, "keys")}
 	}
 	if d.accel, err = resolveAccel(cfg.Accel); err != nil {
+		return nil, err
+	}
+	if err := d.checkCPUModel(); err != nil {
 		return nil, err
 	}
 	if d.cfg.VMOverhead == 0 { // measured: see docs/qemu.md

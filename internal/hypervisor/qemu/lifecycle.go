@@ -230,9 +230,8 @@ func (d *Driver) machine(ctx context.Context, rec *record, o startOpts, rev *rev
 		PidFile:       filepath.Join(d.vmDir(id), "qemu.pid"),
 		Balloon:       true, StartPaused: true, Incoming: o.incoming, Sandbox: true,
 	}
-	if d.accel == "kvm" {
-		m.CPUModel = "host"
-	} else {
+	m.CPUModel = d.cpuModelArg()
+	if d.accel != "kvm" {
 		m.TCGCacheMiB = int64(d.cfg.TCGCache / model.MiB)
 	}
 	// Memory hot-add costs the guest kernel early memory (the hotplug

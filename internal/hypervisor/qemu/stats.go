@@ -137,7 +137,7 @@ func (d *Driver) Inventory(ctx context.Context) (hypervisor.Inventory, error) {
 	if err != nil {
 		return hypervisor.Inventory{}, err
 	}
-	inv := hypervisor.Inventory{CPUs: runtime.NumCPU(), Memory: mem, Accel: d.accel, CPUModel: cpuModel(), Version: d.qemuVersion(ctx)}
+	inv := hypervisor.Inventory{CPUs: runtime.NumCPU(), Memory: mem, Accel: d.accel, CPUModel: d.guestCPUModel(), Version: d.qemuVersion(ctx)}
 	names := make([]string, 0, len(d.cfg.Pools))
 	for n := range d.cfg.Pools {
 		names = append(names, n)
@@ -181,6 +181,56 @@ func hostMemory() (model.Bytes, error) {
 		}
 	}
 	return 0, fmt.Errorf("qemu: no MemTotal in /proc/meminfo")
+}
+
+// guestCPUModel is the CPU model guests of this host see: the configured
+// baseline, QEMU's default under TCG, or "host (<physical model>)" when
+// KVM passes the host CPU through.
+func (d *Driver) guestCPUModel() string {
+	switch m := d.cpuModelArg(); m {
+	case "":
+		return "qemu64"
+	case "host":
+		return "host (" + cpuModel() + ")"
+	default:
+		return m
+	}
+}
+
+// cpuModelArg is the -cpu argument of every VM ("" for QEMU's default).
+func (d *Driver) cpuModelArg() string {
+	if d.cfg.CPUModel != "" {
+		return d.cfg.CPUModel
+	}
+	if d.accel == "kvm" {
+		return "host"
+	}
+	return ""
+}
+
+// checkCPUModel refuses a configured CPU model this QEMU does not know.
+func (d *Driver) checkCPUModel() error {
+	m := d.cfg.CPUModel
+	if m == "" || m == "host" {
+		if m == "host" && d.accel != "kvm" {
+			return fmt.Errorf("qemu: CPUModel host needs KVM (this host runs %s): name a model such as qemu64", d.accel)
+		}
+		return nil
+	}
+	bin, err := binary(d.cfg.QEMU)
+	if err != nil {
+		return err
+	}
+	out, err := exec.Command(bin, "-cpu", "help").Output()
+	if err != nil {
+		return fmt.Errorf("qemu: list CPU models: %w", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "x86" && f[1] == m {
+			return nil
+		}
+	}
+	return fmt.Errorf("qemu: CPU model %q is unknown to %s (see %s -cpu help)", m, bin, bin)
 }
 
 func cpuModel() string {
