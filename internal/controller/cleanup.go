@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
+	"time"
 
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/store"
@@ -79,6 +81,48 @@ func (r *reconciler) compactEvents(ctx context.Context) error {
 		}
 		ops = ops[n:]
 	}
+	if err := r.pruneMigrations(ctx, now); err != nil {
+		return err
+	}
 	r.lastCompact = now
+	return nil
+}
+
+// pruneMigrations deletes finished migrations finished before
+// MigrationRetention, and all but the newest MaxMigrations finished ones,
+// so that the migration controller's passes stay short. A migration whose
+// leftover clean-up the host has not confirmed yet is kept: the agent
+// still needs it.
+func (r *reconciler) pruneMigrations(ctx context.Context, now time.Time) error {
+	migs, _, err := r.m.repo.ListMigrations(ctx, "")
+	if err != nil {
+		return fmt.Errorf("controller: list migrations: %w", err)
+	}
+	var done []*model.Migration
+	for _, m := range migs {
+		cleaned := m.TargetCleaned
+		if m.Phase == model.MigrationCompleted {
+			cleaned = m.SourceCleaned
+		}
+		if m.Phase.Final() && m.FinishedAt != nil && cleaned {
+			done = append(done, m)
+		}
+	}
+	sort.Slice(done, func(i, j int) bool { return done[i].FinishedAt.Before(*done[j].FinishedAt) })
+	excess := len(done) - r.m.cfg.MaxMigrations
+	var ops []store.Op
+	for i, m := range done {
+		if i >= excess && now.Sub(*m.FinishedAt) < r.m.cfg.MigrationRetention {
+			break
+		}
+		ops = append(ops, store.Delete(store.MigrationKey(m.Name)))
+	}
+	for len(ops) > 0 {
+		n := min(len(ops), eventDeleteBatch)
+		if _, _, err := r.st.Txn(ctx, r.t.guard(), ops[:n]); err != nil {
+			return fmt.Errorf("controller: prune migrations: %w", err)
+		}
+		ops = ops[n:]
+	}
 	return nil
 }

@@ -2,8 +2,11 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"sort"
 	"testing"
 	"time"
 
@@ -159,5 +162,51 @@ func (e *env) clearEvents() {
 		if _, _, err := e.st.Txn(context.Background(), nil, []store.Op{store.Delete(kv.Key)}); err != nil {
 			e.t.Fatal(err)
 		}
+	}
+}
+
+func TestMigrationPruning(t *testing.T) {
+	e := newEnv(t)
+	now := e.clock.Now()
+	put := func(id string, phase model.MigrationPhase, finishedAgo time.Duration, cleaned bool) {
+		m := model.Migration{Meta: model.Meta{Name: id, Project: "default"}, VM: "v", Phase: phase}
+		if phase.Final() {
+			at := now.Add(-finishedAgo)
+			m.FinishedAt = &at
+			m.SourceCleaned, m.TargetCleaned = cleaned, cleaned
+		}
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := e.st.Txn(context.Background(), nil, []store.Op{store.Put(store.MigrationKey(id), b)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("old-done", model.MigrationCompleted, 10*24*time.Hour, true)
+	put("old-failed-unclean", model.MigrationFailed, 10*24*time.Hour, false) // the target still needs it
+	put("running", model.MigrationTransferring, 0, false)
+	for i := range 4 {
+		put(fmt.Sprintf("recent-%d", i), model.MigrationCancelled, time.Duration(4-i)*time.Hour, true)
+	}
+	cfg := e.config("a", nil)
+	cfg.MaxMigrations = 3
+	m := New(cfg)
+	r := newReconciler(m, &term{}, newCache(m.log))
+	if err := r.compactEvents(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	migs, _, err := m.repo.ListMigrations(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, mg := range migs {
+		left = append(left, mg.Name)
+	}
+	sort.Strings(left)
+	want := []string{"old-failed-unclean", "recent-1", "recent-2", "recent-3", "running"}
+	if !slices.Equal(left, want) {
+		t.Fatalf("migrations left %v, want %v", left, want)
 	}
 }

@@ -21,6 +21,9 @@ const (
 	DefaultMaxEvents       = 10000
 	DefaultMaxEventAge     = 24 * time.Hour
 	DefaultCompactInterval = time.Minute
+	// Finished migrations are kept for a week, at most 1,000 of them.
+	DefaultMigrationRetention = 7 * 24 * time.Hour
+	DefaultMaxMigrations      = 1000
 )
 
 // Config configures a Manager. Store and Identity are required; every
@@ -59,6 +62,11 @@ type Config struct {
 	MaxEventAge time.Duration
 	// CompactInterval is how often the event log is compacted.
 	CompactInterval time.Duration
+	// MigrationRetention and MaxMigrations bound the finished migrations
+	// kept (with the same compaction): older ones, and all but the newest
+	// MaxMigrations, are deleted once both hosts confirmed their clean-up.
+	MigrationRetention time.Duration
+	MaxMigrations      int
 
 	// Power switches hosts to standby and back (power controller);
 	// AgentPower when nil.
@@ -112,6 +120,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.CompactInterval <= 0 {
 		c.CompactInterval = DefaultCompactInterval
+	}
+	if c.MigrationRetention <= 0 {
+		c.MigrationRetention = DefaultMigrationRetention
+	}
+	if c.MaxMigrations <= 0 {
+		c.MaxMigrations = DefaultMaxMigrations
 	}
 	if c.Power == nil {
 		c.Power = AgentPower{}
