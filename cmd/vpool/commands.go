@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -146,19 +147,42 @@ works in another shell without flags.`,
 	return cmd
 }
 
-func parseLabels(kvs []string) (map[string]string, error) {
+// parseKV parses repeated KEY=VALUE flags; check refuses a pair with the
+// fix in its message.
+func parseKV(flag string, kvs []string, check func(k, v string) error) (map[string]string, error) {
 	if len(kvs) == 0 {
 		return nil, nil
 	}
 	out := make(map[string]string, len(kvs))
 	for _, kv := range kvs {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("--label %q: want key=value", kv)
+		k, v, _ := strings.Cut(kv, "=")
+		if err := check(k, v); err != nil || !strings.Contains(kv, "=") {
+			if err == nil {
+				err = errors.New("want KEY=VALUE")
+			}
+			return nil, fmt.Errorf("--%s %q: %w", flag, kv, err)
 		}
 		out[k] = v
 	}
 	return out, nil
+}
+
+func parseLabels(kvs []string) (map[string]string, error) {
+	return parseKV("label", kvs, func(k, _ string) error {
+		if k == "" {
+			return errors.New("want key=value")
+		}
+		return nil
+	})
+}
+
+func parsePools(kvs []string) (map[string]string, error) {
+	return parseKV("pool", kvs, func(k, v string) error {
+		if k == "" || v == "" {
+			return errors.New("want NAME=DIR, e.g. --pool shared=/mnt/vpool")
+		}
+		return model.ValidName("pool", k)
+	})
 }
 
 func closeDriver(d any) {
@@ -176,22 +200,4 @@ func hostPower(on, off string) controller.HostPower {
 	}
 	return controller.PowerByDriver{Default: &controller.ExecPower{On: on, Off: off},
 		Drivers: map[string]controller.HostPower{"sim": controller.AgentPower{}}}
-}
-
-func parsePools(kvs []string) (map[string]string, error) {
-	if len(kvs) == 0 {
-		return nil, nil
-	}
-	out := make(map[string]string, len(kvs))
-	for _, kv := range kvs {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" || v == "" {
-			return nil, fmt.Errorf("--pool %q: want NAME=DIR, e.g. --pool shared=/mnt/vpool", kv)
-		}
-		if err := model.ValidName("pool", k); err != nil {
-			return nil, fmt.Errorf("--pool %q: %w", kv, err)
-		}
-		out[k] = v
-	}
-	return out, nil
 }
