@@ -72,6 +72,7 @@ func agentCmd() *cobra.Command {
 	simMem := f.String("sim-memory", "32GiB", "memory of a sim host")
 	simDisk := f.String("sim-disk", "1TiB", "disk of a sim host")
 	pools := f.StringArray("pool", nil, "storage pool NAME=DIR of a qemu host (repeatable; a shared pool is a directory every host mounts at the same path)")
+	networks := f.StringArray("network", nil, "a network this host is attached to (repeatable); migrations refuse a target without the VM's networks (default: not checked)")
 	cpuModel := f.String("cpu-model", "", "guest CPU model of a qemu host, the same on every host so VMs move between different CPUs (e.g. Haswell-noTSX; default: host under KVM, qemu64 under TCG)")
 	logger := logFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -99,7 +100,7 @@ func agentCmd() *cobra.Command {
 			return err
 		}
 		a, drv, kind, err := devenv.NewAgent(devenv.AgentConfig{
-			ServerURL: *srvURL, JoinToken: *token, StateDir: *stateDir, HostName: *name, Labels: lab, Address: *address,
+			ServerURL: *srvURL, JoinToken: *token, StateDir: *stateDir, HostName: *name, Labels: lab, Address: *address, Networks: *networks,
 			Driver: devenv.DriverOptions{Kind: *driver, SimCPUs: *simCPUs, SimMemory: mem, SimDisk: disk, QEMU: qemuDriver, Pools: poolDirs, CPUModel: *cpuModel},
 			Logger: log, Version: version,
 		})

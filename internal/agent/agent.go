@@ -57,8 +57,12 @@ type Config struct {
 	Labels   map[string]string
 	// Address is where other hosts reach this one (migration traffic).
 	Address string
-	Driver  hypervisor.Driver
-	Logger  *slog.Logger
+	// Networks names the networks this host is attached to; the migration
+	// pre-checks refuse a target without the VM's networks. Nil: not
+	// reported (not checked).
+	Networks []string
+	Driver   hypervisor.Driver
+	Logger   *slog.Logger
 	// Clock stamps reports; timers run on real time.
 	Clock func() time.Time
 	// HeartbeatInterval is how often the lease is renewed (the server's

@@ -40,7 +40,7 @@ func startAgent(t *testing.T, fs *fakeServer, dir, token string, d hypervisor.Dr
 	t.Helper()
 	a, err := agent.New(agent.Config{
 		ServerURL: fs.URL(), JoinToken: token, StateDir: dir, HostName: "h1",
-		Labels: map[string]string{"zone": "a"}, Driver: d,
+		Labels: map[string]string{"zone": "a"}, Driver: d, Networks: []string{"lan", "storage"},
 		HeartbeatInterval: 50 * time.Millisecond, StatusInterval: 100 * time.Millisecond, PollWait: time.Second,
 		StopTimeout: time.Second,
 	})
@@ -127,7 +127,7 @@ func TestJoinThenRestartWithoutToken(t *testing.T) {
 		t.Fatalf("agent joined %d times, want once", joins)
 	}
 	hb, _ := fs.lastBeat()
-	if hb.Host != "h1" || hb.Capacity.CPUs != 8 || hb.Driver != "sim" || hb.Labels["zone"] != "a" {
+	if hb.Host != "h1" || hb.Capacity.CPUs != 8 || hb.Driver != "sim" || hb.Labels["zone"] != "a" || len(hb.Networks) != 2 {
 		t.Fatalf("heartbeat = %+v", hb)
 	}
 }

@@ -73,6 +73,7 @@ func (a *Agent) heartbeat(ctx context.Context, u *usageMeter) (api.Heartbeat, er
 
 		CPUModel:          inv.CPUModel,
 		HypervisorVersion: inv.Version,
+		Networks:          a.cfg.Networks,
 	}
 	present := make(map[string]bool, len(infos))
 	usages := make(map[string]model.VMUsage, len(infos))

@@ -130,6 +130,7 @@ type AgentConfig struct {
 	HostName  string
 	Labels    map[string]string
 	Address   string
+	Networks  []string
 	Driver    DriverOptions
 	Logger    *slog.Logger
 	Version   string
@@ -176,6 +177,7 @@ func NewAgent(c AgentConfig) (*agent.Agent, hypervisor.Driver, string, error) {
 		HostName:          c.HostName,
 		Labels:            c.Labels,
 		Address:           c.Address,
+		Networks:          c.Networks,
 		Driver:            d,
 		Logger:            c.Logger,
 		Version:           c.Version,
