@@ -103,7 +103,8 @@ type SnapshotInfo struct {
 	Memory    bool      `json:"memory"`
 }
 
-// MigrateOptions tune an outgoing live migration. Zero values pick the
+// MigrateOptions tune an outgoing migration (a cold one uses only
+// BandwidthBps, Timeout, TLSDir and Insecure). Zero values pick the
 // driver's defaults (the QEMU driver's are in docs/migration-qemu.md).
 type MigrateOptions struct {
 	// DowntimeLimit is the longest pause allowed at switchover
@@ -186,6 +187,9 @@ type MigrationResult struct {
 	Notes    []string
 	PostCopy bool
 	TLS      bool
+	// Cold: the VM was not running (stopped or crashed) and moved without
+	// memory: only disks were copied (Downtime 0, Bytes = DiskBytes).
+	Cold bool
 	// SharedDisks names the disks that stayed on shared storage.
 	SharedDisks []string
 }
@@ -227,12 +231,40 @@ type Snapshotter interface {
 	Snapshots(ctx context.Context, id string) ([]SnapshotInfo, error)
 }
 
-// Migrator moves running VMs between hosts.
+// Migrator moves VMs between hosts: running (or paused) ones live, stopped
+// (or crashed) ones cold.
+//
+// The target calls MigrateIn(ctx, cfg) and hands the address to the
+// source, which calls MigrateOut(ctx, id, addr, opts, progress). The target
+// does not know in advance whether the move is live or cold: the source
+// decides from the VM's state and tells the target.
+//
+// Live (the VM runs or is paused): memory and local disks move while the
+// guest runs; on success the VM is gone from the source and runs (or stays
+// paused) on the target.
+//
+// Cold (the VM is stopped or crashed): the contents of its local disks are
+// copied to the target, disks on shared storage are adopted by the target
+// (the same ownership rules as live), no memory moves. On success the VM
+// is gone from the source and the target lists it as stopped (never
+// started). The result has Cold set, Downtime 0, DiskBytes = Bytes = the
+// bytes copied, Total = wall time, TLS as for live; progress reports Stage
+// MigrationStageDisks with DiskTransferred/DiskTotal.
+//
+// Failure (both modes): MigrateOut returns an error and the source VM stays
+// as it was (running / paused / stopped / crashed), except as the driver
+// documents for an unknown outcome (ErrOutcomeUnknown). The target drops
+// its copy by itself when the source aborts or vanishes; the caller still
+// calls Delete on the target after a failed MigrateOut (ErrNotFound means
+// it is already gone) — that is always safe and never touches the source's
+// disks on shared storage.
 type Migrator interface {
 	// MigrateIn prepares this host to receive cfg and returns the address
-	// the source must send to.
+	// the source must send to. The guest never runs here before the
+	// migration completes.
 	MigrateIn(ctx context.Context, cfg VMConfig) (addr string, err error)
-	// MigrateOut sends the VM to addr; on success the VM is gone here.
+	// MigrateOut sends the VM to addr, live or cold by its state; on
+	// success the VM is gone here.
 	MigrateOut(ctx context.Context, id, addr string, opts MigrateOptions, progress func(MigrationProgress)) (MigrationResult, error)
 }
 

@@ -31,7 +31,11 @@ import (
 //   - snapshots: create, list, duplicate refused, revert, delete,
 //     ErrSnapshotFound for unknown names;
 //   - migration between two drivers of New moves a running VM, unless
-//     MigrateIn wraps ErrUnsupported (the case is then skipped).
+//     MigrateIn wraps ErrUnsupported (the case is then skipped);
+//   - cold migration moves a stopped VM: the result says Cold with no
+//     downtime, the source lists nothing (CheckClean), the target lists it
+//     stopped and can start it; a stopped VM that ran moves back the same
+//     way.
 func Run(t *testing.T, harness Harness) {
 	if harness.New == nil {
 		t.Fatal("hypervisortest: Harness.New is required")
@@ -57,6 +61,7 @@ func Run(t *testing.T, harness Harness) {
 		{"Inventory", testInventory},
 		{"ReopenReattaches", testReopen},
 		{"Migration", testMigration},
+		{"ColdMigration", testColdMigration},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -526,4 +531,46 @@ func testMigration(e *env) {
 	}
 	e.wantState(src, cfg.ID, hypervisor.StateRunning)
 	e.wantGone(dst, cfg.ID)
+}
+
+func testColdMigration(e *env) {
+	src := *e.driver()
+	dst := *e.driver()
+	cfg := e.created(src, "cold")
+	e.coldMove(src, dst, cfg)
+	if err := dst.Start(e.ctx, cfg.ID); err != nil {
+		e.t.Fatalf("Start on the target: %v", err)
+	}
+	e.h.WaitReady(e.t, dst, cfg.ID)
+	e.wantState(dst, cfg.ID, hypervisor.StateRunning)
+	// A VM that ran and was stopped moves back.
+	if err := dst.Stop(e.ctx, cfg.ID, e.h.StopTimeout); err != nil {
+		e.t.Fatalf("Stop on the target: %v", err)
+	}
+	e.coldMove(dst, src, cfg)
+}
+
+// coldMove migrates the stopped VM cfg from src to dst and checks the
+// outcome.
+func (e *env) coldMove(src, dst hypervisor.Driver, cfg hypervisor.VMConfig) {
+	e.t.Helper()
+	addr, err := dst.MigrateIn(e.ctx, cfg)
+	if errors.Is(err, hypervisor.ErrUnsupported) {
+		e.t.Skip("driver does not support migration")
+	}
+	if err != nil {
+		e.t.Fatalf("MigrateIn: %v", err)
+	}
+	res, err := src.MigrateOut(e.ctx, cfg.ID, addr, hypervisor.MigrateOptions{}, nil)
+	if err != nil {
+		e.t.Fatalf("cold MigrateOut: %v", err)
+	}
+	if !res.Cold || res.Downtime != 0 || res.Total < 0 || res.Bytes < 0 || res.Bytes != res.DiskBytes {
+		e.t.Errorf("cold MigrationResult %+v is implausible", res)
+	}
+	e.wantGone(src, cfg.ID)
+	in := e.wantState(dst, cfg.ID, hypervisor.StateStopped)
+	if in.VCPUs != cfg.Spec.VCPUs || in.Memory != cfg.Spec.Memory || in.Config.Name != cfg.Name {
+		e.t.Fatalf("migrated VM lists %+v, want the config %+v", in, cfg)
+	}
 }

@@ -127,13 +127,20 @@ func (d *Driver) Start(ctx context.Context, id string) error {
 
 type startOpts struct {
 	incoming string // -incoming value; the VM stays paused until told
+	// helper starts the QEMU of a stopped VM for a cold migration
+	// (migrate_cold.go): paused (-S) and never continued, not admitted
+	// (the guest never runs), no resource controls, its own serial log.
+	// The VM keeps counting as stopped or crashed (runRec.Helper).
+	helper bool
 }
 
 func (d *Driver) startLocked(ctx context.Context, v *vm, o startOpts) error {
 	id := v.rec.Config.ID
 	spec := v.rec.Config.Spec
-	if err := d.admit(v, spec.Memory); err != nil {
-		return err
+	if !o.helper {
+		if err := d.admit(v, spec.Memory); err != nil {
+			return err
+		}
 	}
 	rev := &reverter{}
 	defer rev.fail()
@@ -161,10 +168,12 @@ func (d *Driver) startLocked(ctx context.Context, v *vm, o startOpts) error {
 	if err := p.qmp.Execute(ctx, "qom-set", qmp.Args{"path": balloonPath, "property": "guest-stats-polling-interval", "value": 2}, nil); err != nil {
 		d.log.Debug("qemu: balloon stats polling unavailable", "vm", id, "err", err)
 	}
-	if err := d.applyControls(ctx, v.rec, p); err != nil {
-		return fmt.Errorf("qemu: start %s: %w", id, err)
+	if !o.helper {
+		if err := d.applyControls(ctx, v.rec, p); err != nil {
+			return fmt.Errorf("qemu: start %s: %w", id, err)
+		}
 	}
-	if o.incoming == "" {
+	if o.incoming == "" && !o.helper {
 		if err := p.qmp.Cont(ctx); err != nil {
 			return fmt.Errorf("qemu: start %s: %w", id, err)
 		}
@@ -173,9 +182,11 @@ func (d *Driver) startLocked(ctx context.Context, v *vm, o startOpts) error {
 		Pid: p.pid, StartedAt: start.UTC(), QMP: m.QMPSocket, Console: m.ConsoleSocket,
 		BootVCPUs: m.VCPUs, MaxVCPUs: m.MaxVCPUs, BootMemory: m.MemoryMiB * int64(model.MiB),
 		MaxMemory: m.MaxMemMiB * int64(model.MiB), MemSlots: m.MemSlots, Cmdline: m.Args(),
-		Ports: m.HotplugPorts, DiskPorts: diskPorts(m.Drives),
+		Ports: m.HotplugPorts, DiskPorts: diskPorts(m.Drives), Helper: o.helper,
 	}
-	v.rec.LastExit = ""
+	if !o.helper { // a helper's VM keeps its stopped / crashed state
+		v.rec.LastExit = ""
+	}
 	if err := d.saveRecord(v.rec); err != nil {
 		return err
 	}
@@ -229,6 +240,9 @@ func (d *Driver) machine(ctx context.Context, rec *record, o startOpts, rev *rev
 		SerialLog:     filepath.Join(d.vmDir(id), "serial.log"),
 		PidFile:       filepath.Join(d.vmDir(id), "qemu.pid"),
 		Balloon:       true, StartPaused: true, Incoming: o.incoming, Sandbox: true,
+	}
+	if o.helper { // keep the VM's own serial logs as they are
+		m.SerialLog = filepath.Join(d.vmDir(id), helperSerialLog)
 	}
 	m.CPUModel = d.cpuModelArg()
 	if d.accel != "kvm" {
@@ -334,7 +348,9 @@ func (d *Driver) reapLocked(v *vm, p *process) {
 		p.qmp.Close()
 	}
 	d.cleanRuntime(v.rec)
-	v.rec.LastExit = p.exitState()
+	if v.rec.Run == nil || !v.rec.Run.Helper {
+		v.rec.LastExit = p.exitState()
+	}
 	v.rec.Run = nil
 	if err := d.saveRecord(v.rec); err != nil {
 		d.log.Warn("qemu: saving record after exit", "vm", v.rec.Config.ID, "err", err)
@@ -559,7 +575,7 @@ func (d *Driver) infoOf(ctx context.Context, id string) (hypervisor.Info, bool) 
 func (d *Driver) infoLocked(ctx context.Context, v *vm) hypervisor.Info {
 	in := hypervisor.Info{ID: v.rec.Config.ID, State: d.stateLocked(ctx, v), VCPUs: v.rec.Config.Spec.VCPUs,
 		Memory: v.rec.Config.Spec.Memory, Config: v.rec.Config}
-	if v.proc != nil && v.rec.Run != nil {
+	if v.proc != nil && v.rec.Run != nil && !v.rec.Run.Helper {
 		in.Pid = v.proc.pid
 		in.StartedAt = v.rec.Run.StartedAt
 	}
@@ -568,7 +584,7 @@ func (d *Driver) infoLocked(ctx context.Context, v *vm) hypervisor.Info {
 
 // stateLocked asks QEMU for the run state of a live VM.
 func (d *Driver) stateLocked(ctx context.Context, v *vm) hypervisor.State {
-	if v.proc == nil {
+	if v.proc == nil || (v.rec.Run != nil && v.rec.Run.Helper) {
 		if v.rec.LastExit == hypervisor.StateCrashed {
 			return hypervisor.StateCrashed
 		}
@@ -613,6 +629,17 @@ func (d *Driver) load() error {
 			return err
 		}
 		v := &vm{rec: rec}
+		if rec.Run != nil && rec.Run.Helper {
+			// A cold migration's helper QEMU outlived its agent: the VM
+			// stays as it was; cleanOrphans kills the helper.
+			d.cleanRuntime(rec)
+			os.Remove(filepath.Join(d.vmDir(rec.Config.ID), helperSerialLog))
+			rec.Run = nil
+			if err := d.saveRecord(rec); err != nil {
+				return err
+			}
+			d.log.Warn("qemu: dropping the helper of an unfinished cold migration", "vm", rec.Config.ID)
+		}
 		if rec.Run != nil {
 			if p := d.adopt(d.ctx, rec); p != nil {
 				v.proc = p

@@ -35,6 +35,8 @@ import (
 // deletes its copy. After "done" without an answer the outcome is unknown:
 // the source stays paused rather than risk two running copies.
 //
+// A VM that is not running moves cold (migrate_cold.go): disks only.
+//
 // VMs with snapshots or hot-plugged vCPUs/DIMMs are refused (their layer
 // chain / device set would not match on the target).
 
@@ -65,9 +67,11 @@ type outgoing struct {
 	lastRep  time.Time
 }
 
-// MigrateOut live-migrates the VM to addr from MigrateIn on another
-// driver; on success the VM is gone here. See MigrateOptions for the
-// knobs and docs/migration-qemu.md for the contract.
+// MigrateOut migrates the VM to addr from MigrateIn on another driver:
+// live when it runs (or is paused), cold (disks only, migrate_cold.go)
+// when it is stopped or crashed; on success the VM is gone here. See
+// MigrateOptions for the knobs and docs/migration-qemu.md for the
+// contract.
 func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hypervisor.MigrateOptions, progress func(hypervisor.MigrationProgress)) (hypervisor.MigrationResult, error) {
 	opts = migrateDefaults(opts)
 	v, err := d.lock(id)
@@ -81,11 +85,9 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 	}
 	p := v.proc
 	switch {
-	case p == nil:
-		return hypervisor.MigrationResult{}, fmt.Errorf("qemu: migrate %s: not running: %w", id, hypervisor.ErrBadState)
 	case len(v.rec.Snapshots) > 0:
 		return hypervisor.MigrationResult{}, fmt.Errorf("qemu: migrate %s: delete its snapshots first: %w", id, hypervisor.ErrBadState)
-	case len(v.rec.Run.HotCPUs) > 0 || len(v.rec.Run.DIMMs) > 0:
+	case p != nil && v.rec.Run != nil && (len(v.rec.Run.HotCPUs) > 0 || len(v.rec.Run.DIMMs) > 0):
 		return hypervisor.MigrationResult{}, fmt.Errorf("qemu: migrate %s: restart it after the live resize first: %w", id, hypervisor.ErrBadState)
 	}
 	m := &outgoing{d: d, v: v, p: p, a: a, opts: opts, progress: progress, start: d.clock.Now()}
@@ -102,6 +104,9 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 	m.res.TLS = a.tlsName != ""
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout+2*time.Minute)
 	defer cancel()
+	if p == nil { // stopped or crashed: disks only (migrate_cold.go)
+		return m.runCold(ctx)
+	}
 	if err := m.run(ctx); err != nil {
 		if m.doneSent {
 			d.log.Error("qemu: migration switchover unanswered; source left paused", "vm", id, "err", err)
@@ -137,16 +142,8 @@ func (m *outgoing) run(ctx context.Context) error {
 	if m.ctl, err = dialControl(ctx, m.a, m.tlsDir); err != nil {
 		return err
 	}
-	active := map[string]string{}
-	for _, dr := range m.v.rec.Disks {
-		for _, l := range dr.Layers {
-			if l.ID == dr.Active {
-				active[dr.Name] = l.File
-			}
-		}
-	}
 	postcopy := m.opts.AllowPostCopy && !m.opts.NoEscalation
-	rep, err := m.ctl.call(ctlMsg{Op: "prepare", Key: m.a.key, PostCopy: postcopy, Disks: active}, time.Minute)
+	rep, err := m.ctl.call(ctlMsg{Op: "prepare", Key: m.a.key, PostCopy: postcopy, Disks: activeLayers(m.v.rec)}, time.Minute)
 	if err != nil {
 		return err
 	}
@@ -275,10 +272,8 @@ func (m *outgoing) transfer(ctx context.Context) (migInfo, error) {
 		}
 		m.report(progressOf(mi, s, stage, note), note != "")
 		note = ""
-		if time.Since(m.ctl.at) > controlPing {
-			if _, err := m.ctl.call(ctlMsg{Op: "ping"}, time.Minute); err != nil {
-				return mi, err
-			}
+		if err := m.keepAlive(); err != nil {
+			return mi, err
 		}
 		select {
 		case <-ctx.Done():
@@ -394,6 +389,16 @@ func (m *outgoing) finishPostCopy(ctx context.Context) (migInfo, error) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// keepAlive pings the target when the control connection has been quiet
+// for controlPing, so it does not give up on a long transfer.
+func (m *outgoing) keepAlive() error {
+	if time.Since(m.ctl.at) <= controlPing {
+		return nil
+	}
+	_, err := m.ctl.call(ctlMsg{Op: "ping"}, time.Minute)
+	return err
 }
 
 // report passes progress on, at most every 250ms unless forced.

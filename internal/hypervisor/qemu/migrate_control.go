@@ -22,13 +22,15 @@ import (
 // time. It lives for the whole migration, so the target notices a dead
 // source (EOF, or silence past controlIdle) and drops its copy.
 //
-//	prepare {key, postcopy, disks}  target: capabilities, TLS, start
-//	        → {disks}                listening; replies the disks it found
-//	                                 on shared storage (not to mirror)
+//	prepare {key, postcopy, cold,   target: capabilities, TLS, start
+//	        disks} → {disks}         listening (not when cold); replies the
+//	                                 disks it found on shared storage (not
+//	                                 to mirror)
 //	ping                            keep-alive during a long transfer
 //	time    → {now}                 the target's clock (tick gap offset)
 //	done    → ok                    the source is paused and the disks in
 //	                                 sync: the target resumes the guest
+//	                                 (cold: quits its QEMU, VM stopped)
 //	ticks {want} → {ticks}          the ticks the target saw after resume
 //	abort   → ok                    the target deletes its copy
 //
@@ -46,6 +48,7 @@ type ctlMsg struct {
 	Op       string            `json:"op,omitempty"`
 	Key      string            `json:"key,omitempty"`
 	PostCopy bool              `json:"postcopy,omitempty"`
+	Cold     bool              `json:"cold,omitempty"`  // a stopped VM: disks only, no memory stream
 	Disks    map[string]string `json:"disks,omitempty"` // disk name → active layer file
 	Want     int               `json:"want,omitempty"`
 	Now      int64             `json:"now,omitempty"` // unix ns

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/vpool/vpool/internal/hypervisor"
 	"github.com/vpool/vpool/internal/qmp"
@@ -17,7 +18,9 @@ import (
 // is cancelled (which flushes it, leaving the target in sync) once the
 // source is paused at the switchover.
 
-// mirrorDisks starts the mirrors and waits until all are ready.
+// mirrorDisks starts the mirrors and waits until all are ready, reporting
+// their progress and keeping the control connection alive meanwhile. A
+// cold migration caps the mirrors at BandwidthBps (speed).
 func (m *outgoing) mirrorDisks(ctx context.Context) error {
 	q := m.p.qmp
 	sub := q.Subscribe("BLOCK_JOB_READY", "BLOCK_JOB_COMPLETED", "BLOCK_JOB_ERROR")
@@ -38,38 +41,65 @@ func (m *outgoing) mirrorDisks(ctx context.Context) error {
 			return fmt.Errorf("qemu: disk %s: NBD to the target: %w", dr.Name, err)
 		}
 		job := "mirror-" + dr.deviceID()
-		if err := q.Execute(ctx, "blockdev-mirror", qmp.Args{"job-id": job, "device": dr.node(dr.Active),
-			"target": nbd, "sync": "top"}, nil); err != nil {
+		args := qmp.Args{"job-id": job, "device": dr.node(dr.Active), "target": nbd, "sync": "top"}
+		if m.res.Cold && m.opts.BandwidthBps > 0 {
+			args["speed"] = m.opts.BandwidthBps
+		}
+		if err := q.Execute(ctx, "blockdev-mirror", args, nil); err != nil {
 			return err
 		}
 		waiting[job] = true
 	}
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
 	for len(waiting) > 0 {
-		ev, err := sub.Wait(ctx, nil)
-		if err != nil {
-			return err
+		var ev qmp.Event
+		select {
+		case e, ok := <-sub.C:
+			if !ok {
+				return fmt.Errorf("qemu: disk mirrors: %w", qmp.ErrClosed)
+			}
+			ev = e
+		case <-ctx.Done():
+			return fmt.Errorf("qemu: disk mirrors: %w", ctx.Err())
+		case <-tick.C:
+			m.reportDisks(ctx, false)
+			if err := m.keepAlive(); err != nil {
+				return err
+			}
+			continue
 		}
 		var data struct {
-			Device string `json:"device"`
-			Error  string `json:"error"`
+			Device    string `json:"device"`
+			Error     string `json:"error"`
+			Operation string `json:"operation"` // BLOCK_JOB_ERROR: read or write
 		}
 		ev.DecodeData(&data)
 		if !waiting[data.Device] {
 			continue
 		}
 		if ev.Name != "BLOCK_JOB_READY" {
-			return fmt.Errorf("qemu: disk mirror %s: %s %s", data.Device, ev.Name, data.Error)
+			return fmt.Errorf("qemu: disk mirror %s: %s %s%s", data.Device, ev.Name, data.Operation, data.Error)
 		}
 		delete(waiting, data.Device)
-		if jobs, err := q.QueryBlockJobs(ctx); err == nil {
-			var done, total int64
-			for _, j := range jobs {
-				done, total = done+j.Offset, total+j.Len
-			}
-			m.report(hypervisor.MigrationProgress{Stage: hypervisor.MigrationStageDisks, DiskTransferred: done, DiskTotal: total}, false)
-		}
+		m.reportDisks(ctx, len(waiting) == 0)
 	}
 	return nil
+}
+
+// reportDisks reports the mirrors' progress.
+func (m *outgoing) reportDisks(ctx context.Context, force bool) {
+	jobs, err := m.p.qmp.QueryBlockJobs(ctx)
+	if err != nil {
+		return
+	}
+	var done, total int64
+	for _, j := range jobs {
+		if strings.HasPrefix(j.Device, "mirror-") {
+			done, total = done+j.Offset, total+j.Len
+		}
+	}
+	m.report(hypervisor.MigrationProgress{Stage: hypervisor.MigrationStageDisks, DiskTransferred: done, DiskTotal: total}, force)
 }
 
 // stopMirrors cancels the mirrors (ready ones complete without a pivot,

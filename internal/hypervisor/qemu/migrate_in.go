@@ -26,6 +26,7 @@ type incoming struct {
 	tlsDir  string
 	shared  map[string]string // adopted disks: name → file
 	ticks   *tickWatcher      // started at the resume
+	cold    bool              // the source said so in "prepare": no memory stream
 	arrived bool              // "done" succeeded: the VM is ours
 }
 
@@ -156,13 +157,15 @@ func (d *Driver) serveIncoming(in *incoming) {
 		return
 	}
 	defer conn.Close()
-	// QEMU ending before the switchover ends the conversation.
-	arrived := make(chan struct{})
+	// QEMU ending before the switchover ends the conversation. From
+	// "done" on, finishIncoming watches QEMU itself (and a cold arrival
+	// quits it on purpose).
+	settling := make(chan struct{})
 	go func() {
 		select {
 		case <-in.p.exited:
 			conn.Close()
-		case <-arrived:
+		case <-settling:
 		}
 	}()
 	r := bufio.NewReader(conn)
@@ -190,6 +193,11 @@ func (d *Driver) serveIncoming(in *incoming) {
 		case "time":
 			rep = ctlMsg{OK: true, Now: d.clock.Now().UnixNano()}
 		case "done":
+			if in.arrived { // a repeated "done": nothing more to do
+				rep = ctlMsg{OK: true}
+				break
+			}
+			close(settling)
 			if err := d.finishIncoming(in); err != nil {
 				rep = errReply(err)
 				writeMsg(conn, rep)
@@ -197,7 +205,6 @@ func (d *Driver) serveIncoming(in *incoming) {
 				return
 			}
 			in.arrived = true
-			close(arrived)
 			rep = ctlMsg{OK: true}
 		case "ticks":
 			rep = ctlMsg{OK: true}
@@ -236,6 +243,10 @@ func (d *Driver) prepareIncoming(in *incoming, m ctlMsg) ctlMsg {
 			return ctlMsg{Error: fmt.Sprintf("disk %s: the target found %s on shared storage, the source runs %q", name, file, m.Disks[name])}
 		}
 	}
+	if m.Cold { // the disks are all that moves: the NBD exports are ready
+		in.cold = true
+		return ctlMsg{OK: true, Disks: in.shared}
+	}
 	caps := []qmp.Args{{"capability": "postcopy-ram", "state": m.PostCopy}}
 	if err := p.qmp.Execute(ctx, "migrate-set-capabilities", qmp.Args{"capabilities": caps}, nil); err != nil {
 		return errReply(err)
@@ -264,6 +275,9 @@ func (d *Driver) finishIncoming(in *incoming) error {
 	defer v.mu.Unlock()
 	if v.proc != p || v.deleted {
 		return fmt.Errorf("qemu: the incoming VM is gone")
+	}
+	if in.cold {
+		return d.finishColdIncoming(ctx, in)
 	}
 	if err := awaitLoaded(ctx, p); err != nil {
 		return err

@@ -116,7 +116,9 @@ func (d *Driver) launch(ctx context.Context, v *vm, m Machine, files []*os.File)
 		}
 	}
 	// One serial log per boot; the previous one is kept as serial.log.1.
-	os.Rename(m.SerialLog, m.SerialLog+".1")
+	if m.SerialLog == d.SerialLog(id) {
+		os.Rename(m.SerialLog, m.SerialLog+".1")
+	}
 	logPath := filepath.Join(d.vmDir(id), "qemu.log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {

@@ -100,6 +100,9 @@ type runRec struct {
 	DiskPorts map[string]string `json:"diskPorts,omitempty"`
 	DIMMs     []dimmRec         `json:"dimms,omitempty"`
 	Cmdline   []string          `json:"cmdline"`
+	// Helper marks the paused QEMU of a cold migration (startOpts.helper):
+	// the VM counts as not running (LastExit holds its state).
+	Helper bool `json:"helper,omitempty"`
 }
 
 type dimmRec struct {

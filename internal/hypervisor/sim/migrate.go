@@ -90,9 +90,12 @@ func (d *Driver) MigrateIn(_ context.Context, cfg hypervisor.VMConfig) (string, 
 	return addr, nil
 }
 
-// MigrateOut moves a running or paused VM to the host waiting at addr. The
-// VM keeps its CPU time, controls and snapshots; on success it is gone
-// here and runs there.
+// MigrateOut moves a VM to the host waiting at addr: a running or paused VM
+// live (simulated pre-copy over MigrateDelay), a stopped or crashed one
+// cold (a short simulated disk copy, MigrateDelay/4). The VM keeps its CPU
+// time, controls and snapshots; on success it is gone here and runs there
+// (live) or is stopped there (cold). Cancelling ctx or the target going
+// away fails it and leaves the VM here as it was.
 func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hypervisor.MigrateOptions, progress func(hypervisor.MigrationProgress)) (hypervisor.MigrationResult, error) {
 	h := d.h
 	r := h.cfg.Registry
@@ -104,12 +107,16 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 	}
 	h.mu.Lock()
 	v, err := h.getLocked("migrate out", id)
-	if err == nil && v.State != hypervisor.StateRunning && v.State != hypervisor.StatePaused {
-		err = fmt.Errorf("sim: migrate out %s: vm is %s: %w", id, v.State, hypervisor.ErrBadState)
-	}
-	var mem model.Bytes
+	var (
+		mem, disk model.Bytes
+		cold      bool
+	)
 	if err == nil {
-		mem = v.Config.Spec.Memory
+		mem, disk = v.Config.Spec.Memory, v.Config.Spec.DiskSize()
+		cold = v.State == hypervisor.StateStopped || v.State == hypervisor.StateCrashed
+		if !cold && v.State != hypervisor.StateRunning && v.State != hypervisor.StatePaused {
+			err = fmt.Errorf("sim: migrate out %s: vm is %s: %w", id, v.State, hypervisor.ErrBadState)
+		}
 	}
 	h.mu.Unlock()
 	if err != nil {
@@ -120,6 +127,9 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 	r.mu.Unlock()
 	if !ok || in.id != id {
 		return hypervisor.MigrationResult{}, fmt.Errorf("sim: migrate out %s: nobody waits at %q", id, addr)
+	}
+	if cold {
+		return d.migrateCold(ctx, id, addr, in, opts, int64(disk), progress)
 	}
 	// Simulated pre-copy: four rounds over the configured delay.
 	total := int64(mem)
@@ -136,10 +146,26 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 			progress(hypervisor.MigrationProgress{Transferred: done, Remaining: total - done, Total: total})
 		}
 	}
-	return d.finishMigration(id, addr, in, opts, total)
+	return d.finishMigration(id, addr, in, opts, total, false)
 }
 
-func (d *Driver) finishMigration(id, addr string, in incoming, opts hypervisor.MigrateOptions, total int64) (hypervisor.MigrationResult, error) {
+// migrateCold moves a stopped or crashed VM: one short simulated disk copy
+// (MigrateDelay/4), then the VM is stopped on the target.
+func (d *Driver) migrateCold(ctx context.Context, id, addr string, in incoming, opts hypervisor.MigrateOptions, disk int64, progress func(hypervisor.MigrationProgress)) (hypervisor.MigrationResult, error) {
+	h := d.h
+	if progress != nil {
+		progress(hypervisor.MigrationProgress{Stage: hypervisor.MigrationStageDisks, DiskTotal: disk})
+	}
+	if err := h.wait(ctx, h.cfg.MigrateDelay/4); err != nil {
+		return hypervisor.MigrationResult{}, err
+	}
+	if progress != nil {
+		progress(hypervisor.MigrationProgress{Stage: hypervisor.MigrationStageDisks, DiskTransferred: disk, DiskTotal: disk})
+	}
+	return d.finishMigration(id, addr, in, opts, disk, true)
+}
+
+func (d *Driver) finishMigration(id, addr string, in incoming, opts hypervisor.MigrateOptions, total int64, cold bool) (hypervisor.MigrationResult, error) {
 	h, r := d.h, d.h.cfg.Registry
 	// The target must still wait for the VM (not deleted meanwhile).
 	t := in.host
@@ -170,8 +196,12 @@ func (d *Driver) finishMigration(id, addr string, in incoming, opts hypervisor.M
 	state := moved.State
 	moved.Incoming = false
 	moved.Touched = now
-	t.startLocked(&moved, now)
-	moved.State = state
+	if cold { // never started on the target
+		moved.State, moved.Pid, moved.StartedAt = hypervisor.StateStopped, 0, time.Time{}
+	} else {
+		t.startLocked(&moved, now)
+		moved.State = state
+	}
 	t.vms[id] = &moved
 	if err := t.saveLocked(); err != nil && saveErr == nil {
 		saveErr = err
@@ -187,10 +217,14 @@ func (d *Driver) finishMigration(id, addr string, in incoming, opts hypervisor.M
 		downtime = opts.DowntimeLimit
 	}
 	dur := time.Duration(float64(total) / float64(bw) * float64(time.Second))
+	if cold {
+		return hypervisor.MigrationResult{Total: max(dur, time.Millisecond), Bytes: total, DiskBytes: total,
+			Stage: hypervisor.MigrationStageDisks, Cold: true}, saveErr
+	}
 	if dur < downtime {
 		dur = downtime
 	}
-	return hypervisor.MigrationResult{Total: dur, Downtime: downtime, Bytes: total}, saveErr
+	return hypervisor.MigrationResult{Total: dur, Downtime: downtime, Bytes: total, RAMBytes: total}, saveErr
 }
 
 // waiting reports whether a target still waits at addr for id.

@@ -217,6 +217,136 @@ func TestCrashAndFaults(t *testing.T) {
 	}
 }
 
+// TestColdMigration moves stopped and crashed VMs between two hosts and
+// checks the failures: an injected fault, a cancelled context and the
+// target dropping its copy mid-copy leave the VM on the source as it was.
+func TestColdMigration(t *testing.T) {
+	boom := errors.New("boom")
+	tests := []struct {
+		name       string
+		crash      bool   // run and crash the VM first (else: never started)
+		fail       string // the source's op that fails
+		cancel     bool   // ctx cancelled during the copy
+		dropTarget bool   // the target deletes its copy during the copy
+		wantErr    error  // nil: success; else errors.Is (or any error when ErrNotFound is not expected)
+	}{
+		{name: "stopped"},
+		{name: "crashed", crash: true},
+		{name: "fault", fail: "migrate-out", wantErr: boom},
+		{name: "cancelled", cancel: true, wantErr: context.Canceled},
+		{name: "target-gone", dropTarget: true, wantErr: errAny},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			clock := sim.NewFakeClock(epoch)
+			reg := sim.NewRegistry()
+			fail := func(op, id string) error {
+				if op == tt.fail {
+					return boom
+				}
+				return nil
+			}
+			src := sim.MustHost(sim.Config{Name: "src", Clock: clock, Registry: reg, MigrateDelay: 4 * time.Second, Fail: fail}).Driver()
+			dst := sim.MustHost(sim.Config{Name: "dst", Clock: clock, Registry: reg}).Driver()
+			c := cfg("cold", 2, model.GiB, 10*model.GiB)
+			mustSim(t, src.Create(ctx, c))
+			want := hypervisor.StateStopped
+			if tt.crash {
+				mustSim(t, src.Start(ctx, c.ID))
+				mustSim(t, src.Host().Crash(c.ID))
+				want = hypervisor.StateCrashed
+			}
+			addr, err := dst.MigrateIn(ctx, c)
+			mustSim(t, err)
+			var stages []string
+			type out struct {
+				res hypervisor.MigrationResult
+				err error
+			}
+			done := make(chan out, 1)
+			go func() {
+				res, err := src.MigrateOut(ctx, c.ID, addr, hypervisor.MigrateOptions{}, func(p hypervisor.MigrationProgress) {
+					stages = append(stages, p.Stage)
+				})
+				done <- out{res, err}
+			}()
+			if tt.fail == "" { // the copy waits on the clock (1 s)
+				for clock.Waiters() == 0 {
+					time.Sleep(time.Millisecond)
+				}
+				switch {
+				case tt.cancel:
+					cancel()
+				case tt.dropTarget:
+					mustSim(t, dst.Delete(context.Background(), c.ID))
+				}
+				clock.Advance(time.Second)
+			}
+			o := <-done
+			bg := context.Background()
+			if tt.wantErr != nil {
+				if o.err == nil || (tt.wantErr != errAny && !errors.Is(o.err, tt.wantErr)) {
+					t.Fatalf("MigrateOut: %v, want %v", o.err, tt.wantErr)
+				}
+				if in := listed(t, src, c.ID); in == nil || in.State != want {
+					t.Fatalf("source after the failure: %+v, want %s", in, want)
+				}
+				if err := dst.Delete(bg, c.ID); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
+					t.Fatalf("Delete on the target: %v", err)
+				}
+				if in := listed(t, dst, c.ID); in != nil {
+					t.Fatalf("target lists %+v after the failure", in)
+				}
+				return
+			}
+			mustSim(t, o.err)
+			if !o.res.Cold || o.res.Downtime != 0 || o.res.Bytes != int64(10*model.GiB) || o.res.DiskBytes != o.res.Bytes ||
+				o.res.Total <= 0 || o.res.Stage != hypervisor.MigrationStageDisks {
+				t.Fatalf("result %+v", o.res)
+			}
+			if len(stages) == 0 || stages[0] != hypervisor.MigrationStageDisks {
+				t.Fatalf("progress stages %v", stages)
+			}
+			if in := listed(t, src, c.ID); in != nil {
+				t.Fatalf("source still lists %+v", in)
+			}
+			in := listed(t, dst, c.ID)
+			if in == nil || in.State != hypervisor.StateStopped || in.Pid != 0 {
+				t.Fatalf("target lists %+v, want stopped", in)
+			}
+			if got := dst.Host().Allocated(); got.CPUs != 0 || got.Memory != 0 {
+				t.Fatalf("target holds %+v for a stopped VM", got)
+			}
+			mustSim(t, dst.Start(bg, c.ID))
+		})
+	}
+}
+
+// errAny in a table means "some error".
+var errAny = errors.New("any error")
+
+func mustSim(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// listed returns the Info of id on d, nil when it is not listed.
+func listed(t *testing.T, d *sim.Driver, id string) *hypervisor.Info {
+	t.Helper()
+	infos, err := d.List(context.Background())
+	mustSim(t, err)
+	for _, in := range infos {
+		if in.ID == id {
+			return &in
+		}
+	}
+	return nil
+}
+
 // BenchmarkManyHosts measures the cost of a simulated host with 20
 // running VMs: memory per host and a Stats+List round over all of them.
 func BenchmarkManyHosts(b *testing.B) {
