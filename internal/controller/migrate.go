@@ -28,10 +28,11 @@ const (
 // Every pass recomputes what to do from the store, so it resumes after a
 // crash or a new leader at whatever phase was stored:
 //
-//	pending          → hold capacity on the target (CAS on its allocation);
-//	                   live: preparing-target, cold: switching-over
+//	pending          → hold capacity on the target (CAS on its allocation)
+//	                   → preparing-target (live and cold alike)
 //	preparing-target → the target agent answers MigrateIn's address → transferring
-//	transferring     → the source agent runs MigrateOut and reports; success
+//	transferring     → the source agent runs MigrateOut (a stopped VM's
+//	                   driver copies its disks: cold) and reports; success
 //	                   → switching-over; a failure it confirms → failed
 //	switching-over   → one transaction: VM on the target, allocations moved → completed
 //
@@ -217,11 +218,9 @@ func (x *migrator) start(ctx context.Context, mg *model.Migration) error {
 	if err != nil {
 		return err
 	}
-	next := model.MigrationPreparingTarget
-	if mg.Mode == model.MigrationCold {
-		next = model.MigrationSwitchingOver
-	}
-	return x.advance(ctx, mg, next, nil)
+	// Cold moves take the same path: the source's driver copies a stopped
+	// VM's local disks to the target (and hands over shared ones).
+	return x.advance(ctx, mg, model.MigrationPreparingTarget, nil)
 }
 
 // transferring waits for the source's outcome; it asks the source to

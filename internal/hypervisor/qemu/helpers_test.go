@@ -61,9 +61,14 @@ func newDriver(t testing.TB, cfg Config) *Driver {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		infos, _ := d.List(ctx)
-		for _, in := range infos {
-			d.Delete(ctx, in.ID)
+		d.mu.Lock() // every VM, incoming ones too (List leaves them out)
+		ids := make([]string, 0, len(d.vms))
+		for id := range d.vms {
+			ids = append(ids, id)
+		}
+		d.mu.Unlock()
+		for _, id := range ids {
+			d.Delete(ctx, id)
 		}
 		d.Close()
 	})
