@@ -62,6 +62,12 @@ func (s *Server) getProject(w http.ResponseWriter, r *http.Request, p *principal
 		return notFound("project %q not found", name)
 	}
 	pr, err := s.repo.GetProject(r.Context(), name)
+	return s.answerProject(w, r, name, pr, err)
+}
+
+// answerProject answers a project read or update: 404 when it is gone,
+// else the project with its usage.
+func (s *Server) answerProject(w http.ResponseWriter, r *http.Request, name string, pr *model.Project, err error) error {
 	if errors.Is(err, store.ErrNotFound) {
 		return notFound("project %q not found", name)
 	}
@@ -102,18 +108,7 @@ func (s *Server) patchProject(w http.ResponseWriter, r *http.Request, p *princip
 		}
 		return nil
 	})
-	if errors.Is(err, store.ErrNotFound) {
-		return notFound("project %q not found", name)
-	}
-	if err != nil {
-		return err
-	}
-	v, err := s.projectView(r.Context(), pr)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, v)
-	return nil
+	return s.answerProject(w, r, name, pr, err)
 }
 
 func (s *Server) deleteProject(w http.ResponseWriter, r *http.Request, p *principal) error {
