@@ -110,6 +110,16 @@ func (m *outgoing) stopMirrors(ctx context.Context) error {
 		return nil
 	}
 	q := m.p.qmp
+	// The NBD client nodes go whatever happens: one left behind would
+	// make the next migration of this VM fail (duplicate node name).
+	defer func() {
+		for _, dr := range m.v.rec.Disks {
+			if _, ok := m.shared[dr.Name]; !ok {
+				q.BlockdevDel(ctx, "nbd-"+dr.deviceID())
+			}
+		}
+		m.mirrored = false
+	}()
 	sub := q.Subscribe("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED")
 	defer sub.Close()
 	jobs, err := q.QueryBlockJobs(ctx)
@@ -127,6 +137,9 @@ func (m *outgoing) stopMirrors(ctx context.Context) error {
 		}
 		waiting[j.Device] = true
 	}
+	// A mirror whose target died ends with an error; the others are still
+	// waited for, so that every node is free to delete.
+	var first error
 	for len(waiting) > 0 {
 		ev, err := sub.Wait(ctx, nil)
 		if err != nil {
@@ -137,16 +150,10 @@ func (m *outgoing) stopMirrors(ctx context.Context) error {
 			Error  string `json:"error"`
 		}
 		ev.DecodeData(&data)
-		if waiting[data.Device] && data.Error != "" {
-			return fmt.Errorf("qemu: disk mirror %s: %s", data.Device, data.Error)
+		if waiting[data.Device] && data.Error != "" && first == nil {
+			first = fmt.Errorf("qemu: disk mirror %s: %s", data.Device, data.Error)
 		}
 		delete(waiting, data.Device)
 	}
-	for _, dr := range m.v.rec.Disks {
-		if _, ok := m.shared[dr.Name]; !ok {
-			q.BlockdevDel(ctx, "nbd-"+dr.deviceID())
-		}
-	}
-	m.mirrored = false
-	return nil
+	return first
 }

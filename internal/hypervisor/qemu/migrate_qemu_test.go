@@ -227,6 +227,16 @@ func killMidTransfer(t *testing.T, killSource bool) {
 	if err := v.proc.qmp.Execute(ctx, "query-block-jobs", nil, nil); err != nil && !qmp.IsClass(err, "") {
 		t.Fatal(err)
 	}
+	// No NBD client node left: the next migration would fail to add it.
+	var nodes []struct {
+		NodeName string `json:"node-name"`
+	}
+	mustDo(t, "nodes", v.proc.qmp.Execute(ctx, "query-named-block-nodes", nil, &nodes))
+	for _, n := range nodes {
+		if strings.HasPrefix(n.NodeName, "nbd-") {
+			t.Errorf("NBD client node %s left on the source", n.NodeName)
+		}
+	}
 }
 
 func TestMigrationKillTarget(t *testing.T) { t.Parallel(); killMidTransfer(t, false) }

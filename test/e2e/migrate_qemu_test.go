@@ -1,0 +1,804 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/model"
+)
+
+// Live migration through server + agents + real QEMU (TCG), issue 5.
+//
+// One cluster serves every case: `vpool server` and two `vpool agent
+// --driver qemu` processes (q1, q2) with separate state directories and one
+// shared pool directory (--pool shared=DIR on both). The guests boot the
+// test guest through per-host image directories whose kernel command line
+// carries the guest's switches: tick-guest prints a TICK every second (the
+// driver measures the guest-visible gap from them), dirty-guest also
+// rewrites memory faster than the slow transfers of the failure cases
+// send it, so that those never converge before the kill.
+
+const (
+	tickImage  = "tick-guest"
+	dirtyImage = "dirty-guest"
+	// slowBandwidth keeps a transfer of the test guest (~65 MiB of
+	// non-zero memory) busy for ~16 s: long enough to act mid-transfer.
+	slowBandwidth = "4MiB"
+)
+
+var qhosts = []string{"q1", "q2"}
+
+// qcluster is a server and two QEMU agents, restartable in place.
+type qcluster struct {
+	t               *testing.T // the top-level test: processes live as long as it
+	dir             string
+	guest           string // the built test guest's directory
+	shared          string // the shared pool
+	addr, agentAddr string
+	s               *server
+	agents          map[string]*proc
+	state           map[string]string // host → agent state dir
+}
+
+func startQCluster(t *testing.T) *qcluster {
+	t.Helper()
+	guest := guestDir(t)
+	dir := t.TempDir()
+	cl := &qcluster{t: t, dir: dir, guest: guest, shared: filepath.Join(dir, "shared"),
+		addr: freePort(t), agentAddr: freePort(t), agents: map[string]*proc{}, state: map[string]string{}}
+	// Registered before any process starts, so it runs after they stopped:
+	// a failed test must not leak a guest.
+	t.Cleanup(cl.killQEMUs)
+	if err := os.MkdirAll(cl.shared, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cl.s = startServer(t, filepath.Join(dir, "server"), cl.addr, cl.agentAddr)
+	tok := cl.s.joinToken(t)
+	for _, h := range qhosts {
+		cl.state[h] = filepath.Join(dir, h)
+		cl.installImage(h, tickImage, "vpool.tick=1")
+		cl.installImage(h, dirtyImage, "vpool.tick=1", "vpool.dirty=32", "vpool.dirtyrate=8")
+		cl.startAgent(h, tok)
+	}
+	cl.s.waitHosts(t, len(qhosts))
+	return cl
+}
+
+// guestDir builds (or finds) the test guest and returns its directory.
+func guestDir(t *testing.T) string {
+	t.Helper()
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(root, "scripts", "build-guest.sh"))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("scripts/build-guest.sh: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1]
+}
+
+// installImage puts an image named name into host's image directory: the
+// test guest with switches appended to its kernel command line.
+func (cl *qcluster) installImage(host, name string, switches ...string) {
+	t := cl.t
+	dir := filepath.Join(cl.state[host], "images", name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"vmlinux", "initramfs.cpio.gz"} {
+		if err := os.Symlink(filepath.Join(cl.guest, f), filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base, err := os.ReadFile(filepath.Join(cl.guest, "cmdline"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.TrimSpace(string(base)) + " " + strings.Join(switches, " ") + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "cmdline"), []byte(line), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startAgent runs host's QEMU agent; token is empty on a restart.
+func (cl *qcluster) startAgent(host, token string) {
+	args := []string{"agent", "--server", "https://" + cl.agentAddr, "--state-dir", cl.state[host], "--name", host,
+		"--driver", "qemu", "--pool", "shared=" + cl.shared, "--log-level", "info"}
+	if token != "" {
+		args = append(args, "--join-token", token)
+	}
+	cl.agents[host] = startProc(cl.t, "agent-"+host, nil, args...)
+}
+
+// restartServer starts the server again on its data directory and
+// addresses (after a kill -9).
+func (cl *qcluster) restartServer() {
+	cl.s = startServer(cl.t, filepath.Join(cl.dir, "server"), cl.addr, cl.agentAddr)
+}
+
+// killQEMUs kills every QEMU running from the cluster's state dirs.
+func (cl *qcluster) killQEMUs() {
+	for _, h := range qhosts {
+		for id, pids := range qemuProcs(cl.state[h]) {
+			for _, pid := range pids {
+				cl.t.Logf("cleanup: killing QEMU of %s on %s (pid %d)", id, h, pid)
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+}
+
+func vmIDOf(name string) string { return api.DefaultProject + "." + name }
+
+// qemuProcs returns the live QEMU processes of the driver on an agent's
+// state dir, by VM id (a process's -pidfile lies in its VM directory).
+func qemuProcs(stateDir string) map[string][]int {
+	out := map[string][]int{}
+	if stateDir == "" {
+		return out
+	}
+	prefix := filepath.Join(stateDir, "qemu", "vms") + "/"
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p) // empty for zombies
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		for i := 0; i+1 < len(args); i++ {
+			if args[i] == "-pidfile" && strings.HasPrefix(args[i+1], prefix) {
+				id := strings.TrimSuffix(strings.TrimPrefix(args[i+1], prefix), "/qemu.pid")
+				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+				out[id] = append(out[id], pid)
+			}
+		}
+	}
+	return out
+}
+
+func (cl *qcluster) vmDir(host, name string) string {
+	return filepath.Join(cl.state[host], "qemu", "vms", vmIDOf(name))
+}
+
+// qemuPid is the one QEMU process of name on host (0 when there is none).
+func (cl *qcluster) qemuPid(t *testing.T, host, name string) int {
+	t.Helper()
+	pids := qemuProcs(cl.state[host])[vmIDOf(name)]
+	switch len(pids) {
+	case 0:
+		return 0
+	case 1:
+		return pids[0]
+	}
+	t.Fatalf("%s has %d QEMU processes on %s: %v", name, len(pids), host, pids)
+	return 0
+}
+
+// leftovers lists what host keeps of name: QEMU process, VM directory
+// (record, pid file, logs, sockets), socket in the driver's run dir, disk
+// directory in its default pool or owned by it in the shared pool.
+func (cl *qcluster) leftovers(host, name string) []string {
+	sd, id := cl.state[host], vmIDOf(name)
+	var out []string
+	if pids := qemuProcs(sd)[id]; len(pids) > 0 {
+		out = append(out, fmt.Sprintf("QEMU process %v", pids))
+	}
+	vmDir := cl.vmDir(host, name)
+	if ents, err := os.ReadDir(vmDir); err == nil {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		out = append(out, fmt.Sprintf("VM directory %s %v", vmDir, names))
+	}
+	// Sockets whose path would be too long live in the run dir under a hash.
+	h := sha256.Sum256([]byte(vmDir))
+	runDir := filepath.Join(os.TempDir(), fmt.Sprintf("vpool-run-%d", os.Getuid()))
+	for _, s := range []string{"qmp.sock", "console.sock"} {
+		if p := filepath.Join(runDir, hex.EncodeToString(h[:8])+"."+s); exists(p) {
+			out = append(out, "socket "+p)
+		}
+	}
+	if d := filepath.Join(sd, "qemu", "pools", "default", id); exists(d) {
+		out = append(out, "disk directory "+d)
+	}
+	if d := filepath.Join(cl.shared, id); exists(d) && cl.sharedOwner(name) == filepath.Join(sd, "qemu") {
+		out = append(out, "shared disk directory owned here "+d)
+	}
+	return out
+}
+
+func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
+
+// sharedOwner is the state dir that owns name's disks in the shared pool.
+func (cl *qcluster) sharedOwner(name string) string {
+	b, _ := os.ReadFile(filepath.Join(cl.shared, vmIDOf(name), ".vpool-owner"))
+	return strings.TrimSpace(string(b))
+}
+
+// assertClean fails unless host keeps nothing of name, waiting a while for
+// asynchronous clean-up.
+func (cl *qcluster) assertClean(t *testing.T, host, name string) {
+	t.Helper()
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		left := cl.leftovers(host, name)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s keeps leftovers of %s: %s", host, name, strings.Join(left, "; "))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// createOn creates a VM on host (the other host cordoned while it is
+// placed) and waits until its guest ticks.
+func (cl *qcluster) createOn(t *testing.T, host, name, image, memory, disk string) {
+	t.Helper()
+	var others []string
+	for _, h := range qhosts {
+		if h != host {
+			others = append(others, h)
+		}
+	}
+	cl.s.cli(t, append([]string{"host", "cordon"}, others...)...)
+	cl.s.cli(t, "vm", "create", name, "--image", image, "--memory", memory, "--disk", disk, "--wait", "--timeout", "2m")
+	cl.s.cli(t, append([]string{"host", "uncordon"}, others...)...)
+	if vm := listVMs(t, cl.s)[name]; vm.Status.Host != host {
+		t.Fatalf("%s was placed on %q, want %s", name, vm.Status.Host, host)
+	}
+	if !alive(cl.qemuPid(t, host, name)) {
+		t.Fatalf("no QEMU process for %s on %s", name, host)
+	}
+	cl.waitTick(t, host, name, 0)
+}
+
+var tickRe = regexp.MustCompile(`(?m)^TICK (\d+) `)
+
+// lastTick is the newest tick the guest printed in host's serial log.
+func (cl *qcluster) lastTick(host, name string) int {
+	b, _ := os.ReadFile(filepath.Join(cl.vmDir(host, name), "serial.log"))
+	n := 0
+	for _, m := range tickRe.FindAllSubmatch(b, -1) {
+		if v, _ := strconv.Atoi(string(m[1])); v > n {
+			n = v
+		}
+	}
+	return n
+}
+
+// waitTick waits until the guest on host printed a tick newer than after
+// and returns it.
+func (cl *qcluster) waitTick(t *testing.T, host, name string, after int) int {
+	t.Helper()
+	var n int
+	eventually(t, fmt.Sprintf("%s ticking on %s after tick %d", name, host, after), 60*time.Second, func() bool {
+		n = cl.lastTick(host, name)
+		return n > after
+	})
+	return n
+}
+
+// migrate starts a migration with the CLI and returns it.
+func (cl *qcluster) migrate(t *testing.T, name, to string, extra ...string) model.Migration {
+	t.Helper()
+	var m model.Migration
+	args := append([]string{"vm", "migrate", name, "--to", to, "-o", "json"}, extra...)
+	mustJSON(t, cl.s.cli(t, args...), &m)
+	if m.Name == "" {
+		t.Fatalf("vm migrate answered no migration id: %+v", m)
+	}
+	return m
+}
+
+// showMigration is `vpool migration show ID -o json`.
+func (cl *qcluster) showMigration(t *testing.T, id string) model.Migration {
+	t.Helper()
+	var m model.Migration
+	mustJSON(t, cl.s.cli(t, "migration", "show", id, "-o", "json"), &m)
+	return m
+}
+
+// waitMigration polls the migration (through whichever server runs)
+// until cond holds.
+func (cl *qcluster) waitMigration(t *testing.T, id, what string, within time.Duration, cond func(*model.Migration) bool) model.Migration {
+	t.Helper()
+	var last *model.Migration
+	for deadline := time.Now().Add(within); ; time.Sleep(100 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		m, err := cl.s.c.GetMigration(ctx, id)
+		cancel()
+		if err == nil {
+			last = m
+			if cond(m) {
+				return *m
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for migration %s %s (last: %s)", within, id, what, describeMig(last))
+		}
+	}
+}
+
+func describeMig(m *model.Migration) string {
+	if m == nil {
+		return "none"
+	}
+	return fmt.Sprintf("phase %s, sent %d, left %d, stage %s, reason %q, sourceError %q, abort %q",
+		m.Phase, m.Progress.BytesSent, m.Progress.BytesLeft, m.Progress.Stage, m.Reason, m.SourceError, m.Abort)
+}
+
+// waitTransferring waits until memory moves.
+func (cl *qcluster) waitTransferring(t *testing.T, id string) model.Migration {
+	t.Helper()
+	return cl.waitMigration(t, id, "transferring memory", 90*time.Second, func(m *model.Migration) bool {
+		if m.Phase.Final() {
+			t.Fatalf("migration %s ended before the test could act mid-transfer: %s", id, describeMig(m))
+		}
+		return m.Phase == model.MigrationTransferring && m.Progress.BytesSent > 0
+	})
+}
+
+func (cl *qcluster) waitFinal(t *testing.T, id string) model.Migration {
+	t.Helper()
+	return cl.waitMigration(t, id, "final", 3*time.Minute, func(m *model.Migration) bool { return m.Phase.Final() })
+}
+
+func (cl *qcluster) host(t *testing.T, name string) model.Host {
+	t.Helper()
+	var h model.Host
+	mustJSON(t, cl.s.cli(t, "host", "show", name, "-o", "json"), &h)
+	return h
+}
+
+func (cl *qcluster) vm(t *testing.T, name string) model.VM {
+	t.Helper()
+	vm, err := cl.s.c.GetVM(context.Background(), api.DefaultProject, name)
+	if err != nil {
+		t.Fatalf("get vm %s: %v", name, err)
+	}
+	return *vm
+}
+
+func other(host string) string {
+	if host == "q1" {
+		return "q2"
+	}
+	return "q1"
+}
+
+// TestMigrationQEMU moves real QEMU guests between two agents: live with a
+// local disk, live on shared storage, a drain of three VMs, a server
+// restart mid-transfer, the failures (target QEMU, target agent, source
+// QEMU killed mid-transfer) and a cold move, checking both hosts for
+// leftovers after each. The kill steps and the cold one need only the
+// cluster: -run 'TestMigrationQEMU/(kill|cold)' runs them alone.
+func TestMigrationQEMU(t *testing.T) {
+	needBinary(t)
+	needQEMU(t)
+	cl := startQCluster(t)
+	steps := []struct {
+		name string
+		run  func(*testing.T, *qcluster)
+	}{
+		{"live-local-disk", testMigrateLocal},
+		{"live-shared-storage", testMigrateShared},
+		{"drain", testDrainQEMU},
+		{"server-restart-mid-transfer", testMigrateServerRestart},
+		{"delete-leaves-nothing", testDeleteMigrated},
+		{"kill-target-qemu", func(t *testing.T, cl *qcluster) { testKillMidTransfer(t, cl, killTargetQEMU) }},
+		{"kill-target-agent", func(t *testing.T, cl *qcluster) { testKillMidTransfer(t, cl, killTargetAgent) }},
+		{"kill-source-qemu", func(t *testing.T, cl *qcluster) { testKillMidTransfer(t, cl, killSourceQEMU) }},
+		{"cold-local-disk", testMigrateCold},
+		{"hosts-clean", testHostsClean},
+	}
+	for _, st := range steps {
+		if !t.Run(st.name, func(t *testing.T) { st.run(t, cl) }) {
+			return // later steps build on this one's state
+		}
+	}
+}
+
+// testMigrateLocal: g1 (local disk) moves q1 → q2 live with TLS; it runs
+// on q2, keeps ticking, and q1 keeps nothing of it.
+func testMigrateLocal(t *testing.T, cl *qcluster) {
+	cl.createOn(t, "q1", "g1", tickImage, "128MiB", "1GiB")
+	var done model.Migration
+	mustJSON(t, cl.s.cli(t, "vm", "migrate", "g1", "--to", "q2", "--wait", "--timeout", "3m", "-o", "json"), &done)
+	m := cl.showMigration(t, done.Name)
+	r := m.Result
+	t.Logf("g1 moved: %+v", r)
+	switch {
+	case m.Phase != model.MigrationCompleted || m.Mode != model.MigrationLive || m.Source != "q1" || m.Target != "q2":
+		t.Fatalf("migration %s: %s %s %s→%s", m.Name, m.Phase, m.Mode, m.Source, m.Target)
+	case r == nil || !r.TLS:
+		t.Fatalf("the streams were not TLS: %+v", r)
+	case r.DowntimeMs <= 0 || r.TotalMs <= 0 || r.RAMBytes <= 0 || r.BytesSent != r.RAMBytes+r.DiskBytes:
+		t.Fatalf("result lacks downtime/bytes: %+v", r)
+	case len(r.SharedDisks) != 0:
+		t.Fatalf("a local disk was treated as shared: %+v", r)
+	case r.GuestGapMs <= 0 || r.GuestGapMs > 10000:
+		t.Fatalf("guest gap %d ms (the guest ticks)", r.GuestGapMs)
+	}
+	cl.assertMovedTo(t, "g1", "q2")
+	if d := filepath.Join(cl.state["q2"], "qemu", "pools", "default", vmIDOf("g1")); !exists(d) {
+		t.Fatalf("the local disk did not arrive on q2 (%s)", d)
+	}
+	cl.waitMigration(t, m.Name, "source cleaned", 30*time.Second, func(m *model.Migration) bool { return m.SourceCleaned })
+}
+
+// assertMovedTo checks that name runs on to and only there, ticking on,
+// and that the host it left keeps nothing of it.
+func (cl *qcluster) assertMovedTo(t *testing.T, name, to string) {
+	t.Helper()
+	vm := cl.vm(t, name)
+	if vm.Status.Host != to || vm.Status.Phase != model.PhaseRunning || vm.Status.Migration != "" {
+		t.Fatalf("%s after migration: host %q phase %s migration %q", name, vm.Status.Host, vm.Status.Phase, vm.Status.Migration)
+	}
+	if pid := cl.qemuPid(t, to, name); !alive(pid) {
+		t.Fatalf("%s has no QEMU process on %s", name, to)
+	}
+	if exists(filepath.Join(cl.vmDir(to, name), "incoming")) {
+		t.Fatalf("%s is still marked incoming on %s", name, to)
+	}
+	cl.assertClean(t, other(to), name)
+	cl.waitTick(t, to, name, cl.waitTick(t, to, name, 0))
+}
+
+// testMigrateShared: g2's disk lies in the shared pool; only memory moves
+// and the disk file stays where it is, now owned by q2.
+func testMigrateShared(t *testing.T, cl *qcluster) {
+	cl.createOn(t, "q1", "g2", tickImage, "128MiB", "size=1GiB,pool=shared")
+	diskDir := filepath.Join(cl.shared, vmIDOf("g2"))
+	files, _ := filepath.Glob(filepath.Join(diskDir, "*.qcow2"))
+	if len(files) != 1 || cl.sharedOwner("g2") != filepath.Join(cl.state["q1"], "qemu") {
+		t.Fatalf("g2's shared disk: files %v, owner %q", files, cl.sharedOwner("g2"))
+	}
+	st, err := os.Stat(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var done model.Migration
+	mustJSON(t, cl.s.cli(t, "vm", "migrate", "g2", "--to", "q2", "--wait", "--timeout", "3m", "-o", "json"), &done)
+	m := cl.showMigration(t, done.Name)
+	r := m.Result
+	t.Logf("g2 moved: %+v", r)
+	if m.Phase != model.MigrationCompleted || r == nil || !r.TLS || r.DiskBytes != 0 || len(r.SharedDisks) != 1 || r.RAMBytes <= 0 {
+		t.Fatalf("shared-storage migration: phase %s, result %+v", m.Phase, r)
+	}
+	cl.assertMovedTo(t, "g2", "q2")
+	st2, err := os.Stat(files[0])
+	if err != nil || !os.SameFile(st, st2) {
+		t.Fatalf("the shared disk file did not stay in place: %v", err)
+	}
+	if owner := cl.sharedOwner("g2"); owner != filepath.Join(cl.state["q2"], "qemu") {
+		t.Fatalf("the shared disk's owner after migration: %q", owner)
+	}
+}
+
+// testDrainQEMU: g3 joins g1 and g2 on q2; draining q2 moves all three
+// live to q1, q2 ends in maintenance with no VM, undrain makes it ready.
+func testDrainQEMU(t *testing.T, cl *qcluster) {
+	cl.createOn(t, "q2", "g3", tickImage, "128MiB", "1GiB")
+	names := []string{"g1", "g2", "g3"}
+	cl.s.cli(t, "host", "drain", "q2", "--wait", "--timeout", "4m")
+	h := cl.host(t, "q2")
+	if h.State != model.HostMaintenance || h.VMs != 0 || h.Drain == nil || !h.Drain.Done {
+		t.Fatalf("q2 after the drain: state %s, %d VMs, drain %+v", h.State, h.VMs, h.Drain)
+	}
+	var ms []model.Migration
+	mustJSON(t, cl.s.cli(t, "migration", "list", "-A", "-o", "json"), &ms)
+	var moved []string
+	for _, m := range ms {
+		if m.Drain != "q2" {
+			continue
+		}
+		if m.Phase != model.MigrationCompleted || m.Mode != model.MigrationLive || m.Target != "q1" || m.Result == nil || !m.Result.TLS {
+			t.Fatalf("drain migration of %s: %s %s → %s, result %+v", m.VM, m.Phase, m.Mode, m.Target, m.Result)
+		}
+		moved = append(moved, m.VM)
+	}
+	slices.Sort(moved)
+	if !slices.Equal(moved, names) {
+		t.Fatalf("the drain moved %v, want %v", moved, names)
+	}
+	for _, n := range names {
+		cl.assertMovedTo(t, n, "q1")
+	}
+	var uh model.Host
+	mustJSON(t, cl.s.cli(t, "host", "undrain", "q2", "-o", "json"), &uh)
+	if uh.State != model.HostReady || uh.Drain != nil {
+		t.Fatalf("q2 after undrain: %s, drain %+v", uh.State, uh.Drain)
+	}
+}
+
+// copyWatch samples, until stopped, how many QEMU processes of a VM run
+// a guest across the hosts (an incoming one, still marked, does not yet).
+// Two at once for longer than the switchover's instant is an error.
+type copyWatch struct {
+	stop, done chan struct{}
+	worst      time.Duration // read after done
+	seen       string
+}
+
+func (cl *qcluster) watchCopies(name string) *copyWatch {
+	w := &copyWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		var since time.Time
+		for {
+			var running []string
+			for _, h := range qhosts {
+				for _, pid := range qemuProcs(cl.state[h])[vmIDOf(name)] {
+					if !exists(filepath.Join(cl.vmDir(h, name), "incoming")) {
+						running = append(running, fmt.Sprintf("%s:%d", h, pid))
+					}
+				}
+			}
+			switch {
+			case len(running) < 2:
+				since = time.Time{}
+			case since.IsZero():
+				since = time.Now()
+			default:
+				if d := time.Since(since); d > w.worst {
+					w.worst, w.seen = d, strings.Join(running, ", ")
+				}
+			}
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	return w
+}
+
+// finish stops the watch and fails when two copies ran for a second or more.
+func (w *copyWatch) finish(t *testing.T, name string) {
+	t.Helper()
+	close(w.stop)
+	<-w.done
+	if w.worst >= time.Second {
+		t.Fatalf("%s ran twice for %s (%s)", name, w.worst, w.seen)
+	}
+}
+
+// testMigrateServerRestart: the server is killed -9 while g1 transfers
+// q1 → q2 and restarted on its data dir; the migration completes (or
+// fails cleanly) with one copy of g1 running throughout.
+func testMigrateServerRestart(t *testing.T, cl *qcluster) {
+	m := cl.migrate(t, "g1", "q2", "--bandwidth", slowBandwidth)
+	w := cl.watchCopies("g1")
+	cl.waitTransferring(t, m.Name)
+	cl.s.kill9()
+	t.Logf("server killed mid-transfer")
+	cl.restartServer()
+	m = cl.waitFinal(t, m.Name)
+	w.finish(t, "g1")
+	t.Logf("after the server restart: %s", describeMig(&m))
+	switch m.Phase {
+	case model.MigrationCompleted:
+		cl.assertMovedTo(t, "g1", "q2")
+	case model.MigrationFailed:
+		if m.Reason == "" {
+			t.Fatal("failed without a reason")
+		}
+		cl.assertMovedTo(t, "g1", "q1") // stayed: running there, q2 clean
+	default:
+		t.Fatalf("migration ended %s", m.Phase)
+	}
+	cl.s.waitHosts(t, len(qhosts))
+}
+
+// testDeleteMigrated deletes the moved VMs: neither host keeps anything,
+// the shared pool included.
+func testDeleteMigrated(t *testing.T, cl *qcluster) {
+	cl.s.cli(t, "vm", "delete", "g1", "g2", "g3", "--wait", "--timeout", "2m")
+	for _, n := range []string{"g1", "g2", "g3"} {
+		for _, h := range qhosts {
+			cl.assertClean(t, h, n)
+		}
+	}
+	if d := filepath.Join(cl.shared, vmIDOf("g2")); exists(d) {
+		t.Fatalf("deleting g2 left its shared disk directory %s", d)
+	}
+}
+
+type killWhat int
+
+const (
+	killTargetQEMU killWhat = iota
+	killTargetAgent
+	killSourceQEMU
+)
+
+// testKillMidTransfer migrates d1 (a dirtying guest, slowly) to the other
+// host and kills one part mid-transfer: the migration fails with a
+// reason, the target keeps nothing, and the VM stays on the source —
+// running in the same process when the source was not hit.
+func testKillMidTransfer(t *testing.T, cl *qcluster, what killWhat) {
+	src := "q1"
+	if vm, err := cl.s.c.GetVM(context.Background(), api.DefaultProject, "d1"); err == nil {
+		src = vm.Status.Host
+	} else {
+		cl.createOn(t, src, "d1", dirtyImage, "192MiB", "1GiB")
+		waitSerial(t, filepath.Join(cl.vmDir(src, "d1"), "serial.log"), "DIRTY 1")
+	}
+	dst := other(src)
+	srcPid := cl.qemuPid(t, src, "d1")
+	allocBefore := cl.host(t, dst).Allocated
+	m := cl.migrate(t, "d1", dst, "--bandwidth", slowBandwidth)
+	cl.waitTransferring(t, m.Name)
+	switch what {
+	case killTargetQEMU:
+		pid := cl.qemuPid(t, dst, "d1")
+		t.Logf("killing the target QEMU (pid %d)", pid)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	case killTargetAgent:
+		t.Logf("killing agent %s (its QEMU %d lives on)", dst, cl.qemuPid(t, dst, "d1"))
+		cl.agents[dst].kill9()
+	case killSourceQEMU:
+		t.Logf("killing the source QEMU (pid %d)", srcPid)
+		_ = syscall.Kill(srcPid, syscall.SIGKILL)
+	}
+	m = cl.waitFinal(t, m.Name)
+	t.Logf("migration %s: %s", m.Name, describeMig(&m))
+	if m.Phase != model.MigrationFailed || m.Reason == "" {
+		t.Fatalf("migration %s ended %s (reason %q), want failed with a reason", m.Name, m.Phase, m.Reason)
+	}
+	if what == killTargetAgent {
+		left := cl.leftovers(dst, "d1")
+		t.Logf("while %s's agent is down it keeps: %v", dst, left)
+		cl.startAgent(dst, "")
+		cl.s.waitHosts(t, len(qhosts))
+	}
+	cl.assertClean(t, dst, "d1")
+	cl.waitMigration(t, m.Name, "target cleaned", 60*time.Second, func(m *model.Migration) bool { return m.TargetCleaned })
+	eventually(t, dst+"'s hold released", 30*time.Second, func() bool { return cl.host(t, dst).Allocated == allocBefore })
+	if shown := cl.showMigration(t, m.Name); shown.Phase != model.MigrationFailed || shown.Reason != m.Reason {
+		t.Fatalf("migration show: %s %q", shown.Phase, shown.Reason)
+	}
+	vm := cl.vm(t, "d1")
+	if vm.Status.Host != src || vm.Status.Migration != "" {
+		t.Fatalf("d1 after the failed migration: host %q, migration %q", vm.Status.Host, vm.Status.Migration)
+	}
+	if what != killSourceQEMU {
+		if pid := cl.qemuPid(t, src, "d1"); pid != srcPid || !alive(pid) || vm.Status.Phase != model.PhaseRunning {
+			t.Fatalf("d1 on %s: QEMU %d → %d, phase %s; want the same process running", src, srcPid, pid, vm.Status.Phase)
+		}
+		cl.waitTick(t, src, "d1", cl.lastTick(src, "d1"))
+		return
+	}
+	cl.assertSourceRecovered(t, src, srcPid)
+}
+
+// assertSourceRecovered: after its QEMU was killed, d1 stays assigned to
+// src and recovers there (its agent restarts a crashed VM: a new QEMU
+// process, a fresh boot); it never appears elsewhere.
+func (cl *qcluster) assertSourceRecovered(t *testing.T, src string, oldPid int) {
+	t.Helper()
+	var vm model.VM
+	eventually(t, "d1 recovered on "+src, 90*time.Second, func() bool {
+		vm = cl.vm(t, "d1")
+		pid := cl.qemuPid(t, src, "d1")
+		return vm.Status.Phase == model.PhaseRunning && pid != 0 && pid != oldPid
+	})
+	t.Logf("d1 after its source QEMU died: phase %s on %s, message %q, lastError %q",
+		vm.Status.Phase, vm.Status.Host, vm.Status.Message, vm.Status.LastError)
+	if vm.Status.Host != src {
+		t.Fatalf("d1 moved to %s", vm.Status.Host)
+	}
+	cl.waitTick(t, src, "d1", 0)
+	if left := cl.leftovers(other(src), "d1"); len(left) > 0 {
+		t.Fatalf("%s keeps %v", other(src), left)
+	}
+}
+
+// testMigrateCold stops d1, writes a pattern into its local disk, and
+// moves it cold: the disk's data arrives, d1 is stopped on the target,
+// the source keeps nothing, and d1 boots there.
+func testMigrateCold(t *testing.T, cl *qcluster) {
+	src := cl.vm(t, "d1").Status.Host
+	dst := other(src)
+	cl.s.cli(t, "vm", "stop", "d1", "--wait", "--timeout", "2m")
+	disk := func(host string) string {
+		files, _ := filepath.Glob(filepath.Join(cl.state[host], "qemu", "pools", "default", vmIDOf("d1"), "*.qcow2"))
+		if len(files) != 1 {
+			t.Fatalf("d1's disk layers on %s: %v", host, files)
+		}
+		return files[0]
+	}
+	qemuIO(t, disk(src), "write -P 0x5a 1M 2M")
+	var m model.Migration
+	mustJSON(t, cl.s.cli(t, "vm", "migrate", "d1", "--to", dst, "--wait", "--timeout", "3m", "-o", "json"), &m)
+	t.Logf("d1 moved cold: %+v", m.Result)
+	if m.Phase != model.MigrationCompleted || m.Mode != model.MigrationCold || m.Result == nil || m.Result.DiskBytes < 2<<20 {
+		t.Fatalf("cold migration: %s %s, result %+v", m.Phase, m.Mode, m.Result)
+	}
+	vm := cl.vm(t, "d1")
+	if vm.Status.Host != dst || vm.Status.Phase != model.PhaseStopped {
+		t.Fatalf("d1 after the cold move: %s on %q", vm.Status.Phase, vm.Status.Host)
+	}
+	eventually(t, "no QEMU of the stopped d1 on "+dst, 30*time.Second, func() bool {
+		return len(qemuProcs(cl.state[dst])[vmIDOf("d1")]) == 0
+	})
+	qemuIO(t, disk(dst), "read -P 0x5a 1M 2M")
+	cl.assertClean(t, src, "d1")
+	cl.s.cli(t, "vm", "start", "d1", "--wait", "--timeout", "2m")
+	cl.waitTick(t, dst, "d1", 0)
+}
+
+// qemuIO runs a qemu-io command on a qcow2 file no QEMU has open.
+func qemuIO(t *testing.T, file, cmd string) {
+	t.Helper()
+	out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", cmd, file).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "Pattern verification failed") {
+		t.Fatalf("qemu-io -c %q %s: %v\n%s", cmd, file, err, out)
+	}
+}
+
+// waitSerial waits for a marker in a serial log.
+func waitSerial(t *testing.T, path, marker string) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), marker) {
+			return
+		}
+		if time.Now().After(deadline) {
+			if len(b) > 3000 {
+				b = b[len(b)-3000:]
+			}
+			t.Fatalf("no %s in %s after 60s; its tail:\n%s", marker, path, b)
+		}
+	}
+}
+
+// testHostsClean deletes the last VM and checks that both hosts hold no
+// QEMU, VM directory or disk, and that every migration ended.
+func testHostsClean(t *testing.T, cl *qcluster) {
+	cl.s.cli(t, "vm", "delete", "d1", "--wait", "--timeout", "2m")
+	for _, h := range qhosts {
+		cl.assertClean(t, h, "d1")
+		if ps := qemuProcs(cl.state[h]); len(ps) > 0 {
+			t.Errorf("%s still runs QEMU: %v", h, ps)
+		}
+		for _, d := range []string{filepath.Join(cl.state[h], "qemu", "vms"), filepath.Join(cl.state[h], "qemu", "pools", "default")} {
+			if ents, _ := os.ReadDir(d); len(ents) > 0 {
+				t.Errorf("%s: %s holds %d entries", h, d, len(ents))
+			}
+		}
+	}
+	if ents, _ := os.ReadDir(cl.shared); len(ents) > 0 {
+		t.Errorf("the shared pool holds %d entries", len(ents))
+	}
+	var ms []model.Migration
+	mustJSON(t, cl.s.cli(t, "migration", "list", "-A", "-o", "json"), &ms)
+	for _, m := range ms {
+		if !m.Phase.Final() {
+			t.Errorf("migration %s of %s is still %s", m.Name, m.VM, m.Phase)
+		}
+	}
+	t.Logf("%d migrations, all final", len(ms))
+}
