@@ -108,10 +108,11 @@ type SnapshotInfo struct {
 // driver's defaults (the QEMU driver's are in docs/migration-qemu.md).
 type MigrateOptions struct {
 	// DowntimeLimit is the longest pause allowed at switchover
-	// (default 300ms).
+	// (default 300ms). A driver may aim lower first and raise its target
+	// up to this limit when pre-copy does not converge.
 	DowntimeLimit time.Duration
 	// BandwidthBps caps the stream at the start (bytes/s);
-	// MaxBandwidthBps is the cap the first escalation step raises it to.
+	// MaxBandwidthBps is the cap an escalation step raises it to.
 	BandwidthBps    int64
 	MaxBandwidthBps int64
 	// AllowPostCopy lets the last escalation step switch to post-copy
@@ -141,9 +142,10 @@ type MigrateOptions struct {
 const (
 	MigrationStageDisks        = "disks"         // local disks mirror to the target
 	MigrationStagePreCopy      = "precopy"       // memory pre-copy, starting parameters
-	MigrationStageBandwidth    = "bandwidth"     // escalation 1: bandwidth raised
-	MigrationStageAutoConverge = "auto-converge" // escalation 2: guest vCPUs throttled
-	MigrationStagePostCopy     = "postcopy"      // escalation 3: guest runs on the target
+	MigrationStageDowntime     = "downtime"      // escalation 1: downtime target raised to the limit
+	MigrationStageBandwidth    = "bandwidth"     // escalation 2: bandwidth raised
+	MigrationStageAutoConverge = "auto-converge" // escalation 3: guest vCPUs throttled
+	MigrationStagePostCopy     = "postcopy"      // escalation 4: guest runs on the target
 	MigrationStageSwitchover   = "switchover"    // source paused, target resuming
 )
 

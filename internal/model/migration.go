@@ -88,7 +88,7 @@ type MigrationProgress struct {
 	ExpectedDowntimeMs int64     `json:"expectedDowntimeMs"`
 	ETASeconds         float64   `json:"etaSeconds"`
 	UpdatedAt          time.Time `json:"updatedAt"`
-	// Stage is the driver's stage: disks, precopy, bandwidth,
+	// Stage is the driver's stage: disks, precopy, downtime, bandwidth,
 	// auto-converge, postcopy, switchover (escalation steps in order);
 	// Note says why the stage was entered.
 	Stage string `json:"stage,omitempty"`

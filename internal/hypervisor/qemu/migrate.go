@@ -182,7 +182,7 @@ func (m *outgoing) setup(ctx context.Context, postcopy bool) error {
 		return err
 	}
 	params := qmp.Args{
-		"downtime-limit": m.opts.DowntimeLimit.Milliseconds(),
+		"downtime-limit": startDowntime(m.opts).Milliseconds(), // the converger raises it to DowntimeLimit
 		"max-bandwidth":  m.opts.BandwidthBps,
 		"tls-creds":      "", "tls-hostname": "",
 	}
@@ -310,6 +310,8 @@ func progressOf(mi migInfo, s migSample, stage, note string) hypervisor.Migratio
 func (m *outgoing) escalate(ctx context.Context, stage string) error {
 	q := m.p.qmp
 	switch stage {
+	case hypervisor.MigrationStageDowntime:
+		return q.Execute(ctx, "migrate-set-parameters", qmp.Args{"downtime-limit": m.opts.DowntimeLimit.Milliseconds()}, nil)
 	case hypervisor.MigrationStageBandwidth:
 		return q.Execute(ctx, "migrate-set-parameters", qmp.Args{"max-bandwidth": m.opts.MaxBandwidthBps}, nil)
 	case hypervisor.MigrationStageAutoConverge:
