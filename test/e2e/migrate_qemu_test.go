@@ -290,12 +290,18 @@ func (cl *qcluster) lastTick(host, name string) int {
 // and returns it.
 func (cl *qcluster) waitTick(t *testing.T, host, name string, after int) int {
 	t.Helper()
-	var n int
-	eventually(t, fmt.Sprintf("%s ticking on %s after tick %d", name, host, after), 60*time.Second, func() bool {
-		n = cl.lastTick(host, name)
-		return n > after
-	})
-	return n
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if n := cl.lastTick(host, name); n > after {
+			return n
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(cl.vmDir(host, name), "serial.log"))
+			b = b[max(0, len(b)-3000):]
+			t.Fatalf("timed out after 1m0s waiting for %s ticking on %s after tick %d; serial log tail:\n%s", name, host, after, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // migrate starts a migration with the CLI and returns it.

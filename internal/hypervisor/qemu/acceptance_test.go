@@ -60,8 +60,8 @@ func checkClean(t *testing.T, d *Driver, id string) {
 		t.Errorf("QEMU of %s still running: %v", id, pids)
 	}
 	for i := 0; i < 4; i++ {
-		if linkExists(tapName(id, i)) {
-			t.Errorf("tap %s of %s still exists", tapName(id, i), id)
+		if linkExists(d.tapName(id, i)) {
+			t.Errorf("tap %s of %s still exists", d.tapName(id, i), id)
 		}
 	}
 	if _, err := d.keys.VolumeKey(context.Background(), id, "root", false); err == nil {

@@ -303,7 +303,7 @@ func (d *Driver) machine(ctx context.Context, rec *record, o startOpts, rev *rev
 		n := &rec.NICs[i]
 		nd := NICDev{ID: n.ID, MAC: n.MAC}
 		if d.net == NetBridge {
-			tap := tapName(id, i)
+			tap := d.tapName(id, i)
 			if err := d.makeTap(ctx, tap); err != nil {
 				return m, files, err
 			}

@@ -113,6 +113,10 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 			return m.res, fmt.Errorf("qemu: migrate %s: %w: %w", id, ErrMigrationOutcome, err)
 		}
 		m.abort()
+		if p.hasExited() {
+			// Say what happened rather than how QMP noticed it.
+			return m.res, fmt.Errorf("qemu: migrate %s: the source QEMU died mid-transfer, the VM crashed here: %w", id, err)
+		}
 		return m.res, fmt.Errorf("qemu: migrate %s: %w", id, err)
 	}
 	// The target runs the guest now: retire our copy.
@@ -182,7 +186,7 @@ func (m *outgoing) setup(ctx context.Context, postcopy bool) error {
 		return err
 	}
 	params := qmp.Args{
-		"downtime-limit": startDowntime(m.opts).Milliseconds(), // the converger raises it to DowntimeLimit
+		"downtime-limit": startDowntime(m.opts, m.d.accel == "kvm").Milliseconds(), // the converger raises it to DowntimeLimit
 		"max-bandwidth":  m.opts.BandwidthBps,
 		"tls-creds":      "", "tls-hostname": "",
 	}
@@ -233,7 +237,7 @@ func (m *outgoing) transfer(ctx context.Context) (migInfo, error) {
 	// interval at once; every 50 ms the converger gets a sample.
 	sub := m.p.qmp.Subscribe("MIGRATION")
 	defer sub.Close()
-	conv := newConverger(m.opts)
+	conv := newConverger(m.opts, m.d.accel == "kvm")
 	stage := hypervisor.MigrationStagePreCopy
 	m.res.Stage = stage
 	began := m.d.clock.Now()

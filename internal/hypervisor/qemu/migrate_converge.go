@@ -81,10 +81,19 @@ func migrateDefaults(o hypervisor.MigrateOptions) hypervisor.MigrateOptions {
 }
 
 // startDowntime is the downtime-limit pre-copy starts with: the smaller
-// of DowntimeTarget and the caller's limit; the caller's limit as it is
-// with NoEscalation (QEMU's behaviour).
-func startDowntime(o hypervisor.MigrateOptions) time.Duration {
-	if o.NoEscalation || o.DowntimeLimit <= DowntimeTarget {
+// of DowntimeTarget and the caller's limit under KVM; the caller's limit
+// under TCG and with NoEscalation (QEMU's behaviour).
+//
+// Not under TCG: with the low start, guests migrated by the agents under
+// TCG crashed soon after arriving (kernel data overwritten: calls to NULL
+// or data addresses in the idle loop and the timer softirq) in 9 of 13
+// runs of the end-to-end test on a loaded machine, against 0 of 3 runs
+// with the caller's limit. The cause is not found: RAM compared equal on
+// both sides at the switchover in 36 hand-driven migrations at 20 ms, and
+// those guests ran on. docs/migration-qemu.md has the details. Under KVM
+// the low start is kept (not verifiable on this machine).
+func startDowntime(o hypervisor.MigrateOptions, kvm bool) time.Duration {
+	if o.NoEscalation || !kvm || o.DowntimeLimit <= DowntimeTarget {
 		return o.DowntimeLimit
 	}
 	return DowntimeTarget
@@ -117,9 +126,9 @@ type converger struct {
 	stall      int   // passes in a row that did not improve best by 10 %
 }
 
-func newConverger(o hypervisor.MigrateOptions) *converger {
+func newConverger(o hypervisor.MigrateOptions, kvm bool) *converger {
 	c := &converger{stallIters: o.StallIterations, stageTime: o.StageTimeout, timeout: o.Timeout,
-		stage: hypervisor.MigrationStagePreCopy, downFrom: startDowntime(o), downTo: o.DowntimeLimit}
+		stage: hypervisor.MigrationStagePreCopy, downFrom: startDowntime(o, kvm), downTo: o.DowntimeLimit}
 	if o.NoEscalation {
 		c.fixed = true
 		return c

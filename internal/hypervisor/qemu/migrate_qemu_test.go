@@ -201,6 +201,9 @@ func killMidTransfer(t *testing.T, killSource bool) {
 	waitGone(t, dst, cfg.ID) // the target drops its copy by itself
 	assertGone(t, dst, cfg.ID)
 	if killSource {
+		if !strings.Contains(err.Error(), "source QEMU died") {
+			t.Errorf("MigrateOut's error does not say the source died: %v", err)
+		}
 		if st := state(t, src, cfg.ID); st != hypervisor.StateCrashed && st != hypervisor.StateStopped {
 			t.Fatalf("source state after its QEMU was killed: %s", st)
 		}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -144,7 +145,7 @@ func TestConverger(t *testing.T) {
 			{pass(1, 1, 256, 0), "", ""}, {pass(6, 2, 100, 0), "fail", ""},
 		}},
 	} {
-		c := newConverger(migrateDefaults(tc.opts))
+		c := newConverger(migrateDefaults(tc.opts), true)
 		for i, st := range tc.steps {
 			d, ok := c.observe(st.s)
 			got := ""
@@ -175,8 +176,19 @@ func TestStartDowntime(t *testing.T) {
 		{hypervisor.MigrateOptions{NoEscalation: true}, DefaultDowntimeLimit},
 		{hypervisor.MigrateOptions{NoEscalation: true, DowntimeLimit: 500 * time.Millisecond}, 500 * time.Millisecond},
 	} {
-		if got := startDowntime(migrateDefaults(tc.opts)); got != tc.want {
+		if got := startDowntime(migrateDefaults(tc.opts), true); got != tc.want {
 			t.Errorf("startDowntime(%+v) = %v, want %v", tc.opts, got, tc.want)
+		}
+	}
+	// Under TCG pre-copy starts at the caller's limit, and the converger
+	// has no downtime step.
+	for _, lim := range []time.Duration{0, 100 * time.Millisecond} {
+		o := migrateDefaults(hypervisor.MigrateOptions{DowntimeLimit: lim})
+		if got := startDowntime(o, false); got != o.DowntimeLimit {
+			t.Errorf("TCG: startDowntime(limit %v) = %v, want the limit", lim, got)
+		}
+		if c := newConverger(o, false); slices.Contains(c.stages, hypervisor.MigrationStageDowntime) {
+			t.Errorf("TCG: the converger has a downtime step: %v", c.stages)
 		}
 	}
 	if DowntimeTarget >= DefaultDowntimeLimit {

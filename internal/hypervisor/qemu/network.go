@@ -76,10 +76,16 @@ func (d *Driver) ensureBridge(ctx context.Context) error {
 	return nil
 }
 
-// tapName is the tap of NIC i of VM id: "vp" + 10 hex digits of the id's
+// tapName is the tap of NIC i of VM id: "vp" + 10 hex digits of a
 // hash + the index, within the 15-character interface name limit.
-func tapName(id string, i int) string {
-	h := sha256.Sum256([]byte(id))
+//
+// The name hashes the driver's state dir with the VM id: the source and
+// the target of a migration between two drivers on one machine (tests,
+// several agents on one box) must not share a tap. They did, and the
+// target's MigrateIn deleted the running source's tap to make its own,
+// and the source's clean-up then deleted the target's.
+func (d *Driver) tapName(id string, i int) string {
+	h := sha256.Sum256([]byte(d.cfg.StateDir + "\x00" + id))
 	return "vp" + hex.EncodeToString(h[:5]) + strconv.Itoa(i%1000)
 }
 

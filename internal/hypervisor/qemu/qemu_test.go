@@ -426,7 +426,7 @@ func TestBridgeNetworking(t *testing.T) {
 	mustDo(t, "Create", d.Create(ctx, cfg))
 	mustDo(t, "Start", d.Start(ctx, cfg.ID))
 	waitReady(t, d, cfg.ID)
-	tap := tapName(cfg.ID, 0)
+	tap := d.tapName(cfg.ID, 0)
 	master, err := os.Readlink("/sys/class/net/" + tap + "/master")
 	if err != nil || filepath.Base(master) != "vpqtest0" {
 		t.Fatalf("tap %s is not on the bridge: %q, %v", tap, master, err)
