@@ -168,12 +168,8 @@ func (m *outgoing) quitHelper() error {
 // ran). The VM is then listed stopped.
 func (d *Driver) finishColdIncoming(ctx context.Context, in *incoming) error {
 	v, p := in.v, in.p
-	if err := p.qmp.Execute(ctx, "nbd-server-stop", nil, nil); err != nil {
-		return err
-	}
-	restore, err := d.takeOwnership(v.rec, in.shared)
+	restore, err := d.handOver(ctx, in)
 	if err != nil {
-		restore()
 		return err
 	}
 	p.setEnding()

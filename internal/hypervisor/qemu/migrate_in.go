@@ -282,14 +282,10 @@ func (d *Driver) finishIncoming(in *incoming) error {
 	if err := awaitLoaded(ctx, p); err != nil {
 		return err
 	}
-	if err := p.qmp.Execute(ctx, "nbd-server-stop", nil, nil); err != nil {
-		return err
-	}
 	// The adopted disks become ours before the guest runs here (the
 	// source deletes its copy next); back to the source if it cannot run.
-	restore, err := d.takeOwnership(v.rec, in.shared)
+	restore, err := d.handOver(ctx, in)
 	if err != nil {
-		restore()
 		return err
 	}
 	in.ticks = watchTicks(d.SerialLog(v.rec.Config.ID), true, d.clock.Now)
@@ -335,4 +331,19 @@ func awaitLoaded(ctx context.Context, p *process) error {
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
+}
+
+// handOver ends the disk copy at the switchover: the NBD server stops and
+// the disks adopted on shared storage become this driver's. restore gives
+// them back when what follows fails.
+func (d *Driver) handOver(ctx context.Context, in *incoming) (restore func(), err error) {
+	if err := in.p.qmp.Execute(ctx, "nbd-server-stop", nil, nil); err != nil {
+		return func() {}, err
+	}
+	restore, err = d.takeOwnership(in.v.rec, in.shared)
+	if err != nil {
+		restore()
+		return func() {}, err
+	}
+	return restore, nil
 }
