@@ -113,7 +113,8 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 			return m.res, fmt.Errorf("qemu: migrate %s: %w: %w", id, ErrMigrationOutcome, err)
 		}
 		m.abort()
-		if p.hasExited() {
+		// QMP notices a killed QEMU a moment before its exit is reaped.
+		if p.hasExited() || (errors.Is(err, qmp.ErrClosed) && p.wait(context.Background(), 2*time.Second) == nil) {
 			// Say what happened rather than how QMP noticed it.
 			return m.res, fmt.Errorf("qemu: migrate %s: the source QEMU died mid-transfer, the VM crashed here: %w", id, err)
 		}
