@@ -98,8 +98,8 @@ func (p *page) createVM(cl *cluster) {
 // score parts; and the events panel got web-1's creation over the stream.
 func (p *page) checkDetail() {
 	p.t.Helper()
-	p.do("open web-1", chromedp.Click(chromedp.CSS(vmRow("web-1")+` button[data-action="open"]`)),
-		chromedp.WaitVisible(chromedp.CSS("#vm-detail")))
+	p.click("open web-1", vmRow("web-1")+` button[data-action="open"]`)
+	p.do("the detail pane", chromedp.WaitVisible(chromedp.CSS("#vm-detail")))
 	p.waitJS("the placement explanation", `document.querySelector("#detail-summary").textContent.includes("placed on alpha")`)
 	p.waitJS("alpha chosen, with its score parts", `document.querySelector('#detail-candidates tr.selected[data-candidate="alpha"] td.parts')?.textContent.includes("binpack")`)
 	if n := p.text("#detail-filters tr[data-filter] td.num"); n != "1" {
@@ -130,11 +130,11 @@ func (p *page) screenshots() {
 func (p *page) checkPower(cl *cluster) {
 	p.t.Helper()
 	btn := func(action string) string { return vmRow("web-1") + ` button[data-action="` + action + `"]` }
-	p.do("stop web-1", chromedp.Click(chromedp.CSS(btn("stop"))))
+	p.click("stop web-1", btn("stop"))
 	p.waitJS("web-1 stopped", `document.querySelector('`+vmRow("web-1")+` td.phase')?.textContent.includes("stopped")`)
-	p.do("start web-1", chromedp.WaitEnabled(chromedp.CSS(btn("start"))), chromedp.Click(chromedp.CSS(btn("start"))))
+	p.click("start web-1", btn("start"))
 	p.waitJS("web-1 running again", `document.querySelector('`+vmRow("web-1")+` td.phase')?.textContent.includes("running")`)
-	p.do("restart web-1", chromedp.Click(chromedp.CSS(btn("restart"))))
+	p.click("restart web-1", btn("restart"))
 	eventually(p.t, "the restart asked for", func() bool {
 		vm, err := cl.Client.GetVM(context.Background(), api.DefaultProject, "web-1")
 		return err == nil && vm.Spec.RestartNonce == 1
@@ -156,9 +156,9 @@ func (p *page) checkNames() {
 func (p *page) deleteVM(cl *cluster) {
 	p.t.Helper()
 	del := vmRow("web-1") + ` button[data-action="delete"]`
-	p.do("ask to delete web-1", chromedp.Click(chromedp.CSS(del)))
+	p.click("ask to delete web-1", del)
 	p.waitJS("the confirmation", `document.querySelector('`+del+`')?.textContent === "Confirm delete"`)
-	p.do("confirm", chromedp.Click(chromedp.CSS(del)))
+	p.click("confirm", del)
 	p.waitJS("web-1 gone from the table", `document.querySelector('`+vmRow("web-1")+`') === null`)
 	p.waitJS("the detail pane closed", `document.querySelector("#vm-detail").hidden`)
 	if _, err := cl.Client.GetVM(context.Background(), api.DefaultProject, "web-1"); !isNotFound(err) {

@@ -44,6 +44,16 @@ func (p *page) waitJS(what, expr string) {
 	})
 }
 
+// click clicks the first element matching a CSS selector, found and
+// clicked in one step of page script, retrying until it exists and is
+// enabled. Rows re-render as events arrive, so a node found by one
+// DevTools call may be gone by the next ("Could not find node with given
+// id"), which made a chromedp.Click on a row's button flaky.
+func (p *page) click(what, sel string) {
+	p.t.Helper()
+	p.waitJS(what, `(() => { const e = document.querySelector(`+strconv.Quote(sel)+`); if (!e || e.disabled) return false; e.click(); return true })()`)
+}
+
 // text returns the textContent of the first element matching a CSS
 // selector ("" when there is none).
 func (p *page) text(sel string) string {
