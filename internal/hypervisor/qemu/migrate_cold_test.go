@@ -107,18 +107,12 @@ func TestColdMigrationSharedStorage(t *testing.T) {
 	if err != nil || !os.SameFile(before, after) {
 		t.Fatalf("the shared disk file did not stay (%v)", err)
 	}
-	owner, _ := os.ReadFile(filepath.Join(shared, cfg.ID, ownerFile))
-	if strings.TrimSpace(string(owner)) != dst.cfg.StateDir {
-		t.Fatalf("owner after migration: %q", owner)
-	}
+	assertOwner(t, dst, shared, cfg.ID)
 	assertGone(t, src, cfg.ID)
 	if st := state(t, dst, cfg.ID); st != hypervisor.StateStopped {
 		t.Fatalf("target state %q, want stopped", st)
 	}
-	mustDo(t, "Delete", dst.Delete(ctx, cfg.ID))
-	if _, err := os.Stat(file); err == nil {
-		t.Fatal("Delete on the new owner left the shared disk")
-	}
+	deleteOwner(t, dst, cfg.ID, file)
 }
 
 // TestColdMigrationKillTarget crashes a VM, then kills the target's QEMU

@@ -265,13 +265,26 @@ func TestMigrationSharedStorage(t *testing.T) {
 	if _, err := os.Stat(file); err != nil {
 		t.Fatalf("the shared disk went with the source: %v", err)
 	}
-	owner, _ := os.ReadFile(filepath.Join(shared, cfg.ID, ownerFile))
-	if strings.TrimSpace(string(owner)) != dst.cfg.StateDir {
-		t.Fatalf("owner after migration: %q", owner)
-	}
+	assertOwner(t, dst, shared, cfg.ID)
 	waitTicks(t, dst.SerialLog(cfg.ID), waitTicks(t, dst.SerialLog(cfg.ID), 0))
 	assertGone(t, src, cfg.ID)
-	mustDo(t, "Delete", dst.Delete(ctx, cfg.ID))
+	deleteOwner(t, dst, cfg.ID, file)
+}
+
+// assertOwner fails unless d owns id's disks in the shared pool.
+func assertOwner(t *testing.T, d *Driver, shared, id string) {
+	t.Helper()
+	owner, _ := os.ReadFile(filepath.Join(shared, id, ownerFile))
+	if strings.TrimSpace(string(owner)) != d.cfg.StateDir {
+		t.Fatalf("owner after migration: %q", owner)
+	}
+}
+
+// deleteOwner deletes id on its new owner d, which must remove the shared
+// disk file.
+func deleteOwner(t *testing.T, d *Driver, id, file string) {
+	t.Helper()
+	mustDo(t, "Delete", d.Delete(context.Background(), id))
 	if _, err := os.Stat(file); err == nil {
 		t.Fatal("Delete on the new owner left the shared disk")
 	}
