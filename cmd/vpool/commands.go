@@ -148,19 +148,19 @@ works in another shell without flags.`,
 	return cmd
 }
 
-// parseKV parses repeated KEY=VALUE flags; check refuses a pair with the
-// fix in its message.
-func parseKV(flag string, kvs []string, check func(k, v string) error) (map[string]string, error) {
+// parseKV parses repeated KEY=VALUE flags: want says what a value should
+// look like, check refuses a pair with the fix in its message.
+func parseKV(flag, want string, kvs []string, check func(k, v string) error) (map[string]string, error) {
 	if len(kvs) == 0 {
 		return nil, nil
 	}
 	out := make(map[string]string, len(kvs))
 	for _, kv := range kvs {
-		k, v, _ := strings.Cut(kv, "=")
-		if err := check(k, v); err != nil || !strings.Contains(kv, "=") {
-			if err == nil {
-				err = errors.New("want KEY=VALUE")
-			}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--%s %q: want %s", flag, kv, want)
+		}
+		if err := check(k, v); err != nil {
 			return nil, fmt.Errorf("--%s %q: %w", flag, kv, err)
 		}
 		out[k] = v
@@ -169,18 +169,14 @@ func parseKV(flag string, kvs []string, check func(k, v string) error) (map[stri
 }
 
 func parseLabels(kvs []string) (map[string]string, error) {
-	return parseKV("label", kvs, func(k, _ string) error {
-		if k == "" {
-			return errors.New("want key=value")
-		}
-		return nil
-	})
+	return parseKV("label", "key=value", kvs, func(string, string) error { return nil })
 }
 
 func parsePools(kvs []string) (map[string]string, error) {
-	return parseKV("pool", kvs, func(k, v string) error {
-		if k == "" || v == "" {
-			return errors.New("want NAME=DIR, e.g. --pool shared=/mnt/vpool")
+	const want = "NAME=DIR, e.g. --pool shared=/mnt/vpool"
+	return parseKV("pool", want, kvs, func(k, v string) error {
+		if v == "" {
+			return errors.New("want " + want)
 		}
 		return model.ValidName("pool", k)
 	})

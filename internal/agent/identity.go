@@ -71,6 +71,8 @@ type identity struct {
 	cert tls.Certificate
 	ca   *x509.Certificate
 	pool *x509.CertPool
+	// The PEM bytes it was parsed from, for the driver's migration TLS.
+	certPEM, keyPEM, caPEM []byte
 }
 
 // loadIdentity reads key, certificate and CA from dir; (nil, nil) when the
@@ -105,7 +107,7 @@ func parseIdentity(certPEM, keyPEM, caPEM []byte) (*identity, error) {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
-	return &identity{cert: cert, ca: ca, pool: pool}, nil
+	return &identity{cert: cert, ca: ca, pool: pool, certPEM: certPEM, keyPEM: keyPEM, caPEM: caPEM}, nil
 }
 
 func firstCert(p []byte) (*x509.Certificate, error) {
@@ -286,16 +288,7 @@ func (a *Agent) secureMigrations(id *identity) {
 		a.log.Warn("the host certificate predates migration TLS (no serverAuth); migrations of this host stay plain TCP")
 		return
 	}
-	var pems [3][]byte
-	for i, f := range []string{caFile, certFile, keyFile} {
-		b, err := os.ReadFile(filepath.Join(a.cfg.StateDir, f))
-		if err != nil {
-			a.log.Warn("migration TLS not configured", "err", err)
-			return
-		}
-		pems[i] = b
-	}
-	if err := sec.SetMigrationIdentity(pems[0], pems[1], pems[2]); err != nil {
+	if err := sec.SetMigrationIdentity(id.caPEM, id.certPEM, id.keyPEM); err != nil {
 		a.log.Warn("migration TLS not configured", "err", err)
 		return
 	}

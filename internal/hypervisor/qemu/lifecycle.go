@@ -530,33 +530,26 @@ func (d *Driver) deleteLocked(ctx context.Context, v *vm) error {
 }
 
 // List returns every VM, including ones an earlier driver started, but
-// not incoming migrations that have not arrived.
+// not incoming migrations that have not arrived: they are not this host's
+// until the switchover, and an agent must not take them for arrived (or
+// for orphans).
 func (d *Driver) List(ctx context.Context) ([]hypervisor.Info, error) {
 	d.mu.Lock()
 	ids := make([]string, 0, len(d.vms))
-	for id := range d.vms {
-		ids = append(ids, id)
+	for id, v := range d.vms {
+		if !v.arriving.Load() {
+			ids = append(ids, id)
+		}
 	}
 	d.mu.Unlock()
 	sort.Strings(ids)
 	out := make([]hypervisor.Info, 0, len(ids))
 	for _, id := range ids {
-		if d.arriving(id) {
-			continue
-		}
 		if in, ok := d.infoOf(ctx, id); ok {
 			out = append(out, in)
 		}
 	}
 	return out, nil
-}
-
-// arriving says whether id is an incoming migration that has not arrived
-// yet. List leaves such VMs out: they are not this host's until the
-// switchover, and an agent must not take them for arrived (or orphans).
-func (d *Driver) arriving(id string) bool {
-	_, err := os.Stat(filepath.Join(d.vmDir(id), incomingMarker))
-	return err == nil
 }
 
 // infoOf returns the VM's info; when an operation holds the VM it

@@ -121,11 +121,7 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 		return m.res, fmt.Errorf("qemu: migrate %s: %w", id, err)
 	}
 	// The target runs the guest now: retire our copy.
-	p.setEnding()
-	p.qmp.Quit(ctx)
-	if p.wait(ctx, 10*time.Second) != nil {
-		p.kill(ctx)
-	}
+	p.quit(ctx, 10*time.Second)
 	d.reapLocked(v, p)
 	if err := d.deleteLocked(ctx, v); err != nil {
 		d.log.Warn("qemu: deleting the migrated-away copy", "vm", id, "err", err)
@@ -144,17 +140,9 @@ func (m *outgoing) run(ctx context.Context) error {
 	}
 	m.running = st.Running
 	m.ticks = watchTicks(m.d.SerialLog(m.v.rec.Config.ID), true, m.d.clock.Now)
-	if m.ctl, err = dialControl(ctx, m.a, m.tlsDir); err != nil {
-		return err
-	}
 	postcopy := m.opts.AllowPostCopy && !m.opts.NoEscalation
-	rep, err := m.ctl.call(ctlMsg{Op: "prepare", Key: m.a.key, PostCopy: postcopy, Disks: activeLayers(m.v.rec)}, time.Minute)
-	if err != nil {
+	if err := m.prepare(ctx, ctlMsg{PostCopy: postcopy}); err != nil {
 		return err
-	}
-	m.shared = rep.Disks
-	for name := range m.shared {
-		m.res.SharedDisks = append(m.res.SharedDisks, name)
 	}
 	if err := m.setup(ctx, postcopy); err != nil {
 		return err
@@ -396,6 +384,26 @@ func (m *outgoing) finishPostCopy(ctx context.Context) (migInfo, error) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// prepare opens the control connection and sends "prepare" (msg carries
+// the kind of migration); the target answers the disks it adopted from
+// shared storage, which are not copied.
+func (m *outgoing) prepare(ctx context.Context, msg ctlMsg) error {
+	var err error
+	if m.ctl, err = dialControl(ctx, m.a, m.tlsDir); err != nil {
+		return err
+	}
+	msg.Op, msg.Key, msg.Disks = "prepare", m.a.key, activeLayers(m.v.rec)
+	rep, err := m.ctl.call(msg, time.Minute)
+	if err != nil {
+		return err
+	}
+	m.shared = rep.Disks
+	for name := range m.shared {
+		m.res.SharedDisks = append(m.res.SharedDisks, name)
+	}
+	return nil
 }
 
 // keepAlive pings the target when the control connection has been quiet

@@ -2,7 +2,6 @@ package qemu
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/vpool/vpool/internal/hypervisor"
-	"github.com/vpool/vpool/internal/qmp"
 )
 
 // Cold migration: MigrateOut of a VM that is not running (stopped or
@@ -68,17 +66,8 @@ func (m *outgoing) runCold(ctx context.Context) (hypervisor.MigrationResult, err
 
 // copyCold runs the cold migration up to the target's answer to "done".
 func (m *outgoing) copyCold(ctx context.Context) error {
-	var err error
-	if m.ctl, err = dialControl(ctx, m.a, m.tlsDir); err != nil {
+	if err := m.prepare(ctx, ctlMsg{Cold: true}); err != nil {
 		return err
-	}
-	rep, err := m.ctl.call(ctlMsg{Op: "prepare", Key: m.a.key, Cold: true, Disks: activeLayers(m.v.rec)}, time.Minute)
-	if err != nil {
-		return err
-	}
-	m.shared = rep.Disks
-	for name := range m.shared {
-		m.res.SharedDisks = append(m.res.SharedDisks, name)
 	}
 	m.report(hypervisor.MigrationProgress{Stage: hypervisor.MigrationStageDisks}, true)
 	if len(m.v.rec.Disks) > len(m.shared) {
@@ -141,22 +130,10 @@ func (m *outgoing) quitHelper() error {
 	m.p = nil
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	p.setEnding()
-	var errs []error
-	if !p.hasExited() {
-		qctx, qcancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := p.qmp.Quit(qctx); err != nil && !errors.Is(err, qmp.ErrClosed) {
-			errs = append(errs, err)
-		}
-		qcancel()
-		if err := p.wait(ctx, 10*time.Second); err != nil {
-			errs = append(errs, err)
-			p.kill(ctx)
-		}
-	}
+	err := p.quit(ctx, 10*time.Second)
 	m.d.reapLocked(m.v, p)
 	os.Remove(filepath.Join(m.d.vmDir(m.v.rec.Config.ID), helperSerialLog))
-	if err := errors.Join(errs...); err != nil {
+	if err != nil {
 		return fmt.Errorf("qemu: ending the cold migration's helper: %w", err)
 	}
 	return nil
@@ -172,17 +149,9 @@ func (d *Driver) finishColdIncoming(ctx context.Context, in *incoming) error {
 	if err != nil {
 		return err
 	}
-	p.setEnding()
-	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err = p.qmp.Quit(qctx)
-	cancel()
-	if err != nil && !errors.Is(err, qmp.ErrClosed) {
+	if err := p.quit(ctx, 30*time.Second); err != nil {
 		restore()
 		return fmt.Errorf("qemu: quitting after a cold migration: %w", err)
-	}
-	if err := p.wait(ctx, 30*time.Second); err != nil {
-		restore()
-		return err
 	}
 	p.mu.Lock()
 	exitErr := p.exitErr
@@ -192,7 +161,7 @@ func (d *Driver) finishColdIncoming(ctx context.Context, in *incoming) error {
 		restore()
 		return fmt.Errorf("qemu: QEMU exited badly after a cold migration: %w", exitErr)
 	}
-	os.Remove(filepath.Join(d.vmDir(v.rec.Config.ID), incomingMarker))
+	d.arrived(v)
 	d.log.Info("qemu: cold migration arrived", "vm", v.rec.Config.ID, "shared", len(in.shared))
 	return nil
 }

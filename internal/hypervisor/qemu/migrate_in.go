@@ -62,6 +62,7 @@ func (d *Driver) MigrateIn(ctx context.Context, cfg hypervisor.VMConfig) (string
 	rev := &reverter{}
 	defer rev.fail()
 	rev.add(func() { d.deleteLocked(context.Background(), v) })
+	v.arriving.Store(true)
 	if err := os.WriteFile(filepath.Join(d.vmDir(cfg.ID), incomingMarker), nil, 0o600); err != nil {
 		return "", fmt.Errorf("qemu: migrate in %s: %w", cfg.ID, err)
 	}
@@ -293,7 +294,7 @@ func (d *Driver) finishIncoming(in *incoming) error {
 		restore()
 		return err
 	}
-	os.Remove(filepath.Join(d.vmDir(v.rec.Config.ID), incomingMarker))
+	d.arrived(v)
 	d.log.Info("qemu: incoming migration arrived", "vm", v.rec.Config.ID)
 	return nil
 }
@@ -346,4 +347,11 @@ func (d *Driver) handOver(ctx context.Context, in *incoming) (restore func(), er
 		return func() {}, err
 	}
 	return restore, nil
+}
+
+// arrived makes an incoming VM this host's own (listed, kept by the next
+// driver).
+func (d *Driver) arrived(v *vm) {
+	os.Remove(filepath.Join(d.vmDir(v.rec.Config.ID), incomingMarker))
+	v.arriving.Store(false)
 }

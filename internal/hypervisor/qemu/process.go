@@ -26,6 +26,9 @@ type vm struct {
 	proc      *process // the live QEMU, nil when none
 	committed atomic.Int64
 	deleted   bool
+	// arriving: an incoming migration that has not arrived (its VM
+	// directory holds incomingMarker too, for a driver started later).
+	arriving atomic.Bool
 	// info and stats are the last answers of List and Stats, served while
 	// an operation (a slow Stop) holds mu, so that the agent's converge
 	// and heartbeat never wait behind one VM.
@@ -85,6 +88,27 @@ func (p *process) kill(ctx context.Context) error {
 		return fmt.Errorf("qemu: kill %d: %w", p.pid, err)
 	}
 	return p.wait(ctx, 15*time.Second)
+}
+
+// quit asks QEMU to quit (5 s for the answer) and waits up to grace for
+// it to exit, killing it after that. It fails when QEMU refused or had to
+// be killed; a QEMU gone already is fine.
+func (p *process) quit(ctx context.Context, grace time.Duration) error {
+	p.setEnding()
+	if p.hasExited() {
+		return nil
+	}
+	var errs []error
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if err := p.qmp.Quit(qctx); err != nil && !errors.Is(err, qmp.ErrClosed) {
+		errs = append(errs, err)
+	}
+	cancel()
+	if err := p.wait(ctx, grace); err != nil {
+		errs = append(errs, err)
+		p.kill(ctx)
+	}
+	return errors.Join(errs...)
 }
 
 func (p *process) wait(ctx context.Context, limit time.Duration) error {
