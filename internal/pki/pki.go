@@ -203,7 +203,10 @@ func (ca *CA) SignCSR(csrPEM []byte, host string, ttl time.Duration, now time.Ti
 		Subject:      pkix.Name{CommonName: host, Organization: []string{"vpool agents"}},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(ttl),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
+		// Key encipherment too: QEMU 9 and later refuse a certificate
+		// whose critical key usage lacks it ("usage does not permit key
+		// encipherment") for tls-creds-x509, whatever the key type.
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		// serverAuth too: the same certificate secures the host's end of
 		// migration streams (QEMU tls-creds), checked against the host name.
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},

@@ -45,6 +45,10 @@ func TestCARoundTripAndSign(t *testing.T) {
 	if err != nil {
 		t.Fatalf("host cert does not verify as a server named host1: %v", err)
 	}
+	// QEMU's tls-creds-x509 wants both usages in the critical extension.
+	if want := x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment; cert.KeyUsage&want != want {
+		t.Fatalf("host cert key usage %b, want digital signature and key encipherment", cert.KeyUsage)
+	}
 	if _, err := ca.SignCSR([]byte("junk"), "h", time.Hour, now); !errors.Is(err, ErrBadCSR) {
 		t.Fatalf("junk CSR: %v", err)
 	}

@@ -189,6 +189,9 @@ func New(cfg Config) (*Driver, error) {
 	d.cleanOrphans()
 	d.dropUnfinishedIncoming()
 	d.log.Info("qemu: driver ready", "state", cfg.StateDir, "accel", d.accel, "network", d.net, "vms", len(d.vms))
+	if v := d.qemuVersion(d.ctx); !lowStartSafe(d.accel, v) {
+		d.log.Warn("qemu: this QEMU loses guest writes under TCG across migration passes before 9.0; live migrations start pre-copy at the full downtime limit (longer downtime)", "version", v)
+	}
 	return d, nil
 }
 

@@ -43,3 +43,15 @@ func TestCPUModelBaseline(t *testing.T) {
 		}
 	}
 }
+
+func TestKnownCPUModel(t *testing.T) {
+	v7 := "x86 Haswell-noTSX  Intel Core Processor (Haswell, no TSX)\nx86 qemu64  QEMU Virtual CPU version 2.5+\n\nRecognized CPUID flags:\n  fpu vme\n"
+	v10 := "Available CPUs:\n  Haswell-noTSX         (alias of Haswell-v2)\n  qemu64                QEMU Virtual CPU version 2.5+\n\nRecognized CPUID flags:\n  fpu vme\n"
+	for _, help := range []string{v7, v10} {
+		for m, want := range map[string]bool{"Haswell-noTSX": true, "qemu64": true, "Haswell": false, "fpu": false, "Available": false} {
+			if got := knownCPUModel(help, m); got != want {
+				t.Errorf("knownCPUModel(%q) = %v, want %v in:\n%s", m, got, want, help)
+			}
+		}
+	}
+}

@@ -63,6 +63,7 @@ type outgoing struct {
 	mirrored bool
 	doneSent bool
 	postcopy bool // switched to post-copy
+	lowStart bool // pre-copy starts at DowntimeTarget (lowStartSafe)
 	res      hypervisor.MigrationResult
 	lastRep  time.Time
 }
@@ -90,7 +91,8 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 	case p != nil && v.rec.Run != nil && (len(v.rec.Run.HotCPUs) > 0 || len(v.rec.Run.DIMMs) > 0):
 		return hypervisor.MigrationResult{}, fmt.Errorf("qemu: migrate %s: restart it after the live resize first: %w", id, hypervisor.ErrBadState)
 	}
-	m := &outgoing{d: d, v: v, p: p, a: a, opts: opts, progress: progress, start: d.clock.Now()}
+	m := &outgoing{d: d, v: v, p: p, a: a, opts: opts, progress: progress, start: d.clock.Now(),
+		lowStart: lowStartSafe(d.accel, d.qemuVersion(ctx))}
 	m.tlsDir = opts.TLSDir
 	if m.tlsDir == "" {
 		m.tlsDir = d.migrationTLSDir()
@@ -175,7 +177,7 @@ func (m *outgoing) setup(ctx context.Context, postcopy bool) error {
 		return err
 	}
 	params := qmp.Args{
-		"downtime-limit": startDowntime(m.opts, m.d.accel == "kvm").Milliseconds(), // the converger raises it to DowntimeLimit
+		"downtime-limit": startDowntime(m.opts, m.lowStart).Milliseconds(), // the converger raises it to DowntimeLimit
 		"max-bandwidth":  m.opts.BandwidthBps,
 		"tls-creds":      "", "tls-hostname": "",
 	}
@@ -226,7 +228,7 @@ func (m *outgoing) transfer(ctx context.Context) (migInfo, error) {
 	// interval at once; every 50 ms the converger gets a sample.
 	sub := m.p.qmp.Subscribe("MIGRATION")
 	defer sub.Close()
-	conv := newConverger(m.opts, m.d.accel == "kvm")
+	conv := newConverger(m.opts, m.lowStart)
 	stage := hypervisor.MigrationStagePreCopy
 	m.res.Stage = stage
 	began := m.d.clock.Now()

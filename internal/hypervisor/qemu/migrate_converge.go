@@ -81,22 +81,33 @@ func migrateDefaults(o hypervisor.MigrateOptions) hypervisor.MigrateOptions {
 }
 
 // startDowntime is the downtime-limit pre-copy starts with: the smaller
-// of DowntimeTarget and the caller's limit under KVM; the caller's limit
-// under TCG and with NoEscalation (QEMU's behaviour).
-//
-// Not under TCG: with the low start, guests migrated by the agents under
-// TCG crashed soon after arriving (kernel data overwritten: calls to NULL
-// or data addresses in the idle loop and the timer softirq) in 9 of 13
-// runs of the end-to-end test on a loaded machine, against 0 of 3 runs
-// with the caller's limit. The cause is not found: RAM compared equal on
-// both sides at the switchover in 36 hand-driven migrations at 20 ms, and
-// those guests ran on. docs/migration-qemu.md has the details. Under KVM
-// the low start is kept (not verifiable on this machine).
-func startDowntime(o hypervisor.MigrateOptions, kvm bool) time.Duration {
-	if o.NoEscalation || !kvm || o.DowntimeLimit <= DowntimeTarget {
+// of DowntimeTarget and the caller's limit when the low start is safe
+// (lowStart); the caller's limit otherwise and with NoEscalation (QEMU's
+// behaviour).
+func startDowntime(o hypervisor.MigrateOptions, lowStart bool) time.Duration {
+	if o.NoEscalation || !lowStart || o.DowntimeLimit <= DowntimeTarget {
 		return o.DowntimeLimit
 	}
 	return DowntimeTarget
+}
+
+// lowStartSafe reports whether pre-copy may start at DowntimeTarget: under
+// KVM, or under TCG with QEMU 9.0 or later. With the low start an idle
+// guest keeps running across dirty-bitmap syncs, and QEMU before 9.0
+// (commit "physmem: Fix migration dirty bitmap coherency with TCG memory
+// access") does not make TCG's writable TLB entries trap again when a sync
+// clears the bitmap: guest writes through them are never sent, and guests
+// moved by the agents crashed soon after arriving (9 of 13 end-to-end runs
+// on 7.2; 0 of 4 on 10.0). docs/migration-qemu.md has the details.
+func lowStartSafe(accel, version string) bool {
+	if accel == "kvm" {
+		return true
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(version, "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major >= 9
 }
 
 // migSample is what the converger sees of one query-migrate answer.
@@ -126,9 +137,9 @@ type converger struct {
 	stall      int   // passes in a row that did not improve best by 10 %
 }
 
-func newConverger(o hypervisor.MigrateOptions, kvm bool) *converger {
+func newConverger(o hypervisor.MigrateOptions, lowStart bool) *converger {
 	c := &converger{stallIters: o.StallIterations, stageTime: o.StageTimeout, timeout: o.Timeout,
-		stage: hypervisor.MigrationStagePreCopy, downFrom: startDowntime(o, kvm), downTo: o.DowntimeLimit}
+		stage: hypervisor.MigrationStagePreCopy, downFrom: startDowntime(o, lowStart), downTo: o.DowntimeLimit}
 	if o.NoEscalation {
 		c.fixed = true
 		return c

@@ -180,15 +180,27 @@ func TestStartDowntime(t *testing.T) {
 			t.Errorf("startDowntime(%+v) = %v, want %v", tc.opts, got, tc.want)
 		}
 	}
-	// Under TCG pre-copy starts at the caller's limit, and the converger
-	// has no downtime step.
+	// Without the low start (TCG on QEMU before 9.0) pre-copy starts at
+	// the caller's limit, and the converger has no downtime step.
 	for _, lim := range []time.Duration{0, 100 * time.Millisecond} {
 		o := migrateDefaults(hypervisor.MigrateOptions{DowntimeLimit: lim})
 		if got := startDowntime(o, false); got != o.DowntimeLimit {
-			t.Errorf("TCG: startDowntime(limit %v) = %v, want the limit", lim, got)
+			t.Errorf("no low start: startDowntime(limit %v) = %v, want the limit", lim, got)
 		}
 		if c := newConverger(o, false); slices.Contains(c.stages, hypervisor.MigrationStageDowntime) {
-			t.Errorf("TCG: the converger has a downtime step: %v", c.stages)
+			t.Errorf("no low start: the converger has a downtime step: %v", c.stages)
+		}
+	}
+	for _, tc := range []struct {
+		accel, version string
+		want           bool
+	}{
+		{"kvm", "7.2.22", true}, {"kvm", "", true},
+		{"tcg", "7.2.22", false}, {"tcg", "8.2.2", false}, {"tcg", "", false}, {"tcg", "junk", false},
+		{"tcg", "9.0.0", true}, {"tcg", "10.0.2", true},
+	} {
+		if got := lowStartSafe(tc.accel, tc.version); got != tc.want {
+			t.Errorf("lowStartSafe(%q, %q) = %v, want %v", tc.accel, tc.version, got, tc.want)
 		}
 	}
 	if DowntimeTarget >= DefaultDowntimeLimit {

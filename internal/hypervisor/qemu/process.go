@@ -269,9 +269,25 @@ func (d *Driver) isOurQEMU(pid int, id string) bool {
 	return bytes.Contains(b, []byte("\x00"+filepath.Join(d.vmDir(id), "qemu.pid")+"\x00"))
 }
 
-// pidAlive reports whether pid exists and is not a zombie.
+// pidAlive reports whether pid exists and any of its threads is not a
+// zombie. A killed QEMU's main thread turns zombie while its other threads
+// still exit; until the last one is gone its files, and so its image
+// locks, are still held.
 func pidAlive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return false
+	}
+	for _, t := range tasks {
+		if threadAlive(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name())) {
+			return true
+		}
+	}
+	return false
+}
+
+func threadAlive(statPath string) bool {
+	b, err := os.ReadFile(statPath)
 	if err != nil {
 		return false
 	}

@@ -225,12 +225,27 @@ func (d *Driver) checkCPUModel() error {
 	if err != nil {
 		return fmt.Errorf("qemu: list CPU models: %w", err)
 	}
-	for _, line := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "x86" && f[1] == m {
-			return nil
-		}
+	if knownCPUModel(string(out), m) {
+		return nil
 	}
 	return fmt.Errorf("qemu: CPU model %q is unknown to %s (see %s -cpu help)", m, bin, bin)
+}
+
+// knownCPUModel reports whether `-cpu help` output lists model m: QEMU 7
+// prints "x86 NAME  description", QEMU 8 and later "  NAME  description"
+// under "Available CPUs:". The CPUID flags listed after the models are not
+// models.
+func knownCPUModel(help, m string) bool {
+	for _, line := range strings.Split(help, "\n") {
+		if strings.HasPrefix(line, "Recognized CPUID flags") {
+			return false
+		}
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "x86" && f[1] == m || len(f) >= 1 && f[0] == m && strings.HasPrefix(line, " ") {
+			return true
+		}
+	}
+	return false
 }
 
 func cpuModel() string {
