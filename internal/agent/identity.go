@@ -279,6 +279,8 @@ func serverName(u *url.URL) string { return u.Hostname() }
 // the cluster CA by default. A certificate issued before host
 // certificates carried serverAuth cannot serve; the agent says so and the
 // driver keeps plain TCP (join again with a fresh state dir to fix it).
+// One issued before they carried key encipherment works with QEMU 7 only;
+// the agent warns, since QEMU 9 and later refuse it.
 func (a *Agent) secureMigrations(id *identity) {
 	sec, ok := a.cfg.Driver.(hypervisor.MigrationSecurer)
 	if !ok {
@@ -287,6 +289,9 @@ func (a *Agent) secureMigrations(id *identity) {
 	if leaf := id.cert.Leaf; leaf != nil && !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageServerAuth) {
 		a.log.Warn("the host certificate predates migration TLS (no serverAuth); migrations of this host stay plain TCP")
 		return
+	}
+	if leaf := id.cert.Leaf; leaf != nil && leaf.KeyUsage&x509.KeyUsageKeyEncipherment == 0 {
+		a.log.Warn("the host certificate lacks key encipherment, which QEMU 9 and later require for migration TLS; join again with a fresh state dir")
 	}
 	if err := sec.SetMigrationIdentity(id.caPEM, id.certPEM, id.keyPEM); err != nil {
 		a.log.Warn("migration TLS not configured", "err", err)
