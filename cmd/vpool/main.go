@@ -52,7 +52,7 @@ func logFlags(cmd *cobra.Command) func() (*slog.Logger, error) {
 // qemuDriver is the QEMU driver factory handed to devenv.
 func qemuDriver(o devenv.QEMUOptions) (hypervisor.Driver, error) {
 	return qemu.New(qemu.Config{StateDir: o.StateDir, Logger: o.Logger, Pools: o.Pools, MigrationHost: o.MigrationHost,
-		CPUModel: o.CPUModel})
+		CPUModel: o.CPUModel, Machine: o.Machine})
 }
 
 func splitList(s string) []string {

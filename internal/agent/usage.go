@@ -73,6 +73,7 @@ func (a *Agent) heartbeat(ctx context.Context, u *usageMeter) (api.Heartbeat, er
 
 		CPUModel:          inv.CPUModel,
 		HypervisorVersion: inv.Version,
+		MachineType:       inv.Machine,
 		Networks:          a.cfg.Networks,
 	}
 	present := make(map[string]bool, len(infos))

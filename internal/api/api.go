@@ -228,10 +228,11 @@ type Heartbeat struct {
 	Version  string                 `json:"version,omitempty"`
 	Usage    model.HostUsage        `json:"usage"`
 	VMs      []VMReport             `json:"vms,omitempty"`
-	// CPUModel, HypervisorVersion and Networks describe what the host can
-	// run (migration pre-checks compare them between hosts).
+	// CPUModel, HypervisorVersion, MachineType and Networks describe what
+	// the host can run (migration pre-checks compare them between hosts).
 	CPUModel          string   `json:"cpuModel,omitempty"`
 	HypervisorVersion string   `json:"hypervisorVersion,omitempty"`
+	MachineType       string   `json:"machineType,omitempty"`
 	Networks          []string `json:"networks,omitempty"`
 }
 

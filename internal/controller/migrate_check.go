@@ -75,6 +75,9 @@ func compatible(src, dst *model.Host, vm *model.VM, mode model.MigrationMode) st
 	case src.HypervisorVersion != "" && dst.HypervisorVersion != "" && versionLess(dst.HypervisorVersion, src.HypervisorVersion):
 		return fmt.Sprintf("hypervisor %s on %s is older than %s on %s: a running VM can only move to the same or a newer version",
 			dst.HypervisorVersion, dst.Name, src.HypervisorVersion, src.Name)
+	case src.MachineType != "" && dst.MachineType != "" && src.MachineType != dst.MachineType:
+		return fmt.Sprintf("machine types differ (%s on %s, %s on %s): a running VM keeps its machine type; start every agent with the same --machine (e.g. %s)",
+			src.MachineType, src.Name, dst.MachineType, dst.Name, src.MachineType)
 	case src.CPUModel != "" && dst.CPUModel != "" && src.CPUModel != dst.CPUModel:
 		return fmt.Sprintf("guest CPU models differ (%s on %s, %s on %s): live migration needs one baseline; start every agent with the same --cpu-model (e.g. Haswell-noTSX)",
 			src.CPUModel, src.Name, dst.CPUModel, dst.Name)

@@ -12,7 +12,7 @@ import (
 
 func checkHost(name string, mut ...func(*model.Host)) model.Host {
 	h := model.Host{Meta: model.Meta{Name: name}, State: model.HostReady, Driver: "qemu", Accel: "kvm",
-		CPUModel: "x86-64-v2", HypervisorVersion: "QEMU 7.2.0",
+		CPUModel: "x86-64-v2", HypervisorVersion: "QEMU 7.2.0", MachineType: "pc-q35-7.2",
 		Capacity: model.Resources{CPUs: 8, Memory: 16 * model.GiB, Disk: model.TiB}}
 	for _, f := range mut {
 		f(&h)
@@ -62,6 +62,12 @@ func TestCheckMigration(t *testing.T) {
 			vm: checkVM(), to: "dst", reason: "older than QEMU 7.2.0"},
 		{name: "newer hypervisor", hosts: []model.Host{checkHost("src"), checkHost("dst", func(h *model.Host) { h.HypervisorVersion = "QEMU 7.10" })},
 			vm: checkVM(), to: "dst", want: "dst", mode: model.MigrationLive},
+		{name: "machine types differ", hosts: []model.Host{checkHost("src"), checkHost("dst", func(h *model.Host) {
+			h.HypervisorVersion, h.MachineType = "QEMU 10.0.2", "pc-q35-10.0"
+		})}, vm: checkVM(), to: "dst", reason: "--machine (e.g. pc-q35-7.2)"},
+		{name: "a newer QEMU running the same machine type", hosts: []model.Host{checkHost("src"), checkHost("dst", func(h *model.Host) {
+			h.HypervisorVersion = "QEMU 10.0.2"
+		})}, vm: checkVM(), to: "dst", want: "dst", mode: model.MigrationLive},
 		{name: "CPU models differ", hosts: []model.Host{checkHost("src"), checkHost("dst", func(h *model.Host) { h.CPUModel = "EPYC" })},
 			vm: checkVM(), to: "dst", reason: "CPU models differ"},
 		{name: "incompatible hosts are skipped when the scheduler picks", hosts: []model.Host{checkHost("src"),

@@ -44,6 +44,9 @@ type QEMUOptions struct {
 	// CPUModel is the guests' CPU model, the cluster's baseline (empty:
 	// the driver's default).
 	CPUModel string
+	// Machine is the guests' machine type (empty: the driver's default,
+	// q35, resolved to this QEMU's newest versioned type).
+	Machine string
 }
 
 // DriverOptions choose and configure a host's driver.
@@ -61,10 +64,12 @@ type DriverOptions struct {
 	// hundreds of simulated hosts in tests.
 	SimMemoryOnly bool
 	QEMU          QEMUFactory
-	// Pools, MigrationHost and CPUModel go to the QEMU driver (QEMUOptions).
+	// Pools, MigrationHost, CPUModel and Machine go to the QEMU driver
+	// (QEMUOptions).
 	Pools         map[string]string
 	MigrationHost string
 	CPUModel      string
+	Machine       string
 	Logger        *slog.Logger
 }
 
@@ -102,7 +107,7 @@ func OpenDriver(o DriverOptions) (hypervisor.Driver, string, error) {
 			return nil, "", fmt.Errorf("%w: qemu-system-x86_64 is not installed", ErrNoQEMU)
 		}
 		d, err := o.QEMU(QEMUOptions{StateDir: filepath.Join(o.StateDir, "qemu"), Logger: o.Logger,
-			Pools: o.Pools, MigrationHost: o.MigrationHost, CPUModel: o.CPUModel})
+			Pools: o.Pools, MigrationHost: o.MigrationHost, CPUModel: o.CPUModel, Machine: o.Machine})
 		if err != nil {
 			return nil, "", err
 		}

@@ -94,6 +94,7 @@ type Inventory struct {
 	Pools    []model.StoragePoolRef `json:"pools,omitempty"`
 	CPUModel string                 `json:"cpuModel,omitempty"`
 	Version  string                 `json:"version,omitempty"` // hypervisor version
+	Machine  string                 `json:"machine,omitempty"` // versioned machine type VMs run with (qemu)
 }
 
 // SnapshotInfo describes one snapshot.

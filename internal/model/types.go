@@ -96,10 +96,12 @@ type Host struct {
 	Allocated  Resources         `json:"allocated"`
 	Usage      HostUsage         `json:"usage"`
 	Generation int64             `json:"generation,omitempty"`
-	// CPUModel, HypervisorVersion and Networks come from the agent's
-	// inventory (empty when not reported); migration pre-checks use them.
+	// CPUModel, HypervisorVersion, MachineType and Networks come from the
+	// agent's inventory (empty when not reported); migration pre-checks
+	// use them.
 	CPUModel          string   `json:"cpuModel,omitempty"`
 	HypervisorVersion string   `json:"hypervisorVersion,omitempty"`
+	MachineType       string   `json:"machineType,omitempty"`
 	Networks          []string `json:"networks,omitempty"`
 	// Drain is set while an operator drains the host (vpool host drain).
 	Drain *HostDrain `json:"drain,omitempty"`

@@ -195,6 +195,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 		h.Capacity, h.Driver, h.Accel, h.Pools = hb.Capacity, hb.Driver, hb.Accel, hb.Pools
 		h.Address, h.AgentVer, h.Usage, h.LastSeen = hb.Address, hb.Version, hb.Usage, now
 		h.CPUModel, h.HypervisorVersion, h.Networks = hb.CPUModel, hb.HypervisorVersion, hb.Networks
+		h.MachineType = hb.MachineType
 		for k, v := range hb.Labels {
 			if _, set := h.Labels[k]; !set {
 				if h.Labels == nil {

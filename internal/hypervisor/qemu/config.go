@@ -58,7 +58,8 @@ type Config struct {
 	// qemu-img, looked up in PATH).
 	QEMU    string
 	QEMUImg string
-	// Machine is the machine type (default q35).
+	// Machine is the machine type (default q35); an alias is resolved to
+	// the versioned type this QEMU gives it (machine.go).
 	Machine string
 	// CPUModel is the guest CPU model: the cluster's baseline, the same
 	// on every host, so that running VMs can move between hosts of
@@ -130,6 +131,7 @@ type Driver struct {
 	// or StateDir/migration-tls once SetMigrationIdentity wrote it.
 	migTLS atomic.Pointer[string]
 
+	machineType string // Config.Machine resolved to a versioned type (machine.go)
 	versionOnce sync.Once
 	version     string
 }
@@ -164,6 +166,9 @@ func New(cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	if err := d.checkCPUModel(); err != nil {
+		return nil, err
+	}
+	if err := d.resolveMachine(); err != nil {
 		return nil, err
 	}
 	if d.cfg.VMOverhead == 0 { // measured: see docs/qemu.md

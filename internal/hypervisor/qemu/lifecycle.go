@@ -232,7 +232,7 @@ func (d *Driver) machine(ctx context.Context, rec *record, o startOpts, rev *rev
 	spec := cfg.Spec
 	memMiB := int64(spec.Memory / model.MiB)
 	m := Machine{
-		Name: id, Accel: d.accel, Type: d.cfg.Machine,
+		Name: id, Accel: d.accel, Type: d.machineType,
 		VCPUs: spec.VCPUs, MaxVCPUs: max(spec.VCPUs, d.cfg.MaxVCPUs),
 		MemoryMiB:     memMiB,
 		QMPSocket:     d.socketPath(id, "qmp.sock"),
@@ -262,7 +262,7 @@ func (d *Driver) machine(ctx context.Context, rec *record, o startOpts, rev *rev
 		return m, files, err
 	}
 	m.Seed = seed
-	hotplug := strings.HasPrefix(m.Type, "q35")
+	hotplug := isQ35(m.Type)
 	for _, dr := range rec.Disks {
 		drv := Drive{DeviceID: dr.deviceID(), Serial: truncate(dr.Name, 20), Layers: dr.driveLayers()}
 		if dr.Index == 0 && m.Kernel == "" {

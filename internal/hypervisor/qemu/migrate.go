@@ -90,6 +90,10 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 		return hypervisor.MigrationResult{}, fmt.Errorf("qemu: migrate %s: delete its snapshots first: %w", id, hypervisor.ErrBadState)
 	case p != nil && v.rec.Run != nil && (len(v.rec.Run.HotCPUs) > 0 || len(v.rec.Run.DIMMs) > 0):
 		return hypervisor.MigrationResult{}, fmt.Errorf("qemu: migrate %s: restart it after the live resize first: %w", id, hypervisor.ErrBadState)
+	case p != nil:
+		if err := checkTargetMachine(runMachineType(v.rec.Run), a.machine); err != nil {
+			return hypervisor.MigrationResult{}, fmt.Errorf("qemu: migrate %s: %w", id, err)
+		}
 	}
 	m := &outgoing{d: d, v: v, p: p, a: a, opts: opts, progress: progress, start: d.clock.Now(),
 		lowStart: lowStartSafe(d.accel, d.qemuVersion(ctx))}

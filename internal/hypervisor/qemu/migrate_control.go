@@ -58,12 +58,13 @@ type ctlMsg struct {
 }
 
 // migAddr is MigrateIn's answer:
-// qemu://host?mig=P&nbd=P&ctl=P&key=K[&tls=NAME].
+// qemu://host?mig=P&nbd=P&ctl=P&key=K[&tls=NAME][&machine=TYPE].
 type migAddr struct {
 	host           string
 	mig, nbd, ctrl int
 	key            string
 	tlsName        string // the name the target's certificate carries; empty: no TLS
+	machine        string // the target's versioned machine type; empty: not said
 }
 
 func (a migAddr) String() string {
@@ -75,6 +76,9 @@ func (a migAddr) String() string {
 	if a.tlsName != "" {
 		q.Set("tls", a.tlsName)
 	}
+	if a.machine != "" {
+		q.Set("machine", a.machine)
+	}
 	return (&url.URL{Scheme: "qemu", Host: a.host, RawQuery: q.Encode()}).String()
 }
 
@@ -84,7 +88,7 @@ func parseMigAddr(s string) (migAddr, error) {
 		return migAddr{}, fmt.Errorf("qemu: bad migration address %q (want qemu://host?mig=&nbd=&ctl=&key=)", s)
 	}
 	q := u.Query()
-	a := migAddr{host: u.Hostname(), key: q.Get("key"), tlsName: q.Get("tls")}
+	a := migAddr{host: u.Hostname(), key: q.Get("key"), tlsName: q.Get("tls"), machine: q.Get("machine")}
 	for k, p := range map[string]*int{"mig": &a.mig, "nbd": &a.nbd, "ctl": &a.ctrl} {
 		if *p, err = strconv.Atoi(q.Get(k)); err != nil || *p <= 0 || *p > 65535 {
 			return migAddr{}, fmt.Errorf("qemu: bad migration address %q: %s", s, k)

@@ -68,7 +68,7 @@ func (d *Driver) MigrateIn(ctx context.Context, cfg hypervisor.VMConfig) (string
 	}
 	tlsDir := d.migrationTLSDir()
 	in := &incoming{v: v, shared: shared, tls: tlsDir != "", tlsDir: tlsDir}
-	in.a = migAddr{host: d.migrationHost(), key: newKey()}
+	in.a = migAddr{host: d.migrationHost(), key: newKey(), machine: d.machineType}
 	if in.tls {
 		if in.a.tlsName, err = tlsServerName(tlsDir); err != nil {
 			return "", err

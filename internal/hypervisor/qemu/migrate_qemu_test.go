@@ -124,7 +124,12 @@ func TestMigrationTLSWithDiskAndGuestGap(t *testing.T) {
 	mustDo(t, "MigrateOut", err)
 	t.Logf("result %+v, stages %v", res, stages)
 	if !res.TLS || res.RAMBytes == 0 || res.Bytes != res.RAMBytes+res.DiskBytes || res.GuestGap <= 0 || res.GuestGap > 5*time.Second {
-		t.Fatalf("result %+v", res)
+		var st struct{ Status string }
+		if v, _ := dst.get(cfg.ID); v != nil && v.proc != nil {
+			v.proc.qmp.Execute(ctx, "query-status", nil, &st)
+		}
+		time.Sleep(5 * time.Second)
+		t.Fatalf("result %+v; target QEMU %q, serial log tail:\n%s", res, st.Status, tail(readAll(dst.SerialLog(cfg.ID)), 3000))
 	}
 	if len(stages) < 3 || stages[0] != hypervisor.MigrationStageDisks || stages[len(stages)-1] != hypervisor.MigrationStageSwitchover {
 		t.Fatalf("stages %v", stages)
@@ -360,5 +365,41 @@ func waitDirty(t testing.TB, d *Driver, id string) {
 	if _, err := guest.WaitFor(ctx, d.SerialLog(id), "DIRTY 1"); err != nil {
 		b, _ := os.ReadFile(d.SerialLog(id))
 		t.Fatalf("the dirtier did not start: %v\n%s", err, tail(string(b), 1500))
+	}
+}
+
+// A VM running one versioned machine type is refused by a target that
+// runs another, before anything moves.
+func TestMigrationRefusesOtherMachineType(t *testing.T) {
+	t.Parallel()
+	g := heavy(t)
+	scfg := testConfig(t, "")
+	scfg.Machine = "pc-q35-7.1" // older than the newest of QEMU 7.2 and later
+	src, dst := newDriver(t, scfg), newDriver(t, testConfig(t, ""))
+	ctx := context.Background()
+	if inv, err := src.Inventory(ctx); err != nil || inv.Machine != "pc-q35-7.1" {
+		t.Fatalf("source inventory machine %q (%v), want pc-q35-7.1", inv.Machine, err)
+	}
+	newest, err := dst.Inventory(ctx)
+	mustDo(t, "Inventory", err)
+	if newest.Machine == "q35" || !strings.HasPrefix(newest.Machine, "pc-q35-") {
+		t.Fatalf("q35 resolved to %q, want a versioned pc-q35-X.Y", newest.Machine)
+	}
+	cfg := vmConfig(g, "migmachine")
+	bootGuest(t, src, cfg)
+	v, _ := src.get(cfg.ID)
+	if got := runMachineType(v.rec.Run); got != "pc-q35-7.1" {
+		t.Fatalf("the VM runs machine type %q, want pc-q35-7.1", got)
+	}
+	addr, err := dst.MigrateIn(ctx, cfg)
+	mustDo(t, "MigrateIn", err)
+	_, err = src.MigrateOut(ctx, cfg.ID, addr, hypervisor.MigrateOptions{}, nil)
+	if err == nil || !strings.Contains(err.Error(), "--machine pc-q35-7.1") {
+		t.Fatalf("MigrateOut to a %s target: %v, want a refusal naming --machine pc-q35-7.1", newest.Machine, err)
+	}
+	mustDo(t, "Delete target", dst.Delete(ctx, cfg.ID))
+	assertGone(t, dst, cfg.ID)
+	if st := state(t, src, cfg.ID); st != hypervisor.StateRunning {
+		t.Fatalf("source state %s", st)
 	}
 }

@@ -137,7 +137,8 @@ func (d *Driver) Inventory(ctx context.Context) (hypervisor.Inventory, error) {
 	if err != nil {
 		return hypervisor.Inventory{}, err
 	}
-	inv := hypervisor.Inventory{CPUs: runtime.NumCPU(), Memory: mem, Accel: d.accel, CPUModel: d.guestCPUModel(), Version: d.qemuVersion(ctx)}
+	inv := hypervisor.Inventory{CPUs: runtime.NumCPU(), Memory: mem, Accel: d.accel, CPUModel: d.guestCPUModel(), Version: d.qemuVersion(ctx),
+		Machine: d.machineType}
 	names := make([]string, 0, len(d.cfg.Pools))
 	for n := range d.cfg.Pools {
 		names = append(names, n)
