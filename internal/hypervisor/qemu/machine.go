@@ -2,7 +2,6 @@ package qemu
 
 import (
 	"fmt"
-	"os/exec"
 	"slices"
 	"strings"
 )
@@ -39,15 +38,11 @@ func resolveMachineType(help, want string) (string, error) {
 
 // resolveMachine sets d.machineType from Config.Machine.
 func (d *Driver) resolveMachine() error {
-	bin, err := binary(d.cfg.QEMU)
+	out, err := d.qemuHelp("-machine")
 	if err != nil {
 		return err
 	}
-	out, err := exec.Command(bin, "-machine", "help").Output()
-	if err != nil {
-		return fmt.Errorf("qemu: list machine types: %w", err)
-	}
-	d.machineType, err = resolveMachineType(string(out), d.cfg.Machine)
+	d.machineType, err = resolveMachineType(out, d.cfg.Machine)
 	return err
 }
 

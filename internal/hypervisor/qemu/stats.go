@@ -218,18 +218,28 @@ func (d *Driver) checkCPUModel() error {
 		}
 		return nil
 	}
-	bin, err := binary(d.cfg.QEMU)
+	out, err := d.qemuHelp("-cpu")
 	if err != nil {
 		return err
 	}
-	out, err := exec.Command(bin, "-cpu", "help").Output()
-	if err != nil {
-		return fmt.Errorf("qemu: list CPU models: %w", err)
-	}
-	if knownCPUModel(string(out), m) {
+	if knownCPUModel(out, m) {
 		return nil
 	}
-	return fmt.Errorf("qemu: CPU model %q is unknown to %s (see %s -cpu help)", m, bin, bin)
+	return fmt.Errorf("qemu: CPU model %q is unknown to %s (see %s -cpu help)", m, d.cfg.QEMU, d.cfg.QEMU)
+}
+
+// qemuHelp returns what `qemu-system-x86_64 <option> help` prints
+// (-cpu, -machine).
+func (d *Driver) qemuHelp(option string) (string, error) {
+	bin, err := binary(d.cfg.QEMU)
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.Command(bin, option, "help").Output()
+	if err != nil {
+		return "", fmt.Errorf("qemu: %s %s help: %w", bin, option, err)
+	}
+	return string(out), nil
 }
 
 // knownCPUModel reports whether `-cpu help` output lists model m: QEMU 7
