@@ -461,7 +461,11 @@ func (m *outgoing) guestGap() {
 		t.At = t.At.Add(-offset)
 		all = append(all, t)
 	}
-	m.res.GuestGap = GuestGap(all)
+	var waited time.Time
+	if len(rep.Ticks) < 3 && rep.Now != 0 {
+		waited = time.Unix(0, rep.Now).Add(-offset)
+	}
+	m.res.GuestGap = guestGapAtLeast(all, waited)
 }
 
 // abort puts the source back after a failure before the switchover and

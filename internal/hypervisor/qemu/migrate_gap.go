@@ -80,6 +80,20 @@ func GuestGap(ticks []Tick) time.Duration {
 	return gap
 }
 
+// guestGapAtLeast is GuestGap, except when the target's ticks did not all
+// come: then the guest stood still at least from its last tick until
+// waited (when the target stopped waiting, on the same clock), less one
+// tick period, and the larger of the two is the gap. A zero waited means
+// every tick came.
+func guestGapAtLeast(ticks []Tick, waited time.Time) time.Duration {
+	gap := GuestGap(ticks)
+	if waited.IsZero() || len(ticks) == 0 {
+		return gap
+	}
+	last := slices.MaxFunc(ticks, func(a, b Tick) int { return a.At.Compare(b.At) })
+	return max(gap, waited.Sub(last.At)-time.Second)
+}
+
 // tickWatcher tails a serial log and stamps TICK lines.
 type tickWatcher struct {
 	path string

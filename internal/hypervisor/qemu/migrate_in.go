@@ -212,6 +212,7 @@ func (d *Driver) serveIncoming(in *incoming) {
 			if in.ticks != nil {
 				rep.Ticks = in.ticks.waitTicks(max(m.Want, 1), 4*time.Second)
 			}
+			rep.Now = d.clock.Now().UnixNano() // when the wait ended: bounds a stall
 		case "abort":
 			if !in.arrived {
 				abandon("the source aborted")
