@@ -202,6 +202,24 @@ func TestResourceControlsTakeEffect(t *testing.T) {
 		}
 		mustDo(t, "SetControls", d.SetControls(ctx, cfg.ID, model.Controls{}))
 	})
+	t.Run("memory limit of the guest's size", func(t *testing.T) {
+		// The limit is the guest's; QEMU's own overhead comes on top, so
+		// the write is accepted and the QEMU keeps running under it.
+		mustDo(t, "SetControls", d.SetControls(ctx, cfg.ID, model.Controls{MemoryLimit: cfg.Spec.Memory}))
+		dir := filepath.Join(d.cg.mem, cfg.ID)
+		file := "memory.limit_in_bytes"
+		if d.cg.v2 {
+			file = "memory.max"
+		}
+		if got, want := strings.TrimSpace(readAll(filepath.Join(dir, file))), strconv.FormatInt(int64(cfg.Spec.Memory+d.cfg.VMOverhead), 10); got != want {
+			t.Errorf("%s = %s, want the guest's memory plus the overhead, %s", file, got, want)
+		}
+		time.Sleep(2 * time.Second)
+		if st := state(t, d, cfg.ID); st != hypervisor.StateRunning {
+			t.Fatalf("under a memory limit of its size the VM is %s", st)
+		}
+		mustDo(t, "SetControls", d.SetControls(ctx, cfg.ID, model.Controls{}))
+	})
 	t.Run("disk throttle", func(t *testing.T) {
 		free := readRate(t, d, cfg.ID, 3*time.Second)
 		const limit = 4 << 20

@@ -45,7 +45,7 @@ func (d *Driver) SetControls(ctx context.Context, id string, c model.Controls) e
 func (d *Driver) applyControls(ctx context.Context, rec *record, p *process) error {
 	c := rec.Config.Spec.Controls
 	if d.cg != nil {
-		if err := d.cg.apply(rec.Config.ID, c); err != nil {
+		if err := d.cg.apply(rec.Config.ID, d.processControls(c)); err != nil {
 			return err
 		}
 	}
@@ -218,4 +218,20 @@ func (d *Driver) resizeMemory(ctx context.Context, p *process, run *runRec, memo
 		run.DIMMs = append(run.DIMMs, dimmRec{ID: devID, Size: grow})
 	}
 	return p.qmp.Balloon(ctx, int64(memory))
+}
+
+// processControls turns a VM's controls into its QEMU process's: memory
+// limits and reservations are about guest memory (a limit is at least the
+// VM's size), while the cgroup holds the whole process, which needs
+// VMOverhead beyond the guest (the TCG translation cache, QEMU itself). A
+// limit of exactly the guest's size would otherwise be refused (cgroup v1:
+// EBUSY) or kill QEMU (v2: OOM).
+func (d *Driver) processControls(c model.Controls) model.Controls {
+	if c.MemoryLimit > 0 {
+		c.MemoryLimit += d.cfg.VMOverhead
+	}
+	if c.MemoryReservation > 0 {
+		c.MemoryReservation += d.cfg.VMOverhead
+	}
+	return c
 }
