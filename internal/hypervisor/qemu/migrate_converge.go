@@ -98,7 +98,7 @@ func startDowntime(o hypervisor.MigrateOptions, lowStart bool) time.Duration {
 // access") does not make TCG's writable TLB entries trap again when a sync
 // clears the bitmap: guest writes through them are never sent, and guests
 // moved by the agents crashed soon after arriving (9 of 13 end-to-end runs
-// on 7.2; 0 of 8 on 10.0). docs/migration-qemu.md has the details.
+// on 7.2; none in 14 on 10.0). docs/migration-qemu.md has the details.
 func lowStartSafe(accel, version string) bool {
 	if accel == "kvm" {
 		return true
