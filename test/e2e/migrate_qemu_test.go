@@ -87,7 +87,9 @@ func testMigrateLocal(t *testing.T, cl *qcluster) {
 		t.Fatalf("result lacks downtime/bytes: %+v", r)
 	case len(r.SharedDisks) != 0:
 		t.Fatalf("a local disk was treated as shared: %+v", r)
-	case r.GuestGapMs <= 0 || r.GuestGapMs > 10000:
+	case r.GuestGapMs <= 0 || r.GuestGapMs > 60000:
+		// Measured, and on one clock. Under heavy load a migrated TCG guest
+		// has stood still for seconds (docs/migration-qemu.md, Guest gap).
 		t.Fatalf("guest gap %d ms (the guest ticks)", r.GuestGapMs)
 	}
 	cl.assertMovedTo(t, "g1", "q2")
