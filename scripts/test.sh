@@ -17,6 +17,22 @@ if [ "${CI:-}" = true ] || [ "$(id -u)" = 0 ]; then
 	export VPOOL_REQUIRE_HEAVY=1
 fi
 
+# go.mod and go.sum must be exactly what `go mod tidy` makes of the code:
+# direct dependencies marked direct, nothing missing, nothing stale. Any
+# module any branch adds is covered: tidy computes the answer from the
+# imports, nothing here lists modules. -diff (Go 1.23+; go.mod asks for
+# more) changes no file and exits non-zero when there is a difference; a
+# failure without a diff (no network, a broken go.mod) is reported as such.
+if ! tidy=$(go mod tidy -diff 2>&1); then
+	if grep -q '^diff ' <<<"$tidy"; then
+		echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit the result:" >&2
+	else
+		echo "go mod tidy -diff failed (not a tidiness verdict):" >&2
+	fi
+	echo "$tidy" >&2
+	exit 1
+fi
+
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.git/*'))
 if [ -n "$unformatted" ]; then
 	echo "gofmt: these files need formatting:" >&2
