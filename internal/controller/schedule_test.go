@@ -167,7 +167,7 @@ func TestSchedulerPlacerHonoursConstraints(t *testing.T) {
 	probe := model.Allocation{}
 	state.AllocAdd(&probe, &model.VM{Meta: model.Meta{Name: "x", Project: "p"}, Spec: model.VMSpec{Placement: model.Placement{AffinityGroup: "g"}}})
 	if probe.Groups["p/g"] == 0 {
-		t.Skipf("state.AllocAdd keys Allocation.Groups as %v, the scheduler looks up \"project/group\": contract mismatch to fix in internal/state", probe.Groups)
+		t.Fatalf("state.AllocAdd keys Allocation.Groups as %v, the scheduler looks up \"project/group\": the allocations and the scheduler disagree, so anti-affinity would not hold across commits", probe.Groups)
 	}
 	e := newEnv(t)
 	e.addHost("eu1", 8, 16*model.GiB, map[string]string{"region": "eu"})

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vpool/vpool/internal/testenv"
 	"github.com/vpool/vpool/internal/trace"
 )
 
@@ -52,7 +53,7 @@ func loadDay(tb testing.TB, day string) *trace.Trace {
 	dir := planetLabDir(tb) + "/" + day
 	tr, err := trace.ReadPlanetLabDir(dir, trace.Native)
 	if err != nil {
-		tb.Skipf("planetlab trace %s not available: %v", dir, err)
+		testenv.SkipOrFail(tb, "planetlab trace %s not available (set VPOOL_PLANETLAB): %v", dir, err)
 	}
 	return tr
 }

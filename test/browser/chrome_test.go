@@ -3,13 +3,14 @@ package browser
 import (
 	"context"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/vpool/vpool/internal/testenv"
 )
 
 // chromiumPath is Debian's Chromium; VPOOL_CHROMIUM names another binary.
@@ -24,14 +25,7 @@ func requireChromium(t *testing.T) string {
 	if path == "" {
 		path = chromiumPath
 	}
-	if _, err := exec.LookPath(path); err != nil {
-		msg := "chromium not installed at " + path + " (apt-get install chromium, or set VPOOL_CHROMIUM): skipping the browser test"
-		if os.Getenv("VPOOL_REQUIRE_HEAVY") == "1" {
-			t.Fatal(msg + " — but VPOOL_REQUIRE_HEAVY=1")
-		}
-		t.Skip(msg)
-	}
-	return path
+	return testenv.MustHaveTool(t, path, "apt-get install chromium, or set VPOOL_CHROMIUM; the browser test")
 }
 
 // console collects what the page writes to its console.

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -11,18 +10,14 @@ import (
 	"time"
 
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/testenv"
 )
 
-// needQEMU skips without qemu-system-x86_64, unless VPOOL_REQUIRE_HEAVY
-// is set (CI), where a missing tool is a failure.
+// needQEMU skips without qemu-system-x86_64, unless VPOOL_REQUIRE_HEAVY=1
+// (CI), where a missing tool is a failure.
 func needQEMU(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		if os.Getenv("VPOOL_REQUIRE_HEAVY") != "" {
-			t.Fatal("qemu-system-x86_64 is not installed (VPOOL_REQUIRE_HEAVY is set)")
-		}
-		t.Skip("qemu-system-x86_64 is not installed")
-	}
+	testenv.MustHaveTool(t, "qemu-system-x86_64", "apt-get install qemu-system-x86")
 }
 
 // guestCache builds (or finds) the test guest and returns the cache root

@@ -50,6 +50,31 @@ type Harness struct {
 	// Parallel runs the cases in parallel (off by default: a real
 	// hypervisor is heavy).
 	Parallel bool
+	// Unsupported names the optional features this driver lacks. Their
+	// cases are skipped only when named here: a driver that answers
+	// ErrUnsupported for a feature its harness does not name fails, so a
+	// regression cannot pass as a skip.
+	Unsupported []Feature
+}
+
+// Feature is an optional part of the Driver contract.
+type Feature string
+
+// Optional features.
+const (
+	FeatureSnapshots       Feature = "snapshots"
+	FeatureMemorySnapshots Feature = "memory snapshots"
+	FeatureMigration       Feature = "migration"
+)
+
+// lacks reports whether the harness declares f unsupported.
+func (h *Harness) lacks(f Feature) bool {
+	for _, u := range h.Unsupported {
+		if u == f {
+			return true
+		}
+	}
+	return false
 }
 
 // DefaultConfig is a small VM: 1 vCPU, 128MiB, one 1GiB disk, power on.

@@ -30,8 +30,10 @@ import (
 //     running ones still running (re-attach), and can operate them;
 //   - snapshots: create, list, duplicate refused, revert, delete,
 //     ErrSnapshotFound for unknown names;
-//   - migration between two drivers of New moves a running VM, unless
-//     MigrateIn wraps ErrUnsupported (the case is then skipped);
+//   - migration between two drivers of New moves a running VM;
+//   - snapshots and migration are optional: a driver whose harness names
+//     them in Unsupported may answer ErrUnsupported (the case is then
+//     skipped); any other driver that does fails;
 //   - cold migration moves a stopped VM: the result says Cold with no
 //     downtime, the source lists nothing (CheckClean), the target lists it
 //     stopped and can start it; a stopped VM that ran moves back the same
@@ -309,9 +311,7 @@ func testSnapshots(e *env) {
 	d := *e.driver()
 	cfg := e.created(d, "snap")
 	if err := d.Snapshot(e.ctx, cfg.ID, "s1", false); err != nil {
-		if errors.Is(err, hypervisor.ErrUnsupported) {
-			e.t.Skip("driver does not support snapshots")
-		}
+		e.skipUnsupported(FeatureSnapshots, err)
 		e.t.Fatalf("Snapshot: %v", err)
 	}
 	if err := d.Snapshot(e.ctx, cfg.ID, "s1", false); err == nil {
@@ -363,9 +363,7 @@ func testMemorySnapshot(e *env) {
 	d := *e.driver()
 	cfg := e.running(d, "memsnap")
 	if err := d.Snapshot(e.ctx, cfg.ID, "live", true); err != nil {
-		if errors.Is(err, hypervisor.ErrUnsupported) {
-			e.t.Skip("driver does not support memory snapshots")
-		}
+		e.skipUnsupported(FeatureMemorySnapshots, err)
 		e.t.Fatalf("Snapshot with memory: %v", err)
 	}
 	e.wantState(d, cfg.ID, hypervisor.StateRunning)
@@ -499,9 +497,7 @@ func testMigration(e *env) {
 	dst := *e.driver()
 	cfg := e.running(src, "mig")
 	addr, err := dst.MigrateIn(e.ctx, cfg)
-	if errors.Is(err, hypervisor.ErrUnsupported) {
-		e.t.Skip("driver does not support migration")
-	}
+	e.skipUnsupported(FeatureMigration, err)
 	if err != nil {
 		e.t.Fatalf("MigrateIn: %v", err)
 	}
@@ -555,9 +551,7 @@ func testColdMigration(e *env) {
 func (e *env) coldMove(src, dst hypervisor.Driver, cfg hypervisor.VMConfig) {
 	e.t.Helper()
 	addr, err := dst.MigrateIn(e.ctx, cfg)
-	if errors.Is(err, hypervisor.ErrUnsupported) {
-		e.t.Skip("driver does not support migration")
-	}
+	e.skipUnsupported(FeatureMigration, err)
 	if err != nil {
 		e.t.Fatalf("MigrateIn: %v", err)
 	}
@@ -573,4 +567,18 @@ func (e *env) coldMove(src, dst hypervisor.Driver, cfg hypervisor.VMConfig) {
 	if in.VCPUs != cfg.Spec.VCPUs || in.Memory != cfg.Spec.Memory || in.Config.Name != cfg.Name {
 		e.t.Fatalf("migrated VM lists %+v, want the config %+v", in, cfg)
 	}
+}
+
+// skipUnsupported skips the case when err says the driver lacks f and
+// the harness declares that; when the harness does not, the driver broke
+// a feature it has, and the case fails. Other errors return to the caller.
+func (e *env) skipUnsupported(f Feature, err error) {
+	e.t.Helper()
+	if !errors.Is(err, hypervisor.ErrUnsupported) {
+		return
+	}
+	if e.h.lacks(f) {
+		e.t.Skipf("driver does not support %s", f)
+	}
+	e.t.Fatalf("%s: %v (the harness does not declare %s unsupported)", f, err, f)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/vpool/vpool/internal/hypervisor"
 	"github.com/vpool/vpool/internal/hypervisor/qemu/guest"
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/testenv"
 )
 
 // ticks returns the highest TICK number in a serial log (0 for none).
@@ -182,10 +183,7 @@ func TestResourceControlsTakeEffect(t *testing.T) {
 	g := heavy(t)
 	d := newDriver(t, testConfig(t, ""))
 	if d.cg == nil || !d.cg.cpuC {
-		if os.Getenv("VPOOL_REQUIRE_HEAVY") == "1" {
-			t.Fatal("no writable cgroup cpu controller here — but VPOOL_REQUIRE_HEAVY=1")
-		}
-		t.Skip("no writable cgroup cpu controller here")
+		testenv.SkipOrFail(t, "no writable cgroup cpu controller here")
 	}
 	ctx := context.Background()
 	// The guest burns CPU rewriting memory and reads its disk in a loop.
@@ -440,9 +438,7 @@ func TestMigrationKeepsGuestRunning(t *testing.T) {
 }
 
 func TestBridgeNetworking(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("taps and bridges need root")
-	}
+	testenv.MustHaveRoot(t, "taps and bridges")
 	t.Parallel()
 	g := heavy(t)
 	cfgD := testConfig(t, "")

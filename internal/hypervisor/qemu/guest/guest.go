@@ -4,8 +4,8 @@
 // serial-console markers. Tests and benchmarks of the QEMU driver (and
 // end-to-end tests) use it; production code does not.
 //
-// It imports the standard library, testing and internal/hypervisor; it
-// must not import the driver itself.
+// It imports the standard library, testing, internal/hypervisor and
+// internal/testenv; it must not import the driver itself.
 package guest
 
 import (
@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/vpool/vpool/internal/hypervisor"
+	"github.com/vpool/vpool/internal/testenv"
 )
 
 // Markers the guest prints on its serial console.
@@ -120,13 +121,7 @@ func repoRoot() (string, error) {
 func Require(tb testing.TB) Guest {
 	tb.Helper()
 	for _, bin := range []string{"qemu-system-x86_64", "qemu-img"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			msg := fmt.Sprintf("%s not installed (apt-get install qemu-system-x86 qemu-utils): skipping real-QEMU test", bin)
-			if os.Getenv("VPOOL_REQUIRE_HEAVY") == "1" {
-				tb.Fatal(msg + " — but VPOOL_REQUIRE_HEAVY=1")
-			}
-			tb.Skip(msg)
-		}
+		testenv.MustHaveTool(tb, bin, "apt-get install qemu-system-x86 qemu-utils; a real-QEMU test")
 	}
 	g, err := Find()
 	if err != nil {
