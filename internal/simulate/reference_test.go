@@ -26,9 +26,13 @@ var reference = []struct {
 
 func within(got, want, tol float64) bool { return math.Abs(got/want-1) <= tol }
 
+// slavTolerance bounds SLAV against the reference (see the check).
+const slavTolerance = 0.015
+
 // TestLiteratureReproducesReference runs the five PlanetLab days with
 // DVFS, THR-MMT-0.8 and LR-MMT-1.2 under the literature setup and checks
-// the issue's tolerances (energy and migrations ±10 %, DVFS ±2 %); it
+// the issue's tolerances (energy and migrations ±10 %, DVFS ±2 %) and
+// SLAV against the reference (±1.5 %, justified at the check); it
 // also checks that vpool's policy beats LR-MMT-1.2 on every day: less
 // energy, SLAV no higher, at most half the migrations.
 func TestLiteratureReproducesReference(t *testing.T) {
@@ -49,12 +53,12 @@ func TestLiteratureReproducesReference(t *testing.T) {
 					t.Fatal(err)
 				}
 				res[p] = r
-				table += fmt.Sprintf("| %s | %s | %.2f | %.5f | %d | %.2f |\n", ref.day, p, r.EnergyKWh, r.SLAV*100, r.Migrations, r.WallS)
+				table += fmt.Sprintf("| %s | %s | %.2f | %.7f | %d | %.2f |\n", ref.day, p, r.EnergyKWh, r.SLAV*100, r.Migrations, r.WallS)
 			}
 			check := func(what string, got, want, tol float64) {
 				t.Helper()
 				if !within(got, want, tol) {
-					t.Errorf("%s = %.2f, reference %.2f (±%.0f %%)", what, got, want, tol*100)
+					t.Errorf("%s = %.6g, reference %.6g (±%.1f %%)", what, got, want, tol*100)
 				}
 			}
 			check("dvfs energy", res["dvfs"].EnergyKWh, ref.dvfs, 0.02)
@@ -62,6 +66,17 @@ func TestLiteratureReproducesReference(t *testing.T) {
 			check("thr-mmt-0.8 migrations", float64(res["thr-mmt-0.8"].Migrations), ref.thrM, 0.10)
 			check("lr-mmt-1.2 energy", res["lr-mmt-1.2"].EnergyKWh, ref.lrE, 0.10)
 			check("lr-mmt-1.2 migrations", float64(res["lr-mmt-1.2"].Migrations), ref.lrM, 0.10)
+			// SLAV (percent) within ±1.5 %. The issue sets no SLAV target,
+			// so the bound is what the reproduction achieves plus a
+			// margin: the reference prints three significant digits
+			// (half a unit is 0.09–0.16 % of these values) and our
+			// bookkeeping between events sums in another order than
+			// CloudSim's (docs/simulation.md, "Remaining gap"), which
+			// leaves SLAV 0.40–0.87 % below on all ten runs. 1.5 % is not
+			// loose: copies 2 % longer put SLAV 3.8 % higher on 20110303
+			// (measured) while energy and migrations stay within 0.03 %.
+			check("thr-mmt-0.8 SLAV %", res["thr-mmt-0.8"].SLAV*100, ref.thrS, slavTolerance)
+			check("lr-mmt-1.2 SLAV %", res["lr-mmt-1.2"].SLAV*100, ref.lrS, slavTolerance)
 			vp, lr := res["vpool"], res["lr-mmt-1.2"]
 			if !(vp.EnergyKWh < lr.EnergyKWh) || !(vp.SLAV <= lr.SLAV) || !(2*vp.Migrations <= lr.Migrations) {
 				t.Errorf("vpool does not beat lr-mmt-1.2: energy %.2f vs %.2f, SLAV %.6f vs %.6f, migrations %d vs %d",
