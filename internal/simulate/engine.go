@@ -41,20 +41,24 @@ type Sample struct {
 // Result holds the metrics of one replay. SLATAH, PDM and SLAV are
 // fractions (0.0000432), not percents.
 type Result struct {
-	Policy          string   `json:"policy"`
-	Setup           Setup    `json:"setup"`
-	VMs             int      `json:"vms"`
-	Hosts           int      `json:"hosts"`
-	EnergyKWh       float64  `json:"energy_kwh"`
-	SLATAH          float64  `json:"slatah"`
-	PDM             float64  `json:"pdm"`
-	SLAV            float64  `json:"slav"`
-	ESV             float64  `json:"esv"`
-	Migrations      int      `json:"migrations"`
-	HostShutdowns   int      `json:"host_shutdowns"`
-	MeanActiveHosts float64  `json:"mean_active_hosts"`
-	WallS           float64  `json:"wall_s"`
-	Series          []Sample `json:"series,omitempty"`
+	Policy          string  `json:"policy"`
+	Setup           Setup   `json:"setup"`
+	VMs             int     `json:"vms"`
+	Hosts           int     `json:"hosts"`
+	EnergyKWh       float64 `json:"energy_kwh"`
+	SLATAH          float64 `json:"slatah"`
+	PDM             float64 `json:"pdm"`
+	SLAV            float64 `json:"slav"`
+	ESV             float64 `json:"esv"`
+	Migrations      int     `json:"migrations"`
+	HostShutdowns   int     `json:"host_shutdowns"`
+	MeanActiveHosts float64 `json:"mean_active_hosts"`
+	WallS           float64 `json:"wall_s"`
+	// Placement says how the VMs were placed at start: "scheduler" (the
+	// server's internal/scheduler), or the literature's "pabfd" or
+	// "first-fit".
+	Placement string   `json:"placement"`
+	Series    []Sample `json:"series,omitempty"`
 }
 
 // startOffset is CloudSim's minimum time between events: cloudlets are
@@ -110,6 +114,10 @@ type engine struct {
 	clk      clock
 	clkSet   bool
 	names    []string
+	tr       *trace.Trace
+	// view is the cluster as the server holds it, when the server's
+	// scheduler placed the VMs (nil for the literature's placements).
+	view *serverView
 }
 
 // Run replays tr under cfg.
@@ -160,7 +168,7 @@ func Run(ctx context.Context, tr *trace.Trace, cfg Config) (*Result, error) {
 
 func newEngine(tr *trace.Trace, cfg Config, planner balance.Planner) *engine {
 	n := tr.Samples()
-	e := &engine{cfg: cfg, interval: tr.Interval, limit: float64(n) * tr.Interval, planner: planner}
+	e := &engine{cfg: cfg, interval: tr.Interval, limit: float64(n) * tr.Interval, planner: planner, tr: tr}
 	e.vms = make([]vmS, len(tr.VMs))
 	for i, v := range tr.VMs {
 		t := vmTypeFor(i, len(tr.VMs))
@@ -176,7 +184,7 @@ func newEngine(tr *trace.Trace, cfg Config, planner balance.Planner) *engine {
 	}
 	e.hosts = make([]hostS, cfg.Hosts)
 	for i := range e.hosts {
-		t := LiteratureHostTypes[i%len(LiteratureHostTypes)]
+		t := hostTypeFor(i)
 		e.hosts[i] = hostS{typ: t, mips: float64(t.Cores) * t.CoreMIPS, pe: t.CoreMIPS}
 		e.hosts[i].h.onCommit = e.hm.fold
 	}
@@ -184,28 +192,59 @@ func newEngine(tr *trace.Trace, cfg Config, planner balance.Planner) *engine {
 	return e
 }
 
-// place puts every VM on a host at time zero.
+// place puts every VM on a host at time zero. The literature's policies
+// keep the literature's placements (PABFD; first fit for DVFS) so that
+// the published figures are reproduced; every other policy places with
+// the server's own scheduler (placeWithScheduler).
 func (e *engine) place() error {
-	s := e.snapshot(true)
 	var out []int
 	switch p := e.planner.(type) {
 	case nil:
-		out = balance.InitialPlacement(s, balance.Threshold{Limit: 1}, true)
+		e.res.Placement = PlacementFirstFit
+		out = balance.InitialPlacement(e.snapshot(true), balance.Threshold{Limit: 1}, true)
 	case *balance.Literature:
-		out = balance.InitialPlacement(s, p.Det, false)
-	case balance.InitialPlacer:
-		out = p.PlaceInitial(s)
+		e.res.Placement = PlacementPABFD
+		out = balance.InitialPlacement(e.snapshot(true), p.Det, false)
 	default:
-		out = balance.InitialPlacement(s, balance.Threshold{Limit: balance.LiteratureFallback}, false)
+		e.res.Placement = PlacementScheduler
+		return e.placeWithScheduler()
 	}
 	for v, hi := range out {
 		if hi < 0 {
 			return fmt.Errorf("%w: vm %d does not fit on %d hosts", ErrConfig, v, len(e.hosts))
 		}
-		e.vms[v].host = hi
-		e.hosts[hi].vms = append(e.hosts[hi].vms, v)
+		e.settle(v, hi)
 	}
 	return nil
+}
+
+// placeWithScheduler places the VMs in trace order, one decision each,
+// through internal/scheduler exactly as the server's scheduling
+// controller does, on the data centre described in the server's terms
+// (NewCluster).
+func (e *engine) placeWithScheduler() error {
+	view, err := newServerView(NewCluster(e.tr, len(e.hosts)))
+	if err != nil {
+		return err
+	}
+	e.view = view
+	for v := range e.vms {
+		hi, why, err := view.place(v)
+		if err != nil {
+			return err
+		}
+		if hi < 0 {
+			return fmt.Errorf("%w: vm %d: %s", ErrConfig, v, why)
+		}
+		e.settle(v, hi)
+	}
+	return nil
+}
+
+// settle puts VM v on host hi at start.
+func (e *engine) settle(v, hi int) {
+	e.vms[v].host = hi
+	e.hosts[hi].vms = append(e.hosts[hi].vms, v)
 }
 
 // snapshot fills the planner's view. At start every VM is unplaced and

@@ -29,6 +29,12 @@ func within(got, want, tol float64) bool { return math.Abs(got/want-1) <= tol }
 // slavTolerance bounds SLAV against the reference (see the check).
 const slavTolerance = 0.015
 
+// wantPlacement: the literature's policies keep the literature's initial
+// placement; vpool places with the server's scheduler.
+var wantPlacement = map[string]string{
+	"dvfs": PlacementFirstFit, "thr-mmt-0.8": PlacementPABFD, "lr-mmt-1.2": PlacementPABFD, "vpool": PlacementScheduler,
+}
+
 // TestLiteratureReproducesReference runs the five PlanetLab days with
 // DVFS, THR-MMT-0.8 and LR-MMT-1.2 under the literature setup and checks
 // the tolerances (energy and migrations ±10 %, DVFS ±2 %) and
@@ -53,6 +59,9 @@ func TestLiteratureReproducesReference(t *testing.T) {
 					t.Fatal(err)
 				}
 				res[p] = r
+				if r.Placement != wantPlacement[p] {
+					t.Errorf("%s placed with %q, want %q", p, r.Placement, wantPlacement[p])
+				}
 				table += fmt.Sprintf("| %s | %s | %.2f | %.7f | %d | %.2f |\n", ref.day, p, r.EnergyKWh, r.SLAV*100, r.Migrations, r.WallS)
 			}
 			check := func(what string, got, want, tol float64) {

@@ -56,6 +56,9 @@ func (e *engine) run(ctx context.Context) error {
 		e.vms[i].h.finish()
 	}
 	e.res.Migrations = e.migs
+	if e.view != nil {
+		return e.view.err
+	}
 	return nil
 }
 
@@ -82,6 +85,9 @@ func (e *engine) finishMigration(m migration) {
 	v := &e.vms[m.vm]
 	if v.host >= 0 {
 		removeInt(&e.hosts[v.host].vms, m.vm)
+		if e.view != nil && v.host != m.to {
+			e.view.vacate(m.vm, v.host)
+		}
 	}
 	tgt := &e.hosts[m.to]
 	removeInt(&tgt.vms, m.vm)
@@ -118,6 +124,9 @@ func (e *engine) apply(p balance.Plan, t float64) {
 			tgt.vms = append(tgt.vms, m.VM)
 		}
 		e.migs++
+		if e.view != nil {
+			e.view.occupy(m.VM, m.To) // the target holds the VM's capacity while it copies
+		}
 		at := t + balance.MigrationSeconds(v.mem, tgt.typ.BandwidthMbps)
 		e.pending = append(e.pending, migration{vm: m.VM, to: m.To, at: at})
 		dirty[m.To] = true
@@ -178,6 +187,9 @@ func (e *engine) removeFinished() {
 			v.alive = false
 			if v.host >= 0 {
 				removeInt(&e.hosts[v.host].vms, id)
+				if e.view != nil {
+					e.view.vacate(id, v.host)
+				}
 			}
 			if v.host == i {
 				j--

@@ -45,17 +45,19 @@ func TestEnergyTwoHostsDVFS(t *testing.T) {
 	u := 1250.0 / 5320
 	p := 101 + (105-101)/10.0*(u-0.2)*100
 	closeTo(t, "energy kWh", r.EnergyKWh, p*600/energy.JoulesPerKWh)
+	if r.Placement != PlacementFirstFit {
+		t.Errorf("placement %q, want the literature's %q", r.Placement, PlacementFirstFit)
+	}
 	if r.Migrations != 0 || r.SLATAH != 0 || r.PDM != 0 || r.HostShutdowns != 1 {
 		t.Errorf("metrics: %+v (the never-used G4 counts one shutdown, as in CloudSim)", r)
 	}
 	closeTo(t, "mean active hosts", r.MeanActiveHosts, 1)
 }
 
-// script places VM 0 on host 1 and moves it to host 0 at the first step.
+// script moves VM 0 to host 0 at the first step.
 type script struct{ moved bool }
 
-func (s *script) Name() string                         { return "script" }
-func (s *script) PlaceInitial(*balance.Snapshot) []int { return []int{1} }
+func (s *script) Name() string { return "script" }
 func (s *script) Plan(snap *balance.Snapshot) balance.Plan {
 	if s.moved {
 		return balance.Plan{}
@@ -64,7 +66,9 @@ func (s *script) Plan(snap *balance.Snapshot) balance.Plan {
 	return balance.Plan{Moves: []balance.Move{{VM: 0, From: 1, To: 0}}}
 }
 
-// The same VM migrates from the G5 (host 1) to the G4 (host 0) at 300.1 s.
+// The same VM starts on the G5 (host 1): the server's scheduler places it
+// there, the only host whose cores run 2500 MIPS. It migrates to the G4
+// (host 0) at 300.1 s.
 // The copy takes 870 MB / 62.5 MB/s = 13.92 s, during which the VM gets
 // 90 % of its demand on the source, the target reserves 10 % and counts
 // as violating (allocated < requested), and both hosts draw power.
@@ -80,8 +84,8 @@ func TestMigrationMetricsTwoHosts(t *testing.T) {
 	p5 := energy.ML110G5.Power
 	joules := m*(p4(125/3720.0)+p5(d/5320)) + ((600.1-tau)+300)*p4(d/3720)
 	closeTo(t, "energy kWh", r.EnergyKWh, joules/energy.JoulesPerKWh)
-	if r.Migrations != 1 {
-		t.Errorf("migrations = %d, want 1", r.Migrations)
+	if r.Migrations != 1 || r.Placement != PlacementScheduler {
+		t.Errorf("migrations = %d, placement %q; want 1 and %q", r.Migrations, r.Placement, PlacementScheduler)
 	}
 	// PDM: 10 % of the demand lost for the copy time, over all demand.
 	closeTo(t, "PDM", r.PDM, (d-d*0.9)*m/(d*600))

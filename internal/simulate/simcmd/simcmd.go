@@ -36,8 +36,12 @@ func New() *cobra.Command {
 		Short: "Replay a utilisation trace through vpool's placement and balancing in virtual time",
 		Long: `sim replays a utilisation trace (a PlanetLab folder: one file per VM, one
 percent per line every 5 minutes; or a CSV file vm,timestamp,cpu_pct[,mem_pct])
-through the same balance planners the server runs, and reports energy, SLA
-violations (slatah, pdm, slav as fractions), migrations and host shutdowns.
+through the same code the server runs — VMs start where the server's
+scheduler (internal/scheduler) places them, then the balance planners move
+them — and reports energy, SLA violations (slatah, pdm, slav as
+fractions), migrations and host shutdowns. The literature's policies keep
+the literature's initial placement (PABFD; first fit for dvfs) so that
+the published figures are reproduced.
 
 --setup literature reproduces CloudSim 3.0.3's PowerDynamicConsolidation
 examples (800 HP ML110 G4/G5 hosts, four EC2-like VM types); realistic also
@@ -174,6 +178,7 @@ func writeTable(w io.Writer, r *simulate.Result) error {
 	rows := [][2]string{
 		{"policy", r.Policy},
 		{"setup", string(r.Setup)},
+		{"placement", r.Placement},
 		{"vms / hosts", fmt.Sprintf("%d / %d", r.VMs, r.Hosts)},
 		{"energy", fmt.Sprintf("%.2f kWh", r.EnergyKWh)},
 		{"migrations", fmt.Sprint(r.Migrations)},

@@ -50,10 +50,10 @@ func TestSimJSONAndSVG(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("json: %v\n%s", err, out)
 	}
-	if r.Policy != "lr-mmt-1.2" || r.VMs != 8 || r.Hosts != 20 || r.EnergyKWh <= 0 || r.Series != nil {
+	if r.Policy != "lr-mmt-1.2" || r.VMs != 8 || r.Hosts != 20 || r.EnergyKWh <= 0 || r.Series != nil || r.Placement != simulate.PlacementPABFD {
 		t.Errorf("result: %+v", r)
 	}
-	for _, key := range []string{"energy_kwh", "slatah", "pdm", "slav", "esv", "migrations", "host_shutdowns", "mean_active_hosts", "wall_s"} {
+	for _, key := range []string{"energy_kwh", "slatah", "pdm", "slav", "esv", "migrations", "host_shutdowns", "mean_active_hosts", "wall_s", "placement"} {
 		if !strings.Contains(out, `"`+key+`"`) {
 			t.Errorf("json lacks %q", key)
 		}
@@ -75,7 +75,7 @@ func TestSimTableCSVAndPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, "energy") || !strings.Contains(out, "vpool") || !strings.Contains(out, "realistic") {
+	if !strings.Contains(out, "energy") || !strings.Contains(out, "vpool") || !strings.Contains(out, "realistic") || !strings.Contains(out, "scheduler") {
 		t.Errorf("table:\n%s", out)
 	}
 	out, _, err = execute(t, "policies")
