@@ -234,7 +234,8 @@ func (e *engine) placeWithScheduler() error {
 			return err
 		}
 		if hi < 0 {
-			return fmt.Errorf("%w: vm %d: %s", ErrConfig, v, why)
+			return fmt.Errorf("%w: vm %d fits none of %d hosts (scheduler CPUs of %d MIPS): %s",
+				ErrConfig, v, len(e.hosts), view.c.MIPSPerCPU, why)
 		}
 		e.settle(v, hi)
 	}
