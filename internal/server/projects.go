@@ -99,6 +99,11 @@ func (s *Server) patchProject(w http.ResponseWriter, r *http.Request, p *princip
 			return err
 		}
 	}
+	if req.Description != nil {
+		if err := model.ValidDescription("description", *req.Description); err != nil {
+			return err
+		}
+	}
 	pr, err := s.repo.UpdateProject(r.Context(), name, func(pr *model.Project) error {
 		if req.Description != nil {
 			pr.Description = *req.Description
@@ -296,10 +301,8 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request, p *prin
 		return err
 	}
 	var req api.JoinTokenRequest
-	if r.ContentLength != 0 {
-		if he := decodeJSON(w, r, &req); he != nil {
-			return he
-		}
+	if he := decodeOptionalJSON(w, r, &req); he != nil {
+		return he
 	}
 	ttl, err := parseTTL("ttl", req.TTL, time.Hour, 7*24*time.Hour)
 	if err != nil {

@@ -147,6 +147,11 @@ func (s *Server) wrap(route string, e endpoint) http.Handler {
 			}
 		}
 		if err == nil {
+			if he := checkPathParams(route, r); he != nil {
+				err = he
+			}
+		}
+		if err == nil {
 			err = e.handle(sw, r, p)
 		}
 		if err != nil {

@@ -295,6 +295,10 @@ func (s *Server) addDisk(w http.ResponseWriter, r *http.Request, p *principal) e
 	if he := decodeJSON(w, r, &req); he != nil {
 		return he
 	}
+	probe := model.VMSpec{Disks: []model.Disk{{Name: req.Name, Size: req.Size, Pool: req.Pool, Tier: req.Tier}}}
+	if err := s.checkStorage(r.Context(), []*model.VMSpec{&probe}, []string{""}); err != nil {
+		return diskFieldError(err, 0)
+	}
 	vm, _, _, err := s.updateVM(r, p, func(v *model.VM) error {
 		if v.Status.Migration != "" {
 			return conflict("VM %q is migrating; add the disk when it has moved", v.Name)
@@ -311,7 +315,7 @@ func (s *Server) addDisk(w http.ResponseWriter, r *http.Request, p *principal) e
 		spec := v.Spec
 		spec.Disks = append(append([]model.Disk(nil), v.Spec.Disks...), d)
 		if err := spec.Validate(); err != nil {
-			return specFieldError(err)
+			return diskFieldError(err, len(spec.Disks)-1)
 		}
 		v.Spec = spec
 		return nil
@@ -362,6 +366,21 @@ func freeDiskName(disks []model.Disk) string {
 			return n
 		}
 	}
+}
+
+// diskFieldError names a validation failure of the added disk (at index
+// i of the spec) by the request's own fields: size, pool, tier, name.
+func diskFieldError(err error, i int) error {
+	var fe *model.FieldError
+	var he *httpError
+	prefix := fmt.Sprintf("spec.disks[%d].", i)
+	switch {
+	case errors.As(err, &fe) && strings.HasPrefix(fe.Field, prefix):
+		return fieldError(strings.TrimPrefix(fe.Field, prefix), "%s", fe.Message)
+	case errors.As(err, &he) && strings.HasPrefix(he.body.Field, prefix):
+		return fieldError(strings.TrimPrefix(he.body.Field, prefix), "%s", he.body.Message)
+	}
+	return specFieldError(err)
 }
 
 func specFieldError(err error) error {

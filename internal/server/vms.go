@@ -28,6 +28,9 @@ func buildVM(project, name string, spec model.VMSpec, prefix string) (*model.VM,
 		}
 		return nil, err
 	}
+	if err := checkSSHKeys(&spec, prefix); err != nil {
+		return nil, err
+	}
 	return &model.VM{Meta: model.Meta{Name: name, Project: project}, Spec: spec}, nil
 }
 
@@ -50,6 +53,9 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, p *principal) 
 	}
 	vm, err := buildVM(project, req.Name, req.Spec, "")
 	if err != nil {
+		return err
+	}
+	if err := s.checkStorage(r.Context(), []*model.VMSpec{&vm.Spec}, []string{""}); err != nil {
 		return err
 	}
 	if req.DryRun {
@@ -103,6 +109,9 @@ func (s *Server) batchVMs(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err != nil {
 		return err
 	}
+	if err := s.checkBatchStorage(r, &req, vms); err != nil {
+		return err
+	}
 	if req.DryRun {
 		res, err := s.dryRun(r, vms)
 		if err != nil {
@@ -121,6 +130,19 @@ func (s *Server) batchVMs(w http.ResponseWriter, r *http.Request, p *principal) 
 	}
 	writeJSON(w, http.StatusCreated, out)
 	return nil
+}
+
+// checkBatchStorage runs checkStorage on a batch, naming the item's
+// fields as the request does (vms[i].spec... or spec...).
+func (s *Server) checkBatchStorage(r *http.Request, req *api.VMBatchRequest, vms []*model.VM) error {
+	if len(req.VMs) == 0 {
+		return s.checkStorage(r.Context(), []*model.VMSpec{&vms[0].Spec}, []string{""})
+	}
+	specs, prefixes := make([]*model.VMSpec, len(vms)), make([]string, len(vms))
+	for i, v := range vms {
+		specs[i], prefixes[i] = &v.Spec, fmt.Sprintf("vms[%d].", i)
+	}
+	return s.checkStorage(r.Context(), specs, prefixes)
 }
 
 // batchItems validates a batch request into VMs.
