@@ -70,7 +70,7 @@ func (s *Server) listMigrations(w http.ResponseWriter, r *http.Request, p *princ
 	for _, m := range ms {
 		out.Items = append(out.Items, *m)
 	}
-	writeJSON(w, http.StatusOK, out)
+	reply(w, http.StatusOK, p, out)
 	return nil
 }
 
@@ -153,7 +153,7 @@ func (s *Server) getMigration(w http.ResponseWriter, r *http.Request, p *princip
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, m)
+	reply(w, http.StatusOK, p, m)
 	return nil
 }
 
@@ -180,7 +180,7 @@ func (s *Server) cancelMigration(w http.ResponseWriter, r *http.Request, p *prin
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, out)
+	reply(w, http.StatusAccepted, p, out)
 	return nil
 }
 

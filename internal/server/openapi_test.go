@@ -31,7 +31,7 @@ var (
 	enums     = map[reflect.Type][]string{
 		reflect.TypeOf(model.Phase("")):      {"pending", "scheduling", "creating", "running", "stopping", "stopped", "failed", "deleting", "paused"},
 		reflect.TypeOf(model.PowerState("")): {"running", "stopped"},
-		reflect.TypeOf(model.Role("")):       {"admin", "member", "viewer", "agent"},
+		reflect.TypeOf(model.Role("")):       {"admin", "member", "viewer", "agent", "metrics"},
 		reflect.TypeOf(model.HostState("")):  {"ready", "maintenance", "standby", "down", "fenced"},
 	}
 )

@@ -190,10 +190,14 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, p *principa
 	}
 	switch req.Role {
 	case model.RoleAdmin, model.RoleMember, model.RoleViewer:
+	case model.RoleMetrics:
+		if req.Project != "" {
+			return fieldError("project", "a metrics token reads the cluster's /metrics: leave project out")
+		}
 	default:
-		return fieldError("role", "must be admin, member or viewer (got %q)", req.Role)
+		return fieldError("role", "must be admin, member, viewer or metrics (got %s)", quoteField(string(req.Role)))
 	}
-	if req.Role != model.RoleAdmin && req.Project == "" {
+	if req.Role != model.RoleAdmin && req.Role != model.RoleMetrics && req.Project == "" {
 		return fieldError("project", "a %s token needs a project", req.Role)
 	}
 	if req.Project != "" {
@@ -244,7 +248,9 @@ func (s *Server) openAPI(w http.ResponseWriter, _ *http.Request, _ *principal) e
 	return nil
 }
 
-func (s *Server) clusterInfo(w http.ResponseWriter, r *http.Request, _ *principal) error {
+// clusterInfo answers the cluster summary; a tenant's counts are its
+// project's (VMs, one project) and it is not told the leader's address.
+func (s *Server) clusterInfo(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ctx := r.Context()
 	hosts, _, err := s.cfg.Store.List(ctx, store.HostsPrefix)
 	if err != nil {
@@ -260,7 +266,13 @@ func (s *Server) clusterInfo(w http.ResponseWriter, r *http.Request, _ *principa
 	}
 	info := api.ClusterInfo{Version: s.cfg.Version, Server: s.Addr(), Store: s.cfg.StoreKind, CAHash: s.ca.Hash(),
 		Hosts: len(hosts), VMs: vms, Projects: len(usage)}
-	if kv, err := s.cfg.Store.Get(ctx, store.LeaderKey); err == nil {
+	if !p.clusterAdmin() {
+		u, ok := usage[p.tok.Project]
+		info.VMs, info.Projects = u.VMs, 0
+		if ok {
+			info.Projects = 1
+		}
+	} else if kv, err := s.cfg.Store.Get(ctx, store.LeaderKey); err == nil {
 		info.Leader = string(kv.Value)
 	}
 	writeJSON(w, http.StatusOK, info)

@@ -85,7 +85,7 @@ func (s *Server) routes() (http.Handler, error) {
 	mux.Handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))
-	mux.Handle("GET /metrics", s.metrics.Handler())
+	mux.Handle("GET /metrics", s.metricsHandler())
 	// The dashboard: static files from the binary, calling this same API.
 	mux.Handle(web.Prefix, web.Handler())
 	mux.Handle("GET /{$}", web.Handler())
@@ -98,6 +98,26 @@ func (s *Server) routes() (http.Handler, error) {
 		}
 		mux.ServeHTTP(w, r)
 	}), nil
+}
+
+// metricsHandler serves /metrics to cluster admins and metrics tokens
+// (model.RoleMetrics): the gauges count every host and VM of the cluster.
+func (s *Server) metricsHandler() http.Handler {
+	h := s.metrics.Handler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, he := s.authenticate(r)
+		if he == nil && !p.clusterAdmin() && p.tok.Role != model.RoleMetrics {
+			he = forbidden("/metrics needs an admin or a metrics token (vpool token create --role metrics)")
+		}
+		if he != nil {
+			if he.status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="vpool"`)
+			}
+			writeJSON(w, he.status, he.body)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // statusWriter remembers the status written; it passes Flush through
@@ -144,6 +164,8 @@ func (s *Server) wrap(route string, e endpoint) http.Handler {
 					w.Header().Set("WWW-Authenticate", `Bearer realm="vpool"`)
 				}
 				err = he
+			} else if p.tok.Role == model.RoleMetrics {
+				err = forbidden("a metrics token reads /metrics only")
 			}
 		}
 		if err == nil {
@@ -158,6 +180,10 @@ func (s *Server) wrap(route string, e endpoint) http.Handler {
 			he := toHTTP(err)
 			if he.status >= 500 && he.body.Code == api.CodeInternal {
 				s.log.Error("request failed", "route", route, "err", err)
+				if p == nil || !p.clusterAdmin() {
+					// the cause may name store endpoints or host paths
+					he = errf(he.status, api.CodeInternal, "", "internal error; the server's log has the details")
+				}
 			}
 			if sw.status == 0 {
 				writeJSON(sw, he.status, he.body)

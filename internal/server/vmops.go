@@ -66,7 +66,7 @@ func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request, p *princi
 	for i, it := range items {
 		out.Items[i] = *it
 	}
-	writeJSON(w, http.StatusOK, out)
+	reply(w, http.StatusOK, p, out)
 	return nil
 }
 
@@ -80,7 +80,7 @@ func (s *Server) getSnapshot(w http.ResponseWriter, r *http.Request, p *principa
 	if err != nil {
 		return snapshotNotFound(err, vm, name)
 	}
-	writeJSON(w, http.StatusOK, snap)
+	reply(w, http.StatusOK, p, snap)
 	return nil
 }
 
@@ -128,7 +128,7 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, p *princ
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, snap)
+	reply(w, http.StatusAccepted, p, snap)
 	return nil
 }
 
@@ -152,7 +152,7 @@ func (s *Server) revertSnapshot(w http.ResponseWriter, r *http.Request, p *princ
 	if err != nil {
 		return snapshotNotFound(err, vmName, name)
 	}
-	writeJSON(w, http.StatusAccepted, snap)
+	reply(w, http.StatusAccepted, p, snap)
 	return nil
 }
 
@@ -189,7 +189,7 @@ func (s *Server) deleteSnapshot(w http.ResponseWriter, r *http.Request, p *princ
 	if err != nil {
 		return snapshotNotFound(err, vmName, name)
 	}
-	writeJSON(w, http.StatusAccepted, snap)
+	reply(w, http.StatusAccepted, p, snap)
 	return nil
 }
 
@@ -323,7 +323,7 @@ func (s *Server) addDisk(w http.ResponseWriter, r *http.Request, p *principal) e
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, vm)
+	reply(w, http.StatusAccepted, p, vm)
 	return nil
 }
 
@@ -351,7 +351,7 @@ func (s *Server) removeDisk(w http.ResponseWriter, r *http.Request, p *principal
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, vm)
+	reply(w, http.StatusAccepted, p, vm)
 	return nil
 }
 

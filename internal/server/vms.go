@@ -70,7 +70,7 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err != nil {
 		return projectErr(err, project)
 	}
-	writeJSON(w, http.StatusCreated, created)
+	reply(w, http.StatusCreated, p, created)
 	return nil
 }
 
@@ -128,7 +128,7 @@ func (s *Server) batchVMs(w http.ResponseWriter, r *http.Request, p *principal) 
 	for i, v := range created {
 		out.VMs[i] = *v
 	}
-	writeJSON(w, http.StatusCreated, out)
+	reply(w, http.StatusCreated, p, out)
 	return nil
 }
 
@@ -207,7 +207,7 @@ func (s *Server) getVM(w http.ResponseWriter, r *http.Request, p *principal) err
 	if err != nil {
 		return vmNotFound(err, project, name)
 	}
-	writeJSON(w, http.StatusOK, vm)
+	reply(w, http.StatusOK, p, vm)
 	return nil
 }
 
@@ -228,6 +228,11 @@ func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, p *principal) e
 	items, rev, err := s.repo.ListVMsRaw(r.Context(), project)
 	if err != nil {
 		return err
+	}
+	if !p.clusterAdmin() {
+		if items, err = tenantRawVMs(items); err != nil {
+			return err
+		}
 	}
 	n := 32
 	for _, it := range items {
@@ -321,7 +326,7 @@ func (s *Server) patchVM(w http.ResponseWriter, r *http.Request, p *principal) e
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, vm)
+	reply(w, http.StatusOK, p, vm)
 	return nil
 }
 
@@ -349,7 +354,7 @@ func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, vm)
+	reply(w, http.StatusAccepted, p, vm)
 	return nil
 }
 
@@ -394,7 +399,7 @@ func (s *Server) powerVM(op string) func(http.ResponseWriter, *http.Request, *pr
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusAccepted, vm)
+		reply(w, http.StatusAccepted, p, vm)
 		return nil
 	}
 }
