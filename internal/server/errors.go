@@ -223,6 +223,9 @@ func stringBefore(body []byte, offset int64) string {
 // the offending string value when it was a string.
 func typeHint(te *json.UnmarshalTypeError, str string) string {
 	got := te.Value
+	if len(str) > 80 {
+		str = str[:80] + "…"
+	}
 	if te.Value == "string" {
 		got = fmt.Sprintf("the string %q", str)
 	}

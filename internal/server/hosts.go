@@ -99,7 +99,7 @@ func validateHostPatch(req *api.HostPatchRequest) error {
 		}
 	}
 	if req.State != nil && *req.State != model.HostReady && *req.State != model.HostMaintenance {
-		return fieldError("state", "an operator may set ready or maintenance (got %q)", *req.State)
+		return fieldError("state", "an operator may set ready or maintenance (got %s)", quoteField(string(*req.State)))
 	}
 	return nil
 }
@@ -184,7 +184,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, p *principal) er
 	if v := q.Get("since"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			return fieldError("since", "must be a store revision (a whole number ≥ 0), got %q", v)
+			return fieldError("since", "must be a store revision (a whole number ≥ 0), got %s", quoteField(v))
 		}
 		since = n
 	}
@@ -192,7 +192,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, p *principal) er
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 100000 {
-			return fieldError("limit", "must be between 1 and 100000, got %q", v)
+			return fieldError("limit", "must be between 1 and 100000, got %s", quoteField(v))
 		}
 		limit = n
 	}

@@ -169,10 +169,10 @@ func parseTTL(field, s string, def, maxd time.Duration) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fieldError(field, "%q is not a duration: use e.g. 30m, 24h or 720h", s)
+		return 0, fieldError(field, "%s is not a duration: use e.g. 30m, 24h or 720h", quoteField(s))
 	}
 	if d <= 0 || d > maxd {
-		return 0, fieldError(field, "must be positive and at most %s (got %s)", maxd, s)
+		return 0, fieldError(field, "must be positive and at most %s (got %s)", maxd, quoteField(s))
 	}
 	return d, nil
 }

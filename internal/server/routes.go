@@ -3,7 +3,9 @@ package server
 import (
 	"fmt"
 	"net/http"
+	"path"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
@@ -90,7 +92,7 @@ func (s *Server) routes() (http.Handler, error) {
 	mux.Handle(web.Prefix, web.Handler())
 	mux.Handle("GET /{$}", web.Handler())
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, pattern := mux.Handler(r); pattern == "" {
+		if _, pattern := mux.Handler(r); pattern == "" || !cleanAPIPath(r.URL.Path) {
 			he := errf(http.StatusNotFound, api.CodeNotFound, "", "no such endpoint: %s %s (see /api/v1/openapi.json)", r.Method, r.URL.Path)
 			writeJSON(w, he.status, he.body)
 			s.metrics.APILatency.WithLabelValues("unmatched", "404").Observe(0)
@@ -98,6 +100,20 @@ func (s *Server) routes() (http.Handler, error) {
 		}
 		mux.ServeHTTP(w, r)
 	}), nil
+}
+
+// cleanAPIPath reports whether an /api/ path is in canonical form. The
+// mux would answer "/api/v1/projects/." with a redirect to a route the
+// client did not ask for; the API answers 404 instead.
+func cleanAPIPath(p string) bool {
+	if !strings.HasPrefix(p, "/api/") {
+		return true
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
 }
 
 // metricsHandler serves /metrics to cluster admins and metrics tokens

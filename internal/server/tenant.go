@@ -153,7 +153,7 @@ var (
 )
 
 // redact withholds host-internal detail from text an agent reported:
-// a line that reads like a command line (three options or more) is
+// a line that reads like a command line (two options or more) is
 // dropped, URLs, absolute paths and IPv4 addresses are replaced, and the
 // text is cut to maxTenantText bytes. What is left still says what went
 // wrong ("qemu: QEMU exited during start-up"); the full text is in the
@@ -165,7 +165,7 @@ func redact(s string) string {
 	var kept []string
 	withheld := false
 	for _, line := range strings.Split(s, "\n") {
-		if len(optRe.FindAllStringIndex(line, -1)) >= 3 {
+		if len(optRe.FindAllStringIndex(line, -1)) >= 2 {
 			withheld = true
 			if cut := optRe.FindStringIndex(line); cut != nil && cut[0] > 0 {
 				kept = append(kept, strings.TrimSpace(line[:cut[0]]))

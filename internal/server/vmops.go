@@ -295,6 +295,11 @@ func (s *Server) addDisk(w http.ResponseWriter, r *http.Request, p *principal) e
 	if he := decodeJSON(w, r, &req); he != nil {
 		return he
 	}
+	if req.Name != "" {
+		if err := model.ValidName("name", req.Name); err != nil {
+			return err
+		}
+	}
 	probe := model.VMSpec{Disks: []model.Disk{{Name: req.Name, Size: req.Size, Pool: req.Pool, Tier: req.Tier}}}
 	if err := s.checkStorage(r.Context(), []*model.VMSpec{&probe}, []string{""}); err != nil {
 		return diskFieldError(err, 0)
