@@ -177,7 +177,7 @@ func generateOpenAPI(s *Server) ([]byte, error) {
 			},
 		}
 		if o.req != nil {
-			operation["requestBody"] = map[string]any{"required": o.method != "POST" || !strings.HasSuffix(o.path, "join-tokens"),
+			operation["requestBody"] = map[string]any{"required": o.method != "POST" || !(strings.HasSuffix(o.path, "join-tokens") || strings.HasSuffix(o.path, "/drain")),
 				"content": map[string]any{"application/json": map[string]any{"schema": g.schema(reflect.TypeOf(o.req))}}}
 		}
 		if paths[o.path] == nil {

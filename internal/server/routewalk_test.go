@@ -118,7 +118,7 @@ var userWalks = map[string]walk{
 	"POST /api/v1/vms/{name}/disks":                       {path: "/api/v1/vms/vm1/disks?project=alpha", body: `{"size":1048576}`, want: alphaWrite(202)},
 	"DELETE /api/v1/vms/{name}/disks/{disk}":              {path: "/api/v1/vms/vm1/disks/data?project=alpha", want: alphaWrite(202)},
 	"GET /api/v1/vms/{name}/console": {path: "/api/v1/vms/vm2/console?project=alpha", want: statuses(401, 403, 404, 403, 409, 409),
-		exempt: "vm2 is on no host: a console needs an agent (TestConsole covers 101)"},
+		exempt: "vm2 is on no host: a console needs an agent (internal/devenv TestVMOperations/console attaches)"},
 	"GET /api/v1/vms/{name}/console/log": {path: "/api/v1/vms/vm2/console/log?project=alpha", want: statuses(401, 403, 404, 409, 409, 409),
 		exempt: "vm2 is on no host: a console log needs an agent"},
 }
