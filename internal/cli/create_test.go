@@ -72,6 +72,8 @@ func TestFlagsToRequests(t *testing.T) {
 			&api.ProjectPatchRequest{Quota: &model.Quota{VCPUs: 32, Memory: 64 * model.GiB, VMs: 50}}},
 		{"token create", []string{"--project", "team-a", "token", "create", "--role", "viewer", "--ttl", "24h"}, "POST /api/v1/tokens", "",
 			&api.TokenCreateRequest{Project: "team-a", Role: model.RoleViewer, TTL: "24h0m0s"}},
+		{"metrics token", []string{"--project", "team-a", "token", "create", "--role", "metrics"}, "POST /api/v1/tokens", "",
+			&api.TokenCreateRequest{Role: model.RoleMetrics}},
 		{"token revoke", []string{"token", "revoke", "tok-a"}, "DELETE /api/v1/tokens/{id}", "", nil},
 		{"policy set", []string{"cluster", "policy", "set", "--cpu-ratio", "8", "--strategy", "spread", "--weight", "balance=2"}, "PUT /api/v1/cluster/policy", "",
 			&model.Policy{Ratios: model.Ratios{CPU: 8, Memory: 1, Disk: 1}, Strategy: "spread", Weights: map[string]float64{"balance": 2}}},

@@ -32,6 +32,9 @@ func (a *app) tokenCreateCmd() *cobra.Command {
 				return err
 			}
 			req := api.TokenCreateRequest{Project: a.cfg.Project, Role: model.Role(role)}
+			if req.Role == model.RoleMetrics {
+				req.Project = "" // a scraper's token is cluster-wide
+			}
 			if cmd.Flags().Changed("ttl") {
 				req.TTL = ttl.String()
 			}
@@ -51,7 +54,7 @@ func (a *app) tokenCreateCmd() *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVar(&role, "role", "", "admin, member or viewer (default member)")
+	cmd.Flags().StringVar(&role, "role", "", "admin, member, viewer, or metrics (reads /metrics only; no project) (default member)")
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "how long the token is valid (default: no expiry)")
 	return cmd
 }

@@ -364,8 +364,11 @@ func (o *cloudInitOpts) build() (*model.CloudInit, error) {
 		if err != nil {
 			return nil, usagef("--ssh-key: %v", err)
 		}
-		for _, line := range strings.Split(string(b), "\n") {
+		for i, line := range strings.Split(string(b), "\n") {
 			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				if err := model.CheckSSHPublicKey(line); err != nil {
+					return nil, usagef("--ssh-key %s line %d: %v", f, i+1, err)
+				}
 				ci.SSHKeys = append(ci.SSHKeys, line)
 			}
 		}

@@ -2,8 +2,10 @@
 // own (never the global one): API request latency by route and code,
 // reconcile errors by controller (controllers increment
 // ReconcileErrors), and gauges of hosts by state and VMs by phase that are
-// computed at scrape time by a function the server supplies. It imports
-// the Prometheus client and the standard library only.
+// computed by a function the server supplies — at most once per CountTTL,
+// however often and however many scrapers come, so that a scrape does not
+// cost a scan of every VM. It imports the Prometheus client and the
+// standard library only.
 package metrics
 
 import (
@@ -39,7 +41,19 @@ type Metrics struct {
 	vms   *prometheus.Desc
 	mu    sync.Mutex
 	count CountFunc
+	ttl   time.Duration
+	now   func() time.Time
+
+	// computeMu serialises computations: scrapes that arrive together
+	// share one. cached/cachedAt are guarded by mu.
+	computeMu sync.Mutex
+	cached    *Counts
+	cachedAt  time.Time
 }
+
+// DefaultCountTTL is how long computed state gauges are served before
+// they are computed again (Prometheus scrapes every 15 s by default).
+const DefaultCountTTL = 10 * time.Second
 
 // New returns the metrics, registered with a fresh registry together
 // with the Go and process collectors.
@@ -57,6 +71,8 @@ func New() *Metrics {
 		}, []string{"controller"}),
 		hosts: prometheus.NewDesc("vpool_hosts", "Hosts by state.", []string{"state"}, nil),
 		vms:   prometheus.NewDesc("vpool_vms", "VMs by phase.", []string{"phase"}, nil),
+		ttl:   DefaultCountTTL,
+		now:   time.Now,
 	}
 	m.Registry.MustRegister(m.APILatency, m.ReconcileErrors, stateCollector{m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -66,8 +82,53 @@ func New() *Metrics {
 // SetCounter installs the function that computes the state gauges.
 func (m *Metrics) SetCounter(f CountFunc) {
 	m.mu.Lock()
-	m.count = f
+	m.count, m.cached = f, nil
 	m.mu.Unlock()
+}
+
+// SetCountCache sets how long computed gauges are served (0: compute on
+// every scrape) and the clock that measures it.
+func (m *Metrics) SetCountCache(ttl time.Duration, now func() time.Time) {
+	m.mu.Lock()
+	m.ttl, m.now, m.cached = ttl, now, nil
+	m.mu.Unlock()
+}
+
+// counts returns the cached gauges while fresh, else computes them once
+// for every scrape waiting.
+func (m *Metrics) counts() (Counts, bool, error) {
+	fresh := func() (Counts, bool, bool) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.count == nil {
+			return Counts{}, false, true
+		}
+		if m.cached != nil && m.now().Sub(m.cachedAt) < m.ttl {
+			return *m.cached, true, true
+		}
+		return Counts{}, false, false
+	}
+	if c, ok, done := fresh(); done {
+		return c, ok, nil
+	}
+	m.computeMu.Lock()
+	defer m.computeMu.Unlock()
+	if c, ok, done := fresh(); done { // computed while we waited
+		return c, ok, nil
+	}
+	m.mu.Lock()
+	f := m.count
+	m.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := f(ctx)
+	if err != nil {
+		return c, false, err
+	}
+	m.mu.Lock()
+	m.cached, m.cachedAt = &c, m.now()
+	m.mu.Unlock()
+	return c, true, nil
 }
 
 // Handler serves the registry in the Prometheus text format.
@@ -95,17 +156,12 @@ func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
-	c.m.mu.Lock()
-	f := c.m.count
-	c.m.mu.Unlock()
-	if f == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	counts, err := f(ctx)
+	counts, ok, err := c.m.counts()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.m.vms, err)
+		return
+	}
+	if !ok {
 		return
 	}
 	emit := func(d *prometheus.Desc, known []string, got map[string]int) {

@@ -1,9 +1,6 @@
 package model
 
-import (
-	"math"
-	"time"
-)
+import "time"
 
 // BalanceMode says what the balancer controller does with its plans.
 type BalanceMode string
@@ -86,38 +83,67 @@ func DefaultBalanceSettings() BalanceSettings {
 	}
 }
 
-// Interval is IntervalSeconds as a duration.
+// Bounds of the balancing settings.
+const (
+	MinBalanceIntervalSeconds = 10
+	MaxBalanceIntervalSeconds = 7 * 24 * 3600
+	MaxMovesPerRound          = 10000
+	MaxMovesPerHost           = 1000
+	MaxMinHostsOn             = 100000
+	MaxIdleSeconds            = 30 * 24 * 3600
+	// MaxGridIntensity is grams CO2e per kWh; the dirtiest grids are
+	// near 1,000.
+	MaxGridIntensity = 5000
+	// MaxPUE is facility power / IT power; real sites run 1.1 to 3.
+	MaxPUE = 10
+	// MaxPolicyName bounds a balance planner name.
+	MaxPolicyName = 64
+)
+
+// Interval is IntervalSeconds as a duration, at most
+// MaxBalanceIntervalSeconds and at least 0, so that a value stored before
+// the bounds existed cannot overflow to a negative duration.
 func (b *BalanceSettings) Interval() time.Duration {
-	return time.Duration(b.IntervalSeconds) * time.Second
+	return time.Duration(min(max(b.IntervalSeconds, 0), MaxBalanceIntervalSeconds)) * time.Second
 }
 
 // Validate checks the settings (the policy name is checked by the server,
-// which knows the planners). It returns a *FieldError.
+// which knows the planners). Every count, duration and ratio is bounded.
+// It returns a *FieldError.
 func (b *BalanceSettings) Validate() error {
 	switch b.Mode {
 	case BalanceOff, BalanceRecommend, BalanceAutomatic:
 	default:
-		return fieldErr("mode", "%q is not one of off, recommend, automatic", b.Mode)
+		return fieldErr("mode", "%s is not one of off, recommend, automatic", quoteShort(string(b.Mode)))
+	}
+	if b.Policy == "" {
+		return fieldErr("policy", "is required (see vpool sim policies)")
+	}
+	if len(b.Policy) > MaxPolicyName {
+		return fieldErr("policy", "%s is longer than %d characters (see vpool sim policies)", quoteShort(b.Policy), MaxPolicyName)
+	}
+	for _, c := range []struct {
+		field    string
+		v        int
+		min, max int
+	}{
+		{"intervalSeconds", b.IntervalSeconds, MinBalanceIntervalSeconds, MaxBalanceIntervalSeconds},
+		{"maxMovesPerRound", b.MaxMovesPerRound, 0, MaxMovesPerRound},
+		{"maxMovesPerHost", b.MaxMovesPerHost, 0, MaxMovesPerHost},
+		{"power.minHostsOn", b.Power.MinHostsOn, 0, MaxMinHostsOn},
+		{"power.idleSeconds", b.Power.IdleSeconds, 0, MaxIdleSeconds},
+	} {
+		if c.v < c.min || c.v > c.max {
+			return fieldErr(c.field, "must be between %d and %d, got %d", c.min, c.max, c.v)
+		}
 	}
 	switch {
-	case b.Policy == "":
-		return fieldErr("policy", "is required (see vpool sim policies)")
-	case b.IntervalSeconds < 10:
-		return fieldErr("intervalSeconds", "must be at least 10, got %d", b.IntervalSeconds)
-	case b.MaxMovesPerRound < 0:
-		return fieldErr("maxMovesPerRound", "must not be negative")
-	case b.MaxMovesPerHost < 0:
-		return fieldErr("maxMovesPerHost", "must not be negative")
-	case b.Power.MinHostsOn < 0:
-		return fieldErr("power.minHostsOn", "must not be negative")
-	case b.Power.HeadroomPercent < 0 || b.Power.HeadroomPercent >= 100 || math.IsNaN(b.Power.HeadroomPercent):
+	case !finite(b.Power.HeadroomPercent) || b.Power.HeadroomPercent < 0 || b.Power.HeadroomPercent >= 100:
 		return fieldErr("power.headroomPercent", "must be in [0, 100), got %v", b.Power.HeadroomPercent)
-	case b.Power.IdleSeconds < 0:
-		return fieldErr("power.idleSeconds", "must not be negative")
-	case b.Energy.GridIntensity < 0 || math.IsNaN(b.Energy.GridIntensity):
-		return fieldErr("energy.gridIntensityGPerKWh", "must not be negative")
-	case b.Energy.PUE < 1 || math.IsNaN(b.Energy.PUE):
-		return fieldErr("energy.pue", "must be at least 1, got %v", b.Energy.PUE)
+	case !finite(b.Energy.GridIntensity) || b.Energy.GridIntensity < 0 || b.Energy.GridIntensity > MaxGridIntensity:
+		return fieldErr("energy.gridIntensityGPerKWh", "must be between 0 and %d g/kWh, got %v", MaxGridIntensity, b.Energy.GridIntensity)
+	case !finite(b.Energy.PUE) || b.Energy.PUE < 1 || b.Energy.PUE > MaxPUE:
+		return fieldErr("energy.pue", "must be between 1 and %d, got %v", MaxPUE, b.Energy.PUE)
 	}
 	return nil
 }

@@ -45,6 +45,9 @@ const DefaultDowntimeLimitMs = 300
 // MaxDowntimeLimitMs bounds any downtime limit.
 const MaxDowntimeLimitMs = 60000
 
+// MaxMigrationBandwidth bounds a migration's bandwidth cap (bytes/s).
+const MaxMigrationBandwidth int64 = 1 << 40
+
 // MigrationSpec is a VM's own migration settings (VMSpec.Migration); a
 // migration request may override them.
 type MigrationSpec struct {

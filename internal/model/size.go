@@ -77,21 +77,27 @@ func ParseBytes(s string) (Bytes, error) {
 }
 
 // String renders the size with the largest binary unit that keeps it exact
-// to one decimal, e.g. 1GiB, 1.5GiB, 512MiB, 100B.
+// to one decimal, e.g. 1GiB, 1.5GiB, 512MiB, 100B. Every int64 renders:
+// the magnitude is taken as a uint64, so -1<<63 (which has no positive
+// int64) is "-8192PiB".
 func (b Bytes) String() string {
 	if b < 0 {
-		return "-" + (-b).String()
+		return "-" + formatSize(uint64(-(b+1))+1)
 	}
+	return formatSize(uint64(b))
+}
+
+func formatSize(n uint64) string {
 	for _, u := range []struct {
 		s string
-		m Bytes
-	}{{"PiB", PiB}, {"TiB", TiB}, {"GiB", GiB}, {"MiB", MiB}, {"KiB", KiB}} {
-		if b >= u.m {
-			if b%u.m == 0 {
-				return strconv.FormatInt(int64(b/u.m), 10) + u.s
+		m uint64
+	}{{"PiB", uint64(PiB)}, {"TiB", uint64(TiB)}, {"GiB", uint64(GiB)}, {"MiB", uint64(MiB)}, {"KiB", uint64(KiB)}} {
+		if n >= u.m {
+			if n%u.m == 0 {
+				return strconv.FormatUint(n/u.m, 10) + u.s
 			}
-			return strconv.FormatFloat(float64(b)/float64(u.m), 'f', 1, 64) + u.s
+			return strconv.FormatFloat(float64(n)/float64(u.m), 'f', 1, 64) + u.s
 		}
 	}
-	return strconv.FormatInt(int64(b), 10) + "B"
+	return strconv.FormatUint(n, 10) + "B"
 }

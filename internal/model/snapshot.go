@@ -77,21 +77,29 @@ type CloudInit struct {
 // a seed is kept in every record and request).
 const MaxUserData = 64 * 1024
 
-// Validate checks the seed's fields.
+// Validate checks the seed's fields: a host name of dot-separated DNS
+// labels (at most MaxHostnameLen), at most MaxSSHKeys well-formed public
+// keys (CheckSSHPublicKey) and at most MaxUserData of user data.
 func (c *CloudInit) Validate() error {
 	if c == nil {
 		return nil
 	}
 	if c.Hostname != "" {
+		if len(c.Hostname) > MaxHostnameLen {
+			return fieldErr("spec.cloudInit.hostname", "is %d characters, more than the maximum of %d", len(c.Hostname), MaxHostnameLen)
+		}
 		for _, l := range strings.Split(c.Hostname, ".") {
 			if !dnsLabel.MatchString(l) {
-				return fieldErr("spec.cloudInit.hostname", "%q is not a host name: dot-separated DNS labels", c.Hostname)
+				return fieldErr("spec.cloudInit.hostname", "%s is not a host name: dot-separated DNS labels", quoteShort(c.Hostname))
 			}
 		}
 	}
+	if len(c.SSHKeys) > MaxSSHKeys {
+		return fieldErr("spec.cloudInit.sshKeys", "has %d keys, more than the maximum of %d", len(c.SSHKeys), MaxSSHKeys)
+	}
 	for i, k := range c.SSHKeys {
-		if k = strings.TrimSpace(k); k == "" || strings.ContainsAny(k, "\n\r") || len(strings.Fields(k)) < 2 {
-			return fieldErr(fmt.Sprintf("spec.cloudInit.sshKeys[%d]", i), "is not one public key line (\"ssh-ed25519 AAAA... comment\")")
+		if err := CheckSSHPublicKey(strings.TrimSpace(k)); err != nil {
+			return fieldErr(fmt.Sprintf("spec.cloudInit.sshKeys[%d]", i), "%v", err)
 		}
 	}
 	if len(c.UserData) > MaxUserData {

@@ -2,9 +2,9 @@ package model
 
 import (
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // FieldError is a validation failure that names the field at fault and
@@ -20,48 +20,20 @@ func fieldErr(field, format string, args ...any) *FieldError {
 	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
-var dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-
-// ValidName checks that s is a DNS label (RFC 1123): lowercase letters,
-// digits and '-', 1–63 characters, starting and ending alphanumeric.
-func ValidName(field, s string) error {
-	if s == "" {
-		return fieldErr(field, "is required")
-	}
-	if !dnsLabel.MatchString(s) {
-		return fieldErr(field, "%q is not a DNS label: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit", s)
-	}
-	return nil
-}
-
-var labelKey = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]{0,62}[A-Za-z0-9])?$`)
-var labelVal = regexp.MustCompile(`^[A-Za-z0-9._-]{0,63}$`)
-
-func validLabels(field string, m map[string]string) error {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if !labelKey.MatchString(k) {
-			return fieldErr(field, "label key %q is invalid: use letters, digits, '.', '_', '/', '-' (1-64 chars)", k)
-		}
-		if !labelVal.MatchString(m[k]) {
-			return fieldErr(field, "label %q has invalid value %q: use letters, digits, '.', '_', '-' (up to 63 chars)", k, m[k])
-		}
-	}
-	return nil
-}
-
 // Validate checks a VM spec and fills defaults (power on, one root disk
-// name). It returns a *FieldError naming the first bad field.
+// name). It returns a *FieldError naming the first bad field. Every field
+// that a host renders (names, MAC addresses, pools, networks, the image)
+// is checked against a closed alphabet here, and every count and size is
+// bounded (limits.go).
 func (s *VMSpec) Validate() error {
 	if s.VCPUs <= 0 {
 		return fieldErr("spec.vcpus", "must be at least 1 (got %d)", s.VCPUs)
 	}
 	if s.VCPUs > MaxVCPUs {
 		return fieldErr("spec.vcpus", "%d is more than the maximum of %d", s.VCPUs, MaxVCPUs)
+	}
+	if s.Memory < 0 {
+		return fieldErr("spec.memory", "must not be negative (got %d); give a size with a unit, e.g. 512MiB or 2GiB", int64(s.Memory))
 	}
 	if s.Memory < 16*MiB {
 		return fieldErr("spec.memory", "must be at least 16MiB (got %s); give a size with a unit, e.g. 512MiB or 2GiB", s.Memory)
@@ -72,32 +44,20 @@ func (s *VMSpec) Validate() error {
 	if s.Memory%MiB != 0 {
 		return fieldErr("spec.memory", "%d bytes is not a whole number of MiB", int64(s.Memory))
 	}
-	seen := map[string]bool{}
-	for i := range s.Disks {
-		d := &s.Disks[i]
-		f := fmt.Sprintf("spec.disks[%d]", i)
-		if d.Name == "" {
-			d.Name = fmt.Sprintf("disk%d", i)
-		}
-		if err := ValidName(f+".name", d.Name); err != nil {
-			return err
-		}
-		if seen[d.Name] {
-			return fieldErr(f+".name", "disk name %q is used twice", d.Name)
-		}
-		seen[d.Name] = true
-		if d.Size < MiB {
-			return fieldErr(f+".size", "must be at least 1MiB (got %s)", d.Size)
-		}
-		if d.Size > MaxDisk {
-			return fieldErr(f+".size", "%s is more than the maximum of %s", d.Size, MaxDisk)
-		}
+	if err := s.validateDisks(); err != nil {
+		return err
+	}
+	if err := s.validateNICs(); err != nil {
+		return err
+	}
+	if err := validOptionalName("spec.image", s.Image); err != nil {
+		return err
 	}
 	if s.Power == "" {
 		s.Power = PowerRunning
 	}
 	if s.Power != PowerRunning && s.Power != PowerStopped {
-		return fieldErr("spec.power", "must be %q or %q (got %q)", PowerRunning, PowerStopped, s.Power)
+		return fieldErr("spec.power", "must be %q or %q (got %s)", PowerRunning, PowerStopped, quoteShort(string(s.Power)))
 	}
 	if err := validLabels("spec.labels", s.Labels); err != nil {
 		return err
@@ -117,6 +77,71 @@ func (s *VMSpec) Validate() error {
 	if s.HAPriority < 0 || s.HAPriority > 1000 {
 		return fieldErr("spec.haPriority", "must be between 0 and 1000 (got %d)", s.HAPriority)
 	}
+	if s.RestartNonce < 0 {
+		return fieldErr("spec.restartNonce", "must not be negative (got %d)", s.RestartNonce)
+	}
+	return nil
+}
+
+func (s *VMSpec) validateDisks() error {
+	if len(s.Disks) > MaxDisks {
+		return fieldErr("spec.disks", "has %d disks, more than the maximum of %d", len(s.Disks), MaxDisks)
+	}
+	seen := map[string]bool{}
+	for i := range s.Disks {
+		d := &s.Disks[i]
+		f := fmt.Sprintf("spec.disks[%d]", i)
+		if d.Name == "" {
+			d.Name = fmt.Sprintf("disk%d", i)
+		}
+		if err := ValidName(f+".name", d.Name); err != nil {
+			return err
+		}
+		if seen[d.Name] {
+			return fieldErr(f+".name", "disk name %q is used twice", d.Name)
+		}
+		seen[d.Name] = true
+		if d.Size < 0 {
+			return fieldErr(f+".size", "must not be negative (got %d)", int64(d.Size))
+		}
+		if d.Size < MiB {
+			return fieldErr(f+".size", "must be at least 1MiB (got %s)", d.Size)
+		}
+		if d.Size > MaxDisk {
+			return fieldErr(f+".size", "%s is more than the maximum of %s", d.Size, MaxDisk)
+		}
+		if err := validOptionalName(f+".pool", d.Pool); err != nil {
+			return err
+		}
+		if err := validOptionalName(f+".tier", d.Tier); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *VMSpec) validateNICs() error {
+	if len(s.NICs) > MaxNICs {
+		return fieldErr("spec.nics", "has %d NICs, more than the maximum of %d", len(s.NICs), MaxNICs)
+	}
+	macs := map[string]int{}
+	for i, n := range s.NICs {
+		f := fmt.Sprintf("spec.nics[%d]", i)
+		if err := validOptionalName(f+".network", n.Network); err != nil {
+			return err
+		}
+		if n.MAC == "" {
+			continue
+		}
+		if err := ValidMAC(f+".mac", n.MAC); err != nil {
+			return err
+		}
+		key := strings.ToLower(n.MAC)
+		if j, dup := macs[key]; dup {
+			return fieldErr(f+".mac", "%s is also the MAC of spec.nics[%d]", n.MAC, j)
+		}
+		macs[key] = i
+	}
 	return nil
 }
 
@@ -127,44 +152,32 @@ func (p *Placement) validate() error {
 	if err := validLabels("spec.placement.preferredLabels", p.PreferredLabels); err != nil {
 		return err
 	}
-	if p.IsolationDomain != "" {
-		if err := ValidName("spec.placement.isolationDomain", p.IsolationDomain); err != nil {
-			return err
-		}
+	if err := validOptionalName("spec.placement.isolationDomain", p.IsolationDomain); err != nil {
+		return err
 	}
 	switch p.Affinity {
 	case "", AffinityHard, AntiAffinityHard, AffinitySoft, AntiAffinitySoft:
 	default:
-		return fieldErr("spec.placement.affinity", "must be one of affinity, anti-affinity, soft-affinity, soft-anti-affinity (got %q)", p.Affinity)
+		return fieldErr("spec.placement.affinity", "must be one of affinity, anti-affinity, soft-affinity, soft-anti-affinity (got %s)", quoteShort(p.Affinity))
 	}
 	if p.Affinity != "" && p.AffinityGroup == "" {
 		return fieldErr("spec.placement.affinityGroup", "is required when affinity is set")
 	}
-	if p.AffinityGroup != "" {
-		if err := ValidName("spec.placement.affinityGroup", p.AffinityGroup); err != nil {
-			return err
-		}
+	if err := validOptionalName("spec.placement.affinityGroup", p.AffinityGroup); err != nil {
+		return err
 	}
-	if p.MaxPerHost < 0 {
-		return fieldErr("spec.placement.maxPerHost", "must not be negative (got %d)", p.MaxPerHost)
+	if p.MaxPerHost < 0 || p.MaxPerHost > MaxMaxPerHost {
+		return fieldErr("spec.placement.maxPerHost", "must be between 0 (no limit) and %d (got %d)", MaxMaxPerHost, p.MaxPerHost)
 	}
 	if p.MaxPerHost > 0 && p.AffinityGroup == "" {
 		return fieldErr("spec.placement.affinityGroup", "is required when maxPerHost is set")
 	}
-	if p.Host != "" {
-		if err := ValidName("spec.placement.host", p.Host); err != nil {
-			return err
-		}
-	}
-	return nil
+	return validOptionalName("spec.placement.host", p.Host)
 }
 
 func (c *Controls) validate(s *VMSpec) error {
-	if c.CPUShares < 0 || c.CPUShares > 262144 {
-		return fieldErr("spec.controls.cpuShares", "must be between 2 and 262144 (got %d)", c.CPUShares)
-	}
-	if c.CPUShares > 0 && c.CPUShares < 2 {
-		return fieldErr("spec.controls.cpuShares", "must be between 2 and 262144 (got %d)", c.CPUShares)
+	if c.CPUShares < 0 || c.CPUShares > MaxCPUShares || c.CPUShares == 1 {
+		return fieldErr("spec.controls.cpuShares", "must be 0 (the default %d) or between 2 and %d (got %d)", DefaultCPUShares, MaxCPUShares, c.CPUShares)
 	}
 	maxMilli := s.VCPUs * 1000
 	if c.CPUReservation < 0 || c.CPUReservation > maxMilli {
@@ -180,16 +193,16 @@ func (c *Controls) validate(s *VMSpec) error {
 		return fieldErr("spec.controls.cpuReservationMilli", "reservation %d is above the limit %d", c.CPUReservation, c.CPULimit)
 	}
 	if c.MemoryReservation < 0 || c.MemoryReservation > s.Memory {
-		return fieldErr("spec.controls.memoryReservation", "must be between 0 and the VM's memory %s (got %s)", s.Memory, c.MemoryReservation)
+		return fieldErr("spec.controls.memoryReservation", "must be between 0 and the VM's memory %s (got %d bytes)", s.Memory, int64(c.MemoryReservation))
 	}
-	if c.MemoryLimit < 0 || (c.MemoryLimit > 0 && c.MemoryLimit < s.Memory) {
-		return fieldErr("spec.controls.memoryLimit", "must be 0 (none) or at least the VM's memory %s (got %s)", s.Memory, c.MemoryLimit)
+	if c.MemoryLimit < 0 || (c.MemoryLimit > 0 && c.MemoryLimit < s.Memory) || c.MemoryLimit > MaxMemory {
+		return fieldErr("spec.controls.memoryLimit", "must be 0 (none) or between the VM's memory %s and %s (got %d bytes)", s.Memory, MaxMemory, int64(c.MemoryLimit))
 	}
-	if c.DiskIOPS < 0 {
-		return fieldErr("spec.controls.diskIops", "must not be negative (got %d)", c.DiskIOPS)
+	if c.DiskIOPS < 0 || c.DiskIOPS > MaxDiskIOPS {
+		return fieldErr("spec.controls.diskIops", "must be between 0 (no limit) and %d (got %d)", MaxDiskIOPS, c.DiskIOPS)
 	}
-	if c.DiskBps < 0 {
-		return fieldErr("spec.controls.diskBps", "must not be negative (got %d)", c.DiskBps)
+	if c.DiskBps < 0 || c.DiskBps > MaxDiskBps {
+		return fieldErr("spec.controls.diskBps", "must be between 0 (no limit) and %d bytes/s (got %d)", MaxDiskBps, c.DiskBps)
 	}
 	return nil
 }
@@ -199,61 +212,97 @@ func (p *Project) Validate() error {
 	if err := ValidName("name", p.Name); err != nil {
 		return err
 	}
+	if err := ValidDescription("description", p.Description); err != nil {
+		return err
+	}
 	return p.Quota.Validate()
 }
 
-// Validate checks a quota.
+// ValidDescription checks free text: at most MaxDescription bytes of
+// UTF-8 without control characters other than newline and tab.
+func ValidDescription(field, s string) error {
+	if len(s) > MaxDescription {
+		return fieldErr(field, "is %d bytes, more than the maximum of %d", len(s), MaxDescription)
+	}
+	if !utf8.ValidString(s) {
+		return fieldErr(field, "is not valid UTF-8")
+	}
+	for _, r := range s {
+		if (r < 0x20 && r != '\n' && r != '\t') || r == 0x7f {
+			return fieldErr(field, "holds the control character %U", r)
+		}
+	}
+	return nil
+}
+
+// Validate checks a quota: each figure is 0 (unlimited) or positive and
+// at most MaxQuotaCount (counts) or MaxQuotaSize (sizes).
 func (q *Quota) Validate() error {
-	switch {
-	case q.VCPUs < 0:
-		return fieldErr("quota.vcpus", "must not be negative (0 means unlimited)")
-	case q.Memory < 0:
-		return fieldErr("quota.memory", "must not be negative (0 means unlimited)")
-	case q.Disk < 0:
-		return fieldErr("quota.disk", "must not be negative (0 means unlimited)")
-	case q.VMs < 0:
-		return fieldErr("quota.vms", "must not be negative (0 means unlimited)")
+	for _, c := range []struct {
+		field string
+		n     int64
+		max   int64
+	}{
+		{"quota.vcpus", int64(q.VCPUs), MaxQuotaCount}, {"quota.memory", int64(q.Memory), int64(MaxQuotaSize)},
+		{"quota.disk", int64(q.Disk), int64(MaxQuotaSize)}, {"quota.vms", int64(q.VMs), MaxQuotaCount},
+	} {
+		if c.n < 0 || c.n > c.max {
+			return fieldErr(c.field, "must be between 0 (unlimited) and %d (got %d)", c.max, c.n)
+		}
 	}
 	return nil
 }
 
 // Admit checks whether adding d to u stays within q. It returns a
-// *FieldError naming the exhausted quota, or nil.
+// *FieldError naming the exhausted quota, or nil. It compares what is
+// asked with what is left, so no sum can overflow.
 func (q Quota) Admit(u Usage, vcpus int, mem, disk Bytes, vms int) error {
-	if q.VMs > 0 && u.VMs+vms > q.VMs {
+	if q.VMs > 0 && vms > q.VMs-u.VMs {
 		return fieldErr("quota.vms", "project quota exceeded: %d of %d VMs in use", u.VMs, q.VMs)
 	}
-	if q.VCPUs > 0 && u.VCPUs+vcpus > q.VCPUs {
+	if q.VCPUs > 0 && vcpus > q.VCPUs-u.VCPUs {
 		return fieldErr("quota.vcpus", "project quota exceeded: %d of %d vCPUs in use, %d more asked", u.VCPUs, q.VCPUs, vcpus)
 	}
-	if q.Memory > 0 && u.Memory+mem > q.Memory {
+	if q.Memory > 0 && mem > q.Memory-u.Memory {
 		return fieldErr("quota.memory", "project quota exceeded: %s of %s memory in use, %s more asked", u.Memory, q.Memory, mem)
 	}
-	if q.Disk > 0 && u.Disk+disk > q.Disk {
+	if q.Disk > 0 && disk > q.Disk-u.Disk {
 		return fieldErr("quota.disk", "project quota exceeded: %s of %s disk in use, %s more asked", u.Disk, q.Disk, disk)
 	}
 	return nil
 }
 
-// Validate checks a cluster policy.
+// Validate checks a cluster policy: ratios in range, a known strategy,
+// at most MaxWeights weights named like plugins, each in [0, 100].
 func (p *Policy) Validate() error {
-	if p.Ratios.CPU < 0 || p.Ratios.CPU > 64 {
-		return fieldErr("ratios.cpu", "must be between 0 and 64 (got %g)", p.Ratios.CPU)
-	}
-	if p.Ratios.Memory < 0 || p.Ratios.Memory > 3 {
-		return fieldErr("ratios.memory", "must be between 0 and 3.0 (got %g)", p.Ratios.Memory)
-	}
-	if p.Ratios.Disk < 0 || p.Ratios.Disk > 20 {
-		return fieldErr("ratios.disk", "must be between 0 and 20 (got %g)", p.Ratios.Disk)
+	for _, r := range []struct {
+		field string
+		v     float64
+		max   float64
+	}{{"ratios.cpu", p.Ratios.CPU, 64}, {"ratios.memory", p.Ratios.Memory, 3}, {"ratios.disk", p.Ratios.Disk, 20}} {
+		if !finite(r.v) || r.v < 0 || r.v > r.max {
+			return fieldErr(r.field, "must be between 0 (the default) and %g (got %g)", r.max, r.v)
+		}
 	}
 	switch strings.ToLower(p.Strategy) {
 	case "", "binpack", "spread":
 	default:
-		return fieldErr("strategy", "must be binpack or spread (got %q)", p.Strategy)
+		return fieldErr("strategy", "must be binpack or spread (got %s)", quoteShort(p.Strategy))
 	}
-	for k, w := range p.Weights {
-		if w < 0 || w > 100 {
-			return fieldErr("weights."+k, "must be between 0 and 100 (got %g)", w)
+	if len(p.Weights) > MaxWeights {
+		return fieldErr("weights", "has %d entries, more than the maximum of %d", len(p.Weights), MaxWeights)
+	}
+	keys := make([]string, 0, len(p.Weights))
+	for k := range p.Weights {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if !dnsLabel.MatchString(k) {
+			return fieldErr("weights", "%s is not a plugin name (binpack, spread, balance, energy, labels, affinity, scarcity, ...)", quoteShort(k))
+		}
+		if w := p.Weights[k]; !finite(w) || w < 0 || w > MaxWeight {
+			return fieldErr("weights."+k, "must be between 0 and %d (got %g)", MaxWeight, w)
 		}
 	}
 	return nil

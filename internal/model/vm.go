@@ -202,6 +202,9 @@ const (
 	RoleMember Role = "member" // read and write within one project
 	RoleViewer Role = "viewer" // read within one project
 	RoleAgent  Role = "agent"  // a host agent
+	// RoleMetrics reads /metrics and nothing else (a Prometheus scraper's
+	// token; cluster-wide, bound to no project).
+	RoleMetrics Role = "metrics"
 )
 
 // Token is a bearer credential. Only the SHA-256 of the secret is stored.

@@ -66,6 +66,9 @@ func requireAdmin(p *principal) error {
 // revealed); a viewer asking to write gets 403.
 func (s *Server) scope(r *http.Request, p *principal, write bool) (string, error) {
 	q := r.URL.Query().Get("project")
+	if q != "" && model.ValidName("project", q) != nil {
+		return "", notFound("project %s not found", quoteField(q))
+	}
 	project := q
 	if bound := p.tok.Project; bound != "" {
 		if q != "" && q != bound {

@@ -174,6 +174,9 @@ func (s *Server) getEnergy(w http.ResponseWriter, r *http.Request, p *principal)
 			out.Projects = append(out.Projects, api.EnergyLine{Name: l.Name, KWh: l.KWh, FacilityKWh: l.FacilityKWh, CO2g: l.CO2g})
 		}
 	}
+	if !p.clusterAdmin() {
+		tenantEnergy(&out)
+	}
 	if r.URL.Query().Get("vms") == "true" {
 		for _, l := range rep.VMs {
 			if project, _, ok := cutVMKey(l.Name); ok && seesProject(p, project) {
@@ -183,6 +186,22 @@ func (s *Server) getEnergy(w http.ResponseWriter, r *http.Request, p *principal)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// tenantEnergy keeps a tenant to its project's figures: hosts are
+// listed (name, state, power model) without their energy or draw, which
+// other projects' load makes up, and the totals are the project's.
+func tenantEnergy(out *api.EnergyReport) {
+	for i, h := range out.Hosts {
+		out.Hosts[i] = api.EnergyLine{Name: h.Name, State: h.State, PowerModel: h.PowerModel}
+	}
+	out.Watts, out.UnattributedKWh = 0, 0
+	out.TotalKWh, out.FacilityKWh, out.CO2g = 0, 0, 0
+	for _, l := range out.Projects {
+		out.TotalKWh += l.KWh
+		out.FacilityKWh += l.FacilityKWh
+		out.CO2g += l.CO2g
+	}
 }
 
 func cutVMKey(key string) (project, name string, ok bool) {

@@ -197,7 +197,7 @@ func (s *Server) consoleLog(w http.ResponseWriter, r *http.Request, p *principal
 	if v := r.URL.Query().Get("tail"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 || n > maxConsoleLog {
-			return fieldError("tail", "must be a byte count between 1 and %d, got %q", maxConsoleLog, v)
+			return fieldError("tail", "must be a byte count between 1 and %d, got %s", maxConsoleLog, quoteField(v))
 		}
 		tail = n
 	}

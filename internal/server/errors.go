@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/vpool/vpool/internal/api"
@@ -87,58 +89,105 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-// decodeJSON reads exactly one JSON value of v's type from the request
-// body: no unknown fields, nothing after it, at most MaxBody bytes. The
-// error names the field at fault.
+// decodeJSON reads exactly one JSON object of v's type from the request
+// body: no unknown fields, nothing after it, at most MaxBody bytes, not
+// empty and not null. The error names the field at fault by its full
+// JSON path.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) *httpError {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return errf(http.StatusRequestEntityTooLarge, api.CodeBadRequest, "", "request body is larger than %d bytes", MaxBody)
-		}
-		return badRequest("reading request body: %v", err)
+	body, he := readBody(w, r)
+	if he != nil {
+		return he
 	}
 	return decodeBytes(body, v)
 }
 
+// decodeOptionalJSON is decodeJSON for a route whose body may be left
+// out: an empty body leaves v as it is; a null one is still refused.
+func decodeOptionalJSON(w http.ResponseWriter, r *http.Request, v any) *httpError {
+	body, he := readBody(w, r)
+	if he != nil || len(bytes.TrimSpace(body)) == 0 {
+		return he
+	}
+	return decodeBytes(body, v)
+}
+
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *httpError) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, errf(http.StatusRequestEntityTooLarge, api.CodeBadRequest, "body", "request body is larger than %d bytes", MaxBody)
+		}
+		return nil, badRequest("reading request body: %v", err)
+	}
+	return body, nil
+}
+
+// bodyError is a refusal of the body as a whole.
+func bodyError(format string, args ...any) *httpError {
+	return errf(http.StatusBadRequest, api.CodeBadRequest, "body", format, args...)
+}
+
 // decodeBytes is decodeJSON's pure core (the fuzz targets call it).
 func decodeBytes(body []byte, v any) *httpError {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return badRequest("request body is empty: send a JSON object")
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		return bodyError("request body is empty: send a JSON object")
+	}
+	if bytes.Equal(trimmed, []byte("null")) {
+		// json.Decode leaves v untouched for null: a PUT would store
+		// the zero value and a POST would act on defaults.
+		return bodyError("request body is null: send a JSON object")
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return decodeError(err, body)
+		return decodeError(err, body, reflect.TypeOf(v))
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return badRequest("request body holds more than one JSON value")
+		return bodyError("request body holds more than one JSON value")
 	}
 	return nil
 }
 
-func decodeError(err error, body []byte) *httpError {
+func decodeError(err error, body []byte, t reflect.Type) *httpError {
 	var se *json.SyntaxError
 	var te *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &se):
-		return badRequest("malformed JSON at byte %d: %v", se.Offset, se)
+		return bodyError("malformed JSON at byte %d: %v", se.Offset, se)
 	case errors.As(err, &te):
 		field := te.Field
 		if field == "" {
-			return badRequest("the body must be a JSON object, not %s", article(te.Value))
+			return bodyError("the body must be a JSON object, not %s", article(te.Value))
+		}
+		if p := pathAtOffset(body, t, te.Offset); p != "" {
+			field = p
 		}
 		return fieldError(field, "%s", typeHint(te, stringBefore(body, te.Offset)))
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		return badRequest("malformed JSON: the body ends too early")
+		return bodyError("malformed JSON: the body ends too early")
 	}
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, `json: unknown field "`); ok {
 		name = strings.TrimSuffix(name, `"`)
-		return fieldError(name, "unknown field %q", name)
+		if p := unknownFieldPath(body, t); p != "" {
+			name = p
+		}
+		if len(name) > 256 {
+			name = name[:256] + "…"
+		}
+		return fieldError(name, "unknown field %s: check its spelling against /api/v1/openapi.json", quoteField(name))
 	}
-	return badRequest("malformed JSON: %s", strings.TrimPrefix(msg, "json: "))
+	return bodyError("malformed JSON: %s", strings.TrimPrefix(msg, "json: "))
+}
+
+// quoteField quotes a field path for a message, cut to 80 bytes.
+func quoteField(s string) string {
+	if len(s) > 80 {
+		return strconv.Quote(s[:80]) + "…"
+	}
+	return strconv.Quote(s)
 }
 
 func article(s string) string {
@@ -174,6 +223,9 @@ func stringBefore(body []byte, offset int64) string {
 // the offending string value when it was a string.
 func typeHint(te *json.UnmarshalTypeError, str string) string {
 	got := te.Value
+	if len(str) > 80 {
+		str = str[:80] + "…"
+	}
 	if te.Value == "string" {
 		got = fmt.Sprintf("the string %q", str)
 	}

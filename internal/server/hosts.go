@@ -21,16 +21,27 @@ func withAllocation(h *model.Host, a *model.Allocation) {
 	}
 }
 
-func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, _ *principal) error {
+func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, p *principal) error {
 	hosts, _, err := s.repo.ListHosts(r.Context())
 	if err != nil {
 		return err
+	}
+	out := api.HostList{Items: make([]model.Host, 0, len(hosts))}
+	if !p.clusterAdmin() {
+		mine, err := s.projectPlacements(r.Context(), p.tok.Project)
+		if err != nil {
+			return err
+		}
+		for _, h := range hosts {
+			out.Items = append(out.Items, tenantHost(h, mine[h.Name]))
+		}
+		writeJSON(w, http.StatusOK, out)
+		return nil
 	}
 	allocs, _, err := s.repo.ListAllocations(r.Context())
 	if err != nil {
 		return err
 	}
-	out := api.HostList{Items: make([]model.Host, 0, len(hosts))}
 	for _, h := range hosts {
 		withAllocation(h, allocs[h.Name])
 		out.Items = append(out.Items, *h)
@@ -46,11 +57,19 @@ func hostNotFound(err error, name string) error {
 	return err
 }
 
-func (s *Server) getHost(w http.ResponseWriter, r *http.Request, _ *principal) error {
+func (s *Server) getHost(w http.ResponseWriter, r *http.Request, p *principal) error {
 	name := r.PathValue("name")
 	h, err := s.repo.GetHost(r.Context(), name)
 	if err != nil {
 		return hostNotFound(err, name)
+	}
+	if !p.clusterAdmin() {
+		mine, err := s.projectPlacements(r.Context(), p.tok.Project)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, tenantHost(h, mine[name]))
+		return nil
 	}
 	a, err := s.repo.GetAllocation(r.Context(), name)
 	if err != nil {
@@ -80,7 +99,7 @@ func validateHostPatch(req *api.HostPatchRequest) error {
 		}
 	}
 	if req.State != nil && *req.State != model.HostReady && *req.State != model.HostMaintenance {
-		return fieldError("state", "an operator may set ready or maintenance (got %q)", *req.State)
+		return fieldError("state", "an operator may set ready or maintenance (got %s)", quoteField(string(*req.State)))
 	}
 	return nil
 }
@@ -165,7 +184,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, p *principal) er
 	if v := q.Get("since"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			return fieldError("since", "must be a store revision (a whole number ≥ 0), got %q", v)
+			return fieldError("since", "must be a store revision (a whole number ≥ 0), got %s", quoteField(v))
 		}
 		since = n
 	}
@@ -173,13 +192,13 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, p *principal) er
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 100000 {
-			return fieldError("limit", "must be between 1 and 100000, got %q", v)
+			return fieldError("limit", "must be between 1 and 100000, got %s", quoteField(v))
 		}
 		limit = n
 	}
 	follow, _ := strconv.ParseBool(q.Get("follow"))
 	if follow {
-		return s.followEvents(w, r, since, project)
+		return s.followEvents(w, r, p, since, project)
 	}
 	evs, _, err := s.repo.ListEvents(r.Context(), since, project)
 	if err != nil {
@@ -188,12 +207,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, p *principal) er
 	if len(evs) > limit {
 		evs = evs[len(evs)-limit:]
 	}
-	writeJSON(w, http.StatusOK, api.EventList{Items: evs})
+	reply(w, http.StatusOK, p, api.EventList{Items: evs})
 	return nil
 }
 
 // followEvents streams events as NDJSON, one flushed line each.
-func (s *Server) followEvents(w http.ResponseWriter, r *http.Request, since int64, project string) error {
+func (s *Server) followEvents(w http.ResponseWriter, r *http.Request, p *principal, since int64, project string) error {
 	ctx, cancel := s.streamContext(r)
 	defer cancel()
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -203,7 +222,11 @@ func (s *Server) followEvents(w http.ResponseWriter, r *http.Request, since int6
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
 	enc := json.NewEncoder(w)
+	admin := p.clusterAdmin()
 	err := s.repo.FollowEvents(ctx, since, project, func(e model.Event) error {
+		if !admin {
+			e.Message = redact(e.Message)
+		}
 		if err := enc.Encode(e); err != nil {
 			return err
 		}

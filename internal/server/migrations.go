@@ -70,7 +70,7 @@ func (s *Server) listMigrations(w http.ResponseWriter, r *http.Request, p *princ
 	for _, m := range ms {
 		out.Items = append(out.Items, *m)
 	}
-	writeJSON(w, http.StatusOK, out)
+	reply(w, http.StatusOK, p, out)
 	return nil
 }
 
@@ -94,6 +94,12 @@ func (s *Server) createMigration(w http.ResponseWriter, r *http.Request, p *prin
 			return err
 		}
 	}
+	if req.BandwidthBps < 0 || req.BandwidthBps > model.MaxMigrationBandwidth {
+		return fieldError("bandwidthBps", "must be 0 (the driver's default) or a rate of at most %d bytes/s (got %d)", model.MaxMigrationBandwidth, req.BandwidthBps)
+	}
+	if d := req.DowntimeLimitMs; d != nil && (*d <= 0 || *d > model.MaxDowntimeLimitMs) {
+		return fieldError("downtimeLimitMs", "must be 1 to %d ms (got %d)", model.MaxDowntimeLimitMs, *d)
+	}
 	mp, err := s.migrationPlanner()
 	if err != nil {
 		return err
@@ -109,9 +115,6 @@ func (s *Server) createMigration(w http.ResponseWriter, r *http.Request, p *prin
 	opts, err := model.EffectiveMigrationOptions(&vm.Spec, req.DowntimeLimitMs, req.AllowPostCopy)
 	if err != nil {
 		return err
-	}
-	if req.BandwidthBps < 0 {
-		return badRequest("bandwidthBps: must be 0 (the driver's default) or a rate in bytes/s (got %d)", req.BandwidthBps)
 	}
 	opts.BandwidthBps = req.BandwidthBps
 	target, mode, expl, err := mp.PlanMigration(ctx, vm, req.To)
@@ -150,7 +153,7 @@ func (s *Server) getMigration(w http.ResponseWriter, r *http.Request, p *princip
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, m)
+	reply(w, http.StatusOK, p, m)
 	return nil
 }
 
@@ -177,7 +180,7 @@ func (s *Server) cancelMigration(w http.ResponseWriter, r *http.Request, p *prin
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, out)
+	reply(w, http.StatusAccepted, p, out)
 	return nil
 }
 
@@ -187,10 +190,8 @@ func (s *Server) drainHost(w http.ResponseWriter, r *http.Request, p *principal)
 	}
 	name := r.PathValue("name")
 	var req api.DrainRequest
-	if r.ContentLength != 0 {
-		if he := decodeJSON(w, r, &req); he != nil {
-			return he
-		}
+	if he := decodeOptionalJSON(w, r, &req); he != nil {
+		return he
 	}
 	if req.MaxConcurrent < 0 || req.MaxConcurrent > 64 {
 		return fieldError("maxConcurrent", "must be 1 to 64 (0: the default %d), got %d", model.DefaultDrainConcurrency, req.MaxConcurrent)

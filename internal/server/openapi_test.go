@@ -31,7 +31,7 @@ var (
 	enums     = map[reflect.Type][]string{
 		reflect.TypeOf(model.Phase("")):      {"pending", "scheduling", "creating", "running", "stopping", "stopped", "failed", "deleting", "paused"},
 		reflect.TypeOf(model.PowerState("")): {"running", "stopped"},
-		reflect.TypeOf(model.Role("")):       {"admin", "member", "viewer", "agent"},
+		reflect.TypeOf(model.Role("")):       {"admin", "member", "viewer", "agent", "metrics"},
 		reflect.TypeOf(model.HostState("")):  {"ready", "maintenance", "standby", "down", "fenced"},
 	}
 )
@@ -177,7 +177,7 @@ func generateOpenAPI(s *Server) ([]byte, error) {
 			},
 		}
 		if o.req != nil {
-			operation["requestBody"] = map[string]any{"required": o.method != "POST" || !strings.HasSuffix(o.path, "join-tokens"),
+			operation["requestBody"] = map[string]any{"required": o.method != "POST" || !(strings.HasSuffix(o.path, "join-tokens") || strings.HasSuffix(o.path, "/drain")),
 				"content": map[string]any{"application/json": map[string]any{"schema": g.schema(reflect.TypeOf(o.req))}}}
 		}
 		if paths[o.path] == nil {

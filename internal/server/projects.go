@@ -99,6 +99,11 @@ func (s *Server) patchProject(w http.ResponseWriter, r *http.Request, p *princip
 			return err
 		}
 	}
+	if req.Description != nil {
+		if err := model.ValidDescription("description", *req.Description); err != nil {
+			return err
+		}
+	}
 	pr, err := s.repo.UpdateProject(r.Context(), name, func(pr *model.Project) error {
 		if req.Description != nil {
 			pr.Description = *req.Description
@@ -164,10 +169,10 @@ func parseTTL(field, s string, def, maxd time.Duration) (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fieldError(field, "%q is not a duration: use e.g. 30m, 24h or 720h", s)
+		return 0, fieldError(field, "%s is not a duration: use e.g. 30m, 24h or 720h", quoteField(s))
 	}
 	if d <= 0 || d > maxd {
-		return 0, fieldError(field, "must be positive and at most %s (got %s)", maxd, s)
+		return 0, fieldError(field, "must be positive and at most %s (got %s)", maxd, quoteField(s))
 	}
 	return d, nil
 }
@@ -185,10 +190,14 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, p *principa
 	}
 	switch req.Role {
 	case model.RoleAdmin, model.RoleMember, model.RoleViewer:
+	case model.RoleMetrics:
+		if req.Project != "" {
+			return fieldError("project", "a metrics token reads the cluster's /metrics: leave project out")
+		}
 	default:
-		return fieldError("role", "must be admin, member or viewer (got %q)", req.Role)
+		return fieldError("role", "must be admin, member, viewer or metrics (got %s)", quoteField(string(req.Role)))
 	}
-	if req.Role != model.RoleAdmin && req.Project == "" {
+	if req.Role != model.RoleAdmin && req.Role != model.RoleMetrics && req.Project == "" {
 		return fieldError("project", "a %s token needs a project", req.Role)
 	}
 	if req.Project != "" {
@@ -239,7 +248,9 @@ func (s *Server) openAPI(w http.ResponseWriter, _ *http.Request, _ *principal) e
 	return nil
 }
 
-func (s *Server) clusterInfo(w http.ResponseWriter, r *http.Request, _ *principal) error {
+// clusterInfo answers the cluster summary; a tenant's counts are its
+// project's (VMs, one project) and it is not told the leader's address.
+func (s *Server) clusterInfo(w http.ResponseWriter, r *http.Request, p *principal) error {
 	ctx := r.Context()
 	hosts, _, err := s.cfg.Store.List(ctx, store.HostsPrefix)
 	if err != nil {
@@ -255,7 +266,13 @@ func (s *Server) clusterInfo(w http.ResponseWriter, r *http.Request, _ *principa
 	}
 	info := api.ClusterInfo{Version: s.cfg.Version, Server: s.Addr(), Store: s.cfg.StoreKind, CAHash: s.ca.Hash(),
 		Hosts: len(hosts), VMs: vms, Projects: len(usage)}
-	if kv, err := s.cfg.Store.Get(ctx, store.LeaderKey); err == nil {
+	if !p.clusterAdmin() {
+		u, ok := usage[p.tok.Project]
+		info.VMs, info.Projects = u.VMs, 0
+		if ok {
+			info.Projects = 1
+		}
+	} else if kv, err := s.cfg.Store.Get(ctx, store.LeaderKey); err == nil {
 		info.Leader = string(kv.Value)
 	}
 	writeJSON(w, http.StatusOK, info)
@@ -296,10 +313,8 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request, p *prin
 		return err
 	}
 	var req api.JoinTokenRequest
-	if r.ContentLength != 0 {
-		if he := decodeJSON(w, r, &req); he != nil {
-			return he
-		}
+	if he := decodeOptionalJSON(w, r, &req); he != nil {
+		return he
 	}
 	ttl, err := parseTTL("ttl", req.TTL, time.Hour, 7*24*time.Hour)
 	if err != nil {

@@ -3,7 +3,9 @@ package server
 import (
 	"fmt"
 	"net/http"
+	"path"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
@@ -85,12 +87,12 @@ func (s *Server) routes() (http.Handler, error) {
 	mux.Handle("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	}))
-	mux.Handle("GET /metrics", s.metrics.Handler())
+	mux.Handle("GET /metrics", s.metricsHandler())
 	// The dashboard: static files from the binary, calling this same API.
 	mux.Handle(web.Prefix, web.Handler())
 	mux.Handle("GET /{$}", web.Handler())
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, pattern := mux.Handler(r); pattern == "" {
+		if _, pattern := mux.Handler(r); pattern == "" || !cleanAPIPath(r.URL.Path) {
 			he := errf(http.StatusNotFound, api.CodeNotFound, "", "no such endpoint: %s %s (see /api/v1/openapi.json)", r.Method, r.URL.Path)
 			writeJSON(w, he.status, he.body)
 			s.metrics.APILatency.WithLabelValues("unmatched", "404").Observe(0)
@@ -98,6 +100,40 @@ func (s *Server) routes() (http.Handler, error) {
 		}
 		mux.ServeHTTP(w, r)
 	}), nil
+}
+
+// cleanAPIPath reports whether an /api/ path is in canonical form. The
+// mux would answer "/api/v1/projects/." with a redirect to a route the
+// client did not ask for; the API answers 404 instead.
+func cleanAPIPath(p string) bool {
+	if !strings.HasPrefix(p, "/api/") {
+		return true
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c == p
+}
+
+// metricsHandler serves /metrics to cluster admins and metrics tokens
+// (model.RoleMetrics): the gauges count every host and VM of the cluster.
+func (s *Server) metricsHandler() http.Handler {
+	h := s.metrics.Handler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, he := s.authenticate(r)
+		if he == nil && !p.clusterAdmin() && p.tok.Role != model.RoleMetrics {
+			he = forbidden("/metrics needs an admin or a metrics token (vpool token create --role metrics)")
+		}
+		if he != nil {
+			if he.status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="vpool"`)
+			}
+			writeJSON(w, he.status, he.body)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // statusWriter remembers the status written; it passes Flush through
@@ -144,6 +180,13 @@ func (s *Server) wrap(route string, e endpoint) http.Handler {
 					w.Header().Set("WWW-Authenticate", `Bearer realm="vpool"`)
 				}
 				err = he
+			} else if p.tok.Role == model.RoleMetrics {
+				err = forbidden("a metrics token reads /metrics only")
+			}
+		}
+		if err == nil {
+			if he := checkPathParams(route, r); he != nil {
+				err = he
 			}
 		}
 		if err == nil {
@@ -153,6 +196,10 @@ func (s *Server) wrap(route string, e endpoint) http.Handler {
 			he := toHTTP(err)
 			if he.status >= 500 && he.body.Code == api.CodeInternal {
 				s.log.Error("request failed", "route", route, "err", err)
+				if p == nil || !p.clusterAdmin() {
+					// the cause may name store endpoints or host paths
+					he = errf(he.status, api.CodeInternal, "", "internal error; the server's log has the details")
+				}
 			}
 			if sw.status == 0 {
 				writeJSON(sw, he.status, he.body)

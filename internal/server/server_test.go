@@ -150,6 +150,7 @@ func TestAuthMatrix(t *testing.T) {
 	ts.mustCall(201, "POST", "/api/v1/vms?project=beta", admin, vmReq("secret-vm"), nil)
 	member := ts.tokenFor("alpha", model.RoleMember)
 	viewer := ts.tokenFor("alpha", model.RoleViewer)
+	scraper := ts.tokenFor("", model.RoleMetrics)
 	var expired api.TokenCreateResponse
 	ts.mustCall(201, "POST", "/api/v1/tokens", admin, api.TokenCreateRequest{Project: "alpha", TTL: "1ns"}, &expired)
 	join, err := ts.NewJoinToken(context.Background(), time.Hour)
@@ -170,7 +171,12 @@ func TestAuthMatrix(t *testing.T) {
 		{"join token as bearer", "GET", "/api/v1/vms", joinSecret, nil, 401, api.CodeUnauthorized},
 		{"healthz is public", "GET", "/healthz", "", nil, 200, ""},
 		{"openapi is public", "GET", "/api/v1/openapi.json", "", nil, 200, ""},
-		{"metrics is public", "GET", "/metrics", "", nil, 200, ""},
+		{"metrics needs a token", "GET", "/metrics", "", nil, 401, api.CodeUnauthorized},
+		{"metrics refuses a member", "GET", "/metrics", member, nil, 403, api.CodeForbidden},
+		{"metrics serves an admin", "GET", "/metrics", admin, nil, 200, ""},
+		{"metrics serves a metrics token", "GET", "/metrics", scraper, nil, 200, ""},
+		{"metrics token reads no API", "GET", "/api/v1/hosts", scraper, nil, 403, api.CodeForbidden},
+		{"metrics token in a project", "POST", "/api/v1/tokens", admin, api.TokenCreateRequest{Role: model.RoleMetrics, Project: "alpha"}, 400, api.CodeInvalidField},
 		{"member lists own", "GET", "/api/v1/vms", member, nil, 200, ""},
 		{"member creates in own", "POST", "/api/v1/vms", member, vmReq("mine"), 201, ""},
 		{"member reads other project's VM", "GET", "/api/v1/vms/secret-vm?project=beta", member, nil, 404, api.CodeNotFound},
@@ -397,7 +403,9 @@ func TestTwoServersAgreeOnCA(t *testing.T) {
 func TestMetricsExposeStateAndLatency(t *testing.T) {
 	ts := startServer(t, nil)
 	ts.mustCall(201, "POST", "/api/v1/vms", ts.AdminToken(), vmReq("m"), nil)
-	resp, err := http.Get("http://" + ts.Addr() + "/metrics")
+	req, _ := http.NewRequest("GET", "http://"+ts.Addr()+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+ts.AdminToken())
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

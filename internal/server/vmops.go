@@ -66,7 +66,7 @@ func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request, p *princi
 	for i, it := range items {
 		out.Items[i] = *it
 	}
-	writeJSON(w, http.StatusOK, out)
+	reply(w, http.StatusOK, p, out)
 	return nil
 }
 
@@ -80,7 +80,7 @@ func (s *Server) getSnapshot(w http.ResponseWriter, r *http.Request, p *principa
 	if err != nil {
 		return snapshotNotFound(err, vm, name)
 	}
-	writeJSON(w, http.StatusOK, snap)
+	reply(w, http.StatusOK, p, snap)
 	return nil
 }
 
@@ -128,7 +128,7 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, p *princ
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, snap)
+	reply(w, http.StatusAccepted, p, snap)
 	return nil
 }
 
@@ -152,7 +152,7 @@ func (s *Server) revertSnapshot(w http.ResponseWriter, r *http.Request, p *princ
 	if err != nil {
 		return snapshotNotFound(err, vmName, name)
 	}
-	writeJSON(w, http.StatusAccepted, snap)
+	reply(w, http.StatusAccepted, p, snap)
 	return nil
 }
 
@@ -189,7 +189,7 @@ func (s *Server) deleteSnapshot(w http.ResponseWriter, r *http.Request, p *princ
 	if err != nil {
 		return snapshotNotFound(err, vmName, name)
 	}
-	writeJSON(w, http.StatusAccepted, snap)
+	reply(w, http.StatusAccepted, p, snap)
 	return nil
 }
 
@@ -295,6 +295,15 @@ func (s *Server) addDisk(w http.ResponseWriter, r *http.Request, p *principal) e
 	if he := decodeJSON(w, r, &req); he != nil {
 		return he
 	}
+	if req.Name != "" {
+		if err := model.ValidName("name", req.Name); err != nil {
+			return err
+		}
+	}
+	probe := model.VMSpec{Disks: []model.Disk{{Name: req.Name, Size: req.Size, Pool: req.Pool, Tier: req.Tier}}}
+	if err := s.checkStorage(r.Context(), []*model.VMSpec{&probe}, []string{""}); err != nil {
+		return diskFieldError(err, 0)
+	}
 	vm, _, _, err := s.updateVM(r, p, func(v *model.VM) error {
 		if v.Status.Migration != "" {
 			return conflict("VM %q is migrating; add the disk when it has moved", v.Name)
@@ -311,7 +320,7 @@ func (s *Server) addDisk(w http.ResponseWriter, r *http.Request, p *principal) e
 		spec := v.Spec
 		spec.Disks = append(append([]model.Disk(nil), v.Spec.Disks...), d)
 		if err := spec.Validate(); err != nil {
-			return specFieldError(err)
+			return diskFieldError(err, len(spec.Disks)-1)
 		}
 		v.Spec = spec
 		return nil
@@ -319,7 +328,7 @@ func (s *Server) addDisk(w http.ResponseWriter, r *http.Request, p *principal) e
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, vm)
+	reply(w, http.StatusAccepted, p, vm)
 	return nil
 }
 
@@ -347,7 +356,7 @@ func (s *Server) removeDisk(w http.ResponseWriter, r *http.Request, p *principal
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, vm)
+	reply(w, http.StatusAccepted, p, vm)
 	return nil
 }
 
@@ -362,6 +371,21 @@ func freeDiskName(disks []model.Disk) string {
 			return n
 		}
 	}
+}
+
+// diskFieldError names a validation failure of the added disk (at index
+// i of the spec) by the request's own fields: size, pool, tier, name.
+func diskFieldError(err error, i int) error {
+	var fe *model.FieldError
+	var he *httpError
+	prefix := fmt.Sprintf("spec.disks[%d].", i)
+	switch {
+	case errors.As(err, &fe) && strings.HasPrefix(fe.Field, prefix):
+		return fieldError(strings.TrimPrefix(fe.Field, prefix), "%s", fe.Message)
+	case errors.As(err, &he) && strings.HasPrefix(he.body.Field, prefix):
+		return fieldError(strings.TrimPrefix(he.body.Field, prefix), "%s", he.body.Message)
+	}
+	return specFieldError(err)
 }
 
 func specFieldError(err error) error {

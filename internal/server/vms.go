@@ -28,6 +28,9 @@ func buildVM(project, name string, spec model.VMSpec, prefix string) (*model.VM,
 		}
 		return nil, err
 	}
+	if err := checkSSHKeys(&spec, prefix); err != nil {
+		return nil, err
+	}
 	return &model.VM{Meta: model.Meta{Name: name, Project: project}, Spec: spec}, nil
 }
 
@@ -52,6 +55,9 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err != nil {
 		return err
 	}
+	if err := s.checkStorage(r.Context(), []*model.VMSpec{&vm.Spec}, []string{""}); err != nil {
+		return err
+	}
 	if req.DryRun {
 		res, err := s.dryRun(r, []*model.VM{vm})
 		if err != nil {
@@ -64,7 +70,7 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err != nil {
 		return projectErr(err, project)
 	}
-	writeJSON(w, http.StatusCreated, created)
+	reply(w, http.StatusCreated, p, created)
 	return nil
 }
 
@@ -103,6 +109,9 @@ func (s *Server) batchVMs(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err != nil {
 		return err
 	}
+	if err := s.checkBatchStorage(r, &req, vms); err != nil {
+		return err
+	}
 	if req.DryRun {
 		res, err := s.dryRun(r, vms)
 		if err != nil {
@@ -119,8 +128,21 @@ func (s *Server) batchVMs(w http.ResponseWriter, r *http.Request, p *principal) 
 	for i, v := range created {
 		out.VMs[i] = *v
 	}
-	writeJSON(w, http.StatusCreated, out)
+	reply(w, http.StatusCreated, p, out)
 	return nil
+}
+
+// checkBatchStorage runs checkStorage on a batch, naming the item's
+// fields as the request does (vms[i].spec... or spec...).
+func (s *Server) checkBatchStorage(r *http.Request, req *api.VMBatchRequest, vms []*model.VM) error {
+	if len(req.VMs) == 0 {
+		return s.checkStorage(r.Context(), []*model.VMSpec{&vms[0].Spec}, []string{""})
+	}
+	specs, prefixes := make([]*model.VMSpec, len(vms)), make([]string, len(vms))
+	for i, v := range vms {
+		specs[i], prefixes[i] = &v.Spec, fmt.Sprintf("vms[%d].", i)
+	}
+	return s.checkStorage(r.Context(), specs, prefixes)
 }
 
 // batchItems validates a batch request into VMs.
@@ -185,7 +207,7 @@ func (s *Server) getVM(w http.ResponseWriter, r *http.Request, p *principal) err
 	if err != nil {
 		return vmNotFound(err, project, name)
 	}
-	writeJSON(w, http.StatusOK, vm)
+	reply(w, http.StatusOK, p, vm)
 	return nil
 }
 
@@ -206,6 +228,11 @@ func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, p *principal) e
 	items, rev, err := s.repo.ListVMsRaw(r.Context(), project)
 	if err != nil {
 		return err
+	}
+	if !p.clusterAdmin() {
+		if items, err = tenantRawVMs(items); err != nil {
+			return err
+		}
 	}
 	n := 32
 	for _, it := range items {
@@ -299,7 +326,7 @@ func (s *Server) patchVM(w http.ResponseWriter, r *http.Request, p *principal) e
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, vm)
+	reply(w, http.StatusOK, p, vm)
 	return nil
 }
 
@@ -327,7 +354,7 @@ func (s *Server) deleteVM(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, vm)
+	reply(w, http.StatusAccepted, p, vm)
 	return nil
 }
 
@@ -372,7 +399,7 @@ func (s *Server) powerVM(op string) func(http.ResponseWriter, *http.Request, *pr
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusAccepted, vm)
+		reply(w, http.StatusAccepted, p, vm)
 		return nil
 	}
 }

@@ -127,7 +127,8 @@ func TestCloudInitValidation(t *testing.T) {
 		ci   model.CloudInit
 		ok   bool
 	}{
-		{"fine", model.CloudInit{Hostname: "a.b-c", SSHKeys: []string{"ssh-ed25519 AAAA x"}}, true},
+		{"fine", model.CloudInit{Hostname: "a.b-c", SSHKeys: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAID4vpeQQweL+lBLlerWd0ofdQmqkSUOcmk1KIBv/AccB x"}}, true},
+		{"not a key", model.CloudInit{SSHKeys: []string{"ssh-ed25519 AAAA x"}}, false},
 		{"bad host name", model.CloudInit{Hostname: "under_score"}, false},
 		{"two keys in one", model.CloudInit{SSHKeys: []string{"ssh-ed25519 AAAA x\nssh-rsa BBBB y"}}, false},
 		{"no key", model.CloudInit{SSHKeys: []string{"garbage"}}, false},
