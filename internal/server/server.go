@@ -86,7 +86,15 @@ type Config struct {
 	// ServerNames are the SANs of the server certificates (default:
 	// 127.0.0.1, ::1, localhost, the host name).
 	ServerNames []string
+	// CAKeyFile holds the key that seals the cluster CA's private key in
+	// the store (default DataDir/ca-seal.key, made with the CA; with no
+	// DataDir, a key in memory). Every server of a cluster needs the
+	// same file: copy it from the first before starting the others.
+	CAKeyFile string
 }
+
+// DefaultCAKeyFile is the seal key's file name in the data dir.
+const DefaultCAKeyFile = "ca-seal.key"
 
 // Server is one API server. Several may run against one store.
 type Server struct {
@@ -111,6 +119,8 @@ type Server struct {
 	served  map[string]servedSet // per host: what the last assignments answer held
 
 	consoles consoleBroker // serial console sessions waiting for or joined by agents
+
+	memSealKey []byte // the CA seal key when there is no file
 }
 
 // New prepares a server: it loads or creates the cluster CA and the admin
@@ -185,33 +195,6 @@ func (s *Server) bootstrap(ctx context.Context) error {
 		return err
 	}
 	return s.repo.EnsureProject(ctx, &model.Project{Meta: model.Meta{Name: api.DefaultProject}, Description: "default project"})
-}
-
-// loadOrCreateCA reads the CA from the store, or creates it; when two
-// servers race, the first write wins (IfAbsent) and both use it.
-func (s *Server) loadOrCreateCA(ctx context.Context) (*pki.CA, error) {
-	for range 3 {
-		kv, err := s.cfg.Store.Get(ctx, store.CAKey)
-		if err == nil {
-			return pki.ParseCA(kv.Value)
-		}
-		if !errors.Is(err, store.ErrNotFound) {
-			return nil, fmt.Errorf("server: read CA: %w", err)
-		}
-		ca, err := pki.NewCA(s.now())
-		if err != nil {
-			return nil, err
-		}
-		ok, _, err := s.cfg.Store.Txn(ctx, []store.Cond{store.IfAbsent(store.CAKey)}, []store.Op{store.Put(store.CAKey, ca.Bundle())})
-		if err != nil {
-			return nil, fmt.Errorf("server: store CA: %w", err)
-		}
-		if ok {
-			s.log.Info("created cluster CA", "hash", ca.Hash())
-			return ca, nil
-		}
-	}
-	return nil, errors.New("server: could not agree on a cluster CA")
 }
 
 func newSecret(prefix string) string {
