@@ -121,6 +121,9 @@ type Server struct {
 	consoles consoleBroker // serial console sessions waiting for or joined by agents
 
 	memSealKey []byte // the CA seal key when there is no file
+
+	trust    *trust // which host certificates are valid
+	trustRev int64  // the revision trust was loaded at
 }
 
 // New prepares a server: it loads or creates the cluster CA and the admin
@@ -189,6 +192,10 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	}
 	s.ca = ca
 	if s.tlsCert, err = ca.ServerCert(s.cfg.ServerNames, s.now()); err != nil {
+		return err
+	}
+	s.trust = newTrust(s.repo, s.now)
+	if s.trustRev, err = s.trust.load(ctx); err != nil {
 		return err
 	}
 	if err := s.loadOrCreateAdminToken(ctx); err != nil {
@@ -269,15 +276,34 @@ func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 // Handler is the user API handler (for in-process tests).
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// NewJoinToken issues a host join token valid for ttl.
-func (s *Server) NewJoinToken(ctx context.Context, ttl time.Duration) (api.JoinTokenResponse, error) {
+// NewJoinToken issues a host join token valid for ttl that joins up to
+// uses hosts (0: one).
+func (s *Server) NewJoinToken(ctx context.Context, ttl time.Duration, uses int) (api.JoinTokenResponse, error) {
+	switch {
+	case uses == 0:
+		uses = 1
+	case uses < 0 || uses > api.MaxJoinTokenUses:
+		return api.JoinTokenResponse{}, fieldError("uses", "must be between 1 and %d (got %d)", api.MaxJoinTokenUses, uses)
+	}
 	secret := newSecret("")
 	exp := s.now().Add(ttl)
-	tok := &model.Token{Hash: state.HashSecret(secret), Role: model.RoleAgent, Purpose: "join", CreatedAt: s.now(), ExpiresAt: exp}
+	tok := &model.Token{Hash: state.HashSecret(secret), Role: model.RoleAgent, Purpose: "join", CreatedAt: s.now(), ExpiresAt: exp, Uses: uses}
 	if err := s.repo.CreateToken(ctx, tok); err != nil {
 		return api.JoinTokenResponse{}, err
 	}
-	return api.JoinTokenResponse{Token: pki.FormatJoinToken(s.ca.Hash(), secret), ExpiresAt: exp, AgentAddr: s.AgentAddr()}, nil
+	return api.JoinTokenResponse{Token: pki.FormatJoinToken(s.ca.Hash(), secret), ExpiresAt: exp, AgentAddr: s.AgentAddr(), Uses: uses}, nil
+}
+
+// RekeyToken revokes host's certificate and issues a single-use join
+// token, valid for ttl, that joins that host name alone.
+func (s *Server) RekeyToken(ctx context.Context, host string, ttl time.Duration) (api.JoinTokenResponse, error) {
+	secret := newSecret("")
+	exp := s.now().Add(ttl)
+	tok := &model.Token{Hash: state.HashSecret(secret), Role: model.RoleAgent, CreatedAt: s.now(), ExpiresAt: exp}
+	if err := s.repo.RekeyHost(ctx, host, tok); err != nil {
+		return api.JoinTokenResponse{}, err
+	}
+	return api.JoinTokenResponse{Token: pki.FormatJoinToken(s.ca.Hash(), secret), ExpiresAt: exp, AgentAddr: s.AgentAddr(), Uses: 1, Host: host}, nil
 }
 
 // Run serves both listeners (and the controllers, when configured) until
@@ -291,6 +317,8 @@ func (s *Server) Run(ctx context.Context) error {
 			ClientAuth:   tls.VerifyClientCertIfGiven,
 			ClientCAs:    s.ca.Pool(),
 			MinVersion:   tls.VersionTLS12,
+			// revoked host certificates end at the handshake
+			VerifyConnection: s.trust.verifyConnection,
 		}}
 	fresh := &freshConns{m: map[net.Conn]bool{}}
 	user.ConnState, agent.ConnState = fresh.track, fresh.track
@@ -303,6 +331,8 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { errc <- serveErr(agent.ServeTLS(s.agentLn, "", "")) }()
 	cctx, cancelControllers := context.WithCancel(ctx)
 	defer cancelControllers()
+	trustDone := make(chan struct{})
+	go func() { defer close(trustDone); s.trust.run(cctx, s.cfg.Store, s.trustRev) }()
 	ctrlDone := make(chan error, 1)
 	if s.cfg.Controllers != nil {
 		go func() { ctrlDone <- s.cfg.Controllers(cctx) }()
@@ -329,6 +359,7 @@ wait:
 	}
 	s.drainOnce.Do(func() { close(s.drain) })
 	cancelControllers()
+	<-trustDone
 	if ctrlRunning {
 		<-ctrlDone // controllers end with their context
 	}

@@ -162,7 +162,7 @@ func TestAuthMatrix(t *testing.T) {
 	viewer := ts.tokenFor("alpha", model.RoleViewer)
 	var expired api.TokenCreateResponse
 	ts.mustCall(201, "POST", "/api/v1/tokens", admin, api.TokenCreateRequest{Project: "alpha", TTL: "1ns"}, &expired)
-	join, err := ts.NewJoinToken(context.Background(), time.Hour)
+	join, err := ts.NewJoinToken(context.Background(), time.Hour, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
