@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -46,10 +47,14 @@ func (t *trust) load(ctx context.Context) (int64, error) {
 	return ps.Revision, nil
 }
 
+// pruneInterval is how often expired revocations are deleted.
+const pruneInterval = time.Hour
+
 // run keeps the cache fresh until ctx ends: a watch from the loaded
-// revision, reloading when the watch breaks. Expired revocations are
-// pruned at each load.
+// revision, reloading when the watch breaks; expired revocations are
+// pruned at the start and every pruneInterval.
 func (t *trust) run(ctx context.Context, st store.Store, rev int64) {
+	go t.pruneLoop(ctx)
 	for ctx.Err() == nil {
 		for resp := range st.Watch(ctx, store.PKIPrefix, rev+1) {
 			if resp.Err != nil {
@@ -67,6 +72,7 @@ func (t *trust) run(ctx context.Context, st store.Store, rev int64) {
 		}
 		var err error
 		if rev, err = t.load(ctx); err != nil {
+			// until a load succeeds, confirm every certificate with the store
 			t.mu.Lock()
 			t.ready = false
 			t.mu.Unlock()
@@ -75,12 +81,23 @@ func (t *trust) run(ctx context.Context, st store.Store, rev int64) {
 				return
 			case <-time.After(time.Second):
 			}
-			continue
 		}
+	}
+}
+
+func (t *trust) pruneLoop(ctx context.Context) {
+	tick := time.NewTicker(pruneInterval)
+	defer tick.Stop()
+	for {
 		t.mu.RLock()
-		ps := t.ps
+		ps := state.PKIState{Revoked: maps.Clone(t.ps.Revoked)}
 		t.mu.RUnlock()
-		_ = t.repo.PruneRevoked(ctx, ps, t.now())
+		_ = t.repo.PruneRevoked(ctx, ps, t.now()) // retried at the next tick
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
 	}
 }
 
