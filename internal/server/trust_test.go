@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/client"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/pki"
 	"github.com/vpool/vpool/internal/store"
@@ -154,8 +155,12 @@ func TestRemovedHostIsRevoked(t *testing.T) {
 	ts := startServer(t, st)
 	other := startServer(t, st)
 	a := joinAgent(t, ts, "h1")
-	a.beat()
+	a.beat() // leaves a kept-alive connection, past its handshake
 	ts.mustCall(204, "DELETE", "/api/v1/hosts/h1", ts.AdminToken(), nil, nil)
+	// on that connection the per-request check answers
+	if code := a.do("PUT", "/agent/v1/heartbeat", hb("h1"), nil); code != 403 {
+		t.Fatalf("a removed host's heartbeat on an open connection: %d", code)
+	}
 	viaOther := *a
 	viaOther.addr = other.AgentAddr()
 	for _, ag := range []*testAgent{a, &viaOther} {
@@ -315,7 +320,7 @@ func TestHostCertCannotServeAsServer(t *testing.T) {
 		cfg  *tls.Config
 		want error
 	}{
-		{"a client of the cluster CA dialing localhost", &tls.Config{RootCAs: pool, ServerName: "localhost"}, nil},
+		{"a client of the cluster CA dialing localhost (the CLI's check)", &tls.Config{RootCAs: pool, ServerName: "localhost"}, nil},
 		{"an agent checking the role, under the host's own name", &tls.Config{RootCAs: pool, ServerName: pki.HostDNSName("localhost"),
 			VerifyConnection: pki.VerifyServerConnection}, pki.ErrRole},
 		{"a pinned first contact", &tls.Config{InsecureSkipVerify: true, VerifyPeerCertificate: pki.VerifyPinned(ts.CAHash())}, pki.ErrRole},
@@ -331,6 +336,15 @@ func TestHostCertCannotServeAsServer(t *testing.T) {
 				t.Fatalf("refused for another reason: %v", err)
 			}
 		})
+	}
+	// the CLI's client, given the cluster CA, refuses it too
+	cli, err := client.New("https://localhost:"+port, "t", client.WithCACert(ts.CAPEM()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ve *tls.CertificateVerificationError
+	if _, err := cli.ClusterInfo(context.Background()); !errors.As(err, &ve) {
+		t.Fatalf("the CLI's client and a host certificate: %v", err)
 	}
 	// the real server passes the same checks
 	c, err := tls.Dial("tcp", ts.AgentAddr(), &tls.Config{RootCAs: pool, ServerName: "localhost", VerifyConnection: pki.VerifyServerConnection})
