@@ -25,6 +25,12 @@ func serverCmd() *cobra.Command {
 	listen := f.String("listen", server.DefaultListen, "address of the REST API")
 	agentListen := f.String("agent-listen", server.DefaultAgentListen, "address of the agents' mutual-TLS listener")
 	endpoints := f.String("etcd-endpoints", "", "comma-separated etcd client URLs of an existing cluster (default: embedded member)")
+	etcdCA := f.String("etcd-cacert", "", "with --etcd-endpoints: PEM file of the CA that signed the etcd members (default: the system roots)")
+	etcdCert := f.String("etcd-cert", "", "with --etcd-endpoints: PEM client certificate for etcd")
+	etcdKey := f.String("etcd-key", "", "with --etcd-endpoints: PEM key of --etcd-cert")
+	etcdUser := f.String("etcd-user", "", "with --etcd-endpoints: etcd user; its password comes from --etcd-password-file or VPOOL_ETCD_PASSWORD, never the command line")
+	etcdPassFile := f.String("etcd-password-file", "", "file holding the password of --etcd-user")
+	caKeyFile := f.String("ca-key-file", "", "the key that seals the cluster CA's private key in the store (default DATA_DIR/ca-seal.key, made with the CA); every server of a cluster needs the same file")
 	name := f.String("name", "", "this server's name in leader election (default: the host name)")
 	tlsAPI := f.Bool("tls", false, "serve the REST API over HTTPS with a certificate of the cluster CA")
 	powerOn := f.String("power-on-cmd", "", `command that wakes a host (text/template over the host, e.g. "wakeonlan {{index .Labels \"vpool.io/mac\"}}"); default: the agent protocol only`)
@@ -39,9 +45,15 @@ func serverCmd() *cobra.Command {
 		if n == "" {
 			n, _ = os.Hostname()
 		}
+		pass, err := etcdPassword(*etcdUser, *etcdPassFile)
+		if err != nil {
+			return err
+		}
 		srv, err := devenv.StartServer(cmd.Context(), devenv.ServerConfig{
 			DataDir: *dataDir, Listen: *listen, AgentListen: *agentListen, EtcdEndpoints: splitList(*endpoints),
-			Name: n, Logger: log, Version: version, TLS: *tlsAPI,
+			EtcdCACert: *etcdCA, EtcdCert: *etcdCert, EtcdKey: *etcdKey, EtcdUser: *etcdUser, EtcdPassword: pass,
+			CAKeyFile: *caKeyFile,
+			Name:      n, Logger: log, Version: version, TLS: *tlsAPI,
 			Controller: controller.Config{Power: hostPower(*powerOn, *powerOff)},
 		})
 		if err != nil {
@@ -62,7 +74,8 @@ func agentCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	srvURL := f.String("server", "https://127.0.0.1:8441", "the server's agent listener")
-	token := f.String("join-token", "", "join token from 'vpool host join-token' (first start only; env VPOOL_JOIN_TOKEN)")
+	token := f.String("join-token", "", "join token on the command line: visible to every local user in ps; prefer --join-token-file or VPOOL_JOIN_TOKEN")
+	tokenFile := f.String("join-token-file", "", "file holding the join token from 'vpool host join-token' or 'vpool host rekey' (first start or re-key only; or env VPOOL_JOIN_TOKEN)")
 	stateDir := f.String("state-dir", "/var/lib/vpool-agent", "agent state: key, certificate, CA and the driver's VMs")
 	name := f.String("name", "", "host name (default: the OS host name)")
 	labels := f.StringArray("label", nil, "host label k=v (repeatable)")
@@ -93,15 +106,16 @@ func agentCmd() *cobra.Command {
 		if err != nil {
 			return fmt.Errorf("--sim-disk: %w", err)
 		}
-		if *token == "" {
-			*token = os.Getenv("VPOOL_JOIN_TOKEN")
+		tok, err := joinToken(*token, *tokenFile, log)
+		if err != nil {
+			return err
 		}
 		poolDirs, err := parsePools(*pools)
 		if err != nil {
 			return err
 		}
 		a, drv, kind, err := devenv.NewAgent(devenv.AgentConfig{
-			ServerURL: *srvURL, JoinToken: *token, StateDir: *stateDir, HostName: *name, Labels: lab, Address: *address, Networks: *networks,
+			ServerURL: *srvURL, JoinToken: tok, StateDir: *stateDir, HostName: *name, Labels: lab, Address: *address, Networks: *networks,
 			Driver: devenv.DriverOptions{Kind: *driver, SimCPUs: *simCPUs, SimMemory: mem, SimDisk: disk, QEMU: qemuDriver, Pools: poolDirs,
 				CPUModel: *cpuModel, Machine: *machine},
 			Logger: log, Version: version,

@@ -49,7 +49,8 @@ type Config struct {
 	// ServerURL is the server's agent listener, e.g. https://127.0.0.1:8441.
 	ServerURL string
 	// JoinToken ("vpool1.<ca-hash>.<secret>") is needed only for the first
-	// start; afterwards the identity in StateDir is used.
+	// start; afterwards the identity in StateDir is used, unless the
+	// token is a re-key token of this host (vpool host rekey).
 	JoinToken string
 	// StateDir holds the agent's key, certificate and the cluster CA.
 	StateDir string
@@ -202,17 +203,29 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // identity loads the stored identity or joins, retrying transient
-// failures; a refused token is final.
+// failures; a refused token is final. A join token beside a current
+// identity is tried once: a re-key token of this host (vpool host rekey)
+// replaces the identity, any other is refused by the server (the name
+// is taken; nothing is consumed) and the stored identity stays.
 func (a *Agent) identity(ctx context.Context) (*identity, error) {
 	id, err := loadIdentity(a.cfg.StateDir)
 	if err != nil {
 		return nil, err
 	}
 	if id != nil && !id.expired(a.cfg.Clock()) {
-		return id, nil
+		if a.cfg.JoinToken == "" {
+			return id, nil
+		}
+		nid, err := a.join(ctx)
+		if err != nil {
+			a.log.Info("join token not used: this host holds an identity, and the token is no re-key token of it", "err", err)
+			return id, nil
+		}
+		a.log.Warn("re-keyed: joined again with a new key and certificate")
+		return nid, nil
 	}
 	if id != nil {
-		a.log.Warn("client certificate expired; joining again")
+		a.log.Warn("client certificate expired; joining again (needs a token from vpool host rekey)")
 	}
 	bo := newBackoff(200*time.Millisecond, 10*time.Second)
 	for {
@@ -223,7 +236,7 @@ func (a *Agent) identity(ctx context.Context) (*identity, error) {
 		}
 		switch st := httpStatus(err); {
 		case errors.Is(err, ErrBadToken), errors.Is(err, ErrNotJoined), errors.Is(err, ErrCAMismatch),
-			st == http.StatusUnauthorized, st == http.StatusForbidden, st == http.StatusBadRequest:
+			st == http.StatusUnauthorized, st == http.StatusForbidden, st == http.StatusBadRequest, st == http.StatusConflict:
 			return nil, err
 		}
 		a.log.Warn("join failed; retrying", "err", err)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/hypervisor"
+	"github.com/vpool/vpool/internal/pki"
 )
 
 // Files in Config.StateDir.
@@ -137,13 +138,15 @@ func (id *identity) expired(now time.Time) bool {
 }
 
 // tlsConfig is the mutual-TLS client configuration: the agent's
-// certificate, and the server verified against the cluster CA.
+// certificate, and the server verified against the cluster CA and by its
+// role, so that another host's certificate cannot pass for the server.
 func (id *identity) tlsConfig(serverName string) *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{id.cert},
-		RootCAs:      id.pool,
-		ServerName:   serverName,
+		MinVersion:       tls.VersionTLS12,
+		Certificates:     []tls.Certificate{id.cert},
+		RootCAs:          id.pool,
+		ServerName:       serverName,
+		VerifyConnection: pki.VerifyServerConnection,
 	}
 }
 
@@ -190,6 +193,9 @@ func pinnedTLS(tok JoinToken, serverName string, found **x509.Certificate) *tls.
 			opts := x509.VerifyOptions{Roots: pool, Intermediates: inter, DNSName: serverName, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 			if _, err := certs[0].Verify(opts); err != nil {
 				return fmt.Errorf("%w: %v", ErrCAMismatch, err)
+			}
+			if err := pki.CheckServer(certs[0]); err != nil {
+				return fmt.Errorf("%w: %w", ErrCAMismatch, err)
 			}
 			*found = ca
 			return nil

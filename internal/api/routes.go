@@ -38,7 +38,8 @@ var Routes = []Route{
 	{"GET", "/api/v1/hosts/{name}", "show a host"},
 	{"PATCH", "/api/v1/hosts/{name}", "label, cordon or set ratios of a host"},
 	{"DELETE", "/api/v1/hosts/{name}", "forget a host that has no VMs"},
-	{"POST", "/api/v1/hosts/join-tokens", "issue a join token for a new host"},
+	{"POST", "/api/v1/hosts/join-tokens", "issue a join token for new hosts (single use unless uses is given)"},
+	{"POST", "/api/v1/hosts/{name}/rekey", "revoke a host's certificate and issue a join token for that host alone"},
 
 	{"GET", "/api/v1/tokens", "list tokens"},
 	{"POST", "/api/v1/tokens", "create a token"},

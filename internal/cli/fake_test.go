@@ -478,7 +478,22 @@ func (f *fakeServer) hostHandlers() map[string]handler {
 			if e := decodeStrict(body, &req); e != nil {
 				return nil, e
 			}
-			return api.JoinTokenResponse{Token: "vpool1.ab12.secret", ExpiresAt: now.Add(time.Hour), AgentAddr: "127.0.0.1:8441"}, nil
+			uses := req.Uses
+			if uses == 0 {
+				uses = 1
+			}
+			return api.JoinTokenResponse{Token: "vpool1.ab12.secret", ExpiresAt: now.Add(time.Hour), AgentAddr: "127.0.0.1:8441", Uses: uses}, nil
+		},
+		"POST /api/v1/hosts/{name}/rekey": func(w http.ResponseWriter, r *http.Request, body []byte) (any, *apiErr) {
+			var req api.HostRekeyRequest
+			if e := decodeStrict(body, &req); e != nil {
+				return nil, e
+			}
+			h, e := f.host(r)
+			if e != nil {
+				return nil, e
+			}
+			return api.JoinTokenResponse{Token: "vpool1.ab12.rekey", ExpiresAt: now.Add(time.Hour), AgentAddr: "127.0.0.1:8441", Uses: 1, Host: h.Name}, nil
 		},
 		"GET /api/v1/tokens": func(w http.ResponseWriter, r *http.Request, _ []byte) (any, *apiErr) {
 			return api.TokenList{Items: f.tokens}, nil

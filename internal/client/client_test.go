@@ -158,6 +158,9 @@ func calls() []struct {
 		{"join token", "POST /api/v1/hosts/join-tokens", "", `{"ttl":"2h"}`, func(ctx context.Context, c *Client) error {
 			return drop(c.CreateJoinToken(ctx, api.JoinTokenRequest{TTL: "2h"}))
 		}},
+		{"rekey host", "POST /api/v1/hosts/{name}/rekey", "", `{"ttl":"10m"}`, func(ctx context.Context, c *Client) error {
+			return drop(c.RekeyHost(ctx, "h1", api.HostRekeyRequest{TTL: "10m"}))
+		}},
 		{"list tokens", "GET /api/v1/tokens", "", "", func(ctx context.Context, c *Client) error { return drop(c.ListTokens(ctx, "")) }},
 		{"create token", "POST /api/v1/tokens", "", `{"project":"p1","role":"viewer","ttl":"24h"}`, func(ctx context.Context, c *Client) error {
 			return drop(c.CreateToken(ctx, api.TokenCreateRequest{Project: "p1", Role: model.RoleViewer, TTL: "24h"}))

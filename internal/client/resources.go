@@ -249,6 +249,16 @@ func (c *Client) CreateJoinToken(ctx context.Context, req api.JoinTokenRequest) 
 	return &out, nil
 }
 
+// RekeyHost revokes a host's certificate and issues a join token that
+// joins that host alone, once.
+func (c *Client) RekeyHost(ctx context.Context, name string, req api.HostRekeyRequest) (*api.JoinTokenResponse, error) {
+	var out api.JoinTokenResponse
+	if err := c.do(ctx, http.MethodPost, api.Prefix+"/hosts/"+esc(name)+"/rekey", nil, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // --- tokens ---
 
 // ListTokens lists bearer tokens (never their secrets). project narrows

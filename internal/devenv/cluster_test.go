@@ -59,7 +59,7 @@ func startCluster(t *testing.T, cfg devenv.ServerConfig, n int) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := srv.NewJoinToken(ctx, time.Hour)
+	tok, err := srv.NewJoinToken(ctx, time.Hour, 64) // restarts rejoin nothing; new hosts use it
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -122,10 +122,6 @@ func RunDev(ctx context.Context, c DevConfig) error {
 }
 
 func (d *Dev) startAgents(ctx context.Context, c DevConfig, dataDir string, wg *sync.WaitGroup, errc chan<- error) error {
-	tok, err := d.Server.NewJoinToken(ctx, time.Hour)
-	if err != nil {
-		return fmt.Errorf("devenv: join token: %w", err)
-	}
 	local := c.LocalName
 	if local == "" {
 		local = agent.DefaultHostName()
@@ -140,6 +136,11 @@ func (d *Dev) startAgents(ctx context.Context, c DevConfig, dataDir string, wg *
 	for i := 1; i <= c.SimHosts; i++ {
 		specs = append(specs, spec{name: fmt.Sprintf("sim-%d", i), labels: map[string]string{"vpool.io/sim": "true"},
 			driver: DriverOptions{Kind: DriverSim, SimRegistry: reg}})
+	}
+	// one use per host; hosts that joined before keep their identity
+	tok, err := d.Server.NewJoinToken(ctx, time.Hour, len(specs))
+	if err != nil {
+		return fmt.Errorf("devenv: join token: %w", err)
 	}
 	for _, s := range specs {
 		a, drv, kind, err := NewAgent(AgentConfig{

@@ -34,6 +34,16 @@ type ServerConfig struct {
 	// EtcdEndpoints connects to an existing etcd cluster instead of
 	// embedding a member.
 	EtcdEndpoints []string
+	// EtcdCACert, EtcdCert and EtcdKey are PEM files for TLS to
+	// EtcdEndpoints: the CA that signed the members (empty: the system
+	// roots) and a client certificate with its key.
+	EtcdCACert, EtcdCert, EtcdKey string
+	// EtcdUser and EtcdPassword authenticate with etcd's auth.
+	EtcdUser, EtcdPassword string
+	// CAKeyFile holds the key that seals the cluster CA in the store
+	// (default DataDir/ca-seal.key); every server of a cluster needs the
+	// same one.
+	CAKeyFile string
 	// Store, when set, is used as is (tests: memstore) and not closed.
 	Store store.Store
 	// Name identifies this server in leader election (default "vpool").
@@ -95,6 +105,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		Version:     cfg.Version,
 		Controllers: mgr.Run,
 		TLS:         cfg.TLS,
+		CAKeyFile:   cfg.CAKeyFile,
 		Placer:      controller.NewDryRunner(st, nil, cfg.Clock),
 		Metrics:     m,
 	})
@@ -112,7 +123,15 @@ func openStore(ctx context.Context, cfg ServerConfig) (st store.Store, kind stri
 	case cfg.Store != nil:
 		return cfg.Store, "memory", false, nil
 	case len(cfg.EtcdEndpoints) > 0:
-		s, err := etcdstore.Connect(ctx, cfg.EtcdEndpoints, nil)
+		cc := etcdstore.ClientConfig{Endpoints: cfg.EtcdEndpoints, Username: cfg.EtcdUser, Password: cfg.EtcdPassword}
+		if cfg.EtcdCACert != "" || cfg.EtcdCert != "" || cfg.EtcdKey != "" {
+			tc, err := etcdstore.ClientTLS(cfg.EtcdCACert, cfg.EtcdCert, cfg.EtcdKey)
+			if err != nil {
+				return nil, "", false, fmt.Errorf("devenv: etcd TLS: %w", err)
+			}
+			cc.TLS = tc
+		}
+		s, err := etcdstore.ConnectWith(ctx, cc)
 		if err != nil {
 			return nil, "", false, fmt.Errorf("devenv: connect to etcd %v: %w", cfg.EtcdEndpoints, err)
 		}

@@ -216,6 +216,12 @@ type Token struct {
 	CreatedAt time.Time `json:"createdAt"`
 	ExpiresAt time.Time `json:"expiresAt,omitempty"`
 	Purpose   string    `json:"purpose,omitempty"` // "join" for host join tokens
+	// Uses is how many more hosts a join token may join (each join
+	// consumes one; the token is deleted at 0).
+	Uses int `json:"uses,omitempty"`
+	// Host binds a join token to one host name: a re-key token (vpool
+	// host rekey), the only way to join a name already joined.
+	Host string `json:"host,omitempty"`
 }
 
 // Policy is the cluster-wide placement policy, stored as data.

@@ -56,6 +56,7 @@ func (s *Server) endpoints() []endpoint {
 		{method: "PATCH", path: "/api/v1/hosts/{name}", handle: s.patchHost, req: api.HostPatchRequest{}, resp: model.Host{}, status: 200},
 		{method: "DELETE", path: "/api/v1/hosts/{name}", handle: s.deleteHost, status: 204},
 		{method: "POST", path: "/api/v1/hosts/join-tokens", handle: s.createJoinToken, req: api.JoinTokenRequest{}, resp: api.JoinTokenResponse{}, status: 201},
+		{method: "POST", path: "/api/v1/hosts/{name}/rekey", handle: s.rekeyHost, req: api.HostRekeyRequest{}, resp: api.JoinTokenResponse{}, status: 201},
 
 		{method: "GET", path: "/api/v1/tokens", handle: s.listTokens, resp: api.TokenList{}, status: 200},
 		{method: "POST", path: "/api/v1/tokens", handle: s.createToken, req: api.TokenCreateRequest{}, resp: api.TokenCreateResponse{}, status: 201},

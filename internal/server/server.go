@@ -86,7 +86,15 @@ type Config struct {
 	// ServerNames are the SANs of the server certificates (default:
 	// 127.0.0.1, ::1, localhost, the host name).
 	ServerNames []string
+	// CAKeyFile holds the key that seals the cluster CA's private key in
+	// the store (default DataDir/ca-seal.key, made with the CA; with no
+	// DataDir, a key in memory). Every server of a cluster needs the
+	// same file: copy it from the first before starting the others.
+	CAKeyFile string
 }
+
+// DefaultCAKeyFile is the seal key's file name in the data dir.
+const DefaultCAKeyFile = "ca-seal.key"
 
 // Server is one API server. Several may run against one store.
 type Server struct {
@@ -111,6 +119,11 @@ type Server struct {
 	served  map[string]servedSet // per host: what the last assignments answer held
 
 	consoles consoleBroker // serial console sessions waiting for or joined by agents
+
+	memSealKey []byte // the CA seal key when there is no file
+
+	trust    *trust // which host certificates are valid
+	trustRev int64  // the revision trust was loaded at
 }
 
 // New prepares a server: it loads or creates the cluster CA and the admin
@@ -181,37 +194,14 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	if s.tlsCert, err = ca.ServerCert(s.cfg.ServerNames, s.now()); err != nil {
 		return err
 	}
+	s.trust = newTrust(s.repo, s.now)
+	if s.trustRev, err = s.trust.load(ctx); err != nil {
+		return err
+	}
 	if err := s.loadOrCreateAdminToken(ctx); err != nil {
 		return err
 	}
 	return s.repo.EnsureProject(ctx, &model.Project{Meta: model.Meta{Name: api.DefaultProject}, Description: "default project"})
-}
-
-// loadOrCreateCA reads the CA from the store, or creates it; when two
-// servers race, the first write wins (IfAbsent) and both use it.
-func (s *Server) loadOrCreateCA(ctx context.Context) (*pki.CA, error) {
-	for range 3 {
-		kv, err := s.cfg.Store.Get(ctx, store.CAKey)
-		if err == nil {
-			return pki.ParseCA(kv.Value)
-		}
-		if !errors.Is(err, store.ErrNotFound) {
-			return nil, fmt.Errorf("server: read CA: %w", err)
-		}
-		ca, err := pki.NewCA(s.now())
-		if err != nil {
-			return nil, err
-		}
-		ok, _, err := s.cfg.Store.Txn(ctx, []store.Cond{store.IfAbsent(store.CAKey)}, []store.Op{store.Put(store.CAKey, ca.Bundle())})
-		if err != nil {
-			return nil, fmt.Errorf("server: store CA: %w", err)
-		}
-		if ok {
-			s.log.Info("created cluster CA", "hash", ca.Hash())
-			return ca, nil
-		}
-	}
-	return nil, errors.New("server: could not agree on a cluster CA")
 }
 
 func newSecret(prefix string) string {
@@ -286,15 +276,34 @@ func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 // Handler is the user API handler (for in-process tests).
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// NewJoinToken issues a host join token valid for ttl.
-func (s *Server) NewJoinToken(ctx context.Context, ttl time.Duration) (api.JoinTokenResponse, error) {
+// NewJoinToken issues a host join token valid for ttl that joins up to
+// uses hosts (0: one).
+func (s *Server) NewJoinToken(ctx context.Context, ttl time.Duration, uses int) (api.JoinTokenResponse, error) {
+	switch {
+	case uses == 0:
+		uses = 1
+	case uses < 0 || uses > api.MaxJoinTokenUses:
+		return api.JoinTokenResponse{}, fieldError("uses", "must be between 1 and %d (got %d)", api.MaxJoinTokenUses, uses)
+	}
 	secret := newSecret("")
 	exp := s.now().Add(ttl)
-	tok := &model.Token{Hash: state.HashSecret(secret), Role: model.RoleAgent, Purpose: "join", CreatedAt: s.now(), ExpiresAt: exp}
+	tok := &model.Token{Hash: state.HashSecret(secret), Role: model.RoleAgent, Purpose: "join", CreatedAt: s.now(), ExpiresAt: exp, Uses: uses}
 	if err := s.repo.CreateToken(ctx, tok); err != nil {
 		return api.JoinTokenResponse{}, err
 	}
-	return api.JoinTokenResponse{Token: pki.FormatJoinToken(s.ca.Hash(), secret), ExpiresAt: exp, AgentAddr: s.AgentAddr()}, nil
+	return api.JoinTokenResponse{Token: pki.FormatJoinToken(s.ca.Hash(), secret), ExpiresAt: exp, AgentAddr: s.AgentAddr(), Uses: uses}, nil
+}
+
+// RekeyToken revokes host's certificate and issues a single-use join
+// token, valid for ttl, that joins that host name alone.
+func (s *Server) RekeyToken(ctx context.Context, host string, ttl time.Duration) (api.JoinTokenResponse, error) {
+	secret := newSecret("")
+	exp := s.now().Add(ttl)
+	tok := &model.Token{Hash: state.HashSecret(secret), Role: model.RoleAgent, CreatedAt: s.now(), ExpiresAt: exp}
+	if err := s.repo.RekeyHost(ctx, host, tok); err != nil {
+		return api.JoinTokenResponse{}, err
+	}
+	return api.JoinTokenResponse{Token: pki.FormatJoinToken(s.ca.Hash(), secret), ExpiresAt: exp, AgentAddr: s.AgentAddr(), Uses: 1, Host: host}, nil
 }
 
 // Run serves both listeners (and the controllers, when configured) until
@@ -308,6 +317,8 @@ func (s *Server) Run(ctx context.Context) error {
 			ClientAuth:   tls.VerifyClientCertIfGiven,
 			ClientCAs:    s.ca.Pool(),
 			MinVersion:   tls.VersionTLS12,
+			// revoked host certificates end at the handshake
+			VerifyConnection: s.trust.verifyConnection,
 		}}
 	fresh := &freshConns{m: map[net.Conn]bool{}}
 	user.ConnState, agent.ConnState = fresh.track, fresh.track
@@ -320,6 +331,8 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { errc <- serveErr(agent.ServeTLS(s.agentLn, "", "")) }()
 	cctx, cancelControllers := context.WithCancel(ctx)
 	defer cancelControllers()
+	trustDone := make(chan struct{})
+	go func() { defer close(trustDone); s.trust.run(cctx, s.cfg.Store, s.trustRev) }()
 	ctrlDone := make(chan error, 1)
 	if s.cfg.Controllers != nil {
 		go func() { ctrlDone <- s.cfg.Controllers(cctx) }()
@@ -346,6 +359,7 @@ wait:
 	}
 	s.drainOnce.Do(func() { close(s.drain) })
 	cancelControllers()
+	<-trustDone
 	if ctrlRunning {
 		<-ctrlDone // controllers end with their context
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,7 +39,7 @@ func startServer(t testing.TB, st store.Store, edit ...func(*Config)) *testServe
 		st = ms
 	}
 	cfg := Config{Store: st, Listen: "127.0.0.1:0", AgentListen: "127.0.0.1:0", DataDir: t.TempDir(), Version: "test",
-		ServerNames: []string{"127.0.0.1", "localhost"}}
+		ServerNames: []string{"127.0.0.1", "localhost"}, CAKeyFile: sealKeyFor(t, st)}
 	for _, e := range edit {
 		e(&cfg)
 	}
@@ -60,6 +61,15 @@ func startServer(t testing.TB, st store.Store, edit ...func(*Config)) *testServe
 		}
 	})
 	return &testServer{Server: s, t: t, client: client, st: st}
+}
+
+// sealKeys holds one CA seal key file per store: the servers of one
+// cluster share it.
+var sealKeys sync.Map
+
+func sealKeyFor(t testing.TB, st store.Store) string {
+	p, _ := sealKeys.LoadOrStore(st, filepath.Join(t.TempDir(), DefaultCAKeyFile))
+	return p.(string)
 }
 
 // call does one request and decodes a 2xx body into out (when not nil).
@@ -153,7 +163,7 @@ func TestAuthMatrix(t *testing.T) {
 	scraper := ts.tokenFor("", model.RoleMetrics)
 	var expired api.TokenCreateResponse
 	ts.mustCall(201, "POST", "/api/v1/tokens", admin, api.TokenCreateRequest{Project: "alpha", TTL: "1ns"}, &expired)
-	join, err := ts.NewJoinToken(context.Background(), time.Hour)
+	join, err := ts.NewJoinToken(context.Background(), time.Hour, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,8 @@ import "fmt"
 //	/vpool/alive/<host>                   liveness, attached to the host's lease
 //	/vpool/alloc/<host>                   model.Allocation (placement CAS)
 //	/vpool/tokens/<sha256>                model.Token
+//	/vpool/pki/hosts/<host>               the host's current certificate (serial)
+//	/vpool/pki/revoked/<serial-hex>       a revoked host certificate
 //	/vpool/events/<seq>                   model.Event (seq = zero-padded)
 //	/vpool/migrations/<id>                model.Migration
 //	/vpool/cluster/policy                 model.Policy
@@ -29,7 +31,13 @@ const (
 	AlivePrefix    = Root + "alive/"
 	AllocPrefix    = Root + "alloc/"
 	TokensPrefix   = Root + "tokens/"
-	EventsPrefix   = Root + "events/"
+	// PKIPrefix holds the host certificate records: HostCertsPrefix
+	// binds each host name to the serial of its one valid certificate,
+	// RevokedPrefix lists revoked serials until they expire.
+	PKIPrefix       = Root + "pki/"
+	HostCertsPrefix = PKIPrefix + "hosts/"
+	RevokedPrefix   = PKIPrefix + "revoked/"
+	EventsPrefix    = Root + "events/"
 	// MigrationsPrefix holds model.Migration objects by id.
 	MigrationsPrefix = Root + "migrations/"
 	PolicyKey        = Root + "cluster/policy"
@@ -63,6 +71,12 @@ func AllocKey(name string) string { return AllocPrefix + name }
 
 // TokenKey is the key of a token, by the hex SHA-256 of its secret.
 func TokenKey(hash string) string { return TokensPrefix + hash }
+
+// HostCertKey is the key of a host's certificate binding.
+func HostCertKey(host string) string { return HostCertsPrefix + host }
+
+// RevokedKey is the key of a revoked certificate, by its serial (hex).
+func RevokedKey(serial string) string { return RevokedPrefix + serial }
 
 // EventKey is the key of an event written at unixNano with a random
 // suffix; keys sort by time, and an event's ID is the revision it was

@@ -270,13 +270,16 @@ func TestServerCrashDuringCreates(t *testing.T) {
 }
 
 // TestExternalEtcd runs the server against a real 3-member etcd cluster
-// (--etcd-endpoints) and keeps working when one member is killed.
+// (--etcd-endpoints) that takes only clients with a certificate of its
+// CA and the root password, and keeps working when one member is killed.
 func TestExternalEtcd(t *testing.T) {
 	needBinary(t)
-	cl := etcdtest.Start(t, 3)
+	cl := etcdtest.StartWith(t, 3, etcdtest.Options{TLS: true, Password: "e2e-etcd-pw"})
 	eps := cl.Endpoints()
 	dir := t.TempDir()
-	s := startServer(t, filepath.Join(dir, "server"), freePort(t), freePort(t), "--etcd-endpoints", fmt.Sprintf("%s,%s,%s", eps[0], eps[1], eps[2]))
+	s := startServer(t, filepath.Join(dir, "server"), freePort(t), freePort(t), "--etcd-endpoints", fmt.Sprintf("%s,%s,%s", eps[0], eps[1], eps[2]),
+		"--etcd-cacert", cl.CAFile, "--etcd-cert", cl.CertFile, "--etcd-key", cl.KeyFile,
+		"--etcd-user", cl.User, "--etcd-password-file", secretFile(t, cl.Password))
 	s.startAgent(t, "a1", filepath.Join(dir, "a1"), s.joinToken(t))
 	s.waitHosts(t, 1)
 	var info api.ClusterInfo

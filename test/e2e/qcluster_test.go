@@ -99,10 +99,11 @@ func (cl *qcluster) installImage(host, name string, switches ...string) {
 func (cl *qcluster) startAgent(host, token string) {
 	args := []string{"agent", "--server", "https://" + cl.agentAddr, "--state-dir", cl.state[host], "--name", host,
 		"--driver", "qemu", "--pool", "shared=" + cl.shared, "--log-level", "info"}
+	var env []string
 	if token != "" {
-		args = append(args, "--join-token", token)
+		env = append(env, "VPOOL_JOIN_TOKEN="+token)
 	}
-	cl.agents[host] = startProc(cl.t, "agent-"+host, nil, args...)
+	cl.agents[host] = startProc(cl.t, "agent-"+host, env, args...)
 }
 
 // restartServer starts the server again on its data directory and

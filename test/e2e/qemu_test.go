@@ -40,10 +40,11 @@ func TestAgentKillQEMU(t *testing.T) {
 	agentDir := filepath.Join(dir, "q1")
 	startQ := func(token string) *proc {
 		args := []string{"agent", "--server", "https://" + s.agentAddr, "--state-dir", agentDir, "--name", "q1", "--driver", "qemu"}
+		env := []string{"VPOOL_GUEST_CACHE=" + cache}
 		if token != "" {
-			args = append(args, "--join-token", token)
+			env = append(env, "VPOOL_JOIN_TOKEN="+token)
 		}
-		return startProc(t, "agent-q1", []string{"VPOOL_GUEST_CACHE=" + cache}, args...)
+		return startProc(t, "agent-q1", env, args...)
 	}
 	a := startQ(s.joinToken(t))
 	s.waitHosts(t, 1)

@@ -2,18 +2,23 @@ package etcdstore
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/vpool/vpool/internal/pki"
 )
 
 // Defaults of Config.
@@ -23,7 +28,8 @@ const (
 	DefaultStartTimeout        = 60 * time.Second
 	DefaultCompactionRetention = time.Hour
 	DefaultQuotaBackendBytes   = 4 << 30 // 4 GiB; etcd's own default is 2 GiB
-	defaultLocalURL            = "http://127.0.0.1:0"
+	defaultLocalURL            = "https://127.0.0.1:0"
+	defaultPlainURL            = "http://127.0.0.1:0"
 )
 
 // Cluster states of Config.ClusterState.
@@ -38,13 +44,25 @@ type Config struct {
 	DataDir string
 	// Name of the member, unique in its cluster. Default DefaultName.
 	Name string
-	// ClientURL is where the member serves clients: "http://host:port",
-	// "https://..." (needs TLS, not wired yet) or "unix:///abs/path.sock".
-	// Port 0 picks a free port. Default "http://127.0.0.1:0".
+	// ClientURL is where the member serves clients: "https://host:port",
+	// or with Plaintext "http://host:port" or "unix:///abs/path.sock".
+	// Port 0 picks a free port. Default "https://127.0.0.1:0" (with
+	// Plaintext "http://127.0.0.1:0").
 	ClientURL string
-	// PeerURL is where the member talks raft to its peers; same forms as
-	// ClientURL. Default "http://127.0.0.1:0", fine for a single member.
+	// PeerURL is where the member talks raft to its peers; same forms and
+	// default as ClientURL.
 	PeerURL string
+	// TLSDir holds the member's TLS material (pki.EnsureLocalTLS): a
+	// private CA, the member's certificate and the client certificate of
+	// this process's store. Both ports then take only clients with a
+	// certificate of that CA (mutual TLS), so a local user who reaches
+	// the loopback port can neither read nor write. Members of one
+	// cluster share the CA (copy ca.crt and ca.key). Default DataDir/tls.
+	TLSDir string
+	// Plaintext serves both ports without TLS or client authentication:
+	// anyone who reaches them owns the store. For tests whose other
+	// processes connect without certificates (etcdtest) only.
+	Plaintext bool
 	// InitialCluster is "name1=peerURL1,name2=peerURL2,..." when the
 	// member starts a new cluster of several members or joins one.
 	// Default: this member alone.
@@ -84,11 +102,18 @@ func (c *Config) setDefaults() {
 	if c.Name == "" {
 		c.Name = DefaultName
 	}
+	def := defaultLocalURL
+	if c.Plaintext {
+		def = defaultPlainURL
+	}
 	if c.ClientURL == "" {
-		c.ClientURL = defaultLocalURL
+		c.ClientURL = def
 	}
 	if c.PeerURL == "" {
-		c.PeerURL = defaultLocalURL
+		c.PeerURL = def
+	}
+	if c.TLSDir == "" {
+		c.TLSDir = filepath.Join(c.DataDir, "tls")
 	}
 	if c.ClusterState == "" {
 		c.ClusterState = ClusterStateNew
@@ -127,9 +152,16 @@ func StartEmbedded(ctx context.Context, c Config) (*Store, error) {
 	if err := os.Chmod(c.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("etcdstore: start: %w", err)
 	}
+	var lt *pki.LocalTLS
+	if !c.Plaintext {
+		var err error
+		if lt, err = localTLS(c); err != nil {
+			return nil, fmt.Errorf("etcdstore: start: %w", err)
+		}
+	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		s, retry, err := startOnce(ctx, c)
+		s, retry, err := startOnce(ctx, c, lt)
 		if err == nil {
 			return s, nil
 		}
@@ -143,17 +175,17 @@ func StartEmbedded(ctx context.Context, c Config) (*Store, error) {
 
 // startOnce makes one attempt; retry says whether a fresh pick of free
 // ports may succeed.
-func startOnce(ctx context.Context, c Config) (s *Store, retry bool, err error) {
-	clientURL, pickedC, err := resolvePort(c.ClientURL)
+func startOnce(ctx context.Context, c Config, lt *pki.LocalTLS) (s *Store, retry bool, err error) {
+	clientURL, pickedC, err := resolvePort(c.ClientURL, lt != nil)
 	if err != nil {
 		return nil, false, err
 	}
-	peerURL, pickedP, err := resolvePort(c.PeerURL)
+	peerURL, pickedP, err := resolvePort(c.PeerURL, lt != nil)
 	if err != nil {
 		return nil, false, err
 	}
 	stopping := new(atomic.Bool)
-	cfg, err := buildConfig(c, clientURL, peerURL, stopping)
+	cfg, err := buildConfig(c, clientURL, peerURL, lt, stopping)
 	if err != nil {
 		return nil, false, err
 	}
@@ -167,13 +199,36 @@ func startOnce(ctx context.Context, c Config) (s *Store, retry bool, err error) 
 		return nil, false, err
 	}
 	endpoints := []string{clientURL.String()}
-	s, err = newClientStore(ctx, endpoints, nil)
+	var tlsCfg *tls.Config
+	if lt != nil {
+		if tlsCfg, err = ClientTLS(lt.CACert, lt.ClientCert, lt.ClientKey); err != nil {
+			stop()
+			return nil, false, err
+		}
+	}
+	s, err = newClientStore(ctx, ClientConfig{Endpoints: endpoints, TLS: tlsCfg})
 	if err != nil {
 		stop()
 		return nil, false, fmt.Errorf("connect to embedded member: %w", err)
 	}
 	s.stopServer = stop
+	s.localTLS = lt
 	return s, false, nil
+}
+
+// localTLS makes the member's TLS material, for the names its URLs use.
+func localTLS(c Config) (*pki.LocalTLS, error) {
+	var names []string
+	for _, raw := range []string{c.ClientURL, c.PeerURL} {
+		if u, err := url.Parse(raw); err == nil && u.Hostname() != "" {
+			names = append(names, u.Hostname())
+		}
+	}
+	lt, err := pki.EnsureLocalTLS(c.TLSDir, c.Name, names, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return &lt, nil
 }
 
 func waitReady(ctx context.Context, e *embed.Etcd, timeout time.Duration) error {
@@ -191,8 +246,12 @@ func waitReady(ctx context.Context, e *embed.Etcd, timeout time.Duration) error 
 	}
 }
 
-func buildConfig(c Config, clientURL, peerURL *url.URL, stopping *atomic.Bool) (*embed.Config, error) {
+func buildConfig(c Config, clientURL, peerURL *url.URL, lt *pki.LocalTLS, stopping *atomic.Bool) (*embed.Config, error) {
 	cfg := embed.NewConfig()
+	if lt != nil {
+		info := transport.TLSInfo{CertFile: lt.MemberCert, KeyFile: lt.MemberKey, TrustedCAFile: lt.CACert, ClientCertAuth: true}
+		cfg.ClientTLSInfo, cfg.PeerTLSInfo = info, info
+	}
 	cfg.Name = c.Name
 	cfg.Dir = c.DataDir
 	cfg.ListenClientUrls = []url.URL{*clientURL}
@@ -229,17 +288,18 @@ func buildConfig(c Config, clientURL, peerURL *url.URL, stopping *atomic.Bool) (
 }
 
 // resolvePort parses raw and, for a tcp URL with port 0, replaces the
-// port with one that is free now.
-func resolvePort(raw string) (u *url.URL, picked bool, err error) {
+// port with one that is free now. With TLS the scheme must be https.
+func resolvePort(raw string, secure bool) (u *url.URL, picked bool, err error) {
 	u, err = url.Parse(raw)
 	if err != nil {
 		return nil, false, fmt.Errorf("bad url %q: %w", raw, err)
 	}
-	switch u.Scheme {
-	case "unix", "unixs":
+	switch {
+	case secure && u.Scheme != "https":
+		return nil, false, fmt.Errorf("bad url %q: scheme must be https (mutual TLS); plain http and unix sockets need Config.Plaintext", raw)
+	case u.Scheme == "unix" || u.Scheme == "unixs":
 		return u, false, nil
-	case "http", "https":
-	default:
+	case u.Scheme != "http" && u.Scheme != "https":
 		return nil, false, fmt.Errorf("bad url %q: scheme must be http, https, unix or unixs", raw)
 	}
 	if u.Port() != "0" {
