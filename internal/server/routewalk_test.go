@@ -92,6 +92,7 @@ var userWalks = map[string]walk{
 	"DELETE /api/v1/hosts/{name}":       {path: "/api/v1/hosts/h3", want: adminOnly(204)},
 	"POST /api/v1/hosts/join-tokens":    {path: "/api/v1/hosts/join-tokens", want: adminOnly(201)},
 	"POST /api/v1/hosts/{name}/drain":   {path: "/api/v1/hosts/h1/drain", want: adminOnly(202)},
+	"POST /api/v1/hosts/{name}/rekey":   {path: "/api/v1/hosts/h1/rekey", want: adminOnly(201)},
 	"POST /api/v1/hosts/{name}/undrain": {path: "/api/v1/hosts/h1/undrain", want: adminOnly(200)},
 
 	"GET /api/v1/tokens":         {path: "/api/v1/tokens", want: adminOnly(200)},
