@@ -45,8 +45,9 @@ func (d *Driver) lock(id string) (*vm, error) {
 }
 
 // Create makes the VM's disks and record. A failed Create leaves nothing.
-func (d *Driver) Create(ctx context.Context, cfg hypervisor.VMConfig) error {
-	if err := validID(cfg.ID); err != nil {
+func (d *Driver) Create(ctx context.Context, cfg hypervisor.VMConfig) (err error) {
+	defer d.public(&err, "create", cfg.ID)
+	if err := checkConfig(cfg); err != nil {
 		return err
 	}
 	spec := cfg.Spec
@@ -113,7 +114,8 @@ func makeNICs(cfg hypervisor.VMConfig) []nicRec {
 }
 
 // Start boots a stopped VM. Starting a running or paused VM does nothing.
-func (d *Driver) Start(ctx context.Context, id string) error {
+func (d *Driver) Start(ctx context.Context, id string) (err error) {
+	defer d.public(&err, "start", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err
@@ -376,7 +378,8 @@ func (d *Driver) cleanRuntime(rec *record) {
 // Stop presses the ACPI power button, waits up to timeout for the guest
 // to power off, then asks QEMU to quit and finally kills it. A paused
 // guest cannot see the button: QEMU is told to quit at once.
-func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) error {
+func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) (err error) {
+	defer d.public(&err, "stop", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err
@@ -417,7 +420,8 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) err
 }
 
 // Kill ends QEMU at once (SIGKILL).
-func (d *Driver) Kill(ctx context.Context, id string) error {
+func (d *Driver) Kill(ctx context.Context, id string) (err error) {
+	defer d.public(&err, "kill", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err
@@ -439,7 +443,8 @@ func (d *Driver) killLocked(ctx context.Context, v *vm) error {
 }
 
 // Pause stops the guest's vCPUs.
-func (d *Driver) Pause(ctx context.Context, id string) error {
+func (d *Driver) Pause(ctx context.Context, id string) (err error) {
+	defer d.public(&err, "pause", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err
@@ -455,7 +460,8 @@ func (d *Driver) Pause(ctx context.Context, id string) error {
 }
 
 // Resume continues a paused guest.
-func (d *Driver) Resume(ctx context.Context, id string) error {
+func (d *Driver) Resume(ctx context.Context, id string) (err error) {
+	defer d.public(&err, "resume", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err
@@ -478,7 +484,8 @@ func (d *Driver) SerialLog(id string) string { return filepath.Join(d.vmDir(id),
 func (d *Driver) ConsoleSocket(id string) string { return d.socketPath(id, "console.sock") }
 
 // Reboot resets the machine (not part of hypervisor.Driver).
-func (d *Driver) Reboot(ctx context.Context, id string) error {
+func (d *Driver) Reboot(ctx context.Context, id string) (err error) {
+	defer d.public(&err, "reboot", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err
@@ -495,7 +502,8 @@ func (d *Driver) Reboot(ctx context.Context, id string) error {
 
 // Delete kills the VM if it runs and removes its disks, snapshots, keys,
 // sockets, logs and record.
-func (d *Driver) Delete(ctx context.Context, id string) error {
+func (d *Driver) Delete(ctx context.Context, id string) (err error) {
+	defer d.public(&err, "delete", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err

@@ -40,6 +40,9 @@ func diskName(sd model.Disk, i int) string {
 // findSharedDisks returns, by spec index, the disks of cfg that already
 // exist in a pool directory owned by another driver.
 func (d *Driver) findSharedDisks(ctx context.Context, cfg hypervisor.VMConfig) (map[int]diskRec, error) {
+	if err := checkConfig(cfg); err != nil {
+		return nil, err
+	}
 	out := map[int]diskRec{}
 	for i, sd := range cfg.Spec.Disks {
 		poolName, poolDir, err := d.pool(sd.Pool)

@@ -133,6 +133,9 @@ func (d *Driver) launch(ctx context.Context, v *vm, m Machine, files []*os.File)
 		return nil, err
 	}
 	id := v.rec.Config.ID
+	if err := m.Check(); err != nil {
+		return nil, err
+	}
 	for _, s := range []string{m.QMPSocket, m.ConsoleSocket, m.PidFile} {
 		os.Remove(s)
 		if err := os.MkdirAll(filepath.Dir(s), 0o700); err != nil {
@@ -170,7 +173,10 @@ func (d *Driver) launch(ctx context.Context, v *vm, m Machine, files []*os.File)
 	conn, err := d.dialQMP(ctx, m.QMPSocket, p)
 	if err != nil {
 		p.kill(context.Background())
-		return nil, fmt.Errorf("%w%s", err, logTail(logPath))
+		// QEMU's log names its command line and host paths: it stays in
+		// the agent's log; the error says only what failed.
+		d.log.Warn("qemu: QEMU did not come up", "vm", id, "err", err, "qemu.log", logTail(logPath))
+		return nil, fmt.Errorf("%w (QEMU's log is in the agent's log)", err)
 	}
 	p.qmp = conn
 	d.watchEvents(p)
@@ -338,5 +344,5 @@ func logTail(path string) string {
 	if len(b) > 800 {
 		b = b[len(b)-800:]
 	}
-	return "; qemu.log: " + strings.TrimSpace(string(b))
+	return strings.TrimSpace(string(b))
 }

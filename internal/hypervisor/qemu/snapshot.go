@@ -25,7 +25,8 @@ import (
 // Snapshot takes a crash-consistent disk snapshot of every disk; with
 // memory (running VMs only) the device state is saved too, while the
 // guest is paused, so a revert resumes the guest where it was.
-func (d *Driver) Snapshot(ctx context.Context, id, name string, withMemory bool) error {
+func (d *Driver) Snapshot(ctx context.Context, id, name string, withMemory bool) (err error) {
+	defer d.public(&err, "snapshot", id)
 	if err := model.ValidName("snapshot", name); err != nil {
 		return fmt.Errorf("qemu: snapshot %s: %w", id, err)
 	}
@@ -224,7 +225,8 @@ func (d *Driver) Snapshots(ctx context.Context, id string) ([]hypervisor.Snapsho
 // runs) and continues from the snapshot: a memory snapshot resumes the
 // saved guest; a disk snapshot of a running VM cold-boots from it; a
 // stopped VM stays stopped.
-func (d *Driver) RevertSnapshot(ctx context.Context, id, name string) error {
+func (d *Driver) RevertSnapshot(ctx context.Context, id, name string) (err error) {
+	defer d.public(&err, "revert snapshot", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err
@@ -345,7 +347,8 @@ func layerReferenced(rec *record, dr *diskRec, layer int) bool {
 // any more: a frozen layer with no child is deleted, one with a single
 // child is merged into it (block-stream, live when the child is in the
 // running chain, else in a helper QEMU that only hosts block nodes).
-func (d *Driver) DeleteSnapshot(ctx context.Context, id, name string) error {
+func (d *Driver) DeleteSnapshot(ctx context.Context, id, name string) (err error) {
+	defer d.public(&err, "delete snapshot", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err

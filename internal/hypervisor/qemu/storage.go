@@ -217,7 +217,8 @@ func diskUsage(disks []diskRec) int64 {
 // file system). A running guest sees the new size at once (block_resize);
 // a stopped VM's active layer is resized in a helper QEMU, which works
 // for encrypted layers too. Not part of hypervisor.Driver.
-func (d *Driver) ResizeDisk(ctx context.Context, id, disk string, size model.Bytes) error {
+func (d *Driver) ResizeDisk(ctx context.Context, id, disk string, size model.Bytes) (err error) {
+	defer d.public(&err, "resize disk", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err
