@@ -106,8 +106,13 @@ type Config struct {
 	// MigrationHost is the address this host listens on and advertises
 	// for incoming migrations (default 127.0.0.1).
 	MigrationHost string
-	Logger        *slog.Logger
-	Clock         Clock
+	// HostID names this host in the owner records of its disk directories
+	// (owner.go): unique in the cluster (the agent passes its host name),
+	// the same across restarts. Empty: an id made up once and kept in
+	// StateDir/host-id.
+	HostID string
+	Logger *slog.Logger
+	Clock  Clock
 }
 
 // Driver is the QEMU hypervisor.Driver. Create it with New.
@@ -131,6 +136,7 @@ type Driver struct {
 	// or StateDir/migration-tls once SetMigrationIdentity wrote it.
 	migTLS atomic.Pointer[string]
 
+	hostID      string // Config.HostID or the one kept in the state dir (owner.go)
 	machineType string // Config.Machine resolved to a versioned type (machine.go)
 	versionOnce sync.Once
 	version     string
@@ -152,12 +158,20 @@ func New(cfg Config) (*Driver, error) {
 	}
 	cfg.StateDir = abs
 	cfg = cfg.withDefaults()
+	for name, dir := range cfg.Pools {
+		if cfg.Pools[name], err = filepath.Abs(dir); err != nil {
+			return nil, fmt.Errorf("qemu: pool %s: %w", name, err)
+		}
+	}
 	for _, dir := range append([]string{filepath.Join(cfg.StateDir, "vms")}, poolDirs(cfg.Pools)...) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("qemu: %w", err)
 		}
 	}
 	d := &Driver{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, vms: map[string]*vm{}, keys: cfg.Keys}
+	if err := d.resolveHostID(); err != nil {
+		return nil, err
+	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	if d.keys == nil {
 		d.keys = &FileKeys{Dir: filepath.Join(cfg.StateDir, "keys")}

@@ -519,7 +519,7 @@ func (d *Driver) deleteLocked(ctx context.Context, v *vm) error {
 	}
 	d.cleanRuntime(v.rec)
 	var errs []error
-	errs = append(errs, removeDisks(d.ownedDisks(v.rec.Disks))) // shared storage: see migrate_shared.go
+	errs = append(errs, removeDisks(d.ownedDisks(id, v.rec.Disks))) // shared storage: see owner.go
 	for _, s := range v.rec.Snapshots {
 		if s.StateFile != "" {
 			os.Remove(s.StateFile)
@@ -699,14 +699,21 @@ func (d *Driver) cleanOrphans() {
 		if err != nil {
 			continue
 		}
+		local := d.localPool(dir)
 		for _, e := range ents {
 			if _, ok := d.vms[e.Name()]; ok || !e.IsDir() || validID(e.Name()) != nil {
 				continue
 			}
-			owner, err := os.ReadFile(filepath.Join(dir, e.Name(), ownerFile))
-			if err == nil && strings.TrimSpace(string(owner)) == d.cfg.StateDir {
-				d.log.Warn("qemu: removing orphan disks", "dir", filepath.Join(dir, e.Name()))
-				os.RemoveAll(filepath.Join(dir, e.Name()))
+			vmDir := filepath.Join(dir, e.Name())
+			o, ok, err := readOwner(vmDir)
+			switch {
+			case err != nil || !ok || !d.mine(o, e.Name(), local):
+				// Unknown, or another host's: not ours to judge.
+			case !local:
+				d.log.Warn("qemu: orphan disk directory on a shared pool left in place; delete it once no host uses it", "dir", vmDir)
+			default:
+				d.log.Warn("qemu: removing orphan disks", "dir", vmDir)
+				os.RemoveAll(vmDir)
 			}
 		}
 	}
