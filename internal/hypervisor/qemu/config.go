@@ -17,6 +17,7 @@ import (
 
 	"github.com/vpool/vpool/internal/hypervisor"
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/qmp"
 )
 
 // Clock is the driver's time source (sim.RealClock satisfies it).
@@ -111,8 +112,12 @@ type Config struct {
 	// the same across restarts. Empty: an id made up once and kept in
 	// StateDir/host-id.
 	HostID string
-	Logger *slog.Logger
-	Clock  Clock
+	// QMPTimeout bounds every QMP command whose context has no deadline,
+	// and every clean-up after a failure (default 1m): a stuck QEMU can
+	// hold its VM's lock no longer than that per step.
+	QMPTimeout time.Duration
+	Logger     *slog.Logger
+	Clock      Clock
 }
 
 // Driver is the QEMU hypervisor.Driver. Create it with New.
@@ -263,6 +268,9 @@ func (c Config) withDefaults() Config {
 	if c.RunDir == "" {
 		c.RunDir = filepath.Join(os.TempDir(), fmt.Sprintf("vpool-run-%d", os.Getuid()))
 	}
+	if c.QMPTimeout <= 0 {
+		c.QMPTimeout = qmp.DefaultCommandTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -377,6 +385,19 @@ func probeKVM() error {
 		}
 	}
 	return errors.New("KVM reports no CPUID leaf 1")
+}
+
+// qmpOptions are the options of every QMP connection: commands without a
+// deadline get QMPTimeout.
+func (d *Driver) qmpOptions() qmp.Options {
+	return qmp.Options{Logger: d.log, CommandTimeout: d.cfg.QMPTimeout}
+}
+
+// cleanupCtx is the context of a clean-up after a failure (rollbacks,
+// reverters): its own, since the operation's may be done, and bounded,
+// so a stuck QEMU cannot hold the VM's lock forever.
+func (d *Driver) cleanupCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d.cfg.QMPTimeout)
 }
 
 // binary resolves a configured binary name for error messages and exec.

@@ -119,11 +119,13 @@ func (d *Driver) plugDisk(ctx context.Context, v *vm, p *process, dr *diskRec) e
 	layers := dr.driveLayers()
 	var added []string
 	undo := func() {
+		ctx, cancel := d.cleanupCtx()
+		defer cancel()
 		for i := len(added) - 1; i >= 0; i-- {
-			p.qmp.Execute(context.Background(), "blockdev-del", qmp.Args{"node-name": added[i]}, nil)
+			p.qmp.Execute(ctx, "blockdev-del", qmp.Args{"node-name": added[i]}, nil)
 		}
 		if dr.Encrypted {
-			p.qmp.ObjectDel(context.Background(), dr.secretID())
+			p.qmp.ObjectDel(ctx, dr.secretID())
 		}
 	}
 	for i, l := range layers {

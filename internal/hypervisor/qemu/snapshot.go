@@ -59,7 +59,11 @@ func (d *Driver) Snapshot(ctx context.Context, id, name string, withMemory bool)
 				return fmt.Errorf("qemu: snapshot %s: %w", id, err)
 			}
 			resume = true
-			rev.add(func() { p.qmp.Cont(context.Background()) })
+			rev.add(func() {
+				ctx, cancel := d.cleanupCtx()
+				defer cancel()
+				p.qmp.Cont(ctx)
+			})
 		}
 	}
 	tops, err := d.newTops(ctx, v, rev)
@@ -142,8 +146,10 @@ func (d *Driver) pivotLive(ctx context.Context, v *vm, p *process, tops []newTop
 			return err
 		}
 		rev.add(func() {
-			p.qmp.BlockdevDel(context.Background(), node)
-			p.qmp.BlockdevDel(context.Background(), "f"+node)
+			ctx, cancel := d.cleanupCtx()
+			defer cancel()
+			p.qmp.BlockdevDel(ctx, node)
+			p.qmp.BlockdevDel(ctx, "f"+node)
 		})
 		actions = append(actions, qmp.Action{Type: "blockdev-snapshot", Data: qmp.Args{"node": dr.node(dr.Active), "overlay": node}})
 	}
@@ -292,7 +298,9 @@ func (d *Driver) restoreMemory(ctx context.Context, v *vm, file string) error {
 	}
 	p := v.proc
 	fail := func(err error) error {
-		d.killLocked(context.Background(), v)
+		ctx, cancel := d.cleanupCtx()
+		defer cancel()
+		d.killLocked(ctx, v)
 		return fmt.Errorf("qemu: revert %s: %w", id, err)
 	}
 	if err := p.qmp.Getfd(ctx, "vpool-load", f); err != nil {
@@ -507,9 +515,11 @@ func (d *Driver) blockHelper(ctx context.Context, v *vm, dr *diskRec, top int) (
 		return nil, nil, err
 	}
 	stop := func() {
+		ctx, cancel := d.cleanupCtx()
+		defer cancel()
 		p.setEnding()
-		p.qmp.Quit(context.Background())
-		if p.wait(context.Background(), 5*time.Second) != nil {
+		p.qmp.Quit(ctx)
+		if p.wait(ctx, 5*time.Second) != nil {
 			p.kill(context.Background())
 		}
 		p.qmp.Close()
