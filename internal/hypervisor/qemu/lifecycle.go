@@ -7,8 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/vpool/vpool/internal/hypervisor"
@@ -27,8 +25,23 @@ func (d *Driver) get(id string) (*vm, error) {
 	return v, nil
 }
 
-// lock returns the VM with id locked and its process state refreshed.
+// lock returns the VM with id locked and its process state refreshed. A
+// VM whose QEMU runs unreachable (reattach.go) is refused: only Kill and
+// Delete (lockAny) act on it.
 func (d *Driver) lock(id string) (*vm, error) {
+	v, err := d.lockAny(id)
+	if err != nil {
+		return nil, err
+	}
+	if v.stuck != nil {
+		v.mu.Unlock()
+		return nil, fmt.Errorf("qemu: %s: %w", id, hypervisor.ErrUnreachable)
+	}
+	return v, nil
+}
+
+// lockAny is lock that also returns an unreachable VM.
+func (d *Driver) lockAny(id string) (*vm, error) {
 	v, err := d.get(id)
 	if err != nil {
 		return nil, err
@@ -419,10 +432,10 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) (er
 	return nil
 }
 
-// Kill ends QEMU at once (SIGKILL).
+// Kill ends QEMU at once (SIGKILL), an unreachable one too.
 func (d *Driver) Kill(ctx context.Context, id string) (err error) {
 	defer d.public(&err, "kill", id)
-	v, err := d.lock(id)
+	v, err := d.lockAny(id)
 	if err != nil {
 		return err
 	}
@@ -431,6 +444,9 @@ func (d *Driver) Kill(ctx context.Context, id string) (err error) {
 }
 
 func (d *Driver) killLocked(ctx context.Context, v *vm) error {
+	if v.stuck != nil {
+		return d.killStuckLocked(ctx, v)
+	}
 	p := v.proc
 	if p == nil {
 		return nil
@@ -504,7 +520,7 @@ func (d *Driver) Reboot(ctx context.Context, id string) (err error) {
 // sockets, logs and record.
 func (d *Driver) Delete(ctx context.Context, id string) (err error) {
 	defer d.public(&err, "delete", id)
-	v, err := d.lock(id)
+	v, err := d.lockAny(id)
 	if err != nil {
 		return err
 	}
@@ -586,135 +602,49 @@ func (d *Driver) infoOf(ctx context.Context, id string) (hypervisor.Info, bool) 
 }
 
 func (d *Driver) infoLocked(ctx context.Context, v *vm) hypervisor.Info {
-	in := hypervisor.Info{ID: v.rec.Config.ID, State: d.stateLocked(ctx, v), VCPUs: v.rec.Config.Spec.VCPUs,
+	in := hypervisor.Info{ID: v.rec.Config.ID, VCPUs: v.rec.Config.Spec.VCPUs,
 		Memory: v.rec.Config.Spec.Memory, Config: v.rec.Config}
-	if v.proc != nil && v.rec.Run != nil && !v.rec.Run.Helper {
+	in.State, in.Reason = d.stateLocked(ctx, v)
+	switch {
+	case v.stuck != nil:
+		in.Pid, in.StartedAt = v.stuck.pid, v.rec.Run.StartedAt
+	case v.proc != nil && v.rec.Run != nil && !v.rec.Run.Helper:
 		in.Pid = v.proc.pid
 		in.StartedAt = v.rec.Run.StartedAt
 	}
 	return in
 }
 
-// stateLocked asks QEMU for the run state of a live VM.
-func (d *Driver) stateLocked(ctx context.Context, v *vm) hypervisor.State {
+// stateLocked asks QEMU for the run state of a live VM; the reason is
+// set for StateUnknown.
+func (d *Driver) stateLocked(ctx context.Context, v *vm) (hypervisor.State, string) {
+	if v.stuck != nil {
+		return hypervisor.StateUnknown, unreachableReason
+	}
 	if v.proc == nil || (v.rec.Run != nil && v.rec.Run.Helper) {
 		if v.rec.LastExit == hypervisor.StateCrashed {
-			return hypervisor.StateCrashed
+			return hypervisor.StateCrashed, ""
 		}
-		return hypervisor.StateStopped
+		return hypervisor.StateStopped, ""
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	st, err := v.proc.qmp.QueryStatus(ctx)
 	if err != nil {
 		if v.proc.hasExited() || !pidAlive(v.proc.pid) {
-			return hypervisor.StateStopped
+			return hypervisor.StateStopped, ""
 		}
-		return hypervisor.StateCrashed // alive but not answering
+		// Alive but not answering (stopped, stuck): not ours to judge.
+		return hypervisor.StateUnknown, "monitor not answering: the VM's QEMU runs but does not answer its QMP monitor (stopped or stuck)"
 	}
 	switch st.Status {
 	case "running":
-		return hypervisor.StateRunning
+		return hypervisor.StateRunning, ""
 	case "guest-panicked", "internal-error":
-		return hypervisor.StateCrashed
+		return hypervisor.StateCrashed, ""
 	case "shutdown":
-		return hypervisor.StateStopped
+		return hypervisor.StateStopped, ""
 	default: // paused, prelaunch, inmigrate, postmigrate, suspended, ...
-		return hypervisor.StatePaused
-	}
-}
-
-// load reads every record under the state dir and re-attaches.
-func (d *Driver) load() error {
-	ents, err := os.ReadDir(filepath.Join(d.cfg.StateDir, "vms"))
-	if err != nil {
-		return fmt.Errorf("qemu: %w", err)
-	}
-	for _, e := range ents {
-		if !e.IsDir() || validID(e.Name()) != nil {
-			continue
-		}
-		rec, err := d.loadRecord(e.Name())
-		if errors.Is(err, hypervisor.ErrNotFound) {
-			continue // an orphan dir; cleanOrphans removes it
-		}
-		if err != nil {
-			return err
-		}
-		v := &vm{rec: rec}
-		if rec.Run != nil && rec.Run.Helper {
-			// A cold migration's helper QEMU outlived its agent: the VM
-			// stays as it was; cleanOrphans kills the helper.
-			d.cleanRuntime(rec)
-			os.Remove(filepath.Join(d.vmDir(rec.Config.ID), helperSerialLog))
-			rec.Run = nil
-			if err := d.saveRecord(rec); err != nil {
-				return err
-			}
-			d.log.Warn("qemu: dropping the helper of an unfinished cold migration", "vm", rec.Config.ID)
-		}
-		if rec.Run != nil {
-			if p := d.adopt(d.ctx, rec); p != nil {
-				v.proc = p
-				v.committed.Store(int64(rec.Config.Spec.Memory + d.cfg.VMOverhead))
-				go d.watch(v, p)
-				d.log.Info("qemu: re-attached", "vm", rec.Config.ID, "pid", p.pid)
-			} else {
-				d.cleanRuntime(rec)
-				rec.Run, rec.LastExit = nil, hypervisor.StateCrashed
-				if err := d.saveRecord(rec); err != nil {
-					return err
-				}
-				d.log.Warn("qemu: VM died while no driver watched it", "vm", rec.Config.ID)
-			}
-		}
-		d.vms[rec.Config.ID] = v
-	}
-	return nil
-}
-
-// cleanOrphans kills QEMUs of this state dir that no record owns and
-// removes VM and disk directories without a record.
-func (d *Driver) cleanOrphans() {
-	for id, pids := range d.ourQEMUs() {
-		v := d.vms[id]
-		for _, pid := range pids {
-			if v != nil && v.proc != nil && v.proc.pid == pid {
-				continue
-			}
-			d.log.Warn("qemu: killing orphan QEMU", "vm", id, "pid", pid)
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-	if ents, err := os.ReadDir(filepath.Join(d.cfg.StateDir, "vms")); err == nil {
-		for _, e := range ents {
-			if _, ok := d.vms[e.Name()]; !ok && !strings.HasPrefix(e.Name(), ".") {
-				d.log.Warn("qemu: removing orphan VM directory", "dir", e.Name())
-				os.RemoveAll(d.vmDir(e.Name()))
-			}
-		}
-	}
-	for _, dir := range poolDirs(d.cfg.Pools) {
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			continue
-		}
-		local := d.localPool(dir)
-		for _, e := range ents {
-			if _, ok := d.vms[e.Name()]; ok || !e.IsDir() || validID(e.Name()) != nil {
-				continue
-			}
-			vmDir := filepath.Join(dir, e.Name())
-			o, ok, err := readOwner(vmDir)
-			switch {
-			case err != nil || !ok || !d.mine(o, e.Name(), local):
-				// Unknown, or another host's: not ours to judge.
-			case !local:
-				d.log.Warn("qemu: orphan disk directory on a shared pool left in place; delete it once no host uses it", "dir", vmDir)
-			default:
-				d.log.Warn("qemu: removing orphan disks", "dir", vmDir)
-				os.RemoveAll(vmDir)
-			}
-		}
+		return hypervisor.StatePaused, ""
 	}
 }
