@@ -25,6 +25,10 @@ import (
 // goroutine keeps trying to attach, with backoff, until it succeeds, the
 // process ends (the VM is then crashed), or the VM is deleted. Deciding
 // to kill it is the operator's (or HA's) call, through Kill or Delete.
+//
+// An adopted QEMU may hold what an outgoing migration whose agent died
+// left behind (block jobs, NBD client nodes, migration state and TLS
+// credentials): cleanLeftovers removes them (migrate_leftovers.go).
 
 // stuckQEMU is a live QEMU the driver could not attach to.
 type stuckQEMU struct {
@@ -162,6 +166,9 @@ func (d *Driver) attachOnce(v *vm) bool {
 	v.stuck, v.proc = nil, p
 	go d.watch(v, p)
 	d.log.Info("qemu: re-attached", "vm", id, "pid", p.pid, "unreachable", d.clock.Now().Sub(st.since).Round(time.Millisecond))
+	ctx, cancel = context.WithTimeout(d.ctx, d.cfg.QMPTimeout)
+	defer cancel()
+	d.cleanLeftovers(ctx, v, p)
 	return true
 }
 
