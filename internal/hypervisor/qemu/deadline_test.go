@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -144,9 +143,6 @@ func TestStuckMonitorReleasesTheLock(t *testing.T) {
 				t.Fatal("the VM's lock is still held")
 			}
 			v.mu.Unlock()
-			if tt.name == "memory snapshot and its rollback" && !strings.Contains(d.vms[id].rec.Config.ID, "stuck") {
-				t.Fatal("record lost")
-			}
 		})
 	}
 }

@@ -439,7 +439,7 @@ func (d *Driver) mergeInto(ctx context.Context, v *vm, dr *diskRec, victim, chil
 		defer stop()
 		p = hp
 	}
-	if err := streamJob(ctx, p, "stream-"+dr.node(child), dr.node(child), baseNode); err != nil {
+	if err := d.streamJob(ctx, p, "stream-"+dr.node(child), dr.node(child), baseNode); err != nil {
 		return err
 	}
 	if live {
@@ -450,8 +450,11 @@ func (d *Driver) mergeInto(ctx context.Context, v *vm, dr *diskRec, victim, chil
 	return nil
 }
 
-// streamJob runs block-stream into node down to baseNode and waits.
-func streamJob(ctx context.Context, p *process, job, node, baseNode string) error {
+// streamJob runs block-stream into node down to baseNode and waits. A
+// long job may take its time, but QEMU must keep answering: every
+// QMPTimeout without the job's end, query-block-jobs must (so a stuck
+// QEMU cannot hold the VM's lock forever).
+func (d *Driver) streamJob(ctx context.Context, p *process, job, node, baseNode string) error {
 	sub := p.qmp.Subscribe("BLOCK_JOB_COMPLETED", "BLOCK_JOB_ERROR")
 	defer sub.Close()
 	args := qmp.Args{"job-id": job, "device": node}
@@ -461,14 +464,26 @@ func streamJob(ctx context.Context, p *process, job, node, baseNode string) erro
 	if err := p.qmp.Execute(ctx, "block-stream", args, nil); err != nil {
 		return err
 	}
-	ev, err := sub.Wait(ctx, func(ev qmp.Event) bool {
-		var data struct {
-			Device string `json:"device"`
+	var ev qmp.Event
+	for {
+		wctx, cancel := context.WithTimeout(ctx, d.cfg.QMPTimeout)
+		e, err := sub.Wait(wctx, func(ev qmp.Event) bool {
+			var data struct {
+				Device string `json:"device"`
+			}
+			return ev.DecodeData(&data) == nil && data.Device == job
+		})
+		cancel()
+		if err == nil {
+			ev = e
+			break
 		}
-		return ev.DecodeData(&data) == nil && data.Device == job
-	})
-	if err != nil {
-		return err
+		if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		if _, err := p.qmp.QueryBlockJobs(ctx); err != nil {
+			return fmt.Errorf("qemu: block-stream %s: QEMU stopped answering: %w", node, err)
+		}
 	}
 	var data struct {
 		Error string `json:"error"`
