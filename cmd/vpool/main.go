@@ -51,7 +51,7 @@ func logFlags(cmd *cobra.Command) func() (*slog.Logger, error) {
 
 // qemuDriver is the QEMU driver factory handed to devenv.
 func qemuDriver(o devenv.QEMUOptions) (hypervisor.Driver, error) {
-	return qemu.New(qemu.Config{StateDir: o.StateDir, Logger: o.Logger, Pools: o.Pools, MigrationHost: o.MigrationHost,
+	return qemu.New(qemu.Config{StateDir: o.StateDir, HostID: o.HostID, Logger: o.Logger, Pools: o.Pools, MigrationHost: o.MigrationHost,
 		CPUModel: o.CPUModel, Machine: o.Machine})
 }
 

@@ -254,14 +254,18 @@ func (a *Agent) reattach(ctx context.Context) {
 		a.log.Error("list driver VMs for re-attach", "err", err)
 		return
 	}
-	running := 0
+	running, unreachable := 0, 0
 	for _, in := range infos {
-		if in.State == hypervisor.StateRunning {
+		switch in.State {
+		case hypervisor.StateRunning:
 			running++
+		case hypervisor.StateUnknown:
+			unreachable++
+			a.log.Warn("VM unreachable after re-attach; left running, reported as unknown", "vm", in.ID, "reason", in.Reason)
 		}
 	}
 	if len(infos) > 0 {
-		a.log.Info("re-attached to existing VMs", "vms", len(infos), "running", running)
+		a.log.Info("re-attached to existing VMs", "vms", len(infos), "running", running, "unreachable", unreachable)
 	}
 }
 

@@ -257,6 +257,16 @@ func (a *Agent) apply(ctx context.Context, vm *model.VM, in *hypervisor.Info) (a
 		rep.Gone = true
 		return rep, nil
 	}
+	if in != nil && in.State == hypervisor.StateUnknown {
+		// The VM runs but the driver cannot reach it: say so, change
+		// nothing, and leave the decision to the operator (or HA). The
+		// driver keeps trying; the next pass sees what it finds.
+		rep.Phase, rep.Error = model.PhaseUnknown, in.Reason
+		if rep.Error == "" {
+			rep.Error = "unreachable: the host cannot reach the VM"
+		}
+		return rep, nil
+	}
 	if in != nil && in.Config.UID != "" && vm.UID != "" && in.Config.UID != vm.UID {
 		// A VM of the same name that the store no longer has: replace it.
 		a.log.Warn("replacing a stale VM with the same name", "vm", vm.Key(), "oldUID", in.Config.UID, "uid", vm.UID)
@@ -473,6 +483,8 @@ func phaseOf(s hypervisor.State) model.Phase {
 		return model.PhasePaused
 	case hypervisor.StateCrashed:
 		return model.PhaseFailed
+	case hypervisor.StateUnknown:
+		return model.PhaseUnknown
 	default:
 		return model.PhaseStopped
 	}

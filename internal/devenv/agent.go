@@ -34,7 +34,10 @@ type QEMUFactory func(o QEMUOptions) (hypervisor.Driver, error)
 // QEMUOptions configure a QEMU driver.
 type QEMUOptions struct {
 	StateDir string
-	Logger   *slog.Logger
+	// HostID names the host in the owner records of its disks on shared
+	// storage (the host name: unique in the cluster).
+	HostID string
+	Logger *slog.Logger
 	// Pools maps storage pool names to directories (a shared pool is one
 	// every host mounts at the same path).
 	Pools map[string]string
@@ -106,7 +109,7 @@ func OpenDriver(o DriverOptions) (hypervisor.Driver, string, error) {
 		if !QEMUInstalled() {
 			return nil, "", fmt.Errorf("%w: qemu-system-x86_64 is not installed", ErrNoQEMU)
 		}
-		d, err := o.QEMU(QEMUOptions{StateDir: filepath.Join(o.StateDir, "qemu"), Logger: o.Logger,
+		d, err := o.QEMU(QEMUOptions{StateDir: filepath.Join(o.StateDir, "qemu"), HostID: o.HostName, Logger: o.Logger,
 			Pools: o.Pools, MigrationHost: o.MigrationHost, CPUModel: o.CPUModel, Machine: o.Machine})
 		if err != nil {
 			return nil, "", err

@@ -16,6 +16,10 @@ const (
 	PhaseFailed     Phase = "failed"
 	PhaseDeleting   Phase = "deleting"
 	PhasePaused     Phase = "paused"
+	// PhaseUnknown: the host runs the VM but cannot reach it (its QEMU
+	// monitor does not answer); LastError says why. Nothing acts on the
+	// VM until the host reaches it again or an operator decides.
+	PhaseUnknown Phase = "unknown"
 )
 
 // PowerState is what the user wants a VM to be.

@@ -22,7 +22,14 @@ type Options struct {
 	// (default 64). A subscriber that falls further behind loses events
 	// (counted by Subscription.Dropped) rather than stalling replies.
 	EventBuffer int
+	// CommandTimeout bounds a command whose context has no deadline
+	// (default DefaultCommandTimeout), so that no command waits forever
+	// on a monitor that never answers (a stopped or stuck QEMU).
+	CommandTimeout time.Duration
 }
+
+// DefaultCommandTimeout is Options.CommandTimeout's default.
+const DefaultCommandTimeout = time.Minute
 
 // Conn is one QMP connection. It is safe for concurrent use: commands
 // from several goroutines are multiplexed by id.
@@ -31,6 +38,7 @@ type Conn struct {
 	log     *slog.Logger
 	version Version
 	evBuf   int
+	timeout time.Duration // Options.CommandTimeout
 
 	wmu sync.Mutex // serialises writes
 
@@ -76,10 +84,14 @@ func NewConn(ctx context.Context, nc net.Conn, opts Options) (*Conn, error) {
 	if opts.EventBuffer <= 0 {
 		opts.EventBuffer = 64
 	}
+	if opts.CommandTimeout <= 0 {
+		opts.CommandTimeout = DefaultCommandTimeout
+	}
 	c := &Conn{
 		nc:         nc,
 		log:        log,
 		evBuf:      opts.EventBuffer,
+		timeout:    opts.CommandTimeout,
 		pending:    map[uint64]chan reply{},
 		subs:       map[*Subscription]struct{}{},
 		done:       make(chan struct{}),
@@ -190,9 +202,11 @@ func (c *Conn) readLoop(dec *json.Decoder) {
 }
 
 // Execute runs cmd with args (nil for none) and decodes the return value
-// into out (nil to ignore it). ctx bounds the wait for the reply: a
-// command that times out is abandoned (its late reply is discarded), and
-// the error wraps ctx.Err(). A QMP error reply is returned as *Error.
+// into out (nil to ignore it). ctx bounds the wait for the reply (and the
+// write of the command); without a deadline, Options.CommandTimeout does.
+// A command that times out is abandoned (its late reply is discarded),
+// and the error wraps ctx.Err() (context.DeadlineExceeded for the
+// default bound). A QMP error reply is returned as *Error.
 func (c *Conn) Execute(ctx context.Context, cmd string, args, out any) error {
 	return c.execute(ctx, cmd, args, out, nil)
 }
@@ -204,6 +218,11 @@ func (c *Conn) ExecuteWithFile(ctx context.Context, cmd string, args, out any, f
 }
 
 func (c *Conn) execute(ctx context.Context, cmd string, args, out any, f *os.File) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
 	ch := make(chan reply, 1)
 	c.mu.Lock()
 	if c.closed {
