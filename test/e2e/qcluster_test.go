@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -206,10 +207,18 @@ func (cl *qcluster) leftovers(host, name string) []string {
 
 func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
 
-// sharedOwner is the state dir that owns name's disks in the shared pool.
+// sharedOwner is the host that owns name's disks in the shared pool, as
+// the owner record says ("" when there is none or it names another VM).
 func (cl *qcluster) sharedOwner(name string) string {
 	b, _ := os.ReadFile(filepath.Join(cl.shared, vmIDOf(name), ".vpool-owner"))
-	return strings.TrimSpace(string(b))
+	var rec struct {
+		Host string `json:"host"`
+		VM   string `json:"vm"`
+	}
+	if json.Unmarshal(b, &rec) != nil || rec.VM != vmIDOf(name) {
+		return ""
+	}
+	return rec.Host
 }
 
 // assertClean fails unless host keeps nothing of name, waiting a while for
