@@ -276,7 +276,7 @@ func (a *Agent) apply(ctx context.Context, vm *model.VM, in *hypervisor.Info) (a
 	}
 	a.mu.Unlock()
 	if created {
-		cfg, err := a.vmConfig(vm)
+		cfg, err := a.vmConfig(ctx, vm)
 		if err != nil {
 			return a.failed(rep, "create", err)
 		}
@@ -447,7 +447,7 @@ func (a *Agent) resizeOffline(ctx context.Context, vm *model.VM) error {
 	return nil
 }
 
-func (a *Agent) vmConfig(vm *model.VM) (hypervisor.VMConfig, error) {
+func (a *Agent) vmConfig(ctx context.Context, vm *model.VM) (hypervisor.VMConfig, error) {
 	cfg := hypervisor.VMConfig{
 		ID:      vmID(vm.Project, vm.Name),
 		Name:    vm.Name,
@@ -455,8 +455,8 @@ func (a *Agent) vmConfig(vm *model.VM) (hypervisor.VMConfig, error) {
 		UID:     vm.UID,
 		Spec:    vm.Spec,
 	}
-	if vm.Spec.Image != "" && a.cfg.ResolveImage != nil {
-		im, err := a.cfg.ResolveImage(vm.Spec.Image)
+	if vm.Spec.Image != "" {
+		im, err := a.resolveImage(ctx, vm.Spec.Image)
 		if err != nil {
 			return cfg, fmt.Errorf("image %s: %w", vm.Spec.Image, err)
 		}

@@ -67,6 +67,11 @@ var Routes = []Route{
 	{"DELETE", "/api/v1/vms/{name}/disks/{disk}", "unplug and delete a disk"},
 	{"GET", "/api/v1/vms/{name}/console", "attach to the serial console (websocket)"},
 	{"GET", "/api/v1/vms/{name}/console/log", "the tail of the serial console log (?tail=BYTES)"},
+
+	{"GET", "/api/v1/images", "list boot images"},
+	{"POST", "/api/v1/images", "import an image: JSON with URLs (downloaded in the background), or a multipart upload"},
+	{"GET", "/api/v1/images/{name}", "show an image"},
+	{"DELETE", "/api/v1/images/{name}", "delete an image no VM uses"},
 }
 
 // AgentRoutes is the agent protocol, on the mutual-TLS agent listener.
@@ -81,4 +86,6 @@ var AgentRoutes = []Route{
 	{"PUT", "/agent/v1/snapshots/{project}/{vm}/{name}", "report the outcome of a snapshot request"},
 	{"GET", "/agent/v1/consoles", "console sessions waiting for the calling host (long poll)"},
 	{"GET", "/agent/v1/consoles/{id}", "join a console session (websocket)"},
+	{"GET", "/agent/v1/images/{name}", "an image's record, to fetch its files"},
+	{"GET", "/agent/v1/images/{name}/files/{sha256}", "one file of an image from the server's pool"},
 }

@@ -141,7 +141,7 @@ func (o *vmCreateOpts) spec(cmd *cobra.Command) (model.VMSpec, error) {
 	if err != nil {
 		return s, err
 	}
-	s.CloudInit, err = o.cloudInit.build()
+	s.CloudInit, err = o.cloudInit.build(cmd)
 	return s, err
 }
 

@@ -341,9 +341,11 @@ func (a *app) awaitResize(cmd *cobra.Command, c *client.Client, vm *model.VM) (*
 
 // cloudInitOpts are the `vm create` flags of the cloud-init NoCloud seed.
 type cloudInitOpts struct {
-	hostname string
-	sshKeys  []string // files
-	userData string   // file
+	hostname       string
+	sshKeys        []string // files
+	userData       string   // file
+	passwordFile   string
+	passwordPrompt bool
 }
 
 func (o *cloudInitOpts) flags(cmd *cobra.Command) {
@@ -351,11 +353,17 @@ func (o *cloudInitOpts) flags(cmd *cobra.Command) {
 	f.StringVar(&o.hostname, "hostname", "", "cloud-init: the guest's host name (default: the VM name)")
 	f.StringArrayVar(&o.sshKeys, "ssh-key", nil, "cloud-init: a public key file (each line one key); repeatable")
 	f.StringVar(&o.userData, "user-data", "", "cloud-init: a user-data file (#cloud-config or a script)")
+	f.StringVar(&o.passwordFile, "password-file", "", "cloud-init: the default user's password, the first line of this file (only its SHA-512 crypt hash is sent)")
+	f.BoolVar(&o.passwordPrompt, "password-prompt", false, "cloud-init: ask for the default user's password (only its SHA-512 crypt hash is sent)")
 }
 
 // build returns the seed, or nil when no cloud-init flag was given.
-func (o *cloudInitOpts) build() (*model.CloudInit, error) {
-	if o.hostname == "" && len(o.sshKeys) == 0 && o.userData == "" {
+func (o *cloudInitOpts) build(cmd *cobra.Command) (*model.CloudInit, error) {
+	pw, err := readPassword(cmd, o.passwordFile, o.passwordPrompt)
+	if err != nil {
+		return nil, err
+	}
+	if o.hostname == "" && len(o.sshKeys) == 0 && o.userData == "" && pw == "" {
 		return nil, nil
 	}
 	ci := &model.CloudInit{Hostname: o.hostname}
@@ -376,6 +384,11 @@ func (o *cloudInitOpts) build() (*model.CloudInit, error) {
 			return nil, usagef("--user-data: %v", err)
 		}
 		ci.UserData = string(b)
+	}
+	if pw != "" {
+		if ci.UserData, err = combineUserData(passwordCloudConfig(sha512Crypt(pw, newSalt())), ci.UserData); err != nil {
+			return nil, err
+		}
 	}
 	return ci, nil
 }

@@ -191,6 +191,12 @@ func calls() []struct {
 		}},
 		{"remove disk", "DELETE /api/v1/vms/{name}/disks/{disk}", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.RemoveDisk(ctx, "p1", "web1", "data")) }},
 		{"console log", "GET /api/v1/vms/{name}/console/log", "project=p1&tail=100", "", func(ctx context.Context, c *Client) error { return drop(c.ConsoleLog(ctx, "p1", "web1", 100)) }},
+		{"list images", "GET /api/v1/images", "", "", func(ctx context.Context, c *Client) error { return drop(c.ListImages(ctx)) }},
+		{"get image", "GET /api/v1/images/{name}", "", "", func(ctx context.Context, c *Client) error { return drop(c.GetImage(ctx, "debian-12")) }},
+		{"import image", "POST /api/v1/images", "", `{"name":"debian-12","url":"https://example.test/d.qcow2"}`, func(ctx context.Context, c *Client) error {
+			return drop(c.ImportImageURL(ctx, api.ImageImportRequest{Name: "debian-12", URL: "https://example.test/d.qcow2"}))
+		}},
+		{"delete image", "DELETE /api/v1/images/{name}", "", "", func(ctx context.Context, c *Client) error { return c.DeleteImage(ctx, "debian-12") }},
 		{"console", "GET /api/v1/vms/{name}/console", "project=p1", "", func(ctx context.Context, c *Client) error {
 			conn, err := c.Console(ctx, "p1", "web1")
 			if err == nil {

@@ -7,7 +7,7 @@
 // of its own beyond caches: everything lives in the store.
 //
 // It imports internal/state, internal/store, internal/model, internal/api,
-// internal/pki and internal/metrics; it must not import etcd, the
+// internal/pki, internal/metrics and internal/imagepool (image bytes); it must not import etcd, the
 // hypervisor drivers, the agent or the CLI.
 package server
 
@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/imagepool"
 	"github.com/vpool/vpool/internal/metrics"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/pki"
@@ -86,6 +87,9 @@ type Config struct {
 	// ServerNames are the SANs of the server certificates (default:
 	// 127.0.0.1, ::1, localhost, the host name).
 	ServerNames []string
+	// Images is the image pool that holds image files; nil refuses
+	// image imports (docs/images.md).
+	Images *imagepool.Pool
 }
 
 // Server is one API server. Several may run against one store.
@@ -105,6 +109,7 @@ type Server struct {
 
 	drain     chan struct{} // closed when Run begins to shut down
 	drainOnce sync.Once
+	imports   sync.WaitGroup // image downloads in the background
 
 	leaseMu sync.Mutex
 	leases  map[string]store.LeaseID
@@ -182,6 +187,9 @@ func (s *Server) bootstrap(ctx context.Context) error {
 		return err
 	}
 	if err := s.loadOrCreateAdminToken(ctx); err != nil {
+		return err
+	}
+	if err := s.failInterruptedImports(ctx); err != nil {
 		return err
 	}
 	return s.repo.EnsureProject(ctx, &model.Project{Meta: model.Meta{Name: api.DefaultProject}, Description: "default project"})
@@ -345,6 +353,7 @@ wait:
 		}
 	}
 	s.drainOnce.Do(func() { close(s.drain) })
+	s.imports.Wait() // downloads end with the drain and mark their images failed
 	cancelControllers()
 	if ctrlRunning {
 		<-ctrlDone // controllers end with their context

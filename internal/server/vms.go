@@ -76,6 +76,9 @@ func (s *Server) dryRun(r *http.Request, vms []*model.VM) ([]api.DryRunResponse,
 	if _, err := s.repo.GetProject(r.Context(), vms[0].Project); err != nil {
 		return nil, projectErr(err, vms[0].Project)
 	}
+	if err := s.repo.CheckImages(r.Context(), vms); err != nil {
+		return nil, err
+	}
 	if bp, ok := s.cfg.Placer.(BatchPlacer); ok && len(vms) > 1 {
 		return bp.PlaceBatch(r.Context(), vms)
 	}
