@@ -409,6 +409,12 @@ func (a *Agent) setAssignments(as api.Assignments) {
 	}
 	a.ops.set(as.Snapshots)
 	a.mu.Lock()
+	for key, vm := range m {
+		// A forced stop does not wait for a graceful one in progress.
+		if st := a.vms[key]; st != nil && st.stopCancel != nil && vm.Spec.StopForce {
+			st.stopCancel()
+		}
+	}
 	a.assigned = m
 	a.haveList = true
 	a.rev = as.Revision

@@ -31,7 +31,7 @@ var Routes = []Route{
 	{"PATCH", "/api/v1/vms/{name}", "resize or relabel a VM"},
 	{"DELETE", "/api/v1/vms/{name}", "delete a VM"},
 	{"POST", "/api/v1/vms/{name}/start", "start a VM"},
-	{"POST", "/api/v1/vms/{name}/stop", "stop a VM"},
+	{"POST", "/api/v1/vms/{name}/stop", "stop a VM: gracefully (timeoutSeconds) or forced"},
 	{"POST", "/api/v1/vms/{name}/restart", "restart a VM"},
 
 	{"GET", "/api/v1/hosts", "list hosts"},
@@ -65,6 +65,7 @@ var Routes = []Route{
 	{"DELETE", "/api/v1/vms/{name}/snapshots/{snapshot}", "delete a snapshot"},
 	{"POST", "/api/v1/vms/{name}/disks", "hot-plug a new disk"},
 	{"DELETE", "/api/v1/vms/{name}/disks/{disk}", "unplug and delete a disk"},
+	{"PATCH", "/api/v1/vms/{name}/disks/{disk}", "grow a disk (live when the VM runs)"},
 	{"GET", "/api/v1/vms/{name}/console", "attach to the serial console (websocket)"},
 	{"GET", "/api/v1/vms/{name}/console/log", "the tail of the serial console log (?tail=BYTES)"},
 

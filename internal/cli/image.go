@@ -164,7 +164,7 @@ func (a *app) imageDeleteCmd() *cobra.Command {
 // imageImportOpts are the flags of `image import`.
 type imageImportOpts struct {
 	kernel, initrd, cmdline, description, sha256 string
-	noWait                                       bool
+	wait                                         waitOpts
 	timeout                                      time.Duration
 }
 
@@ -206,7 +206,7 @@ import shows the download and returns at once with --no-wait.`,
 	f.StringVar(&o.cmdline, "cmdline", "", "the kernel command line of --kernel")
 	f.StringVar(&o.description, "description", "", "what the image is")
 	f.StringVar(&o.sha256, "sha256", "", "the SHA-256 the disk (or, without one, the kernel) must have, e.g. from the distribution's SHA256SUMS")
-	f.BoolVar(&o.noWait, "no-wait", false, "return once a URL import has begun")
+	o.wait.flags(cmd, "a URL import is done (a local file is always uploaded first)")
 	f.DurationVar(&o.timeout, "timeout", time.Hour, "how long to wait for a URL import")
 	return cmd
 }
@@ -304,7 +304,7 @@ func (a *app) imageImport(cmd *cobra.Command, name, src string, o *imageImportOp
 		p.done()
 	} else {
 		im, err = c.ImportImageURL(cmd.Context(), req)
-		if err == nil && !o.noWait {
+		if err == nil && o.wait.enabled() {
 			im, err = a.waitImage(cmd, c, im.Name, o.timeout)
 		}
 	}

@@ -31,7 +31,8 @@ func (a *app) addMigrationCommands(root *cobra.Command) {
 
 func (a *app) vmMigrateCmd() *cobra.Command {
 	var to string
-	var wait, postCopy, dryRun bool
+	var wait waitOpts
+	var postCopy, dryRun bool
 	var downtime, timeout time.Duration
 	var bandwidth string
 	cmd := &cobra.Command{
@@ -44,8 +45,9 @@ moves cold. Without --to the scheduler picks the target among the other
 hosts with the usual placement rules. Pre-checks refuse, before anything
 is touched, a target without room, outside the VM's placement rules, not
 ready, missing the VM's networks or running an incompatible hypervisor.
-With --wait a progress bar on stderr shows the phase, bytes sent and
-left, the dirty rate, the expected downtime and the ETA.`,
+It waits until the migration ends (unless --no-wait), with a progress bar
+on stderr: the phase, bytes sent and left, the dirty rate, the expected
+downtime and the ETA.`,
 		Args: exactArgs(1, "one VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.outputClient()
@@ -76,7 +78,7 @@ left, the dirty rate, the expected downtime and the ETA.`,
 					fmt.Fprintf(w, "vm %s would move %s from %s to %s\n", m.VM, m.Mode, m.Source, m.Target)
 				})
 			}
-			if !wait {
+			if !wait.enabled() {
 				return a.print(cmd, m, func(w io.Writer) {
 					fmt.Fprintf(w, "migration %s: vm %s moving %s from %s to %s\n", m.Name, m.VM, m.Mode, m.Source, m.Target)
 				})
@@ -86,8 +88,8 @@ left, the dirty rate, the expected downtime and the ETA.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&to, "to", "", "target host (default: the scheduler picks)")
-	f.BoolVar(&wait, "wait", false, "wait until the migration ends, with a progress bar on stderr")
-	f.DurationVar(&timeout, "timeout", 30*time.Minute, "how long --wait waits")
+	wait.flags(cmd, "the migration ends (a progress bar on stderr meanwhile)")
+	f.DurationVar(&timeout, "timeout", 30*time.Minute, "how long to wait")
 	f.DurationVar(&downtime, "downtime-limit", 0, "longest pause at switch-over, e.g. 100ms (default: the VM's or 300ms)")
 	f.BoolVar(&postCopy, "post-copy", false, "allow post-copy when pre-copy does not converge")
 	f.StringVar(&bandwidth, "bandwidth", "", "starting stream rate per second, e.g. 64MiB (default: the driver's, 1GiB for QEMU; escalation may raise it)")
@@ -208,6 +210,9 @@ func (a *app) migrationListCmd() *cobra.Command {
 			}
 			if ms == nil {
 				ms = []model.Migration{}
+			}
+			if len(ms) == 0 && !all {
+				a.emptyHint(cmd, "migrations")
 			}
 			return a.print(cmd, ms, func(w io.Writer) { a.migrationTable(w, ms) })
 		},
@@ -351,7 +356,7 @@ func (a *app) migrationCancelCmd() *cobra.Command {
 
 func (a *app) hostDrainCmd() *cobra.Command {
 	var maxConc int
-	var wait bool
+	var wait waitOpts
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "drain HOST",
@@ -374,15 +379,15 @@ capacity frees up. 'vpool host undrain HOST' ends it.`,
 			if err := a.print(cmd, res, func(w io.Writer) { drainTable(w, res) }); err != nil {
 				return err
 			}
-			if !wait {
+			if !wait.enabled() {
 				return nil
 			}
 			return a.waitDrain(cmd, c, args[0], timeout)
 		},
 	}
 	cmd.Flags().IntVar(&maxConc, "max-concurrent", model.DefaultDrainConcurrency, "migrations at once from this host")
-	cmd.Flags().BoolVar(&wait, "wait", false, "wait until no VM is left on the host (or only VMs that cannot move)")
-	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "how long --wait waits")
+	wait.flags(cmd, "no VM is left on the host (or only VMs that cannot move)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "how long to wait")
 	return cmd
 }
 

@@ -139,7 +139,7 @@ func TestMigrationCommands(t *testing.T) {
 		t.Errorf("cancel of a completed migration: code %d, stderr %q", res.code, res.stderr)
 	}
 
-	res = f.cli(t, "host", "drain", "h1", "--max-concurrent", "3")
+	res = f.cli(t, "host", "drain", "h1", "--max-concurrent", "3", "--no-wait")
 	if res.code != 0 {
 		t.Fatalf("drain: %s", res.stderr)
 	}

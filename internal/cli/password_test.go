@@ -39,8 +39,7 @@ func TestVMCreatePassword(t *testing.T) {
 	if res.code != 0 {
 		t.Fatalf("code %d: %s", res.code, res.stderr)
 	}
-	calls := f.seen()
-	body := calls[len(calls)-1].Body
+	body := f.lastWrite(t).Body
 	if strings.Contains(body, "s3cret-pw") {
 		t.Fatal("the password itself was sent")
 	}

@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
 // progressBar shows the progress of long work on stderr: on a terminal
@@ -66,3 +68,20 @@ func bar(frac float64, width int) string {
 	n := int(frac * float64(width))
 	return "[" + strings.Repeat("=", n) + strings.Repeat(" ", width-n) + "]"
 }
+
+// waitOpts are the flags of a long operation: it waits by default;
+// --no-wait returns once the operation is asked for. The old --wait is
+// kept, hidden, as a no-op so that scripts written for it keep working
+// (--wait=false is --no-wait).
+type waitOpts struct {
+	noWait, wait bool
+}
+
+func (o *waitOpts) flags(cmd *cobra.Command, until string) {
+	cmd.Flags().BoolVar(&o.noWait, "no-wait", false, "return at once instead of waiting until "+until)
+	cmd.Flags().BoolVar(&o.wait, "wait", true, "wait (the default)")
+	_ = cmd.Flags().MarkHidden("wait")
+}
+
+// enabled says whether to wait.
+func (o *waitOpts) enabled() bool { return o.wait && !o.noWait }

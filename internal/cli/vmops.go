@@ -21,7 +21,7 @@ func (a *app) addVMOpCommands(root *cobra.Command) {
 	root.AddCommand(a.snapshotCmd())
 	for _, c := range root.Commands() {
 		if c.Name() == "vm" {
-			c.AddCommand(a.vmConsoleCmd(), group("disk", "Hot-plug and unplug extra disks of a VM", a.diskAddCmd(), a.diskRemoveCmd()))
+			c.AddCommand(a.vmConsoleCmd(), group("disk", "Hot-plug, unplug and grow the disks of a VM", a.diskAddCmd(), a.diskRemoveCmd(), a.diskResizeCmd()))
 		}
 	}
 }
@@ -43,9 +43,9 @@ func (a *app) snapshotTable(w io.Writer, items []model.Snapshot) {
 	}
 }
 
-// waitSnap waits (unless noWait) until the snapshot leaves phase busy.
-func (a *app) waitSnap(cmd *cobra.Command, c *client.Client, vm string, s *model.Snapshot, busy model.SnapshotPhase, noWait bool, timeout time.Duration) (*model.Snapshot, error) {
-	if noWait || s == nil {
+// waitSnap waits (unless told not to) until the snapshot leaves phase busy.
+func (a *app) waitSnap(cmd *cobra.Command, c *client.Client, vm string, s *model.Snapshot, busy model.SnapshotPhase, wait waitOpts, timeout time.Duration) (*model.Snapshot, error) {
+	if !wait.enabled() || s == nil {
 		return s, nil
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
@@ -58,7 +58,8 @@ func (a *app) waitSnap(cmd *cobra.Command, c *client.Client, vm string, s *model
 }
 
 func (a *app) snapshotCreateCmd() *cobra.Command {
-	var memory, noWait bool
+	var memory bool
+	var noWait waitOpts
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "create VM NAME",
@@ -82,7 +83,7 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&memory, "memory", false, "keep the running state too (the VM must run); a revert resumes it")
-	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the snapshot is asked for")
+	noWait.flags(cmd, "the snapshot is ready")
 	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long to wait")
 	return cmd
 }
@@ -107,7 +108,7 @@ func (a *app) snapshotListCmd() *cobra.Command {
 }
 
 func (a *app) snapshotRevertCmd() *cobra.Command {
-	var noWait bool
+	var noWait waitOpts
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "revert VM NAME",
@@ -129,13 +130,13 @@ func (a *app) snapshotRevertCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the revert is asked for")
+	noWait.flags(cmd, "the VM is reverted")
 	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long to wait")
 	return cmd
 }
 
 func (a *app) snapshotDeleteCmd() *cobra.Command {
-	var noWait bool
+	var noWait waitOpts
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "delete VM NAME",
@@ -156,7 +157,7 @@ func (a *app) snapshotDeleteCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the deletion is asked for")
+	noWait.flags(cmd, "the snapshot is deleted")
 	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long to wait")
 	return cmd
 }
@@ -215,6 +216,68 @@ func (a *app) diskRemoveCmd() *cobra.Command {
 			return a.print(cmd, vm, func(w io.Writer) { a.diskTable(w, vm) })
 		},
 	}
+}
+
+func (a *app) diskResizeCmd() *cobra.Command {
+	var wait waitOpts
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "resize VM DISK --size SIZE",
+		Short: "Grow a disk (live when the VM runs; disks never shrink)",
+		Long: `Grow a disk to --size. A running VM's guest sees the new size at once
+(QMP block_resize); its file system is the guest's to grow (growpart and
+resize2fs, or cloud-init's growpart at the next boot). Waits until the host
+has grown the disk unless --no-wait.`,
+		Example: `  vpool vm disk resize web1 root --size 20GiB`,
+		Args:    exactArgs(2, "a VM name and a disk name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sz, ok, err := sizeFlag(cmd, "size")
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return usagef("vm disk resize: --size is required (e.g. --size 20GiB)")
+			}
+			c, err := a.outputClient()
+			if err != nil {
+				return err
+			}
+			vm, err := c.ResizeDisk(cmd.Context(), a.cfg.Project, args[0], args[1], sz)
+			if err != nil {
+				return err
+			}
+			if wait.enabled() && vm.Status.Host != "" {
+				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+				defer cancel()
+				vm, err = c.WaitVM(ctx, a.cfg.Project, args[0], func(v *model.VM) bool {
+					return v == nil || diskStatusSize(v, args[1]) >= sz || v.Status.LastError != ""
+				}, nil)
+				if err != nil {
+					return fmt.Errorf("vm disk resize: %w", err)
+				}
+				if vm == nil {
+					return fmt.Errorf("vm disk resize: VM %s went away", args[0])
+				}
+				if diskStatusSize(vm, args[1]) < sz {
+					return fmt.Errorf("vm disk resize: %s", vm.Status.LastError)
+				}
+			}
+			return a.print(cmd, vm, func(w io.Writer) { a.diskTable(w, vm) })
+		},
+	}
+	cmd.Flags().String("size", "", "the new size, with a unit (larger than now)")
+	wait.flags(cmd, "the host has grown the disk")
+	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long to wait")
+	return cmd
+}
+
+func diskStatusSize(vm *model.VM, disk string) model.Bytes {
+	for _, d := range vm.Status.Disks {
+		if d.Name == disk {
+			return d.Size
+		}
+	}
+	return 0
 }
 
 func (a *app) diskTable(w io.Writer, vm *model.VM) {

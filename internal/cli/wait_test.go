@@ -11,8 +11,10 @@ import (
 	"github.com/vpool/vpool/internal/model"
 )
 
-// TestWait checks --wait: one progress line per change on stderr, the
-// final state on stdout, and failures with the VM's last error.
+// TestWait checks waiting (the default; --wait is kept as a no-op, and
+// --no-wait or --wait=false return at once): one progress line per change
+// on stderr, the final state on stdout, and failures with the VM's last
+// error.
 func TestWait(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -42,7 +44,13 @@ func TestWait(t *testing.T) {
 			[]string{"web1: running on h1: restarting", "web1: running on h1"}},
 		{"delete", []string{"vm", "delete", "web1", "--wait"}, 0, "vm web1: deleted\n",
 			[]string{"web1: deleting on h1"}},
-		{"delete without wait", []string{"vm", "delete", "web1"}, 0, "vm web1: deletion requested\n", nil},
+		{"delete without wait", []string{"vm", "delete", "web1", "--no-wait"}, 0, "vm web1: deletion requested\n", nil},
+		{"--wait=false is --no-wait", []string{"vm", "stop", "web1", "--wait=false"}, 0, "vm web1: stop requested\n", nil},
+		{"waiting is the default", []string{"vm", "create", "new1"}, 0,
+			"NAME  PROJECT  PHASE    HOST  VCPUS  MEMORY  DISK  AGE\nnew1  default  running  h1    1      1GiB    0B    5m\n",
+			[]string{"new1: scheduling", "new1: creating on h1: cloning image", "new1: running on h1"}},
+		{"stop waits by default", []string{"vm", "stop", "web1", "--force"}, 0, "vm web1: stopped on h1\n",
+			[]string{"web1: stopping on h1", "web1: stopped on h1"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -271,13 +271,18 @@ func (s *Server) applyReport(ctx context.Context, host string, rep api.VMReport,
 		}
 		resized := applyResizeResult(v, rep.Resize)
 		changed := resized || phase != v.Status.Phase || rep.Error != v.Status.LastError || rep.Message != v.Status.Message ||
+			(rep.Disks != nil && !sameDiskStatus(v.Status.Disks, rep.Disks)) ||
 			rep.AppliedRestartNonce != v.Status.AppliedRestartNonce
 		if !changed && !force && now.Sub(v.Status.ObservedAt) < usageRefresh {
 			return state.ErrSkip
 		}
-		if phase == model.PhaseRunning && v.Status.Phase != model.PhaseRunning {
+		restarted := rep.AppliedRestartNonce > v.Status.AppliedRestartNonce
+		if phase == model.PhaseRunning && (v.Status.Phase != model.PhaseRunning || restarted) {
 			t := now
 			v.Status.StartedAt = &t
+		}
+		if rep.Disks != nil {
+			v.Status.Disks = rep.Disks
 		}
 		v.Status.Phase, v.Status.LastError, v.Status.Message = phase, rep.Error, rep.Message
 		v.Status.Usage, v.Status.AppliedRestartNonce, v.Status.ObservedAt = rep.Usage, rep.AppliedRestartNonce, now
@@ -412,4 +417,16 @@ func (s *Server) waitForChange(ctx context.Context, host string, after int64, ha
 			}
 		}
 	}
+}
+
+func sameDiskStatus(x, y []model.DiskStatus) bool {
+	if len(x) != len(y) {
+		return false
+	}
+	for i := range x {
+		if x[i] != y[i] {
+			return false
+		}
+	}
+	return true
 }

@@ -46,7 +46,7 @@ func (s *Server) endpoints() []endpoint {
 		{method: "PATCH", path: "/api/v1/vms/{name}", handle: s.patchVM, req: api.VMPatchRequest{}, resp: model.VM{}, status: 200, query: scoped},
 		{method: "DELETE", path: "/api/v1/vms/{name}", handle: s.deleteVM, resp: model.VM{}, status: 202, query: scoped},
 		{method: "POST", path: "/api/v1/vms/{name}/start", handle: s.powerVM("start"), resp: model.VM{}, status: 202, query: scoped},
-		{method: "POST", path: "/api/v1/vms/{name}/stop", handle: s.powerVM("stop"), resp: model.VM{}, status: 202, query: scoped},
+		{method: "POST", path: "/api/v1/vms/{name}/stop", handle: s.stopVM, req: api.VMStopRequest{}, resp: model.VM{}, status: 202, query: scoped},
 		{method: "POST", path: "/api/v1/vms/{name}/restart", handle: s.powerVM("restart"), resp: model.VM{}, status: 202, query: scoped},
 
 		{method: "GET", path: "/api/v1/hosts", handle: s.listHosts, resp: api.HostList{}, status: 200},
@@ -59,7 +59,7 @@ func (s *Server) endpoints() []endpoint {
 		{method: "POST", path: "/api/v1/tokens", handle: s.createToken, req: api.TokenCreateRequest{}, resp: api.TokenCreateResponse{}, status: 201},
 		{method: "DELETE", path: "/api/v1/tokens/{id}", handle: s.deleteToken, status: 204},
 
-		{method: "GET", path: "/api/v1/events", handle: s.events, resp: api.EventList{}, status: 200, query: []string{"project", "since", "limit", "follow"}},
+		{method: "GET", path: "/api/v1/events", handle: s.events, resp: api.EventList{}, status: 200, query: []string{"project", "all-projects", "since", "limit", "follow"}},
 	}...)
 }
 

@@ -178,6 +178,7 @@ func TestAuthMatrix(t *testing.T) {
 		{"member stops other project's VM", "POST", "/api/v1/vms/secret-vm/stop?project=beta", member, nil, 404, api.CodeNotFound},
 		{"member lists other project", "GET", "/api/v1/vms?project=beta", member, nil, 404, api.CodeNotFound},
 		{"member lists all projects", "GET", "/api/v1/vms?all-projects=true", member, nil, 403, api.CodeForbidden},
+		{"member lists all projects' events", "GET", "/api/v1/events?all-projects=true", member, nil, 403, api.CodeForbidden},
 		{"member sees other project", "GET", "/api/v1/projects/beta", member, nil, 404, api.CodeNotFound},
 		{"member creates project", "POST", "/api/v1/projects", member, api.ProjectCreateRequest{Name: "x"}, 403, api.CodeForbidden},
 		{"member creates token", "POST", "/api/v1/tokens", member, api.TokenCreateRequest{Project: "alpha"}, 403, api.CodeForbidden},
@@ -191,6 +192,7 @@ func TestAuthMatrix(t *testing.T) {
 		{"viewer writes other project", "DELETE", "/api/v1/vms/secret-vm?project=beta", viewer, nil, 404, api.CodeNotFound},
 		{"admin reads any", "GET", "/api/v1/vms/secret-vm?project=beta", admin, nil, 200, ""},
 		{"admin lists all", "GET", "/api/v1/vms?all-projects=true", admin, nil, 200, ""},
+		{"admin lists all events", "GET", "/api/v1/events?all-projects=true", admin, nil, 200, ""},
 		{"unknown route", "GET", "/api/v1/nothing", admin, nil, 404, api.CodeNotFound},
 	}
 	for _, tt := range tests {

@@ -355,11 +355,7 @@ func (s *Server) powerVM(op string) func(http.ResponseWriter, *http.Request, *pr
 			switch op {
 			case "start":
 				v.Spec.Power = model.PowerRunning
-			case "stop":
-				v.Spec.Power = model.PowerStopped
-				if v.Status.Phase == model.PhaseRunning || v.Status.Phase == model.PhasePaused {
-					v.Status.Phase = model.PhaseStopping
-				}
+				v.Spec.StopForce, v.Spec.StopTimeout = false, 0
 			case "restart":
 				if v.Spec.Power == model.PowerStopped {
 					v.Spec.Power = model.PowerRunning

@@ -275,7 +275,7 @@ func (cl *qcluster) waitTick(t *testing.T, host, name string, after int) int {
 func (cl *qcluster) migrate(t *testing.T, name, to string, extra ...string) model.Migration {
 	t.Helper()
 	var m model.Migration
-	args := append([]string{"vm", "migrate", name, "--to", to, "-o", "json"}, extra...)
+	args := append([]string{"vm", "migrate", name, "--to", to, "-o", "json", "--no-wait"}, extra...)
 	mustJSON(t, cl.s.cli(t, args...), &m)
 	if m.Name == "" {
 		t.Fatalf("vm migrate answered no migration id: %+v", m)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+
+	"github.com/vpool/vpool/internal/hypervisor"
 )
 
 // ImageTool checks and converts disk images for the server's image pool
@@ -82,3 +84,5 @@ func (t ImageTool) Convert(ctx context.Context, src, format, dst string) error {
 	_, err := t.run(ctx, "convert", "-q", "-f", format, "-O", "qcow2", src, dst)
 	return err
 }
+
+var _ hypervisor.DiskResizer = (*Driver)(nil)
