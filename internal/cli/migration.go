@@ -290,11 +290,18 @@ func (a *app) describeMigration(w io.Writer, m *model.Migration) {
 		if len(r.SharedDisks) > 0 {
 			field(w, "Shared disks", strings.Join(r.SharedDisks, ", "))
 		}
-		if r.GuestGapMs > 0 {
-			field(w, "Guest gap", fmt.Sprintf("%dms", r.GuestGapMs))
+		if m.Mode == model.MigrationLive {
+			gap := "not measured (the guest prints no ticks on its console; the test guest does with vpool.tick=1)"
+			if r.GuestGapMs > 0 {
+				gap = fmt.Sprintf("%dms (the longest pause the guest's own clock saw)", r.GuestGapMs)
+			}
+			field(w, "Guest gap", gap)
 		}
 		if r.Stage != "" {
 			field(w, "Last stage", r.Stage)
+		}
+		if len(r.Notes) == 0 && m.Mode == model.MigrationLive {
+			field(w, "Escalations", "none: pre-copy converged with the starting parameters")
 		}
 		for _, n := range r.Notes {
 			field(w, "Escalation", n)

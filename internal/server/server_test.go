@@ -453,3 +453,22 @@ func TestTLSUserAPIAndControllersHook(t *testing.T) {
 		t.Fatalf("healthz over TLS: %d", resp.StatusCode)
 	}
 }
+
+// A dry run runs quota admission as the create would, and says how many
+// of the VMs the quota takes.
+func TestDryRunQuota(t *testing.T) {
+	ts := startServer(t, nil, func(c *Config) { c.Placer = fakePlacer{} })
+	admin := ts.AdminToken()
+	ts.mustCall(201, "POST", "/api/v1/projects", admin, api.ProjectCreateRequest{Name: "q", Quota: model.Quota{VMs: 10}}, nil)
+	spec := vmReq("x").Spec
+	ts.mustCall(201, "POST", "/api/v1/vms:batch?project=q", admin, api.VMBatchRequest{Prefix: "old", Count: 9, Spec: &spec}, nil)
+	code, e := ts.call("POST", "/api/v1/vms:batch?project=q", admin, api.VMBatchRequest{Prefix: "w", Count: 11, Spec: &spec, DryRun: true}, nil)
+	if code != 403 || e.Code != api.CodeQuotaExceeded || e.Field != "quota.vms" || !strings.Contains(e.Message, "takes 1 of these 11") {
+		t.Fatalf("dry run of 11 with room for 1: %d %+v", code, e)
+	}
+	var res []api.DryRunResponse
+	ts.mustCall(200, "POST", "/api/v1/vms:batch?project=q", admin, api.VMBatchRequest{Prefix: "w", Count: 1, Spec: &spec, DryRun: true}, &res)
+	if len(res) != 1 || !res[0].Fits {
+		t.Fatalf("dry run of 1 with room for 1: %+v", res)
+	}
+}

@@ -79,6 +79,9 @@ func (s *Server) dryRun(r *http.Request, vms []*model.VM) ([]api.DryRunResponse,
 	if err := s.repo.CheckImages(r.Context(), vms); err != nil {
 		return nil, err
 	}
+	if err := s.dryRunQuota(r.Context(), vms[0].Project, vms); err != nil {
+		return nil, err
+	}
 	if bp, ok := s.cfg.Placer.(BatchPlacer); ok && len(vms) > 1 {
 		return bp.PlaceBatch(r.Context(), vms)
 	}
