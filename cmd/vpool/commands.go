@@ -146,7 +146,7 @@ seconds to power off); they start again with the next 'vpool dev'. With
 	driver := f.String("driver", devenv.DriverAuto, "the local host's driver: sim, qemu or auto")
 	name := f.String("name", "", "the local host's name (default: the OS host name)")
 	cfgPath := f.String("client-config", "", "where to write the CLI config (default DATA_DIR/config.json; - for none)")
-	logger := logFlags(cmd)
+	logger := logFlagsAt(cmd, "warn") // the banner and the steps speak; --log-level info shows every part at work
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := logger()
 		if err != nil {

@@ -102,8 +102,10 @@ downtime and the ETA.`,
 func (a *app) waitMigration(cmd *cobra.Command, c *client.Client, id string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 	defer cancel()
-	bar := &migrationBar{w: errw(cmd)}
-	m, err := c.WaitMigration(ctx, id, bar.draw)
+	bar := newProgressBar(errw(cmd), a.env.now)
+	m, err := c.WaitMigration(ctx, id, func(m *model.Migration) {
+		bar.show(string(m.Phase)+"/"+m.Progress.Stage, migrationProgressLine(m))
+	})
 	bar.done()
 	if err != nil {
 		return fmt.Errorf("waiting for migration %s: %w", id, err)
@@ -129,23 +131,6 @@ func migrationSummary(m *model.Migration) string {
 		s += ": " + m.Reason
 	}
 	return s
-}
-
-// migrationBar draws a migration's progress on one terminal line.
-type migrationBar struct {
-	w     io.Writer
-	drawn bool
-}
-
-func (p *migrationBar) draw(m *model.Migration) {
-	fmt.Fprintf(p.w, "\r%s\x1b[K", migrationProgressLine(m))
-	p.drawn = true
-}
-
-func (p *migrationBar) done() {
-	if p.drawn {
-		fmt.Fprintln(p.w)
-	}
 }
 
 // migrationProgressLine renders phase (and the driver's stage), a bar,
@@ -239,22 +224,44 @@ func (a *app) migrationTable(w io.Writer, ms []model.Migration) {
 
 func (a *app) migrationShowCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "show ID",
+		Use:     "show ID|VM",
 		Aliases: []string{"get", "describe"},
-		Short:   "Show a migration with its progress and result",
-		Args:    exactArgs(1, "one migration id"),
+		Short:   "Show a migration with its progress and result (by id, or a VM's latest)",
+		Args:    exactArgs(1, "one migration id or VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
 			m, err := c.GetMigration(cmd.Context(), args[0])
+			if client.IsNotFound(err) {
+				m, err = a.latestMigration(cmd, c, args[0], err)
+			}
 			if err != nil {
 				return err
 			}
 			return a.print(cmd, m, func(w io.Writer) { a.describeMigration(w, m) })
 		},
 	}
+}
+
+// latestMigration returns the newest migration of the VM named vm in the
+// project in use, or notFound when there is none.
+func (a *app) latestMigration(cmd *cobra.Command, c *client.Client, vm string, notFound error) (*model.Migration, error) {
+	ms, err := c.ListMigrations(cmd.Context(), a.cfg.Project, false)
+	if err != nil {
+		return nil, err
+	}
+	var best *model.Migration
+	for i := range ms {
+		if ms[i].VM == vm && (best == nil || ms[i].CreatedAt.After(best.CreatedAt)) {
+			best = &ms[i]
+		}
+	}
+	if best == nil {
+		return nil, fmt.Errorf("%w (nor is it a VM with migrations in this project)", notFound)
+	}
+	return best, nil
 }
 
 func (a *app) describeMigration(w io.Writer, m *model.Migration) {
@@ -426,6 +433,8 @@ func maxConcurrent(h *model.Host) int {
 func (a *app) waitDrain(cmd *cobra.Command, c *client.Client, host string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 	defer cancel()
+	bar := newProgressBar(errw(cmd), a.env.now)
+	defer bar.done()
 	for {
 		h, err := c.GetHost(ctx, host)
 		if err != nil {
@@ -435,6 +444,7 @@ func (a *app) waitDrain(cmd *cobra.Command, c *client.Client, host string, timeo
 			return fmt.Errorf("host %s: the drain was ended", host)
 		}
 		if h.Drain.Done {
+			bar.done()
 			fmt.Fprintf(errw(cmd), "host %s drained\n", host)
 			return nil
 		}
@@ -451,10 +461,10 @@ func (a *app) waitDrain(cmd *cobra.Command, c *client.Client, host string, timeo
 		if active == 0 && h.VMs > 0 && len(h.Drain.Blocked) >= h.VMs {
 			return fmt.Errorf("host %s: %d VMs cannot move", host, len(h.Drain.Blocked))
 		}
-		fmt.Fprintf(errw(cmd), "\rhost %s: %d VMs left, %d migrating, %d blocked\x1b[K", host, h.VMs, active, len(h.Drain.Blocked))
+		bar.show(fmt.Sprintf("%d/%d/%d", h.VMs, active, len(h.Drain.Blocked)),
+			fmt.Sprintf("host %s: %d VMs left, %d migrating, %d blocked", host, h.VMs, active, len(h.Drain.Blocked)))
 		select {
 		case <-ctx.Done():
-			fmt.Fprintln(errw(cmd))
 			return ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 		}

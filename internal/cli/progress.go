@@ -29,7 +29,7 @@ func newProgressBar(w io.Writer, now func() time.Time) *progressBar {
 	return &progressBar{w: w, tty: isTerminal(w), now: now}
 }
 
-func isTerminal(w io.Writer) bool {
+func isTerminal(w any) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false

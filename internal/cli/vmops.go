@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -292,10 +293,17 @@ func (a *app) diskTable(w io.Writer, vm *model.VM) {
 func (a *app) vmConsoleCmd() *cobra.Command {
 	var showLog bool
 	var tail string
+	var settle time.Duration
 	cmd := &cobra.Command{
 		Use:   "console NAME",
 		Short: "Attach to a VM's serial console (Ctrl-] or end of input detaches), or print its log",
+		Long: `Attach to a VM's serial console: what you type goes to the guest, what it
+prints comes back; Ctrl-] (or the end of input) detaches. With input piped
+in, vpool first waits for the console to settle (the guest's boot output to
+stop, up to --settle), types the input, and returns once the guest's answer
+has been quiet for a moment. --log prints this boot's output and exits.`,
 		Example: `  vpool vm console web1
+  echo 'uname -a' | vpool vm console web1
   vpool vm console web1 --log`,
 		Args: exactArgs(1, "one VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -317,6 +325,12 @@ func (a *app) vmConsoleCmd() *cobra.Command {
 				_, err = io.WriteString(outw(cmd), l.Log)
 				return err
 			}
+			if !isTerminal(cmd.InOrStdin()) && settle > 0 {
+				// Commands piped in go to a guest that is done booting.
+				if err := a.settleConsole(cmd.Context(), c, args[0], settle); err != nil {
+					return err
+				}
+			}
 			conn, err := c.Console(cmd.Context(), a.cfg.Project, args[0])
 			if err != nil {
 				return err
@@ -326,45 +340,66 @@ func (a *app) vmConsoleCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&showLog, "log", false, "print the console log of the current boot and exit")
+	cmd.Flags().DurationVar(&settle, "settle", time.Minute, "with input piped in: wait up to this long for the guest's console to go quiet (its boot to end) before typing; 0 types at once")
 	cmd.Flags().StringVar(&tail, "tail", "", "with --log: at most this much of the end (e.g. 16KiB)")
 	return cmd
+}
+
+// settleConsole waits until the VM's console log has output that has not
+// grown for a second (the boot is done), or max has passed.
+func (a *app) settleConsole(ctx context.Context, c *client.Client, vm string, max time.Duration) error {
+	deadline := time.Now().Add(max)
+	last, since := "", time.Now()
+	for time.Now().Before(deadline) {
+		l, err := c.ConsoleLog(ctx, a.cfg.Project, vm, 4096)
+		if err != nil {
+			return err
+		}
+		switch {
+		case l.Log != last:
+			last, since = l.Log, time.Now()
+		case last != "" && time.Since(since) >= time.Second:
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // detachKey (Ctrl-]) ends an interactive console session.
 const detachKey = 0x1d
 
 // attach copies in to conn and conn to out until conn ends, in ends, or
-// the detach key is typed.
+// the detach key is typed. When in ends (commands piped in), the guest's
+// answer is awaited: attach returns once the console has been quiet for
+// quietAfterInput, or after maxAnswerWait.
 func attach(ctx context.Context, conn io.ReadWriteCloser, in io.Reader, out io.Writer) error {
 	defer conn.Close()
+	var last atomic.Int64 // unix nanoseconds of the last output
+	last.Store(time.Now().UnixNano())
 	done := make(chan error, 2)
 	go func() {
-		_, err := io.Copy(out, conn)
+		_, err := io.Copy(writerFunc(func(b []byte) (int, error) {
+			last.Store(time.Now().UnixNano())
+			return out.Write(b)
+		}), conn)
 		done <- err
 	}()
 	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := in.Read(buf)
-			for i := 0; i < n; i++ {
-				if buf[i] == detachKey {
-					n = i
-					err = io.EOF
-				}
+		err := copyInput(conn, in)
+		if err == nil || errors.Is(err, io.EOF) {
+			// Give the guest a moment to answer what was typed last.
+			start := time.Now()
+			for time.Since(start) < maxAnswerWait && time.Since(time.Unix(0, last.Load())) < quietAfterInput {
+				time.Sleep(50 * time.Millisecond)
 			}
-			if n > 0 {
-				if _, werr := conn.Write(buf[:n]); werr != nil {
-					done <- werr
-					return
-				}
-			}
-			if err != nil {
-				// Give the guest a moment to answer what was typed last.
-				time.Sleep(500 * time.Millisecond)
-				done <- nil
-				return
-			}
+			err = nil
 		}
+		done <- err
 	}()
 	select {
 	case <-ctx.Done():
@@ -376,6 +411,37 @@ func attach(ctx context.Context, conn io.ReadWriteCloser, in io.Reader, out io.W
 		return nil
 	}
 }
+
+const (
+	quietAfterInput = 800 * time.Millisecond
+	maxAnswerWait   = 10 * time.Second
+)
+
+// copyInput copies in to conn until in ends or the detach key comes.
+func copyInput(conn io.Writer, in io.Reader) error {
+	buf := make([]byte, 4096)
+	for {
+		n, err := in.Read(buf)
+		for i := 0; i < n; i++ {
+			if buf[i] == detachKey {
+				n = i
+				err = io.EOF
+			}
+		}
+		if n > 0 {
+			if _, werr := conn.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
 
 // awaitResize waits for the host's answer to a resize of a placed VM: a
 // change that needs a restart is refused (the VM keeps its size) unless

@@ -18,6 +18,7 @@ import (
 	"github.com/vpool/vpool/internal/hypervisor"
 	"github.com/vpool/vpool/internal/hypervisor/sim"
 	"github.com/vpool/vpool/internal/imagepool"
+	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/store"
 )
 
@@ -318,8 +319,8 @@ func (d *Dev) banner(c DevConfig) {
 	for _, h := range d.Hosts {
 		fmt.Fprintf(w, "  host         %-12s driver %-5s labels %s\n", h.Name, h.Driver, labelText(h.Labels))
 	}
-	if d.Image != "" {
-		fmt.Fprintf(w, "  image        %s\n", d.Image)
+	if im, err := d.Server.Repo().GetImage(context.Background(), TestGuestImage); err == nil && im.Phase == model.ImageReady {
+		fmt.Fprintf(w, "  image        %s (the test guest: a busybox shell; vpool image list)\n", TestGuestImage)
 	}
 	fmt.Fprintf(w, "\nIn another shell, in %s (README.md has the whole tour):\n", filepath.Dir(c.DataDir))
 	fmt.Fprintf(w, "  vpool vm create web1 --image %s --memory 256MiB --disk 1GiB --require vpool.io/local=true\n", TestGuestImage)
