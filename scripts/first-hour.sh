@@ -77,6 +77,7 @@ one() {
 	esac
 	kill -INT -- "-$devpid" 2>/dev/null || true
 	wait "$devpid" 2>/dev/null || true
+	grep -E '^dev: .*(done in|failed after)' "$tmp/dev.log" | sed 's/^/    /' >&2
 	echo "$(secs "$t0" "$t3") total: clone $(secs "$t0" "$t1")s, make dev to its banner $(secs "$t1" "$t2")s, tour to the guest's shell $(secs "$t2" "$t3")s"
 	rm -rf "$tmp"
 }
@@ -84,7 +85,7 @@ one() {
 results=()
 for i in $(seq "$runs"); do
 	r="$(one)"
-	echo "run $i: ${r#* }s" | sed 's/ total:/s total:/'
+	echo "run $i: ${r%% *}s ${r#* }"
 	results+=("${r%% *}")
 done
 printf '%s\n' "${results[@]}" | sort -n | awk -v cold="$cold" '
