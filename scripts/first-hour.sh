@@ -40,8 +40,7 @@ one() {
 	local tmp clone t0 t1 t2 t3 devpid line out
 	tmp="$(mktemp -d /tmp/vpool-first-hour.XXXXXX)"
 	clone="$tmp/vpool"
-	local envs=(HOME="$tmp/home")
-	mkdir -p "$tmp/home"
+	local envs=()
 	if [ "$cold" = 1 ]; then
 		envs+=(GOCACHE="$tmp/gocache" VPOOL_GUEST_CACHE="$tmp/guest")
 	else
