@@ -15,9 +15,11 @@ import (
 	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/client"
 	"github.com/vpool/vpool/internal/devenv"
+	"github.com/vpool/vpool/internal/hypervisor/qemu"
 	"github.com/vpool/vpool/internal/hypervisor/sim"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/store/memstore"
+	"github.com/vpool/vpool/internal/testenv"
 )
 
 func hexSum(b []byte) string {
@@ -111,4 +113,46 @@ func asAPIError(err error, target **api.Error) bool {
 		*target = e
 	}
 	return ok
+}
+
+// TestDiskImageSizesTheFirstDisk: a disk image is converted to qcow2 by
+// qemu-img; a VM whose first disk is smaller than the image (or that has
+// none) gets one of the image's size, so quota and placement count what
+// the host makes.
+func TestDiskImageSizesTheFirstDisk(t *testing.T) {
+	testenv.MustHaveTool(t, "qemu-img", "apt-get install qemu-utils")
+	st := memstore.New()
+	t.Cleanup(func() { st.Close() })
+	cl := startCluster(t, devenv.ServerConfig{Store: st, ImageTool: qemu.ImageTool{}}, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	raw := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(raw, make([]byte, 8*model.MiB), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	im, err := cl.c.UploadImage(ctx, api.ImageImportRequest{Name: "appliance"}, []client.UploadFile{{Role: model.ImageDisk, Path: raw}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := im.File(model.ImageDisk); d == nil || d.Format != "qcow2" || im.VirtualSize != 8*model.MiB {
+		t.Fatalf("imported disk image: %+v", im)
+	}
+	for _, tc := range []struct {
+		name  string
+		disks []model.Disk
+		want  model.Bytes
+	}{
+		{"small", []model.Disk{{Name: "root", Size: model.MiB}}, 8 * model.MiB},
+		{"none", nil, 8 * model.MiB},
+		{"big", []model.Disk{{Name: "root", Size: model.GiB}}, model.GiB},
+	} {
+		vm, err := cl.c.CreateVM(ctx, api.DefaultProject, api.VMCreateRequest{Name: tc.name, Spec: model.VMSpec{VCPUs: 1, Memory: 128 * model.MiB,
+			Image: "appliance", Disks: tc.disks}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(vm.Spec.Disks) == 0 || vm.Spec.Disks[0].Size != tc.want {
+			t.Errorf("%s: first disk %+v, want %s", tc.name, vm.Spec.Disks, tc.want)
+		}
+	}
 }

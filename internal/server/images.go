@@ -380,3 +380,36 @@ func (s *Server) ImportLocalImage(ctx context.Context, req api.ImageImportReques
 	}
 	return s.repo.GetImage(ctx, req.Name)
 }
+
+// fitImages makes the first disk of every VM that boots a disk image at
+// least as big as the image (a VM without disks gets one), so that quota
+// and placement count the disk the host will make. Admission itself (the
+// image exists and is ready) happens in the create's transaction.
+func (s *Server) fitImages(ctx context.Context, vms []*model.VM) error {
+	sizes := map[string]model.Bytes{}
+	for _, vm := range vms {
+		name := vm.Spec.Image
+		if name == "" {
+			continue
+		}
+		size, ok := sizes[name]
+		if !ok {
+			im, err := s.repo.GetImage(ctx, name)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			if im != nil {
+				size = im.VirtualSize
+			}
+			sizes[name] = size
+		}
+		switch {
+		case size == 0:
+		case len(vm.Spec.Disks) == 0:
+			vm.Spec.Disks = []model.Disk{{Name: "disk0", Size: size}}
+		case vm.Spec.Disks[0].Size < size:
+			vm.Spec.Disks[0].Size = size
+		}
+	}
+	return nil
+}

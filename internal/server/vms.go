@@ -52,6 +52,9 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err != nil {
 		return err
 	}
+	if err := s.fitImages(r.Context(), []*model.VM{vm}); err != nil {
+		return err
+	}
 	if req.DryRun {
 		res, err := s.dryRun(r, []*model.VM{vm})
 		if err != nil {
@@ -107,6 +110,9 @@ func (s *Server) batchVMs(w http.ResponseWriter, r *http.Request, p *principal) 
 	}
 	vms, err := batchItems(project, &req)
 	if err != nil {
+		return err
+	}
+	if err := s.fitImages(r.Context(), vms); err != nil {
 		return err
 	}
 	if req.DryRun {
