@@ -150,7 +150,10 @@ func RunDev(ctx context.Context, c DevConfig) error {
 		t0 = time.Now()
 		err = dev.startAgents(actx, c, &wg, agentErr)
 		if err == nil {
-			st.done(t0, "%d hosts joined: %s", len(dev.Hosts), dev.hostList())
+			err = dev.waitHostsReady(ctx, agentErr)
+		}
+		if err == nil {
+			st.done(t0, "%d hosts ready: %s", len(dev.Hosts), dev.hostList())
 		}
 	}
 	if err == nil && c.ConfigPath != "-" {
@@ -191,6 +194,46 @@ func (d *Dev) registerImage(ctx context.Context, c DevConfig, st *stepper) error
 	d.Image = msg
 	st.done(t0, "%s", msg)
 	return nil
+}
+
+// HostsReadyTimeout bounds how long dev waits for its hosts to join.
+const HostsReadyTimeout = time.Minute
+
+// waitHostsReady waits until every host of dev is ready in the store, so
+// that the banner never promises hosts that `vpool host list` does not
+// show yet.
+func (d *Dev) waitHostsReady(ctx context.Context, agentErr <-chan error) error {
+	deadline := time.Now().Add(HostsReadyTimeout)
+	for {
+		hs, _, err := d.Server.Repo().ListHosts(ctx)
+		if err != nil {
+			return fmt.Errorf("devenv: list hosts: %w", err)
+		}
+		ready := map[string]bool{}
+		for _, h := range hs {
+			ready[h.Name] = h.State == model.HostReady
+		}
+		missing := ""
+		for _, h := range d.Hosts {
+			if !ready[h.Name] {
+				missing = h.Name
+				break
+			}
+		}
+		if missing == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("devenv: host %s is not ready after %s", missing, HostsReadyTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-agentErr:
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 func (d *Dev) hostList() string {

@@ -58,13 +58,17 @@ func TestRunDev(t *testing.T) {
 		t.Fatalf("hosts = %+v", dev.Hosts)
 	}
 	for _, want := range []string{
-		"dev: server ready", "dev: registered the test guest as image busybox", "dev: 3 hosts joined: local (sim), sim-1 (sim), sim-2 (sim)",
+		"dev: server ready", "dev: registered the test guest as image busybox", "dev: 3 hosts ready: local (sim), sim-1 (sim), sim-2 (sim)",
 		"API          " + dev.Server.URL(), "dashboard    " + dev.Server.URL() + "/ui/", filepath.Join(dir, "data", "admin.token"),
 		"CLI config   " + cfgPath, "--image busybox",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("dev's output lacks %q:\n%s", want, out.String())
 		}
+	}
+	// The banner promises hosts: they are there the moment it is out.
+	if hs, _, err := dev.Server.Repo().ListHosts(context.Background()); err != nil || len(hs) != 3 {
+		t.Fatalf("hosts when the banner is out: %d (%v), want 3", len(hs), err)
 	}
 	if im, err := dev.Server.Repo().GetImage(context.Background(), devenv.TestGuestImage); err != nil || im.Cmdline != "console=ttyS0 quiet" || len(im.Files) != 2 {
 		t.Fatalf("test guest image: %+v %v", im, err)

@@ -212,7 +212,8 @@ func startDev(t *testing.T, bin, work, guestCache string) *devProc {
 		}
 	})
 	deadline := time.Now().Add(2 * time.Minute)
-	for !strings.Contains(d.out.String(), "vpool dev is running") {
+	const bannerEnd = "every transition, as it happens" // the banner's last line
+	for !strings.Contains(d.out.String(), bannerEnd) {
 		select {
 		case err := <-d.done:
 			t.Fatalf("vpool dev ended: %v\n%s", err, d.out.String())
