@@ -209,6 +209,10 @@ func (f *fakeServer) createVM(p string, req api.VMCreateRequest) (*model.VM, *ap
 	if strings.HasPrefix(req.Name, "slow") {
 		script = nil
 	}
+	if strings.HasPrefix(req.Name, "nofit") {
+		expl := &model.Explanation{Hosts: 2, Summary: "no host has 64 free vCPUs"}
+		script = []model.VMStatus{{Phase: model.PhasePending, Explanation: expl, Message: "waiting for capacity: " + expl.Summary}}
+	}
 	f.addVM(vm, script...)
 	return f.vms[vm.Key()], nil
 }

@@ -245,7 +245,7 @@ func (a *app) waitAll(cmd *cobra.Command, c *client.Client, vms []model.VM, targ
 func (a *app) waitOne(cmd *cobra.Command, ctx context.Context, c *client.Client, vm model.VM, t waitTarget, timeout time.Duration) (*model.VM, error) {
 	sawOther := false
 	cond := func(v *model.VM) bool {
-		if t.done(v) {
+		if t.done(v) || unschedulable(v) {
 			return true
 		}
 		if v == nil || v.Status.Phase != model.PhaseFailed {
@@ -276,6 +276,9 @@ func (a *app) waitOne(cmd *cobra.Command, ctx context.Context, c *client.Client,
 		return got, fmt.Errorf("vm %s: still %s after %s, not %s (wait longer with --timeout)", vm.Name, phase, timeout, t.desc)
 	case err != nil:
 		return got, err
+	case unschedulable(got) && !t.done(got):
+		return got, fmt.Errorf("vm %s fits no host yet: %s; it stays pending and is placed when capacity frees up ('vpool vm show %s' explains, 'vpool vm delete %s' gives up)",
+			vm.Name, got.Status.Explanation.Summary, vm.Name, vm.Name)
 	case got != nil && got.Status.Phase == model.PhaseFailed && !t.done(got):
 		msg := got.Status.LastError
 		if msg == "" {
@@ -299,4 +302,11 @@ func progressLine(v *model.VM) string {
 		s += " (error: " + v.Status.LastError + ")"
 	}
 	return s
+}
+
+// unschedulable says the scheduler found no host for the VM: waiting for
+// it to run would wait for capacity that may never come.
+func unschedulable(v *model.VM) bool {
+	return v != nil && v.Status.Phase == model.PhasePending && v.Status.Host == "" &&
+		v.Status.Explanation != nil && v.Status.Explanation.Chosen == ""
 }

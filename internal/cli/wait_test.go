@@ -49,6 +49,9 @@ func TestWait(t *testing.T) {
 		{"waiting is the default", []string{"vm", "create", "new1"}, 0,
 			"NAME  PROJECT  PHASE    HOST  VCPUS  MEMORY  DISK  AGE\nnew1  default  running  h1    1      1GiB    0B    5m\n",
 			[]string{"new1: scheduling", "new1: creating on h1: cloning image", "new1: running on h1"}},
+		{"create that fits nowhere", []string{"vm", "create", "nofit1"}, 1, "",
+			[]string{"nofit1: pending: waiting for capacity: no host has 64 free vCPUs",
+				"error: vm nofit1 fits no host yet: no host has 64 free vCPUs; it stays pending and is placed when capacity frees up ('vpool vm show nofit1' explains, 'vpool vm delete nofit1' gives up)"}},
 		{"stop waits by default", []string{"vm", "stop", "web1", "--force"}, 0, "vm web1: stopped on h1\n",
 			[]string{"web1: stopping on h1", "web1: stopped on h1"}},
 	}
