@@ -243,10 +243,15 @@ func (a *app) waitAll(cmd *cobra.Command, c *client.Client, vms []model.VM, targ
 // waitOne polls one VM until it reaches the target or fails, printing a
 // line on stderr at every change of phase, host or message.
 func (a *app) waitOne(cmd *cobra.Command, ctx context.Context, c *client.Client, vm model.VM, t waitTarget, timeout time.Duration) (*model.VM, error) {
-	sawOther := false
+	sawOther, hinted := false, false
+	start := a.env.now()
 	cond := func(v *model.VM) bool {
 		if t.done(v) || unschedulable(v) {
 			return true
+		}
+		if v != nil && v.Status.Phase == model.PhaseStopping && !v.Spec.StopForce && !hinted && a.env.now().Sub(start) >= stopHintAfter {
+			hinted = true
+			fmt.Fprintf(errw(cmd), "%s: the guest has not powered off yet; 'vpool vm stop %s --force' pulls the plug\n", v.Name, v.Name)
 		}
 		if v == nil || v.Status.Phase != model.PhaseFailed {
 			sawOther = true
@@ -254,7 +259,6 @@ func (a *app) waitOne(cmd *cobra.Command, ctx context.Context, c *client.Client,
 		}
 		return sawOther || !t.ignoreFailed
 	}
-	start := a.env.now()
 	progress := func(v *model.VM) {
 		line := progressLine(v)
 		if d := a.env.now().Sub(start); d >= time.Second {
@@ -303,6 +307,10 @@ func progressLine(v *model.VM) string {
 	}
 	return s
 }
+
+// stopHintAfter is how long a graceful stop may take before the wait
+// says how to force it.
+const stopHintAfter = 5 * time.Second
 
 // unschedulable says the scheduler found no host for the VM: waiting for
 // it to run would wait for capacity that may never come.

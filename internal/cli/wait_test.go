@@ -110,3 +110,26 @@ func TestWaitInterrupted(t *testing.T) {
 		t.Errorf("exit %d, stderr %q", res.code, res.stderr)
 	}
 }
+
+// A graceful stop that takes a while says how to force it, once.
+func TestStopHint(t *testing.T) {
+	f := newFake(t)
+	seed(f)
+	tick := now
+	e := env{
+		lookup:    func(string) (string, bool) { return "", false },
+		configDir: func() (string, error) { return t.TempDir(), nil },
+		now:       func() time.Time { tick = tick.Add(10 * time.Second); return tick },
+		pollMin:   time.Millisecond, pollMax: 2 * time.Millisecond,
+	}
+	root := newRoot("1.2.3", e)
+	var out, errb syncBuffer
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	if code := run(context.Background(), root, []string{"--addr", f.srv.URL, "--token", goodToken, "vm", "stop", "web1"}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if n := strings.Count(errb.String(), "'vpool vm stop web1 --force' pulls the plug"); n != 1 {
+		t.Fatalf("the hint appears %d times:\n%s", n, errb.String())
+	}
+}
