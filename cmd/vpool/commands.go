@@ -10,6 +10,7 @@ import (
 
 	"github.com/vpool/vpool/internal/controller"
 	"github.com/vpool/vpool/internal/devenv"
+	"github.com/vpool/vpool/internal/hypervisor/qemu"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/server"
 )
@@ -33,6 +34,7 @@ func serverCmd() *cobra.Command {
 	caKeyFile := f.String("ca-key-file", "", "the key that seals the cluster CA's private key in the store (default DATA_DIR/ca-seal.key, made with the CA); every server of a cluster needs the same file")
 	name := f.String("name", "", "this server's name in leader election (default: the host name)")
 	tlsAPI := f.Bool("tls", false, "serve the REST API over HTTPS with a certificate of the cluster CA")
+	imagePool := f.String("image-pool", "", "directory of image files (default DATA_DIR/image-pool; servers sharing a store must share it)")
 	powerOn := f.String("power-on-cmd", "", `command that wakes a host (text/template over the host, e.g. "wakeonlan {{index .Labels \"vpool.io/mac\"}}"); default: the agent protocol only`)
 	powerOff := f.String("power-off-cmd", "", `command that puts a host to standby (e.g. "ipmitool -I lanplus -H {{index .Labels \"vpool.io/bmc\"}} -f /etc/vpool/ipmi.pass chassis power soft")`)
 	logger := logFlags(cmd)
@@ -53,7 +55,7 @@ func serverCmd() *cobra.Command {
 			DataDir: *dataDir, Listen: *listen, AgentListen: *agentListen, EtcdEndpoints: splitList(*endpoints),
 			EtcdCACert: *etcdCA, EtcdCert: *etcdCert, EtcdKey: *etcdKey, EtcdUser: *etcdUser, EtcdPassword: pass,
 			CAKeyFile: *caKeyFile,
-			Name:      n, Logger: log, Version: version, TLS: *tlsAPI,
+			Name:      n, Logger: log, Version: version, TLS: *tlsAPI, ImagePool: *imagePool, ImageTool: qemu.ImageTool{},
 			Controller: controller.Config{Power: hostPower(*powerOn, *powerOff)},
 		})
 		if err != nil {
@@ -136,20 +138,29 @@ func devCmd() *cobra.Command {
 		Short: "Run server, embedded etcd, a local host and simulated hosts in one process",
 		Long: `Run the whole platform on this machine: the server with an embedded etcd,
 one local agent (QEMU where qemu-system-x86_64 is installed, else simulated)
-and --sim-hosts simulated hosts. State lives in --data-dir; the admin token
-is written to DATA_DIR/admin.token and the CLI config so that 'vpool vm list'
-works in another shell without flags.`,
+and --sim-hosts simulated hosts (3 by default: enough to migrate and drain).
+The test guest of scripts/build-guest.sh is registered as the image
+"busybox". State lives in --data-dir; the admin token is written to
+DATA_DIR/admin.token and the CLI config to DATA_DIR/config.json, which the
+CLI finds from the directory holding the data dir (elsewhere set
+VPOOL_CONFIG), so that 'vpool vm list' works in another shell without flags.
+The dashboard is served at the API's address under /ui/.
+
+Ctrl-C stops dev and the VMs of the local QEMU host (each guest gets a few
+seconds to power off); they start again with the next 'vpool dev'. With
+--keep-vms-on-exit they keep running and the next 'vpool dev' re-attaches.`,
 		Args: cobra.NoArgs,
 	}
 	f := cmd.Flags()
 	dataDir := f.String("data-dir", ".vpool", "state directory")
 	listen := f.String("listen", server.DefaultListen, "address of the REST API")
 	agentListen := f.String("agent-listen", server.DefaultAgentListen, "address of the agents' mutual-TLS listener")
-	simHosts := f.Int("sim-hosts", 0, "number of simulated hosts to add")
+	simHosts := f.Int("sim-hosts", devenv.DefaultSimHosts, "number of simulated hosts to add")
+	keepVMs := f.Bool("keep-vms-on-exit", false, "leave the local host's QEMU VMs running when dev stops (the next start re-attaches)")
 	driver := f.String("driver", devenv.DriverAuto, "the local host's driver: sim, qemu or auto")
 	name := f.String("name", "", "the local host's name (default: the OS host name)")
-	cfgPath := f.String("client-config", "", "where to write the CLI config (default: the CLI's default path; - for none)")
-	logger := logFlags(cmd)
+	cfgPath := f.String("client-config", "", "where to write the CLI config (default DATA_DIR/config.json; - for none)")
+	logger := logFlagsAt(cmd, "warn") // the banner and the steps speak; --log-level info shows every part at work
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := logger()
 		if err != nil {
@@ -157,7 +168,7 @@ works in another shell without flags.`,
 		}
 		return devenv.RunDev(cmd.Context(), devenv.DevConfig{
 			DataDir: *dataDir, Listen: *listen, AgentListen: *agentListen, SimHosts: *simHosts,
-			LocalDriver: *driver, LocalName: *name, QEMU: qemuDriver, ConfigPath: *cfgPath,
+			LocalDriver: *driver, LocalName: *name, QEMU: qemuDriver, ConfigPath: *cfgPath, KeepVMs: *keepVMs, ImageTool: qemu.ImageTool{},
 			Logger: log, Out: cmd.OutOrStdout(), Version: version,
 		})
 	}

@@ -81,8 +81,13 @@ type Config struct {
 	// Version is reported in heartbeats.
 	Version string
 	// ResolveImage turns an image name of a VM spec into what the driver
-	// boots; nil passes no image.
+	// boots. Nil: with ImageCache, the image's files are fetched from the
+	// server into ImageCache; without, the driver gets only the name (a
+	// simulated host needs no bytes).
 	ResolveImage func(name string) (*hypervisor.Image, error)
+	// ImageCache is the directory image files are fetched into, by
+	// SHA-256 (docs/images.md).
+	ImageCache string
 	// Standby says whether the agent pretends to sleep when the server
 	// puts its host to standby (default: with the sim driver only), and
 	// WakeDelay how long it takes to wake (a simulated boot).
@@ -146,6 +151,8 @@ type Agent struct {
 	doneSeq  int64 // counts finished VM workers
 
 	ops opsState // snapshot requests beside the assignments
+
+	images *imageCache // nil without Config.ImageCache
 }
 
 // New checks the config and returns an agent; nothing happens until Run.
@@ -162,7 +169,12 @@ func New(cfg Config) (*Agent, error) {
 			return nil, err
 		}
 	}
+	var images *imageCache
+	if cfg.ImageCache != "" {
+		images = &imageCache{dir: cfg.ImageCache}
+	}
 	return &Agent{
+		images:     images,
 		cfg:        cfg,
 		log:        cfg.Logger.With("component", "agent", "host", cfg.HostName),
 		base:       strings.TrimSuffix(u.String(), "/"),
@@ -414,6 +426,12 @@ func (a *Agent) setAssignments(as api.Assignments) {
 	}
 	a.ops.set(as.Snapshots)
 	a.mu.Lock()
+	for key, vm := range m {
+		// A forced stop does not wait for a graceful one in progress.
+		if st := a.vms[key]; st != nil && st.stopCancel != nil && vm.Spec.StopForce {
+			st.stopCancel()
+		}
+	}
 	a.assigned = m
 	a.haveList = true
 	a.rev = as.Revision

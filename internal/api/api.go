@@ -228,6 +228,8 @@ type VMReport struct {
 	Gone bool `json:"gone,omitempty"`
 	// Resize answers the VM's pending resize (model.VMStatus.Resize).
 	Resize *ResizeResult `json:"resize,omitempty"`
+	// Disks are the VM's disks as the host has them (nil: not reported).
+	Disks []model.DiskStatus `json:"disks,omitempty"`
 }
 
 // Heartbeat is sent by an agent every few seconds

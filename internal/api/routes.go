@@ -31,7 +31,7 @@ var Routes = []Route{
 	{"PATCH", "/api/v1/vms/{name}", "resize or relabel a VM"},
 	{"DELETE", "/api/v1/vms/{name}", "delete a VM"},
 	{"POST", "/api/v1/vms/{name}/start", "start a VM"},
-	{"POST", "/api/v1/vms/{name}/stop", "stop a VM"},
+	{"POST", "/api/v1/vms/{name}/stop", "stop a VM: gracefully (timeoutSeconds) or forced"},
 	{"POST", "/api/v1/vms/{name}/restart", "restart a VM"},
 
 	{"GET", "/api/v1/hosts", "list hosts"},
@@ -66,8 +66,14 @@ var Routes = []Route{
 	{"DELETE", "/api/v1/vms/{name}/snapshots/{snapshot}", "delete a snapshot"},
 	{"POST", "/api/v1/vms/{name}/disks", "hot-plug a new disk"},
 	{"DELETE", "/api/v1/vms/{name}/disks/{disk}", "unplug and delete a disk"},
+	{"PATCH", "/api/v1/vms/{name}/disks/{disk}", "grow a disk (live when the VM runs)"},
 	{"GET", "/api/v1/vms/{name}/console", "attach to the serial console (websocket)"},
 	{"GET", "/api/v1/vms/{name}/console/log", "the tail of the serial console log (?tail=BYTES)"},
+
+	{"GET", "/api/v1/images", "list boot images"},
+	{"POST", "/api/v1/images", "import an image: JSON with URLs (downloaded in the background), or a multipart upload"},
+	{"GET", "/api/v1/images/{name}", "show an image"},
+	{"DELETE", "/api/v1/images/{name}", "delete an image no VM uses"},
 }
 
 // AgentRoutes is the agent protocol, on the mutual-TLS agent listener.
@@ -82,4 +88,6 @@ var AgentRoutes = []Route{
 	{"PUT", "/agent/v1/snapshots/{project}/{vm}/{name}", "report the outcome of a snapshot request"},
 	{"GET", "/agent/v1/consoles", "console sessions waiting for the calling host (long poll)"},
 	{"GET", "/agent/v1/consoles/{id}", "join a console session (websocket)"},
+	{"GET", "/agent/v1/images/{name}", "an image's record, to fetch its files"},
+	{"GET", "/agent/v1/images/{name}/files/{sha256}", "one file of an image from the server's pool"},
 }

@@ -12,9 +12,10 @@ import (
 	"github.com/vpool/vpool/internal/client"
 )
 
-// Config is the client configuration file (default
-// ~/.config/vpool/config.json, or $VPOOL_CONFIG). `vpool dev` writes it so
-// the CLI works in another shell without flags.
+// Config is the client configuration file: $VPOOL_CONFIG, else the
+// nearest .vpool/config.json in the working directory or above it (where
+// `vpool dev` writes it, beside its data), else
+// ~/.config/vpool/config.json. `vpool project use` sets Project in it.
 type Config struct {
 	Addr    string `json:"addr,omitempty"`
 	Token   string `json:"token,omitempty"`
@@ -33,15 +34,23 @@ const (
 	EnvCACert  = "VPOOL_CA_CERT"
 )
 
-// DefaultConfigPath returns $VPOOL_CONFIG when set, else
-// config.json under the user's configuration directory
-// (~/.config/vpool/config.json on Linux).
+// DefaultConfigPath returns $VPOOL_CONFIG when set, else the nearest
+// .vpool/config.json in the working directory or above, else config.json
+// under the user's configuration directory (~/.config/vpool/config.json
+// on Linux).
 func DefaultConfigPath() string {
 	return configPath(osEnv())
 }
 
+// DevConfigName is the config file `vpool dev` writes in its data dir,
+// relative to the directory the CLI runs in.
+var DevConfigName = filepath.Join(".vpool", "config.json")
+
 func configPath(e env) string {
 	if p, ok := e.lookup(EnvConfig); ok && p != "" {
+		return p
+	}
+	if p := nearestDevConfig(e); p != "" {
 		return p
 	}
 	dir, err := e.configDir()
@@ -49,6 +58,29 @@ func configPath(e env) string {
 		return filepath.Join(".vpool", "config.json")
 	}
 	return filepath.Join(dir, "vpool", "config.json")
+}
+
+// nearestDevConfig looks for .vpool/config.json in the working directory
+// and its parents.
+func nearestDevConfig(e env) string {
+	if e.getwd == nil {
+		return ""
+	}
+	dir, err := e.getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		p := filepath.Join(dir, DevConfigName)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
 }
 
 // WriteConfig writes cfg to path (creating its directory, 0700) with mode

@@ -167,6 +167,7 @@ func calls() []struct {
 		}},
 		{"revoke token", "DELETE /api/v1/tokens/{id}", "", "", func(ctx context.Context, c *Client) error { return c.RevokeToken(ctx, "tok1") }},
 		{"list events", "GET /api/v1/events", "project=p1&since=7", "", func(ctx context.Context, c *Client) error { return drop(c.ListEvents(ctx, 7, "p1")) }},
+		{"list all events", "GET /api/v1/events", "all-projects=true", "", func(ctx context.Context, c *Client) error { return drop(c.ListEvents(ctx, 0, AllProjects)) }},
 		{"migrate vm", "POST /api/v1/migrations", "project=p1", `{"vm":"web1","to":"h2"}`, func(ctx context.Context, c *Client) error {
 			return drop(c.MigrateVM(ctx, "p1", api.MigrationRequest{VM: "web1", To: "h2"}))
 		}},
@@ -194,6 +195,18 @@ func calls() []struct {
 		}},
 		{"remove disk", "DELETE /api/v1/vms/{name}/disks/{disk}", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.RemoveDisk(ctx, "p1", "web1", "data")) }},
 		{"console log", "GET /api/v1/vms/{name}/console/log", "project=p1&tail=100", "", func(ctx context.Context, c *Client) error { return drop(c.ConsoleLog(ctx, "p1", "web1", 100)) }},
+		{"resize disk", "PATCH /api/v1/vms/{name}/disks/{disk}", "project=p1", `{"size":2147483648}`, func(ctx context.Context, c *Client) error {
+			return drop(c.ResizeDisk(ctx, "p1", "web1", "root", 2*model.GiB))
+		}},
+		{"force stop", "POST /api/v1/vms/{name}/stop", "project=p1", `{"force":true}`, func(ctx context.Context, c *Client) error {
+			return drop(c.StopVMWith(ctx, "p1", "web1", api.VMStopRequest{Force: true}))
+		}},
+		{"list images", "GET /api/v1/images", "", "", func(ctx context.Context, c *Client) error { return drop(c.ListImages(ctx)) }},
+		{"get image", "GET /api/v1/images/{name}", "", "", func(ctx context.Context, c *Client) error { return drop(c.GetImage(ctx, "debian-12")) }},
+		{"import image", "POST /api/v1/images", "", `{"name":"debian-12","url":"https://example.test/d.qcow2"}`, func(ctx context.Context, c *Client) error {
+			return drop(c.ImportImageURL(ctx, api.ImageImportRequest{Name: "debian-12", URL: "https://example.test/d.qcow2"}))
+		}},
+		{"delete image", "DELETE /api/v1/images/{name}", "", "", func(ctx context.Context, c *Client) error { return c.DeleteImage(ctx, "debian-12") }},
 		{"console", "GET /api/v1/vms/{name}/console", "project=p1", "", func(ctx context.Context, c *Client) error {
 			conn, err := c.Console(ctx, "p1", "web1")
 			if err == nil {

@@ -142,9 +142,10 @@ type AgentConfig struct {
 	Driver    DriverOptions
 	Logger    *slog.Logger
 	Version   string
-	// ImageDirs are searched for boot images (after StateDir/images) by
-	// a QEMU host; a sim host boots any image name.
-	ImageDirs []string
+	// ImageCache is where a QEMU host keeps the image files it fetches
+	// from the server (default StateDir/images); a sim host boots any
+	// image by name and fetches nothing.
+	ImageCache string
 	// Intervals; zero keeps the agent's defaults.
 	HeartbeatInterval time.Duration
 	StatusInterval    time.Duration
@@ -173,10 +174,12 @@ func NewAgent(c AgentConfig) (*agent.Agent, hypervisor.Driver, string, error) {
 	if err != nil {
 		return nil, nil, "", err
 	}
-	resolve := func(name string) (*hypervisor.Image, error) { return &hypervisor.Image{Name: name}, nil }
+	cache := ""
 	if kind == DriverQEMU {
-		r := ImageResolver{Dirs: append([]string{filepath.Join(c.StateDir, "images")}, c.ImageDirs...)}
-		resolve = r.Resolve
+		cache = c.ImageCache
+		if cache == "" {
+			cache = filepath.Join(c.StateDir, "images")
+		}
 	}
 	a, err := agent.New(agent.Config{
 		ServerURL:         c.ServerURL,
@@ -191,7 +194,7 @@ func NewAgent(c AgentConfig) (*agent.Agent, hypervisor.Driver, string, error) {
 		Version:           c.Version,
 		HeartbeatInterval: c.HeartbeatInterval,
 		StatusInterval:    c.StatusInterval,
-		ResolveImage:      resolve,
+		ImageCache:        cache,
 	})
 	if err != nil {
 		return nil, nil, "", err

@@ -29,6 +29,9 @@ type cluster struct {
 	hosts  map[string]*sim.Host
 	agents map[string]context.CancelFunc
 	done   map[string]chan struct{}
+	// fetchImages makes agents started from now on fetch image files
+	// into StateDir/images, as a QEMU host does.
+	fetchImages bool
 }
 
 func startCluster(t *testing.T, cfg devenv.ServerConfig, n int) *cluster {
@@ -87,10 +90,14 @@ func startCluster(t *testing.T, cfg devenv.ServerConfig, n int) *cluster {
 // the host's VMs can tell (a new driver view over the same sim.Host).
 func (cl *cluster) startAgent(name string) {
 	cl.t.Helper()
+	cache := ""
+	if cl.fetchImages {
+		cache = filepath.Join(cl.dir, name, "images")
+	}
 	a, err := agent.New(agent.Config{
 		ServerURL: cl.srv.AgentURL(), JoinToken: cl.token, StateDir: filepath.Join(cl.dir, name), HostName: name,
 		Driver: cl.hosts[name].Driver(), StatusInterval: 200 * time.Millisecond, PollWait: 5 * time.Second,
-		StopTimeout: time.Second,
+		StopTimeout: time.Second, ImageCache: cache,
 	})
 	if err != nil {
 		cl.t.Fatal(err)

@@ -14,10 +14,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/vpool/vpool/internal/controller"
+	"github.com/vpool/vpool/internal/imagepool"
 	"github.com/vpool/vpool/internal/metrics"
 	"github.com/vpool/vpool/internal/server"
 	"github.com/vpool/vpool/internal/store"
@@ -58,6 +60,13 @@ type ServerConfig struct {
 	// Controller tunes the controllers (tests shorten intervals); Store,
 	// Identity, Logger, Clock and ReconcileErrors are filled in.
 	Controller controller.Config
+	// ImagePool is the directory of image files (default
+	// DataDir/image-pool; none without a DataDir). Servers sharing a
+	// store must share it (docs/images.md).
+	ImagePool string
+	// ImageTool converts disk images (cmd/vpool hands in qemu-img's);
+	// nil takes only kernels and initrds.
+	ImageTool imagepool.Tool
 }
 
 // Server is a running control-plane node: store, API server, controllers.
@@ -94,7 +103,15 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		cc.Placer = controller.NewSchedulerPlacer()
 	}
 	mgr := controller.New(cc)
+	pool, err := openImagePool(cfg)
+	if err != nil {
+		if own {
+			_ = st.Close()
+		}
+		return nil, err
+	}
 	srv, err := server.New(server.Config{
+		Images:      pool,
 		Store:       st,
 		StoreKind:   kind,
 		Listen:      cfg.Listen,
@@ -150,6 +167,24 @@ func openStore(ctx context.Context, cfg ServerConfig) (st store.Store, kind stri
 		}
 		return s, "embedded", true, nil
 	}
+}
+
+// openImagePool opens the image pool of cfg (nil when there is no
+// directory for it). Its ID names this machine and directory.
+func openImagePool(cfg ServerConfig) (*imagepool.Pool, error) {
+	dir := cfg.ImagePool
+	if dir == "" && cfg.DataDir != "" {
+		dir = filepath.Join(cfg.DataDir, "image-pool")
+	}
+	if dir == "" {
+		return nil, nil
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("devenv: image pool: %w", err)
+	}
+	host, _ := os.Hostname()
+	return imagepool.New(imagepool.Config{Dir: abs, Tool: cfg.ImageTool, ID: host + ":" + abs})
 }
 
 // Run serves until ctx ends, then closes the store it opened.

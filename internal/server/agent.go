@@ -46,7 +46,7 @@ type agentEndpoint struct {
 }
 
 func (s *Server) agentEndpoints() []agentEndpoint {
-	return append(append(s.agentMigrationEndpoints(), s.vmOpAgentEndpoints()...), []agentEndpoint{
+	return append(append(append(s.agentMigrationEndpoints(), s.vmOpAgentEndpoints()...), s.imageAgentEndpoints()...), []agentEndpoint{
 		{method: "POST", path: "/agent/v1/join", handle: s.join, req: api.JoinRequest{}, resp: api.JoinResponse{}, status: 200},
 		{method: "PUT", path: "/agent/v1/heartbeat", handle: s.heartbeat, needCert: true, certInTxn: true, req: api.Heartbeat{}, resp: api.HeartbeatResponse{}, status: 200},
 		{method: "GET", path: "/agent/v1/assignments", handle: s.assignments, needCert: true, resp: api.Assignments{}, status: 200, query: []string{"after", "wait"}},
@@ -310,13 +310,18 @@ func (s *Server) applyReport(ctx context.Context, host string, rep api.VMReport,
 		}
 		resized := applyResizeResult(v, rep.Resize)
 		changed := resized || phase != v.Status.Phase || rep.Error != v.Status.LastError || rep.Message != v.Status.Message ||
+			(rep.Disks != nil && !sameDiskStatus(v.Status.Disks, rep.Disks)) ||
 			rep.AppliedRestartNonce != v.Status.AppliedRestartNonce
 		if !changed && !force && now.Sub(v.Status.ObservedAt) < usageRefresh {
 			return state.ErrSkip
 		}
-		if phase == model.PhaseRunning && v.Status.Phase != model.PhaseRunning {
+		restarted := rep.AppliedRestartNonce > v.Status.AppliedRestartNonce
+		if phase == model.PhaseRunning && (v.Status.Phase != model.PhaseRunning || restarted) {
 			t := now
 			v.Status.StartedAt = &t
+		}
+		if rep.Disks != nil {
+			v.Status.Disks = rep.Disks
 		}
 		v.Status.Phase, v.Status.LastError, v.Status.Message = phase, rep.Error, rep.Message
 		v.Status.Usage, v.Status.AppliedRestartNonce, v.Status.ObservedAt = rep.Usage, rep.AppliedRestartNonce, now
@@ -451,4 +456,16 @@ func (s *Server) waitForChange(ctx context.Context, host string, after int64, ha
 			}
 		}
 	}
+}
+
+func sameDiskStatus(x, y []model.DiskStatus) bool {
+	if len(x) != len(y) {
+		return false
+	}
+	for i := range x {
+		if x[i] != y[i] {
+			return false
+		}
+	}
+	return true
 }

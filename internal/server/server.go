@@ -7,7 +7,7 @@
 // of its own beyond caches: everything lives in the store.
 //
 // It imports internal/state, internal/store, internal/model, internal/api,
-// internal/pki and internal/metrics; it must not import etcd, the
+// internal/pki, internal/metrics and internal/imagepool (image bytes); it must not import etcd, the
 // hypervisor drivers, the agent or the CLI.
 package server
 
@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/imagepool"
 	"github.com/vpool/vpool/internal/metrics"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/pki"
@@ -91,6 +92,9 @@ type Config struct {
 	// DataDir, a key in memory). Every server of a cluster needs the
 	// same file: copy it from the first before starting the others.
 	CAKeyFile string
+	// Images is the image pool that holds image files; nil refuses
+	// image imports (docs/images.md).
+	Images *imagepool.Pool
 }
 
 // DefaultCAKeyFile is the seal key's file name in the data dir.
@@ -113,6 +117,7 @@ type Server struct {
 
 	drain     chan struct{} // closed when Run begins to shut down
 	drainOnce sync.Once
+	imports   sync.WaitGroup // image downloads in the background
 
 	leaseMu sync.Mutex
 	leases  map[string]store.LeaseID
@@ -199,6 +204,9 @@ func (s *Server) bootstrap(ctx context.Context) error {
 		return err
 	}
 	if err := s.loadOrCreateAdminToken(ctx); err != nil {
+		return err
+	}
+	if err := s.failInterruptedImports(ctx); err != nil {
 		return err
 	}
 	return s.repo.EnsureProject(ctx, &model.Project{Meta: model.Meta{Name: api.DefaultProject}, Description: "default project"})
@@ -358,6 +366,7 @@ wait:
 		}
 	}
 	s.drainOnce.Do(func() { close(s.drain) })
+	s.imports.Wait() // downloads end with the drain and mark their images failed
 	cancelControllers()
 	<-trustDone
 	if ctrlRunning {
