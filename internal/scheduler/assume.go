@@ -52,7 +52,8 @@ func (s *Snapshot) Remove(host, key string, spec *model.VMSpec) error {
 }
 
 // charge adds (sign 1) or removes (sign -1) a VM's demand on host h. When
-// adding, it picks the storage pools and returns the record to undo it.
+// adding without pools given, it picks the storage pools; it returns the
+// record to undo it.
 func (s *Snapshot) charge(h int32, d demand, sign int64, pools []int) vmRec {
 	r := &s.hosts[h]
 	r.cpuUsed += sign * d.cpu
@@ -67,7 +68,7 @@ func (s *Snapshot) charge(h int32, d demand, sign int64, pools []int) vmRec {
 	if d.group != "" {
 		s.addGroup(h, s.groupID(d.group), int32(sign))
 	}
-	if sign > 0 {
+	if sign > 0 && pools == nil {
 		pools, _ = choosePools(s.pools[h], d.storage, nil)
 	}
 	for i, slot := range pools {
