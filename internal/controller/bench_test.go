@@ -32,7 +32,7 @@ func benchCommits(b *testing.B, newPlacer func() Placer) {
 		done := make(chan struct{})
 		b.StartTimer()
 		start := time.Now()
-		go func() { defer close(done); _ = m.runControllers(ctx, &term{}) }()
+		go func() { defer close(done); _ = m.runControllers(ctx, m.newTerm()) }()
 		for placedCount(b, e) < vms {
 			time.Sleep(time.Millisecond)
 		}
@@ -95,7 +95,7 @@ func BenchmarkCommitPath(b *testing.B) {
 				cfg := e.config("bench", nil)
 				cfg.Placer = NewSchedulerPlacer()
 				m := New(cfg)
-				r := newReconciler(m, &term{}, newCache(m.log))
+				r := newReconciler(m, m.newTerm(), newCache(m.log))
 				r.repaired = true
 				syncCache(b, e, r.c)
 				ctx := context.Background()

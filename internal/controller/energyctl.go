@@ -28,7 +28,7 @@ const minEnergyStep = time.Second
 // the store every EnergyPersistInterval and read back when a term
 // starts, so it survives restarts and leader changes.
 func (r *reconciler) energyStep(ctx context.Context) error {
-	g := r.green()
+	g := r.nrg
 	now := r.now()
 	if !g.loaded {
 		if err := r.loadLedger(ctx); err != nil {
@@ -55,7 +55,7 @@ func (r *reconciler) energyStep(ctx context.Context) error {
 
 // bookEnergy books seconds of every host's draw.
 func (r *reconciler) bookEnergy(seconds float64) {
-	g := r.green()
+	g := r.nrg
 	hosts, _ := r.c.hostView()
 	vms := r.c.vmList(func(vm *model.VM) bool { return vm.Status.Host != "" && vm.Status.Phase == model.PhaseRunning })
 	shares := map[string][]energy.Share{}
@@ -83,8 +83,8 @@ func (r *reconciler) bookEnergy(seconds float64) {
 }
 
 func (r *reconciler) loadLedger(ctx context.Context) error {
-	g := r.green()
-	kv, err := r.st.Get(ctx, store.EnergyKey)
+	g := r.nrg
+	kv, err := r.repo.Store().Get(ctx, store.EnergyKey)
 	if errors.Is(err, store.ErrNotFound) {
 		g.ledger, g.ledgerSince = &energy.Ledger{}, r.now()
 		return nil
@@ -124,10 +124,10 @@ func energyRecord(l *energy.Ledger, since, at time.Time, hosts []model.Host) mod
 }
 
 func (r *reconciler) persistLedger(ctx context.Context) error {
-	g := r.green()
+	g := r.nrg
 	hosts, _ := r.c.hostView()
 	rec := energyRecord(g.ledger, g.ledgerSince, r.now(), hosts)
-	if _, _, err := r.st.Txn(ctx, r.t.guard(), []store.Op{store.Put(store.EnergyKey, mustJSON(rec))}); err != nil {
+	if _, _, err := r.repo.Txn(ctx, nil, []store.Op{store.Put(store.EnergyKey, mustJSON(rec))}); err != nil {
 		return fmt.Errorf("controller: store energy ledger: %w", err)
 	}
 	g.lastPersist = r.now()

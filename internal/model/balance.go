@@ -151,6 +151,9 @@ type BalancePlan struct {
 	Samples int `json:"samples"`
 	// Applied counts moves started as migrations (automatic mode).
 	Applied int `json:"applied"`
+	// Refused counts moves the placement gate refused when they were to
+	// start (a rule the plan's view did not see yet).
+	Refused int `json:"refused,omitempty"`
 	// Error says why the plan was not (fully) applied.
 	Error string `json:"error,omitempty"`
 }

@@ -206,3 +206,19 @@ func (m *MoveCheck) Release(v, h int) {
 	m.unfocus()
 	_ = m.snap.Forget(holdKey(m.vms[v].Key, m.hosts[h])) // not held: nothing to undo
 }
+
+// AssumeVM charges a VM that no allocation of snap holds yet to host, as
+// Assume does for a decision of Place: a plan applier checking several
+// placements in order (a gang) makes each later one see the earlier
+// ones. Forget(key) undoes it.
+func (s *Snapshot) AssumeVM(key string, spec *model.VMSpec, host string) error {
+	h, found := s.byName[host]
+	if !found {
+		return fmt.Errorf("%w: %q", ErrUnknownHost, host)
+	}
+	d, err := s.demandOf(key, spec)
+	if err != nil {
+		return err
+	}
+	return s.Assume(Decision{Key: key, Host: host, host: h, d: d})
+}
