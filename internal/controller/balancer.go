@@ -111,7 +111,43 @@ func (r *reconciler) planBalance(set model.BalanceSettings) (*model.BalancePlan,
 	}
 	out.Moves = moves
 	out.Hosts = bv.hostLines(plan.Moves)
+	capPlan(out)
 	return out, nil
+}
+
+// Caps of a stored plan: it is one value, rewritten every round, and must
+// stay far below etcd's 1.5 MiB per value on any cluster.
+const (
+	maxPlanMoves = 500
+	maxPlanHosts = 200
+)
+
+// capPlan keeps at most maxPlanMoves moves (in plan order: the ones
+// applied first) and maxPlanHosts host lines — the hosts the kept moves
+// touch, then the busiest — and counts what it left out.
+func capPlan(p *model.BalancePlan) {
+	if len(p.Moves) > maxPlanMoves {
+		p.MovesOmitted = len(p.Moves) - maxPlanMoves
+		p.Moves = p.Moves[:maxPlanMoves]
+		p.Note += fmt.Sprintf("; %d more moves planned, not kept", p.MovesOmitted)
+	}
+	if len(p.Hosts) <= maxPlanHosts {
+		return
+	}
+	touched := map[string]bool{}
+	for _, m := range p.Moves {
+		touched[m.From], touched[m.To] = true, true
+	}
+	sort.SliceStable(p.Hosts, func(i, j int) bool {
+		ti, tj := touched[p.Hosts[i].Name], touched[p.Hosts[j].Name]
+		if ti != tj {
+			return ti
+		}
+		return p.Hosts[i].CPUPercent > p.Hosts[j].CPUPercent
+	})
+	p.HostsOmitted = len(p.Hosts) - maxPlanHosts
+	p.Hosts = p.Hosts[:maxPlanHosts]
+	sort.Slice(p.Hosts, func(i, j int) bool { return p.Hosts[i].Name < p.Hosts[j].Name })
 }
 
 // balanceSnapshot builds the planner's view from the cache and appends

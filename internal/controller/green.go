@@ -47,6 +47,13 @@ type energyState struct {
 	lastEnergy  time.Time
 	lastUtil    map[string]float64
 	lastPersist time.Time
+	// written is what the store holds (state.WriteEnergy writes only
+	// what changed); the folded energy of deleted VMs per project, of
+	// deleted hosts and of deleted projects.
+	written         map[string][]byte
+	deletedVMs      map[string]float64
+	deletedHosts    float64
+	deletedProjects float64
 }
 
 // LoadBalanceSettings reads the balancing settings, or the defaults when

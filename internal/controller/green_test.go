@@ -453,14 +453,11 @@ func TestEnergyLedgerHandChecked(t *testing.T) {
 	}
 }
 
+// ledger reads the stored energy ledger as the API server does.
 func (g *greenEnv) ledger() model.EnergyLedger {
 	g.t.Helper()
-	kv, err := g.st.Get(context.Background(), store.EnergyKey)
+	rec, err := g.repo.EnergyLedger(context.Background())
 	if err != nil {
-		g.t.Fatal(err)
-	}
-	var rec model.EnergyLedger
-	if err := json.Unmarshal(kv.Value, &rec); err != nil {
 		g.t.Fatal(err)
 	}
 	return rec
