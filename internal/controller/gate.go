@@ -73,7 +73,7 @@ func (g *gate) sync() error {
 		allocs := maps.Clone(c.allocs)
 		pol, rev := c.policy, c.polRev
 		c.gateAll = false
-		clear(c.gateDirty)
+		c.gateDirty = map[string]bool{} // not clear(): ranging a cleared big map still walks its table
 		c.mu.Unlock()
 		return g.rebuild(pol, rev, hosts, allocs)
 	}
@@ -87,7 +87,9 @@ func (g *gate) sync() error {
 			changes = append(changes, change{*h, c.allocs[name]})
 		}
 	}
-	clear(c.gateDirty)
+	if len(c.gateDirty) > 0 {
+		c.gateDirty = map[string]bool{}
+	}
 	c.mu.Unlock()
 	for _, ch := range changes {
 		name := ch.h.Name
