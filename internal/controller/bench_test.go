@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/scheduler"
 	"github.com/vpool/vpool/internal/store"
 )
 
@@ -171,5 +172,43 @@ func syncCache(b *testing.B, e *env, c *cache, prefixes ...string) {
 		c.mu.Lock()
 		src.reset(kvs)
 		c.mu.Unlock()
+	}
+}
+
+// BenchmarkGateCheck measures what the gate adds to a placement on a warm
+// term (its view kept current, the decision re-checked with every
+// filter, the committed allocation taken into the view), without the
+// transaction itself: compare with BenchmarkCommitPath's cost per
+// placement.
+func BenchmarkGateCheck(b *testing.B) {
+	for _, hosts := range []int{100, 2000} {
+		b.Run(fmt.Sprintf("hosts=%d", hosts), func(b *testing.B) {
+			e := newEnv(b)
+			setupBench(b, e, hosts, 0)
+			m := New(e.config("bench", nil))
+			r := newReconciler(m, m.newTerm(), newCache(m.log))
+			syncCache(b, e, r.c)
+			g := r.gate
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			if err := g.sync(); err != nil {
+				b.Fatal(err)
+			}
+			vm := &model.VM{Meta: model.Meta{Name: "x", Project: "p"}, Spec: model.VMSpec{VCPUs: 1, Memory: model.GiB}}
+			req := scheduler.Request{Key: vm.Key(), Spec: &vm.Spec}
+			names := sortedKeys(g.shapes)
+			i := 0
+			for b.Loop() {
+				host := names[i%len(names)]
+				i++
+				r.c.putAlloc(g.allocs[host], g.allocs[host].Revision+1) // a commit's journal entry
+				if err := g.sync(); err != nil {
+					b.Fatal(err)
+				}
+				if why := g.sched.CheckOn(g.snap, req, host); why != "" {
+					b.Fatal(why)
+				}
+			}
+		})
 	}
 }

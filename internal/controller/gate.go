@@ -53,7 +53,7 @@ type gate struct {
 	snap   *scheduler.Snapshot
 	policy model.Policy
 	polRev int64
-	shapes map[string]model.Host       // host records as loaded into snap
+	shapes map[string]*model.Host      // host records as loaded into snap (cached: immutable)
 	allocs map[string]model.Allocation // allocation records as loaded (read-only)
 }
 
@@ -66,9 +66,9 @@ func (g *gate) sync() error {
 	c := g.c
 	c.mu.Lock()
 	if g.snap == nil || c.gateAll || c.polRev != g.polRev {
-		hosts := make([]model.Host, 0, len(c.hosts))
+		hosts := make([]*model.Host, 0, len(c.hosts))
 		for _, h := range c.hosts {
-			hosts = append(hosts, *h)
+			hosts = append(hosts, h)
 		}
 		allocs := maps.Clone(c.allocs)
 		pol, rev := c.policy, c.polRev
@@ -78,13 +78,13 @@ func (g *gate) sync() error {
 		return g.rebuild(pol, rev, hosts, allocs)
 	}
 	type change struct {
-		h model.Host
+		h *model.Host
 		a model.Allocation
 	}
 	changes := make([]change, 0, len(c.gateDirty))
 	for name := range c.gateDirty {
 		if h := c.hosts[name]; h != nil {
-			changes = append(changes, change{*h, c.allocs[name]})
+			changes = append(changes, change{h, c.allocs[name]})
 		}
 	}
 	if len(c.gateDirty) > 0 {
@@ -94,10 +94,10 @@ func (g *gate) sync() error {
 	for _, ch := range changes {
 		name := ch.h.Name
 		old, known := g.shapes[name]
-		if !known || !sameShape(&old, &ch.h) {
-			g.snap.SetHost(ch.h)
-			g.shapes[name] = ch.h
+		if !known || (old != ch.h && !sameShape(old, ch.h)) {
+			g.snap.SetHost(*ch.h)
 		}
+		g.shapes[name] = ch.h
 		if a, loaded := g.allocs[name]; known && loaded && a.Revision == ch.a.Revision {
 			continue
 		}
@@ -111,14 +111,16 @@ func (g *gate) sync() error {
 }
 
 // rebuild makes a new view from scratch.
-func (g *gate) rebuild(pol model.Policy, rev int64, hosts []model.Host, allocs map[string]model.Allocation) error {
+func (g *gate) rebuild(pol model.Policy, rev int64, hosts []*model.Host, allocs map[string]model.Allocation) error {
 	sort.Slice(hosts, func(i, j int) bool { return hosts[i].Name < hosts[j].Name })
 	list := make([]model.Allocation, 0, len(allocs))
-	g.shapes, g.allocs = make(map[string]model.Host, len(hosts)), make(map[string]model.Allocation, len(hosts))
-	for _, h := range hosts {
+	records := make([]model.Host, len(hosts))
+	g.shapes, g.allocs = make(map[string]*model.Host, len(hosts)), make(map[string]model.Allocation, len(hosts))
+	for i, h := range hosts {
 		a := allocs[h.Name]
 		a.Host = h.Name
 		list = append(list, a)
+		records[i] = *h
 		g.shapes[h.Name], g.allocs[h.Name] = h, a
 	}
 	if g.sched == nil || rev != g.polRev || g.snap == nil {
@@ -128,7 +130,7 @@ func (g *gate) rebuild(pol model.Policy, rev int64, hosts []model.Host, allocs m
 		}
 		g.sched = sched
 	}
-	snap, err := scheduler.NewSnapshot(pol, hosts, list)
+	snap, err := scheduler.NewSnapshot(pol, records, list)
 	if err != nil {
 		return fmt.Errorf("controller: gate view: %w", err)
 	}
