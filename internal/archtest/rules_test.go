@@ -86,7 +86,6 @@ var rules = []importRule{
 	{
 		name: "the state layer stores decisions without importing the scheduler",
 		from: []string{"internal/state/..."}, deny: []string{"internal/scheduler/..."},
-		todo: "issue 11, the commit gate: internal/state/alloc.go imports internal/scheduler (AllocAdd → scheduler.ApplyVM) until the gate change lands on main",
 	},
 	{
 		name: "the binary links no test support",

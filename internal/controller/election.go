@@ -4,20 +4,37 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/vpool/vpool/internal/state"
 	"github.com/vpool/vpool/internal/store"
 )
 
-// term is one leadership term. Fence is a transaction guard that holds
-// only while the term lasts (the leader key is still the one this term
-// wrote), so a deposed leader that has not noticed yet cannot commit.
+// term is one leadership term. Its fence is a transaction guard that
+// holds only while the term lasts (the leader key is still the one this
+// term wrote), and repo — the only way the term's controllers write —
+// attaches it to every transaction (state.Repo.Term), so a deposed leader
+// that has not noticed yet cannot commit anything.
 type term struct {
 	fence []store.Cond
+	repo  *state.Repo
+	once  sync.Once
+	// lost is closed when a write found the term over (ErrNotLeader):
+	// the controllers stop and the manager campaigns again.
+	lost chan struct{}
 }
 
-func (t *term) guard(conds ...store.Cond) []store.Cond {
-	return append(append([]store.Cond(nil), t.fence...), conds...)
+// newTerm starts a term fenced by fence (none: NoElection).
+func (m *Manager) newTerm(fence ...store.Cond) *term {
+	return &term{fence: fence, repo: state.New(m.cfg.Store, m.cfg.Clock).Term(fence...), lost: make(chan struct{})}
+}
+
+// check ends the term when err says another server leads now.
+func (t *term) check(err error) {
+	if errors.Is(err, state.ErrNotLeader) {
+		t.once.Do(func() { close(t.lost) })
+	}
 }
 
 func (m *Manager) leaseSeconds() int64 {
@@ -93,13 +110,17 @@ func (m *Manager) lead(ctx context.Context, lease store.LeaseID, rev int64) erro
 
 	tctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	t := &term{fence: []store.Cond{store.IfRev(store.LeaderKey, rev)}}
+	t := m.newTerm(store.IfRev(store.LeaderKey, rev))
 	go func() { done <- m.runControllers(tctx, t) }()
 
 	why, err := m.holdLease(tctx, lease, rev, done)
+	stopped := why == "controllers stopped" // done was read
+	if errors.Is(err, state.ErrNotLeader) {
+		why, err = "deposed: a write found another leader", nil
+	}
 	m.leading.Store(false)
 	cancel()
-	if why != "controllers stopped" {
+	if !stopped {
 		if cerr := <-done; err == nil && cerr != nil && !errors.Is(cerr, context.Canceled) {
 			err = cerr
 		}

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/vpool/vpool/internal/state"
 	"github.com/vpool/vpool/internal/store"
 )
 
@@ -143,7 +142,6 @@ var ErrConfig = errors.New("controller: invalid config")
 type Manager struct {
 	cfg     Config
 	log     *slog.Logger
-	repo    *state.Repo
 	leading atomic.Bool
 	// terms counts leadership terms won by this manager (tests).
 	terms atomic.Int64
@@ -155,9 +153,8 @@ type Manager struct {
 func New(cfg Config) *Manager {
 	cfg.setDefaults()
 	return &Manager{
-		cfg:  cfg,
-		log:  cfg.Logger.With("component", "controller", "identity", cfg.Identity),
-		repo: state.New(cfg.Store, cfg.Clock),
+		cfg: cfg,
+		log: cfg.Logger.With("component", "controller", "identity", cfg.Identity),
 	}
 }
 
@@ -214,7 +211,7 @@ func (m *Manager) Run(ctx context.Context) error {
 func (m *Manager) runUnelected(ctx context.Context) error {
 	m.leading.Store(true)
 	defer m.leading.Store(false)
-	return m.runControllers(ctx, &term{})
+	return m.runControllers(ctx, m.newTerm())
 }
 
 // retryDelay backs off from 50 ms to 2 s.

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/scheduler"
 	"github.com/vpool/vpool/internal/state"
 )
 
@@ -202,7 +203,26 @@ func CheckMigration(s *Snapshot, alive map[string]bool, vm *model.VM, to string,
 		}
 		return MigrationCheck{}, refused("cannot move VM %s: %s", vm.Name, msg)
 	}
+	if why := gateVerdict(s, vm, host); why != "" {
+		return MigrationCheck{}, refused("cannot move VM %s to %s: %s", vm.Name, host, why)
+	}
 	return MigrationCheck{Target: host, Mode: mode, Explanation: expl}, nil
+}
+
+// gateVerdict runs on s the check the gate will run when the migration
+// takes its hold (scheduler.CheckMove: every filter, the VM lifted off
+// its source, every other host as it is), so that the pre-check never
+// accepts what the gate refuses: e.g. one member of a hard-affinity
+// group leaving the others on a ready host, which the placer, with the
+// source cordoned, would allow.
+func gateVerdict(s *Snapshot, vm *model.VM, target string) string {
+	view, sched, err := schedulerView(s)
+	if err != nil {
+		return err.Error()
+	}
+	why := sched.CheckMove(view, scheduler.Request{Key: vm.Key(), Spec: &vm.Spec}, vm.Status.Host, target)
+	_, why, _ = strings.Cut(why, ": ") // drop the filter's name
+	return why
 }
 
 // targetRejections lists why candidate hosts were rejected, leaving out

@@ -114,3 +114,29 @@ func TestVersionLess(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckMigrationAgreesWithTheGate: the pre-check refuses what the
+// gate would refuse when the migration takes its hold — one member of a
+// hard-affinity group leaving the others on a ready host — and allows
+// the last member of a group to follow the others.
+func TestCheckMigrationAgreesWithTheGate(t *testing.T) {
+	member := func(name string) *model.VM {
+		return checkVM(func(v *model.VM) {
+			v.Name, v.Spec.Placement.AffinityGroup, v.Spec.Placement.Affinity = name, "g", model.AffinityHard
+		})
+	}
+	a, b := member("a"), member("b")
+	s := &Snapshot{Hosts: []model.Host{checkHost("src"), checkHost("dst")}, Allocs: map[string]model.Allocation{}, Policy: model.DefaultPolicy()}
+	s.Allocs["src"] = allocAdd(allocAdd(model.Allocation{}, "src", a), "src", b)
+	p := NewSchedulerPlacer()
+	p.Exhaustive = true
+	if c, err := CheckMigration(s, nil, a, "dst", p); !errors.Is(err, state.ErrRefused) || !strings.Contains(err.Error(), "affinity group") {
+		t.Fatalf("one member away from the group: %+v, %v", c, err)
+	}
+	// b already left for dst: a may follow it.
+	s.Allocs["src"] = allocAdd(model.Allocation{}, "src", a)
+	s.Allocs["dst"] = allocAdd(model.Allocation{}, "dst", b)
+	if c, err := CheckMigration(s, nil, a, "dst", p); err != nil || c.Target != "dst" {
+		t.Fatalf("the last member following the group: %+v, %v", c, err)
+	}
+}

@@ -168,3 +168,13 @@ func filterOne(t *testing.T, f Filter, h model.Host, a *model.Allocation, r Requ
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func bump(m map[string]int, k string, n int) map[string]int {
+	if m == nil {
+		m = map[string]int{}
+	}
+	if m[k] += n; m[k] <= 0 {
+		delete(m, k)
+	}
+	return m
+}

@@ -202,14 +202,8 @@ func (s *Snapshot) appendHost(h *model.Host) int32 {
 
 // setHost (re)loads capacity, ratios, state, labels and pools of host i.
 func (s *Snapshot) setHost(i int32, h *model.Host) {
-	def := model.DefaultPolicy().Ratios
 	r := &s.hosts[i]
-	cpu := int64(h.Capacity.CPUs) * 1000
-	r.cpuPhys, r.memPhys = cpu, int64(h.Capacity.Memory)
-	r.cpuLimit = scale(cpu, ratio(h.Ratios.CPU, s.policy.Ratios.CPU, def.CPU, maxCPURatio))
-	r.memLimit = scale(r.memPhys, ratio(h.Ratios.Memory, s.policy.Ratios.Memory, def.Memory, maxMemRatio))
-	r.diskLimit = scale(int64(h.Capacity.Disk), ratio(h.Ratios.Disk, s.policy.Ratios.Disk, def.Disk, maxDiskRatio))
-	r.cores = int32(h.Capacity.CPUs)
+	r.setCapacity(h, s.policy)
 	r.stateReason = stateReasonOf(h)
 	if r.stateReason == reasonReady {
 		s.schedulable.set(i)
@@ -277,13 +271,7 @@ func (s *Snapshot) setAllocation(i int32, h *model.Host, a *model.Allocation) {
 		r.cpuRes, r.memRes, r.vms = 0, 0, int32(h.VMs)
 		return
 	}
-	r.cpuUsed, r.memUsed, r.diskUsed = int64(a.Used.CPUs)*1000, int64(a.Used.Memory), int64(a.Used.Disk)
-	r.cpuRes = int64(a.ReservedCPUMilli)
-	if r.cpuRes == 0 {
-		r.cpuRes = int64(a.Reserved.CPUs) * 1000
-	}
-	r.memRes = int64(a.Reserved.Memory)
-	r.vms = int32(len(a.VMs))
+	r.setUsage(a)
 	for _, name := range sortedKeys(a.Domains) {
 		s.addDomain(i, s.domainID(name), int32(a.Domains[name]))
 	}
