@@ -204,7 +204,7 @@ func TestRealDHCP(t *testing.T) {
 	os.WriteFile(script, []byte("#!/bin/sh\necho \"EVENT=$1 ip=$ip router=$router mtu=$mtu serverid=$serverid\"\n"), 0o755)
 	var out []byte
 	var err error
-		for i := 0; i < 10; i++ { // dnsmasq takes a moment to start
+	for i := 0; i < 10; i++ { // dnsmasq takes a moment to start
 		out, err = exec.Command("ip", "netns", "exec", tb.vms["d1"].ns, "busybox", "udhcpc", "-f", "-q", "-n", "-t", "3", "-T", "1", "-i", "eth0", "-s", script).CombinedOutput()
 		if strings.Contains(string(out), "EVENT=bound") {
 			break

@@ -31,8 +31,8 @@ type HostPlan struct {
 	// namespace names are global, so several "hosts" on one machine
 	// (tests) need their own.
 	NetnsPrefix string
-	Networks []NetPlan
-	Ports    []Port
+	Networks    []NetPlan
+	Ports       []Port
 	// Groups are the address sets of security groups named as peers by
 	// some port's rules, by Port.Ingress/Egress Rule.Group.
 	Groups map[string][]netip.Addr

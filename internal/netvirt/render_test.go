@@ -46,8 +46,8 @@ func samplePlan() HostPlan {
 		},
 		Ports: []Port{
 			{Tap: "vpaaaa0", VNI: 7, MAC: "52:54:00:00:00:01", IP: a("10.1.0.10"),
-				Ingress: []Rule{{Protocol: "tcp", PortMin: 80, PortMax: 80}, {Protocol: "tcp", PortMin: 8000, PortMax: 8100, CIDR: netip.MustParsePrefix("10.0.0.0/8")}},
-				Egress:  []Rule{{Protocol: "tcp", PortMin: 5432, PortMax: 5432, Group: "db"}},
+				Ingress:     []Rule{{Protocol: "tcp", PortMin: 80, PortMax: 80}, {Protocol: "tcp", PortMin: 8000, PortMax: 8100, CIDR: netip.MustParsePrefix("10.0.0.0/8")}},
+				Egress:      []Rule{{Protocol: "tcp", PortMin: 5432, PortMax: 5432, Group: "db"}},
 				IngressKbps: 100000, EgressKbps: 50000},
 			{Tap: "vpbbbb0", VNI: 7, MAC: "52:54:00:00:00:02", IP: a("10.1.0.11"),
 				Ingress: []Rule{{Protocol: "tcp", PortMin: 5432, PortMax: 5432, Group: "web"}, {Protocol: "icmp"}}, OpenEgress: true},
