@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // Network modes: how a network's bridges on different hosts are joined.
@@ -383,3 +384,23 @@ func (h *HostNet) Serves(s *NetworkSpec) (bool, string) {
 	}
 	return true, ""
 }
+
+// NetIndex lists a project's networks and subnets: network creates
+// compare-and-swap on it, so two overlapping subnets cannot both pass.
+type NetIndex struct {
+	Subnets map[string]string `json:"subnets"` // network name → subnet
+}
+
+// AddressAlloc is one address of a network's pool in use: by a VM's NIC
+// (owner "vm/<vm>/<nic>") or by anything else that asked the address API
+// (owner "<kind>/<name>", e.g. "lb/web" for a balancer's virtual IP).
+type AddressAlloc struct {
+	Network   string    `json:"network"`
+	IP        string    `json:"ip"`
+	Owner     string    `json:"owner"`
+	MAC       string    `json:"mac,omitempty"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// NICOwner is the address owner of a VM's NIC.
+func NICOwner(vm, nic string) string { return "vm/" + vm + "/" + nic }
