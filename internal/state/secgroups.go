@@ -243,4 +243,3 @@ func holds(vm *model.VM, nic string, a model.AddressAlloc) bool {
 	}
 	return false
 }
-
