@@ -68,6 +68,23 @@ var Routes = []Route{
 	{"DELETE", "/api/v1/vms/{name}/disks/{disk}", "unplug and delete a disk"},
 	{"GET", "/api/v1/vms/{name}/console", "attach to the serial console (websocket)"},
 	{"GET", "/api/v1/vms/{name}/console/log", "the tail of the serial console log (?tail=BYTES)"},
+
+	{"GET", "/api/v1/networks", "list networks"},
+	{"POST", "/api/v1/networks", "create a network (subnet, gateway, vxlan or vlan, MTU, DHCP)"},
+	{"GET", "/api/v1/networks/{name}", "show a network"},
+	{"DELETE", "/api/v1/networks/{name}", "delete a network no address of which is in use"},
+	{"GET", "/api/v1/networks/{name}/addresses", "list a network's allocated addresses and their owners"},
+	{"POST", "/api/v1/networks/{name}/addresses", "allocate an address for something other than a VM NIC (e.g. a balancer's VIP)"},
+	{"DELETE", "/api/v1/networks/{name}/addresses/{ip}", "release an address allocated through the address API"},
+	{"GET", "/api/v1/secgroups", "list security groups"},
+	{"POST", "/api/v1/secgroups", "create a security group"},
+	{"GET", "/api/v1/secgroups/{name}", "show a security group and its rules"},
+	{"DELETE", "/api/v1/secgroups/{name}", "delete a security group no NIC or rule uses"},
+	{"POST", "/api/v1/secgroups/{name}/rules", "add a rule to a security group"},
+	{"DELETE", "/api/v1/secgroups/{name}/rules/{id}", "delete a rule of a security group"},
+	{"POST", "/api/v1/vms/{name}/nics", "add a NIC to a VM (hot-plugged when it runs)"},
+	{"PATCH", "/api/v1/vms/{name}/nics/{nic}", "change a NIC's security groups or rate limits, live"},
+	{"DELETE", "/api/v1/vms/{name}/nics/{nic}", "unplug and remove a NIC, releasing its address"},
 }
 
 // AgentRoutes is the agent protocol, on the mutual-TLS agent listener.
@@ -82,4 +99,5 @@ var AgentRoutes = []Route{
 	{"PUT", "/agent/v1/snapshots/{project}/{vm}/{name}", "report the outcome of a snapshot request"},
 	{"GET", "/agent/v1/consoles", "console sessions waiting for the calling host (long poll)"},
 	{"GET", "/agent/v1/consoles/{id}", "join a console session (websocket)"},
+	{"GET", "/agent/v1/networks", "the calling host's virtual networks, NICs and security groups (long poll on etag)"},
 }

@@ -107,6 +107,7 @@ func seedFixture(t testing.TB, s *Server) {
 		m.Phase, m.TargetAddr, m.SourceError, m.Progress.Note = model.MigrationTransferring, plantedAddr, plantedNote, plantedNote
 		return nil
 	}))
+	seedNetworks(t, s)
 	plan, _ := json.Marshal(model.BalancePlan{Time: s.now(), Mode: model.BalanceRecommend, Policy: "vpool", Note: "nothing to do"})
 	if _, _, err := s.cfg.Store.Txn(ctx, nil, []store.Op{store.Put(store.BalancePlanKey, plan)}); err != nil {
 		t.Fatal(err)

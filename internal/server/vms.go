@@ -58,6 +58,10 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err := s.checkStorage(r.Context(), []*model.VMSpec{&vm.Spec}, []string{""}); err != nil {
 		return err
 	}
+	release, err := s.attachVMs(r.Context(), []*model.VM{vm}, []string{""}, req.DryRun)
+	if err != nil {
+		return err
+	}
 	if req.DryRun {
 		res, err := s.dryRun(r, []*model.VM{vm})
 		if err != nil {
@@ -68,6 +72,7 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, p *principal) 
 	}
 	created, err := s.repo.CreateVM(r.Context(), vm)
 	if err != nil {
+		release()
 		return projectErr(err, project)
 	}
 	reply(w, http.StatusCreated, p, created)
@@ -112,6 +117,16 @@ func (s *Server) batchVMs(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err := s.checkBatchStorage(r, &req, vms); err != nil {
 		return err
 	}
+	prefixes := make([]string, len(vms))
+	for i := range vms {
+		if len(req.VMs) > 0 {
+			prefixes[i] = fmt.Sprintf("vms[%d].", i)
+		}
+	}
+	release, err := s.attachVMs(r.Context(), vms, prefixes, req.DryRun)
+	if err != nil {
+		return err
+	}
 	if req.DryRun {
 		res, err := s.dryRun(r, vms)
 		if err != nil {
@@ -122,6 +137,7 @@ func (s *Server) batchVMs(w http.ResponseWriter, r *http.Request, p *principal) 
 	}
 	created, err := s.repo.CreateVMs(r.Context(), project, vms)
 	if err != nil {
+		release()
 		return projectErr(err, project)
 	}
 	out := api.VMBatchResponse{VMs: make([]model.VM, len(created))}
