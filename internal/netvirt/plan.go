@@ -154,3 +154,13 @@ func (p *HostPlan) network(vni int) *NetPlan {
 	}
 	return nil
 }
+
+// TapName is the tap of one NIC on one host: "vn" + 12 hex digits of a
+// hash of the host, project, VM and NIC names. The agent names it (and
+// writes its rules) before the hypervisor makes it; the host is in the
+// hash so that the two ends of a migration between "hosts" on one
+// machine never share a tap.
+func TapName(host, project, vm, nic string) string {
+	h := sha256.Sum256([]byte(host + "\x00" + project + "\x00" + vm + "\x00" + nic))
+	return fmt.Sprintf("vn%x", h[:6])
+}
