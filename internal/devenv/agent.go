@@ -136,9 +136,11 @@ type AgentConfig struct {
 	Labels    map[string]string
 	Address   string
 	Networks  []string
-	Driver    DriverOptions
-	Logger    *slog.Logger
-	Version   string
+	// Net makes the host serve vpool networks (see NetConfig).
+	Net     *agent.NetConfig
+	Driver  DriverOptions
+	Logger  *slog.Logger
+	Version string
 	// ImageDirs are searched for boot images (after StateDir/images) by
 	// a QEMU host; a sim host boots any image name.
 	ImageDirs []string
@@ -183,6 +185,7 @@ func NewAgent(c AgentConfig) (*agent.Agent, hypervisor.Driver, string, error) {
 		Labels:            c.Labels,
 		Address:           c.Address,
 		Networks:          c.Networks,
+		Net:               c.Net,
 		Driver:            d,
 		Logger:            c.Logger,
 		Version:           c.Version,
