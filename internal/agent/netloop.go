@@ -272,7 +272,8 @@ func (a *Agent) nicPort(v *api.HostNetworks, vm *model.VM, n model.NIC) (hypervi
 			for _, net := range v.Networks {
 				if net.VNI == nv.VNI {
 					return hypervisor.NICPort{Tap: netvirt.TapName(a.cfg.HostName, vm.Project, vm.Name, n.Name),
-						Bridge: netvirt.BridgeName(nv.VNI), MTU: net.Spec.MTU}, nil
+						Bridge: netvirt.BridgeName(nv.VNI), MTU: net.Spec.MTU,
+						Address: fmt.Sprintf("%s/%d", n.IP, net.Spec.Prefix().Bits()), Gateway: net.Spec.Gateway, DHCP: net.Spec.DHCPOn()}, nil
 				}
 			}
 		}

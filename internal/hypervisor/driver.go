@@ -64,6 +64,12 @@ type NICPort struct {
 	Tap    string `json:"tap,omitempty"`
 	Bridge string `json:"bridge,omitempty"`
 	MTU    int    `json:"mtu,omitempty"`
+	// Address (CIDR), Gateway and DHCP say how the guest configures the
+	// NIC: the cloud-init network config the driver writes agrees with
+	// what the network's DHCP server hands out.
+	Address string `json:"address,omitempty"`
+	Gateway string `json:"gateway,omitempty"`
+	DHCP    bool   `json:"dhcp,omitempty"`
 }
 
 // Image is a boot image as the driver sees it.
