@@ -162,7 +162,7 @@ func (tb *testbed) serve(vm string, addr string, port int) {
 	v := tb.vms[vm]
 	var l net.Listener
 	err := inNetns(v.ns, func() (err error) {
-		l, err = net.Listen("tcp", fmt.Sprintf("%s:%d", addr, port))
+		l, err = net.Listen("tcp", net.JoinHostPort(addr, fmt.Sprint(port)))
 		return err
 	})
 	if err != nil {
@@ -195,7 +195,7 @@ func (tb *testbed) dial(from, addr string, port int, local string) string {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
 	}
 	err := inNetns(v.ns, func() (err error) {
-		c, err = d.Dial("tcp", fmt.Sprintf("%s:%d", addr, port))
+		c, err = d.Dial("tcp", net.JoinHostPort(addr, fmt.Sprint(port)))
 		return err
 	})
 	if err != nil {
@@ -239,7 +239,7 @@ func (tb *testbed) blast(from, to string, port int, d time.Duration) int64 {
 	src, dst := tb.vms[from], tb.vms[to]
 	var l net.Listener
 	if err := inNetns(dst.ns, func() (err error) {
-		l, err = net.Listen("tcp", fmt.Sprintf("%s:%d", dst.ip, port))
+		l, err = net.Listen("tcp", net.JoinHostPort(dst.ip.String(), fmt.Sprint(port)))
 		return err
 	}); err != nil {
 		tb.t.Fatal(err)
@@ -259,7 +259,7 @@ func (tb *testbed) blast(from, to string, port int, d time.Duration) int64 {
 	}()
 	var c net.Conn
 	if err := inNetns(src.ns, func() (err error) {
-		c, err = net.DialTimeout("tcp", fmt.Sprintf("%s:%d", dst.ip, port), 2*time.Second)
+		c, err = net.DialTimeout("tcp", net.JoinHostPort(dst.ip.String(), fmt.Sprint(port)), 2*time.Second)
 		return err
 	}); err != nil {
 		tb.t.Fatalf("blast %s→%s: %v", from, to, err)
