@@ -168,6 +168,16 @@ func TestNICLifecycle(t *testing.T) {
 	if len(as.Addresses) != 1 || as.Addresses[0].Owner != "vm/v/nic0" {
 		t.Errorf("after nic remove the pool holds %+v", as.Addresses)
 	}
+	var batch api.VMBatchResponse
+	ts.mustCall(201, "POST", "/api/v1/vms:batch", admin, `{"prefix":"b","count":3,"spec":{"vcpus":1,"memory":67108864,"nics":[{"network":"n1"}]}}`, &batch)
+	seen := map[string]bool{}
+	for _, v := range batch.VMs {
+		n := v.Spec.NICs[0]
+		if seen[n.IP] || seen[n.MAC] {
+			t.Errorf("batch VM %s shares its NIC's address or MAC: %+v", v.Name, n)
+		}
+		seen[n.IP], seen[n.MAC] = true, true
+	}
 	var vip model.AddressAlloc
 	ts.mustCall(201, "POST", "/api/v1/networks/n1/addresses", admin, `{"owner":"lb/web"}`, &vip)
 	ts.mustCall(409, "DELETE", "/api/v1/networks/n1/addresses/10.1.0.7", admin, nil, nil)

@@ -112,6 +112,9 @@ func (s *Server) attachVMs(ctx context.Context, vms []*model.VM, prefixes []stri
 		}
 	}
 	for i, vm := range vms {
+		// The VMs of a batch may share one spec's NIC slice: each gets
+		// its own, with its own MAC and address.
+		vm.Spec.NICs = slices.Clone(vm.Spec.NICs)
 		if err := s.checkNICs(ctx, vm, prefixes[i], 0); err != nil {
 			undo()
 			return nil, err
