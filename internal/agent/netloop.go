@@ -126,12 +126,14 @@ func (a *Agent) applyNetworks(ctx context.Context) error {
 	if v == nil {
 		return nil
 	}
-	plan, err := a.buildPlan(v)
-	if err != nil {
-		return err
-	}
+	// A network this host cannot serve is left out (and said so); the
+	// others are applied all the same.
+	plan, planErr := a.buildPlan(v)
 	if err := a.cfg.Net.Manager.Apply(ctx, plan); err != nil {
-		return err
+		return errors.Join(planErr, err)
+	}
+	if planErr != nil {
+		return planErr
 	}
 	a.net.mu.Lock()
 	first := a.net.applied == ""
@@ -289,9 +291,17 @@ func (a *Agent) applyNICs(ctx context.Context, vm *model.VM, in *hypervisor.Info
 	if !ok {
 		return "", nil
 	}
+	// A NIC the driver recorded without a name (made before NICs had
+	// names) is the spec's NIC of the same index.
+	named := func(i int, n model.NIC) string {
+		if n.Name == "" && i < len(vm.Spec.NICs) {
+			return vm.Spec.NICs[i].Name
+		}
+		return n.Name
+	}
 	have := map[string]bool{}
-	for _, n := range in.Config.Spec.NICs {
-		have[n.Name] = true
+	for i, n := range in.Config.Spec.NICs {
+		have[named(i, n)] = true
 	}
 	want := map[string]bool{}
 	msg := ""
@@ -325,8 +335,8 @@ func (a *Agent) applyNICs(ctx context.Context, vm *model.VM, in *hypervisor.Info
 			a.kickNet()
 		}
 	}
-	for _, n := range in.Config.Spec.NICs {
-		if want[n.Name] || n.Name == "" {
+	for i, n := range in.Config.Spec.NICs {
+		if want[named(i, n)] || n.Name == "" {
 			continue
 		}
 		err := hp.DetachNIC(ctx, in.ID, n.Name)
