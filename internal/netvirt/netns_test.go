@@ -120,7 +120,11 @@ func TestRealTwoHosts(t *testing.T) {
 	}
 	for _, f := range flows {
 		t.Run(f.name, func(t *testing.T) {
-			if got := tb.dial(f.from, f.to, f.port, f.local); got != f.want {
+			got := tb.dial(f.from, f.to, f.port, f.local)
+			for try := 0; try < 2 && got == "" && f.want != ""; try++ {
+				got = tb.dial(f.from, f.to, f.port, f.local) // a busy machine, not a drop
+			}
+			if got != f.want {
 				t.Errorf("%s → %s:%d answered by %q, want %q", f.from, f.to, f.port, got, f.want)
 			}
 		})

@@ -32,21 +32,36 @@ func TestRealQoS(t *testing.T) {
 		n.ports["q2"] = Port{Ingress: open, OpenEgress: true, EgressKbps: q2out}
 		tb.apply([]*tbNet{n}, nil)
 	}
-	check := func(name string, got, want float64) {
+	// A limit must never be exceeded by more than 5 %; it must also be
+	// reached within 5 %, but a sender starved of CPU (go test runs
+	// packages in parallel on 2 shared cores) falls short through no
+	// fault of the shaper: up to 3 tries, every one checked for overshoot.
+	port := 5000
+	check := func(name string, want float64) {
 		t.Helper()
-		t.Logf("%s: %.1f Mbit/s on the wire (limit %.0f)", name, got, want)
-		if got < want*0.95 || got > want*1.05 {
-			t.Errorf("%s: %.1f Mbit/s, want %.0f ± 5 %%", name, got, want)
+		var got float64
+		for try := 1; try <= 3; try++ {
+			port++
+			got = tb.wireRate("q2", "q1", port, 1500, 3*time.Second)
+			t.Logf("%s: %.1f Mbit/s on the wire (limit %.0f, try %d)", name, got, want, try)
+			if got > want*1.05 {
+				t.Errorf("%s: %.1f Mbit/s exceeds the limit of %.0f by more than 5 %%", name, got, want)
+				return
+			}
+			if got >= want*0.95 {
+				return
+			}
 		}
+		t.Errorf("%s: %.1f Mbit/s, want %.0f ± 5 %%", name, got, want)
 	}
 	set(100_000, 0)
-	check("guest ingress (htb on the tap)", tb.wireRate("q2", "q1", 5001, 1500, 3*time.Second), 100)
+	check("guest ingress (htb on the tap)", 100)
 	set(0, 100_000)
-	check("guest egress (htb on the ifb)", tb.wireRate("q2", "q1", 5002, 1500, 3*time.Second), 100)
+	check("guest egress (htb on the ifb)", 100)
 	set(0, 40_000) // live: the class is replaced, nothing torn down
-	check("guest egress after a live change", tb.wireRate("q2", "q1", 5003, 1500, 3*time.Second), 40)
+	check("guest egress after a live change", 40)
 	set(0, 0)
-	if got := tb.wireRate("q2", "q1", 5004, 1500, 2*time.Second); got < 200 {
+	if got := tb.wireRate("q2", "q1", 5100, 1500, 2*time.Second); got < 200 {
 		t.Errorf("without limits q2 → q1 ran at %.1f Mbit/s: the limits were not removed", got)
 	}
 }

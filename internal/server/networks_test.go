@@ -80,7 +80,18 @@ func TestNetworkBadInput(t *testing.T) {
 // once through the API, get 200 distinct addresses; on a /27 the extra
 // creates are refused (409 naming the NIC's network) and leave nothing.
 func TestConcurrentNICCreates(t *testing.T) {
-	ts := startServer(t, nil)
+	runNICRace(t, startServer(t, nil))
+}
+
+// TestConcurrentNICCreatesOnEtcd is the same race on a real embedded etcd.
+func TestConcurrentNICCreatesOnEtcd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an embedded etcd")
+	}
+	runNICRace(t, startServer(t, startEtcd(t, true)))
+}
+
+func runNICRace(t *testing.T, ts *testServer) {
 	admin := ts.AdminToken()
 	ts.mustCall(201, "POST", "/api/v1/networks", admin, `{"name":"big","spec":{"subnet":"10.1.0.0/24"}}`, nil)
 	ts.mustCall(201, "POST", "/api/v1/networks", admin, `{"name":"small","spec":{"subnet":"10.2.0.0/27"}}`, nil)
