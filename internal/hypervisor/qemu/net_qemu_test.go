@@ -113,8 +113,7 @@ func TestGuestsOnAVpoolNetwork(t *testing.T) {
 	if !inOwnNetns(t) {
 		return
 	}
-	g := heavy(t)
-	guest.AcquireSlot(t) // two guests
+	g := heavy(t) // one slot for both guests, as the migration tests do (two slots could deadlock)
 	if _, err := netvirt.LookDnsmasq(); err != nil {
 		testenv.SkipOrFail(t, "%v", err)
 	}
