@@ -33,6 +33,9 @@ func newFakeNets() *fakeNets {
 }
 
 func (f *fakeNets) config(host string) *agent.NetConfig {
+	if host == "h4" {
+		return nil // a host that serves no vpool networks
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.mgrs[host] == nil {
@@ -62,7 +65,7 @@ func netCluster(t *testing.T, n int) (*cluster, *fakeNets) {
 // DHCP reservations), NIC hot-plug, and the pre-check of a migration to
 // a host without the network.
 func TestNetworksInProcess(t *testing.T) {
-	cl, fn := netCluster(t, 3)
+	cl, fn := netCluster(t, 4)
 	ctx := context.Background()
 	c := cl.c
 	net, err := c.CreateNetwork(ctx, "", api.NetworkCreateRequest{Name: "lan", Spec: model.NetworkSpec{Subnet: "10.1.0.0/24"}})
@@ -141,6 +144,54 @@ func TestNetworksInProcess(t *testing.T) {
 	cl.eventually("the limit on the tap", func() bool {
 		q := fn.fks["h1"].Qdisc(webTap)
 		return len(q) == 2 && strings.Contains(q[1], "rate 100000kbit")
+	})
+	testMigrationKeepsNetwork(t, cl, fn, vni)
+}
+
+// testMigrationKeepsNetwork: a VM moves live from h1 to h3 with its
+// address, MAC and rules; the other host's forwarding entry follows; a
+// target without vpool networks (h4) is refused by the pre-check.
+func testMigrationKeepsNetwork(t *testing.T, cl *cluster, fn *fakeNets, vni int) {
+	ctx := context.Background()
+	c := cl.c
+	for _, h := range []string{"h1", "h2", "h3"} {
+		if _, err := c.PatchHost(ctx, h, api.HostPatchRequest{Labels: map[string]string{"net": "yes"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mv, err := c.CreateVM(ctx, "", api.VMCreateRequest{Name: "mover", Spec: model.VMSpec{VCPUs: 1, Memory: 64 * model.MiB,
+		Placement: model.Placement{RequiredLabels: map[string]string{"net": "yes"}},
+		NICs:      []model.NIC{{Network: "lan", SecurityGroups: []string{"web"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mv = cl.waitPhase("mover", model.PhaseRunning)
+	if _, err := c.MigrateVM(ctx, "", api.MigrationRequest{VM: "mover", To: "h4"}); err == nil || !strings.Contains(err.Error(), "serves no vpool networks") {
+		t.Errorf("migration to a host without networks: %v", err)
+	}
+	to := "h3"
+	if mv.Status.Host == "h3" {
+		to = "h1"
+	}
+	m, err := c.MigrateVM(ctx, "", api.MigrationRequest{VM: "mover", To: to})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.eventually("the migration", func() bool {
+		got, err := c.GetMigration(ctx, m.Name)
+		return err == nil && got.Phase == model.MigrationCompleted
+	})
+	after, _ := c.GetVM(ctx, "", "mover")
+	nic, was := after.Spec.NICs[0], mv.Spec.NICs[0]
+	if after.Status.Host != to || nic.IP != was.IP || nic.MAC != was.MAC || len(nic.SecurityGroups) != 1 {
+		t.Fatalf("after the move: host %s NIC %+v (was %+v)", after.Status.Host, nic, was)
+	}
+	tap := netvirt.TapName(to, "default", "mover", "nic0")
+	cl.eventually("the target renders the NIC and the other host follows it", func() bool {
+		rules := fn.rules(to)
+		return strings.Contains(rules, tap) && strings.Contains(rules, nic.IP) && strings.Contains(rules, "tcp dport 80 accept") &&
+			slices.Contains(fn.fks["h2"].FDB(netvirt.VXLANName(vni)), nic.MAC+" "+fn.ips[to]) &&
+			!strings.Contains(fn.rules(mv.Status.Host), netvirt.TapName(mv.Status.Host, "default", "mover", "nic0"))
 	})
 }
 
