@@ -90,12 +90,22 @@ func agentCmd() *cobra.Command {
 	networks := f.StringArray("network", nil, "a network this host is attached to (repeatable); migrations refuse a target without the VM's networks (default: not checked)")
 	cpuModel := f.String("cpu-model", "", "guest CPU model of a qemu host, the same on every host so VMs move between different CPUs (e.g. Haswell-noTSX; default: host under KVM, qemu64 under TCG)")
 	machine := f.String("machine", "", "guest machine type of a qemu host, the same on every host so running VMs can move (e.g. pc-q35-7.2 while some hosts still run QEMU 7.2; default: q35, this QEMU's newest)")
+	var netOpts devenv.NetOptions
+	f.StringVar(&netOpts.Overlay, "overlay-address", "", "this host's VXLAN underlay address: the host serves vpool networks (needs root, iproute2, nftables; dnsmasq-base for DHCP)")
+	f.IntVar(&netOpts.UnderlayMTU, "underlay-mtu", 1500, "MTU of the underlay path between hosts (a VXLAN network needs its MTU + 50)")
+	f.StringVar(&netOpts.VLANUplink, "vlan-uplink", "", "device that carries VLAN networks (kernels with 802.1Q)")
+	f.StringVar(&netOpts.DHCPDir, "dhcp-dir", "/run/vpool/dhcp", "dnsmasq's files (must be searchable by nobody)")
 	logger := logFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := logger()
 		if err != nil {
 			return err
 		}
+		netCfg, closeNet, err := devenv.NetConfig(netOpts, log)
+		if err != nil {
+			return err
+		}
+		defer closeNet()
 		lab, err := parseLabels(*labels)
 		if err != nil {
 			return err
@@ -117,7 +127,7 @@ func agentCmd() *cobra.Command {
 			return err
 		}
 		a, drv, kind, err := devenv.NewAgent(devenv.AgentConfig{
-			ServerURL: *srvURL, JoinToken: tok, StateDir: *stateDir, HostName: *name, Labels: lab, Address: *address, Networks: *networks,
+			ServerURL: *srvURL, JoinToken: tok, StateDir: *stateDir, HostName: *name, Labels: lab, Address: *address, Networks: *networks, Net: netCfg,
 			Driver: devenv.DriverOptions{Kind: *driver, SimCPUs: *simCPUs, SimMemory: mem, SimDisk: disk, QEMU: qemuDriver, Pools: poolDirs,
 				CPUModel: *cpuModel, Machine: *machine},
 			Logger: log, Version: version,

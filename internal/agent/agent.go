@@ -62,8 +62,10 @@ type Config struct {
 	// pre-checks refuse a target without the VM's networks. Nil: not
 	// reported (not checked).
 	Networks []string
-	Driver   hypervisor.Driver
-	Logger   *slog.Logger
+	// Net makes this host serve vpool networks (netloop.go); nil: none.
+	Net    *NetConfig
+	Driver hypervisor.Driver
+	Logger *slog.Logger
 	// Clock stamps reports; timers run on real time.
 	Clock func() time.Time
 	// HeartbeatInterval is how often the lease is renewed (the server's
@@ -153,6 +155,7 @@ type Agent struct {
 	ops opsState // snapshot requests beside the assignments
 
 	images *imageCache // nil without Config.ImageCache
+	net    netState    // the host's virtual networks (netloop.go)
 }
 
 // New checks the config and returns an agent; nothing happens until Run.
@@ -183,6 +186,7 @@ func New(cfg Config) (*Agent, error) {
 		vms:        map[string]*vmState{},
 		kick:       make(chan struct{}, 1),
 		hbEvery:    cfg.HeartbeatInterval,
+		net:        netState{kick: make(chan struct{}, 1)},
 	}, nil
 }
 
@@ -203,7 +207,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.reattach(ctx)
 
 	var wg sync.WaitGroup
-	for _, loop := range []func(context.Context){a.heartbeatLoop, a.assignmentsLoop, a.convergeLoop, a.migrationsLoop, a.consoleLoop} {
+	loops := []func(context.Context){a.heartbeatLoop, a.assignmentsLoop, a.convergeLoop, a.migrationsLoop, a.consoleLoop}
+	if a.cfg.Net != nil {
+		loops = append(loops, a.networksLoop)
+	}
+	for _, loop := range loops {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

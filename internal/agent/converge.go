@@ -304,6 +304,12 @@ func (a *Agent) apply(ctx context.Context, vm *model.VM, in *hypervisor.Info) (a
 	if err == nil {
 		rep.Disks, err = a.applyDisks(ctx, vm, in)
 	}
+	if err == nil {
+		var nmsg string
+		if nmsg, err = a.applyNICs(ctx, vm, in); nmsg != "" && rep.Message == "" {
+			rep.Message = nmsg
+		}
+	}
 	if err != nil {
 		rep.Phase = phaseOf(state)
 		rep.Error = err.Error()
@@ -438,6 +444,7 @@ func (a *Agent) applyPower(ctx context.Context, vm *model.VM, state hypervisor.S
 	if err := d.Start(ctx, id); err != nil {
 		return hypervisor.StateStopped, fmt.Errorf("start: %w", err)
 	}
+	a.kickNet() // its taps exist now
 	a.mu.Lock()
 	st.applied = vm.Spec.RestartNonce
 	a.mu.Unlock()
@@ -504,6 +511,11 @@ func (a *Agent) vmConfig(ctx context.Context, vm *model.VM) (hypervisor.VMConfig
 		UID:     vm.UID,
 		Spec:    vm.Spec,
 	}
+	ports, err := a.nicPorts(vm)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Ports = ports
 	if vm.Spec.Image != "" {
 		im, err := a.resolveImage(ctx, vm.Spec.Image)
 		if err != nil {

@@ -252,6 +252,9 @@ type Heartbeat struct {
 	HypervisorVersion string   `json:"hypervisorVersion,omitempty"`
 	MachineType       string   `json:"machineType,omitempty"`
 	Networks          []string `json:"networks,omitempty"`
+	// Net is the host's virtual-network capability (overlay address,
+	// underlay MTU, VLAN uplink); nil: the host serves no vpool network.
+	Net *model.HostNet `json:"net,omitempty"`
 }
 
 // HeartbeatResponse tells the agent how often to beat.

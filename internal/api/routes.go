@@ -74,6 +74,22 @@ var Routes = []Route{
 	{"POST", "/api/v1/images", "import an image: JSON with URLs (downloaded in the background), or a multipart upload"},
 	{"GET", "/api/v1/images/{name}", "show an image"},
 	{"DELETE", "/api/v1/images/{name}", "delete an image no VM uses"},
+	{"GET", "/api/v1/networks", "list networks"},
+	{"POST", "/api/v1/networks", "create a network (subnet, gateway, vxlan or vlan, MTU, DHCP)"},
+	{"GET", "/api/v1/networks/{name}", "show a network"},
+	{"DELETE", "/api/v1/networks/{name}", "delete a network no address of which is in use"},
+	{"GET", "/api/v1/networks/{name}/addresses", "list a network's allocated addresses and their owners"},
+	{"POST", "/api/v1/networks/{name}/addresses", "allocate an address for something other than a VM NIC (e.g. a balancer's VIP)"},
+	{"DELETE", "/api/v1/networks/{name}/addresses/{ip}", "release an address allocated through the address API"},
+	{"GET", "/api/v1/secgroups", "list security groups"},
+	{"POST", "/api/v1/secgroups", "create a security group"},
+	{"GET", "/api/v1/secgroups/{name}", "show a security group and its rules"},
+	{"DELETE", "/api/v1/secgroups/{name}", "delete a security group no NIC or rule uses"},
+	{"POST", "/api/v1/secgroups/{name}/rules", "add a rule to a security group"},
+	{"DELETE", "/api/v1/secgroups/{name}/rules/{id}", "delete a rule of a security group"},
+	{"POST", "/api/v1/vms/{name}/nics", "add a NIC to a VM (hot-plugged when it runs)"},
+	{"PATCH", "/api/v1/vms/{name}/nics/{nic}", "change a NIC's security groups or rate limits, live"},
+	{"DELETE", "/api/v1/vms/{name}/nics/{nic}", "unplug and remove a NIC, releasing its address"},
 }
 
 // AgentRoutes is the agent protocol, on the mutual-TLS agent listener.
@@ -90,4 +106,5 @@ var AgentRoutes = []Route{
 	{"GET", "/agent/v1/consoles/{id}", "join a console session (websocket)"},
 	{"GET", "/agent/v1/images/{name}", "an image's record, to fetch its files"},
 	{"GET", "/agent/v1/images/{name}/files/{sha256}", "one file of an image from the server's pool"},
+	{"GET", "/agent/v1/networks", "the calling host's virtual networks, NICs and security groups (long poll on etag)"},
 }

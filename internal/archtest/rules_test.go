@@ -65,6 +65,10 @@ var rules = []importRule{
 		from: []string{"internal/model"}, stdlibOnly: true,
 	},
 	{
+		name: "netvirt renders and applies host networking from plans: standard library only (no store, server, agent or driver)",
+		from: []string{"internal/netvirt"}, stdlibOnly: true,
+	},
+	{
 		name: "only internal/store/etcdstore imports etcd",
 		from: []string{"..."}, except: []string{"internal/store/etcdstore/..."},
 		deny: []string{"go.etcd.io/..."}, direct: true,

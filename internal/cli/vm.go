@@ -30,7 +30,7 @@ func (a *app) vmCmd() *cobra.Command {
 type vmCreateOpts struct {
 	vcpus                     int
 	memory                    string
-	disks, networks           []string
+	disks, networks, nics     []string
 	image                     string
 	labels, require, prefer   []string
 	isolation, group, affin   string
@@ -66,6 +66,7 @@ func (a *app) vmCreateCmd() *cobra.Command {
 	f.StringVar(&o.memory, "memory", "1GiB", "memory, with a unit (512MiB, 2GiB)")
 	f.StringArrayVar(&o.disks, "disk", nil, "a disk: SIZE or size=SIZE,name=N,pool=P,tier=T,encrypted (repeatable)")
 	f.StringArrayVar(&o.networks, "network", nil, "attach a NIC to this network (repeatable)")
+	f.StringArrayVar(&o.nics, "nic", nil, "a NIC: NETWORK[,ip=A][,mac=M][,sg=G1+G2][,in=RATE][,out=RATE] (repeatable)")
 	f.StringVar(&o.image, "image", "", "image to clone the first disk from")
 	f.StringArrayVar(&o.labels, "label", nil, "label key=value (repeatable)")
 	f.StringArrayVar(&o.require, "require", nil, "place only on hosts with label key=value (repeatable)")
@@ -111,6 +112,13 @@ func (o *vmCreateOpts) spec(cmd *cobra.Command) (model.VMSpec, error) {
 	}
 	for _, n := range o.networks {
 		s.NICs = append(s.NICs, model.NIC{Network: n})
+	}
+	for _, n := range o.nics {
+		nic, err := parseNIC(n)
+		if err != nil {
+			return s, err
+		}
+		s.NICs = append(s.NICs, nic)
 	}
 	if s.Labels, err = parseKV("label", o.labels); err != nil {
 		return s, err

@@ -214,6 +214,36 @@ func calls() []struct {
 			}
 			return nil // the route server answers no websocket; the request is what counts
 		}},
+		{"list networks", "GET /api/v1/networks", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.ListNetworks(ctx, "p1")) }},
+		{"create network", "POST /api/v1/networks", "project=p1", `{"name":"lan","spec":{"subnet":"10.1.0.0/24","mtu":1450}}`, func(ctx context.Context, c *Client) error {
+			return drop(c.CreateNetwork(ctx, "p1", api.NetworkCreateRequest{Name: "lan", Spec: model.NetworkSpec{Subnet: "10.1.0.0/24", MTU: 1450}}))
+		}},
+		{"get network", "GET /api/v1/networks/{name}", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.GetNetwork(ctx, "p1", "lan")) }},
+		{"delete network", "DELETE /api/v1/networks/{name}", "project=p1", "", func(ctx context.Context, c *Client) error { return c.DeleteNetwork(ctx, "p1", "lan") }},
+		{"list addresses", "GET /api/v1/networks/{name}/addresses", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.ListAddresses(ctx, "p1", "lan")) }},
+		{"allocate address", "POST /api/v1/networks/{name}/addresses", "project=p1", `{"owner":"lb/web"}`, func(ctx context.Context, c *Client) error {
+			return drop(c.AllocateAddress(ctx, "p1", "lan", api.AddressRequest{Owner: "lb/web"}))
+		}},
+		{"release address", "DELETE /api/v1/networks/{name}/addresses/{ip}", "owner=lb%2Fweb&project=p1", "", func(ctx context.Context, c *Client) error {
+			return c.ReleaseAddress(ctx, "p1", "lan", "10.1.0.5", "lb/web")
+		}},
+		{"list groups", "GET /api/v1/secgroups", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.ListSecurityGroups(ctx, "p1")) }},
+		{"create group", "POST /api/v1/secgroups", "project=p1", `{"name":"web"}`, func(ctx context.Context, c *Client) error {
+			return drop(c.CreateSecurityGroup(ctx, "p1", api.SecurityGroupCreateRequest{Name: "web"}))
+		}},
+		{"get group", "GET /api/v1/secgroups/{name}", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.GetSecurityGroup(ctx, "p1", "web")) }},
+		{"delete group", "DELETE /api/v1/secgroups/{name}", "project=p1", "", func(ctx context.Context, c *Client) error { return c.DeleteSecurityGroup(ctx, "p1", "web") }},
+		{"add rule", "POST /api/v1/secgroups/{name}/rules", "project=p1", `{"direction":"ingress","protocol":"tcp","portMin":80}`, func(ctx context.Context, c *Client) error {
+			return drop(c.AddRule(ctx, "p1", "web", model.Rule{Direction: "ingress", Protocol: "tcp", PortMin: 80}))
+		}},
+		{"delete rule", "DELETE /api/v1/secgroups/{name}/rules/{id}", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.DeleteRule(ctx, "p1", "web", "r1")) }},
+		{"add nic", "POST /api/v1/vms/{name}/nics", "project=p1", `{"network":"lan"}`, func(ctx context.Context, c *Client) error {
+			return drop(c.AddNIC(ctx, "p1", "web1", model.NIC{Network: "lan"}))
+		}},
+		{"patch nic", "PATCH /api/v1/vms/{name}/nics/{nic}", "project=p1", `{"qos":{"ingressKbps":1000}}`, func(ctx context.Context, c *Client) error {
+			return drop(c.PatchNIC(ctx, "p1", "web1", "nic0", api.NICPatchRequest{QoS: &model.NICQoS{IngressKbps: 1000}}))
+		}},
+		{"remove nic", "DELETE /api/v1/vms/{name}/nics/{nic}", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.RemoveNIC(ctx, "p1", "web1", "nic0")) }},
 	}
 }
 

@@ -139,9 +139,11 @@ type AgentConfig struct {
 	Labels    map[string]string
 	Address   string
 	Networks  []string
-	Driver    DriverOptions
-	Logger    *slog.Logger
-	Version   string
+	// Net makes the host serve vpool networks (see NetConfig).
+	Net     *agent.NetConfig
+	Driver  DriverOptions
+	Logger  *slog.Logger
+	Version string
 	// ImageCache is where a QEMU host keeps the image files it fetches
 	// from the server (default StateDir/images); a sim host boots any
 	// image by name and fetches nothing.
@@ -189,6 +191,7 @@ func NewAgent(c AgentConfig) (*agent.Agent, hypervisor.Driver, string, error) {
 		Labels:            c.Labels,
 		Address:           c.Address,
 		Networks:          c.Networks,
+		Net:               c.Net,
 		Driver:            d,
 		Logger:            c.Logger,
 		Version:           c.Version,

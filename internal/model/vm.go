@@ -94,8 +94,17 @@ type Disk struct {
 
 // NIC is one virtual network interface.
 type NIC struct {
+	// Name identifies the NIC within its VM (default nic<index>); nic
+	// remove names it.
+	Name    string `json:"name,omitempty"`
 	Network string `json:"network,omitempty"`
 	MAC     string `json:"mac,omitempty"`
+	// IP is the NIC's IPv4 address on its network: a fixed address when
+	// the user gives one, else the one the server allocated.
+	IP string `json:"ip,omitempty"`
+	// SecurityGroups name groups of the VM's project (network.go).
+	SecurityGroups []string `json:"securityGroups,omitempty"`
+	QoS            *NICQoS  `json:"qos,omitempty"`
 }
 
 // DiskStatus is one disk as its host has it.

@@ -74,7 +74,7 @@ var alternatives = map[string]int{
 var unavailable = map[string]bool{"POST /api/v1/images": true}
 
 // fuzzDefaults fill path parameters the input does not set.
-var fuzzDefaults = map[string]string{"name": "vm1", "snapshot": "s1", "disk": "data", "id": "m1"}
+var fuzzDefaults = map[string]string{"name": "vm1", "snapshot": "s1", "disk": "data", "id": "m1", "nic": "nic0", "ip": "10.10.0.100"}
 
 func FuzzHTTP(f *testing.F) {
 	for _, s := range fuzzSeeds() {

@@ -128,6 +128,24 @@ var userWalks = map[string]walk{
 		exempt: "vm2 is on no host: a console needs an agent (internal/devenv TestVMOperations/console attaches)"},
 	"GET /api/v1/vms/{name}/console/log": {path: "/api/v1/vms/vm2/console/log?project=alpha", want: statuses(401, 403, 404, 409, 409, 409),
 		exempt: "vm2 is on no host: a console log needs an agent"},
+
+	"GET /api/v1/networks":                          {path: "/api/v1/networks?project=alpha", want: alphaRead(200)},
+	"POST /api/v1/networks":                         {path: "/api/v1/networks?project=alpha", body: `{"name":"net2","spec":{"subnet":"10.11.0.0/24"}}`, want: alphaWrite(201)},
+	"GET /api/v1/networks/{name}":                   {path: "/api/v1/networks/net1?project=alpha", want: alphaRead(200)},
+	"DELETE /api/v1/networks/{name}":                {path: "/api/v1/networks/netfree?project=alpha", want: alphaWrite(204)},
+	"GET /api/v1/networks/{name}/addresses":         {path: "/api/v1/networks/net1/addresses?project=alpha", want: alphaRead(200)},
+	"POST /api/v1/networks/{name}/addresses":        {path: "/api/v1/networks/net1/addresses?project=alpha", body: `{"owner":"lb/web"}`, want: alphaWrite(201)},
+	"DELETE /api/v1/networks/{name}/addresses/{ip}": {path: "/api/v1/networks/net1/addresses/10.10.0.100?project=alpha", want: alphaWrite(204)},
+	"GET /api/v1/secgroups":                         {path: "/api/v1/secgroups?project=alpha", want: alphaRead(200)},
+	"POST /api/v1/secgroups":                        {path: "/api/v1/secgroups?project=alpha", body: `{"name":"sg2"}`, want: alphaWrite(201)},
+	"GET /api/v1/secgroups/{name}":                  {path: "/api/v1/secgroups/sg1?project=alpha", want: alphaRead(200)},
+	"DELETE /api/v1/secgroups/{name}":               {path: "/api/v1/secgroups/sgfree?project=alpha", want: alphaWrite(204)},
+	"POST /api/v1/secgroups/{name}/rules": {path: "/api/v1/secgroups/sg1/rules?project=alpha", body: `{"direction":"ingress","protocol":"tcp","portMin":443}`,
+		want: alphaWrite(201)},
+	"DELETE /api/v1/secgroups/{name}/rules/{id}": {path: "/api/v1/secgroups/sg1/rules/r1?project=alpha", want: alphaWrite(200)},
+	"POST /api/v1/vms/{name}/nics":               {path: "/api/v1/vms/vm1/nics?project=alpha", body: `{"network":"net1"}`, want: alphaWrite(202)},
+	"PATCH /api/v1/vms/{name}/nics/{nic}":        {path: "/api/v1/vms/vm2/nics/nic0?project=alpha", body: `{"qos":{"ingressKbps":1000}}`, want: alphaWrite(202)},
+	"DELETE /api/v1/vms/{name}/nics/{nic}":       {path: "/api/v1/vms/vm2/nics/nic0?project=alpha", want: alphaWrite(202)},
 }
 
 // openAPIOperations reads the committed document: "METHOD /path" → the
@@ -288,6 +306,7 @@ var agentWalks = map[string]walk{
 	"GET /agent/v1/images/{name}":                   {path: "/agent/v1/images/img1", want: agentStatuses(200, 200)},
 	"GET /agent/v1/images/{name}/files/{sha256}": {path: "/agent/v1/images/img1/files/" + strings.Repeat("0", 64), want: agentStatuses(503, 503),
 		exempt: "the fixture's image names another server's pool (the image tests fetch real files)"},
+	"GET /agent/v1/networks": {path: "/agent/v1/networks?wait=0s", want: agentStatuses(200, 200)},
 	"GET /agent/v1/consoles/{id}": {path: "/agent/v1/consoles/nosuch", want: agentStatuses(404, 404),
 		exempt: "no console session is open (the console tests dial in)"},
 }

@@ -129,6 +129,8 @@ type Server struct {
 
 	trust    *trust // which host certificates are valid
 	trustRev int64  // the revision trust was loaded at
+
+	nets netHub // the hosts' network views (netview.go)
 }
 
 // New prepares a server: it loads or creates the cluster CA and the admin
@@ -164,6 +166,7 @@ func New(cfg Config) (*Server, error) {
 		repo: state.New(cfg.Store, cfg.Clock), metrics: cfg.Metrics,
 		drain: make(chan struct{}), leases: map[string]store.LeaseID{}, served: map[string]servedSet{},
 	}
+	s.nets.s = s
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.bootstrap(ctx); err != nil {
@@ -341,6 +344,7 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancelControllers()
 	trustDone := make(chan struct{})
 	go func() { defer close(trustDone); s.trust.run(cctx, s.cfg.Store, s.trustRev) }()
+	go s.sweepAddresses(cctx, 15*time.Second, 30*time.Second)
 	ctrlDone := make(chan error, 1)
 	if s.cfg.Controllers != nil {
 		go func() { ctrlDone <- s.cfg.Controllers(cctx) }()

@@ -61,6 +61,10 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err := s.fitImages(r.Context(), []*model.VM{vm}); err != nil {
 		return err
 	}
+	release, err := s.attachVMs(r.Context(), []*model.VM{vm}, []string{""}, req.DryRun)
+	if err != nil {
+		return err
+	}
 	if req.DryRun {
 		res, err := s.dryRun(r, []*model.VM{vm})
 		if err != nil {
@@ -71,6 +75,7 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, p *principal) 
 	}
 	created, err := s.repo.CreateVM(r.Context(), vm)
 	if err != nil {
+		release()
 		return projectErr(err, project)
 	}
 	reply(w, http.StatusCreated, p, created)
@@ -124,6 +129,16 @@ func (s *Server) batchVMs(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err := s.fitImages(r.Context(), vms); err != nil {
 		return err
 	}
+	prefixes := make([]string, len(vms))
+	for i := range vms {
+		if len(req.VMs) > 0 {
+			prefixes[i] = fmt.Sprintf("vms[%d].", i)
+		}
+	}
+	release, err := s.attachVMs(r.Context(), vms, prefixes, req.DryRun)
+	if err != nil {
+		return err
+	}
 	if req.DryRun {
 		res, err := s.dryRun(r, vms)
 		if err != nil {
@@ -134,6 +149,7 @@ func (s *Server) batchVMs(w http.ResponseWriter, r *http.Request, p *principal) 
 	}
 	created, err := s.repo.CreateVMs(r.Context(), project, vms)
 	if err != nil {
+		release()
 		return projectErr(err, project)
 	}
 	out := api.VMBatchResponse{VMs: make([]model.VM, len(created))}
