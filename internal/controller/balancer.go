@@ -27,17 +27,10 @@ type balanceView struct {
 }
 
 // moveCheck returns a fresh check of the placement rules by the planner's
-// indices (scheduler.MoveCheck: it satisfies balance.Feasibility).
+// indices (scheduler.MoveCheck: it satisfies balance.Feasibility), built
+// by scheduler.BalanceCheck as the simulator builds its own.
 func (bv *balanceView) moveCheck() *scheduler.MoveCheck {
-	names := make([]string, len(bv.hosts))
-	for i := range bv.hosts {
-		names[i] = bv.hosts[i].Name
-	}
-	vms := make([]scheduler.MoveVM, len(bv.vms))
-	for i, vm := range bv.vms {
-		vms[i] = scheduler.MoveVM{Key: vm.Key(), Spec: &vm.Spec, Host: vm.Status.Host}
-	}
-	return bv.sched.NewMoveCheck(bv.rules, names, vms)
+	return bv.sched.BalanceCheck(bv.rules, bv.hosts, bv.vms)
 }
 
 // balanceRound runs one balancing round when the interval has passed: it
