@@ -201,19 +201,10 @@ func (r *reconciler) balanceSnapshot(set model.BalanceSettings) (*balanceView, e
 }
 
 // schedulerView builds the scheduler's snapshot of a controller Snapshot
-// (every host and allocation) and a scheduler for its policy.
+// (every host and allocation) and a scheduler for its policy, with
+// scheduler.ClusterView, as the simulator builds the server's view.
 func schedulerView(s *Snapshot) (*scheduler.Snapshot, *scheduler.Scheduler, error) {
-	sched, err := scheduler.New(s.Policy)
-	if err != nil {
-		return nil, nil, fmt.Errorf("controller: scheduler for the balancer: %w", err)
-	}
-	allocs := make([]model.Allocation, 0, len(s.Allocs))
-	for _, name := range sortedKeys(s.Allocs) {
-		a := s.Allocs[name]
-		a.Host = name
-		allocs = append(allocs, a)
-	}
-	snap, err := scheduler.NewSnapshot(s.Policy, s.Hosts, allocs)
+	sched, snap, err := scheduler.ClusterView(s.Policy, s.Hosts, s.Allocs)
 	if err != nil {
 		return nil, nil, fmt.Errorf("controller: scheduler view for the balancer: %w", err)
 	}
