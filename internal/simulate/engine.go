@@ -315,7 +315,15 @@ func (e *engine) snapshot(initial bool) *balance.Snapshot {
 	if e.view != nil && !initial {
 		s.Feasible = e.view.hook()
 	}
-	s.MemoryCounts = initial || e.cfg.Setup == Realistic
+	// Memory counts in the literature setup only at the initial
+	// placement (CloudSim's running VMs ask for none). On the server it
+	// always counts, under the memory ratio: the server's balancer says
+	// so in its snapshot, and its hook refuses moves past it anyway.
+	s.MemoryCounts = initial || e.cfg.Setup == Realistic || e.view != nil
+	memRatio := 1.0
+	if e.view != nil {
+		memRatio = e.view.c.Policy.Ratios.Memory
+	}
 	if cap(s.Hosts) < len(e.hosts) {
 		s.Hosts = make([]balance.Host, len(e.hosts))
 	}
@@ -323,7 +331,7 @@ func (e *engine) snapshot(initial bool) *balance.Snapshot {
 	for i := range e.hosts {
 		h := &e.hosts[i]
 		s.Hosts[i] = balance.Host{
-			Name: e.name(i), MIPS: h.mips, PEMIPS: h.pe, MemMB: h.typ.MemMB,
+			Name: e.name(i), MIPS: h.mips, PEMIPS: h.pe, MemMB: h.typ.MemMB * memRatio,
 			BandwidthMbps: h.typ.BandwidthMbps, MaxVMs: h.typ.MaxVMs, Power: h.typ.Power,
 			Util: utilFrac(h.util, h.mips), VMs: h.vms,
 		}
