@@ -43,8 +43,8 @@ var wantPlacement = map[string]string{
 // needs at most half of LR-MMT-1.2's migrations with no higher SLAV on
 // every day. Energy is compared where both policies count memory
 // (TestVPoolBeatsLRWhereMemoryCounts): in this setup a running VM asks
-// CloudSim for no memory, so LR-MMT-1.2 packs 2.5–4 times more memory
-// onto its hosts than they have, which no server allows (the policy's
+// CloudSim for no memory, so LR-MMT-1.2 puts on its hosts 2.3–2.7 times
+// the memory they have on average, which no server allows (the policy's
 // memory ratio is at most 3), while every vpool move passes the
 // server's memory rule.
 func TestLiteratureReproducesReference(t *testing.T) {
