@@ -129,8 +129,12 @@ type LBObserved struct {
 // LBMemberHealth is one member as HAProxy sees it.
 type LBMemberHealth struct {
 	// Health is up, down or unknown (not checked yet).
-	Health   string `json:"health"`
-	Sessions int    `json:"sessions"`
+	Health string `json:"health"`
+	// Sessions counts its open connections, across HAProxy's current
+	// and older (reloaded, finishing) processes.
+	Sessions int `json:"sessions"`
+	// Draining says the host serves it as draining (weight 0).
+	Draining bool `json:"draining,omitempty"`
 }
 
 // Validate checks a balancer spec and fills its defaults. It returns a
