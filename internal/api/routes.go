@@ -90,6 +90,16 @@ var Routes = []Route{
 	{"POST", "/api/v1/vms/{name}/nics", "add a NIC to a VM (hot-plugged when it runs)"},
 	{"PATCH", "/api/v1/vms/{name}/nics/{nic}", "change a NIC's security groups or rate limits, live"},
 	{"DELETE", "/api/v1/vms/{name}/nics/{nic}", "unplug and remove a NIC, releasing its address"},
+	{"GET", "/api/v1/lbs", "list load balancers"},
+	{"POST", "/api/v1/lbs", "create an L4 load balancer: a virtual IP on a network, HAProxy on one host"},
+	{"GET", "/api/v1/lbs/{name}", "show a load balancer with its host, members and their health"},
+	{"PATCH", "/api/v1/lbs/{name}", "change a load balancer's members (removed ones drain), algorithm or health check"},
+	{"DELETE", "/api/v1/lbs/{name}", "delete a load balancer and release its address"},
+	{"GET", "/api/v1/groups", "list scaling groups"},
+	{"POST", "/api/v1/groups", "create a scaling group of VMs made from a template"},
+	{"GET", "/api/v1/groups/{name}", "show a scaling group with its members and last decision"},
+	{"PATCH", "/api/v1/groups/{name}", "change a scaling group's bounds, target or schedules"},
+	{"DELETE", "/api/v1/groups/{name}", "delete a scaling group: its members drain, then are deleted"},
 }
 
 // AgentRoutes is the agent protocol, on the mutual-TLS agent listener.
@@ -107,4 +117,6 @@ var AgentRoutes = []Route{
 	{"GET", "/agent/v1/images/{name}", "an image's record, to fetch its files"},
 	{"GET", "/agent/v1/images/{name}/files/{sha256}", "one file of an image from the server's pool"},
 	{"GET", "/agent/v1/networks", "the calling host's virtual networks, NICs and security groups (long poll on etag)"},
+	{"GET", "/agent/v1/balancers", "the load balancers the calling host serves (long poll on etag)"},
+	{"PUT", "/agent/v1/balancers/{project}/{name}/status", "report a served load balancer's members' health and connections"},
 }

@@ -131,6 +131,7 @@ type Server struct {
 	trustRev int64  // the revision trust was loaded at
 
 	nets netHub // the hosts' network views (netview.go)
+	lbs  lbHub  // the hosts' load balancers (lbagent.go)
 }
 
 // New prepares a server: it loads or creates the cluster CA and the admin
@@ -167,6 +168,7 @@ func New(cfg Config) (*Server, error) {
 		drain: make(chan struct{}), leases: map[string]store.LeaseID{}, served: map[string]servedSet{},
 	}
 	s.nets.s = s
+	s.lbs.s = s
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.bootstrap(ctx); err != nil {
