@@ -74,6 +74,10 @@ type Config struct {
 	// the store (default 1 minute).
 	EnergyPersistInterval time.Duration
 
+	// VMUsage is where the scaling groups' controller reads members'
+	// CPU use (nil: the usage agents report into VM records).
+	VMUsage VMUsage
+
 	// NoElection runs the controllers at once, without campaigning for
 	// the leader key and without the leadership fence on commits, so that
 	// several managers place at the same time on one store.
