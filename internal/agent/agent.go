@@ -210,6 +210,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	loops := []func(context.Context){a.heartbeatLoop, a.assignmentsLoop, a.convergeLoop, a.migrationsLoop, a.consoleLoop}
 	if a.cfg.Net != nil {
 		loops = append(loops, a.networksLoop)
+		if a.cfg.Net.Balancers != nil {
+			loops = append(loops, a.balancersLoop)
+		}
 	}
 	for _, loop := range loops {
 		wg.Add(1)

@@ -33,6 +33,9 @@ type NetConfig struct {
 	// NetnsPrefix names the gateway namespaces (default "vpn-").
 	NetnsPrefix string
 	Manager     NetApplier
+	// Balancers serves the load balancers placed on this host
+	// (*haproxy.Runner; lbloop.go); nil: none.
+	Balancers BalancerRunner
 }
 
 // netState is the agent's network side: the last view from the server
@@ -53,7 +56,7 @@ func (a *Agent) netCaps() *model.HostNet {
 	if mtu == 0 {
 		mtu = model.DefaultMTU
 	}
-	return &model.HostNet{Overlay: c.Overlay, UnderlayMTU: mtu, VLANUplink: c.VLANUplink}
+	return &model.HostNet{Overlay: c.Overlay, UnderlayMTU: mtu, VLANUplink: c.VLANUplink, Balancers: c.Balancers != nil}
 }
 
 // kickNet asks the network loop to apply the plan again (a VM started:

@@ -196,6 +196,8 @@ func (r *reconciler) lbHost(ctx context.Context, b *model.LoadBalancer, lbs []*m
 		if c.Unusable == "" {
 			if ok, why := h.Net.Serves(&n.Spec); !ok {
 				c.Unusable = "cannot serve network " + n.Name + ": " + why
+			} else if !h.Net.Balancers {
+				c.Unusable = "has no HAProxy (Debian haproxy)"
 			}
 		}
 		cands = append(cands, c)

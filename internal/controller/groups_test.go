@@ -47,7 +47,7 @@ func newLBWorld(t *testing.T, group model.GroupSpec) *lbWorld {
 	for _, h := range []string{"h1", "h2", "h3"} {
 		e.addHost(h, 16, 64*model.GiB, nil)
 		if _, err := e.repo.UpdateHost(ctx, h, func(x *model.Host) error {
-			x.Net = &model.HostNet{Overlay: "192.0.2." + h[1:], UnderlayMTU: 1500}
+			x.Net = &model.HostNet{Overlay: "192.0.2." + h[1:], UnderlayMTU: 1500, Balancers: true}
 			return nil
 		}); err != nil {
 			t.Fatal(err)
