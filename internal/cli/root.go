@@ -86,6 +86,7 @@ http://127.0.0.1:8440/ui/); sign in with a token.`,
 	a.addMigrationCommands(root)
 	a.addVMOpCommands(root)
 	a.addNetworkCommands(root)
+	a.addBalancerCommands(root)
 	return root
 }
 
