@@ -44,7 +44,12 @@ type Store struct {
 	stopServer func()
 	endpoints  []string
 	// localTLS is the embedded member's TLS material; nil otherwise.
-	localTLS  *pki.LocalTLS
+	localTLS *pki.LocalTLS
+	// member is the embedded member's name and ID (zero for a client of
+	// an external cluster); probe tells whether a member is gone
+	// (members.go).
+	member    Member
+	probe     peerProbe
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
