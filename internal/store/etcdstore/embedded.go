@@ -197,13 +197,13 @@ func startOnce(ctx context.Context, c Config, lt *pki.LocalTLS) (s *Store, retry
 	stop := func() { stopping.Store(true); e.Close() }
 	deadline := time.Now().Add(c.StartTimeout)
 	if err := waitReady(ctx, e, c.StartTimeout); err != nil {
-		stop()
+		stopUnready(stop)
 		return nil, false, err
 	}
 	// A joining member starts as a learner, which serves no client:
 	// wait until a server of the cluster has promoted it.
 	if err := waitVoter(ctx, e, time.Until(deadline)); err != nil {
-		stop()
+		stopUnready(stop)
 		return nil, false, err
 	}
 	endpoints := []string{clientURL.String()}
@@ -222,11 +222,36 @@ func startOnce(ctx context.Context, c Config, lt *pki.LocalTLS) (s *Store, retry
 	s.stopServer = stop
 	s.localTLS = lt
 	s.member = Member{Name: c.Name, ID: uint64(e.Server.MemberID())}
+	s.stopped = e.Server.StopNotify()
 	if err := s.adoptPeerURL(ctx, peerURL.String(), c.Logger); err != nil {
 		_ = s.Close()
 		return nil, false, err
 	}
 	return s, false, nil
+}
+
+// MemberStopped is closed when the embedded member stops: on Close, or
+// of its own accord (removed from its cluster, a fatal error). Nil for a
+// client of an external cluster (it never fires).
+func (s *Store) MemberStopped() <-chan struct{} { return s.stopped }
+
+// unreadyStopWait bounds the stop of a member that never became ready:
+// etcd's Close waits for the member to publish itself, which needs the
+// quorum it could not find.
+const unreadyStopWait = 5 * time.Second
+
+// stopUnready stops a member that did not start, giving up after
+// unreadyStopWait (the caller is failing anyway, and its process will
+// exit).
+func stopUnready(stop func()) {
+	done := make(chan struct{})
+	go func() { defer close(done); stop() }()
+	t := time.NewTimer(unreadyStopWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 // waitVoter waits until the member is no learner, within timeout.

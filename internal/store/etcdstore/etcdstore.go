@@ -48,8 +48,10 @@ type Store struct {
 	// member is the embedded member's name and ID (zero for a client of
 	// an external cluster); probe tells whether a member is gone
 	// (members.go).
-	member    Member
-	probe     peerProbe
+	member Member
+	probe  peerProbe
+	// stopped is closed when the embedded member stops (nil otherwise).
+	stopped   <-chan struct{}
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error

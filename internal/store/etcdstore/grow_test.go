@@ -90,7 +90,7 @@ func TestGrowShrinkAndProbe(t *testing.T) {
 		}
 		copyCA(t, filepath.Join(dir0, "tls"), filepath.Join(dir, "tls"))
 		s, err := etcdstore.StartEmbedded(ctx, fast(etcdstore.Config{DataDir: dir, Name: name, PeerURL: peer,
-			InitialCluster: etcdstore.InitialCluster(members, name, peer), ClusterState: etcdstore.ClusterStateExisting}))
+			InitialCluster: store.InitialCluster(members, name, peer), ClusterState: etcdstore.ClusterStateExisting}))
 		if err != nil {
 			t.Fatalf("start %s: %v", name, err)
 		}

@@ -28,17 +28,12 @@ type Member struct {
 	ID   uint64
 }
 
-// Sentinel errors of membership changes.
+// Sentinel errors of membership changes (the store package's, so that
+// callers need not import etcd).
 var (
-	// ErrNotEmbedded: the store is a client of an external cluster, whose
-	// membership vpool does not manage.
-	ErrNotEmbedded = errors.New("etcdstore: not an embedded member")
-	// ErrMembershipBusy: a learner is already catching up (etcd allows
-	// one at a time), or a member joined less than 5 s ago and etcd
-	// waits until every voter has been connected that long; retry.
-	ErrMembershipBusy = errors.New("etcdstore: membership busy: another member is joining or has just joined")
-	// ErrNoSuchMember: no member has this name or ID.
-	ErrNoSuchMember = errors.New("etcdstore: no such member")
+	ErrNotEmbedded    = store.ErrNotEmbedded
+	ErrMembershipBusy = store.ErrMembershipBusy
+	ErrNoSuchMember   = store.ErrNoSuchMember
 )
 
 // Self is the embedded member's name and ID (zero for a client of an
@@ -82,7 +77,7 @@ func (s *Store) AddLearner(ctx context.Context, peerURL string) (store.Member, [
 	if s.member.ID == 0 {
 		return store.Member{}, nil, ErrNotEmbedded
 	}
-	if err := CheckPeerURL(peerURL); err != nil {
+	if err := store.CheckPeerURL(peerURL); err != nil {
 		return store.Member{}, nil, err
 	}
 	resp, err := s.cli.MemberAddAsLearner(ctx, []string{peerURL})
@@ -131,37 +126,6 @@ func (s *Store) RaftLeader(ctx context.Context) (uint64, error) {
 		return 0, s.wrap("status", err)
 	}
 	return st.Leader, nil
-}
-
-// CheckPeerURL accepts an https URL with a host and a port other than 0:
-// the address every other member dials, so it must be fixed and
-// reachable.
-func CheckPeerURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme != "https" || u.Hostname() == "" || u.Port() == "" || u.Port() == "0" ||
-		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-		return fmt.Errorf("etcdstore: peer URL %q: want https://HOST:PORT with a fixed port that the other servers reach", raw)
-	}
-	return nil
-}
-
-// InitialCluster renders a membership as etcd's initial cluster string
-// for the member self (name) at peerURL: every member by name (one not
-// started yet under a stand-in name: only URLs are compared) and self.
-func InitialCluster(members []store.Member, self, peerURL string) string {
-	var parts []string
-	for _, m := range members {
-		name := m.Name
-		if slices.Contains(m.PeerURLs, peerURL) {
-			name = self
-		} else if name == "" {
-			name = fmt.Sprintf("joining-%x", m.ID)
-		}
-		for _, u := range m.PeerURLs {
-			parts = append(parts, name+"="+u)
-		}
-	}
-	return strings.Join(parts, ",")
 }
 
 // MemberGone reports whether the member called name is gone for sure: a
