@@ -74,6 +74,14 @@ type Config struct {
 	// the store (default 1 minute).
 	EnergyPersistInterval time.Duration
 
+	// LeaderGone, when set, tells whether the server named leader is gone
+	// for sure (its process exited: etcdstore.Store.MemberGone). A
+	// follower that hears so twice in a row ends the dead leader's term
+	// at once instead of waiting out its lease (docs/ha.md). A wrong
+	// answer costs a needless election, never two leaders: the fence
+	// stops the deposed term's writes.
+	LeaderGone func(ctx context.Context, leader string) bool
+
 	// NoElection runs the controllers at once, without campaigning for
 	// the leader key and without the leadership fence on commits, so that
 	// several managers place at the same time on one store.
