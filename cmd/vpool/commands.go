@@ -81,7 +81,7 @@ func agentCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 	}
 	f := cmd.Flags()
-	srvURL := f.String("server", "https://127.0.0.1:8441", "the server's agent listener")
+	srvURL := f.String("server", "https://127.0.0.1:8441", "the server's agent listener, or every server's, comma-separated: the agent fails over between them")
 	token := f.String("join-token", "", "join token on the command line: visible to every local user in ps; prefer --join-token-file or VPOOL_JOIN_TOKEN")
 	tokenFile := f.String("join-token-file", "", "file holding the join token from 'vpool host join-token' or 'vpool host rekey' (first start or re-key only; or env VPOOL_JOIN_TOKEN)")
 	stateDir := f.String("state-dir", "/var/lib/vpool-agent", "agent state: key, certificate, CA and the driver's VMs")
