@@ -31,6 +31,10 @@ type balanceState struct {
 	// vCPUs), most recent first, one per balancing round.
 	history   map[string][]float64
 	lastRound time.Time
+	// loaded says the stored history was read this term; written is what
+	// the store holds, by key (balance_history.go).
+	loaded  bool
+	written map[string][]byte
 }
 
 // powerState is the power controller's memory.
