@@ -51,6 +51,9 @@ type energyState struct {
 	lastEnergy  time.Time
 	lastUtil    map[string]float64
 	lastPersist time.Time
+	// persistedAt is when the ledger read at the term's start was
+	// written (its header's At).
+	persistedAt time.Time
 	// written is what the store holds (state.WriteEnergy writes only
 	// what changed); the folded energy of deleted VMs per project, of
 	// deleted hosts and of deleted projects.
