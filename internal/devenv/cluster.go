@@ -67,8 +67,11 @@ func memberConfig(ctx context.Context, cfg ServerConfig, ec *etcdstore.Config) e
 			return fmt.Errorf("devenv: --peer-url %s differs from %s's URL in --initial-cluster (%s)", cfg.PeerURL, cfg.Name, peer)
 		}
 		ec.PeerURL, ec.InitialCluster = peer, cfg.InitialCluster
-		if hasMemberData(ec.DataDir) || first == cfg.Name {
+		switch {
+		case hasMemberData(ec.DataDir):
 			return nil
+		case first == cfg.Name:
+			return makeSharedSecrets(cfg, ec)
 		}
 		return checkSharedSecrets(cfg, ec, first)
 	}
@@ -149,6 +152,28 @@ func checkSharedSecrets(cfg ServerConfig, ec *etcdstore.Config, first string) er
 	}
 	return fmt.Errorf("devenv: --initial-cluster: %s is not the first member (%s), and it lacks %s: copy those files (mode 0600) from %s's data dir, "+
 		"or start %s alone and add this server with `vpool cluster member add %s` and --join", cfg.Name, first, strings.Join(missing, ", "), first, first, cfg.Name)
+}
+
+// makeSharedSecrets makes, on the first member of a static cluster, the
+// secrets the others need copies of before they start: the store's CA
+// and the seal key (which the server would otherwise make only once the
+// store is up, which takes a quorum).
+func makeSharedSecrets(cfg ServerConfig, ec *etcdstore.Config) error {
+	if _, err := pki.EnsureLocalTLS(tlsDir(ec), cfg.Name, nil, time.Now()); err != nil {
+		return fmt.Errorf("devenv: --initial-cluster: %w", err)
+	}
+	path := sealKeyPath(cfg)
+	if _, err := os.Stat(path); err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return nil // present (the server checks it), or unreadable (it says so)
+	}
+	key, err := pki.NewSealKey()
+	if err != nil {
+		return err
+	}
+	if err := pki.WriteSealKey(path, key); err != nil {
+		return fmt.Errorf("devenv: --initial-cluster: %w", err)
+	}
+	return nil
 }
 
 // joinControlPlane asks the running servers, in turn, to admit this one.
