@@ -57,7 +57,7 @@ func (f *fakeMembers) RemoveMember(_ context.Context, id uint64) error {
 }
 
 func (f *fakeMembers) PromoteStarted(context.Context) ([]string, error) { return nil, nil }
-func (f *fakeMembers) RaftLeader(context.Context) (uint64, error)      { return 1, nil }
+func (f *fakeMembers) RaftLeader(context.Context) (uint64, error)       { return 1, nil }
 func (f *fakeMembers) JoinSecrets() ([]byte, []byte, error) {
 	return []byte("store-ca-cert"), []byte("store-ca-key"), nil
 }
