@@ -86,7 +86,7 @@ func (s *Server) listMembers(w http.ResponseWriter, r *http.Request, p *principa
 	}
 	raft, _ := s.cfg.Members.RaftLeader(ctx)
 	for _, m := range ms {
-		am := api.Member{Name: m.Name, ID: strconv.FormatUint(m.ID, 16), PeerURLs: m.PeerURLs, Learner: m.Learner,
+		am := api.Member{Name: memberName(m), ID: strconv.FormatUint(m.ID, 16), PeerURLs: m.PeerURLs, Learner: m.Learner,
 			RaftLeader: m.ID == raft, Leader: m.Name != "" && m.Name == leader}
 		if rec, ok := servers[m.Name]; ok && m.Name != "" {
 			am.Server = &rec
@@ -162,7 +162,7 @@ func (s *Server) removeMember(w http.ResponseWriter, r *http.Request, p *princip
 		return err
 	}
 	for _, m := range ms {
-		if m.Name != name && (m.Name != "" || "joining-"+strconv.FormatUint(m.ID, 16) != name) {
+		if memberName(m) != name {
 			continue
 		}
 		if len(ms) == 1 {
@@ -321,6 +321,16 @@ func (s *Server) promoteLearners(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+// memberName is a member's name; one that has not started yet (a join
+// that has not finished, or never will) goes by "joining-<id>", which
+// vpool cluster member remove takes too.
+func memberName(m store.Member) string {
+	if m.Name == "" {
+		return "joining-" + strconv.FormatUint(m.ID, 16)
+	}
+	return m.Name
 }
 
 func bearerOf(r *http.Request) string {

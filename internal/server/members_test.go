@@ -181,6 +181,10 @@ func TestMemberListAddRemove(t *testing.T) {
 		t.Fatalf("join: %d", code)
 	}
 	// The learner has no name until it starts: it goes by its ID.
+	ts.mustCall(200, "GET", "/api/v1/cluster/members", admin, nil, &ml)
+	if len(ml.Items) != 2 || ml.Items[1].Name != "joining-2" || !ml.Items[1].Learner {
+		t.Fatalf("member list with a learner = %+v", ml.Items)
+	}
 	ts.mustCall(204, "DELETE", "/api/v1/cluster/members/joining-2", admin, nil, nil)
 	if fm.count() != 1 {
 		t.Fatalf("members after the removal: %d", fm.count())
