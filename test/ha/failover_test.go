@@ -90,8 +90,84 @@ func TestLeaderKillDuringCreates(t *testing.T) {
 	hs := startHosts(t, cl, 3, 2*time.Second)
 	ctx := context.Background()
 
-	// VMs for the drain, running before the kill, all on h1 (the others
-	// cordoned meanwhile).
+	startDrain(t, cl, hs)
+
+	leader, err := cl.leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, stopPolls := context.WithCancel(ctx)
+	defer stopPolls()
+	var killedAt time.Time
+	counts := map[string]*[2]atomic.Int64{}
+	kill := func() {
+		leader.kill9()
+		killedAt = time.Now()
+		for _, s := range cl.servers {
+			if s != leader {
+				c := &[2]atomic.Int64{}
+				counts[s.name] = c
+				go poll(pctx, s.apiClient, &c[0], &c[1])
+			}
+		}
+	}
+	const n = 80
+	results := createStream(cl.c, n, 4, 20, kill)
+	stopPolls()
+	if killedAt.IsZero() {
+		t.Fatal("the leader was never killed: too few creates were acknowledged")
+	}
+
+	accepted, afterKill := tally(t, results, killedAt, leader.name)
+	if afterKill == 0 {
+		t.Error("no create was acknowledged after the kill: the API did not keep answering")
+	}
+	for name, c := range counts {
+		t.Logf("server %s after the kill: %d answers, %d failures", name, c[0].Load(), c[1].Load())
+		if c[0].Load() == 0 {
+			t.Errorf("server %s did not answer after the leader was killed", name)
+		}
+	}
+
+	eventually(t, "a new leader", 30*time.Second, func() bool {
+		l, err := cl.leader(ctx)
+		return err == nil && l != leader
+	})
+	t.Logf("a new leader %s after the kill", time.Since(killedAt).Round(100*time.Millisecond))
+	checkConverged(t, cl, hs, accepted, n)
+	checkDrained(t, cl, "h1")
+}
+
+// tally sorts the creates' outcomes: acknowledged (and how many after
+// the kill), refused (none may be), cut off by the kill.
+func tally(t *testing.T, results []outcome, killedAt time.Time, killed string) (map[string]bool, int) {
+	t.Helper()
+	accepted := map[string]bool{}
+	var afterKill, refused, unknown int
+	for _, r := range results {
+		var ae *api.Error
+		switch {
+		case r.accepted:
+			accepted[r.name] = true
+			if r.at.After(killedAt) {
+				afterKill++
+			}
+		case errors.As(r.err, &ae) && ae.Code != api.CodeUnavailable && ae.Code != api.CodeInternal:
+			refused++
+			t.Errorf("create %s refused: %v", r.name, r.err)
+		default:
+			unknown++ // cut off by the kill: may or may not be stored
+		}
+	}
+	t.Logf("creates: %d acknowledged (%d after the kill of %s), %d refused, %d cut off", len(accepted), afterKill, killed, refused, unknown)
+	return accepted, afterKill
+}
+
+// startDrain runs four VMs on h1 (the other hosts cordoned meanwhile),
+// drains h1 and returns once one of its migrations is under way.
+func startDrain(t *testing.T, cl *cluster, hs *hosts) {
+	t.Helper()
+	ctx := context.Background()
 	cordon := func(on bool) {
 		for _, h := range []string{"h2", "h3"} {
 			if _, err := cl.c.PatchHost(ctx, h, api.HostPatchRequest{Cordoned: &on}); err != nil {
@@ -121,67 +197,6 @@ func TestLeaderKillDuringCreates(t *testing.T) {
 		return false
 	})
 
-	leader, err := cl.leader(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pctx, stopPolls := context.WithCancel(ctx)
-	defer stopPolls()
-	var killedAt time.Time
-	counts := map[string]*[2]atomic.Int64{}
-	kill := func() {
-		leader.kill9()
-		killedAt = time.Now()
-		for _, s := range cl.servers {
-			if s != leader {
-				c := &[2]atomic.Int64{}
-				counts[s.name] = c
-				go poll(pctx, s.apiClient, &c[0], &c[1])
-			}
-		}
-	}
-	const n = 80
-	results := createStream(cl.c, n, 4, 20, kill)
-	stopPolls()
-	if killedAt.IsZero() {
-		t.Fatal("the leader was never killed: too few creates were acknowledged")
-	}
-
-	accepted := map[string]bool{}
-	var afterKill, refused, unknown int
-	for _, r := range results {
-		var ae *api.Error
-		switch {
-		case r.accepted:
-			accepted[r.name] = true
-			if r.at.After(killedAt) {
-				afterKill++
-			}
-		case errors.As(r.err, &ae) && ae.Code != api.CodeUnavailable && ae.Code != api.CodeInternal:
-			refused++
-			t.Errorf("create %s refused: %v", r.name, r.err)
-		default:
-			unknown++ // cut off by the kill: may or may not be stored
-		}
-	}
-	t.Logf("creates: %d acknowledged (%d after the kill of %s), %d refused, %d cut off", len(accepted), afterKill, leader.name, refused, unknown)
-	if afterKill == 0 {
-		t.Error("no create was acknowledged after the kill: the API did not keep answering")
-	}
-	for name, c := range counts {
-		t.Logf("server %s after the kill: %d answers, %d failures", name, c[0].Load(), c[1].Load())
-		if c[0].Load() == 0 {
-			t.Errorf("server %s did not answer after the leader was killed", name)
-		}
-	}
-
-	eventually(t, "a new leader", 30*time.Second, func() bool {
-		l, err := cl.leader(ctx)
-		return err == nil && l != leader
-	})
-	t.Logf("a new leader %s after the kill", time.Since(killedAt).Round(100*time.Millisecond))
-	checkConverged(t, cl, hs, accepted, n)
-	checkDrained(t, cl, "h1")
 }
 
 // checkConverged waits until every stored VM runs, then checks that each

@@ -51,33 +51,18 @@ func TestStaticInitialCluster(t *testing.T) {
 	}
 
 	s1.start()
-	shared := []string{filepath.Join("etcd", "tls", "ca.crt"), filepath.Join("etcd", "tls", "ca.key"), "ca-seal.key"}
-	eventually(t, "the first member's secrets", 30*time.Second, func() bool {
-		for _, f := range shared {
-			if _, err := os.Stat(filepath.Join(s1.dir, f)); err != nil {
-				return false
-			}
-		}
-		return true
-	})
-	for _, s := range []*srv{s2, s3} {
-		for _, f := range shared {
-			b, err := os.ReadFile(filepath.Join(s1.dir, f))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.MkdirAll(filepath.Dir(filepath.Join(s.dir, f)), 0o700); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(s.dir, f), b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-		s.start()
-	}
+	copySecrets(t, s1, s2, s3)
 	for _, s := range servers {
 		s.waitHealthy()
 	}
+	checkOnePlane(t, s1, s2, s3)
+}
+
+// checkOnePlane writes through s2 with s1's admin token, reads through
+// s3, and wants three started voters, one raft leader and one server
+// running the controllers.
+func checkOnePlane(t *testing.T, s1, s2, s3 *srv) {
+	t.Helper()
 	tok, err := os.ReadFile(filepath.Join(s1.dir, "admin.token"))
 	if err != nil {
 		t.Fatal(err)
@@ -114,5 +99,35 @@ func TestStaticInitialCluster(t *testing.T) {
 	}
 	if len(ml.Items) != 3 || raft != 1 || ctl != 1 {
 		t.Fatalf("members %+v: want 3, one raft leader, one running the controllers", ml.Items)
+	}
+}
+
+// copySecrets waits for the first member's shared secrets, copies them
+// to the others (as an operator would, 0600) and starts them.
+func copySecrets(t *testing.T, s1 *srv, others ...*srv) {
+	t.Helper()
+	shared := []string{filepath.Join("etcd", "tls", "ca.crt"), filepath.Join("etcd", "tls", "ca.key"), "ca-seal.key"}
+	eventually(t, "the first member's secrets", 30*time.Second, func() bool {
+		for _, f := range shared {
+			if _, err := os.Stat(filepath.Join(s1.dir, f)); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	for _, s := range others {
+		for _, f := range shared {
+			b, err := os.ReadFile(filepath.Join(s1.dir, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(filepath.Dir(filepath.Join(s.dir, f)), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(s.dir, f), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.start()
 	}
 }

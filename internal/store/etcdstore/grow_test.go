@@ -49,6 +49,43 @@ func promoteLoop(ctx context.Context, s *etcdstore.Store) {
 	}
 }
 
+// growTo adds members through first, one at a time, until there are n;
+// each shares first's CA and writes a key through itself.
+func growTo(t *testing.T, first *etcdstore.Store, caDir string, n int, fast func(etcdstore.Config) etcdstore.Config) []*etcdstore.Store {
+	t.Helper()
+	ctx := context.Background()
+	stores := []*etcdstore.Store{first}
+	for i := 1; i < n; i++ {
+		name, peer, dir := "m"+strconv.Itoa(i), peerURL(t), t.TempDir()
+		var (
+			members []store.Member
+			err     error
+		)
+		for {
+			_, members, err = first.AddLearner(ctx, peer)
+			if !errors.Is(err, etcdstore.ErrMembershipBusy) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err != nil {
+			t.Fatalf("add %s: %v", name, err)
+		}
+		copyCA(t, caDir, filepath.Join(dir, "tls"))
+		s, err := etcdstore.StartEmbedded(ctx, fast(etcdstore.Config{DataDir: dir, Name: name, PeerURL: peer,
+			InitialCluster: store.InitialCluster(members, name, peer), ClusterState: etcdstore.ClusterStateExisting}))
+		if err != nil {
+			t.Fatalf("start %s: %v", name, err)
+		}
+		t.Cleanup(func() { s.Close() })
+		stores = append(stores, s)
+		if _, _, err := s.Txn(ctx, nil, []store.Op{store.Put("/grow/"+name, []byte("v"))}); err != nil {
+			t.Fatalf("write through %s: %v", name, err)
+		}
+	}
+	return stores
+}
+
 // TestGrowShrinkAndProbe grows a one-member cluster to three members,
 // each added as a learner and promoted once started, writes through
 // the new members, tells a stopped member from a live one, and removes
@@ -74,32 +111,7 @@ func TestGrowShrinkAndProbe(t *testing.T) {
 	defer stopPromote()
 	go promoteLoop(pctx, first)
 
-	stores := []*etcdstore.Store{first}
-	for i := 1; i <= 2; i++ {
-		name, peer, dir := "m"+strconv.Itoa(i), peerURL(t), t.TempDir()
-		var members []store.Member
-		for {
-			_, members, err = first.AddLearner(ctx, peer)
-			if !errors.Is(err, etcdstore.ErrMembershipBusy) {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		if err != nil {
-			t.Fatalf("add %s: %v", name, err)
-		}
-		copyCA(t, filepath.Join(dir0, "tls"), filepath.Join(dir, "tls"))
-		s, err := etcdstore.StartEmbedded(ctx, fast(etcdstore.Config{DataDir: dir, Name: name, PeerURL: peer,
-			InitialCluster: store.InitialCluster(members, name, peer), ClusterState: etcdstore.ClusterStateExisting}))
-		if err != nil {
-			t.Fatalf("start %s: %v", name, err)
-		}
-		defer s.Close()
-		stores = append(stores, s)
-		if _, _, err := s.Txn(ctx, nil, []store.Op{store.Put("/grow/"+name, []byte("v"))}); err != nil {
-			t.Fatalf("write through %s: %v", name, err)
-		}
-	}
+	stores := growTo(t, first, filepath.Join(dir0, "tls"), 3, fast)
 	ms, err := first.Members(ctx)
 	if err != nil {
 		t.Fatal(err)
