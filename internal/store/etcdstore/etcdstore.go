@@ -8,7 +8,9 @@
 // An embedded member takes only clients with a certificate of its own
 // private CA (mutual TLS on its client and peer ports); Connect speaks
 // TLS with a client certificate and etcd's user/password authentication
-// to an external cluster.
+// to an external cluster. Embedded members form clusters of several
+// servers: members join as learners and are promoted once caught up, and
+// a member can tell whether another's process is gone (members.go).
 package etcdstore
 
 import (
