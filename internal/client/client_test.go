@@ -244,6 +244,11 @@ func calls() []struct {
 			return drop(c.PatchNIC(ctx, "p1", "web1", "nic0", api.NICPatchRequest{QoS: &model.NICQoS{IngressKbps: 1000}}))
 		}},
 		{"remove nic", "DELETE /api/v1/vms/{name}/nics/{nic}", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.RemoveNIC(ctx, "p1", "web1", "nic0")) }},
+		{"list members", "GET /api/v1/cluster/members", "", "", func(ctx context.Context, c *Client) error { return drop(c.Members(ctx)) }},
+		{"add member", "POST /api/v1/cluster/members", "", `{"name":"s4","ttl":"2h"}`, func(ctx context.Context, c *Client) error {
+			return drop(c.AddMember(ctx, api.MemberAddRequest{Name: "s4", TTL: "2h"}))
+		}},
+		{"remove member", "DELETE /api/v1/cluster/members/{name}", "", "", func(ctx context.Context, c *Client) error { return c.RemoveMember(ctx, "s4") }},
 	}
 }
 
