@@ -51,9 +51,8 @@ type Config struct {
 	// DeleteGrace is how long a VM being deleted on a down host waits for
 	// its host to come back before its deletion is finished without it.
 	DeleteGrace time.Duration
-	// HostDownGrace is how long after its last report (Host.LastSeen) a
-	// host may stay ready without a liveness key: it covers a host record
-	// written before the agent's first heartbeat, and avoids flapping.
+	// HostDownGrace is kept for compatibility: host liveness follows the
+	// cluster policy's HA timings (model.HAPolicy) since issue 15.
 	HostDownGrace time.Duration
 	// MaxEvents and MaxEventAge bound the event log: events beyond the
 	// newest MaxEvents, and events older than MaxEventAge, are deleted.
@@ -66,6 +65,13 @@ type Config struct {
 	// MaxMigrations, are deleted once both hosts confirmed their clean-up.
 	MigrationRetention time.Duration
 	MaxMigrations      int
+
+	// Liveness answers the last renewal of each host's liveness (host
+	// HA, ha.go); the host records' LastSeen when nil.
+	Liveness LivenessSource
+	// Fencer, when set, powers a failed host off; its success fences the
+	// host before the fence timeout's margin has passed.
+	Fencer HostFencer
 
 	// Power switches hosts to standby and back (power controller);
 	// AgentPower when nil.
