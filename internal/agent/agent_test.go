@@ -18,6 +18,7 @@ import (
 
 // running is one agent run in a goroutine.
 type running struct {
+	a      *agent.Agent
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error
@@ -48,7 +49,7 @@ func startAgent(t *testing.T, fs *fakeServer, dir, token string, d hypervisor.Dr
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cancel: cancel, done: make(chan struct{})}
+	r := &running{a: a, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		r.err = a.Run(ctx)
 		close(r.done)

@@ -261,6 +261,12 @@ type Heartbeat struct {
 type HeartbeatResponse struct {
 	IntervalSeconds int `json:"intervalSeconds"`
 	LeaseTTLSeconds int `json:"leaseTTLSeconds"`
+	// IntervalMillis is the heartbeat interval of the cluster's HA policy
+	// (agents that know it prefer it to IntervalSeconds).
+	IntervalMillis int `json:"intervalMillis,omitempty"`
+	// FenceMillis is the fence timeout: an agent that has not renewed its
+	// liveness for that long kills every VM it runs (docs/ha.md).
+	FenceMillis int `json:"fenceMillis,omitempty"`
 	// Power is the host's desired power state when it is not simply
 	// "on": "standby" asks an agent that can sleep to do so.
 	Power string `json:"power,omitempty"`

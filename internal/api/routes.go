@@ -112,6 +112,7 @@ var AgentRoutes = []Route{
 	{"PUT", "/agent/v1/heartbeat", "renew the host lease, report inventory and usage"},
 	{"GET", "/agent/v1/assignments", "VMs assigned to the calling host (long poll)"},
 	{"PUT", "/agent/v1/vms/{project}/{name}/status", "report one VM's status"},
+	{"GET", "/agent/v1/vms/{project}/{name}/owner", "the owner record of a VM's disks, read from the store: an agent starts QEMU only when it names the agent's host"},
 	{"GET", "/agent/v1/migrations", "migrations the calling host takes part in (long poll)"},
 	{"PUT", "/agent/v1/migrations/{id}/report", "report the calling host's side of a migration"},
 	{"GET", "/agent/v1/power", "the calling host's desired power state (polled while asleep)"},

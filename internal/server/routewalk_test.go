@@ -317,6 +317,7 @@ var agentWalks = map[string]walk{
 		want: agentStatuses(403, 200)},
 	"GET /agent/v1/assignments":                     {path: "/agent/v1/assignments?wait=0s", want: agentStatuses(200, 200)},
 	"PUT /agent/v1/vms/{project}/{name}/status":     {path: "/agent/v1/vms/alpha/vm1/status", body: `{"phase":"failed","error":"x"}`, want: agentStatuses(409, 200)},
+	"GET /agent/v1/vms/{project}/{name}/owner":      {path: "/agent/v1/vms/alpha/vm1/owner", want: agentStatuses(409, 200)},
 	"GET /agent/v1/migrations":                      {path: "/agent/v1/migrations?wait=0s", want: agentStatuses(200, 200)},
 	"PUT /agent/v1/migrations/{id}/report":          {path: "/agent/v1/migrations/m1/report", body: `{"progress":{"bytesSent":1}}`, want: agentStatuses(403, 200)},
 	"GET /agent/v1/power":                           {path: "/agent/v1/power", want: agentStatuses(200, 200)},

@@ -138,6 +138,8 @@ type Server struct {
 	trustRev int64  // the revision trust was loaded at
 
 	nets netHub // the hosts' network views (netview.go)
+
+	haPol haPolicyCache // HA timings for heartbeat answers (hapolicy.go)
 	lbs  lbHub  // the hosts' load balancers (lbagent.go)
 }
 
