@@ -140,7 +140,7 @@ type Server struct {
 	nets netHub // the hosts' network views (netview.go)
 
 	haPol haPolicyCache // HA timings for heartbeat answers (hapolicy.go)
-	lbs  lbHub  // the hosts' load balancers (lbagent.go)
+	lbs   lbHub         // the hosts' load balancers (lbagent.go)
 }
 
 // New prepares a server: it loads or creates the cluster CA and the admin
