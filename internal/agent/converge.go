@@ -567,6 +567,9 @@ func (a *Agent) vmConfig(ctx context.Context, vm *model.VM) (hypervisor.VMConfig
 		UID:     vm.UID,
 		Spec:    vm.Spec,
 	}
+	if o := vm.Status.Owner; o != nil && o.Host == a.cfg.HostName {
+		cfg.AdoptEpoch = o.Epoch // an HA restart: adopt the disks on shared pools
+	}
 	ports, err := a.nicPorts(vm)
 	if err != nil {
 		return cfg, err
