@@ -282,3 +282,29 @@ type Assignments struct {
 	// for work (pending, reverting, deleting) or are ready.
 	Snapshots []model.Snapshot `json:"snapshots,omitempty"`
 }
+
+// HAStatus is the body of GET /api/v1/ha (vpool ha status): host HA at a
+// glance.
+type HAStatus struct {
+	// Policy is the HA policy in force, defaults filled in.
+	Policy model.HAPolicy `json:"policy"`
+	// Hosts counts hosts by state.
+	Hosts map[string]int `json:"hosts"`
+	// Protected counts VMs by resolved HA level (high, medium, low);
+	// Unprotected lists those that cannot restart elsewhere, and why.
+	Protected   map[string]int  `json:"protected"`
+	Unprotected []model.HAStuck `json:"unprotected,omitempty"`
+	// Reserve answers "tolerate N host failures" on the current load.
+	Reserve HAReserve `json:"reserve"`
+	// Failovers are the last host failovers, newest first.
+	Failovers []model.HAFailover `json:"failovers,omitempty"`
+}
+
+// HAReserve is the failover reserve check (internal/ha.CheckReserve).
+type HAReserve struct {
+	Tolerates int             `json:"tolerates"`
+	OK        bool            `json:"ok"`
+	Need      model.Resources `json:"need"`
+	Spare     model.Resources `json:"spare"`
+	Worst     []string        `json:"worst,omitempty"`
+}

@@ -17,6 +17,7 @@ var Routes = []Route{
 	{"GET", "/api/v1/cluster", "cluster summary"},
 	{"GET", "/api/v1/cluster/policy", "placement policy"},
 	{"PUT", "/api/v1/cluster/policy", "replace the placement policy"},
+	{"GET", "/api/v1/ha", "host HA: hosts by state, protected VMs, the failover reserve, the last failovers"},
 	{"GET", "/api/v1/cluster/members", "the control plane's servers: store members, raft and controller leaders"},
 	{"POST", "/api/v1/cluster/members", "a single-use token for one new server to join the control plane"},
 	{"DELETE", "/api/v1/cluster/members/{name}", "remove a server's store member (the server stops)"},

@@ -69,6 +69,7 @@ var userWalks = map[string]walk{
 	"GET /api/v1/cluster":         {path: "/api/v1/cluster", want: anyUser(200)},
 	"GET /api/v1/cluster/policy":  {path: "/api/v1/cluster/policy", want: anyUser(200)},
 	"PUT /api/v1/cluster/policy":  {path: "/api/v1/cluster/policy", body: `{"ratios":{"cpu":4},"strategy":"binpack"}`, want: adminOnly(200)},
+	"GET /api/v1/ha":              {path: "/api/v1/ha", want: adminOnly(200)},
 	"GET /api/v1/cluster/members": {path: "/api/v1/cluster/members", want: adminOnly(200)},
 	"POST /api/v1/cluster/members": {path: "/api/v1/cluster/members", body: `{"name":"s4"}`, want: adminOnly(409),
 		exempt: "the fixture's store is in memory, without etcd members (internal/devenv and test/ha add servers)"},
