@@ -37,6 +37,7 @@ func serverCmd() *cobra.Command {
 	imagePool := f.String("image-pool", "", "directory of image files (default DATA_DIR/image-pool; servers sharing a store must share it)")
 	powerOn := f.String("power-on-cmd", "", `command that wakes a host (text/template over the host, e.g. "wakeonlan {{index .Labels \"vpool.io/mac\"}}"); default: the agent protocol only`)
 	powerOff := f.String("power-off-cmd", "", `command that puts a host to standby (e.g. "ipmitool -I lanplus -H {{index .Labels \"vpool.io/bmc\"}} -f /etc/vpool/ipmi.pass chassis power soft")`)
+	fenceCmd := f.String("fence-cmd", "", `command that powers a failed host off for sure (e.g. "ipmitool -I lanplus -H {{index .Labels \"vpool.io/bmc\"}} -f /etc/vpool/ipmi.pass chassis power off"); its success lets HA restart the host's VMs before the fence timeout's margin (docs/ha.md)`)
 	clusterOpts := serverClusterFlags(cmd)
 	logger := logFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -61,7 +62,7 @@ func serverCmd() *cobra.Command {
 			EtcdCACert: *etcdCA, EtcdCert: *etcdCert, EtcdKey: *etcdKey, EtcdUser: *etcdUser, EtcdPassword: pass,
 			CAKeyFile: *caKeyFile,
 			Name:      n, Logger: log, Version: version, TLS: *tlsAPI, ImagePool: *imagePool, ImageTool: qemu.ImageTool{},
-			Controller: controller.Config{Power: hostPower(*powerOn, *powerOff)},
+			Controller: controller.Config{Power: hostPower(*powerOn, *powerOff), Fencer: hostFencer(*fenceCmd)},
 			PeerURL:    peer, InitialCluster: initial, Join: join, JoinToken: joinTok,
 		})
 		if err != nil {
@@ -240,4 +241,13 @@ func hostPower(on, off string) controller.HostPower {
 	}
 	return controller.PowerByDriver{Default: &controller.ExecPower{On: on, Off: off},
 		Drivers: map[string]controller.HostPower{"sim": controller.AgentPower{}}}
+}
+
+// hostFencer is the HA fence command of --fence-cmd (nil: fencing waits
+// for the fence timeout and margin).
+func hostFencer(cmd string) controller.HostFencer {
+	if cmd == "" {
+		return nil
+	}
+	return &controller.ExecFence{Command: cmd}
 }
