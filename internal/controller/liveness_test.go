@@ -60,9 +60,9 @@ func TestHostStatesFollowRenewals(t *testing.T) {
 	eventually(t, "leader", m.IsLeader)
 	eventually(t, "v placed", func() bool { return e.vm("v").Status.Host == "h1" })
 
-	p := model.DefaultHAPolicy() // suspect 2.5 s, fence 4 s, margin 1 s
+	p := model.DefaultHAPolicy() // suspect 3 s, fence 5 s, margin 1 s
 	e.stepBeating(2*time.Second, "h1", "h2")
-	e.stepBeating(2500*time.Millisecond, "h2") // h1 silent 2.5 s
+	e.stepBeating(p.Suspect(), "h2") // h1 silent for the suspect timeout
 	eventually(t, "h1 suspect", func() bool { return e.host("h1").State == model.HostSuspect })
 	e.stepBeating(p.Fence()-p.Suspect(), "h2")
 	eventually(t, "h1 failed", func() bool { return e.host("h1").State == model.HostFailed })

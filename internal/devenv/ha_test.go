@@ -199,6 +199,7 @@ func BenchmarkHostFailover(b *testing.B) {
 		b.StopTimer()
 		r := runFailover(b, 100)
 		b.StartTimer()
+		b.Logf("run: rto %.2f s (detect %.2f, fence %.2f, restart %.2f)", r[0], r[1], r[2], r[3])
 		rto, detect, fence, restart = append(rto, r[0]), append(detect, r[1]), append(fence, r[2]), append(restart, r[3])
 	}
 	b.ReportMetric(median(rto), "rto-s")
@@ -206,6 +207,7 @@ func BenchmarkHostFailover(b *testing.B) {
 	b.ReportMetric(median(fence), "fence-s")
 	b.ReportMetric(median(restart), "restart-s")
 	b.ReportMetric(maxOf(rto), "rto-max-s")
+	b.ReportMetric(-maxOf(neg(rto)), "rto-min-s")
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -219,6 +221,14 @@ func median(xs []float64) float64 {
 		}
 	}
 	return s[len(s)/2]
+}
+
+func neg(xs []float64) []float64 {
+	out := make([]float64, len(xs))
+	for i, x := range xs {
+		out[i] = -x
+	}
+	return out
 }
 
 func maxOf(xs []float64) float64 {
