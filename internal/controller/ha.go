@@ -78,6 +78,9 @@ func (r *reconciler) haPass(ctx context.Context) error {
 	hosts, _ := r.c.hostView()
 	pol, _ := r.c.policyOf()
 	tm := ha.TimingsOf(pol.HAPolicy())
+	if g := r.m.cfg.HostDownGrace; g > tm.Suspect {
+		tm.Suspect, tm.Fence = g, tm.Fence+g-tm.Suspect
+	}
 	now := r.now()
 	in := r.observeRenewals(hosts, now)
 	var errs []error

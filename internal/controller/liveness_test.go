@@ -195,3 +195,22 @@ func TestFenceCommandSkipsTheMargin(t *testing.T) {
 		return s != nil && len(s.Failovers) == 1 && s.Failovers[0].FenceBy == "command"
 	})
 }
+
+// Config.HostDownGrace (tools that seed hosts without agents) delays the
+// whole HA timeline: a silent host stays ready within it.
+func TestHostDownGraceDelaysHA(t *testing.T) {
+	e := newEnv(t)
+	e.addHost("seeded", 2, 2*model.GiB, nil)
+	cfg := e.config("a", nil)
+	cfg.LeaseTTL, cfg.HostDownGrace = time.Minute, time.Hour
+	m, _ := e.start(cfg)
+	eventually(t, "leader", m.IsLeader)
+	time.Sleep(50 * time.Millisecond)
+	e.clock.Step(30 * time.Minute)
+	time.Sleep(100 * time.Millisecond) // several passes
+	if s := e.host("seeded").State; s != model.HostReady {
+		t.Fatalf("a host within HostDownGrace is %s", s)
+	}
+	e.clock.Step(time.Hour)
+	eventually(t, "fenced after the grace", func() bool { return e.host("seeded").State == model.HostFenced })
+}

@@ -16,7 +16,7 @@ const (
 	DefaultLeaseTTL        = 6 * time.Second
 	DefaultResyncInterval  = 15 * time.Second
 	DefaultDeleteGrace     = 5 * time.Minute
-	DefaultHostDownGrace   = 10 * time.Second
+	DefaultHostDownGrace   = 0 // host HA follows the cluster policy's timings
 	DefaultMaxEvents       = 10000
 	DefaultMaxEventAge     = 24 * time.Hour
 	DefaultCompactInterval = time.Minute
@@ -51,8 +51,13 @@ type Config struct {
 	// DeleteGrace is how long a VM being deleted on a down host waits for
 	// its host to come back before its deletion is finished without it.
 	DeleteGrace time.Duration
-	// HostDownGrace is kept for compatibility: host liveness follows the
-	// cluster policy's HA timings (model.HAPolicy) since issue 15.
+	// HostDownGrace, when longer than the cluster policy's suspect
+	// timeout, delays host HA's whole timeline by the difference (a host
+	// is suspect only after HostDownGrace without a renewal, and fenced
+	// that much later too): for tests and tools that seed hosts without
+	// agents. Host liveness otherwise follows the policy's HA timings
+	// (model.HAPolicy). Delaying the server's side only ever makes a
+	// restart later than the agent's self-fence: it stays safe.
 	HostDownGrace time.Duration
 	// MaxEvents and MaxEventAge bound the event log: events beyond the
 	// newest MaxEvents, and events older than MaxEventAge, are deleted.
