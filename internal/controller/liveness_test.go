@@ -202,7 +202,7 @@ func TestHostDownGraceDelaysHA(t *testing.T) {
 	e := newEnv(t)
 	e.addHost("seeded", 2, 2*model.GiB, nil)
 	cfg := e.config("a", nil)
-	cfg.LeaseTTL, cfg.HostDownGrace = time.Minute, time.Hour
+	cfg.LeaseTTL, cfg.HostDownGrace = 10*time.Hour, time.Hour // the leader outlives the clock steps
 	m, _ := e.start(cfg)
 	eventually(t, "leader", m.IsLeader)
 	time.Sleep(50 * time.Millisecond)
