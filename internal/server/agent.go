@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -22,12 +23,6 @@ import (
 // heartbeats: phase changes are written at once, usage at most this often,
 // so that thousands of VMs do not mean thousands of writes per beat.
 const usageRefresh = 10 * time.Second
-
-// servedSet is what one assignments answer held for a host.
-type servedSet struct {
-	rev  int64
-	keys map[string]bool
-}
 
 type agentHandler func(w http.ResponseWriter, r *http.Request, host string) error
 
@@ -366,42 +361,14 @@ func (s *Server) vmStatus(w http.ResponseWriter, r *http.Request, host string) e
 	return nil
 }
 
-// assignedTo lists the VMs assigned to host, the listing's revision and
-// their keys.
-func (s *Server) assignedTo(ctx context.Context, host string) ([]model.VM, int64, map[string]bool, error) {
-	kvs, rev, err := s.cfg.Store.List(ctx, store.VMsPrefix)
-	if err != nil {
-		return nil, 0, nil, err
-	}
-	needle := []byte(`"host":"` + host + `"`)
-	vms := []model.VM{}
-	keys := map[string]bool{}
-	for _, kv := range kvs {
-		if !bytes.Contains(kv.Value, needle) {
-			continue
-		}
-		v, err := state.DecodeVM(kv)
-		if err != nil {
-			return nil, 0, nil, err
-		}
-		if v.Status.Host == host {
-			vms = append(vms, *v)
-			keys[kv.Key] = true
-		}
-	}
-	return vms, rev, keys, nil
-}
-
-// assignments answers the VMs assigned to the calling host; with
-// after=REV it waits (up to wait, at most 60s) until a VM of this host
-// changed after REV.
-func (s *Server) assignments(w http.ResponseWriter, r *http.Request, host string) error {
+// pollArgs reads a long poll's after=REV and wait=DURATION (at most 60s).
+func pollArgs(r *http.Request) (int64, time.Duration, error) {
 	q := r.URL.Query()
 	var after int64
 	if v := q.Get("after"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			return fieldError("after", "must be a store revision, got %q", v)
+			return 0, 0, fieldError("after", "must be a store revision, got %q", v)
 		}
 		after = n
 	}
@@ -409,55 +376,67 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request, host string
 	if v := q.Get("wait"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
-			return fieldError("wait", "must be a duration like 30s, got %q", v)
+			return 0, 0, fieldError("wait", "must be a duration like 30s, got %q", v)
 		}
 		wait = min(d, 60*time.Second)
 	}
-	ctx, cancel := s.streamContext(r)
-	defer cancel()
-	s.leaseMu.Lock()
-	prev, known := s.served[host]
-	s.leaseMu.Unlock()
-	if after > 0 && known && prev.rev == after && wait > 0 {
-		s.waitForChange(ctx, host, after, prev.keys, wait)
-	}
-	vms, rev, keys, err := s.assignedTo(r.Context(), host)
-	if err != nil {
-		return err
-	}
-	snaps, err := s.snapshotsOf(r.Context(), host, keys)
-	if err != nil {
-		return err
-	}
-	s.leaseMu.Lock()
-	s.served[host] = servedSet{rev: rev, keys: keys}
-	s.leaseMu.Unlock()
-	writeJSON(w, http.StatusOK, api.Assignments{Revision: rev, VMs: vms, Snapshots: snaps})
-	return nil
+	return after, wait, nil
 }
 
-// waitForChange blocks until a VM that was or now is on host changes
-// after revision after, or wait passes, or ctx ends.
-func (s *Server) waitForChange(ctx context.Context, host string, after int64, had map[string]bool, wait time.Duration) {
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	go s.watchSnapshots(wctx, host, after, cancel)
-	needle := []byte(`"host":"` + host + `"`)
-	for resp := range s.cfg.Store.Watch(wctx, store.VMsPrefix, after+1) {
-		if resp.Err != nil {
-			return // compacted or closed: answer now with a fresh listing
-		}
-		for _, ev := range resp.Events {
-			if had[ev.KV.Key] {
-				return
-			}
-			if ev.Type == store.EventPut && bytes.Contains(ev.KV.Value, needle) {
-				if v, err := state.DecodeVM(ev.KV); err != nil || v.Status.Host == host {
-					return
-				}
-			}
-		}
+// pollStart readies the cache for a long poll: a first poll (after 0:
+// an agent starting, or re-listing after an error) is answered with
+// every write the store holds now; later ones wait in waitChange.
+func (s *Server) pollStart(ctx context.Context, after int64) error {
+	if after == 0 {
+		_, err := s.view.consistent(ctx)
+		return err
 	}
+	return s.view.c.WaitSynced(ctx)
+}
+
+// assignments answers the VMs assigned to the calling host, from the
+// server's cache; with after=REV it waits (up to wait, at most 60s) until
+// a VM or snapshot record of this host changed after REV.
+func (s *Server) assignments(w http.ResponseWriter, r *http.Request, host string) error {
+	after, wait, err := pollArgs(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.streamContext(r)
+	defer cancel()
+	if err := s.pollStart(ctx, after); err != nil {
+		return err
+	}
+	if after > 0 && wait > 0 {
+		s.view.waitChange(ctx, "a/"+host, after, wait)
+	}
+	vms, keys, rev := s.view.vmsOn(host)
+	snaps := s.view.snapshotsOn(host, keys)
+	// The stored JSON is written as is: no decode, no re-encode.
+	var buf bytes.Buffer
+	buf.WriteString(`{"revision":`)
+	buf.WriteString(strconv.FormatInt(rev, 10))
+	buf.WriteString(`,"vms":[`)
+	for i, raw := range vms {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(raw)
+	}
+	buf.WriteByte(']')
+	if len(snaps) > 0 {
+		b, err := json.Marshal(snaps)
+		if err != nil {
+			return fmt.Errorf("server: encode snapshots: %w", err)
+		}
+		buf.WriteString(`,"snapshots":`)
+		buf.Write(b)
+	}
+	buf.WriteString("}\n")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(buf.Bytes())
+	return nil
 }
 
 func sameDiskStatus(x, y []model.DiskStatus) bool {

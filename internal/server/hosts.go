@@ -22,31 +22,44 @@ func withAllocation(h *model.Host, a *model.Allocation) {
 	}
 }
 
+// listHosts answers hosts from the cache (paged like VMs), each with
+// its allocation; a tenant sees only what tenantHost keeps.
 func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, p *principal) error {
-	hosts, _, err := s.repo.ListHosts(r.Context())
+	a, err := parseListArgs(r, store.HostsPrefix)
 	if err != nil {
 		return err
 	}
-	out := api.HostList{Items: make([]model.Host, 0, len(hosts))}
+	if err := s.sync(r, a); err != nil {
+		return err
+	}
+	var mine map[string]placement
 	if !p.clusterAdmin() {
-		mine, err := s.projectPlacements(r.Context(), p.tok.Project)
-		if err != nil {
+		if mine, err = s.projectPlacements(r.Context(), p.tok.Project); err != nil {
 			return err
 		}
-		for _, h := range hosts {
-			out.Items = append(out.Items, tenantHost(h, mine[h.Name]))
+	}
+	items, rev, more := s.view.page(s.view.hosts, store.HostsPrefix, a)
+	out := api.HostList{Items: make([]model.Host, 0, len(items)), Revision: rev}
+	if more {
+		out.Continue = encodeToken(items[len(items)-1].Key, rev)
+	}
+	s.view.c.Read(func(int64) {
+		for _, it := range items {
+			h, ok := it.Obj.(*model.Host)
+			if !ok {
+				continue
+			}
+			if mine != nil {
+				out.Items = append(out.Items, tenantHost(h, mine[h.Name]))
+				continue
+			}
+			c := *h
+			if al := s.view.allocs.Get(store.AllocKey(h.Name)); al != nil && al.Obj != nil {
+				withAllocation(&c, al.Obj.(*model.Allocation))
+			}
+			out.Items = append(out.Items, c)
 		}
-		writeJSON(w, http.StatusOK, out)
-		return nil
-	}
-	allocs, _, err := s.repo.ListAllocations(r.Context())
-	if err != nil {
-		return err
-	}
-	for _, h := range hosts {
-		withAllocation(h, allocs[h.Name])
-		out.Items = append(out.Items, *h)
-	}
+	})
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }

@@ -121,7 +121,6 @@ type Server struct {
 
 	leaseMu sync.Mutex
 	leases  map[string]store.LeaseID
-	served  map[string]servedSet // per host: what the last assignments answer held
 
 	consoles consoleBroker // serial console sessions waiting for or joined by agents
 
@@ -131,6 +130,8 @@ type Server struct {
 	trustRev int64  // the revision trust was loaded at
 
 	nets netHub // the hosts' network views (netview.go)
+
+	view *view // the watch-fed cache of lists and long polls (view.go)
 }
 
 // New prepares a server: it loads or creates the cluster CA and the admin
@@ -164,9 +165,10 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger.With("component", "server"), now: cfg.Clock,
 		repo: state.New(cfg.Store, cfg.Clock), metrics: cfg.Metrics,
-		drain: make(chan struct{}), leases: map[string]store.LeaseID{}, served: map[string]servedSet{},
+		drain: make(chan struct{}), leases: map[string]store.LeaseID{},
 	}
 	s.nets.s = s
+	s.view = newView(cfg.Store)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.bootstrap(ctx); err != nil {
@@ -184,10 +186,13 @@ func New(cfg Config) (*Server, error) {
 	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("server: listen %s: %w", cfg.Listen, err)
 	}
+
 	if s.agentLn, err = net.Listen("tcp", cfg.AgentListen); err != nil {
 		s.ln.Close()
 		return nil, fmt.Errorf("server: agent listen %s: %w", cfg.AgentListen, err)
 	}
+	// Runs until Run ends, or the store closes (a server never run).
+	s.view.start(s.log)
 	return s, nil
 }
 
@@ -382,6 +387,7 @@ wait:
 	_ = user.Shutdown(sctx)
 	_ = agent.Shutdown(sctx)
 	s.revokeLeases()
+	s.view.stop()
 	return runErr
 }
 

@@ -81,6 +81,10 @@ func (r *Repo) ListVMsRaw(ctx context.Context, project string) ([]json.RawMessag
 	return out, rev, nil
 }
 
+// VMJSON is a stored VM's JSON with its revision (the key's ModRev)
+// spliced in, as ListVMsRaw answers it: ready to be written to a client.
+func VMJSON(value []byte, modRev int64) json.RawMessage { return withRevision(value, modRev) }
+
 // withRevision returns the JSON object b with "revision":rev added.
 // Objects written by this package carry no revision of their own
 // (encodeVM); one written elsewhere with a stale one is re-encoded.
