@@ -43,23 +43,29 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, p *principal)
 	if more {
 		out.Continue = encodeToken(items[len(items)-1].Key, rev)
 	}
+	hosts := make([]model.Host, 0, len(items))
 	s.view.c.Read(func(int64) {
 		for _, it := range items {
 			h, ok := it.Obj.(*model.Host)
 			if !ok {
 				continue
 			}
-			if mine != nil {
-				out.Items = append(out.Items, tenantHost(h, mine[h.Name]))
-				continue
-			}
 			c := *h
-			if al := s.view.allocs.Get(store.AllocKey(h.Name)); al != nil && al.Obj != nil {
+			if al := s.view.allocs.Get(store.AllocKey(h.Name)); al != nil && al.Obj != nil && mine == nil {
 				withAllocation(&c, al.Obj.(*model.Allocation))
 			}
-			out.Items = append(out.Items, c)
+			hosts = append(hosts, c)
 		}
 	})
+	for i := range hosts {
+		h := &hosts[i]
+		s.withUsage(h)
+		if mine != nil {
+			out.Items = append(out.Items, tenantHost(h, mine[h.Name]))
+			continue
+		}
+		out.Items = append(out.Items, *h)
+	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
@@ -77,6 +83,7 @@ func (s *Server) getHost(w http.ResponseWriter, r *http.Request, p *principal) e
 	if err != nil {
 		return hostNotFound(err, name)
 	}
+	s.withUsage(h)
 	if !p.clusterAdmin() {
 		mine, err := s.projectPlacements(r.Context(), p.tok.Project)
 		if err != nil {

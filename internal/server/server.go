@@ -95,6 +95,13 @@ type Config struct {
 	// Images is the image pool that holds image files; nil refuses
 	// image imports (docs/images.md).
 	Images *imagepool.Pool
+	// UsageSampleInterval is how often the usage of the hosts that beat
+	// to this server is written into the store (default
+	// DefaultUsageSampleInterval; usage.go).
+	UsageSampleInterval time.Duration
+	// HeartbeatInterval is what agents are told; 0 scales it with the
+	// hosts this server keeps alive (heartbeatInterval).
+	HeartbeatInterval time.Duration
 }
 
 // DefaultCAKeyFile is the seal key's file name in the data dir.
@@ -120,7 +127,7 @@ type Server struct {
 	imports   sync.WaitGroup // image downloads in the background
 
 	leaseMu sync.Mutex
-	leases  map[string]store.LeaseID
+	leases  map[string]hostLease // per host: the liveness lease this server renews (heartbeat.go)
 
 	consoles consoleBroker // serial console sessions waiting for or joined by agents
 
@@ -131,7 +138,8 @@ type Server struct {
 
 	nets netHub // the hosts' network views (netview.go)
 
-	view *view // the watch-fed cache of lists and long polls (view.go)
+	view *view     // the watch-fed cache of lists and long polls (view.go)
+	hub  *usageHub // the hosts' heartbeats (usage.go)
 }
 
 // New prepares a server: it loads or creates the cluster CA and the admin
@@ -165,10 +173,14 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger.With("component", "server"), now: cfg.Clock,
 		repo: state.New(cfg.Store, cfg.Clock), metrics: cfg.Metrics,
-		drain: make(chan struct{}), leases: map[string]store.LeaseID{},
+		drain: make(chan struct{}), leases: map[string]hostLease{},
 	}
 	s.nets.s = s
 	s.view = newView(cfg.Store)
+	s.hub = newUsageHub()
+	if s.cfg.UsageSampleInterval <= 0 {
+		s.cfg.UsageSampleInterval = DefaultUsageSampleInterval
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.bootstrap(ctx); err != nil {
@@ -350,6 +362,7 @@ func (s *Server) Run(ctx context.Context) error {
 	trustDone := make(chan struct{})
 	go func() { defer close(trustDone); s.trust.run(cctx, s.cfg.Store, s.trustRev) }()
 	go s.sweepAddresses(cctx, 15*time.Second, 30*time.Second)
+	go s.publishSamples(cctx, s.cfg.UsageSampleInterval)
 	ctrlDone := make(chan error, 1)
 	if s.cfg.Controllers != nil {
 		go func() { ctrlDone <- s.cfg.Controllers(cctx) }()
@@ -442,6 +455,6 @@ func (s *Server) streamContext(r *http.Request) (context.Context, context.Cancel
 // forgets them locally.
 func (s *Server) revokeLeases() {
 	s.leaseMu.Lock()
-	s.leases = map[string]store.LeaseID{}
+	s.leases = map[string]hostLease{}
 	s.leaseMu.Unlock()
 }

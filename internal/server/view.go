@@ -24,6 +24,8 @@ import (
 type view struct {
 	c                                            *watchcache.Cache
 	vms, hosts, allocs, alive, migrations, snaps *watchcache.Table
+	samples                                      *watchcache.Table
+	usage                                        sampleIndex                // over samples (cache lock)
 	onHost                                       map[string]map[string]bool // host → keys of the VMs on it (cache lock)
 	signals                                      signals
 	cancel                                       context.CancelFunc
@@ -63,7 +65,10 @@ func newView(st store.Store) *view {
 	v.snaps = &watchcache.Table{Prefix: store.SnapshotsPrefix,
 		Decode:  func(kv store.KV) (any, error) { return state.DecodeSnapshot(kv) },
 		Changed: v.snapshotChanged, Reset: func(rev int64) { v.signals.bumpAll("a/", rev) }}
-	v.c = watchcache.New(st, store.Root, nil, v.vms, v.hosts, v.allocs, v.alive, v.migrations, v.snaps)
+	v.usage = sampleIndex{hosts: map[string]sampleRef{}, vms: map[string]sampleRef{}}
+	v.samples = &watchcache.Table{Prefix: store.SamplesPrefix, Decode: decodeSample, Changed: v.usage.changed}
+	v.samples.Reset = func(int64) { v.usage.reset(v.samples) }
+	v.c = watchcache.New(st, store.Root, nil, v.vms, v.hosts, v.allocs, v.alive, v.migrations, v.snaps, v.samples)
 	return v
 }
 

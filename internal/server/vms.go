@@ -234,6 +234,7 @@ func (s *Server) getVM(w http.ResponseWriter, r *http.Request, p *principal) err
 	if err != nil {
 		return vmNotFound(err, project, name)
 	}
+	s.vmWithUsage(vm)
 	reply(w, http.StatusOK, p, vm)
 	return nil
 }
