@@ -29,6 +29,9 @@ import (
 // journal of the hosts whose host or allocation record changed.
 type cache struct {
 	log *slog.Logger
+	// usage overlays measured usage on the hosts hostView and snapshot
+	// hand out (nil: the records' own).
+	usage UsageView
 	// subs maps a prefix to the kick channels of the loops that follow it.
 	subs map[string][]chan struct{}
 
@@ -358,6 +361,9 @@ func (c *cache) snapshot() (*Snapshot, uint64) {
 	for _, h := range c.hosts {
 		s.Hosts = append(s.Hosts, *h)
 	}
+	for i := range s.Hosts {
+		withUsage(c.usage, &s.Hosts[i])
+	}
 	sort.Slice(s.Hosts, func(i, j int) bool { return s.Hosts[i].Name < s.Hosts[j].Name })
 	for k, a := range c.allocs {
 		s.Allocs[k] = a
@@ -403,6 +409,9 @@ func (c *cache) hostView() ([]model.Host, map[string]bool) {
 	alive := make(map[string]bool, len(c.alive))
 	for _, h := range c.hosts {
 		hosts = append(hosts, *h)
+	}
+	for i := range hosts {
+		withUsage(c.usage, &hosts[i])
 	}
 	for k := range c.alive {
 		alive[k] = true

@@ -73,6 +73,9 @@ type Config struct {
 	// EnergyPersistInterval is how often the energy ledger is written to
 	// the store (default 1 minute).
 	EnergyPersistInterval time.Duration
+	// Usage answers measured usage (usage.go); nil reads it from the
+	// host and VM records.
+	Usage UsageView
 
 	// NoElection runs the controllers at once, without campaigning for
 	// the leader key and without the leadership fence on commits, so that
@@ -157,6 +160,10 @@ func New(cfg Config) *Manager {
 		log: cfg.Logger.With("component", "controller", "identity", cfg.Identity),
 	}
 }
+
+// SetUsage sets Config.Usage; call it before Run (the server that
+// answers usage is made after the manager it runs).
+func (m *Manager) SetUsage(v UsageView) { m.cfg.Usage = v }
 
 // IsLeader reports whether this manager leads now.
 func (m *Manager) IsLeader() bool { return m.leading.Load() }
