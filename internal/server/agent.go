@@ -19,11 +19,6 @@ import (
 	"github.com/vpool/vpool/internal/store"
 )
 
-// usageRefresh is how often an unchanged VM's usage is written back from
-// heartbeats: phase changes are written at once, usage at most this often,
-// so that thousands of VMs do not mean thousands of writes per beat.
-const usageRefresh = 10 * time.Second
-
 type agentHandler func(w http.ResponseWriter, r *http.Request, host string) error
 
 // agentEndpoint is one agent protocol route.
@@ -166,66 +161,21 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, _ string) error {
 
 var errNotYours = errors.New("server: vm is not assigned to this host")
 
-// applyReport applies one agent report to a VM. force writes even when
-// only usage changed.
-//
-// Heartbeats carry usage only (usageOnly): phase, error and restart nonce
-// come from status reports alone, so a heartbeat built a moment before a
-// status report can never roll them back.
-func (s *Server) applyReport(ctx context.Context, host string, rep api.VMReport, force, usageOnly bool) (*model.VM, error) {
+// errFinish says a report of a deleted VM's removal finishes the delete.
+var errFinish = errors.New("server: finish the deletion")
+
+// applyReport applies one agent report to a VM, reading and writing it
+// in a transaction of its own.
+func (s *Server) applyReport(ctx context.Context, host string, rep api.VMReport) (*model.VM, error) {
 	finish := false
 	now := s.now()
 	vm, err := s.repo.UpdateVM(ctx, rep.Project, rep.Name, func(v *model.VM) error {
-		if v.Status.Host != host {
-			return errNotYours
-		}
-		if rep.UID != "" && v.UID != rep.UID {
-			return errNotYours
-		}
-		if usageOnly {
-			if now.Sub(v.Status.ObservedAt) < usageRefresh {
-				return state.ErrSkip
-			}
-			v.Status.Usage, v.Status.ObservedAt = rep.Usage, now
-			return nil
-		}
-		if rep.Gone && v.DeletedAt != nil {
+		err := reportChange(v, host, rep, now)
+		if errors.Is(err, errFinish) {
 			finish = true
 			return state.ErrSkip
 		}
-		phase := v.Status.Phase
-		switch {
-		case rep.Gone:
-			// the VM vanished from the host without being deleted
-			phase = model.PhaseFailed
-			if rep.Error == "" {
-				rep.Error = "the VM disappeared from its host"
-			}
-		case v.DeletedAt != nil:
-			phase = model.PhaseDeleting
-		case rep.Phase == model.PhaseRunning && v.Spec.Power == model.PowerStopped && phase == model.PhaseStopping:
-			// still on its way down
-		case rep.Phase != "":
-			phase = rep.Phase
-		}
-		resized := applyResizeResult(v, rep.Resize)
-		changed := resized || phase != v.Status.Phase || rep.Error != v.Status.LastError || rep.Message != v.Status.Message ||
-			(rep.Disks != nil && !sameDiskStatus(v.Status.Disks, rep.Disks)) ||
-			rep.AppliedRestartNonce != v.Status.AppliedRestartNonce
-		if !changed && !force && now.Sub(v.Status.ObservedAt) < usageRefresh {
-			return state.ErrSkip
-		}
-		restarted := rep.AppliedRestartNonce > v.Status.AppliedRestartNonce
-		if phase == model.PhaseRunning && (v.Status.Phase != model.PhaseRunning || restarted) {
-			t := now
-			v.Status.StartedAt = &t
-		}
-		if rep.Disks != nil {
-			v.Status.Disks = rep.Disks
-		}
-		v.Status.Phase, v.Status.LastError, v.Status.Message = phase, rep.Error, rep.Message
-		v.Status.Usage, v.Status.AppliedRestartNonce, v.Status.ObservedAt = rep.Usage, rep.AppliedRestartNonce, now
-		return nil
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -234,6 +184,47 @@ func (s *Server) applyReport(ctx context.Context, host string, rep api.VMReport,
 		return vm, s.repo.FinishDeleteVM(ctx, rep.Project, rep.Name)
 	}
 	return vm, nil
+}
+
+// reportChange applies an agent's status report to v: phase, error,
+// message, restart nonce, disks, resize result and usage (errNotYours:
+// the VM is not on host; errFinish: the VM was deleted and is gone now).
+// Phases come from status reports alone, never from heartbeats, so a
+// heartbeat built a moment before a report cannot roll them back.
+func reportChange(v *model.VM, host string, rep api.VMReport, now time.Time) error {
+	if v.Status.Host != host || (rep.UID != "" && v.UID != rep.UID) {
+		return errNotYours
+	}
+	if rep.Gone && v.DeletedAt != nil {
+		return errFinish
+	}
+	phase := v.Status.Phase
+	switch {
+	case rep.Gone:
+		// the VM vanished from the host without being deleted
+		phase = model.PhaseFailed
+		if rep.Error == "" {
+			rep.Error = "the VM disappeared from its host"
+		}
+	case v.DeletedAt != nil:
+		phase = model.PhaseDeleting
+	case rep.Phase == model.PhaseRunning && v.Spec.Power == model.PowerStopped && phase == model.PhaseStopping:
+		// still on its way down
+	case rep.Phase != "":
+		phase = rep.Phase
+	}
+	applyResizeResult(v, rep.Resize)
+	restarted := rep.AppliedRestartNonce > v.Status.AppliedRestartNonce
+	if phase == model.PhaseRunning && (v.Status.Phase != model.PhaseRunning || restarted) {
+		t := now
+		v.Status.StartedAt = &t
+	}
+	if rep.Disks != nil {
+		v.Status.Disks = rep.Disks
+	}
+	v.Status.Phase, v.Status.LastError, v.Status.Message = phase, rep.Error, rep.Message
+	v.Status.Usage, v.Status.AppliedRestartNonce, v.Status.ObservedAt = rep.Usage, rep.AppliedRestartNonce, now
+	return nil
 }
 
 // vmStatus applies one VM report.
@@ -247,7 +238,7 @@ func (s *Server) vmStatus(w http.ResponseWriter, r *http.Request, host string) e
 		return badRequest("the body names %s/%s but the path %s/%s", rep.Project, rep.Name, project, name)
 	}
 	rep.Project, rep.Name = project, name
-	vm, err := s.applyReport(r.Context(), host, rep, true, false)
+	vm, err := s.reportStatus(r.Context(), host, rep)
 	switch {
 	case errors.Is(err, errNotYours):
 		return conflict("VM %s/%s is not assigned to host %s", project, name, host)

@@ -89,11 +89,20 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 		return err
 	}
 	now := s.now()
-	cached := s.cachedHost(host)
-	stored := cached
+	stored := s.cachedHost(host)
+	if len(alive) > 0 {
+		// a new lease: the host was away (or beats to this server now);
+		// decide on the stored record, not on a cache that may lag
+		if stored, err = s.repo.GetHost(ctx, host); errors.Is(err, store.ErrNotFound) {
+			stored, err = nil, nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 	guard := s.repo.HeartbeatGuard(host, serial, leaf.NotAfter)
 	switch {
-	case needsWrite(cached, &hb):
+	case needsWrite(stored, &hb):
 		stored, err = s.repo.UpsertHostGuarded(ctx, host, guard, func(h *model.Host, exists bool) error {
 			applyInventory(h, &hb, now)
 			if !exists || h.State == model.HostDown || h.State == "" {
@@ -105,7 +114,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 			s.notePut(host, lease, stored.Revision)
 		}
 	case len(alive) > 0:
-		err = s.attachAlive(ctx, host, guard, alive, lease)
+		err = s.attachAlive(ctx, host, stored, guard, alive, lease)
 	}
 	if err != nil {
 		return certRefused(host, err)
@@ -134,13 +143,9 @@ func (s *Server) cachedHost(name string) *model.Host {
 // attachAlive writes only the alive key on the host's new lease, in a
 // transaction that holds the heartbeat's certificate check (on the
 // stored host: the guard adopts a certificate for a host that exists).
-func (s *Server) attachAlive(ctx context.Context, host string, guard state.HostGuard, alive []store.Op, lease store.LeaseID) error {
-	stored, err := s.repo.GetHost(ctx, host)
-	if errors.Is(err, store.ErrNotFound) {
-		return state.ErrNotJoined // removed since the cache saw it
-	}
-	if err != nil {
-		return err
+func (s *Server) attachAlive(ctx context.Context, host string, stored *model.Host, guard state.HostGuard, alive []store.Op, lease store.LeaseID) error {
+	if stored == nil {
+		return state.ErrNotJoined
 	}
 	conds, ops, err := guard(ctx, stored)
 	if err != nil {

@@ -140,6 +140,8 @@ type Server struct {
 
 	view *view     // the watch-fed cache of lists and long polls (view.go)
 	hub  *usageHub // the hosts' heartbeats (usage.go)
+
+	reports reportQueue // agents' status reports, group-committed (reports.go)
 }
 
 // New prepares a server: it loads or creates the cluster CA and the admin
