@@ -17,7 +17,7 @@ import (
 )
 
 // slowVMWrites is a store whose transactions that write a VM take a
-// millisecond (an fsync) and are counted.
+// few milliseconds (an fsync on a busy disk) and are counted.
 type slowVMWrites struct {
 	store.Store
 	on   atomic.Bool
@@ -29,7 +29,7 @@ func (s *slowVMWrites) Txn(ctx context.Context, conds []store.Cond, ops []store.
 		for _, op := range ops {
 			if strings.HasPrefix(op.Key, store.VMsPrefix) {
 				s.txns.Add(1)
-				time.Sleep(time.Millisecond)
+				time.Sleep(3 * time.Millisecond)
 				break
 			}
 		}
@@ -100,7 +100,7 @@ func TestStatusReportsShareTransactions(t *testing.T) {
 	}
 	txns := st.txns.Load()
 	t.Logf("%d reports in %d transactions", hosts*perHost, txns)
-	if txns > hosts*perHost/3 {
+	if txns > hosts*perHost/2 { // one report per transaction before
 		t.Errorf("%d reports took %d transactions: no group commits", hosts*perHost, txns)
 	}
 	if code := agents[0].do("PUT", "/agent/v1/vms/default/v001/status", api.VMReport{Phase: model.PhaseFailed}, nil); code != 409 {
