@@ -23,7 +23,7 @@ var version = "dev"
 
 func main() {
 	root := cli.NewRoot(version)
-	root.AddCommand(serverCmd(), agentCmd(), devCmd())
+	root.AddCommand(serverCmd(), agentCmd(), devCmd(), fleetCmd())
 	addSim(root)
 	os.Exit(cli.Main(root, os.Args[1:]))
 }
