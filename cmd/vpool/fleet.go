@@ -47,13 +47,15 @@ hosts), else are made through the API with the CLI's address and token
 	traceDir := f.String("trace-dir", "", "a PlanetLab folder: each VM's CPU follows one of its files (default: 10% each)")
 	traceStep := f.Duration("trace-step", fleet.DefaultTraceStep, "how long one trace sample lasts")
 	statsEvery := f.Duration("stats-every", 10*time.Second, "print heartbeat figures this often (0: never)")
+	stateDir := f.String("state-dir", "", "keep the hosts' keys and certificates here, to join only once")
 	logger := logFlagsAt(cmd, "warn")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := logger()
 		if err != nil {
 			return err
 		}
-		cfg := fleet.Config{Servers: *servers, Hosts: *hosts, Prefix: *prefix, TraceStep: *traceStep, Logger: log, Version: version}
+		cfg := fleet.Config{Servers: *servers, Hosts: *hosts, Prefix: *prefix, TraceStep: *traceStep, Logger: log, Version: version,
+			StateDir: *stateDir}
 		if cfg.Labels, err = parseLabels(*labels); err != nil {
 			return err
 		}

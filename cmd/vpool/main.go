@@ -22,6 +22,7 @@ import (
 var version = "dev"
 
 func main() {
+	servePprof()
 	root := cli.NewRoot(version)
 	root.AddCommand(serverCmd(), agentCmd(), devCmd(), fleetCmd())
 	addSim(root)

@@ -219,7 +219,10 @@ const HostsReadyTimeout = time.Minute
 // that the banner never promises hosts that `vpool host list` does not
 // show yet.
 func (d *Dev) waitHostsReady(ctx context.Context, agentErr <-chan error) error {
-	deadline := time.Now().Add(HostsReadyTimeout)
+	// a fleet host joins in some 20 ms on a busy laptop (once: the data
+	// dir keeps its identity)
+	timeout := HostsReadyTimeout + time.Duration(d.fleetSize())*20*time.Millisecond
+	deadline := time.Now().Add(timeout)
 	for {
 		hs, _, err := d.Server.Repo().ListHosts(ctx)
 		if err != nil {
@@ -240,7 +243,7 @@ func (d *Dev) waitHostsReady(ctx context.Context, agentErr <-chan error) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("devenv: host %s is not ready after %s", missing, HostsReadyTimeout)
+			return fmt.Errorf("devenv: host %s is not ready after %s", missing, timeout)
 		}
 		select {
 		case <-ctx.Done():

@@ -74,6 +74,9 @@ type Config struct {
 	JoinParallel int
 	Logger       *slog.Logger
 	Version      string
+	// StateDir keeps the hosts' keys and certificates across restarts
+	// ("": in memory only).
+	StateDir string
 }
 
 func (c *Config) defaults() error {
@@ -137,6 +140,9 @@ func New(cfg Config) (*Fleet, error) {
 	for i := range cfg.Hosts {
 		f.hosts = append(f.hosts, &host{f: f, name: HostName(cfg.Prefix, i), server: i % len(cfg.Servers), vms: map[string]*simVM{}})
 	}
+	if err := f.loadIdentities(); err != nil {
+		return nil, err
+	}
 	return f, nil
 }
 
@@ -158,8 +164,27 @@ func (f *Fleet) Joined() int { return int(f.joined.Load()) }
 // Join joins every host that holds no identity yet: a key, a CSR and one
 // join call each, JoinParallel at a time, one token per 1,000 hosts.
 func (f *Fleet) Join(ctx context.Context) error {
+	return f.joinAll(ctx, func(*host) {})
+}
+
+// joinAll joins the hosts without an identity and calls ready for every
+// host once it has one (at once for those that had one); each join takes
+// one use of its token, a compare-and-swap on one key, so the joins
+// running at once use different tokens.
+func (f *Fleet) joinAll(ctx context.Context, ready func(*host)) error {
+	var todo []*host
+	for _, h := range f.hosts {
+		if h.client != nil {
+			ready(h)
+		} else {
+			todo = append(todo, h)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
 	var tokens []string
-	for i := 0; i < len(f.hosts); i += hostsPerToken {
+	for i := 0; i < len(todo); i += hostsPerToken {
 		tok, err := f.cfg.Tokens(ctx)
 		if err != nil {
 			return fmt.Errorf("fleet: join token: %w", err)
@@ -167,64 +192,47 @@ func (f *Fleet) Join(ctx context.Context) error {
 		tokens = append(tokens, tok)
 	}
 	work := make(chan int)
-	errc := make(chan error, 1)
+	var once sync.Once
+	var first error
 	var wg sync.WaitGroup
 	for range f.cfg.JoinParallel {
 		wg.Go(func() {
 			for i := range work {
-				// interleaved: the joins running at once use different
-				// tokens (each join takes one use of its token, a
-				// compare-and-swap on one key)
-				if err := f.hosts[i].join(ctx, tokens[i%len(tokens)]); err != nil {
-					select {
-					case errc <- err:
-					default:
-					}
+				if err := todo[i].join(ctx, tokens[i%len(tokens)]); err != nil {
+					once.Do(func() { first = err })
 					continue
 				}
 				f.joined.Add(1)
+				ready(todo[i])
 			}
 		})
 	}
-	for i, h := range f.hosts {
-		if h.client != nil {
-			continue
-		}
+	for i := range todo {
 		select {
 		case work <- i:
-		case err := <-errc:
-			close(work)
-			wg.Wait()
-			return err
 		case <-ctx.Done():
-			close(work)
-			wg.Wait()
-			return ctx.Err()
 		}
 	}
 	close(work)
 	wg.Wait()
-	select {
-	case err := <-errc:
-		return err
-	default:
-		return nil
+	if first != nil {
+		return first
 	}
+	f.saveIdentities()
+	return ctx.Err()
 }
 
-// Run joins (when needed) and runs every host until ctx ends: a long
-// poll per host, and heartbeats sent by Workers goroutines, each host's
-// first beat at a random point of its first interval.
+// Run runs every host until ctx ends, joining those without an identity
+// first (each starts as soon as it joined): a long poll per host, and
+// heartbeats sent by Workers goroutines, each host's first beat at a
+// random point of its first interval.
 func (f *Fleet) Run(ctx context.Context) error {
-	if err := f.Join(ctx); err != nil {
-		return err
-	}
 	f.start = time.Now()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for _, h := range f.hosts {
-		wg.Go(func() { h.pollLoop(ctx) })
-	}
+	started := make(chan *host, 1024)
 	due := make(chan *host, f.cfg.Workers)
 	for range f.cfg.Workers {
 		wg.Go(func() {
@@ -233,31 +241,45 @@ func (f *Fleet) Run(ctx context.Context) error {
 			}
 		})
 	}
-	f.schedule(ctx, due)
-	close(due)
+	wg.Go(func() {
+		f.schedule(ctx, started, due)
+		close(due)
+	})
+	err := f.joinAll(ctx, func(h *host) {
+		wg.Go(func() { h.pollLoop(ctx) })
+		select {
+		case started <- h:
+		case <-ctx.Done():
+		}
+	})
+	if err != nil && ctx.Err() == nil {
+		cancel()
+		return err
+	}
+	<-ctx.Done()
 	for _, h := range f.hosts {
-		h.client.CloseIdleConnections()
+		if h.client != nil {
+			h.client.CloseIdleConnections()
+		}
 	}
 	return nil
 }
 
 // schedule hands each host to the workers when its next beat is due,
-// until ctx ends.
-func (f *Fleet) schedule(ctx context.Context, due chan<- *host) {
+// until ctx ends; hosts join the schedule as they start.
+func (f *Fleet) schedule(ctx context.Context, started <-chan *host, due chan<- *host) {
 	q := newBeatQueue()
-	now := time.Now()
-	for _, h := range f.hosts {
-		q.push(h, now.Add(time.Duration(rand.Int64N(int64(3*time.Second)))))
-	}
-	t := time.NewTimer(0)
+	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
 		h, at := q.peek()
-		if wait := time.Until(at); wait > 0 {
-			t.Reset(wait)
+		if wait := time.Until(at); h == nil || wait > 0 {
+			t.Reset(max(wait, 0))
 			select {
 			case <-ctx.Done():
 				return
+			case nh := <-started:
+				q.push(nh, time.Now().Add(time.Duration(rand.Int64N(int64(3*time.Second)))))
 			case <-t.C:
 			}
 			continue

@@ -27,6 +27,8 @@ type host struct {
 	name   string
 	client *http.Client
 	server int // index of the server it talks to now (mu)
+	// certPEM, keyPEM and caPEM are its identity (identity.go)
+	certPEM, keyPEM, caPEM []byte
 
 	mu       sync.Mutex
 	vms      map[string]*simVM // assigned VMs by project/name
@@ -77,18 +79,11 @@ func (h *host) join(ctx context.Context, token string) error {
 	if err != nil {
 		return fmt.Errorf("fleet: join %s: %w", h.name, err)
 	}
-	cert, err := tls.X509KeyPair([]byte(jr.CertPEM), keyPEM)
-	if err != nil {
-		return fmt.Errorf("fleet: %s's certificate: %w", h.name, err)
-	}
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM([]byte(jr.CAPEM)) || pki.CertHash(firstDER([]byte(jr.CAPEM))) != caHash {
 		return fmt.Errorf("fleet: the CA the server returned to %s is not the token's", h.name)
 	}
-	h.client = &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 1,
-		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, RootCAs: roots,
-			VerifyConnection: pki.VerifyServerConnection}}}
-	return nil
+	return h.open([]byte(jr.CertPEM), keyPEM, []byte(jr.CAPEM), roots)
 }
 
 // call does one JSON request against the host's server (a bearer only
