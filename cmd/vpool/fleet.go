@@ -28,8 +28,8 @@ and certificate), keeps one mutual-TLS connection, heartbeats with its
 inventory and its VMs' usage (replayed from PlanetLab CPU traces with
 --trace-dir), long-polls its assignments and reports its VMs running,
 stopped or gone. Fleet hosts do not migrate VMs, serve consoles or take
-snapshots. Join tokens come from --join-token (each joins up to 1,000
-hosts), else are made through the API with the CLI's address and token
+snapshots. Join tokens come from --join-token (each joins 100 hosts,
+so that joins run side by side), else are made through the API with the CLI's address and token
 (an admin's).`,
 		Example: `  vpool fleet --hosts 10000 --trace-dir /data/planetlab/20110303
   vpool fleet --hosts 3000 --server https://10.0.0.1:8441 --server https://10.0.0.2:8441`,
@@ -37,7 +37,7 @@ hosts), else are made through the API with the CLI's address and token
 	}
 	f := cmd.Flags()
 	servers := f.StringArray("server", []string{"https://" + server.DefaultAgentListen}, "agent listener URL (repeat for several servers; host i starts on server i mod n)")
-	tokens := f.StringArray("join-token", nil, "join token (repeat: each joins up to 1,000 hosts)")
+	tokens := f.StringArray("join-token", nil, "join token with 100 uses or more (repeat: each joins 100 hosts)")
 	hosts := f.Int("hosts", 100, "how many hosts")
 	prefix := f.String("prefix", fleet.DefaultPrefix, "host names are PREFIX-00001 ...")
 	cpus := f.Int("cpus", fleet.DefaultCapacity.CPUs, "CPUs of each host")
@@ -114,13 +114,13 @@ func capacity(cpus int, memory, disk string) (model.Resources, error) {
 }
 
 // tokenSource hands out the given join tokens in turn, or makes tokens of
-// 1,000 uses through the API with the CLI's configuration.
+// 100 uses through the API with the CLI's configuration.
 func tokenSource(given []string) (func(context.Context) (string, error), error) {
 	if len(given) > 0 {
 		i := 0
 		return func(context.Context) (string, error) {
 			if i >= len(given) {
-				return "", errors.New("fleet: more hosts than the join tokens join (1,000 each); give another --join-token")
+				return "", errors.New("fleet: more hosts than the join tokens join (100 each); give another --join-token")
 			}
 			i++
 			return given[i-1], nil
@@ -147,7 +147,7 @@ func tokenSource(given []string) (func(context.Context) (string, error), error) 
 		return nil, err
 	}
 	return func(ctx context.Context) (string, error) {
-		jt, err := c.CreateJoinToken(ctx, api.JoinTokenRequest{TTL: "24h", Uses: api.MaxJoinTokenUses})
+		jt, err := c.CreateJoinToken(ctx, api.JoinTokenRequest{TTL: "24h", Uses: 100})
 		if err != nil {
 			return "", err
 		}

@@ -45,7 +45,7 @@ func (d *Dev) startFleet(ctx context.Context, c DevConfig, wg *sync.WaitGroup, e
 }
 
 // fleetTokenUses is how many hosts one of the fleet's join tokens joins.
-const fleetTokenUses = 1000
+const fleetTokenUses = 100
 
 func (d *Dev) fleetSize() int {
 	if d.Fleet == nil {

@@ -24,7 +24,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/trace"
 )
@@ -38,9 +37,12 @@ const (
 	DefaultWorkers      = 64
 	DefaultPollWait     = 30 * time.Second
 	DefaultTraceStep    = 30 * time.Second
-	DefaultJoinParallel = 8
-	// hostsPerToken is how many hosts one join token joins.
-	hostsPerToken = api.MaxJoinTokenUses
+	DefaultJoinParallel = 32
+	// hostsPerToken is how many hosts one join token joins: fewer than
+	// it could (api.MaxJoinTokenUses), so that the joins running at once
+	// spend uses of different tokens (each use is a compare-and-swap on
+	// its token's key).
+	hostsPerToken = 100
 )
 
 // DefaultCapacity is a fleet host's inventory unless configured.
@@ -51,8 +53,8 @@ type Config struct {
 	// Servers are agent listener URLs (https://host:port). Host i talks
 	// to Servers[i mod len] and moves to the next one when it fails.
 	Servers []string
-	// Tokens returns a join token that joins up to 1,000 hosts
-	// (api.MaxJoinTokenUses); it is called once per 1,000 hosts.
+	// Tokens returns a join token that joins at least 100 hosts; it is
+	// called once per 100 hosts.
 	Tokens func(ctx context.Context) (string, error)
 	// Hosts is how many hosts to run, named Prefix-00001...
 	Hosts  int
@@ -70,7 +72,7 @@ type Config struct {
 	Workers int
 	// PollWait is the long poll's wait (default 30s).
 	PollWait time.Duration
-	// JoinParallel is how many hosts join at once (default 8).
+	// JoinParallel is how many hosts join at once (default 32).
 	JoinParallel int
 	Logger       *slog.Logger
 	Version      string
@@ -162,7 +164,7 @@ func (f *Fleet) Names() []string {
 func (f *Fleet) Joined() int { return int(f.joined.Load()) }
 
 // Join joins every host that holds no identity yet: a key, a CSR and one
-// join call each, JoinParallel at a time, one token per 1,000 hosts.
+// join call each, JoinParallel at a time, one token per 100 hosts.
 func (f *Fleet) Join(ctx context.Context) error {
 	return f.joinAll(ctx, func(*host) {})
 }

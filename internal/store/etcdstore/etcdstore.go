@@ -48,7 +48,7 @@ type Store struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
-	renew     *renewer // KeepAlive's shared stream (renew.go)
+	renew     *renewers // KeepAlive's shared streams (renew.go)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -109,7 +109,7 @@ func newClientStore(ctx context.Context, cc ClientConfig) (*Store, error) {
 		_ = cli.Close()
 		return nil, err
 	}
-	return &Store{cli: cli, endpoints: cc.Endpoints, renew: &renewer{cli: cli}}, nil
+	return &Store{cli: cli, endpoints: cc.Endpoints, renew: newRenewers(cli)}, nil
 }
 
 // ClientTLS is a client's TLS configuration from PEM files: caFile

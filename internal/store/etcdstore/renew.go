@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -12,12 +13,41 @@ import (
 	"github.com/vpool/vpool/internal/store"
 )
 
-// renewer renews leases over one long-lived LeaseKeepAlive stream shared
-// by every caller of KeepAlive. clientv3's KeepAliveOnce opens a stream
-// per call (about 150 µs of CPU on both ends); a server renewing the
-// leases of 10,000 hosts every few seconds cannot afford that, while a
-// request on an open stream costs about 25 µs. etcd answers the requests
-// of one stream in order, so each answer goes to the oldest waiter.
+// renewers renews leases over a few long-lived LeaseKeepAlive streams
+// shared by every caller of KeepAlive. clientv3's KeepAliveOnce opens a
+// stream per call (about 150 µs of CPU on both ends); a server renewing
+// the leases of 10,000 hosts every few seconds cannot afford that, while
+// a request on an open stream costs about 25 µs. etcd answers the
+// requests of one stream one after the other (a renewal may wait for a
+// leadership check under load), so several streams run side by side.
+type renewers struct {
+	next atomic.Uint32
+	all  []*renewer
+}
+
+// renewStreams is how many keep-alive streams a store keeps open.
+const renewStreams = 8
+
+func newRenewers(cli *clientv3.Client) *renewers {
+	rs := &renewers{}
+	for range renewStreams {
+		rs.all = append(rs.all, &renewer{cli: cli})
+	}
+	return rs
+}
+
+func (rs *renewers) keepAlive(ctx context.Context, id int64) error {
+	return rs.all[rs.next.Add(1)%uint32(len(rs.all))].keepAlive(ctx, id)
+}
+
+func (rs *renewers) close() {
+	for _, r := range rs.all {
+		r.close()
+	}
+}
+
+// renewer is one keep-alive stream: etcd answers its requests in order,
+// so each answer goes to the oldest waiter.
 type renewer struct {
 	cli *clientv3.Client
 
