@@ -28,9 +28,9 @@ and certificate), keeps one mutual-TLS connection, heartbeats with its
 inventory and its VMs' usage (replayed from PlanetLab CPU traces with
 --trace-dir), long-polls its assignments and reports its VMs running,
 stopped or gone. Fleet hosts do not migrate VMs, serve consoles or take
-snapshots. Join tokens come from --join-token (each joins 100 hosts,
-so that joins run side by side), else are made through the API with the CLI's address and token
-(an admin's).`,
+snapshots. Join tokens come from --join-token (each joins 100 hosts, so
+that joins run side by side), else are made through the API with the
+CLI's address and token (an admin's).`,
 		Example: `  vpool fleet --hosts 10000 --trace-dir /data/planetlab/20110303
   vpool fleet --hosts 3000 --server https://10.0.0.1:8441 --server https://10.0.0.2:8441`,
 		Args: cobra.NoArgs,

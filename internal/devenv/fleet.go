@@ -24,7 +24,7 @@ func (d *Dev) startFleet(ctx context.Context, c DevConfig, wg *sync.WaitGroup, e
 	f, err := fleet.New(fleet.Config{
 		Servers: []string{d.Server.AgentURL()}, Hosts: n, Labels: fleetLabels, Trace: c.Trace,
 		StateDir: filepath.Join(c.DataDir, "fleet"),
-		Logger: c.Logger, Version: c.Version,
+		Logger:   c.Logger, Version: c.Version,
 		Tokens: func(ctx context.Context) (string, error) {
 			tok, err := d.Server.NewJoinToken(ctx, time.Hour, fleetTokenUses)
 			return tok.Token, err
