@@ -68,3 +68,12 @@ func (s *VMSample) UnmarshalJSON(b []byte) error {
 	s.Usage.Memory = Bytes(mem)
 	return nil
 }
+
+// AliveRecord is the value of a host's liveness key, which is attached to
+// the host's lease (the key vanishes when the lease expires): which
+// server attached it and the lease's TTL in seconds. Any server that
+// receives the host's heartbeats renews that same lease.
+type AliveRecord struct {
+	Server   string `json:"server"`
+	LeaseTTL int    `json:"leaseTTL"`
+}

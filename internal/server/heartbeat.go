@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"maps"
 	"net/http"
@@ -213,21 +214,34 @@ func sameHostNet(a, b *model.HostNet) bool {
 	return *a == *b
 }
 
-// renewLease keeps the host's liveness lease alive, granting a new one
-// when there is none, it expired, or its TTL is shorter than ttl; it
-// returns the op that attaches the alive key when the key must be
-// written (a new lease, or a key the cache says is gone or not ours).
+// renewLease keeps the host's liveness lease alive and returns the op
+// that attaches the alive key when it must be written. The lease is the
+// one the alive key is attached to, whichever server granted it (a host
+// that moves to this server, or a restarted server, renews the lease it
+// has: no new lease, no expiry storm); a new one is granted when there
+// is none, it expired, or its TTL is shorter than ttl. A lease the cache
+// shows expired (its key gone) is not renewed first: etcd answers such a
+// renewal only once it has applied everything, slow under load.
 func (s *Server) renewLease(ctx context.Context, host string, ttl int) ([]store.Op, store.LeaseID, error) {
 	s.leaseMu.Lock()
 	l, ok := s.leases[host]
 	s.leaseMu.Unlock()
-	if ok && l.ttl >= ttl {
-		err := s.cfg.Store.KeepAlive(ctx, l.id)
+	cur, curTTL, behind := s.aliveLease(host, l)
+	switch {
+	case ok && behind && l.ttl >= ttl:
+		cur, curTTL = l.id, l.ttl // our own write is on its way to the cache
+	case cur != 0 && curTTL < ttl:
+		cur = 0 // too short for the interval now
+	}
+	if cur != 0 {
+		err := s.cfg.Store.KeepAlive(ctx, cur)
 		if err == nil {
-			if s.aliveIsOurs(host, l) {
-				return nil, l.id, nil
+			if !ok || l.id != cur {
+				s.leaseMu.Lock()
+				s.leases[host] = hostLease{id: cur, ttl: curTTL}
+				s.leaseMu.Unlock()
 			}
-			return []store.Op{store.PutWithLease(store.AliveKey(host), []byte(s.Addr()), l.id)}, l.id, nil
+			return nil, cur, nil
 		}
 		if !errors.Is(err, store.ErrNoLease) {
 			return nil, 0, err
@@ -240,22 +254,29 @@ func (s *Server) renewLease(ctx context.Context, host string, ttl int) ([]store.
 	s.leaseMu.Lock()
 	s.leases[host] = hostLease{id: id, ttl: ttl}
 	s.leaseMu.Unlock()
-	return []store.Op{store.PutWithLease(store.AliveKey(host), []byte(s.Addr()), id)}, id, nil
+	rec, _ := json.Marshal(model.AliveRecord{Server: s.Addr(), LeaseTTL: ttl})
+	return []store.Op{store.PutWithLease(store.AliveKey(host), rec, id)}, id, nil
 }
 
-// aliveIsOurs says whether the host's alive key is attached to l, as far
-// as the cache knows (a cache behind the key's write trusts the write).
-func (s *Server) aliveIsOurs(host string, l hostLease) bool {
-	ours := false
+// aliveLease returns the lease the host's alive key is attached to, as
+// far as the cache knows, with its TTL (0 when there is no key); behind:
+// the cache has not seen this server's last write of the key yet.
+func (s *Server) aliveLease(host string, l hostLease) (store.LeaseID, int, bool) {
+	var id store.LeaseID
+	ttl, behind := 0, false
 	s.view.c.Read(func(rev int64) {
-		if rev < l.putRev {
-			ours = true
+		if l.putRev > 0 && rev < l.putRev {
+			behind = true
 			return
 		}
-		it := s.view.alive.Get(store.AliveKey(host))
-		ours = it != nil && it.Lease == l.id
+		if it := s.view.alive.Get(store.AliveKey(host)); it != nil {
+			id, ttl = it.Lease, int(LeaseTTL/time.Second)
+			if rec, ok := it.Obj.(*model.AliveRecord); ok && rec.LeaseTTL > 0 {
+				ttl = rec.LeaseTTL
+			}
+		}
 	})
-	return ours
+	return id, ttl, behind
 }
 
 // notePut records the revision the alive key was attached to lease at.

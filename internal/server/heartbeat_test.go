@@ -138,3 +138,37 @@ func TestHeartbeatTimingScalesWithHosts(t *testing.T) {
 		}
 	}
 }
+
+// A host that moves to another server keeps its lease: the new server
+// renews the lease its alive key is attached to instead of granting one
+// (a failed server's hosts would otherwise leave thousands of leases to
+// expire at once, each a write etcd applies alone).
+func TestHeartbeatKeepsTheHostsLease(t *testing.T) {
+	st := memstore.New()
+	defer st.Close()
+	a := startServer(t, st, func(c *Config) { c.UsageSampleInterval = time.Hour })
+	b := startServer(t, st, func(c *Config) { c.UsageSampleInterval = time.Hour })
+	ag := joinAgent(t, a, "h1")
+	ag.beat()
+	ctx := context.Background()
+	kv, err := st.Get(ctx, store.AliveKey("h1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.view.consistent(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := storeRev(t, st)
+	viaB := *ag
+	viaB.addr = b.AgentAddr()
+	for range 3 {
+		viaB.beat()
+	}
+	after, err := st.Get(ctx, store.AliveKey("h1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Lease != kv.Lease || storeRev(t, st) != before {
+		t.Fatalf("server b granted lease %x and wrote %d times; the host's lease is %x", after.Lease, storeRev(t, st)-before, kv.Lease)
+	}
+}

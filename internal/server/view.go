@@ -58,7 +58,10 @@ func newView(st store.Store) *view {
 		a := &model.Allocation{}
 		return a, json.Unmarshal(kv.Value, a)
 	}}
-	v.alive = &watchcache.Table{Prefix: store.AlivePrefix}
+	v.alive = &watchcache.Table{Prefix: store.AlivePrefix, Decode: func(kv store.KV) (any, error) {
+		rec := &model.AliveRecord{}
+		return rec, json.Unmarshal(kv.Value, rec)
+	}}
 	v.migrations = &watchcache.Table{Prefix: store.MigrationsPrefix,
 		Decode:  func(kv store.KV) (any, error) { return state.DecodeMigration(kv) },
 		Changed: v.migrationChanged, Reset: func(rev int64) { v.signals.bumpAll("m/", rev) }}
