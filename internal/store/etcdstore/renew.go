@@ -36,8 +36,15 @@ func newRenewers(cli *clientv3.Client) *renewers {
 	return rs
 }
 
+// keepAlive renews id on the next stream; a renewal lost because its
+// stream broke under it (etcd ends a stream on any error of any of its
+// renewals) is tried once more on another.
 func (rs *renewers) keepAlive(ctx context.Context, id int64) error {
-	return rs.all[rs.next.Add(1)%uint32(len(rs.all))].keepAlive(ctx, id)
+	err := rs.all[rs.next.Add(1)%uint32(len(rs.all))].keepAlive(ctx, id)
+	if errors.Is(err, errStreamEnded) && ctx.Err() == nil {
+		err = rs.all[rs.next.Add(1)%uint32(len(rs.all))].keepAlive(ctx, id)
+	}
+	return err
 }
 
 func (rs *renewers) close() {
