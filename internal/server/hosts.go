@@ -12,6 +12,7 @@ import (
 	"github.com/vpool/vpool/internal/metrics"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/store"
+	"github.com/vpool/vpool/internal/watchcache"
 )
 
 // withAllocation fills a host's Allocated and VMs from its allocation.
@@ -297,26 +298,22 @@ func (s *Server) followEvents(w http.ResponseWriter, r *http.Request, p *princip
 // countStates computes the state gauges for /metrics.
 func (s *Server) countStates(ctx context.Context) (metrics.Counts, error) {
 	c := metrics.Counts{HostsByState: map[string]int{}, VMsByPhase: map[string]int{}}
-	hosts, _, err := s.repo.ListHosts(ctx)
-	if err != nil {
+	if err := s.view.c.WaitSynced(ctx); err != nil {
 		return c, err
 	}
-	for _, h := range hosts {
-		c.HostsByState[string(h.State)]++
-	}
-	kvs, _, err := s.cfg.Store.List(ctx, store.VMsPrefix)
-	if err != nil {
-		return c, err
-	}
-	for _, kv := range kvs {
-		var v struct {
-			Status struct {
-				Phase string `json:"phase"`
-			} `json:"status"`
-		}
-		if json.Unmarshal(kv.Value, &v) == nil {
-			c.VMsByPhase[v.Status.Phase]++
-		}
-	}
+	s.view.c.Read(func(int64) {
+		s.view.hosts.Each(store.HostsPrefix, "", func(it *watchcache.Item) bool {
+			if h, ok := it.Obj.(*model.Host); ok {
+				c.HostsByState[string(h.State)]++
+			}
+			return true
+		})
+		s.view.vms.Each(store.VMsPrefix, "", func(it *watchcache.Item) bool {
+			if m, ok := it.Obj.(*vmMeta); ok {
+				c.VMsByPhase[m.Status.Phase]++
+			}
+			return true
+		})
+	})
 	return c, nil
 }

@@ -179,6 +179,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.nets.s = s
 	s.view = newView(cfg.Store)
+	s.view.c.Observe = func(ev store.WatchEvent) {
+		kind, _, _ := strings.Cut(strings.TrimPrefix(ev.KV.Key, store.Root), "/")
+		s.metrics.StoreChanges.WithLabelValues(kind).Inc()
+		s.metrics.StoreRevision.Set(float64(ev.Rev))
+	}
 	s.hub = newUsageHub()
 	if s.cfg.UsageSampleInterval <= 0 {
 		s.cfg.UsageSampleInterval = DefaultUsageSampleInterval

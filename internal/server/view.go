@@ -32,10 +32,11 @@ type view struct {
 	done                                         chan struct{}
 }
 
-// vmMeta is what the view decodes of a VM: where it runs.
+// vmMeta is what the view decodes of a VM: where it runs, its phase.
 type vmMeta struct {
 	Status struct {
-		Host string `json:"host"`
+		Host  string `json:"host"`
+		Phase string `json:"phase"`
 	} `json:"status"`
 }
 

@@ -79,6 +79,10 @@ type Cache struct {
 	log    *slog.Logger
 	tables []*Table
 
+	// Observe, when set before Run, is called for every event the watch
+	// brings, in tables or not (metrics of what writes the store).
+	Observe func(ev store.WatchEvent)
+
 	mu     sync.RWMutex
 	rev    int64         // every event up to rev is applied
 	tick   chan struct{} // closed and replaced whenever rev moves
@@ -221,6 +225,9 @@ func (c *Cache) watch(ctx context.Context, from int64) error {
 		for _, ev := range resp.Events {
 			c.apply(ev)
 			rev = max(rev, ev.Rev)
+			if c.Observe != nil {
+				c.Observe(ev)
+			}
 		}
 		c.advance(rev)
 		c.mu.Unlock()
