@@ -172,3 +172,28 @@ func TestHeartbeatKeepsTheHostsLease(t *testing.T) {
 		t.Fatalf("server b granted lease %x and wrote %d times; the host's lease is %x", after.Lease, storeRev(t, st)-before, kv.Lease)
 	}
 }
+
+// Samples are split in records of about 128 hosts (at most 64): at rest
+// each record is one write per interval, so writes grow with hosts/128,
+// and a record no longer needed is deleted.
+func TestSampleShardsGrowWithHosts(t *testing.T) {
+	u := newUsageHub()
+	now := time.Now()
+	for _, c := range []struct{ hosts, shards, gone int }{{10, 1, 0}, {300, 3, 0}, {20000, 64, 0}, {10, 1, 63}} {
+		u.hosts = map[string]*hostLive{}
+		for i := range c.hosts {
+			u.beat(fmt.Sprintf("h%05d", i), now, 10, model.HostUsage{}, nil)
+		}
+		got, gone := u.samples("s", now)
+		n := 0
+		for _, s := range got {
+			n += len(s.Hosts)
+		}
+		if len(got) != c.shards || n != c.hosts {
+			t.Errorf("%d hosts in %d records (%d hosts), want %d records", c.hosts, len(got), n, c.shards)
+		}
+		if len(gone) != c.gone {
+			t.Errorf("%d hosts: %d records to delete, want %d", c.hosts, len(gone), c.gone)
+		}
+	}
+}

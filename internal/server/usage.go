@@ -28,8 +28,11 @@ const (
 	// DefaultUsageSampleInterval is how often a server writes its hosts'
 	// usage into the store.
 	DefaultUsageSampleInterval = 30 * time.Second
-	// sampleShards is how many records a server's samples are split in.
-	sampleShards = 64
+	// maxSampleShards is how many records a server's samples are split in
+	// at most; hostsPerShard how many hosts a record holds before another
+	// is added (at rest each record is one write per interval).
+	maxSampleShards = 64
+	hostsPerShard   = 128
 	// sampleTxnBytes bounds the bytes of one sample transaction (etcd
 	// takes requests of up to 1.5 MiB).
 	sampleTxnBytes = 512 << 10
@@ -96,10 +99,11 @@ func (u *usageHub) vm(key string) (model.VMUsage, time.Time, bool) {
 	return v, h.seen, ok
 }
 
-func shardOf(host string) int {
+// shardOf is the record of n a host's sample goes to.
+func shardOf(host string, n int) int {
 	f := fnv.New32a()
 	_, _ = f.Write([]byte(host))
-	return int(f.Sum32() % sampleShards)
+	return int(f.Sum32() % uint32(n))
 }
 
 // samples builds this server's records, forgetting hosts silent for
@@ -109,6 +113,7 @@ func (u *usageHub) samples(server string, now time.Time) (out map[int]*model.Usa
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	out = map[int]*model.UsageSample{}
+	shards := min(maxSampleShards, max(1, (len(u.hosts)+hostsPerShard-1)/hostsPerShard))
 	for name, h := range u.hosts {
 		if now.Sub(h.seen) > forgetHostAfter {
 			for k := range h.vms {
@@ -119,7 +124,7 @@ func (u *usageHub) samples(server string, now time.Time) (out map[int]*model.Usa
 			delete(u.hosts, name)
 			continue
 		}
-		i := shardOf(name)
+		i := shardOf(name, shards)
 		s := out[i]
 		if s == nil {
 			s = &model.UsageSample{Server: server, At: now}
