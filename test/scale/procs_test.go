@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -42,8 +41,8 @@ func TestMain(m *testing.M) {
 }
 
 // runEtcd is a child process: one etcd member with production settings
-// (fsync on, default raft timings), plaintext on loopback, until stdin
-// closes or a signal comes.
+// (fsync on, default raft timings), plaintext on loopback, until a signal
+// comes (it dies with the test process: Pdeathsig).
 func runEtcd(raw string) int {
 	var spec etcdSpec
 	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
@@ -61,7 +60,6 @@ func runEtcd(raw string) int {
 	}
 	defer s.Close()
 	fmt.Println("SCALE-ETCD-READY")
-	go func() { _, _ = io.Copy(io.Discard, os.Stdin); stop() }()
 	<-ctx.Done()
 	return 0
 }
@@ -146,6 +144,7 @@ func startProc(tb testing.TB, name string, env []string, path string, args ...st
 	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(cleanEnv(tb), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
