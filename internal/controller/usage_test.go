@@ -11,22 +11,22 @@ import (
 	"github.com/vpool/vpool/internal/store"
 )
 
-// fakeUsage is a UsageView as the server answers it from heartbeats.
-type fakeUsage struct {
+// fakeUsageView is a UsageView as the server answers it from heartbeats.
+type fakeUsageView struct {
 	mu    sync.Mutex
 	hosts map[string]model.HostSample
 	vms   map[string]model.VMUsage
 	at    time.Time
 }
 
-func (f *fakeUsage) HostUsage(host string) (model.HostUsage, time.Time, int, bool) {
+func (f *fakeUsageView) HostUsage(host string) (model.HostUsage, time.Time, int, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	h, ok := f.hosts[host]
 	return h.Usage, h.Seen, h.LeaseTTL, ok
 }
 
-func (f *fakeUsage) VMUsage(key string) (model.VMUsage, time.Time, bool) {
+func (f *fakeUsageView) VMUsage(key string) (model.VMUsage, time.Time, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	u, ok := f.vms[key]
@@ -39,7 +39,7 @@ func TestEnergyReadsTheUsageView(t *testing.T) {
 	s := powerSettings()
 	s.Power.Standby = false
 	g := newGreenEnv(t, s)
-	view := &fakeUsage{at: g.clock.Now().Add(time.Hour), hosts: map[string]model.HostSample{}, vms: map[string]model.VMUsage{}}
+	view := &fakeUsageView{at: g.clock.Now().Add(time.Hour), hosts: map[string]model.HostSample{}, vms: map[string]model.VMUsage{}}
 	g.r.m.cfg.Usage = view
 	g.r.c.usage = view
 	g.addHost("h1", 2, 16*model.GiB, map[string]string{model.LabelPowerModel: "ml110g5"})
@@ -70,7 +70,7 @@ func TestEnergyReadsTheUsageView(t *testing.T) {
 // grace period, whatever its record's (old) LastSeen says.
 func TestLivenessReadsLastSeenFromTheView(t *testing.T) {
 	g := newGreenEnv(t, model.DefaultBalanceSettings())
-	view := &fakeUsage{hosts: map[string]model.HostSample{}, vms: map[string]model.VMUsage{}}
+	view := &fakeUsageView{hosts: map[string]model.HostSample{}, vms: map[string]model.VMUsage{}}
 	g.r.m.cfg.Usage = view
 	g.r.c.usage = view
 	lease := g.addHost("h1", 2, 16*model.GiB, nil)
@@ -109,5 +109,43 @@ func TestPruneSamples(t *testing.T) {
 	kvs, _, _ := g.st.List(context.Background(), store.SamplesPrefix)
 	if len(kvs) != 1 || kvs[0].Key != store.SampleKey("new:1", 1) {
 		t.Fatalf("after pruning: %v", kvs)
+	}
+}
+
+// Scaling groups read members' CPU through the UsageView when one is
+// wired: heartbeats no longer refresh the usage in VM records.
+func TestGroupsReadTheUsageView(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	vm := &model.VM{Meta: model.Meta{Project: "p", Name: "a"}, Spec: model.VMSpec{VCPUs: 2}}
+	vm.Status.Usage.CPUPercent = 20
+	tests := []struct {
+		name      string
+		recordAge time.Duration // 0: never observed
+		viewAge   time.Duration // 0: the view has none
+		want      float64
+		ok        bool
+	}{
+		{name: "view fresh, record never written", viewAge: 5 * time.Second, want: 75, ok: true},
+		{name: "view from a sample of another server", viewAge: 50 * time.Second, want: 75, ok: true},
+		{name: "view too old", viewAge: 2 * time.Minute, ok: false},
+		{name: "record fresher than the view", recordAge: time.Second, viewAge: 10 * time.Second, want: 10, ok: true},
+		{name: "neither", ok: false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := *vm
+			if tc.recordAge > 0 {
+				v.Status.ObservedAt = now.Add(-tc.recordAge)
+			}
+			view := &fakeUsageView{vms: map[string]model.VMUsage{}}
+			if tc.viewAge > 0 {
+				view.vms[v.Key()] = model.VMUsage{CPUPercent: 150}
+				view.at = now.Add(-tc.viewAge)
+			}
+			got, ok := viewUsage{view}.VMCPU(&v, now)
+			if ok != tc.ok || (ok && math.Abs(got-tc.want) > 1e-9) {
+				t.Errorf("VMCPU = %v, %v; want %v, %v", got, ok, tc.want, tc.ok)
+			}
+		})
 	}
 }

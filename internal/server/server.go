@@ -102,6 +102,13 @@ type Config struct {
 	// HeartbeatInterval is what agents are told; 0 scales it with the
 	// hosts this server keeps alive (heartbeatInterval).
 	HeartbeatInterval time.Duration
+	// Name is this server's name: its record in the store
+	// (/vpool/servers/NAME) and, with an embedded store, its etcd
+	// member's name. Default "vpool".
+	Name string
+	// Members manages the embedded store's membership (members.go); nil
+	// with an external etcd or an in-memory store.
+	Members Members
 }
 
 // DefaultCAKeyFile is the seal key's file name in the data dir.
@@ -142,6 +149,7 @@ type Server struct {
 	hub  *usageHub // the hosts' heartbeats (usage.go)
 
 	reports reportQueue // agents' status reports, group-committed (reports.go)
+	lbs     lbHub       // the hosts' load balancers (lbagent.go)
 }
 
 // New prepares a server: it loads or creates the cluster CA and the admin
@@ -166,6 +174,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.StoreKind == "" {
 		cfg.StoreKind = "embedded"
 	}
+	if cfg.Name == "" {
+		cfg.Name = "vpool"
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.New()
 	}
@@ -188,6 +199,7 @@ func New(cfg Config) (*Server, error) {
 	if s.cfg.UsageSampleInterval <= 0 {
 		s.cfg.UsageSampleInterval = DefaultUsageSampleInterval
 	}
+	s.lbs.s = s
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.bootstrap(ctx); err != nil {
@@ -370,6 +382,9 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer close(trustDone); s.trust.run(cctx, s.cfg.Store, s.trustRev) }()
 	go s.sweepAddresses(cctx, 15*time.Second, 30*time.Second)
 	go s.publishSamples(cctx, s.cfg.UsageSampleInterval)
+	announced := make(chan struct{})
+	go func() { defer close(announced); s.announce(cctx) }()
+	go s.promoteLearners(cctx)
 	ctrlDone := make(chan error, 1)
 	if s.cfg.Controllers != nil {
 		go func() { ctrlDone <- s.cfg.Controllers(cctx) }()
@@ -398,6 +413,7 @@ wait:
 	s.imports.Wait() // downloads end with the drain and mark their images failed
 	cancelControllers()
 	<-trustDone
+	<-announced
 	if ctrlRunning {
 		<-ctrlDone // controllers end with their context
 	}
