@@ -289,10 +289,15 @@ func (f *Fleet) schedule(ctx context.Context, started <-chan *host, due chan<- *
 		q.pop()
 		select {
 		case due <- h:
+			q.push(h, time.Now().Add(h.nextInterval()))
+		case nh := <-started:
+			// beats behind: a host that just joined still gets in (or
+			// joins stall behind a full started channel)
+			q.push(h, at)
+			q.push(nh, time.Now().Add(time.Duration(rand.Int64N(int64(3*time.Second)))))
 		case <-ctx.Done():
 			return
 		}
-		q.push(h, time.Now().Add(h.nextInterval()))
 	}
 }
 

@@ -53,6 +53,7 @@ func benchFleet(b *testing.B, n int) {
 	cpu0, etcd0 := st.cpu()
 	st.fleet.ResetStats()
 	start := time.Now()
+	saved := st.startProfiles(b.Name(), sz.window-2*time.Second)
 	gets, lists := st.probe(ctx, sz, start.Add(sz.window))
 	elapsed := time.Since(start).Seconds()
 	rev1 := st.revision(ctx)
@@ -60,6 +61,7 @@ func benchFleet(b *testing.B, n int) {
 	cpu1, etcd1 := st.cpu()
 	fs := st.fleet.Stats()
 	rssNow, rssPeak := st.rss()
+	saved()
 
 	txns := float64(rev1-rev0) / elapsed
 	b.ReportMetric(txns, "etcd-txn/s")

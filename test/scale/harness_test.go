@@ -83,6 +83,7 @@ func vmSpec(i int) model.VMSpec {
 type serverProc struct {
 	*proc
 	name, dataDir, addr, agentAddr string
+	pprof                          string // where it serves Go's profiles (with VPOOL_SCALE_PROFILE)
 	c                              *client.Client
 	token                          string
 }
@@ -146,7 +147,12 @@ func (st *stack) startServer(i int, shared string) *serverProc {
 	if st.etcdURL != "" {
 		args = append(args, "--etcd-endpoints", st.etcdURL, "--ca-key-file", filepath.Join(shared, "ca-seal.key"))
 	}
-	s.proc = startProc(tb, s.name, nil, vpoolBinary(tb), args...)
+	var env []string
+	if os.Getenv(envProfile) != "" {
+		s.pprof = freeAddr(tb)
+		env = []string{"VPOOL_PPROF=" + s.pprof}
+	}
+	s.proc = startProc(tb, s.name, env, vpoolBinary(tb), args...)
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		if resp, err := http.Get("http://" + s.addr + "/healthz"); err == nil {

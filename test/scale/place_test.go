@@ -84,9 +84,11 @@ func runPlacement(tb testing.TB, st *stack, sz sizes, kill bool) placeResult {
 		}
 	}
 	first := time.Now()
+	saved := st.startProfiles(tb.Name(), 20*time.Second)
 	pl.create(ctx, st, sz, projects, onAck)
 	pl.wait(tb, st, time.Duration(sz.vms)*10*time.Millisecond+3*time.Minute)
 	res := pl.result(first)
+	saved()
 	if kill {
 		st.checkPlacedOnce(tb, pl.ackedKeys())
 	}
