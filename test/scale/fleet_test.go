@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -66,7 +67,7 @@ func benchFleet(b *testing.B, n int) {
 	txns := float64(rev1-rev0) / elapsed
 	b.ReportMetric(txns, "etcd-txn/s")
 	if haveChanges {
-		keys := (changes1 - changes0) / elapsed
+		keys := (sum(changes1) - sum(changes0)) / elapsed
 		b.ReportMetric(keys, "etcd-keys/s")
 		b.ReportMetric(keys*60/float64(sz.hosts), "keys/host/min")
 	}
@@ -81,27 +82,48 @@ func benchFleet(b *testing.B, n int) {
 	b.ReportMetric(float64(fs.Beats)/elapsed, "heartbeats/s")
 	b.ReportMetric(ms(percentile(gets, 0.99)), "get-vm-p99-ms")
 	b.ReportMetric(ms(percentile(lists, 0.99)), "list-page-p99-ms")
-	b.Logf("%d hosts, %d VMs, %d servers, load %s: %.1f txn/s; %d heartbeats (%d failed), %d GETs, %d list pages",
-		sz.hosts, sz.vms, n, loadAvg(), txns, fs.Beats, fs.BeatErrors, len(gets), len(lists))
+	b.Logf("%d hosts, %d VMs, %d servers, load %s: %.1f txn/s; %d heartbeats (%d failed), %d GETs, %d list pages; keys changed per host and minute by kind: %s",
+		sz.hosts, sz.vms, n, loadAvg(), txns, fs.Beats, fs.BeatErrors, len(gets), len(lists), perMinute(changes0, changes1, elapsed, sz.hosts))
 }
 
-// changes sums vpool_store_changes_total (a server of this tree counts
-// them; an older one does not: ok false).
-func (st *stack) changes(ctx context.Context) (float64, bool) {
+// changes reads vpool_store_changes_total by kind (a server of this
+// tree counts them; an older one does not: ok false).
+func (st *stack) changes(ctx context.Context) (map[string]float64, bool) {
 	for _, s := range st.live() {
 		m, err := s.metrics(ctx)
 		if err != nil {
 			continue
 		}
-		sum, ok := 0.0, false
+		out := map[string]float64{}
 		for k, v := range m {
-			if strings.HasPrefix(k, "vpool_store_changes_total{") {
-				sum, ok = sum+v, true
+			if kind, ok := strings.CutPrefix(k, "vpool_store_changes_total{"); ok {
+				out[strings.Trim(strings.TrimPrefix(kind, "kind="), `"}`)] = v
 			}
 		}
-		return sum, ok
+		return out, len(out) > 0
 	}
-	return 0, false
+	return nil, false
+}
+
+// sum adds up a map's values.
+func sum(m map[string]float64) float64 {
+	t := 0.0
+	for _, v := range m {
+		t += v
+	}
+	return t
+}
+
+// perMinute formats what changed per kind, per host and minute.
+func perMinute(c0, c1 map[string]float64, seconds float64, hosts int) string {
+	var parts []string
+	for k, v := range c1 {
+		if d := v - c0[k]; d > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.3f", k, d*60/seconds/float64(hosts)))
+		}
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
 }
 
 // probe reads until deadline: GET of random VMs (four readers, 25 a
