@@ -13,8 +13,10 @@
 // on; the fleet (internal/fleet) and the API clients run in the test
 // process. Sizes come from the environment (VPOOL_SCALE_HOSTS,
 // VPOOL_SCALE_VMS, ...: harness_test.go) and default to what runs on two
-// cores in a minute; the figures of docs/scale.md were taken with 10,000
-// hosts and 100,000 VMs. CI runs the tests, not the benchmarks.
+// cores in a minute (200 hosts, 2,000 VMs); docs/scale.md gives the
+// sizes its figures were taken at. VPOOL_SCALE_PROFILE=DIR saves each
+// server's CPU profile and heap over the measurement. CI runs the test,
+// not the benchmarks.
 //
 // Only its tests do anything; it must not be imported.
 package scale
