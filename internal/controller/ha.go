@@ -14,9 +14,10 @@ import (
 )
 
 // LivenessSource answers the last renewal of a host's liveness that this
-// server knows of (ok false: none). Main's heartbeats write it into the
-// host record (Host.LastSeen: RecordLiveness); a lease keep-alive source
-// answers it from the servers' renewals. The HA loop never compares the
+// server knows of (ok false: none): by default the host record's LastSeen
+// (written by heartbeats that change the record), under the bound the
+// alive keys give (leaseBound: heartbeats renew the lease the key is
+// attached to). The HA loop never compares the
 // answer with its own clock: it stamps, on its clock, the moment it saw
 // the answer move, so a source on another server's clock, or one that
 // lags, can only make it wait longer, never fence early.
@@ -59,8 +60,42 @@ func (e *ExecFence) Fence(ctx context.Context, h model.Host) error {
 	return p.run(ctx, "fence", e.Command, h)
 }
 
+// leaseBound bounds each host's last renewal by its alive key, which is
+// attached to the host's liveness lease (heartbeats renew the lease, on
+// whichever server they reach): while the key is there, the host may
+// have renewed just now; once it vanished — its lease expired — the last
+// renewal was at least the lease's TTL before this server saw it go. It
+// knows a host once it saw the key in this term. (The key vanishes by
+// expiry, or with the host's record when the host is deleted.)
+type leaseBound struct {
+	present map[string]bool
+	goneAt  map[string]time.Time
+}
+
+func (l *leaseBound) bound(c *cache, host string, now time.Time) (time.Time, bool) {
+	c.mu.Lock()
+	_, here := c.alive[host]
+	ttl := c.aliveTTL[host]
+	c.mu.Unlock()
+	if here {
+		l.present[host] = true
+		delete(l.goneAt, host)
+		return now, true
+	}
+	if l.present[host] {
+		l.present[host] = false
+		l.goneAt[host] = now
+	}
+	g, ok := l.goneAt[host]
+	if !ok {
+		return time.Time{}, false
+	}
+	return g.Add(-time.Duration(ttl) * time.Second), true
+}
+
 // haState is the HA loop's memory within a term.
 type haState struct {
+	lease     leaseBound
 	seen      map[string]renewal
 	confirmed map[string]bool
 	open      map[string]*model.HAFailover // failovers under way, by host
@@ -69,7 +104,8 @@ type haState struct {
 type renewal struct{ reported, observed time.Time }
 
 func newHAState() *haState {
-	return &haState{seen: map[string]renewal{}, confirmed: map[string]bool{}, open: map[string]*model.HAFailover{}}
+	return &haState{seen: map[string]renewal{}, confirmed: map[string]bool{}, open: map[string]*model.HAFailover{},
+		lease: leaseBound{present: map[string]bool{}, goneAt: map[string]time.Time{}}}
 }
 
 // haPass runs host HA: liveness states from the renewals seen, fence
@@ -100,9 +136,11 @@ func (r *reconciler) haPass(ctx context.Context) error {
 	return r.haRestarts(ctx)
 }
 
-// observeRenewals stamps, on this server's clock, each renewal the source
-// answers as it is first seen; a host first seen in this term is stamped
-// now (a new leader waits a whole fence time before it fences anyone).
+// observeRenewals bounds each host's last renewal on this server's clock.
+// The alive keys (leaseBound) give the bound once a host's key was seen
+// in this term. Otherwise the source's answer is stamped as it is first
+// seen to move (and a host first seen in this term is stamped now: a new
+// leader waits a whole fence time before it fences anyone).
 func (r *reconciler) observeRenewals(hosts []model.Host, now time.Time) []ha.Host {
 	src := r.m.cfg.Liveness
 	if src == nil {
@@ -116,7 +154,11 @@ func (r *reconciler) observeRenewals(hosts []model.Host, now time.Time) []ha.Hos
 			s = renewal{reported: rep, observed: now}
 			r.ha.seen[h.Name] = s
 		}
-		out = append(out, ha.Host{Name: h.Name, State: h.State, LastRenewal: s.observed, FenceConfirmed: r.ha.confirmed[h.Name]})
+		last := s.observed
+		if b, ok := r.ha.lease.bound(r.c, h.Name, now); ok {
+			last = b
+		}
+		out = append(out, ha.Host{Name: h.Name, State: h.State, LastRenewal: last, FenceConfirmed: r.ha.confirmed[h.Name]})
 	}
 	return out
 }
