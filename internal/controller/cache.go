@@ -47,8 +47,8 @@ type cache struct {
 	// (model.AliveRecord; 0: unknown). Kept after the key is deleted: HA
 	// reads it to bound the host's last renewal (ha.go).
 	aliveTTL map[string]int
-	policy  model.Policy
-	polRev  int64
+	policy   model.Policy
+	polRev   int64
 	// gen bumps whenever capacity may have changed (hosts, allocations,
 	// liveness, policy): a VM that did not fit at gen g is not retried
 	// until gen moves.

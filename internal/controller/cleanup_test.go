@@ -54,7 +54,7 @@ func TestCleanupFinishesDeletions(t *testing.T) {
 
 	// "dying" stops renewing while "alive" renews: dying is fenced, and
 	// on-dying (it needs zone b) stays failed with the reason.
-	e.stepBeating(model.DefaultHAPolicy().Fence()+model.DefaultHAPolicy().Margin(), "alive")
+	e.stepBeating(model.DefaultHAPolicy().Fence()+model.DefaultHAPolicy().Margin()+time.Second, "alive")
 	eventually(t, "dying fenced", func() bool { return e.host("dying").State == model.HostFenced })
 	eventually(t, "on-dying failed with a reason", func() bool {
 		v := e.vm("on-dying")

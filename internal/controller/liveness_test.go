@@ -11,19 +11,21 @@ import (
 	"github.com/vpool/vpool/internal/store"
 )
 
-// beat is a heartbeat as main's server writes it: the host's LastSeen.
+// beat is a heartbeat: it renews the lease of the host's alive key.
 func (e *env) beat(host string) {
 	e.t.Helper()
-	if _, err := e.repo.UpdateHost(context.Background(), host, func(h *model.Host) error {
-		h.LastSeen = e.clock.Now()
-		return nil
-	}); err != nil {
-		e.t.Fatal(err)
+	kv, err := e.st.Get(context.Background(), store.AliveKey(host))
+	if err != nil {
+		e.t.Fatalf("beat %s: %v", host, err)
+	}
+	if err := e.st.KeepAlive(context.Background(), kv.Lease); err != nil {
+		e.t.Fatalf("beat %s: %v", host, err)
 	}
 }
 
-// stepBeating steps the fake clock by d in small steps, h beating at
-// each, and waits for a few HA passes after each step.
+// stepBeating steps the fake clock by d in small steps, the hosts named
+// beating at each (the others' leases expire), and waits for a few HA
+// passes after each step.
 func (e *env) stepBeating(d time.Duration, hosts ...string) {
 	e.t.Helper()
 	for done := time.Duration(0); done < d; done += 500 * time.Millisecond {
@@ -31,6 +33,7 @@ func (e *env) stepBeating(d time.Duration, hosts ...string) {
 		for _, h := range hosts {
 			e.beat(h)
 		}
+		e.st.ExpireLeases()
 		time.Sleep(30 * time.Millisecond)
 	}
 }
@@ -60,11 +63,12 @@ func TestHostStatesFollowRenewals(t *testing.T) {
 	eventually(t, "leader", m.IsLeader)
 	eventually(t, "v placed", func() bool { return e.vm("v").Status.Host == "h1" })
 
-	p := model.DefaultHAPolicy() // suspect 3 s, fence 5 s, margin 1 s
+	p := model.DefaultHAPolicy() // suspect 4 s, fence 10 s, margin 2 s
 	e.stepBeating(2*time.Second, "h1", "h2")
-	e.stepBeating(p.Suspect(), "h2") // h1 silent for the suspect timeout
+	silent := time.Duration(e.hostTTL)*time.Second + 500*time.Millisecond // h1's lease expires
+	e.stepBeating(silent, "h2")
 	eventually(t, "h1 suspect", func() bool { return e.host("h1").State == model.HostSuspect })
-	e.stepBeating(p.Fence()-p.Suspect(), "h2")
+	e.stepBeating(p.Fence()-silent+time.Second, "h2") // the key was seen gone up to a step late
 	eventually(t, "h1 failed", func() bool { return e.host("h1").State == model.HostFailed })
 	if vm := e.vm("v"); vm.Status.Host != "h1" {
 		t.Fatalf("v moved to %s before the fence margin passed", vm.Status.Host)
@@ -85,7 +89,13 @@ func TestHostStatesFollowRenewals(t *testing.T) {
 	if s := e.host("h2").State; s != model.HostReady {
 		t.Errorf("h2 is %s, want ready (it renews)", s)
 	}
-	e.beat("h1")
+	l, err := e.st.Grant(context.Background(), e.hostTTL) // h1's agent is back: a new lease
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.st.Txn(context.Background(), nil, []store.Op{store.PutWithLease(store.AliveKey("h1"), []byte("{}"), l)}); err != nil {
+		t.Fatal(err)
+	}
 	eventually(t, "h1 ready again", func() bool { return e.host("h1").State == model.HostReady })
 	want := []string{"host.suspect", "host.failed", "host.fenced", "host.up"}
 	if got := hostKinds(e, "h1"); strings.Join(got, ",") != strings.Join(want, ",") {
@@ -123,6 +133,9 @@ func TestAdministrativeStatesUntouchedByLiveness(t *testing.T) {
 	cfg.LeaseTTL = time.Minute
 	e.start(cfg)
 	time.Sleep(50 * time.Millisecond)
+	e.clock.Step(time.Minute)
+	e.st.ExpireLeases()
+	time.Sleep(100 * time.Millisecond) // HA sees the alive key go
 	e.clock.Step(time.Minute)
 	eventually(t, "silent ready host fenced", func() bool { return e.host("ready").State == model.HostFenced })
 	for _, s := range []model.HostState{model.HostMaintenance, model.HostStandby} {
@@ -184,7 +197,7 @@ func TestFenceCommandSkipsTheMargin(t *testing.T) {
 	m, _ := e.start(cfg)
 	eventually(t, "leader", m.IsLeader)
 	eventually(t, "v placed", func() bool { return e.vm("v").Status.Host == "h1" })
-	e.stepBeating(model.DefaultHAPolicy().Fence(), "h2")
+	e.stepBeating(model.DefaultHAPolicy().Fence()+time.Second, "h2")
 	eventually(t, "h1 fenced", func() bool { return e.host("h1").State == model.HostFenced })
 	eventually(t, "v on h2", func() bool { return e.vm("v").Status.Host == "h2" })
 	if f.n.Load() != 1 {
@@ -212,5 +225,8 @@ func TestHostDownGraceDelaysHA(t *testing.T) {
 		t.Fatalf("a host within HostDownGrace is %s", s)
 	}
 	e.clock.Step(time.Hour)
+	e.st.ExpireLeases()
+	time.Sleep(100 * time.Millisecond) // HA sees the alive key go
+	e.clock.Step(2 * time.Hour)
 	eventually(t, "fenced after the grace", func() bool { return e.host("seeded").State == model.HostFenced })
 }
