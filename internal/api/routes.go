@@ -47,6 +47,11 @@ var Routes = []Route{
 
 	{"GET", "/api/v1/events", "list events, or stream them with ?follow=true"},
 
+	{"GET", "/api/v1/audit", "the newest audit records (a tenant sees its project's only)"},
+	{"GET", "/api/v1/audit/records", "the stored bytes of audit records from ?from= (export and verification)"},
+	{"GET", "/api/v1/audit/head", "the signed head, the anchor and the signing key of the audit trail"},
+	{"GET", "/api/v1/audit/key", "the servers' audit signing key (public)"},
+
 	{"GET", "/api/v1/migrations", "list migrations (?project=, ?all-projects=true for admins)"},
 	{"POST", "/api/v1/migrations", "migrate a VM to another host (live when running, cold when stopped)"},
 	{"GET", "/api/v1/migrations/{id}", "show a migration with its progress"},

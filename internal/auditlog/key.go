@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,7 +45,7 @@ func LoadOrCreateKey(ctx context.Context, st store.Store, sealKey []byte, now ti
 		if err != nil {
 			return nil, err
 		}
-		b, err := json.Marshal(model.AuditKey{KeyID: audit.KeyID(pub), PublicKey: enc, Sealed: sealed, CreatedAt: now.UTC()})
+		b, err := json.Marshal(model.AuditKey{KeyID: audit.KeyID(pub), PublicKey: enc, Sealed: base64.StdEncoding.EncodeToString(sealed), CreatedAt: now.UTC()})
 		if err != nil {
 			return nil, fmt.Errorf("auditlog: encode signing key: %w", err)
 		}
@@ -68,7 +69,11 @@ func openKey(b, sealKey []byte) (*audit.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	seed, err := pki.OpenBytes(sealKey, k.Sealed, sealAD(k.PublicKey))
+	sealed, err := base64.StdEncoding.DecodeString(k.Sealed)
+	if err != nil {
+		return nil, fmt.Errorf("auditlog: the sealed signing key is malformed: %w", err)
+	}
+	seed, err := pki.OpenBytes(sealKey, sealed, sealAD(k.PublicKey))
 	if err != nil {
 		return nil, fmt.Errorf("auditlog: open the audit signing key with the CA seal key: %w", err)
 	}
@@ -92,6 +97,6 @@ func PublicKey(ctx context.Context, st store.Store) (model.AuditKey, error) {
 	if err := json.Unmarshal(kv.Value, &k); err != nil {
 		return k, fmt.Errorf("auditlog: decode signing key: %w", err)
 	}
-	k.Sealed = nil
+	k.Sealed = ""
 	return k, nil
 }

@@ -101,6 +101,10 @@ type Log struct {
 	headRev int64 // 0: not read yet (or absent)
 	known   bool
 
+	startOnce sync.Once
+	stop      context.CancelFunc
+	stopped   chan struct{}
+
 	dropped   atomic.Int64 // records refused because the queue stayed full
 	written   atomic.Int64
 	batches   atomic.Int64
@@ -174,6 +178,23 @@ type Stats struct {
 func (l *Log) Stats() Stats {
 	return Stats{Written: l.written.Load(), Batches: l.batches.Load(), Conflicts: l.conflicts.Load(),
 		Dropped: l.dropped.Load(), Queued: len(l.queue)}
+}
+
+// Start runs the writer in the background until Close.
+func (l *Log) Start() {
+	l.startOnce.Do(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		l.stop, l.stopped = cancel, make(chan struct{})
+		go func() { defer close(l.stopped); l.Run(ctx) }()
+	})
+}
+
+// Close stops a writer Start started, after it wrote what was queued.
+func (l *Log) Close() {
+	if l.stop != nil {
+		l.stop()
+		<-l.stopped
+	}
 }
 
 // Run writes queued records until ctx ends, then writes what is still

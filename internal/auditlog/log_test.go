@@ -319,7 +319,7 @@ func TestSigningKeyIsSealedAndShared(t *testing.T) {
 		t.Fatal("another seal key opens the audit key")
 	}
 	pub, err := PublicKey(ctx, st)
-	if err != nil || pub.KeyID != s1.KeyID() || pub.Sealed != nil {
+	if err != nil || pub.KeyID != s1.KeyID() || pub.Sealed != "" {
 		t.Fatalf("published key %+v %v", pub, err)
 	}
 }

@@ -186,3 +186,9 @@ func VerifyStore(ctx context.Context, st store.Store, key ed25519.PublicKey, now
 	}
 	return audit.Verify(in), nil
 }
+
+// Exported returns the last record the exporter wrote to its files.
+func Exported(ctx context.Context, st store.Store) (int64, error) {
+	m, _, err := readMark(ctx, st)
+	return m.Seq, err
+}

@@ -127,6 +127,6 @@ type AuditHead struct {
 type AuditKey struct {
 	KeyID     string    `json:"keyId"`
 	PublicKey string    `json:"publicKey"` // base64 ed25519 public key
-	Sealed    []byte    `json:"sealed,omitempty"`
+	Sealed    string    `json:"sealed,omitempty"` // base64
 	CreatedAt time.Time `json:"createdAt"`
 }

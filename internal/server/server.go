@@ -25,9 +25,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/auditlog"
 	"github.com/vpool/vpool/internal/imagepool"
 	"github.com/vpool/vpool/internal/metrics"
 	"github.com/vpool/vpool/internal/model"
@@ -95,6 +97,16 @@ type Config struct {
 	// Images is the image pool that holds image files; nil refuses
 	// image imports (docs/images.md).
 	Images *imagepool.Pool
+	// Name names this server in audit records (default the host name).
+	Name string
+	// AuditDir receives the audit trail's export files when this server
+	// leads (default DataDir/audit; none without a DataDir); AuditWindow
+	// is how many records the store keeps (docs/audit.md).
+	AuditDir    string
+	AuditWindow int
+	// AuditLog tunes the audit appender (tests: checkpoint intervals);
+	// Store, Signer, Server, Logger and Clock are filled in.
+	AuditLog auditlog.Config
 }
 
 // DefaultCAKeyFile is the seal key's file name in the data dir.
@@ -131,6 +143,11 @@ type Server struct {
 	trustRev int64  // the revision trust was loaded at
 
 	nets netHub // the hosts' network views (netview.go)
+
+	audit        *auditlog.Log      // the audit trail's appender (audit.go)
+	auditExport  *auditlog.Exporter // run by the leader (AuditTask)
+	unauth       limiter            // unauthenticated requests recorded
+	auditSkipped atomic.Int64       // unauthenticated requests not recorded
 }
 
 // New prepares a server: it loads or creates the cluster CA and the admin
@@ -161,10 +178,17 @@ func New(cfg Config) (*Server, error) {
 	if len(cfg.ServerNames) == 0 {
 		cfg.ServerNames = pki.DefaultServerNames()
 	}
+	if cfg.Name == "" {
+		cfg.Name, _ = os.Hostname()
+	}
+	if cfg.AuditDir == "" && cfg.DataDir != "" {
+		cfg.AuditDir = filepath.Join(cfg.DataDir, "audit")
+	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger.With("component", "server"), now: cfg.Clock,
 		repo: state.New(cfg.Store, cfg.Clock), metrics: cfg.Metrics,
 		drain: make(chan struct{}), leases: map[string]store.LeaseID{}, served: map[string]servedSet{},
+		unauth: limiter{rate: unauthRate, burst: unauthBurst},
 	}
 	s.nets.s = s
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -204,6 +228,9 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	}
 	s.trust = newTrust(s.repo, s.now)
 	if s.trustRev, err = s.trust.load(ctx); err != nil {
+		return err
+	}
+	if err := s.openAudit(ctx); err != nil {
 		return err
 	}
 	if err := s.loadOrCreateAdminToken(ctx); err != nil {
@@ -345,6 +372,7 @@ func (s *Server) Run(ctx context.Context) error {
 	trustDone := make(chan struct{})
 	go func() { defer close(trustDone); s.trust.run(cctx, s.cfg.Store, s.trustRev) }()
 	go s.sweepAddresses(cctx, 15*time.Second, 30*time.Second)
+
 	ctrlDone := make(chan error, 1)
 	if s.cfg.Controllers != nil {
 		go func() { ctrlDone <- s.cfg.Controllers(cctx) }()
@@ -381,6 +409,7 @@ wait:
 	fresh.closeAll()
 	_ = user.Shutdown(sctx)
 	_ = agent.Shutdown(sctx)
+	s.audit.Close() // writes what is queued, then returns
 	s.revokeLeases()
 	return runErr
 }
