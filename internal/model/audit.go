@@ -126,7 +126,7 @@ type AuditHead struct {
 // in clear, the private key sealed with the CA seal key.
 type AuditKey struct {
 	KeyID     string    `json:"keyId"`
-	PublicKey string    `json:"publicKey"` // base64 ed25519 public key
+	PublicKey string    `json:"publicKey"`        // base64 ed25519 public key
 	Sealed    string    `json:"sealed,omitempty"` // base64
 	CreatedAt time.Time `json:"createdAt"`
 }

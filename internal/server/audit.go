@@ -400,4 +400,6 @@ func (s *Server) Audit() *auditlog.Log { return s.audit }
 
 // AuditTask exports and prunes the audit trail; the leader runs it
 // (controller.Config.Tasks) with its term's store.
-func (s *Server) AuditTask(ctx context.Context, st store.Store) error { return s.auditExport.Step(ctx, st) }
+func (s *Server) AuditTask(ctx context.Context, st store.Store) error {
+	return s.auditExport.Step(ctx, st)
+}
