@@ -124,3 +124,12 @@ func cut(s string) string {
 	}
 	return s
 }
+
+// Peek reads a stored record's sequence number and Prev.
+func Peek(raw []byte) (seq int64, prev string, err error) {
+	var l link
+	if err := json.Unmarshal(raw, &l); err != nil || l.Seq <= 0 {
+		return 0, "", fmt.Errorf("audit: not a record")
+	}
+	return l.Seq, l.Prev, nil
+}

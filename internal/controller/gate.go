@@ -55,10 +55,12 @@ type gate struct {
 	polRev int64
 	shapes map[string]*model.Host      // host records as loaded into snap (cached: immutable)
 	allocs map[string]model.Allocation // allocation records as loaded (read-only)
+
+	audit Auditor // records what the gate committed (audit.go)
 }
 
 func newGate(repo *state.Repo, c *cache, log *slog.Logger) *gate {
-	return &gate{repo: repo, c: c, log: log.With("component", "gate")}
+	return &gate{repo: repo, c: c, log: log.With("component", "gate"), audit: noAudit{}}
 }
 
 // sync brings the view up to date with the cache; g.mu is held.
@@ -203,6 +205,7 @@ func (g *gate) place(ctx context.Context, ps []Placement) (state.Assigned, bool,
 			g.allocs[h] = a
 		}
 	}
+	g.auditPlaced(ctx, ps)
 	return out, true, nil
 }
 
@@ -231,7 +234,11 @@ func (g *gate) refresh(ctx context.Context, hosts []string) error {
 func (g *gate) startMigration(ctx context.Context, m *model.Migration) (*model.Migration, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.repo.CreateHeldMigration(ctx, m, g.fitMove(ctx, m.Target))
+	created, err := g.repo.CreateHeldMigration(ctx, m, g.fitMove(ctx, m.Target))
+	if err == nil {
+		g.auditMove(ctx, created)
+	}
+	return created, err
 }
 
 // hold takes the capacity hold of a migration stored without one (a
@@ -239,7 +246,11 @@ func (g *gate) startMigration(ctx context.Context, m *model.Migration) (*model.M
 func (g *gate) hold(ctx context.Context, m *model.Migration) (*model.Migration, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.repo.HoldTarget(ctx, m.Name, g.fitMove(ctx, m.Target))
+	held, err := g.repo.HoldTarget(ctx, m.Name, g.fitMove(ctx, m.Target))
+	if err == nil && held != nil {
+		g.auditMove(ctx, held)
+	}
+	return held, err
 }
 
 // fitMove is the gate's check of a VM moving onto target, for the state

@@ -47,6 +47,13 @@ func (r *reconciler) loops() []*loop {
 		{name: "balancer", run: r.balanceRound, every: second},
 		{name: "compaction", run: r.compactEvents, every: cfg.ResyncInterval},
 	}
+	for _, task := range cfg.Tasks {
+		run, every := task.Run, task.Every
+		if every <= 0 {
+			every = cfg.ResyncInterval
+		}
+		ls = append(ls, &loop{name: task.Name, every: every, run: func(ctx context.Context) error { return run(ctx, r.repo.Store()) }})
+	}
 	for _, l := range ls {
 		l.kick = make(chan struct{}, 1)
 		r.c.subscribe(l.kick, l.prefixes...)

@@ -74,6 +74,12 @@ type Config struct {
 	// the store (default 1 minute).
 	EnergyPersistInterval time.Duration
 
+	// Audit records the controllers' decisions (placements, moves, power);
+	// nothing when nil. Tasks run on the leader beside the controllers,
+	// each on its own goroutine every Task.Every (audit export, metering).
+	Audit Auditor
+	Tasks []LeaderTask
+
 	// NoElection runs the controllers at once, without campaigning for
 	// the leader key and without the leadership fence on commits, so that
 	// several managers place at the same time on one store.
@@ -128,6 +134,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Power == nil {
 		c.Power = AgentPower{}
+	}
+	if c.Audit == nil {
+		c.Audit = noAudit{}
 	}
 	if c.EnergyPersistInterval <= 0 {
 		c.EnergyPersistInterval = DefaultEnergyPersistInterval

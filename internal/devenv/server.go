@@ -67,6 +67,13 @@ type ServerConfig struct {
 	// ImageTool converts disk images (cmd/vpool hands in qemu-img's);
 	// nil takes only kernels and initrds.
 	ImageTool imagepool.Tool
+	// AuditDir receives the audit trail's export files (default
+	// DataDir/audit); AuditWindow is how many records the store keeps
+	// (default 20,000); AuditExportInterval how often the leader exports
+	// and prunes (default 10 s). docs/audit.md.
+	AuditDir            string
+	AuditWindow         int
+	AuditExportInterval time.Duration
 }
 
 // Server is a running control-plane node: store, API server, controllers.
@@ -91,18 +98,14 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	if cfg.Name == "" {
 		cfg.Name = "vpool"
 	}
+	if cfg.AuditExportInterval <= 0 {
+		cfg.AuditExportInterval = 10 * time.Second
+	}
 	st, kind, own, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	m := metrics.New()
-	cc := cfg.Controller
-	cc.Store, cc.Identity, cc.Logger, cc.Clock = st, cfg.Name, cfg.Logger, cfg.Clock
-	cc.ReconcileErrors = m.ReconcileError
-	if cc.Placer == nil {
-		cc.Placer = controller.NewSchedulerPlacer()
-	}
-	mgr := controller.New(cc)
 	pool, err := openImagePool(cfg)
 	if err != nil {
 		if own {
@@ -110,6 +113,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		}
 		return nil, err
 	}
+	var mgr *controller.Manager // made once the server is: it records decisions through the server's audit log
 	srv, err := server.New(server.Config{
 		Images:      pool,
 		Store:       st,
@@ -120,11 +124,14 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		Logger:      cfg.Logger,
 		Clock:       cfg.Clock,
 		Version:     cfg.Version,
-		Controllers: mgr.Run,
+		Controllers: func(ctx context.Context) error { return mgr.Run(ctx) },
 		TLS:         cfg.TLS,
 		CAKeyFile:   cfg.CAKeyFile,
 		Placer:      controller.NewDryRunner(st, nil, cfg.Clock),
 		Metrics:     m,
+		Name:        cfg.Name,
+		AuditDir:    cfg.AuditDir,
+		AuditWindow: cfg.AuditWindow,
 	})
 	if err != nil {
 		if own {
@@ -132,6 +139,15 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		}
 		return nil, err
 	}
+	cc := cfg.Controller
+	cc.Store, cc.Identity, cc.Logger, cc.Clock = st, cfg.Name, cfg.Logger, cfg.Clock
+	cc.ReconcileErrors = m.ReconcileError
+	if cc.Placer == nil {
+		cc.Placer = controller.NewSchedulerPlacer()
+	}
+	cc.Audit = srv.Audit()
+	cc.Tasks = append(cc.Tasks, controller.LeaderTask{Name: "audit-export", Every: cfg.AuditExportInterval, Run: srv.AuditTask})
+	mgr = controller.New(cc)
 	return &Server{Server: srv, Store: st, Controller: mgr, kind: kind, ownStore: own}, nil
 }
 
