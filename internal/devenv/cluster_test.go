@@ -3,6 +3,7 @@ package devenv_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -34,6 +35,8 @@ type cluster struct {
 	fetchImages bool
 	// net gives a host's agent its network side (network_test.go); nil: none.
 	net func(host string) *agent.NetConfig
+	// log is the agents' logger: the server's (nil: none).
+	log *slog.Logger
 }
 
 func startCluster(t *testing.T, cfg devenv.ServerConfig, n int) *cluster {
@@ -57,7 +60,7 @@ func startClusterNet(t testing.TB, cfg devenv.ServerConfig, n int, net func(host
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Run(ctx) }()
 	cl := &cluster{t: t, srv: srv, dir: t.TempDir(), hosts: map[string]*sim.Host{},
-		agents: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, net: net}
+		agents: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, net: net, log: cfg.Logger}
 	t.Cleanup(func() {
 		for name := range cl.agents {
 			cl.stopAgent(name)
@@ -106,7 +109,7 @@ func (cl *cluster) startAgent(name string) {
 	a, err := agent.New(agent.Config{
 		ServerURL: cl.srv.AgentURL(), JoinToken: cl.token, StateDir: filepath.Join(cl.dir, name), HostName: name,
 		Driver: cl.hosts[name].Driver(), StatusInterval: 200 * time.Millisecond, PollWait: 5 * time.Second,
-		StopTimeout: time.Second, ImageCache: cache, Net: cl.netConfig(name),
+		StopTimeout: time.Second, ImageCache: cache, Net: cl.netConfig(name), Logger: cl.log,
 	})
 	if err != nil {
 		cl.t.Fatal(err)
