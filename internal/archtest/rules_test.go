@@ -83,6 +83,10 @@ var rules = []importRule{
 		from: []string{"internal/cli/..."}, only: []string{"internal/client", "internal/api", "internal/model", "internal/audit"},
 	},
 	{
+		name: "metering's core (integration, rollups, reports) is pure: the standard library and the model only",
+		from: []string{"internal/metering"}, only: []string{"internal/model"}, deny: []string{"net/http", "os/exec"},
+	},
+	{
 		name: "the audit verifier (chain, signatures) is pure: the standard library and the model only, so the CLI can verify without trusting a server",
 		from: []string{"internal/audit"}, only: []string{"internal/model"}, deny: []string{"net/http", "os/exec"},
 	},

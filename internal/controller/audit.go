@@ -23,12 +23,14 @@ type noAudit struct{}
 func (noAudit) Record(context.Context, model.AuditRecord) error { return nil }
 
 // LeaderTask is work only the leader does, beside the controllers: the
-// audit trail's export and pruning, metering. Run gets the term's store,
-// whose every write is fenced on the leadership.
+// audit trail's export and pruning, metering. At the start of each term
+// New makes the task's runner (its memory lives as long as the term);
+// the runner gets the term's store, whose every write is fenced on the
+// leadership, every Every (default: the resync interval).
 type LeaderTask struct {
 	Name  string
 	Every time.Duration
-	Run   func(ctx context.Context, st store.Store) error
+	New   func() func(ctx context.Context, st store.Store) error
 }
 
 // decision is a decision record about vm.

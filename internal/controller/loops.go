@@ -48,7 +48,7 @@ func (r *reconciler) loops() []*loop {
 		{name: "compaction", run: r.compactEvents, every: cfg.ResyncInterval},
 	}
 	for _, task := range cfg.Tasks {
-		run, every := task.Run, task.Every
+		run, every := task.New(), task.Every
 		if every <= 0 {
 			every = cfg.ResyncInterval
 		}

@@ -20,6 +20,8 @@ import (
 
 	"github.com/vpool/vpool/internal/controller"
 	"github.com/vpool/vpool/internal/imagepool"
+	"github.com/vpool/vpool/internal/metering"
+	"github.com/vpool/vpool/internal/metering/meterstore"
 	"github.com/vpool/vpool/internal/metrics"
 	"github.com/vpool/vpool/internal/server"
 	"github.com/vpool/vpool/internal/store"
@@ -74,6 +76,12 @@ type ServerConfig struct {
 	AuditDir            string
 	AuditWindow         int
 	AuditExportInterval time.Duration
+	// MeterInterval is how often the leader samples usage for metering
+	// (default 1 minute); GridSeriesFile is a grid-intensity time series
+	// (TIME,SITE,G_PER_KWH lines) that overrides the settings
+	// (docs/metering.md).
+	MeterInterval  time.Duration
+	GridSeriesFile string
 }
 
 // Server is a running control-plane node: store, API server, controllers.
@@ -100,6 +108,9 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.AuditExportInterval <= 0 {
 		cfg.AuditExportInterval = 10 * time.Second
+	}
+	if cfg.MeterInterval <= 0 {
+		cfg.MeterInterval = meterstore.DefaultSampleEvery
 	}
 	st, kind, own, err := openStore(ctx, cfg)
 	if err != nil {
@@ -146,9 +157,26 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		cc.Placer = controller.NewSchedulerPlacer()
 	}
 	cc.Audit = srv.Audit()
-	cc.Tasks = append(cc.Tasks, controller.LeaderTask{Name: "audit-export", Every: cfg.AuditExportInterval, Run: srv.AuditTask})
+	cc.Tasks = append(cc.Tasks, controller.LeaderTask{Name: "audit-export", Every: cfg.AuditExportInterval,
+		New: func() func(context.Context, store.Store) error { return srv.AuditTask }},
+		meterTask(cfg, st))
 	mgr = controller.New(cc)
 	return &Server{Server: srv, Store: st, Controller: mgr, kind: kind, ownStore: own}, nil
+}
+
+// meterTask is the leader's metering: a meter per term, fed from the
+// store, its rollups written through the term's store.
+func meterTask(cfg ServerConfig, st store.Store) controller.LeaderTask {
+	var series func() map[string][]metering.Point
+	if cfg.GridSeriesFile != "" {
+		series = meterstore.SeriesFile(cfg.GridSeriesFile, cfg.Logger)
+	}
+	return controller.LeaderTask{Name: "metering", Every: cfg.MeterInterval, New: func() func(context.Context, store.Store) error {
+		t := meterstore.NewTask(meterstore.Config{Source: meterstore.StoreSource{Store: st, Clock: cfg.Clock},
+			Grid: meterstore.SettingsGrid(series), Clock: cfg.Clock, Logger: cfg.Logger.With("component", "metering"),
+			PersistEvery: cfg.MeterInterval})
+		return t.Step
+	}}
 }
 
 func openStore(ctx context.Context, cfg ServerConfig) (st store.Store, kind string, own bool, err error) {

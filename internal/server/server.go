@@ -205,6 +205,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.metrics.SetCounter(s.countStates)
+	s.metrics.SetUsage(s.usageMetrics)
 	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("server: listen %s: %w", cfg.Listen, err)
 	}

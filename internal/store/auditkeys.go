@@ -40,3 +40,6 @@ func MeteringMonthPrefix(month string) string { return MeteringPrefix + month + 
 func MeteringKey(month, project, vm string) string {
 	return MeteringPrefix + month + "/" + project + "/" + vm
 }
+
+// MeteringSettingsKey holds model.MeteringSettings.
+const MeteringSettingsKey = Root + "cluster/metering"
