@@ -51,7 +51,9 @@ func TestTaskPersistsResumesAndCompacts(t *testing.T) {
 	grid := func(context.Context, store.Store) (metering.Grid, error) {
 		return metering.Grid{PUE: 1.5, Default: 400}, nil
 	}
-	term := func() *Task { return NewTask(Config{Source: src, Grid: grid, Clock: clock, PersistEvery: 5 * time.Minute}) }
+	term := func() *Task {
+		return NewTask(Config{Source: src, Grid: grid, Clock: clock, PersistEvery: 5 * time.Minute})
+	}
 	first := term()
 	for i := range 61 {
 		now = t0.Add(time.Duration(i) * time.Minute)
