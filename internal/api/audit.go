@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"time"
 
 	"github.com/vpool/vpool/internal/model"
 )
@@ -43,4 +44,16 @@ type AuditHeadView struct {
 	// MaxHeadAge is how old the servers let the head get while they
 	// run (seconds): a verifier allows this much.
 	MaxHeadAge int `json:"maxHeadAgeSeconds"`
+}
+
+// ComplianceReport is the body of GET /compliance: every VM, its
+// locality constraint, the hosts it ran on (from the audit trail) and any
+// breach. Since and Records say how far back the trail in the store
+// reaches (older history: the export files).
+type ComplianceReport struct {
+	VMs      []model.ComplianceVM `json:"vms"`
+	Breaches int                  `json:"breaches"`
+	// FirstRecord is the oldest record the report read (its time: Since).
+	FirstRecord int64     `json:"firstRecord"`
+	Since       time.Time `json:"since,omitempty"`
 }

@@ -247,7 +247,7 @@ func (g *gate) hold(ctx context.Context, m *model.Migration) (*model.Migration, 
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	held, err := g.repo.HoldTarget(ctx, m.Name, g.fitMove(ctx, m.Target))
-	if err == nil && held != nil {
+	if err == nil && held != nil && !m.HoldTarget { // a controller's migration held its target when it was stored (and recorded then)
 		g.auditMove(ctx, held)
 	}
 	return held, err

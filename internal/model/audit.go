@@ -130,3 +130,30 @@ type AuditKey struct {
 	Sealed    string    `json:"sealed,omitempty"` // base64
 	CreatedAt time.Time `json:"createdAt"`
 }
+
+// ComplianceVM is one VM in the data-locality compliance report: its
+// constraint, the hosts it ran on (from the audit trail's decisions) and
+// any breach of the constraint.
+type ComplianceVM struct {
+	Project    string            `json:"project"`
+	VM         string            `json:"vm"`
+	Constraint map[string]string `json:"constraint,omitempty"`
+	// Host is where the VM is now ("" placed nowhere, or deleted).
+	Host    string     `json:"host,omitempty"`
+	Deleted bool       `json:"deleted,omitempty"`
+	Stays   []HostStay `json:"stays"`
+	Breach  bool       `json:"breach"`
+	Reasons []string   `json:"reasons,omitempty"`
+}
+
+// HostStay is a span of time a VM spent on one host. Until is zero while
+// it is there; Recorded says the stay's start is in the audit trail (a
+// stay from before the trail's window is known from the VM's record).
+type HostStay struct {
+	Host       string            `json:"host"`
+	Since      time.Time         `json:"since,omitempty"`
+	Until      time.Time         `json:"until,omitempty"`
+	HostLabels map[string]string `json:"hostLabels,omitempty"`
+	Recorded   bool              `json:"recorded"`
+	OK         bool              `json:"ok"`
+}

@@ -9,6 +9,10 @@ func auditFuzzSeeds() []fuzzSeed {
 			out = append(out, fuzzSeed{route: "GET /api/v1/audit", role: seedMember, query: qs + s},
 				fuzzSeed{route: "GET /api/v1/audit", role: seedAdmin, query: qs + s})
 		}
+		for _, qs := range []string{"project=", "all-projects=", "breaches="} {
+			out = append(out, fuzzSeed{route: "GET /api/v1/compliance", role: seedMember, query: qs + s},
+				fuzzSeed{route: "GET /api/v1/compliance", role: seedAdmin, query: qs + s})
+		}
 		for _, qs := range []string{"from=", "to=", "project=", "vms=", "all-projects="} {
 			out = append(out, fuzzSeed{route: "GET /api/v1/usage", role: seedMember, query: qs + s},
 				fuzzSeed{route: "GET /api/v1/usage", role: seedAdmin, query: qs + s})
@@ -32,7 +36,7 @@ func auditFuzzSeeds() []fuzzSeed {
 		out = append(out, fuzzSeed{route: "PATCH /api/v1/cluster/metering", role: seedAdmin, body: b})
 	}
 	for role := range uint8(len(userRoles)) {
-		for _, route := range []string{"GET /api/v1/audit", "GET /api/v1/audit/records", "GET /api/v1/audit/head", "GET /api/v1/audit/key", "GET /api/v1/usage"} {
+		for _, route := range []string{"GET /api/v1/audit", "GET /api/v1/audit/records", "GET /api/v1/audit/head", "GET /api/v1/audit/key", "GET /api/v1/usage", "GET /api/v1/compliance"} {
 			out = append(out, fuzzSeed{route: route, role: role})
 		}
 	}
