@@ -118,9 +118,7 @@ func (s *Server) auditRequest(r *http.Request, route string, e endpoint, p *prin
 	}
 	rec.Project = auditProject(r, e, p, name)
 	rec.Object = auditObject(route, r, rec.Project, name)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 10*time.Second)
-	defer cancel()
-	if err := s.audit.Record(ctx, rec); err != nil {
+	if err := s.audit.RecordWithin(rec, 10*time.Second); err != nil {
 		s.log.Error("audit record dropped", "route", route, "err", err)
 	}
 }
@@ -389,8 +387,12 @@ func (s *Server) openAudit(ctx context.Context) error {
 	if s.audit, err = auditlog.New(cfg); err != nil {
 		return err
 	}
-	s.audit.Start()
 	s.auditExport = auditlog.NewExporter(s.audit, auditlog.ExportConfig{Dir: s.cfg.AuditDir, Window: s.cfg.AuditWindow, Logger: s.cfg.Logger})
+	if s.cfg.noAudit {
+		s.audit = nil
+		return nil
+	}
+	s.audit.Start()
 	return nil
 }
 

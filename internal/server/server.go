@@ -107,6 +107,10 @@ type Config struct {
 	// AuditLog tunes the audit appender (tests: checkpoint intervals);
 	// Store, Signer, Server, Logger and Clock are filled in.
 	AuditLog auditlog.Config
+
+	// noAudit records nothing: only the benchmark that measures the
+	// audit trail's cost sets it (there is no switch to turn auditing off).
+	noAudit bool
 }
 
 // DefaultCAKeyFile is the seal key's file name in the data dir.
