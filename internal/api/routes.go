@@ -51,6 +51,7 @@ var Routes = []Route{
 	{"GET", "/api/v1/audit/records", "the stored bytes of audit records from ?from= (export and verification)"},
 	{"GET", "/api/v1/audit/head", "the signed head, the anchor and the signing key of the audit trail"},
 	{"GET", "/api/v1/audit/key", "the servers' audit signing key (public)"},
+	{"GET", "/api/v1/cluster/history", "the hosts' recent CPU, memory and power, sampled by this server (the dashboard's charts)"},
 	{"GET", "/api/v1/compliance", "data-locality compliance: every VM, its constraint, the hosts it ran on, breaches"},
 	{"GET", "/api/v1/cluster/metering", "metering settings: grid intensity per site"},
 	{"PATCH", "/api/v1/cluster/metering", "set or remove sites' grid intensities"},

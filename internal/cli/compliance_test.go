@@ -28,6 +28,10 @@ func (f *fakeServer) complianceHandlers() map[string]handler {
 			}
 			return rep, nil
 		},
+		// the dashboard's charts; the CLI does not read it
+		"GET /api/v1/cluster/history": func(w http.ResponseWriter, r *http.Request, _ []byte) (any, *apiErr) {
+			return api.ClusterHistory{Samples: []api.HistorySample{}}, nil
+		},
 	}
 }
 

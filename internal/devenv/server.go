@@ -82,6 +82,9 @@ type ServerConfig struct {
 	// (docs/metering.md).
 	MeterInterval  time.Duration
 	GridSeriesFile string
+	// HistoryInterval is how often the server samples the hosts for the
+	// dashboard's charts (default 10 s).
+	HistoryInterval time.Duration
 }
 
 // Server is a running control-plane node: store, API server, controllers.
@@ -143,6 +146,8 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		Name:        cfg.Name,
 		AuditDir:    cfg.AuditDir,
 		AuditWindow: cfg.AuditWindow,
+
+		HistoryInterval: cfg.HistoryInterval,
 	})
 	if err != nil {
 		if own {

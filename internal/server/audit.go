@@ -193,6 +193,9 @@ func auditObject(route string, r *http.Request, project, name string) string {
 			parts = append(parts, seg)
 		}
 	}
+	if !wild && name != "" && kind == "migration" && project != "" {
+		return "vm/" + project + "/" + name // a migration is asked for a VM
+	}
 	if !wild && name != "" && kind != "cluster" {
 		parts = append(parts, name)
 	}

@@ -9,6 +9,8 @@ func auditFuzzSeeds() []fuzzSeed {
 			out = append(out, fuzzSeed{route: "GET /api/v1/audit", role: seedMember, query: qs + s},
 				fuzzSeed{route: "GET /api/v1/audit", role: seedAdmin, query: qs + s})
 		}
+		out = append(out, fuzzSeed{route: "GET /api/v1/cluster/history", role: seedAdmin, query: "points=" + s},
+			fuzzSeed{route: "GET /api/v1/cluster/history", role: seedAdmin, query: "host=" + s})
 		for _, qs := range []string{"project=", "all-projects=", "breaches="} {
 			out = append(out, fuzzSeed{route: "GET /api/v1/compliance", role: seedMember, query: qs + s},
 				fuzzSeed{route: "GET /api/v1/compliance", role: seedAdmin, query: qs + s})

@@ -113,6 +113,7 @@ var userWalks = map[string]walk{
 	"GET /api/v1/audit/key":          {path: "/api/v1/audit/key", want: anyUser(200)},
 	"GET /api/v1/cluster/metering":   {path: "/api/v1/cluster/metering", want: anyUser(200)},
 	"PATCH /api/v1/cluster/metering": {path: "/api/v1/cluster/metering", body: `{"sitesGPerKWh":{"eu":56}}`, want: adminOnly(200)},
+	"GET /api/v1/cluster/history":    {path: "/api/v1/cluster/history?points=10", want: adminOnly(200)},
 	"GET /api/v1/compliance":         {path: "/api/v1/compliance?project=alpha", want: alphaRead(200)},
 	"GET /api/v1/usage":              {path: "/api/v1/usage?project=alpha&vms=true", want: alphaRead(200)},
 

@@ -108,6 +108,10 @@ type Config struct {
 	// Store, Signer, Server, Logger and Clock are filled in.
 	AuditLog auditlog.Config
 
+	// HistoryInterval is how often the hosts are sampled for the
+	// dashboard's charts (default 10 s).
+	HistoryInterval time.Duration
+
 	// noAudit records nothing: only the benchmark that measures the
 	// audit trail's cost sets it (there is no switch to turn auditing off).
 	noAudit bool
@@ -152,6 +156,8 @@ type Server struct {
 	auditExport  *auditlog.Exporter // run by the leader (AuditTask)
 	unauth       limiter            // unauthenticated requests recorded
 	auditSkipped atomic.Int64       // unauthenticated requests not recorded
+
+	hist history // the hosts' recent load (history.go)
 }
 
 // New prepares a server: it loads or creates the cluster CA and the admin
@@ -184,6 +190,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
+	}
+	if cfg.HistoryInterval <= 0 {
+		cfg.HistoryInterval = DefaultHistoryInterval
 	}
 	if cfg.AuditDir == "" && cfg.DataDir != "" {
 		cfg.AuditDir = filepath.Join(cfg.DataDir, "audit")
@@ -377,6 +386,7 @@ func (s *Server) Run(ctx context.Context) error {
 	trustDone := make(chan struct{})
 	go func() { defer close(trustDone); s.trust.run(cctx, s.cfg.Store, s.trustRev) }()
 	go s.sweepAddresses(cctx, 15*time.Second, 30*time.Second)
+	go s.runHistory(cctx, s.cfg.HistoryInterval)
 
 	ctrlDone := make(chan error, 1)
 	if s.cfg.Controllers != nil {
