@@ -27,40 +27,98 @@ import (
 // auditNote carries what a handler learns about the object of a request
 // (the name in a create's body) to the audit record.
 type auditNote struct {
-	mu   sync.Mutex
-	name string
+	mu     sync.Mutex
+	name   string
+	create bool // a POST to a collection: the body names the object
 }
 
 type auditNoteKey struct{}
 
 // noteBody records the name a request body gives its object (readBody
-// calls it for every body it reads).
+// calls it for every body it reads). Only creates need it: their object
+// is named in the body, not the path.
 func noteBody(r *http.Request, body []byte) {
 	n, _ := r.Context().Value(auditNoteKey{}).(*auditNote)
-	if n == nil || len(body) == 0 || body[0] != '{' {
+	if n == nil || !n.create || len(body) == 0 {
 		return
 	}
-	var v struct {
-		Name   string `json:"name"`
-		Prefix string `json:"prefix"`
-		VM     string `json:"vm"`
-	}
-	if json.Unmarshal(body, &v) != nil {
-		return
-	}
-	name := v.Name
+	vals := topLevelStrings(body, "name", "vm", "prefix")
+	name := vals[0]
 	if name == "" {
-		name = v.VM
+		name = vals[1]
 	}
-	if name == "" && v.Prefix != "" {
-		name = v.Prefix + "*"
+	if name == "" && vals[2] != "" {
+		name = vals[2] + "*"
 	}
-	if model.ValidName("name", strings.TrimSuffix(name, "*")) != nil {
+	if name == "" || model.ValidName("name", strings.TrimSuffix(name, "*")) != nil {
 		return // never a value the API refuses (it could be anything)
 	}
 	n.mu.Lock()
 	n.name = name
 	n.mu.Unlock()
+}
+
+// topLevelStrings returns the values of the given keys of a JSON object
+// when they are plain strings at its top level ("" otherwise): a scan
+// without decoding the body (a VM create's body is read once more by its
+// handler; the audit record wants its name only).
+func topLevelStrings(b []byte, keys ...string) []string {
+	out := make([]string, len(keys))
+	depth, i := 0, 0
+	expectKey := false
+	for i < len(b) {
+		switch c := b[i]; c {
+		case '{', '[':
+			depth++
+			expectKey = c == '{' && depth == 1
+			i++
+		case '}', ']':
+			depth--
+			i++
+		case ',':
+			expectKey = depth == 1
+			i++
+		case '"':
+			str, next, escaped := scanString(b, i)
+			i = next
+			if depth != 1 || !expectKey {
+				continue
+			}
+			expectKey = false
+			for i < len(b) && (b[i] == ' ' || b[i] == ':' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+				i++
+			}
+			if escaped || i >= len(b) || b[i] != '"' {
+				continue
+			}
+			val, next, vesc := scanString(b, i)
+			i = next
+			for k, key := range keys {
+				if str == key && !vesc {
+					out[k] = val
+				}
+			}
+		default:
+			i++
+		}
+	}
+	return out
+}
+
+// scanString reads the JSON string starting at b[i] (a quote): its raw
+// contents, the index after it, and whether it holds escapes.
+func scanString(b []byte, i int) (string, int, bool) {
+	escaped := false
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			escaped = true
+			j++
+		case '"':
+			return string(b[i+1 : j]), j + 1, escaped
+		}
+	}
+	return "", len(b), escaped
 }
 
 // auditable says whether a request to route is recorded: every method
@@ -71,8 +129,8 @@ func auditable(route string) bool {
 }
 
 // withAuditNote prepares r for auditRequest.
-func withAuditNote(r *http.Request) (*http.Request, *auditNote) {
-	n := &auditNote{}
+func withAuditNote(r *http.Request, route string) (*http.Request, *auditNote) {
+	n := &auditNote{create: strings.HasPrefix(route, "POST ") && !strings.Contains(route, "{")}
 	return r.WithContext(context.WithValue(r.Context(), auditNoteKey{}, n)), n
 }
 

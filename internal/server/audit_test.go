@@ -212,3 +212,27 @@ func TestExpiredAndRevokedTokens(t *testing.T) {
 		t.Fatalf("an expired token: %d %+v", code, e)
 	}
 }
+
+func TestTopLevelStrings(t *testing.T) {
+	tests := []struct {
+		body string
+		want [3]string
+	}{
+		{`{"name":"web1","spec":{"name":"inner","vcpus":1}}`, [3]string{"web1", "", ""}},
+		{`{"spec":{"name":"inner"},"name" : "web2"}`, [3]string{"web2", "", ""}},
+		{`{"prefix":"w","count":3,"spec":{"labels":{"name":"x"}}}`, [3]string{"", "", "w"}},
+		{`{"vm":"db","to":"h2"}`, [3]string{"", "db", ""}},
+		{`{"note":"\"name\":\"evil\"","name":"ok"}`, [3]string{"ok", "", ""}},
+		{`{"name":"a\"b"}`, [3]string{"", "", ""}},
+		{`{"name":1}`, [3]string{"", "", ""}},
+		{`["name","x"]`, [3]string{"", "", ""}},
+		{`{"name":"unterminated`, [3]string{"", "", ""}},
+		{``, [3]string{"", "", ""}},
+	}
+	for _, tt := range tests {
+		got := topLevelStrings([]byte(tt.body), "name", "vm", "prefix")
+		if [3]string(got) != tt.want {
+			t.Errorf("%s: %q, want %q", tt.body, got, tt.want)
+		}
+	}
+}

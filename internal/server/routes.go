@@ -178,7 +178,7 @@ func (s *Server) wrap(route string, e endpoint) http.Handler {
 		var p *principal
 		var note *auditNote
 		if auditable(route) {
-			r, note = withAuditNote(r)
+			r, note = withAuditNote(r, route)
 		}
 		if !e.public {
 			var he *httpError
