@@ -94,7 +94,7 @@ func TestAPICallsAreAudited(t *testing.T) {
 
 // verifyThroughAPI reads the chain and head over the API and verifies
 // them with the published key, as `vpool audit verify` does.
-func verifyThroughAPI(t *testing.T, ts *testServer) *audit.Report {
+func verifyThroughAPI(t testing.TB, ts *testServer) *audit.Report {
 	t.Helper()
 	var hv api.AuditHeadView
 	ts.mustCall(200, "GET", "/api/v1/audit/head", ts.AdminToken(), nil, &hv)
