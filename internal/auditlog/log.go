@@ -116,7 +116,8 @@ type Log struct {
 	stop      context.CancelFunc
 	stopped   chan struct{}
 
-	dropped   atomic.Int64 // records refused because the queue stayed full
+	dropped   atomic.Int64 // records refused because the queue stayed full (reset when a gap record counts them)
+	lost      atomic.Int64 // records dropped, ever
 	written   atomic.Int64
 	batches   atomic.Int64
 	conflicts atomic.Int64
@@ -158,6 +159,7 @@ func (l *Log) Record(ctx context.Context, rec model.AuditRecord) error {
 		return nil
 	case <-ctx.Done():
 		l.dropped.Add(1)
+		l.lost.Add(1)
 		return ErrQueueFull
 	}
 }
@@ -183,6 +185,7 @@ func (l *Log) RecordWithin(rec model.AuditRecord, d time.Duration) error {
 		return nil
 	case <-t.C:
 		l.dropped.Add(1)
+		l.lost.Add(1)
 		return ErrQueueFull
 	}
 }
@@ -213,7 +216,7 @@ type Stats struct {
 // Stats returns the counters.
 func (l *Log) Stats() Stats {
 	return Stats{Written: l.written.Load(), Batches: l.batches.Load(), Conflicts: l.conflicts.Load(),
-		Dropped: l.dropped.Load(), Queued: len(l.queue)}
+		Dropped: l.lost.Load(), Queued: len(l.queue)}
 }
 
 // Start runs the writer in the background until Close.
@@ -302,6 +305,7 @@ fill:
 			}
 			if ctx.Err() != nil || attempt >= 20 {
 				l.dropped.Add(int64(len(recs)))
+				l.lost.Add(int64(len(recs)))
 				l.log.Error("audit records not written", "records", len(recs), "err", err)
 				break
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
@@ -55,6 +56,20 @@ func (c *Client) MeteringSettings(ctx context.Context) (*model.MeteringSettings,
 func (c *Client) PatchMeteringSettings(ctx context.Context, p api.MeteringSettingsPatch) (*model.MeteringSettings, error) {
 	var out model.MeteringSettings
 	if err := c.do(ctx, http.MethodPatch, api.Prefix+"/cluster/metering", nil, p, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// History returns the hosts' recent load as the answering server sampled
+// it (the dashboard's charts; points 0: all it keeps).
+func (c *Client) History(ctx context.Context, points int) (*api.ClusterHistory, error) {
+	var q url.Values
+	if points > 0 {
+		q = url.Values{"points": {strconv.Itoa(points)}}
+	}
+	var out api.ClusterHistory
+	if err := c.do(ctx, http.MethodGet, api.Prefix+"/cluster/history", q, nil, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

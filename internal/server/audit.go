@@ -11,6 +11,7 @@ import (
 
 	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/auditlog"
+	"github.com/vpool/vpool/internal/metrics"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/store"
 )
@@ -454,6 +455,10 @@ func (s *Server) openAudit(ctx context.Context) error {
 		return nil
 	}
 	s.audit.Start()
+	s.metrics.SetAudit(func() metrics.AuditStats {
+		st := s.audit.Stats()
+		return metrics.AuditStats{Written: st.Written, Batches: st.Batches, Conflicts: st.Conflicts, Dropped: st.Dropped, Queued: st.Queued}
+	})
 	return nil
 }
 
