@@ -33,6 +33,9 @@ type NetConfig struct {
 	// NetnsPrefix names the gateway namespaces (default "vpn-").
 	NetnsPrefix string
 	Manager     NetApplier
+	// Balancers serves the load balancers placed on this host
+	// (*haproxy.Runner; lbloop.go); nil: none.
+	Balancers BalancerRunner
 }
 
 // netState is the agent's network side: the last view from the server
@@ -53,7 +56,7 @@ func (a *Agent) netCaps() *model.HostNet {
 	if mtu == 0 {
 		mtu = model.DefaultMTU
 	}
-	return &model.HostNet{Overlay: c.Overlay, UnderlayMTU: mtu, VLANUplink: c.VLANUplink}
+	return &model.HostNet{Overlay: c.Overlay, UnderlayMTU: mtu, VLANUplink: c.VLANUplink, Balancers: c.Balancers != nil}
 }
 
 // kickNet asks the network loop to apply the plan again (a VM started:
@@ -197,6 +200,10 @@ func (a *Agent) buildPlan(v *api.HostNetworks) (netvirt.HostPlan, error) {
 		np.Leases = append(np.Leases, netvirt.Lease{MAC: nic.MAC, IP: ip, Name: nic.VM})
 		pt := netvirt.Port{Tap: netvirt.TapName(a.cfg.HostName, nic.Project, nic.VM, nic.NIC), VNI: nic.VNI, MAC: nic.MAC, IP: ip,
 			OpenEgress: len(nic.Groups) == 0, IngressKbps: nic.QoS.IngressKbps, EgressKbps: nic.QoS.EgressKbps}
+		if nic.Listen > 0 {
+			// A load balancer's virtual IP takes new connections to its port.
+			pt.Ingress = append(pt.Ingress, netvirt.Rule{Protocol: model.ProtoTCP, PortMin: nic.Listen, PortMax: nic.Listen})
+		}
 		for _, gname := range nic.Groups {
 			for _, r := range groups[nic.Project+"/"+gname].Rules {
 				nr := netvirt.Rule{Protocol: r.Protocol, PortMin: r.PortMin, PortMax: r.PortMax}

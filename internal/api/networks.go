@@ -92,6 +92,9 @@ type NICView struct {
 	IP      string       `json:"ip"`
 	Groups  []string     `json:"groups,omitempty"`
 	QoS     model.NICQoS `json:"qos"`
+	// Listen, on a load balancer's port (VM "lb/NAME", NIC "vip"), is
+	// the TCP port on which it accepts new connections from anywhere.
+	Listen int `json:"listen,omitempty"`
 }
 
 // GroupView is a security group a NIC of the host lists or a rule of

@@ -17,6 +17,9 @@ var Routes = []Route{
 	{"GET", "/api/v1/cluster", "cluster summary"},
 	{"GET", "/api/v1/cluster/policy", "placement policy"},
 	{"PUT", "/api/v1/cluster/policy", "replace the placement policy"},
+	{"GET", "/api/v1/cluster/members", "the control plane's servers: store members, raft and controller leaders"},
+	{"POST", "/api/v1/cluster/members", "a single-use token for one new server to join the control plane"},
+	{"DELETE", "/api/v1/cluster/members/{name}", "remove a server's store member (the server stops)"},
 
 	{"GET", "/api/v1/projects", "list projects"},
 	{"POST", "/api/v1/projects", "create a project"},
@@ -100,11 +103,22 @@ var Routes = []Route{
 	{"POST", "/api/v1/vms/{name}/nics", "add a NIC to a VM (hot-plugged when it runs)"},
 	{"PATCH", "/api/v1/vms/{name}/nics/{nic}", "change a NIC's security groups or rate limits, live"},
 	{"DELETE", "/api/v1/vms/{name}/nics/{nic}", "unplug and remove a NIC, releasing its address"},
+	{"GET", "/api/v1/lbs", "list load balancers"},
+	{"POST", "/api/v1/lbs", "create an L4 load balancer: a virtual IP on a network, HAProxy on one host"},
+	{"GET", "/api/v1/lbs/{name}", "show a load balancer with its host, members and their health"},
+	{"PATCH", "/api/v1/lbs/{name}", "change a load balancer's members (removed ones drain), algorithm or health check"},
+	{"DELETE", "/api/v1/lbs/{name}", "delete a load balancer and release its address"},
+	{"GET", "/api/v1/groups", "list scaling groups"},
+	{"POST", "/api/v1/groups", "create a scaling group of VMs made from a template"},
+	{"GET", "/api/v1/groups/{name}", "show a scaling group with its members and last decision"},
+	{"PATCH", "/api/v1/groups/{name}", "change a scaling group's bounds, target or schedules"},
+	{"DELETE", "/api/v1/groups/{name}", "delete a scaling group: its members drain, then are deleted"},
 }
 
 // AgentRoutes is the agent protocol, on the mutual-TLS agent listener.
 var AgentRoutes = []Route{
 	{"POST", "/agent/v1/join", "exchange a join token and a CSR for a client certificate"},
+	{"POST", "/agent/v1/members/join", "a new server exchanges its server join token for the store's CA, the seal key and the membership"},
 	{"PUT", "/agent/v1/heartbeat", "renew the host lease, report inventory and usage"},
 	{"GET", "/agent/v1/assignments", "VMs assigned to the calling host (long poll)"},
 	{"PUT", "/agent/v1/vms/{project}/{name}/status", "report one VM's status"},
@@ -117,4 +131,6 @@ var AgentRoutes = []Route{
 	{"GET", "/agent/v1/images/{name}", "an image's record, to fetch its files"},
 	{"GET", "/agent/v1/images/{name}/files/{sha256}", "one file of an image from the server's pool"},
 	{"GET", "/agent/v1/networks", "the calling host's virtual networks, NICs and security groups (long poll on etag)"},
+	{"GET", "/agent/v1/balancers", "the load balancers the calling host serves (long poll on etag)"},
+	{"PUT", "/agent/v1/balancers/{project}/{name}/status", "report a served load balancer's members' health and connections"},
 }

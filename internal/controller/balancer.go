@@ -27,17 +27,10 @@ type balanceView struct {
 }
 
 // moveCheck returns a fresh check of the placement rules by the planner's
-// indices (scheduler.MoveCheck: it satisfies balance.Feasibility).
+// indices (scheduler.MoveCheck: it satisfies balance.Feasibility), built
+// by scheduler.BalanceCheck as the simulator builds its own.
 func (bv *balanceView) moveCheck() *scheduler.MoveCheck {
-	names := make([]string, len(bv.hosts))
-	for i := range bv.hosts {
-		names[i] = bv.hosts[i].Name
-	}
-	vms := make([]scheduler.MoveVM, len(bv.vms))
-	for i, vm := range bv.vms {
-		vms[i] = scheduler.MoveVM{Key: vm.Key(), Spec: &vm.Spec, Host: vm.Status.Host}
-	}
-	return bv.sched.NewMoveCheck(bv.rules, names, vms)
+	return bv.sched.BalanceCheck(bv.rules, bv.hosts, bv.vms)
 }
 
 // balanceRound runs one balancing round when the interval has passed: it
@@ -54,12 +47,18 @@ func (r *reconciler) balanceRound(ctx context.Context) error {
 	if set.Mode == model.BalanceOff || set.Mode == "" {
 		return nil
 	}
+	if err := r.loadBalanceHistory(ctx); err != nil {
+		return err
+	}
 	if !g.lastRound.IsZero() && now.Sub(g.lastRound) < set.Interval() {
 		return nil
 	}
 	g.lastRound = now
 	plan, err := r.planBalance(set)
 	if err != nil {
+		return err
+	}
+	if err := r.persistBalanceHistory(ctx); err != nil {
 		return err
 	}
 	var applyErr error
@@ -187,7 +186,7 @@ func (r *reconciler) balanceSnapshot(set model.BalanceSettings) (*balanceView, e
 			seen[vm.Key()] = true
 			vmips := float64(max(vm.Spec.VCPUs, 1) * MIPSPerCPU)
 			u := min(max(vm.Status.Usage.CPUPercent/100/float64(max(vm.Spec.VCPUs, 1)), 0), 1)
-			hist := append([]float64{u}, g.history[vm.Key()]...)
+			hist := append([]float64{historySample(u)}, g.history[vm.Key()]...)
 			if len(hist) > balance.HistoryLength {
 				hist = hist[:balance.HistoryLength]
 			}
@@ -208,19 +207,10 @@ func (r *reconciler) balanceSnapshot(set model.BalanceSettings) (*balanceView, e
 }
 
 // schedulerView builds the scheduler's snapshot of a controller Snapshot
-// (every host and allocation) and a scheduler for its policy.
+// (every host and allocation) and a scheduler for its policy, with
+// scheduler.ClusterView, as the simulator builds the server's view.
 func schedulerView(s *Snapshot) (*scheduler.Snapshot, *scheduler.Scheduler, error) {
-	sched, err := scheduler.New(s.Policy)
-	if err != nil {
-		return nil, nil, fmt.Errorf("controller: scheduler for the balancer: %w", err)
-	}
-	allocs := make([]model.Allocation, 0, len(s.Allocs))
-	for _, name := range sortedKeys(s.Allocs) {
-		a := s.Allocs[name]
-		a.Host = name
-		allocs = append(allocs, a)
-	}
-	snap, err := scheduler.NewSnapshot(s.Policy, s.Hosts, allocs)
+	sched, snap, err := scheduler.ClusterView(s.Policy, s.Hosts, s.Allocs)
 	if err != nil {
 		return nil, nil, fmt.Errorf("controller: scheduler view for the balancer: %w", err)
 	}

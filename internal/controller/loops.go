@@ -28,6 +28,9 @@ type loop struct {
 	every    time.Duration
 	gap      time.Duration
 	kick     chan struct{}
+	// watch are prefixes the cache does not reflect: a watch of its own
+	// pokes the loop on their changes (lbloops.go).
+	watch []string
 }
 
 // loops lists the term's control loops. Migrations run beside them
@@ -54,6 +57,7 @@ func (r *reconciler) loops() []*loop {
 		}
 		ls = append(ls, &loop{name: task.Name, every: every, run: func(ctx context.Context) error { return run(ctx, r.repo.Store()) }})
 	}
+	ls = append(ls, r.lbLoops(gap, second)...)
 	for _, l := range ls {
 		l.kick = make(chan struct{}, 1)
 		r.c.subscribe(l.kick, l.prefixes...)
@@ -109,6 +113,9 @@ func (m *Manager) runControllers(ctx context.Context, t *term) error {
 	}
 	for _, l := range loops {
 		wg.Go(func() { r.runLoop(ctx, l) })
+		for _, p := range l.watch {
+			wg.Go(func() { r.watchPrefix(ctx, p, l.kick) })
+		}
 	}
 	x := newMigrator(m, t, r.gate)
 	wg.Go(func() { x.run(ctx) })

@@ -51,27 +51,9 @@ func migrationMode(vm *model.VM) (model.MigrationMode, error) {
 // compatible says why a VM cannot move from src to dst in mode, or "".
 // Live migration needs the same driver and accelerator, a target
 // hypervisor no older than the source's, and one CPU model (the cluster
-// baseline) on both; any move needs the VM's networks on the target when
-// the target reports its networks.
+// baseline) on both. Whether the target has the VM's networks is the
+// scheduler's network filter, which the gate's check of the move runs.
 func compatible(src, dst *model.Host, vm *model.VM, mode model.MigrationMode) string {
-	for _, nic := range vm.Spec.NICs {
-		// A NIC with an address is on a vpool network: the target must
-		// serve vpool networks (an overlay address or a VLAN uplink).
-		if nic.IP != "" && (dst.Net == nil || dst.Net.Overlay == "" && dst.Net.VLANUplink == "") {
-			return fmt.Sprintf("network %q is not present on %s: the host serves no vpool networks (its agent has no --overlay-address or --vlan-uplink)", nic.Network, dst.Name)
-		}
-	}
-	if dst.Networks != nil {
-		have := map[string]bool{}
-		for _, n := range dst.Networks {
-			have[n] = true
-		}
-		for _, nic := range vm.Spec.NICs {
-			if nic.Network != "" && nic.IP == "" && !have[nic.Network] {
-				return fmt.Sprintf("network %q is not present on %s", nic.Network, dst.Name)
-			}
-		}
-	}
 	if mode != model.MigrationLive || src == nil {
 		return ""
 	}

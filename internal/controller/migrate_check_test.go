@@ -57,9 +57,9 @@ func TestCheckMigration(t *testing.T) {
 		{name: "target without agent", hosts: []model.Host{checkHost("src"), checkHost("dst")}, alive: map[string]bool{"src": true},
 			vm: checkVM(), to: "dst", reason: "no live agent"},
 		{name: "network missing", hosts: []model.Host{checkHost("src"), checkHost("dst", func(h *model.Host) { h.Networks = []string{"dmz"} })},
-			vm: checkVM(), to: "dst", reason: `network "lan" is not present on dst`},
+			vm: checkVM(), to: "dst", reason: `dst does not fit: lacks host network lan`},
 		{name: "vpool network: target serves none", hosts: []model.Host{checkHost("src"), checkHost("dst")},
-			vm: checkVM(func(v *model.VM) { v.Spec.NICs[0].IP = "10.1.0.5" }), to: "dst", reason: `network "lan" is not present on dst: the host serves no vpool networks`},
+			vm: checkVM(func(v *model.VM) { v.Spec.NICs[0].IP = "10.1.0.5" }), to: "dst", reason: `dst does not fit: serves no vpool networks`},
 		{name: "vpool network: target on the overlay", hosts: []model.Host{checkHost("src"), checkHost("dst", func(h *model.Host) {
 			h.Net, h.Networks = &model.HostNet{Overlay: "192.0.2.2"}, []string{"dmz"}
 		})}, vm: checkVM(func(v *model.VM) { v.Spec.NICs[0].IP = "10.1.0.5" }), to: "dst", want: "dst", mode: model.MigrationLive},

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 
 	"github.com/vpool/vpool/internal/agent"
+	"github.com/vpool/vpool/internal/haproxy"
 	"github.com/vpool/vpool/internal/netvirt"
 )
 
@@ -48,6 +49,16 @@ func NetConfig(o NetOptions, log *slog.Logger) (*agent.NetConfig, func(), error)
 	} else {
 		log.Warn("no DHCP for guests on this host", "err", err)
 	}
-	return &agent.NetConfig{Overlay: o.Overlay, UnderlayMTU: o.UnderlayMTU, VLANUplink: o.VLANUplink,
-		Manager: netvirt.NewManager(netvirt.Exec{}, dhcp, log)}, closeFn, nil
+	nc := &agent.NetConfig{Overlay: o.Overlay, UnderlayMTU: o.UnderlayMTU, VLANUplink: o.VLANUplink,
+		Manager: netvirt.NewManager(netvirt.Exec{}, dhcp, log)}
+	// Load balancers: HAProxy (Debian haproxy), one per balancer placed here.
+	if bin, err := exec.LookPath("haproxy"); err == nil {
+		r := &haproxy.Runner{Sys: netvirt.Exec{}, Bin: bin, Log: log.With("component", "haproxy")}
+		nc.Balancers = r
+		prev := closeFn
+		closeFn = func() { r.Close(); prev() }
+	} else {
+		log.Warn("no load balancers on this host: haproxy is missing (Debian haproxy)", "err", err)
+	}
+	return nc, closeFn, nil
 }

@@ -361,6 +361,8 @@ type HostNet struct {
 	Overlay     string `json:"overlay,omitempty"`
 	UnderlayMTU int    `json:"underlayMtu,omitempty"`
 	VLANUplink  string `json:"vlanUplink,omitempty"`
+	// Balancers says the host can serve load balancers (HAProxy is there).
+	Balancers bool `json:"balancers,omitempty"`
 }
 
 // Serves reports whether a host with this capability can attach a

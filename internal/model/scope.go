@@ -19,10 +19,9 @@ const (
 	// disks, NICs, console).
 	ScopeVMsWrite = "vms:write"
 	// ScopeGroupPrefix + NAME confines VM routes to VMs whose label
-	// GroupLabel is NAME; such a token creates no VMs and changes no labels.
+	// GroupLabel is NAME (the members of scaling group NAME carry it
+	// too); such a token creates no VMs and changes no labels.
 	ScopeGroupPrefix = "group:"
-	// GroupLabel is the label that puts a VM in a group.
-	GroupLabel = "vpool.io/group"
 	// MaxScopes bounds a token's scopes.
 	MaxScopes = 8
 )

@@ -71,6 +71,17 @@ func (s *Snapshot) settle(l lifted) {
 	}
 }
 
+// passes reports whether host h passes every filter of the compiled
+// cycle: verdict without the reason.
+func (s *Scheduler) passes(c *Cycle, h int32) bool {
+	for _, f := range s.filters {
+		if f.Filter(c, int(h)).Code != Success {
+			return false
+		}
+	}
+	return true
+}
+
 // verdict runs the filters in order on host h of the compiled cycle.
 func (s *Scheduler) verdict(c *Cycle, h int32) string {
 	for _, f := range s.filters {
@@ -111,38 +122,64 @@ type MoveCheck struct {
 	cur int    // -1: none
 	lft lifted // cur's lift
 	bad string // cur's request is broken: why
+
+	held  map[[2]int]bool // (VM, host) pairs held by Hold
+	nHeld []int32         // per VM: how many hosts it holds
+	idx   []int32         // the snapshot's index of hosts[i], -1 unknown
 }
 
 // NewMoveCheck returns a MoveCheck over a copy of snap; hosts[i] names
 // the planner's host i and vms[v] describes its VM v.
 func (s *Scheduler) NewMoveCheck(snap *Snapshot, hosts []string, vms []MoveVM) *MoveCheck {
-	return &MoveCheck{s: s, snap: snap.Clone(), hosts: hosts, vms: vms, cur: -1}
+	m := &MoveCheck{s: s, snap: snap.Clone(), hosts: hosts, vms: vms, cur: -1, held: map[[2]int]bool{},
+		nHeld: make([]int32, len(vms)), idx: make([]int32, len(hosts))}
+	for i, name := range hosts {
+		m.idx[i] = -1
+		if hi, found := m.snap.byName[name]; found {
+			m.idx[i] = hi
+		}
+	}
+	return m
 }
 
-// Feasible reports whether VM v may move to host h now.
-func (m *MoveCheck) Feasible(v, h int) bool { return m.Why(v, h) == "" }
+// Feasible reports whether VM v may move to host h now. It formats no
+// reason: a planner asks it for many hosts per VM.
+func (m *MoveCheck) Feasible(v, h int) bool {
+	hi, why, decided := m.target(v, h)
+	if decided {
+		return why == ""
+	}
+	return m.s.passes(&m.c, hi)
+}
 
 // Why says why VM v may not move to host h, or "" when it may. A VM
 // "moving" to the host it runs on, or to a host it holds already, may.
 func (m *MoveCheck) Why(v, h int) string {
+	hi, why, decided := m.target(v, h)
+	if decided {
+		return why
+	}
+	return m.s.verdict(&m.c, hi)
+}
+
+// target prepares the check of VM v on host h: the host's index with v
+// in focus, or decided with the answer when no filter needs to run.
+func (m *MoveCheck) target(v, h int) (hi int32, why string, decided bool) {
 	if v < 0 || v >= len(m.vms) || h < 0 || h >= len(m.hosts) {
-		return "no such VM or host"
+		return 0, "no such VM or host", true
 	}
-	if m.hosts[h] == m.vms[v].Host {
-		return ""
+	if m.hosts[h] == m.vms[v].Host || m.nHeld[v] > 0 && m.held[[2]int{v, h}] {
+		return 0, "", true // home, or planned there already
 	}
-	if _, held := m.snap.assumed[holdKey(m.vms[v].Key, m.hosts[h])]; held {
-		return "" // planned there already
-	}
-	hi, found := m.snap.byName[m.hosts[h]]
-	if !found {
-		return fmt.Sprintf("host %q is not known", m.hosts[h])
+	hi = m.idx[h]
+	if hi < 0 {
+		return 0, fmt.Sprintf("host %q is not known", m.hosts[h]), true
 	}
 	m.focus(v)
 	if m.bad != "" {
-		return m.bad
+		return 0, m.bad, true
 	}
-	return m.s.verdict(&m.c, hi)
+	return hi, "", false
 }
 
 // focus lifts VM v off its host and compiles its request, unless it is
@@ -181,21 +218,23 @@ func (m *MoveCheck) Hold(v, h int) {
 	if v < 0 || v >= len(m.vms) || h < 0 || h >= len(m.hosts) {
 		return
 	}
-	m.unfocus()
 	vm := m.vms[v]
-	hi, found := m.snap.byName[m.hosts[h]]
-	if !found || m.hosts[h] == vm.Host {
+	if m.hosts[h] == vm.Host || m.held[[2]int{v, h}] {
 		return
 	}
+	hi := m.idx[h]
+	if hi < 0 {
+		return
+	}
+	m.unfocus()
 	d, err := m.snap.demandOf(vm.Key, vm.Spec)
 	if err != nil {
 		return
 	}
-	key := holdKey(vm.Key, m.hosts[h])
-	if _, dup := m.snap.assumed[key]; dup {
-		return
+	if m.snap.Assume(Decision{Key: holdKey(vm.Key, m.hosts[h]), Host: m.hosts[h], host: hi, d: d}) == nil {
+		m.held[[2]int{v, h}] = true
+		m.nHeld[v]++
 	}
-	_ = m.snap.Assume(Decision{Key: key, Host: m.hosts[h], host: hi, d: d}) // hi is known: cannot fail
 }
 
 // Release undoes Hold(v, h) (the planner dropped the move).
@@ -203,8 +242,13 @@ func (m *MoveCheck) Release(v, h int) {
 	if v < 0 || v >= len(m.vms) || h < 0 || h >= len(m.hosts) {
 		return
 	}
+	if !m.held[[2]int{v, h}] {
+		return // not held: nothing to undo
+	}
 	m.unfocus()
-	_ = m.snap.Forget(holdKey(m.vms[v].Key, m.hosts[h])) // not held: nothing to undo
+	delete(m.held, [2]int{v, h})
+	m.nHeld[v]--
+	_ = m.snap.Forget(holdKey(m.vms[v].Key, m.hosts[h])) // held: cannot fail
 }
 
 // AssumeVM charges a VM that no allocation of snap holds yet to host, as

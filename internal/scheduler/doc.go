@@ -31,7 +31,9 @@
 //     host of a whole-cluster snapshot (what a plan applier re-checks
 //     before it commits); CheckMove does the same for a VM moving off its
 //     host; MoveCheck answers a move planner (internal/balance's
-//     Feasibility) with the round's planned moves held on their targets.
+//     Feasibility) with the round's planned moves held on their targets;
+//     ClusterView and BalanceCheck build it the way the server's
+//     balancer and the simulator both do.
 //     Fits, Allocatable and EffectiveRatios give the fit rule to callers
 //     without a snapshot: capacity is written once, in plugin_fit.go.
 //

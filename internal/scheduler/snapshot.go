@@ -67,6 +67,7 @@ type Snapshot struct {
 	hosts  []hostRec
 	labels []map[string]string
 	pools  [][]poolRec
+	nets   []netRec
 
 	labelSets    map[string]bitset // "key=value" → hosts
 	rareKeys     map[string]bitset // label keys few hosts carry → those hosts
@@ -194,6 +195,7 @@ func (s *Snapshot) appendHost(h *model.Host) int32 {
 	s.hosts = append(s.hosts, hostRec{})
 	s.labels = append(s.labels, nil)
 	s.pools = append(s.pools, nil)
+	s.nets = append(s.nets, netRec{})
 	s.hostDoms = append(s.hostDoms, nil)
 	s.hostGroups = append(s.hostGroups, nil)
 	s.setHost(i, h)
@@ -227,6 +229,7 @@ func (s *Snapshot) setHost(i int32, h *model.Host) {
 		}
 		s.pools[i] = append(s.pools[i], poolRec{name: intern(s.poolIDs, p.Name), tier: intern(s.tierIDs, p.Tier), free: free})
 	}
+	s.nets[i] = netRecOf(h)
 }
 
 // recount refreshes the per-state counts and the smallest core count.

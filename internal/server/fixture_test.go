@@ -115,6 +115,7 @@ func seedFixture(t testing.TB, s *Server) {
 			Files: []model.ImageFile{{Role: "disk", Format: "qcow2", Size: model.MiB, SHA256: strings.Repeat("0", 64)}}}))
 	}
 	seedNetworks(t, s)
+	seedBalancers(t, s)
 	plan, _ := json.Marshal(model.BalancePlan{Time: s.now(), Mode: model.BalanceRecommend, Policy: "vpool", Note: "nothing to do"})
 	if _, _, err := s.cfg.Store.Txn(ctx, nil, []store.Op{store.Put(store.BalancePlanKey, plan)}); err != nil {
 		t.Fatal(err)

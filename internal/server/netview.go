@@ -42,6 +42,9 @@ type netHub struct {
 type vmNet struct {
 	project, name, host string
 	nics                []model.NIC
+	// listen is a balancer's port (lbview.go): its VIP is a port of the
+	// network that accepts new connections to it.
+	listen int
 }
 
 type migNet struct{ vm, target string }
@@ -49,7 +52,7 @@ type migNet struct{ vm, target string }
 func (v vmNet) same(o vmNet) bool {
 	a, _ := json.Marshal(v.nics)
 	b, _ := json.Marshal(o.nics)
-	return v.host == o.host && string(a) == string(b)
+	return v.host == o.host && v.listen == o.listen && string(a) == string(b)
 }
 
 // start runs the hub once, until the server drains.
@@ -89,7 +92,7 @@ func (h *netHub) load(ctx context.Context) (int64, error) {
 	nets, groups, vms := map[string]*model.Network{}, map[string]*model.SecurityGroup{}, map[string]vmNet{}
 	hosts, migs := map[string]model.HostNet{}, map[string]migNet{}
 	var rev int64
-	for _, pfx := range []string{store.NetworksPrefix, store.SecGroupsPrefix, store.VMsPrefix, store.HostsPrefix, store.MigrationsPrefix} {
+	for _, pfx := range netViewPrefixes {
 		kvs, r, err := st.List(ctx, pfx)
 		if err != nil {
 			return 0, err
@@ -118,7 +121,7 @@ func (h *netHub) watch(ctx context.Context, rev int64) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	events := make(chan store.WatchResponse)
-	for _, pfx := range []string{store.NetworksPrefix, store.SecGroupsPrefix, store.VMsPrefix, store.HostsPrefix, store.MigrationsPrefix} {
+	for _, pfx := range netViewPrefixes {
 		go func() {
 			for resp := range h.s.cfg.Store.Watch(wctx, pfx, rev+1) {
 				select {
@@ -230,6 +233,8 @@ func applyKV(kv store.KV, deleted bool, nets map[string]*model.Network, groups m
 		}
 		migs[id] = migNet{vm: m.Project + "/" + m.VM, target: m.Target}
 		return !had
+	case strings.HasPrefix(k, store.LBsPrefix):
+		return applyLBPort(kv, deleted, vms)
 	}
 	return false
 }
@@ -265,7 +270,7 @@ func (h *netHub) view(host string) api.HostNetworks {
 			}
 			needNets[nk] = true
 			nv := api.NICView{Project: v.project, VM: v.name, NIC: nic.Name, Index: i, Network: nic.Network, VNI: n.Status.VNI,
-				MAC: nic.MAC, IP: nic.IP, Groups: nic.SecurityGroups}
+				MAC: nic.MAC, IP: nic.IP, Groups: nic.SecurityGroups, Listen: v.listen}
 			if nic.QoS != nil {
 				nv.QoS = *nic.QoS
 			}

@@ -69,6 +69,11 @@ var userWalks = map[string]walk{
 	"GET /api/v1/cluster":         {path: "/api/v1/cluster", want: anyUser(200)},
 	"GET /api/v1/cluster/policy":  {path: "/api/v1/cluster/policy", want: anyUser(200)},
 	"PUT /api/v1/cluster/policy":  {path: "/api/v1/cluster/policy", body: `{"ratios":{"cpu":4},"strategy":"binpack"}`, want: adminOnly(200)},
+	"GET /api/v1/cluster/members": {path: "/api/v1/cluster/members", want: adminOnly(200)},
+	"POST /api/v1/cluster/members": {path: "/api/v1/cluster/members", body: `{"name":"s4"}`, want: adminOnly(409),
+		exempt: "the fixture's store is in memory, without etcd members (internal/devenv and test/ha add servers)"},
+	"DELETE /api/v1/cluster/members/{name}": {path: "/api/v1/cluster/members/s4", want: adminOnly(409),
+		exempt: "the fixture's store is in memory, without etcd members (test/ha removes one)"},
 	"GET /api/v1/projects":        {path: "/api/v1/projects", want: anyUser(200)},
 	"POST /api/v1/projects":       {path: "/api/v1/projects", body: `{"name":"gamma"}`, want: adminOnly(201)},
 	"GET /api/v1/projects/{name}": {path: "/api/v1/projects/alpha", want: alphaRead(200)},
@@ -156,6 +161,18 @@ var userWalks = map[string]walk{
 	"POST /api/v1/vms/{name}/nics":               {path: "/api/v1/vms/vm1/nics?project=alpha", body: `{"network":"net1"}`, want: alphaWrite(202)},
 	"PATCH /api/v1/vms/{name}/nics/{nic}":        {path: "/api/v1/vms/vm2/nics/nic0?project=alpha", body: `{"qos":{"ingressKbps":1000}}`, want: alphaWrite(202)},
 	"DELETE /api/v1/vms/{name}/nics/{nic}":       {path: "/api/v1/vms/vm2/nics/nic0?project=alpha", want: alphaWrite(202)},
+
+	"GET /api/v1/lbs":           {path: "/api/v1/lbs?project=alpha", want: alphaRead(200)},
+	"POST /api/v1/lbs":          {path: "/api/v1/lbs?project=alpha", body: `{"name":"lb2","spec":{"network":"net1","listen":443,"members":{"vms":["vm2"]}}}`, want: alphaWrite(201)},
+	"GET /api/v1/lbs/{name}":    {path: "/api/v1/lbs/lb1?project=alpha", want: alphaRead(200)},
+	"PATCH /api/v1/lbs/{name}":  {path: "/api/v1/lbs/lb1?project=alpha", body: `{"algorithm":"leastconn"}`, want: alphaWrite(200)},
+	"DELETE /api/v1/lbs/{name}": {path: "/api/v1/lbs/lbfree?project=alpha", want: alphaWrite(202)},
+	"GET /api/v1/groups":        {path: "/api/v1/groups?project=alpha", want: alphaRead(200)},
+	"POST /api/v1/groups": {path: "/api/v1/groups?project=alpha", body: `{"name":"g2","spec":{"template":` + walkSpec + `,"min":1,"max":3}}`,
+		want: alphaWrite(201)},
+	"GET /api/v1/groups/{name}":    {path: "/api/v1/groups/g1?project=alpha", want: alphaRead(200)},
+	"PATCH /api/v1/groups/{name}":  {path: "/api/v1/groups/g1?project=alpha", body: `{"max":4}`, want: alphaWrite(200)},
+	"DELETE /api/v1/groups/{name}": {path: "/api/v1/groups/gfree?project=alpha", want: alphaWrite(202)},
 }
 
 // openAPIOperations reads the committed document: "METHOD /path" → the
@@ -304,6 +321,8 @@ func agentStatuses(stranger, host int) map[role]int {
 var agentWalks = map[string]walk{
 	"POST /agent/v1/join": {path: "/agent/v1/join", body: `{"host":"h9","csr":""}`, want: agentStatuses(401, 401),
 		exempt: "join takes a join token, which no role here holds (TestJoinRefusals and the agent tests join)"},
+	"POST /agent/v1/members/join": {path: "/agent/v1/members/join", body: `{"name":"s4","peerURL":"https://127.0.0.1:2380"}`, want: agentStatuses(401, 401),
+		exempt: "a server join takes a server join token, which no role here holds (internal/devenv and test/ha join servers)"},
 	"PUT /agent/v1/heartbeat": {path: "/agent/v1/heartbeat", body: `{"host":"h1","capacity":{"cpus":16,"memory":68719476736,"disk":0},"driver":"sim"}`,
 		want: agentStatuses(403, 200)},
 	"GET /agent/v1/assignments":                     {path: "/agent/v1/assignments?wait=0s", want: agentStatuses(200, 200)},
@@ -316,7 +335,10 @@ var agentWalks = map[string]walk{
 	"GET /agent/v1/images/{name}":                   {path: "/agent/v1/images/img1", want: agentStatuses(200, 200)},
 	"GET /agent/v1/images/{name}/files/{sha256}": {path: "/agent/v1/images/img1/files/" + strings.Repeat("0", 64), want: agentStatuses(503, 503),
 		exempt: "the fixture's image names another server's pool (the image tests fetch real files)"},
-	"GET /agent/v1/networks": {path: "/agent/v1/networks?wait=0s", want: agentStatuses(200, 200)},
+	"GET /agent/v1/networks":  {path: "/agent/v1/networks?wait=0s", want: agentStatuses(200, 200)},
+	"GET /agent/v1/balancers": {path: "/agent/v1/balancers?wait=0s", want: agentStatuses(200, 200)},
+	"PUT /agent/v1/balancers/{project}/{name}/status": {path: "/agent/v1/balancers/alpha/lb1/status",
+		body: `{"running":true,"members":{"vm2":{"health":"up","sessions":0}}}`, want: agentStatuses(409, 200)},
 	"GET /agent/v1/consoles/{id}": {path: "/agent/v1/consoles/nosuch", want: agentStatuses(404, 404),
 		exempt: "no console session is open (the console tests dial in)"},
 }

@@ -97,8 +97,13 @@ type Config struct {
 	// Images is the image pool that holds image files; nil refuses
 	// image imports (docs/images.md).
 	Images *imagepool.Pool
-	// Name names this server in audit records (default the host name).
+	// Name is this server's name: its record in the store
+	// (/vpool/servers/NAME), with an embedded store its etcd member's
+	// name, and who wrote in audit records. Default "vpool".
 	Name string
+	// Members manages the embedded store's membership (members.go); nil
+	// with an external etcd or an in-memory store.
+	Members Members
 	// AuditDir receives the audit trail's export files when this server
 	// leads (default DataDir/audit; none without a DataDir); AuditWindow
 	// is how many records the store keeps (docs/audit.md).
@@ -151,6 +156,7 @@ type Server struct {
 	trustRev int64  // the revision trust was loaded at
 
 	nets netHub // the hosts' network views (netview.go)
+	lbs  lbHub  // the hosts' load balancers (lbagent.go)
 
 	audit        *auditlog.Log      // the audit trail's appender (audit.go)
 	auditExport  *auditlog.Exporter // run by the leader (AuditTask)
@@ -182,14 +188,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.StoreKind == "" {
 		cfg.StoreKind = "embedded"
 	}
+	if cfg.Name == "" {
+		cfg.Name = "vpool"
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.New()
 	}
 	if len(cfg.ServerNames) == 0 {
 		cfg.ServerNames = pki.DefaultServerNames()
-	}
-	if cfg.Name == "" {
-		cfg.Name, _ = os.Hostname()
 	}
 	if cfg.HistoryInterval <= 0 {
 		cfg.HistoryInterval = DefaultHistoryInterval
@@ -204,6 +210,7 @@ func New(cfg Config) (*Server, error) {
 		unauth: limiter{rate: unauthRate, burst: unauthBurst},
 	}
 	s.nets.s = s
+	s.lbs.s = s
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.bootstrap(ctx); err != nil {
@@ -387,7 +394,9 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { defer close(trustDone); s.trust.run(cctx, s.cfg.Store, s.trustRev) }()
 	go s.sweepAddresses(cctx, 15*time.Second, 30*time.Second)
 	go s.runHistory(cctx, s.cfg.HistoryInterval)
-
+	announced := make(chan struct{})
+	go func() { defer close(announced); s.announce(cctx) }()
+	go s.promoteLearners(cctx)
 	ctrlDone := make(chan error, 1)
 	if s.cfg.Controllers != nil {
 		go func() { ctrlDone <- s.cfg.Controllers(cctx) }()
@@ -416,6 +425,7 @@ wait:
 	s.imports.Wait() // downloads end with the drain and mark their images failed
 	cancelControllers()
 	<-trustDone
+	<-announced
 	if ctrlRunning {
 		<-ctrlDone // controllers end with their context
 	}

@@ -104,6 +104,8 @@ func forTenant(v any) any {
 			out.Items[i] = im
 		}
 		return out
+	case *model.LoadBalancer, api.LBList:
+		return forTenantLB(v)
 	}
 	return v
 }
