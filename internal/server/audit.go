@@ -224,10 +224,11 @@ func hasQuery(e endpoint, q string) bool {
 var singular = map[string]string{
 	"vms": "vm", "vms:batch": "vm", "hosts": "host", "projects": "project", "tokens": "token", "images": "image",
 	"networks": "network", "secgroups": "secgroup", "migrations": "migration", "cluster": "cluster", "balance": "balance",
+	"lbs": "lb", "groups": "group",
 }
 
 // projectKinds live in a project: their object names carry it.
-var projectKinds = map[string]bool{"vm": true, "network": true, "secgroup": true}
+var projectKinds = map[string]bool{"vm": true, "network": true, "secgroup": true, "lb": true, "group": true}
 
 // auditObject names what a request acted on from its route and path:
 // vm/<project>/<name>[/snapshots/<snapshot>], host/<name>, token/<id>,
@@ -255,7 +256,7 @@ func auditObject(route string, r *http.Request, project, name string) string {
 	if !wild && name != "" && kind == "migration" && project != "" {
 		return "vm/" + project + "/" + name // a migration is asked for a VM
 	}
-	if !wild && name != "" && kind != "cluster" {
+	if !wild && name != "" && (kind != "cluster" || path == "/api/v1/cluster/members") {
 		parts = append(parts, name)
 	}
 	return strings.Join(parts, "/")

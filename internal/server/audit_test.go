@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -234,5 +235,42 @@ func TestTopLevelStrings(t *testing.T) {
 		if [3]string(got) != tt.want {
 			t.Errorf("%s: %q, want %q", tt.body, got, tt.want)
 		}
+	}
+}
+
+// TestAuditObject: a record names what a request acted on, with the
+// project for the kinds that live in one.
+func TestAuditObject(t *testing.T) {
+	tests := []struct {
+		route   string
+		path    map[string]string
+		project string
+		name    string // what a create's body names
+		want    string
+	}{
+		{"POST /api/v1/vms", nil, "p1", "web1", "vm/p1/web1"},
+		{"DELETE /api/v1/vms/{name}", map[string]string{"name": "web1"}, "p1", "", "vm/p1/web1"},
+		{"POST /api/v1/vms/{name}/snapshots/{snapshot}/revert", map[string]string{"name": "web1", "snapshot": "s1"}, "p1", "", "vm/p1/web1/snapshots/s1"},
+		{"PATCH /api/v1/hosts/{name}", map[string]string{"name": "h1"}, "", "", "host/h1"},
+		{"DELETE /api/v1/tokens/{id}", map[string]string{"id": "abc"}, "", "", "token/abc"},
+		{"PUT /api/v1/cluster/policy", nil, "", "", "cluster/policy"},
+		{"POST /api/v1/lbs", nil, "p1", "web", "lb/p1/web"},
+		{"PATCH /api/v1/lbs/{name}", map[string]string{"name": "web"}, "p1", "", "lb/p1/web"},
+		{"POST /api/v1/groups", nil, "p1", "workers", "group/p1/workers"},
+		{"DELETE /api/v1/groups/{name}", map[string]string{"name": "workers"}, "p1", "", "group/p1/workers"},
+		{"POST /api/v1/cluster/members", nil, "", "s4", "cluster/members/s4"},
+		{"DELETE /api/v1/cluster/members/{name}", map[string]string{"name": "s4"}, "", "", "cluster/members/s4"},
+		{"POST /api/v1/migrations", nil, "p1", "web1", "vm/p1/web1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.route, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			for k, v := range tt.path {
+				r.SetPathValue(k, v)
+			}
+			if got := auditObject(tt.route, r, tt.project, tt.name); got != tt.want {
+				t.Fatalf("auditObject = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }
