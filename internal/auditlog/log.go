@@ -37,7 +37,7 @@ const (
 	// first: a write per record would double the store's writes under a
 	// stream of single requests; 25 ms gathers several (and is, with one
 	// transaction's latency, the loss window if the process dies).
-	DefaultLinger = 25 * time.Millisecond
+	DefaultLinger = 100 * time.Millisecond
 	// DefaultMaxHeadAge is what verify allows for the head's age: a few
 	// refreshes missed (a leaderless minute, a slow store) still pass.
 	DefaultMaxHeadAge = 10 * time.Minute
