@@ -59,6 +59,51 @@ func noteBody(r *http.Request, body []byte) {
 	n.mu.Unlock()
 }
 
+// noteObject records the (validated) name of a request's object when
+// only its handler knows it (a join names its host in the body).
+func noteObject(r *http.Request, name string) {
+	if n, _ := r.Context().Value(auditNoteKey{}).(*auditNote); n != nil {
+		n.mu.Lock()
+		n.name = name
+		n.mu.Unlock()
+	}
+}
+
+// auditJoin records a call of the agent listener that joins a host or a
+// server: the object and the client's address, never the token. Refused
+// joins are unauthenticated: rate-limited like the user API's.
+func (s *Server) auditJoin(r *http.Request, route, kind string, code int, he *httpError, note *auditNote) {
+	if s.audit == nil {
+		return
+	}
+	if code >= 400 && !s.unauth.allow(s.now()) {
+		s.auditSkipped.Add(1)
+		return
+	}
+	rec := model.AuditRecord{Time: s.now(), Kind: model.AuditKindAPI, Action: route, Status: code, Outcome: "ok",
+		Actor: &model.AuditActor{Source: r.RemoteAddr}, Object: kind}
+	switch {
+	case code >= 500:
+		rec.Outcome = "failed"
+	case code >= 400:
+		rec.Outcome = "refused"
+	}
+	if he != nil {
+		rec.Code = he.body.Code
+		if he.body.Field != "" && len(he.body.Field) <= 128 {
+			rec.Reason = "field " + he.body.Field
+		}
+	}
+	note.mu.Lock()
+	if note.name != "" {
+		rec.Object += "/" + note.name
+	}
+	note.mu.Unlock()
+	if err := s.audit.RecordWithin(rec, 10*time.Second); err != nil {
+		s.log.Error("audit record dropped", "route", route, "err", err)
+	}
+}
+
 // topLevelStrings returns the values of the given keys of a JSON object
 // when they are plain strings at its top level ("" otherwise): a scan
 // without decoding the body (a VM create's body is read once more by its

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/audit"
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/pki"
 )
 
 // flushAudit waits until the server's audit records are in the store.
@@ -273,4 +275,56 @@ func TestAuditObject(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestJoinsAreAudited: a host's join (a certificate issued) and a
+// server's (the cluster's secrets handed over) are audit records, done
+// or refused, naming the host or server and the address, never the
+// token.
+func TestJoinsAreAudited(t *testing.T) {
+	fm := newFakeMembers()
+	ts := startServer(t, nil, func(c *Config) { c.Members = fm })
+	jt, err := ts.NewJoinToken(context.Background(), time.Hour, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, code := joinWith(t, ts, jt.Token, "h1"); code != 200 {
+		t.Fatalf("host join: %d", code)
+	}
+	if _, code := joinWith(t, ts, jt.Token, "h2"); code != 401 {
+		t.Fatalf("a used-up token joined: %d", code)
+	}
+	s2 := ts.memberToken("s2")
+	if code := serverJoin(t, ts, s2, "s2", nil); code != 200 {
+		t.Fatalf("server join: %d", code)
+	}
+	ts.flushAudit()
+	all := ts.auditList(ts.AdminToken(), "limit=100").Items
+	tests := []struct {
+		route, object, outcome string
+		status                 int
+	}{
+		{"POST /agent/v1/join", "host/h1", "ok", 200},
+		{"POST /agent/v1/join", "host/h2", "refused", 401},
+		{"POST /agent/v1/members/join", "cluster/members/s2", "ok", 200},
+	}
+	for _, tt := range tests {
+		r := findRecord(all, tt.route, tt.object)
+		if r == nil || r.Outcome != tt.outcome || r.Status != tt.status || r.Actor == nil || !strings.HasPrefix(r.Actor.Source, "127.0.0.1:") {
+			t.Errorf("%s %s: %+v", tt.route, tt.object, r)
+		}
+	}
+	for _, r := range all {
+		b, _ := json.Marshal(r)
+		for _, tok := range []string{jt.Token, s2} {
+			_, sec, err := pki.ParseJoinToken(tok)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(b), sec) {
+				t.Fatalf("record %d holds a join token: %s", r.Seq, b)
+			}
+		}
+	}
+	verifyThroughAPI(t, ts)
 }
