@@ -124,3 +124,17 @@ func (g *gate) auditHost(ctx context.Context, action, host, reason string) {
 	g.record(ctx, model.AuditRecord{Kind: model.AuditKindDecision, Action: action, Object: state.HostObject(host),
 		Outcome: "ok", Host: host, Reason: reason})
 }
+
+// auditGroup records a scaling group's decision (its plan's kind and
+// reason), once its status is committed.
+func (g *gate) auditGroup(ctx context.Context, sg *model.ScalingGroup, kind, reason string) {
+	g.record(ctx, model.AuditRecord{Kind: model.AuditKindDecision, Action: model.AuditGroupPrefix + kind, Project: sg.Project,
+		Object: "group/" + sg.Project + "/" + sg.Name, Outcome: "ok", Reason: reason})
+}
+
+// auditLB records where a load balancer was put (or that no host could
+// take it), with the reason of the choice.
+func (g *gate) auditLB(ctx context.Context, b *model.LoadBalancer, action, from, host, reason string) {
+	g.record(ctx, model.AuditRecord{Kind: model.AuditKindDecision, Action: action, Project: b.Project,
+		Object: "lb/" + b.Project + "/" + b.Name, Outcome: "ok", Host: host, From: from, Reason: reason})
+}

@@ -37,6 +37,13 @@ const (
 	AuditHostDrain   = "host.drain"   // a drain finished or is blocked
 	AuditHARestart   = "ha.restart"   // a VM restarted on Host after its host failed
 	AuditHostFenced  = "host.fenced"  // a failed host fenced
+	// A scaling group's decision is "group." + its kind (scale-out,
+	// scale-in, bounds, replace, repair); a load balancer's host choice
+	// is AuditLBPlaced, AuditLBMoved or AuditLBUnplaced.
+	AuditGroupPrefix = "group."
+	AuditLBPlaced    = "lb.placed"
+	AuditLBMoved     = "lb.moved"
+	AuditLBUnplaced  = "lb.unplaced"
 )
 
 // AuditRecord is one entry of the audit trail. Its stored bytes are what
