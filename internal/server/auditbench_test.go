@@ -70,6 +70,59 @@ func benchAuditCreates(b *testing.B, st store.Store, clients int, audit bool) {
 	}
 }
 
+// BenchmarkAuditOverheadPaired runs two servers side by side, one with
+// the trail and one without, each on its own store, and sends every
+// client's creates to both in turn (which one goes first alternates):
+// whatever load the machine has at any moment falls on both alike, so
+// the ratio of their mean create latencies is the trail's cost even on a
+// busy machine, where back-to-back runs drift. Reports the mean latency
+// of each (µs) and overhead-% = on/off − 1; with closed-loop clients a
+// latency overhead is the same fraction of creates/s.
+func BenchmarkAuditOverheadPaired(b *testing.B) {
+	for _, sb := range benchStores() {
+		for _, clients := range []int{16, 1} {
+			b.Run(fmt.Sprintf("%s/clients=%d", sb.name, clients), func(b *testing.B) {
+				pair := [2]*testServer{
+					startServer(b, sb.make(b), func(c *Config) { c.noAudit = true }),
+					startServer(b, sb.make(b)),
+				}
+				var seq atomic.Int64
+				var spent [2]atomic.Int64 // ns in creates: off, on
+				create := func(ts *testServer, n int64) time.Duration {
+					start := time.Now()
+					if code, e := ts.call("POST", "/api/v1/vms", ts.AdminToken(), vmReq(fmt.Sprintf("vm-%d", n)), nil); code != 201 {
+						b.Errorf("create: %d %+v", code, e)
+					}
+					return time.Since(start)
+				}
+				step := func() {
+					n := seq.Add(1)
+					first := int(n % 2)
+					spent[first].Add(int64(create(pair[first], n)))
+					spent[1-first].Add(int64(create(pair[1-first], n)))
+				}
+				b.ResetTimer()
+				if clients == 1 {
+					for range b.N {
+						step()
+					}
+				} else {
+					b.SetParallelism(clients / 2) // × GOMAXPROCS (2 here)
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() {
+							step()
+						}
+					})
+				}
+				off, on := float64(spent[0].Load())/float64(b.N), float64(spent[1].Load())/float64(b.N)
+				b.ReportMetric(off/1e3, "µs/create-off")
+				b.ReportMetric(on/1e3, "µs/create-on")
+				b.ReportMetric((on/off-1)*100, "overhead-%")
+			})
+		}
+	}
+}
+
 // cpuTime is the process's user and system CPU time.
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
