@@ -117,14 +117,6 @@ func usageTable(w io.Writer, rep *api.UsageReport, vms bool) {
 	}
 }
 
-func toAny(ss []string) []any {
-	out := make([]any, len(ss))
-	for i, s := range ss {
-		out[i] = s
-	}
-	return out
-}
-
 // writeUsageCSV writes one line per VM: project, vm, deleted, from, to
 // and the figures (full precision).
 func writeUsageCSV(w io.Writer, rep *api.UsageReport) error {

@@ -75,7 +75,7 @@ func (g *gate) record(ctx context.Context, rec model.AuditRecord) {
 }
 
 // auditPlaced records committed placements.
-func (g *gate) auditPlaced(ctx context.Context, ps []Placement) {
+func (g *gate) auditPlaced(ctx context.Context, ps []state.Assignment) {
 	for _, p := range ps {
 		reason := ""
 		if p.Explanation != nil {

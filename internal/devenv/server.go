@@ -186,20 +186,21 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	cc.Audit = srv.Audit()
 	cc.Tasks = append(cc.Tasks, controller.LeaderTask{Name: "audit-export", Every: cfg.AuditExportInterval,
 		New: func() func(context.Context, store.Store) error { return srv.AuditTask }},
-		meterTask(cfg, st))
+		meterTask(cfg, st, srv))
 	mgr = controller.New(cc)
+	mgr.SetUsage(srv) // usage lives in the server's memory and samples
 	return &Server{Server: srv, Store: st, Controller: mgr, kind: kind, ownStore: own}, nil
 }
 
 // meterTask is the leader's metering: a meter per term, fed from the
 // store, its rollups written through the term's store.
-func meterTask(cfg ServerConfig, st store.Store) controller.LeaderTask {
+func meterTask(cfg ServerConfig, st store.Store, usage meterstore.VMUsage) controller.LeaderTask {
 	var series func() map[string][]metering.Point
 	if cfg.GridSeriesFile != "" {
 		series = meterstore.SeriesFile(cfg.GridSeriesFile, cfg.Logger)
 	}
 	return controller.LeaderTask{Name: "metering", Every: cfg.MeterInterval, New: func() func(context.Context, store.Store) error {
-		t := meterstore.NewTask(meterstore.Config{Source: meterstore.StoreSource{Store: st, Clock: cfg.Clock},
+		t := meterstore.NewTask(meterstore.Config{Source: meterstore.StoreSource{Store: st, Clock: cfg.Clock, Usage: usage},
 			Grid: meterstore.SettingsGrid(series), Clock: cfg.Clock, Logger: cfg.Logger.With("component", "metering"),
 			PersistEvery: cfg.MeterInterval})
 		return t.Step

@@ -72,6 +72,7 @@ func (s *Server) sampleHosts(ctx context.Context) (api.HistorySample, error) {
 	}
 	out := api.HistorySample{Time: s.now().UTC(), Hosts: make([]api.HostSample, 0, len(hosts))}
 	for _, h := range hosts {
+		s.withUsage(h) // heartbeats keep usage in memory and samples, not in host records
 		out.Hosts = append(out.Hosts, api.HostSample{Host: h.Name, State: h.State, CPUs: h.Capacity.CPUs, CPUPercent: h.Usage.CPUPercent,
 			MemUsed: h.Usage.MemoryUsed, MemCapacity: h.Capacity.Memory, Watts: watts[h.Name], VMs: h.VMs})
 	}

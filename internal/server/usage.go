@@ -3,155 +3,336 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"net/http"
-	"strconv"
+	"hash/fnv"
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
-	"github.com/vpool/vpool/internal/metering"
-	"github.com/vpool/vpool/internal/metering/meterstore"
-	"github.com/vpool/vpool/internal/metrics"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/store"
+	"github.com/vpool/vpool/internal/watchcache"
 )
 
-// Metering's read side (docs/metering.md): the leader books usage into
-// monthly rollups in the store (meterstore); any server answers reports
-// from them. A tenant sees its own project's.
+// Usage lives where it is needed, not in the host and VM records: every
+// heartbeat lands in this server's usageHub (memory); the server writes
+// it into the store as model.UsageSample records, one per shard of
+// hosts, every UsageSampleInterval; every server's view indexes the
+// samples of all servers. HostUsage and VMUsage answer the freshest of
+// the two, which is what the leader's controllers (balancer, energy,
+// power) and the API read. A heartbeat therefore writes etcd only when
+// the host's inventory or state changes (heartbeat in agent.go).
 
-func (s *Server) usageEndpoints() []endpoint {
-	return []endpoint{
-		{method: "GET", path: "/api/v1/usage", handle: s.usageReport, resp: api.UsageReport{}, status: 200,
-			query: []string{"project", "all-projects", "from", "to", "vms"}},
-		{method: "GET", path: "/api/v1/cluster/metering", handle: s.getMetering, resp: model.MeteringSettings{}, status: 200},
-		{method: "PATCH", path: "/api/v1/cluster/metering", handle: s.patchMetering, req: api.MeteringSettingsPatch{}, resp: model.MeteringSettings{}, status: 200},
-	}
+// Defaults of the sampling.
+const (
+	// DefaultUsageSampleInterval is how often a server writes its hosts'
+	// usage into the store.
+	DefaultUsageSampleInterval = 30 * time.Second
+	// maxSampleShards is how many records a server's samples are split in
+	// at most; hostsPerShard how many hosts a record holds before another
+	// is added (at rest each record is one write per interval).
+	maxSampleShards = 64
+	hostsPerShard   = 128
+	// sampleTxnBytes bounds the bytes of one sample transaction (etcd
+	// takes requests of up to 1.5 MiB).
+	sampleTxnBytes = 512 << 10
+	// forgetHostAfter is how long a host that stopped beating stays in
+	// the hub (and so in the samples, with its last Seen).
+	forgetHostAfter = 10 * time.Minute
+)
+
+// hostLive is what the hub holds of one host.
+type hostLive struct {
+	seen  time.Time
+	ttl   int
+	usage model.HostUsage
+	vms   map[string]model.VMUsage // by project/name
 }
 
-// parseDay reads a time as RFC 3339 or a day (YYYY-MM-DD, UTC).
-func parseDay(field, v string, def time.Time) (time.Time, error) {
-	if v == "" {
-		return def, nil
-	}
-	if t, err := time.Parse(time.RFC3339, v); err == nil {
-		return t.UTC(), nil
-	}
-	if t, err := time.Parse(time.DateOnly, v); err == nil {
-		return t, nil
-	}
-	return time.Time{}, fieldError(field, "%s is not a time: write 2025-03-01 or 2025-03-01T00:00:00Z", quoteField(v))
+// usageHub is this server's memory of its hosts' heartbeats.
+type usageHub struct {
+	mu     sync.Mutex
+	hosts  map[string]*hostLive
+	vmHost map[string]string // VM key → the host that reported it
+	shards map[int]bool      // shards this server has written
 }
 
-func (s *Server) usageReport(w http.ResponseWriter, r *http.Request, p *principal) error {
-	q := r.URL.Query()
-	project := ""
-	if all, _ := strconv.ParseBool(q.Get("all-projects")); !all || !p.clusterAdmin() || q.Get("project") != "" {
-		var err error
-		if project, err = s.scope(r, p, false); err != nil {
-			return err
-		}
-	}
-	now := s.now().UTC()
-	from, err := parseDay("from", q.Get("from"), time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC))
-	if err != nil {
-		return err
-	}
-	to, err := parseDay("to", q.Get("to"), now)
-	if err != nil {
-		return err
-	}
-	if !to.After(from) {
-		return fieldError("to", "must be after from (%s)", from.Format(time.RFC3339))
-	}
-	withVMs, _ := strconv.ParseBool(q.Get("vms"))
-	rs, err := meterstore.Range(r.Context(), s.cfg.Store, from, to, project)
-	if err != nil {
-		return err
-	}
-	lines, monthly := metering.Report(rs, from, to)
-	reply(w, http.StatusOK, p, usageView(lines, from, to, monthly, withVMs))
-	return nil
+func newUsageHub() *usageHub {
+	return &usageHub{hosts: map[string]*hostLive{}, vmHost: map[string]string{}, shards: map[int]bool{}}
 }
 
-// usageView groups report lines by project.
-func usageView(lines []metering.Line, from, to time.Time, monthly, withVMs bool) api.UsageReport {
-	out := api.UsageReport{From: from, To: to, Monthly: monthly, Projects: []api.ProjectUsage{}}
-	for _, l := range lines {
-		if n := len(out.Projects); n == 0 || out.Projects[n-1].Project != l.Project {
-			out.Projects = append(out.Projects, api.ProjectUsage{Project: l.Project})
-		}
-		pu := &out.Projects[len(out.Projects)-1]
-		pu.Total = pu.Total.Add(l.UsageFigures)
-		out.Total = out.Total.Add(l.UsageFigures)
-		if withVMs {
-			pu.VMs = append(pu.VMs, api.VMUsageLine{VM: l.VM, Deleted: l.Deleted, UsageFigures: l.UsageFigures})
-		}
-	}
-	return out
-}
-
-// usageMetrics reads this month's rollups for /metrics.
-func (s *Server) usageMetrics(ctx context.Context) ([]metrics.UsageLine, error) {
-	rs, err := meterstore.List(ctx, s.cfg.Store, metering.Month(s.now()), "")
-	if err != nil {
-		return nil, err
-	}
-	out := make([]metrics.UsageLine, 0, len(rs))
-	for _, r := range rs {
-		t := r.Total
-		out = append(out, metrics.UsageLine{Project: r.Project, VM: r.VM, VCPUHours: t.VCPUHours, MemGiBHours: t.MemGiBHours,
-			DiskGiBHours: t.DiskGiBHours, NetBytes: t.NetBytes, EnergyKWh: t.EnergyKWh, CO2Grams: t.CO2Grams})
-	}
-	return out, nil
-}
-
-func (s *Server) getMetering(w http.ResponseWriter, r *http.Request, _ *principal) error {
-	ms, _, err := meterstore.ReadSettings(r.Context(), s.cfg.Store)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, ms)
-	return nil
-}
-
-// patchMetering sets or removes sites' grid intensities (admins).
-func (s *Server) patchMetering(w http.ResponseWriter, r *http.Request, p *principal) error {
-	if err := requireAdmin(p); err != nil {
-		return err
-	}
-	var req api.MeteringSettingsPatch
-	if he := decodeJSON(w, r, &req); he != nil {
-		return he
-	}
-	for attempt := 0; attempt < 8; attempt++ {
-		ms, rev, err := meterstore.ReadSettings(r.Context(), s.cfg.Store)
-		if err != nil {
-			return err
-		}
-		merged := make(map[string]float64, len(ms.Sites)+len(req.Sites))
-		for k, v := range ms.Sites {
-			merged[k] = v
-		}
-		for k, v := range req.Sites {
-			if v < 0 {
-				delete(merged, k)
-			} else {
-				merged[k] = v
+// beat records one heartbeat; vms holds only VMs assigned to host.
+func (u *usageHub) beat(host string, now time.Time, ttl int, usage model.HostUsage, vms map[string]model.VMUsage) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if old := u.hosts[host]; old != nil {
+		for k := range old.vms {
+			if _, still := vms[k]; !still && u.vmHost[k] == host {
+				delete(u.vmHost, k)
 			}
 		}
-		ms.Sites = merged
-		if err := ms.Validate(); err != nil {
-			return err
+	}
+	for k := range vms {
+		u.vmHost[k] = host
+	}
+	u.hosts[host] = &hostLive{seen: now, ttl: ttl, usage: usage, vms: vms}
+}
+
+func (u *usageHub) host(name string) (hostLive, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	h := u.hosts[name]
+	if h == nil {
+		return hostLive{}, false
+	}
+	return *h, true
+}
+
+func (u *usageHub) vm(key string) (model.VMUsage, time.Time, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	h := u.hosts[u.vmHost[key]]
+	if h == nil {
+		return model.VMUsage{}, time.Time{}, false
+	}
+	v, ok := h.vms[key]
+	return v, h.seen, ok
+}
+
+// shardOf is the record of n a host's sample goes to.
+func shardOf(host string, n int) int {
+	f := fnv.New32a()
+	_, _ = f.Write([]byte(host))
+	return int(f.Sum32() % uint32(n))
+}
+
+// samples builds this server's records, forgetting hosts silent for
+// longer than forgetHostAfter; gone lists shards written before that
+// are empty now.
+func (u *usageHub) samples(server string, now time.Time) (out map[int]*model.UsageSample, gone []int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	out = map[int]*model.UsageSample{}
+	shards := min(maxSampleShards, max(1, (len(u.hosts)+hostsPerShard-1)/hostsPerShard))
+	for name, h := range u.hosts {
+		if now.Sub(h.seen) > forgetHostAfter {
+			for k := range h.vms {
+				if u.vmHost[k] == name {
+					delete(u.vmHost, k)
+				}
+			}
+			delete(u.hosts, name)
+			continue
 		}
-		b, _ := json.Marshal(ms)
-		ok, _, err := s.cfg.Store.Txn(r.Context(), []store.Cond{store.IfRev(store.MeteringSettingsKey, rev)}, []store.Op{store.Put(store.MeteringSettingsKey, b)})
+		i := shardOf(name, shards)
+		s := out[i]
+		if s == nil {
+			s = &model.UsageSample{Server: server, At: now}
+			out[i] = s
+		}
+		hs := model.HostSample{Host: name, Seen: h.seen, LeaseTTL: h.ttl, Usage: h.usage, VMs: make([]model.VMSample, 0, len(h.vms))}
+		for k, v := range h.vms {
+			hs.VMs = append(hs.VMs, model.VMSample{Key: k, Usage: v})
+		}
+		sort.Slice(hs.VMs, func(a, b int) bool { return hs.VMs[a].Key < hs.VMs[b].Key })
+		s.Hosts = append(s.Hosts, hs)
+	}
+	for i := range u.shards {
+		if out[i] == nil {
+			gone = append(gone, i)
+			delete(u.shards, i)
+		}
+	}
+	for i, s := range out {
+		u.shards[i] = true
+		sort.Slice(s.Hosts, func(a, b int) bool { return s.Hosts[a].Host < s.Hosts[b].Host })
+	}
+	return out, gone
+}
+
+// publishSamples writes this server's usage samples every interval
+// until ctx ends.
+func (s *Server) publishSamples(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := s.writeSamples(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("writing usage samples failed", "err", err)
+		}
+	}
+}
+
+// writeSamples writes every shard of this server's samples, several to
+// a transaction up to sampleTxnBytes.
+func (s *Server) writeSamples(ctx context.Context) error {
+	server := s.AgentAddr()
+	shards, gone := s.hub.samples(server, s.now())
+	var ops []store.Op
+	size := 0
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		_, _, err := s.repo.Txn(ctx, nil, ops)
+		ops, size = nil, 0
+		return err
+	}
+	for _, i := range gone {
+		ops = append(ops, store.Delete(store.SampleKey(server, i)))
+	}
+	keys := make([]int, 0, len(shards))
+	for i := range shards {
+		keys = append(keys, i)
+	}
+	sort.Ints(keys)
+	for _, i := range keys {
+		b, err := json.Marshal(shards[i])
 		if err != nil {
 			return err
 		}
-		if ok {
-			writeJSON(w, http.StatusOK, ms)
-			return nil
+		if size+len(b) > sampleTxnBytes || len(ops) >= 100 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		ops = append(ops, store.Put(store.SampleKey(server, i), b))
+		size += len(b)
+	}
+	return flush()
+}
+
+// sampleIndex finds, in the view's samples table, the freshest sample
+// of each host and VM (kept by the table's hooks, under the cache lock).
+type sampleIndex struct {
+	hosts map[string]sampleRef
+	vms   map[string]sampleRef // vm: index into the host's VMs
+}
+
+type sampleRef struct {
+	s      *model.UsageSample
+	hi, vi int
+}
+
+func decodeSample(kv store.KV) (any, error) {
+	s := &model.UsageSample{}
+	return s, json.Unmarshal(kv.Value, s)
+}
+
+func (x *sampleIndex) changed(old, cur *watchcache.Item, _ int64) {
+	if old != nil && old.Obj != nil {
+		os := old.Obj.(*model.UsageSample)
+		for _, h := range os.Hosts {
+			if ref, ok := x.hosts[h.Host]; ok && ref.s == os {
+				delete(x.hosts, h.Host)
+			}
+			for _, v := range h.VMs {
+				if ref, ok := x.vms[v.Key]; ok && ref.s == os {
+					delete(x.vms, v.Key)
+				}
+			}
 		}
 	}
-	return conflict("the metering settings keep changing; try again")
+	if cur != nil && cur.Obj != nil {
+		x.add(cur.Obj.(*model.UsageSample))
+	}
+}
+
+func (x *sampleIndex) add(s *model.UsageSample) {
+	for hi, h := range s.Hosts {
+		if ref, ok := x.hosts[h.Host]; ok && ref.s.Hosts[ref.hi].Seen.After(h.Seen) {
+			continue // another server saw the host more recently
+		}
+		x.hosts[h.Host] = sampleRef{s: s, hi: hi}
+		for vi, v := range h.VMs {
+			x.vms[v.Key] = sampleRef{s: s, hi: hi, vi: vi}
+		}
+	}
+}
+
+func (x *sampleIndex) reset(t *watchcache.Table) {
+	x.hosts, x.vms = map[string]sampleRef{}, map[string]sampleRef{}
+	t.Each(store.SamplesPrefix, "", func(it *watchcache.Item) bool {
+		if s, ok := it.Obj.(*model.UsageSample); ok {
+			x.add(s)
+		}
+		return true
+	})
+}
+
+// HostUsage answers a host's latest measured usage, when the server last
+// saw a heartbeat of it (its lease's last renewal) and the lease's TTL
+// in seconds: from this server's memory when the host beats here, else
+// from the freshest sample any server wrote. ok is false when no server
+// has heard of it.
+func (s *Server) HostUsage(host string) (u model.HostUsage, seen time.Time, ttl int, ok bool) {
+	if h, live := s.hub.host(host); live {
+		u, seen, ttl, ok = h.usage, h.seen, h.ttl, true
+	}
+	s.view.c.Read(func(int64) {
+		if ref, found := s.view.usage.hosts[host]; found {
+			hs := ref.s.Hosts[ref.hi]
+			if !ok || hs.Seen.After(seen) {
+				u, seen, ttl, ok = hs.Usage, hs.Seen, hs.LeaseTTL, true
+			}
+		}
+	})
+	return u, seen, ttl, ok
+}
+
+// VMUsage answers a VM's latest measured usage (by project/name) and
+// when it was reported, like HostUsage.
+func (s *Server) VMUsage(key string) (u model.VMUsage, at time.Time, ok bool) {
+	u, at, ok = s.hub.vm(key)
+	s.view.c.Read(func(int64) {
+		if ref, found := s.view.usage.vms[key]; found {
+			hs := ref.s.Hosts[ref.hi]
+			if !ok || hs.Seen.After(at) {
+				u, at, ok = hs.VMs[ref.vi].Usage, hs.Seen, true
+			}
+		}
+	})
+	return u, at, ok
+}
+
+// withUsage overlays a host record with its measured usage and last
+// heartbeat (the record keeps only what was true at its last write).
+func (s *Server) withUsage(h *model.Host) {
+	if u, seen, _, ok := s.HostUsage(h.Name); ok {
+		h.Usage = u
+		if seen.After(h.LastSeen) {
+			h.LastSeen = seen
+		}
+	}
+}
+
+// vmWithUsage overlays a VM's status with its measured usage.
+func (s *Server) vmWithUsage(v *model.VM) {
+	if v.Status.Host == "" {
+		return
+	}
+	if u, at, ok := s.VMUsage(v.Key()); ok && at.After(v.Status.ObservedAt) {
+		v.Status.Usage, v.Status.ObservedAt = u, at
+	}
+}
+
+// usageFromBeat keeps the heartbeat's VM reports of VMs assigned to host.
+func (s *Server) usageFromBeat(host string, reps []api.VMReport) map[string]model.VMUsage {
+	out := make(map[string]model.VMUsage, len(reps))
+	s.view.c.Read(func(int64) {
+		mine := s.view.onHost[host]
+		for _, rep := range reps {
+			if rep.Project == "" || rep.Name == "" {
+				continue
+			}
+			if mine[store.VMKey(rep.Project, rep.Name)] {
+				out[rep.Project+"/"+rep.Name] = rep.Usage
+			}
+		}
+	})
+	return out
 }

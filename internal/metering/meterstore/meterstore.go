@@ -27,6 +27,11 @@ import (
 	"github.com/vpool/vpool/internal/store"
 )
 
+// VMUsage answers a VM's latest measured usage by project/name.
+type VMUsage interface {
+	VMUsage(key string) (model.VMUsage, time.Time, bool)
+}
+
 // Source gives the meter every VM at one instant.
 type Source interface {
 	Sample(ctx context.Context) (metering.Sample, error)
@@ -38,6 +43,11 @@ type Source interface {
 type StoreSource struct {
 	Store store.Store
 	Clock func() time.Time
+	// Usage, when set, answers a VM's latest measured usage (the NIC
+	// byte counters): heartbeats keep it in the servers' memory and usage
+	// samples, not in VM records (the server satisfies it). Without it,
+	// or when it has not heard of a VM, the record's counters count.
+	Usage VMUsage
 }
 
 // Sample implements Source.
@@ -61,6 +71,11 @@ func (s StoreSource) Sample(ctx context.Context) (metering.Sample, error) {
 	}
 	out := metering.Sample{At: s.Clock(), VMs: make([]metering.VMSample, 0, len(vms))}
 	for _, vm := range vms {
+		if s.Usage != nil && vm.Status.Host != "" {
+			if u, at, ok := s.Usage.VMUsage(vm.Key()); ok && !at.Before(vm.Status.ObservedAt) {
+				vm.Status.Usage = u
+			}
+		}
 		out.VMs = append(out.VMs, VMSampleOf(vm, sites[vm.Status.Host], ledger.VMJ[vm.Key()]))
 	}
 	return out, nil

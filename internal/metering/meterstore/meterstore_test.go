@@ -157,4 +157,24 @@ func TestStoreSource(t *testing.T) {
 	if v := by["pending"]; v.Running || v.Placed || v.Disk != 10*model.GiB {
 		t.Errorf("pending VM %+v", v)
 	}
+	// the servers' memory knows newer counters than the record
+	live := liveUsage{"p/run": {NetRx: 1000, NetTx: 500}}
+	s, err = StoreSource{Store: st, Clock: func() time.Time { return now }, Usage: live}.Sample(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range s.VMs {
+		want := map[string]int64{"run": 1500, "stopped": 150, "pending": 0}[v.Name]
+		if v.NetBytes != want {
+			t.Errorf("with live usage, %s counts %d bytes, want %d", v.Name, v.NetBytes, want)
+		}
+	}
+}
+
+// liveUsage is a fake of the servers' usage view.
+type liveUsage map[string]model.VMUsage
+
+func (l liveUsage) VMUsage(key string) (model.VMUsage, time.Time, bool) {
+	u, ok := l[key]
+	return u, time.Date(2025, 3, 10, 10, 0, 0, 0, time.UTC), ok
 }
