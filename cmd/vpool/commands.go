@@ -32,14 +32,19 @@ func serverCmd() *cobra.Command {
 	etcdUser := f.String("etcd-user", "", "with --etcd-endpoints: etcd user; its password comes from --etcd-password-file or VPOOL_ETCD_PASSWORD, never the command line")
 	etcdPassFile := f.String("etcd-password-file", "", "file holding the password of --etcd-user")
 	caKeyFile := f.String("ca-key-file", "", "the key that seals the cluster CA's private key in the store (default DATA_DIR/ca-seal.key, made with the CA); every server of a cluster needs the same file")
-	name := f.String("name", "", "this server's name in leader election (default: the host name)")
+	name := f.String("name", "", "this server's name: in leader election, and its store member's (default: the host name)")
 	tlsAPI := f.Bool("tls", false, "serve the REST API over HTTPS with a certificate of the cluster CA")
 	imagePool := f.String("image-pool", "", "directory of image files (default DATA_DIR/image-pool; servers sharing a store must share it)")
 	powerOn := f.String("power-on-cmd", "", `command that wakes a host (text/template over the host, e.g. "wakeonlan {{index .Labels \"vpool.io/mac\"}}"); default: the agent protocol only`)
 	powerOff := f.String("power-off-cmd", "", `command that puts a host to standby (e.g. "ipmitool -I lanplus -H {{index .Labels \"vpool.io/bmc\"}} -f /etc/vpool/ipmi.pass chassis power soft")`)
+	clusterOpts := serverClusterFlags(cmd)
 	logger := logFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := logger()
+		if err != nil {
+			return err
+		}
+		peer, initial, join, joinTok, err := clusterOpts(log)
 		if err != nil {
 			return err
 		}
@@ -57,6 +62,7 @@ func serverCmd() *cobra.Command {
 			CAKeyFile: *caKeyFile,
 			Name:      n, Logger: log, Version: version, TLS: *tlsAPI, ImagePool: *imagePool, ImageTool: qemu.ImageTool{},
 			Controller: controller.Config{Power: hostPower(*powerOn, *powerOff)},
+			PeerURL:    peer, InitialCluster: initial, Join: join, JoinToken: joinTok,
 		})
 		if err != nil {
 			return err
@@ -75,7 +81,7 @@ func agentCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 	}
 	f := cmd.Flags()
-	srvURL := f.String("server", "https://127.0.0.1:8441", "the server's agent listener")
+	srvURL := f.String("server", "https://127.0.0.1:8441", "the server's agent listener, or every server's, comma-separated: the agent fails over between them")
 	token := f.String("join-token", "", "join token on the command line: visible to every local user in ps; prefer --join-token-file or VPOOL_JOIN_TOKEN")
 	tokenFile := f.String("join-token-file", "", "file holding the join token from 'vpool host join-token' or 'vpool host rekey' (first start or re-key only; or env VPOOL_JOIN_TOKEN)")
 	stateDir := f.String("state-dir", "/var/lib/vpool-agent", "agent state: key, certificate, CA and the driver's VMs")

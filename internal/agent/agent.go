@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -46,7 +45,9 @@ const (
 // Config configures an Agent. ServerURL, StateDir, HostName and Driver are
 // required.
 type Config struct {
-	// ServerURL is the server's agent listener, e.g. https://127.0.0.1:8441.
+	// ServerURL is the server's agent listener, e.g. https://127.0.0.1:8441,
+	// or those of several servers of one control plane, comma-separated:
+	// the agent fails over between them (transport.go).
 	ServerURL string
 	// JoinToken ("vpool1.<ca-hash>.<secret>") is needed only for the first
 	// start; afterwards the identity in StateDir is used, unless the
@@ -139,8 +140,9 @@ func (c *Config) setDefaults() error {
 type Agent struct {
 	cfg        Config
 	log        *slog.Logger
-	base       string
+	base       string // the first server's agent listener
 	serverName string
+	servers    []server // every server's (transport.go)
 	client     *transport
 
 	mu       sync.Mutex
@@ -163,9 +165,9 @@ func New(cfg Config) (*Agent, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	u, err := url.Parse(cfg.ServerURL)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("%w: ServerURL %q is not an https URL", ErrConfig, cfg.ServerURL)
+	servers, err := parseServers(cfg.ServerURL)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.JoinToken != "" {
 		if _, err := ParseJoinToken(cfg.JoinToken); err != nil {
@@ -180,8 +182,9 @@ func New(cfg Config) (*Agent, error) {
 		images:     images,
 		cfg:        cfg,
 		log:        cfg.Logger.With("component", "agent", "host", cfg.HostName),
-		base:       strings.TrimSuffix(u.String(), "/"),
-		serverName: serverName(u),
+		base:       servers[0].base,
+		serverName: servers[0].name,
+		servers:    servers,
 		assigned:   map[string]*model.VM{},
 		vms:        map[string]*vmState{},
 		kick:       make(chan struct{}, 1),
@@ -199,8 +202,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	name := a.serverName
+	if len(a.servers) > 1 {
+		name = "" // each server's own, from the URL it is dialled at
+	}
 	a.client = &transport{base: a.base, http: &http.Client{
-		Transport: &http.Transport{TLSClientConfig: id.tlsConfig(a.serverName), MaxIdleConnsPerHost: 16},
+		Transport: withFailover(&http.Transport{TLSClientConfig: id.tlsConfig(name), MaxIdleConnsPerHost: 16}, a.servers),
 	}}
 	defer a.client.http.CloseIdleConnections()
 	a.secureMigrations(id)

@@ -17,6 +17,9 @@ var Routes = []Route{
 	{"GET", "/api/v1/cluster", "cluster summary"},
 	{"GET", "/api/v1/cluster/policy", "placement policy"},
 	{"PUT", "/api/v1/cluster/policy", "replace the placement policy"},
+	{"GET", "/api/v1/cluster/members", "the control plane's servers: store members, raft and controller leaders"},
+	{"POST", "/api/v1/cluster/members", "a single-use token for one new server to join the control plane"},
+	{"DELETE", "/api/v1/cluster/members/{name}", "remove a server's store member (the server stops)"},
 
 	{"GET", "/api/v1/projects", "list projects"},
 	{"POST", "/api/v1/projects", "create a project"},
@@ -105,6 +108,7 @@ var Routes = []Route{
 // AgentRoutes is the agent protocol, on the mutual-TLS agent listener.
 var AgentRoutes = []Route{
 	{"POST", "/agent/v1/join", "exchange a join token and a CSR for a client certificate"},
+	{"POST", "/agent/v1/members/join", "a new server exchanges its server join token for the store's CA, the seal key and the membership"},
 	{"PUT", "/agent/v1/heartbeat", "renew the host lease, report inventory and usage"},
 	{"GET", "/agent/v1/assignments", "VMs assigned to the calling host (long poll)"},
 	{"PUT", "/agent/v1/vms/{project}/{name}/status", "report one VM's status"},

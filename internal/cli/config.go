@@ -17,9 +17,13 @@ import (
 // `vpool dev` writes it, beside its data), else
 // ~/.config/vpool/config.json. `vpool project use` sets Project in it.
 type Config struct {
-	Addr    string `json:"addr,omitempty"`
-	Token   string `json:"token,omitempty"`
-	Project string `json:"project,omitempty"`
+	// Addr is the server's address, or several servers' separated by
+	// commas; Servers lists them too (one control plane, docs/ha.md).
+	// The client fails over between all of them, Addr's first.
+	Addr    string   `json:"addr,omitempty"`
+	Servers []string `json:"servers,omitempty"`
+	Token   string   `json:"token,omitempty"`
+	Project string   `json:"project,omitempty"`
 	// CACert is the cluster CA for https addresses: PEM text, or the path
 	// of a PEM file (relative paths are relative to the config file).
 	CACert string `json:"caCert,omitempty"`
@@ -169,7 +173,7 @@ func (a *app) resolve() (resolved, error) {
 		}
 		return def, "default"
 	}
-	r.Addr, r.addrFrom = pick(a.addr, EnvAddr, file.Addr, client.DefaultAddr)
+	r.Addr, r.addrFrom = pick(a.addr, EnvAddr, joinAddrs(file.Addr, file.Servers), client.DefaultAddr)
 	r.Token, _ = pick(a.token, EnvToken, file.Token, "")
 	r.Project, _ = pick(a.project, EnvProject, file.Project, "")
 	var caFrom string
@@ -219,4 +223,18 @@ func (a *app) client() (*client.Client, error) {
 	}
 	a.cl, a.cfg = c, r
 	return c, nil
+}
+
+// joinAddrs is the address list of a config file: addr's servers, then
+// those of servers not in addr.
+func joinAddrs(addr string, servers []string) string {
+	var out []string
+	seen := map[string]bool{}
+	for _, a := range append(strings.Split(addr, ","), servers...) {
+		if a = strings.TrimSpace(a); a != "" && !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	return strings.Join(out, ",")
 }

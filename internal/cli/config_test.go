@@ -103,7 +103,7 @@ func TestPrecedenceEndToEnd(t *testing.T) {
 
 func TestWriteConfig(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "deep", "dir", "config.json")
-	cfg := Config{Addr: "https://h:8440", Token: "t", Project: "p", CACert: "ca.pem"}
+	cfg := Config{Addr: "https://h:8440", Servers: []string{"https://h2:8440"}, Token: "t", Project: "p", CACert: "ca.pem"}
 	if err := WriteConfig(path, cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestWriteConfig(t *testing.T) {
 		t.Errorf("mode = %v, want 0600 (it holds a token)", st.Mode().Perm())
 	}
 	got, err := ReadConfig(path)
-	if err != nil || got != cfg {
+	if err != nil || !cmp.Equal(got, cfg) {
 		t.Errorf("ReadConfig = %+v, %v; want %+v", got, err, cfg)
 	}
 	data, _ := os.ReadFile(path)

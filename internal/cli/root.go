@@ -75,7 +75,7 @@ http://127.0.0.1:8440/ui/); sign in with a token.`,
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageErr(err) })
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.addr, "addr", "", "server address, e.g. http://127.0.0.1:8440 (env "+EnvAddr+")")
+	pf.StringVar(&a.addr, "addr", "", "server address, e.g. http://127.0.0.1:8440, or several servers' separated by commas, failed over in turn (env "+EnvAddr+")")
 	pf.StringVar(&a.token, "token", "", "bearer token (env "+EnvToken+")")
 	pf.StringVar(&a.project, "project", "", "project (env "+EnvProject+"; default: the token's project)")
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table, json or yaml")

@@ -244,6 +244,31 @@ func calls() []struct {
 			return drop(c.PatchNIC(ctx, "p1", "web1", "nic0", api.NICPatchRequest{QoS: &model.NICQoS{IngressKbps: 1000}}))
 		}},
 		{"remove nic", "DELETE /api/v1/vms/{name}/nics/{nic}", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.RemoveNIC(ctx, "p1", "web1", "nic0")) }},
+		{"list lbs", "GET /api/v1/lbs", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.ListLBs(ctx, "p1")) }},
+		{"create lb", "POST /api/v1/lbs", "project=p1", `{"name":"web","spec":{"network":"","listen":0,"algorithm":"roundrobin","members":{},"healthCheck":{}}}`, func(ctx context.Context, c *Client) error {
+			return drop(c.CreateLB(ctx, "p1", api.LBCreateRequest{Name: "web", Spec: model.LBSpec{Algorithm: "roundrobin"}}))
+		}},
+		{"get lb", "GET /api/v1/lbs/{name}", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.GetLB(ctx, "p1", "web")) }},
+		{"patch lb", "PATCH /api/v1/lbs/{name}", "project=p1", `{"algorithm":"leastconn"}`, func(ctx context.Context, c *Client) error {
+			alg := "leastconn"
+			return drop(c.PatchLB(ctx, "p1", "web", api.LBPatchRequest{Algorithm: &alg}))
+		}},
+		{"delete lb", "DELETE /api/v1/lbs/{name}", "project=p1", "", func(ctx context.Context, c *Client) error { return c.DeleteLB(ctx, "p1", "web") }},
+		{"list scaling groups", "GET /api/v1/groups", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.ListGroups(ctx, "p1")) }},
+		{"create scaling group", "POST /api/v1/groups", "project=p1", `{"name":"web","spec":{"template":{"vcpus":0,"memory":0,"placement":{},"controls":{},"power":""},"min":1,"max":3}}`, func(ctx context.Context, c *Client) error {
+			return drop(c.CreateGroup(ctx, "p1", api.GroupCreateRequest{Name: "web", Spec: model.GroupSpec{Min: 1, Max: 3}}))
+		}},
+		{"get scaling group", "GET /api/v1/groups/{name}", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.GetGroup(ctx, "p1", "web")) }},
+		{"patch scaling group", "PATCH /api/v1/groups/{name}", "project=p1", `{"max":5}`, func(ctx context.Context, c *Client) error {
+			max := 5
+			return drop(c.PatchGroup(ctx, "p1", "web", api.GroupPatchRequest{Max: &max}))
+		}},
+		{"delete scaling group", "DELETE /api/v1/groups/{name}", "project=p1", "", func(ctx context.Context, c *Client) error { return c.DeleteGroup(ctx, "p1", "web") }},
+		{"list members", "GET /api/v1/cluster/members", "", "", func(ctx context.Context, c *Client) error { return drop(c.Members(ctx)) }},
+		{"add member", "POST /api/v1/cluster/members", "", `{"name":"s4","ttl":"2h"}`, func(ctx context.Context, c *Client) error {
+			return drop(c.AddMember(ctx, api.MemberAddRequest{Name: "s4", TTL: "2h"}))
+		}},
+		{"remove member", "DELETE /api/v1/cluster/members/{name}", "", "", func(ctx context.Context, c *Client) error { return c.RemoveMember(ctx, "s4") }},
 	}
 }
 

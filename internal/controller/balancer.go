@@ -47,12 +47,18 @@ func (r *reconciler) balanceRound(ctx context.Context) error {
 	if set.Mode == model.BalanceOff || set.Mode == "" {
 		return nil
 	}
+	if err := r.loadBalanceHistory(ctx); err != nil {
+		return err
+	}
 	if !g.lastRound.IsZero() && now.Sub(g.lastRound) < set.Interval() {
 		return nil
 	}
 	g.lastRound = now
 	plan, err := r.planBalance(set)
 	if err != nil {
+		return err
+	}
+	if err := r.persistBalanceHistory(ctx); err != nil {
 		return err
 	}
 	var applyErr error
@@ -180,7 +186,7 @@ func (r *reconciler) balanceSnapshot(set model.BalanceSettings) (*balanceView, e
 			seen[vm.Key()] = true
 			vmips := float64(max(vm.Spec.VCPUs, 1) * MIPSPerCPU)
 			u := min(max(vm.Status.Usage.CPUPercent/100/float64(max(vm.Spec.VCPUs, 1)), 0), 1)
-			hist := append([]float64{u}, g.history[vm.Key()]...)
+			hist := append([]float64{historySample(u)}, g.history[vm.Key()]...)
 			if len(hist) > balance.HistoryLength {
 				hist = hist[:balance.HistoryLength]
 			}

@@ -85,6 +85,9 @@ func (m *Manager) follow(ctx context.Context) error {
 	m.log.Debug("following", "leader", string(kv.Value))
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if m.cfg.LeaderGone != nil {
+		go m.deposeIfGone(wctx, string(kv.Value), kv.ModRev)
+	}
 	for resp := range m.cfg.Store.Watch(wctx, store.LeaderKey, kv.ModRev+1) {
 		if resp.Err != nil {
 			// Compacted or broken: campaign again, which re-reads.
@@ -187,4 +190,47 @@ func leaderKeyLost(resp store.WatchResponse, rev int64) bool {
 		}
 	}
 	return false
+}
+
+// Probing a leader's server (Config.LeaderGone): how often, and how many
+// answers "gone" in a row end its term.
+const (
+	leaderProbeEvery   = 200 * time.Millisecond
+	leaderProbeStrikes = 2
+)
+
+// deposeIfGone ends the term of leader (its key at rev) once its server
+// is gone for sure, by deleting the leader key: every follower's watch
+// then sees it vanish and campaigns. It returns when ctx ends.
+func (m *Manager) deposeIfGone(ctx context.Context, leader string, rev int64) {
+	tick := time.NewTicker(leaderProbeEvery)
+	defer tick.Stop()
+	strikes := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if !m.cfg.LeaderGone(ctx, leader) {
+			strikes = 0
+			continue
+		}
+		if strikes++; strikes < leaderProbeStrikes {
+			continue
+		}
+		// A proposal made while raft elects (the gone server may have led
+		// it) is dropped, and the call would wait out its deadline: try
+		// again soon instead.
+		dctx, cancel := context.WithTimeout(ctx, time.Second)
+		ok, _, err := m.cfg.Store.Txn(dctx, []store.Cond{store.IfRev(store.LeaderKey, rev)}, []store.Op{store.Delete(store.LeaderKey)})
+		cancel()
+		if err == nil {
+			if ok {
+				m.log.Warn("the leader's server is gone: its term ends now, without waiting for its lease", "leader", leader)
+			}
+			return
+		}
+		m.log.Debug("depose a gone leader", "leader", leader, "err", err)
+	}
 }

@@ -36,6 +36,12 @@ func (r *reconciler) energyStep(ctx context.Context) error {
 			return err
 		}
 		g.loaded, g.lastEnergy = true, now
+		// What the previous leader booked after its last persist died
+		// with it: book again from then, at today's draw (at most
+		// maxEnergyGap), so that a failover leaves no hole.
+		if at := g.persistedAt; !at.IsZero() && at.Before(now) {
+			g.lastEnergy = at
+		}
 		hosts, _ := r.c.hostView()
 		for i := range hosts {
 			g.lastUtil[hosts[i].Name] = hostUtil(&hosts[i])
@@ -112,7 +118,7 @@ func (r *reconciler) loadLedger(ctx context.Context) error {
 			g.deletedVMs[p] = pr.DeletedVMsJ
 		}
 	}
-	g.ledger, g.ledgerSince = energy.RestoreLedger(ls), rec.Meta.Since
+	g.ledger, g.ledgerSince, g.persistedAt = energy.RestoreLedger(ls), rec.Meta.Since, rec.Meta.At
 	g.deletedHosts, g.deletedProjects = rec.Meta.DeletedHostsJ, rec.Meta.DeletedProjectsJ
 	return nil
 }

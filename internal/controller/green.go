@@ -31,6 +31,10 @@ type balanceState struct {
 	// vCPUs), most recent first, one per balancing round.
 	history   map[string][]float64
 	lastRound time.Time
+	// loaded says the stored history was read this term; written is what
+	// the store holds, by key (balance_history.go).
+	loaded  bool
+	written map[string][]byte
 }
 
 // powerState is the power controller's memory.
@@ -47,6 +51,9 @@ type energyState struct {
 	lastEnergy  time.Time
 	lastUtil    map[string]float64
 	lastPersist time.Time
+	// persistedAt is when the ledger read at the term's start was
+	// written (its header's At).
+	persistedAt time.Time
 	// written is what the store holds (state.WriteEnergy writes only
 	// what changed); the folded energy of deleted VMs per project, of
 	// deleted hosts and of deleted projects.

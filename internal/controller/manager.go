@@ -77,6 +77,13 @@ type Config struct {
 	// VMUsage is where the scaling groups' controller reads members'
 	// CPU use (nil: the usage agents report into VM records).
 	VMUsage VMUsage
+	// LeaderGone, when set, tells whether the server named leader is gone
+	// for sure (its process exited: etcdstore.Store.MemberGone). A
+	// follower that hears so twice in a row ends the dead leader's term
+	// at once instead of waiting out its lease (docs/ha.md). A wrong
+	// answer costs a needless election, never two leaders: the fence
+	// stops the deposed term's writes.
+	LeaderGone func(ctx context.Context, leader string) bool
 
 	// NoElection runs the controllers at once, without campaigning for
 	// the leader key and without the leadership fence on commits, so that

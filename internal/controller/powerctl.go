@@ -169,8 +169,8 @@ func (r *reconciler) standbyChoice(pv *powerView, set model.BalanceSettings) (*m
 		}
 		since, ok := g.emptySince[h.Name]
 		if !ok {
-			g.emptySince[h.Name] = now
-			since = now
+			since = emptiedAt(&h, &a, now)
+			g.emptySince[h.Name] = since
 		}
 		idle := time.Duration(set.Power.IdleSeconds) * time.Second
 		woke := h.Power != nil && now.Sub(h.Power.Since) < idle
@@ -193,6 +193,22 @@ func (r *reconciler) standbyChoice(pv *powerView, set model.BalanceSettings) (*m
 		return nil, ""
 	}
 	return &h, fmt.Sprintf("empty for %s", now.Sub(g.emptySince[h.Name]).Round(time.Second))
+}
+
+// emptiedAt is when a host's allocation became empty, from the store
+// (its last write, else the host's creation for a host that never held
+// a VM), so that every leader — a new one after a failover too — counts
+// a host's idle time alike (docs/ha.md). A time it cannot know counts
+// from now.
+func emptiedAt(h *model.Host, a *model.Allocation, now time.Time) time.Time {
+	since := a.UpdatedAt
+	if h.CreatedAt.After(since) {
+		since = h.CreatedAt
+	}
+	if since.IsZero() || since.After(now) {
+		return now
+	}
+	return since
 }
 
 // standby records the host as standby — guarded on the host's and its

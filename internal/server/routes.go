@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,7 +30,7 @@ type endpoint struct {
 // exactly, and a test checks both against the OpenAPI document.
 func (s *Server) endpoints() []endpoint {
 	scoped := []string{"project"}
-	return append(append(append(append(append(append(s.balanceEndpoints(), s.balancerEndpoints()...), s.migrationEndpoints()...), s.vmOpEndpoints()...), s.imageEndpoints()...), s.networkEndpoints()...), []endpoint{
+	return slices.Concat(s.balanceEndpoints(), s.balancerEndpoints(), s.memberEndpoints(), s.migrationEndpoints(), s.vmOpEndpoints(), s.imageEndpoints(), s.networkEndpoints(), []endpoint{
 		{method: "GET", path: "/api/v1/openapi.json", handle: s.openAPI, public: true, resp: map[string]any{}, status: 200},
 		{method: "GET", path: "/api/v1/cluster", handle: s.clusterInfo, resp: api.ClusterInfo{}, status: 200},
 		{method: "GET", path: "/api/v1/cluster/policy", handle: s.getPolicy, resp: model.Policy{}, status: 200},
@@ -63,7 +64,7 @@ func (s *Server) endpoints() []endpoint {
 		{method: "DELETE", path: "/api/v1/tokens/{id}", handle: s.deleteToken, status: 204},
 
 		{method: "GET", path: "/api/v1/events", handle: s.events, resp: api.EventList{}, status: 200, query: []string{"project", "all-projects", "since", "limit", "follow"}},
-	}...)
+	})
 }
 
 // routes builds the user API handler and checks that the endpoints are

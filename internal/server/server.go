@@ -95,6 +95,13 @@ type Config struct {
 	// Images is the image pool that holds image files; nil refuses
 	// image imports (docs/images.md).
 	Images *imagepool.Pool
+	// Name is this server's name: its record in the store
+	// (/vpool/servers/NAME) and, with an embedded store, its etcd
+	// member's name. Default "vpool".
+	Name string
+	// Members manages the embedded store's membership (members.go); nil
+	// with an external etcd or an in-memory store.
+	Members Members
 }
 
 // DefaultCAKeyFile is the seal key's file name in the data dir.
@@ -155,6 +162,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.StoreKind == "" {
 		cfg.StoreKind = "embedded"
+	}
+	if cfg.Name == "" {
+		cfg.Name = "vpool"
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.New()
@@ -347,6 +357,9 @@ func (s *Server) Run(ctx context.Context) error {
 	trustDone := make(chan struct{})
 	go func() { defer close(trustDone); s.trust.run(cctx, s.cfg.Store, s.trustRev) }()
 	go s.sweepAddresses(cctx, 15*time.Second, 30*time.Second)
+	announced := make(chan struct{})
+	go func() { defer close(announced); s.announce(cctx) }()
+	go s.promoteLearners(cctx)
 	ctrlDone := make(chan error, 1)
 	if s.cfg.Controllers != nil {
 		go func() { ctrlDone <- s.cfg.Controllers(cctx) }()
@@ -375,6 +388,7 @@ wait:
 	s.imports.Wait() // downloads end with the drain and mark their images failed
 	cancelControllers()
 	<-trustDone
+	<-announced
 	if ctrlRunning {
 		<-ctrlDone // controllers end with their context
 	}
