@@ -41,6 +41,16 @@ const (
 	MaxDrainTimeout      = 3600
 )
 
+// What one balancer takes on the host that serves it, counted in
+// placement (Host.Balancers): HAProxy's master and worker hold ~10 MiB
+// each idle and grow with connections (buffers), and its CPU work is per
+// connection; the reserve is a budget for both, so VMs placed next to a
+// balancer leave it room.
+const (
+	LBReserveCPUMilli = 250
+	LBReserveMemory   = 64 * MiB
+)
+
 // LoadBalancer is an L4 (TCP) load balancer of a project: a virtual IP
 // on one of its networks, served by HAProxy on one host, spreading the
 // connections to one port over members (VMs of the project) that pass a
