@@ -286,6 +286,9 @@ func (s *Server) applyReport(ctx context.Context, host string, rep api.VMReport,
 			return errNotYours
 		}
 		if usageOnly {
+			if s.cfg.VMUsage != nil {
+				s.cfg.VMUsage.ObserveVMUsage(rep.Project, rep.Name, v.UID, rep.Usage, now)
+			}
 			if now.Sub(v.Status.ObservedAt) < usageRefresh {
 				return state.ErrSkip
 			}

@@ -65,6 +65,12 @@ type BatchPlacer interface {
 	PlaceBatch(ctx context.Context, vms []*model.VM) ([]api.DryRunResponse, error)
 }
 
+// VMUsageSink takes the usage of a VM from a heartbeat
+// (*controller.UsageCache).
+type VMUsageSink interface {
+	ObserveVMUsage(project, name, uid string, u model.VMUsage, at time.Time)
+}
+
 // Config configures a Server.
 type Config struct {
 	Store       store.Store
@@ -99,6 +105,10 @@ type Config struct {
 	// (/vpool/servers/NAME) and, with an embedded store, its etcd
 	// member's name. Default "vpool".
 	Name string
+	// VMUsage, when set, gets every VM's usage from each heartbeat (the
+	// scaling groups' controller reads it: controller.UsageCache), not
+	// only the usage written into VM records every usageRefresh.
+	VMUsage VMUsageSink
 	// Members manages the embedded store's membership (members.go); nil
 	// with an external etcd or an in-memory store.
 	Members Members
