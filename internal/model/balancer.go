@@ -42,10 +42,12 @@ const (
 )
 
 // What one balancer takes on the host that serves it, counted in
-// placement (Host.Balancers): HAProxy's master and worker hold ~10 MiB
-// each idle and grow with connections (buffers), and its CPU work is per
-// connection; the reserve is a budget for both, so VMs placed next to a
-// balancer leave it room.
+// placement (Host.Balancers). HAProxy 2.6's master holds ~12 MiB and
+// each worker ~7 MiB resident when idle (measured), old workers live on
+// while they drain after a reload, and each connection takes two 16 KiB
+// buffers (1,000 connections ≈ 32 MiB); its CPU work is per connection.
+// The reserve is a budget for that, so VMs placed next to a balancer
+// leave it room.
 const (
 	LBReserveCPUMilli = 250
 	LBReserveMemory   = 64 * MiB
