@@ -122,13 +122,6 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	if cc.Placer == nil {
 		cc.Placer = controller.NewSchedulerPlacer()
 	}
-	// Scaling groups read their members' CPU from the heartbeats this
-	// server receives (a load step is seen within one beat).
-	var usage *controller.UsageCache
-	if cc.VMUsage == nil {
-		usage = controller.NewUsageCache()
-		cc.VMUsage = usage
-	}
 	mgr := controller.New(cc)
 	pool, err := openImagePool(cfg)
 	if err != nil {
@@ -154,7 +147,6 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		Metrics:     m,
 		Name:        cfg.Name,
 		Members:     members,
-		VMUsage:     usageSink(usage),
 	})
 	if err != nil {
 		if own {
@@ -162,6 +154,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		}
 		return nil, err
 	}
+	mgr.SetUsage(srv) // usage lives in the server's memory and samples
 	return &Server{Server: srv, Store: st, Controller: mgr, kind: kind, ownStore: own}, nil
 }
 
@@ -257,12 +250,3 @@ func (s *Server) Kind() string { return s.kind }
 
 // AgentURL is the agent listener's URL.
 func (s *Server) AgentURL() string { return "https://" + s.AgentAddr() }
-
-// usageSink is c as the server's sink, nil when there is none (a nil
-// *UsageCache in the interface would not be nil).
-func usageSink(c *controller.UsageCache) server.VMUsageSink {
-	if c == nil {
-		return nil
-	}
-	return c
-}

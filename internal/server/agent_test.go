@@ -7,10 +7,8 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -304,51 +302,3 @@ func TestHeartbeatRenewsExpiredLease(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
-
-// usageRecorder is a Config.VMUsage that keeps what it was told.
-type usageRecorder struct {
-	mu  sync.Mutex
-	got []string
-}
-
-func (u *usageRecorder) ObserveVMUsage(project, name, uid string, us model.VMUsage, _ time.Time) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.got = append(u.got, fmt.Sprintf("%s/%s uid=%t cpu=%v", project, name, uid != "", us.CPUPercent))
-}
-
-// TestHeartbeatUsageReachesTheSink: every heartbeat's usage of a VM on
-// the beating host reaches Config.VMUsage (what the scaling groups read),
-// though the VM record takes it only every usageRefresh; a VM of
-// another host is not passed on.
-func TestHeartbeatUsageReachesTheSink(t *testing.T) {
-	rec := &usageRecorder{}
-	ts := startServer(t, nil, func(c *Config) { c.VMUsage = rec })
-	ctx := context.Background()
-	admin := ts.AdminToken()
-	a := joinAgent(t, ts, "h1")
-	a.beat()
-	for _, n := range []string{"v1", "v2"} {
-		ts.mustCall(201, "POST", "/api/v1/vms", admin, vmReq(n), nil)
-	}
-	if _, err := ts.Repo().UpdateVM(ctx, "default", "v1", func(v *model.VM) error {
-		v.Status.Host, v.Status.Phase = "h1", model.PhaseRunning
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	a.beat(api.VMReport{Project: "default", Name: "v1", Usage: model.VMUsage{CPUPercent: 50}},
-		api.VMReport{Project: "default", Name: "v2", Usage: model.VMUsage{CPUPercent: 70}})
-	a.beat(api.VMReport{Project: "default", Name: "v1", Usage: model.VMUsage{CPUPercent: 150}})
-	rec.mu.Lock()
-	got := slices.Clone(rec.got)
-	rec.mu.Unlock()
-	if want := []string{"default/v1 uid=true cpu=50", "default/v1 uid=true cpu=150"}; !slices.Equal(got, want) {
-		t.Fatalf("the sink got %q, want %q", got, want)
-	}
-	var vm model.VM
-	ts.mustCall(200, "GET", "/api/v1/vms/v1", admin, nil, &vm)
-	if vm.Status.Usage.CPUPercent != 50 {
-		t.Fatalf("the record has %v%%: want the first beat's 50%% until usageRefresh passes", vm.Status.Usage.CPUPercent)
-	}
-}
