@@ -322,8 +322,8 @@ func scaleCluster(b *testing.B, sb *scaleBed) *cluster {
 // the balancer's virtual IP — HAProxy reloaded and its health checks
 // passed — and decide-to-serving, the part after the controller saw the
 // load. The load reaches the controller as the agents report it: CPU
-// use averaged over a heartbeat (3 s), written into the VM record at
-// most every 10 s (internal/server usageRefresh), read fresh for 30 s.
+// use averaged over a heartbeat (3 s), read from the server's usage hub
+// (controller.UsageView) as soon as the beat arrives.
 // Each iteration is a new group and balancer; min, median and max over
 // the iterations are reported.
 //
