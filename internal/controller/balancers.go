@@ -141,7 +141,9 @@ func (r *reconciler) balancer(ctx context.Context, b *model.LoadBalancer, lbs []
 	}
 	// The host's reports change the record too: decide the members again
 	// on the record as it is now.
+	var placed, from string // the decision to record once committed
 	_, err = r.repo.UpdateLB(ctx, b.Project, b.Name, func(cur *model.LoadBalancer) ([]model.Event, error) {
+		placed = ""
 		if cur.DeletedAt != nil {
 			return nil, state.ErrSkip
 		}
@@ -159,6 +161,7 @@ func (r *reconciler) balancer(ctx context.Context, b *model.LoadBalancer, lbs []
 				kind = "lb.moved"
 			}
 			evs = append(evs, model.Event{Time: now, Kind: kind, From: cur.Status.Host, To: host, Message: fmt.Sprintf("load balancer %s: %s", b.Name, why)})
+			placed, from = kind, cur.Status.Host
 			cur.Status.Observed = nil // the new host reports afresh
 		}
 		for _, c := range changes {
@@ -168,6 +171,9 @@ func (r *reconciler) balancer(ctx context.Context, b *model.LoadBalancer, lbs []
 		cur.Status.Host, cur.Status.Phase, cur.Status.Placement, cur.Status.Members = host, phase, why, members
 		return evs, nil
 	})
+	if err == nil && placed != "" {
+		r.gate.auditLB(ctx, b, placed, from, host, why)
+	}
 	return err
 }
 

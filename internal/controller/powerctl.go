@@ -235,6 +235,7 @@ func (r *reconciler) standby(ctx context.Context, h model.Host, why string) erro
 	}
 	delete(r.pow.emptySince, h.Name)
 	r.m.log.Info("host to standby", "host", h.Name, "reason", why)
+	r.gate.auditHost(ctx, model.AuditHostStandby, h.Name, why)
 	if err := r.m.cfg.Power.PowerOff(ctx, nh); err != nil {
 		_, rerr := r.repo.UpdateHost(ctx, h.Name, func(x *model.Host) error {
 			if x.State != model.HostStandby {
@@ -267,6 +268,7 @@ func (r *reconciler) wake(ctx context.Context, h model.Host, why string) error {
 		return nil
 	}
 	r.m.log.Info("waking host", "host", h.Name, "reason", why)
+	r.gate.auditHost(ctx, model.AuditHostWake, h.Name, why)
 	if err := r.repo.AppendEvent(ctx, model.Event{Time: now, Kind: EventHostWake, Object: state.HostObject(h.Name),
 		Message: fmt.Sprintf("waking host %s: %s", h.Name, why)}); err != nil {
 		r.m.log.Warn("write wake event", "host", h.Name, "err", err)

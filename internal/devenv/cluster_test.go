@@ -3,6 +3,7 @@ package devenv_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -36,6 +37,8 @@ type cluster struct {
 	net func(host string) *agent.NetConfig
 	// driver wraps a host's sim driver (scaling_bench_test.go); nil: as is.
 	driver func(host string, d *sim.Driver) hypervisor.Driver
+	// log is the agents' logger: the server's (nil: none).
+	log *slog.Logger
 }
 
 // clusterOpts are the optional parts of an in-process cluster.
@@ -73,7 +76,7 @@ func startClusterOpts(t testing.TB, cfg devenv.ServerConfig, n int, o clusterOpt
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Run(ctx) }()
 	cl := &cluster{t: t, srv: srv, dir: t.TempDir(), hosts: map[string]*sim.Host{},
-		agents: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, net: o.net, driver: o.driver}
+		agents: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, net: o.net, driver: o.driver, log: cfg.Logger}
 	t.Cleanup(func() {
 		for name := range cl.agents {
 			cl.stopAgent(name)
@@ -126,7 +129,7 @@ func (cl *cluster) startAgent(name string) {
 	a, err := agent.New(agent.Config{
 		ServerURL: cl.srv.AgentURL(), JoinToken: cl.token, StateDir: filepath.Join(cl.dir, name), HostName: name,
 		Driver: drv, StatusInterval: 200 * time.Millisecond, PollWait: 5 * time.Second,
-		StopTimeout: time.Second, ImageCache: cache, Net: cl.netConfig(name),
+		StopTimeout: time.Second, ImageCache: cache, Net: cl.netConfig(name), Logger: cl.log,
 	})
 	if err != nil {
 		cl.t.Fatal(err)
