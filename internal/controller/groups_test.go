@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -249,12 +250,30 @@ func lbServes(b *model.LoadBalancer, vm string) bool {
 	return false
 }
 
+// balancersOn maps each host to its Balancers count.
+func (w *lbWorld) balancersOn() map[string]int {
+	hs, _, err := w.repo.ListHosts(context.Background())
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, h := range hs {
+		out[h.Name] = h.Balancers
+	}
+	return out
+}
+
 // TestBalancerMovesWhenItsHostGoes: a balancer whose host stops being
-// alive is placed on another host, with an event saying why.
+// alive is placed on another host, with an event saying why; the host
+// that serves it has it counted (Host.Balancers, which placement takes
+// the balancer's reserve for), the one it left no longer.
 func TestBalancerMovesWhenItsHostGoes(t *testing.T) {
 	w := newLBWorld(t, model.GroupSpec{Min: 1, Max: 1})
 	eventually(t, "placed", func() bool { return w.lb().Status.Host != "" })
 	from := w.lb().Status.Host
+	eventually(t, "counted on its host", func() bool {
+		return reflect.DeepEqual(w.balancersOn(), map[string]int{"h1": 0, "h2": 0, "h3": 0, from: 1})
+	})
 	if _, err := w.repo.UpdateHost(context.Background(), from, func(h *model.Host) error { h.Cordoned = true; return nil }); err != nil {
 		t.Fatal(err)
 	}
@@ -267,4 +286,15 @@ func TestBalancerMovesWhenItsHostGoes(t *testing.T) {
 		!strings.Contains(recs[0].Reason, "moved from "+from+" (unusable)") {
 		t.Fatalf("the move recorded: %+v", recs)
 	}
+	to := w.lb().Status.Host
+	eventually(t, "counted on its new host only", func() bool {
+		return reflect.DeepEqual(w.balancersOn(), map[string]int{"h1": 0, "h2": 0, "h3": 0, to: 1})
+	})
+	// Gone, it is counted nowhere.
+	if err := w.repo.FinishDeleteLB(context.Background(), "p", "web", "test"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "counted nowhere", func() bool {
+		return reflect.DeepEqual(w.balancersOn(), map[string]int{"h1": 0, "h2": 0, "h3": 0})
+	})
 }

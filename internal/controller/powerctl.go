@@ -155,7 +155,8 @@ func bestToWake(hosts []model.Host) *model.Host {
 	return &hs[0]
 }
 
-// standbyChoice picks a ready host that has been empty for IdleSeconds
+// standbyChoice picks a ready host that has been empty (no VM, no load
+// balancer) for IdleSeconds
 // and can go without breaking MinHostsOn or the headroom, or nil.
 func (r *reconciler) standbyChoice(pv *powerView, set model.BalanceSettings) (*model.Host, string) {
 	g := r.pow
@@ -163,7 +164,9 @@ func (r *reconciler) standbyChoice(pv *powerView, set model.BalanceSettings) (*m
 	var cand []model.Host
 	for _, h := range pv.ready {
 		a := pv.snap.Allocs[h.Name]
-		if len(a.VMs) > 0 || a.Used != (model.Resources{}) {
+		// A host serving load balancers is not empty: standby would move
+		// them and break their connections.
+		if len(a.VMs) > 0 || a.Used != (model.Resources{}) || h.Balancers > 0 {
 			delete(g.emptySince, h.Name)
 			continue
 		}
