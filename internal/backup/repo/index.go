@@ -27,8 +27,8 @@ type Manifest struct {
 	Reason    string    `json:"reason,omitempty"`
 	StartedAt time.Time `json:"startedAt"`
 	// CreatedAt is the consistency point's time (when the session opened).
-	CreatedAt time.Time `json:"createdAt"`
-	ChunkSize int       `json:"chunkSize"`
+	CreatedAt time.Time   `json:"createdAt"`
+	ChunkSize int         `json:"chunkSize"`
 	Disks     []DiskIndex `json:"disks"`
 	// Spec is the VM's spec (JSON) at the time of the backup.
 	Spec  json.RawMessage `json:"spec,omitempty"`
