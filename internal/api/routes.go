@@ -12,7 +12,7 @@ type Route struct {
 
 // Routes is the user API. Project-scoped endpoints take ?project=NAME
 // (default: the token's project, else "default").
-var Routes = []Route{
+var Routes = append([]Route{
 	{"GET", "/api/v1/openapi.json", "the OpenAPI 3 document of this API"},
 	{"GET", "/api/v1/cluster", "cluster summary"},
 	{"GET", "/api/v1/cluster/policy", "placement policy"},
@@ -68,10 +68,10 @@ var Routes = []Route{
 	{"DELETE", "/api/v1/vms/{name}/disks/{disk}", "unplug and delete a disk"},
 	{"GET", "/api/v1/vms/{name}/console", "attach to the serial console (websocket)"},
 	{"GET", "/api/v1/vms/{name}/console/log", "the tail of the serial console log (?tail=BYTES)"},
-}
+}, BackupRoutes...)
 
 // AgentRoutes is the agent protocol, on the mutual-TLS agent listener.
-var AgentRoutes = []Route{
+var AgentRoutes = append([]Route{
 	{"POST", "/agent/v1/join", "exchange a join token and a CSR for a client certificate"},
 	{"PUT", "/agent/v1/heartbeat", "renew the host lease, report inventory and usage"},
 	{"GET", "/agent/v1/assignments", "VMs assigned to the calling host (long poll)"},
@@ -82,4 +82,4 @@ var AgentRoutes = []Route{
 	{"PUT", "/agent/v1/snapshots/{project}/{vm}/{name}", "report the outcome of a snapshot request"},
 	{"GET", "/agent/v1/consoles", "console sessions waiting for the calling host (long poll)"},
 	{"GET", "/agent/v1/consoles/{id}", "join a console session (websocket)"},
-}
+}, BackupAgentRoutes...)

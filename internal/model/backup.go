@@ -87,9 +87,9 @@ type BackupStats struct {
 // ("_cluster" for the cluster's).
 type BackupPolicy struct {
 	Repo string `json:"repo"`
-	// Every is the schedule's interval; 0 disables the schedule (retention
-	// still applies to what exists).
-	Every Duration `json:"every,omitempty"`
+	// Every is the schedule's interval ("6h", "30m"); empty or "0"
+	// disables the schedule (retention still applies to what exists).
+	Every string `json:"every,omitempty"`
 	Retention
 }
 
@@ -102,27 +102,19 @@ type Retention struct {
 	KeepMonthly int `json:"keepMonthly,omitempty"`
 }
 
-// Duration is a time.Duration written as "90s", "1h" in JSON.
-type Duration time.Duration
-
-// MarshalText renders the duration.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
-
-// UnmarshalText parses "1h30m" (and "0").
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return err
-	}
-	*d = Duration(v)
-	return nil
-}
-
 // Limits of backup objects.
 const (
 	MinBackupEvery = time.Minute
 	MaxKeep        = 1000
 )
+
+// Interval is Every parsed (0 when empty).
+func (p *BackupPolicy) Interval() (time.Duration, error) {
+	if p.Every == "" {
+		return 0, nil
+	}
+	return time.ParseDuration(p.Every)
+}
 
 // Validate checks a policy's fields (the repository's existence is the
 // server's to check).
@@ -130,8 +122,9 @@ func (p *BackupPolicy) Validate() error {
 	if err := ValidName("repo", p.Repo); err != nil {
 		return err
 	}
-	if p.Every != 0 && (time.Duration(p.Every) < MinBackupEvery || time.Duration(p.Every) > 366*24*time.Hour) {
-		return fieldErr("every", "must be 0 (no schedule) or between %s and 366 days", MinBackupEvery)
+	d, err := p.Interval()
+	if err != nil || d != 0 && (d < MinBackupEvery || d > 366*24*time.Hour) {
+		return fieldErr("every", "must be a duration like 6h, 0 (no schedule), or between %s and 366 days", MinBackupEvery)
 	}
 	for f, n := range map[string]int{"keepLast": p.KeepLast, "keepDaily": p.KeepDaily, "keepWeekly": p.KeepWeekly, "keepMonthly": p.KeepMonthly} {
 		if n < 0 || n > MaxKeep {

@@ -91,6 +91,9 @@ type Config struct {
 	// DataDir, a key in memory). Every server of a cluster needs the
 	// same file: copy it from the first before starting the others.
 	CAKeyFile string
+	// BackupDirs are the directories under which backup repositories may
+	// be registered (default DataDir/backups); nothing else is touched.
+	BackupDirs []string
 }
 
 // DefaultCAKeyFile is the seal key's file name in the data dir.

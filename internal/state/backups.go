@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/store"
@@ -232,6 +233,41 @@ func (r *Repo) CreateBackup(ctx context.Context, vm *model.VM, b *model.Backup) 
 	}
 	b.Revision = rev
 	return b, nil
+}
+
+// NewOpID returns a backup (or restore, task) id: time-ordered, a valid
+// repository index name and driver checkpoint.
+func NewOpID(prefix string, now time.Time) string {
+	return prefix + "-" + now.UTC().Format("20060102t150405") + "-" + shortID()[:6]
+}
+
+// LastCompleted is the newest completed backup of vm in repoName.
+func LastCompleted(bs []*model.Backup, vm, repoName string) *model.Backup {
+	var last *model.Backup
+	for _, b := range bs {
+		if b.VM != vm || b.Repo != repoName || b.Phase != model.BackupCompleted || b.FinishedAt == nil {
+			continue
+		}
+		if last == nil || b.FinishedAt.After(*last.FinishedAt) {
+			last = b
+		}
+	}
+	return last
+}
+
+// RequestBackup stores a backup request of vm into repoName, read
+// incrementally against the VM's last completed backup there: the API's
+// and the schedules' way in.
+func (r *Repo) RequestBackup(ctx context.Context, vm *model.VM, repoName string, scheduled bool) (*model.Backup, error) {
+	bs, _, err := r.ListBackups(ctx, vm.Project)
+	if err != nil {
+		return nil, err
+	}
+	b := &model.Backup{Meta: model.Meta{Name: NewOpID("b", r.now())}, Repo: repoName, Scheduled: scheduled}
+	if last := LastCompleted(bs, vm.Name, repoName); last != nil {
+		b.Parent = last.Name
+	}
+	return r.CreateBackup(ctx, vm, b)
 }
 
 // UpdateBackup applies fn with compare-and-swap; a phase change writes an
