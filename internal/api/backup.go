@@ -154,8 +154,8 @@ type FailoverResponse struct {
 // RepoAccess is what a host needs to open a repository: sent only to
 // the host that runs the job, over the agent's mutual-TLS channel.
 type RepoAccess struct {
-	Name     string `json:"name"`
-	Path     string `json:"path"`
+	Name string `json:"name"`
+	Path string `json:"path"`
 	// Key is the repository key as a key file holds it.
 	Key      string `json:"key"`
 	Cluster  string `json:"cluster"`

@@ -234,4 +234,3 @@ func (s *Server) restoreReport(w http.ResponseWriter, r *http.Request, host stri
 	writeJSON(w, http.StatusOK, rs)
 	return nil
 }
-
