@@ -35,6 +35,7 @@ func serverCmd() *cobra.Command {
 	tlsAPI := f.Bool("tls", false, "serve the REST API over HTTPS with a certificate of the cluster CA")
 	powerOn := f.String("power-on-cmd", "", `command that wakes a host (text/template over the host, e.g. "wakeonlan {{index .Labels \"vpool.io/mac\"}}"); default: the agent protocol only`)
 	powerOff := f.String("power-off-cmd", "", `command that puts a host to standby (e.g. "ipmitool -I lanplus -H {{index .Labels \"vpool.io/bmc\"}} -f /etc/vpool/ipmi.pass chassis power soft")`)
+	backupDirs := f.StringArray("backup-dir", nil, "a directory under which backup repositories may be registered (repeatable; default DATA_DIR/backups); hosts must see it at the same path")
 	logger := logFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := logger()
@@ -52,8 +53,8 @@ func serverCmd() *cobra.Command {
 		srv, err := devenv.StartServer(cmd.Context(), devenv.ServerConfig{
 			DataDir: *dataDir, Listen: *listen, AgentListen: *agentListen, EtcdEndpoints: splitList(*endpoints),
 			EtcdCACert: *etcdCA, EtcdCert: *etcdCert, EtcdKey: *etcdKey, EtcdUser: *etcdUser, EtcdPassword: pass,
-			CAKeyFile: *caKeyFile,
-			Name:      n, Logger: log, Version: version, TLS: *tlsAPI,
+			CAKeyFile: *caKeyFile, BackupDirs: *backupDirs,
+			Name: n, Logger: log, Version: version, TLS: *tlsAPI,
 			Controller: controller.Config{Power: hostPower(*powerOn, *powerOff)},
 		})
 		if err != nil {

@@ -191,7 +191,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.reattach(ctx)
 
 	var wg sync.WaitGroup
-	for _, loop := range []func(context.Context){a.heartbeatLoop, a.assignmentsLoop, a.convergeLoop, a.migrationsLoop, a.consoleLoop} {
+	for _, loop := range []func(context.Context){a.heartbeatLoop, a.assignmentsLoop, a.convergeLoop, a.migrationsLoop, a.consoleLoop, a.backupLoop} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -20,6 +20,7 @@ import (
 	"github.com/vpool/vpool/internal/controller"
 	"github.com/vpool/vpool/internal/metrics"
 	"github.com/vpool/vpool/internal/server"
+	"github.com/vpool/vpool/internal/state"
 	"github.com/vpool/vpool/internal/store"
 	"github.com/vpool/vpool/internal/store/etcdstore"
 )
@@ -44,6 +45,12 @@ type ServerConfig struct {
 	// (default DataDir/ca-seal.key); every server of a cluster needs the
 	// same one.
 	CAKeyFile string
+	// BackupDirs are where backup repositories may be registered
+	// (default DataDir/backups).
+	BackupDirs []string
+	// Backup tunes the backup controller (tests shorten its interval);
+	// Repo, Keys, Cluster, Leading, Logger and Clock are filled in.
+	Backup controller.BackupConfig
 	// Store, when set, is used as is (tests: memstore) and not closed.
 	Store store.Store
 	// Name identifies this server in leader election (default "vpool").
@@ -65,8 +72,10 @@ type Server struct {
 	*server.Server
 	Store      store.Store
 	Controller *controller.Manager
-	kind       string
-	ownStore   bool
+	// Backups is the backup controller (runs while Controller leads).
+	Backups  *controller.BackupController
+	kind     string
+	ownStore bool
 }
 
 // StartServer opens the store and prepares the API server and the
@@ -94,6 +103,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		cc.Placer = controller.NewSchedulerPlacer()
 	}
 	mgr := controller.New(cc)
+	var bc *controller.BackupController
 	srv, err := server.New(server.Config{
 		Store:       st,
 		StoreKind:   kind,
@@ -103,11 +113,20 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		Logger:      cfg.Logger,
 		Clock:       cfg.Clock,
 		Version:     cfg.Version,
-		Controllers: mgr.Run,
-		TLS:         cfg.TLS,
-		CAKeyFile:   cfg.CAKeyFile,
-		Placer:      controller.NewDryRunner(st, nil, cfg.Clock),
-		Metrics:     m,
+		Controllers: func(ctx context.Context) error {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				bc.Run(ctx)
+			}()
+			defer func() { <-done }()
+			return mgr.Run(ctx)
+		},
+		BackupDirs: cfg.BackupDirs,
+		TLS:        cfg.TLS,
+		CAKeyFile:  cfg.CAKeyFile,
+		Placer:     controller.NewDryRunner(st, nil, cfg.Clock),
+		Metrics:    m,
 	})
 	if err != nil {
 		if own {
@@ -115,7 +134,11 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		}
 		return nil, err
 	}
-	return &Server{Server: srv, Store: st, Controller: mgr, kind: kind, ownStore: own}, nil
+	b := cfg.Backup
+	b.Repo, b.Keys, b.Cluster, b.Leading = state.New(st, cfg.Clock), srv.BackupRepoKey, srv.ClusterID(), mgr.IsLeader
+	b.Logger, b.Clock = cfg.Logger, cfg.Clock
+	bc = controller.NewBackupController(b)
+	return &Server{Server: srv, Store: st, Controller: mgr, Backups: bc, kind: kind, ownStore: own}, nil
 }
 
 func openStore(ctx context.Context, cfg ServerConfig) (st store.Store, kind string, own bool, err error) {
