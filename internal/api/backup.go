@@ -202,3 +202,8 @@ type RestoreReport struct {
 	RestoreMs     int64              `json:"restoreMs,omitempty"`
 	BootMs        int64              `json:"bootMs,omitempty"`
 }
+
+// BackupKeyPrefix starts the one line of a repository key file:
+// BackupKeyPrefix + base64(32 random bytes). The repository package
+// reads the same format (a server test checks that they agree).
+const BackupKeyPrefix = "vpool-backup-key-v1:"

@@ -79,6 +79,7 @@ VPOOL_CA_CERT), the config file (--config, $VPOOL_CONFIG, or
 	root.AddCommand(a.vmCmd(), a.hostCmd(), a.projectCmd(), a.tokenCmd(), a.eventsCmd(), a.clusterCmd(), a.balanceCmd(), a.versionCmd())
 	a.addMigrationCommands(root)
 	a.addVMOpCommands(root)
+	root.AddCommand(a.backupCmd(), a.drCmd())
 	return root
 }
 
