@@ -309,4 +309,3 @@ func (c *BackupController) stalled(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
-
