@@ -273,7 +273,7 @@ type shell struct {
 	d   *qemu.Driver
 	id  string
 	c   io.ReadWriteCloser
-	n int // markers used
+	n   int // markers used
 }
 
 func guestShell(t *testing.T, ctx context.Context, d *qemu.Driver, id string) *shell {
