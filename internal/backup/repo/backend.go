@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Backend stores named blobs. Names are slash-separated relative paths
@@ -21,6 +23,11 @@ import (
 type Backend interface {
 	// Put writes (or replaces) a blob atomically and durably.
 	Put(ctx context.Context, name string, data []byte) error
+	// PutLazy writes a blob atomically but not yet durably: a later Sync
+	// makes it so (chunks: one flush per backup, not per chunk).
+	PutLazy(ctx context.Context, name string, data []byte) error
+	// Sync makes every earlier write durable.
+	Sync(ctx context.Context) error
 	// PutIfAbsent writes a blob only when none of that name exists;
 	// it returns ErrExists otherwise.
 	PutIfAbsent(ctx context.Context, name string, data []byte) error
@@ -78,7 +85,7 @@ func mapErr(op, name string, err error) error {
 	return fmt.Errorf("repo: %s %s: %w", op, name, err)
 }
 
-func (d *Dir) writeTemp(p string, data []byte) (string, error) {
+func (d *Dir) writeTemp(p string, data []byte, durable bool) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return "", err
 	}
@@ -87,7 +94,10 @@ func (d *Dir) writeTemp(p string, data []byte) (string, error) {
 		return "", err
 	}
 	_, werr := f.Write(data)
-	serr := f.Sync()
+	var serr error
+	if durable {
+		serr = f.Sync()
+	}
 	cerr := f.Close()
 	if err := errors.Join(werr, serr, cerr); err != nil {
 		os.Remove(f.Name())
@@ -98,6 +108,15 @@ func (d *Dir) writeTemp(p string, data []byte) (string, error) {
 
 // Put implements Backend.
 func (d *Dir) Put(ctx context.Context, name string, data []byte) error {
+	return d.put(ctx, name, data, true)
+}
+
+// PutLazy implements Backend.
+func (d *Dir) PutLazy(ctx context.Context, name string, data []byte) error {
+	return d.put(ctx, name, data, false)
+}
+
+func (d *Dir) put(ctx context.Context, name string, data []byte, durable bool) error {
 	p, err := d.path(name)
 	if err != nil {
 		return err
@@ -105,7 +124,7 @@ func (d *Dir) Put(ctx context.Context, name string, data []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	tmp, err := d.writeTemp(p, data)
+	tmp, err := d.writeTemp(p, data, durable)
 	if err != nil {
 		return mapErr("write", name, err)
 	}
@@ -113,7 +132,29 @@ func (d *Dir) Put(ctx context.Context, name string, data []byte) error {
 		os.Remove(tmp)
 		return mapErr("rename", name, err)
 	}
+	if durable {
+		return mapErr("sync", name, syncDir(filepath.Dir(p)))
+	}
 	return nil
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+// Sync implements Backend: syncfs(2) of the repository's file system.
+func (d *Dir) Sync(ctx context.Context) error {
+	f, err := os.Open(d.Root)
+	if err != nil {
+		return mapErr("sync", d.Root, err)
+	}
+	defer f.Close()
+	return mapErr("sync", d.Root, unix.Syncfs(int(f.Fd())))
 }
 
 // PutIfAbsent implements Backend: a hard link of the written temporary
@@ -126,12 +167,15 @@ func (d *Dir) PutIfAbsent(ctx context.Context, name string, data []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	tmp, err := d.writeTemp(p, data)
+	tmp, err := d.writeTemp(p, data, true)
 	if err != nil {
 		return mapErr("write", name, err)
 	}
 	defer os.Remove(tmp)
-	return mapErr("create", name, os.Link(tmp, p))
+	if err := os.Link(tmp, p); err != nil {
+		return mapErr("create", name, err)
+	}
+	return mapErr("sync", name, syncDir(filepath.Dir(p)))
 }
 
 // Get implements Backend.

@@ -228,11 +228,9 @@ func (w *Writer) Put(ctx context.Context, plain []byte) (id string, written int6
 		}
 	}
 	if !have {
-		sealed := w.r.SealChunk(id, plain)
-		if err := w.r.putSealed(ctx, id, sealed); err != nil {
+		if written, err = w.r.putChunk(ctx, id, plain); err != nil {
 			return "", 0, err
 		}
-		written = int64(len(sealed))
 	}
 	w.mu.Lock()
 	w.known[id] = true
@@ -251,6 +249,10 @@ func (w *Writer) Commit(ctx context.Context, m *Manifest) error {
 	plain, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("repo: encode index: %w", err)
+	}
+	// Every chunk is durable before the index that names it exists.
+	if err := w.r.be.Sync(ctx); err != nil {
+		return fmt.Errorf("repo: backup %s not committed: %w", w.id, err)
 	}
 	if err := w.r.be.PutIfAbsent(ctx, indexName(w.id), w.r.seal(plain, []byte("index:"+w.id))); err != nil {
 		return fmt.Errorf("repo: backup %s index: %w", w.id, err)

@@ -274,7 +274,7 @@ func Sync(ctx context.Context, src, dst *Repo, ids []string, progress Progress) 
 			if err != nil {
 				return rep, fmt.Errorf("repo: sync chunk %s of backup %s: %w", c, m.ID, err)
 			}
-			if err := dst.be.Put(ctx, chunkName(c), blob); err != nil {
+			if err := dst.be.PutLazy(ctx, chunkName(c), blob); err != nil {
 				return rep, err
 			}
 			copied[c] = true
@@ -286,6 +286,9 @@ func Sync(ctx context.Context, src, dst *Repo, ids []string, progress Progress) 
 			return rep, err
 		}
 		if err := w.Check(ctx); err != nil {
+			return rep, err
+		}
+		if err := dst.be.Sync(ctx); err != nil {
 			return rep, err
 		}
 		if err := dst.be.PutIfAbsent(ctx, indexName(m.ID), blob); err != nil && !errors.Is(err, ErrExists) {

@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -304,10 +305,36 @@ func (r *Repo) ChunkID(data []byte) string {
 
 func chunkName(id string) string { return "chunks/" + id[:2] + "/" + id }
 
+// bufPool recycles compression and sealing buffers (chunk-sized: the
+// allocations and their zeroing showed in profiles).
+var bufPool = sync.Pool{New: func() any { return new([]byte) }}
+
+func getBuf(n int) *[]byte {
+	b := bufPool.Get().(*[]byte)
+	if cap(*b) < n {
+		*b = make([]byte, 0, n)
+	}
+	*b = (*b)[:0]
+	return b
+}
+
 // seal: magic | nonce | AEAD(zstd(plain)) with aad.
 func (r *Repo) seal(plain, aad []byte) []byte {
-	comp := r.enc.EncodeAll(plain, make([]byte, 0, len(plain)/2+64))
-	out := make([]byte, 0, len(blobMagic)+r.aead.NonceSize()+len(comp)+r.aead.Overhead())
+	out := r.sealInto(nil, plain, aad)
+	return out
+}
+
+// sealInto seals into dst (reused when large enough).
+func (r *Repo) sealInto(dst, plain, aad []byte) []byte {
+	cb := getBuf(len(plain) + len(plain)/16 + 64)
+	defer bufPool.Put(cb)
+	comp := r.enc.EncodeAll(plain, *cb)
+	*cb = comp[:0]
+	need := len(blobMagic) + r.aead.NonceSize() + len(comp) + r.aead.Overhead()
+	out := dst[:0]
+	if cap(out) < need {
+		out = make([]byte, 0, need)
+	}
 	out = append(out, blobMagic...)
 	nonce := make([]byte, r.aead.NonceSize())
 	rand.Read(nonce)
@@ -345,12 +372,24 @@ func (r *Repo) HasChunk(ctx context.Context, id string) (bool, error) {
 // safe to run in parallel).
 func (r *Repo) SealChunk(id string, plain []byte) []byte { return r.seal(plain, []byte("chunk:"+id)) }
 
+// putChunk seals and stores a chunk, returning the stored size.
+func (r *Repo) putChunk(ctx context.Context, id string, plain []byte) (int64, error) {
+	sb := getBuf(len(plain) + len(plain)/16 + 128)
+	defer bufPool.Put(sb)
+	sealed := r.sealInto(*sb, plain, []byte("chunk:"+id))
+	*sb = sealed[:0]
+	if err := r.putSealed(ctx, id, sealed); err != nil {
+		return 0, err
+	}
+	return int64(len(sealed)), nil
+}
+
 // putSealed stores a sealed chunk (it may exist: equal content).
 func (r *Repo) putSealed(ctx context.Context, id string, sealed []byte) error {
 	if r.readOnly {
 		return fmt.Errorf("repo: %s is read-only here", r.be)
 	}
-	return r.be.Put(ctx, chunkName(id), sealed)
+	return r.be.PutLazy(ctx, chunkName(id), sealed)
 }
 
 // ReadChunk reads, decrypts and checks one chunk: the plaintext's HMAC
