@@ -18,6 +18,7 @@ import (
 	"github.com/vpool/vpool/internal/hypervisor"
 	"github.com/vpool/vpool/internal/hypervisor/sim"
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/state"
 	"github.com/vpool/vpool/internal/store/memstore"
 )
 
@@ -221,6 +222,32 @@ func TestBackupEndToEnd(t *testing.T) {
 		}
 		return false
 	})
+
+	// An agent that dies during a backup: the record says running, the
+	// new agent process did not start it, so it fails it; the next works.
+	a.stopAgent("h1")
+	orphan, err := a.c.CreateBackup(ctx, p, api.BackupCreateRequest{VM: "web1", Repo: "main"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := state.New(stA, nil).UpdateBackup(ctx, p, orphan.Name, func(x *model.Backup) error {
+		x.Phase = model.BackupRunning
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a.startAgent("h1")
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	orphan, err = a.c.WaitBackup(wctx, p, orphan.Name, nil)
+	wcancel()
+	if err != nil || orphan.Phase != model.BackupFailed || !strings.Contains(orphan.Error, "agent restarted") {
+		t.Fatalf("the orphaned backup: %v %+v", err, orphan)
+	}
+	after, err := a.c.CreateBackup(ctx, p, api.BackupCreateRequest{VM: "web1", Repo: "main"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitBackup(t, a.c, p, after.Name)
 
 	// Cluster B: the wrong key is refused; the right one registers the
 	// repository read-only (cluster A owns it).
