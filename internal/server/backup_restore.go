@@ -61,7 +61,12 @@ func (s *Server) restoreBackup(w http.ResponseWriter, r *http.Request, p *princi
 		BootCheck: req.BootCheck, Start: req.Start || req.BootCheck, ReadyMarker: req.ReadyMarker}
 	if req.As != "" {
 		rs.VM = req.As
-		if err := s.createRestoreVM(r.Context(), project, req.As, src.spec); err != nil {
+		spec := src.spec
+		spec.NICs = append([]model.NIC(nil), spec.NICs...)
+		for i := range spec.NICs { // a copy beside its original needs its own MACs
+			spec.NICs[i].MAC = ""
+		}
+		if err := s.createRestoreVM(r.Context(), project, req.As, spec); err != nil {
 			return err
 		}
 	} else {
