@@ -190,6 +190,7 @@ func (a *app) backupPolicyShowCmd() *cobra.Command {
 func policyFields(w io.Writer, p *model.BackupPolicy) {
 	field(w, "Repository", p.Repo)
 	field(w, "Every", orDash(p.Every))
+	field(w, "Sync to", orDash(p.SyncTo))
 	field(w, "Keep", fmt.Sprintf("last %d, daily %d, weekly %d, monthly %d", p.KeepLast, p.KeepDaily, p.KeepWeekly, p.KeepMonthly))
 }
 
@@ -218,6 +219,7 @@ func (a *app) backupPolicySetCmd() *cobra.Command {
 	f.BoolVar(&clear, "clear", false, "remove the policy")
 	f.StringVar(&p.Repo, "repo", "", "repository to back up into")
 	f.StringVar(&p.Every, "every", "", "interval of the schedule (e.g. 6h; none: no schedule)")
+	f.StringVar(&p.SyncTo, "sync-to", "", "copy every completed backup to this repository (the second site)")
 	f.IntVar(&p.KeepLast, "keep-last", 0, "keep the newest N backups of each VM")
 	f.IntVar(&p.KeepDaily, "keep-daily", 0, "keep the newest backup of each of the last N days")
 	f.IntVar(&p.KeepWeekly, "keep-weekly", 0, "keep the newest backup of each of the last N weeks")

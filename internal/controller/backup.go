@@ -158,7 +158,40 @@ func (c *BackupController) project(ctx context.Context, project string, repos ma
 			return err
 		}
 	}
-	return c.prune(ctx, rec, pol.Retention, bs)
+	if err := c.prune(ctx, rec, pol.Retention, bs); err != nil {
+		return err
+	}
+	if tgt := repos[pol.SyncTo]; tgt != nil && !tgt.ReadOnly {
+		return c.queueSync(ctx, rec.Name, tgt.Name, bs)
+	}
+	return nil
+}
+
+// queueSync stores a sync task from repoName to target when a backup
+// completed after the last sync task of that pair was asked for (and
+// none is pending or running).
+func (c *BackupController) queueSync(ctx context.Context, repoName, target string, bs []*model.Backup) error {
+	var newest time.Time
+	for _, b := range bs {
+		if b.Repo == repoName && b.Phase == model.BackupCompleted && b.FinishedAt != nil && b.FinishedAt.After(newest) {
+			newest = *b.FinishedAt
+		}
+	}
+	if newest.IsZero() {
+		return nil
+	}
+	ts, err := c.cfg.Repo.ListBackupTasks(ctx)
+	if err != nil {
+		return err
+	}
+	for _, t := range ts {
+		if t.Kind == "sync" && t.Repo == repoName && t.Target == target && (!t.Phase.Final() || !t.CreatedAt.Before(newest)) {
+			return nil
+		}
+	}
+	_, err = c.cfg.Repo.CreateBackupTask(ctx, &model.BackupTask{Meta: model.Meta{Name: state.NewOpID("t", c.cfg.Clock())},
+		Kind: "sync", Repo: repoName, Target: target})
+	return err
 }
 
 // schedule requests a backup of every settled VM whose last backup into

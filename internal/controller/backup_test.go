@@ -12,6 +12,7 @@ import (
 )
 
 type backupFixture struct {
+	key  []byte
 	t    *testing.T
 	ctx  context.Context
 	now  time.Time
@@ -28,6 +29,7 @@ func newBackupFixture(t *testing.T) *backupFixture {
 	clock := func() time.Time { return f.now }
 	f.st = state.New(ms, clock)
 	key := repo.GenerateKey()
+	f.key = key
 	dir := t.TempDir()
 	var err error
 	if f.repo, err = repo.Create(f.ctx, &repo.Dir{Root: dir}, repo.Options{Key: key, Cluster: "c1", ChunkSize: 64 << 10}); err != nil {
@@ -171,5 +173,40 @@ func TestStalledBackupFails(t *testing.T) {
 	// The next one is asked for normally (the VM is no longer busy).
 	if _, err := f.st.RequestBackup(f.ctx, vm, "main", false); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSyncAfterBackups: a policy's syncTo copies every completed backup
+// to the second repository (one sync task per new completion).
+func TestSyncAfterBackups(t *testing.T) {
+	f := newBackupFixture(t)
+	off := t.TempDir()
+	offRepo, err := repo.Create(f.ctx, &repo.Dir{Root: off}, repo.Options{Key: f.key, Cluster: "c1", ChunkSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t)(f.st.CreateBackupRepo(f.ctx, &model.BackupRepo{Meta: model.Meta{Name: "offsite"}, Path: off}))
+	if err := f.st.SetBackupPolicy(f.ctx, "p", &model.BackupPolicy{Repo: "main", Every: "1h", SyncTo: "offsite"}); err != nil {
+		t.Fatal(err)
+	}
+	f.pass()
+	f.complete()
+	f.pass() // queues the sync and runs it
+	f.pass()
+	ids, _ := offRepo.ListIDs(f.ctx)
+	if len(ids) != 2 {
+		t.Fatalf("offsite holds %v after the sync, want both backups", ids)
+	}
+	ts, _ := f.st.ListBackupTasks(f.ctx)
+	syncs := 0
+	for _, x := range ts {
+		if x.Kind == "sync" {
+			syncs++
+		}
+	}
+	f.pass()
+	ts2, _ := f.st.ListBackupTasks(f.ctx)
+	if syncs != 1 || len(ts2) != len(ts) {
+		t.Fatalf("%d sync tasks, then %d tasks after an idle pass (was %d): one per new completion", syncs, len(ts2), len(ts))
 	}
 }

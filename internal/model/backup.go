@@ -90,6 +90,9 @@ type BackupPolicy struct {
 	// Every is the schedule's interval ("6h", "30m"); empty or "0"
 	// disables the schedule (retention still applies to what exists).
 	Every string `json:"every,omitempty"`
+	// SyncTo names a repository (same key) that every completed backup is
+	// copied to (a sync task after each): the second site's copy.
+	SyncTo string `json:"syncTo,omitempty"`
 	Retention
 }
 
@@ -121,6 +124,14 @@ func (p *BackupPolicy) Interval() (time.Duration, error) {
 func (p *BackupPolicy) Validate() error {
 	if err := ValidName("repo", p.Repo); err != nil {
 		return err
+	}
+	if p.SyncTo != "" {
+		if err := ValidName("syncTo", p.SyncTo); err != nil {
+			return err
+		}
+		if p.SyncTo == p.Repo {
+			return fieldErr("syncTo", "must be another repository than repo")
+		}
 	}
 	d, err := p.Interval()
 	if err != nil || d != 0 && (d < MinBackupEvery || d > 366*24*time.Hour) {

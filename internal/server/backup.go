@@ -320,6 +320,15 @@ func (s *Server) putBackupPolicy(w http.ResponseWriter, r *http.Request, p *prin
 	if rec.ReadOnly {
 		return fieldError("repo", "backup repository %q is read-only here (another cluster's); choose one this cluster writes", rec.Name)
 	}
+	if req.SyncTo != "" {
+		tgt, err := s.repoRecord(r.Context(), req.SyncTo, "syncTo")
+		if err != nil {
+			return err
+		}
+		if tgt.ReadOnly || tgt.KeyID != rec.KeyID {
+			return fieldError("syncTo", "backup repository %q must be writable here and share the key of %q", tgt.Name, rec.Name)
+		}
+	}
 	if err := s.repo.SetBackupPolicy(r.Context(), name, &req.BackupPolicy); err != nil {
 		return err
 	}
