@@ -11,7 +11,10 @@ fi
 
 want=()
 pkg() { dpkg -s "$1" >/dev/null 2>&1 || want+=("$1"); }
-for p in busybox-static cpio xz-utils iproute2 nftables; do pkg "$p"; done
+# dnsmasq-base: the DHCP server of vpool networks (the binary only, no
+# system service); haproxy: the data path of load balancers (docs/loadbalancing.md;
+# the agent runs it, the package's service is not used).
+for p in busybox-static cpio xz-utils iproute2 nftables dnsmasq-base haproxy; do pkg "$p"; done
 if [ "${VPOOL_DEPS:-test}" = test ]; then
 	pkg chromium # the dashboard's browser tests
 fi

@@ -189,6 +189,9 @@ func (fs *fakeServer) status(w http.ResponseWriter, r *http.Request) {
 		vm.Status.Message = rep.Message
 		vm.Status.AppliedRestartNonce = rep.AppliedRestartNonce
 		vm.Status.Usage = rep.Usage
+		if rep.Disks != nil {
+			vm.Status.Disks = rep.Disks // as the server keeps them
+		}
 	}
 	fs.bumpLocked(vm)
 	if rep.Gone {

@@ -228,6 +228,8 @@ type VMReport struct {
 	Gone bool `json:"gone,omitempty"`
 	// Resize answers the VM's pending resize (model.VMStatus.Resize).
 	Resize *ResizeResult `json:"resize,omitempty"`
+	// Disks are the VM's disks as the host has them (nil: not reported).
+	Disks []model.DiskStatus `json:"disks,omitempty"`
 }
 
 // Heartbeat is sent by an agent every few seconds
@@ -250,6 +252,9 @@ type Heartbeat struct {
 	HypervisorVersion string   `json:"hypervisorVersion,omitempty"`
 	MachineType       string   `json:"machineType,omitempty"`
 	Networks          []string `json:"networks,omitempty"`
+	// Net is the host's virtual-network capability (overlay address,
+	// underlay MTU, VLAN uplink); nil: the host serves no vpool network.
+	Net *model.HostNet `json:"net,omitempty"`
 }
 
 // HeartbeatResponse tells the agent how often to beat.

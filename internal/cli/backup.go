@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -246,27 +245,13 @@ func percent(p model.Progress) string {
 	return fmt.Sprintf("%.0f%%", 100*float64(p.Done)/float64(p.Total))
 }
 
-// bar draws one progress line on stderr.
-type bar struct {
-	w     io.Writer
-	drawn bool
-}
-
-func (b *bar) draw(label string, p model.Progress) {
+// showProgress draws one progress line of a backup or restore on pb.
+func showProgress(pb *progressBar, label string, p model.Progress) {
 	frac := 0.0
 	if p.Total > 0 {
 		frac = min(1, float64(p.Done)/float64(p.Total))
 	}
-	n := int(frac * 30)
-	fmt.Fprintf(b.w, "\r%-28s [%s%s] %3.0f%% %s of %s\x1b[K", label, strings.Repeat("#", n), strings.Repeat(".", 30-n), frac*100,
-		model.Bytes(p.Done), model.Bytes(p.Total))
-	b.drawn = true
-}
-
-func (b *bar) done() {
-	if b.drawn {
-		fmt.Fprintln(b.w)
-	}
+	pb.show(label, fmt.Sprintf("%-28s %s %3.0f%% %s of %s", label, bar(frac, 30), frac*100, model.Bytes(p.Done), model.Bytes(p.Total)))
 }
 
 func (a *app) backupCreateCmd() *cobra.Command {
@@ -289,8 +274,8 @@ func (a *app) backupCreateCmd() *cobra.Command {
 			if !noWait {
 				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 				defer cancel()
-				pb := &bar{w: errw(cmd)}
-				b, err = c.WaitBackup(ctx, a.cfg.Project, b.Name, func(x *model.Backup) { pb.draw("backup "+string(x.Phase), x.Progress) })
+				pb := newProgressBar(errw(cmd), a.env.now)
+				b, err = c.WaitBackup(ctx, a.cfg.Project, b.Name, func(x *model.Backup) { showProgress(pb, "backup "+string(x.Phase), x.Progress) })
 				pb.done()
 				if err != nil {
 					return err

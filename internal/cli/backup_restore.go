@@ -32,8 +32,8 @@ func restoreLine(r *model.Restore) string {
 func (a *app) waitRestore(cmd *cobra.Command, c *client.Client, project string, r *model.Restore, timeout time.Duration) (*model.Restore, error) {
 	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 	defer cancel()
-	pb := &bar{w: errw(cmd)}
-	out, err := c.WaitRestore(ctx, project, r.Name, func(x *model.Restore) { pb.draw("restore "+string(x.Phase), x.Progress) })
+	pb := newProgressBar(errw(cmd), a.env.now)
+	out, err := c.WaitRestore(ctx, project, r.Name, func(x *model.Restore) { showProgress(pb, "restore "+string(x.Phase), x.Progress) })
 	pb.done()
 	return out, err
 }
@@ -104,10 +104,9 @@ func (a *app) backupTaskCmd(kind, short, example string) *cobra.Command {
 			if !noWait {
 				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 				defer cancel()
-				pb := &bar{w: errw(cmd)}
+				pb := newProgressBar(errw(cmd), a.env.now)
 				t, err = c.WaitBackupTask(ctx, t.Name, func(x *model.BackupTask) {
-					fmt.Fprintf(pb.w, "\r%s %s: %d of %d chunks\x1b[K", kind, x.Phase, x.Progress.Done, x.Progress.Total)
-					pb.drawn = true
+					pb.show(kind+" "+string(x.Phase), fmt.Sprintf("%s %s: %d of %d chunks", kind, x.Phase, x.Progress.Done, x.Progress.Total))
 				})
 				pb.done()
 				if err != nil {

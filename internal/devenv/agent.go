@@ -139,12 +139,15 @@ type AgentConfig struct {
 	Labels    map[string]string
 	Address   string
 	Networks  []string
-	Driver    DriverOptions
-	Logger    *slog.Logger
-	Version   string
-	// ImageDirs are searched for boot images (after StateDir/images) by
-	// a QEMU host; a sim host boots any image name.
-	ImageDirs []string
+	// Net makes the host serve vpool networks (see NetConfig).
+	Net     *agent.NetConfig
+	Driver  DriverOptions
+	Logger  *slog.Logger
+	Version string
+	// ImageCache is where a QEMU host keeps the image files it fetches
+	// from the server (default StateDir/images); a sim host boots any
+	// image by name and fetches nothing.
+	ImageCache string
 	// Intervals; zero keeps the agent's defaults.
 	HeartbeatInterval time.Duration
 	StatusInterval    time.Duration
@@ -173,10 +176,12 @@ func NewAgent(c AgentConfig) (*agent.Agent, hypervisor.Driver, string, error) {
 	if err != nil {
 		return nil, nil, "", err
 	}
-	resolve := func(name string) (*hypervisor.Image, error) { return &hypervisor.Image{Name: name}, nil }
+	cache := ""
 	if kind == DriverQEMU {
-		r := ImageResolver{Dirs: append([]string{filepath.Join(c.StateDir, "images")}, c.ImageDirs...)}
-		resolve = r.Resolve
+		cache = c.ImageCache
+		if cache == "" {
+			cache = filepath.Join(c.StateDir, "images")
+		}
 	}
 	a, err := agent.New(agent.Config{
 		ServerURL:         c.ServerURL,
@@ -186,12 +191,13 @@ func NewAgent(c AgentConfig) (*agent.Agent, hypervisor.Driver, string, error) {
 		Labels:            c.Labels,
 		Address:           c.Address,
 		Networks:          c.Networks,
+		Net:               c.Net,
 		Driver:            d,
 		Logger:            c.Logger,
 		Version:           c.Version,
 		HeartbeatInterval: c.HeartbeatInterval,
 		StatusInterval:    c.StatusInterval,
-		ResolveImage:      resolve,
+		ImageCache:        cache,
 	})
 	if err != nil {
 		return nil, nil, "", err

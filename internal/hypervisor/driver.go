@@ -60,6 +60,25 @@ type VMConfig struct {
 	Spec    model.VMSpec `json:"spec"`
 	// Image is the resolved boot image, if any.
 	Image *Image `json:"image,omitempty"`
+	// Ports say where each NIC of Spec.NICs plugs in on this host (same
+	// index; shorter or empty: the driver's default bridge). The agent
+	// fills them for NICs on vpool networks.
+	Ports []NICPort `json:"ports,omitempty"`
+}
+
+// NICPort is the host side of one NIC: the tap the driver creates, the
+// bridge it joins and the MTU it takes. The agent names the tap, so the
+// tap's security rules exist before the tap does.
+type NICPort struct {
+	Tap    string `json:"tap,omitempty"`
+	Bridge string `json:"bridge,omitempty"`
+	MTU    int    `json:"mtu,omitempty"`
+	// Address (CIDR), Gateway and DHCP say how the guest configures the
+	// NIC: the cloud-init network config the driver writes agrees with
+	// what the network's DHCP server hands out.
+	Address string `json:"address,omitempty"`
+	Gateway string `json:"gateway,omitempty"`
+	DHCP    bool   `json:"dhcp,omitempty"`
 }
 
 // Image is a boot image as the driver sees it.

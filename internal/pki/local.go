@@ -113,13 +113,7 @@ func ensureLeaf(ca *CA, certFile, keyFile, cn string, names []string, usage []x5
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  usage,
 	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else if n != "" {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
+	addNames(tmpl, names)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
 		return fmt.Errorf("pki: sign %s: %w", cn, err)

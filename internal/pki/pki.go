@@ -173,13 +173,7 @@ func (ca *CA) ServerCert(names []string, now time.Time) (tls.Certificate, error)
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else if n != "" {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
+	addNames(tmpl, names)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("pki: sign server certificate: %w", err)
@@ -324,5 +318,17 @@ func VerifyPinned(caHash string) func(rawCerts [][]byte, _ [][]*x509.Certificate
 			return fmt.Errorf("pki: server certificate not signed by the pinned CA: %w", err)
 		}
 		return CheckServer(leaf)
+	}
+}
+
+// addNames puts names on a certificate template: IP addresses as IP SANs,
+// anything else (but "") as DNS names.
+func addNames(tmpl *x509.Certificate, names []string) {
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if n != "" {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
 	}
 }

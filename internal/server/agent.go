@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -46,13 +47,14 @@ type agentEndpoint struct {
 }
 
 func (s *Server) agentEndpoints() []agentEndpoint {
-	return append(append(append(s.agentMigrationEndpoints(), s.vmOpAgentEndpoints()...), s.backupAgentEndpoints()...), []agentEndpoint{
+	return slices.Concat(s.agentMigrationEndpoints(), s.lbAgentEndpoints(), s.memberAgentEndpoints(), s.vmOpAgentEndpoints(), s.imageAgentEndpoints(), s.backupAgentEndpoints(), []agentEndpoint{
 		{method: "POST", path: "/agent/v1/join", handle: s.join, req: api.JoinRequest{}, resp: api.JoinResponse{}, status: 200},
 		{method: "PUT", path: "/agent/v1/heartbeat", handle: s.heartbeat, needCert: true, certInTxn: true, req: api.Heartbeat{}, resp: api.HeartbeatResponse{}, status: 200},
 		{method: "GET", path: "/agent/v1/assignments", handle: s.assignments, needCert: true, resp: api.Assignments{}, status: 200, query: []string{"after", "wait"}},
+		{method: "GET", path: "/agent/v1/networks", handle: s.hostNetworks, needCert: true, resp: api.HostNetworks{}, status: 200, query: []string{"etag", "wait"}},
 		{method: "PUT", path: "/agent/v1/vms/{project}/{name}/status", handle: s.vmStatus, needCert: true, req: api.VMReport{}, resp: model.VM{}, status: 200},
 		{method: "GET", path: "/agent/v1/power", handle: s.hostPower, needCert: true, resp: api.HostPowerState{}, status: 200},
-	}...)
+	})
 }
 
 // agentRoutes builds the agent listener's handler; it checks that the
@@ -234,6 +236,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 		h.Capacity, h.Driver, h.Accel, h.Pools = hb.Capacity, hb.Driver, hb.Accel, hb.Pools
 		h.Address, h.AgentVer, h.Usage, h.LastSeen = hb.Address, hb.Version, hb.Usage, now
 		h.CPUModel, h.HypervisorVersion, h.Networks = hb.CPUModel, hb.HypervisorVersion, hb.Networks
+		h.Net = hb.Net
 		h.MachineType = hb.MachineType
 		for k, v := range hb.Labels {
 			if _, set := h.Labels[k]; !set {
@@ -310,13 +313,18 @@ func (s *Server) applyReport(ctx context.Context, host string, rep api.VMReport,
 		}
 		resized := applyResizeResult(v, rep.Resize)
 		changed := resized || phase != v.Status.Phase || rep.Error != v.Status.LastError || rep.Message != v.Status.Message ||
+			(rep.Disks != nil && !sameDiskStatus(v.Status.Disks, rep.Disks)) ||
 			rep.AppliedRestartNonce != v.Status.AppliedRestartNonce
 		if !changed && !force && now.Sub(v.Status.ObservedAt) < usageRefresh {
 			return state.ErrSkip
 		}
-		if phase == model.PhaseRunning && v.Status.Phase != model.PhaseRunning {
+		restarted := rep.AppliedRestartNonce > v.Status.AppliedRestartNonce
+		if phase == model.PhaseRunning && (v.Status.Phase != model.PhaseRunning || restarted) {
 			t := now
 			v.Status.StartedAt = &t
+		}
+		if rep.Disks != nil {
+			v.Status.Disks = rep.Disks
 		}
 		v.Status.Phase, v.Status.LastError, v.Status.Message = phase, rep.Error, rep.Message
 		v.Status.Usage, v.Status.AppliedRestartNonce, v.Status.ObservedAt = rep.Usage, rep.AppliedRestartNonce, now
@@ -451,4 +459,16 @@ func (s *Server) waitForChange(ctx context.Context, host string, after int64, ha
 			}
 		}
 	}
+}
+
+func sameDiskStatus(x, y []model.DiskStatus) bool {
+	if len(x) != len(y) {
+		return false
+	}
+	for i := range x {
+		if x[i] != y[i] {
+			return false
+		}
+	}
+	return true
 }

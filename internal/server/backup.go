@@ -154,7 +154,7 @@ func (s *Server) listBackupRepos(w http.ResponseWriter, r *http.Request, p *prin
 	for _, rec := range recs {
 		out.Items = append(out.Items, repoInfo(rec, p.clusterAdmin()))
 	}
-	writeJSON(w, http.StatusOK, out)
+	reply(w, http.StatusOK, p, out)
 	return nil
 }
 
@@ -177,7 +177,7 @@ func (s *Server) getBackupRepo(w http.ResponseWriter, r *http.Request, p *princi
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, repoInfo(rec, p.clusterAdmin()))
+	reply(w, http.StatusOK, p, repoInfo(rec, p.clusterAdmin()))
 	return nil
 }
 
@@ -262,7 +262,7 @@ func (s *Server) createBackupRepo(w http.ResponseWriter, r *http.Request, p *pri
 	}
 	info := repoInfo(rec, true)
 	info.Created = created
-	writeJSON(w, http.StatusCreated, info)
+	reply(w, http.StatusCreated, p, info)
 	return nil
 }
 
@@ -290,7 +290,7 @@ func (s *Server) getBackupPolicy(w http.ResponseWriter, r *http.Request, p *prin
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, pol)
+	reply(w, http.StatusOK, p, pol)
 	return nil
 }
 
@@ -307,7 +307,7 @@ func (s *Server) putBackupPolicy(w http.ResponseWriter, r *http.Request, p *prin
 		if err := s.repo.SetBackupPolicy(r.Context(), name, nil); err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, model.BackupPolicy{})
+		reply(w, http.StatusOK, p, model.BackupPolicy{})
 		return nil
 	}
 	if err := req.BackupPolicy.Validate(); err != nil {
@@ -332,20 +332,11 @@ func (s *Server) putBackupPolicy(w http.ResponseWriter, r *http.Request, p *prin
 	if err := s.repo.SetBackupPolicy(r.Context(), name, &req.BackupPolicy); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, req.BackupPolicy)
+	reply(w, http.StatusOK, p, req.BackupPolicy)
 	return nil
 }
 
 // --- backups ---
-
-func tenantBackup(b *model.Backup, p *principal) *model.Backup {
-	if p.clusterAdmin() {
-		return b
-	}
-	c := *b
-	c.Host = ""
-	return &c
-}
 
 func (s *Server) listBackups(w http.ResponseWriter, r *http.Request, p *principal) error {
 	project, err := s.scope(r, p, false)
@@ -360,10 +351,10 @@ func (s *Server) listBackups(w http.ResponseWriter, r *http.Request, p *principa
 	out := api.BackupList{Items: []model.Backup{}}
 	for _, b := range bs {
 		if vm == "" || b.VM == vm {
-			out.Items = append(out.Items, *tenantBackup(b, p))
+			out.Items = append(out.Items, *b)
 		}
 	}
-	writeJSON(w, http.StatusOK, out)
+	reply(w, http.StatusOK, p, out)
 	return nil
 }
 
@@ -387,7 +378,7 @@ func (s *Server) getBackup(w http.ResponseWriter, r *http.Request, p *principal)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, tenantBackup(b, p))
+	reply(w, http.StatusOK, p, b)
 	return nil
 }
 
@@ -431,7 +422,7 @@ func (s *Server) createBackup(w http.ResponseWriter, r *http.Request, p *princip
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, tenantBackup(b, p))
+	reply(w, http.StatusAccepted, p, b)
 	return nil
 }
 
@@ -466,4 +457,41 @@ func (s *Server) deleteBackup(w http.ResponseWriter, r *http.Request, p *princip
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// forTenantBackup withholds the host a backup or restore ran on and
+// redacts what its agent reported (errors and fallback reasons may name
+// host paths or QEMU's words).
+func forTenantBackup(v any) any {
+	backup := func(b model.Backup) model.Backup {
+		b.Host, b.Error, b.Reason = "", redact(b.Error), redact(b.Reason)
+		return b
+	}
+	restore := func(r model.Restore) model.Restore {
+		r.Host, r.Error = "", redact(r.Error)
+		return r
+	}
+	switch t := v.(type) {
+	case *model.Backup:
+		c := backup(*t)
+		return &c
+	case api.BackupList:
+		out := t
+		out.Items = make([]model.Backup, len(t.Items))
+		for i, b := range t.Items {
+			out.Items[i] = backup(b)
+		}
+		return out
+	case *model.Restore:
+		c := restore(*t)
+		return &c
+	case api.RestoreList:
+		out := t
+		out.Items = make([]model.Restore, len(t.Items))
+		for i, r := range t.Items {
+			out.Items[i] = restore(r)
+		}
+		return out
+	}
+	return v
 }

@@ -79,7 +79,7 @@ func (s *Server) restoreBackup(w http.ResponseWriter, r *http.Request, p *princi
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, tenantRestore(rs, p))
+	reply(w, http.StatusAccepted, p, rs)
 	return nil
 }
 
@@ -175,15 +175,6 @@ func (s *Server) checkForceTarget(ctx context.Context, project string, src resto
 	return nil
 }
 
-func tenantRestore(rs *model.Restore, p *principal) *model.Restore {
-	if p.clusterAdmin() {
-		return rs
-	}
-	c := *rs
-	c.Host = ""
-	return &c
-}
-
 func (s *Server) listRestores(w http.ResponseWriter, r *http.Request, p *principal) error {
 	project, err := s.scope(r, p, false)
 	if err != nil {
@@ -195,9 +186,9 @@ func (s *Server) listRestores(w http.ResponseWriter, r *http.Request, p *princip
 	}
 	out := api.RestoreList{Items: []model.Restore{}}
 	for _, x := range rs {
-		out.Items = append(out.Items, *tenantRestore(x, p))
+		out.Items = append(out.Items, *x)
 	}
-	writeJSON(w, http.StatusOK, out)
+	reply(w, http.StatusOK, p, out)
 	return nil
 }
 
@@ -217,7 +208,7 @@ func (s *Server) getRestore(w http.ResponseWriter, r *http.Request, p *principal
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, tenantRestore(rs, p))
+	reply(w, http.StatusOK, p, rs)
 	return nil
 }
 
@@ -248,7 +239,7 @@ func (s *Server) repoCatalog(w http.ResponseWriter, r *http.Request, p *principa
 		out.Unreadable = append(out.Unreadable, id)
 	}
 	sort.Strings(out.Unreadable)
-	writeJSON(w, http.StatusOK, out)
+	reply(w, http.StatusOK, p, out)
 	return nil
 }
 
@@ -264,7 +255,7 @@ func (s *Server) listBackupTasks(w http.ResponseWriter, r *http.Request, p *prin
 	for _, t := range ts {
 		out.Items = append(out.Items, *t)
 	}
-	writeJSON(w, http.StatusOK, out)
+	reply(w, http.StatusOK, p, out)
 	return nil
 }
 
@@ -283,7 +274,7 @@ func (s *Server) getBackupTask(w http.ResponseWriter, r *http.Request, p *princi
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, t)
+	reply(w, http.StatusOK, p, t)
 	return nil
 }
 
@@ -334,7 +325,7 @@ func (s *Server) createBackupTask(w http.ResponseWriter, r *http.Request, p *pri
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, t)
+	reply(w, http.StatusAccepted, p, t)
 	return nil
 }
 
@@ -407,6 +398,6 @@ func (s *Server) failover(w http.ResponseWriter, r *http.Request, p *principal) 
 		}
 		out.Restores = append(out.Restores, *rs)
 	}
-	writeJSON(w, http.StatusAccepted, out)
+	reply(w, http.StatusAccepted, p, out)
 	return nil
 }

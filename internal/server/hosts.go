@@ -204,7 +204,13 @@ func (s *Server) rekeyHost(w http.ResponseWriter, r *http.Request, p *principal)
 func (s *Server) events(w http.ResponseWriter, r *http.Request, p *principal) error {
 	q := r.URL.Query()
 	project := q.Get("project")
-	if !p.clusterAdmin() {
+	if all, _ := strconv.ParseBool(q.Get("all-projects")); all {
+		// as listVMs: every project, admins only
+		if !p.clusterAdmin() {
+			return forbidden("all-projects needs an admin token")
+		}
+		project = ""
+	} else if !p.clusterAdmin() {
 		var err error
 		if project, err = s.scope(r, p, false); err != nil {
 			return err

@@ -7,7 +7,7 @@
 // of its own beyond caches: everything lives in the store.
 //
 // It imports internal/state, internal/store, internal/model, internal/api,
-// internal/pki and internal/metrics; it must not import etcd, the
+// internal/pki, internal/metrics and internal/imagepool (image bytes); it must not import etcd, the
 // hypervisor drivers, the agent or the CLI.
 package server
 
@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/imagepool"
 	"github.com/vpool/vpool/internal/metrics"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/pki"
@@ -94,6 +95,16 @@ type Config struct {
 	// BackupDirs are the directories under which backup repositories may
 	// be registered (default DataDir/backups); nothing else is touched.
 	BackupDirs []string
+	// Images is the image pool that holds image files; nil refuses
+	// image imports (docs/images.md).
+	Images *imagepool.Pool
+	// Name is this server's name: its record in the store
+	// (/vpool/servers/NAME) and, with an embedded store, its etcd
+	// member's name. Default "vpool".
+	Name string
+	// Members manages the embedded store's membership (members.go); nil
+	// with an external etcd or an in-memory store.
+	Members Members
 }
 
 // DefaultCAKeyFile is the seal key's file name in the data dir.
@@ -116,6 +127,7 @@ type Server struct {
 
 	drain     chan struct{} // closed when Run begins to shut down
 	drainOnce sync.Once
+	imports   sync.WaitGroup // image downloads in the background
 
 	leaseMu sync.Mutex
 	leases  map[string]store.LeaseID
@@ -127,6 +139,9 @@ type Server struct {
 
 	trust    *trust // which host certificates are valid
 	trustRev int64  // the revision trust was loaded at
+
+	nets netHub // the hosts' network views (netview.go)
+	lbs  lbHub  // the hosts' load balancers (lbagent.go)
 }
 
 // New prepares a server: it loads or creates the cluster CA and the admin
@@ -151,6 +166,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.StoreKind == "" {
 		cfg.StoreKind = "embedded"
 	}
+	if cfg.Name == "" {
+		cfg.Name = "vpool"
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.New()
 	}
@@ -162,6 +180,8 @@ func New(cfg Config) (*Server, error) {
 		repo: state.New(cfg.Store, cfg.Clock), metrics: cfg.Metrics,
 		drain: make(chan struct{}), leases: map[string]store.LeaseID{}, served: map[string]servedSet{},
 	}
+	s.nets.s = s
+	s.lbs.s = s
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.bootstrap(ctx); err != nil {
@@ -202,6 +222,9 @@ func (s *Server) bootstrap(ctx context.Context) error {
 		return err
 	}
 	if err := s.loadOrCreateAdminToken(ctx); err != nil {
+		return err
+	}
+	if err := s.failInterruptedImports(ctx); err != nil {
 		return err
 	}
 	return s.repo.EnsureProject(ctx, &model.Project{Meta: model.Meta{Name: api.DefaultProject}, Description: "default project"})
@@ -336,6 +359,10 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancelControllers()
 	trustDone := make(chan struct{})
 	go func() { defer close(trustDone); s.trust.run(cctx, s.cfg.Store, s.trustRev) }()
+	go s.sweepAddresses(cctx, 15*time.Second, 30*time.Second)
+	announced := make(chan struct{})
+	go func() { defer close(announced); s.announce(cctx) }()
+	go s.promoteLearners(cctx)
 	ctrlDone := make(chan error, 1)
 	if s.cfg.Controllers != nil {
 		go func() { ctrlDone <- s.cfg.Controllers(cctx) }()
@@ -361,8 +388,10 @@ wait:
 		}
 	}
 	s.drainOnce.Do(func() { close(s.drain) })
+	s.imports.Wait() // downloads end with the drain and mark their images failed
 	cancelControllers()
 	<-trustDone
+	<-announced
 	if ctrlRunning {
 		<-ctrlDone // controllers end with their context
 	}

@@ -21,7 +21,10 @@ import "fmt"
 //	/vpool/cluster/seq/<name>             counters
 //	/vpool/cluster/balance                model.BalanceSettings
 //	/vpool/balance/plan                   model.BalancePlan (the balancer's last plan)
-//	/vpool/energy/ledger                  energy ledger (joules per host, VM, project)
+//	/vpool/energy/meta                    model.EnergyMeta (the ledger's header)
+//	/vpool/energy/hosts/<host>            model.EnergyHostRecord
+//	/vpool/energy/projects/<project>      model.EnergyProjectRecord
+//	/vpool/energy/ledger                  the whole ledger before issue 11 (read once, then deleted)
 const (
 	Root           = "/vpool/"
 	ProjectsPrefix = Root + "projects/"
@@ -46,7 +49,18 @@ const (
 	BalanceKey       = Root + "cluster/balance"
 	BalancePlanKey   = Root + "balance/plan"
 	EnergyKey        = Root + "energy/ledger"
+	// EnergyPrefix holds the energy ledger's records.
+	EnergyPrefix         = Root + "energy/"
+	EnergyMetaKey        = EnergyPrefix + "meta"
+	EnergyHostsPrefix    = EnergyPrefix + "hosts/"
+	EnergyProjectsPrefix = EnergyPrefix + "projects/"
 )
+
+// EnergyHostKey is the key of a host's energy record.
+func EnergyHostKey(host string) string { return EnergyHostsPrefix + host }
+
+// EnergyProjectKey is the key of a project's energy record.
+func EnergyProjectKey(project string) string { return EnergyProjectsPrefix + project }
 
 // ProjectKey is the key of a project.
 func ProjectKey(name string) string { return ProjectsPrefix + name }

@@ -124,7 +124,7 @@ func TestServerAgentsCLI(t *testing.T) {
 		}
 	}
 	// Changes made while the agent is away are adopted when it returns.
-	s.cli(t, "vm", "stop", "web1")
+	s.cli(t, "vm", "stop", "web1", "--no-wait") // its agent is away
 	agents[victim] = s.startAgent(t, victim, agentDirs[victim], "")
 	waitPhase(t, s, "web1", model.PhaseStopped)
 	eventually(t, "web1 stopped on its host", 30*time.Second, func() bool {

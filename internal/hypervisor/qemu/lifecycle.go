@@ -121,7 +121,7 @@ func makeNICs(cfg hypervisor.VMConfig) []nicRec {
 		if mac == "" {
 			mac = macFor(cfg.ID, i)
 		}
-		out[i] = nicRec{ID: fmt.Sprintf("net%d", i), MAC: mac}
+		out[i] = nicRec{ID: fmt.Sprintf("net%d", i), MAC: mac, Name: n.Name, Port: portOf(cfg, i)}
 	}
 	return out
 }
@@ -318,8 +318,8 @@ func (d *Driver) machine(ctx context.Context, rec *record, o startOpts, rev *rev
 		n := &rec.NICs[i]
 		nd := NICDev{ID: n.ID, MAC: n.MAC}
 		if d.net == NetBridge {
-			tap := d.tapName(id, i)
-			if err := d.makeTap(ctx, tap); err != nil {
+			tap, err := d.plugTap(ctx, id, i, n)
+			if err != nil {
 				return m, files, err
 			}
 			rev.add(func() { d.removeTap(tap) })

@@ -69,6 +69,10 @@ type nicRec struct {
 	ID  string `json:"id"`
 	MAC string `json:"mac"`
 	Tap string `json:"tap,omitempty"` // set while running on a bridge
+	// Name is the spec NIC's name; Port, when the agent gave one, the
+	// tap name, bridge and MTU of a vpool network (network.go).
+	Name string              `json:"name,omitempty"`
+	Port *hypervisor.NICPort `json:"port,omitempty"`
 }
 
 // snapRec is a snapshot: the frozen layer of every disk, and for memory

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -194,8 +195,15 @@ func startOnce(ctx context.Context, c Config, lt *pki.LocalTLS) (s *Store, retry
 		return nil, (pickedC || pickedP) && errors.Is(err, syscall.EADDRINUSE), err
 	}
 	stop := func() { stopping.Store(true); e.Close() }
+	deadline := time.Now().Add(c.StartTimeout)
 	if err := waitReady(ctx, e, c.StartTimeout); err != nil {
-		stop()
+		stopUnready(stop)
+		return nil, false, err
+	}
+	// A joining member starts as a learner, which serves no client:
+	// wait until a server of the cluster has promoted it.
+	if err := waitVoter(ctx, e, time.Until(deadline)); err != nil {
+		stopUnready(stop)
 		return nil, false, err
 	}
 	endpoints := []string{clientURL.String()}
@@ -213,7 +221,82 @@ func startOnce(ctx context.Context, c Config, lt *pki.LocalTLS) (s *Store, retry
 	}
 	s.stopServer = stop
 	s.localTLS = lt
+	s.member = Member{Name: c.Name, ID: uint64(e.Server.MemberID())}
+	s.stopped = e.Server.StopNotify()
+	if err := s.adoptPeerURL(ctx, peerURL.String(), c.Logger); err != nil {
+		_ = s.Close()
+		return nil, false, err
+	}
 	return s, false, nil
+}
+
+// MemberStopped is closed when the embedded member stops: on Close, or
+// of its own accord (removed from its cluster, a fatal error). Nil for a
+// client of an external cluster (it never fires).
+func (s *Store) MemberStopped() <-chan struct{} { return s.stopped }
+
+// unreadyStopWait bounds the stop of a member that never became ready:
+// etcd's Close waits for the member to publish itself, which needs the
+// quorum it could not find.
+const unreadyStopWait = 5 * time.Second
+
+// stopUnready stops a member that did not start, giving up after
+// unreadyStopWait (the caller is failing anyway, and its process will
+// exit).
+func stopUnready(stop func()) {
+	done := make(chan struct{})
+	go func() { defer close(done); stop() }()
+	t := time.NewTimer(unreadyStopWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+// waitVoter waits until the member is no learner, within timeout.
+func waitVoter(ctx context.Context, e *embed.Etcd, timeout time.Duration) error {
+	t := time.NewTimer(max(timeout, 0))
+	defer t.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for e.Server.IsLearner() {
+		select {
+		case <-tick.C:
+		case err := <-e.Err():
+			return fmt.Errorf("member failed while waiting to be promoted: %w", err)
+		case <-t.C:
+			return errors.New("member still a learner: no server of the cluster promoted it (is the cluster's leader server running?)")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// adoptPeerURL records the peer URL the member serves in the membership
+// when the member is alone (a single server started again with another
+// --peer-url, or the default free port): the address a joining server
+// then dials. A member of several can not move alone; it says so.
+func (s *Store) adoptPeerURL(ctx context.Context, peerURL string, log *slog.Logger) error {
+	ms, err := s.Members(ctx)
+	if err != nil {
+		return fmt.Errorf("read membership: %w", err)
+	}
+	for _, m := range ms {
+		if m.ID != s.member.ID || slices.Equal(m.PeerURLs, []string{peerURL}) {
+			continue
+		}
+		if len(ms) > 1 {
+			log.Warn("this member's peer URL differs from the one its cluster knows; the other members cannot reach it",
+				"serves", peerURL, "known", m.PeerURLs)
+			return nil
+		}
+		if _, err := s.cli.MemberUpdate(ctx, m.ID, []string{peerURL}); err != nil {
+			return fmt.Errorf("update peer URL: %w", err)
+		}
+	}
+	return nil
 }
 
 // localTLS makes the member's TLS material, for the names its URLs use.

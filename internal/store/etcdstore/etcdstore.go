@@ -8,7 +8,9 @@
 // An embedded member takes only clients with a certificate of its own
 // private CA (mutual TLS on its client and peer ports); Connect speaks
 // TLS with a client certificate and etcd's user/password authentication
-// to an external cluster.
+// to an external cluster. Embedded members form clusters of several
+// servers: members join as learners and are promoted once caught up, and
+// a member can tell whether another's process is gone (members.go).
 package etcdstore
 
 import (
@@ -44,7 +46,14 @@ type Store struct {
 	stopServer func()
 	endpoints  []string
 	// localTLS is the embedded member's TLS material; nil otherwise.
-	localTLS  *pki.LocalTLS
+	localTLS *pki.LocalTLS
+	// member is the embedded member's name and ID (zero for a client of
+	// an external cluster); probe tells whether a member is gone
+	// (members.go).
+	member Member
+	probe  peerProbe
+	// stopped is closed when the embedded member stops (nil otherwise).
+	stopped   <-chan struct{}
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
