@@ -17,9 +17,9 @@ import (
 
 // Backend stores named blobs. Names are slash-separated relative paths
 // ("chunks/ab/ab12…", "index/<id>"). Writes are atomic: a reader sees a
-// whole blob or none. The directory backend (Dir) is the one built; an
-// object store fits the same interface (conditional put for
-// PutIfAbsent).
+// whole blob or none. Dir is a directory; S3 an object store bucket
+// (conditional put for PutIfAbsent). TestBackendContract holds both to
+// this contract and every repository test runs on both.
 type Backend interface {
 	// Put writes (or replaces) a blob atomically and durably.
 	Put(ctx context.Context, name string, data []byte) error

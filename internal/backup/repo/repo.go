@@ -1,6 +1,7 @@
 // Package repo is the backup repository: deduplicated, compressed and
 // encrypted fixed-size chunks plus one encrypted index per backup, on a
-// Backend (a directory: local disk or NFS).
+// Backend: a directory (local disk or NFS, Dir) or a bucket of an
+// S3-compatible object store (S3, through minio-go).
 //
 // Layout:
 //

@@ -5,16 +5,14 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
 
-func testRepo(t *testing.T, key []byte) (*Repo, *Dir) {
+func testRepo(t *testing.T, mk newBackend, key []byte) (*Repo, Backend) {
 	t.Helper()
-	be := &Dir{Root: t.TempDir()}
+	be := mk(t)
 	r, err := Create(context.Background(), be, Options{Key: key, Cluster: "c1", ChunkSize: 64 << 10})
 	if err != nil {
 		t.Fatal(err)
@@ -55,9 +53,11 @@ func backup(t *testing.T, r *Repo, id string, chunks ...[]byte) *Manifest {
 	return m
 }
 
-func TestOpenChecksKeyAndCluster(t *testing.T) {
+func TestOpenChecksKeyAndCluster(t *testing.T) { forBackends(t, testOpenChecksKeyAndCluster) }
+
+func testOpenChecksKeyAndCluster(t *testing.T, mk newBackend) {
 	key := GenerateKey()
-	_, be := testRepo(t, key)
+	_, be := testRepo(t, mk, key)
 	ctx := context.Background()
 	tests := []struct {
 		name string
@@ -77,16 +77,18 @@ func TestOpenChecksKeyAndCluster(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Open(ctx, &Dir{Root: t.TempDir()}, Options{Key: key, Cluster: "c1"}); !errors.Is(err, ErrNotRepo) {
-		t.Fatalf("empty dir: %v", err)
+	if _, err := Open(ctx, mk(t), Options{Key: key, Cluster: "c1"}); !errors.Is(err, ErrNotRepo) {
+		t.Fatalf("empty backend: %v", err)
 	}
 	if _, err := Create(ctx, be, Options{Key: key, Cluster: "c1"}); !errors.Is(err, ErrExists) {
 		t.Fatalf("second create: %v", err)
 	}
 	// An altered config (another cluster's name) no longer opens.
 	cfg, _ := ReadConfig(ctx, be)
-	b, _ := os.ReadFile(filepath.Join(be.Root, configName))
-	os.WriteFile(filepath.Join(be.Root, configName), bytes.Replace(b, []byte(`"cluster": "c1"`), []byte(`"cluster": "c9"`), 1), 0o600)
+	b, _ := be.Get(ctx, configName)
+	if err := be.Put(ctx, configName, bytes.Replace(b, []byte(`"cluster": "c1"`), []byte(`"cluster": "c9"`), 1)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := Open(ctx, be, Options{Key: key, Cluster: "c9"}); !errors.Is(err, ErrWrongKey) {
 		t.Fatalf("altered config of %s: %v", cfg.ID, err)
 	}
@@ -110,7 +112,11 @@ func TestKeyFileRoundTrip(t *testing.T) {
 }
 
 func TestChunksDedupeAndNamesHideContent(t *testing.T) {
-	r, be := testRepo(t, GenerateKey())
+	forBackends(t, testChunksDedupeAndNamesHideContent)
+}
+
+func testChunksDedupeAndNamesHideContent(t *testing.T, mk newBackend) {
+	r, be := testRepo(t, mk, GenerateKey())
 	a, b := randData(1, 64<<10), bytes.Repeat([]byte("vpool"), 64<<10/5)
 	backup(t, r, "b1", a, b, make([]byte, 64<<10))
 	m2 := backup(t, r, "b2", b, a)
@@ -119,13 +125,13 @@ func TestChunksDedupeAndNamesHideContent(t *testing.T) {
 		t.Fatalf("%d chunk blobs, want 2 (dedup, zero chunk not stored)", len(blobs))
 	}
 	for _, bl := range blobs {
-		raw, _ := os.ReadFile(filepath.Join(be.Root, bl.Name))
+		raw, _ := be.Get(context.Background(), bl.Name)
 		if bytes.Contains(raw, []byte("vpoolvpool")) {
 			t.Fatal("a chunk blob holds plaintext")
 		}
 	}
 	// The same data under another key gets another name.
-	r2, _ := testRepo(t, GenerateKey())
+	r2, _ := testRepo(t, mk, GenerateKey())
 	if r2.ChunkID(a) == r.ChunkID(a) {
 		t.Fatal("chunk names do not depend on the key")
 	}
@@ -140,7 +146,11 @@ func TestChunksDedupeAndNamesHideContent(t *testing.T) {
 }
 
 func TestVerifyNamesCorruptChunkAndItsBackups(t *testing.T) {
-	r, be := testRepo(t, GenerateKey())
+	forBackends(t, testVerifyNamesCorruptChunkAndItsBackups)
+}
+
+func testVerifyNamesCorruptChunkAndItsBackups(t *testing.T, mk newBackend) {
+	r, be := testRepo(t, mk, GenerateKey())
 	a, b, c := randData(1, 64<<10), randData(2, 64<<10), randData(3, 64<<10)
 	backup(t, r, "b1", a, b)
 	backup(t, r, "b2", b, c)
@@ -151,12 +161,15 @@ func TestVerifyNamesCorruptChunkAndItsBackups(t *testing.T) {
 		t.Fatalf("clean verify: %+v %v", rep, err)
 	}
 	bad := r.ChunkID(b)
-	p := filepath.Join(be.Root, chunkName(bad))
-	raw, _ := os.ReadFile(p)
+	raw, _ := be.Get(ctx, chunkName(bad))
 	raw[len(raw)/2] ^= 0x40
-	os.WriteFile(p, raw, 0o600)
+	if err := be.Put(ctx, chunkName(bad), raw); err != nil {
+		t.Fatal(err)
+	}
 	gone := r.ChunkID(c)
-	os.Remove(filepath.Join(be.Root, chunkName(gone)))
+	if err := be.Delete(ctx, chunkName(gone)); err != nil {
+		t.Fatal(err)
+	}
 	rep, err = r.Verify(ctx, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -176,7 +189,11 @@ func TestVerifyNamesCorruptChunkAndItsBackups(t *testing.T) {
 }
 
 func TestGCKeepsReferencedAndNeverRacesABackup(t *testing.T) {
-	r, _ := testRepo(t, GenerateKey())
+	forBackends(t, testGCKeepsReferencedAndNeverRacesABackup)
+}
+
+func testGCKeepsReferencedAndNeverRacesABackup(t *testing.T, mk newBackend) {
+	r, _ := testRepo(t, mk, GenerateKey())
 	ctx := context.Background()
 	a, b := randData(1, 64<<10), randData(2, 64<<10)
 	backup(t, r, "b1", a)
@@ -222,7 +239,11 @@ func TestGCKeepsReferencedAndNeverRacesABackup(t *testing.T) {
 }
 
 func TestExpiredBackupLockIsTakenOverAndItsCommitRefused(t *testing.T) {
-	r, _ := testRepo(t, GenerateKey())
+	forBackends(t, testExpiredBackupLockIsTakenOverAndItsCommitRefused)
+}
+
+func testExpiredBackupLockIsTakenOverAndItsCommitRefused(t *testing.T, mk newBackend) {
+	r, _ := testRepo(t, mk, GenerateKey())
 	now := time.Now()
 	r.now = func() time.Time { return now }
 	ctx := context.Background()
@@ -245,16 +266,26 @@ func TestExpiredBackupLockIsTakenOverAndItsCommitRefused(t *testing.T) {
 	}
 }
 
+// TestSyncIsResumable syncs between every pair of backends (a directory
+// to an object store is the second site of docs/backup.md).
 func TestSyncIsResumable(t *testing.T) {
+	for _, from := range backends {
+		for _, to := range backends {
+			t.Run(from.name+"-to-"+to.name, func(t *testing.T) { testSyncIsResumable(t, from.mk, to.mk) })
+		}
+	}
+}
+
+func testSyncIsResumable(t *testing.T, mkSrc, mkDst newBackend) {
 	key := GenerateKey()
-	src, _ := testRepo(t, key)
+	src, _ := testRepo(t, mkSrc, key)
 	var chunks [][]byte
 	for i := range 6 {
 		chunks = append(chunks, randData(uint64(i), 64<<10))
 	}
 	backup(t, src, "b1", chunks[:3]...)
 	backup(t, src, "b2", chunks[2:]...)
-	dst, _ := testRepo(t, key)
+	dst, _ := testRepo(t, mkDst, key)
 	ctx, cancel := context.WithCancel(context.Background())
 	_, err := Sync(ctx, src, dst, nil, func(done, total int64) {
 		if done == 4 {
@@ -281,7 +312,7 @@ func TestSyncIsResumable(t *testing.T) {
 	if err != nil || !v.OK() || v.Backups != 2 || v.Chunks != 6 {
 		t.Fatalf("target verify %+v %v", v, err)
 	}
-	other, _ := testRepo(t, GenerateKey())
+	other, _ := testRepo(t, mkDst, GenerateKey())
 	if _, err := Sync(context.Background(), src, other, nil, nil); !errors.Is(err, ErrKeyMismatch) {
 		t.Fatalf("sync to a repository with another key: %v", err)
 	}
