@@ -148,7 +148,9 @@ func (s *S3) Put(ctx context.Context, name string, data []byte) error {
 }
 
 // PutLazy implements Backend: an answered PUT is already durable.
-func (s *S3) PutLazy(ctx context.Context, name string, data []byte) error { return s.Put(ctx, name, data) }
+func (s *S3) PutLazy(ctx context.Context, name string, data []byte) error {
+	return s.Put(ctx, name, data)
+}
 
 // Sync implements Backend: nothing to flush.
 func (s *S3) Sync(ctx context.Context) error { return ctx.Err() }
