@@ -109,7 +109,11 @@ func openRepo(ctx context.Context, a api.RepoAccess, host string, readOnly bool)
 	if err != nil {
 		return nil, err
 	}
-	return repo.Open(ctx, &repo.Dir{Root: a.Path}, repo.Options{Key: key, Cluster: a.Cluster, ReadOnly: readOnly || a.ReadOnly, Host: host})
+	be, err := repo.Location{Path: a.Path, URL: a.URL, AccessKey: a.S3AccessKey, SecretKey: a.S3SecretKey}.Backend()
+	if err != nil {
+		return nil, err
+	}
+	return repo.Open(ctx, be, repo.Options{Key: key, Cluster: a.Cluster, ReadOnly: readOnly || a.ReadOnly, Host: host})
 }
 
 func (bk *backups) runBackup(ctx context.Context, j api.AgentBackupJob) {

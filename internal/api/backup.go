@@ -36,8 +36,15 @@ var BackupAgentRoutes = []Route{
 // or VPOOL_BACKUP_KEY, never from the command line).
 type BackupRepoCreateRequest struct {
 	Name string `json:"name"`
-	Path string `json:"path"`
+	// Path (a directory) or URL (an S3-compatible object store,
+	// s3://BUCKET[/PREFIX]?endpoint=HOST:PORT[&insecure=1][&region=R]).
+	Path string `json:"path,omitempty"`
+	URL  string `json:"url,omitempty"`
 	Key  string `json:"key"`
+	// S3AccessKey and S3SecretKey sign requests to an object store
+	// (sealed in the store like the key; never shown).
+	S3AccessKey string `json:"s3AccessKey,omitempty"`
+	S3SecretKey string `json:"s3SecretKey,omitempty"`
 	// ReadOnly registers it for restores only (another cluster's
 	// repository is registered read-only whatever this says).
 	ReadOnly bool `json:"readOnly,omitempty"`
@@ -47,6 +54,7 @@ type BackupRepoCreateRequest struct {
 type BackupRepoInfo struct {
 	Name      string `json:"name"`
 	Path      string `json:"path,omitempty"` // admins only
+	URL       string `json:"url,omitempty"`  // admins only
 	ReadOnly  bool   `json:"readOnly,omitempty"`
 	RepoID    string `json:"repoId"`
 	Owner     string `json:"owner"`
@@ -155,7 +163,11 @@ type FailoverResponse struct {
 // the host that runs the job, over the agent's mutual-TLS channel.
 type RepoAccess struct {
 	Name string `json:"name"`
-	Path string `json:"path"`
+	Path string `json:"path,omitempty"`
+	// URL and the S3 keys locate an object-store repository.
+	URL         string `json:"url,omitempty"`
+	S3AccessKey string `json:"s3AccessKey,omitempty"`
+	S3SecretKey string `json:"s3SecretKey,omitempty"`
 	// Key is the repository key as a key file holds it.
 	Key      string `json:"key"`
 	Cluster  string `json:"cluster"`

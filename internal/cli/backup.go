@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,6 +19,35 @@ import (
 
 // backupKeyEnv holds a repository key's text when no --key-file is given.
 const backupKeyEnv = "VPOOL_BACKUP_KEY"
+
+// The object store's credentials, when no --s3-credentials-file is given.
+const (
+	s3AccessEnv = "VPOOL_S3_ACCESS_KEY"
+	s3SecretEnv = "VPOOL_S3_SECRET_KEY"
+)
+
+// readS3Credentials reads an object store's access and secret keys from
+// a file (two lines: access key, secret key) or the environment; never
+// from the command line.
+func (a *app) readS3Credentials(file string) (access, secret string, err error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", "", err
+		}
+		f := strings.Fields(string(b))
+		if len(f) != 2 {
+			return "", "", usagef("%s must hold two words: the access key, then the secret key", file)
+		}
+		return f[0], f[1], nil
+	}
+	access, _ = a.env.lookup(s3AccessEnv)
+	secret, _ = a.env.lookup(s3SecretEnv)
+	if access == "" || secret == "" {
+		return "", "", usagef("an s3:// repository needs its credentials: --s3-credentials-file FILE or %s and %s", s3AccessEnv, s3SecretEnv)
+	}
+	return access, secret, nil
+}
 
 func (a *app) backupCmd() *cobra.Command {
 	repo := group("repo", "Register, list and show backup repositories",
@@ -70,13 +100,17 @@ func (a *app) readBackupKey(cmd *cobra.Command, keyFile string, gen bool) (strin
 }
 
 func repoTable(w io.Writer, items []api.BackupRepoInfo) {
-	row(w, "NAME", "PATH", "MODE", "OWNER", "KEY", "CHUNK")
+	row(w, "NAME", "LOCATION", "MODE", "OWNER", "KEY", "CHUNK")
 	for _, r := range items {
 		mode := "read-write"
 		if r.ReadOnly {
 			mode = "read-only"
 		}
-		row(w, r.Name, orDash(r.Path), mode, short(r.Owner, 12), r.KeyID, model.Bytes(r.ChunkSize))
+		loc := r.Path
+		if r.URL != "" {
+			loc = r.URL
+		}
+		row(w, r.Name, orDash(loc), mode, short(r.Owner, 12), r.KeyID, model.Bytes(r.ChunkSize))
 	}
 }
 
@@ -88,24 +122,37 @@ func short(s string, n int) string {
 }
 
 func (a *app) backupRepoCreateCmd() *cobra.Command {
-	var path, keyFile string
+	var path, url, keyFile, credsFile string
 	var readOnly bool
 	cmd := &cobra.Command{
-		Use:   "create NAME --path DIR --key-file FILE",
-		Short: "Register a repository: create one in an empty directory, or open the one there (another cluster's is read-only)",
+		Use:   "create NAME (--path DIR | --url s3://BUCKET/PREFIX?endpoint=HOST:PORT) --key-file FILE",
+		Short: "Register a repository: create one in an empty directory or bucket prefix, or open the one there (another cluster's is read-only)",
 		Example: `  vpool backup repo create main --path /srv/backups/main --key-file /etc/vpool/backup.key
-  VPOOL_BACKUP_KEY="$(cat backup.key)" vpool backup repo create offsite --path /mnt/site-b/vpool`,
+  VPOOL_BACKUP_KEY="$(cat backup.key)" vpool backup repo create offsite --path /mnt/site-b/vpool
+  vpool backup repo create cloud --url 's3://vpool-backups/site-a?endpoint=s3.eu-west-3.amazonaws.com&region=eu-west-3' \
+    --key-file /etc/vpool/backup.key --s3-credentials-file /etc/vpool/s3.creds`,
 		Args: exactArgs(1, "a repository name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if (path == "") == (url == "") {
+				return usagef("give --path DIR or --url s3://…")
+			}
+			req := api.BackupRepoCreateRequest{Name: args[0], Path: path, URL: url, ReadOnly: readOnly}
+			if url != "" {
+				var err error
+				if req.S3AccessKey, req.S3SecretKey, err = a.readS3Credentials(credsFile); err != nil {
+					return err
+				}
+			}
 			key, err := a.readBackupKey(cmd, keyFile, true)
 			if err != nil {
 				return err
 			}
+			req.Key = key
 			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
-			r, err := c.CreateBackupRepo(cmd.Context(), api.BackupRepoCreateRequest{Name: args[0], Path: path, Key: key, ReadOnly: readOnly})
+			r, err := c.CreateBackupRepo(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -113,6 +160,8 @@ func (a *app) backupRepoCreateCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&path, "path", "", "the repository's directory (the same path on servers and hosts)")
+	cmd.Flags().StringVar(&url, "url", "", "an S3-compatible object store: s3://BUCKET[/PREFIX]?endpoint=HOST:PORT[&region=R][&insecure=1] (the bucket is made when absent)")
+	cmd.Flags().StringVar(&credsFile, "s3-credentials-file", "", "file holding the object store's access key and secret key (two words); or env "+s3AccessEnv+" and "+s3SecretEnv)
 	cmd.Flags().StringVar(&keyFile, "key-file", "", "file holding the repository key (made when absent); or env "+backupKeyEnv)
 	cmd.Flags().BoolVar(&readOnly, "read-only", false, "register it for restores only")
 	return cmd

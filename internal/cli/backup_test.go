@@ -31,7 +31,10 @@ func (f *fakeServer) backupHandlers() map[string]handler {
 			if !strings.HasPrefix(req.Key, api.BackupKeyPrefix) {
 				return nil, fail(400, api.CodeInvalidField, "key", "not a key")
 			}
-			return api.BackupRepoInfo{Name: req.Name, Path: req.Path, RepoID: "r1", Owner: "c1", KeyID: "k1", ChunkSize: 4 << 20, Created: true}, nil
+			if req.URL != "" && (req.S3AccessKey != "AK1" || req.S3SecretKey != "SK1") {
+				return nil, fail(400, api.CodeInvalidField, "s3SecretKey", "no credentials")
+			}
+			return api.BackupRepoInfo{Name: req.Name, Path: req.Path, URL: req.URL, RepoID: "r1", Owner: "c1", KeyID: "k1", ChunkSize: 4 << 20, Created: true}, nil
 		},
 		"GET /api/v1/backup/repos/{name}":         ok(api.BackupRepoInfo{Name: "main"}),
 		"DELETE /api/v1/backup/repos/{name}":      ok(nil),
@@ -72,6 +75,9 @@ func TestBackupCommands(t *testing.T) {
 	f := newFake(t)
 	seed(f)
 	keyFile := filepath.Join(t.TempDir(), "backup.key")
+	credsFile := filepath.Join(t.TempDir(), "s3.creds")
+	os.WriteFile(credsFile, []byte("AK1\nSK1\n"), 0o600)
+	const s3URL = "s3://bk/site?endpoint=127.0.0.1:9000&insecure=1"
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -81,6 +87,9 @@ func TestBackupCommands(t *testing.T) {
 		{"repo create writes a new key file", []string{"backup", "repo", "create", "main", "--path", "/srv/b", "--key-file", keyFile}, 0, "main"},
 		{"repo create reads the existing key file", []string{"backup", "repo", "create", "main", "--path", "/srv/b", "--key-file", keyFile}, 0, "read-write"},
 		{"repo create without a key", []string{"backup", "repo", "create", "main", "--path", "/srv/b"}, 2, "VPOOL_BACKUP_KEY"},
+		{"repo create on an object store", []string{"backup", "repo", "create", "cloud", "--url", s3URL, "--key-file", keyFile, "--s3-credentials-file", credsFile}, 0, "s3://bk/site"},
+		{"repo create on an object store without credentials", []string{"backup", "repo", "create", "cloud", "--url", s3URL, "--key-file", keyFile}, 2, "VPOOL_S3_SECRET_KEY"},
+		{"repo create with a path and a URL", []string{"backup", "repo", "create", "cloud", "--url", s3URL, "--path", "/srv/b", "--key-file", keyFile}, 2, "--path DIR or --url"},
 		{"repo show lists the catalog", []string{"backup", "repo", "show", "main"}, 0, "b-1"},
 		{"create waits until completed", []string{"backup", "create", "web1"}, 0, "completed"},
 		{"restore prints the figures", []string{"backup", "restore", "b-1", "--as", "web2", "--boot-check"}, 0, "booted in 2400ms"},

@@ -34,6 +34,9 @@ type BackupConfig struct {
 	// Keys opens a repository's sealed key; Cluster is this cluster's id.
 	Keys    func(*model.BackupRepo) ([]byte, error)
 	Cluster string
+	// Backend opens a repository's backend (an object store needs its
+	// sealed credentials); nil: the directory at Path.
+	Backend func(*model.BackupRepo) (repo.Backend, error)
 	// Leading reports whether this server leads (nil: always).
 	Leading func() bool
 	Logger  *slog.Logger
@@ -134,7 +137,13 @@ func (c *BackupController) open(ctx context.Context, rec *model.BackupRepo, read
 	if err != nil {
 		return nil, err
 	}
-	return repo.Open(ctx, &repo.Dir{Root: rec.Path}, repo.Options{Key: key, Cluster: c.cfg.Cluster,
+	var be repo.Backend = &repo.Dir{Root: rec.Path}
+	if c.cfg.Backend != nil {
+		if be, err = c.cfg.Backend(rec); err != nil {
+			return nil, err
+		}
+	}
+	return repo.Open(ctx, be, repo.Options{Key: key, Cluster: c.cfg.Cluster,
 		ReadOnly: readOnly || rec.ReadOnly, Logger: c.log, Clock: c.cfg.Clock})
 }
 

@@ -175,6 +175,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	}
 	b := cfg.Backup
 	b.Repo, b.Keys, b.Cluster, b.Leading = state.New(st, cfg.Clock), srv.BackupRepoKey, srv.ClusterID(), mgr.IsLeader
+	b.Backend = srv.BackupRepoBackend
 	b.Logger, b.Clock = cfg.Logger, cfg.Clock
 	bc = controller.NewBackupController(b)
 	return &Server{Server: srv, Store: st, Controller: mgr, Backups: bc, kind: kind, ownStore: own}, nil

@@ -6,12 +6,20 @@ import (
 )
 
 // BackupRepo is a registered backup repository (docs/backup.md): a
-// directory reachable by the servers and the hosts. Stored at
-// /vpool/backup/repos/<name>; cluster-wide (Meta.Project empty).
+// directory reachable by the servers and the hosts, or a bucket of an
+// S3-compatible object store. Stored at /vpool/backup/repos/<name>;
+// cluster-wide (Meta.Project empty).
 type BackupRepo struct {
 	Meta
-	// Path is the repository's directory (absolute).
+	// Path is the repository's directory (absolute); empty for an object
+	// store.
 	Path string `json:"path"`
+	// URL locates an object-store repository:
+	// s3://BUCKET[/PREFIX]?endpoint=HOST:PORT[&insecure=1][&region=R].
+	URL string `json:"url,omitempty"`
+	// SealedCredentials are the object store's access and secret keys,
+	// sealed like SealedKey; never shown by the API.
+	SealedCredentials []byte `json:"sealedCredentials,omitempty"`
 	// ReadOnly: the repository belongs to another cluster (or was
 	// registered so); it serves restores, verification and failover only.
 	ReadOnly bool `json:"readOnly,omitempty"`

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -49,13 +48,36 @@ func (s *Server) backupEndpoints() []endpoint {
 // sealRepoKey seals a repository key with the servers' seal key, bound
 // to the repository's name; the key never enters the store in clear.
 func (s *Server) sealRepoKey(name string, key []byte) ([]byte, error) {
+	return s.sealBound([]byte("vpool backup repo "+name), key)
+}
+
+// sealBound seals data with the servers' seal key (AES-256-GCM), bound
+// to aad.
+func (s *Server) sealBound(aad, data []byte) ([]byte, error) {
 	a, err := s.repoKeyAEAD()
 	if err != nil {
 		return nil, err
 	}
 	nonce := make([]byte, a.NonceSize())
 	rand.Read(nonce)
-	return a.Seal(nonce, nonce, key, []byte("vpool backup repo "+name)), nil
+	return a.Seal(nonce, nonce, data, aad), nil
+}
+
+// openBound opens what sealBound sealed with the same aad.
+func (s *Server) openBound(aad, sealed []byte) ([]byte, error) {
+	a, err := s.repoKeyAEAD()
+	if err != nil {
+		return nil, err
+	}
+	n := a.NonceSize()
+	if len(sealed) < n {
+		return nil, errors.New("server: nothing sealed")
+	}
+	b, err := a.Open(nil, sealed[:n], sealed[n:], aad)
+	if err != nil {
+		return nil, errors.New("server: does not open with this server's seal key")
+	}
+	return b, nil
 }
 
 func (s *Server) repoKeyAEAD() (cipher.AEAD, error) {
@@ -73,15 +95,10 @@ func (s *Server) repoKeyAEAD() (cipher.AEAD, error) {
 // BackupRepoKey opens a repository's sealed key (for the backup
 // controller and the hosts' jobs).
 func (s *Server) BackupRepoKey(rec *model.BackupRepo) ([]byte, error) {
-	a, err := s.repoKeyAEAD()
-	if err != nil {
-		return nil, err
-	}
-	n := a.NonceSize()
-	if len(rec.SealedKey) < n {
+	if len(rec.SealedKey) == 0 {
 		return nil, fmt.Errorf("server: backup repository %s has no key", rec.Name)
 	}
-	key, err := a.Open(nil, rec.SealedKey[:n], rec.SealedKey[n:], []byte("vpool backup repo "+rec.Name))
+	key, err := s.openBound([]byte("vpool backup repo "+rec.Name), rec.SealedKey)
 	if err != nil {
 		return nil, fmt.Errorf("server: the key of backup repository %s does not open with this server's seal key", rec.Name)
 	}
@@ -98,7 +115,11 @@ func (s *Server) openRepo(ctx context.Context, rec *model.BackupRepo, readOnly b
 	if err != nil {
 		return nil, err
 	}
-	r, err := repo.Open(ctx, &repo.Dir{Root: rec.Path}, repo.Options{Key: key, Cluster: s.ClusterID(),
+	be, err := s.BackupRepoBackend(rec)
+	if err != nil {
+		return nil, errf(http.StatusServiceUnavailable, api.CodeUnavailable, "", "backup repository %q cannot be opened: %v", rec.Name, err)
+	}
+	r, err := repo.Open(ctx, be, repo.Options{Key: key, Cluster: s.ClusterID(),
 		ReadOnly: readOnly || rec.ReadOnly, Logger: s.log, Clock: s.now})
 	if err != nil {
 		return nil, errf(http.StatusServiceUnavailable, api.CodeUnavailable, "", "backup repository %q cannot be opened: %v", rec.Name, err)
@@ -131,7 +152,7 @@ func (s *Server) allowedRepoPath(p string) error {
 func repoInfo(rec *model.BackupRepo, admin bool) api.BackupRepoInfo {
 	in := api.BackupRepoInfo{Name: rec.Name, ReadOnly: rec.ReadOnly, RepoID: rec.RepoID, Owner: rec.Owner, KeyID: rec.KeyID, ChunkSize: rec.ChunkSize}
 	if admin {
-		in.Path = rec.Path
+		in.Path, in.URL = rec.Path, rec.URL
 	}
 	return in
 }
@@ -210,9 +231,6 @@ func (s *Server) createBackupRepo(w http.ResponseWriter, r *http.Request, p *pri
 	if err := model.ValidName("name", req.Name); err != nil {
 		return err
 	}
-	if err := s.allowedRepoPath(req.Path); err != nil {
-		return err
-	}
 	key, err := repo.ParseKey([]byte(req.Key))
 	if err != nil {
 		return fieldError("key", "%v", err)
@@ -221,38 +239,43 @@ func (s *Server) createBackupRepo(w http.ResponseWriter, r *http.Request, p *pri
 		return conflict("backup repository %q is already registered", req.Name)
 	}
 	ctx := r.Context()
-	be := &repo.Dir{Root: req.Path}
+	be, field, err := s.newRepoBackend(ctx, req)
+	if err != nil {
+		return err
+	}
 	created := false
 	cfg, err := repo.ReadConfig(ctx, be)
 	switch {
 	case errors.Is(err, repo.ErrNotRepo):
-		if ents, _ := os.ReadDir(req.Path); len(ents) > 0 {
-			return fieldError("path", "%s holds files but no backup repository; use an empty directory", quoteField(req.Path))
-		}
-		if err := os.MkdirAll(req.Path, 0o700); err != nil {
-			return fieldError("path", "cannot create the directory: %v", err)
+		if err := prepareNewRepo(ctx, be, field); err != nil {
+			return err
 		}
 		rp, err := repo.Create(ctx, be, repo.Options{Key: key, Cluster: s.ClusterID()})
 		if err != nil {
-			return fieldError("path", "cannot create a repository there: %v", err)
+			return fieldError(field, "cannot create a repository there: %v", err)
 		}
 		cfg, created = rp.Config(), true
 	case err != nil:
-		return fieldError("path", "cannot read the repository there: %v", err)
+		return fieldError(field, "cannot read the repository there: %v", err)
 	default:
 		if _, err := repo.Open(ctx, be, repo.Options{Key: key, Cluster: s.ClusterID(), ReadOnly: true}); err != nil {
 			if errors.Is(err, repo.ErrWrongKey) {
-				return fieldError("key", "does not open the repository at %s (key %s is needed; is this its key file?)", quoteField(req.Path), cfg.KeyID)
+				return fieldError("key", "does not open the repository at %s (key %s is needed; is this its key file?)", quoteField(be.String()), cfg.KeyID)
 			}
-			return fieldError("path", "%v", err)
+			return fieldError(field, "%v", err)
 		}
 	}
 	sealed, err := s.sealRepoKey(req.Name, key)
 	if err != nil {
 		return err
 	}
-	rec := &model.BackupRepo{Meta: model.Meta{Name: req.Name}, Path: req.Path, RepoID: cfg.ID, Owner: cfg.Cluster,
+	rec := &model.BackupRepo{Meta: model.Meta{Name: req.Name}, Path: req.Path, URL: req.URL, RepoID: cfg.ID, Owner: cfg.Cluster,
 		KeyID: cfg.KeyID, ChunkSize: cfg.ChunkSize, SealedKey: sealed, ReadOnly: req.ReadOnly || cfg.Cluster != s.ClusterID()}
+	if req.URL != "" {
+		if rec.SealedCredentials, err = s.sealRepoCredentials(req.Name, req.S3AccessKey, req.S3SecretKey); err != nil {
+			return err
+		}
+	}
 	rec, err = s.repo.CreateBackupRepo(ctx, rec)
 	if errors.Is(err, state.ErrExists) {
 		return conflict("backup repository %q is already registered", req.Name)

@@ -90,7 +90,12 @@ func (s *Server) agentBackups(w http.ResponseWriter, r *http.Request, host strin
 		if err != nil {
 			return nil, err
 		}
-		a := &api.RepoAccess{Name: rec.Name, Path: rec.Path, Key: repo.FormatKey(key), Cluster: s.ClusterID(), ReadOnly: rec.ReadOnly}
+		loc, err := s.BackupRepoLocation(rec)
+		if err != nil {
+			return nil, err
+		}
+		a := &api.RepoAccess{Name: rec.Name, Path: rec.Path, URL: rec.URL, S3AccessKey: loc.AccessKey, S3SecretKey: loc.SecretKey,
+			Key: repo.FormatKey(key), Cluster: s.ClusterID(), ReadOnly: rec.ReadOnly}
 		access[name] = a
 		return a, nil
 	}

@@ -247,3 +247,30 @@ func (s *S3) Delete(ctx context.Context, name string) error {
 	}
 	return s.mapErr("delete", name, err)
 }
+
+// Location is where a repository lives as a cluster records it: a
+// directory (Path) or an object store (URL, s3://…, with its
+// credentials).
+type Location struct {
+	Path                 string
+	URL                  string
+	AccessKey, SecretKey string
+}
+
+// Backend opens the location's backend (no request is made).
+func (l Location) Backend() (Backend, error) {
+	switch {
+	case l.URL != "" && l.Path != "":
+		return nil, errors.New("repo: a repository has a path or a URL, not both")
+	case l.URL != "":
+		c, err := ParseS3URL(l.URL)
+		if err != nil {
+			return nil, err
+		}
+		c.AccessKey, c.SecretKey = l.AccessKey, l.SecretKey
+		return NewS3(c)
+	case l.Path != "":
+		return &Dir{Root: l.Path}, nil
+	}
+	return nil, errors.New("repo: a repository needs a path or a URL")
+}
