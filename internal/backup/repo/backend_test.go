@@ -16,7 +16,7 @@ import (
 )
 
 // newBackend makes an empty backend for one test.
-type newBackend func(t *testing.T) Backend
+type newBackend func(t testing.TB) Backend
 
 // backends are the backends every repository test runs against: a
 // directory, and an S3 bucket served on loopback by gofakes3 (an S3 API
@@ -26,7 +26,7 @@ var backends = []struct {
 	name string
 	mk   newBackend
 }{
-	{"dir", func(t *testing.T) Backend { return &Dir{Root: t.TempDir()} }},
+	{"dir", func(t testing.TB) Backend { return &Dir{Root: t.TempDir()} }},
 	{"s3", newS3Backend},
 }
 
@@ -52,7 +52,7 @@ func s3Endpoint() string {
 }
 
 // newS3Backend is a fresh prefix in a fresh bucket of the loopback server.
-func newS3Backend(t *testing.T) Backend {
+func newS3Backend(t testing.TB) Backend {
 	t.Helper()
 	n := s3Seq.Add(1)
 	s, err := NewS3(S3Config{Endpoint: s3Endpoint(), Insecure: true, Bucket: fmt.Sprintf("vpool-test-%d", n),
