@@ -20,6 +20,7 @@ import (
 	"github.com/vpool/vpool/internal/hypervisor/qemu"
 	"github.com/vpool/vpool/internal/hypervisor/qemu/guest"
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/server"
 	"github.com/vpool/vpool/internal/store/memstore"
 	"github.com/vpool/vpool/internal/testenv"
 )
@@ -97,6 +98,7 @@ func TestBackupQEMU(t *testing.T) {
 	fast := controller.BackupConfig{Interval: 200 * time.Millisecond}
 	a := startCluster(t, devenv.ServerConfig{Store: stA, BackupDirs: []string{shared}, Backup: fast}, 0)
 	dA, dirA := qemuHost(t, a, "qa", g)
+	importTestGuest(t, a, g)
 	key := backupKey()
 	p := api.DefaultProject
 	for _, r := range []string{"main", "offsite"} {
@@ -164,6 +166,7 @@ func TestBackupQEMU(t *testing.T) {
 		t.Fatalf("sync: %v %+v", err, tk)
 	}
 	b := startCluster(t, devenv.ServerConfig{Store: stB, BackupDirs: []string{shared}, Backup: fast}, 0)
+	importTestGuest(t, b, g)
 	_, dirB := qemuHost(t, b, "qb", g)
 	if _, err := b.c.CreateBackupRepo(ctx, api.BackupRepoCreateRequest{Name: "site-a", Path: filepath.Join(shared, "offsite"), Key: key}); err != nil {
 		t.Fatal(err)
@@ -351,3 +354,14 @@ func (s *shell) do(cmds ...string) {
 }
 
 func (s *shell) close() { s.c.Close() }
+
+// importTestGuest records the test guest's image on a cluster: the
+// agents boot it whatever the record says (ResolveImage), but admission
+// wants the record.
+func importTestGuest(t *testing.T, cl *cluster, g guest.Guest) {
+	t.Helper()
+	if _, err := cl.srv.ImportLocalImage(context.Background(), api.ImageImportRequest{Name: "test-guest"},
+		[]server.LocalFile{{Role: model.ImageKernel, Path: g.Kernel}}); err != nil {
+		t.Fatal(err)
+	}
+}
