@@ -173,6 +173,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		}
 		return nil, err
 	}
+	mgr.SetUsage(srv) // usage lives in the server's memory and samples
 	b := cfg.Backup
 	b.Repo, b.Keys, b.Cluster, b.Leading = state.New(st, cfg.Clock), srv.BackupRepoKey, srv.ClusterID(), mgr.IsLeader
 	b.Backend = srv.BackupRepoBackend
