@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -214,6 +215,13 @@ func TestPartitionedHostFencesItself(t *testing.T) {
 		t.Fatal(err)
 	}
 	d1, d2 := filepath.Join(base, "h1"), filepath.Join(base, "h2")
+	t.Cleanup(func() { // QEMU outlives a killed agent: end the VM's processes too
+		for _, pids := range qemuFor(filepath.Join(pool, "default.w1"), d1, d2) {
+			for _, pid := range pids {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
 	agentProc(t, l.ns, "h1", "https://"+srv.AgentAddr(), tok.Token, d1, pool, "home=yes")
 	agentProc(t, "", "h2", "https://"+srv.AgentAddr(), tok.Token, d2, pool)
 	eventually(t, "two ready hosts", time.Minute, func() bool {
