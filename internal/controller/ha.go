@@ -179,6 +179,7 @@ func (r *reconciler) haNote(ctx context.Context, st ha.Step, now time.Time) {
 			f.FenceBy = "command"
 		}
 		r.m.log.Warn("host fenced", "host", st.Host, "reason", st.Reason)
+		r.gate.auditHost(ctx, model.AuditHostFenced, st.Host, "fenced by "+f.FenceBy+": "+st.Reason)
 	case model.HostReady:
 		if f != nil && !f.FencedAt.IsZero() {
 			if err := r.repo.RecordFailover(ctx, *f); err != nil {
@@ -279,6 +280,9 @@ func (r *reconciler) commitRestarts(ctx context.Context, rs []ha.Restart, byKey 
 			f.Restarted++
 			f.RestartedAt = now
 		}
+		rec := decision(model.AuditHARestart, v, v.Status.Host, "host "+from+" failed and was fenced")
+		rec.From = from
+		r.gate.record(ctx, rec)
 	}
 	r.m.log.Info("HA restarted VMs elsewhere", "vms", len(out.VMs))
 	return nil
@@ -289,16 +293,24 @@ func (r *reconciler) markStuck(ctx context.Context, vm *model.VM, why string) er
 	if f := r.ha.open[vm.Status.Host]; f != nil {
 		f.Stuck = append(f.Stuck, model.HAStuck{VM: vm.Key(), Reason: why})
 	}
+	changed := false
 	_, err := r.repo.UpdateVM(ctx, vm.Project, vm.Name, func(v *model.VM) error {
 		if v.Status.Host != vm.Status.Host || (v.Status.Phase == model.PhaseFailed && v.Status.HAReason == why) {
+			changed = false
 			return state.ErrSkip
 		}
 		v.Status.Phase, v.Status.HAReason = model.PhaseFailed, why
 		v.Status.LastError = fmt.Sprintf("host %s failed; HA cannot restart the VM: %s", vm.Status.Host, why)
+		changed = true
 		return nil
 	})
 	if err != nil && !errors.Is(err, state.ErrNotFound) {
 		return fmt.Errorf("controller: mark %s failed: %w", vm.Key(), err)
+	}
+	if err == nil && changed {
+		rec := decision(model.AuditHARestart, vm, vm.Status.Host, "host "+vm.Status.Host+" failed; HA cannot restart the VM: "+why)
+		rec.Outcome = "failed"
+		r.gate.record(ctx, rec)
 	}
 	return nil
 }

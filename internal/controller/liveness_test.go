@@ -59,6 +59,8 @@ func TestHostStatesFollowRenewals(t *testing.T) {
 	e.createVM("v", 1, 1*model.GiB)
 	cfg := e.config("a", nil)
 	cfg.LeaseTTL = time.Minute
+	audit := &recorder{}
+	cfg.Audit = audit
 	m, _ := e.start(cfg)
 	eventually(t, "leader", m.IsLeader)
 	eventually(t, "v placed", func() bool { return e.vm("v").Status.Host == "h1" })
@@ -79,6 +81,14 @@ func TestHostStatesFollowRenewals(t *testing.T) {
 	vm := e.vm("v")
 	if vm.Status.Owner == nil || vm.Status.Owner.Host != "h2" || vm.Status.Owner.Epoch != 1 || vm.Status.Phase != model.PhaseCreating {
 		t.Fatalf("restarted VM: owner %+v phase %s", vm.Status.Owner, vm.Status.Phase)
+	}
+	// the fencing and the restart are decision records of the audit trail
+	if recs := audit.actions(model.AuditHostFenced); len(recs) != 1 || recs[0].Host != "h1" || !strings.Contains(recs[0].Reason, "timeout") {
+		t.Errorf("fence records = %+v, want one for h1 by timeout", recs)
+	}
+	if recs := audit.actions(model.AuditHARestart); len(recs) != 1 || recs[0].Host != "h2" || recs[0].From != "h1" ||
+		recs[0].Object != "vm/p/v" || recs[0].Outcome != "ok" {
+		t.Errorf("restart records = %+v, want v from h1 to h2", recs)
 	}
 	if a := e.alloc("h1"); a.VMs["p/v"] {
 		t.Fatal("the fenced host's allocation still holds v")
