@@ -235,9 +235,12 @@ func TestFailedStartIsReported(t *testing.T) {
 		return v.Status.Phase == model.PhaseFailed && v.Status.LastError != ""
 	})
 	// The half-made VM is gone, so the scheduler can place it elsewhere.
-	if in, ok := info(t, d, "default.big"); ok {
-		t.Fatalf("a VM that failed to start was left behind: %+v", in)
-	}
+	// (A later converge pass may try the start again and undo it again:
+	// the VM must be gone between tries, not left behind.)
+	eventually(t, "the half-made VM removed", func() bool {
+		_, ok := info(t, d, "default.big")
+		return !ok
+	})
 }
 
 func TestRestartReattaches(t *testing.T) {
