@@ -116,6 +116,10 @@ func openRepo(ctx context.Context, a api.RepoAccess, host string, readOnly bool)
 	return repo.Open(ctx, be, repo.Options{Key: key, Cluster: a.Cluster, ReadOnly: readOnly || a.ReadOnly, Host: host})
 }
 
+// backupBusyWait is how long a backup waits for a GC that holds its
+// repository before it fails (a GC of a large repository takes minutes).
+const backupBusyWait = 30 * time.Minute
+
 func (bk *backups) runBackup(ctx context.Context, j api.AgentBackupJob) {
 	a := bk.a
 	b := j.Backup
@@ -157,9 +161,16 @@ func (bk *backups) runBackup(ctx context.Context, j api.AgentBackupJob) {
 		}
 	}
 	spec, _ := json.Marshal(b.Spec)
-	prog := newThrottle(time.Second)
+	prog, waiting := newThrottle(time.Second), newThrottle(time.Minute)
 	m, err := backup.Backup(ctx, bu, vmID(b.Project, b.VM), rp, backup.Job{ID: b.Name, Project: b.Project, VM: b.VM,
-		Parent: parent, Spec: spec, Clock: a.cfg.Clock,
+		Parent: parent, Spec: spec, Clock: a.cfg.Clock, BusyWait: backupBusyWait,
+		Waiting: func(err error) {
+			// a report now and then keeps the backup from looking stalled
+			if waiting.ok() {
+				a.log.Info("backup waits for the repository", "backup", b.Name, "why", err)
+				bk.report(ctx, path, api.BackupReport{Phase: model.BackupRunning})
+			}
+		},
 		Progress: func(p backup.Progress) {
 			if prog.ok() {
 				bk.report(ctx, path, api.BackupReport{Phase: model.BackupRunning, Progress: model.Progress{Done: p.Done, Total: p.Total}})

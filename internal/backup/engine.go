@@ -46,7 +46,18 @@ type Job struct {
 	Progress func(Progress)
 	// Clock stamps the manifest (nil: time.Now).
 	Clock func() time.Time
+	// BusyWait is how long the backup waits for a repository held by
+	// maintenance (a GC) before it fails with repo.ErrBusy; 0 fails at
+	// once. Waiting is before anything is read or the VM is touched.
+	BusyWait time.Duration
+	// Waiting is called each time the backup finds the repository busy
+	// and will try again (may be nil).
+	Waiting func(error)
 }
+
+// busyRetry is how often a backup that waits for maintenance tries the
+// repository again.
+const busyRetry = 500 * time.Millisecond
 
 // workers is how many chunks are sealed (compressed, encrypted, hashed)
 // at once: the machine's two cores.
@@ -62,7 +73,7 @@ func Backup(ctx context.Context, b hypervisor.Backupper, vmID string, r *repo.Re
 		now = time.Now
 	}
 	started := now()
-	w, err := r.NewWriter(ctx, job.ID)
+	w, err := newWriter(ctx, r, job)
 	if err != nil {
 		return nil, err
 	}
@@ -277,4 +288,27 @@ func writeDisk(ctx context.Context, sess hypervisor.BackupSession, r *repo.Repo,
 		return err
 	}
 	return context.Cause(ctx)
+}
+
+// newWriter opens the backup's writer, waiting up to job.BusyWait while
+// maintenance holds the repository: a backup asked for during a GC runs
+// after it rather than failing.
+func newWriter(ctx context.Context, r *repo.Repo, job Job) (*repo.Writer, error) {
+	deadline := time.Now().Add(job.BusyWait)
+	for {
+		w, err := r.NewWriter(ctx, job.ID)
+		if err == nil || !errors.Is(err, repo.ErrBusy) || !time.Now().Before(deadline) {
+			return w, err
+		}
+		if job.Waiting != nil {
+			job.Waiting(err)
+		}
+		t := time.NewTimer(min(busyRetry, time.Until(deadline)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+	}
 }

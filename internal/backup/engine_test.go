@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/vpool/vpool/internal/backup/repo"
 	"github.com/vpool/vpool/internal/hypervisor"
@@ -220,6 +221,27 @@ func TestWrongKeyAndGCDuringBackup(t *testing.T) {
 	l.Release(f.ctx)
 	if _, err := f.backup(id, "b1", nil); err != nil {
 		t.Fatalf("backup after GC: %v", err)
+	}
+	// with BusyWait, a backup asked for during a GC runs once it ends
+	if l, err = f.r.LockExclusive(f.ctx, "gc"); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() {
+		_, err := Backup(f.ctx, f.d, id, f.r, Job{ID: "b2", Project: "p", VM: id, BusyWait: time.Minute,
+			Waiting: func(error) {
+				select {
+				case waited <- struct{}{}:
+				default:
+				}
+			}})
+		done <- err
+	}()
+	<-waited
+	l.Release(f.ctx)
+	if err := <-done; err != nil {
+		t.Fatalf("backup waiting for the GC: %v", err)
 	}
 }
 
