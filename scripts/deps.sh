@@ -11,7 +11,8 @@ fi
 
 want=()
 pkg() { dpkg -s "$1" >/dev/null 2>&1 || want+=("$1"); }
-for p in busybox-static cpio xz-utils iproute2 nftables; do pkg "$p"; done
+# gcc and libc6-dev build the test guest's static C helpers (scripts/guest).
+for p in busybox-static cpio xz-utils iproute2 nftables gcc libc6-dev; do pkg "$p"; done
 if [ "${VPOOL_DEPS:-test}" = test ]; then
 	pkg chromium # the dashboard's browser tests
 fi
