@@ -314,7 +314,8 @@ func migrateOptions(o model.MigrationOptions) hypervisor.MigrateOptions {
 func resultOf(res hypervisor.MigrationResult) *model.MigrationResult {
 	return &model.MigrationResult{
 		TotalMs: res.Total.Milliseconds(), DowntimeMs: res.Downtime.Milliseconds(), BytesSent: res.Bytes,
-		GuestGapMs: res.GuestGap.Milliseconds(), RAMBytes: res.RAMBytes, DiskBytes: res.DiskBytes,
+		GuestGapMs: res.GuestGap.Milliseconds(), GuestGapBy: res.GuestGapBy, PauseMs: res.Pause.Milliseconds(),
+		RAMBytes: res.RAMBytes, DiskBytes: res.DiskBytes,
 		SharedDisks: res.SharedDisks, Stage: res.Stage, Notes: res.Notes, PostCopy: res.PostCopy, TLS: res.TLS,
 	}
 }

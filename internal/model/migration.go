@@ -111,8 +111,15 @@ type MigrationResult struct {
 	TotalMs    int64 `json:"totalMs"`    // as the hypervisor measured the transfer
 	DowntimeMs int64 `json:"downtimeMs"` // as the hypervisor measured it
 	BytesSent  int64 `json:"bytesSent"`
-	// GuestGapMs is the gap the guest saw (its tick stream), when known.
-	GuestGapMs int64 `json:"guestGapMs,omitempty"`
+	// GuestGapMs is the guest-visible pause, the migration's SLO, measured
+	// as GuestGapBy says: "guest-ticks" (the guest's own periodic output),
+	// or "qemu-pause" (no figure from inside the guest: QEMU's PauseMs).
+	GuestGapMs int64  `json:"guestGapMs,omitempty"`
+	GuestGapBy string `json:"guestGapBy,omitempty"`
+	// PauseMs is how long QEMU held the guest's vCPUs: from the source
+	// stopping them to the target resuming them, switchover included
+	// (DowntimeMs is QEMU's own, shorter figure).
+	PauseMs int64 `json:"pauseMs,omitempty"`
 	// WallMs is the orchestration's own time, creation to completion.
 	WallMs int64 `json:"wallMs"`
 	// RAMBytes and DiskBytes split BytesSent (DiskBytes: local disks

@@ -66,6 +66,11 @@ type outgoing struct {
 	lowStart bool // pre-copy starts at DowntimeTarget (lowStartSafe)
 	res      hypervisor.MigrationResult
 	lastRep  time.Time
+	// stops delivers the source's STOP events from the start of the
+	// stream; stopped is when QEMU paused the guest for the switchover
+	// and resumed when the target resumed it (the target's clock).
+	stops            *qmp.Subscription
+	stopped, resumed time.Time
 }
 
 // MigrateOut migrates the VM to addr from MigrateIn on another driver:
@@ -132,7 +137,7 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 	if err := d.deleteLocked(ctx, v); err != nil {
 		d.log.Warn("qemu: deleting the migrated-away copy", "vm", id, "err", err)
 	}
-	m.guestGap()
+	m.measureGap()
 	m.ctl.close()
 	d.log.Info("qemu: migrated", "vm", id, "total", m.res.Total, "downtime", m.res.Downtime, "gap", m.res.GuestGap,
 		"stage", m.res.Stage, "bytes", m.res.Bytes, "tls", m.res.TLS)
@@ -158,6 +163,8 @@ func (m *outgoing) run(ctx context.Context) error {
 		return err
 	}
 	m.awaitTick()
+	m.stops = m.p.qmp.Subscribe("STOP")
+	defer m.stops.Close()
 	uri := "tcp:" + net.JoinHostPort(m.a.host, strconv.Itoa(m.a.mig))
 	if err := m.p.qmp.Execute(ctx, "migrate", qmp.Args{"uri": uri}, nil); err != nil {
 		return err
@@ -327,16 +334,24 @@ func (m *outgoing) escalate(ctx context.Context, stage string) error {
 // target resumes, and in post-copy the rest of memory is pulled.
 func (m *outgoing) switchover(ctx context.Context, mi migInfo) error {
 	m.report(hypervisor.MigrationProgress{Stage: hypervisor.MigrationStageSwitchover, Elapsed: m.d.clock.Now().Sub(m.start)}, true)
+	m.stopped = m.stopEvent()
 	if err := m.stopMirrors(ctx); err != nil {
 		return err
 	}
 	m.doneSent = true
-	if _, err := m.ctl.call(ctlMsg{Op: "done"}, time.Minute); err != nil {
+	mirrored := m.d.clock.Now()
+	rep, err := m.ctl.call(ctlMsg{Op: "done"}, time.Minute)
+	if err != nil {
 		if strings.HasPrefix(err.Error(), "qemu: migration target:") {
 			m.doneSent = false // the target refused and dropped its copy: ours is safe to resume
 		}
 		return err
 	}
+	if rep.Now != 0 {
+		m.resumed = time.Unix(0, rep.Now)
+	}
+	m.d.log.Debug("qemu: switchover", "vm", m.v.rec.Config.ID, "stopToMirrorsDone", mirrored.Sub(m.stopped),
+		"done", m.d.clock.Now().Sub(mirrored))
 	m.res.Total = m.d.clock.Now().Sub(m.start)
 	if m.postcopy {
 		var err error
@@ -353,6 +368,37 @@ func (m *outgoing) switchover(ctx context.Context, mi migInfo) error {
 	}
 	m.res.Bytes = m.res.RAMBytes + m.res.DiskBytes
 	return nil
+}
+
+// stopEvent returns when QEMU paused the guest for the switchover: the
+// newest STOP event (it comes before the "completed" state), or zero when
+// none came within a second.
+func (m *outgoing) stopEvent() time.Time {
+	var at time.Time
+	timeout := time.After(time.Second)
+	for {
+		select {
+		case ev, ok := <-m.stops.C:
+			if !ok {
+				return at
+			}
+			at = ev.Timestamp
+			continue
+		default:
+		}
+		if !at.IsZero() {
+			return at
+		}
+		select {
+		case ev, ok := <-m.stops.C:
+			if !ok {
+				return at
+			}
+			at = ev.Timestamp
+		case <-timeout:
+			return at
+		}
+	}
 }
 
 // finalInfo re-reads query-migrate (≤ 1 s) until QEMU has filled in the
@@ -436,36 +482,6 @@ func (m *outgoing) report(pr hypervisor.MigrationProgress, force bool) {
 		pr.Elapsed = now.Sub(m.start)
 	}
 	m.progress(pr)
-}
-
-// guestGap asks the target for the ticks it saw after the resume and
-// combines them with ours (target clock corrected by one round trip).
-func (m *outgoing) guestGap() {
-	src := m.ticks.Stop()
-	if len(src) == 0 || m.ctl == nil {
-		return
-	}
-	t0 := m.d.clock.Now()
-	tr, err := m.ctl.call(ctlMsg{Op: "time"}, 10*time.Second)
-	if err != nil {
-		return
-	}
-	t1 := m.d.clock.Now()
-	offset := time.Unix(0, tr.Now).Sub(t0.Add(t1.Sub(t0) / 2))
-	rep, err := m.ctl.call(ctlMsg{Op: "ticks", Want: 3}, 10*time.Second)
-	if err != nil {
-		return
-	}
-	all := src
-	for _, t := range rep.Ticks {
-		t.At = t.At.Add(-offset)
-		all = append(all, t)
-	}
-	var waited time.Time
-	if len(rep.Ticks) < 3 && rep.Now != 0 {
-		waited = time.Unix(0, rep.Now).Add(-offset)
-	}
-	m.res.GuestGap = guestGapAtLeast(all, waited)
 }
 
 // abort puts the source back after a failure before the switchover and

@@ -28,6 +28,8 @@ type incoming struct {
 	ticks   *tickWatcher      // started at the resume
 	cold    bool              // the source said so in "prepare": no memory stream
 	arrived bool              // "done" succeeded: the VM is ours
+	resumed time.Time         // QEMU's RESUME event at the switchover
+	unboost func()            // ends the switchover boost (migrate_boost.go)
 }
 
 func (d *Driver) migrationHost() string {
@@ -207,6 +209,9 @@ func (d *Driver) serveIncoming(in *incoming) {
 			}
 			in.arrived = true
 			rep = ctlMsg{OK: true}
+			if !in.resumed.IsZero() {
+				rep.Now = in.resumed.UnixNano() // the source measures the pause
+			}
 		case "ticks":
 			rep = ctlMsg{OK: true}
 			if in.ticks != nil {
@@ -262,6 +267,9 @@ func (d *Driver) prepareIncoming(in *incoming, m ctlMsg) ctlMsg {
 	if err := p.qmp.Execute(ctx, "migrate-incoming", qmp.Args{"uri": uri}, nil); err != nil {
 		return errReply(err)
 	}
+	if in.unboost == nil {
+		in.unboost = d.boost(v.rec, p)
+	}
 	return ctlMsg{OK: true, Disks: in.shared}
 }
 
@@ -291,10 +299,22 @@ func (d *Driver) finishIncoming(in *incoming) error {
 		return err
 	}
 	in.ticks = watchTicks(d.SerialLog(v.rec.Config.ID), true, d.clock.Now)
+	resumes := p.qmp.Subscribe("RESUME")
+	defer resumes.Close()
+	loaded := d.clock.Now()
 	if err := p.qmp.Cont(ctx); err != nil {
 		restore()
 		return err
 	}
+	if in.unboost != nil {
+		time.AfterFunc(boostHold, in.unboost)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+	if ev, err := resumes.Wait(wctx, nil); err == nil {
+		in.resumed = ev.Timestamp
+	}
+	wcancel()
+	d.log.Debug("qemu: incoming resumed", "vm", v.rec.Config.ID, "handOverAndCont", d.clock.Now().Sub(loaded))
 	d.arrived(v)
 	d.log.Info("qemu: incoming migration arrived", "vm", v.rec.Config.ID)
 	return nil

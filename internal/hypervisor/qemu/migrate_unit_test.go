@@ -68,10 +68,10 @@ func TestGuestGap(t *testing.T) {
 	// The target's ticks did not come: the stall lasts at least from the
 	// last tick until the target stopped waiting, less one period.
 	src := ticks(1, 0, 2, 1000, 3, 2000)
-	if got := guestGapAtLeast(src, t0.Add(7*time.Second)); got != 4*time.Second {
+	if got := guestGapAtLeast(src, t0.Add(7*time.Second), time.Second); got != 4*time.Second {
 		t.Errorf("last tick at 2 s, the target waited until 7 s: guestGapAtLeast = %v, want 4s", got)
 	}
-	if got := guestGapAtLeast(append(src, ticks(5, 4100, 6, 5100, 7, 6100)...), time.Time{}); (got - 100*time.Millisecond).Abs() > time.Millisecond {
+	if got := guestGapAtLeast(append(src, ticks(5, 4100, 6, 5100, 7, 6100)...), time.Time{}, time.Second); (got - 100*time.Millisecond).Abs() > time.Millisecond {
 		t.Errorf("every tick came: guestGapAtLeast = %v, want GuestGap's 100ms", got)
 	}
 }
