@@ -504,10 +504,8 @@ func (m *outgoing) abort() {
 			time.Sleep(50 * time.Millisecond)
 		}
 		m.stopMirrors(ctx)
-		caps := []qmp.Args{{"capability": "auto-converge", "state": false}, {"capability": "postcopy-ram", "state": false}}
-		q.Execute(ctx, "migrate-set-capabilities", qmp.Args{"capabilities": caps}, nil)
-		q.Execute(ctx, "migrate-set-parameters", qmp.Args{"tls-creds": "", "tls-hostname": "", "max-cpu-throttle": throttleMax}, nil)
-		q.ObjectDel(ctx, tlsClientObj)
+		resetMigration(ctx, p)
+		q.Execute(ctx, "migrate-set-parameters", qmp.Args{"max-cpu-throttle": throttleMax}, nil)
 		if st, err := q.QueryStatus(ctx); err == nil && !st.Running && m.running {
 			if err := q.Cont(ctx); err != nil {
 				m.d.log.Warn("qemu: resuming the source after a failed migration", "vm", m.v.rec.Config.ID, "err", err)

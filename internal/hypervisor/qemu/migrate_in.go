@@ -315,6 +315,12 @@ func (d *Driver) finishIncoming(in *incoming) error {
 	}
 	wcancel()
 	d.log.Debug("qemu: incoming resumed", "vm", v.rec.Config.ID, "handOverAndCont", d.clock.Now().Sub(loaded))
+	// The migration's settings must not outlive it: a later memory
+	// snapshot is an outgoing migration, and the server credentials
+	// failed it ("Expected TLS credentials for a client endpoint").
+	if err := resetMigration(ctx, p); err != nil {
+		d.log.Warn("qemu: clearing the incoming migration's settings", "vm", v.rec.Config.ID, "err", err)
+	}
 	d.arrived(v)
 	d.log.Info("qemu: incoming migration arrived", "vm", v.rec.Config.ID)
 	return nil
