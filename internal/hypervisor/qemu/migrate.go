@@ -451,6 +451,12 @@ func (m *outgoing) prepare(ctx context.Context, msg ctlMsg) error {
 	if err != nil {
 		return err
 	}
+	if rep.Port > 0 {
+		m.a.mig = rep.Port
+	}
+	if m.a.mig == 0 && !msg.Cold {
+		return fmt.Errorf("qemu: the migration target named no port for the memory stream")
+	}
 	m.shared = rep.Disks
 	for name := range m.shared {
 		m.res.SharedDisks = append(m.res.SharedDisks, name)

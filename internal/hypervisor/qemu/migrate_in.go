@@ -76,9 +76,6 @@ func (d *Driver) MigrateIn(ctx context.Context, cfg hypervisor.VMConfig) (string
 			return "", err
 		}
 	}
-	if in.a.mig, err = freePort(in.a.host); err != nil {
-		return "", err
-	}
 	if err := d.startLocked(ctx, v, startOpts{incoming: "defer"}); err != nil {
 		return "", err
 	}
@@ -112,11 +109,18 @@ func (d *Driver) exportDisks(ctx context.Context, in *incoming) error {
 			return err
 		}
 	}
-	var err error
-	if in.a.nbd, err = freePort(in.a.host); err != nil {
+	// The NBD server listens on a socket bound here and handed over, so
+	// no other process can take the port between choosing and binding it.
+	ln, err := listenFile(in.a.host)
+	if err != nil {
 		return err
 	}
-	args := qmp.Args{"addr": qmp.Args{"type": "inet", "data": qmp.Args{"host": in.a.host, "port": strconv.Itoa(in.a.nbd)}}}
+	defer ln.f.Close() // QEMU holds its own copy
+	if err := p.qmp.Getfd(ctx, nbdListenFD, ln.f); err != nil {
+		return err
+	}
+	in.a.nbd = ln.port
+	args := qmp.Args{"addr": qmp.Args{"type": "fd", "data": qmp.Args{"str": nbdListenFD}}}
 	if in.tls {
 		args["tls-creds"] = tlsServerObj
 	}
@@ -263,14 +267,20 @@ func (d *Driver) prepareIncoming(in *incoming, m ctlMsg) ctlMsg {
 			return errReply(err)
 		}
 	}
-	uri := "tcp:" + net.JoinHostPort(in.a.host, strconv.Itoa(in.a.mig))
+	// QEMU binds a free port itself (port 0) and says which: nothing can
+	// take it in between.
+	uri := "tcp:" + net.JoinHostPort(in.a.host, "0")
 	if err := p.qmp.Execute(ctx, "migrate-incoming", qmp.Args{"uri": uri}, nil); err != nil {
+		return errReply(err)
+	}
+	port, err := incomingPort(ctx, p)
+	if err != nil {
 		return errReply(err)
 	}
 	if in.unboost == nil {
 		in.unboost = d.boost(v.rec, p)
 	}
-	return ctlMsg{OK: true, Disks: in.shared}
+	return ctlMsg{OK: true, Disks: in.shared, Port: port}
 }
 
 // finishIncoming runs at the switchover: the stream has loaded (or, in
@@ -326,13 +336,47 @@ func (d *Driver) finishIncoming(in *incoming) error {
 	return nil
 }
 
-func freePort(host string) (int, error) {
+// nbdListenFD names the NBD server's listening socket in QEMU.
+const nbdListenFD = "vpool-nbd-listen"
+
+// listener is a listening TCP socket as a file, to hand to QEMU.
+type listener struct {
+	f    *os.File
+	port int
+}
+
+// listenFile listens on host at a free port and returns the socket as a
+// file (the net.Listener itself is closed; the file keeps the socket).
+func listenFile(host string) (listener, error) {
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
-		return 0, fmt.Errorf("qemu: %w", err)
+		return listener{}, fmt.Errorf("qemu: %w", err)
 	}
 	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		return listener{}, fmt.Errorf("qemu: %w", err)
+	}
+	return listener{f: f, port: ln.Addr().(*net.TCPAddr).Port}, nil
+}
+
+// incomingPort is the port QEMU bound for migrate-incoming (query-migrate
+// names its socket addresses while it waits).
+func incomingPort(ctx context.Context, p *process) (int, error) {
+	var mi struct {
+		Addrs []struct {
+			Port string `json:"port"`
+		} `json:"socket-address"`
+	}
+	if err := p.qmp.Execute(ctx, "query-migrate", nil, &mi); err != nil {
+		return 0, err
+	}
+	for _, a := range mi.Addrs {
+		if n, err := strconv.Atoi(a.Port); err == nil && n > 0 {
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("qemu: migrate-incoming reports no listening port")
 }
 
 // awaitLoaded waits until the incoming stream has loaded (in post-copy:

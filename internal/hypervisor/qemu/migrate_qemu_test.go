@@ -3,8 +3,10 @@ package qemu
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -114,6 +116,19 @@ func TestMigrationTLSWithDiskAndGuestGap(t *testing.T) {
 	mustDo(t, "MigrateIn", err)
 	if !strings.Contains(addr, "tls=127.0.0.1") {
 		t.Fatalf("address %s does not ask for TLS", addr)
+	}
+	// No port in the address is free for another process to take: QEMU
+	// already listens on the NBD port, and the memory stream's port is
+	// chosen by QEMU later (the old address named a port that the driver
+	// had bound and released: "Address already in use" when taken).
+	a, err := parseMigAddr(addr)
+	mustDo(t, "parse address", err)
+	if a.mig != 0 {
+		t.Fatalf("address %s names the memory port before QEMU bound it", addr)
+	}
+	if ln, err := net.Listen("tcp", net.JoinHostPort(a.host, strconv.Itoa(a.nbd))); err == nil {
+		ln.Close()
+		t.Fatalf("the NBD port %d of %s was free to take", a.nbd, addr)
 	}
 	var stages []string
 	res, err := src.MigrateOut(ctx, cfg.ID, addr, hypervisor.MigrateOptions{}, func(p hypervisor.MigrationProgress) {

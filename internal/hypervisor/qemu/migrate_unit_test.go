@@ -218,10 +218,16 @@ func TestStartDowntime(t *testing.T) {
 }
 
 func TestMigAddrRoundTrip(t *testing.T) {
-	a := migAddr{host: "10.0.0.2", mig: 1, nbd: 2, ctrl: 3, key: "k", tlsName: "host-b"}
-	got, err := parseMigAddr(a.String())
-	if err != nil || got != a {
-		t.Fatalf("round trip: %+v, %v", got, err)
+	// The memory port comes in the answer to "prepare" (mig 0 here); an
+	// older target's address still names it.
+	for _, a := range []migAddr{
+		{host: "10.0.0.2", nbd: 2, ctrl: 3, key: "k", tlsName: "host-b"},
+		{host: "10.0.0.2", mig: 1, nbd: 2, ctrl: 3, key: "k", machine: "pc-q35-10.0"},
+	} {
+		got, err := parseMigAddr(a.String())
+		if err != nil || got != a {
+			t.Fatalf("round trip of %+v: %+v, %v", a, got, err)
+		}
 	}
 	for _, bad := range []string{"tcp://x?mig=1&nbd=2&ctl=3&key=k", "qemu://x?mig=1&nbd=2&ctl=3", "qemu://x?mig=0&nbd=2&ctl=3&key=k", "qemu://?mig=1&nbd=2&ctl=3&key=k"} {
 		if _, err := parseMigAddr(bad); err == nil {
