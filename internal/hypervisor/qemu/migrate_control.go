@@ -53,7 +53,7 @@ type ctlMsg struct {
 	Disks    map[string]string `json:"disks,omitempty"` // disk name → active layer file
 	Want     int               `json:"want,omitempty"`
 	Port     int               `json:"port,omitempty"` // prepare's answer: the memory stream's port
-	Now      int64             `json:"now,omitempty"` // unix ns
+	Now      int64             `json:"now,omitempty"`  // unix ns
 	Ticks    []Tick            `json:"ticks,omitempty"`
 	OK       bool              `json:"ok,omitempty"`
 	Error    string            `json:"error,omitempty"`
