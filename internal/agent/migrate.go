@@ -253,7 +253,7 @@ func (ms *migrations) prepare(ctx context.Context, m model.Migration) {
 		ms.reportUntil(ctx, m, api.MigrationReport{TargetError: err.Error()})
 		return
 	}
-	a.log.Info("ready to receive", "id", m.Name, "vm", m.VMKey(), "addr", addr)
+	a.log.Info("ready to receive", "id", m.Name, "vm", m.VMKey(), "addr", addrForLog(addr))
 	ms.reportUntil(ctx, m, api.MigrationReport{Addr: addr})
 }
 
@@ -275,7 +275,7 @@ func (ms *migrations) send(wctx, ctx context.Context, m model.Migration) {
 	pr := newProgressReporter(func(p model.MigrationProgress) {
 		_ = ms.report(ctx, m, api.MigrationReport{Progress: &p})
 	})
-	a.log.Info("sending VM", "id", m.Name, "vm", m.VMKey(), "to", m.Target, "addr", m.TargetAddr)
+	a.log.Info("sending VM", "id", m.Name, "vm", m.VMKey(), "to", m.Target, "addr", addrForLog(m.TargetAddr))
 	res, err := a.cfg.Driver.MigrateOut(wctx, id, m.TargetAddr, opts, pr.observe)
 	pr.stop()
 	if ctx.Err() != nil {
@@ -296,6 +296,21 @@ func (ms *migrations) send(wctx, ctx context.Context, m model.Migration) {
 	}
 	a.log.Info("VM sent", "id", m.Name, "vm", m.VMKey(), "total", res.Total, "downtime", res.Downtime)
 	ms.reportUntil(ctx, m, api.MigrationReport{Result: resultOf(res)})
+}
+
+// addrForLog is a target address without its one-time key (logs are
+// read by more people than the agents).
+func addrForLog(addr string) string {
+	u, err := url.Parse(addr)
+	if err != nil {
+		return "[unparsable address]"
+	}
+	q := u.Query()
+	if q.Has("key") {
+		q.Set("key", "[redacted]")
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // migrateOptions turns a migration's stored options into the driver's;
