@@ -439,12 +439,13 @@ func (ms *migrations) reportUntil(ctx context.Context, m model.Migration, rep ap
 // block) into at most one report per progressEvery, with a rate-based
 // ETA.
 type progressReporter struct {
-	mu    sync.Mutex
-	first time.Time
-	last  *model.MigrationProgress
-	kick  chan struct{}
-	done  chan struct{}
-	wg    sync.WaitGroup
+	mu        sync.Mutex
+	disksAt   time.Time // the first disk report, and its bytes
+	disksFrom int64
+	last      *model.MigrationProgress
+	kick      chan struct{}
+	done      chan struct{}
+	wg        sync.WaitGroup
 }
 
 func newProgressReporter(send func(model.MigrationProgress)) *progressReporter {
@@ -476,12 +477,10 @@ func newProgressReporter(send func(model.MigrationProgress)) *progressReporter {
 	return p
 }
 
-func (p *progressReporter) observe(mp hypervisor.MigrationProgress) {
-	now := time.Now()
+func (p *progressReporter) observe(mp hypervisor.MigrationProgress) { p.observeAt(time.Now(), mp) }
+
+func (p *progressReporter) observeAt(now time.Time, mp hypervisor.MigrationProgress) {
 	p.mu.Lock()
-	if p.first.IsZero() {
-		p.first = now
-	}
 	out := model.MigrationProgress{BytesSent: mp.Transferred, BytesLeft: mp.Remaining, BytesTotal: mp.Total,
 		DirtyRate: mp.DirtyRate, ExpectedDowntimeMs: mp.ExpectedDowntime.Milliseconds(),
 		Stage: mp.Stage, Note: mp.Note, Iteration: mp.Iteration, BandwidthBps: mp.Bandwidth, ThrottlePct: mp.Throttle,
@@ -493,20 +492,47 @@ func (p *progressReporter) observe(mp hypervisor.MigrationProgress) {
 		if out.DiskTotal == 0 {
 			out.DiskSent, out.DiskTotal = p.last.DiskSent, p.last.DiskTotal
 		}
+		if out.BytesTotal == 0 { // a report without memory counters (the switch-over's)
+			out.BytesSent, out.BytesLeft, out.BytesTotal = p.last.BytesSent, p.last.BytesLeft, p.last.BytesTotal
+		}
 	}
-	switch el := now.Sub(p.first).Seconds(); {
-	case mp.Bandwidth > mp.DirtyRate && mp.Remaining > 0:
-		// Pre-copy shrinks the rest at bandwidth minus what the guest dirties.
-		out.ETASeconds = float64(mp.Remaining) / float64(mp.Bandwidth-mp.DirtyRate)
-	case el > 0 && mp.Transferred > 0:
-		out.ETASeconds = float64(mp.Remaining) / (float64(mp.Transferred) / el)
+	if out.Stage == hypervisor.MigrationStageSwitchover {
+		out.BytesLeft = 0
 	}
+	out.ETASeconds = p.eta(now, mp)
 	p.last = &out
 	p.mu.Unlock()
 	select {
 	case p.kick <- struct{}{}:
 	default:
 	}
+}
+
+// eta estimates the seconds left, 0 when it cannot say. Disks: at the
+// mirrors' average rate so far. Memory: pre-copy shrinks the rest at the
+// stream's rate less what the guest dirties; when the guest dirties more
+// than four fifths of that, the rest barely shrinks and the driver's
+// escalation, not the rate, decides when it ends (estimates of minutes
+// that the next escalation made wrong were shown before).
+func (p *progressReporter) eta(now time.Time, mp hypervisor.MigrationProgress) float64 {
+	switch {
+	case mp.Stage == hypervisor.MigrationStageDisks && mp.DiskTotal > 0:
+		if p.disksAt.IsZero() {
+			p.disksAt, p.disksFrom = now, mp.DiskTransferred
+			return 0
+		}
+		el, done := now.Sub(p.disksAt).Seconds(), mp.DiskTransferred-p.disksFrom
+		if el <= 0 || done <= 0 {
+			return 0
+		}
+		return float64(mp.DiskTotal-mp.DiskTransferred) / (float64(done) / el)
+	case mp.Stage == hypervisor.MigrationStageSwitchover || mp.Remaining <= 0 || mp.Bandwidth <= 0:
+		return 0
+	}
+	if net := mp.Bandwidth - mp.DirtyRate; net >= mp.Bandwidth/5 {
+		return float64(mp.Remaining) / float64(net)
+	}
+	return 0
 }
 
 func (p *progressReporter) stop() {

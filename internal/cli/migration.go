@@ -148,20 +148,27 @@ func (p *migrationBar) done() {
 
 // migrationProgressLine renders phase (and the driver's stage), a bar,
 // bytes sent and left, dirty rate, expected downtime and ETA; while local
-// disks are copied, the disk copy instead.
+// disks are copied, the disk copy instead; at the switch-over, that.
+//
+// Memory is done when nothing is left, not when as much as its size was
+// sent: pre-copy sends pages again as the guest dirties them, so the bar
+// is (total - left) / total, and it shows 100 % only once the switch-over
+// began.
 func migrationProgressLine(m *model.Migration) string {
 	pr := m.Progress
-	sent, total := pr.BytesSent, pr.BytesTotal
 	disks := pr.Stage == "disks" && pr.DiskTotal > 0
-	if disks {
-		sent, total = pr.DiskSent, pr.DiskTotal
-	}
+	switching := pr.Stage == "switchover" || m.Phase == model.MigrationSwitchingOver || m.Phase == model.MigrationCompleted
 	frac := 0.0
-	if total > 0 {
-		frac = float64(sent) / float64(total)
-	}
-	if m.Phase == model.MigrationCompleted || m.Phase == model.MigrationSwitchingOver {
+	switch {
+	case switching:
 		frac = 1
+	case disks:
+		frac = float64(pr.DiskSent) / float64(pr.DiskTotal)
+	case pr.BytesTotal > 0:
+		frac = 1 - float64(pr.BytesLeft)/float64(pr.BytesTotal)
+	}
+	if !switching {
+		frac = min(frac, 0.99)
 	}
 	frac = min(max(frac, 0), 1)
 	const width = 24
@@ -171,8 +178,16 @@ func migrationProgressLine(m *model.Migration) string {
 	if pr.Stage != "" && m.Phase == model.MigrationTransferring {
 		phase += "/" + pr.Stage
 	}
-	if disks {
-		return fmt.Sprintf("%-26s %s %3.0f%%  disks %s of %s", phase, bar, frac*100, model.Bytes(sent), model.Bytes(total))
+	switch {
+	case m.Phase == model.MigrationCompleted:
+		return fmt.Sprintf("%-26s %s %3.0f%%  done", phase, bar, frac*100)
+	case switching && pr.BytesSent > 0:
+		return fmt.Sprintf("%-26s %s %3.0f%%  switching over, %s sent", phase, bar, frac*100, model.Bytes(pr.BytesSent))
+	case switching:
+		return fmt.Sprintf("%-26s %s %3.0f%%  switching over", phase, bar, frac*100)
+	case disks:
+		return fmt.Sprintf("%-26s %s %3.0f%%  disks %s of %s  eta %s", phase, bar, frac*100,
+			model.Bytes(pr.DiskSent), model.Bytes(pr.DiskTotal), eta(pr.ETASeconds))
 	}
 	line := fmt.Sprintf("%-26s %s %3.0f%%  sent %s  left %s  dirty %s/s  downtime ~%dms  eta %s",
 		phase, bar, frac*100, model.Bytes(pr.BytesSent), model.Bytes(pr.BytesLeft), model.Bytes(pr.DirtyRate),
@@ -183,6 +198,9 @@ func migrationProgressLine(m *model.Migration) string {
 	return line
 }
 
+// eta renders the agent's estimate: "-" when it has none (the guest
+// dirties memory about as fast as it moves, so the driver's escalation,
+// not the rate, decides when it ends).
 func eta(s float64) string {
 	if s <= 0 {
 		return "-"
@@ -222,8 +240,11 @@ func (a *app) migrationTable(w io.Writer, ms []model.Migration) {
 	for i := range ms {
 		m := &ms[i]
 		prog, down := "-", "-"
-		if t := m.Progress.BytesTotal; t > 0 {
-			prog = fmt.Sprintf("%.0f%%", 100*float64(m.Progress.BytesSent)/float64(t))
+		if t := m.Progress.BytesTotal; t > 0 && !m.Phase.Final() {
+			prog = fmt.Sprintf("%.0f%%", min(99, 100*(1-float64(m.Progress.BytesLeft)/float64(t))))
+		}
+		if m.Phase == model.MigrationCompleted || m.Phase == model.MigrationSwitchingOver {
+			prog = "100%"
 		}
 		if m.Result != nil && m.Mode == model.MigrationLive {
 			down = fmt.Sprintf("%dms", m.Result.DowntimeMs)

@@ -333,7 +333,11 @@ func (m *outgoing) escalate(ctx context.Context, stage string) error {
 // switchover runs with the source paused: mirrors stop (in sync), the
 // target resumes, and in post-copy the rest of memory is pulled.
 func (m *outgoing) switchover(ctx context.Context, mi migInfo) error {
-	m.report(hypervisor.MigrationProgress{Stage: hypervisor.MigrationStageSwitchover, Elapsed: m.d.clock.Now().Sub(m.start)}, true)
+	pr := hypervisor.MigrationProgress{Stage: hypervisor.MigrationStageSwitchover, Elapsed: m.d.clock.Now().Sub(m.start)}
+	if mi.RAM != nil { // what went; nothing is left to send
+		pr.Transferred, pr.Total = mi.RAM.Transferred, mi.RAM.Total
+	}
+	m.report(pr, true)
 	m.stopped = m.stopEvent()
 	if err := m.stopMirrors(ctx); err != nil {
 		return err
