@@ -197,7 +197,7 @@ type MigrationResult struct {
 	// from the source stopping them to the target resuming them (QMP
 	// STOP and RESUME events, on one clock). Unlike Downtime it includes
 	// the switchover after the stream (disk mirrors, the target's
-	// resume). 0 when not measured (cold, post-copy).
+	// resume; in post-copy until the switch). 0 when not measured (cold).
 	Pause time.Duration
 	// Stage is the last stage reached (PostCopy when it switched);
 	// Notes lists every escalation with its reason.

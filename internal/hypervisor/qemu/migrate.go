@@ -71,6 +71,10 @@ type outgoing struct {
 	// and resumed when the target resumed it (the target's clock).
 	stops            *qmp.Subscription
 	stopped, resumed time.Time
+	// switchoverBw is the avail-switchover-bandwidth set (0: QEMU's own
+	// estimate); noSwitchoverBw: this QEMU lacks the parameter.
+	switchoverBw   int64
+	noSwitchoverBw bool
 }
 
 // MigrateOut migrates the VM to addr from MigrateIn on another driver:
@@ -268,13 +272,14 @@ func (m *outgoing) transfer(ctx context.Context) (migInfo, error) {
 					return mi, fmt.Errorf("qemu: migration gave up: %s", dec.reason)
 				}
 				stage, note = dec.next, dec.reason
-				if err := m.escalate(ctx, stage); err != nil {
+				if err := m.escalate(ctx, dec); err != nil {
 					return mi, fmt.Errorf("qemu: escalating to %s: %w", stage, err)
 				}
 				m.res.Stage = stage
 				m.res.Notes = append(m.res.Notes, stage+": "+note)
 				m.d.log.Info("qemu: migration escalated", "vm", m.v.rec.Config.ID, "stage", stage, "why", note)
 			}
+			m.planSwitchover(ctx, conv.switchoverBandwidth())
 		}
 		m.report(progressOf(mi, s, stage, note), note != "")
 		note = ""
@@ -312,22 +317,54 @@ func progressOf(mi migInfo, s migSample, stage, note string) hypervisor.Migratio
 	return pr
 }
 
-// escalate applies one escalation step.
-func (m *outgoing) escalate(ctx context.Context, stage string) error {
+// escalate applies one escalation decision: the parameters first, then
+// the switch to post-copy.
+func (m *outgoing) escalate(ctx context.Context, dec decision) error {
 	q := m.p.qmp
-	switch stage {
-	case hypervisor.MigrationStageDowntime:
-		return q.Execute(ctx, "migrate-set-parameters", qmp.Args{"downtime-limit": m.opts.DowntimeLimit.Milliseconds()}, nil)
-	case hypervisor.MigrationStageBandwidth:
-		return q.Execute(ctx, "migrate-set-parameters", qmp.Args{"max-bandwidth": m.opts.MaxBandwidthBps}, nil)
-	case hypervisor.MigrationStageAutoConverge:
-		return q.Execute(ctx, "migrate-set-parameters", qmp.Args{"max-cpu-throttle": throttleMax,
-			"cpu-throttle-initial": throttleStart, "cpu-throttle-increment": throttleStep}, nil)
-	case hypervisor.MigrationStagePostCopy:
+	params := qmp.Args{}
+	if dec.downtime > 0 {
+		params["downtime-limit"] = dec.downtime.Milliseconds()
+	}
+	if dec.bandwidth > 0 {
+		params["max-bandwidth"] = dec.bandwidth
+	}
+	if dec.throttle > 0 {
+		params["max-cpu-throttle"], params["cpu-throttle-initial"], params["cpu-throttle-increment"] = throttleMax, dec.throttle, throttleStep
+	}
+	if len(params) > 0 {
+		if err := q.Execute(ctx, "migrate-set-parameters", params, nil); err != nil {
+			return err
+		}
+	}
+	if dec.postcopy {
 		m.postcopy, m.res.PostCopy = true, true
 		return q.Execute(ctx, "migrate-start-postcopy", nil, nil)
 	}
-	return fmt.Errorf("qemu: unknown migration stage %q", stage)
+	return nil
+}
+
+// planSwitchover tells QEMU the bandwidth to plan the switchover with
+// (avail-switchover-bandwidth, QEMU 8.2 and later) when the converger's
+// cautious figure moved by a tenth: QEMU then stops the guest only when
+// the rest fits in the downtime limit at that rate, not at its last
+// 100 ms. 0 leaves QEMU's own estimate.
+func (m *outgoing) planSwitchover(ctx context.Context, bw int64) {
+	if bw <= 0 || m.noSwitchoverBw || (m.switchoverBw > 0 && abs64(bw-m.switchoverBw)*10 < m.switchoverBw) {
+		return
+	}
+	if err := m.p.qmp.Execute(ctx, "migrate-set-parameters", qmp.Args{"avail-switchover-bandwidth": bw}, nil); err != nil {
+		m.noSwitchoverBw = true // an older QEMU: its own estimate
+		m.d.log.Debug("qemu: no avail-switchover-bandwidth", "vm", m.v.rec.Config.ID, "err", err)
+		return
+	}
+	m.switchoverBw = bw
+}
+
+func abs64(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
 }
 
 // switchover runs with the source paused: mirrors stop (in sync), the
@@ -367,6 +404,11 @@ func (m *outgoing) switchover(ctx context.Context, mi migInfo) error {
 		mi = m.finalInfo(ctx, mi)
 	}
 	m.res.Downtime = time.Duration(mi.Downtime) * time.Millisecond
+	if m.res.Downtime > m.opts.DowntimeLimit && !m.opts.NoEscalation {
+		// QEMU planned within the cap and took longer: say so.
+		m.res.Notes = append(m.res.Notes, fmt.Sprintf("over the cap: QEMU's downtime %v exceeded the %v limit", m.res.Downtime, m.opts.DowntimeLimit))
+		m.d.log.Warn("qemu: migration downtime over the cap", "vm", m.v.rec.Config.ID, "downtime", m.res.Downtime, "cap", m.opts.DowntimeLimit)
+	}
 	if mi.RAM != nil {
 		m.res.RAMBytes = mi.RAM.Transferred
 	}
@@ -516,6 +558,9 @@ func (m *outgoing) abort() {
 		m.stopMirrors(ctx)
 		resetMigration(ctx, p)
 		q.Execute(ctx, "migrate-set-parameters", qmp.Args{"max-cpu-throttle": throttleMax}, nil)
+		if m.switchoverBw > 0 {
+			q.Execute(ctx, "migrate-set-parameters", qmp.Args{"avail-switchover-bandwidth": 0}, nil)
+		}
 		if st, err := q.QueryStatus(ctx); err == nil && !st.Running && m.running {
 			if err := q.Cont(ctx); err != nil {
 				m.d.log.Warn("qemu: resuming the source after a failed migration", "vm", m.v.rec.Config.ID, "err", err)

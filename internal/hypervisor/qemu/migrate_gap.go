@@ -137,7 +137,7 @@ func (m *outgoing) measureGap() {
 	}
 	t1 := m.d.clock.Now()
 	offset := time.Unix(0, tr.Now).Sub(t0.Add(t1.Sub(t0) / 2))
-	if !m.stopped.IsZero() && !m.resumed.IsZero() && !m.postcopy {
+	if !m.stopped.IsZero() && !m.resumed.IsZero() {
 		m.res.Pause = m.resumed.Add(-offset).Sub(m.stopped)
 		m.res.GuestGap, m.res.GuestGapBy = m.res.Pause, hypervisor.GapByQEMUPause
 	}

@@ -372,15 +372,16 @@ func TestMigrationPostCopy(t *testing.T) {
 	waitDirty(t, src, cfg.ID)
 	addr, err := dst.MigrateIn(ctx, cfg)
 	mustDo(t, "MigrateIn", err)
-	// A 1 ms downtime limit never converges: bandwidth (not raised here),
-	// auto-converge, then post-copy.
+	// A 1 ms downtime limit never converges for a guest rewriting 64 MiB
+	// at 32 MiB/s (bandwidth not raisable here): a VM that allows
+	// post-copy goes there in one step rather than being throttled hard.
 	opts := hypervisor.MigrateOptions{DowntimeLimit: time.Millisecond, BandwidthBps: 32 << 20, MaxBandwidthBps: 32 << 20,
 		StageTimeout: 3 * time.Second, AllowPostCopy: true}
 	res, err := src.MigrateOut(ctx, cfg.ID, addr, opts, nil)
 	mustDo(t, "MigrateOut", err)
 	t.Logf("result %+v", res)
-	if !res.PostCopy || res.Stage != hypervisor.MigrationStagePostCopy || len(res.Notes) != 2 {
-		t.Fatalf("result %+v", res)
+	if !res.PostCopy || res.Stage != hypervisor.MigrationStagePostCopy || len(res.Notes) != 1 {
+		t.Fatalf("result %+v, want post-copy reached in one escalation", res)
 	}
 	waitTicks(t, dst.SerialLog(cfg.ID), waitTicks(t, dst.SerialLog(cfg.ID), 0))
 	assertGone(t, src, cfg.ID)
