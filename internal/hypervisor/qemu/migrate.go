@@ -75,6 +75,7 @@ type outgoing struct {
 	// estimate); noSwitchoverBw: this QEMU lacks the parameter.
 	switchoverBw   int64
 	noSwitchoverBw bool
+	unboost        func() // ends the source's boost (nil: none)
 }
 
 // MigrateOut migrates the VM to addr from MigrateIn on another driver:
@@ -167,6 +168,11 @@ func (m *outgoing) run(ctx context.Context) error {
 		return err
 	}
 	m.awaitTick()
+	// The source's CPU weight is raised for the memory stream: the last
+	// pages go while the guest stands still, and a starved migration
+	// thread stretched that past the cap (migrate_boost.go). Put back on
+	// failure; on success this QEMU ends.
+	m.unboost = m.d.boost(m.v.rec, m.p)
 	m.stops = m.p.qmp.Subscribe("STOP")
 	defer m.stops.Close()
 	uri := "tcp:" + net.JoinHostPort(m.a.host, strconv.Itoa(m.a.mig))
@@ -545,6 +551,9 @@ func (m *outgoing) abort() {
 		m.ticks.Stop()
 	}
 	p := m.p
+	if m.unboost != nil {
+		m.unboost()
+	}
 	if !p.hasExited() {
 		q := p.qmp
 		q.Execute(ctx, "migrate_cancel", nil, nil)

@@ -23,7 +23,10 @@ import (
 // (docs/migration-qemu.md, Guest gap). So from the start of the incoming
 // stream until boostHold after the resume, the target QEMU's CPU weight
 // is boostFactor times its own: its cgroup's weight, or without cgroups
-// the nice value of its threads.
+// the nice value of its threads. The source's is raised likewise for the
+// memory stream: QEMU sends the last pages with the guest stopped, and a
+// migration thread waiting for the CPU stretched that downtime past the
+// cap (521 ms against 300 under a load of 13 on 2 cores).
 
 const (
 	boostFactor = 8
