@@ -268,8 +268,12 @@ func (m *outgoing) transfer(ctx context.Context) (migInfo, error) {
 			if st, err := m.p.qmp.QueryStatus(ctx); err == nil && !st.Running {
 				return mi, nil
 			}
-		case "postcopy-paused", "postcopy-recover":
-			return mi, fmt.Errorf("qemu: post-copy %s", mi.Status)
+		case "postcopy-paused":
+			// The stream broke between the switch to post-copy and the
+			// target's resume: neither side can go back, so recover.
+			if err := m.recoverPostCopy(ctx); err != nil {
+				return mi, err
+			}
 		}
 		s := sampleOf(mi, m.d.clock.Now().Sub(began))
 		if mi.Status == "active" {
@@ -465,29 +469,6 @@ func (m *outgoing) finalInfo(ctx context.Context, mi migInfo) migInfo {
 		mi = again
 	}
 	return mi
-}
-
-// finishPostCopy waits until the target has pulled all memory.
-func (m *outgoing) finishPostCopy(ctx context.Context) (migInfo, error) {
-	for {
-		var mi migInfo
-		if err := m.p.qmp.Execute(ctx, "query-migrate", nil, &mi); err != nil {
-			return mi, err
-		}
-		switch mi.Status {
-		case "completed":
-			m.res.Total = m.d.clock.Now().Sub(m.start)
-			return mi, nil
-		case "failed", "cancelled", "postcopy-paused":
-			return mi, fmt.Errorf("qemu: post-copy %s: %s (the guest is lost)", mi.Status, mi.ErrorDesc)
-		}
-		m.report(progressOf(mi, sampleOf(mi, m.d.clock.Now().Sub(m.start)), hypervisor.MigrationStagePostCopy, ""), false)
-		select {
-		case <-ctx.Done():
-			return mi, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // prepare opens the control connection and sends "prepare" (msg carries

@@ -32,6 +32,8 @@ import (
 //	done    → ok                    the source is paused and the disks in
 //	                                 sync: the target resumes the guest
 //	                                 (cold: quits its QEMU, VM stopped)
+//	recover → {port}                post-copy broke: the target listens
+//	                                 again (migrate-recover) on port
 //	ticks {want} → {ticks}          the ticks the target saw after resume
 //	abort   → ok                    the target deletes its copy
 //

@@ -18,18 +18,19 @@ import (
 
 // incoming is one arriving VM, served by serveIncoming.
 type incoming struct {
-	v       *vm
-	p       *process
-	srv     *ctlServer
-	a       migAddr
-	tls     bool
-	tlsDir  string
-	shared  map[string]string // adopted disks: name → file
-	ticks   *tickWatcher      // started at the resume
-	cold    bool              // the source said so in "prepare": no memory stream
-	arrived bool              // "done" succeeded: the VM is ours
-	resumed time.Time         // QEMU's RESUME event at the switchover
-	unboost func()            // ends the switchover boost (migrate_boost.go)
+	v        *vm
+	p        *process
+	srv      *ctlServer
+	a        migAddr
+	tls      bool
+	tlsDir   string
+	shared   map[string]string // adopted disks: name → file
+	ticks    *tickWatcher      // started at the resume
+	cold     bool              // the source said so in "prepare": no memory stream
+	postcopy bool              // ... may switch to post-copy
+	arrived  bool              // "done" succeeded: the VM is ours
+	resumed  time.Time         // QEMU's RESUME event at the switchover
+	unboost  func()            // ends the switchover boost (migrate_boost.go)
 }
 
 func (d *Driver) migrationHost() string {
@@ -197,6 +198,12 @@ func (d *Driver) serveIncoming(in *incoming) {
 			rep = d.prepareIncoming(in, m)
 		case "ping":
 			rep = ctlMsg{OK: true}
+		case "recover": // the post-copy stream broke (migrate_postcopy.go)
+			if port, err := d.recoverIncoming(in); err != nil {
+				rep = errReply(err)
+			} else {
+				rep = ctlMsg{OK: true, Port: port}
+			}
 		case "time":
 			rep = ctlMsg{OK: true, Now: d.clock.Now().UnixNano()}
 		case "done":
@@ -258,6 +265,7 @@ func (d *Driver) prepareIncoming(in *incoming, m ctlMsg) ctlMsg {
 		in.cold = true
 		return ctlMsg{OK: true, Disks: in.shared}
 	}
+	in.postcopy = m.PostCopy
 	caps := []qmp.Args{{"capability": "postcopy-ram", "state": m.PostCopy}}
 	if err := p.qmp.Execute(ctx, "migrate-set-capabilities", qmp.Args{"capabilities": caps}, nil); err != nil {
 		return errReply(err)
@@ -327,8 +335,11 @@ func (d *Driver) finishIncoming(in *incoming) error {
 	d.log.Debug("qemu: incoming resumed", "vm", v.rec.Config.ID, "handOverAndCont", d.clock.Now().Sub(loaded))
 	// The migration's settings must not outlive it: a later memory
 	// snapshot is an outgoing migration, and the server credentials
-	// failed it ("Expected TLS credentials for a client endpoint").
-	if err := resetMigration(ctx, p); err != nil {
+	// failed it ("Expected TLS credentials for a client endpoint"). In
+	// post-copy they are still needed until all memory has arrived.
+	if in.postcopy {
+		go d.resetWhenDone(in)
+	} else if err := resetMigration(ctx, p); err != nil {
 		d.log.Warn("qemu: clearing the incoming migration's settings", "vm", v.rec.Config.ID, "err", err)
 	}
 	d.arrived(v)
