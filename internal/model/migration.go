@@ -222,9 +222,21 @@ type DrainBlocked struct {
 const DefaultDrainConcurrency = 2
 
 // EffectiveMigrationOptions merges a request's overrides over the VM's
-// spec over the defaults.
+// spec over the defaults (Policy.MigrationOptions with the cluster's
+// policy is the same with the cluster's limit between the two).
 func EffectiveMigrationOptions(spec *VMSpec, downtimeMs *int, postCopy *bool) (MigrationOptions, error) {
+	return (*Policy)(nil).MigrationOptions(spec, downtimeMs, postCopy)
+}
+
+// MigrationOptions merges a request's overrides over the VM's spec over
+// the cluster policy p (nil: none) over the defaults: the downtime limit
+// is the request's, else the VM's, else the cluster's, else
+// DefaultDowntimeLimitMs.
+func (p *Policy) MigrationOptions(spec *VMSpec, downtimeMs *int, postCopy *bool) (MigrationOptions, error) {
 	o := MigrationOptions{DowntimeLimitMs: DefaultDowntimeLimitMs}
+	if p != nil && p.MigrationDowntimeLimitMs > 0 {
+		o.DowntimeLimitMs = p.MigrationDowntimeLimitMs
+	}
 	if m := spec.Migration; m != nil {
 		if m.DowntimeLimitMs > 0 {
 			o.DowntimeLimitMs = m.DowntimeLimitMs

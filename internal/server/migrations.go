@@ -134,7 +134,11 @@ func (s *Server) createMigration(w http.ResponseWriter, r *http.Request, p *prin
 	if err != nil {
 		return err
 	}
-	opts, err := model.EffectiveMigrationOptions(&vm.Spec, req.DowntimeLimitMs, req.AllowPostCopy)
+	policy, _, err := s.repo.GetPolicy(ctx)
+	if err != nil {
+		return err
+	}
+	opts, err := policy.MigrationOptions(&vm.Spec, req.DowntimeLimitMs, req.AllowPostCopy)
 	if err != nil {
 		return err
 	}
