@@ -24,7 +24,8 @@ import (
 //	BenchmarkMigration/<case>/<idle|load>/<vpool|qemu-defaults>
 //
 // One guest is booted per sub-benchmark and moved back and forth b.N
-// times (-benchtime 10x for the ten runs); it reports p50 and
+// times (-benchtime 10x for the ten runs; QEMU's defaults at
+// most defaultsRuns times); it reports p50 and
 // p99 of QEMU's downtime, the pause (STOP to RESUME) and the guest gap
 // (the guest's 100 ms ticks), the share that completed, how many went
 // over the cap, and the load average before and after:
@@ -56,6 +57,10 @@ func BenchmarkMigration(b *testing.B) {
 		}
 	}
 }
+
+// defaultsRuns bounds the runs with QEMU's defaults, which do not
+// converge on the busy guests within their 60 s bound.
+const defaultsRuns = 3
 
 // benchCase is one guest BenchmarkMigration moves.
 type benchCase struct {
@@ -99,7 +104,11 @@ func benchMigrations(b *testing.B, tc benchCase, loaded bool, opts hypervisor.Mi
 	loadBefore := loadAvg()
 	var downs, pauses, gaps, totals []time.Duration
 	completed, overCap, escalations := 0, 0, 0
-	for i := 0; i < b.N; i++ {
+	runs := b.N
+	if mayFail {
+		runs = min(runs, defaultsRuns) // QEMU's defaults on a busy guest: a minute per failed run
+	}
+	for i := 0; i < runs; i++ {
 		addr, err := dst.MigrateIn(ctx, cfg)
 		mustDo(b, "MigrateIn", err)
 		b.StartTimer()
@@ -131,7 +140,8 @@ func benchMigrations(b *testing.B, tc benchCase, loaded bool, opts hypervisor.Mi
 		}
 	}
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	b.ReportMetric(float64(completed)/float64(b.N), "completed")
+	b.ReportMetric(float64(runs), "runs")
+	b.ReportMetric(float64(completed)/float64(runs), "completed")
 	b.ReportMetric(ms(percentile(downs, 50)), "downtime-p50-ms")
 	b.ReportMetric(ms(percentile(downs, 99)), "downtime-p99-ms")
 	b.ReportMetric(ms(percentile(pauses, 50)), "pause-p50-ms")
