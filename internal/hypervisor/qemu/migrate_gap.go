@@ -120,23 +120,39 @@ func tickPeriod(ticks []Tick) time.Duration {
 // of the migration's gap.
 const gapWindow = time.Second
 
+// targetOffset is the target's clock less ours, from the "time" round
+// trip with the shortest of three (the error is at most half of it; on a
+// loaded host one round trip can take tens of ms).
+func (m *outgoing) targetOffset() (time.Duration, bool) {
+	var best, offset time.Duration
+	for i := 0; i < 3; i++ {
+		t0 := m.d.clock.Now()
+		tr, err := m.ctl.call(ctlMsg{Op: "time"}, 10*time.Second)
+		if err != nil {
+			return 0, false
+		}
+		t1 := m.d.clock.Now()
+		if rtt := t1.Sub(t0); i == 0 || rtt < best {
+			best, offset = rtt, time.Unix(0, tr.Now).Sub(t0.Add(rtt/2))
+		}
+	}
+	return offset, true
+}
+
 // measureGap fills the result's Pause (the source's STOP to the target's
-// RESUME, the target's clock moved to ours by one round trip: exact on
-// one machine, ±RTT/2 across hosts) and GuestGap: from the guest's ticks
-// when it prints them (ours until the switchover, the target's for
-// gapWindow after the resume), else the Pause, labelled as such.
+// RESUME, the target's clock moved to ours: targetOffset) and GuestGap:
+// from the guest's ticks when it prints them (ours until the switchover,
+// the target's for gapWindow after the resume), else the Pause, labelled
+// as such.
 func (m *outgoing) measureGap() {
 	src := m.ticks.Stop()
 	if m.ctl == nil {
 		return
 	}
-	t0 := m.d.clock.Now()
-	tr, err := m.ctl.call(ctlMsg{Op: "time"}, 10*time.Second)
-	if err != nil {
+	offset, ok := m.targetOffset()
+	if !ok {
 		return
 	}
-	t1 := m.d.clock.Now()
-	offset := time.Unix(0, tr.Now).Sub(t0.Add(t1.Sub(t0) / 2))
 	if !m.stopped.IsZero() && !m.resumed.IsZero() {
 		m.res.Pause = m.resumed.Add(-offset).Sub(m.stopped)
 		m.res.GuestGap, m.res.GuestGapBy = m.res.Pause, hypervisor.GapByQEMUPause
