@@ -41,7 +41,9 @@ func (a *app) vmMigrateCmd() *cobra.Command {
 host to host while it runs; the pause at switch-over is bounded by the
 downtime limit, default 300ms or the VM's spec.migration); a stopped VM
 moves cold. Without --to the scheduler picks the target among the other
-hosts with the usual placement rules. Pre-checks refuse, before anything
+hosts with the usual placement rules. A VM pinned to its host (created
+with --host) moves only with --to, and its pin then moves to that host.
+Pre-checks refuse, before anything
 is touched, a target without room, outside the VM's placement rules, not
 ready, missing the VM's networks or running an incompatible hypervisor.
 With --wait a progress bar on stderr shows the phase, bytes sent and
@@ -88,7 +90,7 @@ left, the dirty rate, the expected downtime and the ETA.`,
 	f.StringVar(&to, "to", "", "target host (default: the scheduler picks)")
 	f.BoolVar(&wait, "wait", false, "wait until the migration ends, with a progress bar on stderr")
 	f.DurationVar(&timeout, "timeout", 30*time.Minute, "how long --wait waits")
-	f.DurationVar(&downtime, "downtime-limit", 0, "longest pause at switch-over, e.g. 100ms (default: the VM's or 300ms)")
+	f.DurationVar(&downtime, "downtime-limit", 0, "cap on the pause at switch-over, e.g. 100ms (default: the VM's, the cluster policy's, or 300ms)")
 	f.BoolVar(&postCopy, "post-copy", false, "allow post-copy when pre-copy does not converge")
 	f.StringVar(&bandwidth, "bandwidth", "", "starting stream rate per second, e.g. 64MiB (default: the driver's, 1GiB for QEMU; escalation may raise it)")
 	f.BoolVar(&dryRun, "dry-run", false, "run the pre-checks and show the plan; change nothing")
