@@ -266,6 +266,13 @@ func (d *Driver) prepareIncoming(in *incoming, m ctlMsg) ctlMsg {
 		return ctlMsg{OK: true, Disks: in.shared}
 	}
 	in.postcopy = m.PostCopy
+	if in.postcopy {
+		// In post-copy a main-loop read of a page not yet arrived blocks
+		// QEMU's main loop, and with it the monitor that would recover a
+		// broken stream: no balloon statistics (the guest's buffer is
+		// read from the main loop) until all memory is here.
+		p.qmp.Execute(ctx, "qom-set", qmp.Args{"path": balloonPath, "property": "guest-stats-polling-interval", "value": 0}, nil)
+	}
 	caps := []qmp.Args{{"capability": "postcopy-ram", "state": m.PostCopy}}
 	if err := p.qmp.Execute(ctx, "migrate-set-capabilities", qmp.Args{"capabilities": caps}, nil); err != nil {
 		return errReply(err)

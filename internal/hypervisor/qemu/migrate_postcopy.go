@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -21,7 +22,11 @@ import (
 // source resumes the stream there (migrate resume=true). It tries
 // recoverAttempts times within recoverWindow; the guest is lost only
 // when that fails. A stream broken with the control connection down too
-// is not recovered (the control connection is not redialled).
+// is not recovered (the control connection is not redialled). Recovery
+// needs the target's monitor while its guest may hold QEMU's big lock
+// waiting for a page: migrate-recover goes out of band (recoverIncoming),
+// and vpool stops its own main-loop reads of guest memory (balloon
+// statistics) for the post-copy.
 
 const (
 	recoverAttempts = 5
@@ -111,11 +116,62 @@ func (m *outgoing) resumeStream(ctx context.Context) error {
 	return fmt.Errorf("qemu: post-copy recovery did not finish within 30s")
 }
 
+// qmpOptions are the options of the driver's QMP connections: with
+// out-of-band execution, which post-copy recovery needs.
+func (d *Driver) qmpOptions() qmp.Options {
+	return qmp.Options{Logger: d.log, OOB: true}
+}
+
 // recoverIncoming is the target's part: when its post-copy is paused, it
-// listens for the resumed stream on a port QEMU binds and returns it.
+// listens for the resumed stream and returns the port.
+//
+// A guest waiting for a missing page can hold QEMU's big lock (under TCG a
+// device access from the vCPU thread faults on the page), and then every
+// in-band command waits with it: seen as query-migrate timing out. So
+// migrate-recover goes out of band, which QEMU runs in its monitor thread,
+// on a port the driver picks (bound and released: a port taken meanwhile
+// fails the attempt, and the next picks another). Without out-of-band
+// execution it uses the in-band commands, and QEMU binds the port.
 func (d *Driver) recoverIncoming(in *incoming) (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	p := in.p
+	var lastErr error
+	for i := 0; i < 100; i++ { // the target may notice the break a moment after the source
+		port, err := pickPort(in.a.host)
+		if err != nil {
+			return 0, err
+		}
+		uri := "tcp:" + net.JoinHostPort(in.a.host, strconv.Itoa(port))
+		err = p.qmp.ExecuteOOB(ctx, "migrate-recover", qmp.Args{"uri": uri}, nil)
+		switch {
+		case err == nil:
+			return port, nil
+		case errors.Is(err, qmp.ErrNoOOB):
+			return d.recoverInBand(ctx, in)
+		}
+		lastErr = err
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("qemu: migrate-recover: %w (last: %w)", ctx.Err(), lastErr)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return 0, lastErr
+}
+
+// pickPort returns a port free on host a moment ago.
+func pickPort(host string) (int, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("qemu: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// recoverInBand is recoverIncoming without out-of-band execution.
+func (d *Driver) recoverInBand(ctx context.Context, in *incoming) (int, error) {
 	p := in.p
 	for i := 0; ; i++ { // the target may notice the break a moment after the source
 		var mi migInfo
@@ -150,6 +206,7 @@ func (d *Driver) resetWhenDone(in *incoming) {
 			if err := resetMigration(ctx, in.p); err != nil {
 				d.log.Warn("qemu: clearing the incoming migration's settings", "vm", id, "err", err)
 			}
+			in.p.qmp.Execute(ctx, "qom-set", qmp.Args{"path": balloonPath, "property": "guest-stats-polling-interval", "value": 2}, nil)
 			cancel()
 			return
 		}

@@ -183,7 +183,7 @@ func (d *Driver) dialQMP(ctx context.Context, path string, p *process) (*qmp.Con
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
-		c, err := qmp.Dial(ctx, path, qmp.Options{Logger: d.log})
+		c, err := qmp.Dial(ctx, path, d.qmpOptions())
 		if err == nil {
 			return c, nil
 		}
@@ -230,7 +230,7 @@ func (d *Driver) adopt(ctx context.Context, rec *record) *process {
 	p := &process{pid: pid, exited: make(chan struct{})}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	conn, err := qmp.Dial(ctx, run.QMP, qmp.Options{Logger: d.log})
+	conn, err := qmp.Dial(ctx, run.QMP, d.qmpOptions())
 	if err != nil {
 		d.log.Warn("qemu: cannot re-attach to a live QEMU; killing it", "vm", rec.Config.ID, "pid", pid, "err", err)
 		syscall.Kill(pid, syscall.SIGKILL)
