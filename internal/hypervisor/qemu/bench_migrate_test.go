@@ -116,10 +116,12 @@ func benchMigrations(b *testing.B, tc benchCase, loaded bool, opts hypervisor.Mi
 		res, err := src.MigrateOut(ctx, cfg.ID, addr, opts, nil)
 		b.StopTimer()
 		if err != nil {
-			if !mayFail {
+			// Counted, not fatal: a guest that cannot fit the cap fails
+			// cleanly by design (QEMU's defaults: at their time bound).
+			if !mayFail && !strings.Contains(err.Error(), "downtime cap") {
 				b.Fatalf("run %d: MigrateOut: %v", i, err)
 			}
-			b.Logf("run %d: did not complete in %v (allowed here): %v", i, time.Since(t0).Round(time.Millisecond), err)
+			b.Logf("run %d: did not complete in %v: %v", i, time.Since(t0).Round(time.Millisecond), err)
 			if err := dst.Delete(ctx, cfg.ID); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
 				b.Fatalf("Delete target: %v", err)
 			}
