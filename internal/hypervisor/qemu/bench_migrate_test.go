@@ -35,7 +35,8 @@ import (
 // Cases follow issue 13: (a) idle 256 MiB, (b) idle 1 GiB, (c) 256 MiB
 // rewriting 64 MiB, (d) 1 GiB rewriting 256 MiB (also with post-copy
 // allowed), (e) 256 MiB with a 1 GiB local data disk full of data,
-// (f) 2 GiB rewriting 512 MiB; and, beside them, a shared-storage case
+// (f) 2 GiB rewriting 512 MiB (also with post-copy); and, beside them, a
+// shared-storage case
 // and a cold migration of a stopped VM with a 1 GiB data disk.
 func BenchmarkMigration(b *testing.B) {
 	qemuDefaults := hypervisor.MigrateOptions{BandwidthBps: 128 << 20, DowntimeLimit: 300 * time.Millisecond,
@@ -81,6 +82,7 @@ var benchCases = []benchCase{
 	{name: "d-dirty256-1G-postcopy", mem: model.GiB, dirty: 256, opts: hypervisor.MigrateOptions{AllowPostCopy: true}},
 	{name: "e-disk-1G", mem: 256 * model.MiB, disk: model.GiB},
 	{name: "f-dirty512-2G", mem: 2 * model.GiB, dirty: 512},
+	{name: "f-dirty512-2G-postcopy", mem: 2 * model.GiB, dirty: 512, opts: hypervisor.MigrateOptions{AllowPostCopy: true}},
 	{name: "shared-256M", mem: 256 * model.MiB, shared: true},
 	{name: "cold-disk-1G", mem: 256 * model.MiB, disk: model.GiB, cold: true},
 }
