@@ -10,6 +10,7 @@ import (
 
 	"github.com/vpool/vpool/internal/controller"
 	"github.com/vpool/vpool/internal/devenv"
+	"github.com/vpool/vpool/internal/hypervisor/qemu"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/server"
 )
@@ -25,13 +26,25 @@ func serverCmd() *cobra.Command {
 	listen := f.String("listen", server.DefaultListen, "address of the REST API")
 	agentListen := f.String("agent-listen", server.DefaultAgentListen, "address of the agents' mutual-TLS listener")
 	endpoints := f.String("etcd-endpoints", "", "comma-separated etcd client URLs of an existing cluster (default: embedded member)")
-	name := f.String("name", "", "this server's name in leader election (default: the host name)")
+	etcdCA := f.String("etcd-cacert", "", "with --etcd-endpoints: PEM file of the CA that signed the etcd members (default: the system roots)")
+	etcdCert := f.String("etcd-cert", "", "with --etcd-endpoints: PEM client certificate for etcd")
+	etcdKey := f.String("etcd-key", "", "with --etcd-endpoints: PEM key of --etcd-cert")
+	etcdUser := f.String("etcd-user", "", "with --etcd-endpoints: etcd user; its password comes from --etcd-password-file or VPOOL_ETCD_PASSWORD, never the command line")
+	etcdPassFile := f.String("etcd-password-file", "", "file holding the password of --etcd-user")
+	caKeyFile := f.String("ca-key-file", "", "the key that seals the cluster CA's private key in the store (default DATA_DIR/ca-seal.key, made with the CA); every server of a cluster needs the same file")
+	name := f.String("name", "", "this server's name: in leader election, and its store member's (default: the host name)")
 	tlsAPI := f.Bool("tls", false, "serve the REST API over HTTPS with a certificate of the cluster CA")
+	imagePool := f.String("image-pool", "", "directory of image files (default DATA_DIR/image-pool; servers sharing a store must share it)")
 	powerOn := f.String("power-on-cmd", "", `command that wakes a host (text/template over the host, e.g. "wakeonlan {{index .Labels \"vpool.io/mac\"}}"); default: the agent protocol only`)
 	powerOff := f.String("power-off-cmd", "", `command that puts a host to standby (e.g. "ipmitool -I lanplus -H {{index .Labels \"vpool.io/bmc\"}} -f /etc/vpool/ipmi.pass chassis power soft")`)
+	clusterOpts := serverClusterFlags(cmd)
 	logger := logFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := logger()
+		if err != nil {
+			return err
+		}
+		peer, initial, join, joinTok, err := clusterOpts(log)
 		if err != nil {
 			return err
 		}
@@ -39,10 +52,17 @@ func serverCmd() *cobra.Command {
 		if n == "" {
 			n, _ = os.Hostname()
 		}
+		pass, err := etcdPassword(*etcdUser, *etcdPassFile)
+		if err != nil {
+			return err
+		}
 		srv, err := devenv.StartServer(cmd.Context(), devenv.ServerConfig{
 			DataDir: *dataDir, Listen: *listen, AgentListen: *agentListen, EtcdEndpoints: splitList(*endpoints),
-			Name: n, Logger: log, Version: version, TLS: *tlsAPI,
+			EtcdCACert: *etcdCA, EtcdCert: *etcdCert, EtcdKey: *etcdKey, EtcdUser: *etcdUser, EtcdPassword: pass,
+			CAKeyFile: *caKeyFile,
+			Name:      n, Logger: log, Version: version, TLS: *tlsAPI, ImagePool: *imagePool, ImageTool: qemu.ImageTool{},
 			Controller: controller.Config{Power: hostPower(*powerOn, *powerOff)},
+			PeerURL:    peer, InitialCluster: initial, Join: join, JoinToken: joinTok,
 		})
 		if err != nil {
 			return err
@@ -61,8 +81,9 @@ func agentCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 	}
 	f := cmd.Flags()
-	srvURL := f.String("server", "https://127.0.0.1:8441", "the server's agent listener")
-	token := f.String("join-token", "", "join token from 'vpool host join-token' (first start only; env VPOOL_JOIN_TOKEN)")
+	srvURL := f.String("server", "https://127.0.0.1:8441", "the server's agent listener, or every server's, comma-separated: the agent fails over between them")
+	token := f.String("join-token", "", "join token on the command line: visible to every local user in ps; prefer --join-token-file or VPOOL_JOIN_TOKEN")
+	tokenFile := f.String("join-token-file", "", "file holding the join token from 'vpool host join-token' or 'vpool host rekey' (first start or re-key only; or env VPOOL_JOIN_TOKEN)")
 	stateDir := f.String("state-dir", "/var/lib/vpool-agent", "agent state: key, certificate, CA and the driver's VMs")
 	name := f.String("name", "", "host name (default: the OS host name)")
 	labels := f.StringArray("label", nil, "host label k=v (repeatable)")
@@ -75,12 +96,22 @@ func agentCmd() *cobra.Command {
 	networks := f.StringArray("network", nil, "a network this host is attached to (repeatable); migrations refuse a target without the VM's networks (default: not checked)")
 	cpuModel := f.String("cpu-model", "", "guest CPU model of a qemu host, the same on every host so VMs move between different CPUs (e.g. Haswell-noTSX; default: host under KVM, qemu64 under TCG)")
 	machine := f.String("machine", "", "guest machine type of a qemu host, the same on every host so running VMs can move (e.g. pc-q35-7.2 while some hosts still run QEMU 7.2; default: q35, this QEMU's newest)")
+	var netOpts devenv.NetOptions
+	f.StringVar(&netOpts.Overlay, "overlay-address", "", "this host's VXLAN underlay address: the host serves vpool networks (needs root, iproute2, nftables; dnsmasq-base for DHCP)")
+	f.IntVar(&netOpts.UnderlayMTU, "underlay-mtu", 1500, "MTU of the underlay path between hosts (a VXLAN network needs its MTU + 50)")
+	f.StringVar(&netOpts.VLANUplink, "vlan-uplink", "", "device that carries VLAN networks (kernels with 802.1Q)")
+	f.StringVar(&netOpts.DHCPDir, "dhcp-dir", "/run/vpool/dhcp", "dnsmasq's files (must be searchable by nobody)")
 	logger := logFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := logger()
 		if err != nil {
 			return err
 		}
+		netCfg, closeNet, err := devenv.NetConfig(netOpts, log)
+		if err != nil {
+			return err
+		}
+		defer closeNet()
 		lab, err := parseLabels(*labels)
 		if err != nil {
 			return err
@@ -93,15 +124,16 @@ func agentCmd() *cobra.Command {
 		if err != nil {
 			return fmt.Errorf("--sim-disk: %w", err)
 		}
-		if *token == "" {
-			*token = os.Getenv("VPOOL_JOIN_TOKEN")
+		tok, err := joinToken(*token, *tokenFile, log)
+		if err != nil {
+			return err
 		}
 		poolDirs, err := parsePools(*pools)
 		if err != nil {
 			return err
 		}
 		a, drv, kind, err := devenv.NewAgent(devenv.AgentConfig{
-			ServerURL: *srvURL, JoinToken: *token, StateDir: *stateDir, HostName: *name, Labels: lab, Address: *address, Networks: *networks,
+			ServerURL: *srvURL, JoinToken: tok, StateDir: *stateDir, HostName: *name, Labels: lab, Address: *address, Networks: *networks, Net: netCfg,
 			Driver: devenv.DriverOptions{Kind: *driver, SimCPUs: *simCPUs, SimMemory: mem, SimDisk: disk, QEMU: qemuDriver, Pools: poolDirs,
 				CPUModel: *cpuModel, Machine: *machine},
 			Logger: log, Version: version,
@@ -122,20 +154,29 @@ func devCmd() *cobra.Command {
 		Short: "Run server, embedded etcd, a local host and simulated hosts in one process",
 		Long: `Run the whole platform on this machine: the server with an embedded etcd,
 one local agent (QEMU where qemu-system-x86_64 is installed, else simulated)
-and --sim-hosts simulated hosts. State lives in --data-dir; the admin token
-is written to DATA_DIR/admin.token and the CLI config so that 'vpool vm list'
-works in another shell without flags.`,
+and --sim-hosts simulated hosts (3 by default: enough to migrate and drain).
+The test guest of scripts/build-guest.sh is registered as the image
+"busybox". State lives in --data-dir; the admin token is written to
+DATA_DIR/admin.token and the CLI config to DATA_DIR/config.json, which the
+CLI finds from the directory holding the data dir (elsewhere set
+VPOOL_CONFIG), so that 'vpool vm list' works in another shell without flags.
+The dashboard is served at the API's address under /ui/.
+
+Ctrl-C stops dev and the VMs of the local QEMU host (each guest gets a few
+seconds to power off); they start again with the next 'vpool dev'. With
+--keep-vms-on-exit they keep running and the next 'vpool dev' re-attaches.`,
 		Args: cobra.NoArgs,
 	}
 	f := cmd.Flags()
 	dataDir := f.String("data-dir", ".vpool", "state directory")
 	listen := f.String("listen", server.DefaultListen, "address of the REST API")
 	agentListen := f.String("agent-listen", server.DefaultAgentListen, "address of the agents' mutual-TLS listener")
-	simHosts := f.Int("sim-hosts", 0, "number of simulated hosts to add")
+	simHosts := f.Int("sim-hosts", devenv.DefaultSimHosts, "number of simulated hosts to add")
+	keepVMs := f.Bool("keep-vms-on-exit", false, "leave the local host's QEMU VMs running when dev stops (the next start re-attaches)")
 	driver := f.String("driver", devenv.DriverAuto, "the local host's driver: sim, qemu or auto")
 	name := f.String("name", "", "the local host's name (default: the OS host name)")
-	cfgPath := f.String("client-config", "", "where to write the CLI config (default: the CLI's default path; - for none)")
-	logger := logFlags(cmd)
+	cfgPath := f.String("client-config", "", "where to write the CLI config (default DATA_DIR/config.json; - for none)")
+	logger := logFlagsAt(cmd, "warn") // the banner and the steps speak; --log-level info shows every part at work
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := logger()
 		if err != nil {
@@ -143,7 +184,7 @@ works in another shell without flags.`,
 		}
 		return devenv.RunDev(cmd.Context(), devenv.DevConfig{
 			DataDir: *dataDir, Listen: *listen, AgentListen: *agentListen, SimHosts: *simHosts,
-			LocalDriver: *driver, LocalName: *name, QEMU: qemuDriver, ConfigPath: *cfgPath,
+			LocalDriver: *driver, LocalName: *name, QEMU: qemuDriver, ConfigPath: *cfgPath, KeepVMs: *keepVMs, ImageTool: qemu.ImageTool{},
 			Logger: log, Out: cmd.OutOrStdout(), Version: version,
 		})
 	}

@@ -29,8 +29,11 @@ func main() {
 }
 
 // logFlags adds --log-level and --log-format and returns a constructor.
-func logFlags(cmd *cobra.Command) func() (*slog.Logger, error) {
-	level := cmd.Flags().String("log-level", "info", "log level: debug, info, warn or error")
+func logFlags(cmd *cobra.Command) func() (*slog.Logger, error) { return logFlagsAt(cmd, "info") }
+
+// logFlagsAt is logFlags with another default level.
+func logFlagsAt(cmd *cobra.Command, def string) func() (*slog.Logger, error) {
+	level := cmd.Flags().String("log-level", def, "log level: debug, info, warn or error")
 	format := cmd.Flags().String("log-format", "text", "log format: text or json")
 	return func() (*slog.Logger, error) {
 		var l slog.Level
@@ -51,7 +54,7 @@ func logFlags(cmd *cobra.Command) func() (*slog.Logger, error) {
 
 // qemuDriver is the QEMU driver factory handed to devenv.
 func qemuDriver(o devenv.QEMUOptions) (hypervisor.Driver, error) {
-	return qemu.New(qemu.Config{StateDir: o.StateDir, Logger: o.Logger, Pools: o.Pools, MigrationHost: o.MigrationHost,
+	return qemu.New(qemu.Config{StateDir: o.StateDir, HostID: o.HostID, Logger: o.Logger, Pools: o.Pools, MigrationHost: o.MigrationHost,
 		CPUModel: o.CPUModel, Machine: o.Machine})
 }
 

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -46,10 +45,13 @@ const (
 // Config configures an Agent. ServerURL, StateDir, HostName and Driver are
 // required.
 type Config struct {
-	// ServerURL is the server's agent listener, e.g. https://127.0.0.1:8441.
+	// ServerURL is the server's agent listener, e.g. https://127.0.0.1:8441,
+	// or those of several servers of one control plane, comma-separated:
+	// the agent fails over between them (transport.go).
 	ServerURL string
 	// JoinToken ("vpool1.<ca-hash>.<secret>") is needed only for the first
-	// start; afterwards the identity in StateDir is used.
+	// start; afterwards the identity in StateDir is used, unless the
+	// token is a re-key token of this host (vpool host rekey).
 	JoinToken string
 	// StateDir holds the agent's key, certificate and the cluster CA.
 	StateDir string
@@ -61,8 +63,10 @@ type Config struct {
 	// pre-checks refuse a target without the VM's networks. Nil: not
 	// reported (not checked).
 	Networks []string
-	Driver   hypervisor.Driver
-	Logger   *slog.Logger
+	// Net makes this host serve vpool networks (netloop.go); nil: none.
+	Net    *NetConfig
+	Driver hypervisor.Driver
+	Logger *slog.Logger
 	// Clock stamps reports; timers run on real time.
 	Clock func() time.Time
 	// HeartbeatInterval is how often the lease is renewed (the server's
@@ -80,8 +84,13 @@ type Config struct {
 	// Version is reported in heartbeats.
 	Version string
 	// ResolveImage turns an image name of a VM spec into what the driver
-	// boots; nil passes no image.
+	// boots. Nil: with ImageCache, the image's files are fetched from the
+	// server into ImageCache; without, the driver gets only the name (a
+	// simulated host needs no bytes).
 	ResolveImage func(name string) (*hypervisor.Image, error)
+	// ImageCache is the directory image files are fetched into, by
+	// SHA-256 (docs/images.md).
+	ImageCache string
 	// Standby says whether the agent pretends to sleep when the server
 	// puts its host to standby (default: with the sim driver only), and
 	// WakeDelay how long it takes to wake (a simulated boot).
@@ -131,8 +140,9 @@ func (c *Config) setDefaults() error {
 type Agent struct {
 	cfg        Config
 	log        *slog.Logger
-	base       string
+	base       string // the first server's agent listener
 	serverName string
+	servers    []server // every server's (transport.go)
 	client     *transport
 
 	mu       sync.Mutex
@@ -145,6 +155,9 @@ type Agent struct {
 	doneSeq  int64 // counts finished VM workers
 
 	ops opsState // snapshot requests beside the assignments
+
+	images *imageCache // nil without Config.ImageCache
+	net    netState    // the host's virtual networks (netloop.go)
 }
 
 // New checks the config and returns an agent; nothing happens until Run.
@@ -152,24 +165,31 @@ func New(cfg Config) (*Agent, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	u, err := url.Parse(cfg.ServerURL)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("%w: ServerURL %q is not an https URL", ErrConfig, cfg.ServerURL)
+	servers, err := parseServers(cfg.ServerURL)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.JoinToken != "" {
 		if _, err := ParseJoinToken(cfg.JoinToken); err != nil {
 			return nil, err
 		}
 	}
+	var images *imageCache
+	if cfg.ImageCache != "" {
+		images = &imageCache{dir: cfg.ImageCache}
+	}
 	return &Agent{
+		images:     images,
 		cfg:        cfg,
 		log:        cfg.Logger.With("component", "agent", "host", cfg.HostName),
-		base:       strings.TrimSuffix(u.String(), "/"),
-		serverName: serverName(u),
+		base:       servers[0].base,
+		serverName: servers[0].name,
+		servers:    servers,
 		assigned:   map[string]*model.VM{},
 		vms:        map[string]*vmState{},
 		kick:       make(chan struct{}, 1),
 		hbEvery:    cfg.HeartbeatInterval,
+		net:        netState{kick: make(chan struct{}, 1)},
 	}, nil
 }
 
@@ -182,15 +202,26 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	name := a.serverName
+	if len(a.servers) > 1 {
+		name = "" // each server's own, from the URL it is dialled at
+	}
 	a.client = &transport{base: a.base, http: &http.Client{
-		Transport: &http.Transport{TLSClientConfig: id.tlsConfig(a.serverName), MaxIdleConnsPerHost: 16},
+		Transport: withFailover(&http.Transport{TLSClientConfig: id.tlsConfig(name), MaxIdleConnsPerHost: 16}, a.servers),
 	}}
 	defer a.client.http.CloseIdleConnections()
 	a.secureMigrations(id)
 	a.reattach(ctx)
 
 	var wg sync.WaitGroup
-	for _, loop := range []func(context.Context){a.heartbeatLoop, a.assignmentsLoop, a.convergeLoop, a.migrationsLoop, a.consoleLoop} {
+	loops := []func(context.Context){a.heartbeatLoop, a.assignmentsLoop, a.convergeLoop, a.migrationsLoop, a.consoleLoop}
+	if a.cfg.Net != nil {
+		loops = append(loops, a.networksLoop)
+		if a.cfg.Net.Balancers != nil {
+			loops = append(loops, a.balancersLoop)
+		}
+	}
+	for _, loop := range loops {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -202,17 +233,29 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // identity loads the stored identity or joins, retrying transient
-// failures; a refused token is final.
+// failures; a refused token is final. A join token beside a current
+// identity is tried once: a re-key token of this host (vpool host rekey)
+// replaces the identity, any other is refused by the server (the name
+// is taken; nothing is consumed) and the stored identity stays.
 func (a *Agent) identity(ctx context.Context) (*identity, error) {
 	id, err := loadIdentity(a.cfg.StateDir)
 	if err != nil {
 		return nil, err
 	}
 	if id != nil && !id.expired(a.cfg.Clock()) {
-		return id, nil
+		if a.cfg.JoinToken == "" {
+			return id, nil
+		}
+		nid, err := a.join(ctx)
+		if err != nil {
+			a.log.Info("join token not used: this host holds an identity, and the token is no re-key token of it", "err", err)
+			return id, nil
+		}
+		a.log.Warn("re-keyed: joined again with a new key and certificate")
+		return nid, nil
 	}
 	if id != nil {
-		a.log.Warn("client certificate expired; joining again")
+		a.log.Warn("client certificate expired; joining again (needs a token from vpool host rekey)")
 	}
 	bo := newBackoff(200*time.Millisecond, 10*time.Second)
 	for {
@@ -223,7 +266,7 @@ func (a *Agent) identity(ctx context.Context) (*identity, error) {
 		}
 		switch st := httpStatus(err); {
 		case errors.Is(err, ErrBadToken), errors.Is(err, ErrNotJoined), errors.Is(err, ErrCAMismatch),
-			st == http.StatusUnauthorized, st == http.StatusForbidden, st == http.StatusBadRequest:
+			st == http.StatusUnauthorized, st == http.StatusForbidden, st == http.StatusBadRequest, st == http.StatusConflict:
 			return nil, err
 		}
 		a.log.Warn("join failed; retrying", "err", err)
@@ -241,14 +284,18 @@ func (a *Agent) reattach(ctx context.Context) {
 		a.log.Error("list driver VMs for re-attach", "err", err)
 		return
 	}
-	running := 0
+	running, unreachable := 0, 0
 	for _, in := range infos {
-		if in.State == hypervisor.StateRunning {
+		switch in.State {
+		case hypervisor.StateRunning:
 			running++
+		case hypervisor.StateUnknown:
+			unreachable++
+			a.log.Warn("VM unreachable after re-attach; left running, reported as unknown", "vm", in.ID, "reason", in.Reason)
 		}
 	}
 	if len(infos) > 0 {
-		a.log.Info("re-attached to existing VMs", "vms", len(infos), "running", running)
+		a.log.Info("re-attached to existing VMs", "vms", len(infos), "running", running, "unreachable", unreachable)
 	}
 }
 
@@ -397,6 +444,12 @@ func (a *Agent) setAssignments(as api.Assignments) {
 	}
 	a.ops.set(as.Snapshots)
 	a.mu.Lock()
+	for key, vm := range m {
+		// A forced stop does not wait for a graceful one in progress.
+		if st := a.vms[key]; st != nil && st.stopCancel != nil && vm.Spec.StopForce {
+			st.stopCancel()
+		}
+	}
 	a.assigned = m
 	a.haveList = true
 	a.rev = as.Revision

@@ -37,6 +37,9 @@ type vmState struct {
 	sentAt  time.Time
 	usage   model.VMUsage
 	orphan  bool
+	// stopCancel ends a graceful stop in progress: a forced stop asked
+	// for meanwhile must not wait for the guest.
+	stopCancel context.CancelFunc
 }
 
 func (a *Agent) vmState(key string) *vmState {
@@ -211,8 +214,8 @@ func (a *Agent) convergeOne(ctx context.Context, vm *model.VM, in *hypervisor.In
 	key := vm.Key()
 	defer a.done(key, vm.Revision)
 	rep, err := a.apply(ctx, vm, in)
-	if ctx.Err() != nil {
-		return
+	if ctx.Err() != nil || errors.Is(err, errStopOverridden) {
+		return // the next pass acts on the newer spec
 	}
 	a.mu.Lock()
 	st := a.vmState(key)
@@ -257,6 +260,16 @@ func (a *Agent) apply(ctx context.Context, vm *model.VM, in *hypervisor.Info) (a
 		rep.Gone = true
 		return rep, nil
 	}
+	if in != nil && in.State == hypervisor.StateUnknown {
+		// The VM runs but the driver cannot reach it: say so, change
+		// nothing, and leave the decision to the operator (or HA). The
+		// driver keeps trying; the next pass sees what it finds.
+		rep.Phase, rep.Error = model.PhaseUnknown, in.Reason
+		if rep.Error == "" {
+			rep.Error = "unreachable: the host cannot reach the VM"
+		}
+		return rep, nil
+	}
 	if in != nil && in.Config.UID != "" && vm.UID != "" && in.Config.UID != vm.UID {
 		// A VM of the same name that the store no longer has: replace it.
 		a.log.Warn("replacing a stale VM with the same name", "vm", vm.Key(), "oldUID", in.Config.UID, "uid", vm.UID)
@@ -276,7 +289,7 @@ func (a *Agent) apply(ctx context.Context, vm *model.VM, in *hypervisor.Info) (a
 	}
 	a.mu.Unlock()
 	if created {
-		cfg, err := a.vmConfig(vm)
+		cfg, err := a.vmConfig(ctx, vm)
 		if err != nil {
 			return a.failed(rep, "create", err)
 		}
@@ -289,7 +302,13 @@ func (a *Agent) apply(ctx context.Context, vm *model.VM, in *hypervisor.Info) (a
 	state, msg, resize, err := a.applySpec(ctx, vm, in)
 	rep.Message, rep.Resize = msg, resize
 	if err == nil {
-		err = a.applyDisks(ctx, vm, in)
+		rep.Disks, err = a.applyDisks(ctx, vm, in)
+	}
+	if err == nil {
+		var nmsg string
+		if nmsg, err = a.applyNICs(ctx, vm, in); nmsg != "" && rep.Message == "" {
+			rep.Message = nmsg
+		}
 	}
 	if err != nil {
 		rep.Phase = phaseOf(state)
@@ -395,10 +414,9 @@ func (a *Agent) applyPower(ctx context.Context, vm *model.VM, state hypervisor.S
 	live := state == hypervisor.StateRunning || state == hypervisor.StatePaused
 	if vm.Spec.Power == model.PowerStopped {
 		if live {
-			if err := d.Stop(ctx, id, a.cfg.StopTimeout); err != nil {
+			if err := a.stopVM(ctx, vm, id); err != nil {
 				return state, fmt.Errorf("stop: %w", err)
 			}
-			a.log.Info("stopped VM", "vm", key)
 		}
 		if pending {
 			if err := a.resizeOffline(ctx, vm); err != nil {
@@ -426,6 +444,7 @@ func (a *Agent) applyPower(ctx context.Context, vm *model.VM, state hypervisor.S
 	if err := d.Start(ctx, id); err != nil {
 		return hypervisor.StateStopped, fmt.Errorf("start: %w", err)
 	}
+	a.kickNet() // its taps exist now
 	a.mu.Lock()
 	st.applied = vm.Spec.RestartNonce
 	a.mu.Unlock()
@@ -435,6 +454,43 @@ func (a *Agent) applyPower(ctx context.Context, vm *model.VM, state hypervisor.S
 		a.log.Info("started VM", "vm", key)
 	}
 	return hypervisor.StateRunning, nil
+}
+
+// errStopOverridden ends a graceful stop that a forced stop replaced.
+var errStopOverridden = errors.New("agent: graceful stop overridden by a forced stop")
+
+// stopVM stops a live VM as its spec says: the plug pulled at once
+// (StopForce), or the guest asked to power off within StopTimeout (else
+// the agent's default) before it is.
+func (a *Agent) stopVM(ctx context.Context, vm *model.VM, id string) error {
+	if vm.Spec.StopForce {
+		if err := a.cfg.Driver.Kill(ctx, id); err != nil {
+			return err
+		}
+		a.log.Info("stopped VM (forced)", "vm", vm.Key())
+		return nil
+	}
+	timeout := a.cfg.StopTimeout
+	if vm.Spec.StopTimeout > 0 {
+		timeout = time.Duration(vm.Spec.StopTimeout) * time.Second
+	}
+	sctx, cancel := context.WithCancelCause(ctx)
+	a.mu.Lock()
+	a.vmState(vm.Key()).stopCancel = func() { cancel(errStopOverridden) }
+	a.mu.Unlock()
+	err := a.cfg.Driver.Stop(sctx, id, timeout)
+	a.mu.Lock()
+	a.vmState(vm.Key()).stopCancel = nil
+	a.mu.Unlock()
+	cancel(nil)
+	if errors.Is(context.Cause(sctx), errStopOverridden) {
+		return errStopOverridden
+	}
+	if err != nil {
+		return err
+	}
+	a.log.Info("stopped VM", "vm", vm.Key())
+	return nil
 }
 
 func (a *Agent) resizeOffline(ctx context.Context, vm *model.VM) error {
@@ -447,7 +503,7 @@ func (a *Agent) resizeOffline(ctx context.Context, vm *model.VM) error {
 	return nil
 }
 
-func (a *Agent) vmConfig(vm *model.VM) (hypervisor.VMConfig, error) {
+func (a *Agent) vmConfig(ctx context.Context, vm *model.VM) (hypervisor.VMConfig, error) {
 	cfg := hypervisor.VMConfig{
 		ID:      vmID(vm.Project, vm.Name),
 		Name:    vm.Name,
@@ -455,8 +511,13 @@ func (a *Agent) vmConfig(vm *model.VM) (hypervisor.VMConfig, error) {
 		UID:     vm.UID,
 		Spec:    vm.Spec,
 	}
-	if vm.Spec.Image != "" && a.cfg.ResolveImage != nil {
-		im, err := a.cfg.ResolveImage(vm.Spec.Image)
+	ports, err := a.nicPorts(vm)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Ports = ports
+	if vm.Spec.Image != "" {
+		im, err := a.resolveImage(ctx, vm.Spec.Image)
 		if err != nil {
 			return cfg, fmt.Errorf("image %s: %w", vm.Spec.Image, err)
 		}
@@ -473,6 +534,8 @@ func phaseOf(s hypervisor.State) model.Phase {
 		return model.PhasePaused
 	case hypervisor.StateCrashed:
 		return model.PhaseFailed
+	case hypervisor.StateUnknown:
+		return model.PhaseUnknown
 	default:
 		return model.PhaseStopped
 	}
@@ -485,7 +548,8 @@ func (a *Agent) report(ctx context.Context, vm *model.VM, rep api.VMReport) {
 	st := a.vmState(key)
 	same := st.last != nil && sameReport(*st.last, rep)
 	stored := vm.Status.Phase == rep.Phase && vm.Status.LastError == rep.Error &&
-		vm.Status.AppliedRestartNonce == rep.AppliedRestartNonce && vm.Status.Message == rep.Message
+		vm.Status.AppliedRestartNonce == rep.AppliedRestartNonce && vm.Status.Message == rep.Message &&
+		(rep.Disks == nil || sameDisks(vm.Status.Disks, rep.Disks))
 	// Nothing to say when the server already holds this status. Resend an
 	// accepted report whose effect the server has since overwritten at
 	// most once per interval, so that a server keeping its own view
@@ -520,7 +584,19 @@ func (a *Agent) report(ctx context.Context, vm *model.VM, rep api.VMReport) {
 
 func sameReport(x, y api.VMReport) bool {
 	return x.Phase == y.Phase && x.Error == y.Error && x.Message == y.Message &&
-		x.AppliedRestartNonce == y.AppliedRestartNonce && x.Gone == y.Gone && x.UID == y.UID
+		x.AppliedRestartNonce == y.AppliedRestartNonce && x.Gone == y.Gone && x.UID == y.UID && sameDisks(x.Disks, y.Disks)
+}
+
+func sameDisks(x, y []model.DiskStatus) bool {
+	if len(x) != len(y) {
+		return false
+	}
+	for i := range x {
+		if x[i] != y[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func (a *Agent) putStatus(ctx context.Context, rep api.VMReport, out *model.VM) error {

@@ -3,6 +3,7 @@ package agent_test
 import (
 	"crypto/tls"
 	"encoding/json"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -45,6 +46,12 @@ func newFakeServer(t *testing.T) *fakeServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newFakeServerWith(t, ca, cert, nil)
+}
+
+// newFakeServerWith serves cert (from ca); TLS errors go to errLog.
+func newFakeServerWith(t *testing.T, ca *pki.CA, cert tls.Certificate, errLog *log.Logger) *fakeServer {
+	t.Helper()
 	fs := &fakeServer{
 		t: t, ca: ca, token: pki.FormatJoinToken(ca.Hash(), "s3cret"),
 		vms: map[string]*model.VM{}, elsewhere: map[string]bool{}, changed: make(chan struct{}), rev: 1,
@@ -55,6 +62,7 @@ func newFakeServer(t *testing.T) *fakeServer {
 	mux.HandleFunc("GET /agent/v1/assignments", fs.mtls(fs.assignments))
 	mux.HandleFunc("PUT /agent/v1/vms/{project}/{name}/status", fs.mtls(fs.status))
 	fs.srv = httptest.NewUnstartedServer(mux)
+	fs.srv.Config.ErrorLog = errLog
 	fs.srv.TLS = &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		ClientAuth:   tls.VerifyClientCertIfGiven,
@@ -181,6 +189,9 @@ func (fs *fakeServer) status(w http.ResponseWriter, r *http.Request) {
 		vm.Status.Message = rep.Message
 		vm.Status.AppliedRestartNonce = rep.AppliedRestartNonce
 		vm.Status.Usage = rep.Usage
+		if rep.Disks != nil {
+			vm.Status.Disks = rep.Disks // as the server keeps them
+		}
 	}
 	fs.bumpLocked(vm)
 	if rep.Gone {

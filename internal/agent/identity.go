@@ -24,6 +24,7 @@ import (
 
 	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/hypervisor"
+	"github.com/vpool/vpool/internal/pki"
 )
 
 // Files in Config.StateDir.
@@ -137,13 +138,15 @@ func (id *identity) expired(now time.Time) bool {
 }
 
 // tlsConfig is the mutual-TLS client configuration: the agent's
-// certificate, and the server verified against the cluster CA.
+// certificate, and the server verified against the cluster CA and by its
+// role, so that another host's certificate cannot pass for the server.
 func (id *identity) tlsConfig(serverName string) *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{id.cert},
-		RootCAs:      id.pool,
-		ServerName:   serverName,
+		MinVersion:       tls.VersionTLS12,
+		Certificates:     []tls.Certificate{id.cert},
+		RootCAs:          id.pool,
+		ServerName:       serverName,
+		VerifyConnection: pki.VerifyServerConnection,
 	}
 }
 
@@ -191,6 +194,9 @@ func pinnedTLS(tok JoinToken, serverName string, found **x509.Certificate) *tls.
 			if _, err := certs[0].Verify(opts); err != nil {
 				return fmt.Errorf("%w: %v", ErrCAMismatch, err)
 			}
+			if err := pki.CheckServer(certs[0]); err != nil {
+				return fmt.Errorf("%w: %w", ErrCAMismatch, err)
+			}
 			*found = ca
 			return nil
 		},
@@ -218,15 +224,10 @@ func (a *Agent) join(ctx context.Context) (*identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: create CSR: %w", err)
 	}
-	var pinned *x509.Certificate
-	c := &transport{base: a.base, http: &http.Client{
-		Timeout:   30 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: pinnedTLS(tok, a.serverName, &pinned)},
-	}, bearer: tok.Raw}
-	defer c.http.CloseIdleConnections()
 	req := api.JoinRequest{Host: a.cfg.HostName, CSRPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER}))}
 	var resp api.JoinResponse
-	if err := c.do(ctx, http.MethodPost, api.AgentPrefix+"/join", req, &resp); err != nil {
+	pinned, err := a.joinAny(ctx, tok, req, &resp)
+	if err != nil {
 		return nil, fmt.Errorf("agent: join: %w", err)
 	}
 	keyDER, err := x509.MarshalECPrivateKey(key)
@@ -268,6 +269,29 @@ func writeIdentity(dir string, certPEM, keyPEM, caPEM []byte) error {
 		}
 	}
 	return nil
+}
+
+// joinAny sends the join to the servers in turn, moving on only when a
+// server cannot be reached: a join that left may have been applied. It
+// returns the CA that matched the token.
+func (a *Agent) joinAny(ctx context.Context, tok JoinToken, req api.JoinRequest, resp *api.JoinResponse) (*x509.Certificate, error) {
+	var err error
+	for _, srv := range a.servers {
+		var pinned *x509.Certificate
+		c := &transport{base: srv.base, http: &http.Client{
+			Timeout:   30 * time.Second,
+			Transport: &http.Transport{TLSClientConfig: pinnedTLS(tok, srv.name, &pinned)},
+		}, bearer: tok.Raw}
+		err = c.do(ctx, http.MethodPost, api.AgentPrefix+"/join", req, resp)
+		c.http.CloseIdleConnections()
+		if err == nil {
+			return pinned, nil
+		}
+		if !dialFailed(err) {
+			return nil, err
+		}
+	}
+	return nil, err
 }
 
 // serverName returns the host part of the server URL, for certificate

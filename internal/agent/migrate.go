@@ -231,7 +231,7 @@ func (ms *migrations) info(ctx context.Context, m model.Migration) (hypervisor.I
 func (ms *migrations) prepare(ctx context.Context, m model.Migration) {
 	a := ms.a
 	vm := &model.VM{Meta: model.Meta{Name: m.VM, Project: m.Project, UID: m.VMUID}, Spec: m.Spec}
-	cfg, err := a.vmConfig(vm)
+	cfg, err := a.vmConfig(ctx, vm)
 	if err != nil {
 		_ = ms.report(ctx, m, api.MigrationReport{TargetError: err.Error()})
 		return

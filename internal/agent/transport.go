@@ -7,7 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
@@ -121,4 +125,103 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// An agent knows every server of the control plane (Config.ServerURL
+// lists them, comma-separated: docs/ha.md). Its calls go to one and,
+// when that one cannot be reached or answers that it cannot serve now,
+// to the next, which it then stays with: serverFailover does it below
+// the HTTP client, so JSON calls, long polls, image downloads and console
+// websockets all follow. The agent's calls are GETs and PUTs that may be
+// sent twice; a POST (the join) goes to another server only when the
+// connection failed before it left.
+
+// server is one server's agent listener.
+type server struct {
+	base string // https://host:port
+	name string // the host part, the name its certificate must carry
+}
+
+// parseServers parses a comma-separated list of https URLs.
+func parseServers(list string) ([]server, error) {
+	var out []server
+	for _, raw := range strings.Split(list, ",") {
+		raw = strings.TrimSpace(raw)
+		if raw == "" {
+			continue
+		}
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return nil, fmt.Errorf("%w: ServerURL %q is not an https URL of a server's agent listener", ErrConfig, raw)
+		}
+		out = append(out, server{base: "https://" + u.Host, name: serverName(u)})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: ServerURL names no server", ErrConfig)
+	}
+	return out, nil
+}
+
+// serverFailover is an http.RoundTripper over the agent listeners of
+// several servers.
+type serverFailover struct {
+	next    http.RoundTripper
+	servers []server
+	cur     atomic.Int64
+}
+
+// withFailover wraps rt when there is more than one server.
+func withFailover(rt http.RoundTripper, servers []server) http.RoundTripper {
+	if len(servers) < 2 {
+		return rt
+	}
+	return &serverFailover{next: rt, servers: servers}
+}
+
+func (f *serverFailover) RoundTrip(req *http.Request) (*http.Response, error) {
+	start := int(f.cur.Load())
+	var lastErr error
+	for i := range f.servers {
+		idx := (start + i) % len(f.servers)
+		u, _ := url.Parse(f.servers[idx].base)
+		r := req.Clone(req.Context())
+		r.URL.Scheme, r.URL.Host, r.Host = u.Scheme, u.Host, ""
+		if i > 0 && req.Body != nil && req.Body != http.NoBody {
+			if req.GetBody == nil {
+				return nil, lastErr
+			}
+			body, err := req.GetBody()
+			if err != nil {
+				return nil, err
+			}
+			r.Body = body
+		}
+		resp, err := f.next.RoundTrip(r)
+		last := i == len(f.servers)-1
+		if err == nil {
+			if last || !unavailable(resp.StatusCode) || req.Method == http.MethodPost {
+				f.cur.Store(int64(idx))
+				return resp, nil
+			}
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			lastErr = fmt.Errorf("%s answered %d", u.Host, resp.StatusCode)
+			continue
+		}
+		lastErr = err
+		if last || req.Context().Err() != nil || (req.Method == http.MethodPost && !dialFailed(err)) {
+			return nil, err
+		}
+	}
+	return nil, lastErr
+}
+
+func unavailable(status int) bool {
+	return status == http.StatusBadGateway || status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout
+}
+
+// dialFailed: the connection could not be made, so nothing was sent.
+func dialFailed(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }

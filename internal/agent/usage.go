@@ -75,6 +75,7 @@ func (a *Agent) heartbeat(ctx context.Context, u *usageMeter) (api.Heartbeat, er
 		HypervisorVersion: inv.Version,
 		MachineType:       inv.Machine,
 		Networks:          a.cfg.Networks,
+		Net:               a.netCaps(),
 	}
 	present := make(map[string]bool, len(infos))
 	usages := make(map[string]model.VMUsage, len(infos))

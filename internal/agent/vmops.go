@@ -131,19 +131,24 @@ func (a *Agent) revertSnapshot(ctx context.Context, vm *model.VM, id string, sn 
 	return nil
 }
 
-// applyDisks plugs in the disks the spec has and the driver does not, and
-// unplugs the ones the driver has and the spec no longer names.
-func (a *Agent) applyDisks(ctx context.Context, vm *model.VM, in *hypervisor.Info) error {
-	have := map[string]bool{}
+// applyDisks makes the host's disks match the spec: attaches new ones,
+// detaches removed ones and grows those the spec made bigger. It returns
+// the disks as the host has them afterwards (what the report carries).
+func (a *Agent) applyDisks(ctx context.Context, vm *model.VM, in *hypervisor.Info) ([]model.DiskStatus, error) {
+	have := map[string]model.Bytes{}
 	for _, d := range in.Config.Spec.Disks {
-		have[d.Name] = true
+		have[d.Name] = d.Size
 	}
 	want := map[string]bool{}
-	var add []model.Disk
+	var add, grow []model.Disk
 	for _, d := range vm.Spec.Disks {
 		want[d.Name] = true
-		if !have[d.Name] {
+		size, ok := have[d.Name]
+		switch {
+		case !ok:
 			add = append(add, d)
+		case d.Size > size:
+			grow = append(grow, d)
 		}
 	}
 	var remove []string
@@ -152,9 +157,40 @@ func (a *Agent) applyDisks(ctx context.Context, vm *model.VM, in *hypervisor.Inf
 			remove = append(remove, d.Name)
 		}
 	}
-	if len(add) == 0 && len(remove) == 0 {
-		return nil
+	status := func() []model.DiskStatus {
+		out := make([]model.DiskStatus, 0, len(vm.Spec.Disks))
+		for _, d := range vm.Spec.Disks {
+			if size, ok := have[d.Name]; ok {
+				out = append(out, model.DiskStatus{Name: d.Name, Size: size})
+			}
+		}
+		return out
 	}
+	if len(add) > 0 || len(remove) > 0 {
+		if err := a.plugDisks(ctx, vm, in, add, remove); err != nil {
+			return status(), err
+		}
+		for _, d := range add {
+			have[d.Name] = d.Size
+		}
+	}
+	if len(grow) > 0 {
+		rs, ok := a.cfg.Driver.(hypervisor.DiskResizer)
+		if !ok {
+			return status(), fmt.Errorf("disk resize: driver %s: %w", a.cfg.Driver.Name(), hypervisor.ErrUnsupported)
+		}
+		for _, d := range grow {
+			if err := rs.ResizeDisk(ctx, in.ID, d.Name, d.Size); err != nil {
+				return status(), fmt.Errorf("resize disk %s: %w", d.Name, err)
+			}
+			a.log.Info("grew disk", "vm", vm.Key(), "disk", d.Name, "from", have[d.Name], "to", d.Size)
+			have[d.Name] = d.Size
+		}
+	}
+	return status(), nil
+}
+
+func (a *Agent) plugDisks(ctx context.Context, vm *model.VM, in *hypervisor.Info, add []model.Disk, remove []string) error {
 	hp, ok := a.cfg.Driver.(hypervisor.DiskHotplugger)
 	if !ok {
 		return fmt.Errorf("disk hot-plug: driver %s: %w", a.cfg.Driver.Name(), hypervisor.ErrUnsupported)

@@ -153,7 +153,19 @@ type TokenList struct {
 
 // JoinTokenRequest asks for a host join token.
 type JoinTokenRequest struct {
-	TTL string `json:"ttl,omitempty"` // default 1h
+	TTL string `json:"ttl,omitempty"` // default 1h, at most 168h
+	// Uses is how many hosts the token may join (default 1, at most
+	// MaxJoinTokenUses). Each join consumes one use.
+	Uses int `json:"uses,omitempty"`
+}
+
+// MaxJoinTokenUses bounds JoinTokenRequest.Uses.
+const MaxJoinTokenUses = 1000
+
+// HostRekeyRequest asks for a re-key token of one host
+// (POST /hosts/{name}/rekey).
+type HostRekeyRequest struct {
+	TTL string `json:"ttl,omitempty"` // default 1h, at most 168h
 }
 
 // JoinTokenResponse carries a join token: "vpool1.<ca-sha256-hex>.<secret>".
@@ -162,6 +174,10 @@ type JoinTokenResponse struct {
 	Token     string    `json:"token"`
 	ExpiresAt time.Time `json:"expiresAt"`
 	AgentAddr string    `json:"agentAddr"`
+	// Uses is how many hosts it may join.
+	Uses int `json:"uses"`
+	// Host is set on a re-key token: it joins that host name only.
+	Host string `json:"host,omitempty"`
 }
 
 // EventList is the body of GET /events (without follow). With
@@ -212,6 +228,8 @@ type VMReport struct {
 	Gone bool `json:"gone,omitempty"`
 	// Resize answers the VM's pending resize (model.VMStatus.Resize).
 	Resize *ResizeResult `json:"resize,omitempty"`
+	// Disks are the VM's disks as the host has them (nil: not reported).
+	Disks []model.DiskStatus `json:"disks,omitempty"`
 }
 
 // Heartbeat is sent by an agent every few seconds
@@ -234,6 +252,9 @@ type Heartbeat struct {
 	HypervisorVersion string   `json:"hypervisorVersion,omitempty"`
 	MachineType       string   `json:"machineType,omitempty"`
 	Networks          []string `json:"networks,omitempty"`
+	// Net is the host's virtual-network capability (overlay address,
+	// underlay MTU, VLAN uplink); nil: the host serves no vpool network.
+	Net *model.HostNet `json:"net,omitempty"`
 }
 
 // HeartbeatResponse tells the agent how often to beat.

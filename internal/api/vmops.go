@@ -76,3 +76,18 @@ const (
 	ConsoleAttach  = "attach"
 	ConsoleLogKind = "log"
 )
+
+// VMStopRequest says how POST /vms/{name}/stop ends the guest (the body is
+// optional): Force pulls the plug at once; TimeoutSeconds bounds how long
+// the guest gets to power off before it is (0: the host's default, 30s).
+// A forced stop also ends a graceful one in progress.
+type VMStopRequest struct {
+	Force          bool `json:"force,omitempty"`
+	TimeoutSeconds int  `json:"timeoutSeconds,omitempty"`
+}
+
+// DiskResizeRequest grows a disk (PATCH /vms/{name}/disks/{disk}): live
+// when the VM runs. Shrinking is refused.
+type DiskResizeRequest struct {
+	Size model.Bytes `json:"size"`
+}

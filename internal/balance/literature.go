@@ -158,11 +158,13 @@ func (st *state) placeAllOrNone(det Detector, vms []int, ex *excluder, why Reaso
 		if t < 0 {
 			for _, m := range placed {
 				st.removeOnly(m.To, m.VM)
+				st.release(m.VM, m.To)
 			}
 			return nil
 		}
 		st.h[t].vms = append(st.h[t].vms, v)
 		st.h[t].touched = true
+		st.hold(v, t)
 		st.recompute(t)
 		placed = append(placed, Move{VM: v, From: st.s.VMs[v].Host, To: t, Reason: why})
 	}

@@ -20,7 +20,8 @@ func (e *excluder) excluded(st *state, hi int) bool {
 }
 
 // suitable reports whether VM v fits host hi's free CPU (and memory when
-// it counts) — CloudSim's Host.isSuitableForVm.
+// it counts) — CloudSim's Host.isSuitableForVm — and the snapshot's
+// placement rules allow it there.
 func (st *state) suitable(hi, v int) bool {
 	H := &st.s.Hosts[hi]
 	ph := &st.h[hi]
@@ -31,7 +32,7 @@ func (st *state) suitable(hi, v int) bool {
 	if st.s.MemoryCounts && H.MemMB-ph.memUsed < vm.MemMB {
 		return false
 	}
-	return true
+	return st.feasible(v, hi)
 }
 
 // overloadedAfter is CloudSim's isHostOverUtilizedAfterAllocation.
@@ -124,6 +125,9 @@ func InitialPlacement(s *Snapshot, det Detector, firstFit bool) []int {
 			if H.MaxVMs > 0 && h[hi].count >= H.MaxVMs {
 				continue
 			}
+			if s.Feasible != nil && !s.Feasible.Feasible(v, hi) {
+				continue
+			}
 			if firstFit {
 				best = hi
 				break
@@ -142,6 +146,9 @@ func InitialPlacement(s *Snapshot, det Detector, firstFit bool) []int {
 			h[best].mem += vm.MemMB
 			h[best].count++
 			out[v] = best
+			if s.Feasible != nil {
+				s.Feasible.Hold(v, best)
+			}
 		}
 	}
 	return out

@@ -54,6 +54,30 @@ type Snapshot struct {
 	// setup leaves it false: in CloudSim 3.0.3 a running VM requests no
 	// memory, so only the initial placement is limited by memory.
 	MemoryCounts bool
+	// Feasible, when set, holds the placement rules the planners do not
+	// model themselves; every planner asks it before it places or moves a
+	// VM and tells it every placement it plans. nil: the planners' own
+	// CPU and memory model only (the literature's setup).
+	Feasible Feasibility
+}
+
+// Feasibility is what a planner consults and informs about the cluster's
+// placement rules: required labels, pinned hosts, affinity, isolation
+// domains, storage and capacity under the allocation ratios. The server
+// and the simulator pass the scheduler's own check (scheduler.MoveCheck
+// satisfies it), so that a plan never breaks a rule the scheduler keeps.
+// VMs and hosts are indices into the Snapshot.
+type Feasibility interface {
+	// Feasible reports whether VM vm may be placed on (or move to) host,
+	// given the placements held so far in this round. A VM on host
+	// already may stay.
+	Feasible(vm, host int) bool
+	// Hold records that the plan puts vm on host: a moving VM holds its
+	// target while it still runs on its source, as a migration does.
+	// Holding a VM on its own host does nothing.
+	Hold(vm, host int)
+	// Release undoes Hold (the planner dropped or rolled back the move).
+	Release(vm, host int)
 }
 
 // Reason says why a VM moves.

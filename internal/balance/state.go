@@ -99,10 +99,12 @@ func (st *state) add(hi, v int) {
 	ph.vms = append(ph.vms, v)
 	ph.touched = true
 	st.where[v] = hi
+	st.hold(v, hi)
 	st.recompute(hi)
 }
 
 func (st *state) remove(hi, v int) {
+	st.release(v, hi)
 	ph := &st.h[hi]
 	for i, x := range ph.vms {
 		if x == v {
@@ -114,6 +116,25 @@ func (st *state) remove(hi, v int) {
 		st.where[v] = -1
 	}
 	st.recompute(hi)
+}
+
+// feasible asks the snapshot's placement rules (if any) whether VM v may
+// go to host hi.
+func (st *state) feasible(v, hi int) bool {
+	return st.s.Feasible == nil || st.s.Feasible.Feasible(v, hi)
+}
+
+// hold and release tell the placement rules (if any) what the plan does.
+func (st *state) hold(v, hi int) {
+	if st.s.Feasible != nil {
+		st.s.Feasible.Hold(v, hi)
+	}
+}
+
+func (st *state) release(v, hi int) {
+	if st.s.Feasible != nil {
+		st.s.Feasible.Release(v, hi)
+	}
 }
 
 // history returns the host's utilisation history (fractions of host

@@ -140,7 +140,8 @@ func (vs *vpState) move(v, from, to int) {
 	vs.addAgg(to, v, 1)
 }
 
-// fits reports whether VM v can join host hi below the fill line.
+// fits reports whether VM v can join host hi below the fill line, and
+// the snapshot's placement rules allow it there.
 func (vs *vpState) fits(hi, v int, fill float64) bool {
 	H := &vs.s.Hosts[hi]
 	if H.Maintenance || (H.MaxVMs > 0 && len(vs.h[hi].vms) >= H.MaxVMs) {
@@ -152,7 +153,7 @@ func (vs *vpState) fits(hi, v int, fill float64) bool {
 	if vs.s.MemoryCounts && H.MemMB-vs.h[hi].memUsed < vs.s.VMs[v].MemMB {
 		return false
 	}
-	return vs.peakWith(hi, v) <= fill*H.MIPS
+	return vs.peakWith(hi, v) <= fill*H.MIPS && vs.feasible(v, hi)
 }
 
 // efficiency ranks hosts: watts per MIPS when filled to the fill line
@@ -359,6 +360,9 @@ func (p *VPool) PlaceInitial(s *Snapshot) []int {
 				continue
 			}
 			if H.MaxVMs > 0 && len(ph.vms) >= H.MaxVMs {
+				continue
+			}
+			if !st.feasible(v, hi) {
 				continue
 			}
 			// Fullest first; among empty hosts the most efficient.

@@ -25,7 +25,7 @@ func TestSSHKeyFileIsChecked(t *testing.T) {
 				t.Fatal(err)
 			}
 			o := cloudInitOpts{sshKeys: []string{path}}
-			ci, err := o.build()
+			ci, err := o.build(nil)
 			if tt.err == "" {
 				if err != nil || ci == nil || len(ci.SSHKeys) != 1 || ci.SSHKeys[0] != good {
 					t.Fatalf("build() = %+v, %v", ci, err)

@@ -16,7 +16,7 @@ import (
 
 func (a *app) clusterCmd() *cobra.Command {
 	policy := group("policy", "Show or change the placement policy", a.policyShowCmd(), a.policySetCmd())
-	return group("cluster", "Show the cluster, its placement policy and its energy", a.clusterInfoCmd(), policy, a.clusterEnergyCmd())
+	return group("cluster", "Show the cluster, its servers, its placement policy and its energy", a.clusterInfoCmd(), policy, a.clusterEnergyCmd(), a.memberCmd())
 }
 
 func (a *app) clusterInfoCmd() *cobra.Command {

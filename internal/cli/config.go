@@ -12,13 +12,18 @@ import (
 	"github.com/vpool/vpool/internal/client"
 )
 
-// Config is the client configuration file (default
-// ~/.config/vpool/config.json, or $VPOOL_CONFIG). `vpool dev` writes it so
-// the CLI works in another shell without flags.
+// Config is the client configuration file: $VPOOL_CONFIG, else the
+// nearest .vpool/config.json in the working directory or above it (where
+// `vpool dev` writes it, beside its data), else
+// ~/.config/vpool/config.json. `vpool project use` sets Project in it.
 type Config struct {
-	Addr    string `json:"addr,omitempty"`
-	Token   string `json:"token,omitempty"`
-	Project string `json:"project,omitempty"`
+	// Addr is the server's address, or several servers' separated by
+	// commas; Servers lists them too (one control plane, docs/ha.md).
+	// The client fails over between all of them, Addr's first.
+	Addr    string   `json:"addr,omitempty"`
+	Servers []string `json:"servers,omitempty"`
+	Token   string   `json:"token,omitempty"`
+	Project string   `json:"project,omitempty"`
 	// CACert is the cluster CA for https addresses: PEM text, or the path
 	// of a PEM file (relative paths are relative to the config file).
 	CACert string `json:"caCert,omitempty"`
@@ -33,15 +38,23 @@ const (
 	EnvCACert  = "VPOOL_CA_CERT"
 )
 
-// DefaultConfigPath returns $VPOOL_CONFIG when set, else
-// config.json under the user's configuration directory
-// (~/.config/vpool/config.json on Linux).
+// DefaultConfigPath returns $VPOOL_CONFIG when set, else the nearest
+// .vpool/config.json in the working directory or above, else config.json
+// under the user's configuration directory (~/.config/vpool/config.json
+// on Linux).
 func DefaultConfigPath() string {
 	return configPath(osEnv())
 }
 
+// DevConfigName is the config file `vpool dev` writes in its data dir,
+// relative to the directory the CLI runs in.
+var DevConfigName = filepath.Join(".vpool", "config.json")
+
 func configPath(e env) string {
 	if p, ok := e.lookup(EnvConfig); ok && p != "" {
+		return p
+	}
+	if p := nearestDevConfig(e); p != "" {
 		return p
 	}
 	dir, err := e.configDir()
@@ -49,6 +62,29 @@ func configPath(e env) string {
 		return filepath.Join(".vpool", "config.json")
 	}
 	return filepath.Join(dir, "vpool", "config.json")
+}
+
+// nearestDevConfig looks for .vpool/config.json in the working directory
+// and its parents.
+func nearestDevConfig(e env) string {
+	if e.getwd == nil {
+		return ""
+	}
+	dir, err := e.getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		p := filepath.Join(dir, DevConfigName)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
 }
 
 // WriteConfig writes cfg to path (creating its directory, 0700) with mode
@@ -137,7 +173,7 @@ func (a *app) resolve() (resolved, error) {
 		}
 		return def, "default"
 	}
-	r.Addr, r.addrFrom = pick(a.addr, EnvAddr, file.Addr, client.DefaultAddr)
+	r.Addr, r.addrFrom = pick(a.addr, EnvAddr, joinAddrs(file.Addr, file.Servers), client.DefaultAddr)
 	r.Token, _ = pick(a.token, EnvToken, file.Token, "")
 	r.Project, _ = pick(a.project, EnvProject, file.Project, "")
 	var caFrom string
@@ -187,4 +223,18 @@ func (a *app) client() (*client.Client, error) {
 	}
 	a.cl, a.cfg = c, r
 	return c, nil
+}
+
+// joinAddrs is the address list of a config file: addr's servers, then
+// those of servers not in addr.
+func joinAddrs(addr string, servers []string) string {
+	var out []string
+	seen := map[string]bool{}
+	for _, a := range append(strings.Split(addr, ","), servers...) {
+		if a = strings.TrimSpace(a); a != "" && !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	return strings.Join(out, ",")
 }

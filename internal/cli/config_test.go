@@ -103,7 +103,7 @@ func TestPrecedenceEndToEnd(t *testing.T) {
 
 func TestWriteConfig(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "deep", "dir", "config.json")
-	cfg := Config{Addr: "https://h:8440", Token: "t", Project: "p", CACert: "ca.pem"}
+	cfg := Config{Addr: "https://h:8440", Servers: []string{"https://h2:8440"}, Token: "t", Project: "p", CACert: "ca.pem"}
 	if err := WriteConfig(path, cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestWriteConfig(t *testing.T) {
 		t.Errorf("mode = %v, want 0600 (it holds a token)", st.Mode().Perm())
 	}
 	got, err := ReadConfig(path)
-	if err != nil || got != cfg {
+	if err != nil || !cmp.Equal(got, cfg) {
 		t.Errorf("ReadConfig = %+v, %v; want %+v", got, err, cfg)
 	}
 	data, _ := os.ReadFile(path)
@@ -180,5 +180,47 @@ func TestCACert(t *testing.T) {
 	res = invocation{}.run(t, "--addr", f.srv.URL, "--ca-cert", filepath.Join(dir, "missing.pem"), "cluster", "info")
 	if res.code != 1 || !strings.Contains(res.stderr, "missing.pem") {
 		t.Errorf("missing CA file: exit %d: %s", res.code, res.stderr)
+	}
+}
+
+// The config `vpool dev` writes beside its data is found from the
+// directory that holds the data dir and below; VPOOL_CONFIG still wins,
+// and elsewhere the user's config applies.
+func TestDevConfigFromWorkingDirectory(t *testing.T) {
+	repo, home := t.TempDir(), t.TempDir()
+	if err := WriteConfig(filepath.Join(repo, ".vpool", "config.json"), Config{Addr: "http://dev:1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteConfig(filepath.Join(home, "vpool", "config.json"), Config{Addr: "http://home:1"}); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(t.TempDir(), "x.json")
+	if err := WriteConfig(other, Config{Addr: "http://other:1"}); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(repo, "internal", "cli")
+	os.MkdirAll(sub, 0o755)
+	tests := []struct {
+		name, wd string
+		env      map[string]string
+		want     string
+	}{
+		{"in the repo", repo, nil, "http://dev:1"},
+		{"below it", sub, nil, "http://dev:1"},
+		{"elsewhere", t.TempDir(), nil, "http://home:1"},
+		{"VPOOL_CONFIG wins", sub, map[string]string{EnvConfig: other}, "http://other:1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			a := app{env: env{
+				lookup:    func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok },
+				configDir: func() (string, error) { return home, nil },
+				getwd:     func() (string, error) { return tc.wd, nil },
+			}}
+			got, err := a.resolve()
+			if err != nil || got.Addr != tc.want {
+				t.Fatalf("resolve = %+v, %v; want %s", got.Config, err, tc.want)
+			}
+		})
 	}
 }

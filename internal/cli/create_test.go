@@ -64,7 +64,9 @@ func TestFlagsToRequests(t *testing.T) {
 		{"uncordon", []string{"host", "uncordon", "h2"}, "PATCH /api/v1/hosts/{name}", "", &api.HostPatchRequest{Cordoned: &no}},
 		{"label", []string{"host", "label", "h1", "rack=r7", "ssd-"}, "PATCH /api/v1/hosts/{name}", "",
 			&api.HostPatchRequest{Labels: map[string]string{"zone": "a", "rack": "r7"}}},
-		{"join token", []string{"host", "join-token", "--ttl", "2h"}, "POST /api/v1/hosts/join-tokens", "", &api.JoinTokenRequest{TTL: "2h0m0s"}},
+		{"join token", []string{"host", "join-token", "--ttl", "2h"}, "POST /api/v1/hosts/join-tokens", "", &api.JoinTokenRequest{TTL: "2h0m0s", Uses: 1}},
+		{"join token uses", []string{"host", "join-token", "--uses", "5"}, "POST /api/v1/hosts/join-tokens", "", &api.JoinTokenRequest{Uses: 5}},
+		{"rekey", []string{"host", "rekey", "h1", "--ttl", "30m"}, "POST /api/v1/hosts/{name}/rekey", "", &api.HostRekeyRequest{TTL: "30m0s"}},
 		{"project create", []string{"project", "create", "team-b", "--description", "B", "--quota-vcpus", "8", "--quota-memory", "16GiB", "--quota-disk", "1TiB", "--quota-vms", "4"},
 			"POST /api/v1/projects", "", &api.ProjectCreateRequest{Name: "team-b", Description: "B",
 				Quota: model.Quota{VCPUs: 8, Memory: 16 * model.GiB, Disk: model.TiB, VMs: 4}}},
@@ -117,6 +119,8 @@ func newOfType(v any) any {
 		return &api.HostPatchRequest{}
 	case *api.JoinTokenRequest:
 		return &api.JoinTokenRequest{}
+	case *api.HostRekeyRequest:
+		return &api.HostRekeyRequest{}
 	case *api.ProjectCreateRequest:
 		return &api.ProjectCreateRequest{}
 	case *api.ProjectPatchRequest:

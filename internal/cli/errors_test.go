@@ -90,7 +90,7 @@ func TestAPIErrors(t *testing.T) {
 		{"unauthorized", "bad-token", []string{"vm", "list"},
 			[]string{"error: missing or unknown bearer token (check --token, VPOOL_TOKEN or the config file)"}},
 		{"host with vms", goodToken, []string{"host", "delete", "h1"}, []string{"error: host h1 still has 1 VMs"}},
-		{"one of several fails", goodToken, []string{"vm", "stop", "web1", "ghost", "db"},
+		{"one of several fails", goodToken, []string{"vm", "stop", "web1", "ghost", "db", "--no-wait"},
 			[]string{"error: vm ghost: vm ghost not found in project default", "error: 1 of 3 VMs failed"}},
 		{"several hosts", goodToken, []string{"host", "delete", "h2", "h9"},
 			[]string{"error: host h9: host h9 not found", "error: 1 of 2 hosts failed"}},

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"github.com/vpool/vpool/internal/client"
 	"github.com/vpool/vpool/internal/model"
 )
 
@@ -40,7 +41,7 @@ func (a *app) eventsCmd() *cobra.Command {
 			}
 			project := a.cfg.Project
 			if all {
-				project = ""
+				project = client.AllProjects
 			}
 			ctx := cmd.Context()
 			evs, err := c.ListEvents(ctx, sinceID, project)

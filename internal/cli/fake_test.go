@@ -48,6 +48,8 @@ type fakeServer struct {
 	dryRun   api.DryRunResponse
 	// stream is sent to `GET /events?follow=true`, which then stays open.
 	stream []model.Event
+	// images are the images of the fake, by name.
+	images map[string]*model.Image
 	// afterPower, when set, runs after a start or stop changed a VM.
 	afterPower func(vm *model.VM)
 	// anyToken accepts every token (config precedence tests).
@@ -207,6 +209,10 @@ func (f *fakeServer) createVM(p string, req api.VMCreateRequest) (*model.VM, *ap
 	if strings.HasPrefix(req.Name, "slow") {
 		script = nil
 	}
+	if strings.HasPrefix(req.Name, "nofit") {
+		expl := &model.Explanation{Hosts: 2, Summary: "no host has 64 free vCPUs"}
+		script = []model.VMStatus{{Phase: model.PhasePending, Explanation: expl, Message: "waiting for capacity: " + expl.Summary}}
+	}
 	f.addVM(vm, script...)
 	return f.vms[vm.Key()], nil
 }
@@ -240,7 +246,7 @@ func (f *fakeServer) step(vm *model.VM) bool {
 
 func (f *fakeServer) handlers() map[string]handler {
 	all := map[string]handler{}
-	for _, m := range []map[string]handler{f.clusterHandlers(), f.projectHandlers(), f.vmHandlers(), f.hostHandlers(), f.balanceHandlers(), f.migrationHandlers(), f.vmOpHandlers()} {
+	for _, m := range []map[string]handler{f.clusterHandlers(), f.projectHandlers(), f.vmHandlers(), f.hostHandlers(), f.balanceHandlers(), f.migrationHandlers(), f.vmOpHandlers(), f.imageHandlers(), f.networkHandlers(), f.balancerHandlers(), f.memberHandlers()} {
 		for k, h := range m {
 			all[k] = h
 		}
@@ -478,7 +484,22 @@ func (f *fakeServer) hostHandlers() map[string]handler {
 			if e := decodeStrict(body, &req); e != nil {
 				return nil, e
 			}
-			return api.JoinTokenResponse{Token: "vpool1.ab12.secret", ExpiresAt: now.Add(time.Hour), AgentAddr: "127.0.0.1:8441"}, nil
+			uses := req.Uses
+			if uses == 0 {
+				uses = 1
+			}
+			return api.JoinTokenResponse{Token: "vpool1.ab12.secret", ExpiresAt: now.Add(time.Hour), AgentAddr: "127.0.0.1:8441", Uses: uses}, nil
+		},
+		"POST /api/v1/hosts/{name}/rekey": func(w http.ResponseWriter, r *http.Request, body []byte) (any, *apiErr) {
+			var req api.HostRekeyRequest
+			if e := decodeStrict(body, &req); e != nil {
+				return nil, e
+			}
+			h, e := f.host(r)
+			if e != nil {
+				return nil, e
+			}
+			return api.JoinTokenResponse{Token: "vpool1.ab12.rekey", ExpiresAt: now.Add(time.Hour), AgentAddr: "127.0.0.1:8441", Uses: 1, Host: h.Name}, nil
 		},
 		"GET /api/v1/tokens": func(w http.ResponseWriter, r *http.Request, _ []byte) (any, *apiErr) {
 			return api.TokenList{Items: f.tokens}, nil

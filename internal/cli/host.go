@@ -17,7 +17,8 @@ func (a *app) hostCmd() *cobra.Command {
 	return group("host", "List, show, label, cordon and remove hosts; issue join tokens",
 		a.hostListCmd(), a.hostShowCmd(), a.hostLabelCmd(),
 		a.hostCordonCmd("cordon", true), a.hostCordonCmd("uncordon", false),
-		a.hostJoinTokenCmd(), a.hostDeleteCmd())
+		a.hostJoinTokenCmd(),
+		a.hostRekeyCmd(), a.hostDeleteCmd())
 }
 
 func (a *app) hostListCmd() *cobra.Command {
@@ -188,16 +189,24 @@ func (a *app) hostCordonCmd(verb string, cordon bool) *cobra.Command {
 
 func (a *app) hostJoinTokenCmd() *cobra.Command {
 	var ttl time.Duration
+	var uses int
 	cmd := &cobra.Command{
 		Use:   "join-token",
-		Short: "Issue a token with which a new host's agent joins the pool",
-		Args:  exactArgs(0, "no arguments"),
+		Short: "Issue a token with which new hosts' agents join the pool (single use unless --uses)",
+		Long: `Issue a join token. Each join consumes one use (--uses, default 1); a
+used-up or expired token joins nothing. A token joins only names not
+joined yet: to give a joined host a new key, use 'vpool host rekey'.
+
+Hand the token to the agent in a file (--join-token-file, mode 0600) or
+the environment (VPOOL_JOIN_TOKEN), never on its command line, where
+every local user sees it in ps.`,
+		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
-			req := api.JoinTokenRequest{}
+			req := api.JoinTokenRequest{Uses: uses}
 			if cmd.Flags().Changed("ttl") {
 				req.TTL = ttl.String()
 			}
@@ -205,15 +214,59 @@ func (a *app) hostJoinTokenCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.print(cmd, jt, func(w io.Writer) {
-				fmt.Fprintln(w, jt.Token)
-				fmt.Fprintf(errw(cmd), "Join token for agent address %s, valid until %s.\nGive it to 'vpool agent' on the new host; it is shown only once.\n",
-					orDash(jt.AgentAddr), jt.ExpiresAt.UTC().Format(time.RFC3339))
-			})
+			return a.printJoinToken(cmd, jt)
 		},
 	}
-	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
+	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid (at most 168h)")
+	cmd.Flags().IntVar(&uses, "uses", 1, fmt.Sprintf("how many hosts may join with it (1-%d)", api.MaxJoinTokenUses))
 	return cmd
+}
+
+func (a *app) hostRekeyCmd() *cobra.Command {
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "rekey NAME",
+		Short: "Revoke a host's certificate and issue a token with which that host alone joins again",
+		Long: `Revoke the host's certificate now and issue a single-use join token bound
+to its name: for a lost or stolen key, an expired certificate or a
+reinstalled host. The host stays in the pool with its VMs and settings,
+but its agent is refused until it joins again with this token (start it
+with the token in --join-token-file or VPOOL_JOIN_TOKEN; it replaces the
+identity in its state dir).`,
+		Args: exactArgs(1, "a host name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.outputClient()
+			if err != nil {
+				return err
+			}
+			req := api.HostRekeyRequest{}
+			if cmd.Flags().Changed("ttl") {
+				req.TTL = ttl.String()
+			}
+			jt, err := c.RekeyHost(cmd.Context(), args[0], req)
+			if err != nil {
+				return err
+			}
+			return a.printJoinToken(cmd, jt)
+		},
+	}
+	cmd.Flags().DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid (at most 168h)")
+	return cmd
+}
+
+// printJoinToken prints a join token alone on stdout (so that it can go
+// straight to a file) and what it is for on stderr.
+func (a *app) printJoinToken(cmd *cobra.Command, jt *api.JoinTokenResponse) error {
+	return a.print(cmd, jt, func(w io.Writer) {
+		fmt.Fprintln(w, jt.Token)
+		what := fmt.Sprintf("Join token for %d host(s)", jt.Uses)
+		if jt.Host != "" {
+			what = "Re-key token for host " + jt.Host + " (its old certificate is revoked)"
+		}
+		fmt.Fprintf(errw(cmd), "%s, agent address %s, valid until %s; it is shown only once.\n"+
+			"On the host: umask 077; save it to a file and run 'vpool agent --join-token-file FILE' (or set VPOOL_JOIN_TOKEN).\n",
+			what, orDash(jt.AgentAddr), jt.ExpiresAt.UTC().Format(time.RFC3339))
+	})
 }
 
 func (a *app) hostDeleteCmd() *cobra.Command {

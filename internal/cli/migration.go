@@ -31,7 +31,8 @@ func (a *app) addMigrationCommands(root *cobra.Command) {
 
 func (a *app) vmMigrateCmd() *cobra.Command {
 	var to string
-	var wait, postCopy, dryRun bool
+	var wait waitOpts
+	var postCopy, dryRun bool
 	var downtime, timeout time.Duration
 	var bandwidth string
 	cmd := &cobra.Command{
@@ -46,8 +47,9 @@ with --host) moves only with --to, and its pin then moves to that host.
 Pre-checks refuse, before anything
 is touched, a target without room, outside the VM's placement rules, not
 ready, missing the VM's networks or running an incompatible hypervisor.
-With --wait a progress bar on stderr shows the phase, bytes sent and
-left, the dirty rate, the expected downtime and the ETA.`,
+It waits until the migration ends (unless --no-wait), with a progress bar
+on stderr: the phase, bytes sent and left, the dirty rate, the expected
+downtime and the ETA.`,
 		Args: exactArgs(1, "one VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.outputClient()
@@ -78,7 +80,7 @@ left, the dirty rate, the expected downtime and the ETA.`,
 					fmt.Fprintf(w, "vm %s would move %s from %s to %s\n", m.VM, m.Mode, m.Source, m.Target)
 				})
 			}
-			if !wait {
+			if !wait.enabled() {
 				return a.print(cmd, m, func(w io.Writer) {
 					fmt.Fprintf(w, "migration %s: vm %s moving %s from %s to %s\n", m.Name, m.VM, m.Mode, m.Source, m.Target)
 				})
@@ -88,8 +90,8 @@ left, the dirty rate, the expected downtime and the ETA.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&to, "to", "", "target host (default: the scheduler picks)")
-	f.BoolVar(&wait, "wait", false, "wait until the migration ends, with a progress bar on stderr")
-	f.DurationVar(&timeout, "timeout", 30*time.Minute, "how long --wait waits")
+	wait.flags(cmd, "the migration ends (a progress bar on stderr meanwhile)")
+	f.DurationVar(&timeout, "timeout", 30*time.Minute, "how long to wait")
 	f.DurationVar(&downtime, "downtime-limit", 0, "cap on the pause at switch-over, e.g. 100ms (default: the VM's, the cluster policy's, or 300ms)")
 	f.BoolVar(&postCopy, "post-copy", false, "allow post-copy when pre-copy does not converge")
 	f.StringVar(&bandwidth, "bandwidth", "", "starting stream rate per second, e.g. 64MiB (default: the driver's, 1GiB for QEMU; escalation may raise it)")
@@ -102,8 +104,10 @@ left, the dirty rate, the expected downtime and the ETA.`,
 func (a *app) waitMigration(cmd *cobra.Command, c *client.Client, id string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 	defer cancel()
-	bar := &migrationBar{w: errw(cmd)}
-	m, err := c.WaitMigration(ctx, id, bar.draw)
+	bar := newProgressBar(errw(cmd), a.env.now)
+	m, err := c.WaitMigration(ctx, id, func(m *model.Migration) {
+		bar.show(string(m.Phase)+"/"+m.Progress.Stage, migrationProgressLine(m))
+	})
 	bar.done()
 	if err != nil {
 		return fmt.Errorf("waiting for migration %s: %w", id, err)
@@ -129,23 +133,6 @@ func migrationSummary(m *model.Migration) string {
 		s += ": " + m.Reason
 	}
 	return s
-}
-
-// migrationBar draws a migration's progress on one terminal line.
-type migrationBar struct {
-	w     io.Writer
-	drawn bool
-}
-
-func (p *migrationBar) draw(m *model.Migration) {
-	fmt.Fprintf(p.w, "\r%s\x1b[K", migrationProgressLine(m))
-	p.drawn = true
-}
-
-func (p *migrationBar) done() {
-	if p.drawn {
-		fmt.Fprintln(p.w)
-	}
 }
 
 // migrationProgressLine renders phase (and the driver's stage), a bar,
@@ -229,6 +216,9 @@ func (a *app) migrationListCmd() *cobra.Command {
 			if ms == nil {
 				ms = []model.Migration{}
 			}
+			if len(ms) == 0 && !all {
+				a.emptyHint(cmd, "migrations")
+			}
 			return a.print(cmd, ms, func(w io.Writer) { a.migrationTable(w, ms) })
 		},
 	}
@@ -257,22 +247,44 @@ func (a *app) migrationTable(w io.Writer, ms []model.Migration) {
 
 func (a *app) migrationShowCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:     "show ID",
+		Use:     "show ID|VM",
 		Aliases: []string{"get", "describe"},
-		Short:   "Show a migration with its progress and result",
-		Args:    exactArgs(1, "one migration id"),
+		Short:   "Show a migration with its progress and result (by id, or a VM's latest)",
+		Args:    exactArgs(1, "one migration id or VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
 			m, err := c.GetMigration(cmd.Context(), args[0])
+			if client.IsNotFound(err) {
+				m, err = a.latestMigration(cmd, c, args[0], err)
+			}
 			if err != nil {
 				return err
 			}
 			return a.print(cmd, m, func(w io.Writer) { a.describeMigration(w, m) })
 		},
 	}
+}
+
+// latestMigration returns the newest migration of the VM named vm in the
+// project in use, or notFound when there is none.
+func (a *app) latestMigration(cmd *cobra.Command, c *client.Client, vm string, notFound error) (*model.Migration, error) {
+	ms, err := c.ListMigrations(cmd.Context(), a.cfg.Project, false)
+	if err != nil {
+		return nil, err
+	}
+	var best *model.Migration
+	for i := range ms {
+		if ms[i].VM == vm && (best == nil || ms[i].CreatedAt.After(best.CreatedAt)) {
+			best = &ms[i]
+		}
+	}
+	if best == nil {
+		return nil, fmt.Errorf("%w (nor is it a VM with migrations in this project)", notFound)
+	}
+	return best, nil
 }
 
 func (a *app) describeMigration(w io.Writer, m *model.Migration) {
@@ -308,11 +320,18 @@ func (a *app) describeMigration(w io.Writer, m *model.Migration) {
 		if len(r.SharedDisks) > 0 {
 			field(w, "Shared disks", strings.Join(r.SharedDisks, ", "))
 		}
-		if r.GuestGapMs > 0 {
-			field(w, "Guest gap", fmt.Sprintf("%dms", r.GuestGapMs))
+		if m.Mode == model.MigrationLive {
+			gap := "not measured (the guest prints no ticks on its console; the test guest does with vpool.tick=1)"
+			if r.GuestGapMs > 0 {
+				gap = fmt.Sprintf("%dms (the longest pause the guest's own clock saw)", r.GuestGapMs)
+			}
+			field(w, "Guest gap", gap)
 		}
 		if r.Stage != "" {
 			field(w, "Last stage", r.Stage)
+		}
+		if len(r.Notes) == 0 && m.Mode == model.MigrationLive {
+			field(w, "Escalations", "none: pre-copy converged with the starting parameters")
 		}
 		for _, n := range r.Notes {
 			field(w, "Escalation", n)
@@ -374,7 +393,7 @@ func (a *app) migrationCancelCmd() *cobra.Command {
 
 func (a *app) hostDrainCmd() *cobra.Command {
 	var maxConc int
-	var wait bool
+	var wait waitOpts
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "drain HOST",
@@ -397,15 +416,15 @@ capacity frees up. 'vpool host undrain HOST' ends it.`,
 			if err := a.print(cmd, res, func(w io.Writer) { drainTable(w, res) }); err != nil {
 				return err
 			}
-			if !wait {
+			if !wait.enabled() {
 				return nil
 			}
 			return a.waitDrain(cmd, c, args[0], timeout)
 		},
 	}
 	cmd.Flags().IntVar(&maxConc, "max-concurrent", model.DefaultDrainConcurrency, "migrations at once from this host")
-	cmd.Flags().BoolVar(&wait, "wait", false, "wait until no VM is left on the host (or only VMs that cannot move)")
-	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "how long --wait waits")
+	wait.flags(cmd, "no VM is left on the host (or only VMs that cannot move)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "how long to wait")
 	return cmd
 }
 
@@ -437,6 +456,8 @@ func maxConcurrent(h *model.Host) int {
 func (a *app) waitDrain(cmd *cobra.Command, c *client.Client, host string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 	defer cancel()
+	bar := newProgressBar(errw(cmd), a.env.now)
+	defer bar.done()
 	for {
 		h, err := c.GetHost(ctx, host)
 		if err != nil {
@@ -446,6 +467,7 @@ func (a *app) waitDrain(cmd *cobra.Command, c *client.Client, host string, timeo
 			return fmt.Errorf("host %s: the drain was ended", host)
 		}
 		if h.Drain.Done {
+			bar.done()
 			fmt.Fprintf(errw(cmd), "host %s drained\n", host)
 			return nil
 		}
@@ -462,10 +484,10 @@ func (a *app) waitDrain(cmd *cobra.Command, c *client.Client, host string, timeo
 		if active == 0 && h.VMs > 0 && len(h.Drain.Blocked) >= h.VMs {
 			return fmt.Errorf("host %s: %d VMs cannot move", host, len(h.Drain.Blocked))
 		}
-		fmt.Fprintf(errw(cmd), "\rhost %s: %d VMs left, %d migrating, %d blocked\x1b[K", host, h.VMs, active, len(h.Drain.Blocked))
+		bar.show(fmt.Sprintf("%d/%d/%d", h.VMs, active, len(h.Drain.Blocked)),
+			fmt.Sprintf("host %s: %d VMs left, %d migrating, %d blocked", host, h.VMs, active, len(h.Drain.Blocked)))
 		select {
 		case <-ctx.Done():
-			fmt.Fprintln(errw(cmd))
 			return ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 		}

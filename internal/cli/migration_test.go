@@ -134,12 +134,15 @@ func TestMigrationCommands(t *testing.T) {
 	golden(t, "migration-list", res.stdout)
 	res = f.cli(t, "migration", "show", "m1")
 	golden(t, "migration-show", res.stdout)
+	if byVM := f.cli(t, "migration", "show", "web1"); byVM.stdout != res.stdout {
+		t.Errorf("migration show web1 (the VM's latest) = %q, want m1's:\n%s", byVM.stdout+byVM.stderr, res.stdout)
+	}
 	res = f.cli(t, "migration", "cancel", "m1")
 	if res.code != 1 || !strings.Contains(res.stderr, "already completed") {
 		t.Errorf("cancel of a completed migration: code %d, stderr %q", res.code, res.stderr)
 	}
 
-	res = f.cli(t, "host", "drain", "h1", "--max-concurrent", "3")
+	res = f.cli(t, "host", "drain", "h1", "--max-concurrent", "3", "--no-wait")
 	if res.code != 0 {
 		t.Fatalf("drain: %s", res.stderr)
 	}

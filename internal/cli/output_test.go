@@ -39,6 +39,8 @@ func TestOutputGolden(t *testing.T) {
 		{"host-label", []string{"host", "label", "h1", "rack=r7"}, 0},
 		{"host-cordon", []string{"host", "cordon", "h1", "h2"}, 0},
 		{"host-join-token", []string{"host", "join-token"}, 0},
+		{"host-rekey", []string{"host", "rekey", "h1"}, 0},
+		{"host-rekey-unknown", []string{"host", "rekey", "nope"}, 1},
 		{"project-list", []string{"project", "list"}, 0},
 		{"project-list-yaml", []string{"project", "list", "-o", "yaml"}, 0},
 		{"project-show", []string{"project", "show", "team-a"}, 0},

@@ -12,8 +12,8 @@ import (
 )
 
 func (a *app) projectCmd() *cobra.Command {
-	return group("project", "Create, list, show and delete projects; set their quotas",
-		a.projectCreateCmd(), a.projectListCmd(), a.projectShowCmd(), a.projectSetQuotaCmd(), a.projectDeleteCmd())
+	return group("project", "Create, list, show and delete projects; set their quotas; choose the one to work in",
+		a.projectCreateCmd(), a.projectListCmd(), a.projectShowCmd(), a.projectSetQuotaCmd(), a.projectDeleteCmd(), a.projectUseCmd())
 }
 
 // addQuotaFlags adds --quota-vcpus, --quota-memory, --quota-disk and

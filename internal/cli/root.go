@@ -21,14 +21,17 @@ import (
 type env struct {
 	lookup    func(string) (string, bool)
 	configDir func() (string, error)
-	now       func() time.Time
+	// getwd is the working directory, where the CLI looks for the config
+	// of a `vpool dev` (nil: nowhere).
+	getwd func() (string, error)
+	now   func() time.Time
 	// pollMin and pollMax bound --wait polling; zero keeps the client's
 	// defaults.
 	pollMin, pollMax time.Duration
 }
 
 func osEnv() env {
-	return env{lookup: os.LookupEnv, configDir: os.UserConfigDir, now: time.Now}
+	return env{lookup: os.LookupEnv, configDir: os.UserConfigDir, getwd: os.Getwd, now: time.Now}
 }
 
 // app holds the global flags and the state of one invocation.
@@ -59,26 +62,31 @@ func newRoot(version string, e env) *cobra.Command {
 
 The CLI talks to a vpool server. It finds it, in this order, from the
 flags, the environment (VPOOL_ADDR, VPOOL_TOKEN, VPOOL_PROJECT,
-VPOOL_CA_CERT), the config file (--config, $VPOOL_CONFIG, or
-~/.config/vpool/config.json, written by 'vpool dev') and at last
-` + client.DefaultAddr + `.`,
-		Version:           version,
-		SilenceErrors:     true,
-		SilenceUsage:      true,
-		CompletionOptions: cobra.CompletionOptions{HiddenDefaultCmd: true},
+VPOOL_CA_CERT), the config file (--config, $VPOOL_CONFIG, the nearest
+.vpool/config.json in this directory or above — 'vpool dev' writes it
+there — or ~/.config/vpool/config.json) and at last ` + client.DefaultAddr + `.
+'vpool project use NAME' sets the project later commands work in.
+
+The dashboard is served by the server under /ui/ (with 'vpool dev':
+http://127.0.0.1:8440/ui/); sign in with a token.`,
+		Version:       version,
+		SilenceErrors: true,
+		SilenceUsage:  true,
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageErr(err) })
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.addr, "addr", "", "server address, e.g. http://127.0.0.1:8440 (env "+EnvAddr+")")
+	pf.StringVar(&a.addr, "addr", "", "server address, e.g. http://127.0.0.1:8440, or several servers' separated by commas, failed over in turn (env "+EnvAddr+")")
 	pf.StringVar(&a.token, "token", "", "bearer token (env "+EnvToken+")")
 	pf.StringVar(&a.project, "project", "", "project (env "+EnvProject+"; default: the token's project)")
 	pf.StringVarP(&a.output, "output", "o", "table", "output format: table, json or yaml")
 	pf.StringVar(&a.configFlag, "config", "", "client config file (env "+EnvConfig+"; default "+configPath(e)+")")
 	pf.StringVar(&a.caCert, "ca-cert", "", "CA certificate (PEM file) for https addresses (env "+EnvCACert+")")
 
-	root.AddCommand(a.vmCmd(), a.hostCmd(), a.projectCmd(), a.tokenCmd(), a.eventsCmd(), a.clusterCmd(), a.balanceCmd(), a.versionCmd())
+	root.AddCommand(a.vmCmd(), a.imageCmd(), a.hostCmd(), a.projectCmd(), a.tokenCmd(), a.eventsCmd(), a.clusterCmd(), a.balanceCmd(), a.versionCmd())
 	a.addMigrationCommands(root)
 	a.addVMOpCommands(root)
+	a.addNetworkCommands(root)
+	a.addBalancerCommands(root)
 	return root
 }
 

@@ -19,7 +19,7 @@ func (a *app) vmCmd() *cobra.Command {
 	return group("vm", "Create, list, show, start, stop, resize and delete virtual machines",
 		a.vmCreateCmd(), a.vmListCmd(), a.vmShowCmd(),
 		a.vmActionCmd("start", "Start VMs", startAction),
-		a.vmActionCmd("stop", "Stop VMs", stopAction),
+		a.vmStopCmd(),
 		a.vmActionCmd("restart", "Restart VMs", restartAction),
 		a.vmActionCmd("delete", "Delete VMs", deleteAction),
 		a.vmResizeCmd(),
@@ -30,7 +30,7 @@ func (a *app) vmCmd() *cobra.Command {
 type vmCreateOpts struct {
 	vcpus                     int
 	memory                    string
-	disks, networks           []string
+	disks, networks, nics     []string
 	image                     string
 	labels, require, prefer   []string
 	isolation, group, affin   string
@@ -43,7 +43,8 @@ type vmCreateOpts struct {
 	haPriority                int
 	stopped                   bool
 	count                     int
-	dryRun, wait              bool
+	dryRun                    bool
+	wait                      waitOpts
 	timeout                   time.Duration
 	cloudInit                 cloudInitOpts
 }
@@ -53,7 +54,7 @@ func (a *app) vmCreateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create a VM (or --count N of them, named NAME-1..NAME-N)",
-		Example: `  vpool vm create web1 --vcpus 2 --memory 1GiB --disk 10GiB --wait
+		Example: `  vpool vm create web1 --image busybox --memory 256MiB --disk 1GiB
   vpool vm create db --memory 8GiB --disk 20GiB --disk size=100GiB,name=data,tier=ssd --require zone=a
   vpool vm create web --count 3 --affinity-group web --affinity anti-affinity
   vpool vm create big --vcpus 16 --memory 64GiB --dry-run`,
@@ -65,6 +66,7 @@ func (a *app) vmCreateCmd() *cobra.Command {
 	f.StringVar(&o.memory, "memory", "1GiB", "memory, with a unit (512MiB, 2GiB)")
 	f.StringArrayVar(&o.disks, "disk", nil, "a disk: SIZE or size=SIZE,name=N,pool=P,tier=T,encrypted (repeatable)")
 	f.StringArrayVar(&o.networks, "network", nil, "attach a NIC to this network (repeatable)")
+	f.StringArrayVar(&o.nics, "nic", nil, "a NIC: NETWORK[,ip=A][,mac=M][,sg=G1+G2][,in=RATE][,out=RATE] (repeatable)")
 	f.StringVar(&o.image, "image", "", "image to clone the first disk from")
 	f.StringArrayVar(&o.labels, "label", nil, "label key=value (repeatable)")
 	f.StringArrayVar(&o.require, "require", nil, "place only on hosts with label key=value (repeatable)")
@@ -85,8 +87,8 @@ func (a *app) vmCreateCmd() *cobra.Command {
 	f.BoolVar(&o.stopped, "stopped", false, "create the VM without starting it")
 	f.IntVar(&o.count, "count", 1, "create this many VMs, named NAME-1..NAME-N, all or nothing")
 	f.BoolVar(&o.dryRun, "dry-run", false, "only show where the VM would be placed")
-	f.BoolVar(&o.wait, "wait", false, "wait until the VM runs (or is stopped, with --stopped)")
-	f.DurationVar(&o.timeout, "timeout", defaultTimeout, "how long --wait waits")
+	o.wait.flags(cmd, "the VM runs (or is stopped, with --stopped)")
+	f.DurationVar(&o.timeout, "timeout", defaultTimeout, "how long to wait")
 	o.cloudInit.flags(cmd)
 	return cmd
 }
@@ -110,6 +112,13 @@ func (o *vmCreateOpts) spec(cmd *cobra.Command) (model.VMSpec, error) {
 	}
 	for _, n := range o.networks {
 		s.NICs = append(s.NICs, model.NIC{Network: n})
+	}
+	for _, n := range o.nics {
+		nic, err := parseNIC(n)
+		if err != nil {
+			return s, err
+		}
+		s.NICs = append(s.NICs, nic)
 	}
 	if s.Labels, err = parseKV("label", o.labels); err != nil {
 		return s, err
@@ -141,7 +150,7 @@ func (o *vmCreateOpts) spec(cmd *cobra.Command) (model.VMSpec, error) {
 	if err != nil {
 		return s, err
 	}
-	s.CloudInit, err = o.cloudInit.build()
+	s.CloudInit, err = o.cloudInit.build(cmd)
 	return s, err
 }
 
@@ -186,7 +195,7 @@ func (a *app) vmCreate(cmd *cobra.Command, name string, o *vmCreateOpts) error {
 		}
 		vms = []model.VM{*vm}
 	}
-	if o.wait {
+	if o.wait.enabled() {
 		want := runningTarget
 		if o.stopped {
 			want = stoppedTarget
@@ -229,6 +238,9 @@ func (a *app) vmListCmd() *cobra.Command {
 				}
 			}
 			sortVMs(vms)
+			if len(vms) == 0 && !all && host == "" && phase == "" {
+				a.emptyHint(cmd, "VMs")
+			}
 			return a.print(cmd, vms, func(w io.Writer) { a.vmTable(w, vms) })
 		},
 	}
@@ -318,4 +330,17 @@ func (a *app) vmResizeCmd() *cobra.Command {
 	cmd.Flags().StringVar(&memory, "memory", "", "new memory size, with a unit")
 	cmd.Flags().BoolVar(&restart, "restart", false, "restart the VM to apply changes that need it")
 	return cmd
+}
+
+// emptyHint says on stderr, in table output, where an empty list looked
+// and how to look everywhere.
+func (a *app) emptyHint(cmd *cobra.Command, what string) {
+	if f, _ := a.format(); f != formatTable {
+		return
+	}
+	p := a.cfg.Project
+	if p == "" {
+		p = api.DefaultProject + " (the default; 'vpool project use NAME' sets another)"
+	}
+	fmt.Fprintf(errw(cmd), "no %s in project %s; -A lists every project's (admins)\n", what, p)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/client"
 	"github.com/vpool/vpool/internal/model"
 )
@@ -63,21 +64,64 @@ var (
 )
 
 func (a *app) vmActionCmd(verb, short string, act vmAction) *cobra.Command {
-	var wait bool
+	var w waitOpts
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   verb + " NAME...",
 		Short: short,
 		Args:  minArgs(1, "at least one VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.runVMAction(cmd, act, args, wait, timeout)
+			return a.runVMAction(cmd, act, args, w.enabled(), timeout)
 		},
 	}
 	if verb == "delete" {
 		cmd.Aliases = []string{"rm"}
 	}
-	cmd.Flags().BoolVar(&wait, "wait", false, "wait until every VM is "+act.done)
-	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long --wait waits")
+	w.flags(cmd, "every VM is "+act.done)
+	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long to wait")
+	return cmd
+}
+
+// vmStopCmd is `vm stop`: graceful by default (the guest gets --timeout
+// to power off, then the plug is pulled), or --force at once, as `qm
+// stop` and `incus stop --force` do.
+func (a *app) vmStopCmd() *cobra.Command {
+	var w waitOpts
+	var force bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "stop NAME...",
+		Short: "Stop VMs: ask the guest to power off (--timeout), or pull the plug (--force)",
+		Long: `Stop VMs. The guest is asked to power off (ACPI power button) and gets
+--timeout to do so (default: its host's, 30s); then the plug is pulled.
+--force pulls it at once, also while a graceful stop is under way (a hung
+guest). Waits until every VM is stopped unless --no-wait.`,
+		Example: `  vpool vm stop web1
+  vpool vm stop web1 --timeout 2m
+  vpool vm stop web1 --force`,
+		Args: minArgs(1, "at least one VM name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if force && cmd.Flags().Changed("timeout") {
+				return usagef("give --force or --timeout, not both: a forced stop waits for nothing")
+			}
+			req := api.VMStopRequest{Force: force}
+			if cmd.Flags().Changed("timeout") {
+				secs := int((timeout + time.Second - 1) / time.Second)
+				if secs < 1 || secs > model.MaxStopTimeout {
+					return usagef("--timeout: %s is not between 1s and %ds", timeout, model.MaxStopTimeout)
+				}
+				req.TimeoutSeconds = secs
+			}
+			act := stopAction
+			act.call = func(c *client.Client, ctx context.Context, project, name string) (*model.VM, error) {
+				return c.StopVMWith(ctx, project, name, req)
+			}
+			return a.runVMAction(cmd, act, args, w.enabled(), defaultTimeout+timeout)
+		},
+	}
+	w.flags(cmd, "every VM is stopped")
+	cmd.Flags().BoolVar(&force, "force", false, "pull the plug at once instead of asking the guest to power off")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "how long the guest gets to power off before the plug is pulled (default: its host's, 30s)")
 	return cmd
 }
 
@@ -127,23 +171,7 @@ func (a *app) runVMAction(cmd *cobra.Command, act vmAction, names []string, wait
 		}
 	}
 	if wait {
-		waited := make([]model.VM, 0, len(results))
-		deadline, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		for _, vm := range results {
-			got, err := a.waitOne(cmd, deadline, c, vm, act.target(vm), timeout)
-			if err != nil {
-				fail(vm.Name, err)
-				continue
-			}
-			if got != nil {
-				waited = append(waited, *got)
-			}
-			if format == formatTable || act.verb == "delete" {
-				fmt.Fprintf(outw(cmd), "vm %s: %s\n", vm.Name, doneText(act, got))
-			}
-		}
-		results = waited
+		results = a.waitResults(cmd, c, act, results, timeout, fail)
 	}
 	if format != formatTable && act.verb != "delete" && len(results) > 0 {
 		if err := a.print(cmd, results, nil); err != nil {
@@ -151,6 +179,28 @@ func (a *app) runVMAction(cmd *cobra.Command, act vmAction, names []string, wait
 		}
 	}
 	return joinFailures(failed, len(names), "VM")
+}
+
+// waitResults waits for each VM of an action and prints how it ended.
+func (a *app) waitResults(cmd *cobra.Command, c *client.Client, act vmAction, results []model.VM, timeout time.Duration, fail func(string, error)) []model.VM {
+	format, _ := a.format()
+	waited := make([]model.VM, 0, len(results))
+	deadline, cancel := context.WithTimeout(cmd.Context(), timeout)
+	defer cancel()
+	for _, vm := range results {
+		got, err := a.waitOne(cmd, deadline, c, vm, act.target(vm), timeout)
+		if err != nil {
+			fail(vm.Name, err)
+			continue
+		}
+		if got != nil {
+			waited = append(waited, *got)
+		}
+		if format == formatTable || act.verb == "delete" {
+			fmt.Fprintf(outw(cmd), "vm %s: %s\n", vm.Name, doneText(act, got))
+		}
+	}
+	return waited
 }
 
 func doneText(act vmAction, vm *model.VM) string {
@@ -193,10 +243,15 @@ func (a *app) waitAll(cmd *cobra.Command, c *client.Client, vms []model.VM, targ
 // waitOne polls one VM until it reaches the target or fails, printing a
 // line on stderr at every change of phase, host or message.
 func (a *app) waitOne(cmd *cobra.Command, ctx context.Context, c *client.Client, vm model.VM, t waitTarget, timeout time.Duration) (*model.VM, error) {
-	sawOther := false
+	sawOther, hinted := false, false
+	start := a.env.now()
 	cond := func(v *model.VM) bool {
-		if t.done(v) {
+		if t.done(v) || unschedulable(v) {
 			return true
+		}
+		if v != nil && v.Status.Phase == model.PhaseStopping && !v.Spec.StopForce && !hinted && a.env.now().Sub(start) >= stopHintAfter {
+			hinted = true
+			fmt.Fprintf(errw(cmd), "%s: the guest has not powered off yet; 'vpool vm stop %s --force' pulls the plug\n", v.Name, v.Name)
 		}
 		if v == nil || v.Status.Phase != model.PhaseFailed {
 			sawOther = true
@@ -204,7 +259,13 @@ func (a *app) waitOne(cmd *cobra.Command, ctx context.Context, c *client.Client,
 		}
 		return sawOther || !t.ignoreFailed
 	}
-	progress := func(v *model.VM) { fmt.Fprintln(errw(cmd), progressLine(v)) }
+	progress := func(v *model.VM) {
+		line := progressLine(v)
+		if d := a.env.now().Sub(start); d >= time.Second {
+			line += fmt.Sprintf(" (%ds)", int(d/time.Second))
+		}
+		fmt.Fprintln(errw(cmd), line)
+	}
 	project := vm.Project
 	if project == "" {
 		project = a.cfg.Project
@@ -219,6 +280,9 @@ func (a *app) waitOne(cmd *cobra.Command, ctx context.Context, c *client.Client,
 		return got, fmt.Errorf("vm %s: still %s after %s, not %s (wait longer with --timeout)", vm.Name, phase, timeout, t.desc)
 	case err != nil:
 		return got, err
+	case unschedulable(got) && !t.done(got):
+		return got, fmt.Errorf("vm %s fits no host yet: %s; it stays pending and is placed when capacity frees up ('vpool vm show %s' explains, 'vpool vm delete %s' gives up)",
+			vm.Name, got.Status.Explanation.Summary, vm.Name, vm.Name)
 	case got != nil && got.Status.Phase == model.PhaseFailed && !t.done(got):
 		msg := got.Status.LastError
 		if msg == "" {
@@ -242,4 +306,15 @@ func progressLine(v *model.VM) string {
 		s += " (error: " + v.Status.LastError + ")"
 	}
 	return s
+}
+
+// stopHintAfter is how long a graceful stop may take before the wait
+// says how to force it.
+const stopHintAfter = 5 * time.Second
+
+// unschedulable says the scheduler found no host for the VM: waiting for
+// it to run would wait for capacity that may never come.
+func unschedulable(v *model.VM) bool {
+	return v != nil && v.Status.Phase == model.PhasePending && v.Status.Host == "" &&
+		v.Status.Explanation != nil && v.Status.Explanation.Chosen == ""
 }

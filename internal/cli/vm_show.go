@@ -21,7 +21,7 @@ func (a *app) describeVM(w io.Writer, vm *model.VM) {
 	field(w, "Project", vm.Project)
 	field(w, "UID", vm.UID)
 	field(w, "Phase", orDash(string(st.Phase)))
-	field(w, "Power", s.Power)
+	field(w, "Power", powerText(vm))
 	field(w, "Host", orDash(st.Host))
 	field(w, "Message", st.Message)
 	field(w, "Last error", st.LastError)
@@ -57,6 +57,32 @@ func (a *app) describeVM(w io.Writer, vm *model.VM) {
 		io.WriteString(w, "\n")
 		writeExplanation(w, st.Explanation)
 	}
+}
+
+// observedPower is whether the VM's guest runs, as its phase tells.
+func observedPower(p model.Phase) string {
+	switch p {
+	case model.PhaseRunning, model.PhaseStopping:
+		return "on"
+	case model.PhasePaused:
+		return "paused"
+	}
+	return "off"
+}
+
+// powerText says whether the VM runs and, when that is not what was
+// asked for, what was: a VM whose start failed is off, not running.
+func powerText(vm *model.VM) string {
+	obs, want := observedPower(vm.Status.Phase), vm.Spec.Power
+	switch {
+	case want == model.PowerRunning && obs != "off", want == model.PowerStopped && obs == "off":
+		return obs
+	case want == model.PowerRunning && vm.Status.Phase == model.PhaseFailed && vm.Status.Host != "":
+		return "off (asked to run: its host retries with backoff; 'vpool vm stop' gives up)"
+	case want == model.PowerRunning && vm.Status.Phase == model.PhaseFailed:
+		return "off (asked to run: it waits for a host)"
+	}
+	return obs + " (asked: " + string(want) + ")"
 }
 
 func diskText(d model.Disk) string {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -21,7 +22,7 @@ func (a *app) addVMOpCommands(root *cobra.Command) {
 	root.AddCommand(a.snapshotCmd())
 	for _, c := range root.Commands() {
 		if c.Name() == "vm" {
-			c.AddCommand(a.vmConsoleCmd(), group("disk", "Hot-plug and unplug extra disks of a VM", a.diskAddCmd(), a.diskRemoveCmd()))
+			c.AddCommand(a.vmConsoleCmd(), group("disk", "Hot-plug, unplug and grow the disks of a VM", a.diskAddCmd(), a.diskRemoveCmd(), a.diskResizeCmd()))
 		}
 	}
 }
@@ -43,9 +44,9 @@ func (a *app) snapshotTable(w io.Writer, items []model.Snapshot) {
 	}
 }
 
-// waitSnap waits (unless noWait) until the snapshot leaves phase busy.
-func (a *app) waitSnap(cmd *cobra.Command, c *client.Client, vm string, s *model.Snapshot, busy model.SnapshotPhase, noWait bool, timeout time.Duration) (*model.Snapshot, error) {
-	if noWait || s == nil {
+// waitSnap waits (unless told not to) until the snapshot leaves phase busy.
+func (a *app) waitSnap(cmd *cobra.Command, c *client.Client, vm string, s *model.Snapshot, busy model.SnapshotPhase, wait waitOpts, timeout time.Duration) (*model.Snapshot, error) {
+	if !wait.enabled() || s == nil {
 		return s, nil
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
@@ -58,7 +59,8 @@ func (a *app) waitSnap(cmd *cobra.Command, c *client.Client, vm string, s *model
 }
 
 func (a *app) snapshotCreateCmd() *cobra.Command {
-	var memory, noWait bool
+	var memory bool
+	var noWait waitOpts
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "create VM NAME",
@@ -82,7 +84,7 @@ func (a *app) snapshotCreateCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&memory, "memory", false, "keep the running state too (the VM must run); a revert resumes it")
-	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the snapshot is asked for")
+	noWait.flags(cmd, "the snapshot is ready")
 	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long to wait")
 	return cmd
 }
@@ -107,7 +109,7 @@ func (a *app) snapshotListCmd() *cobra.Command {
 }
 
 func (a *app) snapshotRevertCmd() *cobra.Command {
-	var noWait bool
+	var noWait waitOpts
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "revert VM NAME",
@@ -129,13 +131,13 @@ func (a *app) snapshotRevertCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the revert is asked for")
+	noWait.flags(cmd, "the VM is reverted")
 	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long to wait")
 	return cmd
 }
 
 func (a *app) snapshotDeleteCmd() *cobra.Command {
-	var noWait bool
+	var noWait waitOpts
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "delete VM NAME",
@@ -156,7 +158,7 @@ func (a *app) snapshotDeleteCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the deletion is asked for")
+	noWait.flags(cmd, "the snapshot is deleted")
 	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long to wait")
 	return cmd
 }
@@ -217,6 +219,68 @@ func (a *app) diskRemoveCmd() *cobra.Command {
 	}
 }
 
+func (a *app) diskResizeCmd() *cobra.Command {
+	var wait waitOpts
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "resize VM DISK --size SIZE",
+		Short: "Grow a disk (live when the VM runs; disks never shrink)",
+		Long: `Grow a disk to --size. A running VM's guest sees the new size at once
+(QMP block_resize); its file system is the guest's to grow (growpart and
+resize2fs, or cloud-init's growpart at the next boot). Waits until the host
+has grown the disk unless --no-wait.`,
+		Example: `  vpool vm disk resize web1 root --size 20GiB`,
+		Args:    exactArgs(2, "a VM name and a disk name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sz, ok, err := sizeFlag(cmd, "size")
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return usagef("vm disk resize: --size is required (e.g. --size 20GiB)")
+			}
+			c, err := a.outputClient()
+			if err != nil {
+				return err
+			}
+			vm, err := c.ResizeDisk(cmd.Context(), a.cfg.Project, args[0], args[1], sz)
+			if err != nil {
+				return err
+			}
+			if wait.enabled() && vm.Status.Host != "" {
+				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+				defer cancel()
+				vm, err = c.WaitVM(ctx, a.cfg.Project, args[0], func(v *model.VM) bool {
+					return v == nil || diskStatusSize(v, args[1]) >= sz || v.Status.LastError != ""
+				}, nil)
+				if err != nil {
+					return fmt.Errorf("vm disk resize: %w", err)
+				}
+				if vm == nil {
+					return fmt.Errorf("vm disk resize: VM %s went away", args[0])
+				}
+				if diskStatusSize(vm, args[1]) < sz {
+					return fmt.Errorf("vm disk resize: %s", vm.Status.LastError)
+				}
+			}
+			return a.print(cmd, vm, func(w io.Writer) { a.diskTable(w, vm) })
+		},
+	}
+	cmd.Flags().String("size", "", "the new size, with a unit (larger than now)")
+	wait.flags(cmd, "the host has grown the disk")
+	cmd.Flags().DurationVar(&timeout, "timeout", defaultTimeout, "how long to wait")
+	return cmd
+}
+
+func diskStatusSize(vm *model.VM, disk string) model.Bytes {
+	for _, d := range vm.Status.Disks {
+		if d.Name == disk {
+			return d.Size
+		}
+	}
+	return 0
+}
+
 func (a *app) diskTable(w io.Writer, vm *model.VM) {
 	row(w, "VM", "DISK", "SIZE", "POOL", "TIER", "ENCRYPTED")
 	for _, d := range vm.Spec.Disks {
@@ -229,10 +293,17 @@ func (a *app) diskTable(w io.Writer, vm *model.VM) {
 func (a *app) vmConsoleCmd() *cobra.Command {
 	var showLog bool
 	var tail string
+	var settle time.Duration
 	cmd := &cobra.Command{
 		Use:   "console NAME",
 		Short: "Attach to a VM's serial console (Ctrl-] or end of input detaches), or print its log",
+		Long: `Attach to a VM's serial console: what you type goes to the guest, what it
+prints comes back; Ctrl-] (or the end of input) detaches. With input piped
+in, vpool first waits for the console to settle (the guest's boot output to
+stop, up to --settle), types the input, and returns once the guest's answer
+has been quiet for a moment. --log prints this boot's output and exits.`,
 		Example: `  vpool vm console web1
+  echo 'uname -a' | vpool vm console web1
   vpool vm console web1 --log`,
 		Args: exactArgs(1, "one VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -254,6 +325,12 @@ func (a *app) vmConsoleCmd() *cobra.Command {
 				_, err = io.WriteString(outw(cmd), l.Log)
 				return err
 			}
+			if !isTerminal(cmd.InOrStdin()) && settle > 0 {
+				// Commands piped in go to a guest that is done booting.
+				if err := a.settleConsole(cmd.Context(), c, args[0], settle); err != nil {
+					return err
+				}
+			}
 			conn, err := c.Console(cmd.Context(), a.cfg.Project, args[0])
 			if err != nil {
 				return err
@@ -263,45 +340,66 @@ func (a *app) vmConsoleCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&showLog, "log", false, "print the console log of the current boot and exit")
+	cmd.Flags().DurationVar(&settle, "settle", time.Minute, "with input piped in: wait up to this long for the guest's console to go quiet (its boot to end) before typing; 0 types at once")
 	cmd.Flags().StringVar(&tail, "tail", "", "with --log: at most this much of the end (e.g. 16KiB)")
 	return cmd
+}
+
+// settleConsole waits until the VM's console log has output that has not
+// grown for a second (the boot is done), or max has passed.
+func (a *app) settleConsole(ctx context.Context, c *client.Client, vm string, max time.Duration) error {
+	deadline := time.Now().Add(max)
+	last, since := "", time.Now()
+	for time.Now().Before(deadline) {
+		l, err := c.ConsoleLog(ctx, a.cfg.Project, vm, 4096)
+		if err != nil {
+			return err
+		}
+		switch {
+		case l.Log != last:
+			last, since = l.Log, time.Now()
+		case last != "" && time.Since(since) >= time.Second:
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // detachKey (Ctrl-]) ends an interactive console session.
 const detachKey = 0x1d
 
 // attach copies in to conn and conn to out until conn ends, in ends, or
-// the detach key is typed.
+// the detach key is typed. When in ends (commands piped in), the guest's
+// answer is awaited: attach returns once the console has been quiet for
+// quietAfterInput, or after maxAnswerWait.
 func attach(ctx context.Context, conn io.ReadWriteCloser, in io.Reader, out io.Writer) error {
 	defer conn.Close()
+	var last atomic.Int64 // unix nanoseconds of the last output
+	last.Store(time.Now().UnixNano())
 	done := make(chan error, 2)
 	go func() {
-		_, err := io.Copy(out, conn)
+		_, err := io.Copy(writerFunc(func(b []byte) (int, error) {
+			last.Store(time.Now().UnixNano())
+			return out.Write(b)
+		}), conn)
 		done <- err
 	}()
 	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := in.Read(buf)
-			for i := 0; i < n; i++ {
-				if buf[i] == detachKey {
-					n = i
-					err = io.EOF
-				}
+		err := copyInput(conn, in)
+		if err == nil || errors.Is(err, io.EOF) {
+			// Give the guest a moment to answer what was typed last.
+			start := time.Now()
+			for time.Since(start) < maxAnswerWait && time.Since(time.Unix(0, last.Load())) < quietAfterInput {
+				time.Sleep(50 * time.Millisecond)
 			}
-			if n > 0 {
-				if _, werr := conn.Write(buf[:n]); werr != nil {
-					done <- werr
-					return
-				}
-			}
-			if err != nil {
-				// Give the guest a moment to answer what was typed last.
-				time.Sleep(500 * time.Millisecond)
-				done <- nil
-				return
-			}
+			err = nil
 		}
+		done <- err
 	}()
 	select {
 	case <-ctx.Done():
@@ -313,6 +411,37 @@ func attach(ctx context.Context, conn io.ReadWriteCloser, in io.Reader, out io.W
 		return nil
 	}
 }
+
+const (
+	quietAfterInput = 800 * time.Millisecond
+	maxAnswerWait   = 10 * time.Second
+)
+
+// copyInput copies in to conn until in ends or the detach key comes.
+func copyInput(conn io.Writer, in io.Reader) error {
+	buf := make([]byte, 4096)
+	for {
+		n, err := in.Read(buf)
+		for i := 0; i < n; i++ {
+			if buf[i] == detachKey {
+				n = i
+				err = io.EOF
+			}
+		}
+		if n > 0 {
+			if _, werr := conn.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
 
 // awaitResize waits for the host's answer to a resize of a placed VM: a
 // change that needs a restart is refused (the VM keeps its size) unless
@@ -341,9 +470,11 @@ func (a *app) awaitResize(cmd *cobra.Command, c *client.Client, vm *model.VM) (*
 
 // cloudInitOpts are the `vm create` flags of the cloud-init NoCloud seed.
 type cloudInitOpts struct {
-	hostname string
-	sshKeys  []string // files
-	userData string   // file
+	hostname       string
+	sshKeys        []string // files
+	userData       string   // file
+	passwordFile   string
+	passwordPrompt bool
 }
 
 func (o *cloudInitOpts) flags(cmd *cobra.Command) {
@@ -351,11 +482,17 @@ func (o *cloudInitOpts) flags(cmd *cobra.Command) {
 	f.StringVar(&o.hostname, "hostname", "", "cloud-init: the guest's host name (default: the VM name)")
 	f.StringArrayVar(&o.sshKeys, "ssh-key", nil, "cloud-init: a public key file (each line one key); repeatable")
 	f.StringVar(&o.userData, "user-data", "", "cloud-init: a user-data file (#cloud-config or a script)")
+	f.StringVar(&o.passwordFile, "password-file", "", "cloud-init: the default user's password, the first line of this file (only its SHA-512 crypt hash is sent)")
+	f.BoolVar(&o.passwordPrompt, "password-prompt", false, "cloud-init: ask for the default user's password (only its SHA-512 crypt hash is sent)")
 }
 
 // build returns the seed, or nil when no cloud-init flag was given.
-func (o *cloudInitOpts) build() (*model.CloudInit, error) {
-	if o.hostname == "" && len(o.sshKeys) == 0 && o.userData == "" {
+func (o *cloudInitOpts) build(cmd *cobra.Command) (*model.CloudInit, error) {
+	pw, err := readPassword(cmd, o.passwordFile, o.passwordPrompt)
+	if err != nil {
+		return nil, err
+	}
+	if o.hostname == "" && len(o.sshKeys) == 0 && o.userData == "" && pw == "" {
 		return nil, nil
 	}
 	ci := &model.CloudInit{Hostname: o.hostname}
@@ -379,6 +516,11 @@ func (o *cloudInitOpts) build() (*model.CloudInit, error) {
 			return nil, usagef("--user-data: %v", err)
 		}
 		ci.UserData = string(b)
+	}
+	if pw != "" {
+		if ci.UserData, err = combineUserData(passwordCloudConfig(sha512Crypt(pw, newSalt())), ci.UserData); err != nil {
+			return nil, err
+		}
 	}
 	return ci, nil
 }

@@ -93,6 +93,28 @@ func (f *fakeServer) vmOpHandlers() map[string]handler {
 			vm.Spec.Disks = keep
 			return vm, nil
 		},
+		// The fake grows the disk at once, as a host would, and reports it.
+		"PATCH /api/v1/vms/{name}/disks/{disk}": func(w http.ResponseWriter, r *http.Request, body []byte) (any, *apiErr) {
+			vm, e := f.vm(r)
+			if e != nil {
+				return nil, e
+			}
+			var req api.DiskResizeRequest
+			if e := decodeStrict(body, &req); e != nil {
+				return nil, e
+			}
+			vm.Status.Disks = nil
+			for i, d := range vm.Spec.Disks {
+				if d.Name == r.PathValue("disk") {
+					if req.Size <= d.Size {
+						return nil, fail(400, api.CodeInvalidField, "size", "disks only grow")
+					}
+					vm.Spec.Disks[i].Size = req.Size
+				}
+				vm.Status.Disks = append(vm.Status.Disks, model.DiskStatus{Name: d.Name, Size: vm.Spec.Disks[i].Size})
+			}
+			return vm, nil
+		},
 		"GET /api/v1/vms/{name}/console": func(w http.ResponseWriter, r *http.Request, _ []byte) (any, *apiErr) {
 			return nil, fail(501, api.CodeUnavailable, "", "the fake has no console")
 		},
@@ -120,6 +142,7 @@ func TestVMOpCommands(t *testing.T) {
 		{"disk add", []string{"vm", "disk", "add", "web1", "--size", "1GiB", "--name", "extra"}, "extra"},
 		{"disk remove", []string{"vm", "disk", "remove", "web1", "extra"}, "root"},
 		{"console log", []string{"vm", "console", "web1", "--log"}, "VPOOL-GUEST-READY"},
+		{"disk resize waits for the host", []string{"vm", "disk", "resize", "web1", "root", "--size", "20GiB"}, "20GiB"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := f.cli(t, tc.args...)

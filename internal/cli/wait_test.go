@@ -11,8 +11,10 @@ import (
 	"github.com/vpool/vpool/internal/model"
 )
 
-// TestWait checks --wait: one progress line per change on stderr, the
-// final state on stdout, and failures with the VM's last error.
+// TestWait checks waiting (the default; --wait is kept as a no-op, and
+// --no-wait or --wait=false return at once): one progress line per change
+// on stderr, the final state on stdout, and failures with the VM's last
+// error.
 func TestWait(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -42,7 +44,16 @@ func TestWait(t *testing.T) {
 			[]string{"web1: running on h1: restarting", "web1: running on h1"}},
 		{"delete", []string{"vm", "delete", "web1", "--wait"}, 0, "vm web1: deleted\n",
 			[]string{"web1: deleting on h1"}},
-		{"delete without wait", []string{"vm", "delete", "web1"}, 0, "vm web1: deletion requested\n", nil},
+		{"delete without wait", []string{"vm", "delete", "web1", "--no-wait"}, 0, "vm web1: deletion requested\n", nil},
+		{"--wait=false is --no-wait", []string{"vm", "stop", "web1", "--wait=false"}, 0, "vm web1: stop requested\n", nil},
+		{"waiting is the default", []string{"vm", "create", "new1"}, 0,
+			"NAME  PROJECT  PHASE    HOST  VCPUS  MEMORY  DISK  AGE\nnew1  default  running  h1    1      1GiB    0B    5m\n",
+			[]string{"new1: scheduling", "new1: creating on h1: cloning image", "new1: running on h1"}},
+		{"create that fits nowhere", []string{"vm", "create", "nofit1"}, 1, "",
+			[]string{"nofit1: pending: waiting for capacity: no host has 64 free vCPUs",
+				"error: vm nofit1 fits no host yet: no host has 64 free vCPUs; it stays pending and is placed when capacity frees up ('vpool vm show nofit1' explains, 'vpool vm delete nofit1' gives up)"}},
+		{"stop waits by default", []string{"vm", "stop", "web1", "--force"}, 0, "vm web1: stopped on h1\n",
+			[]string{"web1: stopping on h1", "web1: stopped on h1"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -97,5 +108,28 @@ func TestWaitInterrupted(t *testing.T) {
 	res := invocation{ctx: ctx}.run(t, "--addr", f.srv.URL, "--token", goodToken, "vm", "create", "slow2", "--wait")
 	if res.code != 1 || !strings.Contains(res.stderr, "context deadline exceeded") {
 		t.Errorf("exit %d, stderr %q", res.code, res.stderr)
+	}
+}
+
+// A graceful stop that takes a while says how to force it, once.
+func TestStopHint(t *testing.T) {
+	f := newFake(t)
+	seed(f)
+	tick := now
+	e := env{
+		lookup:    func(string) (string, bool) { return "", false },
+		configDir: func() (string, error) { return t.TempDir(), nil },
+		now:       func() time.Time { tick = tick.Add(10 * time.Second); return tick },
+		pollMin:   time.Millisecond, pollMax: 2 * time.Millisecond,
+	}
+	root := newRoot("1.2.3", e)
+	var out, errb syncBuffer
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	if code := run(context.Background(), root, []string{"--addr", f.srv.URL, "--token", goodToken, "vm", "stop", "web1"}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if n := strings.Count(errb.String(), "'vpool vm stop web1 --force' pulls the plug"); n != 1 {
+		t.Fatalf("the hint appears %d times:\n%s", n, errb.String())
 	}
 }

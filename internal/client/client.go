@@ -28,9 +28,12 @@ var ErrBadAddr = errors.New("client: bad address")
 // certificate.
 var ErrBadCA = errors.New("client: bad CA certificate")
 
-// Client talks to one vpool server. It is safe for concurrent use.
+// Client talks to a vpool server, or to any of several (failing over
+// between them). It is safe for concurrent use.
 type Client struct {
 	base      string // scheme://host[:port][/path], no trailing slash
+	servers   []*url.URL
+	fo        *failover // nil with one server
 	token     string
 	userAgent string
 	http      *http.Client
@@ -67,7 +70,9 @@ func WithPollInterval(min, max time.Duration) Option {
 }
 
 // New returns a client of the server at addr (http://host:port or
-// https://host:port; a bare host:port means http). token is sent as a
+// https://host:port; a bare host:port means http). addr may list several
+// servers of one control plane, separated by commas: the client then
+// fails over between them on its own (failover.go). token is sent as a
 // bearer token on every request; it may be empty.
 func New(addr, token string, opts ...Option) (*Client, error) {
 	o := options{userAgent: "vpool-client", pollMin: 200 * time.Millisecond, pollMax: 2 * time.Second}
@@ -77,24 +82,20 @@ func New(addr, token string, opts ...Option) (*Client, error) {
 	if addr == "" {
 		addr = DefaultAddr
 	}
-	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
-	}
-	u, err := url.Parse(addr)
+	servers, err := parseServers(addr)
 	if err != nil {
-		return nil, fmt.Errorf("%w %q: %v", ErrBadAddr, addr, err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("%w %q: want http://host:port or https://host:port", ErrBadAddr, addr)
-	}
-	if u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("%w %q: no query or fragment allowed", ErrBadAddr, addr)
+		return nil, err
 	}
 	hc := o.httpClient
 	if hc == nil {
+		// With several servers, a dead one's address costs less time.
+		dial := 10 * time.Second
+		if len(servers) > 1 {
+			dial = 3 * time.Second
+		}
 		tr := &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			DialContext:           (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext,
 			TLSHandshakeTimeout:   10 * time.Second,
 			MaxIdleConnsPerHost:   8,
 			IdleConnTimeout:       90 * time.Second,
@@ -109,6 +110,17 @@ func New(addr, token string, opts ...Option) (*Client, error) {
 		}
 		hc = &http.Client{Transport: tr}
 	}
+	var fo *failover
+	if len(servers) > 1 {
+		next := hc.Transport
+		if next == nil {
+			next = http.DefaultTransport
+		}
+		fo = &failover{next: next, servers: servers}
+		wrapped := *hc
+		wrapped.Transport = fo
+		hc = &wrapped
+	}
 	if o.pollMin <= 0 {
 		o.pollMin = 200 * time.Millisecond
 	}
@@ -116,7 +128,9 @@ func New(addr, token string, opts ...Option) (*Client, error) {
 		o.pollMax = o.pollMin
 	}
 	return &Client{
-		base:      strings.TrimRight(u.Scheme+"://"+u.Host+u.Path, "/"),
+		base:      servers[0].Scheme + "://" + servers[0].Host + servers[0].Path,
+		servers:   servers,
+		fo:        fo,
 		token:     token,
 		userAgent: o.userAgent,
 		http:      hc,
@@ -125,8 +139,23 @@ func New(addr, token string, opts ...Option) (*Client, error) {
 	}, nil
 }
 
-// Addr returns the base address the client talks to.
-func (c *Client) Addr() string { return c.base }
+// Addr returns the base address of the server the client talks to now.
+func (c *Client) Addr() string {
+	if c.fo != nil {
+		u := c.fo.current()
+		return u.Scheme + "://" + u.Host + u.Path
+	}
+	return c.base
+}
+
+// Servers returns the base addresses of every server the client knows.
+func (c *Client) Servers() []string {
+	out := make([]string, len(c.servers))
+	for i, u := range c.servers {
+		out[i] = u.Scheme + "://" + u.Host + u.Path
+	}
+	return out
+}
 
 // newRequest builds a request for path (which starts with /api/v1) with
 // query q and a JSON body when in is not nil.

@@ -158,12 +158,16 @@ func calls() []struct {
 		{"join token", "POST /api/v1/hosts/join-tokens", "", `{"ttl":"2h"}`, func(ctx context.Context, c *Client) error {
 			return drop(c.CreateJoinToken(ctx, api.JoinTokenRequest{TTL: "2h"}))
 		}},
+		{"rekey host", "POST /api/v1/hosts/{name}/rekey", "", `{"ttl":"10m"}`, func(ctx context.Context, c *Client) error {
+			return drop(c.RekeyHost(ctx, "h1", api.HostRekeyRequest{TTL: "10m"}))
+		}},
 		{"list tokens", "GET /api/v1/tokens", "", "", func(ctx context.Context, c *Client) error { return drop(c.ListTokens(ctx, "")) }},
 		{"create token", "POST /api/v1/tokens", "", `{"project":"p1","role":"viewer","ttl":"24h"}`, func(ctx context.Context, c *Client) error {
 			return drop(c.CreateToken(ctx, api.TokenCreateRequest{Project: "p1", Role: model.RoleViewer, TTL: "24h"}))
 		}},
 		{"revoke token", "DELETE /api/v1/tokens/{id}", "", "", func(ctx context.Context, c *Client) error { return c.RevokeToken(ctx, "tok1") }},
 		{"list events", "GET /api/v1/events", "project=p1&since=7", "", func(ctx context.Context, c *Client) error { return drop(c.ListEvents(ctx, 7, "p1")) }},
+		{"list all events", "GET /api/v1/events", "all-projects=true", "", func(ctx context.Context, c *Client) error { return drop(c.ListEvents(ctx, 0, AllProjects)) }},
 		{"migrate vm", "POST /api/v1/migrations", "project=p1", `{"vm":"web1","to":"h2"}`, func(ctx context.Context, c *Client) error {
 			return drop(c.MigrateVM(ctx, "p1", api.MigrationRequest{VM: "web1", To: "h2"}))
 		}},
@@ -191,6 +195,18 @@ func calls() []struct {
 		}},
 		{"remove disk", "DELETE /api/v1/vms/{name}/disks/{disk}", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.RemoveDisk(ctx, "p1", "web1", "data")) }},
 		{"console log", "GET /api/v1/vms/{name}/console/log", "project=p1&tail=100", "", func(ctx context.Context, c *Client) error { return drop(c.ConsoleLog(ctx, "p1", "web1", 100)) }},
+		{"resize disk", "PATCH /api/v1/vms/{name}/disks/{disk}", "project=p1", `{"size":2147483648}`, func(ctx context.Context, c *Client) error {
+			return drop(c.ResizeDisk(ctx, "p1", "web1", "root", 2*model.GiB))
+		}},
+		{"force stop", "POST /api/v1/vms/{name}/stop", "project=p1", `{"force":true}`, func(ctx context.Context, c *Client) error {
+			return drop(c.StopVMWith(ctx, "p1", "web1", api.VMStopRequest{Force: true}))
+		}},
+		{"list images", "GET /api/v1/images", "", "", func(ctx context.Context, c *Client) error { return drop(c.ListImages(ctx)) }},
+		{"get image", "GET /api/v1/images/{name}", "", "", func(ctx context.Context, c *Client) error { return drop(c.GetImage(ctx, "debian-12")) }},
+		{"import image", "POST /api/v1/images", "", `{"name":"debian-12","url":"https://example.test/d.qcow2"}`, func(ctx context.Context, c *Client) error {
+			return drop(c.ImportImageURL(ctx, api.ImageImportRequest{Name: "debian-12", URL: "https://example.test/d.qcow2"}))
+		}},
+		{"delete image", "DELETE /api/v1/images/{name}", "", "", func(ctx context.Context, c *Client) error { return c.DeleteImage(ctx, "debian-12") }},
 		{"console", "GET /api/v1/vms/{name}/console", "project=p1", "", func(ctx context.Context, c *Client) error {
 			conn, err := c.Console(ctx, "p1", "web1")
 			if err == nil {
@@ -198,6 +214,61 @@ func calls() []struct {
 			}
 			return nil // the route server answers no websocket; the request is what counts
 		}},
+		{"list networks", "GET /api/v1/networks", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.ListNetworks(ctx, "p1")) }},
+		{"create network", "POST /api/v1/networks", "project=p1", `{"name":"lan","spec":{"subnet":"10.1.0.0/24","mtu":1450}}`, func(ctx context.Context, c *Client) error {
+			return drop(c.CreateNetwork(ctx, "p1", api.NetworkCreateRequest{Name: "lan", Spec: model.NetworkSpec{Subnet: "10.1.0.0/24", MTU: 1450}}))
+		}},
+		{"get network", "GET /api/v1/networks/{name}", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.GetNetwork(ctx, "p1", "lan")) }},
+		{"delete network", "DELETE /api/v1/networks/{name}", "project=p1", "", func(ctx context.Context, c *Client) error { return c.DeleteNetwork(ctx, "p1", "lan") }},
+		{"list addresses", "GET /api/v1/networks/{name}/addresses", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.ListAddresses(ctx, "p1", "lan")) }},
+		{"allocate address", "POST /api/v1/networks/{name}/addresses", "project=p1", `{"owner":"lb/web"}`, func(ctx context.Context, c *Client) error {
+			return drop(c.AllocateAddress(ctx, "p1", "lan", api.AddressRequest{Owner: "lb/web"}))
+		}},
+		{"release address", "DELETE /api/v1/networks/{name}/addresses/{ip}", "owner=lb%2Fweb&project=p1", "", func(ctx context.Context, c *Client) error {
+			return c.ReleaseAddress(ctx, "p1", "lan", "10.1.0.5", "lb/web")
+		}},
+		{"list groups", "GET /api/v1/secgroups", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.ListSecurityGroups(ctx, "p1")) }},
+		{"create group", "POST /api/v1/secgroups", "project=p1", `{"name":"web"}`, func(ctx context.Context, c *Client) error {
+			return drop(c.CreateSecurityGroup(ctx, "p1", api.SecurityGroupCreateRequest{Name: "web"}))
+		}},
+		{"get group", "GET /api/v1/secgroups/{name}", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.GetSecurityGroup(ctx, "p1", "web")) }},
+		{"delete group", "DELETE /api/v1/secgroups/{name}", "project=p1", "", func(ctx context.Context, c *Client) error { return c.DeleteSecurityGroup(ctx, "p1", "web") }},
+		{"add rule", "POST /api/v1/secgroups/{name}/rules", "project=p1", `{"direction":"ingress","protocol":"tcp","portMin":80}`, func(ctx context.Context, c *Client) error {
+			return drop(c.AddRule(ctx, "p1", "web", model.Rule{Direction: "ingress", Protocol: "tcp", PortMin: 80}))
+		}},
+		{"delete rule", "DELETE /api/v1/secgroups/{name}/rules/{id}", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.DeleteRule(ctx, "p1", "web", "r1")) }},
+		{"add nic", "POST /api/v1/vms/{name}/nics", "project=p1", `{"network":"lan"}`, func(ctx context.Context, c *Client) error {
+			return drop(c.AddNIC(ctx, "p1", "web1", model.NIC{Network: "lan"}))
+		}},
+		{"patch nic", "PATCH /api/v1/vms/{name}/nics/{nic}", "project=p1", `{"qos":{"ingressKbps":1000}}`, func(ctx context.Context, c *Client) error {
+			return drop(c.PatchNIC(ctx, "p1", "web1", "nic0", api.NICPatchRequest{QoS: &model.NICQoS{IngressKbps: 1000}}))
+		}},
+		{"remove nic", "DELETE /api/v1/vms/{name}/nics/{nic}", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.RemoveNIC(ctx, "p1", "web1", "nic0")) }},
+		{"list lbs", "GET /api/v1/lbs", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.ListLBs(ctx, "p1")) }},
+		{"create lb", "POST /api/v1/lbs", "project=p1", `{"name":"web","spec":{"network":"","listen":0,"algorithm":"roundrobin","members":{},"healthCheck":{}}}`, func(ctx context.Context, c *Client) error {
+			return drop(c.CreateLB(ctx, "p1", api.LBCreateRequest{Name: "web", Spec: model.LBSpec{Algorithm: "roundrobin"}}))
+		}},
+		{"get lb", "GET /api/v1/lbs/{name}", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.GetLB(ctx, "p1", "web")) }},
+		{"patch lb", "PATCH /api/v1/lbs/{name}", "project=p1", `{"algorithm":"leastconn"}`, func(ctx context.Context, c *Client) error {
+			alg := "leastconn"
+			return drop(c.PatchLB(ctx, "p1", "web", api.LBPatchRequest{Algorithm: &alg}))
+		}},
+		{"delete lb", "DELETE /api/v1/lbs/{name}", "project=p1", "", func(ctx context.Context, c *Client) error { return c.DeleteLB(ctx, "p1", "web") }},
+		{"list scaling groups", "GET /api/v1/groups", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.ListGroups(ctx, "p1")) }},
+		{"create scaling group", "POST /api/v1/groups", "project=p1", `{"name":"web","spec":{"template":{"vcpus":0,"memory":0,"placement":{},"controls":{},"power":""},"min":1,"max":3}}`, func(ctx context.Context, c *Client) error {
+			return drop(c.CreateGroup(ctx, "p1", api.GroupCreateRequest{Name: "web", Spec: model.GroupSpec{Min: 1, Max: 3}}))
+		}},
+		{"get scaling group", "GET /api/v1/groups/{name}", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.GetGroup(ctx, "p1", "web")) }},
+		{"patch scaling group", "PATCH /api/v1/groups/{name}", "project=p1", `{"max":5}`, func(ctx context.Context, c *Client) error {
+			max := 5
+			return drop(c.PatchGroup(ctx, "p1", "web", api.GroupPatchRequest{Max: &max}))
+		}},
+		{"delete scaling group", "DELETE /api/v1/groups/{name}", "project=p1", "", func(ctx context.Context, c *Client) error { return c.DeleteGroup(ctx, "p1", "web") }},
+		{"list members", "GET /api/v1/cluster/members", "", "", func(ctx context.Context, c *Client) error { return drop(c.Members(ctx)) }},
+		{"add member", "POST /api/v1/cluster/members", "", `{"name":"s4","ttl":"2h"}`, func(ctx context.Context, c *Client) error {
+			return drop(c.AddMember(ctx, api.MemberAddRequest{Name: "s4", TTL: "2h"}))
+		}},
+		{"remove member", "DELETE /api/v1/cluster/members/{name}", "", "", func(ctx context.Context, c *Client) error { return c.RemoveMember(ctx, "s4") }},
 	}
 }
 

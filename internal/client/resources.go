@@ -249,6 +249,16 @@ func (c *Client) CreateJoinToken(ctx context.Context, req api.JoinTokenRequest) 
 	return &out, nil
 }
 
+// RekeyHost revokes a host's certificate and issues a join token that
+// joins that host alone, once.
+func (c *Client) RekeyHost(ctx context.Context, name string, req api.HostRekeyRequest) (*api.JoinTokenResponse, error) {
+	var out api.JoinTokenResponse
+	if err := c.do(ctx, http.MethodPost, api.Prefix+"/hosts/"+esc(name)+"/rekey", nil, req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // --- tokens ---
 
 // ListTokens lists bearer tokens (never their secrets). project narrows
@@ -282,11 +292,21 @@ func eventsQuery(since int64, project string) url.Values {
 	if since > 0 {
 		q.Set("since", strconv.FormatInt(since, 10))
 	}
-	if project != "" {
+	switch project {
+	case "":
+	case AllProjects:
+		q.Set("all-projects", "true")
+	default:
 		q.Set("project", project)
 	}
 	return q
 }
+
+// AllProjects, given as the project of ListEvents or FollowEvents, asks
+// for the events of every project (admins; other tokens are refused, as
+// with ListVMs' AllProjects). Project names are DNS labels, so it names
+// none.
+const AllProjects = "*"
 
 // ListEvents lists stored events whose ID is above since (0: all kept),
 // of one project when project is not empty.

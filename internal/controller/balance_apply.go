@@ -10,10 +10,12 @@ import (
 )
 
 // applyMoves starts one live migration per planned move (automatic
-// mode), through the migration machinery: a model.Migration stored with
-// state.CreateMigration under the leadership fence, which the migration
-// controller and the agents carry out. A VM that moved, is being deleted
-// or is already migrating is skipped (the next round plans again).
+// mode), through the gate: it re-checks the move with every placement
+// rule and stores the migration with its target's capacity held
+// (state.CreateHeldMigration) under the leadership fence; the migration
+// controller and the agents carry it out. A VM that moved, is being
+// deleted or is already migrating is skipped, a move the gate refuses is
+// counted (the next round plans again).
 func (r *reconciler) applyMoves(ctx context.Context, plan *model.BalancePlan) error {
 	var errs []error
 	r.c.mu.Lock()
@@ -40,8 +42,12 @@ func (r *reconciler) applyMoves(ctx context.Context, plan *model.BalancePlan) er
 		m := &model.Migration{Meta: model.Meta{Project: project}, VM: name, Source: mv.From, Target: mv.To, Mode: mode,
 			Options: opts, Spec: vm.Spec,
 			Explanation: &model.Explanation{Time: plan.Time, Chosen: mv.To, Summary: "balancer (" + plan.Policy + ", " + mv.Reason + "): " + mv.Detail}}
-		created, err := r.m.repo.CreateMigration(ctx, m, r.t.fence...)
+		created, err := r.gate.startMigration(ctx, m)
 		switch {
+		case errors.Is(err, ErrPlanRefused):
+			plan.Refused++
+			r.m.log.Info("the gate refused a balancer move", "vm", mv.VM, "to", mv.To, "why", refusal(err))
+			continue
 		case errors.Is(err, state.ErrMigrating), errors.Is(err, state.ErrMoved), errors.Is(err, state.ErrNotFound):
 			continue
 		case err != nil:

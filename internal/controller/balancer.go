@@ -8,6 +8,7 @@ import (
 
 	"github.com/vpool/vpool/internal/balance"
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/scheduler"
 	"github.com/vpool/vpool/internal/store"
 )
 
@@ -19,6 +20,17 @@ type balanceView struct {
 	snap  *balance.Snapshot
 	hosts []model.Host
 	vms   []*model.VM
+	// rules is the scheduler's view of the whole cluster (every host,
+	// every allocation) that the placement rules are checked on.
+	rules *scheduler.Snapshot
+	sched *scheduler.Scheduler
+}
+
+// moveCheck returns a fresh check of the placement rules by the planner's
+// indices (scheduler.MoveCheck: it satisfies balance.Feasibility), built
+// by scheduler.BalanceCheck as the simulator builds its own.
+func (bv *balanceView) moveCheck() *scheduler.MoveCheck {
+	return bv.sched.BalanceCheck(bv.rules, bv.hosts, bv.vms)
 }
 
 // balanceRound runs one balancing round when the interval has passed: it
@@ -26,14 +38,17 @@ type balanceView struct {
 // keeps the moves that fit the allocation limits, stores the plan with
 // its reasons, and in automatic mode applies it.
 func (r *reconciler) balanceRound(ctx context.Context) error {
-	set, _, err := LoadBalanceSettings(ctx, r.st)
+	set, _, err := LoadBalanceSettings(ctx, r.repo.Store())
 	if err != nil {
 		return err
 	}
-	g := r.green()
+	g := r.bal
 	now := r.now()
 	if set.Mode == model.BalanceOff || set.Mode == "" {
 		return nil
+	}
+	if err := r.loadBalanceHistory(ctx); err != nil {
+		return err
 	}
 	if !g.lastRound.IsZero() && now.Sub(g.lastRound) < set.Interval() {
 		return nil
@@ -43,13 +58,16 @@ func (r *reconciler) balanceRound(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := r.persistBalanceHistory(ctx); err != nil {
+		return err
+	}
 	var applyErr error
 	if set.Mode == model.BalanceAutomatic && len(plan.Moves) > 0 {
 		if applyErr = r.applyMoves(ctx, plan); applyErr != nil {
 			plan.Error = applyErr.Error()
 		}
 	}
-	ok, _, err := r.st.Txn(ctx, r.t.guard(), []store.Op{store.Put(store.BalancePlanKey, mustJSON(plan))})
+	ok, _, err := r.repo.Txn(ctx, nil, []store.Op{store.Put(store.BalancePlanKey, mustJSON(plan))})
 	if err != nil {
 		return fmt.Errorf("controller: store balance plan: %w", err)
 	}
@@ -59,16 +77,22 @@ func (r *reconciler) balanceRound(ctx context.Context) error {
 	return applyErr
 }
 
-// planBalance samples usage and plans one round (no I/O).
+// planBalance samples usage and plans one round (no I/O). The planner
+// consults the scheduler's placement rules through the snapshot's
+// feasibility hook, so it plans only moves the scheduler would allow.
 func (r *reconciler) planBalance(set model.BalanceSettings) (*model.BalancePlan, error) {
-	bv := r.balanceSnapshot(set)
+	bv, err := r.balanceSnapshot(set)
+	if err != nil {
+		return nil, err
+	}
+	bv.snap.Feasible = bv.moveCheck()
 	planner, err := balance.NewPlanner(set.Policy, 1)
 	if err != nil {
 		return nil, fmt.Errorf("controller: balance policy: %w", err)
 	}
 	out := &model.BalancePlan{Time: r.now(), Mode: set.Mode, Policy: set.Policy, Moves: []model.BalanceMove{}}
 	for _, vm := range bv.vms {
-		out.Samples = max(out.Samples, len(r.green().history[vm.Key()]))
+		out.Samples = max(out.Samples, len(r.bal.history[vm.Key()]))
 	}
 	var plan balance.Plan
 	if planner == nil {
@@ -80,13 +104,49 @@ func (r *reconciler) planBalance(set model.BalanceSettings) (*model.BalancePlan,
 		plan = planner.Plan(bv.snap)
 	}
 	out.Note = plan.Note
-	moves, dropped := r.feasibleMoves(bv, plan.Moves)
+	moves, dropped := feasibleMoves(bv, plan.Moves)
 	if dropped > 0 {
-		out.Note += fmt.Sprintf("; %d moves dropped (vCPU or memory allocation limits)", dropped)
+		out.Note += fmt.Sprintf("; %d moves dropped (placement rules)", dropped)
 	}
 	out.Moves = moves
 	out.Hosts = bv.hostLines(plan.Moves)
+	capPlan(out)
 	return out, nil
+}
+
+// Caps of a stored plan: it is one value, rewritten every round, and must
+// stay far below etcd's 1.5 MiB per value on any cluster.
+const (
+	maxPlanMoves = 500
+	maxPlanHosts = 200
+)
+
+// capPlan keeps at most maxPlanMoves moves (in plan order: the ones
+// applied first) and maxPlanHosts host lines — the hosts the kept moves
+// touch, then the busiest — and counts what it left out.
+func capPlan(p *model.BalancePlan) {
+	if len(p.Moves) > maxPlanMoves {
+		p.MovesOmitted = len(p.Moves) - maxPlanMoves
+		p.Moves = p.Moves[:maxPlanMoves]
+		p.Note += fmt.Sprintf("; %d more moves planned, not kept", p.MovesOmitted)
+	}
+	if len(p.Hosts) <= maxPlanHosts {
+		return
+	}
+	touched := map[string]bool{}
+	for _, m := range p.Moves {
+		touched[m.From], touched[m.To] = true, true
+	}
+	sort.SliceStable(p.Hosts, func(i, j int) bool {
+		ti, tj := touched[p.Hosts[i].Name], touched[p.Hosts[j].Name]
+		if ti != tj {
+			return ti
+		}
+		return p.Hosts[i].CPUPercent > p.Hosts[j].CPUPercent
+	})
+	p.HostsOmitted = len(p.Hosts) - maxPlanHosts
+	p.Hosts = p.Hosts[:maxPlanHosts]
+	sort.Slice(p.Hosts, func(i, j int) bool { return p.Hosts[i].Name < p.Hosts[j].Name })
 }
 
 // balanceSnapshot builds the planner's view from the cache and appends
@@ -94,15 +154,19 @@ func (r *reconciler) planBalance(set model.BalanceSettings) (*model.BalancePlan,
 // fully; other hosts that still hold VMs are in the snapshot as
 // maintenance (neither source nor target); empty hosts that are not
 // ready (standby, down) are left out.
-func (r *reconciler) balanceSnapshot(set model.BalanceSettings) *balanceView {
-	g := r.green()
+func (r *reconciler) balanceSnapshot(set model.BalanceSettings) (*balanceView, error) {
+	g := r.bal
 	snap, _ := r.c.snapshot()
+	rules, sched, err := schedulerView(snap)
+	if err != nil {
+		return nil, err
+	}
 	vms := r.c.vmList(func(vm *model.VM) bool { return vm.Status.Host != "" })
 	byHost := map[string][]*model.VM{}
 	for _, vm := range vms {
 		byHost[vm.Status.Host] = append(byHost[vm.Status.Host], vm)
 	}
-	bv := &balanceView{snap: &balance.Snapshot{Interval: float64(set.IntervalSeconds), MemoryCounts: true}}
+	bv := &balanceView{snap: &balance.Snapshot{Interval: float64(set.IntervalSeconds), MemoryCounts: true}, rules: rules, sched: sched}
 	seen := map[string]bool{}
 	for i := range snap.Hosts {
 		h := snap.Hosts[i]
@@ -122,7 +186,7 @@ func (r *reconciler) balanceSnapshot(set model.BalanceSettings) *balanceView {
 			seen[vm.Key()] = true
 			vmips := float64(max(vm.Spec.VCPUs, 1) * MIPSPerCPU)
 			u := min(max(vm.Status.Usage.CPUPercent/100/float64(max(vm.Spec.VCPUs, 1)), 0), 1)
-			hist := append([]float64{u}, g.history[vm.Key()]...)
+			hist := append([]float64{historySample(u)}, g.history[vm.Key()]...)
 			if len(hist) > balance.HistoryLength {
 				hist = hist[:balance.HistoryLength]
 			}
@@ -139,15 +203,27 @@ func (r *reconciler) balanceSnapshot(set model.BalanceSettings) *balanceView {
 			delete(g.history, k)
 		}
 	}
-	return bv
+	return bv, nil
+}
+
+// schedulerView builds the scheduler's snapshot of a controller Snapshot
+// (every host and allocation) and a scheduler for its policy, with
+// scheduler.ClusterView, as the simulator builds the server's view.
+func schedulerView(s *Snapshot) (*scheduler.Snapshot, *scheduler.Scheduler, error) {
+	sched, snap, err := scheduler.ClusterView(s.Policy, s.Hosts, s.Allocs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("controller: scheduler view for the balancer: %w", err)
+	}
+	return snap, sched, nil
 }
 
 // feasibleMoves turns planner moves into stored moves: a VM planned
-// twice moves once to its last target, moves back home vanish, and a
-// move whose target's allocation (vCPUs and memory × ratio) cannot take
-// the VM is dropped.
-func (r *reconciler) feasibleMoves(bv *balanceView, moves []balance.Move) ([]model.BalanceMove, int) {
-	snap, _ := r.c.snapshot()
+// twice moves once to its last target, moves back home vanish, and the
+// remaining moves are checked again, in order, with the scheduler's
+// rules (each seeing the ones before it); one that breaks a rule is
+// dropped.
+func feasibleMoves(bv *balanceView, moves []balance.Move) ([]model.BalanceMove, int) {
+	check := bv.moveCheck()
 	final := map[int]balance.Move{}
 	var order []int
 	for _, m := range moves {
@@ -173,12 +249,11 @@ func (r *reconciler) feasibleMoves(bv *balanceView, moves []balance.Move) ([]mod
 			continue
 		}
 		to := &bv.hosts[m.To]
-		a := snap.Allocs[to.Name]
-		if why := Fits(to, a, snap.Policy, &vm.Spec); why != "" {
+		if !check.Feasible(vi, m.To) {
 			dropped++
 			continue
 		}
-		snap.Allocs[to.Name] = allocAdd(a, to.Name, vm)
+		check.Hold(vi, m.To)
 		out = append(out, model.BalanceMove{VM: vm.Key(), From: bv.hosts[from].Name, To: to.Name, Reason: string(m.Reason),
 			Detail: bv.detail(m, vi, from), CPUPercent: round1(vm.Status.Usage.CPUPercent)})
 	}

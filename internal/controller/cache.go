@@ -23,9 +23,14 @@ import (
 //
 // Cached objects are immutable: updates replace pointers, and readers
 // copy before changing anything.
+//
+// Each control loop subscribes to the prefixes it acts on and is poked
+// (without blocking, coalesced) when one changes. The gate keeps its own
+// journal of the hosts whose host or allocation record changed.
 type cache struct {
-	log  *slog.Logger
-	kick chan struct{}
+	log *slog.Logger
+	// subs maps a prefix to the kick channels of the loops that follow it.
+	subs map[string][]chan struct{}
 
 	mu  sync.Mutex
 	vms map[string]*model.VM // by "project/name"
@@ -41,25 +46,46 @@ type cache struct {
 	// liveness, policy): a VM that did not fit at gen g is not retried
 	// until gen moves.
 	gen uint64
+	// gateDirty names hosts whose host or allocation record changed since
+	// the gate last synced; gateAll asks it to rebuild (a re-list, a host
+	// deleted, a new policy).
+	gateDirty map[string]bool
+	gateAll   bool
 }
 
 func newCache(log *slog.Logger) *cache {
 	return &cache{
-		log:     log,
-		kick:    make(chan struct{}, 1),
-		vms:     map[string]*model.VM{},
-		created: map[string]int64{},
-		hosts:   map[string]*model.Host{},
-		allocs:  map[string]model.Allocation{},
-		alive:   map[string]int64{},
-		policy:  model.DefaultPolicy(),
+		log:       log,
+		subs:      map[string][]chan struct{}{},
+		gateDirty: map[string]bool{},
+		vms:       map[string]*model.VM{},
+		created:   map[string]int64{},
+		hosts:     map[string]*model.Host{},
+		allocs:    map[string]model.Allocation{},
+		alive:     map[string]int64{},
+		policy:    model.DefaultPolicy(),
 	}
 }
 
-// poke wakes the reconcile loop without blocking.
-func (c *cache) poke() {
+// subscribe pokes kick whenever something under one of prefixes
+// changes. Call it before the reflectors start.
+func (c *cache) subscribe(kick chan struct{}, prefixes ...string) {
+	for _, p := range prefixes {
+		c.subs[p] = append(c.subs[p], kick)
+	}
+}
+
+// notify wakes the loops that follow prefix, without blocking.
+func (c *cache) notify(prefix string) {
+	for _, k := range c.subs[prefix] {
+		poke(k)
+	}
+}
+
+// poke signals a coalescing work queue of depth one.
+func poke(kick chan struct{}) {
 	select {
-	case c.kick <- struct{}{}:
+	case kick <- struct{}{}:
 	default:
 	}
 }
@@ -78,10 +104,19 @@ func (c *cache) sources() []source {
 			c.vms, c.created = map[string]*model.VM{}, map[string]int64{}
 			c.applyAll(kvs, c.applyVM)
 		}, c.applyVM},
-		{store.HostsPrefix, func(kvs []store.KV) { c.hosts = map[string]*model.Host{}; c.applyAll(kvs, c.applyHost) }, c.applyHost},
-		{store.AllocPrefix, func(kvs []store.KV) { c.allocs = map[string]model.Allocation{}; c.applyAll(kvs, c.applyAlloc) }, c.applyAlloc},
+		{store.HostsPrefix, func(kvs []store.KV) {
+			c.hosts, c.gateAll = map[string]*model.Host{}, true
+			c.applyAll(kvs, c.applyHost)
+		}, c.applyHost},
+		{store.AllocPrefix, func(kvs []store.KV) {
+			c.allocs, c.gateAll = map[string]model.Allocation{}, true
+			c.applyAll(kvs, c.applyAlloc)
+		}, c.applyAlloc},
 		{store.AlivePrefix, func(kvs []store.KV) { c.alive = map[string]int64{}; c.applyAll(kvs, c.applyAlive) }, c.applyAlive},
-		{store.PolicyKey, func(kvs []store.KV) { c.policy, c.polRev = model.DefaultPolicy(), 0; c.applyAll(kvs, c.applyPolicy) }, c.applyPolicy},
+		{store.PolicyKey, func(kvs []store.KV) {
+			c.policy, c.polRev, c.gateAll = model.DefaultPolicy(), 0, true
+			c.applyAll(kvs, c.applyPolicy)
+		}, c.applyPolicy},
 	}
 }
 
@@ -112,7 +147,7 @@ func (c *cache) reflect(ctx context.Context, st store.Store, src source, synced 
 			synced()
 			synced = nil
 		}
-		c.poke()
+		c.notify(src.prefix)
 		if err := c.watch(ctx, st, src, rev+1); err != nil {
 			if errors.Is(err, store.ErrClosed) {
 				return err
@@ -138,7 +173,7 @@ func (c *cache) watch(ctx context.Context, st store.Store, src source, from int6
 			src.apply(ev)
 		}
 		c.mu.Unlock()
-		c.poke()
+		c.notify(src.prefix)
 	}
 	return nil
 }
@@ -192,8 +227,10 @@ func (c *cache) applyHost(ev store.WatchEvent) {
 	c.gen++
 	if ev.Type == store.EventDelete {
 		delete(c.hosts, name)
+		c.gateAll = true
 		return
 	}
+	c.gateDirty[name] = true
 	h, err := state.DecodeHost(ev.KV)
 	if err != nil {
 		c.log.Warn("skipping undecodable host", "err", err)
@@ -210,6 +247,7 @@ func (c *cache) applyAlloc(ev store.WatchEvent) {
 		return
 	}
 	c.gen++
+	c.gateDirty[name] = true
 	if ev.Type == store.EventDelete {
 		delete(c.allocs, name)
 		return
@@ -243,7 +281,7 @@ func (c *cache) applyPolicy(ev store.WatchEvent) {
 		return
 	}
 	c.gen++
-	c.polRev = ev.Rev
+	c.polRev, c.gateAll = ev.Rev, true
 	if ev.Type == store.EventDelete {
 		c.policy = model.DefaultPolicy()
 		return
@@ -267,6 +305,18 @@ func (c *cache) putVM(vm *model.VM, rev int64) {
 	c.vms[vm.Key()] = vm
 }
 
+// putHost records a host read directly at its revision (h.Revision).
+func (c *cache) putHost(h *model.Host) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, ok := c.hosts[h.Name]; ok && old.Revision >= h.Revision {
+		return
+	}
+	c.gen++
+	c.hosts[h.Name] = h
+	c.gateDirty[h.Name] = true
+}
+
 // putAlloc records an allocation this process just wrote at rev.
 func (c *cache) putAlloc(a model.Allocation, rev int64) {
 	c.mu.Lock()
@@ -277,6 +327,7 @@ func (c *cache) putAlloc(a model.Allocation, rev int64) {
 	c.gen++
 	a.Revision = rev
 	c.allocs[a.Host] = a
+	c.gateDirty[a.Host] = true
 }
 
 // putPolicy records a policy read directly at rev (after a placement
@@ -288,7 +339,14 @@ func (c *cache) putPolicy(p model.Policy, rev int64) {
 		return
 	}
 	c.gen++
-	c.policy, c.polRev = p, rev
+	c.policy, c.polRev, c.gateAll = p, rev, true
+}
+
+// policyOf returns the cached policy and its revision.
+func (c *cache) policyOf() (model.Policy, int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.policy, c.polRev
 }
 
 // snapshot returns the placement view: hosts sorted by name, allocations,

@@ -44,7 +44,7 @@ func (r *reconciler) cleanup(ctx context.Context) error {
 		default:
 			continue
 		}
-		if err := r.m.repo.FinishDeleteVM(ctx, vm.Project, vm.Name); err != nil {
+		if err := r.repo.FinishDeleteVM(ctx, vm.Project, vm.Name); err != nil {
 			errs = append(errs, fmt.Errorf("controller: finish deleting %s: %w", vm.Key(), err))
 			continue
 		}
@@ -61,7 +61,7 @@ func (r *reconciler) compactEvents(ctx context.Context) error {
 	if !r.lastCompact.IsZero() && now.Sub(r.lastCompact) < r.m.cfg.CompactInterval {
 		return nil
 	}
-	kvs, _, err := r.st.List(ctx, store.EventsPrefix)
+	kvs, _, err := r.repo.Store().List(ctx, store.EventsPrefix)
 	if err != nil {
 		return fmt.Errorf("controller: list events: %w", err)
 	}
@@ -76,7 +76,7 @@ func (r *reconciler) compactEvents(ctx context.Context) error {
 	}
 	for len(ops) > 0 {
 		n := min(len(ops), eventDeleteBatch)
-		if _, _, err := r.st.Txn(ctx, r.t.guard(), ops[:n]); err != nil {
+		if _, _, err := r.repo.Txn(ctx, nil, ops[:n]); err != nil {
 			return fmt.Errorf("controller: compact events: %w", err)
 		}
 		ops = ops[n:]
@@ -92,19 +92,28 @@ func (r *reconciler) compactEvents(ctx context.Context) error {
 // MigrationRetention, and all but the newest MaxMigrations finished ones,
 // so that the migration controller's passes stay short. A migration whose
 // leftover clean-up the host has not confirmed yet is kept: the agent
-// still needs it.
+// still needs it — unless that host was deleted, which will never
+// confirm anything.
 func (r *reconciler) pruneMigrations(ctx context.Context, now time.Time) error {
-	migs, _, err := r.m.repo.ListMigrations(ctx, "")
+	migs, _, err := r.repo.ListMigrations(ctx, "")
 	if err != nil {
 		return fmt.Errorf("controller: list migrations: %w", err)
 	}
+	hosts, _, err := r.repo.ListHosts(ctx)
+	if err != nil {
+		return fmt.Errorf("controller: list hosts: %w", err)
+	}
+	known := make(map[string]bool, len(hosts))
+	for _, h := range hosts {
+		known[h.Name] = true
+	}
 	var done []*model.Migration
 	for _, m := range migs {
-		cleaned := m.TargetCleaned
+		cleaned, confirmer := m.TargetCleaned, m.Target
 		if m.Phase == model.MigrationCompleted {
-			cleaned = m.SourceCleaned
+			cleaned, confirmer = m.SourceCleaned, m.Source
 		}
-		if m.Phase.Final() && m.FinishedAt != nil && cleaned {
+		if m.Phase.Final() && m.FinishedAt != nil && (cleaned || !known[confirmer]) {
 			done = append(done, m)
 		}
 	}
@@ -119,7 +128,7 @@ func (r *reconciler) pruneMigrations(ctx context.Context, now time.Time) error {
 	}
 	for len(ops) > 0 {
 		n := min(len(ops), eventDeleteBatch)
-		if _, _, err := r.st.Txn(ctx, r.t.guard(), ops[:n]); err != nil {
+		if _, _, err := r.repo.Txn(ctx, nil, ops[:n]); err != nil {
 			return fmt.Errorf("controller: prune migrations: %w", err)
 		}
 		ops = ops[n:]

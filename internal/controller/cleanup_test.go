@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/state"
 	"github.com/vpool/vpool/internal/store"
 )
 
@@ -114,7 +115,7 @@ func TestEventCompaction(t *testing.T) {
 			cfg := e.config("a", nil)
 			cfg.MaxEvents, cfg.MaxEventAge = tt.maxEvents, tt.maxAge
 			m := New(cfg)
-			r := newReconciler(m, &term{}, newCache(m.log))
+			r := newReconciler(m, m.newTerm(), newCache(m.log))
 			if err := r.compactEvents(context.Background()); err != nil {
 				t.Fatal(err)
 			}
@@ -142,9 +143,9 @@ func TestCompactionIsFencedByLeadership(t *testing.T) {
 	cfg.MaxEvents = 1
 	m := New(cfg)
 	// a term whose leader key is long gone: its writes must not land
-	r := newReconciler(m, &term{fence: []store.Cond{store.IfRev(store.LeaderKey, 12345)}}, newCache(m.log))
-	if err := r.compactEvents(context.Background()); err != nil {
-		t.Fatal(err)
+	r := newReconciler(m, m.newTerm(store.IfRev(store.LeaderKey, 12345)), newCache(m.log))
+	if err := r.compactEvents(context.Background()); !errors.Is(err, state.ErrNotLeader) {
+		t.Fatalf("err = %v, want ErrNotLeader", err)
 	}
 	if n := len(e.events("")); n != 10 {
 		t.Errorf("a deposed leader compacted events: %d left, want 10", n)
@@ -167,9 +168,11 @@ func (e *env) clearEvents() {
 
 func TestMigrationPruning(t *testing.T) {
 	e := newEnv(t)
+	e.addHost("h0", 4, 4*model.GiB, nil)
+	e.addHost("h1", 4, 4*model.GiB, nil)
 	now := e.clock.Now()
 	put := func(id string, phase model.MigrationPhase, finishedAgo time.Duration, cleaned bool) {
-		m := model.Migration{Meta: model.Meta{Name: id, Project: "default"}, VM: "v", Phase: phase}
+		m := model.Migration{Meta: model.Meta{Name: id, Project: "default"}, VM: "v", Source: "h0", Target: "h1", Phase: phase}
 		if phase.Final() {
 			at := now.Add(-finishedAgo)
 			m.FinishedAt = &at
@@ -192,11 +195,11 @@ func TestMigrationPruning(t *testing.T) {
 	cfg := e.config("a", nil)
 	cfg.MaxMigrations = 3
 	m := New(cfg)
-	r := newReconciler(m, &term{}, newCache(m.log))
+	r := newReconciler(m, m.newTerm(), newCache(m.log))
 	if err := r.compactEvents(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	migs, _, err := m.repo.ListMigrations(context.Background(), "")
+	migs, _, err := e.repo.ListMigrations(context.Background(), "")
 	if err != nil {
 		t.Fatal(err)
 	}

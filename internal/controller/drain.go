@@ -33,7 +33,7 @@ func (x *migrator) drains(ctx context.Context, alive map[string]bool) error {
 	if len(draining) == 0 {
 		return nil
 	}
-	snap, err := NewDryRunner(x.m.cfg.Store, nil, x.now).snapshot(ctx)
+	snap, err := newDryRunner(x.repo, nil, x.now).snapshot(ctx)
 	if err != nil {
 		return err
 	}
@@ -95,10 +95,14 @@ func (x *migrator) drainHost(ctx context.Context, h *model.Host, snap *Snapshot,
 		if err != nil {
 			return err
 		}
-		mg, err := x.repo.CreateMigration(ctx, &model.Migration{
+		mg, err := x.gate.startMigration(ctx, &model.Migration{
 			Meta: model.Meta{Project: vm.Project}, VM: vm.Name, VMUID: vm.UID, Source: h.Name, Target: c.Target, Mode: c.Mode,
 			Options: opts, Spec: vm.Spec, Drain: h.Name, Explanation: c.Explanation,
-		}, x.fence()...)
+		})
+		if errors.Is(err, ErrPlanRefused) {
+			blocked = append(blocked, model.DrainBlocked{VM: vm.Key(), Reason: refusal(err)})
+			continue
+		}
 		if errors.Is(err, state.ErrMigrating) || errors.Is(err, state.ErrMoved) {
 			continue // changed meanwhile: the next pass sees it
 		}

@@ -23,6 +23,11 @@ type DryRunner struct {
 // exhaustive SchedulerPlacer of its own (never share the controller's: a
 // dry run would throw away its cached snapshot). clock nil means time.Now.
 func NewDryRunner(st store.Store, placer Placer, clock func() time.Time) *DryRunner {
+	return newDryRunner(state.New(st, clock), placer, clock)
+}
+
+// newDryRunner reads through repo (a controller's: the term's).
+func newDryRunner(repo *state.Repo, placer Placer, clock func() time.Time) *DryRunner {
 	if placer == nil {
 		sp := NewSchedulerPlacer()
 		sp.Exhaustive = true
@@ -31,7 +36,7 @@ func NewDryRunner(st store.Store, placer Placer, clock func() time.Time) *DryRun
 	if clock == nil {
 		clock = time.Now
 	}
-	return &DryRunner{repo: state.New(st, clock), placer: placer, now: clock}
+	return &DryRunner{repo: repo, placer: placer, now: clock}
 }
 
 // Place implements the server's dry-run Placer.

@@ -4,20 +4,37 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/vpool/vpool/internal/state"
 	"github.com/vpool/vpool/internal/store"
 )
 
-// term is one leadership term. Fence is a transaction guard that holds
-// only while the term lasts (the leader key is still the one this term
-// wrote), so a deposed leader that has not noticed yet cannot commit.
+// term is one leadership term. Its fence is a transaction guard that
+// holds only while the term lasts (the leader key is still the one this
+// term wrote), and repo — the only way the term's controllers write —
+// attaches it to every transaction (state.Repo.Term), so a deposed leader
+// that has not noticed yet cannot commit anything.
 type term struct {
 	fence []store.Cond
+	repo  *state.Repo
+	once  sync.Once
+	// lost is closed when a write found the term over (ErrNotLeader):
+	// the controllers stop and the manager campaigns again.
+	lost chan struct{}
 }
 
-func (t *term) guard(conds ...store.Cond) []store.Cond {
-	return append(append([]store.Cond(nil), t.fence...), conds...)
+// newTerm starts a term fenced by fence (none: NoElection).
+func (m *Manager) newTerm(fence ...store.Cond) *term {
+	return &term{fence: fence, repo: state.New(m.cfg.Store, m.cfg.Clock).Term(fence...), lost: make(chan struct{})}
+}
+
+// check ends the term when err says another server leads now.
+func (t *term) check(err error) {
+	if errors.Is(err, state.ErrNotLeader) {
+		t.once.Do(func() { close(t.lost) })
+	}
 }
 
 func (m *Manager) leaseSeconds() int64 {
@@ -68,6 +85,9 @@ func (m *Manager) follow(ctx context.Context) error {
 	m.log.Debug("following", "leader", string(kv.Value))
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if m.cfg.LeaderGone != nil {
+		go m.deposeIfGone(wctx, string(kv.Value), kv.ModRev)
+	}
 	for resp := range m.cfg.Store.Watch(wctx, store.LeaderKey, kv.ModRev+1) {
 		if resp.Err != nil {
 			// Compacted or broken: campaign again, which re-reads.
@@ -93,13 +113,17 @@ func (m *Manager) lead(ctx context.Context, lease store.LeaseID, rev int64) erro
 
 	tctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	t := &term{fence: []store.Cond{store.IfRev(store.LeaderKey, rev)}}
+	t := m.newTerm(store.IfRev(store.LeaderKey, rev))
 	go func() { done <- m.runControllers(tctx, t) }()
 
 	why, err := m.holdLease(tctx, lease, rev, done)
+	stopped := why == "controllers stopped" // done was read
+	if errors.Is(err, state.ErrNotLeader) {
+		why, err = "deposed: a write found another leader", nil
+	}
 	m.leading.Store(false)
 	cancel()
-	if why != "controllers stopped" {
+	if !stopped {
 		if cerr := <-done; err == nil && cerr != nil && !errors.Is(cerr, context.Canceled) {
 			err = cerr
 		}
@@ -166,4 +190,47 @@ func leaderKeyLost(resp store.WatchResponse, rev int64) bool {
 		}
 	}
 	return false
+}
+
+// Probing a leader's server (Config.LeaderGone): how often, and how many
+// answers "gone" in a row end its term.
+const (
+	leaderProbeEvery   = 200 * time.Millisecond
+	leaderProbeStrikes = 2
+)
+
+// deposeIfGone ends the term of leader (its key at rev) once its server
+// is gone for sure, by deleting the leader key: every follower's watch
+// then sees it vanish and campaigns. It returns when ctx ends.
+func (m *Manager) deposeIfGone(ctx context.Context, leader string, rev int64) {
+	tick := time.NewTicker(leaderProbeEvery)
+	defer tick.Stop()
+	strikes := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if !m.cfg.LeaderGone(ctx, leader) {
+			strikes = 0
+			continue
+		}
+		if strikes++; strikes < leaderProbeStrikes {
+			continue
+		}
+		// A proposal made while raft elects (the gone server may have led
+		// it) is dropped, and the call would wait out its deadline: try
+		// again soon instead.
+		dctx, cancel := context.WithTimeout(ctx, time.Second)
+		ok, _, err := m.cfg.Store.Txn(dctx, []store.Cond{store.IfRev(store.LeaderKey, rev)}, []store.Op{store.Delete(store.LeaderKey)})
+		cancel()
+		if err == nil {
+			if ok {
+				m.log.Warn("the leader's server is gone: its term ends now, without waiting for its lease", "leader", leader)
+			}
+			return
+		}
+		m.log.Debug("depose a gone leader", "leader", leader, "err", err)
+	}
 }

@@ -2,14 +2,13 @@ package controller
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/vpool/vpool/internal/energy"
 	"github.com/vpool/vpool/internal/model"
-	"github.com/vpool/vpool/internal/store"
+	"github.com/vpool/vpool/internal/state"
 )
 
 // maxEnergyGap is the longest interval booked at once: a longer gap
@@ -26,15 +25,23 @@ const minEnergyStep = time.Second
 // host's energy is attributed to its VMs by their CPU use (evenly when
 // all are idle) and through them to projects. The ledger is written to
 // the store every EnergyPersistInterval and read back when a term
-// starts, so it survives restarts and leader changes.
+// starts, so it survives restarts and leader changes. It is stored split
+// (a record per host and per project), and what was deleted is folded
+// away, so no stored value grows with the cluster's history.
 func (r *reconciler) energyStep(ctx context.Context) error {
-	g := r.green()
+	g := r.nrg
 	now := r.now()
 	if !g.loaded {
 		if err := r.loadLedger(ctx); err != nil {
 			return err
 		}
 		g.loaded, g.lastEnergy = true, now
+		// What the previous leader booked after its last persist died
+		// with it: book again from then, at today's draw (at most
+		// maxEnergyGap), so that a failover leaves no hole.
+		if at := g.persistedAt; !at.IsZero() && at.Before(now) {
+			g.lastEnergy = at
+		}
 		hosts, _ := r.c.hostView()
 		for i := range hosts {
 			g.lastUtil[hosts[i].Name] = hostUtil(&hosts[i])
@@ -55,7 +62,7 @@ func (r *reconciler) energyStep(ctx context.Context) error {
 
 // bookEnergy books seconds of every host's draw.
 func (r *reconciler) bookEnergy(seconds float64) {
-	g := r.green()
+	g := r.nrg
 	hosts, _ := r.c.hostView()
 	vms := r.c.vmList(func(vm *model.VM) bool { return vm.Status.Host != "" && vm.Status.Phase == model.PhaseRunning })
 	shares := map[string][]energy.Share{}
@@ -82,54 +89,138 @@ func (r *reconciler) bookEnergy(seconds float64) {
 	}
 }
 
+// loadLedger reads the stored ledger back when a term starts.
 func (r *reconciler) loadLedger(ctx context.Context) error {
-	g := r.green()
-	kv, err := r.st.Get(ctx, store.EnergyKey)
-	if errors.Is(err, store.ErrNotFound) {
-		g.ledger, g.ledgerSince = &energy.Ledger{}, r.now()
-		return nil
-	}
+	g := r.nrg
+	rec, written, found, err := r.repo.ReadEnergy(ctx)
 	if err != nil {
-		return fmt.Errorf("controller: read energy ledger: %w", err)
+		r.m.log.Warn("energy ledger unreadable; starting a new one", "err", err)
+		rec, written, found = state.EnergyRecords{}, map[string][]byte{}, false
 	}
-	var rec model.EnergyLedger
-	if err := json.Unmarshal(kv.Value, &rec); err != nil {
-		r.m.log.Warn("energy ledger undecodable; starting a new one", "err", err)
+	g.written, g.deletedVMs = written, map[string]float64{}
+	if !found {
 		g.ledger, g.ledgerSince = &energy.Ledger{}, r.now()
 		return nil
 	}
-	g.ledger = energy.RestoreLedger(energy.LedgerState{Hosts: rec.HostJ, VMs: rec.VMJ, Projects: rec.ProjectJ, Total: rec.TotalJ})
-	g.ledgerSince = rec.Since
+	ls := energy.LedgerState{Hosts: map[string]float64{}, VMs: map[string]float64{}, Projects: map[string]float64{}, Total: rec.Meta.TotalJ}
+	for h, hr := range rec.Hosts {
+		ls.Hosts[h] = hr.Joules
+		for vm, j := range hr.VMs {
+			ls.VMs[vm] += j
+		}
+	}
+	for p, pr := range rec.Projects {
+		ls.Projects[p] = pr.Joules
+		for vm, j := range pr.VMs {
+			ls.VMs[vm] += j
+		}
+		if pr.DeletedVMsJ > 0 {
+			g.deletedVMs[p] = pr.DeletedVMsJ
+		}
+	}
+	g.ledger, g.ledgerSince, g.persistedAt = energy.RestoreLedger(ls), rec.Meta.Since, rec.Meta.At
+	g.deletedHosts, g.deletedProjects = rec.Meta.DeletedHostsJ, rec.Meta.DeletedProjectsJ
 	return nil
 }
 
-// EnergyRecord renders a ledger for storing.
-func energyRecord(l *energy.Ledger, since, at time.Time, hosts []model.Host) model.EnergyLedger {
-	s := l.State()
-	rec := model.EnergyLedger{Since: since, At: at, TotalJ: s.Total, HostJ: s.Hosts, VMJ: s.VMs, ProjectJ: s.Projects,
-		Hosts: make(map[string]model.EnergyHost, len(hosts))}
-	for i := range hosts {
-		h := &hosts[i]
-		m := HostPowerModel(h)
-		w := 0.0
-		switch {
-		case hostOn(h):
-			w = m.Power(hostUtil(h))
-		case h.State == model.HostStandby:
-			w = m.Standby()
-		}
-		rec.Hosts[h.Name] = model.EnergyHost{State: h.State, PowerModel: m.Name(), Watts: round1(w), CPUPercent: round1(h.Usage.CPUPercent)}
+// hostPower is a host's power now, as the ledger shows it.
+func hostPower(h *model.Host) model.EnergyHost {
+	m := HostPowerModel(h)
+	w := 0.0
+	switch {
+	case hostOn(h):
+		w = m.Power(hostUtil(h))
+	case h.State == model.HostStandby:
+		w = m.Standby()
 	}
-	return rec
+	return model.EnergyHost{State: h.State, PowerModel: m.Name(), Watts: round1(w), CPUPercent: round1(h.Usage.CPUPercent)}
 }
 
+// fold forgets, in the ledger, the VMs, hosts and projects that no longer
+// exist: a deleted VM's energy stays in its project (DeletedVMsJ), a
+// deleted host's or project's in the header. It keeps the ledger, and
+// every stored value, as large as the cluster is now.
+func (g *energyState) fold(ls *energy.LedgerState, vms map[string]string, hosts, projects map[string]bool) {
+	for vm, j := range ls.VMs {
+		if _, live := vms[vm]; !live {
+			p, _, _ := strings.Cut(vm, "/")
+			g.deletedVMs[p] += j
+			delete(ls.VMs, vm)
+		}
+	}
+	for h, j := range ls.Hosts {
+		if !hosts[h] {
+			g.deletedHosts += j
+			delete(ls.Hosts, h)
+		}
+	}
+	for p, j := range ls.Projects {
+		if !projects[p] {
+			g.deletedProjects += j
+			delete(ls.Projects, p)
+			delete(g.deletedVMs, p)
+		}
+	}
+}
+
+// persistLedger folds what no longer exists and writes the records that
+// changed (state.WriteEnergy): one per host (its draw and the energy of
+// the VMs on it), one per project, and the header.
 func (r *reconciler) persistLedger(ctx context.Context) error {
-	g := r.green()
+	g := r.nrg
 	hosts, _ := r.c.hostView()
-	rec := energyRecord(g.ledger, g.ledgerSince, r.now(), hosts)
-	if _, _, err := r.st.Txn(ctx, r.t.guard(), []store.Op{store.Put(store.EnergyKey, mustJSON(rec))}); err != nil {
+	ps, err := r.repo.ListProjects(ctx)
+	if err != nil {
+		return err
+	}
+	projects := make(map[string]bool, len(ps))
+	for _, p := range ps {
+		projects[p.Name] = true
+	}
+	vms := map[string]string{}
+	for _, vm := range r.c.vmList(func(*model.VM) bool { return true }) {
+		vms[vm.Key()] = vm.Status.Host
+	}
+	known := make(map[string]bool, len(hosts))
+	for i := range hosts {
+		known[hosts[i].Name] = true
+	}
+	ls := g.ledger.State()
+	g.fold(&ls, vms, known, projects)
+	g.ledger = energy.RestoreLedger(ls)
+	rec := state.EnergyRecords{Meta: model.EnergyMeta{Since: g.ledgerSince, At: r.now(), TotalJ: ls.Total,
+		DeletedHostsJ: g.deletedHosts, DeletedProjectsJ: g.deletedProjects},
+		Hosts: make(map[string]model.EnergyHostRecord, len(hosts)), Projects: make(map[string]model.EnergyProjectRecord, len(ls.Projects))}
+	for i := range hosts {
+		rec.Hosts[hosts[i].Name] = model.EnergyHostRecord{Joules: ls.Hosts[hosts[i].Name], EnergyHost: hostPower(&hosts[i])}
+	}
+	for p, j := range ls.Projects {
+		rec.Projects[p] = model.EnergyProjectRecord{Joules: j, DeletedVMsJ: g.deletedVMs[p]}
+	}
+	for vm, j := range ls.VMs {
+		if hr, ok := rec.Hosts[vms[vm]]; ok {
+			hr.VMs = addJoules(hr.VMs, vm, j)
+			rec.Hosts[vms[vm]] = hr
+			continue
+		}
+		p, _, _ := strings.Cut(vm, "/")
+		pr := rec.Projects[p]
+		pr.VMs = addJoules(pr.VMs, vm, j)
+		rec.Projects[p] = pr
+	}
+	written, err := r.repo.WriteEnergy(ctx, rec, g.written)
+	g.written = written
+	if err != nil {
 		return fmt.Errorf("controller: store energy ledger: %w", err)
 	}
 	g.lastPersist = r.now()
 	return nil
+}
+
+func addJoules(m map[string]float64, k string, j float64) map[string]float64 {
+	if m == nil {
+		m = map[string]float64{}
+	}
+	m[k] += j
+	return m
 }

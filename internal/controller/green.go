@@ -21,29 +21,46 @@ const MIPSPerCPU = 1000
 // to the store.
 const DefaultEnergyPersistInterval = time.Minute
 
-// greenState is what the balancer, power and energy controllers keep in
-// memory on the leader, for one leadership term.
-type greenState struct {
+// The balancer, power and energy controllers keep some memory on the
+// leader, for one leadership term, each its own (they run on their own
+// goroutines).
+
+// balanceState is the balancer's memory.
+type balanceState struct {
 	// history holds each VM's CPU utilisation samples (fractions of its
 	// vCPUs), most recent first, one per balancing round.
 	history   map[string][]float64
 	lastRound time.Time
+	// loaded says the stored history was read this term; written is what
+	// the store holds, by key (balance_history.go).
+	loaded  bool
+	written map[string][]byte
+}
+
+// powerState is the power controller's memory.
+type powerState struct {
 	// emptySince is when each host was first seen on and empty.
 	emptySince map[string]time.Time
+}
 
+// energyState is the energy controller's memory.
+type energyState struct {
 	ledger      *energy.Ledger
 	ledgerSince time.Time
 	loaded      bool
 	lastEnergy  time.Time
 	lastUtil    map[string]float64
 	lastPersist time.Time
-}
-
-func (r *reconciler) green() *greenState {
-	if r.g == nil {
-		r.g = &greenState{history: map[string][]float64{}, emptySince: map[string]time.Time{}, lastUtil: map[string]float64{}}
-	}
-	return r.g
+	// persistedAt is when the ledger read at the term's start was
+	// written (its header's At).
+	persistedAt time.Time
+	// written is what the store holds (state.WriteEnergy writes only
+	// what changed); the folded energy of deleted VMs per project, of
+	// deleted hosts and of deleted projects.
+	written         map[string][]byte
+	deletedVMs      map[string]float64
+	deletedHosts    float64
+	deletedProjects float64
 }
 
 // LoadBalanceSettings reads the balancing settings, or the defaults when

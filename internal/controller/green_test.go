@@ -61,7 +61,7 @@ func (g *greenEnv) restart() {
 	cfg := g.config("s1", nil)
 	cfg.Power = g.power
 	m := New(cfg)
-	g.r = newReconciler(m, &term{}, newCache(m.log))
+	g.r = newReconciler(m, m.newTerm(), newCache(m.log))
 	g.r.repaired = true
 }
 
@@ -181,13 +181,13 @@ func TestBalancerRecommendsRelievingAndConsolidating(t *testing.T) {
 	}
 	// h1 is overloaded: 4 VMs of 2 vCPUs ask 4.4 CPUs of 4.
 	for _, n := range []string{"a1", "a2", "a3", "a4"} {
-		g.placeVM(n, "h1", 2, 110)
+		g.putVM(n, "h1", 2, 110, nil)
 	}
 	// h2 is busy but fine; h3 and h4 carry one light VM each.
-	g.placeVM("b1", "h2", 2, 120)
-	g.placeVM("b2", "h2", 2, 80)
-	g.placeVM("c1", "h3", 1, 15)
-	g.placeVM("d1", "h4", 1, 10)
+	g.putVM("b1", "h2", 2, 120, nil)
+	g.putVM("b2", "h2", 2, 80, nil)
+	g.putVM("c1", "h3", 1, 15, nil)
+	g.putVM("d1", "h4", 1, 10, nil)
 	g.syncHostUsage()
 
 	g.must(g.r.balanceRound)
@@ -263,9 +263,9 @@ func TestBalancerAutomaticStartsMigrations(t *testing.T) {
 	g := newGreenEnv(t, s)
 	g.addHost("h1", 2, 16*model.GiB, nil)
 	g.addHost("h2", 2, 16*model.GiB, nil)
-	g.placeVM("a1", "h1", 2, 150)
-	g.placeVM("a2", "h1", 2, 150)
-	g.placeVM("b1", "h2", 1, 5)
+	g.putVM("a1", "h1", 2, 150, nil)
+	g.putVM("a2", "h1", 2, 150, nil)
+	g.putVM("b1", "h2", 1, 5, nil)
 	g.syncHostUsage()
 	g.must(g.r.balanceRound)
 	p := g.plan()
@@ -453,14 +453,11 @@ func TestEnergyLedgerHandChecked(t *testing.T) {
 	}
 }
 
+// ledger reads the stored energy ledger as the API server does.
 func (g *greenEnv) ledger() model.EnergyLedger {
 	g.t.Helper()
-	kv, err := g.st.Get(context.Background(), store.EnergyKey)
+	rec, err := g.repo.EnergyLedger(context.Background())
 	if err != nil {
-		g.t.Fatal(err)
-	}
-	var rec model.EnergyLedger
-	if err := json.Unmarshal(kv.Value, &rec); err != nil {
 		g.t.Fatal(err)
 	}
 	return rec

@@ -38,7 +38,7 @@ func (r *reconciler) liveness(ctx context.Context) error {
 // setHostState moves a host from one state to another if it is still in
 // from; state.UpdateHost writes the host.down / host.up event with it.
 func (r *reconciler) setHostState(ctx context.Context, name string, from, to model.HostState) error {
-	_, err := r.m.repo.UpdateHost(ctx, name, func(h *model.Host) error {
+	_, err := r.repo.UpdateHost(ctx, name, func(h *model.Host) error {
 		if h.State != from {
 			return state.ErrSkip
 		}

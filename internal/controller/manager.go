@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/vpool/vpool/internal/state"
 	"github.com/vpool/vpool/internal/store"
 )
 
@@ -74,6 +73,17 @@ type Config struct {
 	// EnergyPersistInterval is how often the energy ledger is written to
 	// the store (default 1 minute).
 	EnergyPersistInterval time.Duration
+
+	// VMUsage is where the scaling groups' controller reads members'
+	// CPU use (nil: the usage agents report into VM records).
+	VMUsage VMUsage
+	// LeaderGone, when set, tells whether the server named leader is gone
+	// for sure (its process exited: etcdstore.Store.MemberGone). A
+	// follower that hears so twice in a row ends the dead leader's term
+	// at once instead of waiting out its lease (docs/ha.md). A wrong
+	// answer costs a needless election, never two leaders: the fence
+	// stops the deposed term's writes.
+	LeaderGone func(ctx context.Context, leader string) bool
 
 	// NoElection runs the controllers at once, without campaigning for
 	// the leader key and without the leadership fence on commits, so that
@@ -143,7 +153,6 @@ var ErrConfig = errors.New("controller: invalid config")
 type Manager struct {
 	cfg     Config
 	log     *slog.Logger
-	repo    *state.Repo
 	leading atomic.Bool
 	// terms counts leadership terms won by this manager (tests).
 	terms atomic.Int64
@@ -155,9 +164,8 @@ type Manager struct {
 func New(cfg Config) *Manager {
 	cfg.setDefaults()
 	return &Manager{
-		cfg:  cfg,
-		log:  cfg.Logger.With("component", "controller", "identity", cfg.Identity),
-		repo: state.New(cfg.Store, cfg.Clock),
+		cfg: cfg,
+		log: cfg.Logger.With("component", "controller", "identity", cfg.Identity),
 	}
 }
 
@@ -214,7 +222,7 @@ func (m *Manager) Run(ctx context.Context) error {
 func (m *Manager) runUnelected(ctx context.Context) error {
 	m.leading.Store(true)
 	defer m.leading.Store(false)
-	return m.runControllers(ctx, &term{})
+	return m.runControllers(ctx, m.newTerm())
 }
 
 // retryDelay backs off from 50 ms to 2 s.

@@ -5,12 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/state"
 	"github.com/vpool/vpool/internal/store"
 )
+
+// refusal is the gate's reason without the sentinel's words.
+func refusal(err error) string {
+	return strings.TrimPrefix(err.Error(), ErrPlanRefused.Error()+": ")
+}
 
 // Timing of the migration controller.
 const (
@@ -42,16 +48,21 @@ const (
 type migrator struct {
 	m    *Manager
 	t    *term
-	repo *state.Repo
+	repo *state.Repo // the term's: every write is fenced
+	gate *gate
 	log  *slog.Logger
 	now  func() time.Time
+}
+
+func newMigrator(m *Manager, t *term, g *gate) *migrator {
+	return &migrator{m: m, t: t, repo: t.repo, gate: g, log: m.log.With("controller", "migration"), now: m.cfg.Clock}
 }
 
 // runMigrations runs the migration controller until ctx ends: a pass on
 // every change of a migration, a host or a liveness key, and every
 // migrationResync.
-func (m *Manager) runMigrations(ctx context.Context, t *term) {
-	x := &migrator{m: m, t: t, repo: m.repo, log: m.log.With("controller", "migration"), now: m.cfg.Clock}
+func (x *migrator) run(ctx context.Context) {
+	m := x.m
 	kick := make(chan struct{}, 1)
 	for _, prefix := range []string{store.MigrationsPrefix, store.HostsPrefix, store.AlivePrefix} {
 		go x.watch(ctx, prefix, kick)
@@ -62,6 +73,7 @@ func (m *Manager) runMigrations(ctx context.Context, t *term) {
 		if err := x.pass(ctx); err != nil && ctx.Err() == nil {
 			m.cfg.ReconcileErrors("migration")
 			x.log.Warn("migration pass failed", "err", err)
+			x.t.check(err)
 		}
 		select {
 		case <-ctx.Done():
@@ -76,7 +88,7 @@ func (m *Manager) runMigrations(ctx context.Context, t *term) {
 // watch breaks.
 func (x *migrator) watch(ctx context.Context, prefix string, kick chan<- struct{}) {
 	for ctx.Err() == nil {
-		for resp := range x.m.cfg.Store.Watch(ctx, prefix, 0) {
+		for resp := range x.repo.Store().Watch(ctx, prefix, 0) {
 			if resp.Err != nil {
 				break
 			}
@@ -116,11 +128,8 @@ func (x *migrator) pass(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// fence is the leadership guard every write of this term carries.
-func (x *migrator) fence() []store.Cond { return x.t.guard() }
-
 func (x *migrator) fail(ctx context.Context, mg *model.Migration, phase model.MigrationPhase, reason, note string) error {
-	_, err := x.repo.FinishMigration(ctx, mg.Name, phase, reason, note, x.fence()...)
+	_, err := x.repo.FinishMigration(ctx, mg.Name, phase, reason, note)
 	if err == nil {
 		x.log.Info("migration ended", "id", mg.Name, "vm", mg.VMKey(), "phase", phase, "reason", reason)
 	}
@@ -139,7 +148,7 @@ func (x *migrator) advance(ctx context.Context, mg *model.Migration, to model.Mi
 			fn(c)
 		}
 		return nil
-	}, x.fence()...)
+	})
 	return err
 }
 
@@ -181,7 +190,7 @@ func (x *migrator) step(ctx context.Context, mg *model.Migration, alive map[stri
 	case model.MigrationTransferring:
 		return x.transferring(ctx, mg, srcUp, dstUp)
 	case model.MigrationSwitchingOver:
-		_, err := x.repo.SwitchOver(ctx, mg.Name, mg.Result, x.fence()...)
+		_, err := x.repo.SwitchOver(ctx, mg.Name, mg.Result)
 		if errors.Is(err, state.ErrMoved) {
 			return x.fail(ctx, mg, model.MigrationFailed, err.Error(), "")
 		}
@@ -193,27 +202,17 @@ func (x *migrator) step(ctx context.Context, mg *model.Migration, alive map[stri
 	return nil
 }
 
-// start holds capacity on the target, re-checking that the VM still fits
-// there (the pre-checks ran on an older view), and moves on.
+// start holds capacity on the target through the gate, which re-checks
+// the move with every placement rule on its latest view (the pre-checks
+// ran on an older one), and moves on. A migration the controllers started
+// holds its target already.
 func (x *migrator) start(ctx context.Context, mg *model.Migration) error {
-	host, err := x.repo.GetHost(ctx, mg.Target)
-	if err != nil {
+	if _, err := x.repo.GetHost(ctx, mg.Target); errors.Is(err, state.ErrNotFound) {
 		return x.fail(ctx, mg, model.MigrationFailed, "target host "+mg.Target+" is gone", "")
 	}
-	pol, _, err := x.repo.GetPolicy(ctx)
-	if err != nil {
-		return err
-	}
-	var noRoom string
-	_, err = x.repo.HoldTarget(ctx, mg.Name, func(a *model.Allocation) error {
-		if why := Fits(host, *a, pol, &mg.Spec); why != "" {
-			noRoom = why
-			return state.ErrSkip
-		}
-		return nil
-	}, x.fence()...)
-	if errors.Is(err, state.ErrSkip) {
-		return x.fail(ctx, mg, model.MigrationFailed, "target "+mg.Target+" no longer has room: "+noRoom, "")
+	_, err := x.gate.hold(ctx, mg)
+	if errors.Is(err, ErrPlanRefused) {
+		return x.fail(ctx, mg, model.MigrationFailed, "target "+mg.Target+" no longer suits the VM: "+refusal(err), "")
 	}
 	if err != nil {
 		return err
@@ -264,8 +263,11 @@ func (x *migrator) transferring(ctx context.Context, mg *model.Migration, srcUp,
 		abort = "cancelled"
 	case !dstUp:
 		abort = "target host " + mg.Target + " went down mid-transfer"
-	case mg.StartedAt != nil && x.now().Sub(*mg.StartedAt) > TransferTimeout:
+	case x.timedOut(mg):
 		abort = fmt.Sprintf("transfer did not complete within %s", TransferTimeout)
+	}
+	if mg.SourceGone && (abort != "" || mg.Abort != "") {
+		return x.endGone(ctx, mg, abort)
 	}
 	if abort == "" || mg.Abort != "" {
 		return nil
@@ -277,14 +279,37 @@ func (x *migrator) transferring(ctx context.Context, mg *model.Migration, srcUp,
 		}
 		c.Abort = abort
 		return nil
-	}, x.fence()...)
+	})
 	return err
 }
 
+// timedOut reports whether mg's transfer ran past TransferTimeout.
+func (x *migrator) timedOut(mg *model.Migration) bool {
+	return mg.StartedAt != nil && x.now().Sub(*mg.StartedAt) > TransferTimeout
+}
+
+// endGone ends a transfer whose source reported the VM gone (its agent
+// restarted and lost track) while the target, up, never reported it
+// arrived: an abort has nobody to answer it, so once one is due (cancel,
+// timeout) the migration fails at once. The VM stays assigned to the
+// source, unmarked, for recovery; the target drops anything prepared.
+func (x *migrator) endGone(ctx context.Context, mg *model.Migration, why string) error {
+	if why == "" {
+		why = mg.Abort
+	}
+	phase := model.MigrationFailed
+	if mg.CancelRequested {
+		phase = model.MigrationCancelled
+	}
+	note := fmt.Sprintf("migration %s ended (%s): the VM left %s and never arrived on %s; recovery decides", mg.Name, why, mg.Source, mg.Target)
+	return x.fail(ctx, mg, phase, why+"; the VM left the source and never arrived on "+mg.Target, note)
+}
+
 // stop ends a migration whose VM went away: before the transfer at once,
-// during it by asking the source to abort first.
+// during it by asking the source to abort first (unless the source has
+// nothing left to abort).
 func (x *migrator) stop(ctx context.Context, mg *model.Migration, phase model.MigrationPhase, reason string) error {
-	if mg.Phase == model.MigrationTransferring && mg.SourceError == "" && !mg.SourceDone {
+	if mg.Phase == model.MigrationTransferring && mg.SourceError == "" && !mg.SourceDone && !mg.SourceGone {
 		if mg.Abort != "" {
 			return nil
 		}
@@ -294,7 +319,7 @@ func (x *migrator) stop(ctx context.Context, mg *model.Migration, phase model.Mi
 			}
 			c.Abort, c.CancelRequested = reason, true
 			return nil
-		}, x.fence()...)
+		})
 		return err
 	}
 	return x.fail(ctx, mg, phase, reason, "")
@@ -304,7 +329,7 @@ func (x *migrator) stop(ctx context.Context, mg *model.Migration, phase model.Mi
 // the capacity each unfinished migration holds on its target, so that the
 // repair at the start of a term keeps the holds.
 func (r *reconciler) addMigrationHolds(ctx context.Context, want map[string]model.Allocation, vms []*model.VM) error {
-	migs, _, err := r.m.repo.ListMigrations(ctx, "")
+	migs, _, err := r.repo.ListMigrations(ctx, "")
 	if err != nil {
 		return err
 	}

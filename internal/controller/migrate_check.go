@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/scheduler"
 	"github.com/vpool/vpool/internal/state"
 )
 
@@ -50,20 +51,9 @@ func migrationMode(vm *model.VM) (model.MigrationMode, error) {
 // compatible says why a VM cannot move from src to dst in mode, or "".
 // Live migration needs the same driver and accelerator, a target
 // hypervisor no older than the source's, and one CPU model (the cluster
-// baseline) on both; any move needs the VM's networks on the target when
-// the target reports its networks.
+// baseline) on both. Whether the target has the VM's networks is the
+// scheduler's network filter, which the gate's check of the move runs.
 func compatible(src, dst *model.Host, vm *model.VM, mode model.MigrationMode) string {
-	if dst.Networks != nil {
-		have := map[string]bool{}
-		for _, n := range dst.Networks {
-			have[n] = true
-		}
-		for _, nic := range vm.Spec.NICs {
-			if nic.Network != "" && !have[nic.Network] {
-				return fmt.Sprintf("network %q is not present on %s", nic.Network, dst.Name)
-			}
-		}
-	}
 	if mode != model.MigrationLive || src == nil {
 		return ""
 	}
@@ -215,7 +205,26 @@ func CheckMigration(s *Snapshot, alive map[string]bool, vm *model.VM, to string,
 		}
 		return MigrationCheck{}, refused("cannot move VM %s: %s", vm.Name, msg)
 	}
+	if why := gateVerdict(s, vm, host); why != "" {
+		return MigrationCheck{}, refused("cannot move VM %s to %s: %s", vm.Name, host, why)
+	}
 	return MigrationCheck{Target: host, Mode: mode, Explanation: expl}, nil
+}
+
+// gateVerdict runs on s the check the gate will run when the migration
+// takes its hold (scheduler.CheckMove: every filter, the VM lifted off
+// its source, every other host as it is), so that the pre-check never
+// accepts what the gate refuses: e.g. one member of a hard-affinity
+// group leaving the others on a ready host, which the placer, with the
+// source cordoned, would allow.
+func gateVerdict(s *Snapshot, vm *model.VM, target string) string {
+	view, sched, err := schedulerView(s)
+	if err != nil {
+		return err.Error()
+	}
+	why := sched.CheckMove(view, scheduler.Request{Key: vm.Key(), Spec: &vm.Spec}, vm.Status.Host, target)
+	_, why, _ = strings.Cut(why, ": ") // drop the filter's name
+	return why
 }
 
 // targetRejections lists why candidate hosts were rejected, leaving out

@@ -62,7 +62,12 @@ func TestCheckMigration(t *testing.T) {
 		{name: "target without agent", hosts: []model.Host{checkHost("src"), checkHost("dst")}, alive: map[string]bool{"src": true},
 			vm: checkVM(), to: "dst", reason: "no live agent"},
 		{name: "network missing", hosts: []model.Host{checkHost("src"), checkHost("dst", func(h *model.Host) { h.Networks = []string{"dmz"} })},
-			vm: checkVM(), to: "dst", reason: `network "lan" is not present on dst`},
+			vm: checkVM(), to: "dst", reason: `dst does not fit: lacks host network lan`},
+		{name: "vpool network: target serves none", hosts: []model.Host{checkHost("src"), checkHost("dst")},
+			vm: checkVM(func(v *model.VM) { v.Spec.NICs[0].IP = "10.1.0.5" }), to: "dst", reason: `dst does not fit: serves no vpool networks`},
+		{name: "vpool network: target on the overlay", hosts: []model.Host{checkHost("src"), checkHost("dst", func(h *model.Host) {
+			h.Net, h.Networks = &model.HostNet{Overlay: "192.0.2.2"}, []string{"dmz"}
+		})}, vm: checkVM(func(v *model.VM) { v.Spec.NICs[0].IP = "10.1.0.5" }), to: "dst", want: "dst", mode: model.MigrationLive},
 		{name: "older hypervisor", hosts: []model.Host{checkHost("src"), checkHost("dst", func(h *model.Host) { h.HypervisorVersion = "QEMU 7.1.9" })},
 			vm: checkVM(), to: "dst", reason: "older than QEMU 7.2.0"},
 		{name: "newer hypervisor", hosts: []model.Host{checkHost("src"), checkHost("dst", func(h *model.Host) { h.HypervisorVersion = "QEMU 7.10" })},
@@ -117,5 +122,31 @@ func TestVersionLess(t *testing.T) {
 		if got := versionLess(tc.a, tc.b); got != tc.want {
 			t.Errorf("versionLess(%q, %q) = %v", tc.a, tc.b, got)
 		}
+	}
+}
+
+// TestCheckMigrationAgreesWithTheGate: the pre-check refuses what the
+// gate would refuse when the migration takes its hold — one member of a
+// hard-affinity group leaving the others on a ready host — and allows
+// the last member of a group to follow the others.
+func TestCheckMigrationAgreesWithTheGate(t *testing.T) {
+	member := func(name string) *model.VM {
+		return checkVM(func(v *model.VM) {
+			v.Name, v.Spec.Placement.AffinityGroup, v.Spec.Placement.Affinity = name, "g", model.AffinityHard
+		})
+	}
+	a, b := member("a"), member("b")
+	s := &Snapshot{Hosts: []model.Host{checkHost("src"), checkHost("dst")}, Allocs: map[string]model.Allocation{}, Policy: model.DefaultPolicy()}
+	s.Allocs["src"] = allocAdd(allocAdd(model.Allocation{}, "src", a), "src", b)
+	p := NewSchedulerPlacer()
+	p.Exhaustive = true
+	if c, err := CheckMigration(s, nil, a, "dst", p); !errors.Is(err, state.ErrRefused) || !strings.Contains(err.Error(), "affinity group") {
+		t.Fatalf("one member away from the group: %+v, %v", c, err)
+	}
+	// b already left for dst: a may follow it.
+	s.Allocs["src"] = allocAdd(model.Allocation{}, "src", a)
+	s.Allocs["dst"] = allocAdd(model.Allocation{}, "dst", b)
+	if c, err := CheckMigration(s, nil, a, "dst", p); err != nil || c.Target != "dst" {
+		t.Fatalf("the last member following the group: %+v, %v", c, err)
 	}
 }

@@ -2,11 +2,11 @@ package controller
 
 import (
 	"fmt"
-	"math"
 	"strings"
 	"time"
 
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/scheduler"
 )
 
 // Snapshot is what a Placer decides from: the hosts (sorted by name), their
@@ -143,65 +143,19 @@ func formatLabels(m map[string]string) string {
 }
 
 // EffectiveRatios resolves a host's allocation ratios: the host's override,
-// else the policy's, else the model defaults.
+// else the policy's, else the model defaults (scheduler.EffectiveRatios).
 func EffectiveRatios(h *model.Host, p model.Policy) model.Ratios {
-	def := model.DefaultPolicy().Ratios
-	pick := func(host, pol, d float64) float64 {
-		switch {
-		case host > 0:
-			return host
-		case pol > 0:
-			return pol
-		}
-		return d
-	}
-	return model.Ratios{
-		CPU:    pick(h.Ratios.CPU, p.Ratios.CPU, def.CPU),
-		Memory: pick(h.Ratios.Memory, p.Ratios.Memory, def.Memory),
-		Disk:   pick(h.Ratios.Disk, p.Ratios.Disk, def.Disk),
-	}
+	return scheduler.EffectiveRatios(h, p)
 }
 
-// Limit is what may be allocated on a host: capacity × ratio.
-func Limit(h *model.Host, p model.Policy) model.Resources {
-	r := EffectiveRatios(h, p)
-	return model.Resources{
-		CPUs:   int(math.Floor(float64(h.Capacity.CPUs) * r.CPU)),
-		Memory: model.Bytes(math.Floor(float64(h.Capacity.Memory) * r.Memory)),
-		Disk:   model.Bytes(math.Floor(float64(h.Capacity.Disk) * r.Disk)),
-	}
-}
+// Limit is what may be allocated on a host: capacity × ratio
+// (scheduler.Allocatable).
+func Limit(h *model.Host, p model.Policy) model.Resources { return scheduler.Allocatable(h, p) }
 
 // Fits says why a VM with spec does not fit on h given its allocation a,
-// or "" when it does: used + demand must stay within capacity × ratio, and
-// reservations within physical capacity (never covered by overcommit;
-// CPU reservations are summed exactly in milli-CPUs when the allocation
-// carries ReservedCPUMilli). This is the invariant every commit re-checks;
-// it agrees with the scheduler's fit plugin. A nil spec checks a alone.
+// or "" when it does: the scheduler's fit rule (scheduler.Fits), so that
+// capacity is written in one place. A nil spec checks a alone. Commits do
+// not rely on it: they go through the gate, which runs every filter.
 func Fits(h *model.Host, a model.Allocation, p model.Policy, spec *model.VMSpec) string {
-	var demand model.Resources
-	var resMilli int
-	var resMem model.Bytes
-	if spec != nil {
-		demand, resMilli, resMem = spec.Demand(), spec.Controls.CPUReservation, spec.Controls.MemoryReservation
-	}
-	lim := Limit(h, p)
-	used := a.Used.Add(demand)
-	heldMilli := a.ReservedCPUMilli
-	if heldMilli == 0 {
-		heldMilli = a.Reserved.CPUs * 1000
-	}
-	switch {
-	case used.CPUs > lim.CPUs:
-		return fmt.Sprintf("insufficient vCPUs (needs %d, free %d)", demand.CPUs, max(lim.CPUs-a.Used.CPUs, 0))
-	case used.Memory > lim.Memory:
-		return fmt.Sprintf("insufficient memory (needs %s, free %s)", demand.Memory, max(lim.Memory-a.Used.Memory, 0))
-	case used.Disk > lim.Disk:
-		return fmt.Sprintf("insufficient disk (needs %s, free %s)", demand.Disk, max(lim.Disk-a.Used.Disk, 0))
-	case heldMilli+resMilli > h.Capacity.CPUs*1000:
-		return fmt.Sprintf("insufficient CPU for reservation (needs %d milli-CPUs, unreserved %d)", resMilli, max(h.Capacity.CPUs*1000-heldMilli, 0))
-	case a.Reserved.Memory+resMem > h.Capacity.Memory:
-		return fmt.Sprintf("insufficient memory for reservation (needs %s, unreserved %s)", resMem, max(h.Capacity.Memory-a.Reserved.Memory, 0))
-	}
-	return ""
+	return scheduler.Fits(h, a, p, spec)
 }

@@ -35,6 +35,13 @@ func NewSchedulerPlacer(opts ...scheduler.Option) *SchedulerPlacer {
 	return &SchedulerPlacer{opts: opts}
 }
 
+// fork returns a new SchedulerPlacer with the same options and its own
+// cached snapshot, for a second caller (the power controller) that would
+// otherwise throw away the first one's at every call.
+func (p *SchedulerPlacer) fork() *SchedulerPlacer {
+	return &SchedulerPlacer{opts: p.opts, Exhaustive: p.Exhaustive}
+}
+
 // Place implements Placer.
 func (p *SchedulerPlacer) Place(s *Snapshot, vm *model.VM) (string, *model.Explanation) {
 	p.mu.Lock()

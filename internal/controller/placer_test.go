@@ -44,7 +44,7 @@ func TestFirstFit(t *testing.T) {
 		{"required labels", vmOf(1, model.GiB, func(v *model.VM) { v.Spec.Placement.RequiredLabels = map[string]string{"region": "us"} }), "",
 			[]string{"missing required labels region=us"}},
 		{"pinned host", vmOf(1, model.GiB, func(v *model.VM) { v.Spec.Placement.Host = "e-full" }), "",
-			[]string{"insufficient vCPUs"}},
+			[]string{"insufficient CPU"}},
 		{"cpu overcommit 4x", vmOf(20, model.GiB), "d-eu", nil},
 		{"memory never overcommitted at ratio 1", vmOf(1, 9*model.GiB), "", []string{"insufficient memory", "2 hosts: host not ready or cordoned"}},
 		{"reservation covered 1:1", vmOf(12, model.GiB, func(v *model.VM) { v.Spec.Controls.CPUReservation = 9000 }), "",

@@ -101,7 +101,7 @@ func TestStalePolicyNeverCommits(t *testing.T) {
 		c.mu.Unlock()
 	}
 	c.policy, c.polRev = model.DefaultPolicy(), 0 // the policy watch lags
-	r := newReconciler(m, &term{}, c)
+	r := newReconciler(m, m.newTerm(), c)
 	r.repaired = true
 	if err := r.schedule(ctx); err != nil {
 		t.Fatal(err)

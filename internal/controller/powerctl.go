@@ -34,7 +34,7 @@ type powerView struct {
 // are on run out of CPU headroom, and — when standby is enabled — puts
 // one host that has been empty for IdleSeconds to standby per pass.
 func (r *reconciler) powerStep(ctx context.Context) error {
-	set, _, err := LoadBalanceSettings(ctx, r.st)
+	set, _, err := LoadBalanceSettings(ctx, r.repo.Store())
 	if err != nil {
 		return err
 	}
@@ -71,12 +71,10 @@ func (r *reconciler) powerView() *powerView {
 			pv.sleeping = append(pv.sleeping, h)
 		}
 	}
+	// VMs the scheduling loop found to fit nowhere: it stored their
+	// explanation without a chosen host.
 	pv.pending = r.c.vmList(func(vm *model.VM) bool {
-		if !needsPlacement(vm) {
-			return false
-		}
-		_, failed := r.failed[vm.Key()]
-		return failed || (vm.Status.Explanation != nil && vm.Status.Explanation.Chosen == "")
+		return needsPlacement(vm) && vm.Status.Explanation != nil && vm.Status.Explanation.Chosen == ""
 	})
 	return pv
 }
@@ -134,7 +132,7 @@ func (r *reconciler) wakeForPending(pv *powerView) (*model.Host, string) {
 		}
 	}
 	for _, vm := range pv.pending {
-		host, _ := r.m.cfg.Placer.Place(hs, vm)
+		host, _ := r.powerPlacer.Place(hs, vm)
 		if host == "" {
 			continue
 		}
@@ -160,7 +158,7 @@ func bestToWake(hosts []model.Host) *model.Host {
 // standbyChoice picks a ready host that has been empty for IdleSeconds
 // and can go without breaking MinHostsOn or the headroom, or nil.
 func (r *reconciler) standbyChoice(pv *powerView, set model.BalanceSettings) (*model.Host, string) {
-	g := r.green()
+	g := r.pow
 	now := r.now()
 	var cand []model.Host
 	for _, h := range pv.ready {
@@ -171,8 +169,8 @@ func (r *reconciler) standbyChoice(pv *powerView, set model.BalanceSettings) (*m
 		}
 		since, ok := g.emptySince[h.Name]
 		if !ok {
-			g.emptySince[h.Name] = now
-			since = now
+			since = emptiedAt(&h, &a, now)
+			g.emptySince[h.Name] = since
 		}
 		idle := time.Duration(set.Power.IdleSeconds) * time.Second
 		woke := h.Power != nil && now.Sub(h.Power.Since) < idle
@@ -197,6 +195,22 @@ func (r *reconciler) standbyChoice(pv *powerView, set model.BalanceSettings) (*m
 	return &h, fmt.Sprintf("empty for %s", now.Sub(g.emptySince[h.Name]).Round(time.Second))
 }
 
+// emptiedAt is when a host's allocation became empty, from the store
+// (its last write, else the host's creation for a host that never held
+// a VM), so that every leader — a new one after a failover too — counts
+// a host's idle time alike (docs/ha.md). A time it cannot know counts
+// from now.
+func emptiedAt(h *model.Host, a *model.Allocation, now time.Time) time.Time {
+	since := a.UpdatedAt
+	if h.CreatedAt.After(since) {
+		since = h.CreatedAt
+	}
+	if since.IsZero() || since.After(now) {
+		return now
+	}
+	return since
+}
+
 // standby records the host as standby — guarded on the host's and its
 // allocation's revisions, so a VM placed meanwhile cancels it — then
 // powers it off. A failed power-off puts the host back to ready.
@@ -208,7 +222,7 @@ func (r *reconciler) standby(ctx context.Context, h model.Host, why string) erro
 	nh.Power = &model.HostPower{Desired: model.HostPowerStandby, Since: now, Reason: why}
 	ev := model.Event{Time: now, Kind: EventHostStandby, Object: state.HostObject(h.Name), From: string(h.State),
 		To: string(model.HostStandby), Message: fmt.Sprintf("host %s: %s → standby (%s)", h.Name, h.State, why)}
-	ok, _, err := r.st.Txn(ctx, r.t.guard(store.IfRev(store.HostKey(h.Name), h.Revision), store.IfRev(store.AllocKey(h.Name), a.Revision)),
+	ok, _, err := r.repo.Txn(ctx, []store.Cond{store.IfRev(store.HostKey(h.Name), h.Revision), store.IfRev(store.AllocKey(h.Name), a.Revision)},
 		[]store.Op{store.Put(store.HostKey(h.Name), mustJSON(&nh)), state.EventOp(ev)})
 	if err != nil {
 		return fmt.Errorf("controller: put host %s to standby: %w", h.Name, err)
@@ -216,10 +230,10 @@ func (r *reconciler) standby(ctx context.Context, h model.Host, why string) erro
 	if !ok {
 		return nil // changed meanwhile: the next pass decides again
 	}
-	delete(r.green().emptySince, h.Name)
+	delete(r.pow.emptySince, h.Name)
 	r.m.log.Info("host to standby", "host", h.Name, "reason", why)
 	if err := r.m.cfg.Power.PowerOff(ctx, nh); err != nil {
-		_, rerr := r.m.repo.UpdateHost(ctx, h.Name, func(x *model.Host) error {
+		_, rerr := r.repo.UpdateHost(ctx, h.Name, func(x *model.Host) error {
 			if x.State != model.HostStandby {
 				return state.ErrSkip
 			}
@@ -236,7 +250,7 @@ func (r *reconciler) standby(ctx context.Context, h model.Host, why string) erro
 // standby — nothing is placed on it — until its agent reports.
 func (r *reconciler) wake(ctx context.Context, h model.Host, why string) error {
 	now := r.now()
-	nh, err := r.m.repo.UpdateHost(ctx, h.Name, func(x *model.Host) error {
+	nh, err := r.repo.UpdateHost(ctx, h.Name, func(x *model.Host) error {
 		if x.State != model.HostStandby || (x.Power != nil && x.Power.Desired == model.HostPowerOn) {
 			return state.ErrSkip
 		}
@@ -250,12 +264,12 @@ func (r *reconciler) wake(ctx context.Context, h model.Host, why string) error {
 		return nil
 	}
 	r.m.log.Info("waking host", "host", h.Name, "reason", why)
-	if err := r.m.repo.AppendEvent(ctx, model.Event{Time: now, Kind: EventHostWake, Object: state.HostObject(h.Name),
+	if err := r.repo.AppendEvent(ctx, model.Event{Time: now, Kind: EventHostWake, Object: state.HostObject(h.Name),
 		Message: fmt.Sprintf("waking host %s: %s", h.Name, why)}); err != nil {
 		r.m.log.Warn("write wake event", "host", h.Name, "err", err)
 	}
 	if err := r.m.cfg.Power.PowerOn(ctx, *nh); err != nil {
-		_, rerr := r.m.repo.UpdateHost(ctx, h.Name, func(x *model.Host) error {
+		_, rerr := r.repo.UpdateHost(ctx, h.Name, func(x *model.Host) error {
 			if x.State != model.HostStandby {
 				return state.ErrSkip
 			}
@@ -269,7 +283,7 @@ func (r *reconciler) wake(ctx context.Context, h model.Host, why string) error {
 
 // settleWake marks a woken host ready once its agent has reported.
 func (r *reconciler) settleWake(ctx context.Context, name string) error {
-	nh, err := r.m.repo.UpdateHost(ctx, name, func(x *model.Host) error {
+	nh, err := r.repo.UpdateHost(ctx, name, func(x *model.Host) error {
 		if x.State != model.HostStandby || x.Power == nil || x.Power.Desired != model.HostPowerOn || !x.LastSeen.After(x.Power.Since) {
 			return state.ErrSkip
 		}

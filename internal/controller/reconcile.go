@@ -5,30 +5,39 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/state"
 	"github.com/vpool/vpool/internal/store"
 )
 
-// reconciler runs the controllers of one leadership term over one cache.
+// reconciler holds the controllers of one leadership term over one
+// cache: the loops that run them (loops.go) call its methods, each loop
+// on its own goroutine. Every field below the shared ones belongs to one
+// loop only.
 type reconciler struct {
-	m   *Manager
-	t   *term
-	c   *cache
-	st  store.Store
-	now func() time.Time
+	m    *Manager
+	t    *term
+	c    *cache
+	repo *state.Repo // the term's: every write is fenced
+	gate *gate
+	now  func() time.Time
 
-	// failed remembers VMs that fit nowhere: not retried until their
-	// record or the capacity generation changes.
-	failed map[string]failMemo
-	// repaired is set once allocations were checked against the VMs.
-	repaired    bool
+	// scheduling loop: failed remembers VMs that fit nowhere, not retried
+	// until their record or the capacity generation changes; repaired is
+	// set once allocations were checked against the VMs.
+	failed   map[string]failMemo
+	repaired bool
+	// compaction loop
 	lastCompact time.Time
-	// g is the balancer, power and energy controllers' memory (green.go).
-	g *greenState
+	// balancer, power and energy loops (green.go)
+	bal *balanceState
+	pow *powerState
+	nrg *energyState
+	// powerPlacer answers the power controller's "where would a waiting
+	// VM go": its own, so as not to disturb the scheduling loop's.
+	powerPlacer Placer
 }
 
 type failMemo struct {
@@ -37,84 +46,14 @@ type failMemo struct {
 }
 
 func newReconciler(m *Manager, t *term, c *cache) *reconciler {
-	return &reconciler{m: m, t: t, c: c, st: m.cfg.Store, now: m.cfg.Clock, failed: map[string]failMemo{}}
-}
-
-// runControllers fills a cache from watches and runs reconcile passes on
-// every change and every ResyncInterval, until ctx ends.
-func (m *Manager) runControllers(ctx context.Context, t *term) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	c := newCache(m.log)
-	srcs := c.sources()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel() // runs before wg.Wait
-	synced := make(chan struct{})
-	var pending atomic.Int32
-	pending.Store(int32(len(srcs)))
-	errc := make(chan error, len(srcs))
-	for _, src := range srcs {
-		wg.Go(func() {
-			err := c.reflect(ctx, m.cfg.Store, src, func() {
-				if pending.Add(-1) == 0 {
-					close(synced)
-				}
-			})
-			if ctx.Err() == nil {
-				errc <- fmt.Errorf("controller: reflect %s: %w", src.prefix, err)
-			}
-		})
+	r := &reconciler{m: m, t: t, c: c, repo: t.repo, now: m.cfg.Clock, failed: map[string]failMemo{},
+		bal: &balanceState{history: map[string][]float64{}}, pow: &powerState{emptySince: map[string]time.Time{}},
+		nrg: &energyState{lastUtil: map[string]float64{}}, powerPlacer: m.cfg.Placer}
+	if sp, ok := m.cfg.Placer.(*SchedulerPlacer); ok {
+		r.powerPlacer = sp.fork()
 	}
-	select {
-	case <-synced:
-	case <-ctx.Done():
-		return nil
-	case err := <-errc:
-		return err
-	}
-	r := newReconciler(m, t, c)
-	wg.Go(func() { m.runMigrations(ctx, t) })
-	tick := time.NewTicker(m.cfg.ResyncInterval)
-	defer tick.Stop()
-	for {
-		r.pass(ctx)
-		select {
-		case <-ctx.Done():
-			return nil
-		case err := <-errc:
-			return err
-		case <-c.kick:
-		case <-tick.C:
-		}
-	}
-}
-
-// pass runs every controller once. Failures are counted and logged and
-// retried on the next pass; they never stop the loop.
-func (r *reconciler) pass(ctx context.Context) {
-	steps := []struct {
-		name string
-		run  func(context.Context) error
-	}{
-		{"repair", r.repairOnce},
-		{"liveness", r.liveness},
-		{"scheduling", r.schedule},
-		{"cleanup", r.cleanup},
-		{"energy", r.energyStep},
-		{"power", r.powerStep},
-		{"balancer", r.balanceRound},
-		{"compaction", r.compactEvents},
-	}
-	for _, s := range steps {
-		if ctx.Err() != nil {
-			return
-		}
-		if err := s.run(ctx); err != nil && ctx.Err() == nil {
-			r.m.cfg.ReconcileErrors(s.name)
-			r.m.log.Warn("reconcile failed", "controller", s.name, "err", err)
-		}
-	}
+	r.gate = newGate(t.repo, c, m.log)
+	return r
 }
 
 // errNotRepaired stops scheduling until allocations are known good.
@@ -132,11 +71,11 @@ func (r *reconciler) repairOnce(ctx context.Context) error {
 	if r.repaired {
 		return nil
 	}
-	allocs, _, err := r.m.repo.ListAllocations(ctx)
+	allocs, _, err := r.repo.ListAllocations(ctx)
 	if err != nil {
 		return err
 	}
-	vms, _, err := r.m.repo.ListVMs(ctx, "")
+	vms, _, err := r.repo.ListVMs(ctx, "")
 	if err != nil {
 		return err
 	}
@@ -161,7 +100,7 @@ func (r *reconciler) repairOnce(ctx context.Context) error {
 			continue
 		}
 		w.Host, w.UpdatedAt = h, r.now()
-		ok, rev, err := r.st.Txn(ctx, r.t.guard(store.IfRev(store.AllocKey(h), have.Revision)),
+		ok, rev, err := r.repo.Txn(ctx, []store.Cond{store.IfRev(store.AllocKey(h), have.Revision)},
 			[]store.Op{store.Put(store.AllocKey(h), mustJSON(w))})
 		if err != nil {
 			return fmt.Errorf("controller: repair allocation of %s: %w", h, err)

@@ -17,8 +17,10 @@ const EventVMUnschedulable = "vm.unschedulable"
 // losing its compare-and-swap; the next pass tries again.
 const maxCommitAttempts = 8
 
-// ErrPlacerBroke says the Placer chose a host that is not in the snapshot
-// or on which the VM does not fit: a bug in the Placer, never committed.
+// ErrPlacerBroke says the Placer answered something impossible (a host
+// that is not in the snapshot, a wrong number of answers): a bug in the
+// Placer, never committed. A host on which the VM does not fit is refused
+// by the gate (ErrPlanRefused).
 var ErrPlacerBroke = errors.New("controller: placer chose an impossible host")
 
 // needsPlacement reports whether the scheduling controller owns vm now.
@@ -89,9 +91,10 @@ func (r *reconciler) schedule(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// scheduleOne asks the Placer for a host and commits the choice; on a
-// conflict it re-reads the VM and the host's allocation and asks again.
-// snap.Allocs is kept current with this process's commits.
+// scheduleOne asks the Placer for a host and has the gate commit the
+// choice; when the gate's guards fail it re-reads the VM (the gate
+// re-read the host's allocation and the policy into the cache) and asks
+// again. snap.Allocs is kept current with this process's commits.
 func (r *reconciler) scheduleOne(ctx context.Context, snap *Snapshot, gen uint64, vm *model.VM) error {
 	for range maxCommitAttempts {
 		host, expl := r.m.cfg.Placer.Place(snap, vm)
@@ -101,41 +104,27 @@ func (r *reconciler) scheduleOne(ctx context.Context, snap *Snapshot, gen uint64
 		if host == "" {
 			return r.unschedulable(ctx, vm, expl, gen)
 		}
-		h := findHost(snap.Hosts, host)
-		if h == nil {
+		if findHost(snap.Hosts, host) == nil {
 			return fmt.Errorf("%w: %s for VM %s: no such host", ErrPlacerBroke, host, vm.Key())
 		}
-		a := snap.Allocs[host]
-		if why := Fits(h, a, snap.Policy, &vm.Spec); why != "" {
-			return fmt.Errorf("%w: %s for VM %s: %s", ErrPlacerBroke, host, vm.Key(), why)
-		}
-		na, ok, err := r.commit(ctx, vm, host, a, snap.PolicyRev, expl)
+		out, ok, err := r.gate.place(ctx, []Placement{{VM: vm, Host: host, Explanation: expl}})
 		if err != nil {
 			return err
 		}
 		if ok {
-			snap.setAlloc(na)
+			snap.setAlloc(out.Allocs[host])
 			delete(r.failed, vm.Key())
 			r.m.log.Info("placed VM", "vm", vm.Key(), "host", host)
 			return nil
 		}
-		// Lost a race: re-read what the guard compared.
+		// Lost a race: take what the gate re-read, re-read the VM.
 		r.m.log.Debug("placement lost its compare-and-swap, re-reading", "vm", vm.Key(), "host", host)
-		fresh, err := r.m.repo.GetVM(ctx, vm.Project, vm.Name)
+		r.refreshView(snap, host)
+		fresh, err := r.repo.GetVM(ctx, vm.Project, vm.Name)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
 		}
 		if err != nil {
-			return err
-		}
-		fa, err := r.m.repo.GetAllocation(ctx, host)
-		if err != nil {
-			return err
-		}
-		fa.Host = host
-		snap.setAlloc(*fa)
-		r.c.putAlloc(*fa, fa.Revision)
-		if err := r.refreshPolicy(ctx, snap); err != nil {
 			return err
 		}
 		if !needsPlacement(fresh) {
@@ -166,55 +155,19 @@ func findHost(hosts []model.Host, name string) *model.Host {
 	return nil
 }
 
-// refreshPolicy re-reads the policy after a lost compare-and-swap; when it
-// moved, the snapshot (and the cache) take the stored one.
-func (r *reconciler) refreshPolicy(ctx context.Context, snap *Snapshot) error {
-	p, rev, err := r.m.repo.GetPolicy(ctx)
-	if err != nil {
-		return err
+// refreshView takes into the pass's snapshot the cached allocations of
+// hosts and the cached policy (after the gate re-read them).
+func (r *reconciler) refreshView(snap *Snapshot, hosts ...string) {
+	for _, h := range hosts {
+		a := r.c.allocOf(h)
+		a.Host = h
+		snap.setAlloc(a)
 	}
+	p, rev := r.c.policyOf()
 	if rev != snap.PolicyRev {
 		r.m.log.Debug("policy changed under a placement", "was", snap.PolicyRev, "now", rev)
 		snap.Policy, snap.PolicyRev = p, rev
-		r.c.putPolicy(p, rev)
 	}
-	return nil
-}
-
-// commit assigns vm to host in one transaction guarded on the VM's, the
-// allocation's and the policy's revisions (and the leadership term): the
-// VM gets its host,
-// phase creating and explanation; the allocation gets the VM's demand; a
-// phase event is written. It returns the new allocation and whether the
-// guards held.
-func (r *reconciler) commit(ctx context.Context, vm *model.VM, host string, a model.Allocation, polRev int64, expl *model.Explanation) (model.Allocation, bool, error) {
-	now := r.now()
-	nv := *vm
-	nv.Status.Host = host
-	nv.Status.Phase = model.PhaseCreating
-	nv.Status.Explanation = expl
-	nv.Status.Message = ""
-	nv.UpdatedAt = now
-	na := allocAdd(a, host, vm)
-	na.UpdatedAt = now
-	conds := r.t.guard(store.IfRev(store.VMKey(vm.Project, vm.Name), vm.Revision), store.IfRev(store.AllocKey(host), a.Revision),
-		store.IfRev(store.PolicyKey, polRev))
-	ops := []store.Op{
-		store.Put(store.VMKey(vm.Project, vm.Name), encodeVM(&nv)),
-		store.Put(store.AllocKey(host), mustJSON(na)),
-	}
-	ops = append(ops, state.TransitionOps(vm, &nv, now)...)
-	ok, rev, err := r.st.Txn(ctx, conds, ops)
-	if err != nil {
-		return a, false, fmt.Errorf("controller: commit placement of %s on %s: %w", vm.Key(), host, err)
-	}
-	if !ok {
-		return a, false, nil
-	}
-	na.Revision = rev
-	r.c.putVM(&nv, rev)
-	r.c.putAlloc(na, rev)
-	return na, true, nil
 }
 
 // unschedulable records that vm fits nowhere: the explanation is written
@@ -239,7 +192,7 @@ func (r *reconciler) unschedulable(ctx context.Context, vm *model.VM, expl *mode
 		ops = append(ops, state.EventOp(model.Event{Time: now, Kind: EventVMUnschedulable, Object: state.VMObject(vm.Project, vm.Name),
 			Project: vm.Project, Message: "VM " + vm.Name + " fits no host yet: " + expl.Summary}))
 	}
-	ok, rev, err := r.st.Txn(ctx, r.t.guard(store.IfRev(store.VMKey(vm.Project, vm.Name), vm.Revision)), ops)
+	ok, rev, err := r.repo.Txn(ctx, []store.Cond{store.IfRev(store.VMKey(vm.Project, vm.Name), vm.Revision)}, ops)
 	if err != nil {
 		return fmt.Errorf("controller: record unschedulable %s: %w", vm.Key(), err)
 	}

@@ -120,7 +120,7 @@ func testConcurrentSchedulers(t *testing.T, newPlacer func() Placer) {
 		cfg := e.config(fmt.Sprintf("s%d", i), nil)
 		cfg.Placer = newPlacer()
 		m := New(cfg)
-		wg.Go(func() { _ = m.runControllers(ctx, &term{}) })
+		wg.Go(func() { _ = m.runControllers(ctx, m.newTerm()) })
 	}
 	eventually(t, "every VM placed or explained", func() bool {
 		for _, vm := range e.vms() {

@@ -34,7 +34,10 @@ type QEMUFactory func(o QEMUOptions) (hypervisor.Driver, error)
 // QEMUOptions configure a QEMU driver.
 type QEMUOptions struct {
 	StateDir string
-	Logger   *slog.Logger
+	// HostID names the host in the owner records of its disks on shared
+	// storage (the host name: unique in the cluster).
+	HostID string
+	Logger *slog.Logger
 	// Pools maps storage pool names to directories (a shared pool is one
 	// every host mounts at the same path).
 	Pools map[string]string
@@ -106,7 +109,7 @@ func OpenDriver(o DriverOptions) (hypervisor.Driver, string, error) {
 		if !QEMUInstalled() {
 			return nil, "", fmt.Errorf("%w: qemu-system-x86_64 is not installed", ErrNoQEMU)
 		}
-		d, err := o.QEMU(QEMUOptions{StateDir: filepath.Join(o.StateDir, "qemu"), Logger: o.Logger,
+		d, err := o.QEMU(QEMUOptions{StateDir: filepath.Join(o.StateDir, "qemu"), HostID: o.HostName, Logger: o.Logger,
 			Pools: o.Pools, MigrationHost: o.MigrationHost, CPUModel: o.CPUModel, Machine: o.Machine})
 		if err != nil {
 			return nil, "", err
@@ -136,12 +139,15 @@ type AgentConfig struct {
 	Labels    map[string]string
 	Address   string
 	Networks  []string
-	Driver    DriverOptions
-	Logger    *slog.Logger
-	Version   string
-	// ImageDirs are searched for boot images (after StateDir/images) by
-	// a QEMU host; a sim host boots any image name.
-	ImageDirs []string
+	// Net makes the host serve vpool networks (see NetConfig).
+	Net     *agent.NetConfig
+	Driver  DriverOptions
+	Logger  *slog.Logger
+	Version string
+	// ImageCache is where a QEMU host keeps the image files it fetches
+	// from the server (default StateDir/images); a sim host boots any
+	// image by name and fetches nothing.
+	ImageCache string
 	// Intervals; zero keeps the agent's defaults.
 	HeartbeatInterval time.Duration
 	StatusInterval    time.Duration
@@ -170,10 +176,12 @@ func NewAgent(c AgentConfig) (*agent.Agent, hypervisor.Driver, string, error) {
 	if err != nil {
 		return nil, nil, "", err
 	}
-	resolve := func(name string) (*hypervisor.Image, error) { return &hypervisor.Image{Name: name}, nil }
+	cache := ""
 	if kind == DriverQEMU {
-		r := ImageResolver{Dirs: append([]string{filepath.Join(c.StateDir, "images")}, c.ImageDirs...)}
-		resolve = r.Resolve
+		cache = c.ImageCache
+		if cache == "" {
+			cache = filepath.Join(c.StateDir, "images")
+		}
 	}
 	a, err := agent.New(agent.Config{
 		ServerURL:         c.ServerURL,
@@ -183,12 +191,13 @@ func NewAgent(c AgentConfig) (*agent.Agent, hypervisor.Driver, string, error) {
 		Labels:            c.Labels,
 		Address:           c.Address,
 		Networks:          c.Networks,
+		Net:               c.Net,
 		Driver:            d,
 		Logger:            c.Logger,
 		Version:           c.Version,
 		HeartbeatInterval: c.HeartbeatInterval,
 		StatusInterval:    c.StatusInterval,
-		ResolveImage:      resolve,
+		ImageCache:        cache,
 	})
 	if err != nil {
 		return nil, nil, "", err

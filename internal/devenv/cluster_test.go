@@ -21,7 +21,7 @@ import (
 // cluster is a server and sim agents in this process, over real mutual
 // TLS on loopback.
 type cluster struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *devenv.Server
 	c      *client.Client
 	token  string
@@ -29,9 +29,21 @@ type cluster struct {
 	hosts  map[string]*sim.Host
 	agents map[string]context.CancelFunc
 	done   map[string]chan struct{}
+	// fetchImages makes agents started from now on fetch image files
+	// into StateDir/images, as a QEMU host does.
+	fetchImages bool
+	// net gives a host's agent its network side (network_test.go); nil: none.
+	net func(host string) *agent.NetConfig
 }
 
 func startCluster(t *testing.T, cfg devenv.ServerConfig, n int) *cluster {
+	t.Helper()
+	return startClusterNet(t, cfg, n, nil)
+}
+
+// startClusterNet is startCluster with hosts that serve vpool networks
+// through net (network_test.go).
+func startClusterNet(t testing.TB, cfg devenv.ServerConfig, n int, net func(host string) *agent.NetConfig) *cluster {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg.Listen, cfg.AgentListen = "127.0.0.1:0", "127.0.0.1:0"
@@ -45,7 +57,7 @@ func startCluster(t *testing.T, cfg devenv.ServerConfig, n int) *cluster {
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Run(ctx) }()
 	cl := &cluster{t: t, srv: srv, dir: t.TempDir(), hosts: map[string]*sim.Host{},
-		agents: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}}
+		agents: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, net: net}
 	t.Cleanup(func() {
 		for name := range cl.agents {
 			cl.stopAgent(name)
@@ -59,7 +71,7 @@ func startCluster(t *testing.T, cfg devenv.ServerConfig, n int) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := srv.NewJoinToken(ctx, time.Hour)
+	tok, err := srv.NewJoinToken(ctx, time.Hour, 64) // restarts rejoin nothing; new hosts use it
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,10 +99,14 @@ func startCluster(t *testing.T, cfg devenv.ServerConfig, n int) *cluster {
 // the host's VMs can tell (a new driver view over the same sim.Host).
 func (cl *cluster) startAgent(name string) {
 	cl.t.Helper()
+	cache := ""
+	if cl.fetchImages {
+		cache = filepath.Join(cl.dir, name, "images")
+	}
 	a, err := agent.New(agent.Config{
 		ServerURL: cl.srv.AgentURL(), JoinToken: cl.token, StateDir: filepath.Join(cl.dir, name), HostName: name,
 		Driver: cl.hosts[name].Driver(), StatusInterval: 200 * time.Millisecond, PollWait: 5 * time.Second,
-		StopTimeout: time.Second,
+		StopTimeout: time.Second, ImageCache: cache, Net: cl.netConfig(name),
 	})
 	if err != nil {
 		cl.t.Fatal(err)
@@ -104,6 +120,13 @@ func (cl *cluster) startAgent(name string) {
 		}
 	}()
 	cl.agents[name], cl.done[name] = cancel, done
+}
+
+func (cl *cluster) netConfig(host string) *agent.NetConfig {
+	if cl.net == nil {
+		return nil
+	}
+	return cl.net(host)
 }
 
 func (cl *cluster) stopAgent(name string) {

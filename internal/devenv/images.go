@@ -1,76 +1,55 @@
 package devenv
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 
-	"github.com/vpool/vpool/internal/hypervisor"
+	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/server"
+	"github.com/vpool/vpool/internal/state"
 )
 
-// ErrNoImage says an image name resolves to nothing on this host.
-var ErrNoImage = errors.New("devenv: image not found")
+// TestGuestImage is the image name under which `vpool dev` registers the
+// tiny guest that scripts/build-guest.sh builds: Debian's kernel and a
+// busybox initramfs with a shell on the serial console. It is no
+// distribution: the name says what a user gets.
+const TestGuestImage = "busybox"
 
-// TestGuest is the image name of the tiny guest that
-// scripts/build-guest.sh builds (newest build in its cache).
-const TestGuest = "test-guest"
+// testGuestDescription describes the registered test guest.
+const testGuestDescription = "Debian's kernel + a busybox shell on the serial console (vpool's test guest, scripts/build-guest.sh)"
 
-// ImageResolver finds boot images on a host until the image service
-// exists: an image named N is the directory N under one of Dirs, holding
-// a kernel (vmlinux, or kernel) with an initrd (initramfs.cpio.gz, or
-// initrd) and an optional cmdline file, and/or a base disk (disk.qcow2 or
-// disk.raw). TestGuest names the newest build of scripts/build-guest.sh.
-type ImageResolver struct {
-	Dirs []string
-	// GuestCache is build-guest's cache root (default
-	// $VPOOL_GUEST_CACHE, else $XDG_CACHE_HOME/vpool/guest, else
-	// ~/.cache/vpool/guest).
-	GuestCache string
+// GuestCacheRoot is build-guest's cache root: $VPOOL_GUEST_CACHE, else
+// $XDG_CACHE_HOME/vpool/guest, else ~/.cache/vpool/guest.
+func GuestCacheRoot() string {
+	if root := os.Getenv("VPOOL_GUEST_CACHE"); root != "" {
+		return root
+	}
+	base := os.Getenv("XDG_CACHE_HOME")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return ""
+		}
+		base = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(base, "vpool", "guest")
 }
 
-// Resolve returns the image named name.
-func (r ImageResolver) Resolve(name string) (*hypervisor.Image, error) {
-	if err := model.ValidName("image", name); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNoImage, err)
-	}
-	for _, d := range r.Dirs {
-		if im, ok := imageIn(filepath.Join(d, name), name); ok {
-			return im, nil
-		}
-	}
-	if name == TestGuest {
-		if im, ok := r.testGuest(); ok {
-			return im, nil
-		}
-		return nil, fmt.Errorf("%w: %s is not built (run scripts/build-guest.sh)", ErrNoImage, name)
-	}
-	return nil, fmt.Errorf("%w: %s (put it in %s/%s/ with vmlinux + initramfs.cpio.gz or disk.qcow2)", ErrNoImage, name, strings.Join(r.Dirs, " or "), name)
-}
-
-func (r ImageResolver) testGuest() (*hypervisor.Image, bool) {
-	root := r.GuestCache
+// FindTestGuest returns the newest build of the test guest under root
+// (one directory per build, holding vmlinux and initramfs.cpio.gz).
+func FindTestGuest(root string) (string, bool) {
 	if root == "" {
-		root = os.Getenv("VPOOL_GUEST_CACHE")
-	}
-	if root == "" {
-		base := os.Getenv("XDG_CACHE_HOME")
-		if base == "" {
-			home, err := os.UserHomeDir()
-			if err != nil {
-				return nil, false
-			}
-			base = filepath.Join(home, ".cache")
-		}
-		root = filepath.Join(base, "vpool", "guest")
+		return "", false
 	}
 	ents, err := os.ReadDir(root)
 	if err != nil {
-		return nil, false
+		return "", false
 	}
 	type cand struct {
 		dir string
@@ -81,43 +60,48 @@ func (r ImageResolver) testGuest() (*hypervisor.Image, bool) {
 		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		if st, err := os.Stat(filepath.Join(root, e.Name(), "vmlinux")); err == nil {
-			cs = append(cs, cand{filepath.Join(root, e.Name()), st.ModTime().UnixNano()})
+		dir := filepath.Join(root, e.Name())
+		st, err := os.Stat(filepath.Join(dir, "vmlinux"))
+		if err != nil {
+			continue
 		}
+		if _, err := os.Stat(filepath.Join(dir, "initramfs.cpio.gz")); err != nil {
+			continue
+		}
+		cs = append(cs, cand{dir, st.ModTime().UnixNano()})
+	}
+	if len(cs) == 0 {
+		return "", false
 	}
 	sort.Slice(cs, func(i, j int) bool { return cs[i].mod > cs[j].mod })
-	for _, c := range cs {
-		if im, ok := imageIn(c.dir, TestGuest); ok {
-			return im, true
-		}
-	}
-	return nil, false
+	return cs[0].dir, true
 }
 
-// imageIn reads an image directory.
-func imageIn(dir, name string) (*hypervisor.Image, bool) {
-	first := func(names ...string) string {
-		for _, n := range names {
-			p := filepath.Join(dir, n)
-			if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-				return p
-			}
-		}
-		return ""
+// registerTestGuest imports the test guest as TestGuestImage unless an
+// image of that name is there already. It says what it did.
+func registerTestGuest(ctx context.Context, srv *Server, cacheRoot string) (string, error) {
+	if im, err := srv.Repo().GetImage(ctx, TestGuestImage); err == nil && im.Phase == model.ImageReady {
+		return fmt.Sprintf("image %s is registered", TestGuestImage), nil
 	}
-	im := &hypervisor.Image{Name: name, Kernel: first("vmlinux", "kernel"), Initrd: first("initramfs.cpio.gz", "initrd")}
+	dir, ok := FindTestGuest(cacheRoot)
+	if !ok {
+		return fmt.Sprintf("no test guest under %s (build it with scripts/build-guest.sh, then restart): VMs without an image boot nothing", cacheRoot), nil
+	}
+	cmdline := "console=ttyS0"
 	if b, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil {
-		im.Cmdline = strings.TrimSpace(string(b))
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, false
+		cmdline = strings.TrimSpace(string(b))
 	}
-	if d := first("disk.qcow2"); d != "" {
-		im.Disk, im.Format = d, "qcow2"
-	} else if d := first("disk.raw"); d != "" {
-		im.Disk, im.Format = d, "raw"
+	im, err := srv.ImportLocalImage(ctx, api.ImageImportRequest{Name: TestGuestImage, Description: testGuestDescription, Cmdline: cmdline},
+		[]server.LocalFile{{Role: model.ImageKernel, Path: filepath.Join(dir, "vmlinux")}, {Role: model.ImageInitrd, Path: filepath.Join(dir, "initramfs.cpio.gz")}})
+	if errors.Is(err, state.ErrExists) {
+		return fmt.Sprintf("image %s exists (not replaced)", TestGuestImage), nil
 	}
-	if im.Kernel == "" && im.Disk == "" {
-		return nil, false
+	if err != nil {
+		return "", err
 	}
-	return im, true
+	var size model.Bytes
+	for _, f := range im.Files {
+		size += f.Size
+	}
+	return fmt.Sprintf("registered the test guest as image %s (%s, from %s)", TestGuestImage, size, dir), nil
 }

@@ -1,10 +1,10 @@
 package devenv_test
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/vpool/vpool/internal/devenv"
 )
@@ -19,44 +19,31 @@ func touch(t *testing.T, path, content string) {
 	}
 }
 
-func TestImageResolver(t *testing.T) {
-	dir, cache := t.TempDir(), t.TempDir()
-	touch(t, filepath.Join(dir, "tiny", "vmlinux"), "k")
-	touch(t, filepath.Join(dir, "tiny", "initramfs.cpio.gz"), "i")
-	touch(t, filepath.Join(dir, "tiny", "cmdline"), "console=ttyS0\n")
-	touch(t, filepath.Join(dir, "cloud", "disk.qcow2"), "d")
-	touch(t, filepath.Join(dir, "empty", "README"), "")
-	touch(t, filepath.Join(cache, "abc", "vmlinux"), "k")
-	touch(t, filepath.Join(cache, "abc", "initramfs.cpio.gz"), "i")
-	r := devenv.ImageResolver{Dirs: []string{dir}, GuestCache: cache}
+func TestFindTestGuest(t *testing.T) {
+	cache := t.TempDir()
+	touch(t, filepath.Join(cache, "old", "vmlinux"), "k")
+	touch(t, filepath.Join(cache, "old", "initramfs.cpio.gz"), "i")
+	touch(t, filepath.Join(cache, "new", "vmlinux"), "k")
+	touch(t, filepath.Join(cache, "new", "initramfs.cpio.gz"), "i")
+	touch(t, filepath.Join(cache, "half", "vmlinux"), "k") // no initramfs: a build that broke off
+	past := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(filepath.Join(cache, "old", "vmlinux"), past, past); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
-		name    string
-		kernel  bool
-		disk    string
-		cmdline string
-		err     error
+		name, root, want string
+		ok               bool
 	}{
-		{name: "tiny", kernel: true, cmdline: "console=ttyS0"},
-		{name: "cloud", disk: "qcow2"},
-		{name: "empty", err: devenv.ErrNoImage},
-		{name: "missing", err: devenv.ErrNoImage},
-		{name: "../etc", err: devenv.ErrNoImage},
-		{name: devenv.TestGuest, kernel: true},
+		{"newest complete build", cache, filepath.Join(cache, "new"), true},
+		{"empty cache", t.TempDir(), "", false},
+		{"no cache", filepath.Join(cache, "missing"), "", false},
+		{"no root", "", "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			im, err := r.Resolve(tt.name)
-			if tt.err != nil {
-				if !errors.Is(err, tt.err) {
-					t.Fatalf("Resolve = %+v, %v; want %v", im, err, tt.err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if (im.Kernel != "") != tt.kernel || im.Format != tt.disk || im.Cmdline != tt.cmdline || im.Name != tt.name {
-				t.Fatalf("Resolve = %+v", im)
+			got, ok := devenv.FindTestGuest(tt.root)
+			if got != tt.want || ok != tt.ok {
+				t.Fatalf("FindTestGuest(%q) = %q, %v; want %q, %v", tt.root, got, ok, tt.want, tt.ok)
 			}
 		})
 	}

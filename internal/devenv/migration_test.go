@@ -67,7 +67,7 @@ func startMCluster(t *testing.T, migrateDelay time.Duration, hosts ...mhost) *mc
 		}
 		cl.stopServer()
 	})
-	tok, err := cl.srv.NewJoinToken(context.Background(), time.Hour)
+	tok, err := cl.srv.NewJoinToken(context.Background(), time.Hour, 64)
 	if err != nil {
 		t.Fatal(err)
 	}

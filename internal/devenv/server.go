@@ -14,10 +14,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/vpool/vpool/internal/controller"
+	"github.com/vpool/vpool/internal/imagepool"
 	"github.com/vpool/vpool/internal/metrics"
 	"github.com/vpool/vpool/internal/server"
 	"github.com/vpool/vpool/internal/store"
@@ -34,6 +37,16 @@ type ServerConfig struct {
 	// EtcdEndpoints connects to an existing etcd cluster instead of
 	// embedding a member.
 	EtcdEndpoints []string
+	// EtcdCACert, EtcdCert and EtcdKey are PEM files for TLS to
+	// EtcdEndpoints: the CA that signed the members (empty: the system
+	// roots) and a client certificate with its key.
+	EtcdCACert, EtcdCert, EtcdKey string
+	// EtcdUser and EtcdPassword authenticate with etcd's auth.
+	EtcdUser, EtcdPassword string
+	// CAKeyFile holds the key that seals the cluster CA in the store
+	// (default DataDir/ca-seal.key); every server of a cluster needs the
+	// same one.
+	CAKeyFile string
 	// Store, when set, is used as is (tests: memstore) and not closed.
 	Store store.Store
 	// Name identifies this server in leader election (default "vpool").
@@ -48,6 +61,25 @@ type ServerConfig struct {
 	// Controller tunes the controllers (tests shorten intervals); Store,
 	// Identity, Logger, Clock and ReconcileErrors are filled in.
 	Controller controller.Config
+	// ImagePool is the directory of image files (default
+	// DataDir/image-pool; none without a DataDir). Servers sharing a
+	// store must share it (docs/images.md).
+	ImagePool string
+	// ImageTool converts disk images (cmd/vpool hands in qemu-img's);
+	// nil takes only kernels and initrds.
+	ImageTool imagepool.Tool
+
+	// A control plane of several servers, each with an embedded member
+	// (cluster.go, docs/ha.md). PeerURL is where this server's member
+	// serves raft (https, a fixed port the others reach). InitialCluster
+	// ("NAME=URL,...", NAME being each server's Name) starts members
+	// together; Join (agent listeners of running servers) with JoinToken
+	// (from vpool cluster member add) adds this one to a running
+	// cluster. A member with data restarts from it and ignores both.
+	PeerURL        string
+	InitialCluster string
+	Join           []string
+	JoinToken      string
 }
 
 // Server is a running control-plane node: store, API server, controllers.
@@ -79,12 +111,27 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	m := metrics.New()
 	cc := cfg.Controller
 	cc.Store, cc.Identity, cc.Logger, cc.Clock = st, cfg.Name, cfg.Logger, cfg.Clock
+	var members server.Members
+	if es, ok := st.(*etcdstore.Store); ok && kind == "embedded" {
+		members = es
+		if cc.LeaderGone == nil {
+			cc.LeaderGone = es.MemberGone
+		}
+	}
 	cc.ReconcileErrors = m.ReconcileError
 	if cc.Placer == nil {
 		cc.Placer = controller.NewSchedulerPlacer()
 	}
 	mgr := controller.New(cc)
+	pool, err := openImagePool(cfg)
+	if err != nil {
+		if own {
+			_ = st.Close()
+		}
+		return nil, err
+	}
 	srv, err := server.New(server.Config{
+		Images:      pool,
 		Store:       st,
 		StoreKind:   kind,
 		Listen:      cfg.Listen,
@@ -95,8 +142,11 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		Version:     cfg.Version,
 		Controllers: mgr.Run,
 		TLS:         cfg.TLS,
+		CAKeyFile:   cfg.CAKeyFile,
 		Placer:      controller.NewDryRunner(st, nil, cfg.Clock),
 		Metrics:     m,
+		Name:        cfg.Name,
+		Members:     members,
 	})
 	if err != nil {
 		if own {
@@ -112,7 +162,15 @@ func openStore(ctx context.Context, cfg ServerConfig) (st store.Store, kind stri
 	case cfg.Store != nil:
 		return cfg.Store, "memory", false, nil
 	case len(cfg.EtcdEndpoints) > 0:
-		s, err := etcdstore.Connect(ctx, cfg.EtcdEndpoints, nil)
+		cc := etcdstore.ClientConfig{Endpoints: cfg.EtcdEndpoints, Username: cfg.EtcdUser, Password: cfg.EtcdPassword}
+		if cfg.EtcdCACert != "" || cfg.EtcdCert != "" || cfg.EtcdKey != "" {
+			tc, err := etcdstore.ClientTLS(cfg.EtcdCACert, cfg.EtcdCert, cfg.EtcdKey)
+			if err != nil {
+				return nil, "", false, fmt.Errorf("devenv: etcd TLS: %w", err)
+			}
+			cc.TLS = tc
+		}
+		s, err := etcdstore.ConnectWith(ctx, cc)
 		if err != nil {
 			return nil, "", false, fmt.Errorf("devenv: connect to etcd %v: %w", cfg.EtcdEndpoints, err)
 		}
@@ -120,12 +178,16 @@ func openStore(ctx context.Context, cfg ServerConfig) (st store.Store, kind stri
 	case cfg.DataDir == "":
 		return nil, "", false, errors.New("devenv: a data directory is needed for the embedded etcd")
 	default:
-		s, err := etcdstore.StartEmbedded(ctx, etcdstore.Config{
+		ec := etcdstore.Config{
 			DataDir:       filepath.Join(cfg.DataDir, "etcd"),
 			Name:          cfg.Name,
 			Logger:        cfg.Logger.With("component", "etcd"),
 			UnsafeNoFsync: cfg.EtcdUnsafeNoFsync,
-		})
+		}
+		if err := memberConfig(ctx, cfg, &ec); err != nil {
+			return nil, "", false, err
+		}
+		s, err := etcdstore.StartEmbedded(ctx, ec)
 		if err != nil {
 			return nil, "", false, err
 		}
@@ -133,9 +195,47 @@ func openStore(ctx context.Context, cfg ServerConfig) (st store.Store, kind stri
 	}
 }
 
-// Run serves until ctx ends, then closes the store it opened.
+// openImagePool opens the image pool of cfg (nil when there is no
+// directory for it). Its ID names this machine and directory.
+func openImagePool(cfg ServerConfig) (*imagepool.Pool, error) {
+	dir := cfg.ImagePool
+	if dir == "" && cfg.DataDir != "" {
+		dir = filepath.Join(cfg.DataDir, "image-pool")
+	}
+	if dir == "" {
+		return nil, nil
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("devenv: image pool: %w", err)
+	}
+	host, _ := os.Hostname()
+	return imagepool.New(imagepool.Config{Dir: abs, Tool: cfg.ImageTool, ID: host + ":" + abs})
+}
+
+// Run serves until ctx ends, then closes the store it opened. It ends
+// with an error when the embedded store member stops of its own accord
+// (removed from the cluster).
 func (s *Server) Run(ctx context.Context) error {
-	err := s.Server.Run(ctx)
+	var memberStopped <-chan struct{}
+	if es, ok := s.Store.(*etcdstore.Store); ok && s.ownStore {
+		memberStopped = es.MemberStopped()
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var lost atomic.Bool
+	go func() {
+		select {
+		case <-memberStopped:
+			lost.Store(true)
+			cancel()
+		case <-rctx.Done():
+		}
+	}()
+	err := s.Server.Run(rctx)
+	if lost.Load() && ctx.Err() == nil && err == nil {
+		err = errors.New("devenv: this server's store member stopped (removed from the cluster, or failed): the server stops too")
+	}
 	if s.ownStore {
 		if cerr := s.Store.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("devenv: close store: %w", cerr)

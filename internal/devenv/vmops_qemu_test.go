@@ -18,6 +18,7 @@ import (
 	"github.com/vpool/vpool/internal/hypervisor/qemu"
 	"github.com/vpool/vpool/internal/hypervisor/qemu/guest"
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/server"
 	"github.com/vpool/vpool/internal/store/memstore"
 )
 
@@ -60,6 +61,12 @@ func TestVMOperationsQEMU(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	p := api.DefaultProject
+	// The agent boots the guest whatever the image record says
+	// (ResolveImage above); admission wants the record.
+	if _, err := cl.srv.ImportLocalImage(ctx, api.ImageImportRequest{Name: "test-guest"},
+		[]server.LocalFile{{Role: model.ImageKernel, Path: g.Kernel}}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := cl.c.CreateVM(ctx, p, api.VMCreateRequest{Name: "tg", Spec: model.VMSpec{VCPUs: 1, Memory: 128 * model.MiB,
 		Image: "test-guest", Disks: []model.Disk{{Name: "root", Size: model.GiB}}}}); err != nil {
 		t.Fatal(err)

@@ -22,6 +22,10 @@ var (
 	ErrNoCapacity    = errors.New("hypervisor: not enough capacity on host")
 	ErrUnsupported   = errors.New("hypervisor: not supported by this driver")
 	ErrSnapshotFound = errors.New("hypervisor: snapshot not found")
+	// ErrUnreachable: the VM's process runs but the driver cannot reach
+	// it (its QEMU monitor does not answer). The driver leaves it running
+	// and keeps trying; only Kill and Delete act on it meanwhile.
+	ErrUnreachable = errors.New("hypervisor: vm unreachable")
 	// ErrOutcomeUnknown: MigrateOut told the target to take over but
 	// never heard back. The VM may run on the target; the source keeps
 	// its copy paused (never resumed by the driver) until the caller
@@ -38,6 +42,11 @@ const (
 	StateRunning State = "running"
 	StatePaused  State = "paused"
 	StateCrashed State = "crashed"
+	// StateUnknown: the VM's process runs but the driver cannot tell its
+	// state (Info.Reason says why). A driver never stops such a VM by
+	// itself; it keeps trying to reach it, and the operator (or HA)
+	// decides.
+	StateUnknown State = "unknown"
 )
 
 // VMConfig is everything a driver needs to create a VM.
@@ -51,6 +60,25 @@ type VMConfig struct {
 	Spec    model.VMSpec `json:"spec"`
 	// Image is the resolved boot image, if any.
 	Image *Image `json:"image,omitempty"`
+	// Ports say where each NIC of Spec.NICs plugs in on this host (same
+	// index; shorter or empty: the driver's default bridge). The agent
+	// fills them for NICs on vpool networks.
+	Ports []NICPort `json:"ports,omitempty"`
+}
+
+// NICPort is the host side of one NIC: the tap the driver creates, the
+// bridge it joins and the MTU it takes. The agent names the tap, so the
+// tap's security rules exist before the tap does.
+type NICPort struct {
+	Tap    string `json:"tap,omitempty"`
+	Bridge string `json:"bridge,omitempty"`
+	MTU    int    `json:"mtu,omitempty"`
+	// Address (CIDR), Gateway and DHCP say how the guest configures the
+	// NIC: the cloud-init network config the driver writes agrees with
+	// what the network's DHCP server hands out.
+	Address string `json:"address,omitempty"`
+	Gateway string `json:"gateway,omitempty"`
+	DHCP    bool   `json:"dhcp,omitempty"`
 }
 
 // Image is a boot image as the driver sees it.
@@ -65,8 +93,10 @@ type Image struct {
 
 // Info describes one VM the driver knows, for listing and re-attach.
 type Info struct {
-	ID        string      `json:"id"`
-	State     State       `json:"state"`
+	ID    string `json:"id"`
+	State State  `json:"state"`
+	// Reason explains StateUnknown (short, for the tenant: no host paths).
+	Reason    string      `json:"reason,omitempty"`
 	Pid       int         `json:"pid,omitempty"`
 	VCPUs     int         `json:"vcpus"`
 	Memory    model.Bytes `json:"memory"`

@@ -31,3 +31,14 @@ type Console interface {
 	// output of the VM's current (or last) boot.
 	ConsoleLog(ctx context.Context, id string, max int) ([]byte, error)
 }
+
+// NICHotplugger adds and removes NICs of a VM: live on a running VM, in
+// the record on a stopped one. A driver that cannot unplug or plug the
+// NIC live (no free hot-plug slot, a NIC on a bus without hot-plug)
+// returns ErrNeedsRestart and changes nothing.
+type NICHotplugger interface {
+	// AttachNIC plugs nic in with its host side port.
+	AttachNIC(ctx context.Context, id string, nic model.NIC, port NICPort) error
+	// DetachNIC unplugs the NIC named name and removes its tap.
+	DetachNIC(ctx context.Context, id, name string) error
+}

@@ -173,10 +173,18 @@ type BalancePlan struct {
 	Note  string        `json:"note"`
 	Moves []BalanceMove `json:"moves"`
 	Hosts []BalanceHost `json:"hosts"`
+	// MovesOmitted and HostsOmitted count the moves and host lines left
+	// out so that the stored plan stays small: at most 500 moves, and 200
+	// host lines (the hosts the moves touch first, then the busiest).
+	MovesOmitted int `json:"movesOmitted,omitempty"`
+	HostsOmitted int `json:"hostsOmitted,omitempty"`
 	// Samples is the number of usage samples of the longest VM history.
 	Samples int `json:"samples"`
 	// Applied counts moves started as migrations (automatic mode).
 	Applied int `json:"applied"`
+	// Refused counts moves the placement gate refused when they were to
+	// start (a rule the plan's view did not see yet).
+	Refused int `json:"refused,omitempty"`
 	// Error says why the plan was not (fully) applied.
 	Error string `json:"error,omitempty"`
 }
@@ -204,9 +212,11 @@ type BalanceHost struct {
 	Watts       float64   `json:"watts"`
 }
 
-// EnergyLedger is the leader's energy ledger as stored at
-// /vpool/energy/ledger: joules per host, VM (project/name) and project
-// since Since, and each host's draw at At.
+// EnergyLedger is the leader's energy ledger as readers see it: joules per
+// host, VM (project/name) and project since Since, and each host's draw
+// at At. It is assembled from the split records (energy.go); deleted
+// VMs, hosts and projects appear as the lines named EnergyDeleted*.
+// Before issue 11 it was stored whole at /vpool/energy/ledger.
 type EnergyLedger struct {
 	Since    time.Time             `json:"since"`
 	At       time.Time             `json:"at"`

@@ -103,6 +103,9 @@ type Host struct {
 	HypervisorVersion string   `json:"hypervisorVersion,omitempty"`
 	MachineType       string   `json:"machineType,omitempty"`
 	Networks          []string `json:"networks,omitempty"`
+	// Net is the host's virtual-network capability (nil: none reported):
+	// the networks of vpool (model.Network) need it.
+	Net *HostNet `json:"net,omitempty"`
 	// Drain is set while an operator drains the host (vpool host drain).
 	Drain *HostDrain `json:"drain,omitempty"`
 	// Power is what the power controller wants of the host (nil: on).

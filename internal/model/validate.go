@@ -130,6 +130,9 @@ func (s *VMSpec) validateNICs() error {
 		if err := validOptionalName(f+".network", n.Network); err != nil {
 			return err
 		}
+		if err := s.NICs[i].validateNIC(f, i); err != nil {
+			return err
+		}
 		if n.MAC == "" {
 			continue
 		}
@@ -142,7 +145,7 @@ func (s *VMSpec) validateNICs() error {
 		}
 		macs[key] = i
 	}
-	return nil
+	return validateNICNames(s.NICs)
 }
 
 func (p *Placement) validate() error {

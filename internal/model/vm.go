@@ -16,6 +16,10 @@ const (
 	PhaseFailed     Phase = "failed"
 	PhaseDeleting   Phase = "deleting"
 	PhasePaused     Phase = "paused"
+	// PhaseUnknown: the host runs the VM but cannot reach it (its QEMU
+	// monitor does not answer); LastError says why. Nothing acts on the
+	// VM until the host reaches it again or an operator decides.
+	PhaseUnknown Phase = "unknown"
 )
 
 // PowerState is what the user wants a VM to be.
@@ -57,6 +61,12 @@ type VMSpec struct {
 	// CloudInit is the NoCloud seed for user images (hostname, SSH keys,
 	// user-data); nil gives no seed.
 	CloudInit *CloudInit `json:"cloudInit,omitempty"`
+	// StopForce pulls the plug at the next stop instead of asking the
+	// guest to power off; StopTimeout (seconds, 0: the host's default)
+	// bounds how long a graceful stop waits before it does. Set by a stop
+	// request, cleared by a start.
+	StopForce   bool `json:"stopForce,omitempty"`
+	StopTimeout int  `json:"stopTimeoutSeconds,omitempty"`
 }
 
 // DiskSize is the sum of the VM's disk sizes.
@@ -84,9 +94,27 @@ type Disk struct {
 
 // NIC is one virtual network interface.
 type NIC struct {
+	// Name identifies the NIC within its VM (default nic<index>); nic
+	// remove names it.
+	Name    string `json:"name,omitempty"`
 	Network string `json:"network,omitempty"`
 	MAC     string `json:"mac,omitempty"`
+	// IP is the NIC's IPv4 address on its network: a fixed address when
+	// the user gives one, else the one the server allocated.
+	IP string `json:"ip,omitempty"`
+	// SecurityGroups name groups of the VM's project (network.go).
+	SecurityGroups []string `json:"securityGroups,omitempty"`
+	QoS            *NICQoS  `json:"qos,omitempty"`
 }
+
+// DiskStatus is one disk as its host has it.
+type DiskStatus struct {
+	Name string `json:"name"`
+	Size Bytes  `json:"size"`
+}
+
+// MaxStopTimeout bounds VMSpec.StopTimeout (seconds).
+const MaxStopTimeout = 3600
 
 // Placement holds the constraints the scheduler honours.
 type Placement struct {
@@ -144,6 +172,9 @@ type VMStatus struct {
 	Migration string `json:"migration,omitempty"`
 	// Resize is the last resize of the assigned VM and its outcome.
 	Resize *ResizeOp `json:"resize,omitempty"`
+	// Disks are the disks as the host has them (their sizes grow after
+	// a resize is applied); nil until the host reports them.
+	Disks []DiskStatus `json:"disks,omitempty"`
 }
 
 // VMUsage is measured use of a VM, reported by its host's agent.
@@ -216,6 +247,12 @@ type Token struct {
 	CreatedAt time.Time `json:"createdAt"`
 	ExpiresAt time.Time `json:"expiresAt,omitempty"`
 	Purpose   string    `json:"purpose,omitempty"` // "join" for host join tokens
+	// Uses is how many more hosts a join token may join (each join
+	// consumes one; the token is deleted at 0).
+	Uses int `json:"uses,omitempty"`
+	// Host binds a join token to one host name: a re-key token (vpool
+	// host rekey), the only way to join a name already joined.
+	Host string `json:"host,omitempty"`
 }
 
 // Policy is the cluster-wide placement policy, stored as data.

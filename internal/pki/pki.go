@@ -1,10 +1,13 @@
-// Package pki holds vpool's small certificate authority: the cluster CA
+// Package pki holds vpool's small certificate authorities: the cluster CA
 // (ECDSA P-256) that the server creates on first start, the server
-// certificate of the agent listener, the signing of agent CSRs, the CA
-// hash pinned by join tokens ("vpool1.<ca-sha256-hex>.<secret>"), and the
-// agent-side helpers to make a key and CSR. It imports only the standard
-// library: storing the CA is the server's business, so the agent can use
-// this package without reaching the store.
+// certificate of the agent listener, the signing of agent CSRs into host
+// certificates, the roles that keep the two apart (role.go), the sealing
+// of the CA key before it is stored (seal.go), the CA hash pinned by join
+// tokens ("vpool1.<ca-sha256-hex>.<secret>"), the agent-side helpers to
+// make a key and CSR, and the private CA of an embedded etcd member
+// (local.go). It imports only the standard library: storing the CA is the
+// server's business, so the agent can use this package without reaching
+// the store.
 package pki
 
 import (
@@ -32,6 +35,10 @@ var (
 	ErrBadPEM       = errors.New("pki: bad PEM")
 	ErrBadCSR       = errors.New("pki: bad certificate request")
 	ErrBadJoinToken = errors.New("pki: malformed join token (want vpool1.<ca-hash>.<secret>)")
+	// ErrRole: a certificate of one role used for another (a host
+	// certificate presented as the server's, a server name in the host
+	// name space).
+	ErrRole = errors.New("pki: wrong certificate role")
 )
 
 // CA is the cluster certificate authority.
@@ -46,8 +53,10 @@ func newSerial() (*big.Int, error) {
 	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 }
 
-// NewCA creates a CA valid for ten years from now.
-func NewCA(now time.Time) (*CA, error) {
+// NewCA creates the cluster CA, valid for ten years from now.
+func NewCA(now time.Time) (*CA, error) { return newCA("vpool cluster CA", now) }
+
+func newCA(cn string, now time.Time) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("pki: generate CA key: %w", err)
@@ -58,7 +67,7 @@ func NewCA(now time.Time) (*CA, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "vpool cluster CA", Organization: []string{"vpool"}},
+		Subject:               pkix.Name{CommonName: cn, Organization: []string{"vpool"}},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.AddDate(10, 0, 0),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
@@ -78,8 +87,9 @@ func NewCA(now time.Time) (*CA, error) {
 		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})...))
 }
 
-// ParseCA reads a CA from its PEM bundle (certificate + EC private key),
-// as stored at store.CAKey.
+// ParseCA reads a CA from a plaintext PEM bundle (certificate + EC
+// private key): a CA file on disk, or what servers from before sealing
+// stored at store.CAKey. The store holds sealed bundles (Seal, OpenCA).
 func ParseCA(bundle []byte) (*CA, error) {
 	ca := &CA{}
 	rest := bundle
@@ -110,9 +120,6 @@ func ParseCA(bundle []byte) (*CA, error) {
 	return ca, nil
 }
 
-// Bundle is the PEM bundle (certificate + key) to store.
-func (ca *CA) Bundle() []byte { return append(append([]byte(nil), ca.CertPEM...), ca.keyPEM...) }
-
 // Hash is the hex SHA-256 of the CA certificate's DER, pinned by join
 // tokens.
 func (ca *CA) Hash() string { return CertHash(ca.Cert.Raw) }
@@ -141,8 +148,15 @@ func DefaultServerNames() []string {
 }
 
 // ServerCert issues a TLS server certificate for names (IPs or DNS
-// names), valid for one year.
+// names), valid for one year. It carries the server role (OU
+// RoleServer), which agents and the CLI check; a name in the host name
+// space (HostNameSuffix) is refused.
 func (ca *CA) ServerCert(names []string, now time.Time) (tls.Certificate, error) {
+	for _, n := range names {
+		if IsHostName(n) {
+			return tls.Certificate{}, fmt.Errorf("%w: server name %q is in the host name space %s", ErrRole, n, HostNameSuffix)
+		}
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("pki: generate server key: %w", err)
@@ -153,19 +167,13 @@ func (ca *CA) ServerCert(names []string, now time.Time) (tls.Certificate, error)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "vpool server"},
+		Subject:      pkix.Name{CommonName: "vpool server", Organization: []string{"vpool"}, OrganizationalUnit: []string{RoleServer}},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.AddDate(1, 0, 0),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else if n != "" {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
+	addNames(tmpl, names)
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("pki: sign server certificate: %w", err)
@@ -178,29 +186,50 @@ func mustParse(der []byte) *x509.Certificate {
 	return c
 }
 
+// HostCert is a host certificate as issued.
+type HostCert struct {
+	PEM      []byte
+	Serial   string // SerialHex of the certificate
+	NotAfter time.Time
+}
+
 // SignCSR checks a PEM certificate request's signature and issues a host
-// certificate whose CN and only DNS name are host, whatever the CSR asked,
-// valid for ttl: clientAuth (the agent's identity towards the server) and
-// serverAuth (the host's end of migration streams). It returns the certificate as PEM.
+// certificate for host (see IssueHost); it returns the certificate as PEM.
 func (ca *CA) SignCSR(csrPEM []byte, host string, ttl time.Duration, now time.Time) ([]byte, error) {
+	hc, err := ca.IssueHost(csrPEM, host, ttl, now)
+	if err != nil {
+		return nil, err
+	}
+	return hc.PEM, nil
+}
+
+// IssueHost checks a PEM certificate request's signature and issues a
+// host certificate, valid for ttl, whatever the CSR asked: CN host, the
+// host role (OU RoleHost) and one DNS name, HostDNSName(host), in a name
+// space no server certificate may use. It carries clientAuth (the
+// agent's identity towards the server) and serverAuth (the host's end of
+// migration streams, checked against that DNS name); it can never pass
+// for the server, whose certificates carry the server role and the
+// server's own names.
+func (ca *CA) IssueHost(csrPEM []byte, host string, ttl time.Duration, now time.Time) (HostCert, error) {
 	b, _ := pem.Decode(csrPEM)
 	if b == nil || b.Type != "CERTIFICATE REQUEST" {
-		return nil, fmt.Errorf("%w: want a PEM CERTIFICATE REQUEST", ErrBadCSR)
+		return HostCert{}, fmt.Errorf("%w: want a PEM CERTIFICATE REQUEST", ErrBadCSR)
 	}
 	csr, err := x509.ParseCertificateRequest(b.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadCSR, err)
+		return HostCert{}, fmt.Errorf("%w: %w", ErrBadCSR, err)
 	}
 	if err := csr.CheckSignature(); err != nil {
-		return nil, fmt.Errorf("%w: signature: %w", ErrBadCSR, err)
+		return HostCert{}, fmt.Errorf("%w: signature: %w", ErrBadCSR, err)
 	}
 	serial, err := newSerial()
 	if err != nil {
-		return nil, fmt.Errorf("pki: serial: %w", err)
+		return HostCert{}, fmt.Errorf("pki: serial: %w", err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: host, Organization: []string{"vpool agents"}},
+		Subject:      pkix.Name{CommonName: host, Organization: []string{"vpool agents"}, OrganizationalUnit: []string{RoleHost}},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(ttl),
 		// Key encipherment too: QEMU 9 and later refuse a certificate
@@ -208,15 +237,15 @@ func (ca *CA) SignCSR(csrPEM []byte, host string, ttl time.Duration, now time.Ti
 		// encipherment") for tls-creds-x509, whatever the key type.
 		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		// serverAuth too: the same certificate secures the host's end of
-		// migration streams (QEMU tls-creds), checked against the host name.
+		// migration streams (QEMU tls-creds), checked against its DNS name.
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
-		DNSNames:    []string{host},
+		DNSNames:    []string{HostDNSName(host)},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, csr.PublicKey, ca.Key)
 	if err != nil {
-		return nil, fmt.Errorf("pki: sign client certificate: %w", err)
+		return HostCert{}, fmt.Errorf("pki: sign host certificate: %w", err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+	return HostCert{PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), Serial: SerialHex(serial), NotAfter: tmpl.NotAfter}, nil
 }
 
 // NewKeyAndCSR makes an agent key and a CSR for host; both PEM.
@@ -259,7 +288,7 @@ func ParseJoinToken(tok string) (caHash, secret string, err error) {
 
 // VerifyPinned returns a tls.Config VerifyPeerCertificate function that
 // accepts a server whose chain includes a CA certificate with caHash,
-// and checks the leaf against it. Agents use it for the first contact,
+// and checks the leaf against it and its server role. Agents use it for the first contact,
 // before they hold the CA.
 func VerifyPinned(caHash string) func(rawCerts [][]byte, _ [][]*x509.Certificate) error {
 	return func(rawCerts [][]byte, _ [][]*x509.Certificate) error {
@@ -288,6 +317,18 @@ func VerifyPinned(caHash string) func(rawCerts [][]byte, _ [][]*x509.Certificate
 		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
 			return fmt.Errorf("pki: server certificate not signed by the pinned CA: %w", err)
 		}
-		return nil
+		return CheckServer(leaf)
+	}
+}
+
+// addNames puts names on a certificate template: IP addresses as IP SANs,
+// anything else (but "") as DNS names.
+func addNames(tmpl *x509.Certificate, names []string) {
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else if n != "" {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
 	}
 }

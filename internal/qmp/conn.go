@@ -27,11 +27,18 @@ type Options struct {
 	// blocked (migrate-recover when a post-copy guest waits for a page
 	// with the big lock held).
 	OOB bool
+	// CommandTimeout bounds a command whose context has no deadline
+	// (default DefaultCommandTimeout), so that no command waits forever
+	// on a monitor that never answers (a stopped or stuck QEMU).
+	CommandTimeout time.Duration
 }
 
 // ErrNoOOB is returned by ExecuteOOB on a connection without out-of-band
 // execution (not asked for, or not offered by QEMU).
 var ErrNoOOB = errors.New("qmp: out-of-band execution not negotiated")
+
+// DefaultCommandTimeout is Options.CommandTimeout's default.
+const DefaultCommandTimeout = time.Minute
 
 // Conn is one QMP connection. It is safe for concurrent use: commands
 // from several goroutines are multiplexed by id.
@@ -40,7 +47,8 @@ type Conn struct {
 	log     *slog.Logger
 	version Version
 	evBuf   int
-	oob     bool // out-of-band execution negotiated
+	oob     bool          // out-of-band execution negotiated
+	timeout time.Duration // Options.CommandTimeout
 
 	wmu sync.Mutex // serialises writes
 
@@ -86,10 +94,14 @@ func NewConn(ctx context.Context, nc net.Conn, opts Options) (*Conn, error) {
 	if opts.EventBuffer <= 0 {
 		opts.EventBuffer = 64
 	}
+	if opts.CommandTimeout <= 0 {
+		opts.CommandTimeout = DefaultCommandTimeout
+	}
 	c := &Conn{
 		nc:         nc,
 		log:        log,
 		evBuf:      opts.EventBuffer,
+		timeout:    opts.CommandTimeout,
 		pending:    map[uint64]chan reply{},
 		subs:       map[*Subscription]struct{}{},
 		done:       make(chan struct{}),
@@ -205,9 +217,11 @@ func (c *Conn) readLoop(dec *json.Decoder) {
 }
 
 // Execute runs cmd with args (nil for none) and decodes the return value
-// into out (nil to ignore it). ctx bounds the wait for the reply: a
-// command that times out is abandoned (its late reply is discarded), and
-// the error wraps ctx.Err(). A QMP error reply is returned as *Error.
+// into out (nil to ignore it). ctx bounds the wait for the reply (and the
+// write of the command); without a deadline, Options.CommandTimeout does.
+// A command that times out is abandoned (its late reply is discarded),
+// and the error wraps ctx.Err() (context.DeadlineExceeded for the
+// default bound). A QMP error reply is returned as *Error.
 func (c *Conn) Execute(ctx context.Context, cmd string, args, out any) error {
 	return c.execute(ctx, cmd, args, out, nil)
 }
@@ -235,6 +249,11 @@ func (c *Conn) execute(ctx context.Context, cmd string, args, out any, f *os.Fil
 
 func (c *Conn) send(ctx context.Context, req request, out any, f *os.File) error {
 	cmd := req.Execute + req.ExecOOB
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	}
 	ch := make(chan reply, 1)
 	c.mu.Lock()
 	if c.closed {

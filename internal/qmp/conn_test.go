@@ -252,6 +252,37 @@ func TestTimeoutAbandonsOnlyThatCommand(t *testing.T) {
 	}
 }
 
+// TestCommandWithoutDeadlineIsBounded: a context without a deadline does
+// not let a command wait forever on a monitor that never answers.
+func TestCommandWithoutDeadlineIsBounded(t *testing.T) {
+	m := newFakeMonitor(t, greeting, func(r fakeReq) []string {
+		if r.Execute == "never" {
+			return nil
+		}
+		return []string{ret(r, `{}`)}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, m.path, Options{CommandTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	done := make(chan error, 1)
+	go func() { done <- c.Execute(context.Background(), "never", nil, nil) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("never: %v, want DeadlineExceeded", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a command without a deadline still waits")
+	}
+	if err := c.Execute(context.Background(), "fast", nil, nil); err != nil {
+		t.Fatalf("after the bound: %v", err)
+	}
+}
+
 func TestEvents(t *testing.T) {
 	m := newFakeMonitor(t, greeting, func(r fakeReq) []string {
 		if r.Execute == "system_powerdown" {

@@ -52,7 +52,8 @@ func (s *Snapshot) Remove(host, key string, spec *model.VMSpec) error {
 }
 
 // charge adds (sign 1) or removes (sign -1) a VM's demand on host h. When
-// adding, it picks the storage pools and returns the record to undo it.
+// adding without pools given, it picks the storage pools; it returns the
+// record to undo it.
 func (s *Snapshot) charge(h int32, d demand, sign int64, pools []int) vmRec {
 	r := &s.hosts[h]
 	r.cpuUsed += sign * d.cpu
@@ -67,7 +68,7 @@ func (s *Snapshot) charge(h int32, d demand, sign int64, pools []int) vmRec {
 	if d.group != "" {
 		s.addGroup(h, s.groupID(d.group), int32(sign))
 	}
-	if sign > 0 {
+	if sign > 0 && pools == nil {
 		pools, _ = choosePools(s.pools[h], d.storage, nil)
 	}
 	for i, slot := range pools {
@@ -84,42 +85,10 @@ func (s *Snapshot) charge(h int32, d demand, sign int64, pools []int) vmRec {
 func (d *Decision) Apply(a *model.Allocation) { ApplyVM(a, d.Key, d.Spec, 1) }
 
 // ApplyVM adds (sign 1) or removes (sign -1) one VM to or from an
-// allocation record: used resources, reservations (Reserved.CPUs is
-// ReservedCPUMilli rounded up), the VM key, its isolation domain and its
-// affinity group (keyed "project/group", as the scheduler reads them).
+// allocation record: model.Allocation.ApplyVM, the one definition of what
+// a VM holds that the stored allocations and this package share.
 func ApplyVM(a *model.Allocation, key string, spec *model.VMSpec, sign int) {
-	dm := spec.Demand()
-	a.Used.CPUs += sign * dm.CPUs
-	a.Used.Memory += model.Bytes(sign) * dm.Memory
-	a.Used.Disk += model.Bytes(sign) * dm.Disk
-	a.ReservedCPUMilli += sign * spec.Controls.CPUReservation
-	a.Reserved.CPUs = (a.ReservedCPUMilli + 999) / 1000
-	a.Reserved.Memory += model.Bytes(sign) * spec.Controls.MemoryReservation
-	if a.VMs == nil {
-		a.VMs = map[string]bool{}
-	}
-	if sign > 0 {
-		a.VMs[key] = true
-	} else {
-		delete(a.VMs, key)
-	}
-	p := &spec.Placement
-	if p.IsolationDomain != "" {
-		a.Domains = bump(a.Domains, p.IsolationDomain, sign)
-	}
-	if p.AffinityGroup != "" {
-		a.Groups = bump(a.Groups, projectOf(key)+"/"+p.AffinityGroup, sign)
-	}
-}
-
-func bump(m map[string]int, k string, n int) map[string]int {
-	if m == nil {
-		m = map[string]int{}
-	}
-	if m[k] += n; m[k] <= 0 {
-		delete(m, k)
-	}
-	return m
+	a.ApplyVM(key, spec, sign)
 }
 
 // Check runs every filter for one VM against one host as it is now (the

@@ -46,6 +46,14 @@ func (b *hostBuilder) Pool(name, tier string, freeGiB int64) *hostBuilder {
 	b.h.Pools = append(b.h.Pools, model.StoragePoolRef{Name: name, Tier: tier, Free: model.Bytes(freeGiB * GiB)})
 	return b
 }
+func (b *hostBuilder) Overlay(addr string) *hostBuilder {
+	b.h.Net = &model.HostNet{Overlay: addr}
+	return b
+}
+func (b *hostBuilder) Networks(n ...string) *hostBuilder {
+	b.h.Networks = append([]string{}, n...)
+	return b
+}
 func (b *hostBuilder) Obj() model.Host { return b.h }
 
 // allocBuilder builds model.Allocation fixtures.
@@ -120,6 +128,10 @@ func (b *vmBuilder) Group(g, kind string) *vmBuilder {
 }
 func (b *vmBuilder) MaxPerHost(n int) *vmBuilder { b.spec.Placement.MaxPerHost = n; return b }
 func (b *vmBuilder) Pin(h string) *vmBuilder     { b.spec.Placement.Host = h; return b }
+func (b *vmBuilder) NIC(network, ip string) *vmBuilder {
+	b.spec.NICs = append(b.spec.NICs, model.NIC{Network: network, IP: ip})
+	return b
+}
 func (b *vmBuilder) Reserve(cpuMilli int, memGiB int64) *vmBuilder {
 	b.spec.Controls.CPUReservation, b.spec.Controls.MemoryReservation = cpuMilli, model.Bytes(memGiB*GiB)
 	return b
@@ -168,3 +180,13 @@ func filterOne(t *testing.T, f Filter, h model.Host, a *model.Allocation, r Requ
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func bump(m map[string]int, k string, n int) map[string]int {
+	if m == nil {
+		m = map[string]int{}
+	}
+	if m[k] += n; m[k] <= 0 {
+		delete(m, k)
+	}
+	return m
+}

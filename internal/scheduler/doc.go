@@ -27,6 +27,15 @@
 //     Decision.Apply / ApplyVM update the caller's model.Allocation, and
 //     Scheduler.Check re-runs the filters on one host's fresh allocation
 //     before a compare-and-swap.
+//   - The gate's checks: CheckOn runs every filter for one decision on one
+//     host of a whole-cluster snapshot (what a plan applier re-checks
+//     before it commits); CheckMove does the same for a VM moving off its
+//     host; MoveCheck answers a move planner (internal/balance's
+//     Feasibility) with the round's planned moves held on their targets;
+//     ClusterView and BalanceCheck build it the way the server's
+//     balancer and the simulator both do.
+//     Fits, Allocatable and EffectiveRatios give the fit rule to callers
+//     without a snapshot: capacity is written once, in plugin_fit.go.
 //
 // The package is pure: it imports no store, no net/http, no QEMU, and reads
 // no clock (Explanation.Time is left for the caller to set).

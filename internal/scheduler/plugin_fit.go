@@ -30,8 +30,11 @@ const (
 func (Fit) Name() string { return "fit" }
 
 // Filter implements Filter.
-func (Fit) Filter(c *Cycle, h int) Status {
-	r, d := &c.snap.hosts[h], &c.d
+func (Fit) Filter(c *Cycle, h int) Status { return fit(&c.snap.hosts[h], &c.d) }
+
+// fit is the capacity rule itself, on one host record and one demand:
+// the only place it is written (Fits serves callers outside a snapshot).
+func fit(r *hostRec, d *demand) Status {
 	switch {
 	case r.memUsed+d.mem > r.memLimit:
 		return reject(reasonMemory, r.memLimit-r.memUsed)

@@ -133,6 +133,21 @@ func TestStorage(t *testing.T) {
 	})
 }
 
+func TestNetwork(t *testing.T) {
+	plain := MakeHost().Name("h").Obj()
+	overlay := MakeHost().Name("h").Overlay("192.0.2.1").Obj()
+	listed := MakeHost().Name("h").Networks("br-lan").Obj()
+	runFilterCases(t, Network{}, []filterCase{
+		{name: "no NIC", host: plain, req: MakeVM("p/a").Req()},
+		{name: "vpool network on a host serving them", host: overlay, req: MakeVM("p/a").NIC("net1", "10.0.0.2").Req()},
+		{name: "vpool network on a host without", host: plain, req: MakeVM("p/a").NIC("net1", "10.0.0.2").Req(),
+			want: "serves no vpool networks (its agent has no --overlay-address or --vlan-uplink)"},
+		{name: "host network on a host not reporting its networks", host: plain, req: MakeVM("p/a").NIC("br-lan", "").Req()},
+		{name: "host network listed", host: listed, req: MakeVM("p/a").NIC("br-lan", "").Req()},
+		{name: "host network not listed", host: listed, req: MakeVM("p/a").NIC("br-dmz", "").Req(), want: "lacks host network br-dmz"},
+	})
+}
+
 func TestPin(t *testing.T) {
 	runFilterCases(t, Pin{}, []filterCase{
 		{name: "no pin", host: MakeHost().Name("h").Obj(), req: MakeVM("p/a").Req()},

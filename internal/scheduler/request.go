@@ -53,6 +53,11 @@ type demand struct {
 	storage                        []storageNeed
 	pin                            int32
 	pinName                        string
+	// vpoolNet: a NIC is on a vpool network (it has an address), so the
+	// host must serve vpool networks; hostNets: networks of the other
+	// NICs, which the host must list when it reports its networks.
+	vpoolNet bool
+	hostNets []string
 }
 
 // demandOf compiles a VM spec against the snapshot's interned names.
@@ -106,6 +111,14 @@ func (s *Snapshot) demandOf(key string, spec *model.VMSpec) (demand, error) {
 			n.tier = lookup(s.tierIDs, disk.Tier)
 		}
 		d.addStorage(n)
+	}
+	for _, nic := range spec.NICs {
+		switch {
+		case nic.IP != "":
+			d.vpoolNet = true
+		case nic.Network != "":
+			d.hostNets = append(d.hostNets, nic.Network)
+		}
 	}
 	return d, nil
 }

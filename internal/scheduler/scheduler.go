@@ -23,6 +23,7 @@ func Builtins() Registry {
 		"labels":    func() Plugin { return Labels{} },
 		"fit":       func() Plugin { return Fit{} },
 		"storage":   func() Plugin { return Storage{} },
+		"network":   func() Plugin { return Network{} },
 		"isolation": func() Plugin { return Isolation{} },
 		"affinity":  func() Plugin { return Affinity{} },
 		"binpack":   func() Plugin { return Binpack{} },
@@ -40,7 +41,7 @@ func DefaultPlugins(strategy string) []string {
 	if strings.EqualFold(strategy, "spread") {
 		pack = "spread"
 	}
-	return []string{"hoststate", "pin", "labels", "fit", "storage", "isolation", "affinity", pack, "balance", "energy", "scarcity"}
+	return []string{"hoststate", "pin", "labels", "fit", "storage", "network", "isolation", "affinity", pack, "balance", "energy", "scarcity"}
 }
 
 // DefaultWeights are the score weights used when Policy.Weights does not

@@ -67,6 +67,7 @@ type Snapshot struct {
 	hosts  []hostRec
 	labels []map[string]string
 	pools  [][]poolRec
+	nets   []netRec
 
 	labelSets    map[string]bitset // "key=value" → hosts
 	rareKeys     map[string]bitset // label keys few hosts carry → those hosts
@@ -194,6 +195,7 @@ func (s *Snapshot) appendHost(h *model.Host) int32 {
 	s.hosts = append(s.hosts, hostRec{})
 	s.labels = append(s.labels, nil)
 	s.pools = append(s.pools, nil)
+	s.nets = append(s.nets, netRec{})
 	s.hostDoms = append(s.hostDoms, nil)
 	s.hostGroups = append(s.hostGroups, nil)
 	s.setHost(i, h)
@@ -202,14 +204,8 @@ func (s *Snapshot) appendHost(h *model.Host) int32 {
 
 // setHost (re)loads capacity, ratios, state, labels and pools of host i.
 func (s *Snapshot) setHost(i int32, h *model.Host) {
-	def := model.DefaultPolicy().Ratios
 	r := &s.hosts[i]
-	cpu := int64(h.Capacity.CPUs) * 1000
-	r.cpuPhys, r.memPhys = cpu, int64(h.Capacity.Memory)
-	r.cpuLimit = scale(cpu, ratio(h.Ratios.CPU, s.policy.Ratios.CPU, def.CPU, maxCPURatio))
-	r.memLimit = scale(r.memPhys, ratio(h.Ratios.Memory, s.policy.Ratios.Memory, def.Memory, maxMemRatio))
-	r.diskLimit = scale(int64(h.Capacity.Disk), ratio(h.Ratios.Disk, s.policy.Ratios.Disk, def.Disk, maxDiskRatio))
-	r.cores = int32(h.Capacity.CPUs)
+	r.setCapacity(h, s.policy)
 	r.stateReason = stateReasonOf(h)
 	if r.stateReason == reasonReady {
 		s.schedulable.set(i)
@@ -233,6 +229,7 @@ func (s *Snapshot) setHost(i int32, h *model.Host) {
 		}
 		s.pools[i] = append(s.pools[i], poolRec{name: intern(s.poolIDs, p.Name), tier: intern(s.tierIDs, p.Tier), free: free})
 	}
+	s.nets[i] = netRecOf(h)
 }
 
 // recount refreshes the per-state counts and the smallest core count.
@@ -277,13 +274,7 @@ func (s *Snapshot) setAllocation(i int32, h *model.Host, a *model.Allocation) {
 		r.cpuRes, r.memRes, r.vms = 0, 0, int32(h.VMs)
 		return
 	}
-	r.cpuUsed, r.memUsed, r.diskUsed = int64(a.Used.CPUs)*1000, int64(a.Used.Memory), int64(a.Used.Disk)
-	r.cpuRes = int64(a.ReservedCPUMilli)
-	if r.cpuRes == 0 {
-		r.cpuRes = int64(a.Reserved.CPUs) * 1000
-	}
-	r.memRes = int64(a.Reserved.Memory)
-	r.vms = int32(len(a.VMs))
+	r.setUsage(a)
 	for _, name := range sortedKeys(a.Domains) {
 		s.addDomain(i, s.domainID(name), int32(a.Domains[name]))
 	}

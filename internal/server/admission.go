@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"sort"
 	"strings"
@@ -133,7 +134,14 @@ func checkPathParams(route string, r *http.Request) *httpError {
 		if m == nil {
 			continue
 		}
-		if v := r.PathValue(m[1]); model.ValidName(m[1], v) != nil {
+		v := r.PathValue(m[1])
+		if m[1] == "ip" { // an address of a network's pool
+			if a, err := netip.ParseAddr(v); err == nil && a.Is4() && a.String() == v {
+				continue
+			}
+			return errf(http.StatusNotFound, api.CodeNotFound, "", "no address %s: write an IPv4 address", quoteField(v))
+		}
+		if model.ValidName(m[1], v) != nil {
 			return errf(http.StatusNotFound, api.CodeNotFound, "", "no %s named %s: names are DNS labels", m[1], quoteField(v))
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,19 +37,24 @@ type agentEndpoint struct {
 	method, path string
 	handle       agentHandler
 	needCert     bool
-	req, resp    any
-	status       int
-	query        []string
+	// certInTxn: the handler checks that the certificate is its host's
+	// inside its own transaction (heartbeat); agentWrap checks only the
+	// revocations.
+	certInTxn bool
+	req, resp any
+	status    int
+	query     []string
 }
 
 func (s *Server) agentEndpoints() []agentEndpoint {
-	return append(append(s.agentMigrationEndpoints(), s.vmOpAgentEndpoints()...), []agentEndpoint{
+	return slices.Concat(s.agentMigrationEndpoints(), s.lbAgentEndpoints(), s.memberAgentEndpoints(), s.vmOpAgentEndpoints(), s.imageAgentEndpoints(), []agentEndpoint{
 		{method: "POST", path: "/agent/v1/join", handle: s.join, req: api.JoinRequest{}, resp: api.JoinResponse{}, status: 200},
-		{method: "PUT", path: "/agent/v1/heartbeat", handle: s.heartbeat, needCert: true, req: api.Heartbeat{}, resp: api.HeartbeatResponse{}, status: 200},
+		{method: "PUT", path: "/agent/v1/heartbeat", handle: s.heartbeat, needCert: true, certInTxn: true, req: api.Heartbeat{}, resp: api.HeartbeatResponse{}, status: 200},
 		{method: "GET", path: "/agent/v1/assignments", handle: s.assignments, needCert: true, resp: api.Assignments{}, status: 200, query: []string{"after", "wait"}},
+		{method: "GET", path: "/agent/v1/networks", handle: s.hostNetworks, needCert: true, resp: api.HostNetworks{}, status: 200, query: []string{"etag", "wait"}},
 		{method: "PUT", path: "/agent/v1/vms/{project}/{name}/status", handle: s.vmStatus, needCert: true, req: api.VMReport{}, resp: model.VM{}, status: 200},
 		{method: "GET", path: "/agent/v1/power", handle: s.hostPower, needCert: true, resp: api.HostPowerState{}, status: 200},
-	}...)
+	})
 }
 
 // agentRoutes builds the agent listener's handler; it checks that the
@@ -65,7 +71,7 @@ func (s *Server) agentRoutes() (http.Handler, error) {
 			return nil, fmt.Errorf("server: agent endpoint %s is not in api.AgentRoutes", key)
 		}
 		delete(want, key)
-		mux.Handle(key, s.agentWrap(key, e.handle, e.needCert))
+		mux.Handle(key, s.agentWrap(key, e))
 	}
 	for k := range want {
 		return nil, fmt.Errorf("server: api.AgentRoutes has %s but no handler serves it", k)
@@ -73,22 +79,33 @@ func (s *Server) agentRoutes() (http.Handler, error) {
 	return mux, nil
 }
 
-// agentWrap requires a verified client certificate (unless !needCert),
-// takes the host name from its CN, and writes errors as api.Error.
-func (s *Server) agentWrap(route string, h agentHandler, needCert bool) http.Handler {
+// agentWrap requires a verified client certificate (unless !needCert)
+// that is still its host's (not revoked, not replaced), takes the host
+// name from its CN, and writes errors as api.Error.
+func (s *Server) agentWrap(route string, e agentEndpoint) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
-		host := ""
-		var err error
-		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
-			host = r.TLS.VerifiedChains[0][0].Subject.CommonName
+		host, leaf, err := peerHost(r.TLS)
+		if err != nil {
+			err = forbidden("%v", err)
 		}
-		if needCert && host == "" {
+		if err == nil && e.needCert && host == "" {
 			err = unauthorized("this endpoint needs the agent's client certificate (join first)")
 		}
+		if err == nil && leaf != nil {
+			serial := pki.SerialHex(leaf.SerialNumber)
+			if e.certInTxn {
+				if s.trust.revoked(serial) {
+					err = state.ErrCertRevoked
+				}
+			} else {
+				err = s.trust.check(r.Context(), host, serial)
+			}
+			err = certRefused(host, err)
+		}
 		if err == nil {
-			err = h(sw, r, host)
+			err = e.handle(sw, r, host)
 		}
 		if err != nil {
 			he := toHTTP(err)
@@ -108,7 +125,10 @@ func (s *Server) agentWrap(route string, h agentHandler, needCert bool) http.Han
 	})
 }
 
-// join exchanges a join token and a CSR for a client certificate.
+// join exchanges a join token and a CSR for a client certificate. The
+// token loses one use in the transaction that binds the host name to the
+// certificate; a name already joined needs a re-key token of that name
+// (vpool host rekey), and its old certificate is revoked.
 func (s *Server) join(w http.ResponseWriter, r *http.Request, _ string) error {
 	bearer, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	caHash, secret, err := pki.ParseJoinToken(bearer)
@@ -118,16 +138,6 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, _ string) error {
 	if subtle.ConstantTimeCompare([]byte(caHash), []byte(s.ca.Hash())) != 1 {
 		return unauthorized("the join token is for another cluster (CA hash differs)")
 	}
-	tok, err := s.repo.TokenByHash(r.Context(), state.HashSecret(secret))
-	if errors.Is(err, store.ErrNotFound) || (err == nil && tok.Purpose != "join") {
-		return unauthorized("invalid join token")
-	}
-	if err != nil {
-		return err
-	}
-	if !tok.ExpiresAt.IsZero() && s.now().After(tok.ExpiresAt) {
-		return unauthorized("the join token has expired; issue a new one with vpool host join-token")
-	}
 	var req api.JoinRequest
 	if he := decodeJSON(w, r, &req); he != nil {
 		return he
@@ -135,12 +145,28 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, _ string) error {
 	if err := model.ValidName("host", req.Host); err != nil {
 		return err
 	}
-	cert, err := s.ca.SignCSR([]byte(req.CSRPEM), req.Host, AgentCertTTL, s.now())
-	if err != nil {
-		return fieldError("csr", "%v", err)
+	var cert pki.HostCert
+	_, err = s.repo.Join(r.Context(), state.HashSecret(secret), req.Host, func() (state.HostIdentity, error) {
+		var err error
+		if cert, err = s.ca.IssueHost([]byte(req.CSRPEM), req.Host, AgentCertTTL, s.now()); err != nil {
+			return state.HostIdentity{}, fieldError("csr", "%v", err)
+		}
+		return state.HostIdentity{Serial: cert.Serial, NotAfter: cert.NotAfter, IssuedAt: s.now()}, nil
+	})
+	switch {
+	case errors.Is(err, state.ErrTokenInvalid):
+		return unauthorized("invalid join token: it is unknown, used up or revoked; issue a new one with vpool host join-token")
+	case errors.Is(err, state.ErrTokenExpired):
+		return unauthorized("the join token has expired; issue a new one with vpool host join-token")
+	case errors.Is(err, state.ErrTokenHost):
+		return forbidden("host: this re-key token is for another host (%v)", err)
+	case errors.Is(err, state.ErrHostJoined):
+		return errf(http.StatusConflict, api.CodeConflict, "host", "a host named %q has joined already; to give it a new key run `vpool host rekey %s` and join with that token, or choose another name", req.Host, req.Host)
+	case err != nil:
+		return err
 	}
-	s.log.Info("host joined", "host", req.Host)
-	writeJSON(w, http.StatusOK, api.JoinResponse{CertPEM: string(cert), CAPEM: string(s.ca.CertPEM)})
+	s.log.Info("host joined", "host", req.Host, "serial", cert.Serial)
+	writeJSON(w, http.StatusOK, api.JoinResponse{CertPEM: string(cert.PEM), CAPEM: string(s.ca.CertPEM)})
 	return nil
 }
 
@@ -185,16 +211,32 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 	if hb.Host != "" && hb.Host != host {
 		return forbidden("certificate is for host %q, heartbeat names %q", host, hb.Host)
 	}
+	_, leaf, err := peerHost(r.TLS)
+	if err != nil || leaf == nil {
+		return unauthorized("a heartbeat needs the host's client certificate")
+	}
 	ctx := r.Context()
+	serial := pki.SerialHex(leaf.SerialNumber)
+	// refused before a lease is granted; the transaction checks again
+	if err := s.trust.check(ctx, host, serial); errors.Is(err, state.ErrNotJoined) {
+		// a host record from before bindings adopts this certificate
+		if _, gerr := s.repo.GetHost(ctx, host); gerr != nil {
+			return certRefused(host, err)
+		}
+	} else if err != nil {
+		return certRefused(host, err)
+	}
+	guard := s.repo.HeartbeatGuard(host, serial, leaf.NotAfter)
 	alive, err := s.ensureLease(ctx, host)
 	if err != nil {
 		return err
 	}
 	now := s.now()
-	stored, err := s.repo.UpsertHost(ctx, host, func(h *model.Host, exists bool) error {
+	stored, err := s.repo.UpsertHostGuarded(ctx, host, guard, func(h *model.Host, exists bool) error {
 		h.Capacity, h.Driver, h.Accel, h.Pools = hb.Capacity, hb.Driver, hb.Accel, hb.Pools
 		h.Address, h.AgentVer, h.Usage, h.LastSeen = hb.Address, hb.Version, hb.Usage, now
 		h.CPUModel, h.HypervisorVersion, h.Networks = hb.CPUModel, hb.HypervisorVersion, hb.Networks
+		h.Net = hb.Net
 		h.MachineType = hb.MachineType
 		for k, v := range hb.Labels {
 			if _, set := h.Labels[k]; !set {
@@ -210,7 +252,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 		return nil
 	}, alive...)
 	if err != nil {
-		return err
+		return certRefused(host, err)
 	}
 	for _, rep := range hb.VMs {
 		if _, err := s.applyReport(ctx, host, rep, false, true); err != nil && !errors.Is(err, errNotYours) && !errors.Is(err, store.ErrNotFound) {
@@ -271,13 +313,18 @@ func (s *Server) applyReport(ctx context.Context, host string, rep api.VMReport,
 		}
 		resized := applyResizeResult(v, rep.Resize)
 		changed := resized || phase != v.Status.Phase || rep.Error != v.Status.LastError || rep.Message != v.Status.Message ||
+			(rep.Disks != nil && !sameDiskStatus(v.Status.Disks, rep.Disks)) ||
 			rep.AppliedRestartNonce != v.Status.AppliedRestartNonce
 		if !changed && !force && now.Sub(v.Status.ObservedAt) < usageRefresh {
 			return state.ErrSkip
 		}
-		if phase == model.PhaseRunning && v.Status.Phase != model.PhaseRunning {
+		restarted := rep.AppliedRestartNonce > v.Status.AppliedRestartNonce
+		if phase == model.PhaseRunning && (v.Status.Phase != model.PhaseRunning || restarted) {
 			t := now
 			v.Status.StartedAt = &t
+		}
+		if rep.Disks != nil {
+			v.Status.Disks = rep.Disks
 		}
 		v.Status.Phase, v.Status.LastError, v.Status.Message = phase, rep.Error, rep.Message
 		v.Status.Usage, v.Status.AppliedRestartNonce, v.Status.ObservedAt = rep.Usage, rep.AppliedRestartNonce, now
@@ -412,4 +459,16 @@ func (s *Server) waitForChange(ctx context.Context, host string, after int64, ha
 			}
 		}
 	}
+}
+
+func sameDiskStatus(x, y []model.DiskStatus) bool {
+	if len(x) != len(y) {
+		return false
+	}
+	for i := range x {
+		if x[i] != y[i] {
+			return false
+		}
+	}
+	return true
 }

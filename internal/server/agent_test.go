@@ -27,6 +27,7 @@ type testAgent struct {
 	addr   string
 	host   string
 	client *http.Client // mutual TLS once joined
+	cert   tls.Certificate
 }
 
 // pinnedClient trusts only a server presenting the CA with caHash.
@@ -66,11 +67,22 @@ func agentDo(t *testing.T, c *http.Client, method, url, bearer string, body, out
 // a mutual-TLS client.
 func joinAgent(t *testing.T, ts *testServer, host string) *testAgent {
 	t.Helper()
-	jt, err := ts.NewJoinToken(context.Background(), time.Hour)
+	jt, err := ts.NewJoinToken(context.Background(), time.Hour, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	caHash, _, err := pki.ParseJoinToken(jt.Token)
+	a, code := joinWith(t, ts, jt.Token, host)
+	if code != 200 {
+		t.Fatalf("join: %d", code)
+	}
+	return a
+}
+
+// joinWith joins host with token; the agent is nil unless the status is
+// 200.
+func joinWith(t *testing.T, ts *testServer, token, host string) (*testAgent, int) {
+	t.Helper()
+	caHash, _, err := pki.ParseJoinToken(token)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,9 +91,9 @@ func joinAgent(t *testing.T, ts *testServer, host string) *testAgent {
 		t.Fatal(err)
 	}
 	var jr api.JoinResponse
-	url := "https://" + jt.AgentAddr + "/agent/v1/join"
-	if code := agentDo(t, pinnedClient(caHash), "POST", url, jt.Token, api.JoinRequest{Host: host, CSRPEM: string(csrPEM)}, &jr); code != 200 {
-		t.Fatalf("join: %d", code)
+	url := "https://" + ts.AgentAddr() + "/agent/v1/join"
+	if code := agentDo(t, pinnedClient(caHash), "POST", url, token, api.JoinRequest{Host: host, CSRPEM: string(csrPEM)}, &jr); code != 200 {
+		return nil, code
 	}
 	cert, err := tls.X509KeyPair([]byte(jr.CertPEM), keyPEM)
 	if err != nil {
@@ -91,7 +103,7 @@ func joinAgent(t *testing.T, ts *testServer, host string) *testAgent {
 	roots.AppendCertsFromPEM([]byte(jr.CAPEM))
 	c := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
 		Certificates: []tls.Certificate{cert}, RootCAs: roots, ServerName: "127.0.0.1"}}}
-	return &testAgent{t: t, addr: jt.AgentAddr, host: host, client: c}
+	return &testAgent{t: t, addr: ts.AgentAddr(), host: host, client: c, cert: cert}, 200
 }
 
 func (a *testAgent) do(method, path string, body, out any) int {
@@ -111,7 +123,7 @@ func (a *testAgent) beat(reports ...api.VMReport) {
 
 func TestJoinRefusals(t *testing.T) {
 	ts := startServer(t, nil)
-	jt, _ := ts.NewJoinToken(context.Background(), time.Hour)
+	jt, _ := ts.NewJoinToken(context.Background(), time.Hour, 8)
 	_, csr, _ := pki.NewKeyAndCSR("h1")
 	c := pinnedClient(ts.CAHash())
 	url := "https://" + ts.AgentAddr() + "/agent/v1/join"

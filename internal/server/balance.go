@@ -144,16 +144,9 @@ func (s *Server) getEnergy(w http.ResponseWriter, r *http.Request, p *principal)
 	if err != nil {
 		return err
 	}
-	var rec model.EnergyLedger
-	kv, err := s.cfg.Store.Get(r.Context(), store.EnergyKey)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-	case err != nil:
+	rec, err := s.repo.EnergyLedger(r.Context())
+	if err != nil {
 		return err
-	default:
-		if err := json.Unmarshal(kv.Value, &rec); err != nil {
-			return fmt.Errorf("server: decode energy ledger: %w", err)
-		}
 	}
 	l := energy.RestoreLedger(energy.LedgerState{Hosts: rec.HostJ, VMs: rec.VMJ, Projects: rec.ProjectJ, Total: rec.TotalJ})
 	rep, err := l.Report(energy.Grid{IntensityGPerKWh: set.Energy.GridIntensity, PUE: set.Energy.PUE})

@@ -62,7 +62,7 @@ func TestEventsFollowStream(t *testing.T) {
 	if _, err := ts.Repo().UpdateVM(ctx, "default", "seen", func(v *model.VM) error { v.Status.Phase = model.PhaseScheduling; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"vm.created vm/other/hidden", "vm.created vm/default/seen", "vm.phase vm/default/seen"}
+	want := []string{"vm.created vm/other/hidden", "vm.created vm/default/seen", "vm.stop vm/default/seen", "vm.phase vm/default/seen"}
 	for i, w := range want {
 		e := <-all
 		if got := e.Kind + " " + e.Object; got != w {

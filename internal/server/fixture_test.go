@@ -3,10 +3,12 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/imagepool"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/state"
 	"github.com/vpool/vpool/internal/store"
@@ -107,6 +109,13 @@ func seedFixture(t testing.TB, s *Server) {
 		m.Phase, m.TargetAddr, m.SourceError, m.Progress.Note = model.MigrationTransferring, plantedAddr, plantedNote, plantedNote
 		return nil
 	}))
+	for _, name := range []string{"img1", "img3"} {
+		must(repo.CreateImage(ctx, &model.Image{Meta: model.Meta{Name: name}, Phase: model.ImageReady, Pool: "/var/lib/vpool/image-pool",
+			Source: "http://10.0.0.5/images/" + name, Error: plantedNote,
+			Files: []model.ImageFile{{Role: "disk", Format: "qcow2", Size: model.MiB, SHA256: strings.Repeat("0", 64)}}}))
+	}
+	seedNetworks(t, s)
+	seedBalancers(t, s)
 	plan, _ := json.Marshal(model.BalancePlan{Time: s.now(), Mode: model.BalanceRecommend, Policy: "vpool", Note: "nothing to do"})
 	if _, _, err := s.cfg.Store.Txn(ctx, nil, []store.Op{store.Put(store.BalancePlanKey, plan)}); err != nil {
 		t.Fatal(err)
@@ -161,6 +170,11 @@ func newFixtureServer(t testing.TB) *Server {
 	s := newIdleServerWith(t, func(c *Config) {
 		c.Placer = walkPlanner{}
 		c.Clock = func() time.Time { return time.Unix(1.7e9, 0).UTC() }
+		pool, err := imagepool.New(imagepool.Config{Dir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Images = pool // no converter: URL imports never reach the network
 	})
 	seedFixture(t, s)
 	return s

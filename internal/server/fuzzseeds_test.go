@@ -124,5 +124,5 @@ func fuzzSeeds() []fuzzSeed {
 			out = append(out, fuzzSeed{route: route, role: role})
 		}
 	}
-	return out
+	return append(append(out, networkFuzzSeeds()...), balancerFuzzSeeds()...)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/metrics"
@@ -159,7 +160,9 @@ func (s *Server) deleteHost(w http.ResponseWriter, r *http.Request, p *principal
 		return err
 	}
 	name := r.PathValue("name")
-	if err := s.repo.DeleteHost(r.Context(), name); err != nil {
+	// the host's certificate is revoked with it: its next heartbeat is
+	// refused and never brings it back
+	if err := s.repo.RemoveHost(r.Context(), name); err != nil {
 		return hostNotFound(err, name)
 	}
 	s.leaseMu.Lock()
@@ -169,12 +172,45 @@ func (s *Server) deleteHost(w http.ResponseWriter, r *http.Request, p *principal
 	return nil
 }
 
+// rekeyHost revokes a host's certificate and answers a join token bound
+// to that host: the way to give a host a new key (a lost or stolen one,
+// an expired certificate, a reinstalled host).
+func (s *Server) rekeyHost(w http.ResponseWriter, r *http.Request, p *principal) error {
+	if err := requireAdmin(p); err != nil {
+		return err
+	}
+	name := r.PathValue("name")
+	var req api.HostRekeyRequest
+	if r.ContentLength != 0 {
+		if he := decodeJSON(w, r, &req); he != nil {
+			return he
+		}
+	}
+	ttl, err := parseTTL("ttl", req.TTL, time.Hour, 7*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	res, err := s.RekeyToken(r.Context(), name, ttl)
+	if err != nil {
+		return hostNotFound(err, name)
+	}
+	s.log.Info("host re-keyed", "host", name)
+	writeJSON(w, http.StatusCreated, res)
+	return nil
+}
+
 // --- events ---
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request, p *principal) error {
 	q := r.URL.Query()
 	project := q.Get("project")
-	if !p.clusterAdmin() {
+	if all, _ := strconv.ParseBool(q.Get("all-projects")); all {
+		// as listVMs: every project, admins only
+		if !p.clusterAdmin() {
+			return forbidden("all-projects needs an admin token")
+		}
+		project = ""
+	} else if !p.clusterAdmin() {
 		var err error
 		if project, err = s.scope(r, p, false); err != nil {
 			return err

@@ -107,7 +107,7 @@ var pathParam = regexp.MustCompile(`\{([a-z]+)\}`)
 
 var queryParams = map[string]map[string]any{
 	"project":      {"type": "string", "description": "project name (default: the token's project, else default)"},
-	"all-projects": {"type": "boolean", "description": "list VMs of every project (admin)"},
+	"all-projects": {"type": "boolean", "description": "every project's VMs, migrations or events (admin)"},
 	"since":        {"type": "integer", "description": "only events after this store revision"},
 	"limit":        {"type": "integer", "description": "at most this many (latest) events"},
 	"follow":       {"type": "boolean", "description": "stream events as NDJSON until the client goes away"},

@@ -320,7 +320,7 @@ func (s *Server) createJoinToken(w http.ResponseWriter, r *http.Request, p *prin
 	if err != nil {
 		return err
 	}
-	res, err := s.NewJoinToken(r.Context(), ttl)
+	res, err := s.NewJoinToken(r.Context(), ttl, req.Uses)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,7 +30,7 @@ type endpoint struct {
 // exactly, and a test checks both against the OpenAPI document.
 func (s *Server) endpoints() []endpoint {
 	scoped := []string{"project"}
-	return append(append(append(s.balanceEndpoints(), s.migrationEndpoints()...), s.vmOpEndpoints()...), []endpoint{
+	return slices.Concat(s.balanceEndpoints(), s.balancerEndpoints(), s.memberEndpoints(), s.migrationEndpoints(), s.vmOpEndpoints(), s.imageEndpoints(), s.networkEndpoints(), []endpoint{
 		{method: "GET", path: "/api/v1/openapi.json", handle: s.openAPI, public: true, resp: map[string]any{}, status: 200},
 		{method: "GET", path: "/api/v1/cluster", handle: s.clusterInfo, resp: api.ClusterInfo{}, status: 200},
 		{method: "GET", path: "/api/v1/cluster/policy", handle: s.getPolicy, resp: model.Policy{}, status: 200},
@@ -48,7 +49,7 @@ func (s *Server) endpoints() []endpoint {
 		{method: "PATCH", path: "/api/v1/vms/{name}", handle: s.patchVM, req: api.VMPatchRequest{}, resp: model.VM{}, status: 200, query: scoped},
 		{method: "DELETE", path: "/api/v1/vms/{name}", handle: s.deleteVM, resp: model.VM{}, status: 202, query: scoped},
 		{method: "POST", path: "/api/v1/vms/{name}/start", handle: s.powerVM("start"), resp: model.VM{}, status: 202, query: scoped},
-		{method: "POST", path: "/api/v1/vms/{name}/stop", handle: s.powerVM("stop"), resp: model.VM{}, status: 202, query: scoped},
+		{method: "POST", path: "/api/v1/vms/{name}/stop", handle: s.stopVM, req: api.VMStopRequest{}, resp: model.VM{}, status: 202, query: scoped},
 		{method: "POST", path: "/api/v1/vms/{name}/restart", handle: s.powerVM("restart"), resp: model.VM{}, status: 202, query: scoped},
 
 		{method: "GET", path: "/api/v1/hosts", handle: s.listHosts, resp: api.HostList{}, status: 200},
@@ -56,13 +57,14 @@ func (s *Server) endpoints() []endpoint {
 		{method: "PATCH", path: "/api/v1/hosts/{name}", handle: s.patchHost, req: api.HostPatchRequest{}, resp: model.Host{}, status: 200},
 		{method: "DELETE", path: "/api/v1/hosts/{name}", handle: s.deleteHost, status: 204},
 		{method: "POST", path: "/api/v1/hosts/join-tokens", handle: s.createJoinToken, req: api.JoinTokenRequest{}, resp: api.JoinTokenResponse{}, status: 201},
+		{method: "POST", path: "/api/v1/hosts/{name}/rekey", handle: s.rekeyHost, req: api.HostRekeyRequest{}, resp: api.JoinTokenResponse{}, status: 201},
 
 		{method: "GET", path: "/api/v1/tokens", handle: s.listTokens, resp: api.TokenList{}, status: 200},
 		{method: "POST", path: "/api/v1/tokens", handle: s.createToken, req: api.TokenCreateRequest{}, resp: api.TokenCreateResponse{}, status: 201},
 		{method: "DELETE", path: "/api/v1/tokens/{id}", handle: s.deleteToken, status: 204},
 
-		{method: "GET", path: "/api/v1/events", handle: s.events, resp: api.EventList{}, status: 200, query: []string{"project", "since", "limit", "follow"}},
-	}...)
+		{method: "GET", path: "/api/v1/events", handle: s.events, resp: api.EventList{}, status: 200, query: []string{"project", "all-projects", "since", "limit", "follow"}},
+	})
 }
 
 // routes builds the user API handler and checks that the endpoints are

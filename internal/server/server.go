@@ -7,7 +7,7 @@
 // of its own beyond caches: everything lives in the store.
 //
 // It imports internal/state, internal/store, internal/model, internal/api,
-// internal/pki and internal/metrics; it must not import etcd, the
+// internal/pki, internal/metrics and internal/imagepool (image bytes); it must not import etcd, the
 // hypervisor drivers, the agent or the CLI.
 package server
 
@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/imagepool"
 	"github.com/vpool/vpool/internal/metrics"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/pki"
@@ -86,7 +87,25 @@ type Config struct {
 	// ServerNames are the SANs of the server certificates (default:
 	// 127.0.0.1, ::1, localhost, the host name).
 	ServerNames []string
+	// CAKeyFile holds the key that seals the cluster CA's private key in
+	// the store (default DataDir/ca-seal.key, made with the CA; with no
+	// DataDir, a key in memory). Every server of a cluster needs the
+	// same file: copy it from the first before starting the others.
+	CAKeyFile string
+	// Images is the image pool that holds image files; nil refuses
+	// image imports (docs/images.md).
+	Images *imagepool.Pool
+	// Name is this server's name: its record in the store
+	// (/vpool/servers/NAME) and, with an embedded store, its etcd
+	// member's name. Default "vpool".
+	Name string
+	// Members manages the embedded store's membership (members.go); nil
+	// with an external etcd or an in-memory store.
+	Members Members
 }
+
+// DefaultCAKeyFile is the seal key's file name in the data dir.
+const DefaultCAKeyFile = "ca-seal.key"
 
 // Server is one API server. Several may run against one store.
 type Server struct {
@@ -105,12 +124,21 @@ type Server struct {
 
 	drain     chan struct{} // closed when Run begins to shut down
 	drainOnce sync.Once
+	imports   sync.WaitGroup // image downloads in the background
 
 	leaseMu sync.Mutex
 	leases  map[string]store.LeaseID
 	served  map[string]servedSet // per host: what the last assignments answer held
 
 	consoles consoleBroker // serial console sessions waiting for or joined by agents
+
+	memSealKey []byte // the CA seal key when there is no file
+
+	trust    *trust // which host certificates are valid
+	trustRev int64  // the revision trust was loaded at
+
+	nets netHub // the hosts' network views (netview.go)
+	lbs  lbHub  // the hosts' load balancers (lbagent.go)
 }
 
 // New prepares a server: it loads or creates the cluster CA and the admin
@@ -135,6 +163,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.StoreKind == "" {
 		cfg.StoreKind = "embedded"
 	}
+	if cfg.Name == "" {
+		cfg.Name = "vpool"
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.New()
 	}
@@ -146,6 +177,8 @@ func New(cfg Config) (*Server, error) {
 		repo: state.New(cfg.Store, cfg.Clock), metrics: cfg.Metrics,
 		drain: make(chan struct{}), leases: map[string]store.LeaseID{}, served: map[string]servedSet{},
 	}
+	s.nets.s = s
+	s.lbs.s = s
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := s.bootstrap(ctx); err != nil {
@@ -181,37 +214,17 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	if s.tlsCert, err = ca.ServerCert(s.cfg.ServerNames, s.now()); err != nil {
 		return err
 	}
+	s.trust = newTrust(s.repo, s.now)
+	if s.trustRev, err = s.trust.load(ctx); err != nil {
+		return err
+	}
 	if err := s.loadOrCreateAdminToken(ctx); err != nil {
 		return err
 	}
-	return s.repo.EnsureProject(ctx, &model.Project{Meta: model.Meta{Name: api.DefaultProject}, Description: "default project"})
-}
-
-// loadOrCreateCA reads the CA from the store, or creates it; when two
-// servers race, the first write wins (IfAbsent) and both use it.
-func (s *Server) loadOrCreateCA(ctx context.Context) (*pki.CA, error) {
-	for range 3 {
-		kv, err := s.cfg.Store.Get(ctx, store.CAKey)
-		if err == nil {
-			return pki.ParseCA(kv.Value)
-		}
-		if !errors.Is(err, store.ErrNotFound) {
-			return nil, fmt.Errorf("server: read CA: %w", err)
-		}
-		ca, err := pki.NewCA(s.now())
-		if err != nil {
-			return nil, err
-		}
-		ok, _, err := s.cfg.Store.Txn(ctx, []store.Cond{store.IfAbsent(store.CAKey)}, []store.Op{store.Put(store.CAKey, ca.Bundle())})
-		if err != nil {
-			return nil, fmt.Errorf("server: store CA: %w", err)
-		}
-		if ok {
-			s.log.Info("created cluster CA", "hash", ca.Hash())
-			return ca, nil
-		}
+	if err := s.failInterruptedImports(ctx); err != nil {
+		return err
 	}
-	return nil, errors.New("server: could not agree on a cluster CA")
+	return s.repo.EnsureProject(ctx, &model.Project{Meta: model.Meta{Name: api.DefaultProject}, Description: "default project"})
 }
 
 func newSecret(prefix string) string {
@@ -286,15 +299,34 @@ func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 // Handler is the user API handler (for in-process tests).
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// NewJoinToken issues a host join token valid for ttl.
-func (s *Server) NewJoinToken(ctx context.Context, ttl time.Duration) (api.JoinTokenResponse, error) {
+// NewJoinToken issues a host join token valid for ttl that joins up to
+// uses hosts (0: one).
+func (s *Server) NewJoinToken(ctx context.Context, ttl time.Duration, uses int) (api.JoinTokenResponse, error) {
+	switch {
+	case uses == 0:
+		uses = 1
+	case uses < 0 || uses > api.MaxJoinTokenUses:
+		return api.JoinTokenResponse{}, fieldError("uses", "must be between 1 and %d (got %d)", api.MaxJoinTokenUses, uses)
+	}
 	secret := newSecret("")
 	exp := s.now().Add(ttl)
-	tok := &model.Token{Hash: state.HashSecret(secret), Role: model.RoleAgent, Purpose: "join", CreatedAt: s.now(), ExpiresAt: exp}
+	tok := &model.Token{Hash: state.HashSecret(secret), Role: model.RoleAgent, Purpose: "join", CreatedAt: s.now(), ExpiresAt: exp, Uses: uses}
 	if err := s.repo.CreateToken(ctx, tok); err != nil {
 		return api.JoinTokenResponse{}, err
 	}
-	return api.JoinTokenResponse{Token: pki.FormatJoinToken(s.ca.Hash(), secret), ExpiresAt: exp, AgentAddr: s.AgentAddr()}, nil
+	return api.JoinTokenResponse{Token: pki.FormatJoinToken(s.ca.Hash(), secret), ExpiresAt: exp, AgentAddr: s.AgentAddr(), Uses: uses}, nil
+}
+
+// RekeyToken revokes host's certificate and issues a single-use join
+// token, valid for ttl, that joins that host name alone.
+func (s *Server) RekeyToken(ctx context.Context, host string, ttl time.Duration) (api.JoinTokenResponse, error) {
+	secret := newSecret("")
+	exp := s.now().Add(ttl)
+	tok := &model.Token{Hash: state.HashSecret(secret), Role: model.RoleAgent, CreatedAt: s.now(), ExpiresAt: exp}
+	if err := s.repo.RekeyHost(ctx, host, tok); err != nil {
+		return api.JoinTokenResponse{}, err
+	}
+	return api.JoinTokenResponse{Token: pki.FormatJoinToken(s.ca.Hash(), secret), ExpiresAt: exp, AgentAddr: s.AgentAddr(), Uses: 1, Host: host}, nil
 }
 
 // Run serves both listeners (and the controllers, when configured) until
@@ -308,6 +340,8 @@ func (s *Server) Run(ctx context.Context) error {
 			ClientAuth:   tls.VerifyClientCertIfGiven,
 			ClientCAs:    s.ca.Pool(),
 			MinVersion:   tls.VersionTLS12,
+			// revoked host certificates end at the handshake
+			VerifyConnection: s.trust.verifyConnection,
 		}}
 	fresh := &freshConns{m: map[net.Conn]bool{}}
 	user.ConnState, agent.ConnState = fresh.track, fresh.track
@@ -320,6 +354,12 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { errc <- serveErr(agent.ServeTLS(s.agentLn, "", "")) }()
 	cctx, cancelControllers := context.WithCancel(ctx)
 	defer cancelControllers()
+	trustDone := make(chan struct{})
+	go func() { defer close(trustDone); s.trust.run(cctx, s.cfg.Store, s.trustRev) }()
+	go s.sweepAddresses(cctx, 15*time.Second, 30*time.Second)
+	announced := make(chan struct{})
+	go func() { defer close(announced); s.announce(cctx) }()
+	go s.promoteLearners(cctx)
 	ctrlDone := make(chan error, 1)
 	if s.cfg.Controllers != nil {
 		go func() { ctrlDone <- s.cfg.Controllers(cctx) }()
@@ -345,7 +385,10 @@ wait:
 		}
 	}
 	s.drainOnce.Do(func() { close(s.drain) })
+	s.imports.Wait() // downloads end with the drain and mark their images failed
 	cancelControllers()
+	<-trustDone
+	<-announced
 	if ctrlRunning {
 		<-ctrlDone // controllers end with their context
 	}

@@ -11,10 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/imagepool"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/store"
 	"github.com/vpool/vpool/internal/store/memstore"
@@ -37,8 +39,12 @@ func startServer(t testing.TB, st store.Store, edit ...func(*Config)) *testServe
 		t.Cleanup(func() { ms.Close() })
 		st = ms
 	}
+	pool, err := imagepool.New(imagepool.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := Config{Store: st, Listen: "127.0.0.1:0", AgentListen: "127.0.0.1:0", DataDir: t.TempDir(), Version: "test",
-		ServerNames: []string{"127.0.0.1", "localhost"}}
+		ServerNames: []string{"127.0.0.1", "localhost"}, CAKeyFile: sealKeyFor(t, st), Images: pool}
 	for _, e := range edit {
 		e(&cfg)
 	}
@@ -60,6 +66,15 @@ func startServer(t testing.TB, st store.Store, edit ...func(*Config)) *testServe
 		}
 	})
 	return &testServer{Server: s, t: t, client: client, st: st}
+}
+
+// sealKeys holds one CA seal key file per store: the servers of one
+// cluster share it.
+var sealKeys sync.Map
+
+func sealKeyFor(t testing.TB, st store.Store) string {
+	p, _ := sealKeys.LoadOrStore(st, filepath.Join(t.TempDir(), DefaultCAKeyFile))
+	return p.(string)
 }
 
 // call does one request and decodes a 2xx body into out (when not nil).
@@ -153,7 +168,7 @@ func TestAuthMatrix(t *testing.T) {
 	scraper := ts.tokenFor("", model.RoleMetrics)
 	var expired api.TokenCreateResponse
 	ts.mustCall(201, "POST", "/api/v1/tokens", admin, api.TokenCreateRequest{Project: "alpha", TTL: "1ns"}, &expired)
-	join, err := ts.NewJoinToken(context.Background(), time.Hour)
+	join, err := ts.NewJoinToken(context.Background(), time.Hour, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,6 +199,7 @@ func TestAuthMatrix(t *testing.T) {
 		{"member stops other project's VM", "POST", "/api/v1/vms/secret-vm/stop?project=beta", member, nil, 404, api.CodeNotFound},
 		{"member lists other project", "GET", "/api/v1/vms?project=beta", member, nil, 404, api.CodeNotFound},
 		{"member lists all projects", "GET", "/api/v1/vms?all-projects=true", member, nil, 403, api.CodeForbidden},
+		{"member lists all projects' events", "GET", "/api/v1/events?all-projects=true", member, nil, 403, api.CodeForbidden},
 		{"member sees other project", "GET", "/api/v1/projects/beta", member, nil, 404, api.CodeNotFound},
 		{"member creates project", "POST", "/api/v1/projects", member, api.ProjectCreateRequest{Name: "x"}, 403, api.CodeForbidden},
 		{"member creates token", "POST", "/api/v1/tokens", member, api.TokenCreateRequest{Project: "alpha"}, 403, api.CodeForbidden},
@@ -197,6 +213,7 @@ func TestAuthMatrix(t *testing.T) {
 		{"viewer writes other project", "DELETE", "/api/v1/vms/secret-vm?project=beta", viewer, nil, 404, api.CodeNotFound},
 		{"admin reads any", "GET", "/api/v1/vms/secret-vm?project=beta", admin, nil, 200, ""},
 		{"admin lists all", "GET", "/api/v1/vms?all-projects=true", admin, nil, 200, ""},
+		{"admin lists all events", "GET", "/api/v1/events?all-projects=true", admin, nil, 200, ""},
 		{"unknown route", "GET", "/api/v1/nothing", admin, nil, 404, api.CodeNotFound},
 	}
 	for _, tt := range tests {
@@ -457,5 +474,24 @@ func TestTLSUserAPIAndControllersHook(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("healthz over TLS: %d", resp.StatusCode)
+	}
+}
+
+// A dry run runs quota admission as the create would, and says how many
+// of the VMs the quota takes.
+func TestDryRunQuota(t *testing.T) {
+	ts := startServer(t, nil, func(c *Config) { c.Placer = fakePlacer{} })
+	admin := ts.AdminToken()
+	ts.mustCall(201, "POST", "/api/v1/projects", admin, api.ProjectCreateRequest{Name: "q", Quota: model.Quota{VMs: 10}}, nil)
+	spec := vmReq("x").Spec
+	ts.mustCall(201, "POST", "/api/v1/vms:batch?project=q", admin, api.VMBatchRequest{Prefix: "old", Count: 9, Spec: &spec}, nil)
+	code, e := ts.call("POST", "/api/v1/vms:batch?project=q", admin, api.VMBatchRequest{Prefix: "w", Count: 11, Spec: &spec, DryRun: true}, nil)
+	if code != 403 || e.Code != api.CodeQuotaExceeded || e.Field != "quota.vms" || !strings.Contains(e.Message, "takes 1 of these 11") {
+		t.Fatalf("dry run of 11 with room for 1: %d %+v", code, e)
+	}
+	var res []api.DryRunResponse
+	ts.mustCall(200, "POST", "/api/v1/vms:batch?project=q", admin, api.VMBatchRequest{Prefix: "w", Count: 1, Spec: &spec, DryRun: true}, &res)
+	if len(res) != 1 || !res[0].Fits {
+		t.Fatalf("dry run of 1 with room for 1: %+v", res)
 	}
 }

@@ -86,8 +86,28 @@ func forTenant(v any) any {
 	case model.Event:
 		t.Message = redact(t.Message)
 		return t
+	case *model.Image:
+		c := *t
+		tenantImage(&c)
+		return &c
+	case api.ImageList:
+		out := api.ImageList{Items: make([]model.Image, len(t.Items))}
+		for i, im := range t.Items {
+			tenantImage(&im)
+			out.Items[i] = im
+		}
+		return out
+	case *model.LoadBalancer, api.LBList:
+		return forTenantLB(v)
 	}
 	return v
+}
+
+// tenantImage withholds where an image's files live and came from (a
+// server's pool directory, an operator's URL) and redacts its error.
+func tenantImage(im *model.Image) {
+	im.Pool, im.Source = "", ""
+	im.Error = redact(im.Error)
 }
 
 func tenantVM(v *model.VM) {

@@ -26,6 +26,7 @@ func (s *Server) vmOpEndpoints() []endpoint {
 		{method: "DELETE", path: "/api/v1/vms/{name}/snapshots/{snapshot}", handle: s.deleteSnapshot, resp: model.Snapshot{}, status: 202, query: scoped},
 		{method: "POST", path: "/api/v1/vms/{name}/disks", handle: s.addDisk, req: api.DiskAddRequest{}, resp: model.VM{}, status: 202, query: scoped},
 		{method: "DELETE", path: "/api/v1/vms/{name}/disks/{disk}", handle: s.removeDisk, resp: model.VM{}, status: 202, query: scoped},
+		{method: "PATCH", path: "/api/v1/vms/{name}/disks/{disk}", handle: s.resizeDisk, req: api.DiskResizeRequest{}, resp: model.VM{}, status: 202, query: scoped},
 		{method: "GET", path: "/api/v1/vms/{name}/console", handle: s.consoleAttach, status: 101, query: scoped},
 		{method: "GET", path: "/api/v1/vms/{name}/console/log", handle: s.consoleLog, resp: api.ConsoleLog{}, status: 200, query: []string{"project", "tail"}},
 	}

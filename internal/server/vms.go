@@ -58,6 +58,13 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err := s.checkStorage(r.Context(), []*model.VMSpec{&vm.Spec}, []string{""}); err != nil {
 		return err
 	}
+	if err := s.fitImages(r.Context(), []*model.VM{vm}); err != nil {
+		return err
+	}
+	release, err := s.attachVMs(r.Context(), []*model.VM{vm}, []string{""}, req.DryRun)
+	if err != nil {
+		return err
+	}
 	if req.DryRun {
 		res, err := s.dryRun(r, []*model.VM{vm})
 		if err != nil {
@@ -68,6 +75,7 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, p *principal) 
 	}
 	created, err := s.repo.CreateVM(r.Context(), vm)
 	if err != nil {
+		release()
 		return projectErr(err, project)
 	}
 	reply(w, http.StatusCreated, p, created)
@@ -81,6 +89,12 @@ func (s *Server) dryRun(r *http.Request, vms []*model.VM) ([]api.DryRunResponse,
 	}
 	if _, err := s.repo.GetProject(r.Context(), vms[0].Project); err != nil {
 		return nil, projectErr(err, vms[0].Project)
+	}
+	if err := s.repo.CheckImages(r.Context(), vms); err != nil {
+		return nil, err
+	}
+	if err := s.dryRunQuota(r.Context(), vms[0].Project, vms); err != nil {
+		return nil, err
 	}
 	if bp, ok := s.cfg.Placer.(BatchPlacer); ok && len(vms) > 1 {
 		return bp.PlaceBatch(r.Context(), vms)
@@ -112,6 +126,19 @@ func (s *Server) batchVMs(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err := s.checkBatchStorage(r, &req, vms); err != nil {
 		return err
 	}
+	if err := s.fitImages(r.Context(), vms); err != nil {
+		return err
+	}
+	prefixes := make([]string, len(vms))
+	for i := range vms {
+		if len(req.VMs) > 0 {
+			prefixes[i] = fmt.Sprintf("vms[%d].", i)
+		}
+	}
+	release, err := s.attachVMs(r.Context(), vms, prefixes, req.DryRun)
+	if err != nil {
+		return err
+	}
 	if req.DryRun {
 		res, err := s.dryRun(r, vms)
 		if err != nil {
@@ -122,6 +149,7 @@ func (s *Server) batchVMs(w http.ResponseWriter, r *http.Request, p *principal) 
 	}
 	created, err := s.repo.CreateVMs(r.Context(), project, vms)
 	if err != nil {
+		release()
 		return projectErr(err, project)
 	}
 	out := api.VMBatchResponse{VMs: make([]model.VM, len(created))}
@@ -379,11 +407,7 @@ func (s *Server) powerVM(op string) func(http.ResponseWriter, *http.Request, *pr
 			switch op {
 			case "start":
 				v.Spec.Power = model.PowerRunning
-			case "stop":
-				v.Spec.Power = model.PowerStopped
-				if v.Status.Phase == model.PhaseRunning || v.Status.Phase == model.PhasePaused {
-					v.Status.Phase = model.PhaseStopping
-				}
+				v.Spec.StopForce, v.Spec.StopTimeout = false, 0
 			case "restart":
 				if v.Spec.Power == model.PowerStopped {
 					v.Spec.Power = model.PowerRunning

@@ -50,14 +50,14 @@ type Cluster struct {
 }
 
 // ServerPolicy is the cluster policy of the simulated server: the
-// server's default strategy and weights, with every allocation ratio at
-// 1.0 — a VM holds its full MIPS, memory and image from the start, as in
-// the literature's initial placement.
-func ServerPolicy() model.Policy {
-	p := model.DefaultPolicy()
-	p.Ratios = model.Ratios{CPU: 1, Memory: 1, Disk: 1}
-	return p
-}
+// server's default (model.DefaultPolicy: binpack, the default weights,
+// CPU ratio 4, memory and disk 1.0), so that a replay runs what a server
+// with default settings does. The ratios matter twice: the initial
+// placement holds each VM's full MIPS, memory and image under them, and
+// every later move must fit under them (the balancer's feasibility
+// hook), while the planners pack by measured demand. Config.CPURatio
+// replays another CPU ratio.
+func ServerPolicy() model.Policy { return model.DefaultPolicy() }
 
 // NewCluster describes the data centre a replay of tr on hosts hosts
 // starts from (0 hosts means DefaultHosts).
@@ -165,34 +165,43 @@ func needsCoreLabel(m int, sizes []int) bool {
 }
 
 // serverView is the cluster as the server would hold it while the replay
-// runs: one allocation record per host (what the store keeps) and the
-// scheduler's snapshot over them, kept current the way the scheduling
-// controller keeps its own (SetAllocation after every commit).
+// runs: the VM records (their Status.Host), one allocation record per
+// host (what the store keeps) and the scheduler's snapshot over them,
+// kept current the way the scheduling controller keeps its own
+// (SetAllocation after every commit).
 //
-// It places the VMs at start and follows every later move. The
-// balancer's feasibility check plugs in here: feasible answers, with the
-// scheduler's filters, whether a move would pass the server's placement
-// rules on the allocations as they are now.
+// It places the VMs at start and follows every later move: a migrating
+// VM holds capacity on its target from the start of its copy (as the
+// gate's hold does) and stays on its source's record until it arrives.
+// hook gives the balancer the scheduler's placement rules on the view as
+// it is now, built as the server's balancer builds its own.
 type serverView struct {
 	c      *Cluster
 	sched  *scheduler.Scheduler
 	snap   *scheduler.Snapshot
 	allocs []model.Allocation
+	vms    []*model.VM // into c.VMs: the records the balancer's hook reads
 	err    error
 }
 
+// newServerView builds the view of c before any VM is placed, with the
+// function the server's balancer builds its view with
+// (scheduler.ClusterView). A policy the server would refuse is
+// ErrConfig.
 func newServerView(c *Cluster) (*serverView, error) {
-	sched, err := scheduler.New(c.Policy)
-	if err != nil {
-		return nil, fmt.Errorf("simulate: %w", err)
-	}
-	v := &serverView{c: c, sched: sched, allocs: make([]model.Allocation, len(c.Hosts))}
+	v := &serverView{c: c, allocs: make([]model.Allocation, len(c.Hosts)), vms: make([]*model.VM, len(c.VMs))}
+	records := make(map[string]model.Allocation, len(c.Hosts))
 	for i := range v.allocs {
 		v.allocs[i] = model.Allocation{Host: c.Hosts[i].Name, VMs: map[string]bool{}}
+		records[c.Hosts[i].Name] = v.allocs[i]
 	}
-	v.snap, err = scheduler.NewSnapshot(c.Policy, c.Hosts, v.allocs)
+	for i := range c.VMs {
+		v.vms[i] = &c.VMs[i]
+	}
+	var err error
+	v.sched, v.snap, err = scheduler.ClusterView(c.Policy, c.Hosts, records)
 	if err != nil {
-		return nil, fmt.Errorf("simulate: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	return v, nil
 }
@@ -204,8 +213,9 @@ func (v *serverView) request(vm int) scheduler.Request {
 
 // place chooses VM vm's host exactly as the controller's SchedulerPlacer
 // does (Scheduler.Place on the snapshot) and commits it as the controller
-// does: the allocation grows by the decision and the snapshot reloads
-// it. It returns the host index, or -1 and the explanation's summary.
+// does: the VM records its host, the allocation grows by the decision
+// and the snapshot reloads it. It returns the host index, or -1 and the
+// explanation's summary.
 func (v *serverView) place(vm int) (int, string, error) {
 	d := v.sched.Place(v.snap, v.request(vm))
 	if d.Err != nil {
@@ -216,7 +226,25 @@ func (v *serverView) place(vm int) (int, string, error) {
 	}
 	h := v.snap.HostIndex(d.Host)
 	v.occupy(vm, h)
+	v.c.VMs[vm].Status.Host = d.Host
 	return h, "", v.err
+}
+
+// arrive completes VM vm's migration from host from (-1: none) to host
+// to: the VM's record names to, from's allocation lets it go (to's holds
+// it since the copy started).
+func (v *serverView) arrive(vm, from, to int) {
+	if from >= 0 && from != to {
+		v.vacate(vm, from)
+	}
+	v.occupy(vm, to)
+	v.c.VMs[vm].Status.Host = v.c.Hosts[to].Name
+}
+
+// drop deletes VM vm from host h (the literature setup's finished VMs).
+func (v *serverView) drop(vm, h int) {
+	v.vacate(vm, h)
+	v.c.VMs[vm].Status.Host = ""
 }
 
 // occupy records VM vm on host h (a placement, or a migration holding
@@ -238,10 +266,10 @@ func (v *serverView) account(vm, h, sign int) {
 	}
 }
 
-// feasible reports whether moving VM vm onto host h passes every filter
-// of the server's scheduler on h's allocation as it is now (the re-check
-// a commit runs before its compare-and-swap).
-func (v *serverView) feasible(vm, h int) bool {
-	d := v.sched.Check(v.c.Hosts[h], v.allocs[h], v.request(vm))
-	return d.Placed()
+// hook is the feasibility hook of one balancing round: the scheduler's
+// MoveCheck over the view as it is now, by the simulator's host and VM
+// indices (which are the balance snapshot's), built by the same function
+// as the server balancer's (scheduler.BalanceCheck).
+func (v *serverView) hook() *scheduler.MoveCheck {
+	return v.sched.BalanceCheck(v.snap, v.c.Hosts, v.vms)
 }

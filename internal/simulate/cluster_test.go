@@ -19,8 +19,8 @@ func TestNewClusterDescribesTheLiteratureDataCentre(t *testing.T) {
 	if c.MIPSPerCPU != 20 {
 		t.Fatalf("MIPSPerCPU = %d, want 20", c.MIPSPerCPU)
 	}
-	if c.Policy.Strategy != model.DefaultPolicy().Strategy || c.Policy.Ratios != (model.Ratios{CPU: 1, Memory: 1, Disk: 1}) {
-		t.Errorf("policy %+v: want the server's default strategy at ratio 1.0", c.Policy)
+	if c.Policy.Strategy != model.DefaultPolicy().Strategy || c.Policy.Ratios != model.DefaultPolicy().Ratios {
+		t.Errorf("policy %+v: want the server's default policy", c.Policy)
 	}
 	g4, g5 := CoreLabelPrefix+"2500", CoreLabelPrefix+"2000"
 	for _, tc := range []struct {
@@ -95,8 +95,9 @@ func rampTrace(n, samples int) *trace.Trace {
 
 // After a replay under the vpool policy the server view holds every VM
 // on the host the simulator has it on (and on its target while it
-// copies), nowhere else, and the
-// scheduler's snapshot agrees with the allocation records.
+// copies), nowhere else, each VM's record names its host (none once
+// dropped), and the scheduler's snapshot agrees with the allocation
+// records.
 func TestServerViewFollowsEveryMove(t *testing.T) {
 	for _, setup := range []Setup{Literature, Realistic} {
 		t.Run(string(setup), func(t *testing.T) {
@@ -124,6 +125,15 @@ func TestServerViewFollowsEveryMove(t *testing.T) {
 					}
 				}
 			}
+			for v := range e.vms {
+				want := ""
+				if e.vms[v].alive {
+					want = e.view.c.Hosts[e.vms[v].host].Name
+				}
+				if got := e.view.c.VMs[v].Status.Host; got != want {
+					t.Fatalf("VM %d: its record names host %q, the simulator has it on %q", v, got, want)
+				}
+			}
 			for h := range e.hosts {
 				a := e.view.allocs[h]
 				if len(a.VMs) != len(want[h]) {
@@ -143,9 +153,9 @@ func TestServerViewFollowsEveryMove(t *testing.T) {
 	}
 }
 
-// feasible is the scheduler's own re-check of one move on the
+// The view's hook is the scheduler's check of one move on the
 // allocations as they are now.
-func TestServerViewFeasible(t *testing.T) {
+func TestServerViewHook(t *testing.T) {
 	// VM 0 is a c1.medium (2500 MIPS, 870 MiB), VMs 1-4 m1.xlarge (2000
 	// MIPS, 1740 MiB): two of those fill a G5's memory.
 	tr := constTrace(2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1)
@@ -153,8 +163,9 @@ func TestServerViewFeasible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v.occupy(2, 3)
-	v.occupy(3, 3)
+	v.arrive(2, -1, 3)
+	v.arrive(3, -1, 3)
+	hook := v.hook()
 	for _, tc := range []struct {
 		name   string
 		vm, to int
@@ -164,15 +175,19 @@ func TestServerViewFeasible(t *testing.T) {
 		{"2500 MIPS on an empty G5", 0, 1, true},
 		{"2000 MIPS on a G5 whose memory is taken", 1, 3, false},
 		{"1000 MIPS on a G4", 4, 2, true},
+		{"a VM stays on its host", 2, 3, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := v.feasible(tc.vm, tc.to); got != tc.want {
-				t.Errorf("feasible(%d, %d) = %v, want %v", tc.vm, tc.to, got, tc.want)
+			if got := hook.Feasible(tc.vm, tc.to); got != tc.want {
+				t.Errorf("Feasible(%d, %d) = %v (%s), want %v", tc.vm, tc.to, got, hook.Why(tc.vm, tc.to), tc.want)
 			}
 		})
 	}
-	v.vacate(3, 3)
-	if !v.feasible(1, 3) {
+	v.drop(3, 3)
+	if !v.hook().Feasible(1, 3) {
 		t.Error("a VM left host 3, yet an m1.xlarge still does not fit there")
+	}
+	if v.c.VMs[2].Status.Host != v.c.Hosts[3].Name || v.c.VMs[3].Status.Host != "" {
+		t.Errorf("VM records name %q and %q, want %q and none", v.c.VMs[2].Status.Host, v.c.VMs[3].Status.Host, v.c.Hosts[3].Name)
 	}
 }

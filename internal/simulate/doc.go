@@ -3,8 +3,10 @@
 // violations (SLATAH, PDM, SLAV, ESV), migrations, host shutdowns and
 // active hosts. VMs start where the server's own scheduler
 // (internal/scheduler, on the data centre described in the server's terms
-// by Cluster) places them; the literature's policies keep the
-// literature's placement. The "literature" setup reproduces CloudSim
+// by Cluster, under the server's default policy) places them, and every
+// move the planners make passes the scheduler's placement rules through
+// the feasibility hook the server's balancer uses; the literature's
+// policies keep the literature's placement and model. The "literature" setup reproduces CloudSim
 // 3.0.3's PowerDynamicConsolidation examples event for event;
 // "realistic" keeps memory in every placement and never drops idle VMs.
 //

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vpool/vpool/internal/balance"
+	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/trace"
 )
 
@@ -29,6 +30,19 @@ type Config struct {
 	// Planner, when set, replaces the planner named by Policy (Policy
 	// then only labels the result).
 	Planner balance.Planner
+	// CPURatio, when set, is the simulated cluster's CPU allocation ratio
+	// (the server's default is 4: ServerPolicy). It bounds the initial
+	// placement and every move of the policies the server's scheduler
+	// places; the literature's policies ignore it.
+	CPURatio float64
+	// MemoryRatio, when set, is the simulated cluster's memory allocation
+	// ratio (the server's default is 1: memory is never overcommitted).
+	MemoryRatio float64
+	// Cluster, when set, is the data centre the server's scheduler sees
+	// instead of NewCluster(tr, Hosts): NewCluster's result with labels,
+	// placement rules or the policy changed. It must describe tr's VMs
+	// on Hosts hosts. Run does not modify it.
+	Cluster *Cluster
 }
 
 // Sample is the data centre's state after one step.
@@ -57,8 +71,14 @@ type Result struct {
 	// Placement says how the VMs were placed at start: "scheduler" (the
 	// server's internal/scheduler), or the literature's "pabfd" or
 	// "first-fit".
-	Placement string   `json:"placement"`
-	Series    []Sample `json:"series,omitempty"`
+	Placement string `json:"placement"`
+	// CPURatio is the simulated cluster's CPU allocation ratio when the
+	// server's scheduler placed the VMs and checked the moves (0 for the
+	// literature's placements, which do not use it).
+	CPURatio float64 `json:"cpu_ratio,omitempty"`
+	// MemoryRatio is the same for memory.
+	MemoryRatio float64  `json:"memory_ratio,omitempty"`
+	Series      []Sample `json:"series,omitempty"`
 }
 
 // startOffset is CloudSim's minimum time between events: cloudlets are
@@ -139,6 +159,18 @@ func Run(ctx context.Context, tr *trace.Trace, cfg Config) (*Result, error) {
 	}
 	if cfg.Policy == "" {
 		cfg.Policy = "vpool"
+	}
+	for _, r := range []struct {
+		what string
+		v    float64
+	}{{"CPU", cfg.CPURatio}, {"memory", cfg.MemoryRatio}} {
+		if r.v < 0 || math.IsNaN(r.v) || math.IsInf(r.v, 0) {
+			return nil, fmt.Errorf("%w: %s ratio %v (want a positive number, or 0 for the server's default)", ErrConfig, r.what, r.v)
+		}
+	}
+	if c := cfg.Cluster; c != nil && (len(c.Hosts) != cfg.Hosts || len(c.VMs) != len(tr.VMs)) {
+		return nil, fmt.Errorf("%w: the cluster has %d hosts and %d VMs, the replay %d and %d",
+			ErrConfig, len(c.Hosts), len(c.VMs), cfg.Hosts, len(tr.VMs))
 	}
 	planner := cfg.Planner
 	if planner == nil {
@@ -223,11 +255,12 @@ func (e *engine) place() error {
 // controller does, on the data centre described in the server's terms
 // (NewCluster).
 func (e *engine) placeWithScheduler() error {
-	view, err := newServerView(NewCluster(e.tr, len(e.hosts)))
+	view, err := newServerView(e.cluster())
 	if err != nil {
 		return err
 	}
 	e.view = view
+	e.res.CPURatio, e.res.MemoryRatio = view.c.Policy.Ratios.CPU, view.c.Policy.Ratios.Memory
 	for v := range e.vms {
 		hi, why, err := view.place(v)
 		if err != nil {
@@ -242,6 +275,28 @@ func (e *engine) placeWithScheduler() error {
 	return nil
 }
 
+// cluster is the data centre the server's scheduler sees: Config.Cluster
+// (copied: the view writes the VMs' hosts) or NewCluster's, under
+// Config.CPURatio when set.
+func (e *engine) cluster() *Cluster {
+	var c *Cluster
+	if e.cfg.Cluster != nil {
+		cp := *e.cfg.Cluster
+		cp.Hosts = append([]model.Host(nil), cp.Hosts...)
+		cp.VMs = append([]model.VM(nil), cp.VMs...)
+		c = &cp
+	} else {
+		c = NewCluster(e.tr, len(e.hosts))
+	}
+	if e.cfg.CPURatio > 0 {
+		c.Policy.Ratios.CPU = e.cfg.CPURatio
+	}
+	if e.cfg.MemoryRatio > 0 {
+		c.Policy.Ratios.Memory = e.cfg.MemoryRatio
+	}
+	return c
+}
+
 // settle puts VM v on host hi at start.
 func (e *engine) settle(v, hi int) {
 	e.vms[v].host = hi
@@ -253,7 +308,22 @@ func (e *engine) settle(v, hi int) {
 func (e *engine) snapshot(initial bool) *balance.Snapshot {
 	s := &e.snap
 	s.Interval = e.interval
-	s.MemoryCounts = initial || e.cfg.Setup == Realistic
+	// The server's placement rules reach the planner through its
+	// feasibility hook, exactly as the server's balancer passes them,
+	// whenever the server's scheduler placed the VMs.
+	s.Feasible = nil
+	if e.view != nil && !initial {
+		s.Feasible = e.view.hook()
+	}
+	// Memory counts in the literature setup only at the initial
+	// placement (CloudSim's running VMs ask for none). On the server it
+	// always counts, under the memory ratio: the server's balancer says
+	// so in its snapshot, and its hook refuses moves past it anyway.
+	s.MemoryCounts = initial || e.cfg.Setup == Realistic || e.view != nil
+	memRatio := 1.0
+	if e.view != nil {
+		memRatio = e.view.c.Policy.Ratios.Memory
+	}
 	if cap(s.Hosts) < len(e.hosts) {
 		s.Hosts = make([]balance.Host, len(e.hosts))
 	}
@@ -261,7 +331,7 @@ func (e *engine) snapshot(initial bool) *balance.Snapshot {
 	for i := range e.hosts {
 		h := &e.hosts[i]
 		s.Hosts[i] = balance.Host{
-			Name: e.name(i), MIPS: h.mips, PEMIPS: h.pe, MemMB: h.typ.MemMB,
+			Name: e.name(i), MIPS: h.mips, PEMIPS: h.pe, MemMB: h.typ.MemMB * memRatio,
 			BandwidthMbps: h.typ.BandwidthMbps, MaxVMs: h.typ.MaxVMs, Power: h.typ.Power,
 			Util: utilFrac(h.util, h.mips), VMs: h.vms,
 		}

@@ -85,9 +85,9 @@ func (e *engine) finishMigration(m migration) {
 	v := &e.vms[m.vm]
 	if v.host >= 0 {
 		removeInt(&e.hosts[v.host].vms, m.vm)
-		if e.view != nil && v.host != m.to {
-			e.view.vacate(m.vm, v.host)
-		}
+	}
+	if e.view != nil {
+		e.view.arrive(m.vm, v.host, m.to)
 	}
 	tgt := &e.hosts[m.to]
 	removeInt(&tgt.vms, m.vm)
@@ -188,7 +188,7 @@ func (e *engine) removeFinished() {
 			if v.host >= 0 {
 				removeInt(&e.hosts[v.host].vms, id)
 				if e.view != nil {
-					e.view.vacate(id, v.host)
+					e.view.drop(id, v.host)
 				}
 			}
 			if v.host == i {

@@ -141,6 +141,16 @@ func TestRunErrors(t *testing.T) {
 	if _, err := Run(ctx, constTrace(2, 0.1, 0.1, 0.1), Config{Hosts: 1}); !errors.Is(err, ErrConfig) {
 		t.Errorf("too few hosts: %v", err)
 	}
+	for _, cfg := range []Config{
+		{CPURatio: -1},
+		{MemoryRatio: math.NaN()},
+		{MemoryRatio: 9}, // the server's policy allows at most 3
+		{Hosts: 3, Cluster: NewCluster(constTrace(2, 0.1), 4)},
+	} {
+		if _, err := Run(ctx, constTrace(2, 0.1), cfg); !errors.Is(err, ErrConfig) {
+			t.Errorf("%+v: %v, want ErrConfig", cfg, err)
+		}
+	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	if _, err := Run(cctx, constTrace(4, 0.1), Config{}); !errors.Is(err, context.Canceled) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/vpool/vpool/internal/model"
-	"github.com/vpool/vpool/internal/scheduler"
 	"github.com/vpool/vpool/internal/store"
 )
 
@@ -17,34 +16,15 @@ func VMReservation(s *model.VMSpec) model.Resources {
 	return model.Resources{CPUs: (s.Controls.CPUReservation + 999) / 1000, Memory: s.Controls.MemoryReservation}
 }
 
-// AllocAdd records on a that vm holds its demand on a's host. The
-// accounting itself is scheduler.ApplyVM, so that the placement engine and
-// the stored allocations agree on one definition (Used = spec demand,
-// reservations in milli-CPUs, isolation domains cluster-wide, affinity
-// groups per project as "project/group"). Adding a VM already present
-// does nothing.
-func AllocAdd(a *model.Allocation, vm *model.VM) {
-	key := vm.Key()
-	if a.VMs[key] {
-		return
-	}
-	scheduler.ApplyVM(a, key, &vm.Spec, +1)
-}
+// AllocAdd records on a that vm holds its demand on a's host
+// (model.Allocation.AddVM: the one definition of what a VM holds, which
+// the placement engine reads too). Adding a VM already present does
+// nothing.
+func AllocAdd(a *model.Allocation, vm *model.VM) { a.AddVM(vm.Key(), &vm.Spec) }
 
 // AllocRelease removes vm from a (the inverse of AllocAdd for the same
 // spec). Releasing a VM that is not present does nothing.
-func AllocRelease(a *model.Allocation, vm *model.VM) {
-	key := vm.Key()
-	if !a.VMs[key] {
-		return
-	}
-	scheduler.ApplyVM(a, key, &vm.Spec, -1)
-	if len(a.VMs) == 0 {
-		// no rounding drift can survive an empty host
-		a.Used, a.Reserved, a.ReservedCPUMilli = model.Resources{}, model.Resources{}, 0
-		a.Domains, a.Groups = nil, nil
-	}
-}
+func AllocRelease(a *model.Allocation, vm *model.VM) { a.ReleaseVM(vm.Key(), &vm.Spec) }
 
 func decodeAlloc(kv store.KV) (*model.Allocation, error) {
 	a := &model.Allocation{}

@@ -17,6 +17,14 @@
 // revision, and retry on conflict. A mutate function may return ErrSkip to
 // write nothing.
 //
+// # Leadership fence
+//
+// The controllers write only through a Repo obtained with Term for their
+// leadership term: every transaction it issues (typed methods, Txn, and
+// the store its Store method returns) also requires the term's leader key
+// at the revision the term wrote it, and fails with ErrNotLeader once
+// another server leads. The API server's Repo (New) carries no fence.
+//
 // # VM phases
 //
 // The phases and who moves a VM between them:

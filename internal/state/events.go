@@ -42,16 +42,17 @@ func VMObject(project, name string) string { return "vm/" + project + "/" + name
 func HostObject(name string) string { return "host/" + name }
 
 // TransitionOps returns the event ops that record the change from old to
-// new: vm.created when old is nil, vm.phase when the phase differs, and
-// nothing otherwise.
+// new: vm.created when old is nil; else vm.phase when the phase differs,
+// and an event for every other change worth telling (changeOps).
 func TransitionOps(old, new *model.VM, now time.Time) []store.Op {
 	obj := VMObject(new.Project, new.Name)
 	if old == nil {
 		return []store.Op{EventOp(model.Event{Time: now, Kind: EventVMCreated, Object: obj, Project: new.Project,
 			To: string(new.Status.Phase), Message: fmt.Sprintf("VM %s created (%d vCPUs, %s memory)", new.Name, new.Spec.VCPUs, new.Spec.Memory)})}
 	}
+	ops := changeOps(old, new, now)
 	if old.Status.Phase == new.Status.Phase {
-		return nil
+		return ops
 	}
 	msg := fmt.Sprintf("VM %s: %s → %s", new.Name, old.Status.Phase, new.Status.Phase)
 	if new.Status.Host != "" {
@@ -60,8 +61,8 @@ func TransitionOps(old, new *model.VM, now time.Time) []store.Op {
 	if new.Status.Phase == model.PhaseFailed && new.Status.LastError != "" {
 		msg += ": " + new.Status.LastError
 	}
-	return []store.Op{EventOp(model.Event{Time: now, Kind: EventVMPhase, Object: obj, Project: new.Project,
-		From: string(old.Status.Phase), To: string(new.Status.Phase), Message: msg})}
+	return append(ops, EventOp(model.Event{Time: now, Kind: EventVMPhase, Object: obj, Project: new.Project,
+		From: string(old.Status.Phase), To: string(new.Status.Phase), Message: msg}))
 }
 
 // hostTransitionOps records a host's creation or state change.

@@ -71,16 +71,28 @@ func (r *Repo) AliveHosts(ctx context.Context) (map[string]bool, error) {
 // (ErrNotFound when absent). A state change writes a host event in the
 // same transaction.
 func (r *Repo) UpdateHost(ctx context.Context, name string, fn func(*model.Host) error) (*model.Host, error) {
-	return r.mutateHost(ctx, name, false, func(h *model.Host, _ bool) error { return fn(h) }, nil)
+	return r.mutateHost(ctx, name, false, func(h *model.Host, _ bool) error { return fn(h) }, nil, nil)
 }
 
 // UpsertHost applies fn to a host, or to a new one (exists false) when
 // none is stored; extra ops (e.g. the liveness key) join the transaction.
 func (r *Repo) UpsertHost(ctx context.Context, name string, fn func(h *model.Host, exists bool) error, extra ...store.Op) (*model.Host, error) {
-	return r.mutateHost(ctx, name, true, fn, extra)
+	return r.mutateHost(ctx, name, true, fn, extra, nil)
 }
 
-func (r *Repo) mutateHost(ctx context.Context, name string, create bool, fn func(*model.Host, bool) error, extra []store.Op) (*model.Host, error) {
+// HostGuard returns conditions and ops that join a host write, or an
+// error that stops it; it sees the stored host (nil when absent) and
+// runs again on every retry.
+type HostGuard func(ctx context.Context, old *model.Host) ([]store.Cond, []store.Op, error)
+
+// UpsertHostGuarded is UpsertHost whose transaction also holds guard's
+// conditions and ops (HeartbeatGuard: the caller's certificate is the
+// host's).
+func (r *Repo) UpsertHostGuarded(ctx context.Context, name string, guard HostGuard, fn func(h *model.Host, exists bool) error, extra ...store.Op) (*model.Host, error) {
+	return r.mutateHost(ctx, name, true, fn, extra, guard)
+}
+
+func (r *Repo) mutateHost(ctx context.Context, name string, create bool, fn func(*model.Host, bool) error, extra []store.Op, guard HostGuard) (*model.Host, error) {
 	key := store.HostKey(name)
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if err := backoff(ctx, attempt); err != nil {
@@ -99,6 +111,13 @@ func (r *Repo) mutateHost(ctx context.Context, name string, create bool, fn func
 		default:
 			return nil, fmt.Errorf("state: host %s: %w", name, err)
 		}
+		var gconds []store.Cond
+		var gops []store.Op
+		if guard != nil {
+			if gconds, gops, err = guard(ctx, old); err != nil {
+				return nil, err
+			}
+		}
 		if err := fn(nh, old != nil); err != nil {
 			if errors.Is(err, ErrSkip) {
 				return old, nil
@@ -113,8 +132,8 @@ func (r *Repo) mutateHost(ctx context.Context, name string, create bool, fn func
 			nh.UID, nh.CreatedAt = old.UID, old.CreatedAt
 		}
 		ops := append([]store.Op{store.Put(key, encodeHost(nh))}, hostTransitionOps(old, nh, now)...)
-		ops = append(ops, extra...)
-		ok, wrev, err := r.txn(ctx, []store.Cond{store.IfRev(key, rev)}, ops)
+		ops = append(append(ops, extra...), gops...)
+		ok, wrev, err := r.txn(ctx, append([]store.Cond{store.IfRev(key, rev)}, gconds...), ops)
 		if err != nil {
 			return nil, err
 		}

@@ -112,13 +112,8 @@ func (r *Repo) CreateMigration(ctx context.Context, m *model.Migration, extra ..
 		if err != nil {
 			return nil, err
 		}
-		switch {
-		case vm.Status.Migration != "":
-			return nil, fmt.Errorf("%w: VM %s has migration %s under way", ErrMigrating, vm.Key(), vm.Status.Migration)
-		case vm.DeletedAt != nil:
-			return nil, fmt.Errorf("%w: VM %s is being deleted", ErrMoved, vm.Key())
-		case vm.Status.Host != c.Source:
-			return nil, fmt.Errorf("%w: VM %s is on %q, not %q", ErrMoved, vm.Key(), vm.Status.Host, c.Source)
+		if err := migratable(vm, c.Source); err != nil {
+			return nil, err
 		}
 		vm.Status.Migration = c.Name
 		vm.UpdatedAt = now
@@ -184,17 +179,25 @@ func (r *Repo) UpdateMigration(ctx context.Context, id string, fn func(*model.Mi
 }
 
 // holdVM is the stand-in that a migration's capacity hold counts on the
-// target: the VM's key with the spec the migration began with.
-func holdVM(m *model.Migration) *model.VM {
-	return &model.VM{Meta: model.Meta{Name: m.VM, Project: m.Project}, Spec: m.Spec}
+// target: the VM's key with the spec the migration began with, on host.
+func holdVM(m *model.Migration, host string) *model.VM {
+	return &model.VM{Meta: model.Meta{Name: m.VM, Project: m.Project}, Spec: m.Spec, Status: model.VMStatus{Host: host}}
 }
+
+// Fit decides whether a VM may take its place on a target allocation
+// (read just now, the VM not yet added): it returns an error to refuse,
+// or the extra guards its answer depends on (e.g. the policy's revision),
+// which join the transaction. The controllers pass their gate's check.
+type Fit func(vm *model.VM, target *model.Allocation) ([]store.Cond, error)
 
 // HoldTarget reserves the migration's VM on the target's allocation (so
 // that no placement fills the room while memory moves) and records
 // HoldTarget on the migration, in one transaction guarded on both. fit is
-// called with the target's allocation before the hold is added and may
-// refuse. A hold already taken is left as it is.
-func (r *Repo) HoldTarget(ctx context.Context, id string, fit func(*model.Allocation) error, extra ...store.Cond) (*model.Migration, error) {
+// called with the migration's VM (its spec when the migration began, on
+// the source) and the target's allocation before the hold is added; it
+// may refuse, and its error is returned unchanged. A hold already taken
+// is left as it is.
+func (r *Repo) HoldTarget(ctx context.Context, id string, fit Fit, extra ...store.Cond) (*model.Migration, error) {
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if err := backoff(ctx, attempt); err != nil {
 			return nil, err
@@ -210,18 +213,20 @@ func (r *Repo) HoldTarget(ctx context.Context, id string, fit func(*model.Alloca
 		if err != nil {
 			return nil, err
 		}
+		conds := append([]store.Cond{store.IfRev(store.MigrationKey(id), m.Revision), store.IfRev(store.AllocKey(m.Target), a.Revision)}, extra...)
 		if !a.VMs[m.VMKey()] {
 			if fit != nil {
-				if err := fit(a); err != nil {
+				more, err := fit(holdVM(m, m.Source), a)
+				if err != nil {
 					return nil, err
 				}
+				conds = append(conds, more...)
 			}
-			AllocAdd(a, holdVM(m))
+			AllocAdd(a, holdVM(m, m.Source))
 		}
 		now := r.now()
 		a.Host, a.UpdatedAt = m.Target, now
 		m.HoldTarget, m.UpdatedAt = true, now
-		conds := append([]store.Cond{store.IfRev(store.MigrationKey(id), m.Revision), store.IfRev(store.AllocKey(m.Target), a.Revision)}, extra...)
 		ok, rev, err := r.txn(ctx, conds, []store.Op{store.Put(store.MigrationKey(id), encodeMigration(m)), store.Put(store.AllocKey(m.Target), encode(a))})
 		if err != nil {
 			return nil, err
@@ -232,6 +237,75 @@ func (r *Repo) HoldTarget(ctx context.Context, id string, fit func(*model.Alloca
 		}
 	}
 	return nil, fmt.Errorf("%w: hold for migration %s", ErrContention, id)
+}
+
+// CreateHeldMigration is CreateMigration with the capacity hold on the
+// target taken in the same transaction (HoldTarget set): fit is called
+// with the VM as read and the target's allocation, and may refuse. The
+// controllers start the migrations they decide (balancer, drains) with it.
+func (r *Repo) CreateHeldMigration(ctx context.Context, m *model.Migration, fit Fit) (*model.Migration, error) {
+	c := *m
+	if c.Name == "" {
+		c.Name = NewID()[:16]
+	}
+	now := r.now()
+	c.CreatedAt, c.UpdatedAt, c.Phase, c.UID, c.HoldTarget = now, now, model.MigrationPending, NewID(), true
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if err := backoff(ctx, attempt); err != nil {
+			return nil, err
+		}
+		vm, err := r.GetVM(ctx, c.Project, c.VM)
+		if err != nil {
+			return nil, err
+		}
+		if err := migratable(vm, c.Source); err != nil {
+			return nil, err
+		}
+		a, err := r.GetAllocation(ctx, c.Target)
+		if err != nil {
+			return nil, err
+		}
+		conds := []store.Cond{store.IfAbsent(store.MigrationKey(c.Name)), store.IfRev(store.VMKey(c.Project, c.VM), vm.Revision),
+			store.IfRev(store.AllocKey(c.Target), a.Revision)}
+		if fit != nil {
+			more, err := fit(vm, a)
+			if err != nil {
+				return nil, err
+			}
+			conds = append(conds, more...)
+		}
+		AllocAdd(a, holdVM(&c, c.Source))
+		a.Host, a.UpdatedAt = c.Target, now
+		vm.Status.Migration, vm.UpdatedAt = c.Name, now
+		ops := []store.Op{
+			store.Put(store.MigrationKey(c.Name), encodeMigration(&c)),
+			store.Put(store.VMKey(c.Project, c.VM), encodeVM(vm)),
+			store.Put(store.AllocKey(c.Target), encode(a)),
+			migrationEvent(&c, "", now),
+		}
+		ok, rev, err := r.txn(ctx, conds, ops)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			c.Revision = rev
+			return &c, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: migration of %s/%s", ErrContention, c.Project, c.VM)
+}
+
+// migratable says why vm cannot start a migration from source, or nil.
+func migratable(vm *model.VM, source string) error {
+	switch {
+	case vm.Status.Migration != "":
+		return fmt.Errorf("%w: VM %s has migration %s under way", ErrMigrating, vm.Key(), vm.Status.Migration)
+	case vm.DeletedAt != nil:
+		return fmt.Errorf("%w: VM %s is being deleted", ErrMoved, vm.Key())
+	case vm.Status.Host != source:
+		return fmt.Errorf("%w: VM %s is on %q, not %q", ErrMoved, vm.Key(), vm.Status.Host, source)
+	}
+	return nil
 }
 
 // FinishMigration ends a migration that did not move its VM: phase
@@ -280,7 +354,7 @@ func (r *Repo) FinishMigration(ctx context.Context, id string, phase model.Migra
 				return nil, err
 			}
 			if a.VMs[m.VMKey()] {
-				AllocRelease(a, holdVM(m))
+				AllocRelease(a, holdVM(m, m.Target))
 				a.Host, a.UpdatedAt = m.Target, now
 				conds = append(conds, store.IfRev(store.AllocKey(m.Target), a.Revision))
 				ops = append(ops, store.Put(store.AllocKey(m.Target), encode(a)))
@@ -339,7 +413,7 @@ func (r *Repo) SwitchOver(ctx context.Context, id string, result *model.Migratio
 		now := r.now()
 		AllocRelease(src, vm)
 		if dst.VMs[m.VMKey()] {
-			AllocRelease(dst, holdVM(m))
+			AllocRelease(dst, holdVM(m, m.Target))
 		}
 		AllocAdd(dst, vm)
 		src.Host, src.UpdatedAt, dst.Host, dst.UpdatedAt = m.Source, now, m.Target, now

@@ -124,7 +124,8 @@ func (r *Repo) UpdateSnapshot(ctx context.Context, project, vm, name string, fn 
 		}
 		nv.Name, nv.Project, nv.VM, nv.UID, nv.CreatedAt = old.Name, old.Project, old.VM, old.UID, old.CreatedAt
 		nv.UpdatedAt = r.now()
-		ok, rev, err := r.txn(ctx, []store.Cond{store.IfRev(key, old.Revision)}, []store.Op{store.Put(key, encodeSnapshot(nv))})
+		ops := append([]store.Op{store.Put(key, encodeSnapshot(nv))}, snapshotOps(old, nv, nv.UpdatedAt)...)
+		ok, rev, err := r.txn(ctx, []store.Cond{store.IfRev(key, old.Revision)}, ops)
 		if err != nil {
 			return nil, err
 		}
@@ -136,10 +137,17 @@ func (r *Repo) UpdateSnapshot(ctx context.Context, project, vm, name string, fn 
 	return nil, fmt.Errorf("%w: snapshot %s/%s/%s", ErrContention, project, vm, name)
 }
 
-// DeleteSnapshot removes a snapshot record (absent is not an error).
+// DeleteSnapshot removes a snapshot record (absent is not an error) with
+// a snapshot.deleted event.
 func (r *Repo) DeleteSnapshot(ctx context.Context, project, vm, name string) error {
-	_, _, err := r.txn(ctx, nil, []store.Op{store.Delete(store.SnapshotKey(project, vm, name))})
-	return err
+	key := store.SnapshotKey(project, vm, name)
+	ok, _, err := r.txn(ctx, []store.Cond{store.IfExists(key)}, []store.Op{store.Delete(key),
+		EventOp(model.Event{Time: r.now(), Kind: EventSnapshotDeleted, Object: VMObject(project, vm), Project: project,
+			Message: fmt.Sprintf("VM %s: snapshot %s deleted", vm, name)})})
+	if err != nil || !ok {
+		return err
+	}
+	return nil
 }
 
 // snapshotDeleteOps deletes the records of every snapshot of a VM (its

@@ -30,6 +30,10 @@ var (
 	// ErrSkip, returned by a mutate function, ends the update without
 	// writing anything; the update then returns the current object and nil.
 	ErrSkip = errors.New("state: skip")
+	// ErrNotLeader says a transaction of a leadership term (Repo.Term)
+	// was refused because the term's guard no longer holds: another
+	// server leads now. Nothing was written.
+	ErrNotLeader = errors.New("state: not the leader any more")
 )
 
 // maxAttempts bounds compare-and-swap retries. Under heavy contention on
@@ -39,24 +43,50 @@ const maxAttempts = 200
 
 // Repo is the typed repository. It is safe for concurrent use.
 type Repo struct {
-	st  store.Store
-	now func() time.Time
+	st    store.Store
+	now   func() time.Time
+	locks *keyLocks
+}
 
-	mu    sync.Mutex
-	locks map[string]*sync.Mutex
+type keyLocks struct {
+	mu sync.Mutex
+	m  map[string]*sync.Mutex
 }
 
 // New returns a Repo over st. now is the clock for timestamps (nil:
-// time.Now).
+// time.Now). Its writes carry no leadership guard: it serves the API
+// server and agents' endpoints, whose writes any server may make. The
+// controllers write through Term.
 func New(st store.Store, now func() time.Time) *Repo {
 	if now == nil {
 		now = time.Now
 	}
-	return &Repo{st: st, now: now, locks: map[string]*sync.Mutex{}}
+	return &Repo{st: st, now: now, locks: &keyLocks{m: map[string]*sync.Mutex{}}}
 }
 
-// Store returns the underlying store.
+// Term returns a Repo for one leadership term: every transaction it
+// issues — through its methods, and through the store its Store method
+// returns — also requires guard (the term's leader key at the revision
+// the term wrote it), and fails with ErrNotLeader, writing nothing, once
+// guard no longer holds. Controllers get only such a Repo, so a new write
+// path cannot forget the fence. Without guard (tests and benchmarks that
+// run controllers unelected) it returns r.
+func (r *Repo) Term(guard ...store.Cond) *Repo {
+	if len(guard) == 0 {
+		return r
+	}
+	return &Repo{st: &fencedStore{Store: r.st, guard: append([]store.Cond(nil), guard...)}, now: r.now, locks: r.locks}
+}
+
+// Store returns the underlying store (for a Term repository, the store
+// with the term's guard on every transaction).
 func (r *Repo) Store() store.Store { return r.st }
+
+// Txn runs a transaction of the caller's own making through the
+// repository (with its term's guard, if any); store errors are wrapped.
+func (r *Repo) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (bool, int64, error) {
+	return r.txn(ctx, conds, ops)
+}
 
 // Now returns the repository's clock reading.
 func (r *Repo) Now() time.Time { return r.now() }
@@ -65,13 +95,14 @@ func (r *Repo) Now() time.Time { return r.now() }
 // project's usage). Other processes are still kept honest by CAS; the lock
 // only saves round trips lost to conflicts.
 func (r *Repo) lock(key string) func() {
-	r.mu.Lock()
-	m := r.locks[key]
+	l := r.locks
+	l.mu.Lock()
+	m := l.m[key]
 	if m == nil {
 		m = &sync.Mutex{}
-		r.locks[key] = m
+		l.m[key] = m
 	}
-	r.mu.Unlock()
+	l.mu.Unlock()
 	m.Lock()
 	return m.Unlock
 }

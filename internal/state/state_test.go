@@ -203,7 +203,7 @@ func TestVMLifecycleKeepsUsageAndAllocation(t *testing.T) {
 	for _, e := range evs {
 		kinds = append(kinds, e.Kind+":"+e.To)
 	}
-	want := []string{"project.created:", "vm.created:pending", "vm.phase:creating", "vm.deleted:"}
+	want := []string{"project.created:", "vm.created:pending", "vm.phase:creating", "vm.resize:", "vm.deleted:"}
 	if diff := cmp.Diff(want, kinds); diff != "" {
 		t.Fatalf("events (-want +got):\n%s", diff)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/store"
@@ -105,4 +106,98 @@ func (r *Repo) PutPolicy(ctx context.Context, p model.Policy) (int64, error) {
 	_, rev, err := r.txn(ctx, nil, []store.Op{store.Put(store.PolicyKey, encode(p)),
 		EventOp(model.Event{Time: r.now(), Kind: "cluster.policy", Object: "cluster/policy", Message: "placement policy changed"})})
 	return rev, err
+}
+
+// Join token errors.
+var (
+	// ErrTokenInvalid: no join token has this secret (never issued,
+	// used up, or revoked).
+	ErrTokenInvalid = errors.New("state: invalid join token")
+	// ErrTokenExpired: the join token's time is over.
+	ErrTokenExpired = errors.New("state: the join token has expired")
+	// ErrTokenHost: a re-key token presented for another host name.
+	ErrTokenHost = errors.New("state: the join token is bound to another host")
+	// ErrHostJoined: the name is taken by a joined host; only a re-key
+	// token of that name may join it again.
+	ErrHostJoined = errors.New("state: a host of this name has joined already")
+)
+
+// Join admits host with the join token of hash and records the
+// certificate issue makes as the host's only valid one, all in one
+// transaction that consumes one use of the token (compare-and-swap on
+// it): two joins with a single-use token give one host. A name already
+// joined (a certificate binding or a host record) needs a re-key token
+// of that name; its old certificate is revoked. issue runs at most once,
+// after the checks pass.
+func (r *Repo) Join(ctx context.Context, hash, host string, issue func() (HostIdentity, error)) (*HostIdentity, error) {
+	var id *HostIdentity
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if err := backoff(ctx, attempt); err != nil {
+			return nil, err
+		}
+		tok := &model.Token{}
+		tokKey := store.TokenKey(hash)
+		tokRev, err := r.get(ctx, tokKey, tok, true)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkJoinToken(tok, tokRev, host, r.now()); err != nil {
+			return nil, err
+		}
+		old, bindRev, err := r.HostIdentity(ctx, host)
+		if err != nil {
+			return nil, err
+		}
+		conds := []store.Cond{store.IfRev(tokKey, tokRev), store.IfRev(store.HostCertKey(host), bindRev)}
+		if tok.Host == "" {
+			// a fresh join: the name must be free of a binding and of a
+			// host record (one from before bindings)
+			if old != nil {
+				return nil, fmt.Errorf("%w: %s", ErrHostJoined, host)
+			}
+			if _, err := r.st.Get(ctx, store.HostKey(host)); err == nil {
+				return nil, fmt.Errorf("%w: %s", ErrHostJoined, host)
+			} else if !errors.Is(err, store.ErrNotFound) {
+				return nil, fmt.Errorf("state: host %s: %w", host, err)
+			}
+			conds = append(conds, store.IfAbsent(store.HostKey(host)))
+		}
+		if id == nil {
+			issued, err := issue()
+			if err != nil {
+				return nil, err
+			}
+			issued.Host, issued.Pending = host, false
+			id = &issued
+		}
+		ops := []store.Op{store.Put(store.HostCertKey(host), encode(id))}
+		if tok.Uses--; tok.Uses > 0 {
+			ops = append(ops, store.Put(tokKey, encode(tok)))
+		} else {
+			ops = append(ops, store.Delete(tokKey))
+		}
+		if old != nil && old.Serial != "" {
+			ops = append(ops, revokeOp(old, r.now(), "re-keyed"))
+		}
+		ok, _, err := r.txn(ctx, conds, ops)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return id, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: join %s", ErrContention, host)
+}
+
+func checkJoinToken(tok *model.Token, rev int64, host string, now time.Time) error {
+	switch {
+	case rev == 0 || tok.Purpose != "join" || tok.Uses <= 0:
+		return ErrTokenInvalid
+	case !tok.ExpiresAt.IsZero() && now.After(tok.ExpiresAt):
+		return ErrTokenExpired
+	case tok.Host != "" && tok.Host != host:
+		return fmt.Errorf("%w (%s), not %s", ErrTokenHost, tok.Host, host)
+	}
+	return nil
 }

@@ -132,8 +132,10 @@ const MaxBatch = 50
 // transaction guarded on the project, its usage key (at the revision read)
 // and the absence of every VM key; the usage key is bumped in the same
 // transaction and a vm.created event written per VM. Specs must already
-// be validated. Errors: ErrNotFound (project), ErrExists (a name is
-// taken), ErrQuotaExceeded joined with a *model.FieldError, ErrContention.
+// be validated. Every image the VMs name must be ready, and stay so until
+// the transaction (guarded on its revision). Errors: ErrNotFound
+// (project), ErrExists (a name is taken), ErrQuotaExceeded or
+// ErrImageNotReady joined with a *model.FieldError, ErrContention.
 func (r *Repo) CreateVMs(ctx context.Context, project string, vms []*model.VM) ([]*model.VM, error) {
 	if len(vms) == 0 || len(vms) > MaxBatch {
 		return nil, &model.FieldError{Field: "vms", Message: fmt.Sprintf("a batch holds 1 to %d VMs (got %d)", MaxBatch, len(vms))}
@@ -173,6 +175,11 @@ func (r *Repo) CreateVMs(ctx context.Context, project string, vms []*model.VM) (
 			return nil, fmt.Errorf("%w: %w", ErrQuotaExceeded, err)
 		}
 		conds := []store.Cond{store.IfRev(store.ProjectKey(project), p.Revision), store.IfRev(store.UsageKey(project), urev)}
+		ic, err := r.imageConds(ctx, out)
+		if err != nil {
+			return nil, err
+		}
+		conds = append(conds, ic...)
 		ops := make([]store.Op, 0, 2*len(out)+1)
 		for _, v := range out {
 			key := store.VMKey(project, v.Name)

@@ -11,6 +11,8 @@ import "fmt"
 //	/vpool/alive/<host>                   liveness, attached to the host's lease
 //	/vpool/alloc/<host>                   model.Allocation (placement CAS)
 //	/vpool/tokens/<sha256>                model.Token
+//	/vpool/pki/hosts/<host>               the host's current certificate (serial)
+//	/vpool/pki/revoked/<serial-hex>       a revoked host certificate
 //	/vpool/events/<seq>                   model.Event (seq = zero-padded)
 //	/vpool/migrations/<id>                model.Migration
 //	/vpool/cluster/policy                 model.Policy
@@ -19,7 +21,10 @@ import "fmt"
 //	/vpool/cluster/seq/<name>             counters
 //	/vpool/cluster/balance                model.BalanceSettings
 //	/vpool/balance/plan                   model.BalancePlan (the balancer's last plan)
-//	/vpool/energy/ledger                  energy ledger (joules per host, VM, project)
+//	/vpool/energy/meta                    model.EnergyMeta (the ledger's header)
+//	/vpool/energy/hosts/<host>            model.EnergyHostRecord
+//	/vpool/energy/projects/<project>      model.EnergyProjectRecord
+//	/vpool/energy/ledger                  the whole ledger before issue 11 (read once, then deleted)
 const (
 	Root           = "/vpool/"
 	ProjectsPrefix = Root + "projects/"
@@ -29,7 +34,13 @@ const (
 	AlivePrefix    = Root + "alive/"
 	AllocPrefix    = Root + "alloc/"
 	TokensPrefix   = Root + "tokens/"
-	EventsPrefix   = Root + "events/"
+	// PKIPrefix holds the host certificate records: HostCertsPrefix
+	// binds each host name to the serial of its one valid certificate,
+	// RevokedPrefix lists revoked serials until they expire.
+	PKIPrefix       = Root + "pki/"
+	HostCertsPrefix = PKIPrefix + "hosts/"
+	RevokedPrefix   = PKIPrefix + "revoked/"
+	EventsPrefix    = Root + "events/"
 	// MigrationsPrefix holds model.Migration objects by id.
 	MigrationsPrefix = Root + "migrations/"
 	PolicyKey        = Root + "cluster/policy"
@@ -38,7 +49,18 @@ const (
 	BalanceKey       = Root + "cluster/balance"
 	BalancePlanKey   = Root + "balance/plan"
 	EnergyKey        = Root + "energy/ledger"
+	// EnergyPrefix holds the energy ledger's records.
+	EnergyPrefix         = Root + "energy/"
+	EnergyMetaKey        = EnergyPrefix + "meta"
+	EnergyHostsPrefix    = EnergyPrefix + "hosts/"
+	EnergyProjectsPrefix = EnergyPrefix + "projects/"
 )
+
+// EnergyHostKey is the key of a host's energy record.
+func EnergyHostKey(host string) string { return EnergyHostsPrefix + host }
+
+// EnergyProjectKey is the key of a project's energy record.
+func EnergyProjectKey(project string) string { return EnergyProjectsPrefix + project }
 
 // ProjectKey is the key of a project.
 func ProjectKey(name string) string { return ProjectsPrefix + name }
@@ -63,6 +85,12 @@ func AllocKey(name string) string { return AllocPrefix + name }
 
 // TokenKey is the key of a token, by the hex SHA-256 of its secret.
 func TokenKey(hash string) string { return TokensPrefix + hash }
+
+// HostCertKey is the key of a host's certificate binding.
+func HostCertKey(host string) string { return HostCertsPrefix + host }
+
+// RevokedKey is the key of a revoked certificate, by its serial (hex).
+func RevokedKey(serial string) string { return RevokedPrefix + serial }
 
 // EventKey is the key of an event written at unixNano with a random
 // suffix; keys sort by time, and an event's ID is the revision it was

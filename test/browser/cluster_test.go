@@ -64,7 +64,7 @@ func startCluster(t *testing.T, hosts []simHost) *cluster {
 		_ = st.Close()
 	})
 
-	join, err := srv.NewJoinToken(ctx, time.Hour)
+	join, err := srv.NewJoinToken(ctx, time.Hour, len(hosts))
 	if err != nil {
 		t.Fatal(err)
 	}

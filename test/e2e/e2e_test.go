@@ -124,7 +124,7 @@ func TestServerAgentsCLI(t *testing.T) {
 		}
 	}
 	// Changes made while the agent is away are adopted when it returns.
-	s.cli(t, "vm", "stop", "web1")
+	s.cli(t, "vm", "stop", "web1", "--no-wait") // its agent is away
 	agents[victim] = s.startAgent(t, victim, agentDirs[victim], "")
 	waitPhase(t, s, "web1", model.PhaseStopped)
 	eventually(t, "web1 stopped on its host", 30*time.Second, func() bool {
@@ -270,13 +270,16 @@ func TestServerCrashDuringCreates(t *testing.T) {
 }
 
 // TestExternalEtcd runs the server against a real 3-member etcd cluster
-// (--etcd-endpoints) and keeps working when one member is killed.
+// (--etcd-endpoints) that takes only clients with a certificate of its
+// CA and the root password, and keeps working when one member is killed.
 func TestExternalEtcd(t *testing.T) {
 	needBinary(t)
-	cl := etcdtest.Start(t, 3)
+	cl := etcdtest.StartWith(t, 3, etcdtest.Options{TLS: true, Password: "e2e-etcd-pw"})
 	eps := cl.Endpoints()
 	dir := t.TempDir()
-	s := startServer(t, filepath.Join(dir, "server"), freePort(t), freePort(t), "--etcd-endpoints", fmt.Sprintf("%s,%s,%s", eps[0], eps[1], eps[2]))
+	s := startServer(t, filepath.Join(dir, "server"), freePort(t), freePort(t), "--etcd-endpoints", fmt.Sprintf("%s,%s,%s", eps[0], eps[1], eps[2]),
+		"--etcd-cacert", cl.CAFile, "--etcd-cert", cl.CertFile, "--etcd-key", cl.KeyFile,
+		"--etcd-user", cl.User, "--etcd-password-file", secretFile(t, cl.Password))
 	s.startAgent(t, "a1", filepath.Join(dir, "a1"), s.joinToken(t))
 	s.waitHosts(t, 1)
 	var info api.ClusterInfo

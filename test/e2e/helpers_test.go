@@ -227,9 +227,10 @@ func startServer(t *testing.T, dataDir, addr, agentAddr string, extra ...string)
 	return s
 }
 
+// joinToken issues a join token for up to 16 hosts.
 func (s *server) joinToken(t *testing.T) string {
 	t.Helper()
-	out := s.cli(t, "host", "join-token", "-o", "json")
+	out := s.cli(t, "host", "join-token", "--uses", "16", "-o", "json")
 	var resp api.JoinTokenResponse
 	mustJSON(t, out, &resp)
 	if resp.Token == "" {
@@ -244,9 +245,20 @@ func (s *server) startAgent(t *testing.T, name, stateDir, token string) *proc {
 	args := []string{"agent", "--server", "https://" + s.agentAddr, "--state-dir", stateDir, "--name", name,
 		"--driver", "sim", "--sim-cpus", "32", "--sim-memory", "64GiB", "--log-level", "info"}
 	if token != "" {
-		args = append(args, "--join-token", token)
+		args = append(args, "--join-token-file", secretFile(t, token))
 	}
 	return startProc(t, "agent-"+name, nil, args...)
+}
+
+// secretFile writes a secret to a 0600 file of its own: secrets never go
+// on a command line.
+func secretFile(t *testing.T, secret string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(p, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // cli runs the CLI against the server and returns stdout; it fails the

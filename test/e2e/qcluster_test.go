@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -45,10 +46,10 @@ func startQCluster(t *testing.T) *qcluster {
 	}
 	cl.s = startServer(t, filepath.Join(dir, "server"), cl.addr, cl.agentAddr)
 	tok := cl.s.joinToken(t)
+	cl.importImage(tickImage, "vpool.tick=1")
+	cl.importImage(dirtyImage, "vpool.tick=1", "vpool.dirty=32", "vpool.dirtyrate=8")
 	for _, h := range qhosts {
 		cl.state[h] = filepath.Join(dir, h)
-		cl.installImage(h, tickImage, "vpool.tick=1")
-		cl.installImage(h, dirtyImage, "vpool.tick=1", "vpool.dirty=32", "vpool.dirtyrate=8")
 		cl.startAgent(h, tok)
 	}
 	cl.s.waitHosts(t, len(qhosts))
@@ -72,37 +73,27 @@ func guestDir(t *testing.T) string {
 	return lines[len(lines)-1]
 }
 
-// installImage puts an image named name into host's image directory: the
-// test guest with switches appended to its kernel command line.
-func (cl *qcluster) installImage(host, name string, switches ...string) {
+// importImage imports the test guest as image name, with switches
+// appended to its kernel command line (hosts fetch it from the server).
+func (cl *qcluster) importImage(name string, switches ...string) {
 	t := cl.t
-	dir := filepath.Join(cl.state[host], "images", name)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"vmlinux", "initramfs.cpio.gz"} {
-		if err := os.Symlink(filepath.Join(cl.guest, f), filepath.Join(dir, f)); err != nil {
-			t.Fatal(err)
-		}
-	}
 	base, err := os.ReadFile(filepath.Join(cl.guest, "cmdline"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	line := strings.TrimSpace(string(base)) + " " + strings.Join(switches, " ") + "\n"
-	if err := os.WriteFile(filepath.Join(dir, "cmdline"), []byte(line), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	line := strings.TrimSpace(string(base)) + " " + strings.Join(switches, " ")
+	cl.s.cli(t, "image", "import", name, cl.guest, "--cmdline", line)
 }
 
 // startAgent runs host's QEMU agent; token is empty on a restart.
 func (cl *qcluster) startAgent(host, token string) {
 	args := []string{"agent", "--server", "https://" + cl.agentAddr, "--state-dir", cl.state[host], "--name", host,
 		"--driver", "qemu", "--pool", "shared=" + cl.shared, "--log-level", "info"}
+	var env []string
 	if token != "" {
-		args = append(args, "--join-token", token)
+		env = append(env, "VPOOL_JOIN_TOKEN="+token)
 	}
-	cl.agents[host] = startProc(cl.t, "agent-"+host, nil, args...)
+	cl.agents[host] = startProc(cl.t, "agent-"+host, env, args...)
 }
 
 // restartServer starts the server again on its data directory and
@@ -205,10 +196,18 @@ func (cl *qcluster) leftovers(host, name string) []string {
 
 func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
 
-// sharedOwner is the state dir that owns name's disks in the shared pool.
+// sharedOwner is the host that owns name's disks in the shared pool, as
+// the owner record says ("" when there is none or it names another VM).
 func (cl *qcluster) sharedOwner(name string) string {
 	b, _ := os.ReadFile(filepath.Join(cl.shared, vmIDOf(name), ".vpool-owner"))
-	return strings.TrimSpace(string(b))
+	var rec struct {
+		Host string `json:"host"`
+		VM   string `json:"vm"`
+	}
+	if json.Unmarshal(b, &rec) != nil || rec.VM != vmIDOf(name) {
+		return ""
+	}
+	return rec.Host
 }
 
 // assertClean fails unless host keeps nothing of name, waiting a while for
@@ -286,7 +285,7 @@ func (cl *qcluster) waitTick(t *testing.T, host, name string, after int) int {
 func (cl *qcluster) migrate(t *testing.T, name, to string, extra ...string) model.Migration {
 	t.Helper()
 	var m model.Migration
-	args := append([]string{"vm", "migrate", name, "--to", to, "-o", "json"}, extra...)
+	args := append([]string{"vm", "migrate", name, "--to", to, "-o", "json", "--no-wait"}, extra...)
 	mustJSON(t, cl.s.cli(t, args...), &m)
 	if m.Name == "" {
 		t.Fatalf("vm migrate answered no migration id: %+v", m)

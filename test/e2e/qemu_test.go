@@ -20,13 +20,6 @@ func needQEMU(t *testing.T) {
 	testenv.MustHaveTool(t, "qemu-system-x86_64", "apt-get install qemu-system-x86")
 }
 
-// guestCache builds (or finds) the test guest and returns the cache root
-// the image resolver searches.
-func guestCache(t *testing.T) string {
-	t.Helper()
-	return filepath.Dir(guestDir(t))
-}
-
 func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
 
 // TestAgentKillQEMU kills -9 an agent running a real QEMU guest: the
@@ -34,16 +27,17 @@ func alive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
 func TestAgentKillQEMU(t *testing.T) {
 	needBinary(t)
 	needQEMU(t)
-	cache := guestCache(t)
+	guest := guestDir(t)
 	dir := t.TempDir()
 	s := startServer(t, filepath.Join(dir, "server"), freePort(t), freePort(t))
 	agentDir := filepath.Join(dir, "q1")
 	startQ := func(token string) *proc {
 		args := []string{"agent", "--server", "https://" + s.agentAddr, "--state-dir", agentDir, "--name", "q1", "--driver", "qemu"}
+		var env []string
 		if token != "" {
-			args = append(args, "--join-token", token)
+			env = append(env, "VPOOL_JOIN_TOKEN="+token)
 		}
-		return startProc(t, "agent-q1", []string{"VPOOL_GUEST_CACHE=" + cache}, args...)
+		return startProc(t, "agent-q1", env, args...)
 	}
 	a := startQ(s.joinToken(t))
 	s.waitHosts(t, 1)
@@ -58,6 +52,7 @@ func TestAgentKillQEMU(t *testing.T) {
 			_ = syscall.Kill(pid, syscall.SIGKILL) // a failed test must not leak a guest
 		}
 	})
+	s.cli(t, "image", "import", "test-guest", guest)
 	s.cli(t, "vm", "create", "g1", "--image", "test-guest", "--memory", "256MiB", "--disk", "1GiB", "--wait", "--timeout", "2m")
 	pid := readPid()
 	if !alive(pid) {

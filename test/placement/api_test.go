@@ -147,7 +147,7 @@ func TestPlacementThroughAPIAndCLI(t *testing.T) {
 	})
 
 	t.Run("batch all or nothing", func(t *testing.T) {
-		s.mustVpool(t, "vm", "create", "web", "--count", "3", "--vcpus", "1", "--memory", "1GiB", "--affinity-group", "web", "--affinity", "anti-affinity")
+		s.mustVpool(t, "vm", "create", "web", "--count", "3", "--vcpus", "1", "--memory", "1GiB", "--affinity-group", "web", "--affinity", "anti-affinity", "--no-wait")
 		s.waitVMs(t, "web explained", explainedOver(2), "web-1", "web-2", "web-3")
 		for _, n := range []string{"web-1", "web-2", "web-3"} {
 			if vm := s.vm(t, n); vm.Status.Host != "" || vm.Status.Phase != model.PhasePending {
@@ -160,7 +160,7 @@ func TestPlacementThroughAPIAndCLI(t *testing.T) {
 
 	t.Run("controls stored and shown", func(t *testing.T) {
 		s.mustVpool(t, "vm", "create", "ctl", "--vcpus", "2", "--memory", "2GiB", "--cpu-shares", "2048", "--cpu-reservation", "1.5",
-			"--cpu-limit", "2", "--memory-reservation", "1GiB", "--memory-limit", "4GiB", "--disk-iops", "500", "--disk-bps", "10MiB")
+			"--cpu-limit", "2", "--memory-reservation", "1GiB", "--memory-limit", "4GiB", "--disk-iops", "500", "--disk-bps", "10MiB", "--no-wait")
 		s.waitVMs(t, "ctl placed", func(vm *model.VM) bool { return vm.Status.Host != "" }, "ctl")
 		want := model.Controls{CPUShares: 2048, CPUReservation: 1500, CPULimit: 2000, MemoryReservation: model.GiB, MemoryLimit: 4 * model.GiB,
 			DiskIOPS: 500, DiskBps: 10 << 20}
@@ -169,13 +169,13 @@ func TestPlacementThroughAPIAndCLI(t *testing.T) {
 		}
 		contains(t, "vm show ctl", s.mustVpool(t, "vm", "show", "ctl"), "cpu-shares 2048", "cpu-reservation 1.5", "cpu-limit 2",
 			"memory-reservation 1GiB", "memory-limit 4GiB", "disk-iops 500", "disk-bps 10MiB/s", "Chosen:", "Top candidates")
-		if _, code := s.vpool(t, "vm", "create", "bad", "--vcpus", "1", "--cpu-reservation", "2"); code == 0 {
+		if _, code := s.vpool(t, "vm", "create", "bad", "--vcpus", "1", "--cpu-reservation", "2", "--no-wait"); code == 0 {
 			t.Error("a CPU reservation above the vCPUs was accepted")
 		}
 	})
 
 	t.Run("pending until capacity appears", func(t *testing.T) {
-		s.mustVpool(t, "vm", "create", "big", "--vcpus", "6", "--memory", "2GiB")
+		s.mustVpool(t, "vm", "create", "big", "--vcpus", "6", "--memory", "2GiB", "--no-wait")
 		s.waitVMs(t, "big explained", explainedOver(2), "big")
 		if vm := s.vm(t, "big"); vm.Status.Host != "" || vm.Status.Phase != model.PhasePending {
 			pol, _, _ := s.repo.GetPolicy(ctx)

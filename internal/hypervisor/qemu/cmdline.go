@@ -3,6 +3,7 @@ package qemu
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 )
@@ -77,31 +78,107 @@ type NICDev struct {
 	MAC string
 }
 
+// The command line is built so that no value can add an option. Devices,
+// block nodes, netdevs and objects are JSON (QEMU accepts JSON for
+// -device, -blockdev, -netdev and -object; checked on 10.0): a value is a
+// JSON string whatever it holds. The options QEMU parses only as
+// key=value lists (-name, -machine, -accel, -chardev, -mon, ...) go
+// through opts, which doubles every comma in a value (QEMU's escape), so
+// a value never ends its key. The options QEMU takes whole (-kernel,
+// -initrd, -append, -pidfile, -incoming) are single argv items. Check
+// refuses what neither can carry: NUL bytes (execve cannot pass them) and
+// a CPU model that is not a plain name (-cpu is split at commas).
+
+// kv is one key=value of an option.
+type kv struct{ k, v string }
+
+// opts renders a key=value option: implied (when not empty) is the
+// leading bare value QEMU gives an implied key (the chardev backend, the
+// accelerator); every value has its commas doubled.
+func opts(implied string, kvs ...kv) string {
+	var b strings.Builder
+	b.WriteString(escape(implied))
+	for _, p := range kvs {
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(p.k)
+		b.WriteByte('=')
+		b.WriteString(escape(p.v))
+	}
+	return b.String()
+}
+
+// parseOpts reverses opts: the implied value (an item without '=' in the
+// first place) and the pairs, with doubled commas undone.
+func parseOpts(s string) (implied string, kvs []kv) {
+	var items []string
+	var cur strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == ',' && i+1 < len(s) && s[i+1] == ',':
+			cur.WriteByte(',')
+			i++
+		case s[i] == ',':
+			items = append(items, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(s[i])
+		}
+	}
+	items = append(items, cur.String())
+	for i, it := range items {
+		k, v, ok := strings.Cut(it, "=")
+		if !ok && i == 0 {
+			implied = it
+			continue
+		}
+		kvs = append(kvs, kv{k, v})
+	}
+	return implied, kvs
+}
+
+// Check refuses a machine whose values cannot be passed safely.
+func (m Machine) Check() error {
+	if m.CPUModel != "" && !cpuModelRe.MatchString(m.CPUModel) {
+		return fmt.Errorf("qemu: CPU model %q is not a plain model name", m.CPUModel)
+	}
+	for _, a := range m.Args() {
+		if strings.IndexByte(a, 0) >= 0 {
+			return fmt.Errorf("qemu: a value of the command line holds a NUL byte")
+		}
+	}
+	return nil
+}
+
+var cpuModelRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
 // Args renders the command line (without the binary).
 func (m Machine) Args() []string {
 	var a []string
 	add := func(s ...string) { a = append(a, s...) }
-	add("-name", "guest="+escape(m.Name)+",debug-threads=on")
-	add("-machine", "type="+m.Type)
+	add("-name", opts("", kv{"guest", m.Name}, kv{"debug-threads", "on"}))
+	add("-machine", opts("", kv{"type", m.Type}))
 	if m.Accel == "tcg" && m.TCGCacheMiB > 0 {
-		add("-accel", "tcg,tb-size="+strconv.FormatInt(m.TCGCacheMiB, 10))
+		add("-accel", opts(m.Accel, kv{"tb-size", strconv.FormatInt(m.TCGCacheMiB, 10)}))
 	} else {
-		add("-accel", m.Accel)
+		add("-accel", opts(m.Accel))
 	}
 	if m.CPUModel != "" {
-		add("-cpu", m.CPUModel)
+		add("-cpu", m.CPUModel) // a plain name (Check)
 	}
-	maxc := max(m.MaxVCPUs, m.VCPUs)
-	add("-smp", fmt.Sprintf("cpus=%d,maxcpus=%d,sockets=%d,cores=1,threads=1", m.VCPUs, maxc, maxc))
-	mem := fmt.Sprintf("size=%dM", m.MemoryMiB)
+	maxc := strconv.Itoa(max(m.MaxVCPUs, m.VCPUs))
+	add("-smp", opts("", kv{"cpus", strconv.Itoa(m.VCPUs)}, kv{"maxcpus", maxc}, kv{"sockets", maxc}, kv{"cores", "1"}, kv{"threads", "1"}))
+	mem := []kv{{"size", strconv.FormatInt(m.MemoryMiB, 10) + "M"}}
 	if m.MaxMemMiB > m.MemoryMiB && m.MemSlots > 0 {
-		mem += fmt.Sprintf(",slots=%d,maxmem=%dM", m.MemSlots, m.MaxMemMiB)
+		mem = append(mem, kv{"slots", strconv.Itoa(m.MemSlots)}, kv{"maxmem", strconv.FormatInt(m.MaxMemMiB, 10) + "M"})
 	}
-	add("-m", mem)
+	add("-m", opts("", mem...))
 	add("-nodefaults", "-no-user-config", "-display", "none")
-	add("-chardev", "socket,id=qmp,path="+escape(m.QMPSocket)+",server=on,wait=off")
-	add("-mon", "chardev=qmp,mode=control")
-	add("-chardev", "socket,id=console,path="+escape(m.ConsoleSocket)+",server=on,wait=off,logfile="+escape(m.SerialLog)+",logappend=on")
+	add("-chardev", opts("socket", kv{"id", "qmp"}, kv{"path", m.QMPSocket}, kv{"server", "on"}, kv{"wait", "off"}))
+	add("-mon", opts("", kv{"chardev", "qmp"}, kv{"mode", "control"}))
+	add("-chardev", opts("socket", kv{"id", "console"}, kv{"path", m.ConsoleSocket}, kv{"server", "on"}, kv{"wait", "off"},
+		kv{"logfile", m.SerialLog}, kv{"logappend", "on"}))
 	add("-serial", "chardev:console")
 	add("-pidfile", m.PidFile)
 	if m.Kernel != "" {
@@ -114,7 +191,7 @@ func (m Machine) Args() []string {
 		}
 	}
 	for _, s := range m.Secrets {
-		add("-object", "secret,id="+s.ID+",file="+escape(s.File)+",format=raw")
+		add("-object", mustJSON(map[string]any{"qom-type": "secret", "id": s.ID, "file": s.File, "format": "raw"}))
 	}
 	if len(m.HotplugPorts) > 0 {
 		// Native PCIe hot-plug: with QEMU 7.2's default ACPI PCI hot-plug,
@@ -122,16 +199,17 @@ func (m Machine) Args() []string {
 		add("-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off")
 	}
 	for i, p := range m.HotplugPorts {
-		add("-device", fmt.Sprintf("pcie-root-port,id=%s,chassis=%d", p, i+1))
+		add("-device", mustJSON(map[string]any{"driver": "pcie-root-port", "id": p, "chassis": i + 1}))
 	}
 	a = append(a, m.driveArgs()...)
 	if m.Seed != "" {
 		seed := Layer{Node: "seed", File: m.Seed, Format: "raw", ReadOnly: true}
-		add("-blockdev", seed.fileJSON(), "-blockdev", seed.formatJSON("", true), "-device", "ide-cd,id=cidata,drive=seed")
+		add("-blockdev", seed.fileJSON(), "-blockdev", seed.formatJSON("", true),
+			"-device", mustJSON(map[string]any{"driver": "ide-cd", "id": "cidata", "drive": "seed"}))
 	}
 	a = append(a, m.nicArgs()...)
 	if m.Balloon {
-		add("-device", "virtio-balloon-pci,id=balloon0")
+		add("-device", mustJSON(map[string]any{"driver": "virtio-balloon-pci", "id": "balloon0"}))
 	}
 	if m.StartPaused {
 		add("-S")
@@ -140,7 +218,7 @@ func (m Machine) Args() []string {
 		add("-incoming", m.Incoming)
 	}
 	if m.Sandbox {
-		add("-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny")
+		add("-sandbox", opts("on", kv{"obsolete", "deny"}, kv{"elevateprivileges", "deny"}, kv{"spawn", "deny"}, kv{"resourcecontrol", "deny"}))
 	}
 	return a
 }
@@ -160,35 +238,40 @@ func (m Machine) driveArgs() []string {
 		if d.NoDevice {
 			continue
 		}
-		dev := "virtio-blk-pci,id=" + d.DeviceID + ",drive=" + d.Layers[len(d.Layers)-1].Node
-		if d.Bus != "" {
-			dev += ",bus=" + d.Bus
-		}
-		if d.Serial != "" {
-			dev += ",serial=" + escape(d.Serial)
-		}
-		if d.BootIndex > 0 {
-			dev += ",bootindex=" + strconv.Itoa(d.BootIndex-1)
-		}
-		add("-device", dev)
+		add("-device", mustJSON(d.deviceArgs()))
 	}
 	return a
+}
+
+// deviceArgs is the drive's virtio-blk device, for -device and device_add.
+func (d Drive) deviceArgs() map[string]any {
+	dev := map[string]any{"driver": "virtio-blk-pci", "id": d.DeviceID, "drive": d.Layers[len(d.Layers)-1].Node}
+	if d.Bus != "" {
+		dev["bus"] = d.Bus
+	}
+	if d.Serial != "" {
+		dev["serial"] = d.Serial
+	}
+	if d.BootIndex > 0 {
+		dev["bootindex"] = d.BootIndex - 1
+	}
+	return dev
 }
 
 func (m Machine) nicArgs() []string {
 	var a []string
 	add := func(s ...string) { a = append(a, s...) }
 	for _, n := range m.NICs {
+		netdev := map[string]any{"type": "user", "id": "n" + n.ID}
 		if n.Tap != "" {
-			add("-netdev", "tap,id=n"+n.ID+",ifname="+n.Tap+",script=no,downscript=no")
-		} else {
-			add("-netdev", "user,id=n"+n.ID)
+			netdev = map[string]any{"type": "tap", "id": "n" + n.ID, "ifname": n.Tap, "script": "no", "downscript": "no"}
 		}
-		dev := "virtio-net-pci,id=" + n.ID + ",netdev=n" + n.ID
+		add("-netdev", mustJSON(netdev))
+		dev := map[string]any{"driver": "virtio-net-pci", "id": n.ID, "netdev": "n" + n.ID}
 		if n.MAC != "" {
-			dev += ",mac=" + n.MAC
+			dev["mac"] = n.MAC
 		}
-		add("-device", dev)
+		add("-device", mustJSON(dev))
 	}
 	return a
 }
@@ -228,7 +311,7 @@ func (l Layer) formatJSON(below string, bottom bool) string {
 func mustJSON(v any) string {
 	b, err := json.Marshal(v)
 	if err != nil {
-		panic(fmt.Sprintf("qemu: rendering %T: %v", v, err)) // only maps of strings/bools: cannot fail
+		panic(fmt.Sprintf("qemu: rendering %T: %v", v, err)) // maps of strings, numbers, bools and nil: cannot fail
 	}
 	return string(b)
 }

@@ -54,6 +54,9 @@ func TestMachineArgsGolden(t *testing.T) {
 			m.HotplugPorts = []string{"hp0", "hp1"}
 			m.Seed = "/state/vms/test.web1/seed.iso"
 		}},
+		// Every free-form value hostile: they stay values (JSON strings,
+		// doubled commas); TestHostileValuesCannotAddOptions checks it.
+		{"hostile-values", func(m *Machine) { *m = valuedMachine("x,romfile=/etc/shadow,\"q\"\n../y") }},
 		{"incoming-no-hotplug-memory", func(m *Machine) {
 			m.MaxMemMiB, m.MemSlots = 0, 0
 			m.Incoming = "defer"

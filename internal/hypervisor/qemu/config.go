@@ -17,6 +17,7 @@ import (
 
 	"github.com/vpool/vpool/internal/hypervisor"
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/qmp"
 )
 
 // Clock is the driver's time source (sim.RealClock satisfies it).
@@ -106,8 +107,17 @@ type Config struct {
 	// MigrationHost is the address this host listens on and advertises
 	// for incoming migrations (default 127.0.0.1).
 	MigrationHost string
-	Logger        *slog.Logger
-	Clock         Clock
+	// HostID names this host in the owner records of its disk directories
+	// (owner.go): unique in the cluster (the agent passes its host name),
+	// the same across restarts. Empty: an id made up once and kept in
+	// StateDir/host-id.
+	HostID string
+	// QMPTimeout bounds every QMP command whose context has no deadline,
+	// and every clean-up after a failure (default 1m): a stuck QEMU can
+	// hold its VM's lock no longer than that per step.
+	QMPTimeout time.Duration
+	Logger     *slog.Logger
+	Clock      Clock
 }
 
 // Driver is the QEMU hypervisor.Driver. Create it with New.
@@ -131,6 +141,7 @@ type Driver struct {
 	// or StateDir/migration-tls once SetMigrationIdentity wrote it.
 	migTLS atomic.Pointer[string]
 
+	hostID      string // Config.HostID or the one kept in the state dir (owner.go)
 	machineType string // Config.Machine resolved to a versioned type (machine.go)
 	versionOnce sync.Once
 	version     string
@@ -152,12 +163,20 @@ func New(cfg Config) (*Driver, error) {
 	}
 	cfg.StateDir = abs
 	cfg = cfg.withDefaults()
+	for name, dir := range cfg.Pools {
+		if cfg.Pools[name], err = filepath.Abs(dir); err != nil {
+			return nil, fmt.Errorf("qemu: pool %s: %w", name, err)
+		}
+	}
 	for _, dir := range append([]string{filepath.Join(cfg.StateDir, "vms")}, poolDirs(cfg.Pools)...) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("qemu: %w", err)
 		}
 	}
 	d := &Driver{cfg: cfg, log: cfg.Logger, clock: cfg.Clock, vms: map[string]*vm{}, keys: cfg.Keys}
+	if err := d.resolveHostID(); err != nil {
+		return nil, err
+	}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	if d.keys == nil {
 		d.keys = &FileKeys{Dir: filepath.Join(cfg.StateDir, "keys")}
@@ -248,6 +267,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RunDir == "" {
 		c.RunDir = filepath.Join(os.TempDir(), fmt.Sprintf("vpool-run-%d", os.Getuid()))
+	}
+	if c.QMPTimeout <= 0 {
+		c.QMPTimeout = qmp.DefaultCommandTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -363,6 +385,20 @@ func probeKVM() error {
 		}
 	}
 	return errors.New("KVM reports no CPUID leaf 1")
+}
+
+// qmpOptions are the options of every QMP connection: commands without a
+// deadline get QMPTimeout, and out-of-band execution is negotiated (post-copy
+// recovery needs it: migrate_postcopy.go).
+func (d *Driver) qmpOptions() qmp.Options {
+	return qmp.Options{Logger: d.log, CommandTimeout: d.cfg.QMPTimeout, OOB: true}
+}
+
+// cleanupCtx is the context of a clean-up after a failure (rollbacks,
+// reverters): its own, since the operation's may be done, and bounded,
+// so a stuck QEMU cannot hold the VM's lock forever.
+func (d *Driver) cleanupCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d.cfg.QMPTimeout)
 }
 
 // binary resolves a configured binary name for error messages and exec.

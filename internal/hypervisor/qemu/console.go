@@ -15,7 +15,8 @@ var _ hypervisor.Console = (*Driver)(nil)
 
 // OpenConsole connects to the serial console's socket chardev. QEMU
 // serves one client at a time; a second waits until the first detaches.
-func (d *Driver) OpenConsole(ctx context.Context, id string) (io.ReadWriteCloser, error) {
+func (d *Driver) OpenConsole(ctx context.Context, id string) (rwc io.ReadWriteCloser, err error) {
+	defer d.public(&err, "open console", id)
 	v, err := d.get(id)
 	if err != nil {
 		return nil, err
@@ -40,7 +41,8 @@ func (d *Driver) OpenConsole(ctx context.Context, id string) (io.ReadWriteCloser
 
 // ConsoleLog returns up to max bytes of the end of this boot's serial log
 // (the previous boot's when none has started since).
-func (d *Driver) ConsoleLog(_ context.Context, id string, max int) ([]byte, error) {
+func (d *Driver) ConsoleLog(_ context.Context, id string, max int) (out []byte, err error) {
+	defer d.public(&err, "console log", id)
 	if _, err := d.get(id); err != nil {
 		return nil, err
 	}

@@ -34,13 +34,17 @@ func diskPorts(drives []Drive) map[string]string {
 // AttachDisk creates an empty thin disk and, on a running VM, plugs it in
 // live: blockdev-add of its nodes, then device_add on a free hot-plug
 // port. A stopped VM gets it at its next start.
-func (d *Driver) AttachDisk(ctx context.Context, id string, sd model.Disk) error {
+func (d *Driver) AttachDisk(ctx context.Context, id string, sd model.Disk) (err error) {
+	defer d.public(&err, "attach disk", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err
 	}
 	defer v.mu.Unlock()
 	rec := v.rec
+	if !fileNameRe.MatchString(sd.Name) {
+		return fmt.Errorf("qemu: attach disk %s: name %q is not a DNS label", id, sd.Name)
+	}
 	index := 0
 	for _, dr := range rec.Disks {
 		if dr.Name == sd.Name {
@@ -115,11 +119,13 @@ func (d *Driver) plugDisk(ctx context.Context, v *vm, p *process, dr *diskRec) e
 	layers := dr.driveLayers()
 	var added []string
 	undo := func() {
+		ctx, cancel := d.cleanupCtx()
+		defer cancel()
 		for i := len(added) - 1; i >= 0; i-- {
-			p.qmp.Execute(context.Background(), "blockdev-del", qmp.Args{"node-name": added[i]}, nil)
+			p.qmp.Execute(ctx, "blockdev-del", qmp.Args{"node-name": added[i]}, nil)
 		}
 		if dr.Encrypted {
-			p.qmp.ObjectDel(context.Background(), dr.secretID())
+			p.qmp.ObjectDel(ctx, dr.secretID())
 		}
 	}
 	for i, l := range layers {
@@ -140,9 +146,8 @@ func (d *Driver) plugDisk(ctx context.Context, v *vm, p *process, dr *diskRec) e
 			added = append(added, args["node-name"].(string))
 		}
 	}
-	dev := qmp.Args{"driver": "virtio-blk-pci", "id": dr.deviceID(), "drive": layers[len(layers)-1].Node,
-		"bus": port, "serial": truncate(dr.Name, 20)}
-	if err := p.qmp.DeviceAdd(ctx, dev); err != nil {
+	dev := Drive{DeviceID: dr.deviceID(), Serial: truncate(dr.Name, 20), Layers: layers, Bus: port}
+	if err := p.qmp.DeviceAdd(ctx, dev.deviceArgs()); err != nil {
 		undo()
 		return err
 	}
@@ -164,7 +169,8 @@ func (d *Driver) plugDisk(ctx context.Context, v *vm, p *process, dr *diskRec) e
 // the device vanishes from the QOM tree), removes its block nodes and
 // deletes its files. The boot disk stays; a VM with snapshots keeps its
 // disks (the snapshots hold their layers).
-func (d *Driver) DetachDisk(ctx context.Context, id, name string) error {
+func (d *Driver) DetachDisk(ctx context.Context, id, name string) (err error) {
+	defer d.public(&err, "detach disk", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err

@@ -35,6 +35,9 @@ var errNoKey = errors.New("qemu: volume key not found")
 
 // VolumeKey returns the passphrase of vmID's disk, making one if create.
 func (k *FileKeys) VolumeKey(_ context.Context, vmID, disk string, create bool) ([]byte, error) {
+	if validID(vmID) != nil || !fileNameRe.MatchString(disk) {
+		return nil, fmt.Errorf("qemu: volume key: bad vm id %q or disk name %q", vmID, disk)
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	aead, err := k.aead()
@@ -77,6 +80,9 @@ func (k *FileKeys) VolumeKey(_ context.Context, vmID, disk string, create bool) 
 
 // DeleteKeys forgets every key of vmID.
 func (k *FileKeys) DeleteKeys(_ context.Context, vmID string) error {
+	if err := validID(vmID); err != nil {
+		return err
+	}
 	if err := os.RemoveAll(filepath.Join(k.Dir, vmID)); err != nil {
 		return fmt.Errorf("qemu: %w", err)
 	}

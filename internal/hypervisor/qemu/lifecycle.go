@@ -7,8 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/vpool/vpool/internal/hypervisor"
@@ -27,8 +25,23 @@ func (d *Driver) get(id string) (*vm, error) {
 	return v, nil
 }
 
-// lock returns the VM with id locked and its process state refreshed.
+// lock returns the VM with id locked and its process state refreshed. A
+// VM whose QEMU runs unreachable (reattach.go) is refused: only Kill and
+// Delete (lockAny) act on it.
 func (d *Driver) lock(id string) (*vm, error) {
+	v, err := d.lockAny(id)
+	if err != nil {
+		return nil, err
+	}
+	if v.stuck != nil {
+		v.mu.Unlock()
+		return nil, fmt.Errorf("qemu: %s: %w", id, hypervisor.ErrUnreachable)
+	}
+	return v, nil
+}
+
+// lockAny is lock that also returns an unreachable VM.
+func (d *Driver) lockAny(id string) (*vm, error) {
 	v, err := d.get(id)
 	if err != nil {
 		return nil, err
@@ -45,8 +58,9 @@ func (d *Driver) lock(id string) (*vm, error) {
 }
 
 // Create makes the VM's disks and record. A failed Create leaves nothing.
-func (d *Driver) Create(ctx context.Context, cfg hypervisor.VMConfig) error {
-	if err := validID(cfg.ID); err != nil {
+func (d *Driver) Create(ctx context.Context, cfg hypervisor.VMConfig) (err error) {
+	defer d.public(&err, "create", cfg.ID)
+	if err := checkConfig(cfg); err != nil {
 		return err
 	}
 	spec := cfg.Spec
@@ -107,13 +121,14 @@ func makeNICs(cfg hypervisor.VMConfig) []nicRec {
 		if mac == "" {
 			mac = macFor(cfg.ID, i)
 		}
-		out[i] = nicRec{ID: fmt.Sprintf("net%d", i), MAC: mac}
+		out[i] = nicRec{ID: fmt.Sprintf("net%d", i), MAC: mac, Name: n.Name, Port: portOf(cfg, i)}
 	}
 	return out
 }
 
 // Start boots a stopped VM. Starting a running or paused VM does nothing.
-func (d *Driver) Start(ctx context.Context, id string) error {
+func (d *Driver) Start(ctx context.Context, id string) (err error) {
+	defer d.public(&err, "start", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err
@@ -303,8 +318,8 @@ func (d *Driver) machine(ctx context.Context, rec *record, o startOpts, rev *rev
 		n := &rec.NICs[i]
 		nd := NICDev{ID: n.ID, MAC: n.MAC}
 		if d.net == NetBridge {
-			tap := d.tapName(id, i)
-			if err := d.makeTap(ctx, tap); err != nil {
+			tap, err := d.plugTap(ctx, id, i, n)
+			if err != nil {
 				return m, files, err
 			}
 			rev.add(func() { d.removeTap(tap) })
@@ -376,7 +391,8 @@ func (d *Driver) cleanRuntime(rec *record) {
 // Stop presses the ACPI power button, waits up to timeout for the guest
 // to power off, then asks QEMU to quit and finally kills it. A paused
 // guest cannot see the button: QEMU is told to quit at once.
-func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) error {
+func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) (err error) {
+	defer d.public(&err, "stop", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err
@@ -416,9 +432,10 @@ func (d *Driver) Stop(ctx context.Context, id string, timeout time.Duration) err
 	return nil
 }
 
-// Kill ends QEMU at once (SIGKILL).
-func (d *Driver) Kill(ctx context.Context, id string) error {
-	v, err := d.lock(id)
+// Kill ends QEMU at once (SIGKILL), an unreachable one too.
+func (d *Driver) Kill(ctx context.Context, id string) (err error) {
+	defer d.public(&err, "kill", id)
+	v, err := d.lockAny(id)
 	if err != nil {
 		return err
 	}
@@ -427,6 +444,9 @@ func (d *Driver) Kill(ctx context.Context, id string) error {
 }
 
 func (d *Driver) killLocked(ctx context.Context, v *vm) error {
+	if v.stuck != nil {
+		return d.killStuckLocked(ctx, v)
+	}
 	p := v.proc
 	if p == nil {
 		return nil
@@ -439,7 +459,8 @@ func (d *Driver) killLocked(ctx context.Context, v *vm) error {
 }
 
 // Pause stops the guest's vCPUs.
-func (d *Driver) Pause(ctx context.Context, id string) error {
+func (d *Driver) Pause(ctx context.Context, id string) (err error) {
+	defer d.public(&err, "pause", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err
@@ -455,7 +476,8 @@ func (d *Driver) Pause(ctx context.Context, id string) error {
 }
 
 // Resume continues a paused guest.
-func (d *Driver) Resume(ctx context.Context, id string) error {
+func (d *Driver) Resume(ctx context.Context, id string) (err error) {
+	defer d.public(&err, "resume", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err
@@ -478,7 +500,8 @@ func (d *Driver) SerialLog(id string) string { return filepath.Join(d.vmDir(id),
 func (d *Driver) ConsoleSocket(id string) string { return d.socketPath(id, "console.sock") }
 
 // Reboot resets the machine (not part of hypervisor.Driver).
-func (d *Driver) Reboot(ctx context.Context, id string) error {
+func (d *Driver) Reboot(ctx context.Context, id string) (err error) {
+	defer d.public(&err, "reboot", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err
@@ -495,8 +518,9 @@ func (d *Driver) Reboot(ctx context.Context, id string) error {
 
 // Delete kills the VM if it runs and removes its disks, snapshots, keys,
 // sockets, logs and record.
-func (d *Driver) Delete(ctx context.Context, id string) error {
-	v, err := d.lock(id)
+func (d *Driver) Delete(ctx context.Context, id string) (err error) {
+	defer d.public(&err, "delete", id)
+	v, err := d.lockAny(id)
 	if err != nil {
 		return err
 	}
@@ -511,7 +535,7 @@ func (d *Driver) deleteLocked(ctx context.Context, v *vm) error {
 	}
 	d.cleanRuntime(v.rec)
 	var errs []error
-	errs = append(errs, removeDisks(d.ownedDisks(v.rec.Disks))) // shared storage: see migrate_shared.go
+	errs = append(errs, removeDisks(d.ownedDisks(id, v.rec.Disks))) // shared storage: see owner.go
 	for _, s := range v.rec.Snapshots {
 		if s.StateFile != "" {
 			os.Remove(s.StateFile)
@@ -578,128 +602,49 @@ func (d *Driver) infoOf(ctx context.Context, id string) (hypervisor.Info, bool) 
 }
 
 func (d *Driver) infoLocked(ctx context.Context, v *vm) hypervisor.Info {
-	in := hypervisor.Info{ID: v.rec.Config.ID, State: d.stateLocked(ctx, v), VCPUs: v.rec.Config.Spec.VCPUs,
+	in := hypervisor.Info{ID: v.rec.Config.ID, VCPUs: v.rec.Config.Spec.VCPUs,
 		Memory: v.rec.Config.Spec.Memory, Config: v.rec.Config}
-	if v.proc != nil && v.rec.Run != nil && !v.rec.Run.Helper {
+	in.State, in.Reason = d.stateLocked(ctx, v)
+	switch {
+	case v.stuck != nil:
+		in.Pid, in.StartedAt = v.stuck.pid, v.rec.Run.StartedAt
+	case v.proc != nil && v.rec.Run != nil && !v.rec.Run.Helper:
 		in.Pid = v.proc.pid
 		in.StartedAt = v.rec.Run.StartedAt
 	}
 	return in
 }
 
-// stateLocked asks QEMU for the run state of a live VM.
-func (d *Driver) stateLocked(ctx context.Context, v *vm) hypervisor.State {
+// stateLocked asks QEMU for the run state of a live VM; the reason is
+// set for StateUnknown.
+func (d *Driver) stateLocked(ctx context.Context, v *vm) (hypervisor.State, string) {
+	if v.stuck != nil {
+		return hypervisor.StateUnknown, unreachableReason
+	}
 	if v.proc == nil || (v.rec.Run != nil && v.rec.Run.Helper) {
 		if v.rec.LastExit == hypervisor.StateCrashed {
-			return hypervisor.StateCrashed
+			return hypervisor.StateCrashed, ""
 		}
-		return hypervisor.StateStopped
+		return hypervisor.StateStopped, ""
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	st, err := v.proc.qmp.QueryStatus(ctx)
 	if err != nil {
 		if v.proc.hasExited() || !pidAlive(v.proc.pid) {
-			return hypervisor.StateStopped
+			return hypervisor.StateStopped, ""
 		}
-		return hypervisor.StateCrashed // alive but not answering
+		// Alive but not answering (stopped, stuck): not ours to judge.
+		return hypervisor.StateUnknown, "monitor not answering: the VM's QEMU runs but does not answer its QMP monitor (stopped or stuck)"
 	}
 	switch st.Status {
 	case "running":
-		return hypervisor.StateRunning
+		return hypervisor.StateRunning, ""
 	case "guest-panicked", "internal-error":
-		return hypervisor.StateCrashed
+		return hypervisor.StateCrashed, ""
 	case "shutdown":
-		return hypervisor.StateStopped
+		return hypervisor.StateStopped, ""
 	default: // paused, prelaunch, inmigrate, postmigrate, suspended, ...
-		return hypervisor.StatePaused
-	}
-}
-
-// load reads every record under the state dir and re-attaches.
-func (d *Driver) load() error {
-	ents, err := os.ReadDir(filepath.Join(d.cfg.StateDir, "vms"))
-	if err != nil {
-		return fmt.Errorf("qemu: %w", err)
-	}
-	for _, e := range ents {
-		if !e.IsDir() || validID(e.Name()) != nil {
-			continue
-		}
-		rec, err := d.loadRecord(e.Name())
-		if errors.Is(err, hypervisor.ErrNotFound) {
-			continue // an orphan dir; cleanOrphans removes it
-		}
-		if err != nil {
-			return err
-		}
-		v := &vm{rec: rec}
-		if rec.Run != nil && rec.Run.Helper {
-			// A cold migration's helper QEMU outlived its agent: the VM
-			// stays as it was; cleanOrphans kills the helper.
-			d.cleanRuntime(rec)
-			os.Remove(filepath.Join(d.vmDir(rec.Config.ID), helperSerialLog))
-			rec.Run = nil
-			if err := d.saveRecord(rec); err != nil {
-				return err
-			}
-			d.log.Warn("qemu: dropping the helper of an unfinished cold migration", "vm", rec.Config.ID)
-		}
-		if rec.Run != nil {
-			if p := d.adopt(d.ctx, rec); p != nil {
-				v.proc = p
-				v.committed.Store(int64(rec.Config.Spec.Memory + d.cfg.VMOverhead))
-				go d.watch(v, p)
-				d.log.Info("qemu: re-attached", "vm", rec.Config.ID, "pid", p.pid)
-			} else {
-				d.cleanRuntime(rec)
-				rec.Run, rec.LastExit = nil, hypervisor.StateCrashed
-				if err := d.saveRecord(rec); err != nil {
-					return err
-				}
-				d.log.Warn("qemu: VM died while no driver watched it", "vm", rec.Config.ID)
-			}
-		}
-		d.vms[rec.Config.ID] = v
-	}
-	return nil
-}
-
-// cleanOrphans kills QEMUs of this state dir that no record owns and
-// removes VM and disk directories without a record.
-func (d *Driver) cleanOrphans() {
-	for id, pids := range d.ourQEMUs() {
-		v := d.vms[id]
-		for _, pid := range pids {
-			if v != nil && v.proc != nil && v.proc.pid == pid {
-				continue
-			}
-			d.log.Warn("qemu: killing orphan QEMU", "vm", id, "pid", pid)
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-	if ents, err := os.ReadDir(filepath.Join(d.cfg.StateDir, "vms")); err == nil {
-		for _, e := range ents {
-			if _, ok := d.vms[e.Name()]; !ok && !strings.HasPrefix(e.Name(), ".") {
-				d.log.Warn("qemu: removing orphan VM directory", "dir", e.Name())
-				os.RemoveAll(d.vmDir(e.Name()))
-			}
-		}
-	}
-	for _, dir := range poolDirs(d.cfg.Pools) {
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			continue
-		}
-		for _, e := range ents {
-			if _, ok := d.vms[e.Name()]; ok || !e.IsDir() || validID(e.Name()) != nil {
-				continue
-			}
-			owner, err := os.ReadFile(filepath.Join(dir, e.Name(), ownerFile))
-			if err == nil && strings.TrimSpace(string(owner)) == d.cfg.StateDir {
-				d.log.Warn("qemu: removing orphan disks", "dir", filepath.Join(dir, e.Name()))
-				os.RemoveAll(filepath.Join(dir, e.Name()))
-			}
-		}
+		return hypervisor.StatePaused, ""
 	}
 }

@@ -59,9 +59,10 @@ func runMachineType(r *runRec) string {
 	if i < 0 || i+1 >= len(r.Cmdline) {
 		return ""
 	}
-	for _, kv := range strings.Split(r.Cmdline[i+1], ",") {
-		if t, ok := strings.CutPrefix(kv, "type="); ok {
-			return t
+	_, kvs := parseOpts(r.Cmdline[i+1])
+	for _, p := range kvs {
+		if p.k == "type" {
+			return p.v
 		}
 	}
 	return ""

@@ -83,7 +83,8 @@ type outgoing struct {
 // when it is stopped or crashed; on success the VM is gone here. See
 // MigrateOptions for the knobs and docs/migration-qemu.md for the
 // contract.
-func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hypervisor.MigrateOptions, progress func(hypervisor.MigrationProgress)) (hypervisor.MigrationResult, error) {
+func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hypervisor.MigrateOptions, progress func(hypervisor.MigrationProgress)) (res hypervisor.MigrationResult, err error) {
+	defer d.public(&err, "migrate out", id)
 	opts = migrateDefaults(opts)
 	v, err := d.lock(id)
 	if err != nil {

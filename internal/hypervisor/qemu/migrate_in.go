@@ -52,7 +52,8 @@ func (d *Driver) migrationHost() string {
 // is what the orchestration calls on the target after a failed
 // MigrateOut. A driver started on a state dir with a VM that never
 // finished arriving deletes it.
-func (d *Driver) MigrateIn(ctx context.Context, cfg hypervisor.VMConfig) (string, error) {
+func (d *Driver) MigrateIn(ctx context.Context, cfg hypervisor.VMConfig) (addr string, err error) {
+	defer d.public(&err, "migrate in", cfg.ID)
 	shared, err := d.createIncoming(ctx, cfg)
 	if err != nil {
 		return "", err

@@ -116,12 +116,6 @@ func (m *outgoing) resumeStream(ctx context.Context) error {
 	return fmt.Errorf("qemu: post-copy recovery did not finish within 30s")
 }
 
-// qmpOptions are the options of the driver's QMP connections: with
-// out-of-band execution, which post-copy recovery needs.
-func (d *Driver) qmpOptions() qmp.Options {
-	return qmp.Options{Logger: d.log, OOB: true}
-}
-
 // recoverIncoming is the target's part: when its post-copy is paused, it
 // listens for the resumed stream and returns the port.
 //

@@ -72,8 +72,8 @@ func assertGone(t testing.TB, d *Driver, id string) {
 	}
 	for _, pool := range poolDirs(d.cfg.Pools) {
 		dir := filepath.Join(pool, id)
-		if owner, err := os.ReadFile(filepath.Join(dir, ownerFile)); err == nil && strings.TrimSpace(string(owner)) != d.cfg.StateDir {
-			continue // another driver's (shared storage)
+		if !d.ownsDir(dir, id) {
+			continue // another host's (shared storage)
 		}
 		if _, err := os.Stat(dir); err == nil {
 			t.Errorf("%s: disk directory %s left behind", id, dir)
@@ -323,9 +323,9 @@ func TestMigrationSharedStorage(t *testing.T) {
 // assertOwner fails unless d owns id's disks in the shared pool.
 func assertOwner(t *testing.T, d *Driver, shared, id string) {
 	t.Helper()
-	owner, _ := os.ReadFile(filepath.Join(shared, id, ownerFile))
-	if strings.TrimSpace(string(owner)) != d.cfg.StateDir {
-		t.Fatalf("owner after migration: %q", owner)
+	o, ok, err := readOwner(filepath.Join(shared, id))
+	if err != nil || !ok || o.Host != d.HostID() || o.VM != id || o.Epoch < 2 {
+		t.Fatalf("owner after migration: %+v %v %v, want host %s, VM %s, epoch ≥ 2", o, ok, err, d.HostID(), id)
 	}
 }
 

@@ -16,11 +16,11 @@ import (
 // Shared storage. A pool directory that several hosts see (NFS in
 // production, one directory configured in two drivers in tests) already
 // holds a migrating VM's disks on the target: <pool>/<id>/ exists, its
-// .vpool-owner names the source's state dir, and each disk has exactly one
+// owner record (owner.go) names another host, and each disk has exactly one
 // layer file (migration refuses VMs with snapshots, whose deleted layers
 // are merged away). The target then adopts those files instead of creating
 // disks, the source mirrors only the other disks, and at the switchover the
-// target takes ownership (rewrites .vpool-owner) so the source's clean-up
+// target takes ownership (rewrites the owner record, epoch + 1) so the source's clean-up
 // leaves the files alone. Until then the files stay the source's: a failed
 // migration's Delete on the target does not touch them (ownedDisks).
 
@@ -38,8 +38,11 @@ func diskName(sd model.Disk, i int) string {
 }
 
 // findSharedDisks returns, by spec index, the disks of cfg that already
-// exist in a pool directory owned by another driver.
+// exist in a pool directory owned by another host.
 func (d *Driver) findSharedDisks(ctx context.Context, cfg hypervisor.VMConfig) (map[int]diskRec, error) {
+	if err := checkConfig(cfg); err != nil {
+		return nil, err
+	}
 	out := map[int]diskRec{}
 	for i, sd := range cfg.Spec.Disks {
 		poolName, poolDir, err := d.pool(sd.Pool)
@@ -47,9 +50,12 @@ func (d *Driver) findSharedDisks(ctx context.Context, cfg hypervisor.VMConfig) (
 			return nil, err
 		}
 		dir := filepath.Join(poolDir, cfg.ID)
-		owner, err := os.ReadFile(filepath.Join(dir, ownerFile))
-		if err != nil || strings.TrimSpace(string(owner)) == d.cfg.StateDir {
-			continue
+		o, ok, err := readOwner(dir)
+		if err != nil {
+			return nil, fmt.Errorf("qemu: migrate in %s: %w", cfg.ID, err)
+		}
+		if !ok || d.mine(o, cfg.ID, d.localPool(poolDir)) {
+			continue // not there, or ours: not shared with the source
 		}
 		name := diskName(sd, i)
 		files, _ := filepath.Glob(filepath.Join(dir, name+".*.qcow2"))
@@ -142,13 +148,21 @@ func (d *Driver) takeOwnership(rec *record, shared map[string]string) (restore f
 	var errs []error
 	prev := map[string][]byte{}
 	for _, dr := range rec.Disks {
-		if _, ok := shared[dr.Name]; ok {
-			f := filepath.Join(dr.Dir, ownerFile)
-			if b, err := os.ReadFile(f); err == nil {
-				prev[f] = b
-			}
-			errs = append(errs, writeFileAtomic(f, []byte(d.cfg.StateDir+"\n"), 0o600))
+		if _, ok := shared[dr.Name]; !ok {
+			continue
 		}
+		f := filepath.Join(dr.Dir, ownerFile)
+		if _, done := prev[f]; done {
+			continue // two disks in one directory
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("qemu: %w", err))
+			continue
+		}
+		prev[f] = b
+		o, _, _ := readOwner(dr.Dir)
+		errs = append(errs, writeOwner(dr.Dir, owner{Host: d.hostID, VM: rec.Config.ID, Epoch: o.Epoch + 1}))
 	}
 	return func() {
 		for f, b := range prev {
@@ -157,17 +171,15 @@ func (d *Driver) takeOwnership(rec *record, shared map[string]string) (restore f
 	}, errors.Join(errs...)
 }
 
-// ownedDisks drops the disks whose directory another driver owns (shared
+// ownedDisks drops the disks whose directory another host owns (shared
 // storage during or after a migration): their files are not ours to
 // delete. A directory without an owner file counts as ours.
-func (d *Driver) ownedDisks(disks []diskRec) []diskRec {
+func (d *Driver) ownedDisks(id string, disks []diskRec) []diskRec {
 	out := make([]diskRec, 0, len(disks))
 	for _, dr := range disks {
-		owner, err := os.ReadFile(filepath.Join(dr.Dir, ownerFile))
-		if err == nil && strings.TrimSpace(string(owner)) != d.cfg.StateDir {
-			continue
+		if d.ownsDir(dr.Dir, id) {
+			out = append(out, dr)
 		}
-		out = append(out, dr)
 	}
 	return out
 }
@@ -186,6 +198,18 @@ func (d *Driver) dropUnfinishedIncoming() {
 	d.mu.Unlock()
 	for _, v := range vms {
 		v.mu.Lock()
+		// Nothing on a shared pool goes at start-up (owner.go): its
+		// directories there stay, reported as orphans.
+		var local []diskRec
+		for _, dr := range v.rec.Disks {
+			if d.localPool(filepath.Dir(dr.Dir)) {
+				local = append(local, dr)
+			} else if d.ownsDir(dr.Dir, v.rec.Config.ID) {
+				d.log.Warn("qemu: orphan disk directory on a shared pool left in place; delete it once no host uses it",
+					"vm", v.rec.Config.ID, "dir", dr.Dir)
+			}
+		}
+		v.rec.Disks = local
 		d.log.Warn("qemu: dropping a VM whose incoming migration never finished", "vm", v.rec.Config.ID)
 		if err := d.deleteLocked(context.Background(), v); err != nil {
 			d.log.Warn("qemu: dropping unfinished incoming VM", "vm", v.rec.Config.ID, "err", err)

@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+
+	"github.com/vpool/vpool/internal/hypervisor"
 )
 
 // resolveNetwork picks the network mode: a bridge needs root, /dev/net/tun
@@ -91,17 +93,55 @@ func (d *Driver) tapName(id string, i int) string {
 
 // makeTap creates a persistent tap on the bridge, up.
 func (d *Driver) makeTap(ctx context.Context, name string) error {
+	return d.makeTapOn(ctx, name, d.cfg.Bridge, 0)
+}
+
+// makeTapOn creates a persistent tap on bridge with mtu (0: the
+// default), up.
+func (d *Driver) makeTapOn(ctx context.Context, name, bridge string, mtu int) error {
 	if linkExists(name) {
 		ipCmd(ctx, "link", "del", name)
 	}
 	if err := ipCmd(ctx, "tuntap", "add", "dev", name, "mode", "tap"); err != nil {
 		return err
 	}
-	if err := ipCmd(ctx, "link", "set", name, "master", d.cfg.Bridge, "up"); err != nil {
+	args := []string{"link", "set", name, "master", bridge}
+	if mtu > 0 {
+		args = append(args, "mtu", strconv.Itoa(mtu))
+	}
+	if err := ipCmd(ctx, append(args, "up")...); err != nil {
 		ipCmd(ctx, "link", "del", name)
 		return err
 	}
 	return nil
+}
+
+// portOf is the host side the agent gave NIC i of cfg, or nil.
+func portOf(cfg hypervisor.VMConfig, i int) *hypervisor.NICPort {
+	if i < len(cfg.Ports) && cfg.Ports[i].Bridge != "" {
+		p := cfg.Ports[i]
+		return &p
+	}
+	return nil
+}
+
+// plugTap makes the tap of NIC n (index i) of VM id: on its vpool
+// network's bridge with the tap name the agent chose (so the host's
+// rules name it before it exists), else on the driver's bridge. A vpool
+// network's bridge must exist: the agent makes it before it starts the VM.
+func (d *Driver) plugTap(ctx context.Context, id string, i int, n *nicRec) (string, error) {
+	if p := n.Port; p != nil {
+		if !linkExists(p.Bridge) {
+			return "", fmt.Errorf("qemu: NIC %s: bridge %s of its network is missing on this host", n.Name, p.Bridge)
+		}
+		tap := p.Tap
+		if tap == "" {
+			tap = d.tapName(id, i)
+		}
+		return tap, d.makeTapOn(ctx, tap, p.Bridge, p.MTU)
+	}
+	tap := d.tapName(id, i)
+	return tap, d.makeTap(ctx, tap)
 }
 
 func (d *Driver) removeTap(name string) {

@@ -21,9 +21,12 @@ import (
 
 // vm is one VM the driver knows. mu serialises every operation on it.
 type vm struct {
-	mu        sync.Mutex
-	rec       *record
-	proc      *process // the live QEMU, nil when none
+	mu   sync.Mutex
+	rec  *record
+	proc *process // the live QEMU, nil when none
+	// stuck is a live QEMU the driver could not attach to (reattach.go);
+	// proc is nil meanwhile.
+	stuck     *stuckQEMU
 	committed atomic.Int64
 	deleted   bool
 	// arriving: an incoming migration that has not arrived (its VM
@@ -48,6 +51,13 @@ type process struct {
 	exitErr       error // from Wait, for our children
 	guestShutdown bool  // SHUTDOWN with guest=true was seen
 	ending        bool  // we asked it to end (stop, quit, kill)
+}
+
+// runs reports whether pid is v's QEMU, attached or not.
+func (v *vm) runs(pid int) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return (v.proc != nil && v.proc.pid == pid) || (v.stuck != nil && v.stuck.pid == pid)
 }
 
 func (p *process) hasExited() bool {
@@ -133,6 +143,9 @@ func (d *Driver) launch(ctx context.Context, v *vm, m Machine, files []*os.File)
 		return nil, err
 	}
 	id := v.rec.Config.ID
+	if err := m.Check(); err != nil {
+		return nil, err
+	}
 	for _, s := range []string{m.QMPSocket, m.ConsoleSocket, m.PidFile} {
 		os.Remove(s)
 		if err := os.MkdirAll(filepath.Dir(s), 0o700); err != nil {
@@ -170,7 +183,10 @@ func (d *Driver) launch(ctx context.Context, v *vm, m Machine, files []*os.File)
 	conn, err := d.dialQMP(ctx, m.QMPSocket, p)
 	if err != nil {
 		p.kill(context.Background())
-		return nil, fmt.Errorf("%w%s", err, logTail(logPath))
+		// QEMU's log names its command line and host paths: it stays in
+		// the agent's log; the error says only what failed.
+		d.log.Warn("qemu: QEMU did not come up", "vm", id, "err", err, "qemu.log", logTail(logPath))
+		return nil, fmt.Errorf("%w (QEMU's log is in the agent's log)", err)
 	}
 	p.qmp = conn
 	d.watchEvents(p)
@@ -212,48 +228,6 @@ func (d *Driver) watchEvents(p *process) {
 			}
 		}
 	}()
-}
-
-// adopt re-attaches to the QEMU a record says is running. It returns nil
-// when the process is gone (or is not that VM's QEMU any more).
-func (d *Driver) adopt(ctx context.Context, rec *record) *process {
-	run := rec.Run
-	pid := run.Pid
-	if b, err := os.ReadFile(filepath.Join(d.vmDir(rec.Config.ID), "qemu.pid")); err == nil {
-		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			pid = n
-		}
-	}
-	if !d.isOurQEMU(pid, rec.Config.ID) {
-		return nil
-	}
-	p := &process{pid: pid, exited: make(chan struct{})}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	conn, err := qmp.Dial(ctx, run.QMP, d.qmpOptions())
-	if err != nil {
-		d.log.Warn("qemu: cannot re-attach to a live QEMU; killing it", "vm", rec.Config.ID, "pid", pid, "err", err)
-		syscall.Kill(pid, syscall.SIGKILL)
-		return nil
-	}
-	p.qmp = conn
-	d.watchEvents(p)
-	go func() { // not our child: notice the exit through QMP, then the pid
-		select {
-		case <-conn.Done():
-		case <-d.ctx.Done():
-			return
-		}
-		for pidAlive(pid) {
-			select {
-			case <-d.ctx.Done():
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-		close(p.exited)
-	}()
-	return p
 }
 
 // isOurQEMU checks that pid is alive and is the QEMU of vm id (guarding
@@ -338,5 +312,5 @@ func logTail(path string) string {
 	if len(b) > 800 {
 		b = b[len(b)-800:]
 	}
-	return "; qemu.log: " + strings.TrimSpace(string(b))
+	return strings.TrimSpace(string(b))
 }

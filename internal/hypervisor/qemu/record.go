@@ -69,6 +69,10 @@ type nicRec struct {
 	ID  string `json:"id"`
 	MAC string `json:"mac"`
 	Tap string `json:"tap,omitempty"` // set while running on a bridge
+	// Name is the spec NIC's name; Port, when the agent gave one, the
+	// tap name, bridge and MTU of a vpool network (network.go).
+	Name string              `json:"name,omitempty"`
+	Port *hypervisor.NICPort `json:"port,omitempty"`
 }
 
 // snapRec is a snapshot: the frozen layer of every disk, and for memory
@@ -115,6 +119,34 @@ var idRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,126}[a-z0-9])?$`)
 func validID(id string) error {
 	if !idRe.MatchString(id) || filepath.Base(id) != id || id == "." || id == ".." {
 		return fmt.Errorf("qemu: bad vm id %q: use lowercase letters, digits, '.' and '-'", id)
+	}
+	return nil
+}
+
+// fileNameRe is what a name that becomes part of a file name may hold
+// (disk names: <pool>/<id>/<disk>.<layer>.qcow2, keys/<id>/<disk>.key):
+// one path element, never "..", whatever the API let through.
+var fileNameRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// macRe is a MAC address as QEMU takes it: six hex octets.
+var macRe = regexp.MustCompile(`^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$`)
+
+// checkConfig refuses a VM configuration whose values would reach paths
+// or QEMU unchecked: the id, disk names (file names) and MACs. The API
+// validates them too; the driver does not rely on it.
+func checkConfig(cfg hypervisor.VMConfig) error {
+	if err := validID(cfg.ID); err != nil {
+		return err
+	}
+	for i, sd := range cfg.Spec.Disks {
+		if name := diskName(sd, i); !fileNameRe.MatchString(name) {
+			return fmt.Errorf("qemu: %s: disk %d: name %q is not a DNS label", cfg.ID, i, name)
+		}
+	}
+	for i, n := range cfg.Spec.NICs {
+		if n.MAC != "" && !macRe.MatchString(n.MAC) {
+			return fmt.Errorf("qemu: %s: nic %d: MAC %q is not six hex octets such as 52:54:00:12:34:56", cfg.ID, i, n.MAC)
+		}
 	}
 	return nil
 }

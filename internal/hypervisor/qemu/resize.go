@@ -19,7 +19,8 @@ const dimmBlock = 128 * model.MiB
 // SetControls records c and, on a running VM, applies it: CPU shares and
 // limit and the memory limit through cgroups, disk IOPS and bytes/s
 // through QMP block throttling on every disk.
-func (d *Driver) SetControls(ctx context.Context, id string, c model.Controls) error {
+func (d *Driver) SetControls(ctx context.Context, id string, c model.Controls) (err error) {
+	defer d.public(&err, "set controls", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err
@@ -63,7 +64,8 @@ func (d *Driver) applyControls(ctx context.Context, rec *record, p *process) err
 // by unplugging hot-added ones; memory shrinks and regrows through the
 // balloon, and grows past boot memory by DIMM hot-add in 128 MiB blocks.
 // Anything else returns ErrNeedsRestart and changes nothing.
-func (d *Driver) Resize(ctx context.Context, id string, vcpus int, memory model.Bytes) error {
+func (d *Driver) Resize(ctx context.Context, id string, vcpus int, memory model.Bytes) (err error) {
+	defer d.public(&err, "resize", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err

@@ -46,7 +46,11 @@ func seedFiles(cfg hypervisor.VMConfig) map[string][]byte {
 	if ud == "" {
 		ud = "#cloud-config\n{}\n"
 	}
-	return map[string][]byte{"meta-data": []byte(md.String()), "user-data": []byte(ud)}
+	files := map[string][]byte{"meta-data": []byte(md.String()), "user-data": []byte(ud)}
+	if nc := networkConfig(cfg); nc != nil {
+		files["network-config"] = nc
+	}
+	return files
 }
 
 // isoFile is one file of the root directory.

@@ -25,7 +25,8 @@ import (
 // Snapshot takes a crash-consistent disk snapshot of every disk; with
 // memory (running VMs only) the device state is saved too, while the
 // guest is paused, so a revert resumes the guest where it was.
-func (d *Driver) Snapshot(ctx context.Context, id, name string, withMemory bool) error {
+func (d *Driver) Snapshot(ctx context.Context, id, name string, withMemory bool) (err error) {
+	defer d.public(&err, "snapshot", id)
 	if err := model.ValidName("snapshot", name); err != nil {
 		return fmt.Errorf("qemu: snapshot %s: %w", id, err)
 	}
@@ -58,7 +59,11 @@ func (d *Driver) Snapshot(ctx context.Context, id, name string, withMemory bool)
 				return fmt.Errorf("qemu: snapshot %s: %w", id, err)
 			}
 			resume = true
-			rev.add(func() { p.qmp.Cont(context.Background()) })
+			rev.add(func() {
+				ctx, cancel := d.cleanupCtx()
+				defer cancel()
+				p.qmp.Cont(ctx)
+			})
 		}
 	}
 	tops, err := d.newTops(ctx, v, rev)
@@ -141,8 +146,10 @@ func (d *Driver) pivotLive(ctx context.Context, v *vm, p *process, tops []newTop
 			return err
 		}
 		rev.add(func() {
-			p.qmp.BlockdevDel(context.Background(), node)
-			p.qmp.BlockdevDel(context.Background(), "f"+node)
+			ctx, cancel := d.cleanupCtx()
+			defer cancel()
+			p.qmp.BlockdevDel(ctx, node)
+			p.qmp.BlockdevDel(ctx, "f"+node)
 		})
 		actions = append(actions, qmp.Action{Type: "blockdev-snapshot", Data: qmp.Args{"node": dr.node(dr.Active), "overlay": node}})
 	}
@@ -227,7 +234,8 @@ func (d *Driver) Snapshots(ctx context.Context, id string) ([]hypervisor.Snapsho
 // runs) and continues from the snapshot: a memory snapshot resumes the
 // saved guest; a disk snapshot of a running VM cold-boots from it; a
 // stopped VM stays stopped.
-func (d *Driver) RevertSnapshot(ctx context.Context, id, name string) error {
+func (d *Driver) RevertSnapshot(ctx context.Context, id, name string) (err error) {
+	defer d.public(&err, "revert snapshot", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err
@@ -293,7 +301,9 @@ func (d *Driver) restoreMemory(ctx context.Context, v *vm, file string) error {
 	}
 	p := v.proc
 	fail := func(err error) error {
-		d.killLocked(context.Background(), v)
+		ctx, cancel := d.cleanupCtx()
+		defer cancel()
+		d.killLocked(ctx, v)
 		return fmt.Errorf("qemu: revert %s: %w", id, err)
 	}
 	if err := p.qmp.Getfd(ctx, "vpool-load", f); err != nil {
@@ -348,7 +358,8 @@ func layerReferenced(rec *record, dr *diskRec, layer int) bool {
 // any more: a frozen layer with no child is deleted, one with a single
 // child is merged into it (block-stream, live when the child is in the
 // running chain, else in a helper QEMU that only hosts block nodes).
-func (d *Driver) DeleteSnapshot(ctx context.Context, id, name string) error {
+func (d *Driver) DeleteSnapshot(ctx context.Context, id, name string) (err error) {
+	defer d.public(&err, "delete snapshot", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err
@@ -431,7 +442,7 @@ func (d *Driver) mergeInto(ctx context.Context, v *vm, dr *diskRec, victim, chil
 		defer stop()
 		p = hp
 	}
-	if err := streamJob(ctx, p, "stream-"+dr.node(child), dr.node(child), baseNode); err != nil {
+	if err := d.streamJob(ctx, p, "stream-"+dr.node(child), dr.node(child), baseNode); err != nil {
 		return err
 	}
 	if live {
@@ -442,8 +453,11 @@ func (d *Driver) mergeInto(ctx context.Context, v *vm, dr *diskRec, victim, chil
 	return nil
 }
 
-// streamJob runs block-stream into node down to baseNode and waits.
-func streamJob(ctx context.Context, p *process, job, node, baseNode string) error {
+// streamJob runs block-stream into node down to baseNode and waits. A
+// long job may take its time, but QEMU must keep answering: every
+// QMPTimeout without the job's end, query-block-jobs must (so a stuck
+// QEMU cannot hold the VM's lock forever).
+func (d *Driver) streamJob(ctx context.Context, p *process, job, node, baseNode string) error {
 	sub := p.qmp.Subscribe("BLOCK_JOB_COMPLETED", "BLOCK_JOB_ERROR")
 	defer sub.Close()
 	args := qmp.Args{"job-id": job, "device": node}
@@ -453,14 +467,26 @@ func streamJob(ctx context.Context, p *process, job, node, baseNode string) erro
 	if err := p.qmp.Execute(ctx, "block-stream", args, nil); err != nil {
 		return err
 	}
-	ev, err := sub.Wait(ctx, func(ev qmp.Event) bool {
-		var data struct {
-			Device string `json:"device"`
+	var ev qmp.Event
+	for {
+		wctx, cancel := context.WithTimeout(ctx, d.cfg.QMPTimeout)
+		e, err := sub.Wait(wctx, func(ev qmp.Event) bool {
+			var data struct {
+				Device string `json:"device"`
+			}
+			return ev.DecodeData(&data) == nil && data.Device == job
+		})
+		cancel()
+		if err == nil {
+			ev = e
+			break
 		}
-		return ev.DecodeData(&data) == nil && data.Device == job
-	})
-	if err != nil {
-		return err
+		if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		if _, err := p.qmp.QueryBlockJobs(ctx); err != nil {
+			return fmt.Errorf("qemu: block-stream %s: QEMU stopped answering: %w", node, err)
+		}
 	}
 	var data struct {
 		Error string `json:"error"`
@@ -507,9 +533,11 @@ func (d *Driver) blockHelper(ctx context.Context, v *vm, dr *diskRec, top int) (
 		return nil, nil, err
 	}
 	stop := func() {
+		ctx, cancel := d.cleanupCtx()
+		defer cancel()
 		p.setEnding()
-		p.qmp.Quit(context.Background())
-		if p.wait(context.Background(), 5*time.Second) != nil {
+		p.qmp.Quit(ctx)
+		if p.wait(ctx, 5*time.Second) != nil {
 			p.kill(context.Background())
 		}
 		p.qmp.Close()

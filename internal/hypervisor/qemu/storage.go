@@ -17,10 +17,6 @@ import (
 	"github.com/vpool/vpool/internal/model"
 )
 
-// ownerFile marks a VM's directory in a pool with the state dir of the
-// driver that owns it, so orphan cleanup never touches another's disks.
-const ownerFile = ".vpool-owner"
-
 // ErrBadImage is returned when an image base cannot be used.
 var ErrBadImage = errors.New("qemu: bad image")
 
@@ -143,12 +139,18 @@ func (d *Driver) makeDisk(ctx context.Context, cfg hypervisor.VMConfig, i int, s
 		return diskRec{}, fmt.Errorf("qemu: %w", err)
 	}
 	rev.add(func() { os.Remove(dir) }) // only when empty: other disks may share it
-	owner := filepath.Join(dir, ownerFile)
-	if _, err := os.Stat(owner); err != nil {
-		if err := os.WriteFile(owner, []byte(d.cfg.StateDir+"\n"), 0o600); err != nil {
-			return diskRec{}, fmt.Errorf("qemu: %w", err)
+	o, ok, err := readOwner(dir)
+	switch {
+	case err != nil:
+		return diskRec{}, err
+	case ok && !d.mine(o, cfg.ID, d.localPool(poolDir)):
+		// Another host's (shared storage): never write over it.
+		return diskRec{}, fmt.Errorf("qemu: pool %s already holds disks of %s owned by %s: %w", poolName, cfg.ID, o, hypervisor.ErrBadState)
+	case !ok:
+		if err := writeOwner(dir, owner{Host: d.hostID, VM: cfg.ID, Epoch: 1}); err != nil {
+			return diskRec{}, err
 		}
-		rev.add(func() { os.Remove(owner) })
+		rev.add(func() { os.Remove(filepath.Join(dir, ownerFile)) })
 	}
 	dr := diskRec{Name: name, Index: i, Pool: poolName, Dir: dir, Size: int64(sd.Size), Encrypted: sd.Encrypted, Active: 0, NextLayer: 1}
 	if i == 0 && cfg.Image != nil && cfg.Image.Disk != "" {
@@ -217,7 +219,8 @@ func diskUsage(disks []diskRec) int64 {
 // file system). A running guest sees the new size at once (block_resize);
 // a stopped VM's active layer is resized in a helper QEMU, which works
 // for encrypted layers too. Not part of hypervisor.Driver.
-func (d *Driver) ResizeDisk(ctx context.Context, id, disk string, size model.Bytes) error {
+func (d *Driver) ResizeDisk(ctx context.Context, id, disk string, size model.Bytes) (err error) {
+	defer d.public(&err, "resize disk", id)
 	v, err := d.lock(id)
 	if err != nil {
 		return err

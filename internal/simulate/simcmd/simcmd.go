@@ -25,6 +25,7 @@ type options struct {
 	trace, setup, policy, output, svg, order string
 	hosts                                    int
 	seed                                     uint64
+	cpuRatio, memRatio                       float64
 	quiet                                    bool
 }
 
@@ -32,16 +33,21 @@ type options struct {
 func New() *cobra.Command {
 	o := &options{}
 	cmd := &cobra.Command{
-		Use:   "sim --trace DIR|FILE [--setup literature|realistic] [--policy NAME] [-o json|table]",
+		Use:   "sim --trace DIR|FILE [--setup literature|realistic] [--policy NAME] [--cpu-ratio X] [--memory-ratio X] [-o json|table]",
 		Short: "Replay a utilisation trace through vpool's placement and balancing in virtual time",
 		Long: `sim replays a utilisation trace (a PlanetLab folder: one file per VM, one
 percent per line every 5 minutes; or a CSV file vm,timestamp,cpu_pct[,mem_pct])
 through the same code the server runs — VMs start where the server's
 scheduler (internal/scheduler) places them, then the balance planners move
 them — and reports energy, SLA violations (slatah, pdm, slav as
-fractions), migrations and host shutdowns. The literature's policies keep
-the literature's initial placement (PABFD; first fit for dvfs) so that
-the published figures are reproduced.
+fractions), migrations and host shutdowns. Every move the balancer plans
+passes the scheduler's placement rules (capacity under the cluster's
+allocation ratios, labels, affinity), as on the server. The literature's
+policies keep the literature's initial placement (PABFD; first fit for
+dvfs) and their own model, so that the published figures are reproduced.
+
+The simulated cluster runs the server's default policy (CPU ratio 4,
+memory and disk 1.0); --cpu-ratio and --memory-ratio replay other ratios.
 
 --setup literature reproduces CloudSim 3.0.3's PowerDynamicConsolidation
 examples (800 HP ML110 G4/G5 hosts, four EC2-like VM types); realistic also
@@ -60,6 +66,8 @@ mad-mmt-2.5, iqr-mc-1.5. See "vpool sim policies".`,
 	f.StringVar(&o.order, "order", "", "VM order of a PlanetLab folder: native (directory order, as CloudSim; default for literature) or name")
 	f.IntVar(&o.hosts, "hosts", simulate.DefaultHosts, "number of hosts")
 	f.Uint64Var(&o.seed, "seed", 1, "seed for randomised policies")
+	f.Float64Var(&o.cpuRatio, "cpu-ratio", 0, "CPU allocation ratio of the simulated cluster (0: the server's default, 4); not used by the literature's policies")
+	f.Float64Var(&o.memRatio, "memory-ratio", 0, "memory allocation ratio of the simulated cluster (0: the server's default, 1); not used by the literature's policies")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "no progress bar")
 	cmd.AddCommand(policiesCmd())
 	return cmd
@@ -106,7 +114,7 @@ func run(ctx context.Context, cmd *cobra.Command, o *options) error {
 	if err != nil {
 		return err
 	}
-	cfg := simulate.Config{Setup: setup, Policy: o.policy, Hosts: o.hosts, Seed: o.seed, Now: time.Now, Series: o.svg != ""}
+	cfg := simulate.Config{Setup: setup, Policy: o.policy, Hosts: o.hosts, Seed: o.seed, Now: time.Now, Series: o.svg != "", CPURatio: o.cpuRatio, MemoryRatio: o.memRatio}
 	if !o.quiet {
 		bar := newBar(cmd.ErrOrStderr(), o.policy)
 		cfg.Progress = bar.update
@@ -179,6 +187,7 @@ func writeTable(w io.Writer, r *simulate.Result) error {
 		{"policy", r.Policy},
 		{"setup", string(r.Setup)},
 		{"placement", r.Placement},
+		{"cpu / memory ratio", ratios(r)},
 		{"vms / hosts", fmt.Sprintf("%d / %d", r.VMs, r.Hosts)},
 		{"energy", fmt.Sprintf("%.2f kWh", r.EnergyKWh)},
 		{"migrations", fmt.Sprint(r.Migrations)},
@@ -194,6 +203,15 @@ func writeTable(w io.Writer, r *simulate.Result) error {
 		fmt.Fprintf(tw, "%s\t%s\n", row[0], row[1])
 	}
 	return tw.Flush()
+}
+
+// ratios are the ratios the scheduler placed and checked moves under, or
+// "-" when the literature's placement ran.
+func ratios(r *simulate.Result) string {
+	if r.CPURatio == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%g / %g", r.CPURatio, r.MemoryRatio)
 }
 
 // bar is a one-line progress bar redrawn in place.

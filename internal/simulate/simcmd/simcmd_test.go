@@ -84,6 +84,38 @@ func TestSimTableCSVAndPolicies(t *testing.T) {
 	}
 }
 
+// The simulated cluster runs the server's default ratios unless
+// --cpu-ratio or --memory-ratio say otherwise; the literature's placement
+// uses none.
+func TestSimRatios(t *testing.T) {
+	dir := writeTrace(t)
+	for _, tc := range []struct {
+		args     []string
+		cpu, mem float64
+	}{
+		{nil, 4, 1},
+		{[]string{"--cpu-ratio", "1.5"}, 1.5, 1},
+		{[]string{"--memory-ratio", "2"}, 4, 2},
+		{[]string{"--cpu-ratio", "2", "--policy", "thr-mmt-0.8"}, 0, 0},
+	} {
+		out, _, err := execute(t, append([]string{"--trace", dir, "--hosts", "20", "-q", "-o", "json"}, tc.args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r simulate.Result
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("json: %v\n%s", err, out)
+		}
+		if r.CPURatio != tc.cpu || r.MemoryRatio != tc.mem {
+			t.Errorf("%v: cpu_ratio %v, memory_ratio %v; want %v and %v", tc.args, r.CPURatio, r.MemoryRatio, tc.cpu, tc.mem)
+		}
+	}
+	out, _, err := execute(t, "--trace", dir, "--hosts", "20", "-q", "--cpu-ratio", "3")
+	if err != nil || !strings.Contains(out, "cpu / memory ratio") || !strings.Contains(out, "3 / 1\n") {
+		t.Errorf("table: %v\n%s", err, out)
+	}
+}
+
 func TestSimUsageErrors(t *testing.T) {
 	dir := writeTrace(t)
 	tests := [][]string{
@@ -98,6 +130,11 @@ func TestSimUsageErrors(t *testing.T) {
 	}
 	if _, _, err := execute(t, "--trace", dir, "--setup", "mars", "-q"); !errors.Is(err, simulate.ErrConfig) {
 		t.Errorf("bad setup: %v", err)
+	}
+	for _, flag := range []string{"--cpu-ratio", "--memory-ratio"} {
+		if _, _, err := execute(t, "--trace", dir, flag, "-1", "-q"); !errors.Is(err, simulate.ErrConfig) {
+			t.Errorf("negative %s: %v", flag, err)
+		}
 	}
 	if _, _, err := execute(t, "--trace", filepath.Join(dir, "missing"), "-q"); err == nil {
 		t.Error("missing trace accepted")

@@ -2,18 +2,24 @@ package etcdstore
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/vpool/vpool/internal/pki"
 )
 
 // Defaults of Config.
@@ -23,7 +29,8 @@ const (
 	DefaultStartTimeout        = 60 * time.Second
 	DefaultCompactionRetention = time.Hour
 	DefaultQuotaBackendBytes   = 4 << 30 // 4 GiB; etcd's own default is 2 GiB
-	defaultLocalURL            = "http://127.0.0.1:0"
+	defaultLocalURL            = "https://127.0.0.1:0"
+	defaultPlainURL            = "http://127.0.0.1:0"
 )
 
 // Cluster states of Config.ClusterState.
@@ -38,13 +45,25 @@ type Config struct {
 	DataDir string
 	// Name of the member, unique in its cluster. Default DefaultName.
 	Name string
-	// ClientURL is where the member serves clients: "http://host:port",
-	// "https://..." (needs TLS, not wired yet) or "unix:///abs/path.sock".
-	// Port 0 picks a free port. Default "http://127.0.0.1:0".
+	// ClientURL is where the member serves clients: "https://host:port",
+	// or with Plaintext "http://host:port" or "unix:///abs/path.sock".
+	// Port 0 picks a free port. Default "https://127.0.0.1:0" (with
+	// Plaintext "http://127.0.0.1:0").
 	ClientURL string
-	// PeerURL is where the member talks raft to its peers; same forms as
-	// ClientURL. Default "http://127.0.0.1:0", fine for a single member.
+	// PeerURL is where the member talks raft to its peers; same forms and
+	// default as ClientURL.
 	PeerURL string
+	// TLSDir holds the member's TLS material (pki.EnsureLocalTLS): a
+	// private CA, the member's certificate and the client certificate of
+	// this process's store. Both ports then take only clients with a
+	// certificate of that CA (mutual TLS), so a local user who reaches
+	// the loopback port can neither read nor write. Members of one
+	// cluster share the CA (copy ca.crt and ca.key). Default DataDir/tls.
+	TLSDir string
+	// Plaintext serves both ports without TLS or client authentication:
+	// anyone who reaches them owns the store. For tests whose other
+	// processes connect without certificates (etcdtest) only.
+	Plaintext bool
 	// InitialCluster is "name1=peerURL1,name2=peerURL2,..." when the
 	// member starts a new cluster of several members or joins one.
 	// Default: this member alone.
@@ -84,11 +103,18 @@ func (c *Config) setDefaults() {
 	if c.Name == "" {
 		c.Name = DefaultName
 	}
+	def := defaultLocalURL
+	if c.Plaintext {
+		def = defaultPlainURL
+	}
 	if c.ClientURL == "" {
-		c.ClientURL = defaultLocalURL
+		c.ClientURL = def
 	}
 	if c.PeerURL == "" {
-		c.PeerURL = defaultLocalURL
+		c.PeerURL = def
+	}
+	if c.TLSDir == "" {
+		c.TLSDir = filepath.Join(c.DataDir, "tls")
 	}
 	if c.ClusterState == "" {
 		c.ClusterState = ClusterStateNew
@@ -127,9 +153,16 @@ func StartEmbedded(ctx context.Context, c Config) (*Store, error) {
 	if err := os.Chmod(c.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("etcdstore: start: %w", err)
 	}
+	var lt *pki.LocalTLS
+	if !c.Plaintext {
+		var err error
+		if lt, err = localTLS(c); err != nil {
+			return nil, fmt.Errorf("etcdstore: start: %w", err)
+		}
+	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		s, retry, err := startOnce(ctx, c)
+		s, retry, err := startOnce(ctx, c, lt)
 		if err == nil {
 			return s, nil
 		}
@@ -143,17 +176,17 @@ func StartEmbedded(ctx context.Context, c Config) (*Store, error) {
 
 // startOnce makes one attempt; retry says whether a fresh pick of free
 // ports may succeed.
-func startOnce(ctx context.Context, c Config) (s *Store, retry bool, err error) {
-	clientURL, pickedC, err := resolvePort(c.ClientURL)
+func startOnce(ctx context.Context, c Config, lt *pki.LocalTLS) (s *Store, retry bool, err error) {
+	clientURL, pickedC, err := resolvePort(c.ClientURL, lt != nil)
 	if err != nil {
 		return nil, false, err
 	}
-	peerURL, pickedP, err := resolvePort(c.PeerURL)
+	peerURL, pickedP, err := resolvePort(c.PeerURL, lt != nil)
 	if err != nil {
 		return nil, false, err
 	}
 	stopping := new(atomic.Bool)
-	cfg, err := buildConfig(c, clientURL, peerURL, stopping)
+	cfg, err := buildConfig(c, clientURL, peerURL, lt, stopping)
 	if err != nil {
 		return nil, false, err
 	}
@@ -162,18 +195,123 @@ func startOnce(ctx context.Context, c Config) (s *Store, retry bool, err error) 
 		return nil, (pickedC || pickedP) && errors.Is(err, syscall.EADDRINUSE), err
 	}
 	stop := func() { stopping.Store(true); e.Close() }
+	deadline := time.Now().Add(c.StartTimeout)
 	if err := waitReady(ctx, e, c.StartTimeout); err != nil {
-		stop()
+		stopUnready(stop)
+		return nil, false, err
+	}
+	// A joining member starts as a learner, which serves no client:
+	// wait until a server of the cluster has promoted it.
+	if err := waitVoter(ctx, e, time.Until(deadline)); err != nil {
+		stopUnready(stop)
 		return nil, false, err
 	}
 	endpoints := []string{clientURL.String()}
-	s, err = newClientStore(ctx, endpoints, nil)
+	var tlsCfg *tls.Config
+	if lt != nil {
+		if tlsCfg, err = ClientTLS(lt.CACert, lt.ClientCert, lt.ClientKey); err != nil {
+			stop()
+			return nil, false, err
+		}
+	}
+	s, err = newClientStore(ctx, ClientConfig{Endpoints: endpoints, TLS: tlsCfg})
 	if err != nil {
 		stop()
 		return nil, false, fmt.Errorf("connect to embedded member: %w", err)
 	}
 	s.stopServer = stop
+	s.localTLS = lt
+	s.member = Member{Name: c.Name, ID: uint64(e.Server.MemberID())}
+	s.stopped = e.Server.StopNotify()
+	if err := s.adoptPeerURL(ctx, peerURL.String(), c.Logger); err != nil {
+		_ = s.Close()
+		return nil, false, err
+	}
 	return s, false, nil
+}
+
+// MemberStopped is closed when the embedded member stops: on Close, or
+// of its own accord (removed from its cluster, a fatal error). Nil for a
+// client of an external cluster (it never fires).
+func (s *Store) MemberStopped() <-chan struct{} { return s.stopped }
+
+// unreadyStopWait bounds the stop of a member that never became ready:
+// etcd's Close waits for the member to publish itself, which needs the
+// quorum it could not find.
+const unreadyStopWait = 5 * time.Second
+
+// stopUnready stops a member that did not start, giving up after
+// unreadyStopWait (the caller is failing anyway, and its process will
+// exit).
+func stopUnready(stop func()) {
+	done := make(chan struct{})
+	go func() { defer close(done); stop() }()
+	t := time.NewTimer(unreadyStopWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+// waitVoter waits until the member is no learner, within timeout.
+func waitVoter(ctx context.Context, e *embed.Etcd, timeout time.Duration) error {
+	t := time.NewTimer(max(timeout, 0))
+	defer t.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for e.Server.IsLearner() {
+		select {
+		case <-tick.C:
+		case err := <-e.Err():
+			return fmt.Errorf("member failed while waiting to be promoted: %w", err)
+		case <-t.C:
+			return errors.New("member still a learner: no server of the cluster promoted it (is the cluster's leader server running?)")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// adoptPeerURL records the peer URL the member serves in the membership
+// when the member is alone (a single server started again with another
+// --peer-url, or the default free port): the address a joining server
+// then dials. A member of several can not move alone; it says so.
+func (s *Store) adoptPeerURL(ctx context.Context, peerURL string, log *slog.Logger) error {
+	ms, err := s.Members(ctx)
+	if err != nil {
+		return fmt.Errorf("read membership: %w", err)
+	}
+	for _, m := range ms {
+		if m.ID != s.member.ID || slices.Equal(m.PeerURLs, []string{peerURL}) {
+			continue
+		}
+		if len(ms) > 1 {
+			log.Warn("this member's peer URL differs from the one its cluster knows; the other members cannot reach it",
+				"serves", peerURL, "known", m.PeerURLs)
+			return nil
+		}
+		if _, err := s.cli.MemberUpdate(ctx, m.ID, []string{peerURL}); err != nil {
+			return fmt.Errorf("update peer URL: %w", err)
+		}
+	}
+	return nil
+}
+
+// localTLS makes the member's TLS material, for the names its URLs use.
+func localTLS(c Config) (*pki.LocalTLS, error) {
+	var names []string
+	for _, raw := range []string{c.ClientURL, c.PeerURL} {
+		if u, err := url.Parse(raw); err == nil && u.Hostname() != "" {
+			names = append(names, u.Hostname())
+		}
+	}
+	lt, err := pki.EnsureLocalTLS(c.TLSDir, c.Name, names, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return &lt, nil
 }
 
 func waitReady(ctx context.Context, e *embed.Etcd, timeout time.Duration) error {
@@ -191,8 +329,12 @@ func waitReady(ctx context.Context, e *embed.Etcd, timeout time.Duration) error 
 	}
 }
 
-func buildConfig(c Config, clientURL, peerURL *url.URL, stopping *atomic.Bool) (*embed.Config, error) {
+func buildConfig(c Config, clientURL, peerURL *url.URL, lt *pki.LocalTLS, stopping *atomic.Bool) (*embed.Config, error) {
 	cfg := embed.NewConfig()
+	if lt != nil {
+		info := transport.TLSInfo{CertFile: lt.MemberCert, KeyFile: lt.MemberKey, TrustedCAFile: lt.CACert, ClientCertAuth: true}
+		cfg.ClientTLSInfo, cfg.PeerTLSInfo = info, info
+	}
 	cfg.Name = c.Name
 	cfg.Dir = c.DataDir
 	cfg.ListenClientUrls = []url.URL{*clientURL}
@@ -229,17 +371,18 @@ func buildConfig(c Config, clientURL, peerURL *url.URL, stopping *atomic.Bool) (
 }
 
 // resolvePort parses raw and, for a tcp URL with port 0, replaces the
-// port with one that is free now.
-func resolvePort(raw string) (u *url.URL, picked bool, err error) {
+// port with one that is free now. With TLS the scheme must be https.
+func resolvePort(raw string, secure bool) (u *url.URL, picked bool, err error) {
 	u, err = url.Parse(raw)
 	if err != nil {
 		return nil, false, fmt.Errorf("bad url %q: %w", raw, err)
 	}
-	switch u.Scheme {
-	case "unix", "unixs":
+	switch {
+	case secure && u.Scheme != "https":
+		return nil, false, fmt.Errorf("bad url %q: scheme must be https (mutual TLS); plain http and unix sockets need Config.Plaintext", raw)
+	case u.Scheme == "unix" || u.Scheme == "unixs":
 		return u, false, nil
-	case "http", "https":
-	default:
+	case u.Scheme != "http" && u.Scheme != "https":
 		return nil, false, fmt.Errorf("bad url %q: scheme must be http, https, unix or unixs", raw)
 	}
 	if u.Port() != "0" {

@@ -45,7 +45,7 @@ func TestEmbeddedRestartKeepsData(t *testing.T) {
 }
 
 // Several members start side by side in one process without port
-// collisions, and a unix socket works as client URL.
+// collisions, and a unix socket works as client URL (in plaintext).
 func TestEmbeddedParallelAndUnix(t *testing.T) {
 	t.Parallel()
 	sock := filepath.Join(t.TempDir(), "c.sock")
@@ -54,7 +54,7 @@ func TestEmbeddedParallelAndUnix(t *testing.T) {
 	for _, u := range urls {
 		go func() {
 			s, err := etcdstore.StartEmbedded(context.Background(), etcdstore.Config{
-				DataDir: t.TempDir(), ClientURL: u, UnsafeNoFsync: true,
+				DataDir: t.TempDir(), ClientURL: u, UnsafeNoFsync: true, Plaintext: u != "",
 				HeartbeatInterval: 10 * time.Millisecond, ElectionTimeout: 100 * time.Millisecond,
 			})
 			if err != nil {
@@ -85,7 +85,9 @@ func TestEmbeddedConfigErrors(t *testing.T) {
 		want string
 	}{
 		{"no data dir", etcdstore.Config{}, "DataDir is required"},
-		{"bad scheme", etcdstore.Config{DataDir: t.TempDir(), ClientURL: "ftp://127.0.0.1:1"}, "scheme"},
+		{"bad scheme", etcdstore.Config{DataDir: t.TempDir(), ClientURL: "ftp://127.0.0.1:1", Plaintext: true}, "scheme"},
+		{"plain url with TLS", etcdstore.Config{DataDir: t.TempDir(), ClientURL: "http://127.0.0.1:0"}, "must be https"},
+		{"unix socket with TLS", etcdstore.Config{DataDir: t.TempDir(), PeerURL: "unix:///tmp/x.sock"}, "must be https"},
 		{"bad cluster state", etcdstore.Config{DataDir: t.TempDir(), ClusterState: "sideways"}, "sideways"},
 	}
 	for _, tc := range tests {

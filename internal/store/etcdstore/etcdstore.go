@@ -1,15 +1,25 @@
 // Package etcdstore implements store.Store on etcd: an embedded member
 // started in-process (StartEmbedded) or a client of an existing cluster
 // (Connect). It is the only package of vpool that imports go.etcd.io/etcd;
-// it imports no other vpool package than internal/store, and no HTTP
-// handlers, scheduler or hypervisor code.
+// it imports no other vpool package than internal/store and internal/pki
+// (the embedded member's TLS material), and no HTTP handlers, scheduler
+// or hypervisor code.
+//
+// An embedded member takes only clients with a certificate of its own
+// private CA (mutual TLS on its client and peer ports); Connect speaks
+// TLS with a client certificate and etcd's user/password authentication
+// to an external cluster. Embedded members form clusters of several
+// servers: members join as learners and are promoted once caught up, and
+// a member can tell whether another's process is gone (members.go).
 package etcdstore
 
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +29,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/vpool/vpool/internal/pki"
 	"github.com/vpool/vpool/internal/store"
 )
 
@@ -34,32 +45,63 @@ type Store struct {
 	// external cluster.
 	stopServer func()
 	endpoints  []string
-	closed     atomic.Bool
-	closeOnce  sync.Once
-	closeErr   error
+	// localTLS is the embedded member's TLS material; nil otherwise.
+	localTLS *pki.LocalTLS
+	// member is the embedded member's name and ID (zero for a client of
+	// an external cluster); probe tells whether a member is gone
+	// (members.go).
+	member Member
+	probe  peerProbe
+	// stopped is closed when the embedded member stops (nil otherwise).
+	stopped   <-chan struct{}
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
 }
 
 var _ store.Store = (*Store)(nil)
+
+// ClientConfig says how to reach an etcd cluster.
+type ClientConfig struct {
+	// Endpoints are client URLs, e.g. "https://10.0.0.1:2379".
+	Endpoints []string
+	// TLS secures the connection (ClientTLS builds one from files); nil
+	// for plain http endpoints.
+	TLS *tls.Config
+	// Username and Password authenticate with etcd's auth (both or
+	// neither).
+	Username, Password string
+}
 
 // Connect returns a Store that talks to an existing etcd cluster at
 // endpoints (e.g. "https://10.0.0.1:2379"; "unix:///path" works too).
 // tlsConfig may be nil for plain http endpoints. It fails unless the
 // cluster answers a linearizable read before ctx ends.
 func Connect(ctx context.Context, endpoints []string, tlsConfig *tls.Config) (*Store, error) {
-	if len(endpoints) == 0 {
+	return ConnectWith(ctx, ClientConfig{Endpoints: endpoints, TLS: tlsConfig})
+}
+
+// ConnectWith is Connect with etcd authentication.
+func ConnectWith(ctx context.Context, cc ClientConfig) (*Store, error) {
+	if len(cc.Endpoints) == 0 {
 		return nil, errors.New("etcdstore: connect: no endpoints")
 	}
-	s, err := newClientStore(ctx, endpoints, tlsConfig)
+	if (cc.Username == "") != (cc.Password == "") {
+		return nil, errors.New("etcdstore: connect: a user needs a password and a password a user")
+	}
+	s, err := newClientStore(ctx, cc)
 	if err != nil {
-		return nil, fmt.Errorf("etcdstore: connect %v: %w", endpoints, err)
+		return nil, fmt.Errorf("etcdstore: connect %v: %w", cc.Endpoints, err)
 	}
 	return s, nil
 }
 
-func newClientStore(ctx context.Context, endpoints []string, tlsConfig *tls.Config) (*Store, error) {
+func newClientStore(ctx context.Context, cc ClientConfig) (*Store, error) {
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:            endpoints,
-		TLS:                  tlsConfig,
+		Endpoints:            cc.Endpoints,
+		TLS:                  cc.TLS,
+		Username:             cc.Username,
+		Password:             cc.Password,
 		DialTimeout:          5 * time.Second,
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,
@@ -75,8 +117,43 @@ func newClientStore(ctx context.Context, endpoints []string, tlsConfig *tls.Conf
 		_ = cli.Close()
 		return nil, err
 	}
-	return &Store{cli: cli, endpoints: endpoints}, nil
+	return &Store{cli: cli, endpoints: cc.Endpoints}, nil
 }
+
+// ClientTLS is a client's TLS configuration from PEM files: caFile
+// verifies the servers (empty: the system roots), certFile and keyFile
+// are the client certificate (both or neither).
+func ClientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		b, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcdstore: CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("etcdstore: CA: %s holds no PEM certificate", caFile)
+		}
+		cfg.RootCAs = pool
+	}
+	switch {
+	case certFile != "" && keyFile != "":
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("etcdstore: client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	case certFile != "" || keyFile != "":
+		return nil, errors.New("etcdstore: a client certificate needs its key and a key its certificate")
+	}
+	return cfg, nil
+}
+
+// LocalTLS is the embedded member's TLS material (nil for a client of an
+// external cluster, or a Plaintext member): the files other processes of
+// this server's user need to connect (ClientTLS(CACert, ClientCert,
+// ClientKey)).
+func (s *Store) LocalTLS() *pki.LocalTLS { return s.localTLS }
 
 // Endpoints returns the client URLs of the store: where the embedded
 // member listens, or the endpoints given to Connect.

@@ -2,6 +2,7 @@ package etcdtest
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,10 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/vpool/vpool/internal/pki"
 	"github.com/vpool/vpool/internal/store/etcdstore"
 )
 
@@ -24,6 +29,33 @@ const startTimeout = 90 * time.Second
 // started ends when the test ends.
 type Cluster struct {
 	Members []*Member
+	// With Options.TLS: the CA that signed the members, and a client
+	// certificate they accept (files).
+	CAFile, CertFile, KeyFile string
+	// With Options.Password: the root user's name and password.
+	User, Password string
+}
+
+// Options make a cluster like a production one.
+type Options struct {
+	// TLS serves https with client-certificate authentication.
+	TLS bool
+	// Password turns etcd's authentication on, with a user "root" of
+	// this password.
+	Password string
+}
+
+// ClientTLS is the client configuration of a TLS cluster (nil without).
+func (c *Cluster) ClientTLS(t testing.TB) *tls.Config {
+	t.Helper()
+	if c.CAFile == "" {
+		return nil
+	}
+	cfg, err := etcdstore.ClientTLS(c.CAFile, c.CertFile, c.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 // Member is one etcd member in a child process.
@@ -68,13 +100,22 @@ func StartCluster(t testing.TB, n int) []string {
 // race for a free port is retried with new ports.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
+	return StartWith(t, n, Options{})
+}
+
+// StartWith is Start with TLS or authentication.
+func StartWith(t testing.TB, n int, o Options) *Cluster {
+	t.Helper()
 	if n < 1 {
 		t.Fatalf("etcdtest: cluster of %d members", n)
 	}
 	bin, args := memberCommand(t)
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		c, err := start(t, bin, args, n)
+		c, err := start(t, bin, args, n, o.TLS)
+		if err == nil && o.Password != "" {
+			err = c.enableAuth(o.Password)
+		}
 		if err == nil {
 			return c
 		}
@@ -104,9 +145,13 @@ func memberCommand(t testing.TB) (string, []string) {
 	return bin, nil
 }
 
-func start(t testing.TB, bin string, args []string, n int) (*Cluster, error) {
+func start(t testing.TB, bin string, args []string, n int, secure bool) (*Cluster, error) {
 	root := t.TempDir()
 	c := &Cluster{}
+	scheme, tlsDir := "http", ""
+	if secure {
+		scheme, tlsDir = "https", filepath.Join(root, "tls")
+	}
 	var initial []string
 	for i := 0; i < n; i++ {
 		cp, err := etcdstore.FreePort("127.0.0.1")
@@ -119,15 +164,25 @@ func start(t testing.TB, bin string, args []string, n int) (*Cluster, error) {
 		}
 		m := &Member{
 			Name:      fmt.Sprintf("m%d", i),
-			ClientURL: fmt.Sprintf("http://127.0.0.1:%d", cp),
-			PeerURL:   fmt.Sprintf("http://127.0.0.1:%d", pp),
+			ClientURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, cp),
+			PeerURL:   fmt.Sprintf("%s://127.0.0.1:%d", scheme, pp),
 		}
 		c.Members = append(c.Members, m)
 		initial = append(initial, m.Name+"="+m.PeerURL)
+		if secure {
+			// The parent makes every member's material in the shared
+			// dir, so that the children find it current and write none.
+			lt, err := pki.EnsureLocalTLS(tlsDir, m.Name, nil, time.Now())
+			if err != nil {
+				return nil, err
+			}
+			c.CAFile, c.CertFile, c.KeyFile = lt.CACert, lt.ClientCert, lt.ClientKey
+		}
 	}
 	readies := make([]chan struct{}, n)
 	for i, m := range c.Members {
-		spec := memberSpec{Name: m.Name, DataDir: dataDir(root, m.Name), ClientURL: m.ClientURL, PeerURL: m.PeerURL, InitialCluster: strings.Join(initial, ",")}
+		spec := memberSpec{Name: m.Name, DataDir: dataDir(root, m.Name), ClientURL: m.ClientURL, PeerURL: m.PeerURL,
+			InitialCluster: strings.Join(initial, ","), TLSDir: tlsDir}
 		ready, err := m.launch(bin, args, spec)
 		if err != nil {
 			c.stop()
@@ -195,4 +250,37 @@ func (c *Cluster) stop() {
 		_ = m.stdin.Close()
 		_ = m.Kill()
 	}
+}
+
+// enableAuth adds the user root with password and turns etcd's
+// authentication on.
+func (c *Cluster) enableAuth(password string) error {
+	var tlsCfg *tls.Config
+	if c.CAFile != "" {
+		var err error
+		if tlsCfg, err = etcdstore.ClientTLS(c.CAFile, c.CertFile, c.KeyFile); err != nil {
+			return err
+		}
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		c.stop()
+		return err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = cli.UserAdd(ctx, "root", password)
+	if err == nil {
+		_, err = cli.UserGrantRole(ctx, "root", "root")
+	}
+	if err == nil {
+		_, err = cli.AuthEnable(ctx)
+	}
+	if err != nil {
+		c.stop()
+		return fmt.Errorf("enable auth: %w", err)
+	}
+	c.User, c.Password = "root", password
+	return nil
 }

@@ -22,8 +22,13 @@
 // builds the small main package etcdtest/member with `go build` into the
 // test's temp dir (a few seconds of linking) and runs that instead.
 //
-// It imports internal/store/etcdstore, never etcd itself; only tests may
-// import it.
+// Members serve plain http unless StartWith asks for mutual TLS (a CA
+// shared by the members, and a client certificate for the test) and
+// etcd's authentication (a root user with a password): what an external
+// cluster behind --etcd-endpoints looks like.
+//
+// It imports internal/store/etcdstore and internal/pki, and the etcd
+// client only to turn authentication on; only tests may import it.
 package etcdtest
 
 import (
@@ -62,6 +67,7 @@ type memberSpec struct {
 	ClientURL      string
 	PeerURL        string
 	InitialCluster string
+	TLSDir         string // "": plaintext
 }
 
 // MaybeRunMember runs an etcd member and exits when this process is a
@@ -93,6 +99,8 @@ func RunMember() int {
 		ClientURL:         spec.ClientURL,
 		PeerURL:           spec.PeerURL,
 		InitialCluster:    spec.InitialCluster,
+		TLSDir:            spec.TLSDir,
+		Plaintext:         spec.TLSDir == "",
 		Logger:            log,
 		UnsafeNoFsync:     true,
 		HeartbeatInterval: 50 * time.Millisecond,

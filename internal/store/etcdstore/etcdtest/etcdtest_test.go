@@ -32,3 +32,30 @@ func TestStartClusterWithoutHook(t *testing.T) {
 		t.Fatalf("get: %+v %v", kv, err)
 	}
 }
+
+// A cluster with TLS and authentication takes a client with the test's
+// certificate and the root password, and no other.
+func TestStartSecureCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts an etcd member process")
+	}
+	cl := etcdtest.StartWith(t, 1, etcdtest.Options{TLS: true, Password: "pw-1"})
+	ctx := context.Background()
+	short := func() context.Context {
+		c, cancel := context.WithTimeout(ctx, 5*time.Second)
+		t.Cleanup(cancel)
+		return c
+	}
+	if s, err := etcdstore.ConnectWith(short(), etcdstore.ClientConfig{Endpoints: cl.Endpoints(), TLS: cl.ClientTLS(t)}); err == nil {
+		s.Close()
+		t.Fatal("a client without the password was accepted")
+	}
+	s, err := etcdstore.ConnectWith(short(), etcdstore.ClientConfig{Endpoints: cl.Endpoints(), TLS: cl.ClientTLS(t), Username: cl.User, Password: cl.Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if ok, _, err := s.Txn(ctx, nil, []store.Op{store.Put("/k", []byte("v"))}); err != nil || !ok {
+		t.Fatalf("put: ok=%v err=%v", ok, err)
+	}
+}

@@ -1,0 +1,111 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/store"
+)
+
+func TestAssignAllOrNothingUnderGuards(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		stale func(r *Repo) // writes something the guards compare
+		ok    bool
+	}{
+		{"guards hold", func(*Repo) {}, true},
+		{"a VM changed", func(r *Repo) {
+			if _, err := r.UpdateVM(ctx, "p", "b", func(v *model.VM) error { v.Status.Message = "x"; return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+		{"an allocation changed", func(r *Repo) {
+			if _, err := r.UpdateAllocation(ctx, "h2", func(a *model.Allocation) error { a.Used.CPUs++; return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+		{"the policy changed", func(r *Repo) {
+			if _, err := r.PutPolicy(ctx, model.DefaultPolicy()); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRepo(t)
+			mustProject(t, r, "p", model.Quota{})
+			var vms []*model.VM
+			for _, n := range []string{"a", "b"} {
+				v, err := r.CreateVM(ctx, mkVM("p", n, 2, model.GiB))
+				if err != nil {
+					t.Fatal(err)
+				}
+				vms = append(vms, v)
+			}
+			allocs, _, err := r.ListAllocations(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			base := map[string]model.Allocation{}
+			for h, a := range allocs {
+				base[h] = *a
+			}
+			tc.stale(r)
+			as := []Assignment{{VM: vms[0], Host: "h1", Explanation: &model.Explanation{Chosen: "h1"}}, {VM: vms[1], Host: "h2"}}
+			got, ok, err := r.Assign(ctx, as, base, 0)
+			if err != nil || ok != tc.ok {
+				t.Fatalf("Assign = %v, %v; want ok %v", ok, err, tc.ok)
+			}
+			a, _ := r.GetVM(ctx, "p", "a")
+			a1, _ := r.GetAllocation(ctx, "h1")
+			if !tc.ok {
+				if a.Status.Host != "" || len(a1.VMs) != 0 {
+					t.Fatalf("a refused plan wrote: %+v, %+v", a.Status, a1)
+				}
+				return
+			}
+			if a.Status.Host != "h1" || a.Status.Phase != model.PhaseCreating || a.Status.Explanation.Chosen != "h1" ||
+				!a1.VMs["p/a"] || a1.Used.CPUs != 2 || got.Allocs["h2"].Revision != got.Rev || got.VMs[1].Status.Host != "h2" {
+				t.Fatalf("stored %+v on %+v (returned %+v)", a.Status, a1, got)
+			}
+		})
+	}
+}
+
+func TestCreateHeldMigration(t *testing.T) {
+	ctx := context.Background()
+	r := newRepo(t)
+	mustProject(t, r, "default", model.Quota{})
+	vm := placedVM(t, r, "a")
+	refuse := errors.New("no")
+	if _, err := r.CreateHeldMigration(ctx, newMigration(vm), func(*model.VM, *model.Allocation) ([]store.Cond, error) { return nil, refuse }); !errors.Is(err, refuse) {
+		t.Fatalf("refused: %v", err)
+	}
+	if got, _ := r.GetVM(ctx, "default", "a"); got.Status.Migration != "" {
+		t.Fatal("a refused migration marked the VM")
+	}
+	asked, hadVM := false, false
+	m, err := r.CreateHeldMigration(ctx, newMigration(vm), func(v *model.VM, a *model.Allocation) ([]store.Cond, error) {
+		asked, hadVM = true, a.VMs["default/a"]
+		return []store.Cond{store.IfAbsent(store.PolicyKey)}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := r.GetVM(ctx, "default", "a")
+	a2, _ := r.GetAllocation(ctx, "h2")
+	if !m.HoldTarget || got.Status.Migration != m.Name || !a2.VMs["default/a"] || a2.Used.CPUs != 2 || !asked || hadVM {
+		t.Fatalf("migration %+v, VM %+v, h2 %+v", m, got.Status, a2)
+	}
+	if _, err := r.CreateHeldMigration(ctx, newMigration(vm), nil); !errors.Is(err, ErrMigrating) {
+		t.Fatalf("second migration: %v", err)
+	}
+	if _, err := r.FinishMigration(ctx, m.Name, model.MigrationFailed, "x", ""); err != nil {
+		t.Fatal(err)
+	}
+	if a2, _ := r.GetAllocation(ctx, "h2"); len(a2.VMs) != 0 {
+		t.Fatalf("hold not released: %+v", a2)
+	}
+}
