@@ -16,7 +16,7 @@ bench:
 	go test -run XXX -bench . -benchtime 1x ./...
 
 # The migration soak: a guest that checks its memory moved back and forth
-# 50 times under two busy loops (the suite runs 8 of these moves).
+# 50 times under two busy loops (the suite runs 4 of these moves).
 soak:
 	VPOOL_SOAK_MOVES=50 go test -count=1 -timeout 60m -run 'TestMigrationSoak$$' -v ./internal/hypervisor/qemu/
 

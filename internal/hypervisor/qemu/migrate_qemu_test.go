@@ -139,10 +139,12 @@ func TestMigrationTLSWithDiskAndGuestGap(t *testing.T) {
 	mustDo(t, "MigrateOut", err)
 	t.Logf("result %+v, stages %v", res, stages)
 	// The gap is measured from the guest's ticks (never 0), on one clock,
-	// and within the SLO (soakGapBound): a guest that stands still after
-	// arriving, as TCG guests did on loaded hosts, fails here.
-	if !res.TLS || res.RAMBytes == 0 || res.Bytes != res.RAMBytes+res.DiskBytes || res.GuestGap <= 0 || res.GuestGap > soakGapBound ||
-		res.GuestGapBy != hypervisor.GapByGuestTicks || res.Pause <= 0 {
+	// and bounded by QEMU's pause and the default cap (guest.CheckGap: a
+	// guest that stands still after arriving, as TCG guests did on loaded
+	// hosts, fails here; a busy host's scheduling does not).
+	gapErr := guest.CheckGap(res.GuestGap, res.Pause, DefaultDowntimeLimit)
+	if !res.TLS || res.RAMBytes == 0 || res.Bytes != res.RAMBytes+res.DiskBytes || gapErr != nil ||
+		res.GuestGapBy != hypervisor.GapByGuestTicks {
 		var st struct{ Status string }
 		var regs, lapic string
 		if v, _ := dst.get(cfg.ID); v != nil && v.proc != nil {
@@ -154,8 +156,8 @@ func TestMigrationTLSWithDiskAndGuestGap(t *testing.T) {
 		for time.Since(waited) < 90*time.Second && readAll(dst.SerialLog(cfg.ID)) == "" {
 			time.Sleep(100 * time.Millisecond)
 		}
-		t.Fatalf("result %+v; target QEMU %q; first output %s after the migration; registers:\n%s\nlapic:\n%s\nserial log tail:\n%s",
-			res, st.Status, time.Since(waited).Round(time.Millisecond), regs, lapic, tail(readAll(dst.SerialLog(cfg.ID)), 3000))
+		t.Fatalf("result %+v (%v); target QEMU %q; first output %s after the migration; registers:\n%s\nlapic:\n%s\nserial log tail:\n%s",
+			res, gapErr, st.Status, time.Since(waited).Round(time.Millisecond), regs, lapic, tail(readAll(dst.SerialLog(cfg.ID)), 3000))
 	}
 	if len(stages) < 3 || stages[0] != hypervisor.MigrationStageDisks || stages[len(stages)-1] != hypervisor.MigrationStageSwitchover {
 		t.Fatalf("stages %v", stages)
