@@ -154,7 +154,9 @@ func devCmd() *cobra.Command {
 		Short: "Run server, embedded etcd, a local host and simulated hosts in one process",
 		Long: `Run the whole platform on this machine: the server with an embedded etcd,
 one local agent (QEMU where qemu-system-x86_64 is installed, else simulated)
-and --sim-hosts simulated hosts (3 by default: enough to migrate and drain).
+and --sim-hosts simulated hosts (3 by default: enough to migrate and drain;
+beyond 8, fleet hosts that speak the agent protocol without a driver, so
+that --sim-hosts 10000 runs on a laptop).
 The test guest of scripts/build-guest.sh is registered as the image
 "busybox". State lives in --data-dir; the admin token is written to
 DATA_DIR/admin.token and the CLI config to DATA_DIR/config.json, which the
@@ -176,13 +178,18 @@ seconds to power off); they start again with the next 'vpool dev'. With
 	driver := f.String("driver", devenv.DriverAuto, "the local host's driver: sim, qemu or auto")
 	name := f.String("name", "", "the local host's name (default: the OS host name)")
 	cfgPath := f.String("client-config", "", "where to write the CLI config (default DATA_DIR/config.json; - for none)")
+	traceDir := f.String("trace-dir", "", "a PlanetLab folder giving the fleet hosts' VMs their CPU (hosts beyond the first 8 simulated ones)")
 	logger := logFlagsAt(cmd, "warn") // the banner and the steps speak; --log-level info shows every part at work
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := logger()
 		if err != nil {
 			return err
 		}
-		return devenv.RunDev(cmd.Context(), devenv.DevConfig{
+		tr, err := readTrace(*traceDir)
+		if err != nil {
+			return err
+		}
+		return devenv.RunDev(cmd.Context(), devenv.DevConfig{Trace: tr,
 			DataDir: *dataDir, Listen: *listen, AgentListen: *agentListen, SimHosts: *simHosts,
 			LocalDriver: *driver, LocalName: *name, QEMU: qemuDriver, ConfigPath: *cfgPath, KeepVMs: *keepVMs, ImageTool: qemu.ImageTool{},
 			Logger: log, Out: cmd.OutOrStdout(), Version: version,

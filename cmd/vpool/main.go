@@ -22,8 +22,9 @@ import (
 var version = "dev"
 
 func main() {
+	servePprof()
 	root := cli.NewRoot(version)
-	root.AddCommand(serverCmd(), agentCmd(), devCmd())
+	root.AddCommand(serverCmd(), agentCmd(), devCmd(), fleetCmd())
 	addSim(root)
 	os.Exit(cli.Main(root, os.Args[1:]))
 }

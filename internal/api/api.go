@@ -90,16 +90,27 @@ type VMPatchRequest struct {
 	Restart  bool              `json:"restart,omitempty"`
 }
 
-// VMList is the body of GET /vms.
+// VMList is the body of GET /vms. With ?limit=N it is one page: Continue
+// (empty on the last page) asks for the next with ?continue=TOKEN.
 type VMList struct {
 	Items    []model.VM `json:"items"`
 	Revision int64      `json:"revision"`
+	Continue string     `json:"continue,omitempty"`
 }
 
-// HostList is the body of GET /hosts.
+// HostList is the body of GET /hosts; paged like VMList.
 type HostList struct {
-	Items []model.Host `json:"items"`
+	Items    []model.Host `json:"items"`
+	Revision int64        `json:"revision,omitempty"`
+	Continue string       `json:"continue,omitempty"`
 }
+
+// MaxPageLimit bounds ?limit= of a paged list; DefaultPageLimit is what
+// the client asks for when following pages.
+const (
+	MaxPageLimit     = 5000
+	DefaultPageLimit = 500
+)
 
 // HostPatchRequest changes operator settings of a host.
 type HostPatchRequest struct {

@@ -88,6 +88,16 @@ var rules = []importRule{
 		deny: []string{"internal/store/...", "internal/state/...", "internal/server/...", "internal/controller/...", "go.etcd.io/..."},
 	},
 	{
+		name: "the fleet simulator speaks the agent protocol: it never reaches the store, the state layer, the server, the controllers or a driver",
+		from: []string{"internal/fleet/..."},
+		deny: []string{"internal/store/...", "internal/state/...", "internal/server/...", "internal/controller/...",
+			"internal/hypervisor/...", "internal/agent/...", "go.etcd.io/..."},
+	},
+	{
+		name: "the watch cache reaches only the store's interface",
+		from: []string{"internal/watchcache/..."}, only: []string{"internal/store", "internal/model"},
+	},
+	{
 		name: "the state layer stores decisions without importing the scheduler",
 		from: []string{"internal/state/..."}, deny: []string{"internal/scheduler/..."},
 	},

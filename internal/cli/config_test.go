@@ -90,9 +90,9 @@ func TestPrecedenceEndToEnd(t *testing.T) {
 		t.Fatalf("exit %d: %s", res.code, res.stderr)
 	}
 	want := map[*fakeServer]call{
-		envSrv:  {Pattern: "GET /api/v1/vms", Query: "project=p-file", Token: "env-tok"},
-		flagSrv: {Pattern: "GET /api/v1/vms", Query: "project=p-flag", Token: "env-tok"},
-		fileSrv: {Pattern: "GET /api/v1/vms", Query: "project=p-file", Token: "file-tok"},
+		envSrv:  {Pattern: "GET /api/v1/vms", Query: "limit=500&project=p-file", Token: "env-tok"},
+		flagSrv: {Pattern: "GET /api/v1/vms", Query: "limit=500&project=p-flag", Token: "env-tok"},
+		fileSrv: {Pattern: "GET /api/v1/vms", Query: "limit=500&project=p-file", Token: "file-tok"},
 	}
 	for f, w := range want {
 		if diff := cmp.Diff([]call{w}, f.seen()); diff != "" {

@@ -32,15 +32,24 @@ func (a *app) hostListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			hosts, err := c.ListHosts(cmd.Context())
+			out, err := a.listStream(cmd, hostHeader...)
 			if err != nil {
 				return err
 			}
-			if hosts == nil {
-				hosts = []model.Host{}
+			now := a.env.now()
+			err = c.HostPages(cmd.Context(), 0, func(hosts []model.Host) error {
+				sort.Slice(hosts, func(i, j int) bool { return hosts[i].Name < hosts[j].Name })
+				items, rows := make([]any, len(hosts)), make([][]string, len(hosts))
+				for i := range hosts {
+					items[i], rows[i] = hosts[i], hostRow(&hosts[i], now)
+				}
+				out.page(items, rows)
+				return out.err
+			})
+			if err != nil {
+				return err
 			}
-			sort.Slice(hosts, func(i, j int) bool { return hosts[i].Name < hosts[j].Name })
-			return a.print(cmd, hosts, func(w io.Writer) { a.hostTable(w, hosts) })
+			return out.close()
 		},
 	}
 }
@@ -54,19 +63,16 @@ func hostState(h *model.Host) string {
 	return s
 }
 
-// hostTable writes NAME STATE DRIVER VMS CPUS MEMORY DISK CPU% SEEN, where
-// CPUS, MEMORY and DISK are allocated/capacity.
-func (a *app) hostTable(w io.Writer, hosts []model.Host) {
-	now := a.env.now()
-	row(w, "NAME", "STATE", "DRIVER", "VMS", "CPUS", "MEMORY", "DISK", "CPU%", "SEEN")
-	for i := range hosts {
-		h := &hosts[i]
-		row(w, h.Name, hostState(h), orDash(h.Driver), h.VMs,
-			fmt.Sprintf("%d/%d", h.Allocated.CPUs, h.Capacity.CPUs),
-			h.Allocated.Memory.String()+"/"+h.Capacity.Memory.String(),
-			h.Allocated.Disk.String()+"/"+h.Capacity.Disk.String(),
-			fmt.Sprintf("%.0f", h.Usage.CPUPercent), age(now, h.LastSeen))
-	}
+// hostHeader and hostRow are the host table: CPUS, MEMORY and DISK are
+// allocated/capacity.
+var hostHeader = []string{"NAME", "STATE", "DRIVER", "VMS", "CPUS", "MEMORY", "DISK", "CPU%", "SEEN"}
+
+func hostRow(h *model.Host, now time.Time) []string {
+	return []string{h.Name, hostState(h), orDash(h.Driver), fmt.Sprint(h.VMs),
+		fmt.Sprintf("%d/%d", h.Allocated.CPUs, h.Capacity.CPUs),
+		h.Allocated.Memory.String() + "/" + h.Capacity.Memory.String(),
+		h.Allocated.Disk.String() + "/" + h.Capacity.Disk.String(),
+		fmt.Sprintf("%.0f", h.Usage.CPUPercent), age(now, h.LastSeen)}
 }
 
 func (a *app) hostShowCmd() *cobra.Command {

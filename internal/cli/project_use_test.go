@@ -39,7 +39,7 @@ func TestProjectUse(t *testing.T) {
 			queries = append(queries, c.Query)
 		}
 	}
-	if got := strings.Join(queries, " "); got != "project=team-a project=default " {
+	if got := strings.Join(queries, " "); got != "limit=500&project=team-a limit=500&project=default limit=500" {
 		t.Fatalf("vm list queries = %q, want the project in use, then --project, then none", got)
 	}
 }

@@ -227,21 +227,33 @@ func (a *app) vmListCmd() *cobra.Command {
 			if all {
 				opt.Project = ""
 			}
-			list, err := c.ListVMs(cmd.Context(), opt)
+			out, err := a.listStream(cmd, vmHeader...)
 			if err != nil {
 				return err
 			}
-			vms := make([]model.VM, 0, len(list.Items))
-			for _, vm := range list.Items {
-				if (host == "" || vm.Status.Host == host) && (phase == "" || string(vm.Status.Phase) == phase) {
-					vms = append(vms, vm)
+			now := a.env.now()
+			err = c.VMPages(cmd.Context(), opt, 0, func(page []model.VM) error {
+				vms := make([]model.VM, 0, len(page))
+				for _, vm := range page {
+					if (host == "" || vm.Status.Host == host) && (phase == "" || string(vm.Status.Phase) == phase) {
+						vms = append(vms, vm)
+					}
 				}
+				sortVMs(vms)
+				items, rows := make([]any, len(vms)), make([][]string, len(vms))
+				for i, vm := range vms {
+					items[i], rows[i] = vm, vmRow(&vm, now)
+				}
+				out.page(items, rows)
+				return out.err
+			})
+			if err != nil {
+				return err
 			}
-			sortVMs(vms)
-			if len(vms) == 0 && !all && host == "" && phase == "" {
+			if out.n == 0 && !all && host == "" && phase == "" {
 				a.emptyHint(cmd, "VMs")
 			}
-			return a.print(cmd, vms, func(w io.Writer) { a.vmTable(w, vms) })
+			return out.close()
 		},
 	}
 	cmd.Flags().BoolVarP(&all, "all-projects", "A", false, "list the VMs of every project (admins)")
@@ -260,13 +272,28 @@ func sortVMs(vms []model.VM) {
 }
 
 // vmTable writes VMs as NAME PROJECT PHASE HOST VCPUS MEMORY DISK AGE.
+// vmHeader and vmRow are the columns of the VM table.
+var vmHeader = []string{"NAME", "PROJECT", "PHASE", "HOST", "VCPUS", "MEMORY", "DISK", "AGE"}
+
+func vmRow(vm *model.VM, now time.Time) []string {
+	return []string{vm.Name, vm.Project, orDash(string(vm.Status.Phase)), orDash(vm.Status.Host),
+		fmt.Sprint(vm.Spec.VCPUs), vm.Spec.Memory.String(), vm.Spec.DiskSize().String(), age(now, vm.CreatedAt)}
+}
+
 func (a *app) vmTable(w io.Writer, vms []model.VM) {
 	now := a.env.now()
-	row(w, "NAME", "PROJECT", "PHASE", "HOST", "VCPUS", "MEMORY", "DISK", "AGE")
-	for _, vm := range vms {
-		row(w, vm.Name, vm.Project, orDash(string(vm.Status.Phase)), orDash(vm.Status.Host),
-			vm.Spec.VCPUs, vm.Spec.Memory, vm.Spec.DiskSize(), age(now, vm.CreatedAt))
+	row(w, toAny(vmHeader)...)
+	for i := range vms {
+		row(w, toAny(vmRow(&vms[i], now))...)
 	}
+}
+
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
 }
 
 func (a *app) vmShowCmd() *cobra.Command {

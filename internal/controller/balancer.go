@@ -20,6 +20,7 @@ type balanceView struct {
 	snap  *balance.Snapshot
 	hosts []model.Host
 	vms   []*model.VM
+	cpu   []float64 // each VM's measured CPU percent, by vms' index
 	// rules is the scheduler's view of the whole cluster (every host,
 	// every allocation) that the placement rules are checked on.
 	rules *scheduler.Snapshot
@@ -182,10 +183,11 @@ func (r *reconciler) balanceSnapshot(set model.BalanceSettings) (*balanceView, e
 			BandwidthMbps: defaultBandwidthMbps, Power: HostPowerModel(&h), Util: hostUtil(&h), Maintenance: !ready}
 		for _, vm := range byHost[h.Name] {
 			vi := len(bv.vms)
-			bv.vms = append(bv.vms, vm)
+			cpu := r.vmUsage(vm).CPUPercent
+			bv.vms, bv.cpu = append(bv.vms, vm), append(bv.cpu, cpu)
 			seen[vm.Key()] = true
 			vmips := float64(max(vm.Spec.VCPUs, 1) * MIPSPerCPU)
-			u := min(max(vm.Status.Usage.CPUPercent/100/float64(max(vm.Spec.VCPUs, 1)), 0), 1)
+			u := min(max(cpu/100/float64(max(vm.Spec.VCPUs, 1)), 0), 1)
 			hist := append([]float64{historySample(u)}, g.history[vm.Key()]...)
 			if len(hist) > balance.HistoryLength {
 				hist = hist[:balance.HistoryLength]
@@ -255,7 +257,7 @@ func feasibleMoves(bv *balanceView, moves []balance.Move) ([]model.BalanceMove, 
 		}
 		check.Hold(vi, m.To)
 		out = append(out, model.BalanceMove{VM: vm.Key(), From: bv.hosts[from].Name, To: to.Name, Reason: string(m.Reason),
-			Detail: bv.detail(m, vi, from), CPUPercent: round1(vm.Status.Usage.CPUPercent)})
+			Detail: bv.detail(m, vi, from), CPUPercent: round1(bv.cpu[vi])})
 	}
 	return out, dropped
 }

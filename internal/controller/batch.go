@@ -94,7 +94,7 @@ func (r *reconciler) scheduleGang(ctx context.Context, bp BatchPlacer, snap *Sna
 		}
 		ps := make([]Placement, len(vms))
 		for i, vm := range vms {
-			if findHost(snap.Hosts, choices[i].Host) == nil {
+			if !r.knownHost(snap, choices[i].Host) {
 				return fmt.Errorf("%w: %s for VM %s: no such host", ErrPlacerBroke, choices[i].Host, vm.Key())
 			}
 			ps[i] = Placement{VM: vm, Host: choices[i].Host, Explanation: choices[i].Explanation}

@@ -29,6 +29,9 @@ import (
 // journal of the hosts whose host or allocation record changed.
 type cache struct {
 	log *slog.Logger
+	// usage overlays measured usage on the hosts hostView and snapshot
+	// hand out (nil: the records' own).
+	usage UsageView
 	// subs maps a prefix to the kick channels of the loops that follow it.
 	subs map[string][]chan struct{}
 
@@ -46,24 +49,59 @@ type cache struct {
 	// liveness, policy): a VM that did not fit at gen g is not retried
 	// until gen moves.
 	gen uint64
-	// gateDirty names hosts whose host or allocation record changed since
-	// the gate last synced; gateAll asks it to rebuild (a re-list, a host
-	// deleted, a new policy).
-	gateDirty map[string]bool
-	gateAll   bool
+	// gateJ and schedJ name the hosts whose host or allocation record
+	// changed since the gate, and the scheduling loop's view, last synced
+	// (journal).
+	gateJ, schedJ journal
+	// pending holds the VMs that need placement (needsPlacement), so
+	// that a pass does not walk every VM.
+	pending map[string]*model.VM
+}
+
+// journal names hosts whose host or allocation record changed since its
+// reader last synced; all asks the reader to rebuild (a re-list, a host
+// deleted, a new policy).
+type journal struct {
+	dirty map[string]bool
+	all   bool
+}
+
+// take returns the dirty hosts and whether to rebuild, and empties the
+// journal (c.mu held).
+func (j *journal) take() (map[string]bool, bool) {
+	d, all := j.dirty, j.all
+	if len(d) == 0 && !all {
+		return nil, false
+	}
+	// a new map, not clear(): ranging a cleared big map still walks its table
+	j.dirty, j.all = map[string]bool{}, false
+	return d, all
+}
+
+// mark records a changed host in every journal (c.mu held).
+func (c *cache) mark(host string) {
+	c.gateJ.dirty[host] = true
+	c.schedJ.dirty[host] = true
+}
+
+// markAll asks every journal's reader to rebuild (c.mu held).
+func (c *cache) markAll() {
+	c.gateJ.all, c.schedJ.all = true, true
 }
 
 func newCache(log *slog.Logger) *cache {
 	return &cache{
-		log:       log,
-		subs:      map[string][]chan struct{}{},
-		gateDirty: map[string]bool{},
-		vms:       map[string]*model.VM{},
-		created:   map[string]int64{},
-		hosts:     map[string]*model.Host{},
-		allocs:    map[string]model.Allocation{},
-		alive:     map[string]int64{},
-		policy:    model.DefaultPolicy(),
+		log:     log,
+		subs:    map[string][]chan struct{}{},
+		gateJ:   journal{dirty: map[string]bool{}},
+		schedJ:  journal{dirty: map[string]bool{}},
+		pending: map[string]*model.VM{},
+		vms:     map[string]*model.VM{},
+		created: map[string]int64{},
+		hosts:   map[string]*model.Host{},
+		allocs:  map[string]model.Allocation{},
+		alive:   map[string]int64{},
+		policy:  model.DefaultPolicy(),
 	}
 }
 
@@ -101,20 +139,23 @@ type source struct {
 func (c *cache) sources() []source {
 	return []source{
 		{store.VMsPrefix, func(kvs []store.KV) {
-			c.vms, c.created = map[string]*model.VM{}, map[string]int64{}
+			c.vms, c.created, c.pending = map[string]*model.VM{}, map[string]int64{}, map[string]*model.VM{}
 			c.applyAll(kvs, c.applyVM)
 		}, c.applyVM},
 		{store.HostsPrefix, func(kvs []store.KV) {
-			c.hosts, c.gateAll = map[string]*model.Host{}, true
+			c.hosts = map[string]*model.Host{}
+			c.markAll()
 			c.applyAll(kvs, c.applyHost)
 		}, c.applyHost},
 		{store.AllocPrefix, func(kvs []store.KV) {
-			c.allocs, c.gateAll = map[string]model.Allocation{}, true
+			c.allocs = map[string]model.Allocation{}
+			c.markAll()
 			c.applyAll(kvs, c.applyAlloc)
 		}, c.applyAlloc},
 		{store.AlivePrefix, func(kvs []store.KV) { c.alive = map[string]int64{}; c.applyAll(kvs, c.applyAlive) }, c.applyAlive},
 		{store.PolicyKey, func(kvs []store.KV) {
-			c.policy, c.polRev, c.gateAll = model.DefaultPolicy(), 0, true
+			c.policy, c.polRev = model.DefaultPolicy(), 0
+			c.markAll()
 			c.applyAll(kvs, c.applyPolicy)
 		}, c.applyPolicy},
 	}
@@ -201,6 +242,7 @@ func (c *cache) applyVM(ev store.WatchEvent) {
 	if ev.Type == store.EventDelete {
 		delete(c.vms, name)
 		delete(c.created, name)
+		delete(c.pending, name)
 		return
 	}
 	if ev.KV.CreateRev != 0 {
@@ -211,7 +253,17 @@ func (c *cache) applyVM(ev store.WatchEvent) {
 		c.log.Warn("skipping undecodable VM", "err", err)
 		return
 	}
+	c.setVM(name, vm)
+}
+
+// setVM caches vm under key name and keeps the pending set (c.mu held).
+func (c *cache) setVM(name string, vm *model.VM) {
 	c.vms[name] = vm
+	if needsPlacement(vm) {
+		c.pending[name] = vm
+	} else {
+		delete(c.pending, name)
+	}
 }
 
 func (c *cache) applyHost(ev store.WatchEvent) {
@@ -227,10 +279,10 @@ func (c *cache) applyHost(ev store.WatchEvent) {
 	c.gen++
 	if ev.Type == store.EventDelete {
 		delete(c.hosts, name)
-		c.gateAll = true
+		c.markAll()
 		return
 	}
-	c.gateDirty[name] = true
+	c.mark(name)
 	h, err := state.DecodeHost(ev.KV)
 	if err != nil {
 		c.log.Warn("skipping undecodable host", "err", err)
@@ -247,7 +299,7 @@ func (c *cache) applyAlloc(ev store.WatchEvent) {
 		return
 	}
 	c.gen++
-	c.gateDirty[name] = true
+	c.mark(name)
 	if ev.Type == store.EventDelete {
 		delete(c.allocs, name)
 		return
@@ -281,7 +333,8 @@ func (c *cache) applyPolicy(ev store.WatchEvent) {
 		return
 	}
 	c.gen++
-	c.polRev, c.gateAll = ev.Rev, true
+	c.polRev = ev.Rev
+	c.markAll()
 	if ev.Type == store.EventDelete {
 		c.policy = model.DefaultPolicy()
 		return
@@ -302,7 +355,7 @@ func (c *cache) putVM(vm *model.VM, rev int64) {
 		return
 	}
 	vm.Revision = rev
-	c.vms[vm.Key()] = vm
+	c.setVM(vm.Key(), vm)
 }
 
 // putHost records a host read directly at its revision (h.Revision).
@@ -314,7 +367,7 @@ func (c *cache) putHost(h *model.Host) {
 	}
 	c.gen++
 	c.hosts[h.Name] = h
-	c.gateDirty[h.Name] = true
+	c.mark(h.Name)
 }
 
 // putAlloc records an allocation this process just wrote at rev.
@@ -327,7 +380,7 @@ func (c *cache) putAlloc(a model.Allocation, rev int64) {
 	c.gen++
 	a.Revision = rev
 	c.allocs[a.Host] = a
-	c.gateDirty[a.Host] = true
+	c.mark(a.Host)
 }
 
 // putPolicy records a policy read directly at rev (after a placement
@@ -339,7 +392,8 @@ func (c *cache) putPolicy(p model.Policy, rev int64) {
 		return
 	}
 	c.gen++
-	c.policy, c.polRev, c.gateAll = p, rev, true
+	c.policy, c.polRev = p, rev
+	c.markAll()
 }
 
 // policyOf returns the cached policy and its revision.
@@ -358,6 +412,9 @@ func (c *cache) snapshot() (*Snapshot, uint64) {
 	for _, h := range c.hosts {
 		s.Hosts = append(s.Hosts, *h)
 	}
+	for i := range s.Hosts {
+		withUsage(c.usage, &s.Hosts[i])
+	}
 	sort.Slice(s.Hosts, func(i, j int) bool { return s.Hosts[i].Name < s.Hosts[j].Name })
 	for k, a := range c.allocs {
 		s.Allocs[k] = a
@@ -368,19 +425,37 @@ func (c *cache) snapshot() (*Snapshot, uint64) {
 // vmList returns the cached VMs that match keep, oldest first.
 func (c *cache) vmList(keep func(*model.VM) bool) []*model.VM {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	var out []*model.VM
 	for _, vm := range c.vms {
 		if keep(vm) {
 			out = append(out, vm)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
-			return out[i].CreatedAt.Before(out[j].CreatedAt)
+	c.mu.Unlock()
+	sortByAge(out)
+	return out
+}
+
+// sortByAge sorts VMs oldest first, then by key.
+func sortByAge(vms []*model.VM) {
+	sort.Slice(vms, func(i, j int) bool {
+		if !vms[i].CreatedAt.Equal(vms[j].CreatedAt) {
+			return vms[i].CreatedAt.Before(vms[j].CreatedAt)
 		}
-		return out[i].Key() < out[j].Key()
+		return vms[i].Key() < vms[j].Key()
 	})
+}
+
+// pendingList returns the VMs that need placement, oldest first (as
+// vmList(needsPlacement), without walking every VM).
+func (c *cache) pendingList() []*model.VM {
+	c.mu.Lock()
+	out := make([]*model.VM, 0, len(c.pending))
+	for _, vm := range c.pending {
+		out = append(out, vm)
+	}
+	c.mu.Unlock()
+	sortByAge(out)
 	return out
 }
 
@@ -403,6 +478,9 @@ func (c *cache) hostView() ([]model.Host, map[string]bool) {
 	alive := make(map[string]bool, len(c.alive))
 	for _, h := range c.hosts {
 		hosts = append(hosts, *h)
+	}
+	for i := range hosts {
+		withUsage(c.usage, &hosts[i])
 	}
 	for k := range c.alive {
 		alive[k] = true

@@ -67,7 +67,7 @@ func (r *reconciler) bookEnergy(seconds float64) {
 	vms := r.c.vmList(func(vm *model.VM) bool { return vm.Status.Host != "" && vm.Status.Phase == model.PhaseRunning })
 	shares := map[string][]energy.Share{}
 	for _, vm := range vms {
-		shares[vm.Status.Host] = append(shares[vm.Status.Host], energy.Share{VM: vm.Key(), Project: vm.Project, CPU: vm.Status.Usage.CPUPercent})
+		shares[vm.Status.Host] = append(shares[vm.Status.Host], energy.Share{VM: vm.Key(), Project: vm.Project, CPU: r.vmUsage(vm).CPUPercent})
 	}
 	for i := range hosts {
 		h := &hosts[i]

@@ -65,15 +65,14 @@ func newGate(repo *state.Repo, c *cache, log *slog.Logger) *gate {
 func (g *gate) sync() error {
 	c := g.c
 	c.mu.Lock()
-	if g.snap == nil || c.gateAll || c.polRev != g.polRev {
+	dirty, all := c.gateJ.take()
+	if g.snap == nil || all || c.polRev != g.polRev {
 		hosts := make([]*model.Host, 0, len(c.hosts))
 		for _, h := range c.hosts {
 			hosts = append(hosts, h)
 		}
 		allocs := maps.Clone(c.allocs)
 		pol, rev := c.policy, c.polRev
-		c.gateAll = false
-		c.gateDirty = map[string]bool{} // not clear(): ranging a cleared big map still walks its table
 		c.mu.Unlock()
 		return g.rebuild(pol, rev, hosts, allocs)
 	}
@@ -81,14 +80,11 @@ func (g *gate) sync() error {
 		h *model.Host
 		a model.Allocation
 	}
-	changes := make([]change, 0, len(c.gateDirty))
-	for name := range c.gateDirty {
+	changes := make([]change, 0, len(dirty))
+	for name := range dirty {
 		if h := c.hosts[name]; h != nil {
 			changes = append(changes, change{h, c.allocs[name]})
 		}
-	}
-	if len(c.gateDirty) > 0 {
-		c.gateDirty = map[string]bool{}
 	}
 	c.mu.Unlock()
 	for _, ch := range changes {
@@ -153,10 +149,30 @@ func sameShape(a, b *model.Host) bool {
 // compared into the cache, and the caller decides again. A decision that
 // breaks a rule is refused with ErrPlanRefused.
 func (g *gate) place(ctx context.Context, ps []Placement) (state.Assigned, bool, error) {
+	out, refused, ok, err := g.commit(ctx, ps, true)
+	if len(refused) > 0 {
+		return state.Assigned{}, false, refused[0]
+	}
+	return out, ok, err
+}
+
+// placeGroup commits independent placements (a group of the scheduling
+// pipeline) in one transaction, each guarded as place guards it; a
+// member that breaks a rule is left out (its ErrPlanRefused is in
+// refused) and the others commit. ok false: a guard failed, nothing was
+// written, and the gate has re-read the allocations and the policy.
+func (g *gate) placeGroup(ctx context.Context, ps []Placement) ([]*model.VM, []error, bool, error) {
+	out, refused, ok, err := g.commit(ctx, ps, false)
+	return out.VMs, refused, ok, err
+}
+
+// commit checks ps on the gate's view, each seeing the ones before it;
+// with all, one refusal refuses them all. It then commits what passed.
+func (g *gate) commit(ctx context.Context, ps []Placement, all bool) (state.Assigned, []error, bool, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if err := g.sync(); err != nil {
-		return state.Assigned{}, false, err
+		return state.Assigned{}, nil, false, err
 	}
 	var assumed []string
 	defer func() {
@@ -166,15 +182,24 @@ func (g *gate) place(ctx context.Context, ps []Placement) (state.Assigned, bool,
 	}()
 	allocs := map[string]model.Allocation{}
 	as := make([]state.Assignment, 0, len(ps))
+	var refused []error
 	for _, p := range ps {
 		key := p.VM.Key()
 		req := scheduler.Request{Key: key, Spec: &p.VM.Spec}
 		if why := g.sched.CheckOn(g.snap, req, p.Host); why != "" {
-			return state.Assigned{}, false, fmt.Errorf("%w: VM %s on %s: %s", ErrPlanRefused, key, p.Host, why)
+			refused = append(refused, fmt.Errorf("%w: VM %s on %s: %s", ErrPlanRefused, key, p.Host, why))
+			if all {
+				return state.Assigned{}, refused, false, nil
+			}
+			continue
 		}
 		if len(ps) > 1 {
 			if err := g.snap.AssumeVM(key, &p.VM.Spec, p.Host); err != nil {
-				return state.Assigned{}, false, fmt.Errorf("%w: VM %s on %s: %w", ErrPlanRefused, key, p.Host, err)
+				refused = append(refused, fmt.Errorf("%w: VM %s on %s: %w", ErrPlanRefused, key, p.Host, err))
+				if all {
+					return state.Assigned{}, refused, false, nil
+				}
+				continue
 			}
 			assumed = append(assumed, key)
 		}
@@ -183,12 +208,15 @@ func (g *gate) place(ctx context.Context, ps []Placement) (state.Assigned, bool,
 		}
 		as = append(as, state.Assignment{VM: p.VM, Host: p.Host, Explanation: p.Explanation})
 	}
+	if len(as) == 0 {
+		return state.Assigned{}, refused, true, nil
+	}
 	out, ok, err := g.repo.Assign(ctx, as, allocs, g.polRev)
 	if err != nil {
-		return out, false, fmt.Errorf("controller: commit placement of %s: %w", ps[0].VM.Key(), err)
+		return state.Assigned{}, refused, false, fmt.Errorf("controller: commit placement of %s: %w", as[0].VM.Key(), err)
 	}
 	if !ok {
-		return out, false, g.refresh(ctx, sortedKeys(allocs))
+		return state.Assigned{}, refused, false, g.refresh(ctx, sortedKeys(allocs))
 	}
 	for _, v := range out.VMs {
 		g.c.putVM(v, out.Rev)
@@ -203,7 +231,7 @@ func (g *gate) place(ctx context.Context, ps []Placement) (state.Assigned, bool,
 			g.allocs[h] = a
 		}
 	}
-	return out, true, nil
+	return out, refused, true, nil
 }
 
 // refresh re-reads, after a lost compare-and-swap, the allocations of

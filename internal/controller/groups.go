@@ -19,7 +19,8 @@ import (
 
 // VMUsage is where the scaling groups' controller reads its members' CPU
 // use: percent of the VM's vCPUs, and whether a fresh measurement
-// exists. The default reads the usage agents report into VM records;
+// exists. The default reads the UsageView (Config.Usage) or, without one,
+// the usage agents report into VM records;
 // another source (a leader-side usage cache) plugs in through
 // Config.VMUsage.
 type VMUsage interface {
@@ -37,6 +38,27 @@ func (recordUsage) VMCPU(vm *model.VM, now time.Time) (float64, bool) {
 		return 0, false
 	}
 	return vm.Status.Usage.CPUPercent / float64(vm.Spec.VCPUs), true
+}
+
+// viewUsageFreshness is how old usage answered by a UsageView may be:
+// usage that reaches the leader through another server's samples is up
+// to one sample interval (30 s by default) older than the heartbeat that
+// carried it.
+const viewUsageFreshness = 2 * usageFreshness
+
+// viewUsage reads members' CPU from the UsageView (heartbeats no longer
+// write usage into VM records), or from the record when it is fresher.
+type viewUsage struct{ v UsageView }
+
+func (u viewUsage) VMCPU(vm *model.VM, now time.Time) (float64, bool) {
+	cur, at, ok := u.v.VMUsage(vm.Key())
+	if !ok || !at.After(vm.Status.ObservedAt) {
+		return recordUsage{}.VMCPU(vm, now)
+	}
+	if now.Sub(at) > viewUsageFreshness || vm.Spec.VCPUs <= 0 {
+		return 0, false
+	}
+	return cur.CPUPercent / float64(vm.Spec.VCPUs), true
 }
 
 // groups is the scaling groups' controller pass. For each group it
@@ -140,7 +162,10 @@ func (r *reconciler) group(ctx context.Context, g *model.ScalingGroup, lbs []*mo
 // out every live member.
 func (r *reconciler) decide(g *model.ScalingGroup, st *model.GroupStatus, vms map[string]*model.VM, now time.Time) scaling.Plan {
 	usage := r.m.cfg.VMUsage
-	if usage == nil {
+	switch {
+	case usage == nil && r.m.cfg.Usage != nil:
+		usage = viewUsage{r.m.cfg.Usage}
+	case usage == nil:
 		usage = recordUsage{}
 	}
 	var ms []scaling.Member

@@ -73,9 +73,12 @@ type Config struct {
 	// EnergyPersistInterval is how often the energy ledger is written to
 	// the store (default 1 minute).
 	EnergyPersistInterval time.Duration
+	// Usage answers measured usage (usage.go); nil reads it from the
+	// host and VM records.
+	Usage UsageView
 
 	// VMUsage is where the scaling groups' controller reads members'
-	// CPU use (nil: the usage agents report into VM records).
+	// CPU use (nil: Usage when set, else the usage in VM records).
 	VMUsage VMUsage
 	// LeaderGone, when set, tells whether the server named leader is gone
 	// for sure (its process exited: etcdstore.Store.MemberGone). A
@@ -168,6 +171,10 @@ func New(cfg Config) *Manager {
 		log: cfg.Logger.With("component", "controller", "identity", cfg.Identity),
 	}
 }
+
+// SetUsage sets Config.Usage; call it before Run (the server that
+// answers usage is made after the manager it runs).
+func (m *Manager) SetUsage(v UsageView) { m.cfg.Usage = v }
 
 // IsLeader reports whether this manager leads now.
 func (m *Manager) IsLeader() bool { return m.leading.Load() }

@@ -29,6 +29,7 @@ type reconciler struct {
 	// set once allocations were checked against the VMs.
 	failed   map[string]failMemo
 	repaired bool
+	sv       *schedView // the scheduling loop's view across passes (pipeline.go)
 	// compaction loop
 	lastCompact time.Time
 	// balancer, power and energy loops (green.go)

@@ -56,9 +56,13 @@ type crashingPlacer struct {
 	placed atomic.Int32
 	after  int32
 	crash  func()
+	// each decision takes this long: the pipeline commits each VM alone
+	// while the next is decided, as a slow scheduler would
+	delay time.Duration
 }
 
 func (p *crashingPlacer) Place(s *Snapshot, vm *model.VM) (string, *model.Explanation) {
+	time.Sleep(p.delay)
 	host, expl := p.inner.Place(s, vm)
 	if host != "" && p.placed.Add(1) > p.after {
 		p.crash()
@@ -80,7 +84,7 @@ func TestCrashMidwayConvergesExactlyOnce(t *testing.T) {
 		e.createVM(vmName(i), 1+i%2, 1*model.GiB)
 	}
 	cs := &crashStore{Store: e.st}
-	cp := &crashingPlacer{inner: FirstFit{}, after: 10, crash: func() { cs.crashed.Store(true) }}
+	cp := &crashingPlacer{inner: FirstFit{}, after: 10, crash: func() { cs.crashed.Store(true) }, delay: 2 * time.Millisecond}
 	cfg := e.config("a", cs)
 	cfg.Placer = cp
 	a, stopA := e.start(cfg)
@@ -95,9 +99,12 @@ func TestCrashMidwayConvergesExactlyOnce(t *testing.T) {
 			placed++
 		}
 	}
-	if placed != 10 {
-		t.Fatalf("%d VMs placed before the crash, want 10", placed)
+	// decisions commit in groups while the next ones are decided: some
+	// of the first ten were committed, none after the crash
+	if placed < 1 || placed > 10 {
+		t.Fatalf("%d VMs placed before the crash, want 1 to 10", placed)
 	}
+	t.Logf("%d VMs placed before the crash", placed)
 
 	b, _ := e.start(e.config("b", nil))
 	e.clock.Step(6 * time.Second) // a's leader lease expires

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/state"
@@ -35,29 +36,69 @@ func needsPlacement(vm *model.VM) bool {
 	return false
 }
 
-// schedule places every pending VM, oldest first.
+// schedule places every pending VM, oldest first: single VMs through the
+// pipeline (decided on the loop's view, committed by the gate in groups
+// while the next group is decided), the gangs of hard groups each all or
+// nothing in a transaction of its own. VMs of a group that lost its
+// guards are re-read and decided again, up to maxCommitAttempts rounds.
 func (r *reconciler) schedule(ctx context.Context) error {
 	if !r.repaired {
 		return nil // repairOnce reports why
 	}
-	pending := r.c.vmList(needsPlacement)
-	keep := make(map[string]bool, len(pending))
+	pending := r.c.pendingList()
 	if len(pending) == 0 {
 		clear(r.failed)
 		return nil
 	}
-	snap, gen := r.c.snapshot()
-	snap.Now = r.now()
-	snap.Epoch = r.m.epochs.Add(1) // unique across terms: the Placer outlives them
-	var byVM map[string][]*model.VM
-	bp, batching := r.m.cfg.Placer.(BatchPlacer)
-	if batching {
-		byVM = gangs(pending, r.c.createRevs(pending))
-	}
-	done := map[string]bool{}
-	var errs []error
+	keep := make(map[string]bool, len(pending))
 	for _, vm := range pending {
 		keep[vm.Key()] = true
+	}
+	var errs []error
+	todo := pending
+	for round := 0; round < maxCommitAttempts && len(todo) > 0 && ctx.Err() == nil; round++ {
+		if round > 0 {
+			var err error
+			if todo, err = r.reread(ctx, todo); err != nil {
+				errs = append(errs, err)
+				break
+			}
+		}
+		lost, err := r.scheduleRound(ctx, todo, round == 0)
+		errs = append(errs, err)
+		todo = lost
+	}
+	if len(todo) > 0 && ctx.Err() == nil {
+		errs = append(errs, fmt.Errorf("controller: placing VM %s and %d more: %w", todo[0].Key(), len(todo)-1, state.ErrContention))
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	for k := range r.failed {
+		if !keep[k] {
+			delete(r.failed, k)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// scheduleRound decides vms on the synced view: singles through the
+// pipeline, gangs (first round only: scheduleGang retries its own) alone.
+// It returns the singles whose group lost its guards.
+func (r *reconciler) scheduleRound(ctx context.Context, vms []*model.VM, gangsToo bool) ([]*model.VM, error) {
+	snap, gen := r.syncView()
+	var byVM map[string][]*model.VM
+	bp, batching := r.m.cfg.Placer.(BatchPlacer)
+	if batching && gangsToo {
+		byVM = gangs(vms, r.c.createRevs(vms))
+	}
+	pl := r.newPipeline(ctx, snap, gen)
+	done := map[string]bool{}
+	var errs []error
+	for _, vm := range vms {
+		if ctx.Err() != nil {
+			break
+		}
 		if done[vm.Key()] {
 			continue
 		}
@@ -69,70 +110,17 @@ func (r *reconciler) schedule(ctx context.Context) error {
 			if r.allFailed(gang, gen) {
 				continue
 			}
+			pl.flush() // the gang sees every single decided before it
 			err = r.scheduleGang(ctx, bp, snap, gen, gang)
-		} else {
-			if r.allFailed([]*model.VM{vm}, gen) {
-				continue
-			}
-			err = r.scheduleOne(ctx, snap, gen, vm)
+		} else if !r.allFailed([]*model.VM{vm}, gen) {
+			err = pl.add(vm)
 		}
 		if err != nil {
-			if ctx.Err() != nil {
-				return err
-			}
 			errs = append(errs, err)
 		}
 	}
-	for k := range r.failed {
-		if !keep[k] {
-			delete(r.failed, k)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// scheduleOne asks the Placer for a host and has the gate commit the
-// choice; when the gate's guards fail it re-reads the VM (the gate
-// re-read the host's allocation and the policy into the cache) and asks
-// again. snap.Allocs is kept current with this process's commits.
-func (r *reconciler) scheduleOne(ctx context.Context, snap *Snapshot, gen uint64, vm *model.VM) error {
-	for range maxCommitAttempts {
-		host, expl := r.m.cfg.Placer.Place(snap, vm)
-		if expl == nil {
-			expl = &model.Explanation{Time: snap.Now, Hosts: len(snap.Hosts), Chosen: host}
-		}
-		if host == "" {
-			return r.unschedulable(ctx, vm, expl, gen)
-		}
-		if findHost(snap.Hosts, host) == nil {
-			return fmt.Errorf("%w: %s for VM %s: no such host", ErrPlacerBroke, host, vm.Key())
-		}
-		out, ok, err := r.gate.place(ctx, []Placement{{VM: vm, Host: host, Explanation: expl}})
-		if err != nil {
-			return err
-		}
-		if ok {
-			snap.setAlloc(out.Allocs[host])
-			delete(r.failed, vm.Key())
-			r.m.log.Info("placed VM", "vm", vm.Key(), "host", host)
-			return nil
-		}
-		// Lost a race: take what the gate re-read, re-read the VM.
-		r.m.log.Debug("placement lost its compare-and-swap, re-reading", "vm", vm.Key(), "host", host)
-		r.refreshView(snap, host)
-		fresh, err := r.repo.GetVM(ctx, vm.Project, vm.Name)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if !needsPlacement(fresh) {
-			return nil
-		}
-		vm = fresh
-	}
-	return fmt.Errorf("controller: placing VM %s: %w", vm.Key(), state.ErrContention)
+	lost, err := pl.close()
+	return lost, errors.Join(append(errs, err)...)
 }
 
 // allFailed reports whether every VM of vms was found to fit nowhere at
@@ -146,13 +134,23 @@ func (r *reconciler) allFailed(vms []*model.VM, gen uint64) bool {
 	return true
 }
 
+// findHost finds a host of a snapshot's sorted hosts (nil if absent).
 func findHost(hosts []model.Host, name string) *model.Host {
-	for i := range hosts {
-		if hosts[i].Name == name {
-			return &hosts[i]
-		}
+	i := sort.Search(len(hosts), func(i int) bool { return hosts[i].Name >= name })
+	if i < len(hosts) && hosts[i].Name == name {
+		return &hosts[i]
 	}
 	return nil
+}
+
+// knownHost says whether name is a host of snap (the loop's view: its
+// index; another snapshot: a search of its sorted hosts).
+func (r *reconciler) knownHost(snap *Snapshot, name string) bool {
+	if r.sv != nil && r.sv.snap == snap {
+		_, ok := r.sv.index[name]
+		return ok
+	}
+	return findHost(snap.Hosts, name) != nil
 }
 
 // refreshView takes into the pass's snapshot the cached allocations of

@@ -15,16 +15,24 @@ import (
 
 	"github.com/vpool/vpool/internal/agent"
 	"github.com/vpool/vpool/internal/cli"
+	"github.com/vpool/vpool/internal/fleet"
 	"github.com/vpool/vpool/internal/hypervisor"
 	"github.com/vpool/vpool/internal/hypervisor/sim"
 	"github.com/vpool/vpool/internal/imagepool"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/store"
+	"github.com/vpool/vpool/internal/trace"
 )
 
 // DefaultSimHosts is how many simulated hosts `vpool dev` starts beside
 // the local one: enough for a migration and a drain.
 const DefaultSimHosts = 3
+
+// MaxAgentSimHosts is how many simulated hosts run a whole agent with the
+// sim driver (migrations, consoles, snapshots); the ones beyond are fleet
+// hosts (internal/fleet: the agent protocol over mutual TLS, without a
+// driver), so that --sim-hosts 10000 fits on a laptop.
+const MaxAgentSimHosts = 8
 
 // ExitStopTimeout is how long `vpool dev` gives each guest to power off
 // when it stops the VMs on exit, before it pulls the plug.
@@ -65,12 +73,17 @@ type DevConfig struct {
 	// Agent intervals; zero keeps the defaults.
 	HeartbeatInterval time.Duration
 	StatusInterval    time.Duration
+	// Trace gives the fleet hosts' VMs their CPU patterns (nil: 10%).
+	Trace *trace.Trace
 }
 
 // Dev is a running `vpool dev`.
 type Dev struct {
 	Server *Server
 	Hosts  []DevHost
+	// Fleet runs the simulated hosts beyond MaxAgentSimHosts (nil when
+	// there are none).
+	Fleet *fleet.Fleet
 	// Image is what happened to the test guest image at start.
 	Image string
 }
@@ -150,10 +163,13 @@ func RunDev(ctx context.Context, c DevConfig) error {
 		t0 = time.Now()
 		err = dev.startAgents(actx, c, &wg, agentErr)
 		if err == nil {
+			err = dev.startFleet(actx, c, &wg, agentErr)
+		}
+		if err == nil {
 			err = dev.waitHostsReady(ctx, agentErr)
 		}
 		if err == nil {
-			st.done(t0, "%d hosts ready: %s", len(dev.Hosts), dev.hostList())
+			st.done(t0, "%d hosts ready: %s", len(dev.Hosts)+dev.fleetSize(), dev.hostList())
 		}
 	}
 	if err == nil && c.ConfigPath != "-" {
@@ -203,7 +219,10 @@ const HostsReadyTimeout = time.Minute
 // that the banner never promises hosts that `vpool host list` does not
 // show yet.
 func (d *Dev) waitHostsReady(ctx context.Context, agentErr <-chan error) error {
-	deadline := time.Now().Add(HostsReadyTimeout)
+	// a fleet host joins in some 20 ms on a busy laptop (once: the data
+	// dir keeps its identity)
+	timeout := HostsReadyTimeout + time.Duration(d.fleetSize())*20*time.Millisecond
+	deadline := time.Now().Add(timeout)
 	for {
 		hs, _, err := d.Server.Repo().ListHosts(ctx)
 		if err != nil {
@@ -214,9 +233,9 @@ func (d *Dev) waitHostsReady(ctx context.Context, agentErr <-chan error) error {
 			ready[h.Name] = h.State == model.HostReady
 		}
 		missing := ""
-		for _, h := range d.Hosts {
-			if !ready[h.Name] {
-				missing = h.Name
+		for _, h := range d.hostNames() {
+			if !ready[h] {
+				missing = h
 				break
 			}
 		}
@@ -224,14 +243,14 @@ func (d *Dev) waitHostsReady(ctx context.Context, agentErr <-chan error) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("devenv: host %s is not ready after %s", missing, HostsReadyTimeout)
+			return fmt.Errorf("devenv: host %s is not ready after %s", missing, timeout)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case err := <-agentErr:
 			return err
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(50*time.Millisecond + time.Duration(d.fleetSize())*50*time.Microsecond):
 		}
 	}
 }
@@ -243,6 +262,10 @@ func (d *Dev) hostList() string {
 			s += ", "
 		}
 		s += h.Name + " (" + h.Driver + ")"
+	}
+	if n := d.fleetSize(); n > 0 {
+		names := d.Fleet.Names()
+		s += fmt.Sprintf(", %s .. %s (%d fleet hosts)", names[0], names[n-1], n)
 	}
 	return s
 }
@@ -259,7 +282,7 @@ func (d *Dev) startAgents(ctx context.Context, c DevConfig, wg *sync.WaitGroup, 
 		driver DriverOptions
 	}
 	specs := []spec{{name: local, labels: map[string]string{"vpool.io/local": "true"}, driver: DriverOptions{Kind: c.LocalDriver, QEMU: c.QEMU, SimRegistry: reg}}}
-	for i := 1; i <= c.SimHosts; i++ {
+	for i := 1; i <= min(c.SimHosts, MaxAgentSimHosts); i++ {
 		specs = append(specs, spec{name: fmt.Sprintf("sim-%d", i), labels: map[string]string{"vpool.io/sim": "true"},
 			driver: DriverOptions{Kind: DriverSim, SimRegistry: reg}})
 	}
@@ -362,6 +385,11 @@ func (d *Dev) banner(c DevConfig) {
 	fmt.Fprintf(w, "  store        %s\n", d.Server.Kind())
 	for _, h := range d.Hosts {
 		fmt.Fprintf(w, "  host         %-12s driver %-5s labels %s\n", h.Name, h.Driver, labelText(h.Labels))
+	}
+	if n := d.fleetSize(); n > 0 {
+		names := d.Fleet.Names()
+		fmt.Fprintf(w, "  hosts        %s .. %s: %d fleet hosts (the agent protocol without a driver: no migrations, consoles or snapshots) labels %s\n",
+			names[0], names[n-1], n, labelText(fleetLabels))
 	}
 	if im, err := d.Server.Repo().GetImage(context.Background(), TestGuestImage); err == nil && im.Phase == model.ImageReady {
 		fmt.Fprintf(w, "  image        %s (the test guest: a busybox shell; vpool image list)\n", TestGuestImage)

@@ -154,6 +154,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		}
 		return nil, err
 	}
+	mgr.SetUsage(srv) // usage lives in the server's memory and samples
 	return &Server{Server: srv, Store: st, Controller: mgr, kind: kind, ownStore: own}, nil
 }
 

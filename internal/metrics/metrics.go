@@ -36,6 +36,12 @@ type Metrics struct {
 	APILatency *prometheus.HistogramVec
 	// ReconcileErrors counts failed reconcile passes by controller name.
 	ReconcileErrors *prometheus.CounterVec
+	// StoreChanges counts the store's changes this server's watch saw, by
+	// kind (the key's first segment under /vpool/: vms, hosts, samples,
+	// events...): what writes etcd, and how often. StoreRevision is the
+	// store revision the watch is at (its rate is transactions a second).
+	StoreChanges  *prometheus.CounterVec
+	StoreRevision prometheus.Gauge
 
 	hosts *prometheus.Desc
 	vms   *prometheus.Desc
@@ -69,12 +75,20 @@ func New() *Metrics {
 			Namespace: "vpool", Name: "reconcile_errors_total",
 			Help: "Reconcile passes that failed, by controller.",
 		}, []string{"controller"}),
+		StoreChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "vpool", Name: "store_changes_total",
+			Help: "Changes of the store (keys put or deleted) seen by this server, by kind of key.",
+		}, []string{"kind"}),
+		StoreRevision: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "vpool", Name: "store_revision",
+			Help: "The store revision this server has seen everything up to.",
+		}),
 		hosts: prometheus.NewDesc("vpool_hosts", "Hosts by state.", []string{"state"}, nil),
 		vms:   prometheus.NewDesc("vpool_vms", "VMs by phase.", []string{"phase"}, nil),
 		ttl:   DefaultCountTTL,
 		now:   time.Now,
 	}
-	m.Registry.MustRegister(m.APILatency, m.ReconcileErrors, stateCollector{m},
+	m.Registry.MustRegister(m.APILatency, m.ReconcileErrors, m.StoreChanges, m.StoreRevision, stateCollector{m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

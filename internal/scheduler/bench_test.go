@@ -202,6 +202,7 @@ func BenchmarkPlacement(b *testing.B) {
 			}
 			b.ReportMetric(float64(last.decisions)/last.elapsed.Seconds(), "placements/s")
 			b.ReportMetric(float64(last.p99().Nanoseconds())/1e3, "p99-us")
+			b.ReportMetric(float64(last.quantile(0.999).Nanoseconds())/1e3, "p999-us")
 			b.ReportMetric(100*float64(last.placed)/float64(last.decisions), "placed-%")
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -18,17 +19,6 @@ import (
 	"github.com/vpool/vpool/internal/state"
 	"github.com/vpool/vpool/internal/store"
 )
-
-// usageRefresh is how often an unchanged VM's usage is written back from
-// heartbeats: phase changes are written at once, usage at most this often,
-// so that thousands of VMs do not mean thousands of writes per beat.
-const usageRefresh = 10 * time.Second
-
-// servedSet is what one assignments answer held for a host.
-type servedSet struct {
-	rev  int64
-	keys map[string]bool
-}
 
 type agentHandler func(w http.ResponseWriter, r *http.Request, host string) error
 
@@ -170,165 +160,23 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, _ string) error {
 	return nil
 }
 
-// ensureLease keeps the host's liveness lease alive, granting a new one
-// when there is none (or it expired); it returns the op that attaches the
-// alive key when a new lease was granted.
-func (s *Server) ensureLease(ctx context.Context, host string) ([]store.Op, error) {
-	s.leaseMu.Lock()
-	id, ok := s.leases[host]
-	s.leaseMu.Unlock()
-	if ok {
-		err := s.cfg.Store.KeepAlive(ctx, id)
-		if err == nil {
-			if _, gerr := s.cfg.Store.Get(ctx, store.AliveKey(host)); gerr == nil {
-				return nil, nil
-			}
-			// the alive key is gone (host deleted, or another server's
-			// lease): attach it to ours again
-			return []store.Op{store.PutWithLease(store.AliveKey(host), []byte(s.Addr()), id)}, nil
-		}
-		if !errors.Is(err, store.ErrNoLease) {
-			return nil, err
-		}
-	}
-	id, err := s.cfg.Store.Grant(ctx, int64(LeaseTTL/time.Second))
-	if err != nil {
-		return nil, err
-	}
-	s.leaseMu.Lock()
-	s.leases[host] = id
-	s.leaseMu.Unlock()
-	return []store.Op{store.PutWithLease(store.AliveKey(host), []byte(s.Addr()), id)}, nil
-}
-
-// heartbeat renews the host's lease, updates its inventory (never its
-// operator fields), marks it ready if it was down, and applies VM reports.
-func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) error {
-	var hb api.Heartbeat
-	if he := decodeJSON(w, r, &hb); he != nil {
-		return he
-	}
-	if hb.Host != "" && hb.Host != host {
-		return forbidden("certificate is for host %q, heartbeat names %q", host, hb.Host)
-	}
-	_, leaf, err := peerHost(r.TLS)
-	if err != nil || leaf == nil {
-		return unauthorized("a heartbeat needs the host's client certificate")
-	}
-	ctx := r.Context()
-	serial := pki.SerialHex(leaf.SerialNumber)
-	// refused before a lease is granted; the transaction checks again
-	if err := s.trust.check(ctx, host, serial); errors.Is(err, state.ErrNotJoined) {
-		// a host record from before bindings adopts this certificate
-		if _, gerr := s.repo.GetHost(ctx, host); gerr != nil {
-			return certRefused(host, err)
-		}
-	} else if err != nil {
-		return certRefused(host, err)
-	}
-	guard := s.repo.HeartbeatGuard(host, serial, leaf.NotAfter)
-	alive, err := s.ensureLease(ctx, host)
-	if err != nil {
-		return err
-	}
-	now := s.now()
-	stored, err := s.repo.UpsertHostGuarded(ctx, host, guard, func(h *model.Host, exists bool) error {
-		h.Capacity, h.Driver, h.Accel, h.Pools = hb.Capacity, hb.Driver, hb.Accel, hb.Pools
-		h.Address, h.AgentVer, h.Usage, h.LastSeen = hb.Address, hb.Version, hb.Usage, now
-		h.CPUModel, h.HypervisorVersion, h.Networks = hb.CPUModel, hb.HypervisorVersion, hb.Networks
-		h.Net = hb.Net
-		h.MachineType = hb.MachineType
-		for k, v := range hb.Labels {
-			if _, set := h.Labels[k]; !set {
-				if h.Labels == nil {
-					h.Labels = map[string]string{}
-				}
-				h.Labels[k] = v
-			}
-		}
-		if !exists || h.State == model.HostDown || h.State == "" {
-			h.State = model.HostReady
-		}
-		return nil
-	}, alive...)
-	if err != nil {
-		return certRefused(host, err)
-	}
-	for _, rep := range hb.VMs {
-		if _, err := s.applyReport(ctx, host, rep, false, true); err != nil && !errors.Is(err, errNotYours) && !errors.Is(err, store.ErrNotFound) {
-			s.log.Warn("applying VM report", "host", host, "vm", rep.Project+"/"+rep.Name, "err", err)
-		}
-	}
-	resp := api.HeartbeatResponse{IntervalSeconds: int(HeartbeatInterval / time.Second), LeaseTTLSeconds: int(LeaseTTL / time.Second)}
-	if desiredPower(stored) == model.HostPowerStandby {
-		resp.Power = model.HostPowerStandby
-	}
-	writeJSON(w, http.StatusOK, resp)
-	return nil
-}
-
 var errNotYours = errors.New("server: vm is not assigned to this host")
 
-// applyReport applies one agent report to a VM. force writes even when
-// only usage changed.
-//
-// Heartbeats carry usage only (usageOnly): phase, error and restart nonce
-// come from status reports alone, so a heartbeat built a moment before a
-// status report can never roll them back.
-func (s *Server) applyReport(ctx context.Context, host string, rep api.VMReport, force, usageOnly bool) (*model.VM, error) {
+// errFinish says a report of a deleted VM's removal finishes the delete.
+var errFinish = errors.New("server: finish the deletion")
+
+// applyReport applies one agent report to a VM, reading and writing it
+// in a transaction of its own.
+func (s *Server) applyReport(ctx context.Context, host string, rep api.VMReport) (*model.VM, error) {
 	finish := false
 	now := s.now()
 	vm, err := s.repo.UpdateVM(ctx, rep.Project, rep.Name, func(v *model.VM) error {
-		if v.Status.Host != host {
-			return errNotYours
-		}
-		if rep.UID != "" && v.UID != rep.UID {
-			return errNotYours
-		}
-		if usageOnly {
-			if now.Sub(v.Status.ObservedAt) < usageRefresh {
-				return state.ErrSkip
-			}
-			v.Status.Usage, v.Status.ObservedAt = rep.Usage, now
-			return nil
-		}
-		if rep.Gone && v.DeletedAt != nil {
+		err := reportChange(v, host, rep, now)
+		if errors.Is(err, errFinish) {
 			finish = true
 			return state.ErrSkip
 		}
-		phase := v.Status.Phase
-		switch {
-		case rep.Gone:
-			// the VM vanished from the host without being deleted
-			phase = model.PhaseFailed
-			if rep.Error == "" {
-				rep.Error = "the VM disappeared from its host"
-			}
-		case v.DeletedAt != nil:
-			phase = model.PhaseDeleting
-		case rep.Phase == model.PhaseRunning && v.Spec.Power == model.PowerStopped && phase == model.PhaseStopping:
-			// still on its way down
-		case rep.Phase != "":
-			phase = rep.Phase
-		}
-		resized := applyResizeResult(v, rep.Resize)
-		changed := resized || phase != v.Status.Phase || rep.Error != v.Status.LastError || rep.Message != v.Status.Message ||
-			(rep.Disks != nil && !sameDiskStatus(v.Status.Disks, rep.Disks)) ||
-			rep.AppliedRestartNonce != v.Status.AppliedRestartNonce
-		if !changed && !force && now.Sub(v.Status.ObservedAt) < usageRefresh {
-			return state.ErrSkip
-		}
-		restarted := rep.AppliedRestartNonce > v.Status.AppliedRestartNonce
-		if phase == model.PhaseRunning && (v.Status.Phase != model.PhaseRunning || restarted) {
-			t := now
-			v.Status.StartedAt = &t
-		}
-		if rep.Disks != nil {
-			v.Status.Disks = rep.Disks
-		}
-		v.Status.Phase, v.Status.LastError, v.Status.Message = phase, rep.Error, rep.Message
-		v.Status.Usage, v.Status.AppliedRestartNonce, v.Status.ObservedAt = rep.Usage, rep.AppliedRestartNonce, now
-		return nil
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -337,6 +185,47 @@ func (s *Server) applyReport(ctx context.Context, host string, rep api.VMReport,
 		return vm, s.repo.FinishDeleteVM(ctx, rep.Project, rep.Name)
 	}
 	return vm, nil
+}
+
+// reportChange applies an agent's status report to v: phase, error,
+// message, restart nonce, disks, resize result and usage (errNotYours:
+// the VM is not on host; errFinish: the VM was deleted and is gone now).
+// Phases come from status reports alone, never from heartbeats, so a
+// heartbeat built a moment before a report cannot roll them back.
+func reportChange(v *model.VM, host string, rep api.VMReport, now time.Time) error {
+	if v.Status.Host != host || (rep.UID != "" && v.UID != rep.UID) {
+		return errNotYours
+	}
+	if rep.Gone && v.DeletedAt != nil {
+		return errFinish
+	}
+	phase := v.Status.Phase
+	switch {
+	case rep.Gone:
+		// the VM vanished from the host without being deleted
+		phase = model.PhaseFailed
+		if rep.Error == "" {
+			rep.Error = "the VM disappeared from its host"
+		}
+	case v.DeletedAt != nil:
+		phase = model.PhaseDeleting
+	case rep.Phase == model.PhaseRunning && v.Spec.Power == model.PowerStopped && phase == model.PhaseStopping:
+		// still on its way down
+	case rep.Phase != "":
+		phase = rep.Phase
+	}
+	applyResizeResult(v, rep.Resize)
+	restarted := rep.AppliedRestartNonce > v.Status.AppliedRestartNonce
+	if phase == model.PhaseRunning && (v.Status.Phase != model.PhaseRunning || restarted) {
+		t := now
+		v.Status.StartedAt = &t
+	}
+	if rep.Disks != nil {
+		v.Status.Disks = rep.Disks
+	}
+	v.Status.Phase, v.Status.LastError, v.Status.Message = phase, rep.Error, rep.Message
+	v.Status.Usage, v.Status.AppliedRestartNonce, v.Status.ObservedAt = rep.Usage, rep.AppliedRestartNonce, now
+	return nil
 }
 
 // vmStatus applies one VM report.
@@ -350,7 +239,7 @@ func (s *Server) vmStatus(w http.ResponseWriter, r *http.Request, host string) e
 		return badRequest("the body names %s/%s but the path %s/%s", rep.Project, rep.Name, project, name)
 	}
 	rep.Project, rep.Name = project, name
-	vm, err := s.applyReport(r.Context(), host, rep, true, false)
+	vm, err := s.reportStatus(r.Context(), host, rep)
 	switch {
 	case errors.Is(err, errNotYours):
 		return conflict("VM %s/%s is not assigned to host %s", project, name, host)
@@ -367,42 +256,14 @@ func (s *Server) vmStatus(w http.ResponseWriter, r *http.Request, host string) e
 	return nil
 }
 
-// assignedTo lists the VMs assigned to host, the listing's revision and
-// their keys.
-func (s *Server) assignedTo(ctx context.Context, host string) ([]model.VM, int64, map[string]bool, error) {
-	kvs, rev, err := s.cfg.Store.List(ctx, store.VMsPrefix)
-	if err != nil {
-		return nil, 0, nil, err
-	}
-	needle := []byte(`"host":"` + host + `"`)
-	vms := []model.VM{}
-	keys := map[string]bool{}
-	for _, kv := range kvs {
-		if !bytes.Contains(kv.Value, needle) {
-			continue
-		}
-		v, err := state.DecodeVM(kv)
-		if err != nil {
-			return nil, 0, nil, err
-		}
-		if v.Status.Host == host {
-			vms = append(vms, *v)
-			keys[kv.Key] = true
-		}
-	}
-	return vms, rev, keys, nil
-}
-
-// assignments answers the VMs assigned to the calling host; with
-// after=REV it waits (up to wait, at most 60s) until a VM of this host
-// changed after REV.
-func (s *Server) assignments(w http.ResponseWriter, r *http.Request, host string) error {
+// pollArgs reads a long poll's after=REV and wait=DURATION (at most 60s).
+func pollArgs(r *http.Request) (int64, time.Duration, error) {
 	q := r.URL.Query()
 	var after int64
 	if v := q.Get("after"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			return fieldError("after", "must be a store revision, got %q", v)
+			return 0, 0, fieldError("after", "must be a store revision, got %q", v)
 		}
 		after = n
 	}
@@ -410,55 +271,67 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request, host string
 	if v := q.Get("wait"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
-			return fieldError("wait", "must be a duration like 30s, got %q", v)
+			return 0, 0, fieldError("wait", "must be a duration like 30s, got %q", v)
 		}
 		wait = min(d, 60*time.Second)
 	}
-	ctx, cancel := s.streamContext(r)
-	defer cancel()
-	s.leaseMu.Lock()
-	prev, known := s.served[host]
-	s.leaseMu.Unlock()
-	if after > 0 && known && prev.rev == after && wait > 0 {
-		s.waitForChange(ctx, host, after, prev.keys, wait)
-	}
-	vms, rev, keys, err := s.assignedTo(r.Context(), host)
-	if err != nil {
-		return err
-	}
-	snaps, err := s.snapshotsOf(r.Context(), host, keys)
-	if err != nil {
-		return err
-	}
-	s.leaseMu.Lock()
-	s.served[host] = servedSet{rev: rev, keys: keys}
-	s.leaseMu.Unlock()
-	writeJSON(w, http.StatusOK, api.Assignments{Revision: rev, VMs: vms, Snapshots: snaps})
-	return nil
+	return after, wait, nil
 }
 
-// waitForChange blocks until a VM that was or now is on host changes
-// after revision after, or wait passes, or ctx ends.
-func (s *Server) waitForChange(ctx context.Context, host string, after int64, had map[string]bool, wait time.Duration) {
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	go s.watchSnapshots(wctx, host, after, cancel)
-	needle := []byte(`"host":"` + host + `"`)
-	for resp := range s.cfg.Store.Watch(wctx, store.VMsPrefix, after+1) {
-		if resp.Err != nil {
-			return // compacted or closed: answer now with a fresh listing
-		}
-		for _, ev := range resp.Events {
-			if had[ev.KV.Key] {
-				return
-			}
-			if ev.Type == store.EventPut && bytes.Contains(ev.KV.Value, needle) {
-				if v, err := state.DecodeVM(ev.KV); err != nil || v.Status.Host == host {
-					return
-				}
-			}
-		}
+// pollStart readies the cache for a long poll: a first poll (after 0:
+// an agent starting, or re-listing after an error) is answered with
+// every write the store holds now; later ones wait in waitChange.
+func (s *Server) pollStart(ctx context.Context, after int64) error {
+	if after == 0 {
+		_, err := s.view.consistent(ctx)
+		return err
 	}
+	return s.view.c.WaitSynced(ctx)
+}
+
+// assignments answers the VMs assigned to the calling host, from the
+// server's cache; with after=REV it waits (up to wait, at most 60s) until
+// a VM or snapshot record of this host changed after REV.
+func (s *Server) assignments(w http.ResponseWriter, r *http.Request, host string) error {
+	after, wait, err := pollArgs(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := s.streamContext(r)
+	defer cancel()
+	if err := s.pollStart(ctx, after); err != nil {
+		return err
+	}
+	if after > 0 && wait > 0 {
+		s.view.waitChange(ctx, "a/"+host, after, wait)
+	}
+	vms, keys, rev := s.view.vmsOn(host)
+	snaps := s.view.snapshotsOn(host, keys)
+	// The stored JSON is written as is: no decode, no re-encode.
+	var buf bytes.Buffer
+	buf.WriteString(`{"revision":`)
+	buf.WriteString(strconv.FormatInt(rev, 10))
+	buf.WriteString(`,"vms":[`)
+	for i, raw := range vms {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.Write(raw)
+	}
+	buf.WriteByte(']')
+	if len(snaps) > 0 {
+		b, err := json.Marshal(snaps)
+		if err != nil {
+			return fmt.Errorf("server: encode snapshots: %w", err)
+		}
+		buf.WriteString(`,"snapshots":`)
+		buf.Write(b)
+	}
+	buf.WriteString("}\n")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(buf.Bytes())
+	return nil
 }
 
 func sameDiskStatus(x, y []model.DiskStatus) bool {

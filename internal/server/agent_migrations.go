@@ -1,11 +1,8 @@
 package server
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
@@ -41,58 +38,21 @@ func needsHost(m *model.Migration, host string) bool {
 // with after=REV it waits (up to wait, at most 60s) for one of them to
 // change after REV.
 func (s *Server) agentMigrations(w http.ResponseWriter, r *http.Request, host string) error {
-	q := r.URL.Query()
-	var after int64
-	if v := q.Get("after"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			return fieldError("after", "must be a store revision, got %q", v)
-		}
-		after = n
-	}
-	wait := 30 * time.Second
-	if v := q.Get("wait"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			return fieldError("wait", "must be a duration like 30s, got %q", v)
-		}
-		wait = min(d, 60*time.Second)
-	}
-	if after > 0 && wait > 0 {
-		ctx, cancel := s.streamContext(r)
-		s.waitForMigration(ctx, host, after, wait)
-		cancel()
-	}
-	ms, rev, err := s.repo.ListMigrations(r.Context(), "")
+	after, wait, err := pollArgs(r)
 	if err != nil {
 		return err
 	}
-	out := api.AgentMigrations{Revision: rev, Items: []model.Migration{}}
-	for _, m := range ms {
-		if needsHost(m, host) {
-			out.Items = append(out.Items, *m)
-		}
-	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
-}
-
-// waitForMigration blocks until a migration naming host changes after
-// revision after, or wait passes, or ctx ends.
-func (s *Server) waitForMigration(ctx context.Context, host string, after int64, wait time.Duration) {
-	wctx, cancel := context.WithTimeout(ctx, wait)
+	ctx, cancel := s.streamContext(r)
 	defer cancel()
-	src, dst := []byte(`"source":"`+host+`"`), []byte(`"target":"`+host+`"`)
-	for resp := range s.cfg.Store.Watch(wctx, store.MigrationsPrefix, after+1) {
-		if resp.Err != nil {
-			return
-		}
-		for _, ev := range resp.Events {
-			if ev.Type == store.EventDelete || bytes.Contains(ev.KV.Value, src) || bytes.Contains(ev.KV.Value, dst) {
-				return
-			}
-		}
+	if err := s.pollStart(ctx, after); err != nil {
+		return err
 	}
+	if after > 0 && wait > 0 {
+		s.view.waitChange(ctx, "m/"+host, after, wait)
+	}
+	items, rev := s.view.migrationsFor(host)
+	writeJSON(w, http.StatusOK, api.AgentMigrations{Revision: rev, Items: items})
+	return nil
 }
 
 // migrationReport records what an agent says about its side of a

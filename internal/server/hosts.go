@@ -12,6 +12,7 @@ import (
 	"github.com/vpool/vpool/internal/metrics"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/store"
+	"github.com/vpool/vpool/internal/watchcache"
 )
 
 // withAllocation fills a host's Allocated and VMs from its allocation.
@@ -22,29 +23,48 @@ func withAllocation(h *model.Host, a *model.Allocation) {
 	}
 }
 
+// listHosts answers hosts from the cache (paged like VMs), each with
+// its allocation; a tenant sees only what tenantHost keeps.
 func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, p *principal) error {
-	hosts, _, err := s.repo.ListHosts(r.Context())
+	a, err := parseListArgs(r, store.HostsPrefix)
 	if err != nil {
 		return err
 	}
-	out := api.HostList{Items: make([]model.Host, 0, len(hosts))}
+	if err := s.sync(r, a); err != nil {
+		return err
+	}
+	var mine map[string]placement
 	if !p.clusterAdmin() {
-		mine, err := s.projectPlacements(r.Context(), p.tok.Project)
-		if err != nil {
+		if mine, err = s.projectPlacements(r.Context(), p.tok.Project); err != nil {
 			return err
 		}
-		for _, h := range hosts {
-			out.Items = append(out.Items, tenantHost(h, mine[h.Name]))
+	}
+	items, rev, more := s.view.page(s.view.hosts, store.HostsPrefix, a)
+	out := api.HostList{Items: make([]model.Host, 0, len(items)), Revision: rev}
+	if more {
+		out.Continue = encodeToken(items[len(items)-1].Key, rev)
+	}
+	hosts := make([]model.Host, 0, len(items))
+	s.view.c.Read(func(int64) {
+		for _, it := range items {
+			h, ok := it.Obj.(*model.Host)
+			if !ok {
+				continue
+			}
+			c := *h
+			if al := s.view.allocs.Get(store.AllocKey(h.Name)); al != nil && al.Obj != nil && mine == nil {
+				withAllocation(&c, al.Obj.(*model.Allocation))
+			}
+			hosts = append(hosts, c)
 		}
-		writeJSON(w, http.StatusOK, out)
-		return nil
-	}
-	allocs, _, err := s.repo.ListAllocations(r.Context())
-	if err != nil {
-		return err
-	}
-	for _, h := range hosts {
-		withAllocation(h, allocs[h.Name])
+	})
+	for i := range hosts {
+		h := &hosts[i]
+		s.withUsage(h)
+		if mine != nil {
+			out.Items = append(out.Items, tenantHost(h, mine[h.Name]))
+			continue
+		}
 		out.Items = append(out.Items, *h)
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -64,6 +84,7 @@ func (s *Server) getHost(w http.ResponseWriter, r *http.Request, p *principal) e
 	if err != nil {
 		return hostNotFound(err, name)
 	}
+	s.withUsage(h)
 	if !p.clusterAdmin() {
 		mine, err := s.projectPlacements(r.Context(), p.tok.Project)
 		if err != nil {
@@ -277,26 +298,22 @@ func (s *Server) followEvents(w http.ResponseWriter, r *http.Request, p *princip
 // countStates computes the state gauges for /metrics.
 func (s *Server) countStates(ctx context.Context) (metrics.Counts, error) {
 	c := metrics.Counts{HostsByState: map[string]int{}, VMsByPhase: map[string]int{}}
-	hosts, _, err := s.repo.ListHosts(ctx)
-	if err != nil {
+	if err := s.view.c.WaitSynced(ctx); err != nil {
 		return c, err
 	}
-	for _, h := range hosts {
-		c.HostsByState[string(h.State)]++
-	}
-	kvs, _, err := s.cfg.Store.List(ctx, store.VMsPrefix)
-	if err != nil {
-		return c, err
-	}
-	for _, kv := range kvs {
-		var v struct {
-			Status struct {
-				Phase string `json:"phase"`
-			} `json:"status"`
-		}
-		if json.Unmarshal(kv.Value, &v) == nil {
-			c.VMsByPhase[v.Status.Phase]++
-		}
-	}
+	s.view.c.Read(func(int64) {
+		s.view.hosts.Each(store.HostsPrefix, "", func(it *watchcache.Item) bool {
+			if h, ok := it.Obj.(*model.Host); ok {
+				c.HostsByState[string(h.State)]++
+			}
+			return true
+		})
+		s.view.vms.Each(store.VMsPrefix, "", func(it *watchcache.Item) bool {
+			if m, ok := it.Obj.(*vmMeta); ok {
+				c.VMsByPhase[m.Status.Phase]++
+			}
+			return true
+		})
+	})
 	return c, nil
 }

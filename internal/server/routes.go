@@ -42,7 +42,7 @@ func (s *Server) endpoints() []endpoint {
 		{method: "PATCH", path: "/api/v1/projects/{name}", handle: s.patchProject, req: api.ProjectPatchRequest{}, resp: api.ProjectView{}, status: 200},
 		{method: "DELETE", path: "/api/v1/projects/{name}", handle: s.deleteProject, status: 204},
 
-		{method: "GET", path: "/api/v1/vms", handle: s.listVMs, resp: api.VMList{}, status: 200, query: []string{"project", "all-projects"}},
+		{method: "GET", path: "/api/v1/vms", handle: s.listVMs, resp: api.VMList{}, status: 200, query: []string{"project", "all-projects", "limit", "continue", "consistent"}},
 		{method: "POST", path: "/api/v1/vms", handle: s.createVM, req: api.VMCreateRequest{}, resp: model.VM{}, status: 201, query: scoped},
 		{method: "POST", path: "/api/v1/vms:batch", handle: s.batchVMs, req: api.VMBatchRequest{}, resp: api.VMBatchResponse{}, status: 201, query: scoped},
 		{method: "GET", path: "/api/v1/vms/{name}", handle: s.getVM, resp: model.VM{}, status: 200, query: scoped},
@@ -52,7 +52,7 @@ func (s *Server) endpoints() []endpoint {
 		{method: "POST", path: "/api/v1/vms/{name}/stop", handle: s.stopVM, req: api.VMStopRequest{}, resp: model.VM{}, status: 202, query: scoped},
 		{method: "POST", path: "/api/v1/vms/{name}/restart", handle: s.powerVM("restart"), resp: model.VM{}, status: 202, query: scoped},
 
-		{method: "GET", path: "/api/v1/hosts", handle: s.listHosts, resp: api.HostList{}, status: 200},
+		{method: "GET", path: "/api/v1/hosts", handle: s.listHosts, resp: api.HostList{}, status: 200, query: []string{"limit", "continue", "consistent"}},
 		{method: "GET", path: "/api/v1/hosts/{name}", handle: s.getHost, resp: model.Host{}, status: 200},
 		{method: "PATCH", path: "/api/v1/hosts/{name}", handle: s.patchHost, req: api.HostPatchRequest{}, resp: model.Host{}, status: 200},
 		{method: "DELETE", path: "/api/v1/hosts/{name}", handle: s.deleteHost, status: 204},

@@ -95,6 +95,13 @@ type Config struct {
 	// Images is the image pool that holds image files; nil refuses
 	// image imports (docs/images.md).
 	Images *imagepool.Pool
+	// UsageSampleInterval is how often the usage of the hosts that beat
+	// to this server is written into the store (default
+	// DefaultUsageSampleInterval; usage.go).
+	UsageSampleInterval time.Duration
+	// HeartbeatInterval is what agents are told; 0 scales it with the
+	// hosts this server keeps alive (heartbeatInterval).
+	HeartbeatInterval time.Duration
 	// Name is this server's name: its record in the store
 	// (/vpool/servers/NAME) and, with an embedded store, its etcd
 	// member's name. Default "vpool".
@@ -127,8 +134,7 @@ type Server struct {
 	imports   sync.WaitGroup // image downloads in the background
 
 	leaseMu sync.Mutex
-	leases  map[string]store.LeaseID
-	served  map[string]servedSet // per host: what the last assignments answer held
+	leases  map[string]hostLease // per host: the liveness lease this server renews (heartbeat.go)
 
 	consoles consoleBroker // serial console sessions waiting for or joined by agents
 
@@ -138,7 +144,12 @@ type Server struct {
 	trustRev int64  // the revision trust was loaded at
 
 	nets netHub // the hosts' network views (netview.go)
-	lbs  lbHub  // the hosts' load balancers (lbagent.go)
+
+	view *view     // the watch-fed cache of lists and long polls (view.go)
+	hub  *usageHub // the hosts' heartbeats (usage.go)
+
+	reports reportQueue // agents' status reports, group-committed (reports.go)
+	lbs     lbHub       // the hosts' load balancers (lbagent.go)
 }
 
 // New prepares a server: it loads or creates the cluster CA and the admin
@@ -175,9 +186,19 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger.With("component", "server"), now: cfg.Clock,
 		repo: state.New(cfg.Store, cfg.Clock), metrics: cfg.Metrics,
-		drain: make(chan struct{}), leases: map[string]store.LeaseID{}, served: map[string]servedSet{},
+		drain: make(chan struct{}), leases: map[string]hostLease{},
 	}
 	s.nets.s = s
+	s.view = newView(cfg.Store)
+	s.view.c.Observe = func(ev store.WatchEvent) {
+		kind, _, _ := strings.Cut(strings.TrimPrefix(ev.KV.Key, store.Root), "/")
+		s.metrics.StoreChanges.WithLabelValues(kind).Inc()
+		s.metrics.StoreRevision.Set(float64(ev.Rev))
+	}
+	s.hub = newUsageHub()
+	if s.cfg.UsageSampleInterval <= 0 {
+		s.cfg.UsageSampleInterval = DefaultUsageSampleInterval
+	}
 	s.lbs.s = s
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -196,10 +217,13 @@ func New(cfg Config) (*Server, error) {
 	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("server: listen %s: %w", cfg.Listen, err)
 	}
+
 	if s.agentLn, err = net.Listen("tcp", cfg.AgentListen); err != nil {
 		s.ln.Close()
 		return nil, fmt.Errorf("server: agent listen %s: %w", cfg.AgentListen, err)
 	}
+	// Runs until Run ends, or the store closes (a server never run).
+	s.view.start(s.log)
 	return s, nil
 }
 
@@ -357,6 +381,7 @@ func (s *Server) Run(ctx context.Context) error {
 	trustDone := make(chan struct{})
 	go func() { defer close(trustDone); s.trust.run(cctx, s.cfg.Store, s.trustRev) }()
 	go s.sweepAddresses(cctx, 15*time.Second, 30*time.Second)
+	go s.publishSamples(cctx, s.cfg.UsageSampleInterval)
 	announced := make(chan struct{})
 	go func() { defer close(announced); s.announce(cctx) }()
 	go s.promoteLearners(cctx)
@@ -398,6 +423,7 @@ wait:
 	_ = user.Shutdown(sctx)
 	_ = agent.Shutdown(sctx)
 	s.revokeLeases()
+	s.view.stop()
 	return runErr
 }
 
@@ -452,6 +478,6 @@ func (s *Server) streamContext(r *http.Request) (context.Context, context.Cancel
 // forgets them locally.
 func (s *Server) revokeLeases() {
 	s.leaseMu.Lock()
-	s.leases = map[string]store.LeaseID{}
+	s.leases = map[string]hostLease{}
 	s.leaseMu.Unlock()
 }

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -247,43 +246,6 @@ func (s *Server) snapshotReport(w http.ResponseWriter, r *http.Request, host str
 	}
 	writeJSON(w, http.StatusOK, snap)
 	return nil
-}
-
-// snapshotsOf returns the snapshot records of the VMs in keys (store VM
-// keys), for an assignments answer.
-func (s *Server) snapshotsOf(ctx context.Context, host string, keys map[string]bool) ([]model.Snapshot, error) {
-	if len(keys) == 0 {
-		return nil, nil
-	}
-	items, _, err := s.repo.ListSnapshots(ctx, "", "")
-	if err != nil {
-		return nil, err
-	}
-	var out []model.Snapshot
-	for _, sn := range items {
-		if sn.Host == host && keys[store.VMKey(sn.Project, sn.VM)] {
-			out = append(out, *sn)
-		}
-	}
-	return out, nil
-}
-
-// watchSnapshots calls wake when a snapshot record of host changes after
-// revision after, until ctx ends; the assignments long poll uses it.
-func (s *Server) watchSnapshots(ctx context.Context, host string, after int64, wake func()) {
-	needle := []byte(`"host":"` + host + `"`)
-	for resp := range s.cfg.Store.Watch(ctx, store.SnapshotsPrefix, after+1) {
-		if resp.Err != nil {
-			wake()
-			return
-		}
-		for _, ev := range resp.Events {
-			if ev.Type == store.EventDelete || bytes.Contains(ev.KV.Value, needle) {
-				wake()
-				return
-			}
-		}
-	}
 }
 
 // --- disks ---

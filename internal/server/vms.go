@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/http"
@@ -235,51 +234,8 @@ func (s *Server) getVM(w http.ResponseWriter, r *http.Request, p *principal) err
 	if err != nil {
 		return vmNotFound(err, project, name)
 	}
+	s.vmWithUsage(vm)
 	reply(w, http.StatusOK, p, vm)
-	return nil
-}
-
-// listVMs writes the stored JSON of each VM as is: no decode, no
-// re-encode, so that listing tens of thousands stays fast.
-func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, p *principal) error {
-	project := ""
-	if all, _ := strconv.ParseBool(r.URL.Query().Get("all-projects")); all {
-		if err := requireAdmin(p); err != nil {
-			return forbidden("all-projects needs an admin token")
-		}
-	} else {
-		var err error
-		if project, err = s.scope(r, p, false); err != nil {
-			return err
-		}
-	}
-	items, rev, err := s.repo.ListVMsRaw(r.Context(), project)
-	if err != nil {
-		return err
-	}
-	if !p.clusterAdmin() {
-		if items, err = tenantRawVMs(items); err != nil {
-			return err
-		}
-	}
-	n := 32
-	for _, it := range items {
-		n += len(it) + 1
-	}
-	buf := bytes.NewBuffer(make([]byte, 0, n))
-	buf.WriteString(`{"items":[`)
-	for i, it := range items {
-		if i > 0 {
-			buf.WriteByte(',')
-		}
-		buf.Write(it)
-	}
-	buf.WriteString(`],"revision":`)
-	buf.WriteString(strconv.FormatInt(rev, 10))
-	buf.WriteString("}\n")
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
-	_, _ = w.Write(buf.Bytes())
 	return nil
 }
 

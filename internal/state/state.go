@@ -43,9 +43,10 @@ const maxAttempts = 200
 
 // Repo is the typed repository. It is safe for concurrent use.
 type Repo struct {
-	st    store.Store
-	now   func() time.Time
-	locks *keyLocks
+	st     store.Store
+	now    func() time.Time
+	locks  *keyLocks
+	admits *admitter // VM creates' group commits, per project (admit.go)
 }
 
 type keyLocks struct {
@@ -61,7 +62,7 @@ func New(st store.Store, now func() time.Time) *Repo {
 	if now == nil {
 		now = time.Now
 	}
-	return &Repo{st: st, now: now, locks: &keyLocks{m: map[string]*sync.Mutex{}}}
+	return &Repo{st: st, now: now, locks: &keyLocks{m: map[string]*sync.Mutex{}}, admits: &admitter{queues: map[string]*admitQueue{}}}
 }
 
 // Term returns a Repo for one leadership term: every transaction it
@@ -75,7 +76,7 @@ func (r *Repo) Term(guard ...store.Cond) *Repo {
 	if len(guard) == 0 {
 		return r
 	}
-	return &Repo{st: &fencedStore{Store: r.st, guard: append([]store.Cond(nil), guard...)}, now: r.now, locks: r.locks}
+	return &Repo{st: &fencedStore{Store: r.st, guard: append([]store.Cond(nil), guard...)}, now: r.now, locks: r.locks, admits: r.admits}
 }
 
 // Store returns the underlying store (for a Term repository, the store

@@ -81,6 +81,10 @@ func (r *Repo) ListVMsRaw(ctx context.Context, project string) ([]json.RawMessag
 	return out, rev, nil
 }
 
+// VMJSON is a stored VM's JSON with its revision (the key's ModRev)
+// spliced in, as ListVMsRaw answers it: ready to be written to a client.
+func VMJSON(value []byte, modRev int64) json.RawMessage { return withRevision(value, modRev) }
+
 // withRevision returns the JSON object b with "revision":rev added.
 // Objects written by this package carry no revision of their own
 // (encodeVM); one written elsewhere with a stale one is re-encoded.
@@ -131,7 +135,8 @@ const MaxBatch = 50
 // CreateVMs admits and stores VMs of one project, all or nothing, in one
 // transaction guarded on the project, its usage key (at the revision read)
 // and the absence of every VM key; the usage key is bumped in the same
-// transaction and a vm.created event written per VM. Specs must already
+// transaction and a vm.created event written per VM. Concurrent calls of
+// one project share transactions (admit.go), each still all or nothing. Specs must already
 // be validated. Every image the VMs name must be ready, and stay so until
 // the transaction (guarded on its revision). Errors: ErrNotFound
 // (project), ErrExists (a name is taken), ErrQuotaExceeded or
@@ -143,7 +148,6 @@ func (r *Repo) CreateVMs(ctx context.Context, project string, vms []*model.VM) (
 	now := r.now()
 	out := make([]*model.VM, len(vms))
 	seen := map[string]bool{}
-	var demand model.Resources
 	for i, v := range vms {
 		c := *v
 		c.Project, c.Revision, c.DeletedAt = project, 0, nil
@@ -154,57 +158,9 @@ func (r *Repo) CreateVMs(ctx context.Context, project string, vms []*model.VM) (
 			return nil, fmt.Errorf("%w: VM %s/%s is named twice", ErrExists, project, c.Name)
 		}
 		seen[c.Name] = true
-		demand = demand.Add(c.Spec.Demand())
 		out[i] = &c
 	}
-	unlock := r.lock(store.UsageKey(project))
-	defer unlock()
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		if err := backoff(ctx, attempt); err != nil {
-			return nil, err
-		}
-		p, err := r.GetProject(ctx, project)
-		if err != nil {
-			return nil, err
-		}
-		u, urev, err := r.GetUsage(ctx, project)
-		if err != nil {
-			return nil, err
-		}
-		if err := p.Quota.Admit(u, demand.CPUs, demand.Memory, demand.Disk, len(out)); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrQuotaExceeded, err)
-		}
-		conds := []store.Cond{store.IfRev(store.ProjectKey(project), p.Revision), store.IfRev(store.UsageKey(project), urev)}
-		ic, err := r.imageConds(ctx, out)
-		if err != nil {
-			return nil, err
-		}
-		conds = append(conds, ic...)
-		ops := make([]store.Op, 0, 2*len(out)+1)
-		for _, v := range out {
-			key := store.VMKey(project, v.Name)
-			conds = append(conds, store.IfAbsent(key))
-			ops = append(ops, store.Put(key, encodeVM(v)))
-			ops = append(ops, TransitionOps(nil, v, now)...)
-		}
-		ops = append(ops, store.Put(store.UsageKey(project), encode(usageAdd(u, demand, len(out)))))
-		ok, rev, err := r.txn(ctx, conds, ops)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			for _, v := range out {
-				v.Revision = rev
-			}
-			return out, nil
-		}
-		for _, v := range out {
-			if _, err := r.st.Get(ctx, store.VMKey(project, v.Name)); err == nil {
-				return nil, fmt.Errorf("%w: VM %s/%s", ErrExists, project, v.Name)
-			}
-		}
-	}
-	return nil, fmt.Errorf("%w: creating VMs in project %s", ErrContention, project)
+	return r.admit(ctx, project, &admitReq{vms: out, alone: hardGrouped(out), done: make(chan struct{})})
 }
 
 // UpdateVM applies fn to a VM and writes it with compare-and-swap,

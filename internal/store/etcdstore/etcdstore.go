@@ -57,6 +57,7 @@ type Store struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
+	renew     *renewers // KeepAlive's shared streams (renew.go)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -117,7 +118,7 @@ func newClientStore(ctx context.Context, cc ClientConfig) (*Store, error) {
 		_ = cli.Close()
 		return nil, err
 	}
-	return &Store{cli: cli, endpoints: cc.Endpoints}, nil
+	return &Store{cli: cli, endpoints: cc.Endpoints, renew: newRenewers(cli)}, nil
 }
 
 // ClientTLS is a client's TLS configuration from PEM files: caFile
@@ -163,6 +164,7 @@ func (s *Store) Endpoints() []string { return append([]string(nil), s.endpoints.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
+		s.renew.close()
 		s.closeErr = s.cli.Close()
 		if s.stopServer != nil {
 			s.stopServer()
@@ -339,8 +341,7 @@ func (s *Store) KeepAlive(ctx context.Context, id store.LeaseID) error {
 	if err := s.checkOpen(ctx, "keepalive"); err != nil {
 		return err
 	}
-	_, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(id))
-	return s.wrap(fmt.Sprintf("keepalive %x", int64(id)), err)
+	return s.wrap(fmt.Sprintf("keepalive %x", int64(id)), s.renew.keepAlive(ctx, int64(id)))
 }
 
 // Revoke implements store.Store.

@@ -63,10 +63,24 @@ export class Api {
     return data;
   }
 
+  // pages follows a paged list (limit, continue) and returns the whole
+  // list in the first page's shape, items of every page concatenated.
+  async pages(path, query) {
+    const q = Object.assign({ limit: 500 }, query || {});
+    const first = await this.call("GET", path, { query: q });
+    let page = first;
+    while (page && page.continue) {
+      page = await this.call("GET", path, { query: Object.assign({}, q, { continue: page.continue }) });
+      first.items = first.items.concat(page.items || []);
+    }
+    if (first) delete first.continue;
+    return first;
+  }
+
   cluster() { return this.call("GET", "/cluster"); }
-  hosts() { return this.call("GET", "/hosts"); }
+  hosts() { return this.pages("/hosts"); }
   projects() { return this.call("GET", "/projects"); }
-  vms(project) { return this.call("GET", "/vms", { query: { project } }); }
+  vms(project) { return this.pages("/vms", { project }); }
   vm(project, name) { return this.call("GET", `/vms/${encodeURIComponent(name)}`, { query: { project } }); }
   createVM(project, req) { return this.call("POST", "/vms", { query: { project }, body: req }); }
   deleteVM(project, name) { return this.call("DELETE", `/vms/${encodeURIComponent(name)}`, { query: { project } }); }

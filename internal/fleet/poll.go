@@ -1,0 +1,112 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/model"
+)
+
+// pollLoop long-polls the host's assignments until ctx ends and acts on
+// each answer.
+func (h *host) pollLoop(ctx context.Context) {
+	var after int64
+	fails := 0
+	for ctx.Err() == nil {
+		path := fmt.Sprintf("%s/assignments?after=%d&wait=%s", api.AgentPrefix, after, h.f.cfg.PollWait)
+		pctx, cancel := context.WithTimeout(ctx, h.f.cfg.PollWait+15*time.Second)
+		var as api.Assignments
+		err := h.call(pctx, h.client, http.MethodGet, path, "", nil, &as)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			fails++
+			h.f.stats.pollFailed()
+			after = 0 // answer afresh from whichever server we reach
+			if !sleep(ctx, min(time.Duration(fails)*200*time.Millisecond, 5*time.Second)) {
+				return
+			}
+			continue
+		}
+		fails = 0
+		after = as.Revision
+		h.apply(ctx, as.VMs)
+	}
+}
+
+// apply takes an assignment answer: new VMs start, stopped ones stop,
+// deleted ones go, and each change is reported.
+func (h *host) apply(ctx context.Context, vms []model.VM) {
+	type todo struct {
+		key string
+		rep api.VMReport
+	}
+	var reports []todo
+	h.mu.Lock()
+	seen := make(map[string]bool, len(vms))
+	for i := range vms {
+		vm := vms[i]
+		key := vm.Project + "/" + vm.Name
+		seen[key] = true
+		v := h.vms[key]
+		if v == nil || v.vm.UID != vm.UID {
+			v = &simVM{trace: traceIndex(key)}
+			h.vms[key] = v
+		}
+		v.vm = vm
+		rep := api.VMReport{Project: vm.Project, Name: vm.Name, UID: vm.UID}
+		switch {
+		case vm.DeletedAt != nil:
+			rep.Gone = true
+		case vm.Status.Migration != "":
+			continue // fleet hosts do not migrate: the migration fails on its own
+		case vm.Spec.Power == model.PowerStopped:
+			rep.Phase = model.PhaseStopped
+		default:
+			rep.Phase = model.PhaseRunning
+		}
+		if !rep.Gone && (v.reported == rep.Phase || vm.Status.Phase == rep.Phase) {
+			v.reported = rep.Phase
+			continue
+		}
+		reports = append(reports, todo{key, rep})
+	}
+	for key := range h.vms {
+		if !seen[key] {
+			delete(h.vms, key)
+		}
+	}
+	h.mu.Unlock()
+	for _, t := range reports {
+		err := h.call(ctx, h.client, http.MethodPut, fmt.Sprintf("%s/vms/%s/%s/status", api.AgentPrefix, t.rep.Project, t.rep.Name), "", t.rep, nil)
+		h.f.stats.report(err)
+		if err != nil && codeOf(err) != http.StatusNotFound {
+			continue // the next answer (or a later one) tries again
+		}
+		h.mu.Lock()
+		if v := h.vms[t.key]; v != nil {
+			if t.rep.Gone {
+				delete(h.vms, t.key)
+			} else {
+				v.reported = t.rep.Phase
+			}
+		}
+		h.mu.Unlock()
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,290 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"maps"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/pki"
+	"github.com/vpool/vpool/internal/state"
+	"github.com/vpool/vpool/internal/store"
+)
+
+// A heartbeat renews the host's liveness lease (the alive key is
+// attached to it: when beats stop, etcd deletes the key and the leader
+// marks the host down) and hands its usage to the usage hub (usage.go).
+// It writes the store only when something a decision reads changed: the
+// host's inventory, its state (a new or down host becomes ready), a wake
+// from standby, or a new lease (first beat, a beat after the lease
+// expired, another server took the host). At rest, 10,000 hosts cost
+// lease renewals (not writes) and one sample record per shard of hosts
+// per UsageSampleInterval.
+
+// MaxHeartbeatInterval bounds the interval heartbeatTiming scales to.
+const MaxHeartbeatInterval = 10 * time.Second
+
+// hostLease is the liveness lease this server renews for a host.
+type hostLease struct {
+	id  store.LeaseID
+	ttl int // seconds
+	// putRev is the revision this server attached the alive key at: a
+	// cache still behind it cannot tell whether the key is there.
+	putRev int64
+}
+
+// heartbeatTiming returns the interval agents are told and the TTL of
+// the leases granted now. The interval is HeartbeatInterval up to 1,000
+// hosts on this server and grows beyond, so that a server answers about
+// 1,000 heartbeats a second at most (10,000 hosts: every 10 s); the TTL
+// covers three intervals.
+func (s *Server) heartbeatTiming() (time.Duration, int) {
+	iv := s.cfg.HeartbeatInterval
+	if iv <= 0 {
+		s.leaseMu.Lock()
+		n := len(s.leases)
+		s.leaseMu.Unlock()
+		iv = min(max(HeartbeatInterval, time.Duration(n)*time.Millisecond), MaxHeartbeatInterval)
+	}
+	iv = iv.Round(time.Second)
+	return iv, int(max(LeaseTTL, 3*iv+time.Second) / time.Second)
+}
+
+// heartbeat renews the host's lease, writes its record only when its
+// inventory or state changed (never its operator fields), and keeps its
+// usage in memory.
+func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) error {
+	var hb api.Heartbeat
+	if he := decodeJSON(w, r, &hb); he != nil {
+		return he
+	}
+	if hb.Host != "" && hb.Host != host {
+		return forbidden("certificate is for host %q, heartbeat names %q", host, hb.Host)
+	}
+	_, leaf, err := peerHost(r.TLS)
+	if err != nil || leaf == nil {
+		return unauthorized("a heartbeat needs the host's client certificate")
+	}
+	ctx := r.Context()
+	serial := pki.SerialHex(leaf.SerialNumber)
+	// refused before a lease is granted; a write checks again in its txn
+	if err := s.trust.check(ctx, host, serial); errors.Is(err, state.ErrNotJoined) {
+		// a host record from before bindings adopts this certificate
+		if _, gerr := s.repo.GetHost(ctx, host); gerr != nil {
+			return certRefused(host, err)
+		}
+	} else if err != nil {
+		return certRefused(host, err)
+	}
+	if err := s.view.c.WaitSynced(ctx); err != nil {
+		return err
+	}
+	interval, ttl := s.heartbeatTiming()
+	alive, lease, err := s.renewLease(ctx, host, ttl)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	stored := s.cachedHost(host)
+	if len(alive) > 0 {
+		// a new lease: the host was away (or beats to this server now);
+		// decide on the stored record, not on a cache that may lag
+		if stored, err = s.repo.GetHost(ctx, host); errors.Is(err, store.ErrNotFound) {
+			stored, err = nil, nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	guard := s.repo.HeartbeatGuard(host, serial, leaf.NotAfter)
+	switch {
+	case needsWrite(stored, &hb):
+		stored, err = s.repo.UpsertHostGuarded(ctx, host, guard, func(h *model.Host, exists bool) error {
+			applyInventory(h, &hb, now)
+			if !exists || h.State == model.HostDown || h.State == "" {
+				h.State = model.HostReady
+			}
+			return nil
+		}, alive...)
+		if err == nil && len(alive) > 0 {
+			s.notePut(host, lease, stored.Revision)
+		}
+	case len(alive) > 0:
+		err = s.attachAlive(ctx, host, stored, guard, alive, lease)
+	}
+	if err != nil {
+		return certRefused(host, err)
+	}
+	s.hub.beat(host, now, ttl, hb.Usage, s.usageFromBeat(host, hb.VMs))
+	resp := api.HeartbeatResponse{IntervalSeconds: int(interval / time.Second), LeaseTTLSeconds: ttl}
+	if desiredPower(stored) == model.HostPowerStandby {
+		resp.Power = model.HostPowerStandby
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// cachedHost returns the host record as the cache holds it (nil when
+// none): never changed by callers.
+func (s *Server) cachedHost(name string) *model.Host {
+	var h *model.Host
+	s.view.c.Read(func(int64) {
+		if it := s.view.hosts.Get(store.HostKey(name)); it != nil {
+			h, _ = it.Obj.(*model.Host)
+		}
+	})
+	return h
+}
+
+// attachAlive writes only the alive key on the host's new lease, in a
+// transaction that holds the heartbeat's certificate check (on the
+// stored host: the guard adopts a certificate for a host that exists).
+func (s *Server) attachAlive(ctx context.Context, host string, stored *model.Host, guard state.HostGuard, alive []store.Op, lease store.LeaseID) error {
+	if stored == nil {
+		return state.ErrNotJoined
+	}
+	conds, ops, err := guard(ctx, stored)
+	if err != nil {
+		return err
+	}
+	ok, rev, err := s.repo.Txn(ctx, conds, append(ops, alive...))
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return state.ErrCertRevoked
+	}
+	s.notePut(host, lease, rev)
+	return nil
+}
+
+// needsWrite says whether a heartbeat must write the host's record: a
+// new host, a changed inventory, a down (or stateless) host coming back,
+// or a host waking from standby whose wake the power controller waits
+// to see (LastSeen after Power.Since).
+func needsWrite(h *model.Host, hb *api.Heartbeat) bool {
+	if h == nil || h.State == model.HostDown || h.State == "" {
+		return true
+	}
+	if h.Power != nil && h.Power.Desired == model.HostPowerOn && !h.LastSeen.After(h.Power.Since) {
+		return true
+	}
+	probe := *h
+	probe.Labels = maps.Clone(h.Labels)
+	applyInventory(&probe, hb, h.LastSeen)
+	return !sameInventory(h, &probe)
+}
+
+// applyInventory copies what the agent reports about its host into h;
+// labels the agent reports are added, never changed (the operator's win).
+func applyInventory(h *model.Host, hb *api.Heartbeat, now time.Time) {
+	h.Capacity, h.Driver, h.Accel, h.Pools = hb.Capacity, hb.Driver, hb.Accel, hb.Pools
+	h.Address, h.AgentVer, h.Usage, h.LastSeen = hb.Address, hb.Version, hb.Usage, now
+	h.CPUModel, h.HypervisorVersion, h.Networks = hb.CPUModel, hb.HypervisorVersion, hb.Networks
+	h.Net = hb.Net
+	h.MachineType = hb.MachineType
+	for k, v := range hb.Labels {
+		if _, set := h.Labels[k]; !set {
+			if h.Labels == nil {
+				h.Labels = map[string]string{}
+			}
+			h.Labels[k] = v
+		}
+	}
+}
+
+// sameInventory compares what applyInventory sets, usage and LastSeen
+// aside (they live in the usage hub).
+func sameInventory(a, b *model.Host) bool {
+	return a.Capacity == b.Capacity && a.Driver == b.Driver && a.Accel == b.Accel && slices.Equal(a.Pools, b.Pools) &&
+		a.Address == b.Address && a.AgentVer == b.AgentVer && a.CPUModel == b.CPUModel &&
+		a.HypervisorVersion == b.HypervisorVersion && slices.Equal(a.Networks, b.Networks) &&
+		sameHostNet(a.Net, b.Net) && a.MachineType == b.MachineType && maps.Equal(a.Labels, b.Labels)
+}
+
+func sameHostNet(a, b *model.HostNet) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// renewLease keeps the host's liveness lease alive and returns the op
+// that attaches the alive key when it must be written. The lease is the
+// one the alive key is attached to, whichever server granted it (a host
+// that moves to this server, or a restarted server, renews the lease it
+// has: no new lease, no expiry storm); a new one is granted when there
+// is none, it expired, or its TTL is shorter than ttl. A lease the cache
+// shows expired (its key gone) is not renewed first: etcd answers such a
+// renewal only once it has applied everything, slow under load.
+func (s *Server) renewLease(ctx context.Context, host string, ttl int) ([]store.Op, store.LeaseID, error) {
+	s.leaseMu.Lock()
+	l, ok := s.leases[host]
+	s.leaseMu.Unlock()
+	cur, curTTL, behind := s.aliveLease(host, l)
+	switch {
+	case ok && behind && l.ttl >= ttl:
+		cur, curTTL = l.id, l.ttl // our own write is on its way to the cache
+	case cur != 0 && curTTL < ttl:
+		cur = 0 // too short for the interval now
+	}
+	if cur != 0 {
+		err := s.cfg.Store.KeepAlive(ctx, cur)
+		if err == nil {
+			if !ok || l.id != cur {
+				s.leaseMu.Lock()
+				s.leases[host] = hostLease{id: cur, ttl: curTTL}
+				s.leaseMu.Unlock()
+			}
+			return nil, cur, nil
+		}
+		if !errors.Is(err, store.ErrNoLease) {
+			return nil, 0, err
+		}
+	}
+	id, err := s.cfg.Store.Grant(ctx, int64(ttl))
+	if err != nil {
+		return nil, 0, err
+	}
+	s.leaseMu.Lock()
+	s.leases[host] = hostLease{id: id, ttl: ttl}
+	s.leaseMu.Unlock()
+	rec, _ := json.Marshal(model.AliveRecord{Server: s.Addr(), LeaseTTL: ttl})
+	return []store.Op{store.PutWithLease(store.AliveKey(host), rec, id)}, id, nil
+}
+
+// aliveLease returns the lease the host's alive key is attached to, as
+// far as the cache knows, with its TTL (0 when there is no key); behind:
+// the cache has not seen this server's last write of the key yet.
+func (s *Server) aliveLease(host string, l hostLease) (store.LeaseID, int, bool) {
+	var id store.LeaseID
+	ttl, behind := 0, false
+	s.view.c.Read(func(rev int64) {
+		if l.putRev > 0 && rev < l.putRev {
+			behind = true
+			return
+		}
+		if it := s.view.alive.Get(store.AliveKey(host)); it != nil {
+			id, ttl = it.Lease, int(LeaseTTL/time.Second)
+			if rec, ok := it.Obj.(*model.AliveRecord); ok && rec.LeaseTTL > 0 {
+				ttl = rec.LeaseTTL
+			}
+		}
+	})
+	return id, ttl, behind
+}
+
+// notePut records the revision the alive key was attached to lease at.
+func (s *Server) notePut(host string, lease store.LeaseID, rev int64) {
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
+	if l, ok := s.leases[host]; ok && l.id == lease {
+		l.putRev = rev
+		s.leases[host] = l
+	}
+}

@@ -1,0 +1,189 @@
+package server
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/state"
+	"github.com/vpool/vpool/internal/store"
+	"github.com/vpool/vpool/internal/watchcache"
+)
+
+// Lists are answered from the server's cache (view.go). A request asks
+// for a page with limit=N and follows with the continue token of the
+// previous answer; without limit the whole list is streamed. By default
+// a list first waits until the cache holds every write the store had
+// when the request came (one small linearizable read: read-your-writes
+// across servers); consistent=false answers from the cache as it is.
+// Pages are not a snapshot at one revision: each page is the cache's
+// state when it was read, keys never repeat across pages, and every item
+// carries its own revision.
+
+// listArgs are the paging parameters of a list request.
+type listArgs struct {
+	limit      int    // 0: everything
+	after      string // the last key of the previous page
+	minRev     int64  // the revision the previous page was read at
+	consistent bool
+}
+
+// pageToken is what a continue token carries.
+type pageToken struct {
+	Key string `json:"k"`
+	Rev int64  `json:"r"`
+}
+
+func encodeToken(key string, rev int64) string {
+	b, _ := json.Marshal(pageToken{Key: key, Rev: rev})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// parseListArgs reads limit, continue and consistent; prefix is the key
+// range of the listing (a token of another listing is refused).
+func parseListArgs(r *http.Request, prefix string) (listArgs, error) {
+	q := r.URL.Query()
+	a := listArgs{consistent: true}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > api.MaxPageLimit {
+			return a, fieldError("limit", "must be between 1 and %d (got %s); leave it out for the whole list", api.MaxPageLimit, quoteField(v))
+		}
+		a.limit = n
+	}
+	if v := q.Get("consistent"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return a, fieldError("consistent", "must be true or false (got %s)", quoteField(v))
+		}
+		a.consistent = b
+	}
+	if v := q.Get("continue"); v != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(v)
+		var t pageToken
+		if err != nil || json.Unmarshal(raw, &t) != nil || t.Key == "" {
+			return a, fieldError("continue", "is not a continue token of this server's lists; start again without it")
+		}
+		if !strings.HasPrefix(t.Key, prefix) {
+			return a, fieldError("continue", "belongs to another listing (other project or kind); start again without it")
+		}
+		a.after, a.minRev, a.consistent = t.Key, t.Rev, false
+	}
+	return a, nil
+}
+
+// sync makes the cache as fresh as a asks: the store's revision now
+// (consistent), or at least the revision of the previous page.
+func (s *Server) sync(r *http.Request, a listArgs) error {
+	if a.consistent {
+		_, err := s.view.consistent(r.Context())
+		return err
+	}
+	ctx := r.Context()
+	if err := s.view.c.WaitSynced(ctx); err != nil {
+		return err
+	}
+	if a.minRev > 0 {
+		return s.view.c.WaitRev(ctx, a.minRev)
+	}
+	return nil
+}
+
+// page collects up to a.limit items of t under prefix after a.after (all
+// of them without a limit); more says whether any is left.
+func (v *view) page(t *watchcache.Table, prefix string, a listArgs) (items []*watchcache.Item, rev int64, more bool) {
+	v.c.Read(func(at int64) {
+		rev = at
+		t.Each(prefix, a.after, func(it *watchcache.Item) bool {
+			if a.limit > 0 && len(items) == a.limit {
+				more = true
+				return false
+			}
+			items = append(items, it)
+			return true
+		})
+	})
+	return items, rev, more
+}
+
+// listVMs answers VMs from the cache: a page with limit, else the whole
+// list streamed in chunks. Items are the stored JSON as is.
+func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, p *principal) error {
+	project := ""
+	if all, _ := strconv.ParseBool(r.URL.Query().Get("all-projects")); all {
+		if err := requireAdmin(p); err != nil {
+			return forbidden("all-projects needs an admin token")
+		}
+	} else {
+		var err error
+		if project, err = s.scope(r, p, false); err != nil {
+			return err
+		}
+	}
+	prefix := store.VMsPrefix
+	if project != "" {
+		prefix = store.VMProjectPrefix(project)
+	}
+	a, err := parseListArgs(r, prefix)
+	if err != nil {
+		return err
+	}
+	if err := s.sync(r, a); err != nil {
+		return err
+	}
+	items, rev, more := s.view.page(s.view.vms, prefix, a)
+	next := ""
+	if more {
+		next = encodeToken(items[len(items)-1].Key, rev)
+	}
+	return writeRawList(w, items, rev, next, !p.clusterAdmin())
+}
+
+// writeRawList writes {"items":[...],"revision":R[,"continue":T]} from
+// stored VM JSON, chunk by chunk, so that a list of 100,000 VMs is never
+// held twice in memory.
+func writeRawList(w http.ResponseWriter, items []*watchcache.Item, rev int64, next string, tenant bool) error {
+	w.Header().Set("Content-Type", "application/json")
+	var buf bytes.Buffer
+	buf.WriteString(`{"items":[`)
+	const chunk = 256
+	for i := 0; i < len(items); i += chunk {
+		part := items[i:min(i+chunk, len(items))]
+		raws := make([]json.RawMessage, len(part))
+		for j, it := range part {
+			raws[j] = state.VMJSON(it.Value, it.ModRev)
+		}
+		if tenant {
+			var err error
+			if raws, err = tenantRawVMs(raws); err != nil {
+				return err
+			}
+		}
+		for j, raw := range raws {
+			if i+j > 0 {
+				buf.WriteByte(',')
+			}
+			buf.Write(raw)
+		}
+		if buf.Len() > 1<<20 {
+			if _, err := w.Write(buf.Bytes()); err != nil {
+				return nil // the client went away
+			}
+			buf.Reset()
+		}
+	}
+	buf.WriteString(`],"revision":`)
+	buf.WriteString(strconv.FormatInt(rev, 10))
+	if next != "" {
+		buf.WriteString(`,"continue":"`)
+		buf.WriteString(next)
+		buf.WriteByte('"')
+	}
+	buf.WriteString("}\n")
+	_, _ = w.Write(buf.Bytes())
+	return nil
+}

@@ -1,0 +1,338 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"hash/fnv"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/store"
+	"github.com/vpool/vpool/internal/watchcache"
+)
+
+// Usage lives where it is needed, not in the host and VM records: every
+// heartbeat lands in this server's usageHub (memory); the server writes
+// it into the store as model.UsageSample records, one per shard of
+// hosts, every UsageSampleInterval; every server's view indexes the
+// samples of all servers. HostUsage and VMUsage answer the freshest of
+// the two, which is what the leader's controllers (balancer, energy,
+// power) and the API read. A heartbeat therefore writes etcd only when
+// the host's inventory or state changes (heartbeat in agent.go).
+
+// Defaults of the sampling.
+const (
+	// DefaultUsageSampleInterval is how often a server writes its hosts'
+	// usage into the store.
+	DefaultUsageSampleInterval = 30 * time.Second
+	// maxSampleShards is how many records a server's samples are split in
+	// at most; hostsPerShard how many hosts a record holds before another
+	// is added (at rest each record is one write per interval).
+	maxSampleShards = 64
+	hostsPerShard   = 128
+	// sampleTxnBytes bounds the bytes of one sample transaction (etcd
+	// takes requests of up to 1.5 MiB).
+	sampleTxnBytes = 512 << 10
+	// forgetHostAfter is how long a host that stopped beating stays in
+	// the hub (and so in the samples, with its last Seen).
+	forgetHostAfter = 10 * time.Minute
+)
+
+// hostLive is what the hub holds of one host.
+type hostLive struct {
+	seen  time.Time
+	ttl   int
+	usage model.HostUsage
+	vms   map[string]model.VMUsage // by project/name
+}
+
+// usageHub is this server's memory of its hosts' heartbeats.
+type usageHub struct {
+	mu     sync.Mutex
+	hosts  map[string]*hostLive
+	vmHost map[string]string // VM key → the host that reported it
+	shards map[int]bool      // shards this server has written
+}
+
+func newUsageHub() *usageHub {
+	return &usageHub{hosts: map[string]*hostLive{}, vmHost: map[string]string{}, shards: map[int]bool{}}
+}
+
+// beat records one heartbeat; vms holds only VMs assigned to host.
+func (u *usageHub) beat(host string, now time.Time, ttl int, usage model.HostUsage, vms map[string]model.VMUsage) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if old := u.hosts[host]; old != nil {
+		for k := range old.vms {
+			if _, still := vms[k]; !still && u.vmHost[k] == host {
+				delete(u.vmHost, k)
+			}
+		}
+	}
+	for k := range vms {
+		u.vmHost[k] = host
+	}
+	u.hosts[host] = &hostLive{seen: now, ttl: ttl, usage: usage, vms: vms}
+}
+
+func (u *usageHub) host(name string) (hostLive, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	h := u.hosts[name]
+	if h == nil {
+		return hostLive{}, false
+	}
+	return *h, true
+}
+
+func (u *usageHub) vm(key string) (model.VMUsage, time.Time, bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	h := u.hosts[u.vmHost[key]]
+	if h == nil {
+		return model.VMUsage{}, time.Time{}, false
+	}
+	v, ok := h.vms[key]
+	return v, h.seen, ok
+}
+
+// shardOf is the record of n a host's sample goes to.
+func shardOf(host string, n int) int {
+	f := fnv.New32a()
+	_, _ = f.Write([]byte(host))
+	return int(f.Sum32() % uint32(n))
+}
+
+// samples builds this server's records, forgetting hosts silent for
+// longer than forgetHostAfter; gone lists shards written before that
+// are empty now.
+func (u *usageHub) samples(server string, now time.Time) (out map[int]*model.UsageSample, gone []int) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	out = map[int]*model.UsageSample{}
+	shards := min(maxSampleShards, max(1, (len(u.hosts)+hostsPerShard-1)/hostsPerShard))
+	for name, h := range u.hosts {
+		if now.Sub(h.seen) > forgetHostAfter {
+			for k := range h.vms {
+				if u.vmHost[k] == name {
+					delete(u.vmHost, k)
+				}
+			}
+			delete(u.hosts, name)
+			continue
+		}
+		i := shardOf(name, shards)
+		s := out[i]
+		if s == nil {
+			s = &model.UsageSample{Server: server, At: now}
+			out[i] = s
+		}
+		hs := model.HostSample{Host: name, Seen: h.seen, LeaseTTL: h.ttl, Usage: h.usage, VMs: make([]model.VMSample, 0, len(h.vms))}
+		for k, v := range h.vms {
+			hs.VMs = append(hs.VMs, model.VMSample{Key: k, Usage: v})
+		}
+		sort.Slice(hs.VMs, func(a, b int) bool { return hs.VMs[a].Key < hs.VMs[b].Key })
+		s.Hosts = append(s.Hosts, hs)
+	}
+	for i := range u.shards {
+		if out[i] == nil {
+			gone = append(gone, i)
+			delete(u.shards, i)
+		}
+	}
+	for i, s := range out {
+		u.shards[i] = true
+		sort.Slice(s.Hosts, func(a, b int) bool { return s.Hosts[a].Host < s.Hosts[b].Host })
+	}
+	return out, gone
+}
+
+// publishSamples writes this server's usage samples every interval
+// until ctx ends.
+func (s *Server) publishSamples(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := s.writeSamples(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("writing usage samples failed", "err", err)
+		}
+	}
+}
+
+// writeSamples writes every shard of this server's samples, several to
+// a transaction up to sampleTxnBytes.
+func (s *Server) writeSamples(ctx context.Context) error {
+	server := s.AgentAddr()
+	shards, gone := s.hub.samples(server, s.now())
+	var ops []store.Op
+	size := 0
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		_, _, err := s.repo.Txn(ctx, nil, ops)
+		ops, size = nil, 0
+		return err
+	}
+	for _, i := range gone {
+		ops = append(ops, store.Delete(store.SampleKey(server, i)))
+	}
+	keys := make([]int, 0, len(shards))
+	for i := range shards {
+		keys = append(keys, i)
+	}
+	sort.Ints(keys)
+	for _, i := range keys {
+		b, err := json.Marshal(shards[i])
+		if err != nil {
+			return err
+		}
+		if size+len(b) > sampleTxnBytes || len(ops) >= 100 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		ops = append(ops, store.Put(store.SampleKey(server, i), b))
+		size += len(b)
+	}
+	return flush()
+}
+
+// sampleIndex finds, in the view's samples table, the freshest sample
+// of each host and VM (kept by the table's hooks, under the cache lock).
+type sampleIndex struct {
+	hosts map[string]sampleRef
+	vms   map[string]sampleRef // vm: index into the host's VMs
+}
+
+type sampleRef struct {
+	s      *model.UsageSample
+	hi, vi int
+}
+
+func decodeSample(kv store.KV) (any, error) {
+	s := &model.UsageSample{}
+	return s, json.Unmarshal(kv.Value, s)
+}
+
+func (x *sampleIndex) changed(old, cur *watchcache.Item, _ int64) {
+	if old != nil && old.Obj != nil {
+		os := old.Obj.(*model.UsageSample)
+		for _, h := range os.Hosts {
+			if ref, ok := x.hosts[h.Host]; ok && ref.s == os {
+				delete(x.hosts, h.Host)
+			}
+			for _, v := range h.VMs {
+				if ref, ok := x.vms[v.Key]; ok && ref.s == os {
+					delete(x.vms, v.Key)
+				}
+			}
+		}
+	}
+	if cur != nil && cur.Obj != nil {
+		x.add(cur.Obj.(*model.UsageSample))
+	}
+}
+
+func (x *sampleIndex) add(s *model.UsageSample) {
+	for hi, h := range s.Hosts {
+		if ref, ok := x.hosts[h.Host]; ok && ref.s.Hosts[ref.hi].Seen.After(h.Seen) {
+			continue // another server saw the host more recently
+		}
+		x.hosts[h.Host] = sampleRef{s: s, hi: hi}
+		for vi, v := range h.VMs {
+			x.vms[v.Key] = sampleRef{s: s, hi: hi, vi: vi}
+		}
+	}
+}
+
+func (x *sampleIndex) reset(t *watchcache.Table) {
+	x.hosts, x.vms = map[string]sampleRef{}, map[string]sampleRef{}
+	t.Each(store.SamplesPrefix, "", func(it *watchcache.Item) bool {
+		if s, ok := it.Obj.(*model.UsageSample); ok {
+			x.add(s)
+		}
+		return true
+	})
+}
+
+// HostUsage answers a host's latest measured usage, when the server last
+// saw a heartbeat of it (its lease's last renewal) and the lease's TTL
+// in seconds: from this server's memory when the host beats here, else
+// from the freshest sample any server wrote. ok is false when no server
+// has heard of it.
+func (s *Server) HostUsage(host string) (u model.HostUsage, seen time.Time, ttl int, ok bool) {
+	if h, live := s.hub.host(host); live {
+		u, seen, ttl, ok = h.usage, h.seen, h.ttl, true
+	}
+	s.view.c.Read(func(int64) {
+		if ref, found := s.view.usage.hosts[host]; found {
+			hs := ref.s.Hosts[ref.hi]
+			if !ok || hs.Seen.After(seen) {
+				u, seen, ttl, ok = hs.Usage, hs.Seen, hs.LeaseTTL, true
+			}
+		}
+	})
+	return u, seen, ttl, ok
+}
+
+// VMUsage answers a VM's latest measured usage (by project/name) and
+// when it was reported, like HostUsage.
+func (s *Server) VMUsage(key string) (u model.VMUsage, at time.Time, ok bool) {
+	u, at, ok = s.hub.vm(key)
+	s.view.c.Read(func(int64) {
+		if ref, found := s.view.usage.vms[key]; found {
+			hs := ref.s.Hosts[ref.hi]
+			if !ok || hs.Seen.After(at) {
+				u, at, ok = hs.VMs[ref.vi].Usage, hs.Seen, true
+			}
+		}
+	})
+	return u, at, ok
+}
+
+// withUsage overlays a host record with its measured usage and last
+// heartbeat (the record keeps only what was true at its last write).
+func (s *Server) withUsage(h *model.Host) {
+	if u, seen, _, ok := s.HostUsage(h.Name); ok {
+		h.Usage = u
+		if seen.After(h.LastSeen) {
+			h.LastSeen = seen
+		}
+	}
+}
+
+// vmWithUsage overlays a VM's status with its measured usage.
+func (s *Server) vmWithUsage(v *model.VM) {
+	if v.Status.Host == "" {
+		return
+	}
+	if u, at, ok := s.VMUsage(v.Key()); ok && at.After(v.Status.ObservedAt) {
+		v.Status.Usage, v.Status.ObservedAt = u, at
+	}
+}
+
+// usageFromBeat keeps the heartbeat's VM reports of VMs assigned to host.
+func (s *Server) usageFromBeat(host string, reps []api.VMReport) map[string]model.VMUsage {
+	out := make(map[string]model.VMUsage, len(reps))
+	s.view.c.Read(func(int64) {
+		mine := s.view.onHost[host]
+		for _, rep := range reps {
+			if rep.Project == "" || rep.Name == "" {
+				continue
+			}
+			if mine[store.VMKey(rep.Project, rep.Name)] {
+				out[rep.Project+"/"+rep.Name] = rep.Usage
+			}
+		}
+	})
+	return out
+}

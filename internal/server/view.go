@@ -1,0 +1,319 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/state"
+	"github.com/vpool/vpool/internal/store"
+	"github.com/vpool/vpool/internal/watchcache"
+)
+
+// view is the server's watch-fed cache (internal/watchcache) of what it
+// answers often: VMs (lists, pages, the agents' assignments), hosts,
+// allocations, liveness keys, migrations and snapshots (the agents' long
+// polls), usage samples. Each agent's long poll waits on its host's
+// signal instead of a watch of its own, and answers from memory.
+type view struct {
+	c                                            *watchcache.Cache
+	vms, hosts, allocs, alive, migrations, snaps *watchcache.Table
+	samples                                      *watchcache.Table
+	usage                                        sampleIndex                // over samples (cache lock)
+	onHost                                       map[string]map[string]bool // host → keys of the VMs on it (cache lock)
+	signals                                      signals
+	cancel                                       context.CancelFunc
+	done                                         chan struct{}
+}
+
+// vmMeta is what the view decodes of a VM: where it runs, its phase.
+type vmMeta struct {
+	Status struct {
+		Host  string `json:"host"`
+		Phase string `json:"phase"`
+	} `json:"status"`
+}
+
+func vmHost(it *watchcache.Item) string {
+	if it == nil || it.Obj == nil {
+		return ""
+	}
+	return it.Obj.(*vmMeta).Status.Host
+}
+
+func newView(st store.Store) *view {
+	v := &view{onHost: map[string]map[string]bool{}, signals: signals{m: map[string]*signal{}}}
+	decodeVM := func(kv store.KV) (any, error) {
+		m := &vmMeta{}
+		return m, json.Unmarshal(kv.Value, m)
+	}
+	v.vms = &watchcache.Table{Prefix: store.VMsPrefix, Decode: decodeVM, Changed: v.vmChanged, Reset: v.vmsReset}
+	v.hosts = &watchcache.Table{Prefix: store.HostsPrefix, Decode: func(kv store.KV) (any, error) { return state.DecodeHost(kv) }}
+	v.allocs = &watchcache.Table{Prefix: store.AllocPrefix, Decode: func(kv store.KV) (any, error) {
+		a := &model.Allocation{}
+		return a, json.Unmarshal(kv.Value, a)
+	}}
+	v.alive = &watchcache.Table{Prefix: store.AlivePrefix, Decode: func(kv store.KV) (any, error) {
+		rec := &model.AliveRecord{}
+		return rec, json.Unmarshal(kv.Value, rec)
+	}}
+	v.migrations = &watchcache.Table{Prefix: store.MigrationsPrefix,
+		Decode:  func(kv store.KV) (any, error) { return state.DecodeMigration(kv) },
+		Changed: v.migrationChanged, Reset: func(rev int64) { v.signals.bumpAll("m/", rev) }}
+	v.snaps = &watchcache.Table{Prefix: store.SnapshotsPrefix,
+		Decode:  func(kv store.KV) (any, error) { return state.DecodeSnapshot(kv) },
+		Changed: v.snapshotChanged, Reset: func(rev int64) { v.signals.bumpAll("a/", rev) }}
+	v.usage = sampleIndex{hosts: map[string]sampleRef{}, vms: map[string]sampleRef{}}
+	v.samples = &watchcache.Table{Prefix: store.SamplesPrefix, Decode: decodeSample, Changed: v.usage.changed}
+	v.samples.Reset = func(int64) { v.usage.reset(v.samples) }
+	v.c = watchcache.New(st, store.Root, nil, v.vms, v.hosts, v.allocs, v.alive, v.migrations, v.snaps, v.samples)
+	return v
+}
+
+// start runs the cache until stop (or the store closes).
+func (v *view) start(log interface{ Warn(string, ...any) }) {
+	ctx, cancel := context.WithCancel(context.Background())
+	v.cancel, v.done = cancel, make(chan struct{})
+	go func() {
+		defer close(v.done)
+		if err := v.c.Run(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, store.ErrClosed) {
+			log.Warn("the server's cache stopped", "err", err)
+		}
+	}()
+}
+
+func (v *view) stop() {
+	v.cancel()
+	<-v.done
+}
+
+func (v *view) vmChanged(old, cur *watchcache.Item, rev int64) {
+	oh, nh := vmHost(old), vmHost(cur)
+	key := ""
+	if old != nil {
+		key = old.Key
+	} else {
+		key = cur.Key
+	}
+	if oh != "" {
+		if oh != nh {
+			delete(v.onHost[oh], key)
+		}
+		v.signals.bump("a/"+oh, rev)
+	}
+	if nh != "" {
+		set := v.onHost[nh]
+		if set == nil {
+			set = map[string]bool{}
+			v.onHost[nh] = set
+		}
+		set[key] = true
+		if nh != oh {
+			v.signals.bump("a/"+nh, rev)
+		}
+	}
+}
+
+func (v *view) vmsReset(rev int64) {
+	v.onHost = map[string]map[string]bool{}
+	v.vms.Each(store.VMsPrefix, "", func(it *watchcache.Item) bool {
+		if h := vmHost(it); h != "" {
+			set := v.onHost[h]
+			if set == nil {
+				set = map[string]bool{}
+				v.onHost[h] = set
+			}
+			set[it.Key] = true
+		}
+		return true
+	})
+	v.signals.bumpAll("a/", rev)
+}
+
+func (v *view) snapshotChanged(old, cur *watchcache.Item, rev int64) {
+	for _, it := range []*watchcache.Item{old, cur} {
+		if it != nil && it.Obj != nil {
+			v.signals.bump("a/"+it.Obj.(*model.Snapshot).Host, rev)
+		}
+	}
+}
+
+func (v *view) migrationChanged(old, cur *watchcache.Item, rev int64) {
+	for _, it := range []*watchcache.Item{old, cur} {
+		if it != nil && it.Obj != nil {
+			m := it.Obj.(*model.Migration)
+			v.signals.bump("m/"+m.Source, rev)
+			v.signals.bump("m/"+m.Target, rev)
+		}
+	}
+}
+
+// signals wake long polls: per name ("a/HOST" for a host's assignments,
+// "m/HOST" for its migrations) the revision of the last change and a
+// channel closed by the next one.
+type signals struct {
+	mu  sync.Mutex
+	m   map[string]*signal
+	all map[string]int64 // per kind: the revision of the last bumpAll
+}
+
+type signal struct {
+	rev int64
+	ch  chan struct{}
+}
+
+func (s *signals) bump(name string, rev int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sg := s.m[name]
+	if sg == nil {
+		s.m[name] = &signal{rev: rev}
+		return
+	}
+	sg.rev = max(sg.rev, rev)
+	if sg.ch != nil {
+		close(sg.ch)
+		sg.ch = nil
+	}
+}
+
+// bumpAll marks every name of kind changed at rev (a re-listed table).
+func (s *signals) bumpAll(kind string, rev int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.all == nil {
+		s.all = map[string]int64{}
+	}
+	s.all[kind] = rev
+	for name, sg := range s.m {
+		if strings.HasPrefix(name, kind) {
+			sg.rev = max(sg.rev, rev)
+			if sg.ch != nil {
+				close(sg.ch)
+				sg.ch = nil
+			}
+		}
+	}
+}
+
+// changedAfter returns nil when name changed after rev, else a channel
+// closed at its next change.
+func (s *signals) changedAfter(name string, rev int64) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	kind, _, _ := strings.Cut(name, "/")
+	if s.all[kind+"/"] > rev {
+		return nil
+	}
+	sg := s.m[name]
+	if sg == nil {
+		sg = &signal{}
+		s.m[name] = sg
+	}
+	if sg.rev > rev {
+		return nil
+	}
+	if sg.ch == nil {
+		sg.ch = make(chan struct{})
+	}
+	return sg.ch
+}
+
+// waitChange blocks until name changed after rev, wait passes or ctx
+// ends. A rev the cache has not reached yet (the agent's last answer
+// came from another server) is first waited for.
+func (v *view) waitChange(ctx context.Context, name string, rev int64, wait time.Duration) {
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if err := v.c.WaitRev(wctx, rev); err != nil {
+		return
+	}
+	ch := v.signals.changedAfter(name, rev)
+	if ch == nil {
+		return
+	}
+	select {
+	case <-ch:
+	case <-wctx.Done():
+	}
+}
+
+// vmsOn returns the stored JSON (revision spliced in) of the VMs on
+// host, in key order, their keys, and the cache revision they are at.
+func (v *view) vmsOn(host string) ([]json.RawMessage, map[string]bool, int64) {
+	var out []json.RawMessage
+	keys := map[string]bool{}
+	var at int64
+	v.c.Read(func(rev int64) {
+		at = rev
+		names := make([]string, 0, len(v.onHost[host]))
+		for k := range v.onHost[host] {
+			names = append(names, k)
+		}
+		slices.Sort(names)
+		for _, k := range names {
+			if it := v.vms.Get(k); it != nil {
+				out = append(out, state.VMJSON(it.Value, it.ModRev))
+				keys[k] = true
+			}
+		}
+	})
+	return out, keys, at
+}
+
+// snapshotsOn returns the snapshot records of host for the VMs in keys.
+func (v *view) snapshotsOn(host string, keys map[string]bool) []model.Snapshot {
+	var out []model.Snapshot
+	v.c.Read(func(int64) {
+		for k := range keys {
+			p, n, _ := strings.Cut(strings.TrimPrefix(k, store.VMsPrefix), "/")
+			v.snaps.Each(store.VMSnapshotsPrefix(p, n), "", func(it *watchcache.Item) bool {
+				if sn, ok := it.Obj.(*model.Snapshot); ok && sn.Host == host {
+					out = append(out, *sn)
+				}
+				return true
+			})
+		}
+	})
+	slices.SortFunc(out, func(a, b model.Snapshot) int {
+		return strings.Compare(a.Project+"/"+a.VM+"/"+a.Name, b.Project+"/"+b.VM+"/"+b.Name)
+	})
+	return out
+}
+
+// migrationsFor returns the migrations host still has to act on.
+func (v *view) migrationsFor(host string) ([]model.Migration, int64) {
+	out := []model.Migration{}
+	var at int64
+	v.c.Read(func(rev int64) {
+		at = rev
+		v.migrations.Each(store.MigrationsPrefix, "", func(it *watchcache.Item) bool {
+			if m, ok := it.Obj.(*model.Migration); ok && needsHost(m, host) {
+				out = append(out, *m)
+			}
+			return true
+		})
+	})
+	return out, at
+}
+
+// consistent waits until the cache holds every write the store had when
+// it was called (cacheWait bounds it).
+func (v *view) consistent(ctx context.Context) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, cacheWait)
+	defer cancel()
+	rev, err := v.c.Consistent(ctx, store.LeaderKey)
+	if err != nil {
+		return 0, fmt.Errorf("server: %w", err)
+	}
+	return rev, nil
+}
+
+// cacheWait bounds how long a request waits for the cache to catch up.
+const cacheWait = 10 * time.Second

@@ -1,0 +1,245 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/store"
+)
+
+// Admission of VM creates is group-committed per project: concurrent
+// CreateVMs calls of one project queue up, and the first of them commits
+// everything queued in one transaction (guarded on the project, its
+// usage key and the images, each VM key absent), then the next batch,
+// until the queue is empty. Each call is still all or nothing and is
+// answered on its own (quota, name taken, image), and projects never
+// wait for each other: their queues and usage keys are separate.
+
+// admitBudget is how many operations (and conditions) one admission
+// transaction may use: every VM takes two (itself and its vm.created
+// event), the usage key one.
+const admitBudget = MaxTxnOps - 8
+
+// admitReq is one CreateVMs call waiting in its project's queue.
+type admitReq struct {
+	vms  []*model.VM // prepared: UID, timestamps, phase pending
+	out  []*model.VM
+	err  error
+	done chan struct{}
+	// alone: the call carries members of a hard affinity group; they stay
+	// in a transaction of their own, so that the scheduler recognises
+	// them as one request's gang (same create revision).
+	alone bool
+}
+
+// admitQueue is one project's queue.
+type admitQueue struct {
+	pending []*admitReq
+	running bool
+}
+
+// hardGrouped says whether vms hold a member of a hard affinity or
+// anti-affinity group.
+func hardGrouped(vms []*model.VM) bool {
+	for _, v := range vms {
+		p := &v.Spec.Placement
+		if p.AffinityGroup != "" && (p.Affinity == model.AffinityHard || p.Affinity == model.AntiAffinityHard) {
+			return true
+		}
+	}
+	return false
+}
+
+type admitter struct {
+	mu     sync.Mutex
+	queues map[string]*admitQueue
+}
+
+// admit queues req in project's queue and, when nobody commits that
+// queue now, commits batches until it is empty; it returns req's answer
+// (or ctx's error: the VMs may still be created, as by a transaction that
+// commits after its caller gave up).
+func (r *Repo) admit(ctx context.Context, project string, req *admitReq) ([]*model.VM, error) {
+	a := r.admits
+	a.mu.Lock()
+	q := a.queues[project]
+	if q == nil {
+		q = &admitQueue{}
+		a.queues[project] = q
+	}
+	q.pending = append(q.pending, req)
+	lead := !q.running
+	q.running = true
+	a.mu.Unlock()
+	if lead {
+		// The batches are the queue's, not this call's: they outlive its
+		// context, bounded.
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		for {
+			batch := a.take(project)
+			if batch == nil {
+				break
+			}
+			r.admitBatch(bctx, project, batch)
+		}
+		cancel()
+	}
+	select {
+	case <-req.done:
+		return req.out, req.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// take removes the next batch from project's queue (nil, and the queue
+// no longer running, when it is empty).
+func (a *admitter) take(project string) []*admitReq {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	q := a.queues[project]
+	if len(q.pending) == 0 {
+		q.running = false
+		delete(a.queues, project)
+		return nil
+	}
+	n, ops := 0, 1
+	for _, req := range q.pending {
+		cost := 2 * len(req.vms)
+		if n > 0 && (req.alone || q.pending[0].alone || ops+cost > admitBudget) {
+			break
+		}
+		n, ops = n+1, ops+cost
+	}
+	batch := q.pending[:n:n]
+	q.pending = q.pending[n:]
+	return batch
+}
+
+// admitBatch admits the calls of batch in as few transactions as it can:
+// a call over quota, naming a taken VM or an image that is not ready is
+// answered with its error, the others are committed together.
+func (r *Repo) admitBatch(ctx context.Context, project string, batch []*admitReq) {
+	all := batch
+	defer func() {
+		for _, req := range all {
+			close(req.done)
+		}
+	}()
+	for attempt := 0; attempt < maxAttempts && len(batch) > 0; attempt++ {
+		if err := backoff(ctx, attempt); err != nil {
+			fail(batch, err)
+			return
+		}
+		ok, rev, left, err := r.admitOnce(ctx, project, batch)
+		if err != nil {
+			fail(left, err)
+			return
+		}
+		if ok {
+			for _, req := range left {
+				for _, v := range req.vms {
+					v.Revision = rev
+				}
+				req.out = req.vms
+			}
+			return
+		}
+		batch = r.dropTaken(ctx, project, left)
+	}
+	fail(batch, fmt.Errorf("%w: creating VMs in project %s", ErrContention, project))
+}
+
+func fail(reqs []*admitReq, err error) {
+	for _, req := range reqs {
+		if req.err == nil && req.out == nil {
+			req.err = err
+		}
+	}
+}
+
+// admitOnce reads the project, its usage and the images, answers the
+// calls that cannot be admitted, and tries one transaction for the rest
+// (left). ok false: a guard failed.
+func (r *Repo) admitOnce(ctx context.Context, project string, batch []*admitReq) (bool, int64, []*admitReq, error) {
+	p, err := r.GetProject(ctx, project)
+	if err != nil {
+		return false, 0, batch, err
+	}
+	u, urev, err := r.GetUsage(ctx, project)
+	if err != nil {
+		return false, 0, batch, err
+	}
+	conds := []store.Cond{store.IfRev(store.ProjectKey(project), p.Revision), store.IfRev(store.UsageKey(project), urev)}
+	seenImage := map[string]bool{}
+	var ops []store.Op
+	var left []*admitReq
+	now := r.now()
+	for _, req := range batch {
+		var demand model.Resources
+		for _, v := range req.vms {
+			demand = demand.Add(v.Spec.Demand())
+		}
+		if err := p.Quota.Admit(u, demand.CPUs, demand.Memory, demand.Disk, len(req.vms)); err != nil {
+			req.err = fmt.Errorf("%w: %w", ErrQuotaExceeded, err)
+			continue
+		}
+		ic, err := r.imageConds(ctx, req.vms)
+		if err != nil {
+			req.err = err
+			continue
+		}
+		for _, c := range ic {
+			if !seenImage[c.Key] {
+				seenImage[c.Key] = true
+				conds = append(conds, c)
+			}
+		}
+		u = usageAdd(u, demand, len(req.vms))
+		for _, v := range req.vms {
+			key := store.VMKey(project, v.Name)
+			conds = append(conds, store.IfAbsent(key))
+			ops = append(ops, store.Put(key, encodeVM(v)))
+			ops = append(ops, TransitionOps(nil, v, now)...)
+		}
+		left = append(left, req)
+	}
+	if len(left) == 0 {
+		return true, 0, nil, nil
+	}
+	ops = append(ops, store.Put(store.UsageKey(project), encode(u)))
+	ok, rev, err := r.txn(ctx, conds, ops)
+	return ok, rev, left, err
+}
+
+// dropTaken answers, after a lost transaction, the calls naming a VM that
+// exists now, and returns the others to try again.
+func (r *Repo) dropTaken(ctx context.Context, project string, reqs []*admitReq) []*admitReq {
+	var again []*admitReq
+	for _, req := range reqs {
+		taken := ""
+		for _, v := range req.vms {
+			_, err := r.st.Get(ctx, store.VMKey(project, v.Name))
+			if err == nil {
+				taken = v.Name
+				break
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				req.err = err
+				break
+			}
+		}
+		switch {
+		case req.err != nil:
+		case taken != "":
+			req.err = fmt.Errorf("%w: VM %s/%s", ErrExists, project, taken)
+		default:
+			again = append(again, req)
+		}
+	}
+	return again
+}

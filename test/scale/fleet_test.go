@@ -1,0 +1,191 @@
+package scale
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// serverCounts are the topologies measured: VPOOL_SCALE_SERVERS=1 or 3
+// picks one, the default runs both.
+func serverCounts() []int {
+	switch envInt("VPOOL_SCALE_SERVERS", 0) {
+	case 1:
+		return []int{1}
+	case 3:
+		return []int{3}
+	}
+	return []int{1, 3}
+}
+
+// BenchmarkFleet: a fleet of simulated hosts and running VMs at rest.
+// It reports etcd transactions and key changes a second (and per host a
+// minute: the target is at most 1), the servers' CPU (cores) and largest
+// RSS, the heartbeat round trip's p99, and the p99 of GET vm and of the
+// first page of the VM list, taken while the fleet beats and reports.
+//
+//	VPOOL_SCALE_HOSTS=10000 VPOOL_SCALE_VMS=100000 go test ./test/scale -run XXX -bench Fleet -benchtime 1x -timeout 2h
+func BenchmarkFleet(b *testing.B) {
+	needHeavy(b)
+	for _, n := range serverCounts() {
+		b.Run(fmt.Sprintf("servers=%d", n), func(b *testing.B) { benchFleet(b, n) })
+	}
+}
+
+func benchFleet(b *testing.B, n int) {
+	sz := readSizes(b)
+	st := startStack(b, n, sz)
+	projects := st.makeProjects(sz.projects)
+	t0 := time.Now()
+	st.createBatched(sz.vms, projects)
+	st.waitGauge(`vpool_vms{phase="running"}`, float64(sz.vms), time.Duration(sz.vms)*20*time.Millisecond+5*time.Minute)
+	b.Logf("%d VMs created and running in %.1fs; settling %s", sz.vms, time.Since(t0).Seconds(), sz.settle)
+	time.Sleep(sz.settle)
+
+	ctx := context.Background()
+	rev0 := st.revision(ctx)
+	changes0, haveChanges := st.changes(ctx)
+	cpu0, etcd0 := st.cpu()
+	st.fleet.ResetStats()
+	start := time.Now()
+	saved := st.startProfiles(b.Name(), sz.window-2*time.Second)
+	gets, lists := st.probe(ctx, sz, start.Add(sz.window))
+	elapsed := time.Since(start).Seconds()
+	rev1 := st.revision(ctx)
+	changes1, _ := st.changes(ctx)
+	cpu1, etcd1 := st.cpu()
+	fs := st.fleet.Stats()
+	rssNow, rssPeak := st.rss()
+	saved()
+
+	txns := float64(rev1-rev0) / elapsed
+	b.ReportMetric(txns, "etcd-txn/s")
+	if haveChanges {
+		keys := (sum(changes1) - sum(changes0)) / elapsed
+		b.ReportMetric(keys, "etcd-keys/s")
+		b.ReportMetric(keys*60/float64(sz.hosts), "keys/host/min")
+	}
+	b.ReportMetric(txns*60/float64(sz.hosts), "txn/host/min")
+	b.ReportMetric((cpu1-cpu0)/elapsed, "server-cores")
+	if st.etcd != nil {
+		b.ReportMetric((etcd1-etcd0)/elapsed, "etcd-cores")
+	}
+	b.ReportMetric(float64(rssNow)/(1<<20), "server-rss-MiB")
+	b.ReportMetric(float64(rssPeak)/(1<<20), "server-peak-rss-MiB")
+	b.ReportMetric(ms(fs.BeatP99), "heartbeat-p99-ms")
+	b.ReportMetric(float64(fs.Beats)/elapsed, "heartbeats/s")
+	b.ReportMetric(ms(percentile(gets, 0.99)), "get-vm-p99-ms")
+	b.ReportMetric(ms(percentile(lists, 0.99)), "list-page-p99-ms")
+	b.Logf("%d hosts, %d VMs, %d servers, load %s: %.1f txn/s; %d heartbeats (%d failed), %d GETs, %d list pages; keys changed per host and minute by kind: %s",
+		sz.hosts, sz.vms, n, loadAvg(), txns, fs.Beats, fs.BeatErrors, len(gets), len(lists), perMinute(changes0, changes1, elapsed, sz.hosts))
+}
+
+// changes reads vpool_store_changes_total by kind (a server of this
+// tree counts them; an older one does not: ok false).
+func (st *stack) changes(ctx context.Context) (map[string]float64, bool) {
+	for _, s := range st.live() {
+		m, err := s.metrics(ctx)
+		if err != nil {
+			continue
+		}
+		out := map[string]float64{}
+		for k, v := range m {
+			if kind, ok := strings.CutPrefix(k, "vpool_store_changes_total{"); ok {
+				out[strings.Trim(strings.TrimPrefix(kind, "kind="), `"}`)] = v
+			}
+		}
+		return out, len(out) > 0
+	}
+	return nil, false
+}
+
+// sum adds up a map's values.
+func sum(m map[string]float64) float64 {
+	t := 0.0
+	for _, v := range m {
+		t += v
+	}
+	return t
+}
+
+// perMinute formats what changed per kind, per host and minute.
+func perMinute(c0, c1 map[string]float64, seconds float64, hosts int) string {
+	var parts []string
+	for k, v := range c1 {
+		if d := v - c0[k]; d > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.3f", k, d*60/seconds/float64(hosts)))
+		}
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ", ")
+}
+
+// probe reads until deadline: GET of random VMs (four readers, 25 a
+// second each at most) and the first page of the list of every VM (one
+// reader, one a second at most), and returns their latencies.
+func (st *stack) probe(ctx context.Context, sz sizes, deadline time.Time) (gets, lists []time.Duration) {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(g), 1))
+			for time.Now().Before(deadline) {
+				i := rng.IntN(sz.vms)
+				s := st.servers[i%len(st.servers)]
+				t0 := time.Now()
+				_, err := s.c.GetVM(ctx, fmt.Sprintf("p%d", i/50%sz.projects+1), fmt.Sprintf("b-%06d", i))
+				d := time.Since(t0)
+				if err == nil {
+					mu.Lock()
+					gets = append(gets, d)
+					mu.Unlock()
+				}
+				time.Sleep(max(40*time.Millisecond-d, 0))
+			}
+		})
+	}
+	wg.Go(func() {
+		for time.Now().Before(deadline) {
+			s := st.servers[len(lists)%len(st.servers)]
+			t0 := time.Now()
+			err := getPage(ctx, s)
+			d := time.Since(t0)
+			if err == nil {
+				mu.Lock()
+				lists = append(lists, d)
+				mu.Unlock()
+			}
+			time.Sleep(max(time.Second-d, 0))
+		}
+	})
+	wg.Wait()
+	return gets, lists
+}
+
+// getPage reads the first page of every project's VMs, body and all (a
+// server without pages answers the whole list: that is its first page).
+func getPage(ctx context.Context, s *serverProc) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.addr+"/api/v1/vms?all-projects=true&limit=500", nil)
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	buf := make([]byte, 1<<16)
+	for {
+		if _, err := resp.Body.Read(buf); err != nil {
+			break
+		}
+	}
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("list: %s", resp.Status)
+	}
+	return nil
+}

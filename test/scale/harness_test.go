@@ -1,0 +1,356 @@
+package scale
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/client"
+	"github.com/vpool/vpool/internal/fleet"
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/trace"
+)
+
+// sizes are a run's dimensions, from the environment.
+type sizes struct {
+	hosts, vms, clients, projects int
+	window, settle                time.Duration
+	trace                         *trace.Trace
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// readSizes reads VPOOL_SCALE_HOSTS (default 200), VPOOL_SCALE_VMS
+// (2000), VPOOL_SCALE_CLIENTS (64), VPOOL_SCALE_PROJECTS (8),
+// VPOOL_SCALE_WINDOW (measurement, 30s), VPOOL_SCALE_SETTLE (before it,
+// 40s: past one usage sample) and VPOOL_SCALE_TRACE (a PlanetLab folder).
+func readSizes(tb testing.TB) sizes {
+	s := sizes{hosts: envInt("VPOOL_SCALE_HOSTS", 200), vms: envInt("VPOOL_SCALE_VMS", 2000),
+		clients: envInt("VPOOL_SCALE_CLIENTS", 64), projects: envInt("VPOOL_SCALE_PROJECTS", 8),
+		window: envDuration("VPOOL_SCALE_WINDOW", 30*time.Second), settle: envDuration("VPOOL_SCALE_SETTLE", 40*time.Second)}
+	if dir := os.Getenv("VPOOL_SCALE_TRACE"); dir != "" {
+		t, err := trace.ReadPlanetLabDir(dir, trace.ByName)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		s.trace = t
+	}
+	return s
+}
+
+// hostCapacity is every fleet host's inventory: identical hosts, so that
+// the packing lower bound is exact.
+var hostCapacity = model.Resources{CPUs: 64, Memory: 256 * model.GiB, Disk: 4 * model.TiB}
+
+// vmShapes are the VMs created, in turn by a seeded draw.
+var vmShapes = []model.VMSpec{
+	{VCPUs: 1, Memory: 2 * model.GiB}, {VCPUs: 2, Memory: 4 * model.GiB}, {VCPUs: 2, Memory: 8 * model.GiB},
+	{VCPUs: 4, Memory: 8 * model.GiB}, {VCPUs: 4, Memory: 16 * model.GiB}, {VCPUs: 8, Memory: 32 * model.GiB},
+}
+
+func vmSpec(i int) model.VMSpec {
+	s := vmShapes[rand.New(rand.NewPCG(uint64(i), 14)).IntN(len(vmShapes))]
+	s.Disks = []model.Disk{{Size: 20 * model.GiB}}
+	s.Power = model.PowerRunning
+	return s
+}
+
+// serverProc is one `vpool server` and an admin client of it.
+type serverProc struct {
+	*proc
+	name, dataDir, addr, agentAddr string
+	pprof                          string // where it serves Go's profiles (with VPOOL_SCALE_PROFILE)
+	c                              *client.Client
+	token                          string
+}
+
+// stack is the servers (one with its embedded etcd, or several on one
+// external etcd) and the fleet.
+type stack struct {
+	tb       testing.TB
+	etcdURL  string
+	etcd     *proc
+	servers  []*serverProc
+	fleet    *fleet.Fleet
+	stop     context.CancelFunc
+	fleetErr chan error
+}
+
+// startStack starts n servers and a fleet of hosts over them, and waits
+// until every host is ready.
+func startStack(tb testing.TB, n int, sz sizes) *stack {
+	tb.Helper()
+	st := &stack{tb: tb}
+	if n > 1 {
+		st.etcdURL, st.etcd = startEtcd(tb)
+	}
+	shared := tb.TempDir()
+	for i := range n {
+		st.servers = append(st.servers, st.startServer(i, shared))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	st.stop = cancel
+	tb.Cleanup(st.close)
+	var agents []string
+	for _, s := range st.servers {
+		agents = append(agents, "https://"+s.agentAddr)
+	}
+	f, err := fleet.New(fleet.Config{Servers: agents, Hosts: sz.hosts, Capacity: hostCapacity, Trace: sz.trace,
+		Labels: map[string]string{"vpool.io/fleet": "true"},
+		Tokens: func(ctx context.Context) (string, error) {
+			jt, err := st.servers[0].c.CreateJoinToken(ctx, api.JoinTokenRequest{TTL: "24h", Uses: 100})
+			if err != nil {
+				return "", err
+			}
+			return jt.Token, nil
+		}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	st.fleet, st.fleetErr = f, make(chan error, 1)
+	t0 := time.Now()
+	go func() { st.fleetErr <- f.Run(ctx) }()
+	st.waitGauge(`vpool_hosts{state="ready"}`, float64(sz.hosts), time.Duration(sz.hosts)*50*time.Millisecond+2*time.Minute)
+	tb.Logf("%d hosts joined and ready in %.1fs", sz.hosts, time.Since(t0).Seconds())
+	return st
+}
+
+func (st *stack) startServer(i int, shared string) *serverProc {
+	tb := st.tb
+	s := &serverProc{name: fmt.Sprintf("s%d", i+1), dataDir: filepath.Join(tb.TempDir(), "data"), addr: freeAddr(tb), agentAddr: freeAddr(tb)}
+	args := []string{"server", "--data-dir", s.dataDir, "--listen", s.addr, "--agent-listen", s.agentAddr, "--name", s.name,
+		"--log-level", "error", "--image-pool", filepath.Join(shared, "images")}
+	if st.etcdURL != "" {
+		args = append(args, "--etcd-endpoints", st.etcdURL, "--ca-key-file", filepath.Join(shared, "ca-seal.key"))
+	}
+	var env []string
+	if os.Getenv(envProfile) != "" {
+		s.pprof = freeAddr(tb)
+		env = []string{"VPOOL_PPROF=" + s.pprof}
+	}
+	s.proc = startProc(tb, s.name, env, vpoolBinary(tb), args...)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if resp, err := http.Get("http://" + s.addr + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		select {
+		case <-s.done:
+			s.dumpLog(tb)
+			tb.Fatalf("server %s exited before it was healthy", s.name)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.dumpLog(tb)
+			tb.Fatalf("server %s not healthy after 2 minutes", s.name)
+		}
+	}
+	tok, err := os.ReadFile(filepath.Join(s.dataDir, "admin.token"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.token = strings.TrimSpace(string(tok))
+	if s.c, err = client.New("http://"+s.addr, s.token, client.WithHTTPClient(&http.Client{Timeout: 5 * time.Minute,
+		Transport: &http.Transport{MaxIdleConnsPerHost: 128}})); err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+func (st *stack) close() {
+	st.stop()
+	select {
+	case <-st.fleetErr:
+	case <-time.After(time.Minute):
+	}
+}
+
+// live returns the servers still running.
+func (st *stack) live() []*serverProc {
+	var out []*serverProc
+	for _, s := range st.servers {
+		select {
+		case <-s.done:
+		default:
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// metrics scrapes a server's /metrics into series → value.
+func (s *serverProc) metrics(ctx context.Context) (map[string]float64, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.addr+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<16), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out, sc.Err()
+}
+
+// waitGauge waits until a server's metric reaches want.
+func (st *stack) waitGauge(series string, want float64, within time.Duration) {
+	st.tb.Helper()
+	deadline := time.Now().Add(within)
+	last := -1.0
+	for time.Now().Before(deadline) {
+		for _, s := range st.live() {
+			m, err := s.metrics(context.Background())
+			if err == nil {
+				last = m[series]
+				break
+			}
+		}
+		if last >= want {
+			return
+		}
+		time.Sleep(2 * time.Second)
+	}
+	st.tb.Fatalf("%s is %v after %s, want %v", series, last, within, want)
+}
+
+// makeProjects creates n projects without quota, p1..pn, and an empty one
+// whose listing is the cheapest read of the store's revision.
+func (st *stack) makeProjects(n int) []string {
+	st.tb.Helper()
+	ctx := context.Background()
+	var out []string
+	for i := 1; i <= n+1; i++ {
+		name := "p" + strconv.Itoa(i)
+		if i == n+1 {
+			name = "revprobe"
+		} else {
+			out = append(out, name)
+		}
+		if _, err := st.servers[0].c.CreateProject(ctx, api.ProjectCreateRequest{Name: name}); err != nil {
+			st.tb.Fatal(err)
+		}
+	}
+	return out
+}
+
+// revision reads the store's revision through the API (the listing of
+// the empty project answers it).
+func (st *stack) revision(ctx context.Context) int64 {
+	for _, s := range st.live() {
+		l, err := s.c.ListVMs(ctx, client.ListVMsOptions{Project: "revprobe"})
+		if err == nil {
+			return l.Revision
+		}
+	}
+	return 0
+}
+
+// createBatched creates VMs b-00000.. in batches of 50 over projects, 8
+// requests at once.
+func (st *stack) createBatched(total int, projects []string) {
+	st.tb.Helper()
+	work := make(chan int)
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	for range 8 {
+		wg.Go(func() {
+			for start := range work {
+				var req api.VMBatchRequest
+				for i := start; i < min(start+50, total); i++ {
+					req.VMs = append(req.VMs, api.VMCreateRequest{Name: fmt.Sprintf("b-%06d", i), Spec: vmSpec(i)})
+				}
+				s := st.live()[start/50%len(st.live())]
+				if _, err := s.c.CreateVMs(context.Background(), projects[start/50%len(projects)], req); err != nil {
+					failed.Store(err)
+				}
+			}
+		})
+	}
+	for i := 0; i < total; i += 50 {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if err, ok := failed.Load().(error); ok {
+		st.tb.Fatal(err)
+	}
+}
+
+// cpu is the servers' (and the external etcd's) CPU seconds so far.
+func (st *stack) cpu() (servers, etcd float64) {
+	for _, s := range st.servers {
+		servers += cpuSeconds(s.cmd.Process.Pid)
+	}
+	if st.etcd != nil {
+		etcd = cpuSeconds(st.etcd.cmd.Process.Pid)
+	}
+	return servers, etcd
+}
+
+// rss is the largest resident set of a server now and at its peak.
+func (st *stack) rss() (now, peak int64) {
+	for _, s := range st.live() {
+		n, p := rssBytes(s.cmd.Process.Pid)
+		now, peak = max(now, n), max(peak, p)
+	}
+	return now, peak
+}
+
+// percentile of sorted durations (q in [0, 1]).
+func percentile(d []time.Duration, q float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	return d[min(len(d)-1, int(float64(len(d))*q))]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// loadAvg is the machine's one-minute load average, for the report.
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}

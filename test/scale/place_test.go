@@ -1,0 +1,294 @@
+package scale
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/client"
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/state"
+)
+
+// BenchmarkPlaceEndToEnd: VPOOL_SCALE_VMS creates through the HTTP API by
+// VPOOL_SCALE_CLIENTS clients, one VM per POST, onto the fleet's hosts
+// while they beat, report usage and run what they are given. It reports
+// placed VMs a second (first POST to last placement), the p50 and p99 of
+// create-to-placed (POST sent to placement committed, by the placement
+// event's time) and the hosts used against the packing lower bound. With
+// VPOOL_SCALE_KILL=1 the three-server run kills the leader with SIGKILL
+// when a third of the creates are acknowledged, and checks that every
+// acknowledged VM is placed exactly once and no host is over capacity.
+//
+//	VPOOL_SCALE_HOSTS=10000 VPOOL_SCALE_VMS=100000 go test ./test/scale -run XXX -bench PlaceEndToEnd -benchtime 1x -timeout 2h
+func BenchmarkPlaceEndToEnd(b *testing.B) {
+	needHeavy(b)
+	for _, n := range serverCounts() {
+		b.Run(fmt.Sprintf("servers=%d", n), func(b *testing.B) {
+			sz := readSizes(b)
+			st := startStack(b, n, sz)
+			res := runPlacement(b, st, sz, n > 1 && os.Getenv("VPOOL_SCALE_KILL") != "")
+			b.ReportMetric(res.rate, "placed/s")
+			b.ReportMetric(ms(res.p50), "create-to-placed-p50-ms")
+			b.ReportMetric(ms(res.p99), "create-to-placed-p99-ms")
+			b.ReportMetric(res.packing, "hosts/lower-bound")
+			b.Logf("%d VMs by %d clients on %d hosts, %d servers, load %s: %.0f placed/s, p99 %s; %d hosts used, lower bound %d",
+				res.acked, sz.clients, sz.hosts, n, loadAvg(), res.rate, res.p99.Round(time.Millisecond), res.used, res.bound)
+		})
+	}
+}
+
+// TestKillLeaderDuringPlacement kills the leading server with SIGKILL while
+// VMs are being created through three servers on one etcd: every
+// acknowledged VM ends up placed exactly once (its host's allocation and
+// no other holds it) and no host is over capacity × ratio.
+func TestKillLeaderDuringPlacement(t *testing.T) {
+	needHeavy(t)
+	sz := readSizes(t)
+	// 500 VMs of 11.7 GiB on average fill 40 hosts of 256 GiB to about 57 %
+	sz.hosts, sz.vms, sz.clients = min(sz.hosts, 40), min(sz.vms, 500), min(sz.clients, 24)
+	st := startStack(t, 3, sz)
+	res := runPlacement(t, st, sz, true)
+	t.Logf("%d acknowledged VMs placed at %.0f/s (p99 %s) across a leader kill", res.acked, res.rate, res.p99)
+}
+
+type placeResult struct {
+	acked, used, bound int
+	rate, packing      float64
+	p50, p99           time.Duration
+}
+
+// runPlacement creates sz.vms VMs and waits until every acknowledged one
+// is placed; with kill, the leader dies with SIGKILL a third of the way.
+func runPlacement(tb testing.TB, st *stack, sz sizes, kill bool) placeResult {
+	tb.Helper()
+	projects := st.makeProjects(sz.projects)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pl := &placements{placed: map[string]time.Time{}, acked: map[string]time.Time{}, changed: make(chan struct{}, 1)}
+	for _, s := range st.servers {
+		go pl.follow(ctx, s.c)
+	}
+	time.Sleep(500 * time.Millisecond) // the streams are open
+	var once sync.Once
+	onAck := func(n int) {
+		if kill && n == sz.vms/3 {
+			once.Do(func() { st.killLeader(ctx) })
+		}
+	}
+	first := time.Now()
+	saved := st.startProfiles(tb.Name(), 20*time.Second)
+	pl.create(ctx, st, sz, projects, onAck)
+	pl.wait(tb, st, time.Duration(sz.vms)*10*time.Millisecond+3*time.Minute)
+	res := pl.result(first)
+	saved()
+	if kill {
+		st.checkPlacedOnce(tb, pl.ackedKeys())
+	}
+	res.used, res.bound = st.packing(tb, pl.ackedKeys(), sz)
+	res.packing = float64(res.used) / float64(res.bound)
+	return res
+}
+
+// placements tracks VMs acknowledged by the API and placed (their
+// pending → creating event).
+type placements struct {
+	mu      sync.Mutex
+	acked   map[string]time.Time // project/name → when its POST was sent
+	placed  map[string]time.Time // project/name → placement event time
+	changed chan struct{}
+}
+
+func (pl *placements) follow(ctx context.Context, c *client.Client) {
+	evs, _ := c.FollowEvents(ctx, 0, client.AllProjects)
+	for ev := range evs {
+		if ev.Kind != state.EventVMPhase || ev.To != string(model.PhaseCreating) {
+			continue
+		}
+		key := strings.TrimPrefix(ev.Object, "vm/")
+		pl.mu.Lock()
+		if t, ok := pl.placed[key]; !ok || ev.Time.Before(t) {
+			pl.placed[key] = ev.Time
+		}
+		pl.mu.Unlock()
+		select {
+		case pl.changed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// create runs the clients: VM i is e-i in projects[i mod len], created by
+// one POST; a failed POST is tried on the next live server (409 there:
+// an earlier attempt was stored after all, so it counts as acknowledged).
+func (pl *placements) create(ctx context.Context, st *stack, sz sizes, projects []string, onAck func(int)) {
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for c := range sz.clients {
+		wg.Go(func() {
+			for i := range work {
+				key, t0, ok := pl.createOne(ctx, st, c, i, projects)
+				if !ok {
+					continue
+				}
+				pl.mu.Lock()
+				pl.acked[key] = t0
+				n := len(pl.acked)
+				pl.mu.Unlock()
+				onAck(n)
+			}
+		})
+	}
+	for i := range sz.vms {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+}
+
+func (pl *placements) createOne(ctx context.Context, st *stack, c, i int, projects []string) (string, time.Time, bool) {
+	project, name := projects[i%len(projects)], fmt.Sprintf("e-%06d", i)
+	t0 := time.Now()
+	for attempt := range 30 {
+		live := st.live()
+		s := live[(c+attempt)%len(live)]
+		_, err := s.c.CreateVM(ctx, project, api.VMCreateRequest{Name: name, Spec: vmSpec(i)})
+		var ae *api.Error
+		switch {
+		case err == nil:
+			return project + "/" + name, t0, true
+		case errors.As(err, &ae) && ae.Code == api.CodeConflict && attempt > 0:
+			return project + "/" + name, t0, true
+		case errors.As(err, &ae) && ae.Code != api.CodeUnavailable && ae.Code != api.CodeInternal:
+			return "", t0, false // refused: never acknowledged
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return "", t0, false
+}
+
+// wait blocks until every acknowledged VM was seen placed.
+func (pl *placements) wait(tb testing.TB, st *stack, within time.Duration) {
+	tb.Helper()
+	deadline := time.After(within)
+	for {
+		pl.mu.Lock()
+		missing := ""
+		for k := range pl.acked {
+			if _, ok := pl.placed[k]; !ok {
+				missing = k
+				break
+			}
+		}
+		n := len(pl.acked)
+		pl.mu.Unlock()
+		if missing == "" {
+			return
+		}
+		select {
+		case <-pl.changed:
+		case <-time.After(time.Second):
+		case <-deadline:
+			p, name, _ := strings.Cut(missing, "/")
+			vm, err := st.live()[0].c.GetVM(context.Background(), p, name)
+			if err == nil {
+				tb.Fatalf("VM %s (of %d acknowledged) not seen placed after %s: phase %s host %q: %s", missing, n, within,
+					vm.Status.Phase, vm.Status.Host, vm.Status.Message)
+			}
+			tb.Fatalf("VM %s (of %d acknowledged) not placed after %s: %v", missing, n, within, err)
+		}
+	}
+}
+
+func (pl *placements) result(first time.Time) placeResult {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	var lat []time.Duration
+	last := first
+	for k, t0 := range pl.acked {
+		at := pl.placed[k]
+		lat = append(lat, at.Sub(t0))
+		if at.After(last) {
+			last = at
+		}
+	}
+	return placeResult{acked: len(pl.acked), rate: float64(len(pl.acked)) / last.Sub(first).Seconds(),
+		p50: percentile(lat, 0.5), p99: percentile(lat, 0.99)}
+}
+
+func (pl *placements) ackedKeys() map[string]bool {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	out := make(map[string]bool, len(pl.acked))
+	for k := range pl.acked {
+		out[k] = true
+	}
+	return out
+}
+
+// killLeader kills the server that leads now with SIGKILL.
+func (st *stack) killLeader(ctx context.Context) {
+	for _, s := range st.live() {
+		info, err := s.c.ClusterInfo(ctx)
+		if err != nil || info.Leader == "" {
+			continue
+		}
+		for _, l := range st.servers {
+			if l.name == info.Leader {
+				st.tb.Logf("killing the leader %s with SIGKILL", l.name)
+				l.kill9()
+				return
+			}
+		}
+	}
+	st.tb.Error("no leader to kill")
+}
+
+// packing counts the hosts holding VMs and the lower bound of hosts the
+// acknowledged VMs need: for each resource, ceil(demand / what one host
+// may hold under the policy's ratios).
+func (st *stack) packing(tb testing.TB, acked map[string]bool, sz sizes) (used, bound int) {
+	tb.Helper()
+	ctx := context.Background()
+	s := st.live()[0]
+	hosts, err := s.c.ListHosts(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, h := range hosts {
+		if h.VMs > 0 {
+			used++
+		}
+	}
+	pol, err := s.c.Policy(ctx)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var demand model.Resources
+	for i := range sz.vms {
+		if acked[fmt.Sprintf("p%d/e-%06d", i%sz.projects+1, i)] {
+			spec := vmSpec(i)
+			demand = demand.Add(spec.Demand())
+		}
+	}
+	r := model.Ratios{CPU: ratio(pol.Ratios.CPU, 4), Memory: ratio(pol.Ratios.Memory, 1), Disk: ratio(pol.Ratios.Disk, 1)}
+	need := func(d, capacity float64, r float64) int { return int(math.Ceil(d / math.Floor(capacity*r))) }
+	bound = max(need(float64(demand.CPUs), float64(hostCapacity.CPUs), r.CPU),
+		need(float64(demand.Memory), float64(hostCapacity.Memory), r.Memory),
+		need(float64(demand.Disk), float64(hostCapacity.Disk), r.Disk))
+	return used, max(bound, 1)
+}
+
+func ratio(v, def float64) float64 {
+	if v > 0 {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,67 @@
+package scale
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// envProfile names a folder: with it set, every server serves Go's
+// profiles (VPOOL_PPROF) and the measurement windows save each server's
+// CPU profile and heap there (docs/scale.md's profiles).
+const envProfile = "VPOOL_SCALE_PROFILE"
+
+// startProfiles takes a CPU profile of every live server over d, in the
+// background; the returned func waits for them and saves each heap.
+func (st *stack) startProfiles(name string, d time.Duration) func() {
+	dir := os.Getenv(envProfile)
+	if dir == "" {
+		return func() {}
+	}
+	tag := strings.NewReplacer("/", "-", "=", "").Replace(name)
+	done := make(chan struct{})
+	n := 0
+	for _, s := range st.live() {
+		if s.pprof == "" {
+			continue
+		}
+		n++
+		go func() {
+			defer func() { done <- struct{}{} }()
+			st.saveProfile(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.pprof, int(d.Seconds())),
+				filepath.Join(dir, tag+"-"+s.name+".cpu"))
+		}()
+	}
+	return func() {
+		for range n {
+			<-done
+		}
+		for _, s := range st.live() {
+			if s.pprof != "" {
+				st.saveProfile("http://"+s.pprof+"/debug/pprof/heap", filepath.Join(dir, tag+"-"+s.name+".heap"))
+			}
+		}
+	}
+}
+
+func (st *stack) saveProfile(url, path string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		st.tb.Logf("profile %s: %v", url, err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		st.tb.Logf("profile: %v", err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		st.tb.Logf("profile %s: %v", url, err)
+	}
+}
