@@ -34,7 +34,17 @@ var static embed.FS
 // contentSecurityPolicy allows nothing but this origin: no inline script
 // or style, no other hosts (the machine may have no internet anyway).
 const contentSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
-	"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
+	"connect-src 'self'; frame-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
+
+// consolePage is the serial console (xterm.js), framed by the dashboard.
+const consolePage = "console.html"
+
+// consoleSecurityPolicy is the console page's: xterm.js writes its
+// renderer's styles into <style> elements it makes at run time, so this
+// page alone allows inline styles (never inline script); only the
+// dashboard may frame it.
+const consoleSecurityPolicy = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; " +
+	"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'; object-src 'none'"
 
 // contentTypes is fixed here rather than taken from mime.TypeByExtension,
 // which reads the host's /etc/mime.types: a module script served with a
@@ -43,6 +53,7 @@ var contentTypes = map[string]string{
 	".html": "text/html; charset=utf-8",
 	".css":  "text/css; charset=utf-8",
 	".js":   "text/javascript; charset=utf-8",
+	".mjs":  "text/javascript; charset=utf-8",
 	".svg":  "image/svg+xml",
 	".json": "application/json",
 	".png":  "image/png",
@@ -139,7 +150,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("Cache-Control", "no-cache")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Referrer-Policy", "no-referrer")
-	if a.ctype == contentTypes[".html"] {
+	switch {
+	case rel == consolePage:
+		hdr.Set("Content-Security-Policy", consoleSecurityPolicy)
+		hdr.Set("X-Frame-Options", "SAMEORIGIN")
+	case a.ctype == contentTypes[".html"]:
 		hdr.Set("Content-Security-Policy", contentSecurityPolicy)
 		hdr.Set("X-Frame-Options", "DENY")
 	}

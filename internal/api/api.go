@@ -149,6 +149,9 @@ type TokenCreateRequest struct {
 	Project string     `json:"project,omitempty"`
 	Role    model.Role `json:"role,omitempty"` // default member
 	TTL     string     `json:"ttl,omitempty"`  // e.g. 24h; empty = no expiry
+	// Scopes narrow the role: read, vms:read, vms:power, vms:write,
+	// group:NAME (docs/audit.md).
+	Scopes []string `json:"scopes,omitempty"`
 }
 
 // TokenCreateResponse carries the secret, shown only once.

@@ -50,6 +50,16 @@ var Routes = []Route{
 
 	{"GET", "/api/v1/events", "list events, or stream them with ?follow=true"},
 
+	{"GET", "/api/v1/audit", "the newest audit records (a tenant sees its project's only)"},
+	{"GET", "/api/v1/audit/records", "the stored bytes of audit records from ?from= (export and verification)"},
+	{"GET", "/api/v1/audit/head", "the signed head, the anchor and the signing key of the audit trail"},
+	{"GET", "/api/v1/audit/key", "the servers' audit signing key (public)"},
+	{"GET", "/api/v1/cluster/history", "the hosts' recent CPU, memory and power, sampled by this server (the dashboard's charts)"},
+	{"GET", "/api/v1/compliance", "data-locality compliance: every VM, its constraint, the hosts it ran on, breaches"},
+	{"GET", "/api/v1/cluster/metering", "metering settings: grid intensity per site"},
+	{"PATCH", "/api/v1/cluster/metering", "set or remove sites' grid intensities"},
+	{"GET", "/api/v1/usage", "metered usage, energy and CO2 per project and VM over ?from= ?to= (a tenant sees its project's)"},
+
 	{"GET", "/api/v1/migrations", "list migrations (?project=, ?all-projects=true for admins)"},
 	{"POST", "/api/v1/migrations", "migrate a VM to another host (live when running, cold when stopped)"},
 	{"GET", "/api/v1/migrations/{id}", "show a migration with its progress"},

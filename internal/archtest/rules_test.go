@@ -79,8 +79,16 @@ var rules = []importRule{
 		deny: []string{"internal/qmp/..."}, direct: true,
 	},
 	{
-		name: "internal/cli reaches only internal/client, internal/api and internal/model",
-		from: []string{"internal/cli/..."}, only: []string{"internal/client", "internal/api", "internal/model"},
+		name: "internal/cli reaches only internal/client, internal/api, internal/model and the audit verifier",
+		from: []string{"internal/cli/..."}, only: []string{"internal/client", "internal/api", "internal/model", "internal/audit"},
+	},
+	{
+		name: "metering's core (integration, rollups, reports) is pure: the standard library and the model only",
+		from: []string{"internal/metering"}, only: []string{"internal/model"}, deny: []string{"net/http", "os/exec"},
+	},
+	{
+		name: "the audit verifier (chain, signatures) is pure: the standard library and the model only, so the CLI can verify without trusting a server",
+		from: []string{"internal/audit"}, only: []string{"internal/model"}, deny: []string{"net/http", "os/exec"},
 	},
 	{
 		name: "the agent speaks the API: it never reaches the store, the state layer, the server or the controllers",

@@ -119,7 +119,7 @@ func seed(f *fakeServer) {
 	f.hosts["h2"] = &model.Host{Meta: model.Meta{Name: "h2", CreatedAt: now.Add(-48 * time.Hour)},
 		State: model.HostMaintenance, Cordoned: true, Driver: "qemu", Accel: "kvm",
 		Capacity: model.Resources{CPUs: 8, Memory: 32 * model.GiB, Disk: 512 * model.GiB},
-		Ratios:   model.Ratios{CPU: 2}, LastSeen: now.Add(-90 * time.Minute)}
+		Ratios:   model.Ratios{CPU: 2}, LastSeen: now.Add(-90 * time.Minute), Balancers: 2}
 	started := now.Add(-4 * time.Minute)
 	f.addVM(model.VM{Meta: model.Meta{Name: "web1", UID: "uid-web1"},
 		Spec: model.VMSpec{VCPUs: 2, Memory: model.GiB, Power: model.PowerRunning, Image: "debian-12",

@@ -112,6 +112,9 @@ func (a *app) describeHost(w io.Writer, h *model.Host) {
 	if r := h.Ratios; r != (model.Ratios{}) {
 		field(w, "Ratios", fmt.Sprintf("cpu %s, memory %s, disk %s (0 = cluster default)", num(r.CPU), num(r.Memory), num(r.Disk)))
 	}
+	if h.Balancers > 0 {
+		field(w, "Balancers", fmt.Sprintf("%d load balancer(s), each holding %dm CPU and %s back from placement", h.Balancers, model.LBReserveCPUMilli, model.LBReserveMemory))
+	}
 	field(w, "Usage", fmt.Sprintf("cpu %.1f%%, memory %s, disk %s", h.Usage.CPUPercent, h.Usage.MemoryUsed, h.Usage.DiskUsed))
 	for _, p := range h.Pools {
 		field(w, "Pool "+p.Name, strings.TrimSpace(fmt.Sprintf("tier=%s free=%s", orDash(p.Tier), p.Free)))

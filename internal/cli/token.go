@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,19 +20,22 @@ func (a *app) tokenCmd() *cobra.Command {
 
 func (a *app) tokenCreateCmd() *cobra.Command {
 	var role string
+	var scopes []string
 	var ttl time.Duration
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Create a token; its secret is printed once, on stdout",
 		Example: `  vpool token create --project team-a --role member --ttl 720h
-  export VPOOL_TOKEN=$(vpool token create --project team-a)`,
+  export VPOOL_TOKEN=$(vpool token create --project team-a)
+  vpool token create --project team-a --scope vms:power --scope group:web --ttl 24h
+  vpool token create --role admin --scope read       # an auditor's token`,
 		Args: exactArgs(0, "no arguments (name the project with --project)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.outputClient()
 			if err != nil {
 				return err
 			}
-			req := api.TokenCreateRequest{Project: a.cfg.Project, Role: model.Role(role)}
+			req := api.TokenCreateRequest{Project: a.cfg.Project, Role: model.Role(role), Scopes: scopes}
 			if req.Role == model.RoleMetrics {
 				req.Project = "" // a scraper's token is cluster-wide
 			}
@@ -56,6 +60,7 @@ func (a *app) tokenCreateCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&role, "role", "", "admin, member, viewer, or metrics (reads /metrics only; no project) (default member)")
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "how long the token is valid (default: no expiry)")
+	cmd.Flags().StringArrayVar(&scopes, "scope", nil, "narrow the role (repeat): read, vms:read, vms:power, vms:write, group:NAME (VMs labelled vpool.io/group=NAME)")
 	return cmd
 }
 
@@ -80,13 +85,13 @@ func (a *app) tokenListCmd() *cobra.Command {
 			sort.Slice(ts, func(i, j int) bool { return ts[i].ID < ts[j].ID })
 			now := a.env.now()
 			return a.print(cmd, ts, func(w io.Writer) {
-				row(w, "ID", "PROJECT", "ROLE", "PURPOSE", "AGE", "EXPIRES")
+				row(w, "ID", "PROJECT", "ROLE", "SCOPES", "PURPOSE", "AGE", "EXPIRES")
 				for _, t := range ts {
 					exp := "never"
 					if !t.ExpiresAt.IsZero() {
 						exp = t.ExpiresAt.UTC().Format(time.RFC3339)
 					}
-					row(w, t.ID, orDash(t.Project), t.Role, orDash(t.Purpose), age(now, t.CreatedAt), exp)
+					row(w, t.ID, orDash(t.Project), t.Role, orDash(strings.Join(t.Scopes, ",")), orDash(t.Purpose), age(now, t.CreatedAt), exp)
 				}
 			})
 		},

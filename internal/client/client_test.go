@@ -244,6 +244,23 @@ func calls() []struct {
 			return drop(c.PatchNIC(ctx, "p1", "web1", "nic0", api.NICPatchRequest{QoS: &model.NICQoS{IngressKbps: 1000}}))
 		}},
 		{"remove nic", "DELETE /api/v1/vms/{name}/nics/{nic}", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.RemoveNIC(ctx, "p1", "web1", "nic0")) }},
+		{"audit", "GET /api/v1/audit", "kind=decision&limit=5&project=p1", "", func(ctx context.Context, c *Client) error {
+			return drop(c.Audit(ctx, AuditQuery{Project: "p1", Kind: "decision", Limit: 5}))
+		}},
+		{"audit records", "GET /api/v1/audit/records", "from=7", "", func(ctx context.Context, c *Client) error { return drop(c.AuditRecords(ctx, 7, 0)) }},
+		{"audit head", "GET /api/v1/audit/head", "", "", func(ctx context.Context, c *Client) error { return drop(c.AuditHead(ctx)) }},
+		{"audit key", "GET /api/v1/audit/key", "", "", func(ctx context.Context, c *Client) error { return drop(c.AuditKey(ctx)) }},
+		{"history", "GET /api/v1/cluster/history", "points=60", "", func(ctx context.Context, c *Client) error { return drop(c.History(ctx, 60)) }},
+		{"compliance", "GET /api/v1/compliance", "all-projects=true&breaches=true", "", func(ctx context.Context, c *Client) error {
+			return drop(c.Compliance(ctx, "", true, true))
+		}},
+		{"metering settings", "GET /api/v1/cluster/metering", "", "", func(ctx context.Context, c *Client) error { return drop(c.MeteringSettings(ctx)) }},
+		{"set metering", "PATCH /api/v1/cluster/metering", "", `{"sitesGPerKWh":{"eu":56}}`, func(ctx context.Context, c *Client) error {
+			return drop(c.PatchMeteringSettings(ctx, api.MeteringSettingsPatch{Sites: map[string]float64{"eu": 56}}))
+		}},
+		{"usage", "GET /api/v1/usage", "from=2025-03-01T00%3A00%3A00Z&project=p1&vms=true", "", func(ctx context.Context, c *Client) error {
+			return drop(c.Usage(ctx, UsageQuery{Project: "p1", From: time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC), VMs: true}))
+		}},
 		{"list lbs", "GET /api/v1/lbs", "project=p1", "", func(ctx context.Context, c *Client) error { return drop(c.ListLBs(ctx, "p1")) }},
 		{"create lb", "POST /api/v1/lbs", "project=p1", `{"name":"web","spec":{"network":"","listen":0,"algorithm":"roundrobin","members":{},"healthCheck":{}}}`, func(ctx context.Context, c *Client) error {
 			return drop(c.CreateLB(ctx, "p1", api.LBCreateRequest{Name: "web", Spec: model.LBSpec{Algorithm: "roundrobin"}}))

@@ -41,7 +41,7 @@ func (r *reconciler) balancers(ctx context.Context) error {
 		return err
 	}
 	if len(lbs) == 0 {
-		return nil
+		return r.countBalancers(ctx, lbs)
 	}
 	groups, err := r.repo.ListGroups(ctx, "")
 	if err != nil {
@@ -60,6 +60,44 @@ func (r *reconciler) balancers(ctx context.Context) error {
 				return err
 			}
 			errs = append(errs, fmt.Errorf("load balancer %s: %w", b.Key(), err))
+		}
+	}
+	// Count what this pass placed and moved.
+	if lbs, err = r.repo.ListLBs(ctx, ""); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	return errors.Join(append(errs, r.countBalancers(ctx, lbs))...)
+}
+
+// countBalancers keeps each host's Balancers at the number of balancers
+// placed on it (deleting ones too: their host serves them until it says
+// it stopped), so that placement counts their reserve.
+func (r *reconciler) countBalancers(ctx context.Context, lbs []*model.LoadBalancer) error {
+	count := map[string]int{}
+	for _, b := range lbs {
+		if b.Status.Host != "" {
+			count[b.Status.Host]++
+		}
+	}
+	hosts, _ := r.c.hostView()
+	var errs []error
+	for _, h := range hosts {
+		n := count[h.Name]
+		if h.Balancers == n {
+			continue
+		}
+		_, err := r.repo.UpdateHost(ctx, h.Name, func(x *model.Host) error {
+			if x.Balancers == n {
+				return state.ErrSkip
+			}
+			x.Balancers = n
+			return nil
+		})
+		if errors.Is(err, state.ErrNotLeader) {
+			return err
+		}
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("host %s: balancers: %w", h.Name, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -103,7 +141,9 @@ func (r *reconciler) balancer(ctx context.Context, b *model.LoadBalancer, lbs []
 	}
 	// The host's reports change the record too: decide the members again
 	// on the record as it is now.
+	var placed, from string // the decision to record once committed
 	_, err = r.repo.UpdateLB(ctx, b.Project, b.Name, func(cur *model.LoadBalancer) ([]model.Event, error) {
+		placed = ""
 		if cur.DeletedAt != nil {
 			return nil, state.ErrSkip
 		}
@@ -121,6 +161,7 @@ func (r *reconciler) balancer(ctx context.Context, b *model.LoadBalancer, lbs []
 				kind = "lb.moved"
 			}
 			evs = append(evs, model.Event{Time: now, Kind: kind, From: cur.Status.Host, To: host, Message: fmt.Sprintf("load balancer %s: %s", b.Name, why)})
+			placed, from = kind, cur.Status.Host
 			cur.Status.Observed = nil // the new host reports afresh
 		}
 		for _, c := range changes {
@@ -130,6 +171,9 @@ func (r *reconciler) balancer(ctx context.Context, b *model.LoadBalancer, lbs []
 		cur.Status.Host, cur.Status.Phase, cur.Status.Placement, cur.Status.Members = host, phase, why, members
 		return evs, nil
 	})
+	if err == nil && placed != "" {
+		r.gate.auditLB(ctx, b, placed, from, host, why)
+	}
 	return err
 }
 

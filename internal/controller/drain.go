@@ -128,6 +128,7 @@ func (x *migrator) drainHost(ctx context.Context, h *model.Host, snap *Snapshot,
 		return err
 	}
 	if done {
+		x.gate.auditHost(ctx, model.AuditHostDrain, h.Name, "drained: no VM left on it")
 		return x.repo.AppendEvent(ctx, model.Event{Kind: EventHostDrained, Object: state.HostObject(h.Name),
 			Message: fmt.Sprintf("host %s drained: no VM left on it", h.Name)})
 	}

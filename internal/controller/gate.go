@@ -55,10 +55,12 @@ type gate struct {
 	polRev int64
 	shapes map[string]*model.Host      // host records as loaded into snap (cached: immutable)
 	allocs map[string]model.Allocation // allocation records as loaded (read-only)
+
+	audit Auditor // records what the gate committed (audit.go)
 }
 
 func newGate(repo *state.Repo, c *cache, log *slog.Logger) *gate {
-	return &gate{repo: repo, c: c, log: log.With("component", "gate")}
+	return &gate{repo: repo, c: c, log: log.With("component", "gate"), audit: noAudit{}}
 }
 
 // sync brings the view up to date with the cache; g.mu is held.
@@ -231,6 +233,7 @@ func (g *gate) commit(ctx context.Context, ps []Placement, all bool) (state.Assi
 			g.allocs[h] = a
 		}
 	}
+	g.auditPlaced(ctx, as) // the committed ones: a group's refused members are not placed
 	return out, refused, true, nil
 }
 
@@ -259,7 +262,11 @@ func (g *gate) refresh(ctx context.Context, hosts []string) error {
 func (g *gate) startMigration(ctx context.Context, m *model.Migration) (*model.Migration, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.repo.CreateHeldMigration(ctx, m, g.fitMove(ctx, m.Target))
+	created, err := g.repo.CreateHeldMigration(ctx, m, g.fitMove(ctx, m.Target))
+	if err == nil {
+		g.auditMove(ctx, created)
+	}
+	return created, err
 }
 
 // hold takes the capacity hold of a migration stored without one (a
@@ -267,7 +274,11 @@ func (g *gate) startMigration(ctx context.Context, m *model.Migration) (*model.M
 func (g *gate) hold(ctx context.Context, m *model.Migration) (*model.Migration, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.repo.HoldTarget(ctx, m.Name, g.fitMove(ctx, m.Target))
+	held, err := g.repo.HoldTarget(ctx, m.Name, g.fitMove(ctx, m.Target))
+	if err == nil && held != nil && !m.HoldTarget { // a controller's migration held its target when it was stored (and recorded then)
+		g.auditMove(ctx, held)
+	}
+	return held, err
 }
 
 // fitMove is the gate's check of a VM moving onto target, for the state

@@ -387,6 +387,29 @@ func TestPowerKeepsMinimumAndHeadroom(t *testing.T) {
 	}
 }
 
+// TestPowerKeepsHostsServingBalancers: a host with no VM that serves a
+// load balancer is not empty (putting it to standby would move the
+// balancer and break its connections); the empty one goes.
+func TestPowerKeepsHostsServingBalancers(t *testing.T) {
+	g := newGreenEnv(t, powerSettings())
+	for _, h := range []string{"h1", "h2", "h3"} {
+		g.addHost(h, 4, 16*model.GiB, nil)
+	}
+	if _, err := g.repo.UpdateHost(context.Background(), "h2", func(h *model.Host) error { h.Balancers = 1; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	g.placeVM("a1", "h1", 1, 50)
+	g.syncHostUsage()
+	g.must(g.r.powerStep)
+	for range 3 {
+		g.clock.Step(61 * time.Second)
+		g.must(g.r.powerStep)
+	}
+	if g.host("h3").State != model.HostStandby || g.host("h2").State != model.HostReady {
+		t.Fatalf("h2 (a balancer, no VM) %s, h3 (empty) %s: want h2 ready, h3 standby", g.host("h2").State, g.host("h3").State)
+	}
+}
+
 func TestPowerOffFailureRevertsToReady(t *testing.T) {
 	g := newGreenEnv(t, powerSettings())
 	g.addHost("h1", 4, 16*model.GiB, nil)

@@ -148,13 +148,19 @@ func (r *reconciler) group(ctx context.Context, g *model.ScalingGroup, lbs []*mo
 	if reflect.DeepEqual(st, g.Status) {
 		return nil
 	}
+	committed := false
 	_, err = r.repo.UpdateGroup(ctx, g.Project, g.Name, func(cur *model.ScalingGroup) ([]model.Event, error) {
+		committed = false
 		if cur.Revision != g.Revision {
 			return nil, state.ErrSkip // changed since listed: the next pass adopts what was created
 		}
 		cur.Status = st
+		committed = true
 		return evs, nil
 	})
+	if err == nil && committed && plan.Kind != scaling.KindNone {
+		r.gate.auditGroup(ctx, g, plan.Kind, plan.Reason)
+	}
 	return err
 }
 

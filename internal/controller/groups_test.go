@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -33,6 +34,7 @@ func (f *fakeUsage) VMCPU(vm *model.VM, _ time.Time) (float64, bool) {
 type lbWorld struct {
 	*env
 	usage *fakeUsage
+	audit *recorder
 	stop  func()
 	mu    sync.Mutex
 	// failed VMs are reported failed by their fake agent.
@@ -75,10 +77,11 @@ func newLBWorld(t *testing.T, group model.GroupSpec) *lbWorld {
 	if _, err := e.repo.CreateGroup(ctx, &model.ScalingGroup{Meta: model.Meta{Name: "g", Project: "p"}, Spec: group}); err != nil {
 		t.Fatal(err)
 	}
-	w := &lbWorld{env: e, usage: &fakeUsage{}, failed: map[string]bool{}}
+	w := &lbWorld{env: e, usage: &fakeUsage{}, audit: &recorder{}, failed: map[string]bool{}}
 	cfg := e.config("s1", nil)
 	cfg.Placer = NewSchedulerPlacer()
 	cfg.VMUsage = w.usage
+	cfg.Audit = w.audit
 	_, w.stop = e.start(cfg)
 	actx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -186,6 +189,14 @@ func TestScalingGroupLifecycle(t *testing.T) {
 	if evs := w.events("group.scale-out"); len(evs) != 1 || !strings.Contains(evs[0].Message, "over the target 50%: 2 → 4") {
 		t.Fatalf("scale-out events: %+v", evs)
 	}
+	if recs := w.audit.actions(model.AuditGroupPrefix + "scale-out"); len(recs) != 1 || recs[0].Object != "group/p/g" ||
+		recs[0].Project != "p" || !strings.Contains(recs[0].Reason, "over the target 50%: 2 → 4") {
+		t.Fatalf("scale-out decisions recorded: %+v", recs)
+	}
+	if recs := w.audit.actions(model.AuditLBPlaced); len(recs) != 1 || recs[0].Object != "lb/p/web" || recs[0].Host != b.Status.Host ||
+		recs[0].Reason != b.Status.Placement {
+		t.Fatalf("the balancer's placement recorded: %+v (status %+v)", recs, b.Status)
+	}
 	// A failed member is replaced.
 	w.usage.set(50)
 	victim := w.group().Status.Members[0].VM
@@ -214,6 +225,9 @@ func TestScalingGroupLifecycle(t *testing.T) {
 			t.Errorf("no %s event", kind)
 		}
 	}
+	if recs := w.audit.actions(model.AuditGroupPrefix + "scale-in"); len(recs) != 1 || recs[0].Object != "group/p/g" {
+		t.Errorf("scale-in decisions recorded: %+v", recs)
+	}
 	time.Sleep(200 * time.Millisecond) // many passes: no second scale-in within the cooldown
 	if g := w.group(); g.Status.Desired != 3 {
 		t.Fatalf("scaled in again within the cooldown: %+v", g.Status)
@@ -236,12 +250,30 @@ func lbServes(b *model.LoadBalancer, vm string) bool {
 	return false
 }
 
+// balancersOn maps each host to its Balancers count.
+func (w *lbWorld) balancersOn() map[string]int {
+	hs, _, err := w.repo.ListHosts(context.Background())
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, h := range hs {
+		out[h.Name] = h.Balancers
+	}
+	return out
+}
+
 // TestBalancerMovesWhenItsHostGoes: a balancer whose host stops being
-// alive is placed on another host, with an event saying why.
+// alive is placed on another host, with an event saying why; the host
+// that serves it has it counted (Host.Balancers, which placement takes
+// the balancer's reserve for), the one it left no longer.
 func TestBalancerMovesWhenItsHostGoes(t *testing.T) {
 	w := newLBWorld(t, model.GroupSpec{Min: 1, Max: 1})
 	eventually(t, "placed", func() bool { return w.lb().Status.Host != "" })
 	from := w.lb().Status.Host
+	eventually(t, "counted on its host", func() bool {
+		return reflect.DeepEqual(w.balancersOn(), map[string]int{"h1": 0, "h2": 0, "h3": 0, from: 1})
+	})
 	if _, err := w.repo.UpdateHost(context.Background(), from, func(h *model.Host) error { h.Cordoned = true; return nil }); err != nil {
 		t.Fatal(err)
 	}
@@ -250,4 +282,19 @@ func TestBalancerMovesWhenItsHostGoes(t *testing.T) {
 	if len(evs) != 1 || evs[0].From != from || !strings.Contains(evs[0].Message, "moved from "+from+" (unusable)") {
 		t.Fatalf("move events: %+v", evs)
 	}
+	if recs := w.audit.actions(model.AuditLBMoved); len(recs) != 1 || recs[0].From != from || recs[0].Host != w.lb().Status.Host ||
+		!strings.Contains(recs[0].Reason, "moved from "+from+" (unusable)") {
+		t.Fatalf("the move recorded: %+v", recs)
+	}
+	to := w.lb().Status.Host
+	eventually(t, "counted on its new host only", func() bool {
+		return reflect.DeepEqual(w.balancersOn(), map[string]int{"h1": 0, "h2": 0, "h3": 0, to: 1})
+	})
+	// Gone, it is counted nowhere.
+	if err := w.repo.FinishDeleteLB(context.Background(), "p", "web", "test"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "counted nowhere", func() bool {
+		return reflect.DeepEqual(w.balancersOn(), map[string]int{"h1": 0, "h2": 0, "h3": 0})
+	})
 }

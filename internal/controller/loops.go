@@ -50,6 +50,13 @@ func (r *reconciler) loops() []*loop {
 		{name: "balancer", run: r.balanceRound, every: second},
 		{name: "compaction", run: r.compactEvents, every: cfg.ResyncInterval},
 	}
+	for _, task := range cfg.Tasks {
+		run, every := task.New(), task.Every
+		if every <= 0 {
+			every = cfg.ResyncInterval
+		}
+		ls = append(ls, &loop{name: task.Name, every: every, run: func(ctx context.Context) error { return run(ctx, r.repo.Store()) }})
+	}
 	ls = append(ls, r.lbLoops(gap, second)...)
 	for _, l := range ls {
 		l.kick = make(chan struct{}, 1)

@@ -77,6 +77,11 @@ type Config struct {
 	// host and VM records.
 	Usage UsageView
 
+	// Audit records the controllers' decisions (placements, moves, power);
+	// nothing when nil. Tasks run on the leader beside the controllers,
+	// each on its own goroutine every Task.Every (audit export, metering).
+	Audit Auditor
+	Tasks []LeaderTask
 	// VMUsage is where the scaling groups' controller reads members'
 	// CPU use (nil: Usage when set, else the usage in VM records).
 	VMUsage VMUsage
@@ -142,6 +147,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Power == nil {
 		c.Power = AgentPower{}
+	}
+	if c.Audit == nil {
+		c.Audit = noAudit{}
 	}
 	if c.EnergyPersistInterval <= 0 {
 		c.EnergyPersistInterval = DefaultEnergyPersistInterval

@@ -132,6 +132,7 @@ func (x *migrator) fail(ctx context.Context, mg *model.Migration, phase model.Mi
 	_, err := x.repo.FinishMigration(ctx, mg.Name, phase, reason, note)
 	if err == nil {
 		x.log.Info("migration ended", "id", mg.Name, "vm", mg.VMKey(), "phase", phase, "reason", reason)
+		x.gate.auditMoveEnd(ctx, mg, false, "migration "+mg.Name+" "+string(phase)+": "+reason)
 	}
 	return err
 }
@@ -196,6 +197,7 @@ func (x *migrator) step(ctx context.Context, mg *model.Migration, alive map[stri
 		}
 		if err == nil {
 			x.log.Info("migration completed", "id", mg.Name, "vm", mg.VMKey(), "to", mg.Target)
+			x.gate.auditMoveEnd(ctx, mg, true, fmt.Sprintf("migration %s (%s) completed", mg.Name, mg.Mode))
 		}
 		return err
 	}

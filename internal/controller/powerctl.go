@@ -155,7 +155,8 @@ func bestToWake(hosts []model.Host) *model.Host {
 	return &hs[0]
 }
 
-// standbyChoice picks a ready host that has been empty for IdleSeconds
+// standbyChoice picks a ready host that has been empty (no VM, no load
+// balancer) for IdleSeconds
 // and can go without breaking MinHostsOn or the headroom, or nil.
 func (r *reconciler) standbyChoice(pv *powerView, set model.BalanceSettings) (*model.Host, string) {
 	g := r.pow
@@ -163,7 +164,9 @@ func (r *reconciler) standbyChoice(pv *powerView, set model.BalanceSettings) (*m
 	var cand []model.Host
 	for _, h := range pv.ready {
 		a := pv.snap.Allocs[h.Name]
-		if len(a.VMs) > 0 || a.Used != (model.Resources{}) {
+		// A host serving load balancers is not empty: standby would move
+		// them and break their connections.
+		if len(a.VMs) > 0 || a.Used != (model.Resources{}) || h.Balancers > 0 {
 			delete(g.emptySince, h.Name)
 			continue
 		}
@@ -232,6 +235,7 @@ func (r *reconciler) standby(ctx context.Context, h model.Host, why string) erro
 	}
 	delete(r.pow.emptySince, h.Name)
 	r.m.log.Info("host to standby", "host", h.Name, "reason", why)
+	r.gate.auditHost(ctx, model.AuditHostStandby, h.Name, why)
 	if err := r.m.cfg.Power.PowerOff(ctx, nh); err != nil {
 		_, rerr := r.repo.UpdateHost(ctx, h.Name, func(x *model.Host) error {
 			if x.State != model.HostStandby {
@@ -264,6 +268,7 @@ func (r *reconciler) wake(ctx context.Context, h model.Host, why string) error {
 		return nil
 	}
 	r.m.log.Info("waking host", "host", h.Name, "reason", why)
+	r.gate.auditHost(ctx, model.AuditHostWake, h.Name, why)
 	if err := r.repo.AppendEvent(ctx, model.Event{Time: now, Kind: EventHostWake, Object: state.HostObject(h.Name),
 		Message: fmt.Sprintf("waking host %s: %s", h.Name, why)}); err != nil {
 		r.m.log.Warn("write wake event", "host", h.Name, "err", err)

@@ -54,6 +54,7 @@ func newReconciler(m *Manager, t *term, c *cache) *reconciler {
 		r.powerPlacer = sp.fork()
 	}
 	r.gate = newGate(t.repo, c, m.log)
+	r.gate.audit = m.cfg.Audit
 	return r
 }
 

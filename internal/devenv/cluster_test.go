@@ -3,6 +3,7 @@ package devenv_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -34,6 +35,18 @@ type cluster struct {
 	fetchImages bool
 	// net gives a host's agent its network side (network_test.go); nil: none.
 	net func(host string) *agent.NetConfig
+	// driver wraps a host's sim driver (scaling_bench_test.go); nil: as is.
+	driver func(host string, d *sim.Driver) hypervisor.Driver
+	// log is the agents' logger: the server's (nil: none).
+	log *slog.Logger
+}
+
+// clusterOpts are the optional parts of an in-process cluster.
+type clusterOpts struct {
+	net    func(host string) *agent.NetConfig
+	driver func(host string, d *sim.Driver) hypervisor.Driver
+	// usage is the sim hosts' CPU use of a VM (sim.Config.Usage).
+	usage func(id string, at time.Time) float64
 }
 
 func startCluster(t *testing.T, cfg devenv.ServerConfig, n int) *cluster {
@@ -44,6 +57,12 @@ func startCluster(t *testing.T, cfg devenv.ServerConfig, n int) *cluster {
 // startClusterNet is startCluster with hosts that serve vpool networks
 // through net (network_test.go).
 func startClusterNet(t testing.TB, cfg devenv.ServerConfig, n int, net func(host string) *agent.NetConfig) *cluster {
+	t.Helper()
+	return startClusterOpts(t, cfg, n, clusterOpts{net: net})
+}
+
+// startClusterOpts is startCluster with the options o.
+func startClusterOpts(t testing.TB, cfg devenv.ServerConfig, n int, o clusterOpts) *cluster {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg.Listen, cfg.AgentListen = "127.0.0.1:0", "127.0.0.1:0"
@@ -57,7 +76,7 @@ func startClusterNet(t testing.TB, cfg devenv.ServerConfig, n int, net func(host
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Run(ctx) }()
 	cl := &cluster{t: t, srv: srv, dir: t.TempDir(), hosts: map[string]*sim.Host{},
-		agents: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, net: net}
+		agents: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, net: o.net, driver: o.driver, log: cfg.Logger}
 	t.Cleanup(func() {
 		for name := range cl.agents {
 			cl.stopAgent(name)
@@ -79,7 +98,7 @@ func startClusterNet(t testing.TB, cfg devenv.ServerConfig, n int, net func(host
 	reg := sim.NewRegistry()
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("h%d", i)
-		cl.hosts[name] = sim.MustHost(sim.Config{Name: name, CPUs: 8, Memory: 16 * model.GiB, Registry: reg})
+		cl.hosts[name] = sim.MustHost(sim.Config{Name: name, CPUs: 8, Memory: 16 * model.GiB, Registry: reg, Usage: o.usage})
 		cl.startAgent(name)
 	}
 	cl.eventually("hosts ready", func() bool {
@@ -103,10 +122,14 @@ func (cl *cluster) startAgent(name string) {
 	if cl.fetchImages {
 		cache = filepath.Join(cl.dir, name, "images")
 	}
+	var drv hypervisor.Driver = cl.hosts[name].Driver()
+	if cl.driver != nil {
+		drv = cl.driver(name, cl.hosts[name].Driver())
+	}
 	a, err := agent.New(agent.Config{
 		ServerURL: cl.srv.AgentURL(), JoinToken: cl.token, StateDir: filepath.Join(cl.dir, name), HostName: name,
-		Driver: cl.hosts[name].Driver(), StatusInterval: 200 * time.Millisecond, PollWait: 5 * time.Second,
-		StopTimeout: time.Second, ImageCache: cache, Net: cl.netConfig(name),
+		Driver: drv, StatusInterval: 200 * time.Millisecond, PollWait: 5 * time.Second,
+		StopTimeout: time.Second, ImageCache: cache, Net: cl.netConfig(name), Logger: cl.log,
 	})
 	if err != nil {
 		cl.t.Fatal(err)

@@ -51,7 +51,9 @@ func NetConfig(o NetOptions, log *slog.Logger) (*agent.NetConfig, func(), error)
 	}
 	nc := &agent.NetConfig{Overlay: o.Overlay, UnderlayMTU: o.UnderlayMTU, VLANUplink: o.VLANUplink,
 		Manager: netvirt.NewManager(netvirt.Exec{}, dhcp, log)}
-	// Load balancers: HAProxy (Debian haproxy), one per balancer placed here.
+	// Load balancers: HAProxy (Debian haproxy), one per balancer placed
+	// here. Closing the runner leaves HAProxy running with its
+	// connections; the next agent's runner adopts it.
 	if bin, err := exec.LookPath("haproxy"); err == nil {
 		r := &haproxy.Runner{Sys: netvirt.Exec{}, Bin: bin, Log: log.With("component", "haproxy")}
 		nc.Balancers = r

@@ -21,6 +21,8 @@ import (
 
 	"github.com/vpool/vpool/internal/controller"
 	"github.com/vpool/vpool/internal/imagepool"
+	"github.com/vpool/vpool/internal/metering"
+	"github.com/vpool/vpool/internal/metering/meterstore"
 	"github.com/vpool/vpool/internal/metrics"
 	"github.com/vpool/vpool/internal/server"
 	"github.com/vpool/vpool/internal/store"
@@ -68,6 +70,22 @@ type ServerConfig struct {
 	// ImageTool converts disk images (cmd/vpool hands in qemu-img's);
 	// nil takes only kernels and initrds.
 	ImageTool imagepool.Tool
+	// AuditDir receives the audit trail's export files (default
+	// DataDir/audit); AuditWindow is how many records the store keeps
+	// (default 20,000); AuditExportInterval how often the leader exports
+	// and prunes (default 10 s). docs/audit.md.
+	AuditDir            string
+	AuditWindow         int
+	AuditExportInterval time.Duration
+	// MeterInterval is how often the leader samples usage for metering
+	// (default 1 minute); GridSeriesFile is a grid-intensity time series
+	// (TIME,SITE,G_PER_KWH lines) that overrides the settings
+	// (docs/metering.md).
+	MeterInterval  time.Duration
+	GridSeriesFile string
+	// HistoryInterval is how often the server samples the hosts for the
+	// dashboard's charts (default 10 s).
+	HistoryInterval time.Duration
 
 	// A control plane of several servers, each with an embedded member
 	// (cluster.go, docs/ha.md). PeerURL is where this server's member
@@ -104,25 +122,22 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	if cfg.Name == "" {
 		cfg.Name = "vpool"
 	}
+	if cfg.AuditExportInterval <= 0 {
+		cfg.AuditExportInterval = 10 * time.Second
+	}
+	if cfg.MeterInterval <= 0 {
+		cfg.MeterInterval = meterstore.DefaultSampleEvery
+	}
 	st, kind, own, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	m := metrics.New()
-	cc := cfg.Controller
-	cc.Store, cc.Identity, cc.Logger, cc.Clock = st, cfg.Name, cfg.Logger, cfg.Clock
 	var members server.Members
+	var leaderGone func(context.Context, string) bool
 	if es, ok := st.(*etcdstore.Store); ok && kind == "embedded" {
-		members = es
-		if cc.LeaderGone == nil {
-			cc.LeaderGone = es.MemberGone
-		}
+		members, leaderGone = es, es.MemberGone
 	}
-	cc.ReconcileErrors = m.ReconcileError
-	if cc.Placer == nil {
-		cc.Placer = controller.NewSchedulerPlacer()
-	}
-	mgr := controller.New(cc)
 	pool, err := openImagePool(cfg)
 	if err != nil {
 		if own {
@@ -130,6 +145,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		}
 		return nil, err
 	}
+	var mgr *controller.Manager // made once the server is: it records decisions through the server's audit log
 	srv, err := server.New(server.Config{
 		Images:      pool,
 		Store:       st,
@@ -140,13 +156,17 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		Logger:      cfg.Logger,
 		Clock:       cfg.Clock,
 		Version:     cfg.Version,
-		Controllers: mgr.Run,
+		Controllers: func(ctx context.Context) error { return mgr.Run(ctx) },
 		TLS:         cfg.TLS,
 		CAKeyFile:   cfg.CAKeyFile,
 		Placer:      controller.NewDryRunner(st, nil, cfg.Clock),
 		Metrics:     m,
 		Name:        cfg.Name,
+		AuditDir:    cfg.AuditDir,
+		AuditWindow: cfg.AuditWindow,
 		Members:     members,
+
+		HistoryInterval: cfg.HistoryInterval,
 	})
 	if err != nil {
 		if own {
@@ -154,8 +174,37 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		}
 		return nil, err
 	}
+	cc := cfg.Controller
+	cc.Store, cc.Identity, cc.Logger, cc.Clock = st, cfg.Name, cfg.Logger, cfg.Clock
+	if cc.LeaderGone == nil {
+		cc.LeaderGone = leaderGone
+	}
+	cc.ReconcileErrors = m.ReconcileError
+	if cc.Placer == nil {
+		cc.Placer = controller.NewSchedulerPlacer()
+	}
+	cc.Audit = srv.Audit()
+	cc.Tasks = append(cc.Tasks, controller.LeaderTask{Name: "audit-export", Every: cfg.AuditExportInterval,
+		New: func() func(context.Context, store.Store) error { return srv.AuditTask }},
+		meterTask(cfg, st, srv))
+	mgr = controller.New(cc)
 	mgr.SetUsage(srv) // usage lives in the server's memory and samples
 	return &Server{Server: srv, Store: st, Controller: mgr, kind: kind, ownStore: own}, nil
+}
+
+// meterTask is the leader's metering: a meter per term, fed from the
+// store, its rollups written through the term's store.
+func meterTask(cfg ServerConfig, st store.Store, usage meterstore.VMUsage) controller.LeaderTask {
+	var series func() map[string][]metering.Point
+	if cfg.GridSeriesFile != "" {
+		series = meterstore.SeriesFile(cfg.GridSeriesFile, cfg.Logger)
+	}
+	return controller.LeaderTask{Name: "metering", Every: cfg.MeterInterval, New: func() func(context.Context, store.Store) error {
+		t := meterstore.NewTask(meterstore.Config{Source: meterstore.StoreSource{Store: st, Clock: cfg.Clock, Usage: usage},
+			Grid: meterstore.SettingsGrid(series), Clock: cfg.Clock, Logger: cfg.Logger.With("component", "metering"),
+			PersistEvery: cfg.MeterInterval})
+		return t.Step
+	}}
 }
 
 func openStore(ctx context.Context, cfg ServerConfig) (st store.Store, kind string, own bool, err error) {

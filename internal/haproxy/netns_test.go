@@ -11,7 +11,9 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -68,9 +70,15 @@ func newBed(t testing.TB, members int) *bed {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	bd.runner = &Runner{Sys: netvirt.Exec{Netns: bd.host}, Dir: dir, NetnsPrefix: p + "-lb"}
-	t.Cleanup(bd.runner.Close)
+	bd.runner = bd.newRunner(dir)
+	t.Cleanup(func() { bd.runner.Shutdown() }) // the runner of the moment: a test may replace it
 	return bd
+}
+
+// newRunner is a runner of the bed's host on dir: a new agent's, as far
+// as HAProxy can tell.
+func (bd *bed) newRunner(dir string) *Runner {
+	return &Runner{Sys: netvirt.Exec{Netns: bd.host}, Dir: dir, NetnsPrefix: bd.prefix + "-lb"}
 }
 
 func sh(t testing.TB, args ...string) {
@@ -343,6 +351,7 @@ func TestRealBalancer(t *testing.T) {
 		}
 		t.Logf("%d connections across 6 reloads, none failed", ok)
 	})
+	t.Run("a restarted agent adopts HAProxy", func(t *testing.T) { bd.restartKeepsConnections(t) })
 	t.Run("failover", func(t *testing.T) {
 		bd.ensure(bd.spec(model.LBRoundRobin))
 		bd.waitUp(3)
@@ -353,6 +362,61 @@ func TestRealBalancer(t *testing.T) {
 			t.Fatalf("failover took %v, more than 3 s", d)
 		}
 	})
+}
+
+// restartKeepsConnections replaces the runner as an agent restart does
+// (Close, then a new runner on the same directory) while a connection
+// through the balancer is open: the new runner adopts the running
+// master — the same pid, the connection still echoes, its session
+// counted — and reloads a changed configuration through it.
+func (bd *bed) restartKeepsConnections(t *testing.T) {
+	s := bd.spec(model.LBRoundRobin)
+	bd.ensure(s)
+	bd.waitUp(len(bd.members))
+	held, member, err := bd.clientConn("10.77.0.100", 80, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	pid := func() string {
+		b, _ := os.ReadFile(filepath.Join(bd.runner.dir(s.ID), pidFile))
+		return string(b)
+	}
+	before := pid()
+	old := bd.runner
+	old.Close()
+	bd.runner = bd.newRunner(old.Dir)
+	if got := bd.runner.Running(); !slices.Equal(got, []string{s.ID}) {
+		t.Fatalf("the new runner serves %v, want the running balancer", got)
+	}
+	bd.ensure(s)
+	if now := pid(); now != before || before == "" {
+		t.Fatalf("HAProxy was restarted: master %q, now %q", before, now)
+	}
+	echo := func(what string) {
+		t.Helper()
+		_ = held.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := fmt.Fprintf(held, "%s\n", what); err != nil {
+			t.Fatalf("the connection open across the restart broke (%s): %v", what, err)
+		}
+		if line, err := bufio.NewReader(held).ReadString('\n'); err != nil || line != what+"\n" {
+			t.Fatalf("the connection open across the restart broke (%s): %q %v", what, line, err)
+		}
+	}
+	echo("after the restart")
+	st, err := bd.runner.Stats(context.Background(), s.ID)
+	if err != nil || st[member].Sessions != 1 {
+		t.Fatalf("the adopted HAProxy's stats: %+v %v (want one session on %s)", st, err, member)
+	}
+	// A changed configuration is a reload of the adopted master.
+	bd.ensure(bd.spec(model.LBLeastConn))
+	if bd.ask("") == "" {
+		t.Fatal("no new connection through the adopted HAProxy after a reload")
+	}
+	echo("after a reload")
+	if now := pid(); now != before {
+		t.Fatalf("the reload restarted HAProxy: master %q, now %q", before, now)
+	}
 }
 
 // failover cuts member m off the network (a dead VM: packets vanish)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,23 +21,80 @@ import (
 // ErrNotRunning says a balancer's HAProxy is not running.
 var ErrNotRunning = errors.New("haproxy: not running")
 
-// proc is one HAProxy master (master-worker mode) in a namespace.
+// proc is one HAProxy master (master-worker mode) in a namespace: one
+// this runner started (done closes when it exits), or one it adopted
+// from an earlier runner — an agent that restarted — known by its pid.
 type proc struct {
 	dir   string
-	cmd   *exec.Cmd
-	done  chan struct{}
-	err   error // set when done closes
-	cfg   string
+	pid   int
+	done  chan struct{} // nil when adopted
+	err   error         // set when done closes
+	cfg   string        // the configuration the master runs
 	start time.Time
 }
 
+// Files in a balancer's runtime directory besides the configuration.
+const (
+	pidFile     = "master.pid"  // the master's pid
+	runningFile = "running.cfg" // the configuration the master last loaded
+	idFile      = "id"          // the balancer's ID, for adoption
+)
+
 func (p *proc) alive() bool {
+	if p.done == nil {
+		return masterAlive(p.pid, p.dir)
+	}
 	select {
 	case <-p.done:
 		return false
 	default:
 		return true
 	}
+}
+
+// masterAlive says whether pid is a live HAProxy master of the
+// configuration in dir (and not another process that reused the pid).
+func masterAlive(pid int, dir string) bool {
+	if pid <= 0 {
+		return false
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	if i := strings.LastIndexByte(string(st), ')'); i < 0 || i+2 >= len(st) || st[i+2] == 'Z' || st[i+2] == 'X' {
+		return false
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	return slices.Contains(strings.Split(string(cmdline), "\x00"), filepath.Join(dir, "haproxy.cfg"))
+}
+
+// adoptProc takes over the HAProxy master an earlier runner started for
+// the configuration in dir, when it still runs and its master CLI
+// answers: its connections go on. ErrNotRunning when there is none.
+func adoptProc(ctx context.Context, dir string) (*proc, error) {
+	b, err := os.ReadFile(filepath.Join(dir, pidFile))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotRunning, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || !masterAlive(pid, dir) {
+		return nil, fmt.Errorf("%w: no live master (pid file %q)", ErrNotRunning, strings.TrimSpace(string(b)))
+	}
+	p := &proc{dir: dir, pid: pid, start: time.Now()}
+	if _, err := p.cli(ctx, "show proc"); err != nil {
+		// Alive but deaf: it cannot be reloaded or read. Stop it (its
+		// connections drop) rather than run a second HAProxy beside it
+		// on the same address (SO_REUSEPORT would split the traffic).
+		p.stop()
+		return nil, fmt.Errorf("%w: master %d does not answer on its CLI: stopped it: %v", ErrNotRunning, pid, err)
+	}
+	cfg, _ := os.ReadFile(filepath.Join(dir, runningFile))
+	p.cfg = string(cfg)
+	return p, nil
 }
 
 func (p *proc) masterSock() string { return filepath.Join(p.dir, "master.sock") }
@@ -51,9 +109,12 @@ func startProc(ctx context.Context, bin, netns, dir, cfg string) (*proc, error) 
 	if _, err := os.Stat(filepath.Join(dir, "server-state")); err != nil {
 		_ = os.WriteFile(filepath.Join(dir, "server-state"), nil, 0o600)
 	}
+	// `ip netns exec` execs HAProxy in place: the pid is the master's.
+	// Its own process group, and no parent-death signal: HAProxy
+	// outlives the agent, like the VMs, and the next agent adopts it.
 	args := []string{"netns", "exec", netns, bin, "-W", "-S", filepath.Join(dir, "master.sock") + ",mode,600", "-f", filepath.Join(dir, "haproxy.cfg")}
 	cmd := exec.Command("ip", args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	logf, err := os.OpenFile(filepath.Join(dir, "haproxy.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("haproxy: log: %w", err)
@@ -63,11 +124,16 @@ func startProc(ctx context.Context, bin, netns, dir, cfg string) (*proc, error) 
 		logf.Close()
 		return nil, fmt.Errorf("haproxy: start: %w", err)
 	}
-	p := &proc{dir: dir, cmd: cmd, done: make(chan struct{}), cfg: cfg, start: time.Now()}
+	p := &proc{dir: dir, pid: cmd.Process.Pid, done: make(chan struct{}), cfg: cfg, start: time.Now()}
 	go func() { p.err = cmd.Wait(); logf.Close(); close(p.done) }()
+	if err := os.WriteFile(filepath.Join(dir, pidFile), []byte(strconv.Itoa(p.pid)), 0o600); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("haproxy: %w", err)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if _, err := p.cli(ctx, "show proc"); err == nil {
+			p.loaded(cfg)
 			return p, nil
 		}
 		if !p.alive() || time.Now().After(deadline) || ctx.Err() != nil {
@@ -75,6 +141,14 @@ func startProc(ctx context.Context, bin, netns, dir, cfg string) (*proc, error) 
 			return nil, fmt.Errorf("haproxy: did not start: %s", tail(filepath.Join(dir, "haproxy.log")))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// loaded records cfg as what the master runs, for a runner that adopts
+// it. Losing it costs that runner one needless reload.
+func (p *proc) loaded(cfg string) {
+	if err := os.WriteFile(filepath.Join(p.dir, runningFile), []byte(cfg), 0o600); err != nil {
+		_ = os.Remove(filepath.Join(p.dir, runningFile))
 	}
 }
 
@@ -136,6 +210,7 @@ func (p *proc) reload(ctx context.Context, cfg string) error {
 		time.Sleep(20 * time.Millisecond)
 		if ws, err := p.workers(ctx); err == nil && len(ws) > 0 && (len(before) == 0 || ws[0] != before[0]) {
 			p.cfg = cfg
+			p.loaded(cfg)
 			return nil
 		}
 		if !p.alive() {
@@ -258,16 +333,32 @@ func parseStat(text string) map[string]ServerStat {
 	return out
 }
 
-// stop ends the master and its workers.
+// stop ends the master and its workers (its process group).
 func (p *proc) stop() {
-	if p.cmd.Process == nil {
+	if p.pid <= 0 {
 		return
 	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(3 * time.Second):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
+	_ = syscall.Kill(-p.pid, syscall.SIGTERM)
+	if !p.waitGone(3 * time.Second) {
+		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+		p.waitGone(5 * time.Second)
 	}
+}
+
+// waitGone waits until the master has ended, at most d.
+func (p *proc) waitGone(d time.Duration) bool {
+	if p.done != nil {
+		select {
+		case <-p.done:
+			return true
+		case <-time.After(d):
+			return false
+		}
+	}
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if !p.alive() {
+			return true
+		}
+	}
+	return !p.alive()
 }

@@ -21,6 +21,13 @@ import (
 // of the network's bridge, and an HAProxy master in it. Ensure is
 // idempotent: it creates what is missing, reloads HAProxy when the
 // configuration changed and restarts it when it died.
+//
+// HAProxy outlives the runner, as VMs outlive their agent: Close leaves
+// it running, and a new runner on the same Dir adopts every master it
+// finds there (its pid file, its master CLI) on first use instead of
+// starting another, so an agent restart drops no connection. Running
+// lists adopted balancers too, so one deleted while the agent was away
+// is removed by the next view.
 type Runner struct {
 	// Sys runs ip commands on the host (netvirt.Exec; with Netns set for
 	// a "host" that is itself a namespace in tests).
@@ -34,8 +41,9 @@ type Runner struct {
 	NetnsPrefix string
 	Log         *slog.Logger
 
-	mu    sync.Mutex
-	procs map[string]*proc
+	mu      sync.Mutex
+	procs   map[string]*proc
+	adopted bool // the masters under Dir were looked for
 }
 
 // Netns is the namespace of balancer id.
@@ -48,13 +56,46 @@ func (r *Runner) Netns(id string) string {
 	return fmt.Sprintf("%s%x", p, h[:5])
 }
 
-func (r *Runner) dir(id string) string {
-	d := r.Dir
-	if d == "" {
-		d = "/run/vpool/lb"
+func (r *Runner) base() string {
+	if r.Dir == "" {
+		return "/run/vpool/lb"
 	}
+	return r.Dir
+}
+
+func (r *Runner) dir(id string) string {
 	h := sha256.Sum256([]byte(id))
-	return filepath.Join(d, fmt.Sprintf("%x", h[:8]))
+	return filepath.Join(r.base(), fmt.Sprintf("%x", h[:8]))
+}
+
+// adoptAll takes over, once, the HAProxy masters an earlier runner left
+// running under Dir (r.mu held).
+func (r *Runner) adoptAll(ctx context.Context) {
+	if r.adopted {
+		return
+	}
+	r.adopted = true
+	if r.procs == nil {
+		r.procs = map[string]*proc{}
+	}
+	ents, err := os.ReadDir(r.base())
+	if err != nil {
+		return // none yet
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(r.base(), e.Name(), idFile))
+		id := strings.TrimSpace(string(b))
+		if err != nil || id == "" || r.dir(id) != filepath.Join(r.base(), e.Name()) || r.procs[id] != nil {
+			continue
+		}
+		p, err := adoptProc(ctx, r.dir(id))
+		if err != nil {
+			r.log().Info("haproxy not adopted", "lb", id, "err", err)
+			continue
+		}
+		r.procs[id] = p
+		r.log().Info("haproxy adopted: its connections go on", "lb", id, "pid", p.pid)
+	}
 }
 
 func (r *Runner) log() *slog.Logger {
@@ -68,9 +109,7 @@ func (r *Runner) log() *slog.Logger {
 func (r *Runner) Ensure(ctx context.Context, s Spec) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.procs == nil {
-		r.procs = map[string]*proc{}
-	}
+	r.adoptAll(ctx)
 	if err := r.plumb(ctx, s); err != nil {
 		return err
 	}
@@ -78,11 +117,21 @@ func (r *Runner) Ensure(ctx context.Context, s Spec) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("haproxy: %w", err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, idFile), []byte(s.ID), 0o600); err != nil {
+		return fmt.Errorf("haproxy: %w", err)
+	}
 	cfg := RenderConfig(s, dir)
 	p := r.procs[s.ID]
 	if p != nil && !p.alive() {
 		r.log().Warn("haproxy exited, restarting", "lb", s.ID, "err", p.err, "log", tail(filepath.Join(dir, "haproxy.log")))
 		p = nil
+	}
+	if p == nil {
+		if ap, err := adoptProc(ctx, dir); err == nil {
+			p = ap
+			r.procs[s.ID] = p
+			r.log().Info("haproxy adopted: its connections go on", "lb", s.ID, "pid", p.pid)
+		}
 	}
 	if p == nil {
 		bin := r.Bin
@@ -145,6 +194,7 @@ func netipPrefix(s Spec) string {
 // Stats returns balancer id's members as HAProxy sees them.
 func (r *Runner) Stats(ctx context.Context, id string) (map[string]ServerStat, error) {
 	r.mu.Lock()
+	r.adoptAll(ctx)
 	p := r.procs[id]
 	r.mu.Unlock()
 	if p == nil || !p.alive() {
@@ -153,10 +203,11 @@ func (r *Runner) Stats(ctx context.Context, id string) (map[string]ServerStat, e
 	return p.stats(ctx)
 }
 
-// Running lists the balancers served.
+// Running lists the balancers served (adopted ones included).
 func (r *Runner) Running() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.adoptAll(context.Background())
 	out := make([]string, 0, len(r.procs))
 	for id := range r.procs {
 		out = append(out, id)
@@ -169,6 +220,7 @@ func (r *Runner) Running() []string {
 // deletes the veth) and runtime directory.
 func (r *Runner) Remove(ctx context.Context, id, port string) error {
 	r.mu.Lock()
+	r.adoptAll(ctx)
 	p := r.procs[id]
 	delete(r.procs, id)
 	r.mu.Unlock()
@@ -186,12 +238,22 @@ func (r *Runner) Remove(ctx context.Context, id, port string) error {
 	return errors.Join(errs...)
 }
 
-// Close stops every HAProxy (their namespaces stay for the next start to
-// adopt; a restarted agent starts HAProxy again).
+// Close lets the runner go and leaves every HAProxy running with its
+// connections (an agent that exits): the next runner on Dir adopts them.
 func (r *Runner) Close() {
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.procs, r.adopted = nil, false
+}
+
+// Shutdown stops every HAProxy the runner serves, adopted ones
+// included; their namespaces and directories stay (tests, and a host
+// that stops serving balancers for good).
+func (r *Runner) Shutdown() {
+	r.mu.Lock()
+	r.adoptAll(context.Background())
 	ps := r.procs
-	r.procs = nil
+	r.procs, r.adopted = nil, false
 	r.mu.Unlock()
 	for _, p := range ps {
 		p.stop()

@@ -41,6 +41,18 @@ const (
 	MaxDrainTimeout      = 3600
 )
 
+// What one balancer takes on the host that serves it, counted in
+// placement (Host.Balancers). HAProxy 2.6's master holds ~12 MiB and
+// each worker ~7 MiB resident when idle (measured), old workers live on
+// while they drain after a reload, and each connection takes two 16 KiB
+// buffers (1,000 connections ≈ 32 MiB); its CPU work is per connection.
+// The reserve is a budget for that, so VMs placed next to a balancer
+// leave it room.
+const (
+	LBReserveCPUMilli = 250
+	LBReserveMemory   = 64 * MiB
+)
+
 // LoadBalancer is an L4 (TCP) load balancer of a project: a virtual IP
 // on one of its networks, served by HAProxy on one host, spreading the
 // connections to one port over members (VMs of the project) that pass a

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -136,5 +137,22 @@ func TestPolicyValidate(t *testing.T) {
 	p.Ratios.Memory = 3.5
 	if err := p.Validate(); err == nil {
 		t.Fatal("memory ratio 3.5 accepted")
+	}
+}
+
+func TestUsageDayJSON(t *testing.T) {
+	d := UsageDay{Day: 31, UsageFigures: UsageFigures{VCPUHours: 2.0 / 3, MemGiBHours: 24, DiskGiBHours: 1e-9, NetBytes: 1 << 40, EnergyKWh: 0.1234567891234, CO2Grams: 1234.5}}
+	b, err := json.Marshal(d)
+	if err != nil || string(b) != "[31,0.6666666667,24,1e-09,1099511627776,0.1234567891,1234.5]" {
+		t.Fatalf("%s %v", b, err)
+	}
+	var back UsageDay
+	if err := json.Unmarshal(b, &back); err != nil || back.Day != 31 || back.NetBytes != 1<<40 || back.CO2Grams != 1234.5 {
+		t.Fatalf("%+v %v", back, err)
+	}
+	for _, bad := range []string{`[1,2]`, `{}`, `["a",1,1,1,1,1,1]`, `[1,1,1,1,1.5,1,1]`} {
+		if err := json.Unmarshal([]byte(bad), &back); err == nil {
+			t.Errorf("%s decodes", bad)
+		}
 	}
 }

@@ -110,6 +110,10 @@ type Host struct {
 	Drain *HostDrain `json:"drain,omitempty"`
 	// Power is what the power controller wants of the host (nil: on).
 	Power *HostPower `json:"power,omitempty"`
+	// Balancers counts the load balancers placed on the host (the
+	// balancer controller keeps it); each takes LBReserveCPUMilli and
+	// LBReserveMemory out of what placement may allocate there.
+	Balancers int `json:"balancers,omitempty"`
 }
 
 // StoragePoolRef names a storage pool present on a host and its tier.

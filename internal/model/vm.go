@@ -253,6 +253,8 @@ type Token struct {
 	// Host binds a join token to one host name: a re-key token (vpool
 	// host rekey), the only way to join a name already joined.
 	Host string `json:"host,omitempty"`
+	// Scopes narrow what the role allows (scope.go); none: the role's all.
+	Scopes []string `json:"scopes,omitempty"`
 }
 
 // Policy is the cluster-wide placement policy, stored as data.

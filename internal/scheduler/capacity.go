@@ -3,13 +3,17 @@ package scheduler
 import "github.com/vpool/vpool/internal/model"
 
 // setCapacity loads a host's physical capacity and its limits (capacity ×
-// the effective ratio) into r.
+// the effective ratio) into r, less the reserve of the load balancers
+// the host serves.
 func (r *hostRec) setCapacity(h *model.Host, policy model.Policy) {
 	rt := EffectiveRatios(h, policy)
-	cpu := int64(h.Capacity.CPUs) * 1000
-	r.cpuPhys, r.memPhys = cpu, int64(h.Capacity.Memory)
-	r.cpuLimit = scale(cpu, rt.CPU)
-	r.memLimit = scale(r.memPhys, rt.Memory)
+	cpu, mem := int64(h.Capacity.CPUs)*1000, int64(h.Capacity.Memory)
+	// The load balancers the host serves take their reserve off the top:
+	// it is real use, neither overcommitted nor available to reservations.
+	lbCPU, lbMem := int64(h.Balancers)*model.LBReserveCPUMilli, int64(h.Balancers)*int64(model.LBReserveMemory)
+	r.cpuPhys, r.memPhys = max(cpu-lbCPU, 0), max(mem-lbMem, 0)
+	r.cpuLimit = max(scale(cpu, rt.CPU)-lbCPU, 0)
+	r.memLimit = max(scale(mem, rt.Memory)-lbMem, 0)
 	r.diskLimit = scale(int64(h.Capacity.Disk), rt.Disk)
 	r.cores = int32(h.Capacity.CPUs)
 }

@@ -55,3 +55,47 @@ func TestAllocatable(t *testing.T) {
 		})
 	}
 }
+
+// TestBalancersTakeTheirReserve: a host serving load balancers has their
+// reserve (model.LBReserveCPUMilli, LBReserveMemory each) taken off what
+// may be allocated there, in Allocatable, Fits and the fit filter alike.
+func TestBalancersTakeTheirReserve(t *testing.T) {
+	s, err := New(model.DefaultPolicy(), WithPlugins("hoststate", "fit"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := func(cpus int, mem model.Bytes, cpuRes int) *model.VMSpec {
+		return &model.VMSpec{VCPUs: cpus, Memory: mem, Controls: model.Controls{CPUReservation: cpuRes}}
+	}
+	for _, tc := range []struct {
+		name      string
+		balancers int
+		spec      *model.VMSpec
+		fits      bool
+	}{
+		{"all the CPUs, no balancer", 0, vm(2, model.GiB, 0), true},
+		{"all the CPUs, one balancer", 1, vm(2, model.GiB, 0), false},
+		{"all the memory, no balancer", 0, vm(1, 4*model.GiB, 0), true},
+		{"all the memory, one balancer", 1, vm(1, 4*model.GiB, 0), false},
+		{"memory left by two balancers", 2, vm(1, 4*model.GiB-2*model.LBReserveMemory, 0), true},
+		{"a full CPU reservation next to a balancer", 1, vm(1, model.GiB, 2000), false},
+		{"what four balancers leave", 4, vm(1, model.GiB, 1000), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := MakeHost().Name("h").CPUs(2).Memory(4).Disk(100).Ratios(1, 1, 0).Obj()
+			h.Balancers = tc.balancers
+			a := MakeAlloc("h").Obj()
+			why := Fits(&h, a, model.DefaultPolicy(), tc.spec)
+			d := s.Check(h, a, Request{Key: "p/v", Spec: tc.spec})
+			if (why == "") != tc.fits || d.Placed() != tc.fits {
+				t.Errorf("Fits %q, filter placed %v (%s); want fits %v", why, d.Placed(), d.Explanation.Summary, tc.fits)
+			}
+		})
+	}
+	h := MakeHost().CPUs(4).Memory(8).Disk(100).Obj()
+	h.Balancers = 4
+	want := model.Resources{CPUs: 15, Memory: 8*model.GiB - 4*model.LBReserveMemory, Disk: 100 * model.GiB}
+	if got := Allocatable(&h, model.DefaultPolicy()); got != want {
+		t.Errorf("Allocatable with four balancers = %+v, want %+v", got, want)
+	}
+}

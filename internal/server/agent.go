@@ -34,11 +34,15 @@ type agentEndpoint struct {
 	req, resp any
 	status    int
 	query     []string
+	// audit names the kind of object a call of this route acts on
+	// ("host", "cluster/members"): such calls (the joins, which issue a
+	// certificate or hand over the cluster's secrets) are audit records.
+	audit string
 }
 
 func (s *Server) agentEndpoints() []agentEndpoint {
 	return slices.Concat(s.agentMigrationEndpoints(), s.lbAgentEndpoints(), s.memberAgentEndpoints(), s.vmOpAgentEndpoints(), s.imageAgentEndpoints(), []agentEndpoint{
-		{method: "POST", path: "/agent/v1/join", handle: s.join, req: api.JoinRequest{}, resp: api.JoinResponse{}, status: 200},
+		{method: "POST", path: "/agent/v1/join", handle: s.join, req: api.JoinRequest{}, resp: api.JoinResponse{}, status: 200, audit: "host"},
 		{method: "PUT", path: "/agent/v1/heartbeat", handle: s.heartbeat, needCert: true, certInTxn: true, req: api.Heartbeat{}, resp: api.HeartbeatResponse{}, status: 200},
 		{method: "GET", path: "/agent/v1/assignments", handle: s.assignments, needCert: true, resp: api.Assignments{}, status: 200, query: []string{"after", "wait"}},
 		{method: "GET", path: "/agent/v1/networks", handle: s.hostNetworks, needCert: true, resp: api.HostNetworks{}, status: 200, query: []string{"etag", "wait"}},
@@ -76,6 +80,10 @@ func (s *Server) agentWrap(route string, e agentEndpoint) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		var note *auditNote
+		if e.audit != "" {
+			r, note = withAuditNote(r, route)
+		}
 		host, leaf, err := peerHost(r.TLS)
 		if err != nil {
 			err = forbidden("%v", err)
@@ -97,8 +105,9 @@ func (s *Server) agentWrap(route string, e agentEndpoint) http.Handler {
 		if err == nil {
 			err = e.handle(sw, r, host)
 		}
+		var he *httpError
 		if err != nil {
-			he := toHTTP(err)
+			he = toHTTP(err)
 			if he.body.Code == api.CodeInternal {
 				s.log.Error("agent request failed", "route", route, "host", host, "err", err)
 			}
@@ -109,6 +118,9 @@ func (s *Server) agentWrap(route string, e agentEndpoint) http.Handler {
 		code := sw.status
 		if code == 0 {
 			code = http.StatusOK
+		}
+		if note != nil {
+			s.auditJoin(r, route, e.audit, code, he, note)
 		}
 		s.metrics.APILatency.WithLabelValues(route, strconv.Itoa(code)).Observe(time.Since(start).Seconds())
 		s.log.Debug("agent request", "route", route, "host", host, "code", code, "dur", time.Since(start))
@@ -135,6 +147,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, _ string) error {
 	if err := model.ValidName("host", req.Host); err != nil {
 		return err
 	}
+	noteObject(r, req.Host)
 	var cert pki.HostCert
 	_, err = s.repo.Join(r.Context(), state.HashSecret(secret), req.Host, func() (state.HostIdentity, error) {
 		var err error

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"strings"
@@ -32,6 +33,9 @@ func unauthorized(msg string) *httpError {
 func (s *Server) authenticate(r *http.Request) (*principal, *httpError) {
 	h := r.Header.Get("Authorization")
 	secret, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok && h == "" {
+		secret, ok = websocketBearer(r)
+	}
 	secret = strings.TrimSpace(secret)
 	if !ok || secret == "" {
 		return nil, unauthorized("missing bearer token: send the header Authorization: Bearer <token> (the admin token is in DATA_DIR/admin.token)")
@@ -50,6 +54,29 @@ func (s *Server) authenticate(r *http.Request) (*principal, *httpError) {
 		return nil, unauthorized("token expired at " + tok.ExpiresAt.UTC().Format("2006-01-02T15:04:05Z"))
 	}
 	return &principal{tok: tok}, nil
+}
+
+// WebSocketBearerPrefix marks a websocket subprotocol that carries the
+// bearer token (base64url, no padding): a browser's WebSocket cannot send
+// an Authorization header, and a token in the URL would end up in logs
+// and history (the dashboard's console offers "vpool.console" and this).
+const WebSocketBearerPrefix = "vpool.bearer."
+
+// websocketBearer reads the token of a websocket upgrade from its
+// subprotocols.
+func websocketBearer(r *http.Request) (string, bool) {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return "", false
+	}
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			if enc, ok := strings.CutPrefix(strings.TrimSpace(p), WebSocketBearerPrefix); ok {
+				b, err := base64.RawURLEncoding.DecodeString(enc)
+				return string(b), err == nil
+			}
+		}
+	}
+	return "", false
 }
 
 // requireAdmin refuses everyone but cluster admins.

@@ -149,7 +149,9 @@ func (s *Server) consoleAttach(w http.ResponseWriter, r *http.Request, p *princi
 		return err
 	}
 	defer s.consoles.close(sess)
-	user, err := websocket.Accept(w, r, nil)
+	// a browser offers "vpool.console" beside the subprotocol that
+	// carries its token (websocketBearer), and must be answered one
+	user, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"vpool.console"}})
 	if err != nil {
 		agentConn.Close(websocket.StatusInternalError, "user went away")
 		return nil // Accept answered the request

@@ -120,6 +120,7 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *httpError) {
 		}
 		return nil, badRequest("reading request body: %v", err)
 	}
+	noteBody(r, body)
 	return body, nil
 }
 

@@ -159,7 +159,7 @@ func newIdleServerWith(t testing.TB, edit func(*Config)) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.ln.Close(); s.agentLn.Close() })
+	t.Cleanup(func() { s.ln.Close(); s.agentLn.Close(); s.audit.Close() })
 	return s
 }
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 )
 
@@ -124,5 +125,5 @@ func fuzzSeeds() []fuzzSeed {
 			out = append(out, fuzzSeed{route: route, role: role})
 		}
 	}
-	return append(append(out, networkFuzzSeeds()...), balancerFuzzSeeds()...)
+	return slices.Concat(out, networkFuzzSeeds(), balancerFuzzSeeds(), auditFuzzSeeds())
 }

@@ -186,6 +186,7 @@ func (s *Server) deleteHost(w http.ResponseWriter, r *http.Request, p *principal
 	if err := s.repo.RemoveHost(r.Context(), name); err != nil {
 		return hostNotFound(err, name)
 	}
+	s.trust.forget(name)
 	s.leaseMu.Lock()
 	delete(s.leases, name)
 	s.leaseMu.Unlock()
@@ -215,6 +216,7 @@ func (s *Server) rekeyHost(w http.ResponseWriter, r *http.Request, p *principal)
 	if err != nil {
 		return hostNotFound(err, name)
 	}
+	s.trust.forget(name)
 	s.log.Info("host re-keyed", "host", name)
 	writeJSON(w, http.StatusCreated, res)
 	return nil

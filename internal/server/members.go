@@ -52,7 +52,7 @@ func (s *Server) memberEndpoints() []endpoint {
 
 func (s *Server) memberAgentEndpoints() []agentEndpoint {
 	return []agentEndpoint{
-		{method: "POST", path: "/agent/v1/members/join", handle: s.joinServer, req: api.ServerJoinRequest{}, resp: api.ServerJoinResponse{}, status: 200},
+		{method: "POST", path: "/agent/v1/members/join", handle: s.joinServer, req: api.ServerJoinRequest{}, resp: api.ServerJoinResponse{}, status: 200, audit: "cluster/members"},
 	}
 }
 
@@ -199,6 +199,7 @@ func (s *Server) joinServer(w http.ResponseWriter, r *http.Request, _ string) er
 	if err := model.ValidName("name", req.Name); err != nil {
 		return err
 	}
+	noteObject(r, req.Name)
 	if err := store.CheckPeerURL(req.PeerURL); err != nil {
 		return fieldError("peerURL", "%v", err)
 	}

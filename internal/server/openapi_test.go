@@ -28,6 +28,7 @@ type schemaGen struct {
 var (
 	timeType  = reflect.TypeOf(time.Time{})
 	bytesType = reflect.TypeOf(model.Bytes(0))
+	rawType   = reflect.TypeOf(json.RawMessage(nil))
 	enums     = map[reflect.Type][]string{
 		reflect.TypeOf(model.Phase("")):      {"pending", "scheduling", "creating", "running", "stopping", "stopped", "failed", "deleting", "paused"},
 		reflect.TypeOf(model.PowerState("")): {"running", "stopped"},
@@ -45,6 +46,8 @@ func (g *schemaGen) schema(t reflect.Type) map[string]any {
 		return map[string]any{"type": "string", "format": "date-time"}
 	case t == bytesType:
 		return map[string]any{"type": "integer", "format": "int64", "minimum": 0, "description": "a size in bytes"}
+	case t == rawType:
+		return map[string]any{"description": "any JSON value, as stored"}
 	}
 	if e, ok := enums[t]; ok {
 		return map[string]any{"type": "string", "enum": e}

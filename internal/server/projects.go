@@ -214,8 +214,12 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request, p *principa
 	if err != nil {
 		return err
 	}
+	if err := model.ValidScopes(req.Scopes); err != nil {
+		return err
+	}
 	secret := newSecret("vpt_")
-	tok := &model.Token{ID: state.NewID()[:12], Hash: state.HashSecret(secret), Project: req.Project, Role: req.Role, CreatedAt: s.now()}
+	tok := &model.Token{ID: state.NewID()[:12], Hash: state.HashSecret(secret), Project: req.Project, Role: req.Role, CreatedAt: s.now(),
+		Scopes: req.Scopes}
 	if ttl > 0 {
 		tok.ExpiresAt = s.now().Add(ttl)
 	}

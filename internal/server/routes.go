@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"path"
@@ -30,7 +31,7 @@ type endpoint struct {
 // exactly, and a test checks both against the OpenAPI document.
 func (s *Server) endpoints() []endpoint {
 	scoped := []string{"project"}
-	return slices.Concat(s.balanceEndpoints(), s.balancerEndpoints(), s.memberEndpoints(), s.migrationEndpoints(), s.vmOpEndpoints(), s.imageEndpoints(), s.networkEndpoints(), []endpoint{
+	return slices.Concat(s.balanceEndpoints(), s.balancerEndpoints(), s.memberEndpoints(), s.migrationEndpoints(), s.vmOpEndpoints(), s.imageEndpoints(), s.networkEndpoints(), s.auditEndpoints(), s.usageEndpoints(), s.complianceEndpoints(), s.historyEndpoints(), []endpoint{
 		{method: "GET", path: "/api/v1/openapi.json", handle: s.openAPI, public: true, resp: map[string]any{}, status: 200},
 		{method: "GET", path: "/api/v1/cluster", handle: s.clusterInfo, resp: api.ClusterInfo{}, status: 200},
 		{method: "GET", path: "/api/v1/cluster/policy", handle: s.getPolicy, resp: model.Policy{}, status: 200},
@@ -172,9 +173,14 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (s *Server) wrap(route string, e endpoint) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		at := s.now()
 		sw := &statusWriter{ResponseWriter: w}
 		var err error
 		var p *principal
+		var note *auditNote
+		if auditable(route) {
+			r, note = withAuditNote(r, route)
+		}
 		if !e.public {
 			var he *httpError
 			if p, he = s.authenticate(r); he != nil {
@@ -191,9 +197,15 @@ func (s *Server) wrap(route string, e endpoint) http.Handler {
 				err = he
 			}
 		}
-		if err == nil {
+		if err == nil && p != nil && len(p.tok.Scopes) > 0 {
+			err = s.checkScopes(sw, r, route, p)
+		}
+		if errors.Is(err, errAnswered) {
+			err = nil
+		} else if err == nil {
 			err = e.handle(sw, r, p)
 		}
+		var failed *httpError
 		if err != nil {
 			he := toHTTP(err)
 			if he.status >= 500 && he.body.Code == api.CodeInternal {
@@ -206,10 +218,14 @@ func (s *Server) wrap(route string, e endpoint) http.Handler {
 			if sw.status == 0 {
 				writeJSON(sw, he.status, he.body)
 			}
+			failed = he
 		}
 		code := sw.status
 		if code == 0 {
 			code = http.StatusOK
+		}
+		if note != nil {
+			s.auditRequest(r, route, e, p, code, failed, note, at)
 		}
 		s.metrics.APILatency.WithLabelValues(route, strconv.Itoa(code)).Observe(time.Since(start).Seconds())
 		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "code", code, "dur", time.Since(start))

@@ -112,6 +112,16 @@ var userWalks = map[string]walk{
 
 	"GET /api/v1/events": {path: "/api/v1/events?project=alpha", want: alphaRead(200)},
 
+	"GET /api/v1/audit":              {path: "/api/v1/audit?project=alpha", want: alphaRead(200)},
+	"GET /api/v1/audit/records":      {path: "/api/v1/audit/records?from=1", want: adminOnly(200)},
+	"GET /api/v1/audit/head":         {path: "/api/v1/audit/head", want: adminOnly(200)},
+	"GET /api/v1/audit/key":          {path: "/api/v1/audit/key", want: anyUser(200)},
+	"GET /api/v1/cluster/metering":   {path: "/api/v1/cluster/metering", want: anyUser(200)},
+	"PATCH /api/v1/cluster/metering": {path: "/api/v1/cluster/metering", body: `{"sitesGPerKWh":{"eu":56}}`, want: adminOnly(200)},
+	"GET /api/v1/cluster/history":    {path: "/api/v1/cluster/history?points=10", want: adminOnly(200)},
+	"GET /api/v1/compliance":         {path: "/api/v1/compliance?project=alpha", want: alphaRead(200)},
+	"GET /api/v1/usage":              {path: "/api/v1/usage?project=alpha&vms=true", want: alphaRead(200)},
+
 	"GET /api/v1/migrations":              {path: "/api/v1/migrations?project=alpha", want: alphaRead(200)},
 	"POST /api/v1/migrations":             {path: "/api/v1/migrations?project=alpha", body: `{"vm":"vm1"}`, want: adminOnly(201)},
 	"GET /api/v1/migrations/{id}":         {path: "/api/v1/migrations/m1", want: alphaRead(200)},

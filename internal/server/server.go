@@ -25,9 +25,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/auditlog"
 	"github.com/vpool/vpool/internal/imagepool"
 	"github.com/vpool/vpool/internal/metrics"
 	"github.com/vpool/vpool/internal/model"
@@ -103,12 +105,28 @@ type Config struct {
 	// hosts this server keeps alive (heartbeatInterval).
 	HeartbeatInterval time.Duration
 	// Name is this server's name: its record in the store
-	// (/vpool/servers/NAME) and, with an embedded store, its etcd
-	// member's name. Default "vpool".
+	// (/vpool/servers/NAME), with an embedded store its etcd member's
+	// name, and who wrote in audit records. Default "vpool".
 	Name string
 	// Members manages the embedded store's membership (members.go); nil
 	// with an external etcd or an in-memory store.
 	Members Members
+	// AuditDir receives the audit trail's export files when this server
+	// leads (default DataDir/audit; none without a DataDir); AuditWindow
+	// is how many records the store keeps (docs/audit.md).
+	AuditDir    string
+	AuditWindow int
+	// AuditLog tunes the audit appender (tests: checkpoint intervals);
+	// Store, Signer, Server, Logger and Clock are filled in.
+	AuditLog auditlog.Config
+
+	// HistoryInterval is how often the hosts are sampled for the
+	// dashboard's charts (default 10 s).
+	HistoryInterval time.Duration
+
+	// noAudit records nothing: only the benchmark that measures the
+	// audit trail's cost sets it (there is no switch to turn auditing off).
+	noAudit bool
 }
 
 // DefaultCAKeyFile is the seal key's file name in the data dir.
@@ -150,6 +168,13 @@ type Server struct {
 
 	reports reportQueue // agents' status reports, group-committed (reports.go)
 	lbs     lbHub       // the hosts' load balancers (lbagent.go)
+
+	audit        *auditlog.Log      // the audit trail's appender (audit.go)
+	auditExport  *auditlog.Exporter // run by the leader (AuditTask)
+	unauth       limiter            // unauthenticated requests recorded
+	auditSkipped atomic.Int64       // unauthenticated requests not recorded
+
+	hist history // the hosts' recent load (history.go)
 }
 
 // New prepares a server: it loads or creates the cluster CA and the admin
@@ -183,10 +208,17 @@ func New(cfg Config) (*Server, error) {
 	if len(cfg.ServerNames) == 0 {
 		cfg.ServerNames = pki.DefaultServerNames()
 	}
+	if cfg.HistoryInterval <= 0 {
+		cfg.HistoryInterval = DefaultHistoryInterval
+	}
+	if cfg.AuditDir == "" && cfg.DataDir != "" {
+		cfg.AuditDir = filepath.Join(cfg.DataDir, "audit")
+	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger.With("component", "server"), now: cfg.Clock,
 		repo: state.New(cfg.Store, cfg.Clock), metrics: cfg.Metrics,
 		drain: make(chan struct{}), leases: map[string]hostLease{},
+		unauth: limiter{rate: unauthRate, burst: unauthBurst},
 	}
 	s.nets.s = s
 	s.view = newView(cfg.Store)
@@ -214,6 +246,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.metrics.SetCounter(s.countStates)
+	s.metrics.SetUsage(s.usageMetrics)
 	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("server: listen %s: %w", cfg.Listen, err)
 	}
@@ -240,6 +273,9 @@ func (s *Server) bootstrap(ctx context.Context) error {
 	}
 	s.trust = newTrust(s.repo, s.now)
 	if s.trustRev, err = s.trust.load(ctx); err != nil {
+		return err
+	}
+	if err := s.openAudit(ctx); err != nil {
 		return err
 	}
 	if err := s.loadOrCreateAdminToken(ctx); err != nil {
@@ -381,6 +417,7 @@ func (s *Server) Run(ctx context.Context) error {
 	trustDone := make(chan struct{})
 	go func() { defer close(trustDone); s.trust.run(cctx, s.cfg.Store, s.trustRev) }()
 	go s.sweepAddresses(cctx, 15*time.Second, 30*time.Second)
+	go s.runHistory(cctx, s.cfg.HistoryInterval)
 	go s.publishSamples(cctx, s.cfg.UsageSampleInterval)
 	announced := make(chan struct{})
 	go func() { defer close(announced); s.announce(cctx) }()
@@ -422,6 +459,7 @@ wait:
 	fresh.closeAll()
 	_ = user.Shutdown(sctx)
 	_ = agent.Shutdown(sctx)
+	s.audit.Close() // writes what is queued, then returns
 	s.revokeLeases()
 	s.view.stop()
 	return runErr

@@ -86,6 +86,13 @@ func forTenant(v any) any {
 	case model.Event:
 		t.Message = redact(t.Message)
 		return t
+	case api.AuditList:
+		out := api.AuditList{Head: t.Head, Items: make([]model.AuditRecord, len(t.Items))}
+		for i, r := range t.Items {
+			r.Reason = redact(r.Reason)
+			out.Items[i] = r
+		}
+		return out
 	case *model.Image:
 		c := *t
 		tenantImage(&c)

@@ -101,6 +101,17 @@ func (t *trust) pruneLoop(ctx context.Context) {
 	}
 }
 
+// forget drops host's cached binding after this server revoked its
+// certificate (re-key, removal), so that the next request of that host
+// is checked against the store rather than a cache the revocation's
+// watch event has not reached yet: read-your-writes on the server that
+// revoked. Other servers follow within their watch's delay.
+func (t *trust) forget(host string) {
+	t.mu.Lock()
+	delete(t.ps.Bindings, host)
+	t.mu.Unlock()
+}
+
 // revoked says whether the cache lists serial as revoked.
 func (t *trust) revoked(serial string) bool {
 	t.mu.RLock()

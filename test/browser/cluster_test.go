@@ -40,11 +40,21 @@ type cluster struct {
 // the server will: /ui/ (and /) from web.Handler, the rest from the API.
 func startCluster(t *testing.T, hosts []simHost) *cluster {
 	t.Helper()
+	return startClusterWith(t, hosts, nil)
+}
+
+// startClusterWith is startCluster with the server's config tuned by edit.
+func startClusterWith(t *testing.T, hosts []simHost, edit func(*devenv.ServerConfig)) *cluster {
+	t.Helper()
 	st := memstore.New()
 	ctx, cancel := context.WithCancel(context.Background())
-	srv, err := devenv.StartServer(ctx, devenv.ServerConfig{
+	cfg := devenv.ServerConfig{
 		Store: st, Listen: "127.0.0.1:0", AgentListen: "127.0.0.1:0", DataDir: t.TempDir(), Version: "browser-test",
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := devenv.StartServer(ctx, cfg)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
@@ -69,10 +79,11 @@ func startCluster(t *testing.T, hosts []simHost) *cluster {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	reg := sim.NewRegistry() // the hosts migrate VMs to one another
 	for _, h := range hosts {
 		a, err := agent.New(agent.Config{
 			ServerURL: srv.AgentURL(), JoinToken: join.Token, StateDir: filepath.Join(dir, h.name), HostName: h.name,
-			Labels: h.labels, Driver: sim.MustHost(sim.Config{Name: h.name, CPUs: h.cpus, Memory: h.memory}).Driver(),
+			Labels: h.labels, Driver: sim.MustHost(sim.Config{Name: h.name, CPUs: h.cpus, Memory: h.memory, Registry: reg}).Driver(),
 			StatusInterval: 200 * time.Millisecond, PollWait: 5 * time.Second, StopTimeout: time.Second,
 		})
 		if err != nil {

@@ -76,6 +76,11 @@ type NICDev struct {
 	ID  string // device id; the netdev is "n" + ID
 	Tap string // empty: user-mode networking
 	MAC string
+	// MTU, when set, is offered to the guest as virtio-net's host_mtu
+	// (VIRTIO_NET_F_MTU): the guest's driver takes it as the interface's
+	// MTU at probe, so a jumbo-frame network needs no DHCP option or
+	// cloud-init to reach the guest.
+	MTU int
 }
 
 // The command line is built so that no value can add an option. Devices,
@@ -270,6 +275,9 @@ func (m Machine) nicArgs() []string {
 		dev := map[string]any{"driver": "virtio-net-pci", "id": n.ID, "netdev": "n" + n.ID}
 		if n.MAC != "" {
 			dev["mac"] = n.MAC
+		}
+		if n.MTU > 0 {
+			dev["host_mtu"] = n.MTU
 		}
 		add("-device", mustJSON(dev))
 	}

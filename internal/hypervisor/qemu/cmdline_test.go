@@ -50,7 +50,9 @@ func TestMachineArgsGolden(t *testing.T) {
 					{Node: "d1l0", File: "/pools/fast/test.web1/data.0.qcow2", Format: "qcow2", Secret: "sec1"},
 				}},
 			}
-			m.NICs = []NICDev{{ID: "net0", Tap: "vp0123456789a0", MAC: "52:54:00:aa:bb:cc"}}
+			// net1 is on a vpool network with jumbo frames: the guest is
+			// told its MTU through host_mtu.
+			m.NICs = []NICDev{{ID: "net0", Tap: "vp0123456789a0", MAC: "52:54:00:aa:bb:cc"}, {ID: "net1", Tap: "vn0123456789ab", MAC: "0a:00:00:00:00:01", MTU: 8950}}
 			m.HotplugPorts = []string{"hp0", "hp1"}
 			m.Seed = "/state/vms/test.web1/seed.iso"
 		}},

@@ -323,7 +323,7 @@ func (d *Driver) machine(ctx context.Context, rec *record, o startOpts, rev *rev
 				return m, files, err
 			}
 			rev.add(func() { d.removeTap(tap) })
-			nd.Tap, n.Tap = tap, tap
+			nd.Tap, n.Tap, nd.MTU = tap, tap, hostMTU(n)
 		}
 		m.NICs = append(m.NICs, nd)
 	}

@@ -144,6 +144,16 @@ func (d *Driver) plugTap(ctx context.Context, id string, i int, n *nicRec) (stri
 	return tap, d.makeTap(ctx, tap)
 }
 
+// hostMTU is the MTU the guest is told through virtio-net's host_mtu for
+// NIC n: its vpool network's (the tap and the bridge have it too), or 0
+// (the device's default, 1500) for a NIC on the driver's own bridge.
+func hostMTU(n *nicRec) int {
+	if n.Port == nil {
+		return 0
+	}
+	return n.Port.MTU
+}
+
 func (d *Driver) removeTap(name string) {
 	if name == "" || !linkExists(name) {
 		return

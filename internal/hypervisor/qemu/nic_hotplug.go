@@ -100,6 +100,9 @@ func (d *Driver) plugNIC(ctx context.Context, v *vm, p *process, idx int, n *nic
 		return err
 	}
 	dev := qmp.Args{"driver": "virtio-net-pci", "id": n.ID, "netdev": "n" + n.ID, "mac": n.MAC, "bus": free}
+	if mtu := hostMTU(n); mtu > 0 && n.Tap != "" {
+		dev["host_mtu"] = mtu
+	}
 	if err := p.qmp.DeviceAdd(ctx, dev); err != nil {
 		p.qmp.Execute(context.Background(), "netdev_del", qmp.Args{"id": "n" + n.ID}, nil)
 		undoTap()

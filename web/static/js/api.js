@@ -89,6 +89,29 @@ export class Api {
   }
   events(limit) { return this.call("GET", "/events", { query: { limit } }); }
 
+  // hosts and their actions
+  history(points) { return this.call("GET", "/cluster/history", { query: { points } }); }
+  patchHost(name, body) { return this.call("PATCH", `/hosts/${encodeURIComponent(name)}`, { body }); }
+  drain(name) { return this.call("POST", `/hosts/${encodeURIComponent(name)}/drain`); }
+  undrain(name) { return this.call("POST", `/hosts/${encodeURIComponent(name)}/undrain`); }
+
+  // VM operations
+  migrations(project, all) {
+    return this.call("GET", "/migrations", { query: all ? { "all-projects": "true" } : { project } });
+  }
+  migrate(project, vm, to) { return this.call("POST", "/migrations", { query: { project }, body: to ? { vm, to } : { vm } }); }
+  cancelMigration(id) { return this.call("POST", `/migrations/${encodeURIComponent(id)}/cancel`); }
+  snapshots(project, vm) { return this.call("GET", `/vms/${encodeURIComponent(vm)}/snapshots`, { query: { project } }); }
+  snapshot(project, vm, name) {
+    return this.call("POST", `/vms/${encodeURIComponent(vm)}/snapshots`, { query: { project }, body: { name } });
+  }
+  resize(project, vm, body) { return this.call("PATCH", `/vms/${encodeURIComponent(vm)}`, { query: { project }, body }); }
+
+  // the balancer, usage and the audit trail
+  plan() { return this.call("GET", "/balance/plan"); }
+  usage(query) { return this.call("GET", "/usage", { query }); }
+  audit(query) { return this.call("GET", "/audit", { query }); }
+
   // followEvents streams events with an ID above since until signal
   // aborts: onEvent(event) for each, onState("live" | "reconnecting")
   // as the connection comes and goes. A broken stream reconnects with

@@ -1,19 +1,26 @@
 // main.js — the dashboard's shell: sign-in (the bearer token and project
 // live in sessionStorage, so they end with the tab), the views behind
-// #overview, #hosts and #vms, the auto-refresh loop and the events panel.
+// #overview, #hosts, #vms, #migrations, #balancer, #usage and #audit, the
+// auto-refresh loop and the events panel.
 
 import { Api, ApiError } from "./api.js";
+import { AuditView } from "./audit.js";
 import { renderDetail } from "./detail.js";
 import { $, h } from "./dom.js";
 import { EventsPanel } from "./events.js";
 import { formatTime } from "./format.js";
-import { renderHosts } from "./hosts.js";
-import { renderOverview } from "./overview.js";
+import { HostsView } from "./hosts.js";
+import { MigrationsView } from "./migrations.js";
+import { renderOverview, renderUtilisation } from "./overview.js";
+import { loadPlan } from "./plan.js";
+import { UsageView } from "./usage.js";
+import { VMActions } from "./vmactions.js";
 import { VMsView } from "./vms.js";
 
 const REFRESH_MS = 3000;
+const LIVE_MS = 1000; // while a migration runs, its progress is shown this often
 const EVENT_REFRESH_MS = 250;
-const VIEWS = ["overview", "hosts", "vms"];
+const VIEWS = ["overview", "hosts", "vms", "migrations", "balancer", "usage", "audit"];
 const TOKEN_KEY = "vpool.token";
 const PROJECT_KEY = "vpool.project";
 
@@ -27,6 +34,7 @@ const state = {
   loading: false,
   again: false,
   bannerUntil: 0, // an action's error stays up at least until then
+  admin: false, // a cluster admin's token (it may list tokens)
 };
 
 const ACTION_ERROR_MS = 10000;
@@ -41,9 +49,15 @@ const app = {
     state.bannerUntil = Date.now() + ACTION_ERROR_MS;
     failed(err);
   },
+  admin: () => state.admin,
 };
 
 const vmsView = new VMsView(app);
+const hostsView = new HostsView(app);
+const vmActions = new VMActions(app);
+const migrationsView = new MigrationsView(app);
+const usageView = new UsageView(app);
+const auditView = new AuditView(app);
 const events = new EventsPanel({
   onEvent: () => refreshSoon(EVENT_REFRESH_MS),
   onRefused: (err) => failed(err),
@@ -61,6 +75,7 @@ async function signIn(token, project) {
   }
   sessionStorage.setItem(TOKEN_KEY, token);
   sessionStorage.setItem(PROJECT_KEY, project);
+  state.admin = await api.call("GET", "/tokens").then(() => true, () => false);
   state.api = api;
   state.project = project;
   const sel = $("project-select");
@@ -197,37 +212,55 @@ async function refresh() {
     state.loading = false;
   }
   if (!state.api) return;
-  refreshSoon(state.again ? 0 : REFRESH_MS);
+  const live = state.view === "migrations" && migrationsView.running;
+  refreshSoon(state.again ? 0 : live ? LIVE_MS : REFRESH_MS);
   state.again = false;
 }
 
 async function load(api, project) {
   switch (state.view) {
     case "overview": {
-      const [cluster, hosts, vms] = await Promise.all([api.cluster(), api.hosts(), api.vms(project)]);
+      const [cluster, hosts, vms, history] = await Promise.all([api.cluster(), api.hosts(), api.vms(project),
+        state.admin ? api.history(360).catch(() => null) : Promise.resolve(null)]);
       renderOverview(cluster, hosts.items || [], vms.items || [], project);
+      renderUtilisation(history);
       break;
     }
-    case "hosts": {
-      const hosts = await api.hosts();
-      renderHosts(hosts.items || []);
+    case "hosts":
+      await hostsView.load(api);
       break;
-    }
-    case "vms": {
-      const vms = await api.vms(project);
-      const items = vms.items || [];
-      vmsView.render(items);
-      if (state.selected) {
-        const vm = items.find((v) => v.name === state.selected);
-        if (vm) renderDetail(vm);
-        else {
-          app.announce(`VM ${state.selected} is gone`);
-          select("");
-        }
-      }
+    case "vms":
+      await loadVMs(api, project);
       break;
-    }
+    case "migrations":
+      await migrationsView.load(api, project);
+      break;
+    case "balancer":
+      await loadPlan(api);
+      break;
+    case "usage":
+      await usageView.load(api, project);
+      break;
+    case "audit":
+      await auditView.load(api, project);
+      break;
   }
+}
+
+async function loadVMs(api, project) {
+  const vms = await api.vms(project);
+  const items = vms.items || [];
+  vmsView.render(items);
+  if (!state.selected) return;
+  const vm = items.find((v) => v.name === state.selected);
+  if (!vm) {
+    app.announce(`VM ${state.selected} is gone`);
+    select("");
+    return;
+  }
+  renderDetail(vm);
+  const hosts = await api.hosts();
+  await vmActions.show(vm, hosts.items || []);
 }
 
 function setConn(text, tone) {

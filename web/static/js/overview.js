@@ -1,6 +1,7 @@
 // overview.js — the cluster at a glance: cluster facts, hosts by state and
 // the project's VMs by phase.
 
+import { lineChart } from "./charts.js";
 import { $, h } from "./dom.js";
 import { hostTone, phaseTone } from "./tones.js";
 
@@ -42,4 +43,34 @@ function counts(m, order, tone, kind) {
     h("li", { dataset: { [kind === "host-state" ? "hostState" : "vmPhase"]: k } },
       h("span", { class: "n" }, String(m.get(k))),
       h("span", { class: `badge ${tone(k)}` }, k)));
+}
+
+// renderUtilisation draws the cluster's CPU, memory and power over time
+// from the server's samples of every host (admins only: tenants are not
+// shown hosts' measured load).
+export function renderUtilisation(history) {
+  const charts = $("cluster-charts");
+  $("util-note").hidden = Boolean(history);
+  if (!history) {
+    $("util-note").textContent = "Utilisation over time is shown to cluster admins.";
+    charts.replaceChildren();
+    return;
+  }
+  const samples = history.samples || [];
+  const sum = (s, f) => (s.hosts || []).reduce((a, x) => a + f(x), 0);
+  const cpu = samples.map((s) => {
+    const cpus = sum(s, (x) => x.cpus || 0);
+    return [new Date(s.time), cpus ? sum(s, (x) => ((x.cpuPercent || 0) / 100) * (x.cpus || 0)) / cpus * 100 : 0];
+  });
+  const mem = samples.map((s) => {
+    const cap = sum(s, (x) => x.memoryCapacity || 0);
+    return [new Date(s.time), cap ? (sum(s, (x) => x.memoryUsed || 0) / cap) * 100 : 0];
+  });
+  const power = samples.map((s) => [new Date(s.time), sum(s, (x) => x.watts || 0)]);
+  const span = samples.length ? Math.round((samples.length * (history.intervalSeconds || 10)) / 60) : 0;
+  $("util-span").textContent = samples.length ? `last ${span} min, ${samples.length} samples` : "";
+  charts.replaceChildren(
+    lineChart([{ name: "CPU", points: cpu }], { title: "CPU (all hosts)", id: "cluster-cpu", unit: "%", max: 100 }),
+    lineChart([{ name: "Memory", points: mem }], { title: "Memory used (all hosts)", id: "cluster-memory", unit: "%", max: 100 }),
+    lineChart([{ name: "Power", points: power }], { title: "Power draw (all hosts)", id: "cluster-power", unit: " W" }));
 }

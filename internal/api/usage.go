@@ -1,0 +1,40 @@
+package api
+
+import (
+	"time"
+
+	"github.com/vpool/vpool/internal/model"
+)
+
+// UsageReport is the body of GET /usage: metered usage per project and
+// VM over [From, To). A day counts when it begins in the range; months
+// older than the previous one are kept as totals only and count when
+// they begin in the range (Monthly says one did).
+type UsageReport struct {
+	From     time.Time          `json:"from"`
+	To       time.Time          `json:"to"`
+	Monthly  bool               `json:"monthly,omitempty"`
+	Total    model.UsageFigures `json:"total"`
+	Projects []ProjectUsage     `json:"projects"`
+}
+
+// ProjectUsage is one project's usage and its VMs'.
+type ProjectUsage struct {
+	Project string             `json:"project"`
+	Total   model.UsageFigures `json:"total"`
+	VMs     []VMUsageLine      `json:"vms,omitempty"`
+}
+
+// VMUsageLine is one VM's usage (model.MeteringDeletedVMs: the project's
+// deleted VMs of compacted months, together).
+type VMUsageLine struct {
+	VM      string `json:"vm"`
+	Deleted bool   `json:"deleted,omitempty"`
+	model.UsageFigures
+}
+
+// MeteringSettingsPatch changes metering's settings: each site given is
+// set; a negative intensity removes its site.
+type MeteringSettingsPatch struct {
+	Sites map[string]float64 `json:"sitesGPerKWh"`
+}

@@ -1,0 +1,292 @@
+// Package meterstore runs the meter (internal/metering) on the leader and
+// keeps its rollups in the store: a Source gives it every VM at one
+// instant, a Grid function the intensities, and the Task books each
+// sample, writes the changed rollups in batches at a bounded rate, and
+// compacts old months. Readers (the usage report, /metrics) list the
+// rollups of the months they need.
+//
+// Source is this package's (consumer side): StoreSource reads the VMs,
+// hosts and energy ledger from the store today; the leader's cache can
+// satisfy it instead without changing the meter.
+//
+// It imports internal/metering, internal/state, internal/store and
+// internal/model; never the server or the controllers.
+package meterstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/vpool/vpool/internal/metering"
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/state"
+	"github.com/vpool/vpool/internal/store"
+)
+
+// VMUsage answers a VM's latest measured usage by project/name.
+type VMUsage interface {
+	VMUsage(key string) (model.VMUsage, time.Time, bool)
+}
+
+// Source gives the meter every VM at one instant.
+type Source interface {
+	Sample(ctx context.Context) (metering.Sample, error)
+}
+
+// StoreSource samples from the store: the VMs (spec and status, with the
+// NIC byte counters agents report), their hosts' sites and the energy
+// ledger's joules per VM.
+type StoreSource struct {
+	Store store.Store
+	Clock func() time.Time
+	// Usage, when set, answers a VM's latest measured usage (the NIC
+	// byte counters): heartbeats keep it in the servers' memory and usage
+	// samples, not in VM records (the server satisfies it). Without it,
+	// or when it has not heard of a VM, the record's counters count.
+	Usage VMUsage
+}
+
+// Sample implements Source.
+func (s StoreSource) Sample(ctx context.Context) (metering.Sample, error) {
+	repo := state.New(s.Store, s.Clock)
+	vms, _, err := repo.ListVMs(ctx, "")
+	if err != nil {
+		return metering.Sample{}, err
+	}
+	hosts, _, err := repo.ListHosts(ctx)
+	if err != nil {
+		return metering.Sample{}, err
+	}
+	ledger, err := repo.EnergyLedger(ctx)
+	if err != nil {
+		return metering.Sample{}, err
+	}
+	sites := make(map[string]string, len(hosts))
+	for _, h := range hosts {
+		sites[h.Name] = h.Labels[model.SiteLabel]
+	}
+	out := metering.Sample{At: s.Clock(), VMs: make([]metering.VMSample, 0, len(vms))}
+	for _, vm := range vms {
+		if s.Usage != nil && vm.Status.Host != "" {
+			if u, at, ok := s.Usage.VMUsage(vm.Key()); ok && !at.Before(vm.Status.ObservedAt) {
+				vm.Status.Usage = u
+			}
+		}
+		out.VMs = append(out.VMs, VMSampleOf(vm, sites[vm.Status.Host], ledger.VMJ[vm.Key()]))
+	}
+	return out, nil
+}
+
+// VMSampleOf is what the meter takes from a VM record (any Source may
+// use it).
+func VMSampleOf(vm *model.VM, site string, energyJ float64) metering.VMSample {
+	st := vm.Status
+	running := st.Host != "" && (st.Phase == model.PhaseRunning || st.Phase == model.PhasePaused)
+	disk := vm.Spec.DiskSize()
+	if len(st.Disks) > 0 { // as the host has them (grown by resizes)
+		disk = 0
+		for _, d := range st.Disks {
+			disk += d.Size
+		}
+	}
+	return metering.VMSample{Project: vm.Project, Name: vm.Name, Host: st.Host, Site: site, VCPUs: vm.Spec.VCPUs,
+		Memory: vm.Spec.Memory, Disk: disk, Running: running, Placed: st.Host != "",
+		NetBytes: st.Usage.NetRx + st.Usage.NetTx, EnergyJ: energyJ}
+}
+
+// Defaults of Config.
+const (
+	DefaultSampleEvery  = time.Minute
+	DefaultPersistEvery = time.Minute
+	maxPutsPerTxn       = 100
+)
+
+// Config configures a Task.
+type Config struct {
+	Source Source
+	// Grid returns the intensities in force (settings and series).
+	Grid   func(ctx context.Context, st store.Store) (metering.Grid, error)
+	Clock  func() time.Time
+	Logger *slog.Logger
+	// PersistEvery is how often changed rollups are written.
+	PersistEvery time.Duration
+}
+
+// Task is the leader's metering for one term: New makes one per term.
+type Task struct {
+	cfg         Config
+	meter       *metering.Meter
+	loaded      bool
+	lastPersist time.Time
+	compacted   string // the month compaction last ran for
+}
+
+// NewTask returns a term's metering task.
+func NewTask(cfg Config) *Task {
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PersistEvery <= 0 {
+		cfg.PersistEvery = DefaultPersistEvery
+	}
+	if cfg.Grid == nil {
+		cfg.Grid = SettingsGrid(nil)
+	}
+	return &Task{cfg: cfg, meter: metering.New()}
+}
+
+// Step books one sample, and writes and compacts when due.
+func (t *Task) Step(ctx context.Context, st store.Store) error {
+	now := t.cfg.Clock()
+	month := metering.Month(now)
+	if !t.loaded {
+		var rs []model.UsageRollup
+		for _, m := range []string{metering.MonthsBefore(month, 1), month} {
+			got, err := List(ctx, st, m, "")
+			if err != nil {
+				return err
+			}
+			rs = append(rs, got...)
+		}
+		t.meter.Load(rs)
+		t.loaded = true
+	}
+	sample, err := t.cfg.Source.Sample(ctx)
+	if err != nil {
+		return err
+	}
+	grid, err := t.cfg.Grid(ctx, st)
+	if err != nil {
+		return err
+	}
+	t.meter.Add(sample, grid)
+	if now.Sub(t.lastPersist) >= t.cfg.PersistEvery {
+		if err := t.persist(ctx, st); err != nil {
+			return err
+		}
+		t.lastPersist = now
+	}
+	if t.compacted != month {
+		if err := t.compact(ctx, st, month); err != nil {
+			return err
+		}
+		t.compacted = month
+		t.meter.Forget(metering.MonthsBefore(month, 1))
+	}
+	return nil
+}
+
+// persist writes the changed rollups, maxPutsPerTxn per transaction.
+func (t *Task) persist(ctx context.Context, st store.Store) error {
+	dirty := t.meter.Dirty()
+	for len(dirty) > 0 {
+		n := min(len(dirty), maxPutsPerTxn)
+		ops := make([]store.Op, 0, n)
+		for _, r := range dirty[:n] {
+			b, err := json.Marshal(r)
+			if err != nil {
+				return fmt.Errorf("meterstore: encode rollup: %w", err)
+			}
+			ops = append(ops, store.Put(store.MeteringKey(r.Month, r.Project, r.VM), b))
+		}
+		if _, _, err := st.Txn(ctx, nil, ops); err != nil {
+			return fmt.Errorf("meterstore: write rollups: %w", err)
+		}
+		t.meter.Clean(dirty[:n])
+		dirty = dirty[n:]
+	}
+	return nil
+}
+
+// compact bounds the stored months (metering.Compact).
+func (t *Task) compact(ctx context.Context, st store.Store, month string) error {
+	kvs, _, err := st.List(ctx, store.MeteringPrefix)
+	if err != nil {
+		return fmt.Errorf("meterstore: list rollups: %w", err)
+	}
+	rs := make([]model.UsageRollup, 0, len(kvs))
+	for _, kv := range kvs {
+		var r model.UsageRollup
+		if err := json.Unmarshal(kv.Value, &r); err != nil {
+			return fmt.Errorf("meterstore: decode %s: %w", kv.Key, err)
+		}
+		rs = append(rs, r)
+	}
+	c := metering.Compact(rs, month)
+	ops := make([]store.Op, 0, maxPutsPerTxn)
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		_, _, err := st.Txn(ctx, nil, ops)
+		ops = ops[:0]
+		if err != nil {
+			return fmt.Errorf("meterstore: compact rollups: %w", err)
+		}
+		return nil
+	}
+	for _, r := range c.Delete {
+		if ops = append(ops, store.Delete(store.MeteringKey(r.Month, r.Project, r.VM))); len(ops) == maxPutsPerTxn {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	for _, r := range c.Put {
+		b, _ := json.Marshal(r)
+		if ops = append(ops, store.Put(store.MeteringKey(r.Month, r.Project, r.VM), b)); len(ops) == maxPutsPerTxn {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if n := len(c.Put) + len(c.Delete); n > 0 {
+		t.cfg.Logger.Info("metering rollups compacted", "month", month, "written", len(c.Put), "deleted", len(c.Delete))
+	}
+	return flush()
+}
+
+// List reads a month's rollups ("" project: every project's).
+func List(ctx context.Context, st store.Store, month, project string) ([]model.UsageRollup, error) {
+	prefix := store.MeteringMonthPrefix(month)
+	if project != "" {
+		prefix += project + "/"
+	}
+	kvs, _, err := st.List(ctx, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("meterstore: list rollups: %w", err)
+	}
+	out := make([]model.UsageRollup, 0, len(kvs))
+	for _, kv := range kvs {
+		var r model.UsageRollup
+		if err := json.Unmarshal(kv.Value, &r); err != nil {
+			return nil, fmt.Errorf("meterstore: decode %s: %w", strings.TrimPrefix(kv.Key, store.MeteringPrefix), err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// Range reads the rollups of every month from..to (inclusive).
+func Range(ctx context.Context, st store.Store, from, to time.Time, project string) ([]model.UsageRollup, error) {
+	var out []model.UsageRollup
+	last := metering.Month(to)
+	first := max(metering.Month(from), metering.MonthsBefore(last, metering.Retention))
+	for m := first; m <= last; m = nextMonth(m) {
+		rs, err := List(ctx, st, m, project)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rs...)
+	}
+	return out, nil
+}
+
+func nextMonth(m string) string { return metering.MonthsBefore(m, -1) }

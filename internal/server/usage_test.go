@@ -1,0 +1,136 @@
+package server
+
+import (
+	"context"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/metering"
+	"github.com/vpool/vpool/internal/metering/meterstore"
+	"github.com/vpool/vpool/internal/model"
+)
+
+type samples []metering.Sample
+
+func (s *samples) Sample(context.Context) (metering.Sample, error) {
+	out := (*s)[0]
+	*s = (*s)[1:]
+	return out, nil
+}
+
+// TestUsageReportByHand books a small known workload through the
+// leader's metering task and reads it back through the API:
+//
+//	alpha/web: 2 vCPUs, 4 GiB, 20 GiB disk, on an eu host (50 g/kWh),
+//	           running 10:00–12:00 on 10 March; 1 kWh and 6000 bytes an hour
+//	alpha/db:  1 vCPU, 2 GiB, 100 GiB disk, stopped on a host of no site
+//	beta/job:  4 vCPUs, 8 GiB, no disk, running; 2 kWh an hour
+//
+// with PUE 1.5 and 400 g/kWh where no site says otherwise.
+func TestUsageReportByHand(t *testing.T) {
+	t0 := time.Date(2025, 3, 10, 10, 0, 0, 0, time.UTC)
+	ts := startServer(t, nil, func(c *Config) { c.Clock = func() time.Time { return t0.Add(3 * time.Hour) } })
+	admin := ts.AdminToken()
+	for _, p := range []string{"alpha", "beta"} {
+		ts.mustCall(201, "POST", "/api/v1/projects", admin, api.ProjectCreateRequest{Name: p}, nil)
+	}
+	ts.mustCall(200, "PATCH", "/api/v1/cluster/metering", admin, api.MeteringSettingsPatch{Sites: map[string]float64{"eu": 50, "us": 380}}, nil)
+	ts.mustCall(200, "PATCH", "/api/v1/cluster/metering", admin, api.MeteringSettingsPatch{Sites: map[string]float64{"us": -1}}, nil)
+	ts.mustCall(200, "PATCH", "/api/v1/cluster/balance", admin, api.BalanceSettingsPatch{PUE: ptr(1.5), GridIntensity: ptr(400.0)}, nil)
+	var src samples
+	for i := range 121 {
+		h := float64(i) / 60
+		src = append(src, metering.Sample{At: t0.Add(time.Duration(i) * time.Minute), VMs: []metering.VMSample{
+			{Project: "alpha", Name: "web", Host: "h1", Site: "eu", VCPUs: 2, Memory: 4 * model.GiB, Disk: 20 * model.GiB,
+				Running: true, Placed: true, EnergyJ: h * 3.6e6, NetBytes: int64(i) * 100},
+			{Project: "alpha", Name: "db", Host: "h2", VCPUs: 1, Memory: 2 * model.GiB, Disk: 100 * model.GiB, Placed: true},
+			{Project: "beta", Name: "job", Host: "h2", VCPUs: 4, Memory: 8 * model.GiB, Running: true, Placed: true, EnergyJ: 2 * h * 3.6e6},
+		}})
+	}
+	now := t0
+	task := meterstore.NewTask(meterstore.Config{Source: &src, Grid: meterstore.SettingsGrid(nil), Clock: func() time.Time { return now }})
+	for i := range 121 {
+		now = t0.Add(time.Duration(i) * time.Minute)
+		if err := task.Step(context.Background(), ts.st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rep api.UsageReport
+	ts.mustCall(200, "GET", "/api/v1/usage?all-projects=true&from=2025-03-10&to=2025-03-11&vms=true", admin, nil, &rep)
+	hand := map[string]model.UsageFigures{
+		// 2 h × 2 vCPUs, 4 GiB, 20 GiB; 2 kWh; 120 × 100 bytes; 2 kWh × 1.5 × 50 g
+		"alpha/web": {VCPUHours: 4, MemGiBHours: 8, DiskGiBHours: 40, NetBytes: 12000, EnergyKWh: 2, CO2Grams: 150},
+		// stopped: its disk only
+		"alpha/db": {DiskGiBHours: 200},
+		// 2 h × 4 vCPUs, 8 GiB; 4 kWh × 1.5 × 400 g
+		"beta/job": {VCPUHours: 8, MemGiBHours: 16, EnergyKWh: 4, CO2Grams: 2400},
+	}
+	got := map[string]model.UsageFigures{}
+	for _, p := range rep.Projects {
+		for _, v := range p.VMs {
+			got[p.Project+"/"+v.VM] = v.UsageFigures
+		}
+	}
+	for k, want := range hand {
+		if !sameFigures(got[k], want) {
+			t.Errorf("%s: report %+v, hand %+v", k, got[k], want)
+		}
+	}
+	if len(got) != len(hand) || !sameFigures(rep.Total, hand["alpha/web"].Add(hand["alpha/db"]).Add(hand["beta/job"])) {
+		t.Errorf("report lines %v, total %+v", got, rep.Total)
+	}
+	// a member of beta sees beta's alone; not alpha's
+	member := ts.tokenFor("beta", model.RoleViewer)
+	var mine api.UsageReport
+	ts.mustCall(200, "GET", "/api/v1/usage?from=2025-03-10&to=2025-03-11", member, nil, &mine)
+	if len(mine.Projects) != 1 || mine.Projects[0].Project != "beta" || !sameFigures(mine.Total, hand["beta/job"]) {
+		t.Errorf("beta's member sees %+v", mine)
+	}
+	if code, _ := ts.call("GET", "/api/v1/usage?project=alpha", member, nil, nil); code != 404 {
+		t.Errorf("beta's member asking for alpha: %d", code)
+	}
+	// the day before holds nothing
+	ts.mustCall(200, "GET", "/api/v1/usage?all-projects=true&from=2025-03-09&to=2025-03-10", admin, nil, &rep)
+	if len(rep.Projects) != 0 {
+		t.Errorf("the day before: %+v", rep.Projects)
+	}
+	checkUsageMetrics(t, ts)
+}
+
+func sameFigures(a, b model.UsageFigures) bool {
+	eq := func(x, y float64) bool { return math.Abs(x-y) < 1e-6 }
+	return eq(a.VCPUHours, b.VCPUHours) && eq(a.MemGiBHours, b.MemGiBHours) && eq(a.DiskGiBHours, b.DiskGiBHours) &&
+		a.NetBytes == b.NetBytes && eq(a.EnergyKWh, b.EnergyKWh) && eq(a.CO2Grams, b.CO2Grams)
+}
+
+// checkUsageMetrics: /metrics carries the same figures.
+func checkUsageMetrics(t *testing.T, ts *testServer) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+ts.Addr()+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+ts.AdminToken())
+	resp, err := ts.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for series, want := range map[string]float64{
+		`vpool_usage_vcpu_hours_total{project="alpha",vm="web"}`:    4,
+		`vpool_usage_co2_grams_total{project="beta",vm="job"}`:      2400,
+		`vpool_usage_network_bytes_total{project="alpha",vm="web"}`: 12000,
+		`vpool_usage_disk_gib_hours_total{project="alpha",vm="db"}`: 200,
+	} {
+		_, rest, ok := strings.Cut(string(b), "\n"+series+" ")
+		line, _, _ := strings.Cut(rest, "\n")
+		got, err := strconv.ParseFloat(line, 64)
+		if !ok || err != nil || math.Abs(got-want) > 1e-6 {
+			t.Errorf("/metrics: %s %q, want %v", series, line, want)
+		}
+	}
+}

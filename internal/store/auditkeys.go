@@ -1,0 +1,45 @@
+package store
+
+import "fmt"
+
+// Keys of the audit trail (docs/audit.md) and of metering (docs/metering.md):
+//
+//	/vpool/audit/records/<bucket>/<seq>    one record's bytes (bucket = seq / AuditBucket)
+//	/vpool/audit/head                      model.AuditHead: the signed head of the chain
+//	/vpool/audit/anchor                    model.AuditSignature: the last record pruned (signed)
+//	/vpool/audit/exported                  the last record written to the export files
+//	/vpool/cluster/audit-key               model.AuditKey: the servers' signing key (sealed)
+//	/vpool/metering/<yyyy-mm>/<project>/<vm>  a VM's usage in a month, by day
+const (
+	AuditPrefix        = Root + "audit/"
+	AuditRecordsPrefix = AuditPrefix + "records/"
+	AuditHeadKey       = AuditPrefix + "head"
+	AuditAnchorKey     = AuditPrefix + "anchor"
+	AuditExportedKey   = AuditPrefix + "exported"
+	AuditKeyKey        = Root + "cluster/audit-key"
+	MeteringPrefix     = Root + "metering/"
+	// AuditBucket records share a key prefix, so that a range of
+	// records is read by listing a few buckets.
+	AuditBucket = 1000
+)
+
+// AuditBucketPrefix lists the records of seq's bucket.
+func AuditBucketPrefix(seq int64) string {
+	return fmt.Sprintf("%s%012d/", AuditRecordsPrefix, seq/AuditBucket)
+}
+
+// AuditRecordKey is the key of record seq.
+func AuditRecordKey(seq int64) string {
+	return fmt.Sprintf("%s%020d", AuditBucketPrefix(seq), seq)
+}
+
+// MeteringMonthPrefix lists one month's rollups ("2025-03").
+func MeteringMonthPrefix(month string) string { return MeteringPrefix + month + "/" }
+
+// MeteringKey is the key of a VM's rollup for a month.
+func MeteringKey(month, project, vm string) string {
+	return MeteringPrefix + month + "/" + project + "/" + vm
+}
+
+// MeteringSettingsKey holds model.MeteringSettings.
+const MeteringSettingsKey = Root + "cluster/metering"
