@@ -37,6 +37,7 @@ func serverCmd() *cobra.Command {
 	imagePool := f.String("image-pool", "", "directory of image files (default DATA_DIR/image-pool; servers sharing a store must share it)")
 	powerOn := f.String("power-on-cmd", "", `command that wakes a host (text/template over the host, e.g. "wakeonlan {{index .Labels \"vpool.io/mac\"}}"); default: the agent protocol only`)
 	powerOff := f.String("power-off-cmd", "", `command that puts a host to standby (e.g. "ipmitool -I lanplus -H {{index .Labels \"vpool.io/bmc\"}} -f /etc/vpool/ipmi.pass chassis power soft")`)
+	backupDirs := f.StringArray("backup-dir", nil, "a directory under which backup repositories may be registered (repeatable; default DATA_DIR/backups); hosts must see it at the same path")
 	auditDir := f.String("audit-dir", "", "where the leader appends the audit trail's export files (default DATA_DIR/audit)")
 	auditWindow := f.Int("audit-window", 0, "audit records the store keeps; older ones are pruned once exported (default 20000)")
 	gridFile := f.String("grid-intensity-file", "", "grid carbon intensity over time for metering: lines TIME,SITE,G_PER_KWH (RFC 3339 time; empty site: every site)")
@@ -62,8 +63,8 @@ func serverCmd() *cobra.Command {
 		srv, err := devenv.StartServer(cmd.Context(), devenv.ServerConfig{
 			DataDir: *dataDir, Listen: *listen, AgentListen: *agentListen, EtcdEndpoints: splitList(*endpoints),
 			EtcdCACert: *etcdCA, EtcdCert: *etcdCert, EtcdKey: *etcdKey, EtcdUser: *etcdUser, EtcdPassword: pass,
-			CAKeyFile: *caKeyFile,
-			Name:      n, Logger: log, Version: version, TLS: *tlsAPI, ImagePool: *imagePool, ImageTool: qemu.ImageTool{},
+			CAKeyFile: *caKeyFile, BackupDirs: *backupDirs,
+			Name: n, Logger: log, Version: version, TLS: *tlsAPI, ImagePool: *imagePool, ImageTool: qemu.ImageTool{},
 			Controller: controller.Config{Power: hostPower(*powerOn, *powerOff)},
 			AuditDir:   *auditDir, AuditWindow: *auditWindow, GridSeriesFile: *gridFile,
 			PeerURL: peer, InitialCluster: initial, Join: join, JoinToken: joinTok,

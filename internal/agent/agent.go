@@ -214,7 +214,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.reattach(ctx)
 
 	var wg sync.WaitGroup
-	loops := []func(context.Context){a.heartbeatLoop, a.assignmentsLoop, a.convergeLoop, a.migrationsLoop, a.consoleLoop}
+	loops := []func(context.Context){a.heartbeatLoop, a.assignmentsLoop, a.convergeLoop, a.migrationsLoop, a.consoleLoop, a.backupLoop}
 	if a.cfg.Net != nil {
 		loops = append(loops, a.networksLoop)
 		if a.cfg.Net.Balancers != nil {

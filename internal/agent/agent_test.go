@@ -212,10 +212,11 @@ func TestConvergeLifecycle(t *testing.T) {
 			return ok && v.Status.Phase == s.want && s.check(in)
 		})
 	}
-	v, _ := fs.vm(key)
-	if v.Status.AppliedRestartNonce != 7 {
-		t.Fatalf("applied restart nonce %d, want 7", v.Status.AppliedRestartNonce)
-	}
+	// the driver restarts before the agent reports it: wait for the report
+	eventually(t, "restart nonce 7 reported", func() bool {
+		v, ok := fs.vm(key)
+		return ok && v.Status.AppliedRestartNonce == 7
+	})
 	// Delete: the agent removes the VM and reports it gone.
 	fs.update(key, func(v *model.VM) { now := time.Now(); v.DeletedAt = &now; v.Status.Phase = model.PhaseDeleting })
 	eventually(t, "web gone", func() bool { _, ok := fs.vm(key); _, there := info(t, d, id); return !ok && !there })

@@ -12,7 +12,7 @@ type Route struct {
 
 // Routes is the user API. Project-scoped endpoints take ?project=NAME
 // (default: the token's project, else "default").
-var Routes = []Route{
+var Routes = append([]Route{
 	{"GET", "/api/v1/openapi.json", "the OpenAPI 3 document of this API"},
 	{"GET", "/api/v1/cluster", "cluster summary"},
 	{"GET", "/api/v1/cluster/policy", "placement policy"},
@@ -113,10 +113,10 @@ var Routes = []Route{
 	{"GET", "/api/v1/groups/{name}", "show a scaling group with its members and last decision"},
 	{"PATCH", "/api/v1/groups/{name}", "change a scaling group's bounds, target or schedules"},
 	{"DELETE", "/api/v1/groups/{name}", "delete a scaling group: its members drain, then are deleted"},
-}
+}, BackupRoutes...)
 
 // AgentRoutes is the agent protocol, on the mutual-TLS agent listener.
-var AgentRoutes = []Route{
+var AgentRoutes = append([]Route{
 	{"POST", "/agent/v1/join", "exchange a join token and a CSR for a client certificate"},
 	{"POST", "/agent/v1/members/join", "a new server exchanges its server join token for the store's CA, the seal key and the membership"},
 	{"PUT", "/agent/v1/heartbeat", "renew the host lease, report inventory and usage"},
@@ -133,4 +133,4 @@ var AgentRoutes = []Route{
 	{"GET", "/agent/v1/networks", "the calling host's virtual networks, NICs and security groups (long poll on etag)"},
 	{"GET", "/agent/v1/balancers", "the load balancers the calling host serves (long poll on etag)"},
 	{"PUT", "/agent/v1/balancers/{project}/{name}/status", "report a served load balancer's members' health and connections"},
-}
+}, BackupAgentRoutes...)

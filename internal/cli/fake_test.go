@@ -246,7 +246,7 @@ func (f *fakeServer) step(vm *model.VM) bool {
 
 func (f *fakeServer) handlers() map[string]handler {
 	all := map[string]handler{}
-	for _, m := range []map[string]handler{f.clusterHandlers(), f.projectHandlers(), f.vmHandlers(), f.hostHandlers(), f.balanceHandlers(), f.migrationHandlers(), f.vmOpHandlers(), f.imageHandlers(), f.networkHandlers(), f.balancerHandlers(), f.memberHandlers(), f.auditHandlers(), f.usageHandlers(), f.complianceHandlers()} {
+	for _, m := range []map[string]handler{f.clusterHandlers(), f.projectHandlers(), f.vmHandlers(), f.hostHandlers(), f.balanceHandlers(), f.migrationHandlers(), f.vmOpHandlers(), f.imageHandlers(), f.networkHandlers(), f.balancerHandlers(), f.memberHandlers(), f.auditHandlers(), f.usageHandlers(), f.complianceHandlers(), f.backupHandlers()} {
 		for k, h := range m {
 			all[k] = h
 		}

@@ -85,6 +85,7 @@ http://127.0.0.1:8440/ui/); sign in with a token.`,
 	root.AddCommand(a.vmCmd(), a.imageCmd(), a.hostCmd(), a.projectCmd(), a.tokenCmd(), a.eventsCmd(), a.auditCmd(), a.usageCmd(), a.complianceCmd(), a.clusterCmd(), a.balanceCmd(), a.versionCmd())
 	a.addMigrationCommands(root)
 	a.addVMOpCommands(root)
+	root.AddCommand(a.backupCmd(), a.drCmd())
 	a.addNetworkCommands(root)
 	a.addBalancerCommands(root)
 	return root

@@ -103,7 +103,7 @@ func calls() []struct {
 		call    func(context.Context, *Client) error
 	}
 	drop := func(_ any, err error) error { return err }
-	return []tc{
+	return append([]tc{
 		{"openapi", "GET /api/v1/openapi.json", "", "", func(ctx context.Context, c *Client) error { return drop(c.OpenAPI(ctx)) }},
 		{"cluster", "GET /api/v1/cluster", "", "", func(ctx context.Context, c *Client) error { return drop(c.ClusterInfo(ctx)) }},
 		{"policy", "GET /api/v1/cluster/policy", "", "", func(ctx context.Context, c *Client) error { return drop(c.Policy(ctx)) }},
@@ -286,7 +286,8 @@ func calls() []struct {
 			return drop(c.AddMember(ctx, api.MemberAddRequest{Name: "s4", TTL: "2h"}))
 		}},
 		{"remove member", "DELETE /api/v1/cluster/members/{name}", "", "", func(ctx context.Context, c *Client) error { return c.RemoveMember(ctx, "s4") }},
-	}
+	}, backupCalls()...)
+
 }
 
 // TestEveryRoute calls every method and checks the request each sends,

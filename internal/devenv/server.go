@@ -25,6 +25,7 @@ import (
 	"github.com/vpool/vpool/internal/metering/meterstore"
 	"github.com/vpool/vpool/internal/metrics"
 	"github.com/vpool/vpool/internal/server"
+	"github.com/vpool/vpool/internal/state"
 	"github.com/vpool/vpool/internal/store"
 	"github.com/vpool/vpool/internal/store/etcdstore"
 )
@@ -49,6 +50,12 @@ type ServerConfig struct {
 	// (default DataDir/ca-seal.key); every server of a cluster needs the
 	// same one.
 	CAKeyFile string
+	// BackupDirs are where backup repositories may be registered
+	// (default DataDir/backups).
+	BackupDirs []string
+	// Backup tunes the backup controller (tests shorten its interval);
+	// Repo, Keys, Cluster, Leading, Logger and Clock are filled in.
+	Backup controller.BackupConfig
 	// Store, when set, is used as is (tests: memstore) and not closed.
 	Store store.Store
 	// Name identifies this server in leader election (default "vpool").
@@ -105,8 +112,10 @@ type Server struct {
 	*server.Server
 	Store      store.Store
 	Controller *controller.Manager
-	kind       string
-	ownStore   bool
+	// Backups is the backup controller (runs while Controller leads).
+	Backups  *controller.BackupController
+	kind     string
+	ownStore bool
 }
 
 // StartServer opens the store and prepares the API server and the
@@ -138,6 +147,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	if es, ok := st.(*etcdstore.Store); ok && kind == "embedded" {
 		members, leaderGone = es, es.MemberGone
 	}
+	var bc *controller.BackupController
 	pool, err := openImagePool(cfg)
 	if err != nil {
 		if own {
@@ -156,7 +166,16 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		Logger:      cfg.Logger,
 		Clock:       cfg.Clock,
 		Version:     cfg.Version,
-		Controllers: func(ctx context.Context) error { return mgr.Run(ctx) },
+		Controllers: func(ctx context.Context) error {
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				bc.Run(ctx)
+			}()
+			defer func() { <-done }()
+			return mgr.Run(ctx)
+		},
+		BackupDirs:  cfg.BackupDirs,
 		TLS:         cfg.TLS,
 		CAKeyFile:   cfg.CAKeyFile,
 		Placer:      controller.NewDryRunner(st, nil, cfg.Clock),
@@ -189,7 +208,12 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		meterTask(cfg, st, srv))
 	mgr = controller.New(cc)
 	mgr.SetUsage(srv) // usage lives in the server's memory and samples
-	return &Server{Server: srv, Store: st, Controller: mgr, kind: kind, ownStore: own}, nil
+	b := cfg.Backup
+	b.Repo, b.Keys, b.Cluster, b.Leading = state.New(st, cfg.Clock), srv.BackupRepoKey, srv.ClusterID(), mgr.IsLeader
+	b.Backend = srv.BackupRepoBackend
+	b.Logger, b.Clock = cfg.Logger, cfg.Clock
+	bc = controller.NewBackupController(b)
+	return &Server{Server: srv, Store: st, Controller: mgr, Backups: bc, kind: kind, ownStore: own}, nil
 }
 
 // meterTask is the leader's metering: a meter per term, fed from the

@@ -41,7 +41,7 @@ type agentEndpoint struct {
 }
 
 func (s *Server) agentEndpoints() []agentEndpoint {
-	return slices.Concat(s.agentMigrationEndpoints(), s.lbAgentEndpoints(), s.memberAgentEndpoints(), s.vmOpAgentEndpoints(), s.imageAgentEndpoints(), []agentEndpoint{
+	return slices.Concat(s.agentMigrationEndpoints(), s.lbAgentEndpoints(), s.memberAgentEndpoints(), s.vmOpAgentEndpoints(), s.imageAgentEndpoints(), s.backupAgentEndpoints(), []agentEndpoint{
 		{method: "POST", path: "/agent/v1/join", handle: s.join, req: api.JoinRequest{}, resp: api.JoinResponse{}, status: 200, audit: "host"},
 		{method: "PUT", path: "/agent/v1/heartbeat", handle: s.heartbeat, needCert: true, certInTxn: true, req: api.Heartbeat{}, resp: api.HeartbeatResponse{}, status: 200},
 		{method: "GET", path: "/agent/v1/assignments", handle: s.assignments, needCert: true, resp: api.Assignments{}, status: 200, query: []string{"after", "wait"}},

@@ -116,6 +116,8 @@ var queryParams = map[string]map[string]any{
 	"follow":       {"type": "boolean", "description": "stream events as NDJSON until the client goes away"},
 	"after":        {"type": "integer", "description": "answer when a VM of this host changed after this revision"},
 	"wait":         {"type": "string", "description": "longest wait of a long poll, e.g. 30s (at most 60s)"},
+	"vm":           {"type": "string", "description": "only this VM's"},
+	"cluster":      {"type": "boolean", "description": "the cluster's policy instead of a project's (admin)"},
 }
 
 // generateOpenAPI renders the document from the endpoint tables.

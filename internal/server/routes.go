@@ -31,7 +31,7 @@ type endpoint struct {
 // exactly, and a test checks both against the OpenAPI document.
 func (s *Server) endpoints() []endpoint {
 	scoped := []string{"project"}
-	return slices.Concat(s.balanceEndpoints(), s.balancerEndpoints(), s.memberEndpoints(), s.migrationEndpoints(), s.vmOpEndpoints(), s.imageEndpoints(), s.networkEndpoints(), s.auditEndpoints(), s.usageEndpoints(), s.complianceEndpoints(), s.historyEndpoints(), []endpoint{
+	return slices.Concat(s.balanceEndpoints(), s.balancerEndpoints(), s.memberEndpoints(), s.migrationEndpoints(), s.vmOpEndpoints(), s.imageEndpoints(), s.networkEndpoints(), s.auditEndpoints(), s.usageEndpoints(), s.complianceEndpoints(), s.historyEndpoints(), s.backupEndpoints(), []endpoint{
 		{method: "GET", path: "/api/v1/openapi.json", handle: s.openAPI, public: true, resp: map[string]any{}, status: 200},
 		{method: "GET", path: "/api/v1/cluster", handle: s.clusterInfo, resp: api.ClusterInfo{}, status: 200},
 		{method: "GET", path: "/api/v1/cluster/policy", handle: s.getPolicy, resp: model.Policy{}, status: 200},

@@ -173,7 +173,31 @@ var userWalks = map[string]walk{
 	"GET /api/v1/groups/{name}":    {path: "/api/v1/groups/g1?project=alpha", want: alphaRead(200)},
 	"PATCH /api/v1/groups/{name}":  {path: "/api/v1/groups/g1?project=alpha", body: `{"max":4}`, want: alphaWrite(200)},
 	"DELETE /api/v1/groups/{name}": {path: "/api/v1/groups/gfree?project=alpha", want: alphaWrite(202)},
+
+	"GET /api/v1/backup/repos": {path: "/api/v1/backup/repos", want: anyUser(200)},
+	"POST /api/v1/backup/repos": {path: "/api/v1/backup/repos", body: `{"name":"r1","path":"/elsewhere/r1","key":"x"}`, want: adminOnly(400),
+		exempt: "a repository must lie in the server's backup directories and come with its key file (TestBackupAPI registers one)"},
+	"GET /api/v1/backup/repos/{name}":         {path: "/api/v1/backup/repos/nosuch", want: anyUser(404), exempt: backupExempt},
+	"DELETE /api/v1/backup/repos/{name}":      {path: "/api/v1/backup/repos/nosuch", want: adminOnly(404), exempt: backupExempt},
+	"GET /api/v1/backup/repos/{name}/catalog": {path: "/api/v1/backup/repos/nosuch/catalog", want: adminOnly(404), exempt: backupExempt},
+	"GET /api/v1/backup/policy":               {path: "/api/v1/backup/policy?project=alpha", want: alphaRead(404), exempt: backupExempt},
+	"PUT /api/v1/backup/policy":               {path: "/api/v1/backup/policy?project=alpha", body: `{"repo":"nosuch","every":"1h"}`, want: alphaWrite(400), exempt: backupExempt},
+	"GET /api/v1/backups":                     {path: "/api/v1/backups?project=alpha", want: alphaRead(200)},
+	"POST /api/v1/backups":                    {path: "/api/v1/backups?project=alpha", body: `{"vm":"vm1","repo":"nosuch"}`, want: alphaWrite(400), exempt: backupExempt},
+	"GET /api/v1/backups/{id}":                {path: "/api/v1/backups/nosuch?project=alpha", want: alphaRead(404), exempt: backupExempt},
+	"DELETE /api/v1/backups/{id}":             {path: "/api/v1/backups/nosuch?project=alpha", want: alphaWrite(404), exempt: backupExempt},
+	"POST /api/v1/backups/{id}/restore":       {path: "/api/v1/backups/nosuch/restore?project=alpha", body: `{"as":"vm9"}`, want: alphaWrite(404), exempt: backupExempt},
+	"GET /api/v1/restores":                    {path: "/api/v1/restores?project=alpha", want: alphaRead(200)},
+	"GET /api/v1/restores/{id}":               {path: "/api/v1/restores/nosuch?project=alpha", want: alphaRead(404), exempt: backupExempt},
+	"GET /api/v1/backup/tasks":                {path: "/api/v1/backup/tasks", want: adminOnly(200)},
+	"POST /api/v1/backup/tasks":               {path: "/api/v1/backup/tasks", body: `{"kind":"verify","repo":"nosuch"}`, want: adminOnly(400), exempt: backupExempt},
+	"GET /api/v1/backup/tasks/{id}":           {path: "/api/v1/backup/tasks/nosuch", want: adminOnly(404), exempt: backupExempt},
+	"POST /api/v1/dr/failover":                {path: "/api/v1/dr/failover", body: `{"project":"alpha","repo":"nosuch"}`, want: adminOnly(400), exempt: backupExempt},
 }
+
+// backupExempt: the fixture holds no backup repository; the backup
+// routes' successes are walked by internal/devenv TestBackupEndToEnd.
+const backupExempt = "the fixture holds no backup repository (internal/devenv TestBackupEndToEnd calls these with one)"
 
 // openAPIOperations reads the committed document: "METHOD /path" → the
 // documented success status.
@@ -346,6 +370,11 @@ var agentWalks = map[string]walk{
 		body: `{"running":true,"members":{"vm2":{"health":"up","sessions":0}}}`, want: agentStatuses(409, 200)},
 	"GET /agent/v1/consoles/{id}": {path: "/agent/v1/consoles/nosuch", want: agentStatuses(404, 404),
 		exempt: "no console session is open (the console tests dial in)"},
+	"GET /agent/v1/backups": {path: "/agent/v1/backups?wait=0s", want: agentStatuses(200, 200)},
+	"PUT /agent/v1/backups/{project}/{name}": {path: "/agent/v1/backups/alpha/nosuch", body: `{"phase":"running"}`,
+		want: agentStatuses(404, 404), exempt: backupExempt},
+	"PUT /agent/v1/restores/{project}/{name}": {path: "/agent/v1/restores/alpha/nosuch", body: `{"phase":"restoring"}`,
+		want: agentStatuses(404, 404), exempt: backupExempt},
 }
 
 // TestEveryAgentRouteEveryRole walks the agent protocol over real mutual

@@ -94,6 +94,9 @@ type Config struct {
 	// DataDir, a key in memory). Every server of a cluster needs the
 	// same file: copy it from the first before starting the others.
 	CAKeyFile string
+	// BackupDirs are the directories under which backup repositories may
+	// be registered (default DataDir/backups); nothing else is touched.
+	BackupDirs []string
 	// Images is the image pool that holds image files; nil refuses
 	// image imports (docs/images.md).
 	Images *imagepool.Pool

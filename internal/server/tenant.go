@@ -106,6 +106,8 @@ func forTenant(v any) any {
 		return out
 	case *model.LoadBalancer, api.LBList:
 		return forTenantLB(v)
+	case *model.Backup, api.BackupList, *model.Restore, api.RestoreList:
+		return forTenantBackup(v)
 	}
 	return v
 }

@@ -42,6 +42,10 @@ type Harness struct {
 	// with the id that must have left nothing behind (files, processes,
 	// taps). Default: nothing beyond the List check the suite does itself.
 	CheckClean func(t *testing.T, d hypervisor.Driver, id string)
+	// WriteDisk has the guest of a running VM write length bytes of
+	// pattern at off on a disk (qemu: qemu-io through the monitor; sim:
+	// its WriteDisk). Needed by the backup cases.
+	WriteDisk func(t *testing.T, d hypervisor.Driver, id, disk string, off, length int64, pattern byte)
 	// StopTimeout is the graceful-stop timeout used by the suite.
 	// Default 10s.
 	StopTimeout time.Duration

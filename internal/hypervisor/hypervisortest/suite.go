@@ -64,6 +64,7 @@ func Run(t *testing.T, harness Harness) {
 		{"ReopenReattaches", testReopen},
 		{"Migration", testMigration},
 		{"ColdMigration", testColdMigration},
+		{"Backup", testBackup},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -39,6 +39,9 @@ func TestAcceptance(t *testing.T) {
 		CheckClean: func(t *testing.T, d hypervisor.Driver, id string) {
 			checkClean(t, d.(*Driver), id)
 		},
+		WriteDisk: func(t *testing.T, d hypervisor.Driver, id, disk string, off, n int64, pat byte) {
+			guestWrite(t, d.(*Driver), id, disk, off, n, pat)
+		},
 		StopTimeout: 10 * time.Second,
 		Timeout:     3 * time.Minute,
 	})

@@ -141,6 +141,10 @@ type Driver struct {
 	// or StateDir/migration-tls once SetMigrationIdentity wrote it.
 	migTLS atomic.Pointer[string]
 
+	// backups holds the ids of VMs with an open backup or restore
+	// session (backup.go).
+	backups sync.Map
+
 	hostID      string // Config.HostID or the one kept in the state dir (owner.go)
 	machineType string // Config.Machine resolved to a versioned type (machine.go)
 	versionOnce sync.Once

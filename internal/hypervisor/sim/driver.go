@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/vpool/vpool/internal/hypervisor"
@@ -14,6 +15,10 @@ import (
 // the same Host; dropping one changes nothing on the Host.
 type Driver struct {
 	h *Host
+	// sessions holds the VMs with an open backup or restore session of
+	// this Driver (backup.go); a new Driver (an agent restart) starts
+	// with none, as the QEMU driver does.
+	sessions sync.Map
 }
 
 var _ hypervisor.Driver = (*Driver)(nil)

@@ -122,6 +122,9 @@ type vm struct {
 	CPUTimeNs float64    `json:"cpuTimeNs"`
 	Touched   time.Time  `json:"touched"`
 	Snapshots []snapshot `json:"snapshots,omitempty"`
+	// Disks holds the content written to the VM's disks and their change
+	// tracking (backup.go); nil until something is written.
+	Disks map[string]*diskData `json:"diskData,omitempty"`
 	// Incoming marks a reservation for an incoming migration: counted
 	// against capacity, not listed.
 	Incoming bool `json:"incoming,omitempty"`

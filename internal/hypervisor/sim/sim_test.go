@@ -1,6 +1,7 @@
 package sim_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -48,6 +49,11 @@ func harness(persist bool) hypervisortest.Harness {
 			return newHost(t, h.Name(), stateFileOf(t, h)).Driver()
 		},
 		Advance: func(_ *testing.T, d time.Duration) { clock.Advance(d) },
+		WriteDisk: func(t *testing.T, d hypervisor.Driver, id, disk string, off, n int64, pat byte) {
+			if err := d.(*sim.Driver).WriteDisk(context.Background(), id, disk, off, bytes.Repeat([]byte{pat}, int(n))); err != nil {
+				t.Fatal(err)
+			}
+		},
 	}
 }
 
