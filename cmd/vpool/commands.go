@@ -37,6 +37,7 @@ func serverCmd() *cobra.Command {
 	imagePool := f.String("image-pool", "", "directory of image files (default DATA_DIR/image-pool; servers sharing a store must share it)")
 	powerOn := f.String("power-on-cmd", "", `command that wakes a host (text/template over the host, e.g. "wakeonlan {{index .Labels \"vpool.io/mac\"}}"); default: the agent protocol only`)
 	powerOff := f.String("power-off-cmd", "", `command that puts a host to standby (e.g. "ipmitool -I lanplus -H {{index .Labels \"vpool.io/bmc\"}} -f /etc/vpool/ipmi.pass chassis power soft")`)
+	fenceCmd := f.String("fence-cmd", "", `command that powers a failed host off for sure (e.g. "ipmitool -I lanplus -H {{index .Labels \"vpool.io/bmc\"}} -f /etc/vpool/ipmi.pass chassis power off"); its success lets HA restart the host's VMs before the fence timeout's margin (docs/ha.md)`)
 	backupDirs := f.StringArray("backup-dir", nil, "a directory under which backup repositories may be registered (repeatable; default DATA_DIR/backups); hosts must see it at the same path")
 	auditDir := f.String("audit-dir", "", "where the leader appends the audit trail's export files (default DATA_DIR/audit)")
 	auditWindow := f.Int("audit-window", 0, "audit records the store keeps; older ones are pruned once exported (default 20000)")
@@ -65,7 +66,7 @@ func serverCmd() *cobra.Command {
 			EtcdCACert: *etcdCA, EtcdCert: *etcdCert, EtcdKey: *etcdKey, EtcdUser: *etcdUser, EtcdPassword: pass,
 			CAKeyFile: *caKeyFile, BackupDirs: *backupDirs,
 			Name: n, Logger: log, Version: version, TLS: *tlsAPI, ImagePool: *imagePool, ImageTool: qemu.ImageTool{},
-			Controller: controller.Config{Power: hostPower(*powerOn, *powerOff)},
+			Controller: controller.Config{Power: hostPower(*powerOn, *powerOff), Fencer: hostFencer(*fenceCmd)},
 			AuditDir:   *auditDir, AuditWindow: *auditWindow, GridSeriesFile: *gridFile,
 			PeerURL: peer, InitialCluster: initial, Join: join, JoinToken: joinTok,
 		})
@@ -252,4 +253,13 @@ func hostPower(on, off string) controller.HostPower {
 	}
 	return controller.PowerByDriver{Default: &controller.ExecPower{On: on, Off: off},
 		Drivers: map[string]controller.HostPower{"sim": controller.AgentPower{}}}
+}
+
+// hostFencer is the HA fence command of --fence-cmd (nil: fencing waits
+// for the fence timeout and margin).
+func hostFencer(cmd string) controller.HostFencer {
+	if cmd == "" {
+		return nil
+	}
+	return &controller.ExecFence{Command: cmd}
 }

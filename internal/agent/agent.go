@@ -35,7 +35,7 @@ var (
 
 // Defaults of Config.
 const (
-	DefaultHeartbeatInterval = 3 * time.Second
+	DefaultHeartbeatInterval = time.Second
 	DefaultStatusInterval    = 10 * time.Second
 	DefaultStopTimeout       = 30 * time.Second
 	DefaultPollWait          = 30 * time.Second
@@ -155,6 +155,7 @@ type Agent struct {
 	doneSeq  int64 // counts finished VM workers
 
 	ops opsState // snapshot requests beside the assignments
+	fn  fence    // the self-fencing watchdog's state (fence.go)
 
 	images *imageCache // nil without Config.ImageCache
 	net    netState    // the host's virtual networks (netloop.go)
@@ -214,7 +215,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.reattach(ctx)
 
 	var wg sync.WaitGroup
-	loops := []func(context.Context){a.heartbeatLoop, a.assignmentsLoop, a.convergeLoop, a.migrationsLoop, a.consoleLoop, a.backupLoop}
+	loops := []func(context.Context){a.heartbeatLoop, a.fenceLoop, a.assignmentsLoop, a.convergeLoop, a.migrationsLoop, a.consoleLoop, a.backupLoop}
 	if a.cfg.Net != nil {
 		loops = append(loops, a.networksLoop)
 		if a.cfg.Net.Balancers != nil {
@@ -310,14 +311,13 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		wait := a.hbInterval()
 		hb := s.sample(ctx, max(wait/2, 500*time.Millisecond))
 		var resp api.HeartbeatResponse
+		sent := time.Now()
 		err := a.client.do(ctx, http.MethodPut, api.AgentPrefix+"/heartbeat", hb, &resp)
 		if ctx.Err() != nil {
 			return
 		}
-		if err == nil && resp.IntervalSeconds > 0 {
-			a.mu.Lock()
-			a.hbEvery = time.Duration(resp.IntervalSeconds) * time.Second
-			a.mu.Unlock()
+		if err == nil {
+			a.renewed(sent, resp)
 			wait = a.hbInterval()
 		}
 		if err != nil {
@@ -458,6 +458,11 @@ func (a *Agent) setAssignments(as api.Assignments) {
 }
 
 func (a *Agent) wake() {
+	a.wakeLocked()
+}
+
+// wakeLocked is wake for callers that hold a.mu (it takes no lock).
+func (a *Agent) wakeLocked() {
 	select {
 	case a.kick <- struct{}{}:
 	default:

@@ -31,6 +31,12 @@ type vmState struct {
 	failures int
 	failRev  int64
 	retryAt  time.Time
+	// crashes counts restarts after a crash (the guest or QEMU died while
+	// the spec wanted it running); crashAt is when the last was made. A
+	// VM that stays up for crashReset is forgiven. VM-level HA: a crash
+	// loop is restarted with a growing delay, not at full speed.
+	crashes int
+	crashAt time.Time
 	// last is the last report the server accepted.
 	last    *api.VMReport
 	lastRev int64 // the VM's revision after the server applied last
@@ -89,7 +95,8 @@ func (a *Agent) pass(ctx context.Context, sem chan struct{}, wg *sync.WaitGroup)
 	}
 	now := time.Now()
 	a.mu.Lock()
-	if !a.haveList {
+	if !a.haveList || a.fn.fenced {
+		// Fenced: nothing starts until a renewal succeeds (fence.go).
 		a.mu.Unlock()
 		return
 	}
@@ -217,6 +224,15 @@ func (a *Agent) convergeOne(ctx context.Context, vm *model.VM, in *hypervisor.In
 	if ctx.Err() != nil || errors.Is(err, errStopOverridden) {
 		return // the next pass acts on the newer spec
 	}
+	if errors.Is(err, errNotOwner) || errors.Is(err, errCrashBackoff) {
+		// Not ours to start (the assignment is stale), or a crashed VM
+		// waiting out its back-off: nothing to report; look again later.
+		a.mu.Lock()
+		a.vmState(key).retryAt = time.Now().Add(time.Second)
+		a.mu.Unlock()
+		a.log.Info("not starting VM", "vm", key, "reason", err)
+		return
+	}
 	a.mu.Lock()
 	st := a.vmState(key)
 	if err != nil {
@@ -288,6 +304,11 @@ func (a *Agent) apply(ctx context.Context, vm *model.VM, in *hypervisor.Info) (a
 		st.applied = vm.Spec.RestartNonce
 	}
 	a.mu.Unlock()
+	if created && vm.Spec.Power == model.PowerRunning {
+		if err := a.confirmOwner(ctx, vm); err != nil {
+			return rep, err
+		}
+	}
 	if created {
 		cfg, err := a.vmConfig(ctx, vm)
 		if err != nil {
@@ -434,7 +455,15 @@ func (a *Agent) applyPower(ctx context.Context, vm *model.VM, state hypervisor.S
 		}
 	}
 	if state == hypervisor.StateCrashed {
+		if err := a.crashBackoff(key); err != nil {
+			return state, err
+		}
 		a.log.Warn("restarting crashed VM", "vm", key)
+	}
+	if !live {
+		if err := a.confirmOwner(ctx, vm); err != nil {
+			return state, err
+		}
 	}
 	if pending {
 		if err := a.resizeOffline(ctx, vm); err != nil {
@@ -454,6 +483,33 @@ func (a *Agent) applyPower(ctx context.Context, vm *model.VM, state hypervisor.S
 		a.log.Info("started VM", "vm", key)
 	}
 	return hypervisor.StateRunning, nil
+}
+
+// errCrashBackoff says a crashed VM waits before its next restart.
+var errCrashBackoff = errors.New("agent: crashed VM waits before it restarts")
+
+// crashReset is how long a VM restarted after a crash must stay up for
+// its crash count to be forgotten.
+const crashReset = 10 * time.Minute
+
+// crashBackoff allows a restart after a crash at most every
+// 1 s, 2 s, 4 s ... 1 min (the crash count grows with each restart).
+func (a *Agent) crashBackoff(key string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := a.vmState(key)
+	now := time.Now()
+	if st.crashes > 0 && now.Sub(st.crashAt) > crashReset {
+		st.crashes = 0
+	}
+	if st.crashes > 0 {
+		if wait := retryDelay(st.crashes) - now.Sub(st.crashAt); wait > 0 {
+			return fmt.Errorf("%w: %d restarts after crashes, next in %s", errCrashBackoff, st.crashes, wait.Round(time.Millisecond))
+		}
+	}
+	st.crashes++
+	st.crashAt = now
+	return nil
 }
 
 // errStopOverridden ends a graceful stop that a forced stop replaced.
@@ -510,6 +566,9 @@ func (a *Agent) vmConfig(ctx context.Context, vm *model.VM) (hypervisor.VMConfig
 		Project: vm.Project,
 		UID:     vm.UID,
 		Spec:    vm.Spec,
+	}
+	if o := vm.Status.Owner; o != nil && o.Host == a.cfg.HostName {
+		cfg.AdoptEpoch = o.Epoch // an HA restart: adopt the disks on shared pools
 	}
 	ports, err := a.nicPorts(vm)
 	if err != nil {

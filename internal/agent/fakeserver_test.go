@@ -33,6 +33,11 @@ type fakeServer struct {
 	beats     []api.Heartbeat
 	reports   []api.VMReport
 	joins     int
+	// hbDown makes heartbeats fail (503); fenceMillis is the fence
+	// timeout heartbeat answers carry (0: none).
+	hbDown      bool
+	fenceMillis int
+	ownerAsks   int
 }
 
 func newFakeServer(t *testing.T) *fakeServer {
@@ -61,6 +66,7 @@ func newFakeServerWith(t *testing.T, ca *pki.CA, cert tls.Certificate, errLog *l
 	mux.HandleFunc("PUT /agent/v1/heartbeat", fs.mtls(fs.heartbeat))
 	mux.HandleFunc("GET /agent/v1/assignments", fs.mtls(fs.assignments))
 	mux.HandleFunc("PUT /agent/v1/vms/{project}/{name}/status", fs.mtls(fs.status))
+	mux.HandleFunc("GET /agent/v1/vms/{project}/{name}/owner", fs.mtls(fs.owner))
 	fs.srv = httptest.NewUnstartedServer(mux)
 	fs.srv.Config.ErrorLog = errLog
 	fs.srv.TLS = &tls.Config{
@@ -119,9 +125,53 @@ func (fs *fakeServer) heartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fs.mu.Lock()
-	fs.beats = append(fs.beats, hb)
+	down, fence := fs.hbDown, fs.fenceMillis
+	if !down {
+		fs.beats = append(fs.beats, hb)
+	}
 	fs.mu.Unlock()
-	writeJSON(w, 200, api.HeartbeatResponse{IntervalSeconds: 0, LeaseTTLSeconds: 10})
+	if down {
+		writeJSON(w, 503, api.Error{Code: api.CodeUnavailable, Message: "no store"})
+		return
+	}
+	writeJSON(w, 200, api.HeartbeatResponse{IntervalSeconds: 0, LeaseTTLSeconds: 10, FenceMillis: fence})
+}
+
+// owner answers like the server: the VM's owner record, to its host only.
+func (fs *fakeServer) owner(w http.ResponseWriter, r *http.Request) {
+	key := r.PathValue("project") + "/" + r.PathValue("name")
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.ownerAsks++
+	vm, ok := fs.vms[key]
+	switch {
+	case fs.elsewhere[key]:
+		writeJSON(w, 409, api.Error{Code: api.CodeConflict, Message: "assigned to another host"})
+	case !ok:
+		writeJSON(w, 404, api.Error{Code: api.CodeNotFound, Message: "no such vm"})
+	default:
+		o := model.DiskOwner{Host: r.TLS.PeerCertificates[0].Subject.CommonName}
+		if vm.Status.Owner != nil {
+			o = *vm.Status.Owner
+		}
+		writeJSON(w, 200, o)
+	}
+}
+
+// setHeartbeats makes heartbeats fail (down) or succeed, with a fence
+// timeout.
+func (fs *fakeServer) setHeartbeats(down bool, fenceMillis int) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.hbDown, fs.fenceMillis = down, fenceMillis
+}
+
+// moveElsewhere makes a VM another host's (HA restarted it there) without
+// telling this host's assignments.
+func (fs *fakeServer) moveElsewhere(key string) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.elsewhere[key] = true
 }
 
 func (fs *fakeServer) assignments(w http.ResponseWriter, r *http.Request) {

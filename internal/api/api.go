@@ -275,6 +275,12 @@ type Heartbeat struct {
 type HeartbeatResponse struct {
 	IntervalSeconds int `json:"intervalSeconds"`
 	LeaseTTLSeconds int `json:"leaseTTLSeconds"`
+	// IntervalMillis is the heartbeat interval of the cluster's HA policy
+	// (agents that know it prefer it to IntervalSeconds).
+	IntervalMillis int `json:"intervalMillis,omitempty"`
+	// FenceMillis is the fence timeout: an agent that has not renewed its
+	// liveness for that long kills every VM it runs (docs/ha.md).
+	FenceMillis int `json:"fenceMillis,omitempty"`
 	// Power is the host's desired power state when it is not simply
 	// "on": "standby" asks an agent that can sleep to do so.
 	Power string `json:"power,omitempty"`
@@ -289,4 +295,30 @@ type Assignments struct {
 	// Snapshots are the snapshot records of those VMs that ask the agent
 	// for work (pending, reverting, deleting) or are ready.
 	Snapshots []model.Snapshot `json:"snapshots,omitempty"`
+}
+
+// HAStatus is the body of GET /api/v1/ha (vpool ha status): host HA at a
+// glance.
+type HAStatus struct {
+	// Policy is the HA policy in force, defaults filled in.
+	Policy model.HAPolicy `json:"policy"`
+	// Hosts counts hosts by state.
+	Hosts map[string]int `json:"hosts"`
+	// Protected counts VMs by resolved HA level (high, medium, low);
+	// Unprotected lists those that cannot restart elsewhere, and why.
+	Protected   map[string]int  `json:"protected"`
+	Unprotected []model.HAStuck `json:"unprotected,omitempty"`
+	// Reserve answers "tolerate N host failures" on the current load.
+	Reserve HAReserve `json:"reserve"`
+	// Failovers are the last host failovers, newest first.
+	Failovers []model.HAFailover `json:"failovers,omitempty"`
+}
+
+// HAReserve is the failover reserve check (internal/ha.CheckReserve).
+type HAReserve struct {
+	Tolerates int             `json:"tolerates"`
+	OK        bool            `json:"ok"`
+	Need      model.Resources `json:"need"`
+	Spare     model.Resources `json:"spare"`
+	Worst     []string        `json:"worst,omitempty"`
 }

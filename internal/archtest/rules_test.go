@@ -31,11 +31,10 @@ type importRule struct {
 }
 
 // decision packages decide from a snapshot and return a plan: the
-// simulator and the server run the very same code. internal/ha joins this
-// list when it exists (a rule naming a missing package fails).
+// simulator and the server run the very same code.
 var decision = []string{
 	"internal/scheduler/...", "internal/balance/...", "internal/energy/...",
-	"internal/simulate/...", "internal/trace/...",
+	"internal/simulate/...", "internal/trace/...", "internal/ha/...",
 }
 
 // ioPackages is what a decision package must never reach, directly or not.

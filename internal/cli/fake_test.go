@@ -266,6 +266,16 @@ func (f *fakeServer) clusterHandlers() map[string]handler {
 		"GET /api/v1/cluster/policy": func(w http.ResponseWriter, r *http.Request, _ []byte) (any, *apiErr) {
 			return f.policy, nil
 		},
+		"GET /api/v1/ha": func(w http.ResponseWriter, r *http.Request, _ []byte) (any, *apiErr) {
+			fenced := now.Add(-10 * time.Minute)
+			return api.HAStatus{Policy: f.policy.HAPolicy(), Hosts: map[string]int{"ready": 2, "fenced": 1},
+				Protected:   map[string]int{"high": 1, "medium": 3},
+				Unprotected: []model.HAStuck{{VM: "default/db", Reason: "disk root is on local storage: it cannot restart on another host"}},
+				Reserve:     api.HAReserve{Tolerates: 1, OK: true, Worst: []string{"h1"}, Need: model.Resources{CPUs: 4, Memory: 8 * model.GiB}, Spare: model.Resources{CPUs: 12, Memory: 24 * model.GiB}},
+				Failovers: []model.HAFailover{{Host: "h3", LastRenewal: fenced.Add(-5 * time.Second), DetectedAt: fenced.Add(-2500 * time.Millisecond),
+					FencedAt: fenced, FenceBy: "timeout", RestartedAt: fenced.Add(300 * time.Millisecond), Restarted: 4,
+					Stuck: []model.HAStuck{{VM: "default/db", Reason: "local storage"}}}}}, nil
+		},
 		"PUT /api/v1/cluster/policy": func(w http.ResponseWriter, r *http.Request, body []byte) (any, *apiErr) {
 			var p model.Policy
 			if e := decodeStrict(body, &p); e != nil {

@@ -55,6 +55,7 @@ func TestOutputGolden(t *testing.T) {
 		{"cluster-info-json", []string{"cluster", "info", "-o", "json"}, 0},
 		{"policy-show", []string{"cluster", "policy", "show"}, 0},
 		{"policy-set", []string{"cluster", "policy", "set", "--memory-ratio", "1.5", "--weight", "spread=3"}, 0},
+		{"ha-status", []string{"ha", "status"}, 0},
 		{"version", []string{"version"}, 0},
 	}
 	for _, tc := range tests {

@@ -82,7 +82,7 @@ http://127.0.0.1:8440/ui/); sign in with a token.`,
 	pf.StringVar(&a.configFlag, "config", "", "client config file (env "+EnvConfig+"; default "+configPath(e)+")")
 	pf.StringVar(&a.caCert, "ca-cert", "", "CA certificate (PEM file) for https addresses (env "+EnvCACert+")")
 
-	root.AddCommand(a.vmCmd(), a.imageCmd(), a.hostCmd(), a.projectCmd(), a.tokenCmd(), a.eventsCmd(), a.auditCmd(), a.usageCmd(), a.complianceCmd(), a.clusterCmd(), a.balanceCmd(), a.versionCmd())
+	root.AddCommand(a.vmCmd(), a.imageCmd(), a.hostCmd(), a.projectCmd(), a.tokenCmd(), a.eventsCmd(), a.auditCmd(), a.usageCmd(), a.complianceCmd(), a.clusterCmd(), a.balanceCmd(), a.haCmd(), a.versionCmd())
 	a.addMigrationCommands(root)
 	a.addVMOpCommands(root)
 	root.AddCommand(a.backupCmd(), a.drCmd())

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -40,7 +41,7 @@ type vmCreateOpts struct {
 	cpuRes, cpuLimit          float64
 	memRes, memLimit, diskBps string
 	diskIOPS                  int64
-	haPriority                int
+	haPriority                string
 	stopped                   bool
 	count                     int
 	dryRun                    bool
@@ -83,7 +84,7 @@ func (a *app) vmCreateCmd() *cobra.Command {
 	f.StringVar(&o.memLimit, "memory-limit", "", "memory cap, with a unit")
 	f.Int64Var(&o.diskIOPS, "disk-iops", 0, "disk I/O operations per second cap")
 	f.StringVar(&o.diskBps, "disk-bps", "", "disk bytes per second cap, with a unit (e.g. 100MiB)")
-	f.IntVar(&o.haPriority, "ha-priority", 0, "restart priority after a host failure (0-1000, higher first)")
+	f.StringVar(&o.haPriority, "ha-priority", "", "restart after a host failure: high, medium, low or off (default medium on shared storage; VMs with local disks cannot), or a number 0-1000 ordering VMs of one level (higher first)")
 	f.BoolVar(&o.stopped, "stopped", false, "create the VM without starting it")
 	f.IntVar(&o.count, "count", 1, "create this many VMs, named NAME-1..NAME-N, all or nothing")
 	f.BoolVar(&o.dryRun, "dry-run", false, "only show where the VM would be placed")
@@ -95,7 +96,10 @@ func (a *app) vmCreateCmd() *cobra.Command {
 
 // spec builds the VM spec from the flags.
 func (o *vmCreateOpts) spec(cmd *cobra.Command) (model.VMSpec, error) {
-	s := model.VMSpec{VCPUs: o.vcpus, Image: o.image, HAPriority: o.haPriority, Power: model.PowerRunning}
+	s := model.VMSpec{VCPUs: o.vcpus, Image: o.image, Power: model.PowerRunning}
+	if err := parseHAPriority(o.haPriority, &s); err != nil {
+		return s, err
+	}
 	if o.stopped {
 		s.Power = model.PowerStopped
 	}
@@ -370,4 +374,22 @@ func (a *app) emptyHint(cmd *cobra.Command, what string) {
 		p = api.DefaultProject + " (the default; 'vpool project use NAME' sets another)"
 	}
 	fmt.Fprintf(errw(cmd), "no %s in project %s; -A lists every project's (admins)\n", what, p)
+}
+
+// parseHAPriority reads --ha-priority: a level (high, medium, low, off)
+// or a number 0-1000 that orders VMs within their level.
+func parseHAPriority(v string, s *model.VMSpec) error {
+	switch v {
+	case "":
+		return nil
+	case model.HAHigh, model.HAMedium, model.HALow, model.HAOff:
+		s.HA = v
+		return nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > 1000 {
+		return fmt.Errorf("--ha-priority: want high, medium, low, off or a number 0-1000, got %q", v)
+	}
+	s.HAPriority = n
+	return nil
 }

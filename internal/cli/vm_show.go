@@ -45,8 +45,15 @@ func (a *app) describeVM(w io.Writer, vm *model.VM) {
 	field(w, "Labels", kv(s.Labels))
 	field(w, "Placement", placementText(s.Placement))
 	field(w, "Controls", controlsText(s.Controls))
+	if s.HA != "" {
+		field(w, "HA", s.HA)
+	}
 	if s.HAPriority != 0 {
 		field(w, "HA priority", s.HAPriority)
+	}
+	field(w, "HA cannot restart", st.HAReason)
+	if st.Owner != nil {
+		field(w, "Disk owner", fmt.Sprintf("%s (epoch %d)", st.Owner.Host, st.Owner.Epoch))
 	}
 	if st.Phase == model.PhaseRunning || st.Usage.CPUTimeNs > 0 {
 		field(w, "Usage", fmt.Sprintf("cpu %.1f%%, memory %s, disk read %s write %s, net rx %s tx %s",

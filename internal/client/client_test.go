@@ -110,6 +110,7 @@ func calls() []struct {
 		{"set policy", "PUT /api/v1/cluster/policy", "", `{"ratios":{"cpu":2},"strategy":"spread"}`, func(ctx context.Context, c *Client) error {
 			return drop(c.SetPolicy(ctx, model.Policy{Ratios: model.Ratios{CPU: 2}, Strategy: "spread"}))
 		}},
+		{"ha status", "GET /api/v1/ha", "", "", func(ctx context.Context, c *Client) error { return drop(c.HAStatus(ctx)) }},
 		{"list projects", "GET /api/v1/projects", "", "", func(ctx context.Context, c *Client) error { return drop(c.ListProjects(ctx)) }},
 		{"create project", "POST /api/v1/projects", "", `{"name":"p1","quota":{"vms":3}}`, func(ctx context.Context, c *Client) error {
 			return drop(c.CreateProject(ctx, api.ProjectCreateRequest{Name: "p1", Quota: model.Quota{VMs: 3}}))

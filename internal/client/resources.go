@@ -317,3 +317,12 @@ func (c *Client) ListEvents(ctx context.Context, since int64, project string) ([
 	}
 	return out.Items, nil
 }
+
+// HAStatus returns host HA at a glance (admin).
+func (c *Client) HAStatus(ctx context.Context) (*api.HAStatus, error) {
+	var out api.HAStatus
+	if err := c.do(ctx, http.MethodGet, api.Prefix+"/ha", nil, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

@@ -43,8 +43,12 @@ type cache struct {
 	hosts   map[string]*model.Host // by name
 	allocs  map[string]model.Allocation
 	alive   map[string]int64 // host name → ModRev of its liveness key
-	policy  model.Policy
-	polRev  int64
+	// aliveTTL is the lease TTL (seconds) the host's alive record names
+	// (model.AliveRecord; 0: unknown). Kept after the key is deleted: HA
+	// reads it to bound the host's last renewal (ha.go).
+	aliveTTL map[string]int
+	policy   model.Policy
+	polRev   int64
 	// gen bumps whenever capacity may have changed (hosts, allocations,
 	// liveness, policy): a VM that did not fit at gen g is not retried
 	// until gen moves.
@@ -326,6 +330,15 @@ func (c *cache) applyAlive(ev store.WatchEvent) {
 		return
 	}
 	c.alive[name] = ev.KV.ModRev
+	var rec model.AliveRecord
+	if c.aliveTTL == nil {
+		c.aliveTTL = map[string]int{}
+	}
+	if json.Unmarshal(ev.KV.Value, &rec) == nil {
+		c.aliveTTL[name] = rec.LeaseTTL
+	} else {
+		delete(c.aliveTTL, name)
+	}
 }
 
 func (c *cache) applyPolicy(ev store.WatchEvent) {

@@ -39,6 +39,8 @@ func (r *reconciler) cleanup(ctx context.Context) error {
 			why = "no host"
 		case h == nil:
 			why = "host gone"
+		case h.State == model.HostFenced:
+			why = "host fenced" // it runs nothing any more
 		case h.State == model.HostDown && now.Sub(h.UpdatedAt) >= r.m.cfg.DeleteGrace:
 			why = "host down"
 		default:

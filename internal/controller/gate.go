@@ -318,3 +318,67 @@ func (g *gate) fitMove(ctx context.Context, target string) state.Fit {
 		return []store.Cond{store.IfRev(store.PolicyKey, rev)}, nil
 	}
 }
+
+// restart re-checks HA restarts — each VM lifted off its fenced host onto
+// its new one, each seeing the ones before it — with every placement
+// rule (scheduler.CheckMove), and commits them in one transaction
+// (state.RestartElsewhere) guarded on the VMs', the touched allocations',
+// the policy's and the fenced hosts' revisions. A lost guard answers
+// no VMs and no error: the next pass decides again.
+func (g *gate) restart(ctx context.Context, rs []state.HARestart, fenced map[string]*model.Host) (state.Assigned, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err := g.sync(); err != nil {
+		return state.Assigned{}, err
+	}
+	var assumed []string
+	defer func() {
+		for _, k := range assumed {
+			_ = g.snap.Forget(k)
+		}
+	}()
+	allocs := map[string]model.Allocation{}
+	hostRevs := map[string]int64{}
+	for _, x := range rs {
+		key, from := x.VM.Key(), x.VM.Status.Host
+		h := fenced[from]
+		if h == nil || h.State != model.HostFenced {
+			return state.Assigned{}, fmt.Errorf("%w: VM %s: its host %s is not fenced", ErrPlanRefused, key, from)
+		}
+		req := scheduler.Request{Key: key, Spec: &x.VM.Spec}
+		if why := g.sched.CheckMove(g.snap, req, from, x.To); why != "" {
+			return state.Assigned{}, fmt.Errorf("%w: restarting VM %s on %s: %s", ErrPlanRefused, key, x.To, why)
+		}
+		if err := g.snap.AssumeVM(key, &x.VM.Spec, x.To); err != nil {
+			return state.Assigned{}, fmt.Errorf("%w: restarting VM %s on %s: %w", ErrPlanRefused, key, x.To, err)
+		}
+		assumed = append(assumed, key)
+		for _, n := range []string{from, x.To} {
+			if _, seen := allocs[n]; !seen {
+				allocs[n] = g.allocs[n]
+			}
+		}
+		hostRevs[from] = h.Revision
+	}
+	out, ok, err := g.repo.RestartElsewhere(ctx, rs, allocs, hostRevs, g.polRev)
+	if err != nil {
+		return state.Assigned{}, fmt.Errorf("controller: commit HA restart of %s: %w", rs[0].VM.Key(), err)
+	}
+	if !ok {
+		return state.Assigned{}, g.refresh(ctx, sortedKeys(allocs))
+	}
+	for _, v := range out.VMs {
+		g.c.putVM(v, out.Rev)
+	}
+	for _, k := range assumed {
+		_ = g.snap.Forget(k)
+	}
+	assumed = nil
+	for h, a := range out.Allocs {
+		g.c.putAlloc(a, out.Rev)
+		if err := g.snap.SetAllocation(a); err == nil {
+			g.allocs[h] = a
+		}
+	}
+	return out, nil
+}

@@ -107,7 +107,7 @@ func (e *env) addHost(name string, cpus int, mem model.Bytes, labels map[string]
 		h.Capacity = model.Resources{CPUs: cpus, Memory: mem, Disk: 1 * model.TiB}
 		h.State, h.Labels, h.Driver, h.LastSeen = model.HostReady, labels, "sim", e.clock.Now()
 		return nil
-	}, store.PutWithLease(store.AliveKey(name), []byte("1"), lease))
+	}, store.PutWithLease(store.AliveKey(name), mustJSON(model.AliveRecord{Server: "test", LeaseTTL: int(e.hostTTL)}), lease))
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -17,6 +17,10 @@ import (
 // per event. Scheduling has no gap.
 const maxLoopGap = 100 * time.Millisecond
 
+// haTick is how often host HA looks at the renewals even when nothing
+// changed: silence is what it detects.
+const haTick = 100 * time.Millisecond
+
 // loop is one control loop of a term: its own goroutine and its own work
 // queue, a coalescing signal of depth one fed by the watch cache (the
 // prefixes it follows) and by a resync ticker. A slow pass delays only
@@ -42,7 +46,8 @@ func (r *reconciler) loops() []*loop {
 	ls := []*loop{
 		{name: "scheduling", run: r.scheduling, every: cfg.ResyncInterval,
 			prefixes: []string{store.VMsPrefix, store.HostsPrefix, store.AllocPrefix, store.AlivePrefix, store.PolicyKey}},
-		{name: "liveness", run: r.liveness, every: cfg.ResyncInterval, gap: gap, prefixes: []string{store.HostsPrefix, store.AlivePrefix}},
+		{name: "liveness", run: r.haPass, every: min(haTick, cfg.ResyncInterval), gap: gap,
+			prefixes: []string{store.HostsPrefix, store.AlivePrefix, store.VMsPrefix, store.PolicyKey}},
 		{name: "cleanup", run: r.cleanup, every: cfg.ResyncInterval, gap: gap, prefixes: []string{store.VMsPrefix, store.HostsPrefix}},
 		{name: "energy", run: r.energyStep, every: second},
 		{name: "power", run: r.powerStep, every: cfg.ResyncInterval, gap: gap,

@@ -66,6 +66,9 @@ func TestSlowPowerCommandDelaysOnlyPower(t *testing.T) {
 		if steps < 600 {
 			e.clock.Step(time.Second)
 			steps++
+			for i := range 20 { // the agents renew (host HA)
+				e.beat(fmt.Sprintf("h%02d", i))
+			}
 		}
 		return false
 	})

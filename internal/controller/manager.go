@@ -16,7 +16,7 @@ const (
 	DefaultLeaseTTL        = 6 * time.Second
 	DefaultResyncInterval  = 15 * time.Second
 	DefaultDeleteGrace     = 5 * time.Minute
-	DefaultHostDownGrace   = 10 * time.Second
+	DefaultHostDownGrace   = 0 // host HA follows the cluster policy's timings
 	DefaultMaxEvents       = 10000
 	DefaultMaxEventAge     = 24 * time.Hour
 	DefaultCompactInterval = time.Minute
@@ -51,9 +51,13 @@ type Config struct {
 	// DeleteGrace is how long a VM being deleted on a down host waits for
 	// its host to come back before its deletion is finished without it.
 	DeleteGrace time.Duration
-	// HostDownGrace is how long after its last report (Host.LastSeen) a
-	// host may stay ready without a liveness key: it covers a host record
-	// written before the agent's first heartbeat, and avoids flapping.
+	// HostDownGrace, when longer than the cluster policy's suspect
+	// timeout, delays host HA's whole timeline by the difference (a host
+	// is suspect only after HostDownGrace without a renewal, and fenced
+	// that much later too): for tests and tools that seed hosts without
+	// agents. Host liveness otherwise follows the policy's HA timings
+	// (model.HAPolicy). Delaying the server's side only ever makes a
+	// restart later than the agent's self-fence: it stays safe.
 	HostDownGrace time.Duration
 	// MaxEvents and MaxEventAge bound the event log: events beyond the
 	// newest MaxEvents, and events older than MaxEventAge, are deleted.
@@ -66,6 +70,13 @@ type Config struct {
 	// MaxMigrations, are deleted once both hosts confirmed their clean-up.
 	MigrationRetention time.Duration
 	MaxMigrations      int
+
+	// Liveness answers the last renewal of each host's liveness (host
+	// HA, ha.go); the host records' LastSeen when nil.
+	Liveness LivenessSource
+	// Fencer, when set, powers a failed host off; its success fences the
+	// host before the fence timeout's margin has passed.
+	Fencer HostFencer
 
 	// Power switches hosts to standby and back (power controller);
 	// AgentPower when nil.

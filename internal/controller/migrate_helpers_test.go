@@ -24,7 +24,7 @@ type namedStep struct {
 func deposedSteps(g *greenEnv) []namedStep {
 	x := newMigrator(g.r.m, g.r.t, g.r.gate)
 	return []namedStep{
-		{"repair", g.r.repairOnce}, {"liveness", g.r.liveness}, {"scheduling", g.r.schedule}, {"cleanup", g.r.cleanup},
+		{"repair", g.r.repairOnce}, {"liveness", g.r.haPass}, {"scheduling", g.r.schedule}, {"cleanup", g.r.cleanup},
 		{"energy", g.r.energyStep},
 		{"energy", func(ctx context.Context) error { g.clock.Step(2 * time.Second); return g.r.energyStep(ctx) }}, {"power", g.r.powerStep}, {"balancer", g.r.balanceRound},
 		{"compaction", g.r.compactEvents}, {"migration", x.pass},

@@ -39,6 +39,8 @@ type reconciler struct {
 	// powerPlacer answers the power controller's "where would a waiting
 	// VM go": its own, so as not to disturb the scheduling loop's.
 	powerPlacer Placer
+	// host HA loop (ha.go)
+	ha *haState
 }
 
 type failMemo struct {
@@ -49,7 +51,7 @@ type failMemo struct {
 func newReconciler(m *Manager, t *term, c *cache) *reconciler {
 	r := &reconciler{m: m, t: t, c: c, repo: t.repo, now: m.cfg.Clock, failed: map[string]failMemo{},
 		bal: &balanceState{history: map[string][]float64{}}, pow: &powerState{emptySince: map[string]time.Time{}},
-		nrg: &energyState{lastUtil: map[string]float64{}}, powerPlacer: m.cfg.Placer}
+		nrg: &energyState{lastUtil: map[string]float64{}}, powerPlacer: m.cfg.Placer, ha: newHAState()}
 	if sp, ok := m.cfg.Placer.(*SchedulerPlacer); ok {
 		r.powerPlacer = sp.fork()
 	}

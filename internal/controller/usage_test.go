@@ -65,28 +65,42 @@ func TestEnergyReadsTheUsageView(t *testing.T) {
 	}
 }
 
-// Liveness reads a host's last heartbeat from the view: a host whose
-// alive key is gone goes down only once no server has seen it for the
-// grace period, whatever its record's (old) LastSeen says.
-func TestLivenessReadsLastSeenFromTheView(t *testing.T) {
+// Host HA bounds a host's last renewal by its alive key (heartbeats renew
+// the lease it is attached to and no longer write the host record): while
+// the key is there the host stays ready whatever its record's (old)
+// LastSeen says; once the key vanished, the last renewal was at least the
+// lease's TTL (from the alive record) before: failed at once when that is
+// the fence timeout, fenced after the margin.
+func TestHALivenessFollowsTheAliveKey(t *testing.T) {
 	g := newGreenEnv(t, model.DefaultBalanceSettings())
-	view := &fakeUsageView{hosts: map[string]model.HostSample{}, vms: map[string]model.VMUsage{}}
-	g.r.m.cfg.Usage = view
-	g.r.c.usage = view
-	lease := g.addHost("h1", 2, 16*model.GiB, nil)
-	g.clock.Step(time.Hour) // the record's LastSeen is an hour old
-	view.hosts["h1"] = model.HostSample{Host: "h1", Seen: g.clock.Now(), LeaseTTL: 10}
-	if err := g.st.Revoke(context.Background(), lease); err != nil {
+	ctx := context.Background()
+	g.addHost("h1", 2, 16*model.GiB, nil)
+	lease, err := g.st.Grant(ctx, 10)
+	if err != nil {
 		t.Fatal(err)
 	}
-	g.must(g.r.liveness)
-	if h, _ := g.repo.GetHost(context.Background(), "h1"); h.State != model.HostReady {
-		t.Fatalf("a host seen just now went %s", h.State)
+	rec := mustJSON(model.AliveRecord{Server: "s1", LeaseTTL: 10})
+	if _, _, err := g.st.Txn(ctx, nil, []store.Op{store.PutWithLease(store.AliveKey("h1"), rec, lease)}); err != nil {
+		t.Fatal(err)
 	}
-	g.clock.Step(2 * g.r.m.cfg.HostDownGrace)
-	g.must(g.r.liveness)
-	if h, _ := g.repo.GetHost(context.Background(), "h1"); h.State != model.HostDown {
-		t.Fatalf("a host gone quiet stayed %s", h.State)
+	state := func() model.HostState { h, _ := g.repo.GetHost(ctx, "h1"); return h.State }
+	g.must(g.r.haPass)
+	g.clock.Step(time.Hour) // the record's LastSeen is an hour old
+	g.must(g.r.haPass)
+	if s := state(); s != model.HostReady {
+		t.Fatalf("a host whose alive key is there went %s", s)
+	}
+	if err := g.st.Revoke(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
+	g.must(g.r.haPass) // gone: the last renewal was ≥ 10 s (the TTL) ago
+	if s := state(); s != model.HostFailed {
+		t.Fatalf("a host whose lease expired is %s, want failed (TTL = fence timeout)", s)
+	}
+	g.clock.Step(model.DefaultHAPolicy().Margin())
+	g.must(g.r.haPass)
+	if s := state(); s != model.HostFenced {
+		t.Fatalf("after the margin the host is %s, want fenced", s)
 	}
 }
 

@@ -25,7 +25,8 @@ import (
 // memstore (restartable on the same addresses) and sim agents over real
 // mutual TLS on loopback, their sim hosts joined by one registry.
 type mcluster struct {
-	t         *testing.T
+	t         testing.TB
+	closeOnce sync.Once
 	st        store.Store
 	dataDir   string
 	dir       string
@@ -46,27 +47,29 @@ type mhost struct {
 	name   string
 	memory model.Bytes
 	labels map[string]string
+	pools  []model.StoragePoolRef
+	cpus   int
 }
 
 func startMCluster(t *testing.T, migrateDelay time.Duration, hosts ...mhost) *mcluster {
+	t.Helper()
+	return startMClusterDelay(t, migrateDelay, hosts...)
+}
+
+// startMClusterTB is startMCluster for benchmarks (no migration delay).
+func startMClusterTB(t testing.TB, hosts ...mhost) *mcluster {
+	t.Helper()
+	return startMClusterDelay(t, 0, hosts...)
+}
+
+func startMClusterDelay(t testing.TB, migrateDelay time.Duration, hosts ...mhost) *mcluster {
 	t.Helper()
 	st := memstore.New()
 	t.Cleanup(func() { st.Close() })
 	cl := &mcluster{t: t, st: st, dataDir: t.TempDir(), dir: t.TempDir(), hosts: map[string]*sim.Host{},
 		labels: map[string]map[string]string{}, agents: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}}
 	cl.startServer("127.0.0.1:0")
-	t.Cleanup(func() {
-		cl.agentsMu.Lock()
-		names := make([]string, 0, len(cl.agents))
-		for n := range cl.agents {
-			names = append(names, n)
-		}
-		cl.agentsMu.Unlock()
-		for _, n := range names {
-			cl.stopAgent(n)
-		}
-		cl.stopServer()
-	})
+	t.Cleanup(cl.close)
 	tok, err := cl.srv.NewJoinToken(context.Background(), time.Hour, 64)
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +81,11 @@ func startMCluster(t *testing.T, migrateDelay time.Duration, hosts ...mhost) *mc
 		if mem == 0 {
 			mem = 16 * model.GiB
 		}
-		cl.hosts[h.name] = sim.MustHost(sim.Config{Name: h.name, CPUs: 8, Memory: mem, Registry: reg, MigrateDelay: migrateDelay})
+		cpus := h.cpus
+		if cpus == 0 {
+			cpus = 8
+		}
+		cl.hosts[h.name] = sim.MustHost(sim.Config{Name: h.name, CPUs: cpus, Memory: mem, Registry: reg, MigrateDelay: migrateDelay, Pools: h.pools})
 		cl.labels[h.name] = h.labels
 		cl.startAgent(h.name)
 	}
@@ -118,6 +125,22 @@ func controllerTuning() (c controller.Config) {
 	c.ResyncInterval = time.Second
 	c.LeaseTTL = 2 * time.Second
 	return c
+}
+
+// close stops every agent and the server (once).
+func (cl *mcluster) close() {
+	cl.closeOnce.Do(func() {
+		cl.agentsMu.Lock()
+		names := make([]string, 0, len(cl.agents))
+		for n := range cl.agents {
+			names = append(names, n)
+		}
+		cl.agentsMu.Unlock()
+		for _, n := range names {
+			cl.stopAgent(n)
+		}
+		cl.stopServer()
+	})
 }
 
 func (cl *mcluster) stopServer() {
@@ -176,7 +199,12 @@ func (cl *mcluster) stopAgent(name string) {
 
 func (cl *mcluster) eventually(what string, cond func() bool) {
 	cl.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	cl.eventuallyFor(30*time.Second, what, cond)
+}
+
+func (cl *mcluster) eventuallyFor(d time.Duration, what string, cond func() bool) {
+	cl.t.Helper()
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
 			cl.t.Fatalf("timed out waiting for %s", what)

@@ -65,6 +65,9 @@ type ServerConfig struct {
 	Version string
 	// TLS serves the user API over HTTPS.
 	TLS bool
+	// ServerNames are the names (IPs, DNS names) in the server's
+	// certificates (default: pki.DefaultServerNames).
+	ServerNames []string
 	// EtcdUnsafeNoFsync skips fsync in the embedded member (tests only).
 	EtcdUnsafeNoFsync bool
 	// Controller tunes the controllers (tests shorten intervals); Store,
@@ -162,6 +165,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		StoreKind:   kind,
 		Listen:      cfg.Listen,
 		AgentListen: cfg.AgentListen,
+		ServerNames: cfg.ServerNames,
 		DataDir:     cfg.DataDir,
 		Logger:      cfg.Logger,
 		Clock:       cfg.Clock,

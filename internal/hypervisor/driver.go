@@ -64,6 +64,12 @@ type VMConfig struct {
 	// index; shorter or empty: the driver's default bridge). The agent
 	// fills them for NICs on vpool networks.
 	Ports []NICPort `json:"ports,omitempty"`
+	// AdoptEpoch is the control plane's owner epoch of the VM's disks
+	// (model.DiskOwner) when HA restarted the VM on this host: disks of
+	// the VM already on a shared pool, owned by the failed host, are then
+	// adopted (their owner record rewritten to this host) instead of
+	// refused. 0 for every other create.
+	AdoptEpoch int64 `json:"adoptEpoch,omitempty"`
 }
 
 // NICPort is the host side of one NIC: the tap the driver creates, the

@@ -121,6 +121,10 @@ type StoragePoolRef struct {
 	Name string `json:"name"`
 	Tier string `json:"tier,omitempty"`
 	Free Bytes  `json:"free,omitempty"`
+	// Shared says every host that reports the pool sees the same files
+	// (NFS and the like): a VM whose disks are all on shared pools can
+	// restart on another host after a host failure.
+	Shared bool `json:"shared,omitempty"`
 }
 
 // HostUsage is measured load on a host.

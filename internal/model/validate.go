@@ -77,6 +77,9 @@ func (s *VMSpec) Validate() error {
 	if s.HAPriority < 0 || s.HAPriority > 1000 {
 		return fieldErr("spec.haPriority", "must be between 0 and 1000 (got %d)", s.HAPriority)
 	}
+	if !ValidHALevel(s.HA) {
+		return fieldErr("spec.ha", "must be high, medium, low or off (got %s)", quoteShort(s.HA))
+	}
 	if s.RestartNonce < 0 {
 		return fieldErr("spec.restartNonce", "must not be negative (got %d)", s.RestartNonce)
 	}
@@ -311,6 +314,9 @@ func (p *Policy) Validate() error {
 		if w := p.Weights[k]; !finite(w) || w < 0 || w > MaxWeight {
 			return fieldErr("weights."+k, "must be between 0 and %d (got %g)", MaxWeight, w)
 		}
+	}
+	if p.HA != nil {
+		return p.HA.Validate()
 	}
 	return nil
 }

@@ -52,7 +52,12 @@ type VMSpec struct {
 	Placement  Placement         `json:"placement,omitempty"`
 	Controls   Controls          `json:"controls,omitempty"`
 	HAPriority int               `json:"haPriority,omitempty"`
-	Power      PowerState        `json:"power"`
+	// HA is the restart level after a host failure: high, medium, low or
+	// off; "" is medium when every disk is on shared storage, else off
+	// (local disks cannot restart elsewhere). HAPriority orders VMs of
+	// one level (higher first).
+	HA    string     `json:"ha,omitempty"`
+	Power PowerState `json:"power"`
 	// RestartNonce changes when the user asks for a restart; the agent
 	// restarts the VM when it sees a new value.
 	RestartNonce int64 `json:"restartNonce,omitempty"`
@@ -175,6 +180,12 @@ type VMStatus struct {
 	// Disks are the disks as the host has them (their sizes grow after
 	// a resize is applied); nil until the host reports them.
 	Disks []DiskStatus `json:"disks,omitempty"`
+	// Owner is the owner record of the VM's disks (host + epoch), set
+	// when HA restarts the VM elsewhere; nil means epoch 0, owned by Host.
+	Owner *DiskOwner `json:"owner,omitempty"`
+	// HAReason says why HA cannot restart the VM elsewhere (local disks,
+	// off, no host fits); empty when it can or was never asked to.
+	HAReason string `json:"haReason,omitempty"`
 }
 
 // VMUsage is measured use of a VM, reported by its host's agent.
@@ -266,6 +277,17 @@ type Policy struct {
 	// switch-over for VMs that set none (spec.migration.downtimeLimitMs)
 	// when the request gives none; 0: DefaultDowntimeLimitMs.
 	MigrationDowntimeLimitMs int `json:"migrationDowntimeLimitMs,omitempty"`
+	// HA holds host failure detection, fencing and the failover reserve
+	// (nil: DefaultHAPolicy).
+	HA *HAPolicy `json:"ha,omitempty"`
+}
+
+// HAPolicy returns the policy's HA settings with defaults filled in.
+func (p *Policy) HAPolicy() HAPolicy {
+	if p == nil || p.HA == nil {
+		return DefaultHAPolicy()
+	}
+	return p.HA.WithDefaults()
 }
 
 // DefaultPolicy is the policy of a new cluster.

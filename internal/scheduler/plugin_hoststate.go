@@ -33,7 +33,7 @@ func stateReasonOf(h *model.Host) uint8 {
 		return reasonMaintenance
 	case model.HostStandby:
 		return reasonStandby
-	case model.HostDown:
+	case model.HostDown, model.HostSuspect, model.HostFailed:
 		return reasonDown
 	case model.HostFenced:
 		return reasonFenced

@@ -47,6 +47,7 @@ func (s *Server) agentEndpoints() []agentEndpoint {
 		{method: "GET", path: "/agent/v1/assignments", handle: s.assignments, needCert: true, resp: api.Assignments{}, status: 200, query: []string{"after", "wait"}},
 		{method: "GET", path: "/agent/v1/networks", handle: s.hostNetworks, needCert: true, resp: api.HostNetworks{}, status: 200, query: []string{"etag", "wait"}},
 		{method: "PUT", path: "/agent/v1/vms/{project}/{name}/status", handle: s.vmStatus, needCert: true, req: api.VMReport{}, resp: model.VM{}, status: 200},
+		{method: "GET", path: "/agent/v1/vms/{project}/{name}/owner", handle: s.vmOwner, needCert: true, resp: model.DiskOwner{}, status: 200},
 		{method: "GET", path: "/agent/v1/power", handle: s.hostPower, needCert: true, resp: api.HostPowerState{}, status: 200},
 	})
 }
@@ -266,6 +267,30 @@ func (s *Server) vmStatus(w http.ResponseWriter, r *http.Request, host string) e
 		return nil
 	}
 	writeJSON(w, http.StatusOK, vm)
+	return nil
+}
+
+// vmOwner answers the owner record of a VM's disks from the store itself
+// (a linearizable read, never a cache), and only to its owner: an agent
+// asks before it creates or starts a VM (docs/ha.md, "Disk ownership"),
+// so a host fenced and back never starts a VM HA restarted elsewhere.
+func (s *Server) vmOwner(w http.ResponseWriter, r *http.Request, host string) error {
+	project, name := r.PathValue("project"), r.PathValue("name")
+	vm, err := s.repo.GetVM(r.Context(), project, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound("VM %s/%s not found", project, name)
+	}
+	if err != nil {
+		return err
+	}
+	o := model.DiskOwner{Host: vm.Status.Host}
+	if vm.Status.Owner != nil {
+		o = *vm.Status.Owner
+	}
+	if o.Host != host {
+		return conflict("VM %s/%s is not assigned to host %s: its disks belong to another host", project, name, host)
+	}
+	writeJSON(w, http.StatusOK, o)
 	return nil
 }
 

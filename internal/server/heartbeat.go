@@ -39,19 +39,21 @@ type hostLease struct {
 }
 
 // heartbeatTiming returns the interval agents are told and the TTL of
-// the leases granted now. The interval is HeartbeatInterval up to 1,000
-// hosts on this server and grows beyond, so that a server answers about
-// 1,000 heartbeats a second at most (10,000 hosts: every 10 s); the TTL
-// covers three intervals.
-func (s *Server) heartbeatTiming() (time.Duration, int) {
+// the leases granted now. The interval is base (the HA policy's
+// heartbeat) up to base/1 ms hosts on this server and grows beyond, so
+// that a server answers about 1,000 heartbeats a second at most (10,000
+// hosts: every 10 s); the TTL covers three intervals.
+func (s *Server) heartbeatTiming(base time.Duration) (time.Duration, int) {
 	iv := s.cfg.HeartbeatInterval
 	if iv <= 0 {
 		s.leaseMu.Lock()
 		n := len(s.leases)
 		s.leaseMu.Unlock()
-		iv = min(max(HeartbeatInterval, time.Duration(n)*time.Millisecond), MaxHeartbeatInterval)
+		iv = min(max(base, time.Duration(n)*time.Millisecond), MaxHeartbeatInterval)
 	}
-	iv = iv.Round(time.Second)
+	if iv >= time.Second {
+		iv = iv.Round(time.Second)
+	}
 	return iv, int(max(LeaseTTL, 3*iv+time.Second) / time.Second)
 }
 
@@ -84,7 +86,8 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 	if err := s.view.c.WaitSynced(ctx); err != nil {
 		return err
 	}
-	interval, ttl := s.heartbeatTiming()
+	hp := s.haPolicy(ctx)
+	interval, ttl := s.heartbeatTiming(hp.Heartbeat())
 	alive, lease, err := s.renewLease(ctx, host, ttl)
 	if err != nil {
 		return err
@@ -121,7 +124,10 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 		return certRefused(host, err)
 	}
 	s.hub.beat(host, now, ttl, hb.Usage, s.usageFromBeat(host, hb.VMs))
-	resp := api.HeartbeatResponse{IntervalSeconds: int(interval / time.Second), LeaseTTLSeconds: ttl}
+	// The fence timeout is the policy's: agents self-fence after it
+	// (docs/ha.md).
+	resp := api.HeartbeatResponse{IntervalSeconds: max(1, int(interval/time.Second)), LeaseTTLSeconds: ttl,
+		IntervalMillis: int(interval / time.Millisecond), FenceMillis: hp.FenceMillis}
 	if desiredPower(stored) == model.HostPowerStandby {
 		resp.Power = model.HostPowerStandby
 	}

@@ -132,7 +132,7 @@ func TestHeartbeatTimingScalesWithHosts(t *testing.T) {
 		for i := range c.hosts {
 			s.leases[fmt.Sprint(i)] = hostLease{}
 		}
-		iv, ttl := s.heartbeatTiming()
+		iv, ttl := s.heartbeatTiming(HeartbeatInterval)
 		if iv != c.interval || ttl != c.ttl {
 			t.Errorf("%d hosts: every %s with a %d s lease, want %s and %d s", c.hosts, iv, ttl, c.interval, c.ttl)
 		}

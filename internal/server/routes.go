@@ -36,6 +36,7 @@ func (s *Server) endpoints() []endpoint {
 		{method: "GET", path: "/api/v1/cluster", handle: s.clusterInfo, resp: api.ClusterInfo{}, status: 200},
 		{method: "GET", path: "/api/v1/cluster/policy", handle: s.getPolicy, resp: model.Policy{}, status: 200},
 		{method: "PUT", path: "/api/v1/cluster/policy", handle: s.putPolicy, req: model.Policy{}, resp: model.Policy{}, status: 200},
+		{method: "GET", path: "/api/v1/ha", handle: s.haStatus, resp: api.HAStatus{}, status: 200},
 
 		{method: "GET", path: "/api/v1/projects", handle: s.listProjects, resp: api.ProjectList{}, status: 200},
 		{method: "POST", path: "/api/v1/projects", handle: s.createProject, req: api.ProjectCreateRequest{}, resp: api.ProjectView{}, status: 201},

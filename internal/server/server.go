@@ -169,8 +169,9 @@ type Server struct {
 	view *view     // the watch-fed cache of lists and long polls (view.go)
 	hub  *usageHub // the hosts' heartbeats (usage.go)
 
-	reports reportQueue // agents' status reports, group-committed (reports.go)
-	lbs     lbHub       // the hosts' load balancers (lbagent.go)
+	reports reportQueue   // agents' status reports, group-committed (reports.go)
+	lbs     lbHub         // the hosts' load balancers (lbagent.go)
+	haPol   haPolicyCache // HA timings for heartbeat answers (hapolicy.go)
 
 	audit        *auditlog.Log      // the audit trail's appender (audit.go)
 	auditExport  *auditlog.Exporter // run by the leader (AuditTask)

@@ -57,6 +57,9 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err := s.checkStorage(r.Context(), []*model.VMSpec{&vm.Spec}, []string{""}); err != nil {
 		return err
 	}
+	if err := s.checkHAReserve(r.Context(), []*model.VM{vm}); err != nil {
+		return err
+	}
 	if err := s.fitImages(r.Context(), []*model.VM{vm}); err != nil {
 		return err
 	}
@@ -123,6 +126,9 @@ func (s *Server) batchVMs(w http.ResponseWriter, r *http.Request, p *principal) 
 		return err
 	}
 	if err := s.checkBatchStorage(r, &req, vms); err != nil {
+		return err
+	}
+	if err := s.checkHAReserve(r.Context(), vms); err != nil {
 		return err
 	}
 	if err := s.fitImages(r.Context(), vms); err != nil {

@@ -48,7 +48,9 @@ const (
 	LeaderKey        = Root + "cluster/leader"
 	BalanceKey       = Root + "cluster/balance"
 	BalancePlanKey   = Root + "balance/plan"
-	EnergyKey        = Root + "energy/ledger"
+	// HAStateKey holds model.HAState: the last host failovers.
+	HAStateKey = Root + "ha/state"
+	EnergyKey  = Root + "energy/ledger"
 	// EnergyPrefix holds the energy ledger's records.
 	EnergyPrefix         = Root + "energy/"
 	EnergyMetaKey        = EnergyPrefix + "meta"

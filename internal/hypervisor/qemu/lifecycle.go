@@ -63,6 +63,9 @@ func (d *Driver) Create(ctx context.Context, cfg hypervisor.VMConfig) (err error
 	if err := checkConfig(cfg); err != nil {
 		return err
 	}
+	if cfg.AdoptEpoch > 0 {
+		return d.createAdopting(ctx, cfg)
+	}
 	spec := cfg.Spec
 	spec.Disks = append([]model.Disk(nil), cfg.Spec.Disks...)
 	if err := spec.Validate(); err != nil {
@@ -136,6 +139,9 @@ func (d *Driver) Start(ctx context.Context, id string) (err error) {
 	defer v.mu.Unlock()
 	if v.proc != nil {
 		return nil
+	}
+	if err := d.checkOwnership(v); err != nil {
+		return err
 	}
 	return d.startLocked(ctx, v, startOpts{})
 }

@@ -217,3 +217,38 @@ func (d *Driver) dropUnfinishedIncoming() {
 		v.mu.Unlock()
 	}
 }
+
+// createAdopting is Create for a VM that HA restarted on this host after
+// its host failed and was fenced: its disks on shared pools (owned by the
+// failed host) are adopted, this host becomes their owner (epoch + 1),
+// the others are created. The failed host's driver then refuses to start
+// the VM (checkOwnership), and QEMU's image locks refuse a second writer.
+func (d *Driver) createAdopting(ctx context.Context, cfg hypervisor.VMConfig) error {
+	cfg.AdoptEpoch = 0
+	files, err := d.createIncoming(ctx, cfg)
+	if err != nil || len(files) == 0 {
+		return err
+	}
+	v, err := d.lock(cfg.ID)
+	if err != nil {
+		return err
+	}
+	defer v.mu.Unlock()
+	if _, err := d.takeOwnership(v.rec, files); err != nil {
+		d.deleteLocked(context.Background(), v)
+		return err
+	}
+	d.log.Info("qemu: adopted the disks of a VM restarted after a host failure", "vm", cfg.ID, "disks", len(files))
+	return nil
+}
+
+// checkOwnership refuses to start a VM whose disk directory on a shared
+// pool another host owns now (HA restarted the VM there).
+func (d *Driver) checkOwnership(v *vm) error {
+	for _, dr := range v.rec.Disks {
+		if o, ok, err := readOwner(dr.Dir); err == nil && ok && !d.mine(o, v.rec.Config.ID, d.localPool(filepath.Dir(dr.Dir))) {
+			return fmt.Errorf("qemu: start %s: disk %s is owned by %s now: %w", v.rec.Config.ID, dr.Name, o, hypervisor.ErrBadState)
+		}
+	}
+	return nil
+}

@@ -150,7 +150,7 @@ func (d *Driver) Inventory(ctx context.Context) (hypervisor.Inventory, error) {
 			continue
 		}
 		inv.Disk += model.Bytes(int64(st.Blocks) * st.Bsize)
-		inv.Pools = append(inv.Pools, model.StoragePoolRef{Name: n, Tier: "local", Free: model.Bytes(int64(st.Bavail) * st.Bsize)})
+		inv.Pools = append(inv.Pools, model.StoragePoolRef{Name: n, Tier: "local", Free: model.Bytes(int64(st.Bavail) * st.Bsize), Shared: !d.localPool(d.cfg.Pools[n])})
 	}
 	return inv, nil
 }

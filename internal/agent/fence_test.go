@@ -1,0 +1,72 @@
+package agent_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/vpool/vpool/internal/hypervisor"
+	"github.com/vpool/vpool/internal/hypervisor/sim"
+)
+
+// An agent cut off from the servers for the fence timeout kills every VM
+// it runs and starts none while it cannot renew; once it renews again it
+// starts only the VMs the server still says are its own: a VM that HA
+// restarted elsewhere meanwhile stays off here even though this agent's
+// (stale) assignment list still names it. Before issue 15 part 2 the
+// VMs of a cut-off host ran on.
+func TestSelfFenceAndOwnership(t *testing.T) {
+	fs := newFakeServer(t)
+	fs.setHeartbeats(false, 400)
+	d := sim.MustHost(sim.Config{Name: "h1"}).Driver()
+	r := startAgent(t, fs, t.TempDir(), fs.token, d)
+	fs.put(newVM("web"))
+	fs.put(newVM("db"))
+	running := func(id string) bool { in, ok := info(t, d, id); return ok && in.State == hypervisor.StateRunning }
+	eventually(t, "both running", func() bool { return running("default.web") && running("default.db") })
+	if fenced, _ := r.a.Fenced(); fenced {
+		t.Fatal("fenced while renewing")
+	}
+
+	fs.setHeartbeats(true, 400) // the servers are out of reach
+	eventually(t, "self-fenced", func() bool { f, _ := r.a.Fenced(); return f })
+	eventually(t, "VMs killed", func() bool { return !running("default.web") && !running("default.db") })
+	time.Sleep(300 * time.Millisecond) // several converge passes
+	if running("default.web") || running("default.db") {
+		t.Fatal("a fenced agent started a VM again")
+	}
+
+	fs.moveElsewhere("default/web") // HA restarted web on another host
+	fs.setHeartbeats(false, 400)
+	eventually(t, "renewing again", func() bool { f, n := r.a.Fenced(); return !f && n == 1 })
+	eventually(t, "db started again", func() bool { return running("default.db") })
+	time.Sleep(500 * time.Millisecond)
+	if running("default.web") {
+		t.Fatal("a VM restarted elsewhere was started again on the fenced host")
+	}
+}
+
+// VM-level HA: a VM whose QEMU dies on a healthy host is restarted
+// there, but a crash loop is not restarted at full speed: the second
+// crash waits out a back-off before the next start. Before, every crash
+// was restarted at the next converge pass.
+func TestCrashedVMRestartsWithBackoff(t *testing.T) {
+	fs := newFakeServer(t)
+	host := sim.MustHost(sim.Config{Name: "h1"})
+	d := host.Driver()
+	startAgent(t, fs, t.TempDir(), fs.token, d)
+	fs.put(newVM("web"))
+	running := func() bool { in, ok := info(t, d, "default.web"); return ok && in.State == hypervisor.StateRunning }
+	eventually(t, "running", running)
+	if err := host.Crash("default.web"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "restarted after the first crash", running)
+	if err := host.Crash("default.web"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond) // four converge passes, under the 1 s back-off
+	if running() {
+		t.Fatal("a crash loop was restarted without a back-off")
+	}
+	eventually(t, "restarted after the back-off", running)
+}
