@@ -4,7 +4,8 @@
 # uncompressed vmlinux, which boots through the PVH entry in ~4 s under
 # TCG) and busybox-static in a gzip'd cpio initramfs. A tiny static C
 # program that dirties memory is compiled with gcc when gcc is present
-# (busybox dd into tmpfs otherwise).
+# (busybox dd into tmpfs otherwise), and so is a precise ticker; their
+# sources are scripts/guest/*.c.
 #
 # Output (cached, keyed by this script's hash):
 #   ${XDG_CACHE_HOME:-$HOME/.cache}/vpool/guest/<hash>/vmlinux
@@ -17,8 +18,14 @@
 # The guest's /init (busybox sh) prints VPOOL-GUEST-READY on ttyS0 and
 # obeys these kernel command-line switches:
 #   vpool.tick=1          print "TICK <n> <uptime>" every second
+#   vpool.tickms=<ms>     ... every <ms> instead (with gcc; implies tick=1):
+#                         the guest-gap measurements use 100
 #   vpool.dirty=<MiB>     rewrite <MiB> of memory in a loop ("DIRTY <pass>")
 #   vpool.dirtyrate=<MiB/s> optional cap on the dirtying rate
+#   vpool.verify=1        with vpool.dirty: stamp every page with its pass
+#                         and check the previous stamp first, and checksum
+#                         a static region ("VERIFY <pass> ... fails=<n>",
+#                         "VERIFY-FAIL ..."): a lost write is seen
 #   vpool.diskread=1      read /dev/vda in a loop, uncached
 #                         ("DISKREAD <bytes> <centiseconds>" per pass)
 #   vpool.net=dhcp|static configure eth0 (static: vpool.ip=CIDR vpool.gw=IP)
@@ -30,11 +37,13 @@ set -euo pipefail
 log() { echo "build-guest: $*" >&2; }
 
 self="$(readlink -f "${BASH_SOURCE[0]}")"
-hash="$(sha256sum "$self" | cut -c1-16)"
+src="$(dirname "$self")/guest"
+hash="$(cat "$self" "$src"/*.c | sha256sum | cut -c1-16)"
 root="${VPOOL_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vpool/guest}"
 out="$root/$hash"
 
 if [ -s "$out/vmlinux" ] && [ -s "$out/initramfs.cpio.gz" ] && [ -s "$out/cmdline" ]; then
+	touch "$out" # in use: other versions' builds spare it for a day
 	echo "$out"
 	exit 0
 fi
@@ -135,42 +144,10 @@ addmod() {
 for m in virtio_pci virtio_blk virtio_net virtio_balloon virtio_console button evdev; do addmod "$m"; done
 printf '%s\n' "${order[@]}" >"$ird/lib/modules/order"
 
-# Memory dirtier: static C when gcc is present.
+# Memory dirtier and ticker: static C when gcc is present.
 if command -v gcc >/dev/null 2>&1; then
-	cat >dirty.c <<'EOF'
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-/* dirty MiB [MiB/s]: rewrite MiB of memory forever, one word per page
- * with non-zero data, optionally capped at a rate. */
-int main(int argc, char **argv) {
-	long mib = argc > 1 ? atol(argv[1]) : 64, rate = argc > 2 ? atol(argv[2]) : 0;
-	size_t n = (size_t)mib << 20;
-	unsigned char *p = malloc(n);
-	unsigned long x = 88172645463325252UL, pass = 0;
-	if (!p) { perror("dirty: malloc"); return 1; }
-	for (;;) {
-		struct timespec t0, t1;
-		clock_gettime(CLOCK_MONOTONIC, &t0);
-		for (size_t i = 0; i < n; i += 4096) {
-			x ^= x << 13; x ^= x >> 7; x ^= x << 17;
-			*(unsigned long *)(p + i) = x | 1;
-		}
-		pass++;
-		if (pass == 1 || pass % 16 == 0) { printf("DIRTY %lu\n", pass); fflush(stdout); }
-		if (rate > 0) {
-			double want = (double)mib / (double)rate, took;
-			clock_gettime(CLOCK_MONOTONIC, &t1);
-			took = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
-			if (want > took) {
-				struct timespec s = { (time_t)(want - took), (long)(((want - took) - (time_t)(want - took)) * 1e9) };
-				nanosleep(&s, NULL);
-			}
-		}
-	}
-}
-EOF
-	gcc -static -Os -o "$ird/bin/vpool-dirty" dirty.c
+	gcc -static -O2 -o "$ird/bin/vpool-dirty" "$src/dirty.c"
+	gcc -static -O2 -o "$ird/bin/vpool-tick" "$src/tick.c"
 else
 	log "gcc not found: vpool.dirty uses a busybox dd loop"
 	cat >"$ird/bin/vpool-dirty" <<'EOF'
@@ -218,12 +195,14 @@ mount -t tmpfs run /run
 while read -r m; do insmod "/lib/modules/$m" 2>/dev/null; done </lib/modules/order
 hostname vpool-guest
 
-tick=0 dirty=0 dirtyrate=0 diskread=0 net="" ip="" gw="" acpi=1
+tick=0 tickms=1000 dirty=0 dirtyrate=0 verify=0 diskread=0 net="" ip="" gw="" acpi=1
 for kv in $(cat /proc/cmdline); do
 	case "$kv" in
 	vpool.tick=*) tick=${kv#*=} ;;
 	vpool.dirty=*) dirty=${kv#*=} ;;
+	vpool.tickms=*) tickms=${kv#*=} tick=1 ;;
 	vpool.dirtyrate=*) dirtyrate=${kv#*=} ;;
+	vpool.verify=*) verify=${kv#*=} ;;
 	vpool.diskread=*) diskread=${kv#*=} ;;
 	vpool.net=*) net=${kv#*=} ;;
 	vpool.ip=*) ip=${kv#*=} ;;
@@ -260,11 +239,13 @@ fi
 
 echo "VPOOL-GUEST-READY cpus=$(nproc) mem=$(sed -n 's/MemTotal: *//p' /proc/meminfo)" >/dev/console
 
-if [ "$tick" = 1 ]; then
+if [ "$tick" = 1 ] && [ -x /bin/vpool-tick ]; then
+	vpool-tick "$tickms" >/dev/console 2>&1 &
+elif [ "$tick" = 1 ]; then
 	(n=0; while :; do n=$((n + 1)); echo "TICK $n $(cut -d' ' -f1 /proc/uptime)" >/dev/console; sleep 1; done) &
 fi
 if [ "$dirty" != 0 ]; then
-	vpool-dirty "$dirty" "$dirtyrate" >/dev/console 2>&1 &
+	vpool-dirty "$dirty" "$dirtyrate" "$verify" >/dev/console 2>&1 &
 fi
 if [ "$diskread" = 1 ] && [ -b /dev/vda ]; then
 	(while :; do
@@ -293,7 +274,8 @@ echo "$kver" >"$stage/kernel-version"
 echo "console=ttyS0 quiet" >"$stage/cmdline"
 rm -rf "$out"
 mv "$stage" "$out"
-# Older builds (of other script versions) are ~70 MB each: keep only this one.
-find "$root" -mindepth 1 -maxdepth 1 -type d ! -name "$hash" ! -name '.*' -exec rm -rf {} +
+# Builds of other script versions are ~70 MB each: drop those unused for a
+# day (worktrees of other branches may still use the recent ones).
+find "$root" -mindepth 1 -maxdepth 1 -type d ! -name "$hash" ! -name '.*' -mtime +0 -exec rm -rf {} +
 log "guest ready in $out ($(du -sh "$out" | cut -f1))"
 echo "$out"

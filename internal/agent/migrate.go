@@ -253,7 +253,7 @@ func (ms *migrations) prepare(ctx context.Context, m model.Migration) {
 		ms.reportUntil(ctx, m, api.MigrationReport{TargetError: err.Error()})
 		return
 	}
-	a.log.Info("ready to receive", "id", m.Name, "vm", m.VMKey(), "addr", addr)
+	a.log.Info("ready to receive", "id", m.Name, "vm", m.VMKey(), "addr", addrForLog(addr))
 	ms.reportUntil(ctx, m, api.MigrationReport{Addr: addr})
 }
 
@@ -275,7 +275,7 @@ func (ms *migrations) send(wctx, ctx context.Context, m model.Migration) {
 	pr := newProgressReporter(func(p model.MigrationProgress) {
 		_ = ms.report(ctx, m, api.MigrationReport{Progress: &p})
 	})
-	a.log.Info("sending VM", "id", m.Name, "vm", m.VMKey(), "to", m.Target, "addr", m.TargetAddr)
+	a.log.Info("sending VM", "id", m.Name, "vm", m.VMKey(), "to", m.Target, "addr", addrForLog(m.TargetAddr))
 	res, err := a.cfg.Driver.MigrateOut(wctx, id, m.TargetAddr, opts, pr.observe)
 	pr.stop()
 	if ctx.Err() != nil {
@@ -298,6 +298,21 @@ func (ms *migrations) send(wctx, ctx context.Context, m model.Migration) {
 	ms.reportUntil(ctx, m, api.MigrationReport{Result: resultOf(res)})
 }
 
+// addrForLog is a target address without its one-time key (logs are
+// read by more people than the agents).
+func addrForLog(addr string) string {
+	u, err := url.Parse(addr)
+	if err != nil {
+		return "[unparsable address]"
+	}
+	q := u.Query()
+	if q.Has("key") {
+		q.Set("key", "[redacted]")
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
 // migrateOptions turns a migration's stored options into the driver's;
 // zero values keep the driver's defaults.
 func migrateOptions(o model.MigrationOptions) hypervisor.MigrateOptions {
@@ -314,7 +329,8 @@ func migrateOptions(o model.MigrationOptions) hypervisor.MigrateOptions {
 func resultOf(res hypervisor.MigrationResult) *model.MigrationResult {
 	return &model.MigrationResult{
 		TotalMs: res.Total.Milliseconds(), DowntimeMs: res.Downtime.Milliseconds(), BytesSent: res.Bytes,
-		GuestGapMs: res.GuestGap.Milliseconds(), RAMBytes: res.RAMBytes, DiskBytes: res.DiskBytes,
+		GuestGapMs: res.GuestGap.Milliseconds(), GuestGapBy: res.GuestGapBy, PauseMs: res.Pause.Milliseconds(),
+		RAMBytes: res.RAMBytes, DiskBytes: res.DiskBytes,
 		SharedDisks: res.SharedDisks, Stage: res.Stage, Notes: res.Notes, PostCopy: res.PostCopy, TLS: res.TLS,
 	}
 }
@@ -423,12 +439,13 @@ func (ms *migrations) reportUntil(ctx context.Context, m model.Migration, rep ap
 // block) into at most one report per progressEvery, with a rate-based
 // ETA.
 type progressReporter struct {
-	mu    sync.Mutex
-	first time.Time
-	last  *model.MigrationProgress
-	kick  chan struct{}
-	done  chan struct{}
-	wg    sync.WaitGroup
+	mu        sync.Mutex
+	disksAt   time.Time // the first disk report, and its bytes
+	disksFrom int64
+	last      *model.MigrationProgress
+	kick      chan struct{}
+	done      chan struct{}
+	wg        sync.WaitGroup
 }
 
 func newProgressReporter(send func(model.MigrationProgress)) *progressReporter {
@@ -460,12 +477,10 @@ func newProgressReporter(send func(model.MigrationProgress)) *progressReporter {
 	return p
 }
 
-func (p *progressReporter) observe(mp hypervisor.MigrationProgress) {
-	now := time.Now()
+func (p *progressReporter) observe(mp hypervisor.MigrationProgress) { p.observeAt(time.Now(), mp) }
+
+func (p *progressReporter) observeAt(now time.Time, mp hypervisor.MigrationProgress) {
 	p.mu.Lock()
-	if p.first.IsZero() {
-		p.first = now
-	}
 	out := model.MigrationProgress{BytesSent: mp.Transferred, BytesLeft: mp.Remaining, BytesTotal: mp.Total,
 		DirtyRate: mp.DirtyRate, ExpectedDowntimeMs: mp.ExpectedDowntime.Milliseconds(),
 		Stage: mp.Stage, Note: mp.Note, Iteration: mp.Iteration, BandwidthBps: mp.Bandwidth, ThrottlePct: mp.Throttle,
@@ -477,20 +492,47 @@ func (p *progressReporter) observe(mp hypervisor.MigrationProgress) {
 		if out.DiskTotal == 0 {
 			out.DiskSent, out.DiskTotal = p.last.DiskSent, p.last.DiskTotal
 		}
+		if out.BytesTotal == 0 { // a report without memory counters (the switch-over's)
+			out.BytesSent, out.BytesLeft, out.BytesTotal = p.last.BytesSent, p.last.BytesLeft, p.last.BytesTotal
+		}
 	}
-	switch el := now.Sub(p.first).Seconds(); {
-	case mp.Bandwidth > mp.DirtyRate && mp.Remaining > 0:
-		// Pre-copy shrinks the rest at bandwidth minus what the guest dirties.
-		out.ETASeconds = float64(mp.Remaining) / float64(mp.Bandwidth-mp.DirtyRate)
-	case el > 0 && mp.Transferred > 0:
-		out.ETASeconds = float64(mp.Remaining) / (float64(mp.Transferred) / el)
+	if out.Stage == hypervisor.MigrationStageSwitchover {
+		out.BytesLeft = 0
 	}
+	out.ETASeconds = p.eta(now, mp)
 	p.last = &out
 	p.mu.Unlock()
 	select {
 	case p.kick <- struct{}{}:
 	default:
 	}
+}
+
+// eta estimates the seconds left, 0 when it cannot say. Disks: at the
+// mirrors' average rate so far. Memory: pre-copy shrinks the rest at the
+// stream's rate less what the guest dirties; when the guest dirties more
+// than four fifths of that, the rest barely shrinks and the driver's
+// escalation, not the rate, decides when it ends (estimates of minutes
+// that the next escalation made wrong were shown before).
+func (p *progressReporter) eta(now time.Time, mp hypervisor.MigrationProgress) float64 {
+	switch {
+	case mp.Stage == hypervisor.MigrationStageDisks && mp.DiskTotal > 0:
+		if p.disksAt.IsZero() {
+			p.disksAt, p.disksFrom = now, mp.DiskTransferred
+			return 0
+		}
+		el, done := now.Sub(p.disksAt).Seconds(), mp.DiskTransferred-p.disksFrom
+		if el <= 0 || done <= 0 {
+			return 0
+		}
+		return float64(mp.DiskTotal-mp.DiskTransferred) / (float64(done) / el)
+	case mp.Stage == hypervisor.MigrationStageSwitchover || mp.Remaining <= 0 || mp.Bandwidth <= 0:
+		return 0
+	}
+	if net := mp.Bandwidth - mp.DirtyRate; net >= mp.Bandwidth/5 {
+		return float64(mp.Remaining) / float64(net)
+	}
+	return 0
 }
 
 func (p *progressReporter) stop() {

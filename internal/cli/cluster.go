@@ -61,6 +61,9 @@ func policyTable(w io.Writer, p *model.Policy) {
 	for _, k := range names {
 		field(w, "Weight "+k, num(p.Weights[k]))
 	}
+	if p.MigrationDowntimeLimitMs > 0 {
+		field(w, "Migration downtime limit", fmt.Sprintf("%dms", p.MigrationDowntimeLimitMs))
+	}
 }
 
 func (a *app) policyShowCmd() *cobra.Command {
@@ -87,11 +90,13 @@ func (a *app) policySetCmd() *cobra.Command {
 	var cpu, mem, disk float64
 	var strategy string
 	var weights []string
+	var downtime time.Duration
 	cmd := &cobra.Command{
 		Use:   "set",
 		Short: "Change the placement policy (only the flags given change)",
 		Example: `  vpool cluster policy set --cpu-ratio 8 --strategy spread
-  vpool cluster policy set --weight balance=2 --weight binpack=0`,
+  vpool cluster policy set --weight balance=2 --weight binpack=0
+  vpool cluster policy set --migration-downtime-limit 100ms`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
@@ -104,8 +109,9 @@ func (a *app) policySetCmd() *cobra.Command {
 				}
 				ws[k] = x
 			}
-			if !f.Changed("cpu-ratio") && !f.Changed("memory-ratio") && !f.Changed("disk-ratio") && !f.Changed("strategy") && len(ws) == 0 {
-				return usageErr(fmt.Errorf("cluster policy set: %w (--cpu-ratio, --memory-ratio, --disk-ratio, --strategy, --weight)", errNothingToChange))
+			if !f.Changed("cpu-ratio") && !f.Changed("memory-ratio") && !f.Changed("disk-ratio") && !f.Changed("strategy") && len(ws) == 0 &&
+				!f.Changed("migration-downtime-limit") {
+				return usageErr(fmt.Errorf("cluster policy set: %w (--cpu-ratio, --memory-ratio, --disk-ratio, --strategy, --weight, --migration-downtime-limit)", errNothingToChange))
 			}
 			c, err := a.outputClient()
 			if err != nil {
@@ -127,6 +133,9 @@ func (a *app) policySetCmd() *cobra.Command {
 			if f.Changed("strategy") {
 				p.Strategy = strategy
 			}
+			if f.Changed("migration-downtime-limit") {
+				p.MigrationDowntimeLimitMs = int(downtime / time.Millisecond)
+			}
 			if len(ws) > 0 && p.Weights == nil {
 				p.Weights = map[string]float64{}
 			}
@@ -146,6 +155,7 @@ func (a *app) policySetCmd() *cobra.Command {
 	f.Float64Var(&disk, "disk-ratio", 0, "disk allocatable per byte of storage")
 	f.StringVar(&strategy, "strategy", "", "binpack or spread")
 	f.StringArrayVar(&weights, "weight", nil, "score plugin weight name=value (repeatable)")
+	f.DurationVar(&downtime, "migration-downtime-limit", 0, "cap on a live migration's pause for VMs without their own, e.g. 100ms (0: the default 300ms)")
 	return cmd
 }
 

@@ -42,7 +42,9 @@ func (a *app) vmMigrateCmd() *cobra.Command {
 host to host while it runs; the pause at switch-over is bounded by the
 downtime limit, default 300ms or the VM's spec.migration); a stopped VM
 moves cold. Without --to the scheduler picks the target among the other
-hosts with the usual placement rules. Pre-checks refuse, before anything
+hosts with the usual placement rules. A VM pinned to its host (created
+with --host) moves only with --to, and its pin then moves to that host.
+Pre-checks refuse, before anything
 is touched, a target without room, outside the VM's placement rules, not
 ready, missing the VM's networks or running an incompatible hypervisor.
 It waits until the migration ends (unless --no-wait), with a progress bar
@@ -90,7 +92,7 @@ downtime and the ETA.`,
 	f.StringVar(&to, "to", "", "target host (default: the scheduler picks)")
 	wait.flags(cmd, "the migration ends (a progress bar on stderr meanwhile)")
 	f.DurationVar(&timeout, "timeout", 30*time.Minute, "how long to wait")
-	f.DurationVar(&downtime, "downtime-limit", 0, "longest pause at switch-over, e.g. 100ms (default: the VM's or 300ms)")
+	f.DurationVar(&downtime, "downtime-limit", 0, "cap on the pause at switch-over, e.g. 100ms (default: the VM's, the cluster policy's, or 300ms)")
 	f.BoolVar(&postCopy, "post-copy", false, "allow post-copy when pre-copy does not converge")
 	f.StringVar(&bandwidth, "bandwidth", "", "starting stream rate per second, e.g. 64MiB (default: the driver's, 1GiB for QEMU; escalation may raise it)")
 	f.BoolVar(&dryRun, "dry-run", false, "run the pre-checks and show the plan; change nothing")
@@ -135,20 +137,27 @@ func migrationSummary(m *model.Migration) string {
 
 // migrationProgressLine renders phase (and the driver's stage), a bar,
 // bytes sent and left, dirty rate, expected downtime and ETA; while local
-// disks are copied, the disk copy instead.
+// disks are copied, the disk copy instead; at the switch-over, that.
+//
+// Memory is done when nothing is left, not when as much as its size was
+// sent: pre-copy sends pages again as the guest dirties them, so the bar
+// is (total - left) / total, and it shows 100 % only once the switch-over
+// began.
 func migrationProgressLine(m *model.Migration) string {
 	pr := m.Progress
-	sent, total := pr.BytesSent, pr.BytesTotal
 	disks := pr.Stage == "disks" && pr.DiskTotal > 0
-	if disks {
-		sent, total = pr.DiskSent, pr.DiskTotal
-	}
+	switching := pr.Stage == "switchover" || m.Phase == model.MigrationSwitchingOver || m.Phase == model.MigrationCompleted
 	frac := 0.0
-	if total > 0 {
-		frac = float64(sent) / float64(total)
-	}
-	if m.Phase == model.MigrationCompleted || m.Phase == model.MigrationSwitchingOver {
+	switch {
+	case switching:
 		frac = 1
+	case disks:
+		frac = float64(pr.DiskSent) / float64(pr.DiskTotal)
+	case pr.BytesTotal > 0:
+		frac = 1 - float64(pr.BytesLeft)/float64(pr.BytesTotal)
+	}
+	if !switching {
+		frac = min(frac, 0.99)
 	}
 	frac = min(max(frac, 0), 1)
 	const width = 24
@@ -158,8 +167,16 @@ func migrationProgressLine(m *model.Migration) string {
 	if pr.Stage != "" && m.Phase == model.MigrationTransferring {
 		phase += "/" + pr.Stage
 	}
-	if disks {
-		return fmt.Sprintf("%-26s %s %3.0f%%  disks %s of %s", phase, bar, frac*100, model.Bytes(sent), model.Bytes(total))
+	switch {
+	case m.Phase == model.MigrationCompleted:
+		return fmt.Sprintf("%-26s %s %3.0f%%  done", phase, bar, frac*100)
+	case switching && pr.BytesSent > 0:
+		return fmt.Sprintf("%-26s %s %3.0f%%  switching over, %s sent", phase, bar, frac*100, model.Bytes(pr.BytesSent))
+	case switching:
+		return fmt.Sprintf("%-26s %s %3.0f%%  switching over", phase, bar, frac*100)
+	case disks:
+		return fmt.Sprintf("%-26s %s %3.0f%%  disks %s of %s  eta %s", phase, bar, frac*100,
+			model.Bytes(pr.DiskSent), model.Bytes(pr.DiskTotal), eta(pr.ETASeconds))
 	}
 	line := fmt.Sprintf("%-26s %s %3.0f%%  sent %s  left %s  dirty %s/s  downtime ~%dms  eta %s",
 		phase, bar, frac*100, model.Bytes(pr.BytesSent), model.Bytes(pr.BytesLeft), model.Bytes(pr.DirtyRate),
@@ -170,6 +187,9 @@ func migrationProgressLine(m *model.Migration) string {
 	return line
 }
 
+// eta renders the agent's estimate: "-" when it has none (the guest
+// dirties memory about as fast as it moves, so the driver's escalation,
+// not the rate, decides when it ends).
 func eta(s float64) string {
 	if s <= 0 {
 		return "-"
@@ -212,8 +232,11 @@ func (a *app) migrationTable(w io.Writer, ms []model.Migration) {
 	for i := range ms {
 		m := &ms[i]
 		prog, down := "-", "-"
-		if t := m.Progress.BytesTotal; t > 0 {
-			prog = fmt.Sprintf("%.0f%%", 100*float64(m.Progress.BytesSent)/float64(t))
+		if t := m.Progress.BytesTotal; t > 0 && !m.Phase.Final() {
+			prog = fmt.Sprintf("%.0f%%", min(99, 100*(1-float64(m.Progress.BytesLeft)/float64(t))))
+		}
+		if m.Phase == model.MigrationCompleted || m.Phase == model.MigrationSwitchingOver {
+			prog = "100%"
 		}
 		if m.Result != nil && m.Mode == model.MigrationLive {
 			down = fmt.Sprintf("%dms", m.Result.DowntimeMs)

@@ -18,6 +18,9 @@ import (
 // counted (the next round plans again).
 func (r *reconciler) applyMoves(ctx context.Context, plan *model.BalancePlan) error {
 	var errs []error
+	r.c.mu.Lock()
+	policy := r.c.policy // the cluster's migration downtime limit
+	r.c.mu.Unlock()
 	for _, mv := range plan.Moves {
 		project, name, ok := state.ParseVMKey(mv.VM)
 		if !ok {
@@ -27,7 +30,7 @@ func (r *reconciler) applyMoves(ctx context.Context, plan *model.BalancePlan) er
 		if vm == nil {
 			continue
 		}
-		opts, err := model.EffectiveMigrationOptions(&vm.Spec, nil, nil)
+		opts, err := policy.MigrationOptions(&vm.Spec, nil, nil)
 		if err != nil {
 			errs = append(errs, err)
 			continue

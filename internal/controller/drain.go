@@ -91,7 +91,7 @@ func (x *migrator) drainHost(ctx context.Context, h *model.Host, snap *Snapshot,
 		if running >= limit {
 			continue
 		}
-		opts, err := model.EffectiveMigrationOptions(&vm.Spec, nil, nil)
+		opts, err := snap.Policy.MigrationOptions(&vm.Spec, nil, nil)
 		if err != nil {
 			return err
 		}

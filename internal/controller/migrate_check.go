@@ -137,6 +137,19 @@ func CheckMigration(s *Snapshot, alive map[string]bool, vm *model.VM, to string,
 	if to == source {
 		return MigrationCheck{}, refused("VM %s is already on %s", vm.Name, to)
 	}
+	// A VM pinned to a host (spec.placement.host, vm create --host) moves
+	// only where an operator names: the explicit target overrides the pin,
+	// and the switch-over moves the pin to it (state.SwitchOver). Neither
+	// the scheduler nor a drain picks a new host for it.
+	if pin := vm.Spec.Placement.Host; pin != "" {
+		if to == "" {
+			return MigrationCheck{}, refused("VM %s is pinned to host %s (spec.placement.host, set by vm create --host): "+
+				"name its new host with 'vpool vm migrate %s --to HOST', and the pin moves with it", vm.Name, pin, vm.Name)
+		}
+		c := *vm
+		c.Spec.Placement.Host = to
+		vm = &c
+	}
 	cs := *s
 	cs.Epoch, cs.Changed = 0, nil
 	cs.Hosts = make([]model.Host, len(s.Hosts))

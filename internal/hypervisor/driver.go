@@ -209,6 +209,12 @@ type MigrationProgress struct {
 	Elapsed         time.Duration
 }
 
+// How MigrationResult.GuestGap was measured.
+const (
+	GapByGuestTicks = "guest-ticks" // the guest's own periodic output (the test guest)
+	GapByQEMUPause  = "qemu-pause"  // QEMU's Pause: no figure from inside the guest
+)
+
 // MigrationResult is the outcome of a finished migration.
 type MigrationResult struct {
 	Total    time.Duration
@@ -217,9 +223,18 @@ type MigrationResult struct {
 	// RAMBytes and DiskBytes split Bytes; DiskBytes is 0 on shared storage.
 	RAMBytes  int64
 	DiskBytes int64
-	// GuestGap is the longest interruption the guest's own output shows
-	// (the test guest's tick stream), 0 when the guest prints no ticks.
-	GuestGap time.Duration
+	// GuestGap is the guest-visible pause, the migration's SLO: the
+	// longest interruption the guest itself shows, measured as
+	// GuestGapBy says (one of the GapBy constants): from the guest's own
+	// output (the test guest's ticks), else QEMU's Pause. 0 when unknown.
+	GuestGap   time.Duration
+	GuestGapBy string
+	// Pause is how long the guest's vCPUs stood still as QEMU saw it:
+	// from the source stopping them to the target resuming them (QMP
+	// STOP and RESUME events, on one clock). Unlike Downtime it includes
+	// the switchover after the stream (disk mirrors, the target's
+	// resume; in post-copy until the switch). 0 when not measured (cold).
+	Pause time.Duration
 	// Stage is the last stage reached (PostCopy when it switched);
 	// Notes lists every escalation with its reason.
 	Stage    string

@@ -111,8 +111,15 @@ type MigrationResult struct {
 	TotalMs    int64 `json:"totalMs"`    // as the hypervisor measured the transfer
 	DowntimeMs int64 `json:"downtimeMs"` // as the hypervisor measured it
 	BytesSent  int64 `json:"bytesSent"`
-	// GuestGapMs is the gap the guest saw (its tick stream), when known.
-	GuestGapMs int64 `json:"guestGapMs,omitempty"`
+	// GuestGapMs is the guest-visible pause, the migration's SLO, measured
+	// as GuestGapBy says: "guest-ticks" (the guest's own periodic output),
+	// or "qemu-pause" (no figure from inside the guest: QEMU's PauseMs).
+	GuestGapMs int64  `json:"guestGapMs,omitempty"`
+	GuestGapBy string `json:"guestGapBy,omitempty"`
+	// PauseMs is how long QEMU held the guest's vCPUs: from the source
+	// stopping them to the target resuming them, switchover included
+	// (DowntimeMs is QEMU's own, shorter figure).
+	PauseMs int64 `json:"pauseMs,omitempty"`
 	// WallMs is the orchestration's own time, creation to completion.
 	WallMs int64 `json:"wallMs"`
 	// RAMBytes and DiskBytes split BytesSent (DiskBytes: local disks
@@ -215,9 +222,21 @@ type DrainBlocked struct {
 const DefaultDrainConcurrency = 2
 
 // EffectiveMigrationOptions merges a request's overrides over the VM's
-// spec over the defaults.
+// spec over the defaults (Policy.MigrationOptions with the cluster's
+// policy is the same with the cluster's limit between the two).
 func EffectiveMigrationOptions(spec *VMSpec, downtimeMs *int, postCopy *bool) (MigrationOptions, error) {
+	return (*Policy)(nil).MigrationOptions(spec, downtimeMs, postCopy)
+}
+
+// MigrationOptions merges a request's overrides over the VM's spec over
+// the cluster policy p (nil: none) over the defaults: the downtime limit
+// is the request's, else the VM's, else the cluster's, else
+// DefaultDowntimeLimitMs.
+func (p *Policy) MigrationOptions(spec *VMSpec, downtimeMs *int, postCopy *bool) (MigrationOptions, error) {
 	o := MigrationOptions{DowntimeLimitMs: DefaultDowntimeLimitMs}
+	if p != nil && p.MigrationDowntimeLimitMs > 0 {
+		o.DowntimeLimitMs = p.MigrationDowntimeLimitMs
+	}
 	if m := spec.Migration; m != nil {
 		if m.DowntimeLimitMs > 0 {
 			o.DowntimeLimitMs = m.DowntimeLimitMs

@@ -290,6 +290,10 @@ func (p *Policy) Validate() error {
 			return fieldErr(r.field, "must be between 0 (the default) and %g (got %g)", r.max, r.v)
 		}
 	}
+	if p.MigrationDowntimeLimitMs < 0 || p.MigrationDowntimeLimitMs > MaxDowntimeLimitMs {
+		return fieldErr("migrationDowntimeLimitMs", "must be 0 (the default %d) to %d ms (got %d)",
+			DefaultDowntimeLimitMs, MaxDowntimeLimitMs, p.MigrationDowntimeLimitMs)
+	}
 	switch strings.ToLower(p.Strategy) {
 	case "", "binpack", "spread":
 	default:

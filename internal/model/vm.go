@@ -273,6 +273,10 @@ type Policy struct {
 	Ratios   Ratios             `json:"ratios"`
 	Strategy string             `json:"strategy"` // binpack | spread
 	Weights  map[string]float64 `json:"weights,omitempty"`
+	// MigrationDowntimeLimitMs caps the pause at a live migration's
+	// switch-over for VMs that set none (spec.migration.downtimeLimitMs)
+	// when the request gives none; 0: DefaultDowntimeLimitMs.
+	MigrationDowntimeLimitMs int `json:"migrationDowntimeLimitMs,omitempty"`
 	// HA holds host failure detection, fencing and the failover reserve
 	// (nil: DefaultHAPolicy).
 	HA *HAPolicy `json:"ha,omitempty"`

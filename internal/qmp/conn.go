@@ -22,11 +22,20 @@ type Options struct {
 	// (default 64). A subscriber that falls further behind loses events
 	// (counted by Subscription.Dropped) rather than stalling replies.
 	EventBuffer int
+	// OOB negotiates out-of-band execution when QEMU offers it, for
+	// ExecuteOOB: commands that must run while QEMU's main loop is
+	// blocked (migrate-recover when a post-copy guest waits for a page
+	// with the big lock held).
+	OOB bool
 	// CommandTimeout bounds a command whose context has no deadline
 	// (default DefaultCommandTimeout), so that no command waits forever
 	// on a monitor that never answers (a stopped or stuck QEMU).
 	CommandTimeout time.Duration
 }
+
+// ErrNoOOB is returned by ExecuteOOB on a connection without out-of-band
+// execution (not asked for, or not offered by QEMU).
+var ErrNoOOB = errors.New("qmp: out-of-band execution not negotiated")
 
 // DefaultCommandTimeout is Options.CommandTimeout's default.
 const DefaultCommandTimeout = time.Minute
@@ -38,6 +47,7 @@ type Conn struct {
 	log     *slog.Logger
 	version Version
 	evBuf   int
+	oob     bool          // out-of-band execution negotiated
 	timeout time.Duration // Options.CommandTimeout
 
 	wmu sync.Mutex // serialises writes
@@ -117,11 +127,16 @@ func NewConn(ctx context.Context, nc net.Conn, opts Options) (*Conn, error) {
 	}
 	c.version = m.version
 	go c.readLoop(dec)
-	if err := c.Execute(ctx, "qmp_capabilities", nil, nil); err != nil {
+	var caps any
+	if opts.OOB && m.oob {
+		caps = map[string]any{"enable": []string{"oob"}}
+	}
+	if err := c.Execute(ctx, "qmp_capabilities", caps, nil); err != nil {
 		c.shutdown(err)
 		<-c.readerDone
 		return nil, err
 	}
+	c.oob = caps != nil
 	return c, nil
 }
 
@@ -217,7 +232,23 @@ func (c *Conn) ExecuteWithFile(ctx context.Context, cmd string, args, out any, f
 	return c.execute(ctx, cmd, args, out, f)
 }
 
+// ExecuteOOB is Execute out of band: QEMU runs cmd in its monitor thread
+// at once, even while its main loop is blocked. Only commands QEMU marks
+// allow-oob can; without Options.OOB (or a QEMU that offers it) it
+// returns ErrNoOOB.
+func (c *Conn) ExecuteOOB(ctx context.Context, cmd string, args, out any) error {
+	if !c.oob {
+		return fmt.Errorf("qmp: %s: %w", cmd, ErrNoOOB)
+	}
+	return c.send(ctx, request{ExecOOB: cmd, Arguments: args}, out, nil)
+}
+
 func (c *Conn) execute(ctx context.Context, cmd string, args, out any, f *os.File) error {
+	return c.send(ctx, request{Execute: cmd, Arguments: args}, out, f)
+}
+
+func (c *Conn) send(ctx context.Context, req request, out any, f *os.File) error {
+	cmd := req.Execute + req.ExecOOB
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.timeout)
@@ -235,7 +266,8 @@ func (c *Conn) execute(ctx context.Context, cmd string, args, out any, f *os.Fil
 	c.pending[id] = ch
 	c.mu.Unlock()
 
-	if err := c.write(ctx, request{Execute: cmd, Arguments: args, ID: id}, f); err != nil {
+	req.ID = id
+	if err := c.write(ctx, req, f); err != nil {
 		c.forget(id)
 		return fmt.Errorf("qmp: %s: %w", cmd, err)
 	}

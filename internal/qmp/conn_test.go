@@ -19,6 +19,7 @@ const greeting = `{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major"
 // fakeReq is a command as the fake monitor received it.
 type fakeReq struct {
 	Execute   string          `json:"execute"`
+	ExecOOB   string          `json:"exec-oob"`
 	Arguments json.RawMessage `json:"arguments"`
 	ID        json.RawMessage `json:"id"`
 	fds       []int

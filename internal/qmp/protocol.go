@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -82,6 +83,7 @@ type message struct {
 	err     *Error          // kindError (Command is filled by the caller)
 	event   Event           // kindEvent
 	version Version         // kindGreeting
+	oob     bool            // kindGreeting: the server offers out-of-band execution
 }
 
 type wireMessage struct {
@@ -94,6 +96,7 @@ type wireMessage struct {
 			} `json:"qemu"`
 			Package string `json:"package"`
 		} `json:"version"`
+		Capabilities []string `json:"capabilities"`
 	} `json:"QMP"`
 	Return json.RawMessage `json:"return"`
 	Error  *struct {
@@ -131,6 +134,7 @@ func decodeMessage(b []byte) (message, error) {
 		m.kind = kindGreeting
 		v := w.QMP.Version
 		m.version = Version{Major: v.QEMU.Major, Minor: v.QEMU.Minor, Micro: v.QEMU.Micro, Package: v.Package}
+		m.oob = slices.Contains(w.QMP.Capabilities, "oob")
 	}
 	if w.Return != nil {
 		n++
@@ -165,7 +169,8 @@ func decodeMessage(b []byte) (message, error) {
 
 // request is one command on the wire.
 type request struct {
-	Execute   string `json:"execute"`
+	Execute   string `json:"execute,omitempty"`
+	ExecOOB   string `json:"exec-oob,omitempty"` // out of band (Options.OOB)
 	Arguments any    `json:"arguments,omitempty"`
 	ID        uint64 `json:"id"`
 }

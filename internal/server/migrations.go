@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -68,10 +69,31 @@ func (s *Server) listMigrations(w http.ResponseWriter, r *http.Request, p *princ
 	}
 	out := api.MigrationList{Items: make([]model.Migration, 0, len(ms))}
 	for _, m := range ms {
-		out.Items = append(out.Items, *m)
+		out.Items = append(out.Items, withoutKey(*m))
 	}
 	reply(w, http.StatusOK, p, out)
 	return nil
+}
+
+// withoutKey returns m with the one-time key taken out of its target
+// address. The key authenticates the source agent to the target's control
+// channel: only the two agents need it, and they read it from the agent
+// API; no user, admins included, is shown it (host and ports stay for
+// admins; tenants see no address at all).
+func withoutKey(m model.Migration) model.Migration {
+	if m.TargetAddr == "" {
+		return m
+	}
+	u, err := url.Parse(m.TargetAddr)
+	if err != nil {
+		m.TargetAddr = ""
+		return m
+	}
+	q := u.Query()
+	q.Del("key")
+	u.RawQuery = q.Encode()
+	m.TargetAddr = u.String()
+	return m
 }
 
 func (s *Server) createMigration(w http.ResponseWriter, r *http.Request, p *principal) error {
@@ -112,7 +134,11 @@ func (s *Server) createMigration(w http.ResponseWriter, r *http.Request, p *prin
 	if err != nil {
 		return err
 	}
-	opts, err := model.EffectiveMigrationOptions(&vm.Spec, req.DowntimeLimitMs, req.AllowPostCopy)
+	policy, _, err := s.repo.GetPolicy(ctx)
+	if err != nil {
+		return err
+	}
+	opts, err := policy.MigrationOptions(&vm.Spec, req.DowntimeLimitMs, req.AllowPostCopy)
 	if err != nil {
 		return err
 	}
@@ -153,7 +179,8 @@ func (s *Server) getMigration(w http.ResponseWriter, r *http.Request, p *princip
 	if err != nil {
 		return err
 	}
-	reply(w, http.StatusOK, p, m)
+	out := withoutKey(*m)
+	reply(w, http.StatusOK, p, &out)
 	return nil
 }
 
@@ -180,7 +207,8 @@ func (s *Server) cancelMigration(w http.ResponseWriter, r *http.Request, p *prin
 	if err != nil {
 		return err
 	}
-	reply(w, http.StatusAccepted, p, out)
+	c := withoutKey(*out)
+	reply(w, http.StatusAccepted, p, &c)
 	return nil
 }
 

@@ -420,6 +420,11 @@ func (r *Repo) SwitchOver(ctx context.Context, id string, result *model.Migratio
 		old := *vm
 		vm.Status.Host, vm.Status.Migration, vm.UpdatedAt = m.Target, "", now
 		vm.Status.Message = fmt.Sprintf("moved from %s by migration %s", m.Source, id)
+		if vm.Spec.Placement.Host != "" {
+			// A pinned VM moves only to a host an operator named (the
+			// pre-check): the pin follows it.
+			vm.Spec.Placement.Host = m.Target
+		}
 		from := m.Phase
 		m.Phase, m.Result, m.FinishedAt, m.UpdatedAt, m.HoldTarget = model.MigrationCompleted, result, &now, now, false
 		if m.Result == nil {

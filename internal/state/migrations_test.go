@@ -37,6 +37,13 @@ func TestMigrationTransactions(t *testing.T) {
 			ctx := context.Background()
 			mustProject(t, r, "default", model.Quota{})
 			vm := placedVM(t, r, "a")
+			vm, err := r.UpdateVM(ctx, "default", "a", func(v *model.VM) error {
+				v.Spec.Placement.Host = "h1" // created with --host h1
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
 			m, err := r.CreateMigration(ctx, newMigration(vm))
 			if err != nil {
 				t.Fatal(err)
@@ -66,6 +73,9 @@ func TestMigrationTransactions(t *testing.T) {
 					!a2.VMs["default/a"] || a2.Used.Memory != model.GiB {
 					t.Fatalf("after switch-over: vm %+v, h1 %+v, h2 %+v", got.Status, a1, a2)
 				}
+				if got.Spec.Placement.Host != "h2" {
+					t.Fatalf("the pin stayed on %q; it must follow the VM to h2", got.Spec.Placement.Host)
+				}
 			case "fail":
 				if _, err := r.FinishMigration(ctx, m.Name, model.MigrationFailed, "target down", "note"); err != nil {
 					t.Fatal(err)
@@ -74,8 +84,8 @@ func TestMigrationTransactions(t *testing.T) {
 				a1, _ := r.GetAllocation(ctx, "h1")
 				a2, _ = r.GetAllocation(ctx, "h2")
 				if got.Status.Host != "h1" || got.Status.Migration != "" || got.Status.Message != "note" ||
-					!a1.VMs["default/a"] || a2.VMs["default/a"] || a2.Used.Memory != 0 {
-					t.Fatalf("after failure: vm %+v, h1 %+v, h2 %+v", got.Status, a1, a2)
+					!a1.VMs["default/a"] || a2.VMs["default/a"] || a2.Used.Memory != 0 || got.Spec.Placement.Host != "h1" {
+					t.Fatalf("after failure: vm %+v %+v, h1 %+v, h2 %+v", got.Spec.Placement, got.Status, a1, a2)
 				}
 			}
 			fm, _ := r.GetMigration(ctx, m.Name)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -41,6 +42,9 @@ func detectCgroups() (*cgroups, error) {
 	if v1cpu, ok := mounts["cpu"]; ok {
 		cg.cpu = filepath.Join(v1cpu, own["cpu"], "vpool")
 		cg.cpuC = os.MkdirAll(cg.cpu, 0o755) == nil
+		if cg.cpuC {
+			os.WriteFile(filepath.Join(cg.cpu, "cpu.shares"), []byte(strconv.Itoa(vmsShares())), 0)
+		}
 	}
 	if v1mem, ok := mounts["memory"]; ok {
 		cg.mem = filepath.Join(v1mem, own["memory"], "vpool")
@@ -92,7 +96,20 @@ func detectV2(mount, own string) (*cgroups, error) {
 	if err := os.WriteFile(filepath.Join(cg.cpu, "cgroup.subtree_control"), []byte(enable), 0); err != nil {
 		return nil, fmt.Errorf("%w: %w", errNoCgroup, err)
 	}
+	if cg.cpuC {
+		os.WriteFile(filepath.Join(cg.cpu, "cpu.weight"), []byte(strconv.Itoa(sharesToWeight(vmsShares()))), 0)
+	}
 	return cg, nil
+}
+
+// vmsShares is the CPU weight of the group that holds every VM: as much
+// as one busy process per host CPU. With the default weight, all VMs
+// together weighed as much as one process, so two busy loops on the
+// host took two thirds of a 2-core machine from every VM at once, and a
+// guest arriving by migration waited for the CPU its first second needs
+// (docs/migration-qemu.md, Guest gap).
+func vmsShares() int {
+	return model.DefaultCPUShares * runtime.NumCPU()
 }
 
 // readOwnCgroups maps controller names ("" for v2) to this process's path.

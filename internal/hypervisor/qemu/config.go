@@ -392,9 +392,10 @@ func probeKVM() error {
 }
 
 // qmpOptions are the options of every QMP connection: commands without a
-// deadline get QMPTimeout.
+// deadline get QMPTimeout, and out-of-band execution is negotiated (post-copy
+// recovery needs it: migrate_postcopy.go).
 func (d *Driver) qmpOptions() qmp.Options {
-	return qmp.Options{Logger: d.log, CommandTimeout: d.cfg.QMPTimeout}
+	return qmp.Options{Logger: d.log, CommandTimeout: d.cfg.QMPTimeout, OOB: true}
 }
 
 // cleanupCtx is the context of a clean-up after a failure (rollbacks,

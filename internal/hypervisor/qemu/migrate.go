@@ -66,6 +66,16 @@ type outgoing struct {
 	lowStart bool // pre-copy starts at DowntimeTarget (lowStartSafe)
 	res      hypervisor.MigrationResult
 	lastRep  time.Time
+	// stops delivers the source's STOP events from the start of the
+	// stream; stopped is when QEMU paused the guest for the switchover
+	// and resumed when the target resumed it (the target's clock).
+	stops            *qmp.Subscription
+	stopped, resumed time.Time
+	// switchoverBw is the avail-switchover-bandwidth set (0: QEMU's own
+	// estimate); noSwitchoverBw: this QEMU lacks the parameter.
+	switchoverBw   int64
+	noSwitchoverBw bool
+	unboost        func() // ends the source's boost (nil: none)
 }
 
 // MigrateOut migrates the VM to addr from MigrateIn on another driver:
@@ -133,7 +143,7 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 	if err := d.deleteLocked(ctx, v); err != nil {
 		d.log.Warn("qemu: deleting the migrated-away copy", "vm", id, "err", err)
 	}
-	m.guestGap()
+	m.measureGap()
 	m.ctl.close()
 	d.log.Info("qemu: migrated", "vm", id, "total", m.res.Total, "downtime", m.res.Downtime, "gap", m.res.GuestGap,
 		"stage", m.res.Stage, "bytes", m.res.Bytes, "tls", m.res.TLS)
@@ -159,6 +169,13 @@ func (m *outgoing) run(ctx context.Context) error {
 		return err
 	}
 	m.awaitTick()
+	// The source's CPU weight is raised for the memory stream: the last
+	// pages go while the guest stands still, and a starved migration
+	// thread stretched that past the cap (migrate_boost.go). Put back on
+	// failure; on success this QEMU ends.
+	m.unboost = m.d.boost(m.v.rec, m.p)
+	m.stops = m.p.qmp.Subscribe("STOP")
+	defer m.stops.Close()
 	uri := "tcp:" + net.JoinHostPort(m.a.host, strconv.Itoa(m.a.mig))
 	if err := m.p.qmp.Execute(ctx, "migrate", qmp.Args{"uri": uri}, nil); err != nil {
 		return err
@@ -252,8 +269,12 @@ func (m *outgoing) transfer(ctx context.Context) (migInfo, error) {
 			if st, err := m.p.qmp.QueryStatus(ctx); err == nil && !st.Running {
 				return mi, nil
 			}
-		case "postcopy-paused", "postcopy-recover":
-			return mi, fmt.Errorf("qemu: post-copy %s", mi.Status)
+		case "postcopy-paused":
+			// The stream broke between the switch to post-copy and the
+			// target's resume: neither side can go back, so recover.
+			if err := m.recoverPostCopy(ctx); err != nil {
+				return mi, err
+			}
 		}
 		s := sampleOf(mi, m.d.clock.Now().Sub(began))
 		if mi.Status == "active" {
@@ -262,13 +283,14 @@ func (m *outgoing) transfer(ctx context.Context) (migInfo, error) {
 					return mi, fmt.Errorf("qemu: migration gave up: %s", dec.reason)
 				}
 				stage, note = dec.next, dec.reason
-				if err := m.escalate(ctx, stage); err != nil {
+				if err := m.escalate(ctx, dec); err != nil {
 					return mi, fmt.Errorf("qemu: escalating to %s: %w", stage, err)
 				}
 				m.res.Stage = stage
 				m.res.Notes = append(m.res.Notes, stage+": "+note)
 				m.d.log.Info("qemu: migration escalated", "vm", m.v.rec.Config.ID, "stage", stage, "why", note)
 			}
+			m.planSwitchover(ctx, conv.switchoverBandwidth())
 		}
 		m.report(progressOf(mi, s, stage, note), note != "")
 		note = ""
@@ -306,38 +328,82 @@ func progressOf(mi migInfo, s migSample, stage, note string) hypervisor.Migratio
 	return pr
 }
 
-// escalate applies one escalation step.
-func (m *outgoing) escalate(ctx context.Context, stage string) error {
+// escalate applies one escalation decision: the parameters first, then
+// the switch to post-copy.
+func (m *outgoing) escalate(ctx context.Context, dec decision) error {
 	q := m.p.qmp
-	switch stage {
-	case hypervisor.MigrationStageDowntime:
-		return q.Execute(ctx, "migrate-set-parameters", qmp.Args{"downtime-limit": m.opts.DowntimeLimit.Milliseconds()}, nil)
-	case hypervisor.MigrationStageBandwidth:
-		return q.Execute(ctx, "migrate-set-parameters", qmp.Args{"max-bandwidth": m.opts.MaxBandwidthBps}, nil)
-	case hypervisor.MigrationStageAutoConverge:
-		return q.Execute(ctx, "migrate-set-parameters", qmp.Args{"max-cpu-throttle": throttleMax,
-			"cpu-throttle-initial": throttleStart, "cpu-throttle-increment": throttleStep}, nil)
-	case hypervisor.MigrationStagePostCopy:
+	params := qmp.Args{}
+	if dec.downtime > 0 {
+		params["downtime-limit"] = dec.downtime.Milliseconds()
+	}
+	if dec.bandwidth > 0 {
+		params["max-bandwidth"] = dec.bandwidth
+	}
+	if dec.throttle > 0 {
+		params["max-cpu-throttle"], params["cpu-throttle-initial"], params["cpu-throttle-increment"] = throttleMax, dec.throttle, throttleStep
+	}
+	if len(params) > 0 {
+		if err := q.Execute(ctx, "migrate-set-parameters", params, nil); err != nil {
+			return err
+		}
+	}
+	if dec.postcopy {
 		m.postcopy, m.res.PostCopy = true, true
 		return q.Execute(ctx, "migrate-start-postcopy", nil, nil)
 	}
-	return fmt.Errorf("qemu: unknown migration stage %q", stage)
+	return nil
+}
+
+// planSwitchover tells QEMU the bandwidth to plan the switchover with
+// (avail-switchover-bandwidth, QEMU 8.2 and later) when the converger's
+// cautious figure moved by a tenth: QEMU then stops the guest only when
+// the rest fits in the downtime limit at that rate, not at its last
+// 100 ms. 0 leaves QEMU's own estimate.
+func (m *outgoing) planSwitchover(ctx context.Context, bw int64) {
+	if bw <= 0 || m.noSwitchoverBw || (m.switchoverBw > 0 && abs64(bw-m.switchoverBw)*10 < m.switchoverBw) {
+		return
+	}
+	if err := m.p.qmp.Execute(ctx, "migrate-set-parameters", qmp.Args{"avail-switchover-bandwidth": bw}, nil); err != nil {
+		m.noSwitchoverBw = true // an older QEMU: its own estimate
+		m.d.log.Debug("qemu: no avail-switchover-bandwidth", "vm", m.v.rec.Config.ID, "err", err)
+		return
+	}
+	m.switchoverBw = bw
+}
+
+func abs64(v int64) int64 {
+	if v < 0 {
+		return -v
+	}
+	return v
 }
 
 // switchover runs with the source paused: mirrors stop (in sync), the
 // target resumes, and in post-copy the rest of memory is pulled.
 func (m *outgoing) switchover(ctx context.Context, mi migInfo) error {
-	m.report(hypervisor.MigrationProgress{Stage: hypervisor.MigrationStageSwitchover, Elapsed: m.d.clock.Now().Sub(m.start)}, true)
+	pr := hypervisor.MigrationProgress{Stage: hypervisor.MigrationStageSwitchover, Elapsed: m.d.clock.Now().Sub(m.start)}
+	if mi.RAM != nil { // what went; nothing is left to send
+		pr.Transferred, pr.Total = mi.RAM.Transferred, mi.RAM.Total
+	}
+	m.report(pr, true)
+	m.stopped = m.stopEvent()
 	if err := m.stopMirrors(ctx); err != nil {
 		return err
 	}
 	m.doneSent = true
-	if _, err := m.ctl.call(ctlMsg{Op: "done"}, time.Minute); err != nil {
+	mirrored := m.d.clock.Now()
+	rep, err := m.ctl.call(ctlMsg{Op: "done"}, time.Minute)
+	if err != nil {
 		if strings.HasPrefix(err.Error(), "qemu: migration target:") {
 			m.doneSent = false // the target refused and dropped its copy: ours is safe to resume
 		}
 		return err
 	}
+	if rep.Now != 0 {
+		m.resumed = time.Unix(0, rep.Now)
+	}
+	m.d.log.Debug("qemu: switchover", "vm", m.v.rec.Config.ID, "stopToMirrorsDone", mirrored.Sub(m.stopped),
+		"done", m.d.clock.Now().Sub(mirrored))
 	m.res.Total = m.d.clock.Now().Sub(m.start)
 	if m.postcopy {
 		var err error
@@ -349,11 +415,47 @@ func (m *outgoing) switchover(ctx context.Context, mi migInfo) error {
 		mi = m.finalInfo(ctx, mi)
 	}
 	m.res.Downtime = time.Duration(mi.Downtime) * time.Millisecond
+	if m.res.Downtime > m.opts.DowntimeLimit && !m.opts.NoEscalation {
+		// QEMU planned within the cap and took longer: say so.
+		m.res.Notes = append(m.res.Notes, fmt.Sprintf("over the cap: QEMU's downtime %v exceeded the %v limit", m.res.Downtime, m.opts.DowntimeLimit))
+		m.d.log.Warn("qemu: migration downtime over the cap", "vm", m.v.rec.Config.ID, "downtime", m.res.Downtime, "cap", m.opts.DowntimeLimit)
+	}
 	if mi.RAM != nil {
 		m.res.RAMBytes = mi.RAM.Transferred
 	}
 	m.res.Bytes = m.res.RAMBytes + m.res.DiskBytes
 	return nil
+}
+
+// stopEvent returns when QEMU paused the guest for the switchover: the
+// newest STOP event (it comes before the "completed" state), or zero when
+// none came within a second.
+func (m *outgoing) stopEvent() time.Time {
+	var at time.Time
+	timeout := time.After(time.Second)
+	for {
+		select {
+		case ev, ok := <-m.stops.C:
+			if !ok {
+				return at
+			}
+			at = ev.Timestamp
+			continue
+		default:
+		}
+		if !at.IsZero() {
+			return at
+		}
+		select {
+		case ev, ok := <-m.stops.C:
+			if !ok {
+				return at
+			}
+			at = ev.Timestamp
+		case <-timeout:
+			return at
+		}
+	}
 }
 
 // finalInfo re-reads query-migrate (≤ 1 s) until QEMU has filled in the
@@ -370,29 +472,6 @@ func (m *outgoing) finalInfo(ctx context.Context, mi migInfo) migInfo {
 	return mi
 }
 
-// finishPostCopy waits until the target has pulled all memory.
-func (m *outgoing) finishPostCopy(ctx context.Context) (migInfo, error) {
-	for {
-		var mi migInfo
-		if err := m.p.qmp.Execute(ctx, "query-migrate", nil, &mi); err != nil {
-			return mi, err
-		}
-		switch mi.Status {
-		case "completed":
-			m.res.Total = m.d.clock.Now().Sub(m.start)
-			return mi, nil
-		case "failed", "cancelled", "postcopy-paused":
-			return mi, fmt.Errorf("qemu: post-copy %s: %s (the guest is lost)", mi.Status, mi.ErrorDesc)
-		}
-		m.report(progressOf(mi, sampleOf(mi, m.d.clock.Now().Sub(m.start)), hypervisor.MigrationStagePostCopy, ""), false)
-		select {
-		case <-ctx.Done():
-			return mi, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
 // prepare opens the control connection and sends "prepare" (msg carries
 // the kind of migration); the target answers the disks it adopted from
 // shared storage, which are not copied.
@@ -405,6 +484,12 @@ func (m *outgoing) prepare(ctx context.Context, msg ctlMsg) error {
 	rep, err := m.ctl.call(msg, time.Minute)
 	if err != nil {
 		return err
+	}
+	if rep.Port > 0 {
+		m.a.mig = rep.Port
+	}
+	if m.a.mig == 0 && !msg.Cold {
+		return fmt.Errorf("qemu: the migration target named no port for the memory stream")
 	}
 	m.shared = rep.Disks
 	for name := range m.shared {
@@ -439,36 +524,6 @@ func (m *outgoing) report(pr hypervisor.MigrationProgress, force bool) {
 	m.progress(pr)
 }
 
-// guestGap asks the target for the ticks it saw after the resume and
-// combines them with ours (target clock corrected by one round trip).
-func (m *outgoing) guestGap() {
-	src := m.ticks.Stop()
-	if len(src) == 0 || m.ctl == nil {
-		return
-	}
-	t0 := m.d.clock.Now()
-	tr, err := m.ctl.call(ctlMsg{Op: "time"}, 10*time.Second)
-	if err != nil {
-		return
-	}
-	t1 := m.d.clock.Now()
-	offset := time.Unix(0, tr.Now).Sub(t0.Add(t1.Sub(t0) / 2))
-	rep, err := m.ctl.call(ctlMsg{Op: "ticks", Want: 3}, 10*time.Second)
-	if err != nil {
-		return
-	}
-	all := src
-	for _, t := range rep.Ticks {
-		t.At = t.At.Add(-offset)
-		all = append(all, t)
-	}
-	var waited time.Time
-	if len(rep.Ticks) < 3 && rep.Now != 0 {
-		waited = time.Unix(0, rep.Now).Add(-offset)
-	}
-	m.res.GuestGap = guestGapAtLeast(all, waited)
-}
-
 // abort puts the source back after a failure before the switchover and
 // tells the target to drop its copy.
 func (m *outgoing) abort() {
@@ -478,6 +533,9 @@ func (m *outgoing) abort() {
 		m.ticks.Stop()
 	}
 	p := m.p
+	if m.unboost != nil {
+		m.unboost()
+	}
 	if !p.hasExited() {
 		q := p.qmp
 		q.Execute(ctx, "migrate_cancel", nil, nil)
@@ -489,10 +547,11 @@ func (m *outgoing) abort() {
 			time.Sleep(50 * time.Millisecond)
 		}
 		m.stopMirrors(ctx)
-		caps := []qmp.Args{{"capability": "auto-converge", "state": false}, {"capability": "postcopy-ram", "state": false}}
-		q.Execute(ctx, "migrate-set-capabilities", qmp.Args{"capabilities": caps}, nil)
-		q.Execute(ctx, "migrate-set-parameters", qmp.Args{"tls-creds": "", "tls-hostname": "", "max-cpu-throttle": throttleMax}, nil)
-		q.ObjectDel(ctx, tlsClientObj)
+		resetMigration(ctx, p)
+		q.Execute(ctx, "migrate-set-parameters", qmp.Args{"max-cpu-throttle": throttleMax}, nil)
+		if m.switchoverBw > 0 {
+			q.Execute(ctx, "migrate-set-parameters", qmp.Args{"avail-switchover-bandwidth": 0}, nil)
+		}
 		if st, err := q.QueryStatus(ctx); err == nil && !st.Running && m.running {
 			if err := q.Cont(ctx); err != nil {
 				m.d.log.Warn("qemu: resuming the source after a failed migration", "vm", m.v.rec.Config.ID, "err", err)

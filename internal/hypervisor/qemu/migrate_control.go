@@ -23,14 +23,17 @@ import (
 // source (EOF, or silence past controlIdle) and drops its copy.
 //
 //	prepare {key, postcopy, cold,   target: capabilities, TLS, start
-//	        disks} → {disks}         listening (not when cold); replies the
-//	                                 disks it found on shared storage (not
-//	                                 to mirror)
+//	        disks} → {disks, port}   listening (not when cold) on a port
+//	                                 QEMU chose and names in port; replies
+//	                                 the disks it found on shared storage
+//	                                 (not to mirror)
 //	ping                            keep-alive during a long transfer
 //	time    → {now}                 the target's clock (tick gap offset)
 //	done    → ok                    the source is paused and the disks in
 //	                                 sync: the target resumes the guest
 //	                                 (cold: quits its QEMU, VM stopped)
+//	recover → {port}                post-copy broke: the target listens
+//	                                 again (migrate-recover) on port
 //	ticks {want} → {ticks}          the ticks the target saw after resume
 //	abort   → ok                    the target deletes its copy
 //
@@ -51,14 +54,17 @@ type ctlMsg struct {
 	Cold     bool              `json:"cold,omitempty"`  // a stopped VM: disks only, no memory stream
 	Disks    map[string]string `json:"disks,omitempty"` // disk name → active layer file
 	Want     int               `json:"want,omitempty"`
-	Now      int64             `json:"now,omitempty"` // unix ns
+	Port     int               `json:"port,omitempty"` // prepare's answer: the memory stream's port
+	Now      int64             `json:"now,omitempty"`  // unix ns
 	Ticks    []Tick            `json:"ticks,omitempty"`
 	OK       bool              `json:"ok,omitempty"`
 	Error    string            `json:"error,omitempty"`
 }
 
 // migAddr is MigrateIn's answer:
-// qemu://host?mig=P&nbd=P&ctl=P&key=K[&tls=NAME][&machine=TYPE].
+// qemu://host?nbd=P&ctl=P&key=K[&tls=NAME][&machine=TYPE]. The memory
+// stream's port (mig) comes in the answer to "prepare", once QEMU has
+// bound it; addresses of older targets carry it as mig=P.
 type migAddr struct {
 	host           string
 	mig, nbd, ctrl int
@@ -69,7 +75,9 @@ type migAddr struct {
 
 func (a migAddr) String() string {
 	q := url.Values{}
-	q.Set("mig", strconv.Itoa(a.mig))
+	if a.mig > 0 {
+		q.Set("mig", strconv.Itoa(a.mig))
+	}
 	q.Set("nbd", strconv.Itoa(a.nbd))
 	q.Set("ctl", strconv.Itoa(a.ctrl))
 	q.Set("key", a.key)
@@ -85,11 +93,14 @@ func (a migAddr) String() string {
 func parseMigAddr(s string) (migAddr, error) {
 	u, err := url.Parse(s)
 	if err != nil || u.Scheme != "qemu" || u.Hostname() == "" {
-		return migAddr{}, fmt.Errorf("qemu: bad migration address %q (want qemu://host?mig=&nbd=&ctl=&key=)", s)
+		return migAddr{}, fmt.Errorf("qemu: bad migration address %q (want qemu://host?nbd=&ctl=&key=)", s)
 	}
 	q := u.Query()
 	a := migAddr{host: u.Hostname(), key: q.Get("key"), tlsName: q.Get("tls"), machine: q.Get("machine")}
 	for k, p := range map[string]*int{"mig": &a.mig, "nbd": &a.nbd, "ctl": &a.ctrl} {
+		if k == "mig" && !q.Has(k) {
+			continue // told in the answer to "prepare"
+		}
 		if *p, err = strconv.Atoi(q.Get(k)); err != nil || *p <= 0 || *p > 65535 {
 			return migAddr{}, fmt.Errorf("qemu: bad migration address %q: %s", s, k)
 		}

@@ -3,13 +3,18 @@ package qemu
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/vpool/vpool/internal/hypervisor"
 )
 
 // The guest-visible gap of a migration. The test guest (vpool.tick=1)
@@ -85,13 +90,109 @@ func GuestGap(ticks []Tick) time.Duration {
 // waited (when the target stopped waiting, on the same clock), less one
 // tick period, and the larger of the two is the gap. A zero waited means
 // every tick came.
-func guestGapAtLeast(ticks []Tick, waited time.Time) time.Duration {
+func guestGapAtLeast(ticks []Tick, waited time.Time, period time.Duration) time.Duration {
 	gap := GuestGap(ticks)
 	if waited.IsZero() || len(ticks) == 0 {
 		return gap
 	}
 	last := slices.MaxFunc(ticks, func(a, b Tick) int { return a.At.Compare(b.At) })
-	return max(gap, waited.Sub(last.At)-time.Second)
+	return max(gap, waited.Sub(last.At)-period)
+}
+
+// tickPeriod is the guest's tick period: the median interval between
+// consecutive ticks (1 s, the test guest's default, when unknown).
+func tickPeriod(ticks []Tick) time.Duration {
+	var single []time.Duration
+	for i := 1; i < len(ticks); i++ {
+		if ticks[i].N-ticks[i-1].N == 1 {
+			single = append(single, ticks[i].At.Sub(ticks[i-1].At))
+		}
+	}
+	if len(single) == 0 {
+		return time.Second
+	}
+	slices.Sort(single)
+	return max(single[len(single)/2], time.Millisecond)
+}
+
+// gapWindow is how long after the resume the target's ticks must cover:
+// a stall that begins a moment after the guest first ran again is part
+// of the migration's gap.
+const gapWindow = time.Second
+
+// targetOffset is the target's clock less ours, from the "time" round
+// trip with the shortest of three (the error is at most half of it; on a
+// loaded host one round trip can take tens of ms).
+func (m *outgoing) targetOffset() (time.Duration, bool) {
+	var best, offset time.Duration
+	for i := 0; i < 3; i++ {
+		t0 := m.d.clock.Now()
+		tr, err := m.ctl.call(ctlMsg{Op: "time"}, 10*time.Second)
+		if err != nil {
+			return 0, false
+		}
+		t1 := m.d.clock.Now()
+		if rtt := t1.Sub(t0); i == 0 || rtt < best {
+			best, offset = rtt, time.Unix(0, tr.Now).Sub(t0.Add(rtt/2))
+		}
+	}
+	return offset, true
+}
+
+// measureGap fills the result's Pause (the source's STOP to the target's
+// RESUME, the target's clock moved to ours: targetOffset) and GuestGap:
+// from the guest's ticks when it prints them (ours until the switchover,
+// the target's for gapWindow after the resume), else the Pause, labelled
+// as such.
+func (m *outgoing) measureGap() {
+	src := m.ticks.Stop()
+	if m.ctl == nil {
+		return
+	}
+	offset, ok := m.targetOffset()
+	if !ok {
+		return
+	}
+	if !m.stopped.IsZero() && !m.resumed.IsZero() {
+		m.res.Pause = m.resumed.Add(-offset).Sub(m.stopped)
+		m.res.GuestGap, m.res.GuestGapBy = m.res.Pause, hypervisor.GapByQEMUPause
+	}
+	if len(src) == 0 {
+		return
+	}
+	period := tickPeriod(src)
+	want := max(3, int(gapWindow/period)+2)
+	rep, err := m.ctl.call(ctlMsg{Op: "ticks", Want: want}, 10*time.Second)
+	if err != nil {
+		return
+	}
+	all := src
+	for _, t := range rep.Ticks {
+		t.At = t.At.Add(-offset)
+		all = append(all, t)
+	}
+	var waited time.Time
+	if len(rep.Ticks) < want && rep.Now != 0 {
+		waited = time.Unix(0, rep.Now).Add(-offset)
+	}
+	m.res.GuestGap, m.res.GuestGapBy = guestGapAtLeast(all, waited, period), hypervisor.GapByGuestTicks
+	if m.d.log.Enabled(context.Background(), slog.LevelDebug) {
+		var sb strings.Builder
+		for _, t := range all[max(0, len(src)-3):min(len(all), len(src)+6)] {
+			fmt.Fprintf(&sb, " %d@%s/up%.3f", t.N, t.At.Sub(m.stopped).Round(time.Millisecond), t.Uptime.Seconds())
+		}
+		ts := slices.Clone(all)
+		slices.SortFunc(ts, func(a, b Tick) int { return int(a.N - b.N) })
+		worst, at := time.Duration(0), time.Duration(0)
+		for i := 1; i < len(ts); i++ {
+			if g := ts[i].At.Sub(ts[i-1].At) - time.Duration(ts[i].N-ts[i-1].N)*period; g > worst {
+				worst, at = g, ts[i].At.Sub(m.stopped)
+			}
+		}
+		m.d.log.Debug("qemu: ticks around the switchover (host time since the stop / guest uptime)", "vm", m.v.rec.Config.ID,
+			"ticks", sb.String(), "resumedAfterStop", m.resumed.Add(-offset).Sub(m.stopped), "worst", worst, "worstEndsAfterStop", at,
+			"first", all[0].At.Sub(m.stopped))
+	}
 }
 
 // tickWatcher tails a serial log and stamps TICK lines.

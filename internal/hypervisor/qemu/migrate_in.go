@@ -18,16 +18,19 @@ import (
 
 // incoming is one arriving VM, served by serveIncoming.
 type incoming struct {
-	v       *vm
-	p       *process
-	srv     *ctlServer
-	a       migAddr
-	tls     bool
-	tlsDir  string
-	shared  map[string]string // adopted disks: name → file
-	ticks   *tickWatcher      // started at the resume
-	cold    bool              // the source said so in "prepare": no memory stream
-	arrived bool              // "done" succeeded: the VM is ours
+	v        *vm
+	p        *process
+	srv      *ctlServer
+	a        migAddr
+	tls      bool
+	tlsDir   string
+	shared   map[string]string // adopted disks: name → file
+	ticks    *tickWatcher      // started at the resume
+	cold     bool              // the source said so in "prepare": no memory stream
+	postcopy bool              // ... may switch to post-copy
+	arrived  bool              // "done" succeeded: the VM is ours
+	resumed  time.Time         // QEMU's RESUME event at the switchover
+	unboost  func()            // ends the switchover boost (migrate_boost.go)
 }
 
 func (d *Driver) migrationHost() string {
@@ -75,9 +78,6 @@ func (d *Driver) MigrateIn(ctx context.Context, cfg hypervisor.VMConfig) (addr s
 			return "", err
 		}
 	}
-	if in.a.mig, err = freePort(in.a.host); err != nil {
-		return "", err
-	}
 	if err := d.startLocked(ctx, v, startOpts{incoming: "defer"}); err != nil {
 		return "", err
 	}
@@ -111,11 +111,18 @@ func (d *Driver) exportDisks(ctx context.Context, in *incoming) error {
 			return err
 		}
 	}
-	var err error
-	if in.a.nbd, err = freePort(in.a.host); err != nil {
+	// The NBD server listens on a socket bound here and handed over, so
+	// no other process can take the port between choosing and binding it.
+	ln, err := listenFile(in.a.host)
+	if err != nil {
 		return err
 	}
-	args := qmp.Args{"addr": qmp.Args{"type": "inet", "data": qmp.Args{"host": in.a.host, "port": strconv.Itoa(in.a.nbd)}}}
+	defer ln.f.Close() // QEMU holds its own copy
+	if err := p.qmp.Getfd(ctx, nbdListenFD, ln.f); err != nil {
+		return err
+	}
+	in.a.nbd = ln.port
+	args := qmp.Args{"addr": qmp.Args{"type": "fd", "data": qmp.Args{"str": nbdListenFD}}}
 	if in.tls {
 		args["tls-creds"] = tlsServerObj
 	}
@@ -192,6 +199,12 @@ func (d *Driver) serveIncoming(in *incoming) {
 			rep = d.prepareIncoming(in, m)
 		case "ping":
 			rep = ctlMsg{OK: true}
+		case "recover": // the post-copy stream broke (migrate_postcopy.go)
+			if port, err := d.recoverIncoming(in); err != nil {
+				rep = errReply(err)
+			} else {
+				rep = ctlMsg{OK: true, Port: port}
+			}
 		case "time":
 			rep = ctlMsg{OK: true, Now: d.clock.Now().UnixNano()}
 		case "done":
@@ -208,6 +221,9 @@ func (d *Driver) serveIncoming(in *incoming) {
 			}
 			in.arrived = true
 			rep = ctlMsg{OK: true}
+			if !in.resumed.IsZero() {
+				rep.Now = in.resumed.UnixNano() // the source measures the pause
+			}
 		case "ticks":
 			rep = ctlMsg{OK: true}
 			if in.ticks != nil {
@@ -250,6 +266,14 @@ func (d *Driver) prepareIncoming(in *incoming, m ctlMsg) ctlMsg {
 		in.cold = true
 		return ctlMsg{OK: true, Disks: in.shared}
 	}
+	in.postcopy = m.PostCopy
+	if in.postcopy {
+		// In post-copy a main-loop read of a page not yet arrived blocks
+		// QEMU's main loop, and with it the monitor that would recover a
+		// broken stream: no balloon statistics (the guest's buffer is
+		// read from the main loop) until all memory is here.
+		p.qmp.Execute(ctx, "qom-set", qmp.Args{"path": balloonPath, "property": "guest-stats-polling-interval", "value": 0}, nil)
+	}
 	caps := []qmp.Args{{"capability": "postcopy-ram", "state": m.PostCopy}}
 	if err := p.qmp.Execute(ctx, "migrate-set-capabilities", qmp.Args{"capabilities": caps}, nil); err != nil {
 		return errReply(err)
@@ -259,11 +283,20 @@ func (d *Driver) prepareIncoming(in *incoming, m ctlMsg) ctlMsg {
 			return errReply(err)
 		}
 	}
-	uri := "tcp:" + net.JoinHostPort(in.a.host, strconv.Itoa(in.a.mig))
+	// QEMU binds a free port itself (port 0) and says which: nothing can
+	// take it in between.
+	uri := "tcp:" + net.JoinHostPort(in.a.host, "0")
 	if err := p.qmp.Execute(ctx, "migrate-incoming", qmp.Args{"uri": uri}, nil); err != nil {
 		return errReply(err)
 	}
-	return ctlMsg{OK: true, Disks: in.shared}
+	port, err := incomingPort(ctx, p)
+	if err != nil {
+		return errReply(err)
+	}
+	if in.unboost == nil {
+		in.unboost = d.boost(v.rec, p)
+	}
+	return ctlMsg{OK: true, Disks: in.shared, Port: port}
 }
 
 // finishIncoming runs at the switchover: the stream has loaded (or, in
@@ -292,22 +325,77 @@ func (d *Driver) finishIncoming(in *incoming) error {
 		return err
 	}
 	in.ticks = watchTicks(d.SerialLog(v.rec.Config.ID), true, d.clock.Now)
+	resumes := p.qmp.Subscribe("RESUME")
+	defer resumes.Close()
+	loaded := d.clock.Now()
 	if err := p.qmp.Cont(ctx); err != nil {
 		restore()
 		return err
+	}
+	if in.unboost != nil {
+		time.AfterFunc(boostHold, in.unboost)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
+	if ev, err := resumes.Wait(wctx, nil); err == nil {
+		in.resumed = ev.Timestamp
+	}
+	wcancel()
+	d.log.Debug("qemu: incoming resumed", "vm", v.rec.Config.ID, "handOverAndCont", d.clock.Now().Sub(loaded))
+	// The migration's settings must not outlive it: a later memory
+	// snapshot is an outgoing migration, and the server credentials
+	// failed it ("Expected TLS credentials for a client endpoint"). In
+	// post-copy they are still needed until all memory has arrived.
+	if in.postcopy {
+		go d.resetWhenDone(in)
+	} else if err := resetMigration(ctx, p); err != nil {
+		d.log.Warn("qemu: clearing the incoming migration's settings", "vm", v.rec.Config.ID, "err", err)
 	}
 	d.arrived(v)
 	d.log.Info("qemu: incoming migration arrived", "vm", v.rec.Config.ID)
 	return nil
 }
 
-func freePort(host string) (int, error) {
+// nbdListenFD names the NBD server's listening socket in QEMU.
+const nbdListenFD = "vpool-nbd-listen"
+
+// listener is a listening TCP socket as a file, to hand to QEMU.
+type listener struct {
+	f    *os.File
+	port int
+}
+
+// listenFile listens on host at a free port and returns the socket as a
+// file (the net.Listener itself is closed; the file keeps the socket).
+func listenFile(host string) (listener, error) {
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
-		return 0, fmt.Errorf("qemu: %w", err)
+		return listener{}, fmt.Errorf("qemu: %w", err)
 	}
 	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		return listener{}, fmt.Errorf("qemu: %w", err)
+	}
+	return listener{f: f, port: ln.Addr().(*net.TCPAddr).Port}, nil
+}
+
+// incomingPort is the port QEMU bound for migrate-incoming (query-migrate
+// names its socket addresses while it waits).
+func incomingPort(ctx context.Context, p *process) (int, error) {
+	var mi struct {
+		Addrs []struct {
+			Port string `json:"port"`
+		} `json:"socket-address"`
+	}
+	if err := p.qmp.Execute(ctx, "query-migrate", nil, &mi); err != nil {
+		return 0, err
+	}
+	for _, a := range mi.Addrs {
+		if n, err := strconv.Atoi(a.Port); err == nil && n > 0 {
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf("qemu: migrate-incoming reports no listening port")
 }
 
 // awaitLoaded waits until the incoming stream has loaded (in post-copy:

@@ -51,16 +51,28 @@ func helperMigrateOut() int {
 }
 
 // TestReattachCleansMigrationLeftovers kills the source agent (a second
-// process) mid-migration, then restarts the source driver: re-attach must
-// leave no disk mirror, NBD client node, running migration or TLS
-// credentials in the source QEMU, so that the next migration succeeds
-// (issue 13: "Duplicate nodes with node-name='nbd-vd0'").
+// process) mid-migration — while the disks are mirrored, and while memory
+// is copied with the mirror still running — then restarts the source
+// driver: re-attach must leave no disk mirror, NBD client node, running
+// migration or TLS credentials in the source QEMU, so that the next
+// migration succeeds (issue 13: "Duplicate nodes with
+// node-name='nbd-vd0'").
 func TestReattachCleansMigrationLeftovers(t *testing.T) {
-	t.Parallel()
+	for _, stage := range []string{hypervisor.MigrationStageDisks, hypervisor.MigrationStagePreCopy} {
+		t.Run("killed-at-"+stage, func(t *testing.T) {
+			t.Parallel()
+			reattachAfterAgentKill(t, stage)
+		})
+	}
+}
+
+// reattachAfterAgentKill is TestReattachCleansMigrationLeftovers with the
+// source agent killed as it enters stage.
+func reattachAfterAgentKill(t *testing.T, stage string) {
 	g := heavy(t)
 	src, dst := migPair(t, true, "")
 	ctx := context.Background()
-	vc := vmConfig(g, "leftover")
+	vc := vmConfig(g, "leftover-"+stage)
 	bootGuest(t, src, vc)
 	srcCfg := src.cfg
 	agentGone(src) // this agent hands over to the helper process
@@ -86,11 +98,11 @@ func TestReattachCleansMigrationLeftovers(t *testing.T) {
 		select {
 		case s, ok := <-stages:
 			if !ok || strings.HasPrefix(s, "DONE") || strings.HasPrefix(s, "ERROR") {
-				t.Fatalf("the helper agent ended before memory moved: %q", s)
+				t.Fatalf("the helper agent ended before stage %s: %q", stage, s)
 			}
-			seen = s == "STAGE "+hypervisor.MigrationStagePreCopy
+			seen = s == "STAGE "+stage
 		case <-time.After(2 * time.Minute):
-			t.Fatal("the helper agent never reached pre-copy")
+			t.Fatalf("the helper agent never reached stage %s", stage)
 		}
 	}
 	mustDo(t, "kill the helper agent", cmd.Process.Kill())

@@ -3,8 +3,10 @@ package qemu
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -107,13 +109,27 @@ func TestMigrationTLSWithDiskAndGuestGap(t *testing.T) {
 	g := heavy(t)
 	src, dst := migPair(t, true, "")
 	ctx := context.Background()
-	cfg := vmConfig(g, "migtls", "vpool.tick=1")
+	cfg := vmConfig(g, "migtls", "vpool.tickms=100")
 	bootGuest(t, src, cfg)
-	waitTicks(t, src.SerialLog(cfg.ID), 1)
+	waitTicks(t, src.SerialLog(cfg.ID), 20) // 2 s of ticks: the stall the host imposes anyway
+	base := guest.TickStall(src.SerialLog(cfg.ID), 0)
 	addr, err := dst.MigrateIn(ctx, cfg)
 	mustDo(t, "MigrateIn", err)
 	if !strings.Contains(addr, "tls=127.0.0.1") {
 		t.Fatalf("address %s does not ask for TLS", addr)
+	}
+	// No port in the address is free for another process to take: QEMU
+	// already listens on the NBD port, and the memory stream's port is
+	// chosen by QEMU later (the old address named a port that the driver
+	// had bound and released: "Address already in use" when taken).
+	a, err := parseMigAddr(addr)
+	mustDo(t, "parse address", err)
+	if a.mig != 0 {
+		t.Fatalf("address %s names the memory port before QEMU bound it", addr)
+	}
+	if ln, err := net.Listen("tcp", net.JoinHostPort(a.host, strconv.Itoa(a.nbd))); err == nil {
+		ln.Close()
+		t.Fatalf("the NBD port %d of %s was free to take", a.nbd, addr)
 	}
 	var stages []string
 	res, err := src.MigrateOut(ctx, cfg.ID, addr, hypervisor.MigrateOptions{}, func(p hypervisor.MigrationProgress) {
@@ -123,10 +139,13 @@ func TestMigrationTLSWithDiskAndGuestGap(t *testing.T) {
 	})
 	mustDo(t, "MigrateOut", err)
 	t.Logf("result %+v, stages %v", res, stages)
-	// The gap is measured (never 0: the guest ticks) and on one clock (a
-	// clock mix-up gives hours). On a loaded TCG host a migrated guest has
-	// been seen to stand still for several seconds; the gap then says so.
-	if !res.TLS || res.RAMBytes == 0 || res.Bytes != res.RAMBytes+res.DiskBytes || res.GuestGap <= 0 || res.GuestGap > time.Minute {
+	// The gap is measured from the guest's ticks (never 0), on one clock,
+	// and bounded by QEMU's pause, the default cap and the guest's stall
+	// before (guest.CheckGap: a guest that stands still after arriving, as
+	// TCG guests did on loaded hosts, fails here; a busy host does not).
+	gapErr := guest.CheckGap(res.GuestGap, res.Pause, DefaultDowntimeLimit, guest.Slack(base))
+	if !res.TLS || res.RAMBytes == 0 || res.Bytes != res.RAMBytes+res.DiskBytes || gapErr != nil ||
+		res.GuestGapBy != hypervisor.GapByGuestTicks {
 		var st struct{ Status string }
 		var regs, lapic string
 		if v, _ := dst.get(cfg.ID); v != nil && v.proc != nil {
@@ -138,20 +157,24 @@ func TestMigrationTLSWithDiskAndGuestGap(t *testing.T) {
 		for time.Since(waited) < 90*time.Second && readAll(dst.SerialLog(cfg.ID)) == "" {
 			time.Sleep(100 * time.Millisecond)
 		}
-		t.Fatalf("result %+v; target QEMU %q; first output %s after the migration; registers:\n%s\nlapic:\n%s\nserial log tail:\n%s",
-			res, st.Status, time.Since(waited).Round(time.Millisecond), regs, lapic, tail(readAll(dst.SerialLog(cfg.ID)), 3000))
+		t.Fatalf("result %+v (%v); target QEMU %q; first output %s after the migration; registers:\n%s\nlapic:\n%s\nserial log tail:\n%s",
+			res, gapErr, st.Status, time.Since(waited).Round(time.Millisecond), regs, lapic, tail(readAll(dst.SerialLog(cfg.ID)), 3000))
 	}
 	if len(stages) < 3 || stages[0] != hypervisor.MigrationStageDisks || stages[len(stages)-1] != hypervisor.MigrationStageSwitchover {
 		t.Fatalf("stages %v", stages)
 	}
+	// The migration's TLS settings went with it: they would apply to the
+	// next outgoing stream, a memory snapshot's included (which failed
+	// with "Expected TLS credentials for a client endpoint").
 	var params struct {
 		TLSCreds string `json:"tls-creds"`
 	}
 	v, _ := dst.get(cfg.ID)
 	mustDo(t, "query-migrate-parameters", v.proc.qmp.Execute(ctx, "query-migrate-parameters", nil, &params))
-	if params.TLSCreds != tlsServerObj {
-		t.Fatalf("target tls-creds = %q", params.TLSCreds)
+	if params.TLSCreds != "" {
+		t.Fatalf("target tls-creds = %q after the arrival", params.TLSCreds)
 	}
+	mustDo(t, "memory snapshot after a TLS migration", dst.Snapshot(ctx, cfg.ID, "after-migration", true))
 	if _, err := os.Stat(filepath.Join(dst.vmDir(cfg.ID), incomingMarker)); err == nil {
 		t.Fatal("incoming marker left after arrival")
 	}
@@ -352,15 +375,16 @@ func TestMigrationPostCopy(t *testing.T) {
 	waitDirty(t, src, cfg.ID)
 	addr, err := dst.MigrateIn(ctx, cfg)
 	mustDo(t, "MigrateIn", err)
-	// A 1 ms downtime limit never converges: bandwidth (not raised here),
-	// auto-converge, then post-copy.
+	// A 1 ms downtime limit never converges for a guest rewriting 64 MiB
+	// at 32 MiB/s (bandwidth not raisable here): a VM that allows
+	// post-copy goes there in one step rather than being throttled hard.
 	opts := hypervisor.MigrateOptions{DowntimeLimit: time.Millisecond, BandwidthBps: 32 << 20, MaxBandwidthBps: 32 << 20,
 		StageTimeout: 3 * time.Second, AllowPostCopy: true}
 	res, err := src.MigrateOut(ctx, cfg.ID, addr, opts, nil)
 	mustDo(t, "MigrateOut", err)
 	t.Logf("result %+v", res)
-	if !res.PostCopy || res.Stage != hypervisor.MigrationStagePostCopy || len(res.Notes) != 2 {
-		t.Fatalf("result %+v", res)
+	if !res.PostCopy || res.Stage != hypervisor.MigrationStagePostCopy || len(res.Notes) == 0 || !strings.HasPrefix(res.Notes[0], "postcopy: ") {
+		t.Fatalf("result %+v, want post-copy reached in the first escalation", res)
 	}
 	waitTicks(t, dst.SerialLog(cfg.ID), waitTicks(t, dst.SerialLog(cfg.ID), 0))
 	assertGone(t, src, cfg.ID)

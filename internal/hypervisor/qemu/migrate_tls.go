@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/vpool/vpool/internal/hypervisor"
+	"github.com/vpool/vpool/internal/qmp"
 )
 
 // TLS for migration. QEMU's tls-creds-x509 object reads a directory laid
@@ -170,4 +172,21 @@ func tlsObject(dir string, server bool) map[string]any {
 		return map[string]any{"qom-type": "tls-creds-x509", "id": tlsServerObj, "dir": dir, "endpoint": "server", "verify-peer": true}
 	}
 	return map[string]any{"qom-type": "tls-creds-x509", "id": tlsClientObj, "dir": dir, "endpoint": "client", "verify-peer": true}
+}
+
+// resetMigration puts a VM's migration settings back to what a fresh
+// QEMU has: no TLS credentials (the objects deleted) and no post-copy or
+// auto-converge. Both ends call it after a migration; a memory snapshot
+// calls it before it saves, since it is an outgoing migration itself.
+func resetMigration(ctx context.Context, p *process) error {
+	q := p.qmp
+	caps := []qmp.Args{{"capability": "auto-converge", "state": false}, {"capability": "postcopy-ram", "state": false}}
+	err := q.Execute(ctx, "migrate-set-capabilities", qmp.Args{"capabilities": caps}, nil)
+	if perr := q.Execute(ctx, "migrate-set-parameters", qmp.Args{"tls-creds": "", "tls-hostname": ""}, nil); err == nil {
+		err = perr
+	}
+	for _, obj := range []string{tlsClientObj, tlsServerObj} {
+		q.ObjectDel(ctx, obj) // absent unless a migration added it
+	}
+	return err
 }

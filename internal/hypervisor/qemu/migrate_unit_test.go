@@ -12,13 +12,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/vpool/vpool/internal/hypervisor"
-	"github.com/vpool/vpool/internal/model"
 )
 
 func TestParseTick(t *testing.T) {
@@ -68,10 +64,10 @@ func TestGuestGap(t *testing.T) {
 	// The target's ticks did not come: the stall lasts at least from the
 	// last tick until the target stopped waiting, less one period.
 	src := ticks(1, 0, 2, 1000, 3, 2000)
-	if got := guestGapAtLeast(src, t0.Add(7*time.Second)); got != 4*time.Second {
+	if got := guestGapAtLeast(src, t0.Add(7*time.Second), time.Second); got != 4*time.Second {
 		t.Errorf("last tick at 2 s, the target waited until 7 s: guestGapAtLeast = %v, want 4s", got)
 	}
-	if got := guestGapAtLeast(append(src, ticks(5, 4100, 6, 5100, 7, 6100)...), time.Time{}); (got - 100*time.Millisecond).Abs() > time.Millisecond {
+	if got := guestGapAtLeast(append(src, ticks(5, 4100, 6, 5100, 7, 6100)...), time.Time{}, time.Second); (got - 100*time.Millisecond).Abs() > time.Millisecond {
 		t.Errorf("every tick came: guestGapAtLeast = %v, want GuestGap's 100ms", got)
 	}
 }
@@ -95,133 +91,17 @@ func TestTickWatcher(t *testing.T) {
 	}
 }
 
-func TestConverger(t *testing.T) {
-	mib := int64(model.MiB)
-	type step struct {
-		s    migSample
-		next string // "" no escalation, "fail"
-		why  string // a substring of the reason, when set
-	}
-	pass := func(sec, it, remMiB int64, throttle int) migSample {
-		return migSample{Elapsed: time.Duration(sec) * time.Second, Iteration: it, Remaining: remMiB * mib, Throttle: throttle}
-	}
-	for _, tc := range []struct {
-		name  string
-		opts  hypervisor.MigrateOptions
-		steps []step
-	}{
-		{"shrinking converges", hypervisor.MigrateOptions{}, []step{
-			{pass(1, 1, 200, 0), "", ""}, {pass(2, 2, 100, 0), "", ""}, {pass(3, 3, 50, 0), "", ""}, {pass(4, 4, 20, 0), "", ""},
-		}},
-		{"stall escalates in order, then fails", hypervisor.MigrateOptions{}, []step{
-			{pass(1, 1, 256, 0), "", ""}, {pass(2, 2, 250, 0), "", ""}, {pass(3, 3, 250, 0), "", ""},
-			{pass(4, 4, 251, 0), hypervisor.MigrationStageDowntime, "limit 20ms → 300ms: remaining memory not shrinking over 3 passes"},
-			// the downtime step acts at once: one pass without progress ends it
-			{pass(5, 5, 250, 0), "", ""},
-			{pass(6, 6, 250, 0), hypervisor.MigrationStageBandwidth, "not shrinking over a pass"},
-			{pass(7, 7, 240, 0), "", ""}, {pass(8, 8, 240, 0), "", ""}, {pass(9, 9, 240, 0), "", ""},
-			{pass(10, 10, 240, 0), hypervisor.MigrationStageAutoConverge, "not shrinking over 3 passes"},
-			// a ramping throttle does not count as a stall
-			{pass(11, 11, 240, 30), "", ""}, {pass(12, 12, 240, 50), "", ""}, {pass(13, 13, 240, 70), "", ""}, {pass(14, 14, 240, 90), "", ""},
-			{pass(15, 15, 240, 99), "", ""}, {pass(16, 16, 240, 99), "", ""}, {pass(17, 17, 240, 99), "fail", "after stage auto-converge"},
-		}},
-		{"the downtime step stays while memory shrinks", hypervisor.MigrateOptions{}, []step{
-			{pass(1, 1, 64, 0), "", ""}, {pass(2, 2, 64, 0), "", ""}, {pass(3, 3, 64, 0), "", ""},
-			{pass(4, 4, 64, 0), hypervisor.MigrationStageDowntime, ""},
-			{pass(5, 5, 60, 0), "", ""}, {pass(6, 6, 50, 0), "", ""}, {pass(7, 7, 40, 0), "", ""}, {pass(8, 8, 30, 0), "", ""},
-		}},
-		{"the downtime step ends by its stage timeout too", hypervisor.MigrateOptions{DowntimeLimit: 100 * time.Millisecond}, []step{
-			{pass(1, 1, 256, 0), "", ""},
-			{pass(31, 2, 200, 0), hypervisor.MigrationStageDowntime, "limit 20ms → 100ms: no convergence in 30s"},
-			{pass(32, 3, 150, 0), "", ""},
-		}},
-		{"a limit at the target: no downtime step", hypervisor.MigrateOptions{DowntimeLimit: DowntimeTarget}, []step{
-			{pass(1, 1, 256, 0), "", ""}, {pass(2, 2, 256, 0), "", ""}, {pass(3, 3, 256, 0), "", ""},
-			{pass(4, 4, 256, 0), hypervisor.MigrationStageBandwidth, ""},
-		}},
-		{"post-copy last when allowed", hypervisor.MigrateOptions{AllowPostCopy: true, BandwidthBps: 10 << 30}, []step{
-			{pass(1, 1, 256, 0), "", ""}, {pass(2, 2, 256, 0), "", ""}, {pass(3, 3, 256, 0), "", ""},
-			{pass(4, 4, 256, 0), hypervisor.MigrationStageDowntime, ""},
-			{pass(5, 5, 256, 0), "", ""}, {pass(6, 6, 256, 0), hypervisor.MigrationStageAutoConverge, ""},
-			{pass(40, 7, 256, 50), hypervisor.MigrationStagePostCopy, "no convergence in 30s"}, // stage timeout
-			{pass(500, 8, 256, 99), "", ""},
-		}},
-		{"no escalation: fail at the timeout only", hypervisor.MigrateOptions{NoEscalation: true, Timeout: time.Minute}, []step{
-			{pass(1, 1, 256, 0), "", ""}, {pass(2, 2, 256, 0), "", ""}, {pass(3, 3, 256, 0), "", ""}, {pass(4, 4, 256, 0), "", ""},
-			{pass(59, 50, 256, 0), "", ""}, {pass(60, 51, 256, 0), "fail", "within 1m0s"},
-		}},
-		{"timeout", hypervisor.MigrateOptions{Timeout: 5 * time.Second}, []step{
-			{pass(1, 1, 256, 0), "", ""}, {pass(6, 2, 100, 0), "fail", ""},
-		}},
-	} {
-		c := newConverger(migrateDefaults(tc.opts), true)
-		for i, st := range tc.steps {
-			d, ok := c.observe(st.s)
-			got := ""
-			if ok {
-				got = d.next
-				if d.fail {
-					got = "fail"
-				}
-			}
-			if got != st.next || !strings.Contains(d.reason, st.why) {
-				t.Fatalf("%s: step %d: got %q (%+v), want %q with reason containing %q", tc.name, i, got, d, st.next, st.why)
-			}
-		}
-	}
-}
-
-// TestStartDowntime: pre-copy starts at the smaller of DowntimeTarget and
-// the caller's limit, and at the caller's limit without escalation.
-func TestStartDowntime(t *testing.T) {
-	for _, tc := range []struct {
-		opts hypervisor.MigrateOptions
-		want time.Duration
-	}{
-		{hypervisor.MigrateOptions{}, DowntimeTarget},
-		{hypervisor.MigrateOptions{DowntimeLimit: 100 * time.Millisecond}, DowntimeTarget},
-		{hypervisor.MigrateOptions{DowntimeLimit: DowntimeTarget}, DowntimeTarget},
-		{hypervisor.MigrateOptions{DowntimeLimit: 5 * time.Millisecond}, 5 * time.Millisecond},
-		{hypervisor.MigrateOptions{NoEscalation: true}, DefaultDowntimeLimit},
-		{hypervisor.MigrateOptions{NoEscalation: true, DowntimeLimit: 500 * time.Millisecond}, 500 * time.Millisecond},
-	} {
-		if got := startDowntime(migrateDefaults(tc.opts), true); got != tc.want {
-			t.Errorf("startDowntime(%+v) = %v, want %v", tc.opts, got, tc.want)
-		}
-	}
-	// Without the low start (TCG on QEMU before 9.0) pre-copy starts at
-	// the caller's limit, and the converger has no downtime step.
-	for _, lim := range []time.Duration{0, 100 * time.Millisecond} {
-		o := migrateDefaults(hypervisor.MigrateOptions{DowntimeLimit: lim})
-		if got := startDowntime(o, false); got != o.DowntimeLimit {
-			t.Errorf("no low start: startDowntime(limit %v) = %v, want the limit", lim, got)
-		}
-		if c := newConverger(o, false); slices.Contains(c.stages, hypervisor.MigrationStageDowntime) {
-			t.Errorf("no low start: the converger has a downtime step: %v", c.stages)
-		}
-	}
-	for _, tc := range []struct {
-		accel, version string
-		want           bool
-	}{
-		{"kvm", "7.2.22", true}, {"kvm", "", true},
-		{"tcg", "7.2.22", false}, {"tcg", "8.2.2", false}, {"tcg", "", false}, {"tcg", "junk", false},
-		{"tcg", "9.0.0", true}, {"tcg", "10.0.2", true},
-	} {
-		if got := lowStartSafe(tc.accel, tc.version); got != tc.want {
-			t.Errorf("lowStartSafe(%q, %q) = %v, want %v", tc.accel, tc.version, got, tc.want)
-		}
-	}
-	if DowntimeTarget >= DefaultDowntimeLimit {
-		t.Fatalf("DowntimeTarget %v must stay below the default limit %v", DowntimeTarget, DefaultDowntimeLimit)
-	}
-}
-
 func TestMigAddrRoundTrip(t *testing.T) {
-	a := migAddr{host: "10.0.0.2", mig: 1, nbd: 2, ctrl: 3, key: "k", tlsName: "host-b"}
-	got, err := parseMigAddr(a.String())
-	if err != nil || got != a {
-		t.Fatalf("round trip: %+v, %v", got, err)
+	// The memory port comes in the answer to "prepare" (mig 0 here); an
+	// older target's address still names it.
+	for _, a := range []migAddr{
+		{host: "10.0.0.2", nbd: 2, ctrl: 3, key: "k", tlsName: "host-b"},
+		{host: "10.0.0.2", mig: 1, nbd: 2, ctrl: 3, key: "k", machine: "pc-q35-10.0"},
+	} {
+		got, err := parseMigAddr(a.String())
+		if err != nil || got != a {
+			t.Fatalf("round trip of %+v: %+v, %v", a, got, err)
+		}
 	}
 	for _, bad := range []string{"tcp://x?mig=1&nbd=2&ctl=3&key=k", "qemu://x?mig=1&nbd=2&ctl=3", "qemu://x?mig=0&nbd=2&ctl=3&key=k", "qemu://?mig=1&nbd=2&ctl=3&key=k"} {
 		if _, err := parseMigAddr(bad); err == nil {

@@ -166,6 +166,9 @@ func (d *Driver) saveMemory(ctx context.Context, p *process, file string) error 
 		return err
 	}
 	defer f.Close()
+	if err := resetMigration(ctx, p); err != nil { // a live migration's TLS would apply to this stream
+		return err
+	}
 	if err := p.qmp.Getfd(ctx, "vpool-save", f); err != nil {
 		return err
 	}
