@@ -189,6 +189,10 @@ func (p *proc) cli(ctx context.Context, command string) (string, error) {
 	return string(b), nil
 }
 
+// reloadGone is how long a master must look gone during a reload before
+// the reload is said to have ended it.
+const reloadGone = time.Second
+
 // reload makes the master start a new worker with cfg: the new worker
 // takes over the listening sockets, the old one finishes its
 // connections (at most hard-stop-after). The servers' states are saved
@@ -204,8 +208,12 @@ func (p *proc) reload(ctx context.Context, cfg string) error {
 	if _, err := p.cli(ctx, "reload"); err != nil {
 		return err
 	}
-	// The master re-executes itself; wait for a new current worker.
+	// The master re-executes itself; wait for a new current worker. An
+	// adopted master is seen through /proc, where its command line is
+	// briefly unreadable while it re-executes: it is taken for gone only
+	// when it stays gone for reloadGone.
 	deadline := time.Now().Add(10 * time.Second)
+	var goneSince time.Time
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 		if ws, err := p.workers(ctx); err == nil && len(ws) > 0 && (len(before) == 0 || ws[0] != before[0]) {
@@ -213,7 +221,12 @@ func (p *proc) reload(ctx context.Context, cfg string) error {
 			p.loaded(cfg)
 			return nil
 		}
-		if !p.alive() {
+		switch {
+		case p.alive():
+			goneSince = time.Time{}
+		case goneSince.IsZero():
+			goneSince = time.Now()
+		case time.Since(goneSince) > reloadGone:
 			return fmt.Errorf("haproxy: reload ended the master: %s", tail(filepath.Join(p.dir, "haproxy.log")))
 		}
 	}
