@@ -176,45 +176,14 @@ func (h *lbHub) view(host string) api.HostBalancers {
 // hostBalancers answers the calling host's balancers; with etag=E it
 // waits (up to wait, at most 60 s) until the answer differs from E.
 func (s *Server) hostBalancers(w http.ResponseWriter, r *http.Request, host string) error {
-	q := r.URL.Query()
-	wait := 30 * time.Second
-	if v := q.Get("wait"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			return fieldError("wait", "must be a duration like 30s, got %q", truncateStr(v, 40))
-		}
-		wait = min(d, 60*time.Second)
-	}
-	etag := q.Get("etag")
 	h := &s.lbs
 	h.start()
-	ctx, cancel := s.streamContext(r)
-	defer cancel()
-	select {
-	case <-h.ready:
-	case <-ctx.Done():
-		return errf(http.StatusServiceUnavailable, api.CodeUnavailable, "", "balancer view not loaded yet; retry")
-	}
-	deadline := time.NewTimer(wait)
-	defer deadline.Stop()
-	for {
+	return s.pollView(w, r, "balancer view", h.ready, func() (any, string, <-chan struct{}) {
 		h.mu.Lock()
-		v, wake := h.view(host), h.wake
-		h.mu.Unlock()
-		if etag == "" || v.ETag != etag {
-			writeJSON(w, http.StatusOK, v)
-			return nil
-		}
-		select {
-		case <-wake:
-		case <-deadline.C:
-			writeJSON(w, http.StatusOK, v)
-			return nil
-		case <-ctx.Done():
-			writeJSON(w, http.StatusOK, v)
-			return nil
-		}
-	}
+		defer h.mu.Unlock()
+		v := h.view(host)
+		return v, v.ETag, h.wake
+	})
 }
 
 // balancerStatus records a host's report of a balancer it serves, with

@@ -368,32 +368,44 @@ func sortedSet(m map[string]bool) []string {
 // hostNetworks answers the calling host's network view; with etag=E it
 // waits (up to wait, at most 60 s) until the view differs from E.
 func (s *Server) hostNetworks(w http.ResponseWriter, r *http.Request, host string) error {
+	h := &s.nets
+	h.start()
+	return s.pollView(w, r, "network view", h.ready, func() (any, string, <-chan struct{}) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		v := h.view(host)
+		return v, v.ETag, h.wake
+	})
+}
+
+// pollView answers a host's view (snap: the view, its ETag and the
+// channel closed at its next change) once ready is closed; with etag=E
+// it waits (up to wait, at most 60 s) until the view's ETag differs
+// from E. What names the view in the error of a view not loaded yet.
+func (s *Server) pollView(w http.ResponseWriter, r *http.Request, what string, ready <-chan struct{},
+	snap func() (v any, etag string, wake <-chan struct{})) error {
 	q := r.URL.Query()
 	wait := 30 * time.Second
 	if v := q.Get("wait"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d < 0 {
-			return fieldError("wait", "must be a duration like 30s, got %q", v)
+			return fieldError("wait", "must be a duration like 30s, got %q", truncateStr(v, 40))
 		}
 		wait = min(d, 60*time.Second)
 	}
 	etag := q.Get("etag")
-	h := &s.nets
-	h.start()
 	ctx, cancel := s.streamContext(r)
 	defer cancel()
 	select {
-	case <-h.ready:
+	case <-ready:
 	case <-ctx.Done():
-		return errf(http.StatusServiceUnavailable, api.CodeUnavailable, "", "network view not loaded yet; retry")
+		return errf(http.StatusServiceUnavailable, api.CodeUnavailable, "", "%s not loaded yet; retry", what)
 	}
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	for {
-		h.mu.Lock()
-		v, wake := h.view(host), h.wake
-		h.mu.Unlock()
-		if etag == "" || v.ETag != etag {
+		v, tag, wake := snap()
+		if etag == "" || tag != etag {
 			writeJSON(w, http.StatusOK, v)
 			return nil
 		}
