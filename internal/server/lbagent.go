@@ -41,32 +41,7 @@ type lbHub struct {
 }
 
 func (h *lbHub) start() {
-	h.once.Do(func() {
-		h.ready, h.wake = make(chan struct{}), make(chan struct{})
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() { <-h.s.drain; cancel() }()
-		go h.run(ctx)
-	})
-}
-
-func (h *lbHub) run(ctx context.Context) {
-	first := true
-	for ctx.Err() == nil {
-		rev, err := h.load(ctx)
-		if err != nil {
-			h.s.log.Warn("balancer view: load", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		if first {
-			close(h.ready)
-			first = false
-		}
-		h.follow(ctx, rev)
-	}
+	h.s.startView(&h.once, &h.ready, &h.wake, "balancer view", h.load, h.follow)
 }
 
 func (h *lbHub) load(ctx context.Context) (int64, error) {

@@ -57,33 +57,40 @@ func (v vmNet) same(o vmNet) bool {
 
 // start runs the hub once, until the server drains.
 func (h *netHub) start() {
-	h.once.Do(func() {
-		h.ready = make(chan struct{})
-		h.wake = make(chan struct{})
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() { <-h.s.drain; cancel() }()
-		go h.run(ctx)
-	})
+	h.s.startView(&h.once, &h.ready, &h.wake, "network view", h.load, h.watch)
 }
 
-func (h *netHub) run(ctx context.Context) {
-	first := true
-	for ctx.Err() == nil {
-		rev, err := h.load(ctx)
-		if err != nil {
-			h.s.log.Warn("network view: load", "err", err)
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
+// startView runs a host-view hub (the networks', the balancers') once,
+// until the server drains: it makes the hub's ready and wake channels,
+// then loads the view and follows the store from the loaded revision,
+// loading afresh whenever following ends; ready is closed after the
+// first load.
+func (s *Server) startView(once *sync.Once, ready, wake *chan struct{}, what string,
+	load func(context.Context) (int64, error), follow func(context.Context, int64)) {
+	once.Do(func() {
+		*ready, *wake = make(chan struct{}), make(chan struct{})
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { <-s.drain; cancel() }()
+		go func(ready chan struct{}) {
+			first := true
+			for ctx.Err() == nil {
+				rev, err := load(ctx)
+				if err != nil {
+					s.log.Warn(what+": load", "err", err)
+					select {
+					case <-ctx.Done():
+					case <-time.After(time.Second):
+					}
+					continue
+				}
+				if first {
+					close(ready)
+					first = false
+				}
+				follow(ctx, rev)
 			}
-			continue
-		}
-		if first {
-			close(h.ready)
-			first = false
-		}
-		h.watch(ctx, rev)
-	}
+		}(*ready)
+	})
 }
 
 // load reads every prefix afresh and returns the oldest revision read.
