@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // pollView answers at once without an etag or with a stale one, waits
@@ -18,9 +19,11 @@ func TestPollView(t *testing.T) {
 	close(ready)
 	var mu sync.Mutex
 	tag, wake := "v1", make(chan struct{})
+	seen := make(chan string, 16) // the etag of every snapshot taken
 	snap := func() (any, string, <-chan struct{}) {
 		mu.Lock()
 		defer mu.Unlock()
+		seen <- tag
 		return map[string]string{"etag": tag}, tag, wake
 	}
 	call := func(query string) (int, string, error) {
@@ -39,8 +42,17 @@ func TestPollView(t *testing.T) {
 	if _, got, _ := call("etag=v1&wait=10ms"); got != "v1" {
 		t.Fatalf("current etag after the wait answered %q", got)
 	}
+	for len(seen) > 0 {
+		<-seen
+	}
 	done := make(chan string)
 	go func() { _, got, _ := call("etag=v1&wait=30s"); done <- got }()
+	<-seen // the poll saw v1 and waits for a change
+	select {
+	case got := <-done:
+		t.Fatalf("a current etag answered %q at once", got)
+	case <-time.After(50 * time.Millisecond):
+	}
 	mu.Lock()
 	old := wake
 	tag, wake = "v2", make(chan struct{})
