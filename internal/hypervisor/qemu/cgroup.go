@@ -29,7 +29,9 @@ type cgroups struct {
 // errNoCgroup is wrapped when no writable hierarchy is found.
 var errNoCgroup = errors.New("qemu: no usable cgroup hierarchy")
 
-func detectCgroups() (*cgroups, error) {
+// detectCgroups finds the hierarchies, makes the VMs' group (name) under
+// this process's own and sets its CPU weight to vms shares (vmsShares).
+func detectCgroups(name string, vms int) (*cgroups, error) {
 	own, err := readOwnCgroups()
 	if err != nil {
 		return nil, err
@@ -40,14 +42,14 @@ func detectCgroups() (*cgroups, error) {
 	}
 	cg := &cgroups{}
 	if v1cpu, ok := mounts["cpu"]; ok {
-		cg.cpu = filepath.Join(v1cpu, own["cpu"], "vpool")
+		cg.cpu = filepath.Join(v1cpu, own["cpu"], name)
 		cg.cpuC = os.MkdirAll(cg.cpu, 0o755) == nil
 		if cg.cpuC {
-			os.WriteFile(filepath.Join(cg.cpu, "cpu.shares"), []byte(strconv.Itoa(vmsShares())), 0)
+			cg.writeShares(cg.cpu, vms)
 		}
 	}
 	if v1mem, ok := mounts["memory"]; ok {
-		cg.mem = filepath.Join(v1mem, own["memory"], "vpool")
+		cg.mem = filepath.Join(v1mem, own["memory"], name)
 		cg.memC = os.MkdirAll(cg.mem, 0o755) == nil
 	}
 	if cg.cpuC || cg.memC {
@@ -57,17 +59,17 @@ func detectCgroups() (*cgroups, error) {
 	if !ok {
 		return nil, errNoCgroup
 	}
-	return detectV2(uni, own[""])
+	return detectV2(uni, own[""], name, vms)
 }
 
-func detectV2(mount, own string) (*cgroups, error) {
+func detectV2(mount, own, name string, vms int) (*cgroups, error) {
 	base := filepath.Join(mount, own)
 	ctrls, err := os.ReadFile(filepath.Join(base, "cgroup.controllers"))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errNoCgroup, err)
 	}
 	have := strings.Fields(string(ctrls))
-	cg := &cgroups{v2: true, cpu: filepath.Join(base, "vpool"), mem: filepath.Join(base, "vpool")}
+	cg := &cgroups{v2: true, cpu: filepath.Join(base, name), mem: filepath.Join(base, name)}
 	for _, c := range have {
 		cg.cpuC = cg.cpuC || c == "cpu"
 		cg.memC = cg.memC || c == "memory"
@@ -97,18 +99,24 @@ func detectV2(mount, own string) (*cgroups, error) {
 		return nil, fmt.Errorf("%w: %w", errNoCgroup, err)
 	}
 	if cg.cpuC {
-		os.WriteFile(filepath.Join(cg.cpu, "cpu.weight"), []byte(strconv.Itoa(sharesToWeight(vmsShares()))), 0)
+		cg.writeShares(cg.cpu, vms)
 	}
 	return cg, nil
 }
 
-// vmsShares is the CPU weight of the group that holds every VM: as much
-// as one busy process per host CPU. With the default weight, all VMs
-// together weighed as much as one process, so two busy loops on the
-// host took two thirds of a 2-core machine from every VM at once, and a
-// guest arriving by migration waited for the CPU its first second needs
-// (docs/migration-qemu.md, Guest gap).
-func vmsShares() int {
+// vmsShares is the CPU weight of the group that holds every VM, in
+// cgroup v1 shares (v2's weight is mapped from it): Config.VMsCPUShares,
+// by default as much as one busy process per host CPU, as kubelet sizes
+// its kubepods group. With the cgroup default, all VMs together weighed
+// as much as one process, so two busy loops on the host took two thirds
+// of a 2-core machine from every VM at once, and a guest arriving by
+// migration waited for the CPU its first second needs
+// (docs/migration-slo.md, The stall). A migration multiplies it for its
+// duration (migrate_boost.go).
+func (d *Driver) vmsShares() int {
+	if d.cfg.VMsCPUShares > 0 {
+		return min(max(d.cfg.VMsCPUShares, 2), maxShares)
+	}
 	return model.DefaultCPUShares * runtime.NumCPU()
 }
 

@@ -98,6 +98,23 @@ type Config struct {
 	// Cgroups enables resource controls through cgroups (default on
 	// when a writable cgroup hierarchy is found). Set NoCgroups to skip.
 	NoCgroups bool
+	// VMsCPUShares is the CPU weight of the cgroup that holds every VM
+	// against the host's other processes, in cgroup v1 shares (1024 = one
+	// busy process; v2's cpu.weight is mapped from it). Default 1024 ×
+	// host CPUs: the VMs together weigh one busy process per CPU.
+	VMsCPUShares int
+	// CgroupName names the VMs' group under the agent's own cgroup
+	// (default "vpool"). Tests that run two drivers as two hosts give
+	// them a group of their own, so that no other process's driver
+	// resets its weight.
+	CgroupName string
+	// MigrationCPUBoost multiplies the CPU weight of the VMs' group and of
+	// the migrating VM's QEMU while a migration needs the CPU: on the
+	// source for the memory stream, on the target from the incoming
+	// stream until 3 s after the guest resumes (migrate_boost.go;
+	// without cgroups the QEMU's nice value is lowered instead). Default
+	// 8; 1 turns the boost off.
+	MigrationCPUBoost int
 	// MigrationTLSDir holds this host's migration TLS material in QEMU's
 	// layout (ca-cert.pem from the cluster CA, server-cert.pem,
 	// server-key.pem, client-cert.pem, client-key.pem). When set, incoming
@@ -204,7 +221,7 @@ func New(cfg Config) (*Driver, error) {
 		return nil, err
 	}
 	if !cfg.NoCgroups {
-		cg, err := detectCgroups()
+		cg, err := detectCgroups(cfg.CgroupName, d.vmsShares())
 		if err != nil {
 			d.log.Info("qemu: cgroups unavailable; CPU and memory controls are recorded but not enforced", "err", err)
 		} else {
@@ -265,6 +282,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TCGCache == 0 {
 		c.TCGCache = 64 * model.MiB
+	}
+	if c.CgroupName == "" {
+		c.CgroupName = "vpool"
+	}
+	if c.MigrationCPUBoost == 0 {
+		c.MigrationCPUBoost = defaultMigrationBoost
 	}
 	if c.HostReserve == 0 {
 		c.HostReserve = model.GiB

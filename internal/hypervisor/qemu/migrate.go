@@ -126,6 +126,9 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 	}
 	if err := m.run(ctx); err != nil {
 		if m.doneSent {
+			if m.unboost != nil {
+				m.unboost()
+			}
 			d.log.Error("qemu: migration switchover unanswered; source left paused", "vm", id, "err", err)
 			return m.res, fmt.Errorf("qemu: migrate %s: %w: %w", id, ErrMigrationOutcome, err)
 		}
@@ -139,6 +142,9 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 	}
 	// The target runs the guest now: retire our copy.
 	p.quit(ctx, 10*time.Second)
+	if m.unboost != nil {
+		m.unboost() // the VMs' group's share of it
+	}
 	d.reapLocked(v, p)
 	if err := d.deleteLocked(ctx, v); err != nil {
 		d.log.Warn("qemu: deleting the migrated-away copy", "vm", id, "err", err)
@@ -172,7 +178,7 @@ func (m *outgoing) run(ctx context.Context) error {
 	// The source's CPU weight is raised for the memory stream: the last
 	// pages go while the guest stands still, and a starved migration
 	// thread stretched that past the cap (migrate_boost.go). Put back on
-	// failure; on success this QEMU ends.
+	// failure and once this QEMU has quit.
 	m.unboost = m.d.boost(m.v.rec, m.p)
 	m.stops = m.p.qmp.Subscribe("STOP")
 	defer m.stops.Close()

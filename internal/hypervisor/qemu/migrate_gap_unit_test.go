@@ -34,38 +34,59 @@ func TestGuestGapOfOwedTicks(t *testing.T) {
 	}
 }
 
-// TestBoostWeight: the switchover boost multiplies the VM group's CPU
-// weight by boostFactor (capped) and puts the VM's own weight back.
+// TestBoostWeight: a migration's boost multiplies the CPU weight of the
+// VMs' group (against the host's other processes) and of the VM's own
+// group by Config.MigrationCPUBoost (capped), nested boosts of one group
+// count, and the last to end puts both weights back; a boost of 1 is
+// off.
 func TestBoostWeight(t *testing.T) {
 	for _, tc := range []struct {
-		name         string
-		v2           bool
-		shares       int
-		file         string
-		boosted, was string
+		name               string
+		v2                 bool
+		factor, shares     int
+		file               string
+		vmsBoosted, vmsWas string
+		boosted, was       string
 	}{
-		{"v1 default", false, 0, "cpu.shares", "8192", "1024"},
-		{"v1 own shares, capped", false, 100000, "cpu.shares", "262144", "100000"},
-		{"v2 default", true, 0, "cpu.weight", "313", "39"},
+		{"v1 default", false, 8, 0, "cpu.shares", "16384", "2048", "8192", "1024"},
+		{"v1 own shares, capped", false, 8, 100000, "cpu.shares", "16384", "2048", "262144", "100000"},
+		{"v2 default", true, 8, 0, "cpu.weight", "625", "79", "313", "39"},
+		{"off", false, 1, 0, "cpu.shares", "2048", "2048", "1024", "1024"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			base := t.TempDir()
 			id := "p.vm"
 			os.MkdirAll(filepath.Join(base, id), 0o755)
-			d := &Driver{cg: &cgroups{v2: tc.v2, cpu: base, cpuC: true}, log: testLogger(t)}
+			d := &Driver{cfg: Config{VMsCPUShares: 2048, MigrationCPUBoost: tc.factor},
+				cg: &cgroups{v2: tc.v2, cpu: base, cpuC: true}, log: testLogger(t)}
 			rec := &record{Config: hypervisor.VMConfig{ID: id, Spec: model.VMSpec{Controls: model.Controls{CPUShares: tc.shares}}}}
-			read := func() string {
-				b, _ := os.ReadFile(filepath.Join(base, id, tc.file))
+			d.cg.writeShares(base, 2048)
+			d.cg.writeShares(filepath.Join(base, id), max(tc.shares, model.DefaultCPUShares))
+			read := func(dir string) string {
+				b, _ := os.ReadFile(filepath.Join(dir, tc.file))
 				return strings.TrimSpace(string(b))
 			}
-			restore := d.boost(rec, nil)
-			if got := read(); got != tc.boosted {
-				t.Fatalf("boosted %s = %s, want %s", tc.file, got, tc.boosted)
+			check := func(when, vms, vm string) {
+				t.Helper()
+				if got := read(base); got != vms {
+					t.Errorf("%s: the VMs' group %s = %s, want %s", when, tc.file, got, vms)
+				}
+				if got := read(filepath.Join(base, id)); got != vm {
+					t.Errorf("%s: the VM's %s = %s, want %s", when, tc.file, got, vm)
+				}
 			}
-			restore()
-			if got := read(); got != tc.was {
-				t.Fatalf("restored %s = %s, want %s", tc.file, got, tc.was)
+			vmsWas, was := read(base), read(filepath.Join(base, id))
+			if vmsWas != tc.vmsWas || was != tc.was {
+				t.Fatalf("before: %s, %s; want %s, %s", vmsWas, was, tc.vmsWas, tc.was)
 			}
+			first := d.boost(rec, nil)
+			check("boosted", tc.vmsBoosted, tc.boosted)
+			second := d.boost(rec, nil) // the other side of a migration on one machine
+			first()
+			first() // ends once
+			check("one of two boosts ended", tc.vmsBoosted, tc.boosted)
+			second()
+			check("restored", tc.vmsWas, tc.was)
 		})
 	}
 }

@@ -147,6 +147,13 @@ func (d *Driver) serveIncoming(in *incoming) {
 	id := in.v.rec.Config.ID
 	defer in.srv.ln.Close()
 	defer func() {
+		// A migration that did not arrive ends the boost here (one that
+		// did ends it boostHold after the resume: finishIncoming).
+		if in.unboost != nil && !in.arrived {
+			in.unboost()
+		}
+	}()
+	defer func() {
 		if in.ticks != nil {
 			in.ticks.Stop()
 		}
@@ -332,7 +339,7 @@ func (d *Driver) finishIncoming(in *incoming) error {
 		restore()
 		return err
 	}
-	if in.unboost != nil {
+	if in.unboost != nil && !in.postcopy {
 		time.AfterFunc(boostHold, in.unboost)
 	}
 	wctx, wcancel := context.WithTimeout(ctx, 2*time.Second)
@@ -346,7 +353,13 @@ func (d *Driver) finishIncoming(in *incoming) error {
 	// failed it ("Expected TLS credentials for a client endpoint"). In
 	// post-copy they are still needed until all memory has arrived.
 	if in.postcopy {
-		go d.resetWhenDone(in)
+		go func() {
+			d.resetWhenDone(in)
+			// The guest pulled its pages until now: the boost holds on.
+			if in.unboost != nil {
+				time.AfterFunc(boostHold, in.unboost)
+			}
+		}()
 	} else if err := resetMigration(ctx, p); err != nil {
 		d.log.Warn("qemu: clearing the incoming migration's settings", "vm", v.rec.Config.ID, "err", err)
 	}

@@ -2,9 +2,11 @@ package qemu
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/qmp"
 )
 
@@ -22,6 +24,8 @@ import (
 //     is left paused: the guest may run on the target, and only the
 //     control plane can tell (as for ErrMigrationOutcome);
 //   - a post-copy migration is left alone: the guest runs on the target;
+//   - the VM's CPU weight goes back from a migration boost the agent did
+//     not end (the VMs' group's went back when this driver started);
 //   - then the mirrors are cancelled, the NBD client nodes deleted, the
 //     capabilities and parameters reset and the credentials dropped.
 //
@@ -29,6 +33,7 @@ import (
 func (d *Driver) cleanLeftovers(ctx context.Context, v *vm, p *process) {
 	id := v.rec.Config.ID
 	q := p.qmp
+	d.endLeftBoost(v)
 	var mi migInfo
 	if err := q.Execute(ctx, "query-migrate", nil, &mi); err != nil {
 		d.log.Warn("qemu: re-attach: query-migrate", "vm", id, "err", err)
@@ -122,5 +127,21 @@ func waitMigrationIdle(ctx context.Context, q *qmp.Conn) bool {
 			return false
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// endLeftBoost writes the VM's own CPU weight back to its group: a
+// migration boost (migrate_boost.go) outlives an agent killed during
+// the migration.
+func (d *Driver) endLeftBoost(v *vm) {
+	if d.cg == nil || !d.cg.cpuC {
+		return
+	}
+	shares := v.rec.Config.Spec.Controls.CPUShares
+	if shares == 0 {
+		shares = model.DefaultCPUShares
+	}
+	if err := d.cg.writeShares(filepath.Join(d.cg.cpu, v.rec.Config.ID), shares); err != nil {
+		d.log.Debug("qemu: re-attach: the VM's CPU weight", "vm", v.rec.Config.ID, "err", err)
 	}
 }
