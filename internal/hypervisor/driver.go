@@ -229,6 +229,11 @@ type MigrationResult struct {
 	// output (the test guest's ticks), else QEMU's Pause. 0 when unknown.
 	GuestGap   time.Duration
 	GuestGapBy string
+	// ConsoleGap (guest-ticks only) is the longest time the hosts saw no
+	// new line of the guest's periodic output: GuestGap plus the lag of
+	// the guest's serial console, which under load held back lines the
+	// guest had written on time for seconds. 0 when unknown.
+	ConsoleGap time.Duration
 	// Pause is how long the guest's vCPUs stood still as QEMU saw it:
 	// from the source stopping them to the target resuming them (QMP
 	// STOP and RESUME events, on one clock). Unlike Downtime it includes

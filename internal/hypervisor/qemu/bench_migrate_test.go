@@ -104,7 +104,7 @@ func benchMigrations(b *testing.B, tc benchCase, loaded bool, opts hypervisor.Mi
 	cfg := benchGuest(b, g.Image, src, tc)
 	ctx := context.Background()
 	loadBefore := loadAvg()
-	var downs, pauses, gaps, totals []time.Duration
+	var downs, pauses, gaps, consoles, totals []time.Duration
 	completed, overCap, escalations := 0, 0, 0
 	runs := b.N
 	if mayFail {
@@ -130,10 +130,11 @@ func benchMigrations(b *testing.B, tc benchCase, loaded bool, opts hypervisor.Mi
 			continue
 		}
 		completed++
-		b.Logf("run %d: downtime %v pause %v gap %v (%s) total %v, %d MB, stage %s %s", i, res.Downtime,
-			res.Pause.Round(time.Millisecond), res.GuestGap.Round(time.Millisecond), res.GuestGapBy, res.Total.Round(time.Millisecond),
+		b.Logf("run %d: downtime %v pause %v gap %v (%s) console gap %v total %v, %d MB, stage %s %s", i, res.Downtime,
+			res.Pause.Round(time.Millisecond), res.GuestGap.Round(time.Millisecond), res.GuestGapBy, res.ConsoleGap.Round(time.Millisecond), res.Total.Round(time.Millisecond),
 			res.Bytes/1e6, res.Stage, strings.Join(res.Notes, " | "))
 		downs, pauses, gaps, totals = append(downs, res.Downtime), append(pauses, res.Pause), append(gaps, res.GuestGap), append(totals, res.Total)
+		consoles = append(consoles, res.ConsoleGap)
 		escalations += len(res.Notes)
 		if res.Downtime > migrateDefaults(opts).DowntimeLimit {
 			overCap++
@@ -152,6 +153,8 @@ func benchMigrations(b *testing.B, tc benchCase, loaded bool, opts hypervisor.Mi
 	b.ReportMetric(ms(percentile(pauses, 99)), "pause-p99-ms")
 	b.ReportMetric(ms(percentile(gaps, 50)), "gap-p50-ms")
 	b.ReportMetric(ms(percentile(gaps, 99)), "gap-p99-ms")
+	b.ReportMetric(ms(percentile(consoles, 50)), "console-gap-p50-ms")
+	b.ReportMetric(ms(percentile(consoles, 99)), "console-gap-p99-ms")
 	b.ReportMetric(percentile(totals, 50).Seconds(), "total-p50-s")
 	b.ReportMetric(float64(overCap), "over-cap")
 	b.ReportMetric(float64(escalations)/float64(max(completed, 1)), "escalations/run")

@@ -72,9 +72,14 @@ const (
 	// every second pass whose dirtying outran the stream, up to
 	// throttleMax. Before that stage the capability is on but capped at
 	// throttleInert percent (capabilities cannot change mid-migration).
+	// A throttle of p stops the vCPU for 10 ms × p/(1-p) at a time
+	// (QEMU's cpu-throttle), which the guest sees as standing still: 90 ms
+	// at 90 %, 990 ms at 99 %; so throttleMax is 90, within the guest gap
+	// SLO, and a guest that does not converge there fails at the cap (or
+	// switches to post-copy when it may).
 	throttleStart = 30
 	throttleStep  = 20
-	throttleMax   = 99
+	throttleMax   = 90
 	throttleInert = 1
 	// throttleSaturated is where throttling starts when the dirty rate is
 	// saturated (unknown, above the measured one).

@@ -99,6 +99,62 @@ func guestGapAtLeast(ticks []Tick, waited time.Time, period time.Duration) time.
 	return max(gap, waited.Sub(last.At)-period)
 }
 
+// guestClockGap is the longest time the guest stood still around a
+// migration by its own clock: the ticks' uptimes, which run with the
+// host's time except while QEMU holds the vCPUs, so QEMU's pause is added
+// to the interval across the switchover (the source's last tick to the
+// target's first). A guest that does not run (no CPU, throttled, its
+// timer interrupt late) prints its ticks late by its own clock and shows
+// here; the lag of its serial console does not: under load the lines of
+// ticks the guest printed on time reached the host seconds later, in
+// bursts, while the guest ran on (docs/migration-slo.md, The console
+// lag). src are the source's ticks, dst the target's.
+func guestClockGap(src, dst []Tick, pause time.Duration) time.Duration {
+	sortN := func(ts []Tick) []Tick {
+		ts = slices.Clone(ts)
+		slices.SortFunc(ts, func(a, b Tick) int { return int(a.N - b.N) })
+		return slices.CompactFunc(ts, func(a, b Tick) bool { return a.N == b.N })
+	}
+	src, dst = sortN(src), sortN(dst)
+	var single []time.Duration
+	for _, ts := range [][]Tick{src, dst} {
+		for i := 1; i < len(ts); i++ {
+			if ts[i].N-ts[i-1].N == 1 {
+				single = append(single, ts[i].Uptime-ts[i-1].Uptime)
+			}
+		}
+	}
+	if len(single) == 0 {
+		return pause
+	}
+	slices.Sort(single)
+	period := single[len(single)/2]
+	stall := func(a, b Tick) time.Duration { return b.Uptime - a.Uptime - time.Duration(b.N-a.N)*period }
+	var gap time.Duration
+	for _, ts := range [][]Tick{src, dst} {
+		for i := 1; i < len(ts); i++ {
+			gap = max(gap, stall(ts[i-1], ts[i]))
+		}
+	}
+	if len(src) > 0 && len(dst) > 0 {
+		if a, b := src[len(src)-1], dst[0]; b.N > a.N {
+			gap = max(gap, stall(a, b)+pause)
+		}
+	}
+	return max(gap, pause)
+}
+
+// lastAt is when the last of ticks was seen (zero: none).
+func lastAt(ticks []Tick) time.Time {
+	var at time.Time
+	for _, t := range ticks {
+		if t.At.After(at) {
+			at = t.At
+		}
+	}
+	return at
+}
+
 // tickPeriod is the guest's tick period: the median interval between
 // consecutive ticks (1 s, the test guest's default, when unknown).
 func tickPeriod(ticks []Tick) time.Duration {
@@ -175,7 +231,14 @@ func (m *outgoing) measureGap() {
 	if len(rep.Ticks) < want && rep.Now != 0 {
 		waited = time.Unix(0, rep.Now).Add(-offset)
 	}
-	m.res.GuestGap, m.res.GuestGapBy = guestGapAtLeast(all, waited, period), hypervisor.GapByGuestTicks
+	m.res.ConsoleGap = guestGapAtLeast(all, waited, period)
+	m.res.GuestGap, m.res.GuestGapBy = m.res.ConsoleGap, hypervisor.GapByGuestTicks
+	if m.res.Pause > 0 { // the guest's clock and QEMU's pause (else the hosts' stamps)
+		m.res.GuestGap = guestClockGap(src, all[len(src):], m.res.Pause)
+		if !waited.IsZero() { // the target's ticks did not all come
+			m.res.GuestGap = max(m.res.GuestGap, waited.Sub(lastAt(all))-period)
+		}
+	}
 	if m.d.log.Enabled(context.Background(), slog.LevelDebug) {
 		var sb strings.Builder
 		for _, t := range all[max(0, len(src)-3):min(len(all), len(src)+6)] {
@@ -183,14 +246,18 @@ func (m *outgoing) measureGap() {
 		}
 		ts := slices.Clone(all)
 		slices.SortFunc(ts, func(a, b Tick) int { return int(a.N - b.N) })
-		worst, at := time.Duration(0), time.Duration(0)
+		worst, at, wi := time.Duration(0), time.Duration(0), 0
 		for i := 1; i < len(ts); i++ {
 			if g := ts[i].At.Sub(ts[i-1].At) - time.Duration(ts[i].N-ts[i-1].N)*period; g > worst {
-				worst, at = g, ts[i].At.Sub(m.stopped)
+				worst, at, wi = g, ts[i].At.Sub(m.stopped), i
 			}
 		}
+		var around strings.Builder
+		for _, t := range ts[max(0, wi-2):min(len(ts), wi+4)] {
+			fmt.Fprintf(&around, " %d@%s/up%.3f", t.N, t.At.Sub(m.stopped).Round(time.Millisecond), t.Uptime.Seconds())
+		}
 		m.d.log.Debug("qemu: ticks around the switchover (host time since the stop / guest uptime)", "vm", m.v.rec.Config.ID,
-			"ticks", sb.String(), "resumedAfterStop", m.resumed.Add(-offset).Sub(m.stopped), "worst", worst, "worstEndsAfterStop", at,
+			"ticks", sb.String(), "resumedAfterStop", m.resumed.Add(-offset).Sub(m.stopped), "worst", worst, "worstEndsAfterStop", at, "aroundWorst", around.String(),
 			"first", all[0].At.Sub(m.stopped))
 	}
 }

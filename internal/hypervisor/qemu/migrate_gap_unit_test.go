@@ -90,3 +90,40 @@ func TestBoostWeight(t *testing.T) {
 		})
 	}
 }
+
+// TestGuestClockGap: the gap is read on the guest's clock plus QEMU's
+// pause. Ticks the guest printed on time but the host saw in a late burst
+// (the console's lag) are no stall; ticks the guest printed late by its
+// own clock are; the pause counts across the switchover.
+func TestGuestClockGap(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	mk := func(first int64, ups []int, seen []int) []Tick {
+		var ts []Tick
+		for i, up := range ups {
+			ts = append(ts, Tick{N: first + int64(i), Uptime: time.Duration(up) * time.Millisecond,
+				At: t0.Add(time.Duration(seen[i]) * time.Millisecond)})
+		}
+		return ts
+	}
+	pause := 150 * time.Millisecond
+	for _, tc := range []struct {
+		name     string
+		src, dst []Tick
+		want     time.Duration
+	}{
+		{"steady: the pause", mk(1, []int{0, 100, 200, 300}, []int{0, 100, 200, 300}),
+			mk(5, []int{400, 500, 600}, []int{550, 650, 750}), pause},
+		{"console lag on the source: the pause", mk(1, []int{0, 100, 200, 300}, []int{0, 2300, 2300, 2300}),
+			mk(5, []int{400, 500, 600}, []int{2450, 2550, 2650}), pause},
+		{"the guest stood still 1.2 s before the switchover", mk(1, []int{0, 100, 1400, 1400, 1400}, []int{0, 100, 1400, 1400, 1400}),
+			mk(6, []int{1500, 1600}, []int{1650, 1750}), 1200 * time.Millisecond},
+		{"late on the target after the resume", mk(1, []int{0, 100, 200}, []int{0, 100, 200}),
+			mk(4, []int{900, 900, 900}, []int{1050, 1050, 1050}), 600*time.Millisecond + pause},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := guestClockGap(tc.src, tc.dst, pause); (got - tc.want).Abs() > time.Millisecond {
+				t.Errorf("guestClockGap = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
