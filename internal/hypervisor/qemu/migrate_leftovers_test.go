@@ -4,13 +4,18 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vpool/vpool/internal/hypervisor"
+	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/qmp"
 )
 
@@ -31,7 +36,7 @@ const helperEnv = "VPOOL_QEMU_TEST_HELPER"
 // prints every stage it enters; the test kills it mid-way.
 func helperMigrateOut() int {
 	cfg := Config{StateDir: os.Getenv("VPOOL_HELPER_STATE"), Network: NetUser, Accel: "auto",
-		MigrationTLSDir: os.Getenv("VPOOL_HELPER_TLS")}
+		MigrationTLSDir: os.Getenv("VPOOL_HELPER_TLS"), CgroupName: os.Getenv("VPOOL_HELPER_CGROUP")}
 	d, err := New(cfg)
 	if err != nil {
 		fmt.Println("ERROR", err)
@@ -39,11 +44,19 @@ func helperMigrateOut() int {
 	}
 	last := ""
 	opts := hypervisor.MigrateOptions{BandwidthBps: 4 << 20, NoEscalation: true, Timeout: 5 * time.Minute}
+	hold := os.Getenv("VPOOL_HELPER_HOLD") // a stage to stop in until a line on stdin
+	if hold != "" {
+		opts.BandwidthBps = 0 // vpool's default: on to the switchover
+	}
+	stdin := bufio.NewReader(os.Stdin)
 	_, err = d.MigrateOut(context.Background(), os.Getenv("VPOOL_HELPER_ID"), os.Getenv("VPOOL_HELPER_ADDR"), opts,
 		func(p hypervisor.MigrationProgress) {
 			if p.Stage != last {
 				last = p.Stage
 				fmt.Println("STAGE", p.Stage)
+				if p.Stage == hold {
+					stdin.ReadString('\n') // the progress report holds the migration here
+				}
 			}
 		})
 	fmt.Println("DONE", err)
@@ -51,69 +64,161 @@ func helperMigrateOut() int {
 }
 
 // TestReattachCleansMigrationLeftovers kills the source agent (a second
-// process) mid-migration — while the disks are mirrored, and while memory
-// is copied with the mirror still running — then restarts the source
-// driver: re-attach must leave no disk mirror, NBD client node, running
-// migration or TLS credentials in the source QEMU, so that the next
-// migration succeeds (issue 13: "Duplicate nodes with
-// node-name='nbd-vd0'").
+// process) mid-migration — while the disks are mirrored, while memory is
+// copied with the mirror still running, and in the switch-over (the
+// source paused with all memory sent, before the target was told to
+// resume) — then restarts the source driver: re-attach must leave no
+// disk mirror, NBD client node, running migration, TLS credentials or
+// migration boost in the source QEMU, the VM must run on exactly one
+// host, and the next migration succeeds (issue 13: "Duplicate nodes with
+// node-name='nbd-vd0'"). TestMigrationKillTargetAtSwitchover kills the
+// target's QEMU in the switch-over instead.
 func TestReattachCleansMigrationLeftovers(t *testing.T) {
-	for _, stage := range []string{hypervisor.MigrationStageDisks, hypervisor.MigrationStagePreCopy} {
+	for _, stage := range []string{hypervisor.MigrationStageDisks, hypervisor.MigrationStagePreCopy, hypervisor.MigrationStageSwitchover} {
 		t.Run("killed-at-"+stage, func(t *testing.T) {
 			t.Parallel()
-			reattachAfterAgentKill(t, stage)
+			killDuringMigration(t, stage, false)
 		})
 	}
 }
 
-// reattachAfterAgentKill is TestReattachCleansMigrationLeftovers with the
-// source agent killed as it enters stage.
-func reattachAfterAgentKill(t *testing.T, stage string) {
+// TestMigrationKillTargetAtSwitchover kills the target QEMU while the
+// source is paused for the switch-over: the source resumes the guest,
+// the target drops its copy, and the next migration succeeds.
+func TestMigrationKillTargetAtSwitchover(t *testing.T) {
+	t.Parallel()
+	killDuringMigration(t, hypervisor.MigrationStageSwitchover, true)
+}
+
+// migrationHelper is the second agent process migrating vc to addr.
+type migrationHelper struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stages chan string
+}
+
+func startMigrationHelper(t *testing.T, cfg Config, id, addr, hold string) *migrationHelper {
+	t.Helper()
+	h := &migrationHelper{cmd: exec.Command(os.Args[0]), stages: make(chan string, 16)}
+	h.cmd.Env = append(os.Environ(), helperEnv+"=migrate-out", "VPOOL_HELPER_STATE="+cfg.StateDir,
+		"VPOOL_HELPER_TLS="+cfg.MigrationTLSDir, "VPOOL_HELPER_ID="+id, "VPOOL_HELPER_ADDR="+addr,
+		"VPOOL_HELPER_CGROUP="+cfg.CgroupName, "VPOOL_HELPER_HOLD="+hold)
+	out, err := h.cmd.StdoutPipe()
+	mustDo(t, "pipe", err)
+	h.stdin, err = h.cmd.StdinPipe()
+	mustDo(t, "pipe", err)
+	h.cmd.Stderr = os.Stderr
+	mustDo(t, "start the helper agent", h.cmd.Start())
+	t.Cleanup(func() { h.cmd.Process.Kill(); h.cmd.Wait() })
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			h.stages <- sc.Text()
+		}
+		close(h.stages)
+	}()
+	return h
+}
+
+// await waits for the helper to print a line with prefix want.
+func (h *migrationHelper) await(t *testing.T, want string) string {
+	t.Helper()
+	for {
+		select {
+		case s, ok := <-h.stages:
+			if !ok {
+				t.Fatalf("the helper agent ended before %q", want)
+			}
+			if strings.HasPrefix(s, want) {
+				return s
+			}
+			if strings.HasPrefix(s, "DONE") || strings.HasPrefix(s, "ERROR") {
+				t.Fatalf("the helper agent ended before %q: %q", want, s)
+			}
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("the helper agent never printed %q", want)
+		}
+	}
+}
+
+// killDuringMigration is the tests above: the source agent (a helper
+// process) migrates a VM and is killed as it enters stage; or, with
+// killTarget, the target's QEMU is killed there and the helper goes on.
+func killDuringMigration(t *testing.T, stage string, killTarget bool) {
 	g := heavy(t)
-	src, dst := migPair(t, true, "")
+	// Each host its own VMs' group, so that what one leaves is not put
+	// right by the other.
+	src, dst := migPairIn(t, true, "", testCgroup(t, "-src"), testCgroup(t, "-dst"))
 	ctx := context.Background()
 	vc := vmConfig(g, "leftover-"+stage)
+	if killTarget {
+		vc = vmConfig(g, "killtgt-"+stage)
+	}
 	bootGuest(t, src, vc)
 	srcCfg := src.cfg
 	agentGone(src) // this agent hands over to the helper process
 	addr, err := dst.MigrateIn(ctx, vc)
 	mustDo(t, "MigrateIn", err)
-
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), helperEnv+"=migrate-out", "VPOOL_HELPER_STATE="+srcCfg.StateDir,
-		"VPOOL_HELPER_TLS="+srcCfg.MigrationTLSDir, "VPOOL_HELPER_ID="+vc.ID, "VPOOL_HELPER_ADDR="+addr)
-	out, err := cmd.StdoutPipe()
-	mustDo(t, "pipe", err)
-	cmd.Stderr = os.Stderr
-	mustDo(t, "start the helper agent", cmd.Start())
-	stages := make(chan string, 16)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			stages <- sc.Text()
-		}
-		close(stages)
-	}()
-	for seen := false; !seen; {
-		select {
-		case s, ok := <-stages:
-			if !ok || strings.HasPrefix(s, "DONE") || strings.HasPrefix(s, "ERROR") {
-				t.Fatalf("the helper agent ended before stage %s: %q", stage, s)
-			}
-			seen = s == "STAGE "+stage
-		case <-time.After(2 * time.Minute):
-			t.Fatalf("the helper agent never reached stage %s", stage)
-		}
+	hold := ""
+	if stage == hypervisor.MigrationStageSwitchover {
+		hold = stage
 	}
-	mustDo(t, "kill the helper agent", cmd.Process.Kill())
-	cmd.Wait()
+	h := startMigrationHelper(t, srcCfg, vc.ID, addr, hold)
+	h.await(t, "STAGE "+stage)
+	if killTarget {
+		mustDo(t, "kill the target QEMU", syscall.Kill(pidOf(t, dst, vc.ID), syscall.SIGKILL))
+		io.WriteString(h.stdin, "go\n")
+		t.Logf("the source agent: %s", h.await(t, "DONE"))
+	} else {
+		mustDo(t, "kill the helper agent", h.cmd.Process.Kill())
+	}
+	h.cmd.Wait()
 	waitGone(t, dst, vc.ID) // the target drops its copy by itself
 
 	src2 := newDriver(t, srcCfg)
-	if st := infoOfVM(t, src2, vc.ID).State; st != hypervisor.StateRunning {
+	st := infoOfVM(t, src2, vc.ID).State
+	if stage == hypervisor.MigrationStageSwitchover && !killTarget {
+		// All memory went and the target never heard "done": the source
+		// stays paused until the control plane, which sees the target
+		// without the VM, resumes it here.
+		if st != hypervisor.StatePaused {
+			t.Fatalf("source after re-attach: %s, want paused (the switch-over's outcome is the control plane's)", st)
+		}
+		mustDo(t, "Resume on the source", src2.Resume(ctx, vc.ID))
+		st = infoOfVM(t, src2, vc.ID).State
+	}
+	if st != hypervisor.StateRunning {
 		t.Fatalf("source after re-attach: %s, want running", st)
 	}
-	v, err := src2.get(vc.ID)
+	if _, err := dst.get(vc.ID); err == nil {
+		t.Fatalf("the VM is on the target too")
+	}
+	if _, err := os.Stat(dst.vmDir(vc.ID)); !os.IsNotExist(err) {
+		t.Errorf("the target kept the VM's directory %s (err %v)", dst.vmDir(vc.ID), err)
+	}
+	checkNoMigrationLeftovers(t, src2, vc)
+
+	// The next migration goes through.
+	addr, err = dst.MigrateIn(ctx, vc)
+	mustDo(t, "MigrateIn again", err)
+	res, err := src2.MigrateOut(ctx, vc.ID, addr, hypervisor.MigrateOptions{}, nil)
+	mustDo(t, "the next migration", err)
+	t.Logf("next migration: %s total, %s downtime", res.Total, res.Downtime)
+	if st := infoOfVM(t, dst, vc.ID).State; st != hypervisor.StateRunning {
+		t.Fatalf("target after the next migration: %s", st)
+	}
+	if _, err := src2.get(vc.ID); err == nil {
+		t.Fatalf("the VM is still on the source after the next migration")
+	}
+}
+
+// checkNoMigrationLeftovers looks for what a migration leaves in the
+// source QEMU of vc: NBD client nodes, block jobs, a migration, the TLS
+// credentials, a raised CPU weight.
+func checkNoMigrationLeftovers(t *testing.T, d *Driver, vc hypervisor.VMConfig) {
+	t.Helper()
+	ctx := context.Background()
+	v, err := d.get(vc.ID)
 	mustDo(t, "get", err)
 	q := v.proc.qmp
 	var nodes []struct {
@@ -144,14 +249,16 @@ func reattachAfterAgentKill(t *testing.T, stage string) {
 			t.Errorf("the migration's TLS credentials are left on the source")
 		}
 	}
-
-	// The next migration goes through.
-	addr, err = dst.MigrateIn(ctx, vc)
-	mustDo(t, "MigrateIn again", err)
-	res, err := src2.MigrateOut(ctx, vc.ID, addr, hypervisor.MigrateOptions{}, nil)
-	mustDo(t, "the next migration", err)
-	t.Logf("next migration: %s total, %s downtime", res.Total, res.Downtime)
-	if st := infoOfVM(t, dst, vc.ID).State; st != hypervisor.StateRunning {
-		t.Fatalf("target after the next migration: %s", st)
+	if d.cg != nil && d.cg.cpuC && !d.cg.v2 {
+		for _, g := range []struct {
+			dir  string
+			want int
+		}{{d.cg.cpu, d.vmsShares()}, {filepath.Join(d.cg.cpu, vc.ID), model.DefaultCPUShares}} {
+			b, err := os.ReadFile(filepath.Join(g.dir, "cpu.shares"))
+			mustDo(t, "cpu.shares", err)
+			if got := strings.TrimSpace(string(b)); got != strconv.Itoa(g.want) {
+				t.Errorf("%s: cpu.shares %s after re-attach, want %d (a migration boost left behind)", g.dir, got, g.want)
+			}
+		}
 	}
 }

@@ -25,14 +25,23 @@ import (
 // shared is set.
 func migPair(t testing.TB, withTLS bool, shared string) (src, dst *Driver) {
 	t.Helper()
+	group := testCgroup(t, "")
+	return migPairIn(t, withTLS, shared, group, group)
+}
+
+// migPairIn is migPair with the VMs' groups of the two hosts named: one
+// machine's in the benchmarks, two (as on two hosts) where a test looks
+// at one host's weights.
+func migPairIn(t testing.TB, withTLS bool, shared, srcGroup, dstGroup string) (src, dst *Driver) {
+	t.Helper()
 	var dirs map[string]string
 	if withTLS {
 		dirs = testCA(t, "src", "dst")
 	}
-	group := testCgroup(t)
+	groups := map[string]string{"src": srcGroup, "dst": dstGroup}
 	mk := func(host string) *Driver {
 		cfg := testConfig(t, "")
-		cfg.CgroupName = group
+		cfg.CgroupName = groups[host]
 		cfg.MigrationTLSDir = dirs[host]
 		if shared != "" {
 			cfg.Pools = map[string]string{"default": shared}
@@ -46,8 +55,8 @@ func migPair(t testing.TB, withTLS bool, shared string) (src, dst *Driver) {
 // that another process starts on the machine resets the weight of its
 // group ("vpool"), which would end this test's migration boosts early.
 // The group goes at the end of the test, after the drivers' clean-up.
-func testCgroup(t testing.TB) string {
-	name := fmt.Sprintf("vpool-test-%d", os.Getpid())
+func testCgroup(t testing.TB, suffix string) string {
+	name := fmt.Sprintf("vpool-test-%d%s", os.Getpid(), suffix)
 	t.Cleanup(func() {
 		if cg, err := detectCgroups(name, model.DefaultCPUShares); err == nil {
 			for _, dir := range cg.dirs("") {
