@@ -102,6 +102,8 @@ func agentCmd() *cobra.Command {
 	networks := f.StringArray("network", nil, "a network this host is attached to (repeatable); migrations refuse a target without the VM's networks (default: not checked)")
 	cpuModel := f.String("cpu-model", "", "guest CPU model of a qemu host, the same on every host so VMs move between different CPUs (e.g. Haswell-noTSX; default: host under KVM, qemu64 under TCG)")
 	machine := f.String("machine", "", "guest machine type of a qemu host, the same on every host so running VMs can move (e.g. pc-q35-7.2 while some hosts still run QEMU 7.2; default: q35, this QEMU's newest)")
+	vmsShares := f.Int("vm-cpu-shares", 0, "CPU weight of the cgroup holding every VM of a qemu host against the host's other processes, in cgroup v1 shares (1024 = one busy process; default 1024 × host CPUs)")
+	migBoost := f.Int("migration-cpu-boost", 0, "factor by which a live migration raises the CPU weight of the VMs' group and of the migrating VM on both hosts while it needs the CPU (default 8; 1 turns it off)")
 	var netOpts devenv.NetOptions
 	f.StringVar(&netOpts.Overlay, "overlay-address", "", "this host's VXLAN underlay address: the host serves vpool networks (needs root, iproute2, nftables; dnsmasq-base for DHCP)")
 	f.IntVar(&netOpts.UnderlayMTU, "underlay-mtu", 1500, "MTU of the underlay path between hosts (a VXLAN network needs its MTU + 50)")
@@ -141,7 +143,7 @@ func agentCmd() *cobra.Command {
 		a, drv, kind, err := devenv.NewAgent(devenv.AgentConfig{
 			ServerURL: *srvURL, JoinToken: tok, StateDir: *stateDir, HostName: *name, Labels: lab, Address: *address, Networks: *networks, Net: netCfg,
 			Driver: devenv.DriverOptions{Kind: *driver, SimCPUs: *simCPUs, SimMemory: mem, SimDisk: disk, QEMU: qemuDriver, Pools: poolDirs,
-				CPUModel: *cpuModel, Machine: *machine},
+				CPUModel: *cpuModel, Machine: *machine, VMsCPUShares: *vmsShares, MigrationCPUBoost: *migBoost},
 			Logger: log, Version: version,
 		})
 		if err != nil {

@@ -50,6 +50,11 @@ type QEMUOptions struct {
 	// Machine is the guests' machine type (empty: the driver's default,
 	// q35, resolved to this QEMU's newest versioned type).
 	Machine string
+	// VMsCPUShares and MigrationCPUBoost: the VMs' CPU weight against the
+	// host's other processes and its raise during a migration (0: the
+	// driver's defaults; docs/migration-slo.md).
+	VMsCPUShares      int
+	MigrationCPUBoost int
 }
 
 // DriverOptions choose and configure a host's driver.
@@ -73,7 +78,10 @@ type DriverOptions struct {
 	MigrationHost string
 	CPUModel      string
 	Machine       string
-	Logger        *slog.Logger
+	// VMsCPUShares and MigrationCPUBoost go to the QEMU driver too.
+	VMsCPUShares      int
+	MigrationCPUBoost int
+	Logger            *slog.Logger
 }
 
 // QEMUInstalled says whether qemu-system-x86_64 is in PATH.
@@ -110,7 +118,8 @@ func OpenDriver(o DriverOptions) (hypervisor.Driver, string, error) {
 			return nil, "", fmt.Errorf("%w: qemu-system-x86_64 is not installed", ErrNoQEMU)
 		}
 		d, err := o.QEMU(QEMUOptions{StateDir: filepath.Join(o.StateDir, "qemu"), HostID: o.HostName, Logger: o.Logger,
-			Pools: o.Pools, MigrationHost: o.MigrationHost, CPUModel: o.CPUModel, Machine: o.Machine})
+			Pools: o.Pools, MigrationHost: o.MigrationHost, CPUModel: o.CPUModel, Machine: o.Machine,
+			VMsCPUShares: o.VMsCPUShares, MigrationCPUBoost: o.MigrationCPUBoost})
 		if err != nil {
 			return nil, "", err
 		}
