@@ -51,8 +51,12 @@ type Config struct {
 	// wraps ErrNeedsRestart (growth is always live when it fits).
 	LiveShrink bool
 	// Registry connects hosts for migration; nil makes migration
-	// ErrUnsupported.
+	// ErrUnsupported, unless MigrationHost is set.
 	Registry *Registry
+	// MigrationHost, without a Registry, makes the host migrate to and
+	// from hosts of other processes over TCP, listening on this address
+	// for incoming VMs (netmigrate.go).
+	MigrationHost string
 	// StateFile, when set, is where the host persists its VMs after every
 	// change; NewHost loads it.
 	StateFile string
@@ -137,6 +141,8 @@ type Host struct {
 	mu      sync.Mutex
 	vms     map[string]*vm
 	nextPid int
+	// listeners wait for the senders of incoming VMs (netmigrate.go).
+	listeners map[string]*netIncoming
 }
 
 // NewHost returns a simulated host. With cfg.StateFile set it loads the
