@@ -1,0 +1,204 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/test/internal/cluster"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	cluster.RemoveBinary()
+	os.Exit(code)
+}
+
+// settings are a run's dimensions, from the environment.
+type settings struct {
+	duration time.Duration // of the chaos
+	seed     uint64
+	agents   int
+	maxLive  int
+}
+
+func readSettings(t *testing.T) settings {
+	s := settings{duration: 30 * time.Second, seed: uint64(time.Now().UnixNano()), agents: 4, maxLive: 40}
+	if d, err := time.ParseDuration(os.Getenv("VPOOL_CHAOS_DURATION")); err == nil && d > 0 {
+		s.duration = d
+	}
+	if v, err := strconv.ParseUint(os.Getenv("VPOOL_CHAOS_SEED"), 10, 64); err == nil {
+		s.seed = v
+	}
+	t.Logf("chaos for %s, seed %d (VPOOL_CHAOS_SEED=%d repeats the choices), load average %s", s.duration, s.seed, s.seed, loadAvg())
+	return s
+}
+
+// chaosPolicy: HA timings short enough that a host killed for a few
+// seconds is fenced and its VMs restart elsewhere during the run.
+func chaosPolicy() *model.HAPolicy {
+	return &model.HAPolicy{HeartbeatMillis: 1000, SuspectMillis: 3000, FenceMillis: 6000, MarginMillis: 1000}
+}
+
+// TestChaos runs the workload under random kill -9 of servers and agents
+// for VPOOL_CHAOS_DURATION, lets the cluster settle and checks the
+// invariants (invariants_test.go).
+func TestChaos(t *testing.T) {
+	s := readSettings(t)
+	cl := cluster.Start(t, 3)
+	ctx := context.Background()
+	pol, err := cl.C.Policy(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol.HA = chaosPolicy()
+	if _, err := cl.C.SetPolicy(ctx, *pol); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range projects {
+		if _, err := cl.C.CreateProject(ctx, api.ProjectCreateRequest{Name: p, Quota: model.Quota{VMs: 500, VCPUs: 500}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pool := t.TempDir() // the shared pool every host "mounts"
+	agents := cl.StartAgents(t, s.agents, cluster.AgentOptions{Pools: map[string]string{"shared": pool},
+		SimCPUs: 8, SimMemory: "16GiB", MigrateDelay: time.Second})
+
+	led := newLedger()
+	w := &workload{c: cl.C, l: led, maxLive: s.maxLive}
+	samp := &sampler{agents: agents}
+	ch := &chaos{tb: t, cl: cl, agents: agents}
+
+	runCtx, stop := context.WithTimeout(ctx, s.duration)
+	defer stop()
+	var wg sync.WaitGroup
+	wg.Go(func() { w.run(runCtx, s.seed) })
+	wg.Go(func() { samp.run(runCtx) })
+	wg.Go(func() { ch.servers(runCtx, rand.New(rand.NewPCG(s.seed, 1))) })
+	wg.Go(func() { ch.hosts(runCtx, rand.New(rand.NewPCG(s.seed, 2))) })
+	wg.Wait()
+	t.Logf("chaos over: %s; load average %s", ch.summary(), loadAvg())
+
+	inv := &invariants{t: t, cl: cl, agents: agents, led: led}
+	inv.settle(90 * time.Second)
+	samp.sample() // one more look at the hosts, settled
+	inv.check()
+	dups := samp.report(t)
+	t.Logf("summary: %s; %s; %s; duplicates seen %d", ch.summary(), led.summary(), inv.migrationSummary(), dups)
+}
+
+// chaos kills -9 servers and agents at random and starts them again.
+type chaos struct {
+	tb     testing.TB
+	cl     *cluster.Cluster
+	agents []*cluster.Agent
+
+	mu                                    sync.Mutex
+	serverKills, leaderKills              int
+	agentCrashes, hostCrashes, restartErr int
+}
+
+// sleep waits d or until ctx ends; it reports whether ctx is still live.
+func sleep(ctx context.Context, d time.Duration) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+func between(r *rand.Rand, lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(r.Int64N(int64(hi-lo)))
+}
+
+// servers kills one server at a time — the leader about every other
+// time — and starts it again after 0.5–6 s, waiting until it is healthy
+// before the next kill: two of three always run, so the store keeps its
+// quorum.
+func (c *chaos) servers(ctx context.Context, r *rand.Rand) {
+	for sleep(ctx, between(r, 2*time.Second, 6*time.Second)) {
+		victim := c.cl.Servers[r.IntN(len(c.cl.Servers))]
+		lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		leader, lerr := c.cl.Leader(lctx)
+		cancel()
+		if r.IntN(2) == 0 && lerr == nil {
+			victim = leader
+		}
+		victim.Kill9()
+		c.mu.Lock()
+		c.serverKills++
+		if lerr == nil && victim == leader {
+			c.leaderKills++
+		}
+		c.mu.Unlock()
+		time.Sleep(between(r, 500*time.Millisecond, 6*time.Second)) // even past the end: restart before settling
+		if err := victim.Restart(2 * time.Minute); err != nil {
+			c.mu.Lock()
+			c.restartErr++
+			c.mu.Unlock()
+			c.tb.Errorf("server %s did not come back after kill -9: %v", victim.Name, err)
+			victim.DumpLog(victim.Name)
+			return
+		}
+	}
+}
+
+// hosts kills one agent at a time. Half the kills are agent crashes: the
+// agent is back within 0.5–2.5 s, well inside the fence timeout, and
+// finds its VMs as it left them (as QEMU outlives its agent). The others
+// are host crashes: the host's VMs die with it (its driver state is
+// wiped) and it is back after 1–20 s — often after it was fenced and its
+// VMs restarted elsewhere.
+func (c *chaos) hosts(ctx context.Context, r *rand.Rand) {
+	for sleep(ctx, between(r, time.Second, 5*time.Second)) {
+		a := c.agents[r.IntN(len(c.agents))]
+		a.Kill9()
+		host := r.IntN(2) == 0
+		c.mu.Lock()
+		if host {
+			c.hostCrashes++
+		} else {
+			c.agentCrashes++
+		}
+		c.mu.Unlock()
+		if host {
+			if err := os.Remove(a.SimStateFile()); err != nil && !os.IsNotExist(err) {
+				c.tb.Errorf("wiping %s: %v", a.Name, err)
+			}
+			time.Sleep(between(r, time.Second, 20*time.Second))
+		} else {
+			time.Sleep(between(r, 500*time.Millisecond, 2500*time.Millisecond))
+		}
+		a.Start()
+	}
+}
+
+func (c *chaos) summary() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return fmt.Sprintf("kills: %d servers (%d leaders), %d agent crashes, %d host crashes", c.serverKills, c.leaderKills,
+		c.agentCrashes, c.hostCrashes)
+}
+
+func (l *ledger) summary() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return fmt.Sprintf("creates: %d acknowledged, %d cut off, %d refused; deletes: %d acknowledged, %d cut off; migrations: %d acknowledged, %d refused, %d cut off",
+		len(l.acked), len(l.unsureCreate), len(l.refused), len(l.deleted), len(l.unsureDelete), len(l.migrations), l.migRefused, l.migUnsure)
+}
+
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	if len(b) > 14 {
+		b = b[:14]
+	}
+	return string(b)
+}
