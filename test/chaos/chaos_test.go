@@ -100,9 +100,10 @@ type chaos struct {
 	cl     *cluster.Cluster
 	agents []*cluster.Agent
 
-	mu                                    sync.Mutex
-	serverKills, leaderKills              int
-	agentCrashes, hostCrashes, restartErr int
+	mu                       sync.Mutex
+	serverKills, leaderKills int
+	strikes                  [3]int // by kind: agent crash, host crash, freeze
+	restartErr               int
 }
 
 // sleep waits d or until ctx ends; it reports whether ctx is still live.
@@ -151,41 +152,56 @@ func (c *chaos) servers(ctx context.Context, r *rand.Rand) {
 	}
 }
 
-// hosts kills one agent at a time. Half the kills are agent crashes: the
-// agent is back within 0.5–2.5 s, well inside the fence timeout, and
-// finds its VMs as it left them (as QEMU outlives its agent). The others
-// are host crashes: the host's VMs die with it (its driver state is
-// wiped) and it is back after 1–20 s — often after it was fenced and its
-// VMs restarted elsewhere.
+// hosts strikes one host at a time, in one of three ways:
+//   - an agent crash: kill -9, back within 0.5–2.5 s (inside the fence
+//     timeout); it finds its VMs as it left them, as QEMU outlives its
+//     agent;
+//   - a host crash: kill -9, and the host's VMs die with it (its driver
+//     state is wiped); back after 1–20 s, often after it was fenced and
+//     its VMs restarted elsewhere;
+//   - a host freeze: SIGSTOP for 1–20 s, then SIGCONT — the hard case: the
+//     host and its VMs resume where they were, possibly after their VMs
+//     were restarted elsewhere, and its agent must fence itself before
+//     they run on (the sampler watches for them).
 func (c *chaos) hosts(ctx context.Context, r *rand.Rand) {
 	for sleep(ctx, between(r, time.Second, 5*time.Second)) {
 		a := c.agents[r.IntN(len(c.agents))]
-		a.Kill9()
-		host := r.IntN(2) == 0
+		kind := r.IntN(3)
 		c.mu.Lock()
-		if host {
-			c.hostCrashes++
-		} else {
-			c.agentCrashes++
-		}
+		c.strikes[kind]++
 		c.mu.Unlock()
-		if host {
+		switch kind {
+		case strikeAgent:
+			a.Kill9()
+			time.Sleep(between(r, 500*time.Millisecond, 2500*time.Millisecond))
+			a.Start()
+		case strikeHost:
+			a.Kill9()
 			if err := os.Remove(a.SimStateFile()); err != nil && !os.IsNotExist(err) {
 				c.tb.Errorf("wiping %s: %v", a.Name, err)
 			}
 			time.Sleep(between(r, time.Second, 20*time.Second))
-		} else {
-			time.Sleep(between(r, 500*time.Millisecond, 2500*time.Millisecond))
+			a.Start()
+		case strikeFreeze:
+			a.Freeze()
+			time.Sleep(between(r, time.Second, 20*time.Second))
+			a.Thaw()
 		}
-		a.Start()
 	}
 }
+
+// The three ways hosts strikes.
+const (
+	strikeAgent = iota
+	strikeHost
+	strikeFreeze
+)
 
 func (c *chaos) summary() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return fmt.Sprintf("kills: %d servers (%d leaders), %d agent crashes, %d host crashes", c.serverKills, c.leaderKills,
-		c.agentCrashes, c.hostCrashes)
+	return fmt.Sprintf("kills: %d servers (%d leaders), %d agent crashes, %d host crashes, %d host freezes", c.serverKills, c.leaderKills,
+		c.strikes[strikeAgent], c.strikes[strikeHost], c.strikes[strikeFreeze])
 }
 
 func (l *ledger) summary() string {

@@ -32,11 +32,12 @@ func (s *sampler) run(ctx context.Context) {
 }
 
 // running maps each VM key to the live hosts that run it; a host whose
-// agent is down is skipped (its VMs stop with the sim "process").
+// agent is down or frozen is skipped (its VMs stop or freeze with the
+// sim "process").
 func running(agents []*cluster.Agent) (map[string][]string, error) {
 	out := map[string][]string{}
 	for _, a := range agents {
-		if !a.Running() {
+		if !a.Running() || a.Frozen() {
 			continue
 		}
 		vms, err := a.SimVMs()
@@ -101,6 +102,9 @@ type invariants struct {
 func (inv *invariants) settle(within time.Duration) {
 	t := inv.t
 	for _, a := range inv.agents {
+		if a.Frozen() {
+			a.Thaw()
+		}
 		if !a.Running() {
 			a.Start()
 		}

@@ -22,6 +22,7 @@ type proc struct {
 	cmd    *exec.Cmd
 	done   chan struct{}
 	exited bool
+	frozen bool
 }
 
 // start runs the process (again).
@@ -70,8 +71,8 @@ func (p *proc) Pid() int {
 	return p.cmd.Process.Pid
 }
 
-// exitedCh is closed when the current process ends.
-func (p *proc) exitedCh() <-chan struct{} {
+// Done is closed when the current process ends.
+func (p *proc) Done() <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.done
@@ -87,6 +88,32 @@ func (p *proc) Kill9() {
 	}
 	_ = cmd.Process.Kill()
 	<-done
+	p.mu.Lock()
+	p.frozen = false
+	p.mu.Unlock()
+}
+
+// Freeze stops the process (SIGSTOP), as a host that hangs: it neither
+// runs nor answers until Thaw.
+func (p *proc) Freeze() { p.signalFrozen(syscall.SIGSTOP, true) }
+
+// Thaw lets a frozen process run again (SIGCONT).
+func (p *proc) Thaw() { p.signalFrozen(syscall.SIGCONT, false) }
+
+func (p *proc) signalFrozen(sig syscall.Signal, frozen bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil && !p.exited {
+		_ = p.cmd.Process.Signal(sig)
+		p.frozen = frozen
+	}
+}
+
+// Frozen says whether the process is stopped by Freeze.
+func (p *proc) Frozen() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.frozen && !p.exited
 }
 
 // Stop ends the process gracefully (SIGKILL after 10 s).
@@ -97,6 +124,7 @@ func (p *proc) Stop() {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
 	p.mu.Unlock()
+	_ = cmd.Process.Signal(syscall.SIGCONT) // a frozen process cannot act on SIGTERM
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-done:

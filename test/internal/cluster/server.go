@@ -65,7 +65,7 @@ func (s *Server) WaitHealthy() {
 // waitHealthy is WaitHealthy returning the failure.
 func (s *Server) waitHealthy(within time.Duration) error {
 	deadline := time.Now().Add(within)
-	done := s.exitedCh()
+	done := s.Done()
 	hc := &http.Client{Timeout: 2 * time.Second}
 	for {
 		resp, err := hc.Get("http://" + s.API + "/healthz")
