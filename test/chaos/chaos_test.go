@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -86,6 +87,7 @@ func TestChaos(t *testing.T) {
 	wg.Wait()
 	t.Logf("chaos over: %s; load average %s", ch.summary(), loadAvg())
 
+	t.Cleanup(func() { keepLogs(t, cl.Root, s.seed) })
 	inv := &invariants{t: t, cl: cl, agents: agents, led: led}
 	inv.settle(90 * time.Second)
 	samp.sample() // one more look at the hosts, settled
@@ -209,6 +211,25 @@ func (l *ledger) summary() string {
 	defer l.mu.Unlock()
 	return fmt.Sprintf("creates: %d acknowledged, %d cut off, %d refused; deletes: %d acknowledged, %d cut off; migrations: %d acknowledged, %d refused, %d cut off",
 		len(l.acked), len(l.unsureCreate), len(l.refused), len(l.deleted), len(l.unsureDelete), len(l.migrations), l.migRefused, l.migUnsure)
+}
+
+// keepLogs copies the servers' and agents' logs of a failed run out of
+// the test's temporary directory, for the report.
+func keepLogs(t *testing.T, root string, seed uint64) {
+	if !t.Failed() {
+		return
+	}
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("vpool-chaos-%d", seed))
+	logs, _ := filepath.Glob(filepath.Join(root, "*.log"))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return
+	}
+	for _, l := range logs {
+		if b, err := os.ReadFile(l); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, filepath.Base(l)), b, 0o644)
+		}
+	}
+	t.Logf("the processes' logs are kept in %s", dir)
 }
 
 func loadAvg() string {

@@ -159,6 +159,9 @@ func (inv *invariants) unsettled() string {
 			out = append(out, fmt.Sprintf("migration %s of %s/%s %s→%s %s", m.Name, m.Project, m.VM, m.Source, m.Target, m.Phase))
 		}
 	}
+	if len(out) == 0 {
+		out = inv.hostsDisagree()
+	}
 	if len(out) > 12 {
 		out = append(out[:12], fmt.Sprintf("… %d more", len(out)-12))
 	}
@@ -192,12 +195,18 @@ func (inv *invariants) check() {
 // hosts themselves have it; no host keeps a copy of a VM that is not its
 // own, nor of a VM that is not stored.
 func (inv *invariants) checkHosts() {
-	t := inv.t
+	for _, d := range inv.hostsDisagree() {
+		inv.t.Error(d)
+	}
+}
+
+// hostsDisagree lists where the hosts' own state differs from the store.
+func (inv *invariants) hostsDisagree() []string {
 	where := map[string][]string{} // key → "host:state"
 	for _, a := range inv.agents {
 		vms, err := a.SimVMs()
 		if err != nil {
-			t.Fatal(err)
+			return []string{err.Error()}
 		}
 		for _, v := range vms {
 			if !v.Incoming {
@@ -206,17 +215,22 @@ func (inv *invariants) checkHosts() {
 			}
 		}
 	}
+	var out []string
 	for k, vm := range inv.vms {
 		want := []string{vm.Status.Host + ":" + string(hypervisor.StateRunning)}
 		if got := where[k]; len(got) != 1 || got[0] != want[0] {
-			t.Errorf("VM %s (stored on %s, %s): the hosts have %v, want %v", k, vm.Status.Host, vm.Status.Phase, got, want)
+			sort.Strings(got)
+			out = append(out, fmt.Sprintf("VM %s (stored on %s, %s): the hosts have %v, want %v", k, vm.Status.Host, vm.Status.Phase, got, want))
 		}
 	}
 	for k, got := range where {
 		if _, ok := inv.vms[k]; !ok {
-			t.Errorf("VM %s is not stored but the hosts have it: %v", k, got)
+			sort.Strings(got)
+			out = append(out, fmt.Sprintf("VM %s is not stored but the hosts have it: %v", k, got))
 		}
 	}
+	sort.Strings(out)
+	return out
 }
 
 // checkLedger: every acknowledged create exists unless it was deleted,
