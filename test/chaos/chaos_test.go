@@ -213,10 +213,11 @@ func (l *ledger) summary() string {
 		len(l.acked), len(l.unsureCreate), len(l.refused), len(l.deleted), len(l.unsureDelete), len(l.migrations), l.migRefused, l.migUnsure)
 }
 
-// keepLogs copies the servers' and agents' logs of a failed run out of
-// the test's temporary directory, for the report.
+// keepLogs copies the servers' and agents' logs of a failed run (of any
+// run with VPOOL_CHAOS_KEEP_LOGS=1) out of the test's temporary
+// directory, for the report.
 func keepLogs(t *testing.T, root string, seed uint64) {
-	if !t.Failed() {
+	if !t.Failed() && os.Getenv("VPOOL_CHAOS_KEEP_LOGS") == "" {
 		return
 	}
 	dir := filepath.Join(os.TempDir(), fmt.Sprintf("vpool-chaos-%d", seed))
