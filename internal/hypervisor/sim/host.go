@@ -8,7 +8,9 @@
 // restart looks like: the VMs keep running and the new Driver lists them.
 // With Config.StateFile set, the Host also persists its VMs to a file, so a
 // new process that opens the same file finds them again (as real QEMU
-// processes outlive a killed agent).
+// processes outlive a killed agent). Hosts of one process migrate VMs
+// through a shared Registry; hosts of different processes (sim agents run
+// as `vpool agent`) over TCP on Config.MigrationHost (netmigrate.go).
 //
 // This package imports only the standard library, internal/model and
 // internal/hypervisor; it must not import the store, the server or QEMU.
