@@ -25,6 +25,7 @@ type view struct {
 	c                                            *watchcache.Cache
 	vms, hosts, allocs, alive, migrations, snaps *watchcache.Table
 	samples                                      *watchcache.Table
+	tokens                                       *watchcache.Table // the API tokens (authenticate)
 	usage                                        sampleIndex                // over samples (cache lock)
 	onHost                                       map[string]map[string]bool // host → keys of the VMs on it (cache lock)
 	signals                                      signals
@@ -72,7 +73,11 @@ func newView(st store.Store) *view {
 	v.usage = sampleIndex{hosts: map[string]sampleRef{}, vms: map[string]sampleRef{}}
 	v.samples = &watchcache.Table{Prefix: store.SamplesPrefix, Decode: decodeSample, Changed: v.usage.changed}
 	v.samples.Reset = func(int64) { v.usage.reset(v.samples) }
-	v.c = watchcache.New(st, store.Root, nil, v.vms, v.hosts, v.allocs, v.alive, v.migrations, v.snaps, v.samples)
+	v.tokens = &watchcache.Table{Prefix: store.TokensPrefix, Decode: func(kv store.KV) (any, error) {
+		t := &model.Token{}
+		return t, json.Unmarshal(kv.Value, t)
+	}}
+	v.c = watchcache.New(st, store.Root, nil, v.vms, v.hosts, v.allocs, v.alive, v.migrations, v.snaps, v.samples, v.tokens)
 	return v
 }
 
@@ -301,6 +306,25 @@ func (v *view) migrationsFor(host string) ([]model.Migration, int64) {
 		})
 	})
 	return out, at
+}
+
+// token returns a copy of the cached token stored under hash; false when
+// the cache is not synced or does not hold it (it may lag behind a token
+// just created: the caller asks the store then).
+func (v *view) token(hash string) (*model.Token, bool) {
+	if !v.c.Synced() {
+		return nil, false
+	}
+	var tok *model.Token
+	v.c.Read(func(int64) {
+		if it := v.tokens.Get(store.TokenKey(hash)); it != nil {
+			if t, ok := it.Obj.(*model.Token); ok {
+				c := *t
+				tok = &c
+			}
+		}
+	})
+	return tok, tok != nil
 }
 
 // consistent waits until the cache holds every write the store had when
