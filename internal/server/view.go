@@ -25,7 +25,7 @@ type view struct {
 	c                                            *watchcache.Cache
 	vms, hosts, allocs, alive, migrations, snaps *watchcache.Table
 	samples                                      *watchcache.Table
-	tokens                                       *watchcache.Table // the API tokens (authenticate)
+	tokens                                       *watchcache.Table          // the API tokens (authenticate)
 	usage                                        sampleIndex                // over samples (cache lock)
 	onHost                                       map[string]map[string]bool // host → keys of the VMs on it (cache lock)
 	signals                                      signals
