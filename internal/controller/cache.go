@@ -34,6 +34,10 @@ type cache struct {
 	usage UsageView
 	// subs maps a prefix to the kick channels of the loops that follow it.
 	subs map[string][]chan struct{}
+	// lateMu guards late: kicks subscribed after the reflectors started
+	// (the migration controller's, follow).
+	lateMu sync.Mutex
+	late   map[string][]chan struct{}
 
 	mu  sync.Mutex
 	vms map[string]*model.VM // by "project/name"
@@ -60,6 +64,11 @@ type cache struct {
 	// pending holds the VMs that need placement (needsPlacement), so
 	// that a pass does not walk every VM.
 	pending map[string]*model.VM
+	// deleting holds the VMs marked deleted (cleanup), runningOn the
+	// running VMs of each host (energy): kept by setVM and dropVM so
+	// that the passes that need them do not walk every VM.
+	deleting  map[string]*model.VM
+	runningOn map[string]map[string]*model.VM
 }
 
 // journal names hosts whose host or allocation record changed since its
@@ -101,6 +110,9 @@ func newCache(log *slog.Logger) *cache {
 		schedJ:  journal{dirty: map[string]bool{}},
 		pending: map[string]*model.VM{},
 		vms:     map[string]*model.VM{},
+
+		deleting:  map[string]*model.VM{},
+		runningOn: map[string]map[string]*model.VM{},
 		created: map[string]int64{},
 		hosts:   map[string]*model.Host{},
 		allocs:  map[string]model.Allocation{},
@@ -117,11 +129,27 @@ func (c *cache) subscribe(kick chan struct{}, prefixes ...string) {
 	}
 }
 
+// follow is subscribe for a loop that starts after the reflectors: kick
+// is poked after each change under prefix is in the cache.
+func (c *cache) follow(kick chan struct{}, prefix string) {
+	c.lateMu.Lock()
+	defer c.lateMu.Unlock()
+	if c.late == nil {
+		c.late = map[string][]chan struct{}{}
+	}
+	c.late[prefix] = append(c.late[prefix], kick)
+}
+
 // notify wakes the loops that follow prefix, without blocking.
 func (c *cache) notify(prefix string) {
 	for _, k := range c.subs[prefix] {
 		poke(k)
 	}
+	c.lateMu.Lock()
+	for _, k := range c.late[prefix] {
+		poke(k)
+	}
+	c.lateMu.Unlock()
 }
 
 // poke signals a coalescing work queue of depth one.
@@ -144,6 +172,7 @@ func (c *cache) sources() []source {
 	return []source{
 		{store.VMsPrefix, func(kvs []store.KV) {
 			c.vms, c.created, c.pending = map[string]*model.VM{}, map[string]int64{}, map[string]*model.VM{}
+			c.deleting, c.runningOn = map[string]*model.VM{}, map[string]map[string]*model.VM{}
 			c.applyAll(kvs, c.applyVM)
 		}, c.applyVM},
 		{store.HostsPrefix, func(kvs []store.KV) {
@@ -244,9 +273,8 @@ func (c *cache) applyVM(ev store.WatchEvent) {
 		return
 	}
 	if ev.Type == store.EventDelete {
-		delete(c.vms, name)
+		c.dropVM(name)
 		delete(c.created, name)
-		delete(c.pending, name)
 		return
 	}
 	if ev.KV.CreateRev != 0 {
@@ -260,14 +288,83 @@ func (c *cache) applyVM(ev store.WatchEvent) {
 	c.setVM(name, vm)
 }
 
-// setVM caches vm under key name and keeps the pending set (c.mu held).
+// setVM caches vm under key name and keeps the pending, deleting and
+// running sets (c.mu held).
 func (c *cache) setVM(name string, vm *model.VM) {
+	c.dropVM(name)
 	c.vms[name] = vm
 	if needsPlacement(vm) {
 		c.pending[name] = vm
-	} else {
-		delete(c.pending, name)
 	}
+	if vm.DeletedAt != nil {
+		c.deleting[name] = vm
+	}
+	if runsOn(vm) {
+		on := c.runningOn[vm.Status.Host]
+		if on == nil {
+			on = map[string]*model.VM{}
+			c.runningOn[vm.Status.Host] = on
+		}
+		on[name] = vm
+	}
+}
+
+// dropVM forgets the VM under key name and its place in the sets (c.mu
+// held).
+func (c *cache) dropVM(name string) {
+	old, ok := c.vms[name]
+	if !ok {
+		return
+	}
+	delete(c.vms, name)
+	delete(c.pending, name)
+	delete(c.deleting, name)
+	if runsOn(old) {
+		if on := c.runningOn[old.Status.Host]; on != nil {
+			delete(on, name)
+			if len(on) == 0 {
+				delete(c.runningOn, old.Status.Host)
+			}
+		}
+	}
+}
+
+// runsOn says whether vm runs on its host (what the energy ledger
+// attributes a host's draw to).
+func runsOn(vm *model.VM) bool {
+	return vm.Status.Host != "" && vm.Status.Phase == model.PhaseRunning
+}
+
+// deletingList returns the VMs marked deleted, oldest first (as
+// vmList(DeletedAt != nil), without walking every VM).
+func (c *cache) deletingList() []*model.VM {
+	c.mu.Lock()
+	out := make([]*model.VM, 0, len(c.deleting))
+	for _, vm := range c.deleting {
+		out = append(out, vm)
+	}
+	c.mu.Unlock()
+	sortByAge(out)
+	return out
+}
+
+// runningByHost returns the running VMs of every host, each host's
+// oldest first (the order vmList gives them in).
+func (c *cache) runningByHost() map[string][]*model.VM {
+	c.mu.Lock()
+	out := make(map[string][]*model.VM, len(c.runningOn))
+	for h, on := range c.runningOn {
+		vms := make([]*model.VM, 0, len(on))
+		for _, vm := range on {
+			vms = append(vms, vm)
+		}
+		out[h] = vms
+	}
+	c.mu.Unlock()
+	for _, vms := range out {
+		sortByAge(vms)
+	}
+	return out
 }
 
 func (c *cache) applyHost(ev store.WatchEvent) {
@@ -500,4 +597,29 @@ func (c *cache) hostView() ([]model.Host, map[string]bool) {
 	}
 	sort.Slice(hosts, func(i, j int) bool { return hosts[i].Name < hosts[j].Name })
 	return hosts, alive
+}
+
+// anyStandby says whether a cached host is in standby (the power
+// controller has nothing to do when none is and standby is off).
+func (c *cache) anyStandby() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, h := range c.hosts {
+		if h.State == model.HostStandby {
+			return true
+		}
+	}
+	return false
+}
+
+// anyDraining says whether a cached host has a drain not done yet.
+func (c *cache) anyDraining() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, h := range c.hosts {
+		if h.Drain != nil && !h.Drain.Done {
+			return true
+		}
+	}
+	return false
 }

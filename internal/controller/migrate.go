@@ -67,6 +67,7 @@ func (x *migrator) run(ctx context.Context) {
 	for _, prefix := range []string{store.MigrationsPrefix, store.HostsPrefix, store.AlivePrefix} {
 		go x.watch(ctx, prefix, kick)
 	}
+	x.gate.c.follow(kick, store.HostsPrefix) // drains read the cache (drain.go)
 	tick := time.NewTicker(migrationResync)
 	defer tick.Stop()
 	for {
