@@ -113,11 +113,11 @@ func newCache(log *slog.Logger) *cache {
 
 		deleting:  map[string]*model.VM{},
 		runningOn: map[string]map[string]*model.VM{},
-		created: map[string]int64{},
-		hosts:   map[string]*model.Host{},
-		allocs:  map[string]model.Allocation{},
-		alive:   map[string]int64{},
-		policy:  model.DefaultPolicy(),
+		created:   map[string]int64{},
+		hosts:     map[string]*model.Host{},
+		allocs:    map[string]model.Allocation{},
+		alive:     map[string]int64{},
+		policy:    model.DefaultPolicy(),
 	}
 }
 
