@@ -32,6 +32,9 @@ type cache struct {
 	// usage overlays measured usage on the hosts hostView and snapshot
 	// hand out (nil: the records' own).
 	usage UsageView
+	// dec decodes VMs, sharing each decode with the server's view (nil:
+	// decode alone)
+	dec *state.VMDecoder
 	// subs maps a prefix to the kick channels of the loops that follow it.
 	subs map[string][]chan struct{}
 	// lateMu guards late: kicks subscribed after the reflectors started
@@ -275,12 +278,13 @@ func (c *cache) applyVM(ev store.WatchEvent) {
 	if ev.Type == store.EventDelete {
 		c.dropVM(name)
 		delete(c.created, name)
+		c.dec.Forget(ev.KV.Key, ev.Rev)
 		return
 	}
 	if ev.KV.CreateRev != 0 {
 		c.created[name] = ev.KV.CreateRev
 	}
-	vm, err := state.DecodeVM(ev.KV)
+	vm, err := c.dec.Decode(ev.KV)
 	if err != nil {
 		c.log.Warn("skipping undecodable VM", "err", err)
 		return

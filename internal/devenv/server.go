@@ -207,6 +207,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		cc.Placer = controller.NewSchedulerPlacer()
 	}
 	cc.Audit = srv.Audit()
+	cc.Decoder = srv.VMDecoder() // each VM version decoded once for the view and the controllers
 	cc.Tasks = append(cc.Tasks, controller.LeaderTask{Name: "audit-export", Every: cfg.AuditExportInterval,
 		New: func() func(context.Context, store.Store) error { return srv.AuditTask }},
 		meterTask(cfg, st, srv))

@@ -104,7 +104,7 @@ func (s *Server) commitReports(ctx context.Context, batch []*reportReq) {
 			continue
 		}
 		seen[key] = true
-		nv, _ := state.DecodeVM(store.KV{Key: key, Value: old.raw, ModRev: old.vm.Revision})
+		nv := reportCopy(old.vm)
 		switch err := reportChange(nv, req.host, req.rep, now); {
 		case errors.Is(err, errNotYours), errors.Is(err, errFinish):
 			alone = append(alone, req) // the store has the last word
@@ -135,26 +135,36 @@ func (s *Server) commitReports(ctx context.Context, batch []*reportReq) {
 	}
 }
 
-// cachedVMRec is a VM as the cache holds it: decoded, and its bytes.
+// cachedVMRec is a VM as the cache holds it: decoded (shared: never
+// changed), and its bytes.
 type cachedVMRec struct {
 	vm  *model.VM
 	raw []byte
 }
 
-// cachedVM decodes a VM from the cache (nil when the cache has none).
+// cachedVM returns a VM from the cache (nil when the cache has none or
+// could not decode it).
 func (s *Server) cachedVM(key string) *cachedVMRec {
-	var it *store.KV
+	var rec *cachedVMRec
 	s.view.c.Read(func(int64) {
 		if x := s.view.vms.Get(key); x != nil {
-			it = &store.KV{Key: x.Key, Value: x.Value, ModRev: x.ModRev}
+			if vm := cachedVMOf(x); vm != nil {
+				rec = &cachedVMRec{vm: vm, raw: x.Value}
+			}
 		}
 	})
-	if it == nil {
-		return nil
+	return rec
+}
+
+// reportCopy is the copy of a cached VM that reportChange may change: a
+// shallow copy, with its own copy of what reportChange changes in place
+// (the pending resize); everything else it replaces, never edits.
+// Cheaper than decoding the stored JSON again.
+func reportCopy(vm *model.VM) *model.VM {
+	nv := *vm
+	if r := vm.Status.Resize; r != nil {
+		rc := *r
+		nv.Status.Resize = &rc
 	}
-	vm, err := state.DecodeVM(*it)
-	if err != nil {
-		return nil
-	}
-	return &cachedVMRec{vm: vm, raw: it.Value}
+	return &nv
 }

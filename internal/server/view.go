@@ -29,30 +29,37 @@ type view struct {
 	usage                                        sampleIndex                // over samples (cache lock)
 	onHost                                       map[string]map[string]bool // host → keys of the VMs on it (cache lock)
 	signals                                      signals
+	dec                                          *state.VMDecoder // VMs decoded once per process
 	cancel                                       context.CancelFunc
 	done                                         chan struct{}
 }
 
-// vmMeta is what the view decodes of a VM: where it runs, its phase.
-type vmMeta struct {
-	Status struct {
-		Host  string `json:"host"`
-		Phase string `json:"phase"`
-	} `json:"status"`
+// cachedVMOf is the VM an item of the view's VM table holds, decoded
+// once per process (state.VMDecoder: shared with the controllers' cache)
+// and never changed; nil when undecodable.
+func cachedVMOf(it *watchcache.Item) *model.VM {
+	if it == nil {
+		return nil
+	}
+	vm, _ := it.Obj.(*model.VM)
+	return vm
 }
 
 func vmHost(it *watchcache.Item) string {
-	if it == nil || it.Obj == nil {
-		return ""
+	if vm := cachedVMOf(it); vm != nil {
+		return vm.Status.Host
 	}
-	return it.Obj.(*vmMeta).Status.Host
+	return ""
 }
 
-func newView(st store.Store) *view {
-	v := &view{onHost: map[string]map[string]bool{}, signals: signals{m: map[string]*signal{}}}
+func newView(st store.Store, dec *state.VMDecoder) *view {
+	v := &view{onHost: map[string]map[string]bool{}, signals: signals{m: map[string]*signal{}}, dec: dec}
 	decodeVM := func(kv store.KV) (any, error) {
-		m := &vmMeta{}
-		return m, json.Unmarshal(kv.Value, m)
+		vm, err := dec.Decode(kv)
+		if err != nil {
+			return nil, err
+		}
+		return vm, nil
 	}
 	v.vms = &watchcache.Table{Prefix: store.VMsPrefix, Decode: decodeVM, Changed: v.vmChanged, Reset: v.vmsReset}
 	v.hosts = &watchcache.Table{Prefix: store.HostsPrefix, Decode: func(kv store.KV) (any, error) { return state.DecodeHost(kv) }}
@@ -99,6 +106,9 @@ func (v *view) stop() {
 }
 
 func (v *view) vmChanged(old, cur *watchcache.Item, rev int64) {
+	if cur == nil && old != nil {
+		v.dec.Forget(old.Key, rev)
+	}
 	oh, nh := vmHost(old), vmHost(cur)
 	key := ""
 	if old != nil {
