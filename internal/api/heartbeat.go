@@ -7,7 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"slices"
+	"sync"
 
 	"github.com/vpool/vpool/internal/model"
 )
@@ -21,7 +24,11 @@ import (
 // agent.
 //
 // Layout: the magic "VHB1"; a uvarint length and that many bytes of the
-// heartbeat's JSON without its VMs; a uvarint count of VMs; per VM the
+// heartbeat's JSON without its VMs and usage (the host's inventory: the
+// same beat after beat, so a server decodes it once per host and change,
+// HeartbeatDecoder); the host's usage: CPUPercent as the 8 bytes of its
+// float64 bits (little endian), MemoryUsed and DiskUsed as varints; a
+// uvarint count of VMs; per VM the
 // strings project, name, uid and phase (each a uvarint length and the
 // bytes), then its usage: CPUPercent as the 8 bytes of its float64 bits
 // (little endian), CPUTimeNs, Memory, DiskRead, DiskWrite, NetRx, NetTx
@@ -53,7 +60,7 @@ func EncodeHeartbeatCompact(hb *Heartbeat) ([]byte, bool) {
 		}
 	}
 	head := *hb
-	head.VMs = nil
+	head.VMs, head.Usage = nil, model.HostUsage{}
 	hj, err := json.Marshal(&head)
 	if err != nil {
 		return nil, false
@@ -62,6 +69,9 @@ func EncodeHeartbeatCompact(hb *Heartbeat) ([]byte, bool) {
 	b = append(b, heartbeatMagic...)
 	b = binary.AppendUvarint(b, uint64(len(hj)))
 	b = append(b, hj...)
+	b = binary.LittleEndian.AppendUint64(b, math.Float64bits(hb.Usage.CPUPercent))
+	b = binary.AppendVarint(b, int64(hb.Usage.MemoryUsed))
+	b = binary.AppendVarint(b, int64(hb.Usage.DiskUsed))
 	b = binary.AppendUvarint(b, uint64(len(hb.VMs)))
 	for i := range hb.VMs {
 		r := &hb.VMs[i]
@@ -81,6 +91,24 @@ func EncodeHeartbeatCompact(hb *Heartbeat) ([]byte, bool) {
 // DecodeHeartbeatCompact decodes the compact form. The JSON part is
 // decoded as strictly as a JSON heartbeat (unknown fields refused).
 func DecodeHeartbeatCompact(b []byte) (Heartbeat, error) {
+	return (*HeartbeatDecoder)(nil).Decode(b)
+}
+
+// HeartbeatDecoder decodes compact heartbeats, keeping the decoded JSON
+// part (the inventory) of each host's last beat: a beat whose JSON part
+// is byte for byte the last one's is not decoded again. Safe for
+// concurrent use; a nil decoder keeps nothing.
+type HeartbeatDecoder struct {
+	mu    sync.Mutex
+	heads map[string]Heartbeat // by the JSON part's bytes
+}
+
+// maxHeads bounds the inventories a HeartbeatDecoder keeps (about one
+// per host); past it the decoder starts afresh.
+const maxHeads = 1 << 16
+
+// Decode decodes the compact form b (DecodeHeartbeatCompact).
+func (hd *HeartbeatDecoder) Decode(b []byte) (Heartbeat, error) {
 	var hb Heartbeat
 	d := compactReader{b: b, s: string(b)}
 	if magic := d.bytes(len(heartbeatMagic)); string(magic) != heartbeatMagic {
@@ -90,17 +118,12 @@ func DecodeHeartbeatCompact(b []byte) (Heartbeat, error) {
 	if d.err != nil {
 		return hb, d.err
 	}
-	dec := json.NewDecoder(bytes.NewReader(hj))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&hb); err != nil {
-		return hb, fmt.Errorf("%w: its JSON part: %w", ErrCompactHeartbeat, err)
+	hb, err := hd.head(hj)
+	if err != nil {
+		return hb, err
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return hb, fmt.Errorf("%w: its JSON part holds more than one value", ErrCompactHeartbeat)
-	}
-	if hb.VMs != nil {
-		return hb, fmt.Errorf("%w: VMs in its JSON part", ErrCompactHeartbeat)
-	}
+	hb.Usage.CPUPercent = math.Float64frombits(binary.LittleEndian.Uint64(d.bytes(8)))
+	hb.Usage.MemoryUsed, hb.Usage.DiskUsed = model.Bytes(d.varint()), model.Bytes(d.varint())
 	n := d.length()
 	if n > len(d.b)/minCompactVM {
 		d.fail("VM list")
@@ -123,6 +146,54 @@ func DecodeHeartbeatCompact(b []byte) (Heartbeat, error) {
 		return Heartbeat{}, d.err
 	}
 	return hb, nil
+}
+
+// head decodes the JSON part, or copies the one kept for the same bytes
+// (its maps and slices too: callers may keep or change what they get).
+func (hd *HeartbeatDecoder) head(hj []byte) (Heartbeat, error) {
+	if hd != nil {
+		hd.mu.Lock()
+		h, ok := hd.heads[string(hj)]
+		hd.mu.Unlock()
+		if ok {
+			return cloneHead(h), nil
+		}
+	}
+	var hb Heartbeat
+	dec := json.NewDecoder(bytes.NewReader(hj))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&hb); err != nil {
+		return hb, fmt.Errorf("%w: its JSON part: %w", ErrCompactHeartbeat, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return hb, fmt.Errorf("%w: its JSON part holds more than one value", ErrCompactHeartbeat)
+	}
+	if hb.VMs != nil || hb.Usage != (model.HostUsage{}) {
+		return hb, fmt.Errorf("%w: VMs or usage in its JSON part", ErrCompactHeartbeat)
+	}
+	if hd != nil {
+		hd.mu.Lock()
+		if hd.heads == nil || len(hd.heads) >= maxHeads {
+			hd.heads = map[string]Heartbeat{}
+		}
+		hd.heads[string(hj)] = hb
+		hd.mu.Unlock()
+		return cloneHead(hb), nil
+	}
+	return hb, nil
+}
+
+// cloneHead copies a kept inventory deep enough that nothing the caller
+// changes reaches the kept one.
+func cloneHead(h Heartbeat) Heartbeat {
+	h.Labels = maps.Clone(h.Labels)
+	h.Pools = slices.Clone(h.Pools)
+	h.Networks = slices.Clone(h.Networks)
+	if h.Net != nil {
+		n := *h.Net
+		h.Net = &n
+	}
+	return h
 }
 
 // compactReader reads the compact form; the first error sticks and

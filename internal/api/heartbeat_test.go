@@ -64,12 +64,42 @@ func TestCompactHeartbeatRefusesMalformed(t *testing.T) {
 		"magic":         append([]byte("VHB2"), b[4:]...),
 		"unknown field": append([]byte("VHB1\x0c{\"bogus\":1}"), 0),
 		"vms in json":   append([]byte("VHB1\x09{\"vms\":[]"), '}', 0),
-		"huge count":    append([]byte("VHB1\x02{}"), 0xff, 0xff, 0xff, 0xff, 0x0f),
+		"huge count":    append([]byte("VHB1\x02{}\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"), 0xff, 0xff, 0xff, 0xff, 0x0f),
+		"usage in json": append([]byte("VHB1\x17{\"usage\":{\"diskUsed\":1}}"), make([]byte, 11)...),
 	}
 	for name, in := range bad {
 		if _, err := DecodeHeartbeatCompact(in); !errors.Is(err, ErrCompactHeartbeat) {
 			t.Errorf("%s: %v, want ErrCompactHeartbeat", name, err)
 		}
+	}
+}
+
+// TestHeartbeatDecoderKeepsInventories: beats of one host with the same
+// inventory decode the JSON part once and still give each beat's usage;
+// what a caller changes in a decoded beat does not leak into the next;
+// a changed inventory is decoded afresh.
+func TestHeartbeatDecoderKeepsInventories(t *testing.T) {
+	var hd HeartbeatDecoder
+	hb := sampleBeat(2)
+	for i := range 3 {
+		hb.Usage.CPUPercent, hb.VMs[0].Usage.CPUPercent = float64(i), float64(10*i)
+		b, _ := EncodeHeartbeatCompact(&hb)
+		got, err := hd.Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Usage.CPUPercent != float64(i) || got.VMs[0].Usage.CPUPercent != float64(10*i) || got.Labels["zone"] != "a" {
+			t.Fatalf("beat %d: %+v", i, got)
+		}
+		got.Labels["zone"] = "changed by the caller"
+	}
+	if n := len(hd.heads); n != 1 {
+		t.Fatalf("%d inventories kept for one host's unchanged beats", n)
+	}
+	hb.Labels = map[string]string{"zone": "b"}
+	b, _ := EncodeHeartbeatCompact(&hb)
+	if got, _ := hd.Decode(b); got.Labels["zone"] != "b" {
+		t.Fatalf("a changed inventory: %+v", got.Labels)
 	}
 }
 
@@ -113,5 +143,13 @@ func BenchmarkHeartbeatDecode(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(len(c)), "bytes")
+	})
+	b.Run("compact-kept-inventory", func(b *testing.B) {
+		var hd HeartbeatDecoder
+		for b.Loop() {
+			if _, err := hd.Decode(c); err != nil {
+				b.Fatal(err)
+			}
+		}
 	})
 }

@@ -62,7 +62,7 @@ func (s *Server) heartbeatTiming(base time.Duration) (time.Duration, int) {
 // usage in memory.
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) error {
 	var hb api.Heartbeat
-	if he := decodeHeartbeat(w, r, &hb); he != nil {
+	if he := s.decodeHeartbeat(w, r, &hb); he != nil {
 		return he
 	}
 	if hb.Host != "" && hb.Host != host {
@@ -139,9 +139,9 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 var heartbeatAccepts = []string{api.HeartbeatCompactType}
 
 // decodeHeartbeat reads a heartbeat in JSON or, by its Content-Type, in
-// the compact form (api.HeartbeatCompactType): about a third of the CPU
-// of the JSON body for the same beat.
-func decodeHeartbeat(w http.ResponseWriter, r *http.Request, hb *api.Heartbeat) *httpError {
+// the compact form (api.HeartbeatCompactType): the usage in binary and
+// the inventory decoded once per host and change (s.beats).
+func (s *Server) decodeHeartbeat(w http.ResponseWriter, r *http.Request, hb *api.Heartbeat) *httpError {
 	if r.Header.Get("Content-Type") != api.HeartbeatCompactType {
 		return decodeJSON(w, r, hb)
 	}
@@ -149,7 +149,7 @@ func decodeHeartbeat(w http.ResponseWriter, r *http.Request, hb *api.Heartbeat) 
 	if he != nil {
 		return he
 	}
-	dec, err := api.DecodeHeartbeatCompact(body)
+	dec, err := s.beats.Decode(body)
 	if err != nil {
 		return bodyError("%v", err)
 	}

@@ -170,7 +170,8 @@ type Server struct {
 	// vmDec decodes each VM version once for the view and the
 	// controllers' cache (VMDecoder)
 	vmDec *state.VMDecoder
-	hub   *usageHub // the hosts' heartbeats (usage.go)
+	beats api.HeartbeatDecoder // compact heartbeats' inventories (heartbeat.go)
+	hub   *usageHub            // the hosts' heartbeats (usage.go)
 
 	reports reportQueue   // agents' status reports, group-committed (reports.go)
 	lbs     lbHub         // the hosts' load balancers (lbagent.go)
