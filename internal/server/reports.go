@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"time"
@@ -29,6 +30,7 @@ type reportReq struct {
 	host string
 	rep  api.VMReport
 	out  *model.VM
+	raw  json.RawMessage // out as stored (revision spliced in); nil: encode out
 	err  error
 	done chan struct{}
 }
@@ -40,10 +42,12 @@ type reportQueue struct {
 }
 
 // reportStatus applies one status report, batched with the others that
-// arrive meanwhile.
-func (s *Server) reportStatus(ctx context.Context, host string, rep api.VMReport) (*model.VM, error) {
+// arrive meanwhile. raw, when not nil, is the VM's JSON as stored (the
+// answer, without encoding the VM again).
+func (s *Server) reportStatus(ctx context.Context, host string, rep api.VMReport) (vm *model.VM, raw json.RawMessage, err error) {
 	if rep.Gone || rep.Resize != nil {
-		return s.applyReport(ctx, host, rep)
+		vm, err := s.applyReport(ctx, host, rep)
+		return vm, nil, err
 	}
 	req := &reportReq{host: host, rep: rep, done: make(chan struct{})}
 	q := &s.reports
@@ -65,9 +69,9 @@ func (s *Server) reportStatus(ctx context.Context, host string, rep api.VMReport
 	}
 	select {
 	case <-req.done:
-		return req.out, req.err
+		return req.out, req.raw, req.err
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	}
 }
 
@@ -124,7 +128,7 @@ func (s *Server) commitReports(ctx context.Context, batch []*reportReq) {
 			}
 		case ok:
 			for i, req := range mine {
-				req.out = ws[i].New
+				req.out, req.raw = ws[i].New, state.VMJSON(ws[i].Stored, ws[i].New.Revision)
 			}
 		default:
 			alone = append(alone, mine...)
