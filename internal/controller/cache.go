@@ -72,6 +72,12 @@ type cache struct {
 	// that the passes that need them do not walk every VM.
 	deleting  map[string]*model.VM
 	runningOn map[string]map[string]*model.VM
+	// runningSorted is runningOn's hosts' VMs oldest first, kept until
+	// the host's set changes (at rest the energy pass sorts nothing).
+	runningSorted map[string][]*model.VM
+	// hostsByName is c.hosts sorted by name, nil after any change
+	// (hostView sorts only when the hosts changed).
+	hostsByName []*model.Host
 }
 
 // journal names hosts whose host or allocation record changed since its
@@ -114,13 +120,14 @@ func newCache(log *slog.Logger) *cache {
 		pending: map[string]*model.VM{},
 		vms:     map[string]*model.VM{},
 
-		deleting:  map[string]*model.VM{},
-		runningOn: map[string]map[string]*model.VM{},
-		created:   map[string]int64{},
-		hosts:     map[string]*model.Host{},
-		allocs:    map[string]model.Allocation{},
-		alive:     map[string]int64{},
-		policy:    model.DefaultPolicy(),
+		deleting:      map[string]*model.VM{},
+		runningOn:     map[string]map[string]*model.VM{},
+		runningSorted: map[string][]*model.VM{},
+		created:       map[string]int64{},
+		hosts:         map[string]*model.Host{},
+		allocs:        map[string]model.Allocation{},
+		alive:         map[string]int64{},
+		policy:        model.DefaultPolicy(),
 	}
 }
 
@@ -176,10 +183,11 @@ func (c *cache) sources() []source {
 		{store.VMsPrefix, func(kvs []store.KV) {
 			c.vms, c.created, c.pending = map[string]*model.VM{}, map[string]int64{}, map[string]*model.VM{}
 			c.deleting, c.runningOn = map[string]*model.VM{}, map[string]map[string]*model.VM{}
+			c.runningSorted = map[string][]*model.VM{}
 			c.applyAll(kvs, c.applyVM)
 		}, c.applyVM},
 		{store.HostsPrefix, func(kvs []store.KV) {
-			c.hosts = map[string]*model.Host{}
+			c.hosts, c.hostsByName = map[string]*model.Host{}, nil
 			c.markAll()
 			c.applyAll(kvs, c.applyHost)
 		}, c.applyHost},
@@ -310,6 +318,7 @@ func (c *cache) setVM(name string, vm *model.VM) {
 			c.runningOn[vm.Status.Host] = on
 		}
 		on[name] = vm
+		delete(c.runningSorted, vm.Status.Host)
 	}
 }
 
@@ -326,6 +335,7 @@ func (c *cache) dropVM(name string) {
 	if runsOn(old) {
 		if on := c.runningOn[old.Status.Host]; on != nil {
 			delete(on, name)
+			delete(c.runningSorted, old.Status.Host)
 			if len(on) == 0 {
 				delete(c.runningOn, old.Status.Host)
 			}
@@ -353,20 +363,24 @@ func (c *cache) deletingList() []*model.VM {
 }
 
 // runningByHost returns the running VMs of every host, each host's
-// oldest first (the order vmList gives them in).
+// oldest first (the order vmList gives them in). Only the hosts whose
+// set changed since the last call are sorted again; the slices are
+// shared: callers must not change them.
 func (c *cache) runningByHost() map[string][]*model.VM {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	out := make(map[string][]*model.VM, len(c.runningOn))
 	for h, on := range c.runningOn {
-		vms := make([]*model.VM, 0, len(on))
-		for _, vm := range on {
-			vms = append(vms, vm)
+		vms, ok := c.runningSorted[h]
+		if !ok {
+			vms = make([]*model.VM, 0, len(on))
+			for _, vm := range on {
+				vms = append(vms, vm)
+			}
+			sortByAge(vms)
+			c.runningSorted[h] = vms
 		}
 		out[h] = vms
-	}
-	c.mu.Unlock()
-	for _, vms := range out {
-		sortByAge(vms)
 	}
 	return out
 }
@@ -384,6 +398,7 @@ func (c *cache) applyHost(ev store.WatchEvent) {
 	c.gen++
 	if ev.Type == store.EventDelete {
 		delete(c.hosts, name)
+		c.hostsByName = nil
 		c.markAll()
 		return
 	}
@@ -395,6 +410,7 @@ func (c *cache) applyHost(ev store.WatchEvent) {
 	}
 	h.Name = name
 	c.hosts[name] = h
+	c.hostsByName = nil
 }
 
 func (c *cache) applyAlloc(ev store.WatchEvent) {
@@ -481,6 +497,7 @@ func (c *cache) putHost(h *model.Host) {
 	}
 	c.gen++
 	c.hosts[h.Name] = h
+	c.hostsByName = nil
 	c.mark(h.Name)
 }
 
@@ -556,8 +573,32 @@ func sortByAge(vms []*model.VM) {
 		if !vms[i].CreatedAt.Equal(vms[j].CreatedAt) {
 			return vms[i].CreatedAt.Before(vms[j].CreatedAt)
 		}
-		return vms[i].Key() < vms[j].Key()
+		return keyLess(vms[i], vms[j])
 	})
+}
+
+// keyLess is a.Key() < b.Key() without building the keys (VMs created
+// together share CreatedAt: a sort by age compares many keys).
+func keyLess(a, b *model.VM) bool {
+	x, y := [3]string{a.Project, "/", a.Name}, [3]string{b.Project, "/", b.Name}
+	i, j, xi, yj := 0, 0, 0, 0
+	for {
+		for i < 3 && xi == len(x[i]) {
+			i, xi = i+1, 0
+		}
+		for j < 3 && yj == len(y[j]) {
+			j, yj = j+1, 0
+		}
+		switch {
+		case i == 3:
+			return j < 3
+		case j == 3:
+			return false
+		case x[i][xi] != y[j][yj]:
+			return x[i][xi] < y[j][yj]
+		}
+		xi, yj = xi+1, yj+1
+	}
 }
 
 // pendingList returns the VMs that need placement, oldest first (as
@@ -588,18 +629,22 @@ func (c *cache) createRevs(vms []*model.VM) []int64 {
 func (c *cache) hostView() ([]model.Host, map[string]bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	hosts := make([]model.Host, 0, len(c.hosts))
-	alive := make(map[string]bool, len(c.alive))
-	for _, h := range c.hosts {
-		hosts = append(hosts, *h)
+	if c.hostsByName == nil {
+		c.hostsByName = make([]*model.Host, 0, len(c.hosts))
+		for _, h := range c.hosts {
+			c.hostsByName = append(c.hostsByName, h)
+		}
+		sort.Slice(c.hostsByName, func(i, j int) bool { return c.hostsByName[i].Name < c.hostsByName[j].Name })
 	}
-	for i := range hosts {
+	hosts := make([]model.Host, len(c.hostsByName))
+	alive := make(map[string]bool, len(c.alive))
+	for i, h := range c.hostsByName {
+		hosts[i] = *h
 		withUsage(c.usage, &hosts[i])
 	}
 	for k := range c.alive {
 		alive[k] = true
 	}
-	sort.Slice(hosts, func(i, j int) bool { return hosts[i].Name < hosts[j].Name })
 	return hosts, alive
 }
 

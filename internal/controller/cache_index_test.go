@@ -2,6 +2,7 @@ package controller
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -90,4 +91,70 @@ func keys(vms []*model.VM) []string {
 		out[i] = vm.Key()
 	}
 	return out
+}
+
+// TestKeyLessIsKeyOrder: keyLess orders VMs as their keys do, also where
+// one's project is a prefix of the other's.
+func TestKeyLessIsKeyOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(2, 14))
+	word := func() string {
+		const alphabet = "ab-/.0"
+		b := make([]byte, rng.IntN(4))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		return string(b)
+	}
+	for range 20000 {
+		a := &model.VM{Meta: model.Meta{Project: word(), Name: word()}}
+		b := &model.VM{Meta: model.Meta{Project: word(), Name: word()}}
+		if got, want := keyLess(a, b), a.Key() < b.Key(); got != want {
+			t.Fatalf("keyLess(%q, %q) = %v, want %v", a.Key(), b.Key(), got, want)
+		}
+	}
+}
+
+// TestHostViewFollowsHosts: the host view, whose sorted order is kept
+// between calls, shows every put, delete and re-list.
+func TestHostViewFollowsHosts(t *testing.T) {
+	c := newCache(slog.New(slog.DiscardHandler))
+	rev := int64(0)
+	put := func(name string, cpus int) {
+		rev++
+		b, _ := json.Marshal(model.Host{Meta: model.Meta{Name: name}, Capacity: model.Resources{CPUs: cpus}})
+		c.mu.Lock()
+		c.applyHost(store.WatchEvent{Type: store.EventPut, KV: store.KV{Key: store.HostKey(name), Value: b, ModRev: rev}, Rev: rev})
+		c.mu.Unlock()
+	}
+	del := func(name string) {
+		rev++
+		c.mu.Lock()
+		c.applyHost(store.WatchEvent{Type: store.EventDelete, KV: store.KV{Key: store.HostKey(name), ModRev: rev}, Rev: rev})
+		c.mu.Unlock()
+	}
+	view := func() string {
+		hosts, _ := c.hostView()
+		out := ""
+		for _, h := range hosts {
+			out += fmt.Sprintf("%s:%d ", h.Name, h.Capacity.CPUs)
+		}
+		return out
+	}
+	steps := []struct {
+		do   func()
+		want string
+	}{
+		{func() { put("h2", 2); put("h1", 1) }, "h1:1 h2:2 "},
+		{func() { put("h0", 0) }, "h0:0 h1:1 h2:2 "},
+		{func() { put("h1", 8) }, "h0:0 h1:8 h2:2 "},
+		{func() { del("h0") }, "h1:8 h2:2 "},
+		{func() { c.putHost(&model.Host{Meta: model.Meta{Name: "h3", Revision: rev + 1}}) }, "h1:8 h2:2 h3:0 "},
+		{func() { c.mu.Lock(); c.sources()[1].reset(nil); c.mu.Unlock() }, ""},
+	}
+	for i, st := range steps {
+		st.do()
+		if got := view(); got != st.want {
+			t.Fatalf("step %d: %q, want %q", i, got, st.want)
+		}
+	}
 }
