@@ -284,6 +284,9 @@ type HeartbeatResponse struct {
 	// Power is the host's desired power state when it is not simply
 	// "on": "standby" asks an agent that can sleep to do so.
 	Power string `json:"power,omitempty"`
+	// Accepts lists the heartbeat bodies this server takes besides JSON
+	// (HeartbeatCompactType); an agent may send the next beat in one.
+	Accepts []string `json:"accepts,omitempty"`
 }
 
 // Assignments is the body of GET /agent/v1/assignments?after=REV&wait=30s:

@@ -32,8 +32,15 @@ type cache struct {
 	// usage overlays measured usage on the hosts hostView and snapshot
 	// hand out (nil: the records' own).
 	usage UsageView
+	// dec decodes VMs, sharing each decode with the server's view (nil:
+	// decode alone)
+	dec *state.VMDecoder
 	// subs maps a prefix to the kick channels of the loops that follow it.
 	subs map[string][]chan struct{}
+	// lateMu guards late: kicks subscribed after the reflectors started
+	// (the migration controller's, follow).
+	lateMu sync.Mutex
+	late   map[string][]chan struct{}
 
 	mu  sync.Mutex
 	vms map[string]*model.VM // by "project/name"
@@ -60,6 +67,17 @@ type cache struct {
 	// pending holds the VMs that need placement (needsPlacement), so
 	// that a pass does not walk every VM.
 	pending map[string]*model.VM
+	// deleting holds the VMs marked deleted (cleanup), runningOn the
+	// running VMs of each host (energy): kept by setVM and dropVM so
+	// that the passes that need them do not walk every VM.
+	deleting  map[string]*model.VM
+	runningOn map[string]map[string]*model.VM
+	// runningSorted is runningOn's hosts' VMs oldest first, kept until
+	// the host's set changes (at rest the energy pass sorts nothing).
+	runningSorted map[string][]*model.VM
+	// hostsByName is c.hosts sorted by name, nil after any change
+	// (hostView sorts only when the hosts changed).
+	hostsByName []*model.Host
 }
 
 // journal names hosts whose host or allocation record changed since its
@@ -101,11 +119,15 @@ func newCache(log *slog.Logger) *cache {
 		schedJ:  journal{dirty: map[string]bool{}},
 		pending: map[string]*model.VM{},
 		vms:     map[string]*model.VM{},
-		created: map[string]int64{},
-		hosts:   map[string]*model.Host{},
-		allocs:  map[string]model.Allocation{},
-		alive:   map[string]int64{},
-		policy:  model.DefaultPolicy(),
+
+		deleting:      map[string]*model.VM{},
+		runningOn:     map[string]map[string]*model.VM{},
+		runningSorted: map[string][]*model.VM{},
+		created:       map[string]int64{},
+		hosts:         map[string]*model.Host{},
+		allocs:        map[string]model.Allocation{},
+		alive:         map[string]int64{},
+		policy:        model.DefaultPolicy(),
 	}
 }
 
@@ -117,11 +139,27 @@ func (c *cache) subscribe(kick chan struct{}, prefixes ...string) {
 	}
 }
 
+// follow is subscribe for a loop that starts after the reflectors: kick
+// is poked after each change under prefix is in the cache.
+func (c *cache) follow(kick chan struct{}, prefix string) {
+	c.lateMu.Lock()
+	defer c.lateMu.Unlock()
+	if c.late == nil {
+		c.late = map[string][]chan struct{}{}
+	}
+	c.late[prefix] = append(c.late[prefix], kick)
+}
+
 // notify wakes the loops that follow prefix, without blocking.
 func (c *cache) notify(prefix string) {
 	for _, k := range c.subs[prefix] {
 		poke(k)
 	}
+	c.lateMu.Lock()
+	for _, k := range c.late[prefix] {
+		poke(k)
+	}
+	c.lateMu.Unlock()
 }
 
 // poke signals a coalescing work queue of depth one.
@@ -144,10 +182,12 @@ func (c *cache) sources() []source {
 	return []source{
 		{store.VMsPrefix, func(kvs []store.KV) {
 			c.vms, c.created, c.pending = map[string]*model.VM{}, map[string]int64{}, map[string]*model.VM{}
+			c.deleting, c.runningOn = map[string]*model.VM{}, map[string]map[string]*model.VM{}
+			c.runningSorted = map[string][]*model.VM{}
 			c.applyAll(kvs, c.applyVM)
 		}, c.applyVM},
 		{store.HostsPrefix, func(kvs []store.KV) {
-			c.hosts = map[string]*model.Host{}
+			c.hosts, c.hostsByName = map[string]*model.Host{}, nil
 			c.markAll()
 			c.applyAll(kvs, c.applyHost)
 		}, c.applyHost},
@@ -244,15 +284,15 @@ func (c *cache) applyVM(ev store.WatchEvent) {
 		return
 	}
 	if ev.Type == store.EventDelete {
-		delete(c.vms, name)
+		c.dropVM(name)
 		delete(c.created, name)
-		delete(c.pending, name)
+		c.dec.Forget(ev.KV.Key, ev.Rev)
 		return
 	}
 	if ev.KV.CreateRev != 0 {
 		c.created[name] = ev.KV.CreateRev
 	}
-	vm, err := state.DecodeVM(ev.KV)
+	vm, err := c.dec.Decode(ev.KV)
 	if err != nil {
 		c.log.Warn("skipping undecodable VM", "err", err)
 		return
@@ -260,14 +300,89 @@ func (c *cache) applyVM(ev store.WatchEvent) {
 	c.setVM(name, vm)
 }
 
-// setVM caches vm under key name and keeps the pending set (c.mu held).
+// setVM caches vm under key name and keeps the pending, deleting and
+// running sets (c.mu held).
 func (c *cache) setVM(name string, vm *model.VM) {
+	c.dropVM(name)
 	c.vms[name] = vm
 	if needsPlacement(vm) {
 		c.pending[name] = vm
-	} else {
-		delete(c.pending, name)
 	}
+	if vm.DeletedAt != nil {
+		c.deleting[name] = vm
+	}
+	if runsOn(vm) {
+		on := c.runningOn[vm.Status.Host]
+		if on == nil {
+			on = map[string]*model.VM{}
+			c.runningOn[vm.Status.Host] = on
+		}
+		on[name] = vm
+		delete(c.runningSorted, vm.Status.Host)
+	}
+}
+
+// dropVM forgets the VM under key name and its place in the sets (c.mu
+// held).
+func (c *cache) dropVM(name string) {
+	old, ok := c.vms[name]
+	if !ok {
+		return
+	}
+	delete(c.vms, name)
+	delete(c.pending, name)
+	delete(c.deleting, name)
+	if runsOn(old) {
+		if on := c.runningOn[old.Status.Host]; on != nil {
+			delete(on, name)
+			delete(c.runningSorted, old.Status.Host)
+			if len(on) == 0 {
+				delete(c.runningOn, old.Status.Host)
+			}
+		}
+	}
+}
+
+// runsOn says whether vm runs on its host (what the energy ledger
+// attributes a host's draw to).
+func runsOn(vm *model.VM) bool {
+	return vm.Status.Host != "" && vm.Status.Phase == model.PhaseRunning
+}
+
+// deletingList returns the VMs marked deleted, oldest first (as
+// vmList(DeletedAt != nil), without walking every VM).
+func (c *cache) deletingList() []*model.VM {
+	c.mu.Lock()
+	out := make([]*model.VM, 0, len(c.deleting))
+	for _, vm := range c.deleting {
+		out = append(out, vm)
+	}
+	c.mu.Unlock()
+	sortByAge(out)
+	return out
+}
+
+// runningByHost returns the running VMs of every host, each host's
+// oldest first (the order vmList gives them in). Only the hosts whose
+// set changed since the last call are sorted again; the slices are
+// shared: callers must not change them.
+func (c *cache) runningByHost() map[string][]*model.VM {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string][]*model.VM, len(c.runningOn))
+	for h, on := range c.runningOn {
+		vms, ok := c.runningSorted[h]
+		if !ok {
+			vms = make([]*model.VM, 0, len(on))
+			for _, vm := range on {
+				vms = append(vms, vm)
+			}
+			sortByAge(vms)
+			c.runningSorted[h] = vms
+		}
+		out[h] = vms
+	}
+	return out
 }
 
 func (c *cache) applyHost(ev store.WatchEvent) {
@@ -283,6 +398,7 @@ func (c *cache) applyHost(ev store.WatchEvent) {
 	c.gen++
 	if ev.Type == store.EventDelete {
 		delete(c.hosts, name)
+		c.hostsByName = nil
 		c.markAll()
 		return
 	}
@@ -294,6 +410,7 @@ func (c *cache) applyHost(ev store.WatchEvent) {
 	}
 	h.Name = name
 	c.hosts[name] = h
+	c.hostsByName = nil
 }
 
 func (c *cache) applyAlloc(ev store.WatchEvent) {
@@ -380,6 +497,7 @@ func (c *cache) putHost(h *model.Host) {
 	}
 	c.gen++
 	c.hosts[h.Name] = h
+	c.hostsByName = nil
 	c.mark(h.Name)
 }
 
@@ -455,8 +573,32 @@ func sortByAge(vms []*model.VM) {
 		if !vms[i].CreatedAt.Equal(vms[j].CreatedAt) {
 			return vms[i].CreatedAt.Before(vms[j].CreatedAt)
 		}
-		return vms[i].Key() < vms[j].Key()
+		return keyLess(vms[i], vms[j])
 	})
+}
+
+// keyLess is a.Key() < b.Key() without building the keys (VMs created
+// together share CreatedAt: a sort by age compares many keys).
+func keyLess(a, b *model.VM) bool {
+	x, y := [3]string{a.Project, "/", a.Name}, [3]string{b.Project, "/", b.Name}
+	i, j, xi, yj := 0, 0, 0, 0
+	for {
+		for i < 3 && xi == len(x[i]) {
+			i, xi = i+1, 0
+		}
+		for j < 3 && yj == len(y[j]) {
+			j, yj = j+1, 0
+		}
+		switch {
+		case i == 3:
+			return j < 3
+		case j == 3:
+			return false
+		case x[i][xi] != y[j][yj]:
+			return x[i][xi] < y[j][yj]
+		}
+		xi, yj = xi+1, yj+1
+	}
 }
 
 // pendingList returns the VMs that need placement, oldest first (as
@@ -487,17 +629,46 @@ func (c *cache) createRevs(vms []*model.VM) []int64 {
 func (c *cache) hostView() ([]model.Host, map[string]bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	hosts := make([]model.Host, 0, len(c.hosts))
-	alive := make(map[string]bool, len(c.alive))
-	for _, h := range c.hosts {
-		hosts = append(hosts, *h)
+	if c.hostsByName == nil {
+		c.hostsByName = make([]*model.Host, 0, len(c.hosts))
+		for _, h := range c.hosts {
+			c.hostsByName = append(c.hostsByName, h)
+		}
+		sort.Slice(c.hostsByName, func(i, j int) bool { return c.hostsByName[i].Name < c.hostsByName[j].Name })
 	}
-	for i := range hosts {
+	hosts := make([]model.Host, len(c.hostsByName))
+	alive := make(map[string]bool, len(c.alive))
+	for i, h := range c.hostsByName {
+		hosts[i] = *h
 		withUsage(c.usage, &hosts[i])
 	}
 	for k := range c.alive {
 		alive[k] = true
 	}
-	sort.Slice(hosts, func(i, j int) bool { return hosts[i].Name < hosts[j].Name })
 	return hosts, alive
+}
+
+// anyStandby says whether a cached host is in standby (the power
+// controller has nothing to do when none is and standby is off).
+func (c *cache) anyStandby() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, h := range c.hosts {
+		if h.State == model.HostStandby {
+			return true
+		}
+	}
+	return false
+}
+
+// anyDraining says whether a cached host has a drain not done yet.
+func (c *cache) anyDraining() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, h := range c.hosts {
+		if h.Drain != nil && !h.Drain.Done {
+			return true
+		}
+	}
+	return false
 }

@@ -20,7 +20,7 @@ const eventDeleteBatch = 100
 // with no host, on a host that no longer exists, or on a host down for
 // longer than DeleteGrace. (A live host's agent finishes its own VMs.)
 func (r *reconciler) cleanup(ctx context.Context) error {
-	doomed := r.c.vmList(func(vm *model.VM) bool { return vm.DeletedAt != nil })
+	doomed := r.c.deletingList()
 	if len(doomed) == 0 {
 		return nil
 	}

@@ -19,7 +19,15 @@ const EventHostDrained = "host.drained"
 // cold for stopped ones, each to the host the scheduler picks; it keeps
 // the list of VMs that cannot move, with the reason, on the host; and it
 // marks the drain done once the host holds no VM.
+//
+// The pass reads the hosts from the store only while the controllers'
+// cache shows a drain not done: the cache pokes this controller after it
+// applied a host change (run), so a drain just started is seen by the
+// pass that change causes.
 func (x *migrator) drains(ctx context.Context, alive map[string]bool) error {
+	if !x.gate.c.anyDraining() {
+		return nil
+	}
 	hosts, _, err := x.repo.ListHosts(ctx)
 	if err != nil {
 		return err

@@ -64,11 +64,7 @@ func (r *reconciler) energyStep(ctx context.Context) error {
 func (r *reconciler) bookEnergy(seconds float64) {
 	g := r.nrg
 	hosts, _ := r.c.hostView()
-	vms := r.c.vmList(func(vm *model.VM) bool { return vm.Status.Host != "" && vm.Status.Phase == model.PhaseRunning })
-	shares := map[string][]energy.Share{}
-	for _, vm := range vms {
-		shares[vm.Status.Host] = append(shares[vm.Status.Host], energy.Share{VM: vm.Key(), Project: vm.Project, CPU: r.vmUsage(vm).CPUPercent})
-	}
+	running := r.c.runningByHost()
 	for i := range hosts {
 		h := &hosts[i]
 		m := HostPowerModel(h)
@@ -85,7 +81,14 @@ func (r *reconciler) bookEnergy(seconds float64) {
 		case h.State == model.HostStandby:
 			joules = m.Standby() * seconds
 		}
-		g.ledger.AddHost(h.Name, joules, shares[h.Name])
+		var shares []energy.Share
+		if on := running[h.Name]; len(on) > 0 {
+			shares = make([]energy.Share, len(on))
+			for j, vm := range on {
+				shares[j] = energy.Share{VM: vm.Key(), Project: vm.Project, CPU: r.vmUsage(vm).CPUPercent}
+			}
+		}
+		g.ledger.AddHost(h.Name, joules, shares)
 	}
 }
 

@@ -90,7 +90,7 @@ func (m *Manager) runControllers(ctx context.Context, t *term) error {
 	defer wg.Wait()
 	defer cancel() // runs before wg.Wait
 	c := newCache(m.log)
-	c.usage = m.cfg.Usage
+	c.usage, c.dec = m.cfg.Usage, m.cfg.Decoder
 	r := newReconciler(m, t, c)
 	loops := r.loops()
 	srcs := c.sources()

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vpool/vpool/internal/state"
 	"github.com/vpool/vpool/internal/store"
 )
 
@@ -87,6 +88,10 @@ type Config struct {
 	// Usage answers measured usage (usage.go); nil reads it from the
 	// host and VM records.
 	Usage UsageView
+	// Decoder, when set, is shared with the server's view so that each
+	// stored VM version is decoded once per process (nil: the cache
+	// decodes its own).
+	Decoder *state.VMDecoder
 
 	// Audit records the controllers' decisions (placements, moves, power);
 	// nothing when nil. Tasks run on the leader beside the controllers,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -67,6 +68,7 @@ func (x *migrator) run(ctx context.Context) {
 	for _, prefix := range []string{store.MigrationsPrefix, store.HostsPrefix, store.AlivePrefix} {
 		go x.watch(ctx, prefix, kick)
 	}
+	x.gate.c.follow(kick, store.HostsPrefix) // drains read the cache (drain.go)
 	tick := time.NewTicker(migrationResync)
 	defer tick.Stop()
 	for {
@@ -108,6 +110,9 @@ func (x *migrator) pass(ctx context.Context) error {
 	migs, _, err := x.repo.ListMigrations(ctx, "")
 	if err != nil {
 		return err
+	}
+	if !slices.ContainsFunc(migs, func(m *model.Migration) bool { return !m.Phase.Final() }) && !x.gate.c.anyDraining() {
+		return nil // nothing to step or drain: no read of every liveness key
 	}
 	alive, err := x.repo.AliveHosts(ctx)
 	if err != nil {

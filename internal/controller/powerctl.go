@@ -38,6 +38,11 @@ func (r *reconciler) powerStep(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if !set.Power.Standby && !r.c.anyStandby() {
+		// nothing to wake, settle or put to standby: the view below
+		// would copy every host and allocation for no decision
+		return nil
+	}
 	pv := r.powerView()
 	var errs []error
 	for _, h := range pv.waking {
@@ -73,9 +78,11 @@ func (r *reconciler) powerView() *powerView {
 	}
 	// VMs the scheduling loop found to fit nowhere: it stored their
 	// explanation without a chosen host.
-	pv.pending = r.c.vmList(func(vm *model.VM) bool {
-		return needsPlacement(vm) && vm.Status.Explanation != nil && vm.Status.Explanation.Chosen == ""
-	})
+	for _, vm := range r.c.pendingList() {
+		if vm.Status.Explanation != nil && vm.Status.Explanation.Chosen == "" {
+			pv.pending = append(pv.pending, vm)
+		}
+	}
 	return pv
 }
 

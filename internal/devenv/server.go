@@ -195,6 +195,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		cc.Placer = controller.NewSchedulerPlacer()
 	}
 	cc.Audit = srv.Audit()
+	cc.Decoder = srv.VMDecoder() // each VM version decoded once for the view and the controllers
 	b := cfg.Backup
 	b.Keys, b.Cluster, b.Backend = srv.BackupRepoKey, srv.ClusterID(), srv.BackupRepoBackend
 	b.Logger, b.Clock = cfg.Logger, cfg.Clock

@@ -79,6 +79,10 @@ type Config struct {
 	// StateDir keeps the hosts' keys and certificates across restarts
 	// ("": in memory only).
 	StateDir string
+	// JSONHeartbeats keeps heartbeats in JSON even to a server that
+	// takes the compact form (api.HeartbeatCompactType), as older agents
+	// send them.
+	JSONHeartbeats bool
 }
 
 func (c *Config) defaults() error {

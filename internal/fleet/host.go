@@ -13,7 +13,9 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
@@ -33,6 +35,8 @@ type host struct {
 	mu       sync.Mutex
 	vms      map[string]*simVM // assigned VMs by project/name
 	interval time.Duration     // what the server last said
+	// compact: the server last said it takes compact heartbeats
+	compact atomic.Bool
 }
 
 // simVM is one VM assigned to a fleet host.
@@ -90,7 +94,10 @@ func (h *host) join(ctx context.Context, token string) error {
 // for the join).
 func (h *host) call(ctx context.Context, c *http.Client, method, path, bearer string, in, out any) error {
 	var body io.Reader
-	if in != nil {
+	ctype := "application/json"
+	if raw, ok := in.(rawBody); ok {
+		body, ctype = bytes.NewReader(raw.b), raw.ctype
+	} else if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return err
@@ -104,7 +111,7 @@ func (h *host) call(ctx context.Context, c *http.Client, method, path, bearer st
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", ctype)
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
@@ -125,6 +132,12 @@ func (h *host) call(ctx context.Context, c *http.Client, method, path, bearer st
 		return json.Unmarshal(b, out)
 	}
 	return nil
+}
+
+// rawBody is a request body already encoded, with its Content-Type.
+type rawBody struct {
+	b     []byte
+	ctype string
 }
 
 // failover moves the host to the next server after a transport error.
@@ -162,9 +175,23 @@ func (h *host) beat(ctx context.Context) {
 	hb := h.heartbeat()
 	var resp api.HeartbeatResponse
 	t0 := time.Now()
-	err := h.call(ctx, h.client, http.MethodPut, api.AgentPrefix+"/heartbeat", "", hb, &resp)
+	var in any = hb
+	compact := h.compact.Load()
+	if compact {
+		if b, ok := api.EncodeHeartbeatCompact(&hb); ok {
+			in = rawBody{b, api.HeartbeatCompactType}
+		}
+	}
+	err := h.call(ctx, h.client, http.MethodPut, api.AgentPrefix+"/heartbeat", "", in, &resp)
 	if ctx.Err() != nil {
 		return
+	}
+	var se statusError
+	if compact && errors.As(err, &se) && (se.code == http.StatusBadRequest || se.code == http.StatusUnsupportedMediaType) {
+		h.compact.Store(false) // a server that does not take it: JSON from now on
+	}
+	if err == nil {
+		h.compact.Store(slices.Contains(resp.Accepts, api.HeartbeatCompactType) && !h.f.cfg.JSONHeartbeats)
 	}
 	h.f.stats.beat(time.Since(t0), err)
 	if err != nil {

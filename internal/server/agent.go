@@ -253,7 +253,7 @@ func (s *Server) vmStatus(w http.ResponseWriter, r *http.Request, host string) e
 		return badRequest("the body names %s/%s but the path %s/%s", rep.Project, rep.Name, project, name)
 	}
 	rep.Project, rep.Name = project, name
-	vm, err := s.reportStatus(r.Context(), host, rep)
+	vm, raw, err := s.reportStatus(r.Context(), host, rep)
 	switch {
 	case errors.Is(err, errNotYours):
 		return conflict("VM %s/%s is not assigned to host %s", project, name, host)
@@ -264,6 +264,11 @@ func (s *Server) vmStatus(w http.ResponseWriter, r *http.Request, host string) e
 	}
 	if rep.Gone {
 		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	if raw != nil {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(append(raw, '\n'))
 		return nil
 	}
 	writeJSON(w, http.StatusOK, vm)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"net/http"
@@ -40,7 +41,7 @@ func (s *Server) authenticate(r *http.Request) (*principal, *httpError) {
 	if !ok || secret == "" {
 		return nil, unauthorized("missing bearer token: send the header Authorization: Bearer <token> (the admin token is in DATA_DIR/admin.token)")
 	}
-	tok, err := s.repo.TokenByHash(r.Context(), state.HashSecret(secret))
+	tok, err := s.tokenByHash(r.Context(), state.HashSecret(secret))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, unauthorized("invalid token")
 	}
@@ -54,6 +55,19 @@ func (s *Server) authenticate(r *http.Request) (*principal, *httpError) {
 		return nil, unauthorized("token expired at " + tok.ExpiresAt.UTC().Format("2006-01-02T15:04:05Z"))
 	}
 	return &principal{tok: tok}, nil
+}
+
+// tokenByHash returns the token stored under hash: from the server's
+// watch-fed view when it holds it (no store round trip per request),
+// else from the store (the view may lag behind a token just created on
+// another server). A revoked token leaves the view with the watch event
+// of its deletion; the server that revoked it waits for that event
+// before answering (deleteToken), so its own next request is refused.
+func (s *Server) tokenByHash(ctx context.Context, hash string) (*model.Token, error) {
+	if tok, ok := s.view.token(hash); ok {
+		return tok, nil
+	}
+	return s.repo.TokenByHash(ctx, hash)
 }
 
 // WebSocketBearerPrefix marks a websocket subprotocol that carries the

@@ -62,7 +62,7 @@ func (s *Server) heartbeatTiming(base time.Duration) (time.Duration, int) {
 // usage in memory.
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) error {
 	var hb api.Heartbeat
-	if he := decodeJSON(w, r, &hb); he != nil {
+	if he := s.decodeHeartbeat(w, r, &hb); he != nil {
 		return he
 	}
 	if hb.Host != "" && hb.Host != host {
@@ -127,11 +127,33 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 	// The fence timeout is the policy's: agents self-fence after it
 	// (docs/ha.md).
 	resp := api.HeartbeatResponse{IntervalSeconds: max(1, int(interval/time.Second)), LeaseTTLSeconds: ttl,
-		IntervalMillis: int(interval / time.Millisecond), FenceMillis: hp.FenceMillis}
+		IntervalMillis: int(interval / time.Millisecond), FenceMillis: hp.FenceMillis, Accepts: heartbeatAccepts}
 	if desiredPower(stored) == model.HostPowerStandby {
 		resp.Power = model.HostPowerStandby
 	}
 	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// heartbeatAccepts are the heartbeat bodies taken besides JSON.
+var heartbeatAccepts = []string{api.HeartbeatCompactType}
+
+// decodeHeartbeat reads a heartbeat in JSON or, by its Content-Type, in
+// the compact form (api.HeartbeatCompactType): the usage in binary and
+// the inventory decoded once per host and change (s.beats).
+func (s *Server) decodeHeartbeat(w http.ResponseWriter, r *http.Request, hb *api.Heartbeat) *httpError {
+	if r.Header.Get("Content-Type") != api.HeartbeatCompactType {
+		return decodeJSON(w, r, hb)
+	}
+	body, he := readBody(w, r)
+	if he != nil {
+		return he
+	}
+	dec, err := s.beats.Decode(body)
+	if err != nil {
+		return bodyError("%v", err)
+	}
+	*hb = dec
 	return nil
 }
 

@@ -311,8 +311,8 @@ func (s *Server) countStates(ctx context.Context) (metrics.Counts, error) {
 			return true
 		})
 		s.view.vms.Each(store.VMsPrefix, "", func(it *watchcache.Item) bool {
-			if m, ok := it.Obj.(*vmMeta); ok {
-				c.VMsByPhase[m.Status.Phase]++
+			if vm := cachedVMOf(it); vm != nil {
+				c.VMsByPhase[string(vm.Status.Phase)]++
 			}
 			return true
 		})

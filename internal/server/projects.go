@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -235,10 +236,18 @@ func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request, p *principa
 		return err
 	}
 	id := r.PathValue("id")
-	if err := s.repo.DeleteToken(r.Context(), id); errors.Is(err, store.ErrNotFound) {
+	rev, err := s.repo.DeleteToken(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) {
 		return notFound("token %q not found", id)
 	} else if err != nil {
 		return err
+	}
+	// read-your-writes: the view that authenticates drops the token
+	// before the revocation is acknowledged
+	ctx, cancel := context.WithTimeout(r.Context(), cacheWait)
+	defer cancel()
+	if err := s.view.c.WaitRev(ctx, rev); err != nil {
+		return fmt.Errorf("server: the revocation is stored but this server's cache lags: %w", err)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
 	"time"
@@ -29,6 +30,7 @@ type reportReq struct {
 	host string
 	rep  api.VMReport
 	out  *model.VM
+	raw  json.RawMessage // out as stored (revision spliced in); nil: encode out
 	err  error
 	done chan struct{}
 }
@@ -40,10 +42,12 @@ type reportQueue struct {
 }
 
 // reportStatus applies one status report, batched with the others that
-// arrive meanwhile.
-func (s *Server) reportStatus(ctx context.Context, host string, rep api.VMReport) (*model.VM, error) {
+// arrive meanwhile. raw, when not nil, is the VM's JSON as stored (the
+// answer, without encoding the VM again).
+func (s *Server) reportStatus(ctx context.Context, host string, rep api.VMReport) (vm *model.VM, raw json.RawMessage, err error) {
 	if rep.Gone || rep.Resize != nil {
-		return s.applyReport(ctx, host, rep)
+		vm, err := s.applyReport(ctx, host, rep)
+		return vm, nil, err
 	}
 	req := &reportReq{host: host, rep: rep, done: make(chan struct{})}
 	q := &s.reports
@@ -65,9 +69,9 @@ func (s *Server) reportStatus(ctx context.Context, host string, rep api.VMReport
 	}
 	select {
 	case <-req.done:
-		return req.out, req.err
+		return req.out, req.raw, req.err
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	}
 }
 
@@ -104,7 +108,7 @@ func (s *Server) commitReports(ctx context.Context, batch []*reportReq) {
 			continue
 		}
 		seen[key] = true
-		nv, _ := state.DecodeVM(store.KV{Key: key, Value: old.raw, ModRev: old.vm.Revision})
+		nv := reportCopy(old.vm)
 		switch err := reportChange(nv, req.host, req.rep, now); {
 		case errors.Is(err, errNotYours), errors.Is(err, errFinish):
 			alone = append(alone, req) // the store has the last word
@@ -124,7 +128,7 @@ func (s *Server) commitReports(ctx context.Context, batch []*reportReq) {
 			}
 		case ok:
 			for i, req := range mine {
-				req.out = ws[i].New
+				req.out, req.raw = ws[i].New, state.VMJSON(ws[i].Stored, ws[i].New.Revision)
 			}
 		default:
 			alone = append(alone, mine...)
@@ -135,26 +139,36 @@ func (s *Server) commitReports(ctx context.Context, batch []*reportReq) {
 	}
 }
 
-// cachedVMRec is a VM as the cache holds it: decoded, and its bytes.
+// cachedVMRec is a VM as the cache holds it: decoded (shared: never
+// changed), and its bytes.
 type cachedVMRec struct {
 	vm  *model.VM
 	raw []byte
 }
 
-// cachedVM decodes a VM from the cache (nil when the cache has none).
+// cachedVM returns a VM from the cache (nil when the cache has none or
+// could not decode it).
 func (s *Server) cachedVM(key string) *cachedVMRec {
-	var it *store.KV
+	var rec *cachedVMRec
 	s.view.c.Read(func(int64) {
 		if x := s.view.vms.Get(key); x != nil {
-			it = &store.KV{Key: x.Key, Value: x.Value, ModRev: x.ModRev}
+			if vm := cachedVMOf(x); vm != nil {
+				rec = &cachedVMRec{vm: vm, raw: x.Value}
+			}
 		}
 	})
-	if it == nil {
-		return nil
+	return rec
+}
+
+// reportCopy is the copy of a cached VM that reportChange may change: a
+// shallow copy, with its own copy of what reportChange changes in place
+// (the pending resize); everything else it replaces, never edits.
+// Cheaper than decoding the stored JSON again.
+func reportCopy(vm *model.VM) *model.VM {
+	nv := *vm
+	if r := vm.Status.Resize; r != nil {
+		rc := *r
+		nv.Status.Resize = &rc
 	}
-	vm, err := state.DecodeVM(*it)
-	if err != nil {
-		return nil
-	}
-	return &cachedVMRec{vm: vm, raw: it.Value}
+	return &nv
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,9 +71,10 @@ func TestStatusReportsShareTransactions(t *testing.T) {
 	st.on.Store(true)
 	var wg sync.WaitGroup
 	codes := make([]int, hosts*perHost)
+	answers := make([]model.VM, hosts*perHost)
 	for i := range hosts * perHost {
 		wg.Go(func() {
-			codes[i] = agents[i%hosts].do("PUT", fmt.Sprintf("/agent/v1/vms/default/v%03d/status", i), api.VMReport{Phase: model.PhaseRunning}, nil)
+			codes[i] = agents[i%hosts].do("PUT", fmt.Sprintf("/agent/v1/vms/default/v%03d/status", i), api.VMReport{Phase: model.PhaseRunning}, &answers[i])
 		})
 	}
 	wg.Wait()
@@ -83,9 +85,13 @@ func TestStatusReportsShareTransactions(t *testing.T) {
 		}
 	}
 	vms, _, _ := ts.Repo().ListVMs(ctx, "default")
-	for _, vm := range vms {
+	for i, vm := range vms {
 		if vm.Status.Phase != model.PhaseRunning || vm.Status.StartedAt == nil {
 			t.Fatalf("%s: %s after its running report", vm.Name, vm.Status.Phase)
+		}
+		// the answer is the VM as stored (sent as the stored bytes)
+		if !reflect.DeepEqual(answers[i], *vm) {
+			t.Fatalf("%s: the report was answered with %+v, the store has %+v", vm.Name, answers[i], *vm)
 		}
 	}
 	evs, _, _ := ts.Repo().ListEvents(ctx, 0, "")

@@ -166,8 +166,12 @@ type Server struct {
 
 	nets netHub // the hosts' network views (netview.go)
 
-	view *view     // the watch-fed cache of lists and long polls (view.go)
-	hub  *usageHub // the hosts' heartbeats (usage.go)
+	view *view // the watch-fed cache of lists and long polls (view.go)
+	// vmDec decodes each VM version once for the view and the
+	// controllers' cache (VMDecoder)
+	vmDec *state.VMDecoder
+	beats api.HeartbeatDecoder // compact heartbeats' inventories (heartbeat.go)
+	hub   *usageHub            // the hosts' heartbeats (usage.go)
 
 	reports reportQueue   // agents' status reports, group-committed (reports.go)
 	lbs     lbHub         // the hosts' load balancers (lbagent.go)
@@ -225,7 +229,8 @@ func New(cfg Config) (*Server, error) {
 		unauth: limiter{rate: unauthRate, burst: unauthBurst},
 	}
 	s.nets.s = s
-	s.view = newView(cfg.Store)
+	s.vmDec = state.NewVMDecoder()
+	s.view = newView(cfg.Store, s.vmDec)
 	s.view.c.Observe = func(ev store.WatchEvent) {
 		kind, _, _ := strings.Cut(strings.TrimPrefix(ev.KV.Key, store.Root), "/")
 		s.metrics.StoreChanges.WithLabelValues(kind).Inc()
@@ -263,6 +268,11 @@ func New(cfg Config) (*Server, error) {
 	s.view.start(s.log)
 	return s, nil
 }
+
+// VMDecoder is the server's shared VM decoder: a controller manager in
+// the same process passes it to its cache (controller.Config.Decoder) so
+// that each VM version is decoded once, not once per cache.
+func (s *Server) VMDecoder() *state.VMDecoder { return s.vmDec }
 
 // bootstrap loads or creates the CA, the server certificate, the admin
 // token and the default project.

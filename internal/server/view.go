@@ -25,33 +25,41 @@ type view struct {
 	c                                            *watchcache.Cache
 	vms, hosts, allocs, alive, migrations, snaps *watchcache.Table
 	samples                                      *watchcache.Table
+	tokens                                       *watchcache.Table          // the API tokens (authenticate)
 	usage                                        sampleIndex                // over samples (cache lock)
 	onHost                                       map[string]map[string]bool // host → keys of the VMs on it (cache lock)
 	signals                                      signals
+	dec                                          *state.VMDecoder // VMs decoded once per process
 	cancel                                       context.CancelFunc
 	done                                         chan struct{}
 }
 
-// vmMeta is what the view decodes of a VM: where it runs, its phase.
-type vmMeta struct {
-	Status struct {
-		Host  string `json:"host"`
-		Phase string `json:"phase"`
-	} `json:"status"`
+// cachedVMOf is the VM an item of the view's VM table holds, decoded
+// once per process (state.VMDecoder: shared with the controllers' cache)
+// and never changed; nil when undecodable.
+func cachedVMOf(it *watchcache.Item) *model.VM {
+	if it == nil {
+		return nil
+	}
+	vm, _ := it.Obj.(*model.VM)
+	return vm
 }
 
 func vmHost(it *watchcache.Item) string {
-	if it == nil || it.Obj == nil {
-		return ""
+	if vm := cachedVMOf(it); vm != nil {
+		return vm.Status.Host
 	}
-	return it.Obj.(*vmMeta).Status.Host
+	return ""
 }
 
-func newView(st store.Store) *view {
-	v := &view{onHost: map[string]map[string]bool{}, signals: signals{m: map[string]*signal{}}}
+func newView(st store.Store, dec *state.VMDecoder) *view {
+	v := &view{onHost: map[string]map[string]bool{}, signals: signals{m: map[string]*signal{}}, dec: dec}
 	decodeVM := func(kv store.KV) (any, error) {
-		m := &vmMeta{}
-		return m, json.Unmarshal(kv.Value, m)
+		vm, err := dec.Decode(kv)
+		if err != nil {
+			return nil, err
+		}
+		return vm, nil
 	}
 	v.vms = &watchcache.Table{Prefix: store.VMsPrefix, Decode: decodeVM, Changed: v.vmChanged, Reset: v.vmsReset}
 	v.hosts = &watchcache.Table{Prefix: store.HostsPrefix, Decode: func(kv store.KV) (any, error) { return state.DecodeHost(kv) }}
@@ -72,7 +80,11 @@ func newView(st store.Store) *view {
 	v.usage = sampleIndex{hosts: map[string]sampleRef{}, vms: map[string]sampleRef{}}
 	v.samples = &watchcache.Table{Prefix: store.SamplesPrefix, Decode: decodeSample, Changed: v.usage.changed}
 	v.samples.Reset = func(int64) { v.usage.reset(v.samples) }
-	v.c = watchcache.New(st, store.Root, nil, v.vms, v.hosts, v.allocs, v.alive, v.migrations, v.snaps, v.samples)
+	v.tokens = &watchcache.Table{Prefix: store.TokensPrefix, Decode: func(kv store.KV) (any, error) {
+		t := &model.Token{}
+		return t, json.Unmarshal(kv.Value, t)
+	}}
+	v.c = watchcache.New(st, store.Root, nil, v.vms, v.hosts, v.allocs, v.alive, v.migrations, v.snaps, v.samples, v.tokens)
 	return v
 }
 
@@ -94,6 +106,9 @@ func (v *view) stop() {
 }
 
 func (v *view) vmChanged(old, cur *watchcache.Item, rev int64) {
+	if cur == nil && old != nil {
+		v.dec.Forget(old.Key, rev)
+	}
 	oh, nh := vmHost(old), vmHost(cur)
 	key := ""
 	if old != nil {
@@ -301,6 +316,25 @@ func (v *view) migrationsFor(host string) ([]model.Migration, int64) {
 		})
 	})
 	return out, at
+}
+
+// token returns a copy of the cached token stored under hash; false when
+// the cache is not synced or does not hold it (it may lag behind a token
+// just created: the caller asks the store then).
+func (v *view) token(hash string) (*model.Token, bool) {
+	if !v.c.Synced() {
+		return nil, false
+	}
+	var tok *model.Token
+	v.c.Read(func(int64) {
+		if it := v.tokens.Get(store.TokenKey(hash)); it != nil {
+			if t, ok := it.Obj.(*model.Token); ok {
+				c := *t
+				tok = &c
+			}
+		}
+	})
+	return tok, tok != nil
 }
 
 // consistent waits until the cache holds every write the store had when

@@ -380,7 +380,7 @@ func TestTokensAndPolicy(t *testing.T) {
 	if err != nil || got.ID != tok.ID || got.Project != "p" {
 		t.Fatalf("%v %+v", err, got)
 	}
-	if err := r.DeleteToken(ctx, tok.ID); err != nil {
+	if _, err := r.DeleteToken(ctx, tok.ID); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.TokenByHash(ctx, tok.Hash); !errors.Is(err, ErrNotFound) {

@@ -18,6 +18,10 @@ var ErrNotStatusOnly = errors.New("state: not a status-only change")
 // and as it is to be stored (New).
 type StatusWrite struct {
 	Old, New *model.VM
+	// Stored is set by ReplaceVMs to the JSON it wrote for New (without
+	// the revision: VMJSON splices it in), so that callers answering
+	// with the VM need not encode it again.
+	Stored []byte
 }
 
 // ReplaceVMs stores status changes of many VMs (agents' reports) in one
@@ -29,7 +33,7 @@ func (r *Repo) ReplaceVMs(ctx context.Context, ws []StatusWrite) (bool, int64, e
 	now := r.now()
 	conds := make([]store.Cond, 0, len(ws))
 	ops := make([]store.Op, 0, 2*len(ws))
-	for _, w := range ws {
+	for i, w := range ws {
 		o, n := w.Old, w.New
 		if o.Project != n.Project || o.Name != n.Name || o.Status.Host != n.Status.Host || o.Spec.Demand() != n.Spec.Demand() ||
 			VMReservation(&o.Spec) != VMReservation(&n.Spec) ||
@@ -40,7 +44,9 @@ func (r *Repo) ReplaceVMs(ctx context.Context, ws []StatusWrite) (bool, int64, e
 		nv.UID, nv.CreatedAt, nv.UpdatedAt = o.UID, o.CreatedAt, now
 		key := store.VMKey(o.Project, o.Name)
 		conds = append(conds, store.IfRev(key, o.Revision))
-		ops = append(ops, store.Put(key, encodeVM(&nv)))
+		b := encodeVM(&nv)
+		ws[i].Stored = b
+		ops = append(ops, store.Put(key, b))
 		ops = append(ops, TransitionOps(o, &nv, now)...)
 	}
 	if len(ops) > MaxTxnOps || len(conds) > MaxTxnOps {

@@ -68,19 +68,20 @@ func (r *Repo) ListTokens(ctx context.Context) ([]*model.Token, error) {
 	return out, nil
 }
 
-// DeleteToken revokes the token with the given ID (ErrNotFound).
-func (r *Repo) DeleteToken(ctx context.Context, id string) error {
+// DeleteToken revokes the token with the given ID (ErrNotFound); it
+// returns the revision of the deletion (a cache waits for it).
+func (r *Repo) DeleteToken(ctx context.Context, id string) (int64, error) {
 	toks, err := r.ListTokens(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for _, t := range toks {
 		if t.ID == id {
-			_, _, err := r.txn(ctx, nil, []store.Op{store.Delete(store.TokenKey(t.Hash))})
-			return err
+			_, rev, err := r.txn(ctx, nil, []store.Op{store.Delete(store.TokenKey(t.Hash))})
+			return rev, err
 		}
 	}
-	return fmt.Errorf("state: token %s: %w", id, store.ErrNotFound)
+	return 0, fmt.Errorf("state: token %s: %w", id, store.ErrNotFound)
 }
 
 // GetPolicy returns the placement policy (model.DefaultPolicy when none

@@ -275,6 +275,16 @@ func (c *Cache) advance(rev int64) {
 	c.tick = make(chan struct{})
 }
 
+// Synced says whether the first listing is in the cache.
+func (c *Cache) Synced() bool {
+	select {
+	case <-c.ready:
+		return true
+	default:
+		return false
+	}
+}
+
 // WaitSynced blocks until the first listing is in the cache.
 func (c *Cache) WaitSynced(ctx context.Context) error {
 	select {

@@ -80,6 +80,11 @@ func benchFleet(b *testing.B, n int) {
 	b.ReportMetric(float64(rssPeak)/(1<<20), "server-peak-rss-MiB")
 	b.ReportMetric(ms(fs.BeatP99), "heartbeat-p99-ms")
 	b.ReportMetric(float64(fs.Beats)/elapsed, "heartbeats/s")
+	if fs.Beats > 0 {
+		// everything the servers did (probes and controllers included),
+		// per beat: the at-rest cost of a host
+		b.ReportMetric((cpu1-cpu0)*1000/float64(fs.Beats), "server-cpu-ms/beat")
+	}
 	b.ReportMetric(ms(percentile(gets, 0.99)), "get-vm-p99-ms")
 	b.ReportMetric(ms(percentile(lists, 0.99)), "list-page-p99-ms")
 	b.Logf("%d hosts, %d VMs, %d servers, load %s: %.1f txn/s; %d heartbeats (%d failed), %d GETs, %d list pages; keys changed per host and minute by kind: %s",

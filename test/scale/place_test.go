@@ -39,8 +39,9 @@ func BenchmarkPlaceEndToEnd(b *testing.B) {
 			b.ReportMetric(ms(res.p50), "create-to-placed-p50-ms")
 			b.ReportMetric(ms(res.p99), "create-to-placed-p99-ms")
 			b.ReportMetric(res.packing, "hosts/lower-bound")
-			b.Logf("%d VMs by %d clients on %d hosts, %d servers, load %s: %.0f placed/s, p99 %s; %d hosts used, lower bound %d",
-				res.acked, sz.clients, sz.hosts, n, loadAvg(), res.rate, res.p99.Round(time.Millisecond), res.used, res.bound)
+			b.ReportMetric(ms(res.cpuPerVM), "server-cpu-ms/placed")
+			b.Logf("%d VMs by %d clients on %d hosts, %d servers, load %s: %.0f placed/s, p99 %s, %.2f ms of server CPU a VM; %d hosts used, lower bound %d",
+				res.acked, sz.clients, sz.hosts, n, loadAvg(), res.rate, res.p99.Round(time.Millisecond), ms(res.cpuPerVM), res.used, res.bound)
 		})
 	}
 }
@@ -63,6 +64,7 @@ type placeResult struct {
 	acked, used, bound int
 	rate, packing      float64
 	p50, p99           time.Duration
+	cpuPerVM           time.Duration // server (and external etcd) CPU per placed VM
 }
 
 // runPlacement creates sz.vms VMs and waits until every acknowledged one
@@ -84,10 +86,17 @@ func runPlacement(tb testing.TB, st *stack, sz sizes, kill bool) placeResult {
 		}
 	}
 	first := time.Now()
+	cpu0, etcd0 := st.cpu()
 	saved := st.startProfiles(tb.Name(), 20*time.Second)
 	pl.create(ctx, st, sz, projects, onAck)
 	pl.wait(tb, st, time.Duration(sz.vms)*10*time.Millisecond+3*time.Minute)
 	res := pl.result(first)
+	cpu1, etcd1 := st.cpu()
+	if res.acked > 0 {
+		// everything the servers did meanwhile (heartbeats, reports,
+		// controllers included), per VM placed
+		res.cpuPerVM = time.Duration((cpu1 - cpu0 + etcd1 - etcd0) / float64(res.acked) * float64(time.Second))
+	}
 	saved()
 	if kill {
 		st.checkPlacedOnce(tb, pl.ackedKeys())
