@@ -36,14 +36,20 @@ func WithCarrier(ctx context.Context, c Carrier) context.Context {
 }
 
 // Carrying wraps st: a transaction with operations made with a context
-// that carries a Carrier also puts the carrier's intent. The wrapper
-// adds nothing to other calls.
+// that carries a Carrier also puts the carrier's intent, when it has
+// room for one more operation (etcd takes at most 128: a full one is
+// left as it is, and the record goes uncarried unless a later
+// transaction of the request carries it). The wrapper adds nothing to
+// other calls.
 func Carrying(st store.Store) store.Store { return carrying{st} }
 
 type carrying struct{ store.Store }
 
+// maxTxnOps is etcd's default cap on a transaction's operations.
+const maxTxnOps = 128
+
 func (c carrying) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (bool, int64, error) {
-	if len(ops) > 0 {
+	if len(ops) > 0 && len(ops) < maxTxnOps {
 		if cr, _ := ctx.Value(carrierKey{}).(Carrier); cr != nil {
 			if k, v := cr.Intent(); k != "" {
 				ops = append(ops[:len(ops):len(ops)], store.Put(k, v))
