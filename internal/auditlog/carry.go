@@ -22,18 +22,10 @@ import (
 
 // Carrier is what a request's context carries (WithCarrier) for the
 // store's transactions made for it (Carrying) to write its intent.
-type Carrier interface {
-	// Intent returns the key and bytes of the request's intent ("" when
-	// the request has none), made once.
-	Intent() (key string, value []byte)
-}
-
-type carrierKey struct{}
+type Carrier = store.Carrier
 
 // WithCarrier returns ctx carrying c.
-func WithCarrier(ctx context.Context, c Carrier) context.Context {
-	return context.WithValue(ctx, carrierKey{}, c)
-}
+func WithCarrier(ctx context.Context, c Carrier) context.Context { return store.WithCarrier(ctx, c) }
 
 // Carrying wraps st: a transaction with operations made with a context
 // that carries a Carrier also puts the carrier's intent, when it has
@@ -50,13 +42,22 @@ const maxTxnOps = 128
 
 func (c carrying) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (bool, int64, error) {
 	if len(ops) > 0 && len(ops) < maxTxnOps {
-		if cr, _ := ctx.Value(carrierKey{}).(Carrier); cr != nil {
-			if k, v := cr.Intent(); k != "" {
-				ops = append(ops[:len(ops):len(ops)], store.Put(k, v))
-			}
+		if op, ok := store.CarriedOp(ctx); ok && !hasKey(ops, op.Key) {
+			ops = append(ops[:len(ops):len(ops)], op)
 		}
 	}
 	return c.Store.Txn(ctx, conds, ops)
+}
+
+// hasKey says whether ops write key already (a group commit added the
+// intents of the requests it commits: etcd refuses a key twice).
+func hasKey(ops []store.Op, key string) bool {
+	for i := len(ops) - 1; i >= 0; i-- {
+		if ops[i].Key == key {
+			return true
+		}
+	}
+	return false
 }
 
 // Intent makes the intent of rec (Time and Server set when empty): the
