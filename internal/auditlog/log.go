@@ -1,8 +1,10 @@
 // Package auditlog keeps the audit trail in the store: a buffered,
 // ordered appender (Log) that links records into the hash chain in
-// batches, one transaction per batch guarded on the chain's head, with a
-// signed checkpoint every so many records or minutes and a head re-signed
-// while idle; readers of ranges and of the newest records; and the
+// batches, one transaction and one stored value per batch, guarded on
+// the chain's head, with a signed checkpoint every so many records or
+// minutes and a head re-signed while idle; intents, which carry a
+// request's record in the transaction of its change so that it is never
+// lost (carry.go); readers of ranges and of the newest records; and the
 // leader's exporter, which appends records to append-only files and then
 // prunes the store's window, leaving a signed anchor (docs/audit.md).
 //
@@ -132,8 +134,9 @@ type item struct {
 }
 
 // Log appends audit records to the store. Record queues; Run writes.
-// Records queued but not yet written are lost if the process dies: the
-// loss window is one batch's transaction (docs/audit.md).
+// Records queued but not yet written are lost if the process dies —
+// except those whose intent went to the store with their change
+// (RecordCarried): the next run links those (docs/audit.md).
 type Log struct {
 	cfg   Config
 	log   *slog.Logger
