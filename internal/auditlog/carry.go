@@ -90,8 +90,8 @@ func (l *Log) intentPrefix() string {
 const RecoveredReason = "recovered from its intent: the change was committed; the server stopped before it recorded the outcome"
 
 // recoverIntents links the intents whose records will not come: this
-// server's from an earlier run, and any server's older than
-// RecoverAfter. Each is linked as it is (the change it rode with was
+// server's from an earlier run, and any older than RecoverAfter (a
+// record dropped, or not written after its retries, leaves its intent). Each is linked as it is (the change it rode with was
 // committed) and deleted in the same transaction, guarded on its
 // revision: two servers never link one intent twice.
 func (l *Log) recoverIntents(ctx context.Context) error {
@@ -111,15 +111,15 @@ func (l *Log) recoverIntents(ctx context.Context) error {
 		if len(recs) >= l.cfg.MaxBatch {
 			break
 		}
-		if strings.HasPrefix(kv.Key, mine) {
-			continue // this run's: their records are queued
-		}
 		var rec model.AuditRecord
 		if err := json.Unmarshal(kv.Value, &rec); err != nil {
 			rec = model.AuditRecord{Time: now, Kind: model.AuditKindGap, Server: l.cfg.Server, Outcome: "failed",
 				Reason: "an intent in the store is not a record (" + kv.Key + ")"}
-		} else if !strings.HasPrefix(kv.Key, own) && now.Sub(rec.Time) < l.cfg.RecoverAfter {
-			continue // another server's, which may still record it
+		} else if (strings.HasPrefix(kv.Key, mine) || !strings.HasPrefix(kv.Key, own)) && now.Sub(rec.Time) < l.cfg.RecoverAfter {
+			// this run's (its record is queued) or another server's
+			// (which may still record it); taken when old: a record
+			// dropped or not written leaves its intent
+			continue
 		}
 		rec.Seq, rec.Prev = 0, ""
 		if rec.Kind != model.AuditKindGap {

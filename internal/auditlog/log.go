@@ -237,8 +237,10 @@ func (l *Log) RecordCarried(rec model.AuditRecord, intent string, d time.Duratio
 	case l.queue <- it:
 		return nil
 	case <-t.C:
-		l.dropped.Add(1)
-		l.lost.Add(1)
+		if intent == "" { // a carried record is linked from its intent later
+			l.dropped.Add(1)
+			l.lost.Add(1)
+		}
 		return ErrQueueFull
 	}
 }
