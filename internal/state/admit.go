@@ -82,8 +82,9 @@ func (r *Repo) admit(ctx context.Context, project string, req *admitReq) ([]*mod
 	a.mu.Unlock()
 	if lead {
 		// The batches are the queue's, not this call's: they outlive its
-		// context, bounded.
-		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		// context, bounded; and not its audit intent (each call's rides
+		// with its own VMs: admitOnce).
+		bctx, cancel := context.WithTimeout(store.WithoutCarrier(context.WithoutCancel(ctx)), time.Minute)
 		for {
 			batch := a.take(project)
 			if batch == nil {

@@ -36,3 +36,13 @@ func CarriedOp(ctx context.Context) (Op, bool) {
 	}
 	return Op{}, false
 }
+
+// WithoutCarrier returns ctx carrying no carrier: for work a request
+// does on behalf of others too (a group commit led by one caller), whose
+// transactions must not carry that request's write.
+func WithoutCarrier(ctx context.Context) context.Context {
+	if CarrierFrom(ctx) == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, carrierKey{}, nil)
+}
