@@ -22,7 +22,7 @@ const (
 	DefaultSegment        = 100000 // records per export file
 	DefaultExportPerPass  = 5000
 	DefaultPrunePerPass   = 2000
-	maxDeletesPerTxn      = 100
+	maxDeletesPerTxn      = 100 // batches (stored values) per pruning transaction
 	exportFilePrefix      = "audit-"
 	exportFileSuffix      = ".jsonl"
 	defaultHardCapWindows = 4
@@ -252,20 +252,32 @@ func (e *Exporter) prune(ctx context.Context, st store.Store, head, exported int
 		from = anchor.Seq + 1
 	}
 	to = min(to, from+DefaultPrunePerPass-1)
-	for from <= to {
-		end := min(to, from+maxDeletesPerTxn-1)
-		recs, err := Range(ctx, st, from, end, 0)
+	if to < from {
+		return nil
+	}
+	// whole batches only: a batch is one stored value
+	var victims []batch
+	for b := max(from/store.AuditBucket-1, 0); b <= to/store.AuditBucket; b++ {
+		bs, err := bucketBatches(ctx, st, b)
 		if err != nil {
 			return err
 		}
-		if len(recs) == 0 || recs[len(recs)-1].Seq != end {
-			return fmt.Errorf("auditlog: prune: record %d is not in the store", end)
+		for _, bt := range bs {
+			if bt.last() >= from && bt.last() <= to {
+				victims = append(victims, bt)
+			}
 		}
-		sig := e.log.Signer().Sign(audit.DomainAnchor, end, audit.Hash(recs[len(recs)-1].Bytes), e.log.cfg.Clock())
+	}
+	for len(victims) > 0 {
+		n := min(len(victims), maxDeletesPerTxn)
+		chunk := victims[:n]
+		victims = victims[n:]
+		end := chunk[n-1]
+		sig := e.log.Signer().Sign(audit.DomainAnchor, end.last(), audit.Hash(end.recs[len(end.recs)-1]), e.log.cfg.Clock())
 		b, _ := json.Marshal(sig)
-		ops := make([]store.Op, 0, len(recs)+1)
-		for _, r := range recs {
-			ops = append(ops, store.Delete(store.AuditRecordKey(r.Seq)))
+		ops := make([]store.Op, 0, n+1)
+		for _, bt := range chunk {
+			ops = append(ops, store.Delete(bt.key))
 		}
 		ops = append(ops, store.Put(store.AuditAnchorKey, b))
 		ok, rev, err := st.Txn(ctx, []store.Cond{store.IfRev(store.AuditAnchorKey, arev)}, ops)
@@ -275,7 +287,7 @@ func (e *Exporter) prune(ctx context.Context, st store.Store, head, exported int
 		if !ok {
 			return errors.New("auditlog: the anchor moved under the pruner")
 		}
-		arev, from = rev, end+1
+		arev = rev
 	}
 	return nil
 }

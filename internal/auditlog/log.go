@@ -1,8 +1,10 @@
 // Package auditlog keeps the audit trail in the store: a buffered,
 // ordered appender (Log) that links records into the hash chain in
-// batches, one transaction per batch guarded on the chain's head, with a
-// signed checkpoint every so many records or minutes and a head re-signed
-// while idle; readers of ranges and of the newest records; and the
+// batches, one transaction and one stored value per batch, guarded on
+// the chain's head, with a signed checkpoint every so many records or
+// minutes and a head re-signed while idle; intents, which carry a
+// request's record in the transaction of its change so that it is never
+// lost (carry.go); readers of ranges and of the newest records; and the
 // leader's exporter, which appends records to append-only files and then
 // prunes the store's window, leaving a signed anchor (docs/audit.md).
 //
@@ -13,6 +15,8 @@ package auditlog
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,15 +33,25 @@ import (
 // Defaults of Config.
 const (
 	DefaultQueue              = 8192
-	DefaultMaxBatch           = 100 // records per transaction (etcd allows 128 operations)
+	DefaultMaxBatch           = 100 // records per transaction (one value; plus an intent's delete each: etcd allows 128 operations)
 	DefaultCheckpointEvery    = 1000
 	DefaultCheckpointInterval = 5 * time.Minute
 	DefaultHeadRefresh        = time.Minute
 	// DefaultLinger is how long a batch waits for more records after its
-	// first: a write per record would double the store's writes under a
-	// stream of single requests; 25 ms gathers several (and is, with one
-	// transaction's latency, the loss window if the process dies).
-	DefaultLinger = 100 * time.Millisecond
+	// first record that no intent carries: a write per record would
+	// double the store's writes under a stream of single requests; 25 ms
+	// gathers several (and is, with one transaction's latency, the loss
+	// window of such records if the process dies).
+	DefaultLinger = 25 * time.Millisecond
+	// DefaultCarriedLinger is how long a batch of carried records only
+	// (their intents are in the store with their change: nothing is lost
+	// if the process dies) waits for more: long batches cost the store
+	// one transaction per hundred creates rather than per five.
+	DefaultCarriedLinger = 500 * time.Millisecond
+	// DefaultRecoverAfter is when an intent of another server is taken
+	// for one whose record will never come (its server died for good):
+	// a live server writes a record within seconds or drops it.
+	DefaultRecoverAfter = 10 * time.Minute
 	// DefaultMaxHeadAge is what verify allows for the head's age: a few
 	// refreshes missed (a leaderless minute, a slow store) still pass.
 	DefaultMaxHeadAge = 10 * time.Minute
@@ -62,8 +76,13 @@ type Config struct {
 	// HeadRefresh is how often an idle head is signed again.
 	HeadRefresh time.Duration
 	// Linger is how long a batch waits for more records (negative: not
-	// at all; 0: DefaultLinger).
-	Linger time.Duration
+	// at all; 0: DefaultLinger); CarriedLinger the same for a batch of
+	// carried records only (0: DefaultCarriedLinger).
+	Linger, CarriedLinger time.Duration
+	// RecoverAfter: an intent this old is linked by whichever server
+	// sees it (0: DefaultRecoverAfter). A server's own intents of an
+	// earlier run are linked when it starts.
+	RecoverAfter time.Duration
 }
 
 func (c *Config) defaults() {
@@ -91,17 +110,33 @@ func (c *Config) defaults() {
 	if c.Linger == 0 {
 		c.Linger = DefaultLinger
 	}
+	if c.CarriedLinger == 0 {
+		c.CarriedLinger = DefaultCarriedLinger
+		if c.Linger < 0 {
+			c.CarriedLinger = c.Linger
+		}
+	}
+	if c.CarriedLinger > 0 && c.CarriedLinger < c.Linger {
+		c.CarriedLinger = c.Linger
+	}
+	if c.RecoverAfter <= 0 {
+		c.RecoverAfter = DefaultRecoverAfter
+	}
 }
 
-// item is one queued record, or a flush barrier (done set).
+// item is one queued record, or a flush barrier (done set). intent is
+// the key of the record's intent when one was written with its change
+// (the batch deletes it).
 type item struct {
-	rec  model.AuditRecord
-	done chan struct{}
+	rec    model.AuditRecord
+	intent string
+	done   chan struct{}
 }
 
 // Log appends audit records to the store. Record queues; Run writes.
-// Records queued but not yet written are lost if the process dies: the
-// loss window is one batch's transaction (docs/audit.md).
+// Records queued but not yet written are lost if the process dies —
+// except those whose intent went to the store with their change
+// (RecordCarried): the next run links those (docs/audit.md).
 type Log struct {
 	cfg   Config
 	log   *slog.Logger
@@ -112,6 +147,9 @@ type Log struct {
 	headRev int64 // 0: not read yet (or absent)
 	known   bool
 
+	boot    string       // this run's id, in its intents' keys
+	intents atomic.Int64 // intents made by this run
+
 	startOnce sync.Once
 	stop      context.CancelFunc
 	stopped   chan struct{}
@@ -121,6 +159,7 @@ type Log struct {
 	written   atomic.Int64
 	batches   atomic.Int64
 	conflicts atomic.Int64
+	recovered atomic.Int64
 }
 
 // New returns a Log; nothing is written until Run.
@@ -129,7 +168,12 @@ func New(cfg Config) (*Log, error) {
 		return nil, errors.New("auditlog: config needs a Store and a Signer")
 	}
 	cfg.defaults()
-	return &Log{cfg: cfg, log: cfg.Logger.With("component", "audit"), queue: make(chan item, cfg.Queue)}, nil
+	var boot [6]byte
+	if _, err := rand.Read(boot[:]); err != nil {
+		return nil, fmt.Errorf("auditlog: boot id: %w", err)
+	}
+	return &Log{cfg: cfg, log: cfg.Logger.With("component", "audit"), queue: make(chan item, cfg.Queue),
+		boot: hex.EncodeToString(boot[:])}, nil
 }
 
 // Signer is the log's signer (the exporter signs anchors with it).
@@ -167,25 +211,36 @@ func (l *Log) Record(ctx context.Context, rec model.AuditRecord) error {
 // RecordWithin is Record waiting at most d for room in the queue (no
 // context to make on the fast path: a request's record costs no timer).
 func (l *Log) RecordWithin(rec model.AuditRecord, d time.Duration) error {
+	return l.RecordCarried(rec, "", d)
+}
+
+// RecordCarried is RecordWithin for the record of a request whose
+// intent (Intent) went to the store with its change: the batch that
+// links rec deletes the intent, in the same transaction. A dropped
+// record's intent stays, and is linked later (recover).
+func (l *Log) RecordCarried(rec model.AuditRecord, intent string, d time.Duration) error {
 	if rec.Time.IsZero() {
 		rec.Time = l.cfg.Clock()
 	}
 	if rec.Server == "" {
 		rec.Server = l.cfg.Server
 	}
+	it := item{rec: rec, intent: intent}
 	select {
-	case l.queue <- item{rec: rec}:
+	case l.queue <- it:
 		return nil
 	default:
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case l.queue <- item{rec: rec}:
+	case l.queue <- it:
 		return nil
 	case <-t.C:
-		l.dropped.Add(1)
-		l.lost.Add(1)
+		if intent == "" { // a carried record is linked from its intent later
+			l.dropped.Add(1)
+			l.lost.Add(1)
+		}
 		return ErrQueueFull
 	}
 }
@@ -210,13 +265,15 @@ func (l *Log) Flush(ctx context.Context) error {
 // Stats are counters of the log (metrics, benchmarks).
 type Stats struct {
 	Written, Batches, Conflicts, Dropped int64
-	Queued                               int
+	// Recovered counts records linked from intents whose record never came.
+	Recovered int64
+	Queued    int
 }
 
 // Stats returns the counters.
 func (l *Log) Stats() Stats {
 	return Stats{Written: l.written.Load(), Batches: l.batches.Load(), Conflicts: l.conflicts.Load(),
-		Dropped: l.lost.Load(), Queued: len(l.queue)}
+		Dropped: l.lost.Load(), Recovered: l.recovered.Load(), Queued: len(l.queue)}
 }
 
 // Start runs the writer in the background until Close.
@@ -237,8 +294,12 @@ func (l *Log) Close() {
 }
 
 // Run writes queued records until ctx ends, then writes what is still
-// queued (with a short deadline of its own) and returns.
+// queued (with a short deadline of its own) and returns. It first links
+// the intents an earlier run of this server left (recoverIntents).
 func (l *Log) Run(ctx context.Context) {
+	if err := l.recoverIntents(ctx); err != nil && ctx.Err() == nil {
+		l.log.Warn("audit intents not recovered", "err", err)
+	}
 	tick := time.NewTicker(l.cfg.HeadRefresh / 4)
 	defer tick.Stop()
 	for {
@@ -248,6 +309,9 @@ func (l *Log) Run(ctx context.Context) {
 		case <-tick.C:
 			if err := l.refresh(ctx); err != nil && ctx.Err() == nil {
 				l.log.Warn("audit head refresh failed", "err", err)
+			}
+			if err := l.recoverIntents(ctx); err != nil && ctx.Err() == nil {
+				l.log.Warn("audit intents not recovered", "err", err)
 			}
 		case <-ctx.Done():
 			l.drain()
@@ -274,16 +338,21 @@ func (l *Log) drain() {
 // records) and commits them.
 func (l *Log) writeBatch(ctx context.Context, first item) {
 	recs := make([]model.AuditRecord, 0, l.cfg.MaxBatch)
+	var intents []string
 	var barriers []chan struct{}
+	uncarried := false
 	add := func(it item) {
-		if it.done != nil {
+		switch {
+		case it.done != nil:
 			barriers = append(barriers, it.done)
-		} else {
-			recs = append(recs, it.rec)
+		case it.intent != "":
+			recs, intents = append(recs, it.rec), append(intents, it.intent)
+		default:
+			recs, uncarried = append(recs, it.rec), true
 		}
 	}
 	add(first)
-	l.fill(ctx, add, func() bool { return len(recs) < l.cfg.MaxBatch && len(barriers) == 0 })
+	l.fill(ctx, add, func() bool { return len(recs) < l.cfg.MaxBatch && len(barriers) == 0 }, func() bool { return uncarried })
 fill:
 	for len(recs) < l.cfg.MaxBatch {
 		select {
@@ -299,14 +368,15 @@ fill:
 	}
 	if len(recs) > 0 {
 		for attempt := 0; ; attempt++ {
-			err := l.commit(ctx, recs)
+			err := l.commit(ctx, recs, intents)
 			if err == nil {
 				break
 			}
 			if ctx.Err() != nil || attempt >= 20 {
-				l.dropped.Add(int64(len(recs)))
-				l.lost.Add(int64(len(recs)))
-				l.log.Error("audit records not written", "records", len(recs), "err", err)
+				// the intents stay: their records are linked later (recoverIntents)
+				l.dropped.Add(int64(len(recs) - len(intents)))
+				l.lost.Add(int64(len(recs) - len(intents)))
+				l.log.Error("audit records not written", "records", len(recs), "intents", len(intents), "err", err)
 				break
 			}
 			sleep(ctx, time.Duration(10<<min(attempt, 6))*time.Millisecond)
@@ -317,18 +387,36 @@ fill:
 	}
 }
 
-// fill waits up to Linger for more records while more is wanted (a
-// flush barrier ends the wait: someone waits for the store).
-func (l *Log) fill(ctx context.Context, add func(item), more func() bool) {
-	if l.cfg.Linger <= 0 || !more() {
+// fill waits for more records while more is wanted: up to Linger once
+// the batch holds a record no intent carries (hurry), else up to
+// CarriedLinger (a flush barrier ends the wait: someone waits for the
+// store).
+func (l *Log) fill(ctx context.Context, add func(item), more, hurry func() bool) {
+	wait := l.cfg.CarriedLinger
+	if hurry() {
+		wait = l.cfg.Linger
+	}
+	if wait <= 0 || !more() {
 		return
 	}
-	t := time.NewTimer(l.cfg.Linger)
+	deadline := time.Now().Add(wait)
+	t := time.NewTimer(wait)
 	defer t.Stop()
+	hurried := hurry()
 	for more() {
 		select {
 		case it := <-l.queue:
 			add(it)
+			if !hurried && hurry() {
+				hurried = true
+				if l.cfg.Linger <= 0 {
+					return
+				}
+				if d := time.Now().Add(l.cfg.Linger); d.Before(deadline) {
+					deadline = d
+					t.Reset(time.Until(d))
+				}
+			}
 		case <-t.C:
 			return
 		case <-ctx.Done():
@@ -349,10 +437,11 @@ func sleep(ctx context.Context, d time.Duration) {
 // errConflict says another writer moved the head first.
 var errConflict = errors.New("auditlog: head moved")
 
-// commit links recs after the head and writes them with the new signed
-// head in one transaction guarded on the head's revision; a lost race
-// re-reads the head and links again.
-func (l *Log) commit(ctx context.Context, recs []model.AuditRecord) error {
+// commit links recs after the head and writes them, as one value, with
+// the new signed head in one transaction guarded on the head's revision,
+// deleting the intents that carried them; a lost race re-reads the head
+// and links again.
+func (l *Log) commit(ctx context.Context, recs []model.AuditRecord, intents []string) error {
 	for range 50 {
 		head, rev, err := l.current(ctx)
 		if err != nil {
@@ -362,7 +451,10 @@ func (l *Log) commit(ctx context.Context, recs []model.AuditRecord) error {
 		if err != nil {
 			return err
 		}
-		ok, nrev, err := l.put(ctx, rev, nh, ops)
+		for _, k := range intents {
+			ops = append(ops, store.Delete(k))
+		}
+		ok, nrev, err := l.put(ctx, []store.Cond{store.IfRev(store.AuditHeadKey, rev)}, nh, ops)
 		if err != nil {
 			return err
 		}
@@ -378,22 +470,28 @@ func (l *Log) commit(ctx context.Context, recs []model.AuditRecord) error {
 	return errConflict
 }
 
-// link chains recs after head: the ops that store them (with checkpoints
-// where due) and the new head, signed.
+// link chains recs after head: the op that stores them (one value, the
+// records' bytes one per line, with checkpoints where due) and the new
+// head, signed.
 func (l *Log) link(head model.AuditHead, recs []model.AuditRecord) ([]store.Op, model.AuditHead, error) {
 	now := l.cfg.Clock()
 	seq, prev := head.Seq, head.Hash
 	if prev == "" {
 		prev = audit.Genesis
 	}
-	ops := make([]store.Op, 0, len(recs)+3)
+	var buf []byte
 	put := func(rec model.AuditRecord) error {
 		b, h, err := audit.Link(&rec, seq+1, prev)
 		if err != nil {
 			return err
 		}
 		seq, prev = seq+1, h
-		ops = append(ops, store.Put(store.AuditRecordKey(seq), b))
+		if buf == nil {
+			buf = make([]byte, 0, len(b)*(len(recs)+1)+len(recs))
+		} else {
+			buf = append(buf, '\n')
+		}
+		buf = append(buf, b...)
 		return nil
 	}
 	for _, rec := range recs {
@@ -411,6 +509,10 @@ func (l *Log) link(head model.AuditHead, recs []model.AuditRecord) ([]store.Op, 
 			return nil, head, err
 		}
 	}
+	ops := make([]store.Op, 0, 2+len(recs))
+	if seq > head.Seq {
+		ops = append(ops, store.Put(store.AuditRecordKey(head.Seq+1), buf))
+	}
 	nh := model.AuditHead{AuditSignature: l.cfg.Signer.Sign(audit.DomainHead, seq, prev, now),
 		RefreshSeconds: int(l.cfg.HeadRefresh / time.Second), Checkpoint: head.Checkpoint, CheckpointAt: head.CheckpointAt}
 	return ops, nh, nil
@@ -426,14 +528,14 @@ func (l *Log) checkpoint(head *model.AuditHead, seq int64, prev string, now time
 	return nil
 }
 
-// put writes ops and the head if the head is still at rev.
-func (l *Log) put(ctx context.Context, rev int64, nh model.AuditHead, ops []store.Op) (bool, int64, error) {
+// put writes ops and the head if conds hold.
+func (l *Log) put(ctx context.Context, conds []store.Cond, nh model.AuditHead, ops []store.Op) (bool, int64, error) {
 	hb, err := json.Marshal(nh)
 	if err != nil {
 		return false, 0, fmt.Errorf("auditlog: encode head: %w", err)
 	}
 	ops = append(ops, store.Put(store.AuditHeadKey, hb))
-	ok, nrev, err := l.cfg.Store.Txn(ctx, []store.Cond{store.IfRev(store.AuditHeadKey, rev)}, ops)
+	ok, nrev, err := l.cfg.Store.Txn(ctx, conds, ops)
 	if err != nil {
 		return false, 0, fmt.Errorf("auditlog: append: %w", err)
 	}
@@ -485,7 +587,7 @@ func (l *Log) refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ok, nrev, err := l.put(ctx, rev, nh, ops)
+	ok, nrev, err := l.put(ctx, []store.Cond{store.IfRev(store.AuditHeadKey, rev)}, nh, ops)
 	if err != nil || !ok {
 		return err
 	}

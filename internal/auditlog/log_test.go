@@ -153,37 +153,53 @@ func TestIdleHeadIsResigned(t *testing.T) {
 }
 
 // TestTamperingInTheStore edits, removes, reorders and truncates records
-// in the store itself and expects verify to name the first bad record.
+// in the store itself — inside the stored batches, and whole batches —
+// and expects verify to name the first bad record.
 func TestTamperingInTheStore(t *testing.T) {
 	ctx := context.Background()
+	swap := func(a, b int64) func(int64, map[int64][]byte) [][]byte {
+		return func(seq int64, all map[int64][]byte) [][]byte {
+			switch seq {
+			case a:
+				return [][]byte{all[b]}
+			case b:
+				return [][]byte{all[a]}
+			}
+			return [][]byte{all[seq]}
+		}
+	}
+	drop := func(from, to int64) func(int64, map[int64][]byte) [][]byte {
+		return func(seq int64, all map[int64][]byte) [][]byte {
+			if seq >= from && seq <= to {
+				return nil
+			}
+			return [][]byte{all[seq]}
+		}
+	}
 	tests := []struct {
 		name    string
-		tamper  func(st store.Store)
+		tamper  func(seq int64, all map[int64][]byte) [][]byte
 		seq     int64
 		problem string
 	}{
-		{"edit", func(st store.Store) {
-			kv, _ := st.Get(ctx, store.AuditRecordKey(20))
-			put(t, st, store.AuditRecordKey(20), bytes.Replace(kv.Value, []byte(`"ok"`), []byte(`"no"`), 1))
-		}, 20, audit.ProblemEdited},
-		{"remove", func(st store.Store) { del(t, st, store.AuditRecordKey(33)) }, 33, audit.ProblemRemoved},
-		{"reorder", func(st store.Store) {
-			a, _ := st.Get(ctx, store.AuditRecordKey(40))
-			b, _ := st.Get(ctx, store.AuditRecordKey(41))
-			put(t, st, store.AuditRecordKey(40), b.Value)
-			put(t, st, store.AuditRecordKey(41), a.Value)
-		}, 40, audit.ProblemReordered},
-		{"truncate", func(st store.Store) {
-			for s := int64(55); s <= 61; s++ {
-				del(t, st, store.AuditRecordKey(s))
+		{"edit", func(seq int64, all map[int64][]byte) [][]byte {
+			if seq == 20 {
+				return [][]byte{bytes.Replace(all[seq], []byte(`"ok"`), []byte(`"no"`), 1)}
 			}
-		}, 55, audit.ProblemTruncated},
+			return [][]byte{all[seq]}
+		}, 20, audit.ProblemEdited},
+		{"remove", drop(33, 33), 33, audit.ProblemRemoved},
+		{"reorder within a batch", swap(40, 41), 40, audit.ProblemReordered},
+		{"reorder across batches", swap(43, 44), 43, audit.ProblemReordered},
+		{"remove a whole batch", drop(23, 29), 23, audit.ProblemRemoved},
+		{"truncate", drop(55, 1000), 55, audit.ProblemTruncated},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			st := memstore.New()
 			c := &clock{t: time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)}
-			l := startLog(t, st, c, "s1", nil)
+			// batches of 7 (the first with a checkpoint): 1-8, 9-15, 16-22, 23-29, 30-36, 37-43, 44-50 …
+			l := startLog(t, st, c, "s1", func(cfg *Config) { cfg.MaxBatch = 7 })
 			for i := range 60 {
 				if err := l.Record(ctx, apiRecord(i)); err != nil {
 					t.Fatal(err)
@@ -192,7 +208,13 @@ func TestTamperingInTheStore(t *testing.T) {
 			if err := l.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
-			tt.tamper(st)
+			if first := batchFirsts(t, st); len(first) < 8 || first[3] != 23 || first[5] != 37 || first[6] != 44 {
+				t.Fatalf("batches start at %v", first)
+			}
+			if rep, err := VerifyStore(ctx, st, l.Signer().Public(), c.now(), time.Minute); err != nil || rep.Bad != nil {
+				t.Fatalf("before tampering: %+v %v", rep, err)
+			}
+			rewrite(t, st, tt.tamper)
 			rep, err := VerifyStore(ctx, st, l.Signer().Public(), c.now(), time.Minute)
 			if err != nil {
 				t.Fatal(err)
@@ -201,6 +223,48 @@ func TestTamperingInTheStore(t *testing.T) {
 				t.Fatalf("finding %v; want record %d %s", rep.Bad, tt.seq, tt.problem)
 			}
 		})
+	}
+}
+
+// batchFirsts lists where the stored batches start.
+func batchFirsts(t *testing.T, st store.Store) []int64 {
+	t.Helper()
+	kvs, _, err := st.List(context.Background(), store.AuditRecordsPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]int64, len(kvs))
+	for i, kv := range kvs {
+		out[i] = seqOf(kv.Key)
+	}
+	return out
+}
+
+// rewrite rewrites every stored batch in place: record seq becomes what
+// fn returns for it (nil: removed); a batch left empty is deleted.
+func rewrite(t *testing.T, st store.Store, fn func(seq int64, all map[int64][]byte) [][]byte) {
+	t.Helper()
+	ctx := context.Background()
+	kvs, _, err := st.List(ctx, store.AuditRecordsPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := map[int64][]byte{}
+	for _, kv := range kvs {
+		for i, rec := range bytes.Split(kv.Value, []byte{'\n'}) {
+			all[seqOf(kv.Key)+int64(i)] = rec
+		}
+	}
+	for _, kv := range kvs {
+		var out [][]byte
+		for i := range bytes.Count(kv.Value, []byte{'\n'}) + 1 {
+			out = append(out, fn(seqOf(kv.Key)+int64(i), all)...)
+		}
+		if len(out) == 0 {
+			del(t, st, kv.Key)
+		} else if v := bytes.Join(out, []byte{'\n'}); !bytes.Equal(v, kv.Value) {
+			put(t, st, kv.Key, v)
+		}
 	}
 }
 
@@ -254,7 +318,8 @@ func TestExportAndPrune(t *testing.T) {
 	if err != nil || srep.Bad != nil {
 		t.Fatalf("store: %+v %v", srep, err)
 	}
-	if srep.First != head.Seq-99 || srep.Records != 100 {
+	// whole batches are pruned: the window holds at least 100 records
+	if srep.Records < 100 || srep.Records >= 100+DefaultMaxBatch || srep.First+int64(srep.Records)-1 != head.Seq {
 		t.Fatalf("window %d records from %d; head %d", srep.Records, srep.First, head.Seq)
 	}
 	// a record edited in an export file is named
@@ -272,7 +337,7 @@ func TestPruneWithoutExport(t *testing.T) {
 	ctx := context.Background()
 	st := memstore.New()
 	c := &clock{t: time.Date(2025, 3, 1, 0, 0, 0, 0, time.UTC)}
-	l := startLog(t, st, c, "s1", nil)
+	l := startLog(t, st, c, "s1", func(cfg *Config) { cfg.MaxBatch = 10 })
 	x := NewExporter(l, ExportConfig{Window: 50})
 	for i := range 180 {
 		if err := l.Record(ctx, apiRecord(i)); err != nil {
@@ -285,10 +350,12 @@ func TestPruneWithoutExport(t *testing.T) {
 	if err := x.Step(ctx, st); err != nil {
 		t.Fatal(err)
 	}
-	kvs, _, _ := st.List(ctx, store.AuditRecordsPrefix)
-	if len(kvs) != 50 {
-		t.Fatalf("%d records kept, want 50", len(kvs))
+	head, _, _ := ReadHead(ctx, st)
+	kept, _ := Range(ctx, st, 1, head.Seq, 0)
+	if len(kept) < 50 || len(kept) >= 50+10 || kept[len(kept)-1].Seq != head.Seq {
+		t.Fatalf("%d records kept, want 50 (whole batches)", len(kept))
 	}
+	kvs, _, _ := st.List(ctx, store.AuditRecordsPrefix)
 	rep, err := VerifyStore(ctx, st, l.Signer().Public(), c.now(), time.Minute)
 	if err != nil || rep.Bad != nil {
 		t.Fatalf("verify: %+v %v", rep, err)

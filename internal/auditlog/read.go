@@ -1,11 +1,13 @@
 package auditlog
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,26 +56,62 @@ type Raw struct {
 	Bytes []byte
 }
 
+// batch is one stored value: the records written by one transaction,
+// first … first+len(recs)-1, their bytes one per line (records are
+// compact JSON: never a raw newline). A store written before batches
+// were packed holds batches of one.
+type batch struct {
+	key   string
+	first int64
+	recs  [][]byte
+}
+
+func (b batch) last() int64 { return b.first + int64(len(b.recs)) - 1 }
+
+// bucketBatches lists the batches that start in bucket b, in order.
+func bucketBatches(ctx context.Context, st store.Store, b int64) ([]batch, error) {
+	kvs, _, err := st.List(ctx, store.AuditBucketPrefix(b*store.AuditBucket))
+	if err != nil {
+		return nil, fmt.Errorf("auditlog: read records: %w", err)
+	}
+	out := make([]batch, 0, len(kvs))
+	for _, kv := range kvs {
+		first := seqOf(kv.Key)
+		if first < 1 {
+			continue
+		}
+		out = append(out, batch{key: kv.Key, first: first, recs: bytes.Split(kv.Value, []byte{'\n'})})
+	}
+	return out, nil
+}
+
 // Range returns the stored records with from ≤ seq ≤ to, in order, at
-// most limit of them (0: no limit). It lists only the buckets it needs.
+// most limit of them (0: no limit). It lists only the buckets it needs
+// (and the one before: a batch may start there). A record's Seq is its
+// place in its batch; verification reads the one its bytes carry.
 func Range(ctx context.Context, st store.Store, from, to int64, limit int) ([]Raw, error) {
 	if from < 1 {
 		from = 1
 	}
 	var out []Raw
-	for b := from / store.AuditBucket; b <= to/store.AuditBucket; b++ {
-		kvs, _, err := st.List(ctx, store.AuditBucketPrefix(b*store.AuditBucket))
+	for b := max(from/store.AuditBucket-1, 0); b <= to/store.AuditBucket; b++ {
+		bs, err := bucketBatches(ctx, st, b)
 		if err != nil {
-			return nil, fmt.Errorf("auditlog: read records: %w", err)
+			return nil, err
 		}
-		for _, kv := range kvs {
-			seq := seqOf(kv.Key)
-			if seq < from || seq > to {
+		for _, bt := range bs {
+			if bt.last() < from {
 				continue
 			}
-			out = append(out, Raw{Seq: seq, Bytes: kv.Value})
-			if limit > 0 && len(out) >= limit {
-				return out, nil
+			for i, rec := range bt.recs {
+				seq := bt.first + int64(i)
+				if seq < from || seq > to {
+					continue
+				}
+				out = append(out, Raw{Seq: seq, Bytes: rec})
+				if limit > 0 && len(out) >= limit {
+					return out, nil
+				}
 			}
 		}
 	}
@@ -82,9 +120,8 @@ func Range(ctx context.Context, st store.Store, from, to int64, limit int) ([]Ra
 
 // seqOf reads the sequence number of a record key (-1 if malformed).
 func seqOf(key string) int64 {
-	i := strings.LastIndexByte(key, '/')
-	var n int64
-	if _, err := fmt.Sscanf(key[i+1:], "%d", &n); err != nil {
+	n, err := strconv.ParseInt(key[strings.LastIndexByte(key, '/')+1:], 10, 64)
+	if err != nil {
 		return -1
 	}
 	return n
@@ -127,25 +164,28 @@ func Newest(ctx context.Context, st store.Store, f Filter, limit int) ([]model.A
 	var out []model.AuditRecord
 	scanned := 0
 	for b := top / store.AuditBucket; b >= 0 && len(out) < limit && scanned < MaxScan; b-- {
-		kvs, _, err := st.List(ctx, store.AuditBucketPrefix(b*store.AuditBucket))
+		bs, err := bucketBatches(ctx, st, b)
 		if err != nil {
-			return nil, fmt.Errorf("auditlog: read records: %w", err)
+			return nil, err
 		}
-		if len(kvs) == 0 && b*store.AuditBucket > 0 {
+		if len(bs) == 0 && b*store.AuditBucket > 0 {
 			break // pruned below here
 		}
-		for i := len(kvs) - 1; i >= 0 && len(out) < limit; i-- {
-			seq := seqOf(kvs[i].Key)
-			if seq > top || seq <= f.After {
-				continue
-			}
-			scanned++
-			var r model.AuditRecord
-			if err := json.Unmarshal(kvs[i].Value, &r); err != nil {
-				return nil, fmt.Errorf("auditlog: decode record %d: %w", seq, err)
-			}
-			if f.match(&r) {
-				out = append(out, r)
+		for j := len(bs) - 1; j >= 0 && len(out) < limit; j-- {
+			bt := bs[j]
+			for i := len(bt.recs) - 1; i >= 0 && len(out) < limit; i-- {
+				seq := bt.first + int64(i)
+				if seq > top || seq <= f.After {
+					continue
+				}
+				scanned++
+				var r model.AuditRecord
+				if err := json.Unmarshal(bt.recs[i], &r); err != nil {
+					return nil, fmt.Errorf("auditlog: decode record %d: %w", seq, err)
+				}
+				if f.match(&r) {
+					out = append(out, r)
+				}
 			}
 		}
 		if b*store.AuditBucket <= f.After {

@@ -23,14 +23,52 @@ import (
 // metadata only: no body, no query string and no error message reaches a
 // record, so no secret can. The records go to the server's
 // auditlog.Log, which appends them in batches (the request does not wait
-// for the store).
+// for the store). A request that changes something carries its record's
+// intent (auditlog.Carrier): the repository's transactions made for it
+// (auditlog.Carrying) write the intent beside the change, so that the
+// record is in the store exactly when the change is; the appender links
+// the final record and deletes the intent later.
 
 // auditNote carries what a handler learns about the object of a request
-// (the name in a create's body) to the audit record.
+// (the name in a create's body) to the audit record, and makes the
+// request's intent for the store's transactions.
 type auditNote struct {
 	mu     sync.Mutex
 	name   string
 	create bool // a POST to a collection: the body names the object
+
+	// for the intent (nil s: none)
+	s      *Server
+	r      *http.Request
+	route  string
+	e      endpoint
+	p      **principal // wrap's: set once the request is authenticated
+	at     time.Time
+	intent string // the intent's key once made
+	value  []byte
+}
+
+// Intent makes the request's intent the first time a transaction is
+// made for it (auditlog.Carrier): its record as it stands, outcome "ok"
+// (the transaction that carries it commits the change). Unauthenticated
+// requests have none (they change nothing).
+func (n *auditNote) Intent() (string, []byte) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.s == nil || n.s.audit == nil || n.p == nil || *n.p == nil {
+		return "", nil
+	}
+	if n.intent == "" {
+		rec := n.s.apiRecord(n.r, n.route, n.e, *n.p, http.StatusOK, nil, n.name, n.at)
+		rec.Status = 0 // not known yet
+		k, v, err := n.s.audit.Intent(rec)
+		if err != nil {
+			n.s.log.Error("audit intent not made", "route", n.route, "err", err)
+			return "", nil
+		}
+		n.intent, n.value = k, v
+	}
+	return n.intent, n.value
 }
 
 type auditNoteKey struct{}
@@ -174,10 +212,25 @@ func auditable(route string) bool {
 	return (method != http.MethodGet && method != http.MethodHead) || strings.HasSuffix(path, "/console")
 }
 
-// withAuditNote prepares r for auditRequest.
+// withAuditNote prepares r for auditRequest (or auditJoin).
 func withAuditNote(r *http.Request, route string) (*http.Request, *auditNote) {
 	n := &auditNote{create: strings.HasPrefix(route, "POST ") && !strings.Contains(route, "{")}
 	return r.WithContext(context.WithValue(r.Context(), auditNoteKey{}, n)), n
+}
+
+// withAuditIntent is withAuditNote for the user API: with the trail on,
+// r also carries its intent (p is wrap's principal, set later).
+func (s *Server) withAuditIntent(r *http.Request, route string, e endpoint, p **principal, at time.Time) (*http.Request, *auditNote) {
+	n := &auditNote{create: strings.HasPrefix(route, "POST ") && !strings.Contains(route, "{")}
+	ctx := context.WithValue(r.Context(), auditNoteKey{}, n)
+	if s.audit != nil && !e.public {
+		ctx = auditlog.WithCarrier(ctx, n)
+	}
+	r = r.WithContext(ctx)
+	if s.audit != nil && !e.public {
+		n.s, n.r, n.route, n.e, n.p, n.at = s, r, route, e, p, at
+	}
+	return r, n
 }
 
 // auditRequest records one request. Unauthenticated ones are recorded
@@ -191,6 +244,25 @@ func (s *Server) auditRequest(r *http.Request, route string, e endpoint, p *prin
 		s.auditSkipped.Add(1)
 		return
 	}
+	note.mu.Lock()
+	name, intent := note.name, note.intent
+	note.s = nil // no intent after the record (a transaction the handler left running)
+	note.mu.Unlock()
+	if name == "" && r.Method == http.MethodPost && !strings.Contains(route, "{") && !strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/") {
+		// refused before the handler read the body: name the object anyway
+		if b, err := peekBody(r); err == nil && len(b) <= MaxBody {
+			noteBody(r, b)
+			name = note.name
+		}
+	}
+	rec := s.apiRecord(r, route, e, p, code, he, name, at)
+	if err := s.audit.RecordCarried(rec, intent, 10*time.Second); err != nil {
+		s.log.Error("audit record dropped", "route", route, "err", err)
+	}
+}
+
+// apiRecord is the record of a request to route with outcome code.
+func (s *Server) apiRecord(r *http.Request, route string, e endpoint, p *principal, code int, he *httpError, name string, at time.Time) model.AuditRecord {
 	rec := model.AuditRecord{Time: at, Kind: model.AuditKindAPI, Action: route, Status: code,
 		Actor: &model.AuditActor{Source: r.RemoteAddr}}
 	switch {
@@ -210,21 +282,9 @@ func (s *Server) auditRequest(r *http.Request, route string, e endpoint, p *prin
 			rec.Reason = "field " + he.body.Field
 		}
 	}
-	note.mu.Lock()
-	name := note.name
-	note.mu.Unlock()
-	if name == "" && r.Method == http.MethodPost && !strings.Contains(route, "{") && !strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/") {
-		// refused before the handler read the body: name the object anyway
-		if b, err := peekBody(r); err == nil && len(b) <= MaxBody {
-			noteBody(r, b)
-			name = note.name
-		}
-	}
 	rec.Project = auditProject(r, e, p, name)
 	rec.Object = auditObject(route, r, rec.Project, name)
-	if err := s.audit.RecordWithin(rec, 10*time.Second); err != nil {
-		s.log.Error("audit record dropped", "route", route, "err", err)
-	}
+	return rec
 }
 
 // auditProject is the project a request acted in: a scoped route's

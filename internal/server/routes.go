@@ -180,7 +180,7 @@ func (s *Server) wrap(route string, e endpoint) http.Handler {
 		var p *principal
 		var note *auditNote
 		if auditable(route) {
-			r, note = withAuditNote(r, route)
+			r, note = s.withAuditIntent(r, route, e, &p, at)
 		}
 		if !e.public {
 			var he *httpError

@@ -224,7 +224,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger.With("component", "server"), now: cfg.Clock,
-		repo: state.New(cfg.Store, cfg.Clock), metrics: cfg.Metrics,
+		repo: state.New(auditlog.Carrying(cfg.Store), cfg.Clock), metrics: cfg.Metrics,
 		drain: make(chan struct{}), leases: map[string]hostLease{},
 		unauth: limiter{rate: unauthRate, burst: unauthBurst},
 	}

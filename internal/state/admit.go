@@ -34,6 +34,10 @@ type admitReq struct {
 	// in a transaction of their own, so that the scheduler recognises
 	// them as one request's gang (same create revision).
 	alone bool
+	// carry is the write the call's context carries (its audit intent,
+	// store.CarriedOp): it commits with the call's VMs.
+	carry   store.Op
+	carried bool
 }
 
 // admitQueue is one project's queue.
@@ -64,6 +68,7 @@ type admitter struct {
 // (or ctx's error: the VMs may still be created, as by a transaction that
 // commits after its caller gave up).
 func (r *Repo) admit(ctx context.Context, project string, req *admitReq) ([]*model.VM, error) {
+	req.carry, req.carried = store.CarriedOp(ctx)
 	a := r.admits
 	a.mu.Lock()
 	q := a.queues[project]
@@ -77,8 +82,9 @@ func (r *Repo) admit(ctx context.Context, project string, req *admitReq) ([]*mod
 	a.mu.Unlock()
 	if lead {
 		// The batches are the queue's, not this call's: they outlive its
-		// context, bounded.
-		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		// context, bounded; and not its audit intent (each call's rides
+		// with its own VMs: admitOnce).
+		bctx, cancel := context.WithTimeout(store.WithoutCarrier(context.WithoutCancel(ctx)), time.Minute)
 		for {
 			batch := a.take(project)
 			if batch == nil {
@@ -110,6 +116,9 @@ func (a *admitter) take(project string) []*admitReq {
 	n, ops := 0, 1
 	for _, req := range q.pending {
 		cost := 2 * len(req.vms)
+		if req.carried {
+			cost++
+		}
 		if n > 0 && (req.alone || q.pending[0].alone || ops+cost > admitBudget) {
 			break
 		}
@@ -205,6 +214,9 @@ func (r *Repo) admitOnce(ctx context.Context, project string, batch []*admitReq)
 			conds = append(conds, store.IfAbsent(key))
 			ops = append(ops, store.Put(key, encodeVM(v)))
 			ops = append(ops, TransitionOps(nil, v, now)...)
+		}
+		if req.carried {
+			ops = append(ops, req.carry)
 		}
 		left = append(left, req)
 	}

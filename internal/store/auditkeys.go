@@ -4,7 +4,8 @@ import "fmt"
 
 // Keys of the audit trail (docs/audit.md) and of metering (docs/metering.md):
 //
-//	/vpool/audit/records/<bucket>/<seq>    one record's bytes (bucket = seq / AuditBucket)
+//	/vpool/audit/records/<bucket>/<seq>    a batch of records from seq on: their bytes, one per line (bucket = seq / AuditBucket)
+//	/vpool/audit/pending/<server>/<id>     an audit intent: the record of a request, written in the change's own transaction
 //	/vpool/audit/head                      model.AuditHead: the signed head of the chain
 //	/vpool/audit/anchor                    model.AuditSignature: the last record pruned (signed)
 //	/vpool/audit/exported                  the last record written to the export files
@@ -13,6 +14,7 @@ import "fmt"
 const (
 	AuditPrefix        = Root + "audit/"
 	AuditRecordsPrefix = AuditPrefix + "records/"
+	AuditPendingPrefix = AuditPrefix + "pending/"
 	AuditHeadKey       = AuditPrefix + "head"
 	AuditAnchorKey     = AuditPrefix + "anchor"
 	AuditExportedKey   = AuditPrefix + "exported"
@@ -28,7 +30,8 @@ func AuditBucketPrefix(seq int64) string {
 	return fmt.Sprintf("%s%012d/", AuditRecordsPrefix, seq/AuditBucket)
 }
 
-// AuditRecordKey is the key of record seq.
+// AuditRecordKey is the key of the batch of records that starts at seq
+// (a batch of one in stores written before batches were packed).
 func AuditRecordKey(seq int64) string {
 	return fmt.Sprintf("%s%020d", AuditBucketPrefix(seq), seq)
 }
