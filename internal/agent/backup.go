@@ -27,8 +27,12 @@ import (
 // (the agent restarted) is reported failed: it cannot be resumed, and
 // the next one covers its changes.
 
-// bootCheckTimeout bounds the wait for a restored VM's ready marker.
-const bootCheckTimeout = 5 * time.Minute
+// bootCheckTimeout bounds the wait for a restored VM to be up (a var
+// for tests); bootCheckPoll is how often it looks.
+var (
+	bootCheckTimeout = 5 * time.Minute
+	bootCheckPoll    = time.Second
+)
 
 type backups struct {
 	a       *Agent
@@ -338,7 +342,7 @@ func (bk *backups) bootCheck(ctx context.Context, id string, rs model.Restore) (
 				return model.BootCheckMarker, nil
 			}
 		}
-		if sleepCtx(ctx, time.Second) != nil {
+		if sleepCtx(ctx, bootCheckPoll) != nil {
 			return "", ctx.Err()
 		}
 	}
