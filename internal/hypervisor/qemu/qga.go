@@ -86,7 +86,7 @@ func (d *Driver) GuestExec(ctx context.Context, id, path string, args ...string)
 // Freeze timeouts: reaching the agent, the freeze itself (it flushes
 // every file system's dirty data first) and each thaw attempt.
 const (
-	qgaDialTimeout   = 5 * time.Second
+	qgaDialTimeout   = 3 * time.Second
 	qgaFreezeTimeout = time.Minute
 	qgaThawTimeout   = 10 * time.Second
 )
@@ -123,10 +123,15 @@ func (d *Driver) freezeGuest(ctx context.Context, id string) (hypervisor.BackupC
 		release()
 		return hypervisor.BackupConsistency{Reason: "the guest agent could not freeze the file systems: " + err.Error()}, nil
 	}
-	return hypervisor.BackupConsistency{Application: true, FrozenFilesystems: n}, func() {
+	thaw := func() {
 		d.thawGuest(ctx, id, ga, sock)
 		release()
 	}
+	if n == 0 {
+		// Nothing was flushed: the point is no better than a crash's.
+		return hypervisor.BackupConsistency{Reason: "the guest agent found no file system to freeze"}, thaw
+	}
+	return hypervisor.BackupConsistency{Application: true, FrozenFilesystems: n}, thaw
 }
 
 // thawGuest thaws the guest's file systems, retrying on a fresh
