@@ -57,7 +57,8 @@ log "downloading qemu-guest-agent and $kpkg (for ext4)"
 if ! apt-get download qemu-guest-agent "$kpkg" >&2 2>apt.err; then
 	if [ "$(id -u)" = 0 ]; then
 		apt-get update -qq >&2
-		apt-get download qemu-guest-agent "$kpkg" >&2
+		apt-get download qemu-guest-agent "$kpkg" >&2 ||
+			{ log "cannot download $kpkg (the base guest's kernel; gone from the mirror?): remove $base to rebuild the base guest"; exit 1; }
 	else
 		cat apt.err >&2
 		log "apt-get download failed: run 'apt-get update' as root"
