@@ -98,6 +98,9 @@ type Config struct {
 	// Cgroups enables resource controls through cgroups (default on
 	// when a writable cgroup hierarchy is found). Set NoCgroups to skip.
 	NoCgroups bool
+	// NoGuestAgent starts VMs without the guest-agent channel (qga.go):
+	// the device set of VMs started by vpool versions before it.
+	NoGuestAgent bool
 	// MigrationTLSDir holds this host's migration TLS material in QEMU's
 	// layout (ca-cert.pem from the cluster CA, server-cert.pem,
 	// server-key.pem, client-cert.pem, client-key.pem). When set, incoming

@@ -262,7 +262,9 @@ func (d *Driver) machine(ctx context.Context, rec *record, o startOpts, rev *rev
 		PidFile:       filepath.Join(d.vmDir(id), "qemu.pid"),
 		Balloon:       true, StartPaused: true, Incoming: o.incoming, Sandbox: true,
 	}
-	m.GuestAgentSocket = d.guestAgentSocket(id)
+	if !d.cfg.NoGuestAgent {
+		m.GuestAgentSocket = d.guestAgentSocket(id)
+	}
 	if o.helper { // keep the VM's own serial logs as they are
 		m.SerialLog = filepath.Join(d.vmDir(id), helperSerialLog)
 	}
