@@ -98,7 +98,8 @@ func agentCmd() *cobra.Command {
 	simCPUs := f.Int("sim-cpus", 8, "CPUs of a sim host")
 	simMem := f.String("sim-memory", "32GiB", "memory of a sim host")
 	simDisk := f.String("sim-disk", "1TiB", "disk of a sim host")
-	pools := f.StringArray("pool", nil, "storage pool NAME=DIR of a qemu host (repeatable; a shared pool is a directory every host mounts at the same path)")
+	simMigrate := f.Duration("sim-migrate-delay", 0, "how long a sim host's live migration takes (sim hosts migrate over TCP on --address)")
+	pools := f.StringArray("pool", nil, "storage pool NAME=DIR (repeatable; a shared pool is a directory every host mounts at the same path, outside --state-dir)")
 	networks := f.StringArray("network", nil, "a network this host is attached to (repeatable); migrations refuse a target without the VM's networks (default: not checked)")
 	cpuModel := f.String("cpu-model", "", "guest CPU model of a qemu host, the same on every host so VMs move between different CPUs (e.g. Haswell-noTSX; default: host under KVM, qemu64 under TCG)")
 	machine := f.String("machine", "", "guest machine type of a qemu host, the same on every host so running VMs can move (e.g. pc-q35-7.2 while some hosts still run QEMU 7.2; default: q35, this QEMU's newest)")
@@ -140,7 +141,7 @@ func agentCmd() *cobra.Command {
 		}
 		a, drv, kind, err := devenv.NewAgent(devenv.AgentConfig{
 			ServerURL: *srvURL, JoinToken: tok, StateDir: *stateDir, HostName: *name, Labels: lab, Address: *address, Networks: *networks, Net: netCfg,
-			Driver: devenv.DriverOptions{Kind: *driver, SimCPUs: *simCPUs, SimMemory: mem, SimDisk: disk, QEMU: qemuDriver, Pools: poolDirs,
+			Driver: devenv.DriverOptions{Kind: *driver, SimCPUs: *simCPUs, SimMemory: mem, SimDisk: disk, SimMigrateDelay: *simMigrate, QEMU: qemuDriver, Pools: poolDirs,
 				CPUModel: *cpuModel, Machine: *machine},
 			Logger: log, Version: version,
 		})

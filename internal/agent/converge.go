@@ -665,7 +665,12 @@ func (a *Agent) putStatus(ctx context.Context, rep api.VMReport, out *model.VM) 
 
 // checkOrphan handles a VM the driver has but no assignment names. It is
 // conservative: the VM is deleted only when the server answers that it
-// does not know it (404); otherwise it is left as it is and logged.
+// does not know it (404), or that it is another host's (409) while the
+// copy here is one this agent's self-fence killed and is still stopped —
+// HA restarted it elsewhere, and the dead copy would block every later
+// migration of it to this host. Delete removes only what this host owns
+// (on a shared pool, the disks belong to the host that runs the VM now).
+// Otherwise the VM is left as it is and logged.
 func (a *Agent) checkOrphan(ctx context.Context, in hypervisor.Info) {
 	key := infoKey(in)
 	defer a.done(key, 0)
@@ -681,6 +686,10 @@ func (a *Agent) checkOrphan(ctx context.Context, in hypervisor.Info) {
 	st.orphan = true
 	st.retryAt = time.Now().Add(a.cfg.StatusInterval)
 	a.mu.Unlock()
+	if httpStatus(err) == http.StatusConflict && !liveState(in.State) && a.fenceKilled(key, false) {
+		a.dropFencedCopy(ctx, in, key)
+		return
+	}
 	if httpStatus(err) != http.StatusNotFound {
 		// Known to the server (or the server cannot say): assigned
 		// elsewhere, or an assignment we have not seen yet. Leave it.
@@ -700,6 +709,28 @@ func (a *Agent) checkOrphan(ctx context.Context, in hypervisor.Info) {
 	if err := a.cfg.Driver.Delete(ctx, in.ID); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
 		a.log.Error("delete orphan VM", "vm", key, "err", err)
 	}
+}
+
+// liveState: a copy in this state may be running guest code.
+func liveState(s hypervisor.State) bool {
+	return s == hypervisor.StateRunning || s == hypervisor.StatePaused || s == hypervisor.StateUnknown
+}
+
+// dropFencedCopy deletes the stopped copy of a VM this agent's
+// self-fence killed and the server now assigns to another host.
+func (a *Agent) dropFencedCopy(ctx context.Context, in hypervisor.Info, key string) {
+	a.mu.Lock()
+	_, assigned := a.assigned[key]
+	a.mu.Unlock()
+	if assigned || a.isFenced() {
+		return
+	}
+	a.log.Warn("dropping the stopped copy of a VM restarted on another host (this host's self-fence killed it)", "vm", key, "state", in.State)
+	if err := a.cfg.Driver.Delete(ctx, in.ID); err != nil && !errors.Is(err, hypervisor.ErrNotFound) {
+		a.log.Error("drop fenced copy", "vm", key, "err", err)
+		return
+	}
+	a.fenceKilled(key, true)
 }
 
 func errString(err error) string {

@@ -174,6 +174,16 @@ func (fs *fakeServer) moveElsewhere(key string) {
 	fs.elsewhere[key] = true
 }
 
+// handOver is moveElsewhere once this host's assignment list has caught
+// up: the VM leaves it too.
+func (fs *fakeServer) handOver(key string) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.elsewhere[key] = true
+	delete(fs.vms, key)
+	fs.bumpLocked(nil)
+}
+
 func (fs *fakeServer) assignments(w http.ResponseWriter, r *http.Request) {
 	after, _ := strconv.ParseInt(r.URL.Query().Get("after"), 10, 64)
 	wait, err := time.ParseDuration(r.URL.Query().Get("wait"))

@@ -28,6 +28,10 @@ type fence struct {
 	after     time.Duration // the fence timeout the servers asked for (0: none)
 	fenced    bool          // the VMs were killed; nothing starts until a renewal
 	count     int           // how many times this agent fenced itself
+	// killed are the VMs (infoKey) a self-fence of this process killed:
+	// when the server answers that such a VM is assigned to another host
+	// (HA restarted it there), its stopped copy here is dropped.
+	killed map[string]bool
 }
 
 // renewed records a renewal sent at sent that succeeded, with the fence
@@ -117,6 +121,12 @@ func (a *Agent) killAll(ctx context.Context) {
 			a.log.Error("self-fence: kill VM", "vm", in.ID, "err", err)
 			continue
 		}
+		a.mu.Lock()
+		if a.fn.killed == nil {
+			a.fn.killed = map[string]bool{}
+		}
+		a.fn.killed[infoKey(in)] = true
+		a.mu.Unlock()
 		a.log.Warn("self-fence: killed VM", "vm", in.ID)
 	}
 }
@@ -150,4 +160,16 @@ func (a *Agent) confirmOwner(ctx context.Context, vm *model.VM) error {
 		return fmt.Errorf("%w: owner %s epoch %d, the assignment has epoch %d", errNotOwner, o.Host, o.Epoch, want)
 	}
 	return nil
+}
+
+// fenceKilled reports whether a self-fence of this process killed the
+// VM key, and forgets it when forget is set.
+func (a *Agent) fenceKilled(key string, forget bool) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	k := a.fn.killed[key]
+	if forget {
+		delete(a.fn.killed, key)
+	}
+	return k
 }

@@ -43,6 +43,14 @@ func TestSelfFenceAndOwnership(t *testing.T) {
 	if running("default.web") {
 		t.Fatal("a VM restarted elsewhere was started again on the fenced host")
 	}
+	// Once the assignment list has caught up, its dead copy does not stay
+	// behind (it would block every later migration of web to this host:
+	// "vm already exists").
+	fs.handOver("default/web")
+	eventually(t, "the fence-killed copy of web dropped", func() bool { _, ok := info(t, d, "default.web"); return !ok })
+	if _, ok := info(t, d, "default.db"); !ok {
+		t.Fatal("db, still this host's, was dropped")
+	}
 }
 
 // VM-level HA: a VM whose QEMU dies on a healthy host is restarted

@@ -164,9 +164,10 @@ func (ms *migrations) targetJob(m model.Migration, w *migWork) func(context.Cont
 				if ms.report(ctx, m, api.MigrationReport{Arrived: true}) == nil {
 					ms.mark(m.Name, func(w *migWork) { w.arrived = true })
 				}
-			case m.SourceUnsure && !m.TargetAbsent:
-				// The source never heard our answer to the switchover, and
-				// the VM is not here: the source's paused copy is the one.
+			case (m.SourceUnsure || m.SourceGone) && !m.TargetAbsent:
+				// The source never heard our answer to the switchover (or
+				// restarted without the VM), and the VM is not here: say
+				// so, the controller ends the migration.
 				_ = ms.report(ctx, m, api.MigrationReport{Absent: true})
 			}
 		}

@@ -240,6 +240,12 @@ func (x *migrator) transferring(ctx context.Context, mg *model.Migration, srcUp,
 		return nil // the target's report decides
 	case mg.SourceUnsure:
 		return x.fail(ctx, mg, model.MigrationFailed, "switchover unanswered ("+mg.SourceError+") and the target does not have the VM; it resumes on "+mg.Source, "")
+	case mg.SourceGone && mg.TargetAbsent:
+		// The source's host restarted without the VM (a host crash) and
+		// the target never received it: nothing is in flight. End now
+		// rather than at the transfer timeout; the source recreates the
+		// VM from its assignment (shared disks) or HA restarts it.
+		return x.endGone(ctx, mg, "the source restarted without the VM and the target does not have it")
 	case mg.SourceError != "":
 		if mg.CancelRequested {
 			return x.fail(ctx, mg, model.MigrationCancelled, "cancelled during transfer; the VM stays on "+mg.Source, "")

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/vpool/vpool/internal/agent"
@@ -61,14 +63,19 @@ type DriverOptions struct {
 	SimCPUs   int
 	SimMemory model.Bytes
 	SimDisk   model.Bytes
-	// SimRegistry connects simulated hosts of one process for migration.
+	// SimRegistry connects simulated hosts of one process for migration;
+	// without it a sim host with a MigrationHost migrates to hosts of
+	// other processes over TCP.
 	SimRegistry *sim.Registry
+	// SimMigrateDelay is how long a simulated live migration takes.
+	SimMigrateDelay time.Duration
 	// SimMemoryOnly keeps sim VMs in memory only (no state file): for
 	// hundreds of simulated hosts in tests.
 	SimMemoryOnly bool
 	QEMU          QEMUFactory
 	// Pools, MigrationHost, CPUModel and Machine go to the QEMU driver
-	// (QEMUOptions).
+	// (QEMUOptions); a sim host reports Pools (shared when the directory
+	// is outside StateDir, as QEMU does) and migrates on MigrationHost.
 	Pools         map[string]string
 	MigrationHost string
 	CPUModel      string
@@ -116,7 +123,11 @@ func OpenDriver(o DriverOptions) (hypervisor.Driver, string, error) {
 		}
 		return d, kind, nil
 	case DriverSim:
-		cfg := sim.Config{Name: o.HostName, CPUs: o.SimCPUs, Memory: o.SimMemory, Disk: o.SimDisk, Registry: o.SimRegistry}
+		cfg := sim.Config{Name: o.HostName, CPUs: o.SimCPUs, Memory: o.SimMemory, Disk: o.SimDisk, Registry: o.SimRegistry,
+			MigrateDelay: o.SimMigrateDelay, Pools: simPools(o.Pools, o.StateDir)}
+		if o.SimRegistry == nil {
+			cfg.MigrationHost = o.MigrationHost
+		}
 		if !o.SimMemoryOnly && o.StateDir != "" {
 			cfg.StateFile = filepath.Join(o.StateDir, "sim", "host.json")
 		}
@@ -128,6 +139,19 @@ func OpenDriver(o DriverOptions) (hypervisor.Driver, string, error) {
 	default:
 		return nil, "", fmt.Errorf("devenv: unknown driver %q (want sim, qemu or auto)", kind)
 	}
+}
+
+// simPools are a sim host's pools: shared when the directory lies outside
+// the agent's state dir (the QEMU driver's rule).
+func simPools(dirs map[string]string, stateDir string) []model.StoragePoolRef {
+	var out []model.StoragePoolRef
+	for name, dir := range dirs {
+		rel, err := filepath.Rel(stateDir, dir)
+		local := stateDir != "" && err == nil && !strings.HasPrefix(rel, "..")
+		out = append(out, model.StoragePoolRef{Name: name, Tier: "local", Shared: !local})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 // AgentConfig configures one agent with its driver.

@@ -98,7 +98,7 @@ func applyTargetReport(m *model.Migration, rep api.MigrationReport) error {
 	if rep.Arrived && !m.Arrived {
 		m.Arrived, changed = true, true
 	}
-	if rep.Absent && m.SourceUnsure && !m.Arrived && !m.TargetAbsent {
+	if rep.Absent && (m.SourceUnsure || m.SourceGone) && !m.Arrived && !m.TargetAbsent {
 		m.TargetAbsent, changed = true, true
 	}
 	if rep.Cleaned && m.Phase.Final() && !m.TargetCleaned {

@@ -22,7 +22,7 @@ import (
 func checkAuditAfterFailover(t *testing.T, survivor *srv, killed string, killedAt time.Time) {
 	t.Helper()
 	ctx := context.Background()
-	c := survivor.apiClient
+	c := survivor.Client
 	hv, recs, rep := fetchAndVerify(ctx, t, c)
 	if rep.Bad != nil {
 		t.Fatalf("the audit trail after the failover: %v", rep.Bad)

@@ -66,7 +66,7 @@ type failoverRun struct {
 // every server, and measures until the VM is placed.
 func killLeaderOnce(tb testing.TB, cl *cluster, probe string) failoverRun {
 	ctx := context.Background()
-	old, err := cl.leader(ctx)
+	old, err := cl.Leader(ctx)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -76,24 +76,24 @@ func killLeaderOnce(tb testing.TB, cl *cluster, probe string) failoverRun {
 		mu      sync.Mutex
 		samples [][]sample
 	)
-	for _, s := range cl.servers {
+	for _, s := range cl.Servers {
 		if s == old {
 			continue
 		}
 		wg.Go(func() {
-			ss := pollAll(pctx, s.apiClient)
+			ss := pollAll(pctx, s.Client)
 			mu.Lock()
 			samples = append(samples, ss)
 			mu.Unlock()
 		})
 	}
 	time.Sleep(200 * time.Millisecond) // the pollers see the cluster whole first
-	old.kill9()
+	old.Kill9()
 	t0 := time.Now()
 	var run failoverRun
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := cl.c.CreateVM(cctx, api.DefaultProject, smallVM(probe))
+		_, err := cl.C.CreateVM(cctx, api.DefaultProject, smallVM(probe))
 		cancel()
 		if err == nil || client.HasCode(err, api.CodeConflict) {
 			break
@@ -104,12 +104,12 @@ func killLeaderOnce(tb testing.TB, cl *cluster, probe string) failoverRun {
 	}
 	for run.controllers == 0 || run.leader == 0 {
 		if run.leader == 0 {
-			if l, err := cl.leader(ctx); err == nil && l != old {
+			if l, err := cl.Leader(ctx); err == nil && l != old {
 				run.leader = time.Since(t0)
 			}
 		}
 		if run.controllers == 0 {
-			if vm, err := cl.c.GetVM(ctx, api.DefaultProject, probe); err == nil && vm.Status.Host != "" {
+			if vm, err := cl.C.GetVM(ctx, api.DefaultProject, probe); err == nil && vm.Status.Host != "" {
 				run.controllers = time.Since(t0)
 			}
 		}
@@ -127,8 +127,8 @@ func killLeaderOnce(tb testing.TB, cl *cluster, probe string) failoverRun {
 		run.apiGap, run.apiOK = max(run.apiGap, gap), min(run.apiOK, share)
 	}
 	// Back to three servers before the next kill.
-	old.start()
-	old.waitHealthy()
+	old.Start()
+	old.WaitHealthy()
 	time.Sleep(2 * time.Second)
 	return run
 }

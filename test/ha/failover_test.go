@@ -92,7 +92,7 @@ func TestLeaderKillDuringCreates(t *testing.T) {
 
 	startDrain(t, cl, hs)
 
-	leader, err := cl.leader(ctx)
+	leader, err := cl.Leader(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,24 +101,24 @@ func TestLeaderKillDuringCreates(t *testing.T) {
 	var killedAt time.Time
 	counts := map[string]*[2]atomic.Int64{}
 	kill := func() {
-		leader.kill9()
+		leader.Kill9()
 		killedAt = time.Now()
-		for _, s := range cl.servers {
+		for _, s := range cl.Servers {
 			if s != leader {
 				c := &[2]atomic.Int64{}
-				counts[s.name] = c
-				go poll(pctx, s.apiClient, &c[0], &c[1])
+				counts[s.Name] = c
+				go poll(pctx, s.Client, &c[0], &c[1])
 			}
 		}
 	}
 	const n = 80
-	results := createStream(cl.c, n, 4, 20, kill)
+	results := createStream(cl.C, n, 4, 20, kill)
 	stopPolls()
 	if killedAt.IsZero() {
 		t.Fatal("the leader was never killed: too few creates were acknowledged")
 	}
 
-	accepted, afterKill := tally(t, results, killedAt, leader.name)
+	accepted, afterKill := tally(t, results, killedAt, leader.Name)
 	if afterKill == 0 {
 		t.Error("no create was acknowledged after the kill: the API did not keep answering")
 	}
@@ -130,15 +130,15 @@ func TestLeaderKillDuringCreates(t *testing.T) {
 	}
 
 	eventually(t, "a new leader", 30*time.Second, func() bool {
-		l, err := cl.leader(ctx)
+		l, err := cl.Leader(ctx)
 		return err == nil && l != leader
 	})
 	t.Logf("a new leader %s after the kill", time.Since(killedAt).Round(100*time.Millisecond))
 	checkConverged(t, cl, hs, accepted, n)
 	checkDrained(t, cl, "h1")
-	for _, s := range cl.servers {
+	for _, s := range cl.Servers {
 		if s != leader {
-			checkAuditAfterFailover(t, s, leader.name, killedAt)
+			checkAuditAfterFailover(t, s, leader.Name, killedAt)
 			break
 		}
 	}
@@ -176,24 +176,24 @@ func startDrain(t *testing.T, cl *cluster, hs *hosts) {
 	ctx := context.Background()
 	cordon := func(on bool) {
 		for _, h := range []string{"h2", "h3"} {
-			if _, err := cl.c.PatchHost(ctx, h, api.HostPatchRequest{Cordoned: &on}); err != nil {
+			if _, err := cl.C.PatchHost(ctx, h, api.HostPatchRequest{Cordoned: &on}); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	cordon(true)
 	for i := 1; i <= 4; i++ {
-		if _, err := cl.c.CreateVM(ctx, api.DefaultProject, smallVM(fmt.Sprintf("pre-%d", i))); err != nil {
+		if _, err := cl.C.CreateVM(ctx, api.DefaultProject, smallVM(fmt.Sprintf("pre-%d", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
 	eventually(t, "the VMs to drain running", 60*time.Second, func() bool { return len(hs.running(t)) == 4 })
 	cordon(false)
-	if _, err := cl.c.DrainHost(ctx, "h1", 2); err != nil {
+	if _, err := cl.C.DrainHost(ctx, "h1", 2); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "a drain migration in flight", 30*time.Second, func() bool {
-		ms, err := cl.c.ListMigrations(ctx, "", true)
+		ms, err := cl.C.ListMigrations(ctx, "", true)
 		for _, m := range ms {
 			if !m.Phase.Final() && m.Phase != model.MigrationPending {
 				return true
@@ -213,7 +213,7 @@ func checkConverged(t *testing.T, cl *cluster, hs *hosts, accepted map[string]bo
 	ctx := context.Background()
 	var vms map[string]model.VM
 	eventually(t, "every stored VM running", 90*time.Second, func() bool {
-		list, err := cl.c.ListVMs(ctx, client.ListVMsOptions{Project: api.DefaultProject})
+		list, err := cl.C.ListVMs(ctx, client.ListVMsOptions{Project: api.DefaultProject})
 		if err != nil {
 			return false
 		}
@@ -250,7 +250,7 @@ func checkConverged(t *testing.T, cl *cluster, hs *hosts, accepted map[string]bo
 	if len(running) != len(vms) {
 		t.Errorf("%d VMs run on the hosts, %d are stored", len(running), len(vms))
 	}
-	p, err := cl.c.GetProject(ctx, api.DefaultProject)
+	p, err := cl.C.GetProject(ctx, api.DefaultProject)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,10 +272,10 @@ func checkDrained(t *testing.T, cl *cluster, host string) {
 	t.Helper()
 	ctx := context.Background()
 	eventually(t, "the drain done", 90*time.Second, func() bool {
-		h, err := cl.c.GetHost(ctx, host)
+		h, err := cl.C.GetHost(ctx, host)
 		return err == nil && h.Drain != nil && h.Drain.Done
 	})
-	ms, err := cl.c.ListMigrations(ctx, "", true)
+	ms, err := cl.C.ListMigrations(ctx, "", true)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/client"
+	harness "github.com/vpool/vpool/test/internal/cluster"
 )
 
 // TestStaticInitialCluster starts three servers together from one
@@ -19,41 +20,33 @@ import (
 // them before it waits for its peers, and with copies all three form one
 // control plane whose every server serves the same state.
 func TestStaticInitialCluster(t *testing.T) {
-	needBinary(t)
 	root := t.TempDir()
 	var servers []*srv
 	var list []string
 	for i := 1; i <= 3; i++ {
-		s := &srv{tb: t, name: fmt.Sprintf("s%d", i), dir: filepath.Join(root, fmt.Sprintf("s%d", i)),
-			api: freeAddr(t), agent: freeAddr(t), peer: freeAddr(t), log: filepath.Join(root, fmt.Sprintf("s%d.log", i))}
+		s := harness.NewServer(t, root, fmt.Sprintf("s%d", i))
 		servers = append(servers, s)
-		list = append(list, s.name+"=https://"+s.peer)
-		t.Cleanup(func() {
-			s.stop()
-			if t.Failed() {
-				s.dumpLog()
-			}
-		})
+		list = append(list, s.Name+"=https://"+s.Peer)
 	}
 	for _, s := range servers {
-		s.extra = []string{"--initial-cluster", strings.Join(list, ",")}
+		s.Extra = []string{"--initial-cluster", strings.Join(list, ",")}
 	}
 	s1, s2, s3 := servers[0], servers[1], servers[2]
 
-	s2.start()
+	s2.Start()
 	select {
-	case <-s2.done:
+	case <-s2.Done():
 	case <-time.After(30 * time.Second):
 		t.Fatal("a member without the shared secrets did not refuse to start")
 	}
-	if b, _ := os.ReadFile(s2.log); !strings.Contains(string(b), "copy those files") || !strings.Contains(string(b), "ca-seal.key") {
+	if b, _ := os.ReadFile(s2.LogPath()); !strings.Contains(string(b), "copy those files") || !strings.Contains(string(b), "ca-seal.key") {
 		t.Fatalf("the refusal does not say what to copy:\n%s", b)
 	}
 
-	s1.start()
+	s1.Start()
 	copySecrets(t, s1, s2, s3)
 	for _, s := range servers {
-		s.waitHealthy()
+		s.WaitHealthy()
 	}
 	checkOnePlane(t, s1, s2, s3)
 }
@@ -63,12 +56,12 @@ func TestStaticInitialCluster(t *testing.T) {
 // running the controllers.
 func checkOnePlane(t *testing.T, s1, s2, s3 *srv) {
 	t.Helper()
-	tok, err := os.ReadFile(filepath.Join(s1.dir, "admin.token"))
+	tok, err := os.ReadFile(filepath.Join(s1.Dir, "admin.token"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := func(s *srv) *client.Client {
-		c, err := client.New("http://"+s.api, strings.TrimSpace(string(tok)))
+		c, err := client.New("http://"+s.API, strings.TrimSpace(string(tok)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,7 +102,7 @@ func copySecrets(t *testing.T, s1 *srv, others ...*srv) {
 	shared := []string{filepath.Join("etcd", "tls", "ca.crt"), filepath.Join("etcd", "tls", "ca.key"), "ca-seal.key"}
 	eventually(t, "the first member's secrets", 30*time.Second, func() bool {
 		for _, f := range shared {
-			if _, err := os.Stat(filepath.Join(s1.dir, f)); err != nil {
+			if _, err := os.Stat(filepath.Join(s1.Dir, f)); err != nil {
 				return false
 			}
 		}
@@ -117,17 +110,17 @@ func copySecrets(t *testing.T, s1 *srv, others ...*srv) {
 	})
 	for _, s := range others {
 		for _, f := range shared {
-			b, err := os.ReadFile(filepath.Join(s1.dir, f))
+			b, err := os.ReadFile(filepath.Join(s1.Dir, f))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := os.MkdirAll(filepath.Dir(filepath.Join(s.dir, f)), 0o700); err != nil {
+			if err := os.MkdirAll(filepath.Dir(filepath.Join(s.Dir, f)), 0o700); err != nil {
 				t.Fatal(err)
 			}
-			if err := os.WriteFile(filepath.Join(s.dir, f), b, 0o600); err != nil {
+			if err := os.WriteFile(filepath.Join(s.Dir, f), b, 0o600); err != nil {
 				t.Fatal(err)
 			}
 		}
-		s.start()
+		s.Start()
 	}
 }

@@ -185,6 +185,7 @@ func (d *Driver) Delete(_ context.Context, id string) error {
 	if h.cfg.Registry != nil {
 		h.cfg.Registry.dropIncoming(h, id)
 	}
+	h.dropListenerLocked(id)
 	return h.saveLocked()
 }
 

@@ -8,7 +8,9 @@
 // restart looks like: the VMs keep running and the new Driver lists them.
 // With Config.StateFile set, the Host also persists its VMs to a file, so a
 // new process that opens the same file finds them again (as real QEMU
-// processes outlive a killed agent).
+// processes outlive a killed agent). Hosts of one process migrate VMs
+// through a shared Registry; hosts of different processes (sim agents run
+// as `vpool agent`) over TCP on Config.MigrationHost (netmigrate.go).
 //
 // This package imports only the standard library, internal/model and
 // internal/hypervisor; it must not import the store, the server or QEMU.
@@ -51,8 +53,12 @@ type Config struct {
 	// wraps ErrNeedsRestart (growth is always live when it fits).
 	LiveShrink bool
 	// Registry connects hosts for migration; nil makes migration
-	// ErrUnsupported.
+	// ErrUnsupported, unless MigrationHost is set.
 	Registry *Registry
+	// MigrationHost, without a Registry, makes the host migrate to and
+	// from hosts of other processes over TCP, listening on this address
+	// for incoming VMs (netmigrate.go).
+	MigrationHost string
 	// StateFile, when set, is where the host persists its VMs after every
 	// change; NewHost loads it.
 	StateFile string
@@ -137,6 +143,8 @@ type Host struct {
 	mu      sync.Mutex
 	vms     map[string]*vm
 	nextPid int
+	// listeners wait for the senders of incoming VMs (netmigrate.go).
+	listeners map[string]*netIncoming
 }
 
 // NewHost returns a simulated host. With cfg.StateFile set it loads the

@@ -61,7 +61,7 @@ const defaultBandwidth = 1 << 30 // bytes/s
 func (d *Driver) MigrateIn(_ context.Context, cfg hypervisor.VMConfig) (string, error) {
 	h := d.h
 	r := h.cfg.Registry
-	if r == nil {
+	if r == nil && h.cfg.MigrationHost == "" {
 		return "", fmt.Errorf("sim: migrate in %s: host %s has no registry: %w", cfg.ID, h.cfg.Name, hypervisor.ErrUnsupported)
 	}
 	if err := validConfig(cfg); err != nil {
@@ -81,6 +81,15 @@ func (d *Driver) MigrateIn(_ context.Context, cfg hypervisor.VMConfig) (string, 
 	}
 	h.vms[cfg.ID] = &vm{Config: copyConfig(cfg), State: hypervisor.StatePaused, Incoming: true, Touched: h.cfg.Clock.Now()}
 	h.mu.Unlock()
+	if r == nil {
+		addr, err := h.migrateInNet(cfg.ID)
+		if err != nil {
+			h.mu.Lock()
+			delete(h.vms, cfg.ID)
+			h.mu.Unlock()
+		}
+		return addr, err
+	}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -99,11 +108,14 @@ func (d *Driver) MigrateIn(_ context.Context, cfg hypervisor.VMConfig) (string, 
 func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hypervisor.MigrateOptions, progress func(hypervisor.MigrationProgress)) (hypervisor.MigrationResult, error) {
 	h := d.h
 	r := h.cfg.Registry
-	if r == nil {
+	if r == nil && h.cfg.MigrationHost == "" {
 		return hypervisor.MigrationResult{}, fmt.Errorf("sim: migrate out %s: %w", id, hypervisor.ErrUnsupported)
 	}
 	if err := h.fail("migrate-out", id); err != nil {
 		return hypervisor.MigrationResult{}, err
+	}
+	if r == nil {
+		return d.migrateOutNet(ctx, id, addr, opts, progress)
 	}
 	h.mu.Lock()
 	v, err := h.getLocked("migrate out", id)
