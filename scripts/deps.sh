@@ -14,8 +14,11 @@ pkg() { dpkg -s "$1" >/dev/null 2>&1 || want+=("$1"); }
 # gcc and libc6-dev build the test guest's static C helpers (scripts/guest);
 # dnsmasq-base: the DHCP server of vpool networks (the binary only, no
 # system service); haproxy: the data path of load balancers (docs/loadbalancing.md;
-# the agent runs it, the package's service is not used).
-for p in busybox-static cpio xz-utils iproute2 nftables gcc libc6-dev dnsmasq-base haproxy; do pkg "$p"; done
+# the agent runs it, the package's service is not used); qemu-guest-agent:
+# its libraries, which scripts/build-guest-qga.sh copies with qemu-ga into
+# the "with qemu-ga" test guest (the host's service never starts: it is
+# bound to the guest-side virtio port).
+for p in busybox-static cpio xz-utils iproute2 nftables gcc libc6-dev dnsmasq-base haproxy qemu-guest-agent; do pkg "$p"; done
 if [ "${VPOOL_DEPS:-test}" = test ]; then
 	pkg chromium # the dashboard's browser tests
 fi

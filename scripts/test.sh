@@ -10,6 +10,10 @@ if ! command -v go >/dev/null 2>&1; then export PATH=/usr/local/go/bin:$PATH; fi
 if [ -x scripts/build-guest.sh ]; then
 	scripts/build-guest.sh >&2
 fi
+# Its "with qemu-ga" variant (guest-agent tests; ~30 s, cached).
+if [ -x scripts/build-guest-qga.sh ]; then
+	scripts/build-guest-qga.sh >&2
+fi
 
 # In CI nothing heavy may be skipped: tests that need QEMU, several
 # processes or a browser fail instead of skipping when a tool is missing.

@@ -27,8 +27,12 @@ import (
 // (the agent restarted) is reported failed: it cannot be resumed, and
 // the next one covers its changes.
 
-// bootCheckTimeout bounds the wait for a restored VM's ready marker.
-const bootCheckTimeout = 5 * time.Minute
+// bootCheckTimeout bounds the wait for a restored VM to be up (a var
+// for tests); bootCheckPoll is how often it looks.
+var (
+	bootCheckTimeout = 5 * time.Minute
+	bootCheckPoll    = time.Second
+)
 
 type backups struct {
 	a       *Agent
@@ -164,6 +168,7 @@ func (bk *backups) runBackup(ctx context.Context, j api.AgentBackupJob) {
 	prog, waiting := newThrottle(time.Second), newThrottle(time.Minute)
 	m, err := backup.Backup(ctx, bu, vmID(b.Project, b.VM), rp, backup.Job{ID: b.Name, Project: b.Project, VM: b.VM,
 		Parent: parent, Spec: spec, Clock: a.cfg.Clock, BusyWait: backupBusyWait,
+		Freeze: true, RateLimit: int64(b.Limits.RateMiBps) << 20, Workers: b.Limits.Workers,
 		Waiting: func(err error) {
 			// a report now and then keeps the backup from looking stalled
 			if waiting.ok() {
@@ -185,6 +190,7 @@ func (bk *backups) runBackup(ctx context.Context, j api.AgentBackupJob) {
 	}
 	st := m.Stats
 	rep := api.BackupReport{Phase: model.BackupCompleted, Kind: m.Kind, Parent: m.Parent, Reason: strings.Join(reasons, "; "),
+		Consistency: m.Consistency, ConsistencyNote: m.ConsistencyNote,
 		Progress: model.Progress{Done: st.ReadBytes, Total: st.ReadBytes},
 		Stats: model.BackupStats{DiskBytes: st.DiskBytes, ReadBytes: st.ReadBytes, ParentBytes: st.ParentBytes, NewBytes: st.NewBytes,
 			Chunks: st.Chunks, NewChunks: st.NewChunks, DurationMs: st.Duration.Milliseconds()}}
@@ -230,17 +236,15 @@ func (bk *backups) runRestore(ctx context.Context, j api.AgentRestoreJob) {
 		}
 		return
 	}
+	var by string
 	if rs.BootCheck {
-		marker := rs.ReadyMarker
-		if marker == "" {
-			marker = model.DefaultReadyMarker
-		}
-		if err := bk.waitMarker(ctx, id, marker); err != nil {
+		var err error
+		if by, err = bk.bootCheck(ctx, id, rs); err != nil {
 			fail(err)
 			return
 		}
 	}
-	bk.report(ctx, path, api.RestoreReport{Phase: model.RestoreCompleted, BootMs: time.Since(start).Milliseconds()})
+	bk.report(ctx, path, api.RestoreReport{Phase: model.RestoreCompleted, BootMs: time.Since(start).Milliseconds(), BootCheckedBy: by})
 }
 
 func (bk *backups) restoreDisks(ctx context.Context, j api.AgentRestoreJob, path string) error {
@@ -293,23 +297,63 @@ func (bk *backups) waitState(ctx context.Context, id string, want hypervisor.Sta
 	return false
 }
 
-// waitMarker waits for marker on the VM's console (the boot check).
-func (bk *backups) waitMarker(ctx context.Context, id, marker string) error {
-	con, ok := bk.a.cfg.Driver.(hypervisor.Console)
-	if !ok {
-		return fmt.Errorf("boot check: the %s driver has no console to read the ready marker from", bk.a.cfg.Driver.Name())
+// bootCheck proves a started VM up and says how (model.BootCheckAgent
+// or model.BootCheckMarker): by the QEMU guest agent's answer to a ping
+// (real images with qemu-ga), by the ready marker on the console (the
+// test guest, a cloud-init phone-home line), or — auto — by whichever
+// comes first. It polls both once a second until bootCheckTimeout.
+func (bk *backups) bootCheck(ctx context.Context, id string, rs model.Restore) (string, error) {
+	marker := rs.ReadyMarker
+	if marker == "" {
+		marker = model.DefaultReadyMarker
 	}
+	mode := rs.BootCheckBy
+	if mode == "" {
+		mode = model.BootCheckAuto
+	}
+	drv := bk.a.cfg.Driver
+	con, hasConsole := drv.(hypervisor.Console)
+	ga, hasAgent := drv.(hypervisor.GuestAgent)
+	useMarker := mode != model.BootCheckAgent && hasConsole
+	useAgent := mode != model.BootCheckMarker && hasAgent
+	switch {
+	case mode == model.BootCheckAgent && !hasAgent:
+		return "", fmt.Errorf("boot check: the %s driver cannot reach a guest agent", drv.Name())
+	case mode == model.BootCheckMarker && !hasConsole, !useMarker && !useAgent:
+		return "", fmt.Errorf("boot check: the %s driver has no console to read the ready marker from", drv.Name())
+	}
+	var agentErr error
 	deadline := time.Now().Add(bootCheckTimeout)
 	for time.Now().Before(deadline) {
-		log, err := con.ConsoleLog(ctx, id, 1<<20)
-		if err == nil && bytes.Contains(log, []byte(marker)) {
-			return nil
+		if useAgent {
+			pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			agentErr = ga.GuestPing(pctx, id)
+			cancel()
+			switch {
+			case agentErr == nil:
+				return model.BootCheckAgent, nil
+			case errors.Is(agentErr, hypervisor.ErrNoGuestAgent) && mode == model.BootCheckAuto:
+				useAgent = false // no channel: the marker alone decides
+			}
 		}
-		if sleepCtx(ctx, time.Second) != nil {
-			return ctx.Err()
+		if useMarker {
+			log, err := con.ConsoleLog(ctx, id, 1<<20)
+			if err == nil && bytes.Contains(log, []byte(marker)) {
+				return model.BootCheckMarker, nil
+			}
+		}
+		if sleepCtx(ctx, bootCheckPoll) != nil {
+			return "", ctx.Err()
 		}
 	}
-	return fmt.Errorf("boot check: %q did not appear on the console within %s", marker, bootCheckTimeout)
+	var what []string
+	if useAgent || mode == model.BootCheckAgent {
+		what = append(what, fmt.Sprintf("the guest agent did not answer (%v)", agentErr))
+	}
+	if useMarker {
+		what = append(what, fmt.Sprintf("%q did not appear on the console", marker))
+	}
+	return "", fmt.Errorf("boot check: within %s %s", bootCheckTimeout, strings.Join(what, ", and "))
 }
 
 // throttle lets one call through per interval.

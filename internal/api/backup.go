@@ -100,6 +100,8 @@ type BackupCreateRequest struct {
 	VM string `json:"vm"`
 	// Repo defaults to the project's (or the cluster's) policy repository.
 	Repo string `json:"repo,omitempty"`
+	// Limits default to the policy's.
+	Limits *model.BackupLimits `json:"limits,omitempty"`
 }
 
 // BackupList is the answer of GET /backups.
@@ -117,6 +119,8 @@ type RestoreRequest struct {
 	BootCheck   bool   `json:"bootCheck,omitempty"`
 	Start       bool   `json:"start,omitempty"`
 	ReadyMarker string `json:"readyMarker,omitempty"`
+	// BootCheckBy: auto (default), agent or marker (model.BootCheck*).
+	BootCheckBy string `json:"bootCheckBy,omitempty"`
 	// Repo restores from a repository's catalog entry instead of this
 	// cluster's backup record (a synced or another cluster's repository).
 	Repo string `json:"repo,omitempty"`
@@ -149,6 +153,8 @@ type FailoverRequest struct {
 	BootCheck bool   `json:"bootCheck,omitempty"`
 	// ReadyMarker of the boot check (default the test guest's).
 	ReadyMarker string `json:"readyMarker,omitempty"`
+	// BootCheckBy: auto (default), agent or marker (model.BootCheck*).
+	BootCheckBy string `json:"bootCheckBy,omitempty"`
 }
 
 // FailoverResponse names the failover and its restores.
@@ -203,6 +209,9 @@ type BackupReport struct {
 	Reason   string            `json:"reason,omitempty"`
 	Stats    model.BackupStats `json:"stats"`
 	Error    string            `json:"error,omitempty"`
+	// Consistency and ConsistencyNote: see model.Backup.
+	Consistency     string `json:"consistency,omitempty"`
+	ConsistencyNote string `json:"consistencyNote,omitempty"`
 }
 
 // RestoreReport is an agent's word on a restore.
@@ -213,6 +222,7 @@ type RestoreReport struct {
 	BytesRestored int64              `json:"bytesRestored,omitempty"`
 	RestoreMs     int64              `json:"restoreMs,omitempty"`
 	BootMs        int64              `json:"bootMs,omitempty"`
+	BootCheckedBy string             `json:"bootCheckedBy,omitempty"`
 }
 
 // BackupKeyPrefix starts the one line of a repository key file:

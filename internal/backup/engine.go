@@ -53,15 +53,29 @@ type Job struct {
 	// Waiting is called each time the backup finds the repository busy
 	// and will try again (may be nil).
 	Waiting func(error)
+	// Freeze asks the driver for an application-consistent point (the
+	// guest agent freezes the file systems around it, when the guest
+	// has one); the manifest records which point it got.
+	Freeze bool
+	// RateLimit caps the disk reads in bytes per second (0: none): the
+	// reads, and so the compression and sealing behind them, are paced,
+	// which bounds the CPU a backup takes from the host and its guest.
+	RateLimit int64
+	// Workers is how many chunks are sealed at once (0: DefaultWorkers).
+	Workers int
 }
 
 // busyRetry is how often a backup that waits for maintenance tries the
 // repository again.
 const busyRetry = 500 * time.Millisecond
 
-// workers is how many chunks are sealed (compressed, encrypted, hashed)
-// at once: the machine's two cores.
-const workers = 2
+// DefaultWorkers is how many chunks are sealed (compressed, encrypted,
+// hashed) at once unless a job says otherwise: the machine's two cores.
+const DefaultWorkers = 2
+
+// rateSlice is the largest read of a rate-limited backup: pacing 1 MiB
+// at a time keeps its bursts short.
+const rateSlice = 1 << 20
 
 // Backup stores one backup of the VM vmID in r and returns its index.
 // Nothing is listed unless every chunk is stored: the index is written
@@ -82,12 +96,13 @@ func Backup(ctx context.Context, b hypervisor.Backupper, vmID string, r *repo.Re
 		since = job.Parent.ID
 		w.Known(job.Parent.ChunkSet())
 	}
-	sess, err := b.OpenBackup(ctx, vmID, hypervisor.BackupRequest{Checkpoint: job.ID, Since: since})
+	sess, err := b.OpenBackup(ctx, vmID, hypervisor.BackupRequest{Checkpoint: job.ID, Since: since, Freeze: job.Freeze})
 	if err != nil {
 		w.Abort(ctx)
 		return nil, err
 	}
 	m := &repo.Manifest{Project: job.Project, VM: job.VM, Kind: "full", StartedAt: started.UTC(), CreatedAt: now().UTC(), Spec: job.Spec}
+	m.Consistency, m.ConsistencyNote = consistency(sess, job.Freeze)
 	err = run(ctx, sess, r, w, job, m)
 	if err == nil {
 		m.Stats.Duration = now().Sub(started)
@@ -104,6 +119,22 @@ func Backup(ctx context.Context, b hypervisor.Backupper, vmID string, r *repo.Re
 	// extra reads, never correctness: it is not an error of this one.
 	_ = sess.Close(context.WithoutCancel(ctx), true)
 	return m, nil
+}
+
+// consistency says what the session's point holds (repo.Consistency*).
+func consistency(sess hypervisor.BackupSession, freeze bool) (string, string) {
+	cr, ok := sess.(hypervisor.BackupConsistencyReporter)
+	switch {
+	case !freeze:
+		return repo.ConsistencyCrash, "no guest freeze was asked"
+	case !ok:
+		return repo.ConsistencyCrash, "the driver cannot freeze guests"
+	}
+	c := cr.Consistency()
+	if c.Application {
+		return repo.ConsistencyApplication, fmt.Sprintf("the guest agent froze %d file system(s)", c.FrozenFilesystems)
+	}
+	return repo.ConsistencyCrash, c.Reason
 }
 
 // plan is one disk's work: which chunks to write and which byte ranges
@@ -169,8 +200,9 @@ func run(ctx context.Context, sess hypervisor.BackupSession, r *repo.Repo, w *re
 		}
 	}
 	report()
+	pace := newPacer(job.RateLimit)
 	for _, p := range plans {
-		if err := writeDisk(ctx, sess, r, w, p, cs, &done, report, &m.Stats); err != nil {
+		if err := writeDisk(ctx, sess, r, w, p, cs, &done, report, &m.Stats, pace, job.Workers); err != nil {
 			return err
 		}
 		m.Disks = append(m.Disks, repo.DiskIndex{Name: p.disk.Name, Size: p.disk.Size, Chunks: p.chunks})
@@ -219,9 +251,12 @@ type sealed struct {
 // writeDisk reads each chunk's ranges in order (one reader: the session
 // is sequential) and hands the chunk to workers that store it.
 func writeDisk(ctx context.Context, sess hypervisor.BackupSession, r *repo.Repo, w *repo.Writer, p *plan, cs int64,
-	done *atomic.Int64, report func(), st *repo.Stats) error {
+	done *atomic.Int64, report func(), st *repo.Stats, pace *pacer, workers int) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	if workers <= 0 {
+		workers = DefaultWorkers
+	}
 	pool := sync.Pool{New: func() any { return make([]byte, cs) }}
 	work := make(chan sealed, workers)
 	var wg sync.WaitGroup
@@ -266,10 +301,20 @@ func writeDisk(ctx context.Context, sess hypervisor.BackupSession, r *repo.Repo,
 			}
 			for _, e := range cw.ranges {
 				at := e.Offset - int64(cw.index)*cs
-				if err := sess.ReadAt(ctx, p.disk.Name, buf[at:at+e.Length], e.Offset); err != nil {
-					return fmt.Errorf("backup: read disk %s at %d: %w", p.disk.Name, e.Offset, err)
+				for off := int64(0); off < e.Length; {
+					n := e.Length - off
+					if pace.limited() {
+						n = min(n, rateSlice)
+					}
+					if err := sess.ReadAt(ctx, p.disk.Name, buf[at+off:at+off+n], e.Offset+off); err != nil {
+						return fmt.Errorf("backup: read disk %s at %d: %w", p.disk.Name, e.Offset+off, err)
+					}
+					off += n
+					done.Add(n)
+					if err := pace.wait(ctx, n); err != nil {
+						return err
+					}
 				}
-				done.Add(e.Length)
 			}
 			select {
 			case work <- sealed{index: cw.index, buf: buf}:
@@ -310,5 +355,49 @@ func newWriter(ctx context.Context, r *repo.Repo, job Job) (*repo.Writer, error)
 			return nil, errors.Join(err, ctx.Err())
 		case <-t.C:
 		}
+	}
+}
+
+// pacer keeps reads at or under rate bytes per second on average since
+// the first read (a nil or zero-rate pacer never waits).
+type pacer struct {
+	rate  int64
+	start time.Time
+	bytes int64
+	now   func() time.Time
+	sleep func(context.Context, time.Duration) error
+}
+
+func newPacer(rate int64) *pacer {
+	return &pacer{rate: rate, now: time.Now, sleep: sleepCtx}
+}
+
+func (p *pacer) limited() bool { return p != nil && p.rate > 0 }
+
+// wait accounts n bytes just read and sleeps until the average rate is
+// back under the limit.
+func (p *pacer) wait(ctx context.Context, n int64) error {
+	if !p.limited() {
+		return nil
+	}
+	if p.start.IsZero() {
+		p.start = p.now()
+	}
+	p.bytes += n
+	due := p.start.Add(time.Duration(float64(p.bytes) / float64(p.rate) * float64(time.Second)))
+	if d := due.Sub(p.now()); d > 0 {
+		return p.sleep(ctx, d)
+	}
+	return nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }

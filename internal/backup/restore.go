@@ -72,11 +72,11 @@ func restoreDisk(ctx context.Context, sess hypervisor.RestoreSession, r *repo.Re
 		off int64
 		id  string
 	}
-	jobs := make(chan job, workers)
+	jobs := make(chan job, DefaultWorkers)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	last := time.Now()
-	for range workers {
+	for range DefaultWorkers {
 		wg.Go(func() {
 			for j := range jobs {
 				plain, err := r.ReadChunk(ctx, j.id)

@@ -240,6 +240,9 @@ func policyFields(w io.Writer, p *model.BackupPolicy) {
 	field(w, "Every", orDash(p.Every))
 	field(w, "Sync to", orDash(p.SyncTo))
 	field(w, "Keep", fmt.Sprintf("last %d, daily %d, weekly %d, monthly %d", p.KeepLast, p.KeepDaily, p.KeepWeekly, p.KeepMonthly))
+	if p.Limits != (model.BackupLimits{}) {
+		field(w, "Limits", fmt.Sprintf("rate %d MiB/s (0: none), workers %d (0: 2)", p.Limits.RateMiBps, p.Limits.Workers))
+	}
 }
 
 func (a *app) backupPolicySetCmd() *cobra.Command {
@@ -272,17 +275,19 @@ func (a *app) backupPolicySetCmd() *cobra.Command {
 	f.IntVar(&p.KeepDaily, "keep-daily", 0, "keep the newest backup of each of the last N days")
 	f.IntVar(&p.KeepWeekly, "keep-weekly", 0, "keep the newest backup of each of the last N weeks")
 	f.IntVar(&p.KeepMonthly, "keep-monthly", 0, "keep the newest backup of each of the last N months")
+	f.IntVar(&p.Limits.RateMiBps, "rate", 0, "cap each backup's disk reads at N MiB/s (0: no limit)")
+	f.IntVar(&p.Limits.Workers, "workers", 0, "chunks compressed and sealed at once per backup (0: the default, 2)")
 	return cmd
 }
 
 func backupTable(w io.Writer, now time.Time, items []model.Backup) {
-	row(w, "ID", "VM", "REPO", "PHASE", "KIND", "PROGRESS", "READ", "NEW", "AGE", "NOTE")
+	row(w, "ID", "VM", "REPO", "PHASE", "KIND", "POINT", "PROGRESS", "READ", "NEW", "AGE", "NOTE")
 	for _, b := range items {
 		note := b.Error
 		if note == "" {
 			note = b.Reason
 		}
-		row(w, b.Name, b.VM, b.Repo, b.Phase, orDash(b.Kind), percent(b.Progress), model.Bytes(b.Stats.ReadBytes),
+		row(w, b.Name, b.VM, b.Repo, b.Phase, orDash(b.Kind), orDash(b.Consistency), percent(b.Progress), model.Bytes(b.Stats.ReadBytes),
 			model.Bytes(b.Stats.NewBytes), age(now, b.CreatedAt), orDash(note))
 	}
 }
@@ -305,6 +310,7 @@ func showProgress(pb *progressBar, label string, p model.Progress) {
 
 func (a *app) backupCreateCmd() *cobra.Command {
 	var repo string
+	var limits model.BackupLimits
 	var noWait bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
@@ -316,7 +322,11 @@ func (a *app) backupCreateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			b, err := c.CreateBackup(cmd.Context(), a.cfg.Project, api.BackupCreateRequest{VM: args[0], Repo: repo})
+			req := api.BackupCreateRequest{VM: args[0], Repo: repo}
+			if cmd.Flags().Changed("rate") || cmd.Flags().Changed("workers") {
+				req.Limits = &limits
+			}
+			b, err := c.CreateBackup(cmd.Context(), a.cfg.Project, req)
 			if err != nil {
 				return err
 			}
@@ -340,6 +350,8 @@ func (a *app) backupCreateCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&repo, "repo", "", "repository (default: the policy's)")
+	cmd.Flags().IntVar(&limits.RateMiBps, "rate", 0, "cap the disk reads at N MiB/s (0: no limit; default: the policy's)")
+	cmd.Flags().IntVar(&limits.Workers, "workers", 0, "chunks compressed and sealed at once (0: 2; default: the policy's)")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the backup is asked for")
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Hour, "how long to wait")
 	return cmd

@@ -186,7 +186,7 @@ func (c *BackupController) project(ctx context.Context, project string, repos ma
 	}
 	every, _ := pol.Interval()
 	if every > 0 {
-		if err := c.schedule(ctx, project, pol.Repo, every, bs); err != nil {
+		if err := c.schedule(ctx, project, pol.Repo, every, pol.Limits, bs); err != nil {
 			return err
 		}
 	}
@@ -228,7 +228,7 @@ func (c *BackupController) queueSync(ctx context.Context, repoName, target strin
 
 // schedule requests a backup of every settled VM whose last backup into
 // repoName was requested at least every ago (and none is in flight).
-func (c *BackupController) schedule(ctx context.Context, project, repoName string, every time.Duration, bs []*model.Backup) error {
+func (c *BackupController) schedule(ctx context.Context, project, repoName string, every time.Duration, limits model.BackupLimits, bs []*model.Backup) error {
 	vms, _, err := c.cfg.Repo.ListVMs(ctx, project)
 	if err != nil {
 		return err
@@ -254,7 +254,7 @@ func (c *BackupController) schedule(ctx context.Context, project, repoName strin
 		case last[vm.Name] != nil && now.Sub(last[vm.Name].CreatedAt) < every:
 			continue
 		}
-		if _, err := c.cfg.Repo.RequestBackup(ctx, vm, repoName, true); err != nil && !errors.Is(err, state.ErrBackupBusy) {
+		if _, err := c.cfg.Repo.RequestBackup(ctx, vm, repoName, true, limits); err != nil && !errors.Is(err, state.ErrBackupBusy) {
 			errs = append(errs, fmt.Errorf("controller: schedule backup of %s: %w", vm.Key(), err))
 		}
 	}

@@ -89,6 +89,10 @@ func sameDisk(t *testing.T, a, b string) {
 // the next backup succeeds (full, saying why).
 func TestBackupQEMU(t *testing.T) {
 	g := guest.Require(t)
+	// Cluster A's host runs the test guest with Debian's qemu-ga (the
+	// freeze and the agent boot check end to end); cluster B's the
+	// default one (the ready-marker boot check).
+	gq := guest.RequireQGA(t)
 	guest.AcquireSlot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -97,8 +101,8 @@ func TestBackupQEMU(t *testing.T) {
 	t.Cleanup(func() { stA.Close(); stB.Close() })
 	fast := controller.BackupConfig{Interval: 200 * time.Millisecond}
 	a := startCluster(t, devenv.ServerConfig{Store: stA, BackupDirs: []string{shared}, Backup: fast}, 0)
-	dA, dirA := qemuHost(t, a, "qa", g)
-	importTestGuest(t, a, g)
+	dA, dirA := qemuHost(t, a, "qa", gq)
+	importTestGuest(t, a, gq)
 	key := backupKey()
 	p := api.DefaultProject
 	for _, r := range []string{"main", "offsite"} {
@@ -137,6 +141,14 @@ func TestBackupQEMU(t *testing.T) {
 		t.Fatalf("incremental backup after 2 MiB written: %+v", b2)
 	}
 	t.Logf("full: read %d bytes in %dms; incremental: read %d bytes for 2 MiB written", b1.Stats.ReadBytes, b1.Stats.DurationMs, b2.Stats.ReadBytes)
+	// The agent asked for a freeze; qemu-ga answered and found nothing
+	// freezable (the guest's only file systems are in memory): a
+	// crash-consistent point that says so.
+	for _, b := range []*model.Backup{b1, b2} {
+		if b.Consistency != model.ConsistencyCrash || !strings.Contains(b.ConsistencyNote, "no file system to freeze") {
+			t.Fatalf("backup %s consistency %q (%q), want crash with the agent's word", b.Name, b.Consistency, b.ConsistencyNote)
+		}
+	}
 	con.close()
 	if _, err := a.c.StopVM(ctx, p, "web1"); err != nil {
 		t.Fatal(err)
@@ -151,7 +163,10 @@ func TestBackupQEMU(t *testing.T) {
 	if rs, err = a.c.WaitRestore(ctx, p, rs.Name, nil); err != nil || rs.Phase != model.RestoreCompleted {
 		t.Fatalf("restore: %v %+v", err, rs)
 	}
-	t.Logf("restore: %d bytes in %dms, boot check %dms", rs.BytesRestored, rs.RestoreMs, rs.BootMs)
+	t.Logf("restore: %d bytes in %dms, boot check %dms (by %s)", rs.BytesRestored, rs.RestoreMs, rs.BootMs, rs.BootCheckedBy)
+	if rs.BootCheckedBy != model.BootCheckAgent {
+		t.Fatalf("the restored VM's boot check went by %q, want the guest agent's answer", rs.BootCheckedBy)
+	}
 	sameDisk(t, activeLayer(t, dirA, p+".web1"), activeLayer(t, dirA, p+".web1-copy"))
 	if err := a.c.DeleteVM(ctx, p, "web1-copy"); err != nil {
 		t.Fatal(err)
@@ -176,8 +191,8 @@ func TestBackupQEMU(t *testing.T) {
 	if err != nil || len(fo.Restores) != 1 {
 		t.Fatalf("failover: %+v %v", fo, err)
 	}
-	if r, err := b.c.WaitRestore(ctx, p, fo.Restores[0].Name, nil); err != nil || r.Phase != model.RestoreCompleted {
-		t.Fatalf("failover restore: %v %+v", err, r)
+	if r, err := b.c.WaitRestore(ctx, p, fo.Restores[0].Name, nil); err != nil || r.Phase != model.RestoreCompleted || r.BootCheckedBy != model.BootCheckMarker {
+		t.Fatalf("failover restore (the default guest: no agent, the ready marker): %v %+v", err, r)
 	}
 	t.Logf("failover of one VM (1 GiB disk) with boot check: %s", time.Since(start))
 	sameDisk(t, activeLayer(t, dirA, p+".web1"), activeLayer(t, dirB, p+".web1"))

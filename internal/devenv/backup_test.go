@@ -130,10 +130,25 @@ func TestBackupEndToEnd(t *testing.T) {
 	if b1.Kind != "full" || b1.Stats.ReadBytes != 8<<20 {
 		t.Fatalf("first backup %s read %d", b1.Kind, b1.Stats.ReadBytes)
 	}
+	if b1.Consistency != model.ConsistencyCrash || b1.ConsistencyNote == "" {
+		t.Fatalf("a sim backup (no guest agent) is %q (%q), want crash with why", b1.Consistency, b1.ConsistencyNote)
+	}
+	// Limits are checked, then carried by the backup to its host.
+	for _, bad := range []model.BackupLimits{{RateMiBps: -1}, {Workers: model.MaxBackupWorkers + 1}} {
+		if _, err := a.c.CreateBackup(ctx, p, api.BackupCreateRequest{VM: "web1", Repo: "main", Limits: &bad}); !client.HasCode(err, api.CodeInvalidField) {
+			t.Fatalf("limits %+v: %v, want an invalid field", bad, err)
+		}
+	}
+	if _, err := a.c.RestoreBackup(ctx, p, b1.Name, api.RestoreRequest{As: "nope", BootCheck: true, BootCheckBy: "ping"}); !client.HasCode(err, api.CodeInvalidField) {
+		t.Fatalf("bootCheckBy ping: %v, want an invalid field", err)
+	}
 	write(20<<20, 1<<20)
-	b2, err := a.c.CreateBackup(ctx, p, api.BackupCreateRequest{VM: "web1", Repo: "main"})
+	b2, err := a.c.CreateBackup(ctx, p, api.BackupCreateRequest{VM: "web1", Repo: "main", Limits: &model.BackupLimits{RateMiBps: 500, Workers: 1}})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if b2.Limits.RateMiBps != 500 || b2.Limits.Workers != 1 {
+		t.Fatalf("the backup record carries limits %+v", b2.Limits)
 	}
 	b2 = waitBackup(t, a.c, p, b2.Name)
 	if b2.Kind != "incremental" || b2.Parent != b1.Name || b2.Stats.ReadBytes > 2<<20 {
@@ -147,6 +162,9 @@ func TestBackupEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs = waitRestore(t, a.c, p, rs.Name)
+	if rs.BootCheckedBy != model.BootCheckMarker {
+		t.Fatalf("the sim VM's boot check went by %q, want the ready marker (sim has no guest agent)", rs.BootCheckedBy)
+	}
 	if rs.BytesRestored != size {
 		t.Fatalf("restored %d bytes", rs.BytesRestored)
 	}

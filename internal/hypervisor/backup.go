@@ -33,6 +33,31 @@ type BackupRequest struct {
 	// Since is the checkpoint of the backup to read changes against;
 	// empty for a full backup.
 	Since string
+	// Freeze asks for an application-consistent point: when the guest
+	// has an agent, its file systems are flushed and frozen around the
+	// point and thawed right after (always, also on errors). Without an
+	// agent the point is crash-consistent; the session says which
+	// (BackupConsistencyReporter).
+	Freeze bool
+}
+
+// BackupConsistency says what a session's point in time holds.
+type BackupConsistency struct {
+	// Application: the guest agent froze the guest's file systems at
+	// the point (their data was flushed); otherwise the disks are as a
+	// power cut would leave them (crash-consistent).
+	Application bool
+	// FrozenFilesystems is how many file systems the agent froze.
+	FrozenFilesystems int
+	// Reason says why the point is crash-consistent (empty when it is
+	// application-consistent or no freeze was asked).
+	Reason string
+}
+
+// BackupConsistencyReporter is implemented by sessions that can freeze
+// the guest; a session without it is crash-consistent.
+type BackupConsistencyReporter interface {
+	Consistency() BackupConsistency
 }
 
 // BackupDisk describes one disk of a session.

@@ -71,7 +71,37 @@ type Backup struct {
 	FinishedAt *time.Time  `json:"finishedAt,omitempty"`
 	// Spec is the VM's spec when the backup was asked for (restores).
 	Spec VMSpec `json:"spec"`
+	// Limits bound the backup's reads and CPU (from the request or the
+	// policy).
+	Limits BackupLimits `json:"limits,omitzero"`
+	// Consistency of the point, once known: ConsistencyApplication (the
+	// guest agent froze the file systems) or ConsistencyCrash (as a
+	// power cut would leave the disks; ConsistencyNote says why).
+	Consistency     string `json:"consistency,omitempty"`
+	ConsistencyNote string `json:"consistencyNote,omitempty"`
 }
+
+// Backup consistencies.
+const (
+	ConsistencyApplication = "application"
+	ConsistencyCrash       = "crash"
+)
+
+// BackupLimits bound what one backup takes from its host and guest
+// (docs/backup.md). Zero values: no limit, the default workers.
+type BackupLimits struct {
+	// RateMiBps caps the disk reads (MiB/s); 0: unlimited.
+	RateMiBps int `json:"rateMiBps,omitempty"`
+	// Workers is how many chunks are compressed, sealed and stored at
+	// once (1..MaxBackupWorkers); 0: the default (2).
+	Workers int `json:"workers,omitempty"`
+}
+
+// Bounds of BackupLimits.
+const (
+	MaxBackupRateMiBps = 100000
+	MaxBackupWorkers   = 16
+)
 
 // Progress is done of total bytes.
 type Progress struct {
@@ -102,6 +132,8 @@ type BackupPolicy struct {
 	// copied to (a sync task after each): the second site's copy.
 	SyncTo string `json:"syncTo,omitempty"`
 	Retention
+	// Limits apply to every backup the schedule makes.
+	Limits BackupLimits `json:"limits,omitzero"`
 }
 
 // Retention says which completed backups of a VM to keep; the others
@@ -149,6 +181,18 @@ func (p *BackupPolicy) Validate() error {
 		if n < 0 || n > MaxKeep {
 			return fieldErr(f, "must be between 0 and %d", MaxKeep)
 		}
+	}
+	return p.Limits.Validate("limits.")
+}
+
+// Validate checks the limits; prefix names the fields' place (e.g.
+// "limits.").
+func (l BackupLimits) Validate(prefix string) error {
+	if l.RateMiBps < 0 || l.RateMiBps > MaxBackupRateMiBps {
+		return fieldErr(prefix+"rateMiBps", "must be between 0 (no limit) and %d MiB/s", MaxBackupRateMiBps)
+	}
+	if l.Workers < 0 || l.Workers > MaxBackupWorkers {
+		return fieldErr(prefix+"workers", "must be between 0 (the default, 2) and %d", MaxBackupWorkers)
 	}
 	return nil
 }
@@ -198,12 +242,19 @@ type Restore struct {
 	// BootCheck: start the VM afterwards and wait for ReadyMarker on its
 	// console (the test guest's marker; a cloud-init phone-home line for
 	// real images). Start without BootCheck starts it without waiting.
-	BootCheck   bool         `json:"bootCheck,omitempty"`
-	Start       bool         `json:"start,omitempty"`
-	ReadyMarker string       `json:"readyMarker,omitempty"`
-	Phase       RestorePhase `json:"phase"`
-	Progress    Progress     `json:"progress"`
-	Error       string       `json:"error,omitempty"`
+	BootCheck   bool   `json:"bootCheck,omitempty"`
+	Start       bool   `json:"start,omitempty"`
+	ReadyMarker string `json:"readyMarker,omitempty"`
+	// BootCheckBy is how the boot check proves the guest up:
+	// BootCheckAuto (default), BootCheckAgent or BootCheckMarker.
+	BootCheckBy string `json:"bootCheckBy,omitempty"`
+	// BootCheckedBy is what proved it: BootCheckAgent (the QEMU guest
+	// agent answered a ping) or BootCheckMarker (the ready marker on the
+	// console).
+	BootCheckedBy string       `json:"bootCheckedBy,omitempty"`
+	Phase         RestorePhase `json:"phase"`
+	Progress      Progress     `json:"progress"`
+	Error         string       `json:"error,omitempty"`
 	// BytesRestored, RestoreMs and BootMs are the figures of a finished
 	// restore (disk write time; start to ready marker).
 	BytesRestored int64      `json:"bytesRestored,omitempty"`
@@ -213,6 +264,15 @@ type Restore struct {
 	// Failover names the failover this restore belongs to.
 	Failover string `json:"failover,omitempty"`
 }
+
+// Boot-check modes: auto takes whichever comes first, the guest agent's
+// answer (real images with qemu-ga) or the ready marker (the test
+// guest, a cloud-init phone-home line).
+const (
+	BootCheckAuto   = "auto"
+	BootCheckAgent  = "agent"
+	BootCheckMarker = "marker"
+)
 
 // DefaultReadyMarker is what a boot check waits for by default.
 const DefaultReadyMarker = "VPOOL-GUEST-READY"

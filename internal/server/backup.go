@@ -417,15 +417,27 @@ func (s *Server) createBackup(w http.ResponseWriter, r *http.Request, p *princip
 	if err := model.ValidName("vm", req.VM); err != nil {
 		return err
 	}
-	if req.Repo == "" {
-		pol, err := s.repo.EffectivePolicy(r.Context(), project)
-		if err != nil {
+	if req.Limits != nil {
+		if err := req.Limits.Validate("limits."); err != nil {
 			return err
 		}
+	}
+	pol, err := s.repo.EffectivePolicy(r.Context(), project)
+	if err != nil {
+		return err
+	}
+	if req.Repo == "" {
 		if pol == nil {
 			return fieldError("repo", "name a repository: project %q has no backup policy to take it from", project)
 		}
 		req.Repo = pol.Repo
+	}
+	var limits model.BackupLimits
+	switch {
+	case req.Limits != nil:
+		limits = *req.Limits
+	case pol != nil:
+		limits = pol.Limits
 	}
 	rec, err := s.repoRecord(r.Context(), req.Repo, "repo")
 	if err != nil {
@@ -438,7 +450,7 @@ func (s *Server) createBackup(w http.ResponseWriter, r *http.Request, p *princip
 	if err != nil {
 		return err
 	}
-	b, err := s.repo.RequestBackup(r.Context(), vm, rec.Name, false)
+	b, err := s.repo.RequestBackup(r.Context(), vm, rec.Name, false, limits)
 	if errors.Is(err, state.ErrBackupBusy) {
 		return conflict("VM %q already has a backup in flight: %v", req.VM, err)
 	}

@@ -164,6 +164,13 @@ func (s *Server) backupReport(w http.ResponseWriter, r *http.Request, host strin
 		if rep.Kind != "" {
 			b.Kind, b.Parent, b.Reason = rep.Kind, rep.Parent, truncateText(rep.Reason, 1000)
 		}
+		switch rep.Consistency {
+		case "":
+		case model.ConsistencyApplication, model.ConsistencyCrash:
+			b.Consistency, b.ConsistencyNote = rep.Consistency, truncateText(rep.ConsistencyNote, 1000)
+		default:
+			return fieldError("consistency", "must be application or crash")
+		}
 		return nil
 	})
 	if errors.Is(err, store.ErrNotFound) {
@@ -230,6 +237,13 @@ func (s *Server) restoreReport(w http.ResponseWriter, r *http.Request, host stri
 		}
 		if rep.BootMs > 0 {
 			rs.BootMs = rep.BootMs
+		}
+		switch rep.BootCheckedBy {
+		case "":
+		case model.BootCheckAgent, model.BootCheckMarker:
+			rs.BootCheckedBy = rep.BootCheckedBy
+		default:
+			return fieldError("bootCheckedBy", "must be agent or marker")
 		}
 		return nil
 	})

@@ -38,6 +38,14 @@ func checkMarker(m string) error {
 	return nil
 }
 
+func checkBootCheckBy(by string) error {
+	switch by {
+	case "", model.BootCheckAuto, model.BootCheckAgent, model.BootCheckMarker:
+		return nil
+	}
+	return fieldError("bootCheckBy", "must be auto (the guest agent's answer or the ready marker, whichever comes first), agent or marker")
+}
+
 func (s *Server) restoreBackup(w http.ResponseWriter, r *http.Request, p *principal) error {
 	project, err := s.scope(r, p, true)
 	if err != nil {
@@ -53,12 +61,15 @@ func (s *Server) restoreBackup(w http.ResponseWriter, r *http.Request, p *princi
 	if err := checkMarker(req.ReadyMarker); err != nil {
 		return err
 	}
+	if err := checkBootCheckBy(req.BootCheckBy); err != nil {
+		return err
+	}
 	src, err := s.restoreSourceOf(r.Context(), project, r.PathValue("id"), req.Repo, p)
 	if err != nil {
 		return err
 	}
 	rs := &model.Restore{Meta: model.Meta{Name: state.NewOpID("r", s.now()), Project: project}, Backup: src.id, Repo: src.repo,
-		BootCheck: req.BootCheck, Start: req.Start || req.BootCheck, ReadyMarker: req.ReadyMarker}
+		BootCheck: req.BootCheck, Start: req.Start || req.BootCheck, ReadyMarker: req.ReadyMarker, BootCheckBy: req.BootCheckBy}
 	if req.As != "" {
 		rs.VM = req.As
 		spec := src.spec
@@ -346,6 +357,9 @@ func (s *Server) failover(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err := checkMarker(req.ReadyMarker); err != nil {
 		return err
 	}
+	if err := checkBootCheckBy(req.BootCheckBy); err != nil {
+		return err
+	}
 	ctx := r.Context()
 	rec, err := s.repoRecord(ctx, req.Repo, "repo")
 	if err != nil {
@@ -391,7 +405,7 @@ func (s *Server) failover(w http.ResponseWriter, r *http.Request, p *principal) 
 			continue
 		}
 		rs, err := s.repo.CreateRestore(ctx, &model.Restore{Meta: model.Meta{Name: state.NewOpID("r", s.now()), Project: req.Project},
-			Backup: m.ID, Repo: rec.Name, VM: name, BootCheck: req.BootCheck, Start: true, ReadyMarker: req.ReadyMarker, Failover: out.ID})
+			Backup: m.ID, Repo: rec.Name, VM: name, BootCheck: req.BootCheck, Start: true, ReadyMarker: req.ReadyMarker, BootCheckBy: req.BootCheckBy, Failover: out.ID})
 		if err != nil {
 			out.Skipped[name] = err.Error()
 			continue

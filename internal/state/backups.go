@@ -258,12 +258,15 @@ func LastCompleted(bs []*model.Backup, vm, repoName string) *model.Backup {
 // RequestBackup stores a backup request of vm into repoName, read
 // incrementally against the VM's last completed backup there: the API's
 // and the schedules' way in.
-func (r *Repo) RequestBackup(ctx context.Context, vm *model.VM, repoName string, scheduled bool) (*model.Backup, error) {
+func (r *Repo) RequestBackup(ctx context.Context, vm *model.VM, repoName string, scheduled bool, limits ...model.BackupLimits) (*model.Backup, error) {
 	bs, _, err := r.ListBackups(ctx, vm.Project)
 	if err != nil {
 		return nil, err
 	}
 	b := &model.Backup{Meta: model.Meta{Name: NewOpID("b", r.now())}, Repo: repoName, Scheduled: scheduled}
+	if len(limits) > 0 {
+		b.Limits = limits[0]
+	}
 	if last := LastCompleted(bs, vm.Name, repoName); last != nil {
 		b.Parent = last.Name
 	}

@@ -28,6 +28,9 @@ var backends = []struct {
 }{
 	{"dir", func(t testing.TB) Backend { return &Dir{Root: t.TempDir()} }},
 	{"s3", newS3Backend},
+	// A real object store when one was built (seaweed_test.go); skips
+	// with the reason otherwise.
+	{"s3-seaweedfs", newWeedBackend},
 }
 
 func forBackends(t *testing.T, f func(t *testing.T, mk newBackend)) {

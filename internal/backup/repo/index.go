@@ -33,7 +33,21 @@ type Manifest struct {
 	// Spec is the VM's spec (JSON) at the time of the backup.
 	Spec  json.RawMessage `json:"spec,omitempty"`
 	Stats Stats           `json:"stats"`
+	// Consistency of the point: ConsistencyApplication or
+	// ConsistencyCrash (empty in indexes written before it was
+	// recorded: crash); ConsistencyNote says why.
+	Consistency     string `json:"consistency,omitempty"`
+	ConsistencyNote string `json:"consistencyNote,omitempty"`
 }
+
+// Consistencies of a backup's point in time.
+const (
+	// ConsistencyApplication: the guest agent froze the guest's file
+	// systems at the point (their data was flushed to the disks).
+	ConsistencyApplication = "application"
+	// ConsistencyCrash: the disks as a power cut would leave them.
+	ConsistencyCrash = "crash"
+)
 
 // DiskIndex lists one disk's chunks in order; an empty name is a chunk of
 // zeroes (never stored).

@@ -96,7 +96,12 @@ type backupSession struct {
 	sock   string
 	write  bool
 	done   bool
+	// consistency of the point (BackupRequest.Freeze; qga.go)
+	consistency hypervisor.BackupConsistency
 }
+
+// Consistency implements hypervisor.BackupConsistencyReporter.
+func (s *backupSession) Consistency() hypervisor.BackupConsistency { return s.consistency }
 
 func (d *Driver) beginSession(id string) error {
 	if _, busy := d.backups.LoadOrStore(id, true); busy {
@@ -154,7 +159,19 @@ func (d *Driver) OpenBackup(ctx context.Context, id string, req hypervisor.Backu
 			return nil, fmt.Errorf("qemu: repairing change tracking: %w", err)
 		}
 	}
-	if err := s.p.qmp.Transaction(ctx, start); err != nil {
+	var thaw func()
+	switch {
+	case !req.Freeze:
+	case s.helper != nil:
+		s.consistency.Reason = "the VM is stopped: its disks are as it left them"
+	default:
+		s.consistency, thaw = d.freezeGuest(ctx, id)
+	}
+	err = s.p.qmp.Transaction(ctx, start)
+	if thaw != nil {
+		thaw() // always, and before anything else can fail
+	}
+	if err != nil {
 		return nil, fmt.Errorf("qemu: starting the backup point: %w", err)
 	}
 	rev.add(func() { s.teardown(false) })

@@ -29,6 +29,10 @@ type Machine struct {
 	ConsoleSocket string // the serial console, also logged to SerialLog
 	SerialLog     string
 	PidFile       string
+	// GuestAgentSocket, when set, gives the guest a virtio-serial port
+	// named org.qemu.guest_agent.0 whose host end is this unix socket
+	// (qga.go).
+	GuestAgentSocket string
 
 	Secrets []Secret
 	// HotplugPorts are pcie-root-port ids: the non-boot disks sit on
@@ -215,6 +219,11 @@ func (m Machine) Args() []string {
 	a = append(a, m.nicArgs()...)
 	if m.Balloon {
 		add("-device", mustJSON(map[string]any{"driver": "virtio-balloon-pci", "id": "balloon0"}))
+	}
+	if m.GuestAgentSocket != "" {
+		add("-chardev", opts("socket", kv{"id", "qga"}, kv{"path", m.GuestAgentSocket}, kv{"server", "on"}, kv{"wait", "off"}))
+		add("-device", mustJSON(map[string]any{"driver": "virtio-serial-pci", "id": "vser0"}))
+		add("-device", mustJSON(map[string]any{"driver": "virtserialport", "id": "qga0", "bus": "vser0.0", "chardev": "qga", "name": guestAgentPort}))
 	}
 	if m.StartPaused {
 		add("-S")

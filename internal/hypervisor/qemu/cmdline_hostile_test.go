@@ -37,7 +37,7 @@ var hostileValues = []string{
 func valuedMachine(v string) Machine {
 	m := baseMachine()
 	m.Name, m.Type = v, v
-	m.QMPSocket, m.ConsoleSocket, m.SerialLog = v, v, v
+	m.QMPSocket, m.ConsoleSocket, m.SerialLog, m.GuestAgentSocket = v, v, v, v
 	m.Seed = v
 	m.Secrets = []Secret{{ID: "sec1", File: v}}
 	m.HotplugPorts = []string{"hp0"}

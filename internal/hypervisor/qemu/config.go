@@ -115,6 +115,9 @@ type Config struct {
 	// without cgroups the QEMU's nice value is lowered instead). Default
 	// 8; 1 turns the boost off.
 	MigrationCPUBoost int
+	// NoGuestAgent starts VMs without the guest-agent channel (qga.go):
+	// the device set of VMs started by vpool versions before it.
+	NoGuestAgent bool
 	// MigrationTLSDir holds this host's migration TLS material in QEMU's
 	// layout (ca-cert.pem from the cluster CA, server-cert.pem,
 	// server-key.pem, client-cert.pem, client-key.pem). When set, incoming

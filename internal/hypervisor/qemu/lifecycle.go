@@ -262,6 +262,9 @@ func (d *Driver) machine(ctx context.Context, rec *record, o startOpts, rev *rev
 		PidFile:       filepath.Join(d.vmDir(id), "qemu.pid"),
 		Balloon:       true, StartPaused: true, Incoming: o.incoming, Sandbox: true,
 	}
+	if !d.cfg.NoGuestAgent {
+		m.GuestAgentSocket = d.guestAgentSocket(id)
+	}
 	if o.helper { // keep the VM's own serial logs as they are
 		m.SerialLog = filepath.Join(d.vmDir(id), helperSerialLog)
 	}
@@ -388,7 +391,7 @@ func (d *Driver) cleanRuntime(rec *record) {
 	if d.cg != nil {
 		d.cg.remove(id)
 	}
-	for _, name := range []string{"qmp.sock", "console.sock"} {
+	for _, name := range []string{"qmp.sock", "console.sock", guestAgentSocketName} {
 		os.Remove(d.socketPath(id, name))
 	}
 	os.Remove(filepath.Join(d.vmDir(id), "qemu.pid"))

@@ -146,7 +146,10 @@ func (d *Driver) launch(ctx context.Context, v *vm, m Machine, files []*os.File)
 	if err := m.Check(); err != nil {
 		return nil, err
 	}
-	for _, s := range []string{m.QMPSocket, m.ConsoleSocket, m.PidFile} {
+	for _, s := range []string{m.QMPSocket, m.ConsoleSocket, m.PidFile, m.GuestAgentSocket} {
+		if s == "" {
+			continue
+		}
 		os.Remove(s)
 		if err := os.MkdirAll(filepath.Dir(s), 0o700); err != nil {
 			return nil, fmt.Errorf("qemu: %w", err)

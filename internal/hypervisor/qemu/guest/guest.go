@@ -31,6 +31,11 @@ import (
 const (
 	ReadyMarker    = "VPOOL-GUEST-READY"
 	PoweroffMarker = "VPOOL-GUEST-POWEROFF"
+	// QGAMarker: the "with qemu-ga" variant started the guest agent on
+	// the VM's org.qemu.guest_agent.0 port (FindQGA).
+	QGAMarker = "VPOOL-GUEST-QGA"
+	// DataFSMarker: the variant mounted vpool.datafs=DEV on /data.
+	DataFSMarker = "VPOOL-GUEST-DATAFS"
 )
 
 // Guest is a built test guest.
@@ -56,24 +61,48 @@ var (
 	once   sync.Once
 	cached Guest
 	errFnd error
+
+	qgaOnce   sync.Once
+	qgaCached Guest
+	qgaErr    error
 )
 
 // Find returns the test guest: VPOOL_GUEST_DIR when set, else the output
 // of scripts/build-guest.sh (which returns at once when its cache holds
 // the guest and builds it otherwise).
 func Find() (Guest, error) {
-	once.Do(func() { cached, errFnd = find() })
+	once.Do(func() { cached, errFnd = find("VPOOL_GUEST_DIR", "build-guest.sh") })
 	return cached, errFnd
 }
 
-func find() (Guest, error) {
-	dir := os.Getenv("VPOOL_GUEST_DIR")
+// FindQGA returns the "with qemu-ga" variant of the test guest (the same
+// kernel and /init plus Debian's qemu-guest-agent and ext4, built by
+// scripts/build-guest-qga.sh beside the default guest, which it does not
+// change): VPOOL_GUEST_QGA_DIR when set, else the script's output.
+func FindQGA() (Guest, error) {
+	qgaOnce.Do(func() { qgaCached, qgaErr = find("VPOOL_GUEST_QGA_DIR", "build-guest-qga.sh") })
+	return qgaCached, qgaErr
+}
+
+// RequireQGA is Require for the "with qemu-ga" variant.
+func RequireQGA(tb testing.TB) Guest {
+	tb.Helper()
+	Require(tb)
+	g, err := FindQGA()
+	if err != nil {
+		tb.Fatalf("building the test guest with qemu-ga: %v", err)
+	}
+	return g
+}
+
+func find(env, name string) (Guest, error) {
+	dir := os.Getenv(env)
 	if dir == "" {
 		root, err := repoRoot()
 		if err != nil {
 			return Guest{}, err
 		}
-		script := filepath.Join(root, "scripts", "build-guest.sh")
+		script := filepath.Join(root, "scripts", name)
 		var stderr bytes.Buffer
 		cmd := exec.Command(script)
 		cmd.Stderr = &stderr
