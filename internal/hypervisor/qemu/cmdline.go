@@ -37,6 +37,9 @@ type Machine struct {
 	Drives       []Drive
 	NICs         []NICDev
 	Balloon      bool
+	// Watchdog, when set, adds an i6300esb watchdog (id watchdog0) and is
+	// what QEMU does when it fires: reset, poweroff or pause.
+	Watchdog string
 	// Seed is a cloud-init NoCloud ISO, attached as a read-only CD-ROM.
 	Seed string
 
@@ -215,6 +218,10 @@ func (m Machine) Args() []string {
 	a = append(a, m.nicArgs()...)
 	if m.Balloon {
 		add("-device", mustJSON(map[string]any{"driver": "virtio-balloon-pci", "id": "balloon0"}))
+	}
+	if m.Watchdog != "" {
+		add("-device", mustJSON(map[string]any{"driver": "i6300esb", "id": "watchdog0"}))
+		add("-action", opts("", kv{"watchdog", m.Watchdog}))
 	}
 	if m.StartPaused {
 		add("-S")

@@ -55,6 +55,7 @@ func TestMachineArgsGolden(t *testing.T) {
 			m.NICs = []NICDev{{ID: "net0", Tap: "vp0123456789a0", MAC: "52:54:00:aa:bb:cc"}, {ID: "net1", Tap: "vn0123456789ab", MAC: "0a:00:00:00:00:01", MTU: 8950}}
 			m.HotplugPorts = []string{"hp0", "hp1"}
 			m.Seed = "/state/vms/test.web1/seed.iso"
+			m.Watchdog = "pause"
 		}},
 		// Every free-form value hostile: they stay values (JSON strings,
 		// doubled commas); TestHostileValuesCannotAddOptions checks it.
