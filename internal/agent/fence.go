@@ -28,6 +28,9 @@ type fence struct {
 	after     time.Duration // the fence timeout the servers asked for (0: none)
 	fenced    bool          // the VMs were killed; nothing starts until a renewal
 	count     int           // how many times this agent fenced itself
+	// longest is the longest time between the sends of two renewals that
+	// succeeded: what a fence timeout must outlast on this host.
+	longest time.Duration
 }
 
 // renewed records a renewal sent at sent that succeeded, with the fence
@@ -36,6 +39,9 @@ func (a *Agent) renewed(sent time.Time, resp api.HeartbeatResponse) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if sent.After(a.fn.renewedAt) {
+		if !a.fn.renewedAt.IsZero() {
+			a.fn.longest = max(a.fn.longest, sent.Sub(a.fn.renewedAt))
+		}
 		a.fn.renewedAt = sent
 	}
 	if resp.FenceMillis > 0 {
@@ -59,6 +65,16 @@ func (a *Agent) Fenced() (bool, int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.fn.fenced, a.fn.count
+}
+
+// LongestRenewalGap is the longest time between two successful
+// renewals of this agent (their sends) since it started: during a
+// control-plane failover it shows how close the agent came to fencing
+// itself.
+func (a *Agent) LongestRenewalGap() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.fn.longest
 }
 
 func (a *Agent) isFenced() bool {
