@@ -2,7 +2,9 @@ package qemu
 
 import (
 	"context"
+	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +22,10 @@ import (
 func TestGuestWatchdogFires(t *testing.T) {
 	t.Parallel()
 	g := heavy(t)
-	d := newDriver(t, testConfig(t, ""))
+	var logs syncBuffer
+	dc := testConfig(t, "")
+	dc.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	d := newDriver(t, dc)
 	ctx := context.Background()
 	cfg := vmConfig(g, "wdog", "vpool.watchdog=1")
 	cfg.Spec.Watchdog = &model.Watchdog{Action: model.WatchdogPause}
@@ -53,5 +58,8 @@ func TestGuestWatchdogFires(t *testing.T) {
 	}
 	if qs.Status != "watchdog" {
 		t.Fatalf("QEMU run state %q, want watchdog (paused by the watchdog's action)", qs.Status)
+	}
+	if !strings.Contains(logs.String(), `msg="qemu: the guest watchdog fired"`) || !strings.Contains(logs.String(), "action=pause") {
+		t.Fatalf("the driver did not log the watchdog's firing:\n%s", logs.String())
 	}
 }
