@@ -12,6 +12,7 @@ import (
 	"github.com/vpool/vpool/internal/backup/retention"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/state"
+	"github.com/vpool/vpool/internal/store"
 )
 
 // The backup controller (docs/backup.md) runs on the leader, as one
@@ -82,7 +83,29 @@ func NewBackupController(cfg BackupConfig) *BackupController {
 		tasks: map[string]bool{}, lastGC: map[string]time.Time{}}
 }
 
-// Run runs a pass every Interval while leading, until ctx ends.
+// Task returns the controller as a leader task: at the start of each
+// term a controller of the term (its own memory of running tasks) that
+// reads and writes through the term's store, so every write of a
+// deposed leader — a pass it started, a verify, gc or sync still
+// running — fails with state.ErrNotLeader instead of landing. The
+// Repo and Leading of the config are not used by the task.
+func (c *BackupController) Task() LeaderTask {
+	return LeaderTask{Name: "backup", Every: c.cfg.Interval, New: func() func(context.Context, store.Store) error {
+		var term *BackupController
+		return func(ctx context.Context, st store.Store) error {
+			if term == nil {
+				cfg := c.cfg
+				cfg.Repo, cfg.Leading = state.New(st, cfg.Clock), nil
+				term = NewBackupController(cfg)
+			}
+			return term.Pass(ctx)
+		}
+	}}
+}
+
+// Run runs a pass every Interval while leading, until ctx ends. Its
+// writes are not fenced on the leadership: servers run the controller
+// as a leader task (Task); Run serves tests and single-server tools.
 func (c *BackupController) Run(ctx context.Context) error {
 	defer c.running.Wait()
 	t := time.NewTicker(c.cfg.Interval)

@@ -2,12 +2,14 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/vpool/vpool/internal/backup/repo"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/state"
+	"github.com/vpool/vpool/internal/store"
 	"github.com/vpool/vpool/internal/store/memstore"
 )
 
@@ -208,5 +210,48 @@ func TestSyncAfterBackups(t *testing.T) {
 	ts2, _ := f.st.ListBackupTasks(f.ctx)
 	if syncs != 1 || len(ts2) != len(ts) {
 		t.Fatalf("%d sync tasks, then %d tasks after an idle pass (was %d): one per new completion", syncs, len(ts2), len(ts))
+	}
+}
+
+// TestDeposedBackupTaskWritesNothing runs the backup controller as the
+// leader task servers run: once another server has taken the leader key,
+// its pass — a backup due, a GC to queue — writes nothing.
+func TestDeposedBackupTaskWritesNothing(t *testing.T) {
+	f := newBackupFixture(t)
+	must(t)(nil, f.st.SetBackupPolicy(f.ctx, "_cluster", &model.BackupPolicy{Repo: "main", Every: "1h"}))
+	st := f.st.Store()
+	ok, rev, err := st.Txn(f.ctx, []store.Cond{store.IfAbsent(store.LeaderKey)}, []store.Op{store.Put(store.LeaderKey, []byte("a"))})
+	if err != nil || !ok {
+		t.Fatalf("claim leader key: %v %v", ok, err)
+	}
+	run := f.c.Task().New()
+	term := f.st.Term(store.IfRev(store.LeaderKey, rev)).Store()
+	if _, _, err := st.Txn(f.ctx, nil, []store.Op{store.Put(store.LeaderKey, []byte("b"))}); err != nil {
+		t.Fatal(err)
+	}
+	_, before, err := st.List(f.ctx, store.LeaderKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run(f.ctx, term); !errors.Is(err, state.ErrNotLeader) {
+		t.Errorf("a deposed leader's backup pass: %v, want %v", err, state.ErrNotLeader)
+	}
+	if _, now, _ := st.List(f.ctx, store.LeaderKey); now != before {
+		t.Errorf("a deposed leader's backup pass wrote to the store (revision %d → %d)", before, now)
+	}
+	if bs := f.backups(); len(bs) != 0 {
+		t.Errorf("a deposed leader requested %d backups", len(bs))
+	}
+	// The leader of the current term does request them.
+	cur, err := st.Get(f.ctx, store.LeaderKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run = f.c.Task().New()
+	if err := run(f.ctx, f.st.Term(store.IfRev(store.LeaderKey, cur.ModRev)).Store()); err != nil {
+		t.Fatal(err)
+	}
+	if bs := f.backups(); len(bs) != 2 {
+		t.Errorf("the leader's pass requested %d backups, want one per VM", len(bs))
 	}
 }

@@ -9,14 +9,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/vpool/vpool/internal/agent"
 	"github.com/vpool/vpool/internal/api"
@@ -211,7 +208,7 @@ func (sb *scaleBed) addNS(ns, veth, addr string) (net.Listener, error) {
 	}
 	var l net.Listener
 	ip, _, _ := strings.Cut(addr, "/")
-	err := inNetns(ns, func() (err error) {
+	err := testenv.InNetns(ns, func() (err error) {
 		l, err = net.Listen("tcp", net.JoinHostPort(ip, "8080"))
 		return err
 	})
@@ -229,39 +226,12 @@ func serveName(l net.Listener, name string) {
 	}
 }
 
-// inNetns runs fn on a thread in namespace ns; sockets made there stay in it.
-func inNetns(ns string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := os.Open("/run/netns/" + ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	ferr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		panic(fmt.Sprintf("restoring the network namespace: %v", err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
-
 // ask opens one connection from the client namespace to vip:80 and
 // returns the name of the member that answered ("" when none did).
 func (sb *scaleBed) ask(vip string) string {
 	var c net.Conn
 	d := net.Dialer{Timeout: time.Second}
-	if err := inNetns(sb.prefix+"-client", func() (err error) {
+	if err := testenv.InNetns(sb.prefix+"-client", func() (err error) {
 		c, err = d.Dial("tcp", net.JoinHostPort(vip, "80"))
 		return err
 	}); err != nil {

@@ -25,7 +25,6 @@ import (
 	"github.com/vpool/vpool/internal/metering/meterstore"
 	"github.com/vpool/vpool/internal/metrics"
 	"github.com/vpool/vpool/internal/server"
-	"github.com/vpool/vpool/internal/state"
 	"github.com/vpool/vpool/internal/store"
 	"github.com/vpool/vpool/internal/store/etcdstore"
 )
@@ -115,10 +114,8 @@ type Server struct {
 	*server.Server
 	Store      store.Store
 	Controller *controller.Manager
-	// Backups is the backup controller (runs while Controller leads).
-	Backups  *controller.BackupController
-	kind     string
-	ownStore bool
+	kind       string
+	ownStore   bool
 }
 
 // StartServer opens the store and prepares the API server and the
@@ -150,7 +147,6 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	if es, ok := st.(*etcdstore.Store); ok && kind == "embedded" {
 		members, leaderGone = es, es.MemberGone
 	}
-	var bc *controller.BackupController
 	pool, err := openImagePool(cfg)
 	if err != nil {
 		if own {
@@ -170,15 +166,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		Logger:      cfg.Logger,
 		Clock:       cfg.Clock,
 		Version:     cfg.Version,
-		Controllers: func(ctx context.Context) error {
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				bc.Run(ctx)
-			}()
-			defer func() { <-done }()
-			return mgr.Run(ctx)
-		},
+		Controllers: func(ctx context.Context) error { return mgr.Run(ctx) },
 		BackupDirs:  cfg.BackupDirs,
 		TLS:         cfg.TLS,
 		CAKeyFile:   cfg.CAKeyFile,
@@ -207,17 +195,16 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		cc.Placer = controller.NewSchedulerPlacer()
 	}
 	cc.Audit = srv.Audit()
+	b := cfg.Backup
+	b.Keys, b.Cluster, b.Backend = srv.BackupRepoKey, srv.ClusterID(), srv.BackupRepoBackend
+	b.Logger, b.Clock = cfg.Logger, cfg.Clock
+	bc := controller.NewBackupController(b)
 	cc.Tasks = append(cc.Tasks, controller.LeaderTask{Name: "audit-export", Every: cfg.AuditExportInterval,
 		New: func() func(context.Context, store.Store) error { return srv.AuditTask }},
-		meterTask(cfg, st, srv))
+		meterTask(cfg, st, srv), bc.Task())
 	mgr = controller.New(cc)
 	mgr.SetUsage(srv) // usage lives in the server's memory and samples
-	b := cfg.Backup
-	b.Repo, b.Keys, b.Cluster, b.Leading = state.New(st, cfg.Clock), srv.BackupRepoKey, srv.ClusterID(), mgr.IsLeader
-	b.Backend = srv.BackupRepoBackend
-	b.Logger, b.Clock = cfg.Logger, cfg.Clock
-	bc = controller.NewBackupController(b)
-	return &Server{Server: srv, Store: st, Controller: mgr, Backups: bc, kind: kind, ownStore: own}, nil
+	return &Server{Server: srv, Store: st, Controller: mgr, kind: kind, ownStore: own}, nil
 }
 
 // meterTask is the leader's metering: a meter per term, fed from the

@@ -12,15 +12,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/netvirt"
@@ -107,36 +104,9 @@ func (bd *bed) addNS(name, addr string) {
 	sh(bd.t, "ip", "-n", ns, "link", "set", "lo", "up")
 }
 
-// inNetns runs fn on a thread in namespace ns; sockets made there stay in it.
-func inNetns(ns string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := os.Open("/run/netns/" + ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	ferr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		panic(fmt.Sprintf("restoring the network namespace: %v", err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
-
 func (bd *bed) serve(name, addr string) {
 	var l net.Listener
-	if err := inNetns(bd.prefix+"-"+name, func() (err error) {
+	if err := testenv.InNetns(bd.prefix+"-"+name, func() (err error) {
 		l, err = net.Listen("tcp", addr+":8080")
 		return err
 	}); err != nil {
@@ -190,7 +160,7 @@ func (bd *bed) clientConn(addr string, port int, local string) (net.Conn, string
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
 	}
 	var c net.Conn
-	if err := inNetns(bd.prefix+"-client", func() (err error) {
+	if err := testenv.InNetns(bd.prefix+"-client", func() (err error) {
 		c, err = d.Dial("tcp", net.JoinHostPort(addr, fmt.Sprint(port)))
 		return err
 	}); err != nil {

@@ -3,6 +3,7 @@ package netvirt
 import (
 	"context"
 	"fmt"
+	"github.com/vpool/vpool/internal/testenv"
 	"io"
 	"net"
 	"net/netip"
@@ -117,7 +118,7 @@ func benchPath(b *testing.B, path string) {
 // over one connection (the server echoes).
 func (tb *testbed) pingPong(b *testing.B, from, addr string, n int) float64 {
 	var c net.Conn
-	if err := inNetns(tb.vms[from].ns, func() (err error) {
+	if err := testenv.InNetns(tb.vms[from].ns, func() (err error) {
 		c, err = net.DialTimeout("tcp", addr, 2*time.Second)
 		return err
 	}); err != nil {
@@ -148,7 +149,7 @@ func (tb *testbed) connectTime(b *testing.B, from, addr string, n int) float64 {
 	for i := 0; i < n; i++ {
 		var c net.Conn
 		t := time.Now()
-		if err := inNetns(tb.vms[from].ns, func() (err error) {
+		if err := testenv.InNetns(tb.vms[from].ns, func() (err error) {
 			c, err = net.DialTimeout("tcp", addr, 2*time.Second)
 			return err
 		}); err != nil {

@@ -14,13 +14,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/vpool/vpool/internal/testenv"
 )
@@ -126,42 +123,12 @@ func (tb *testbed) addVM(name, host, mac, addr string, bits int) *tbVM {
 	return v
 }
 
-// inNetns runs fn on a thread that sits in namespace ns; sockets made
-// there stay in it.
-func inNetns(ns string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := os.Open("/run/netns/" + ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	ferr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// The thread is in the wrong namespace: let it die with the
-		// goroutine (no UnlockOSThread).
-		panic(fmt.Sprintf("restoring the network namespace: %v", err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
-
 // serve listens on addr:port in the VM's namespace and answers every
 // connection with the VM's name, then echoes.
 func (tb *testbed) serve(vm string, addr string, port int) {
 	v := tb.vms[vm]
 	var l net.Listener
-	err := inNetns(v.ns, func() (err error) {
+	err := testenv.InNetns(v.ns, func() (err error) {
 		l, err = net.Listen("tcp", net.JoinHostPort(addr, fmt.Sprint(port)))
 		return err
 	})
@@ -194,7 +161,7 @@ func (tb *testbed) dial(from, addr string, port int, local string) string {
 	if local != "" {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(local)}
 	}
-	err := inNetns(v.ns, func() (err error) {
+	err := testenv.InNetns(v.ns, func() (err error) {
 		c, err = d.Dial("tcp", net.JoinHostPort(addr, fmt.Sprint(port)))
 		return err
 	})
@@ -238,7 +205,7 @@ func counters(t testing.TB, ns, dev string) (rx, tx int64) {
 func (tb *testbed) blast(from, to string, port int, d time.Duration) int64 {
 	src, dst := tb.vms[from], tb.vms[to]
 	var l net.Listener
-	if err := inNetns(dst.ns, func() (err error) {
+	if err := testenv.InNetns(dst.ns, func() (err error) {
 		l, err = net.Listen("tcp", net.JoinHostPort(dst.ip.String(), fmt.Sprint(port)))
 		return err
 	}); err != nil {
@@ -258,7 +225,7 @@ func (tb *testbed) blast(from, to string, port int, d time.Duration) int64 {
 		got, _ = io.Copy(io.Discard, c)
 	}()
 	var c net.Conn
-	if err := inNetns(src.ns, func() (err error) {
+	if err := testenv.InNetns(src.ns, func() (err error) {
 		c, err = net.DialTimeout("tcp", net.JoinHostPort(dst.ip.String(), fmt.Sprint(port)), 2*time.Second)
 		return err
 	}); err != nil {

@@ -18,55 +18,21 @@ import (
 func (s *Server) balancerEndpoints() []endpoint {
 	scoped := []string{"project"}
 	return []endpoint{
-		{method: "GET", path: "/api/v1/lbs", handle: s.listLBs, resp: api.LBList{}, status: 200, query: scoped},
+		{method: "GET", path: "/api/v1/lbs", handle: scopedList(s, (*state.Repo).ListLBs, func(l []model.LoadBalancer) api.LBList { return api.LBList{LoadBalancers: l} }), resp: api.LBList{}, status: 200, query: scoped},
 		{method: "POST", path: "/api/v1/lbs", handle: s.createLB, req: api.LBCreateRequest{}, resp: model.LoadBalancer{}, status: 201, query: scoped},
-		{method: "GET", path: "/api/v1/lbs/{name}", handle: s.getLB, resp: model.LoadBalancer{}, status: 200, query: scoped},
+		{method: "GET", path: "/api/v1/lbs/{name}", handle: scopedGet(s, (*state.Repo).GetLB, lbNotFound), resp: model.LoadBalancer{}, status: 200, query: scoped},
 		{method: "PATCH", path: "/api/v1/lbs/{name}", handle: s.patchLB, req: api.LBPatchRequest{}, resp: model.LoadBalancer{}, status: 200, query: scoped},
 		{method: "DELETE", path: "/api/v1/lbs/{name}", handle: s.deleteLB, resp: model.LoadBalancer{}, status: 202, query: scoped},
-		{method: "GET", path: "/api/v1/groups", handle: s.listGroups, resp: api.GroupList{}, status: 200, query: scoped},
+		{method: "GET", path: "/api/v1/groups", handle: scopedList(s, (*state.Repo).ListGroups, func(l []model.ScalingGroup) api.GroupList { return api.GroupList{Groups: l} }), resp: api.GroupList{}, status: 200, query: scoped},
 		{method: "POST", path: "/api/v1/groups", handle: s.createGroup, req: api.GroupCreateRequest{}, resp: model.ScalingGroup{}, status: 201, query: scoped},
-		{method: "GET", path: "/api/v1/groups/{name}", handle: s.getGroup, resp: model.ScalingGroup{}, status: 200, query: scoped},
+		{method: "GET", path: "/api/v1/groups/{name}", handle: scopedGet(s, (*state.Repo).GetGroup, groupNotFound), resp: model.ScalingGroup{}, status: 200, query: scoped},
 		{method: "PATCH", path: "/api/v1/groups/{name}", handle: s.patchGroup, req: api.GroupPatchRequest{}, resp: model.ScalingGroup{}, status: 200, query: scoped},
 		{method: "DELETE", path: "/api/v1/groups/{name}", handle: s.deleteGroup, resp: model.ScalingGroup{}, status: 202, query: scoped},
 	}
 }
 
-func lbNotFound(err error, project, name string) error {
-	if errors.Is(err, store.ErrNotFound) {
-		return notFound("load balancer %q not found in project %s", truncateStr(name, 80), project)
-	}
-	return err
-}
-
-func (s *Server) listLBs(w http.ResponseWriter, r *http.Request, p *principal) error {
-	project, err := s.scope(r, p, false)
-	if err != nil {
-		return err
-	}
-	bs, err := s.repo.ListLBs(r.Context(), project)
-	if err != nil {
-		return err
-	}
-	out := api.LBList{LoadBalancers: make([]model.LoadBalancer, 0, len(bs))}
-	for _, b := range bs {
-		out.LoadBalancers = append(out.LoadBalancers, *b)
-	}
-	reply(w, http.StatusOK, p, out)
-	return nil
-}
-
-func (s *Server) getLB(w http.ResponseWriter, r *http.Request, p *principal) error {
-	project, err := s.scope(r, p, false)
-	if err != nil {
-		return err
-	}
-	b, err := s.repo.GetLB(r.Context(), project, r.PathValue("name"))
-	if err != nil {
-		return lbNotFound(err, project, r.PathValue("name"))
-	}
-	reply(w, http.StatusOK, p, b)
-	return nil
-}
+// lbNotFound maps a missing load balancer to its 404.
+var lbNotFound = missing("load balancer")
 
 // checkLBRefs checks what a balancer spec names in its project: the
 // network, the member VMs (each with a NIC on that network) and the

@@ -13,42 +13,8 @@ import (
 	"github.com/vpool/vpool/internal/store"
 )
 
-func groupNotFound(err error, project, name string) error {
-	if errors.Is(err, store.ErrNotFound) {
-		return notFound("scaling group %q not found in project %s", truncateStr(name, 80), project)
-	}
-	return err
-}
-
-func (s *Server) listGroups(w http.ResponseWriter, r *http.Request, p *principal) error {
-	project, err := s.scope(r, p, false)
-	if err != nil {
-		return err
-	}
-	gs, err := s.repo.ListGroups(r.Context(), project)
-	if err != nil {
-		return err
-	}
-	out := api.GroupList{Groups: make([]model.ScalingGroup, 0, len(gs))}
-	for _, g := range gs {
-		out.Groups = append(out.Groups, *g)
-	}
-	reply(w, http.StatusOK, p, out)
-	return nil
-}
-
-func (s *Server) getGroup(w http.ResponseWriter, r *http.Request, p *principal) error {
-	project, err := s.scope(r, p, false)
-	if err != nil {
-		return err
-	}
-	g, err := s.repo.GetGroup(r.Context(), project, r.PathValue("name"))
-	if err != nil {
-		return groupNotFound(err, project, r.PathValue("name"))
-	}
-	reply(w, http.StatusOK, p, g)
-	return nil
-}
+// groupNotFound maps a missing scaling group to its 404.
+var groupNotFound = missing("scaling group")
 
 // checkGroupRefs checks what a group's template and spec name in its
 // project: NIC networks and security groups, the balancer (and that a

@@ -17,16 +17,16 @@ import (
 func (s *Server) networkEndpoints() []endpoint {
 	scoped := []string{"project"}
 	return []endpoint{
-		{method: "GET", path: "/api/v1/networks", handle: s.listNetworks, resp: api.NetworkList{}, status: 200, query: scoped},
+		{method: "GET", path: "/api/v1/networks", handle: scopedList(s, (*state.Repo).ListNetworks, func(l []model.Network) api.NetworkList { return api.NetworkList{Networks: l} }), resp: api.NetworkList{}, status: 200, query: scoped},
 		{method: "POST", path: "/api/v1/networks", handle: s.createNetwork, req: api.NetworkCreateRequest{}, resp: model.Network{}, status: 201, query: scoped},
-		{method: "GET", path: "/api/v1/networks/{name}", handle: s.getNetwork, resp: model.Network{}, status: 200, query: scoped},
+		{method: "GET", path: "/api/v1/networks/{name}", handle: scopedGet(s, (*state.Repo).GetNetwork, networkNotFound), resp: model.Network{}, status: 200, query: scoped},
 		{method: "DELETE", path: "/api/v1/networks/{name}", handle: s.deleteNetwork, status: 204, query: scoped},
 		{method: "GET", path: "/api/v1/networks/{name}/addresses", handle: s.listAddresses, resp: api.AddressList{}, status: 200, query: scoped},
 		{method: "POST", path: "/api/v1/networks/{name}/addresses", handle: s.allocateAddress, req: api.AddressRequest{}, resp: model.AddressAlloc{}, status: 201, query: scoped},
 		{method: "DELETE", path: "/api/v1/networks/{name}/addresses/{ip}", handle: s.releaseAddress, status: 204, query: []string{"project", "owner"}},
-		{method: "GET", path: "/api/v1/secgroups", handle: s.listSecGroups, resp: api.SecurityGroupList{}, status: 200, query: scoped},
+		{method: "GET", path: "/api/v1/secgroups", handle: scopedList(s, (*state.Repo).ListSecurityGroups, func(l []model.SecurityGroup) api.SecurityGroupList { return api.SecurityGroupList{SecurityGroups: l} }), resp: api.SecurityGroupList{}, status: 200, query: scoped},
 		{method: "POST", path: "/api/v1/secgroups", handle: s.createSecGroup, req: api.SecurityGroupCreateRequest{}, resp: model.SecurityGroup{}, status: 201, query: scoped},
-		{method: "GET", path: "/api/v1/secgroups/{name}", handle: s.getSecGroup, resp: model.SecurityGroup{}, status: 200, query: scoped},
+		{method: "GET", path: "/api/v1/secgroups/{name}", handle: scopedGet(s, (*state.Repo).GetSecurityGroup, secGroupNotFound), resp: model.SecurityGroup{}, status: 200, query: scoped},
 		{method: "DELETE", path: "/api/v1/secgroups/{name}", handle: s.deleteSecGroup, status: 204, query: scoped},
 		{method: "POST", path: "/api/v1/secgroups/{name}/rules", handle: s.addRule, req: model.Rule{}, resp: model.SecurityGroup{}, status: 201, query: scoped},
 		{method: "DELETE", path: "/api/v1/secgroups/{name}/rules/{id}", handle: s.deleteRule, resp: model.SecurityGroup{}, status: 200, query: scoped},
@@ -54,29 +54,8 @@ func netErr(err error, field string) error {
 	return err
 }
 
-func networkNotFound(err error, project, name string) error {
-	if errors.Is(err, store.ErrNotFound) {
-		return notFound("network %q not found in project %s", name, project)
-	}
-	return err
-}
-
-func (s *Server) listNetworks(w http.ResponseWriter, r *http.Request, p *principal) error {
-	project, err := s.scope(r, p, false)
-	if err != nil {
-		return err
-	}
-	ns, err := s.repo.ListNetworks(r.Context(), project)
-	if err != nil {
-		return err
-	}
-	out := api.NetworkList{Networks: make([]model.Network, 0, len(ns))}
-	for _, n := range ns {
-		out.Networks = append(out.Networks, *n)
-	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
-}
+// networkNotFound maps a missing network to its 404.
+var networkNotFound = missing("network")
 
 func (s *Server) createNetwork(w http.ResponseWriter, r *http.Request, p *principal) error {
 	project, err := s.scope(r, p, true)
@@ -98,19 +77,6 @@ func (s *Server) createNetwork(w http.ResponseWriter, r *http.Request, p *princi
 		return projectErr(netErr(err, ""), project)
 	}
 	writeJSON(w, http.StatusCreated, n)
-	return nil
-}
-
-func (s *Server) getNetwork(w http.ResponseWriter, r *http.Request, p *principal) error {
-	project, err := s.scope(r, p, false)
-	if err != nil {
-		return err
-	}
-	n, err := s.repo.GetNetwork(r.Context(), project, r.PathValue("name"))
-	if err != nil {
-		return networkNotFound(err, project, r.PathValue("name"))
-	}
-	writeJSON(w, http.StatusOK, n)
 	return nil
 }
 
@@ -219,29 +185,8 @@ func (s *Server) releaseAddress(w http.ResponseWriter, r *http.Request, p *princ
 	return notFound("address %s is not allocated on network %s", truncateStr(ip, 40), name)
 }
 
-func (s *Server) listSecGroups(w http.ResponseWriter, r *http.Request, p *principal) error {
-	project, err := s.scope(r, p, false)
-	if err != nil {
-		return err
-	}
-	gs, err := s.repo.ListSecurityGroups(r.Context(), project)
-	if err != nil {
-		return err
-	}
-	out := api.SecurityGroupList{SecurityGroups: make([]model.SecurityGroup, 0, len(gs))}
-	for _, g := range gs {
-		out.SecurityGroups = append(out.SecurityGroups, *g)
-	}
-	writeJSON(w, http.StatusOK, out)
-	return nil
-}
-
-func secGroupNotFound(err error, project, name string) error {
-	if errors.Is(err, store.ErrNotFound) {
-		return notFound("security group %q not found in project %s", name, project)
-	}
-	return err
-}
+// secGroupNotFound maps a missing security group to its 404.
+var secGroupNotFound = missing("security group")
 
 // checkPeers refuses rules naming a group the project does not have
 // (a group of another project cannot be named: names are per project).
@@ -291,19 +236,6 @@ func (s *Server) createSecGroup(w http.ResponseWriter, r *http.Request, p *princ
 		return projectErr(err, project)
 	}
 	writeJSON(w, http.StatusCreated, g)
-	return nil
-}
-
-func (s *Server) getSecGroup(w http.ResponseWriter, r *http.Request, p *principal) error {
-	project, err := s.scope(r, p, false)
-	if err != nil {
-		return err
-	}
-	g, err := s.repo.GetSecurityGroup(r.Context(), project, r.PathValue("name"))
-	if err != nil {
-		return secGroupNotFound(err, project, r.PathValue("name"))
-	}
-	writeJSON(w, http.StatusOK, g)
 	return nil
 }
 

@@ -4,7 +4,8 @@
 // scripts/test.sh as root set, so that in CI every test runs and can
 // fail. Every such check in the repository goes through it.
 //
-// It imports only the standard library and testing; only tests and
+// It imports only the standard library, testing and golang.org/x/sys/unix
+// (InNetns); only tests and
 // test-support packages import it, never production code.
 package testenv
 
