@@ -113,7 +113,7 @@ func TestUsageSamplesReachOtherServers(t *testing.T) {
 		t.Fatal(err)
 	}
 	u, seen, ttl, ok := b.HostUsage("h1")
-	if !ok || u.CPUPercent != 42 || ttl < 10 || time.Since(seen) > time.Minute {
+	if !ok || u.CPUPercent != 42 || ttl < int(model.DefaultHAPolicy().Suspect()/time.Second) || time.Since(seen) > time.Minute {
 		t.Fatalf("server b: usage %+v seen %s ttl %d ok %v", u, seen, ttl, ok)
 	}
 	kvs, _, _ := st.List(ctx, store.SamplesPrefix)
