@@ -30,6 +30,9 @@
 #                         ("DISKREAD <bytes> <centiseconds>" per pass)
 #   vpool.net=dhcp|static configure eth0 (static: vpool.ip=CIDR vpool.gw=IP)
 #   vpool.acpi=0          ignore the ACPI power button (to test stop fallbacks)
+#   vpool.watchdog=<s>    arm /dev/watchdog (an i6300esb, when the VM has one)
+#                         with a <s> second timeout and never feed it again
+#                         ("VPOOL-GUEST-WATCHDOG-ARMED"): the device fires
 # The ACPI power button powers the guest off (busybox acpid); hot-added
 # vCPUs and DIMMs are brought online by the guest.
 set -euo pipefail
@@ -141,7 +144,7 @@ addmod() {
 	cp "$path" "$ird/lib/modules/"
 	order+=("$(basename "$path")")
 }
-for m in virtio_pci virtio_blk virtio_net virtio_balloon virtio_console button evdev; do addmod "$m"; done
+for m in virtio_pci virtio_blk virtio_net virtio_balloon virtio_console button evdev i6300esb; do addmod "$m"; done
 printf '%s\n' "${order[@]}" >"$ird/lib/modules/order"
 
 # Memory dirtier and ticker: static C when gcc is present.
@@ -195,7 +198,7 @@ mount -t tmpfs run /run
 while read -r m; do insmod "/lib/modules/$m" 2>/dev/null; done </lib/modules/order
 hostname vpool-guest
 
-tick=0 tickms=1000 dirty=0 dirtyrate=0 verify=0 diskread=0 net="" ip="" gw="" acpi=1
+tick=0 tickms=1000 dirty=0 dirtyrate=0 verify=0 diskread=0 net="" ip="" gw="" acpi=1 watchdog=0
 for kv in $(cat /proc/cmdline); do
 	case "$kv" in
 	vpool.tick=*) tick=${kv#*=} ;;
@@ -208,6 +211,7 @@ for kv in $(cat /proc/cmdline); do
 	vpool.ip=*) ip=${kv#*=} ;;
 	vpool.gw=*) gw=${kv#*=} ;;
 	vpool.acpi=*) acpi=${kv#*=} ;;
+	vpool.watchdog=*) watchdog=${kv#*=} ;;
 	esac
 done
 
@@ -255,6 +259,11 @@ if [ "$diskread" = 1 ] && [ -b /dev/vda ]; then
 		t1=$(cut -d' ' -f1 /proc/uptime)
 		echo "DISKREAD $b $(( (${t1%.*}${t1#*.}) - (${t0%.*}${t0#*.}) ))" >/dev/console
 	done) &
+fi
+
+if [ "$watchdog" != 0 ] && [ -c /dev/watchdog ]; then
+	# Armed by the first write, then fed once a day: it fires after the timeout.
+	watchdog -T "$watchdog" -t 86400 /dev/watchdog && echo "VPOOL-GUEST-WATCHDOG-ARMED $watchdog" >/dev/console
 fi
 
 # An interactive shell on the serial console, respawned.

@@ -312,7 +312,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		hb := s.sample(ctx, max(wait/2, 500*time.Millisecond))
 		var resp api.HeartbeatResponse
 		sent := time.Now()
-		err := a.client.do(ctx, http.MethodPut, api.AgentPrefix+"/heartbeat", hb, &resp)
+		err := a.beat(ctx, hb, &resp)
 		if ctx.Err() != nil {
 			return
 		}
@@ -334,6 +334,31 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// beat sends one heartbeat. Each server gets at most heartbeatAttempt to
+// answer before the next one is asked (a stalled server must not hold
+// the renewals back until the agent fences itself), and the whole beat
+// at most that per server.
+func (a *Agent) beat(ctx context.Context, hb api.Heartbeat, resp *api.HeartbeatResponse) error {
+	per := a.heartbeatAttempt()
+	ctx, cancel := context.WithTimeout(withAttemptTimeout(ctx, per), per*time.Duration(max(1, len(a.servers))))
+	defer cancel()
+	return a.client.do(ctx, http.MethodPut, api.AgentPrefix+"/heartbeat", hb, resp)
+}
+
+// heartbeatAttempt is how long one server may take to answer a
+// heartbeat: a quarter of the fence timeout (so that the agent tries
+// every server of three well within it), between 1 s and 5 s; 5 s before
+// a server told the fence timeout.
+func (a *Agent) heartbeatAttempt() time.Duration {
+	a.mu.Lock()
+	after := a.fn.after
+	a.mu.Unlock()
+	if after <= 0 {
+		return 5 * time.Second
+	}
+	return min(max(after/4, time.Second), 5*time.Second)
 }
 
 // sampler collects heartbeat contents from the driver, one collection at

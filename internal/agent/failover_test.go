@@ -87,6 +87,44 @@ func TestAgentFailsOverBetweenServers(t *testing.T) {
 	}
 }
 
+// A server that stalls (it keeps the connection but never answers: its
+// store waits for a quorum, its process is stopped) costs the agent a
+// quarter of the fence timeout per heartbeat: the beat goes on to the
+// next server, and the agent never fences itself. Without a deadline per
+// server the heartbeat waited on the stalled one until the agent fenced.
+func TestHeartbeatLeavesAStalledServer(t *testing.T) {
+	s1, s2 := twoServers(t)
+	const fence = 4000 // ms: a second per server
+	s1.setHeartbeats(false, fence)
+	s2.setHeartbeats(false, fence)
+	a, err := agent.New(agent.Config{
+		ServerURL: s1.URL() + "," + s2.URL(), JoinToken: s1.token, StateDir: t.TempDir(), HostName: "h1",
+		Driver: sim.MustHost(sim.Config{Name: "h1"}).Driver(), HeartbeatInterval: 100 * time.Millisecond,
+		StatusInterval: 100 * time.Millisecond, PollWait: time.Second, StopTimeout: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	stall := make(chan struct{})
+	t.Cleanup(func() { close(stall); cancel(); <-done })
+	eventually(t, "beats through the first server", func() bool { return beats(s1) > 2 })
+	s1.mu.Lock()
+	s1.hbStall = stall
+	s1.mu.Unlock()
+	eventually(t, "beats through the second server", func() bool { return beats(s2) > 2 })
+	n := beats(s2)
+	time.Sleep(fence * time.Millisecond) // beats for a whole fence timeout
+	if beats(s2) <= n {
+		t.Fatalf("no beat reached the second server after the first stalled")
+	}
+	if fenced, count := a.Fenced(); fenced || count > 0 {
+		t.Fatalf("the agent fenced itself (%d times) while a server answered", count)
+	}
+}
+
 func TestServerList(t *testing.T) {
 	d := sim.MustHost(sim.Config{Name: "h1"}).Driver()
 	for _, list := range []string{"", " , ", "http://a:1", "https://a:1,ftp://b:2", "https://a:1/x"} {

@@ -37,7 +37,10 @@ type fakeServer struct {
 	// timeout heartbeat answers carry (0: none).
 	hbDown      bool
 	fenceMillis int
-	ownerAsks   int
+	// hbStall, when set, holds every heartbeat unanswered until it is
+	// closed (a server whose store waits for a quorum).
+	hbStall   chan struct{}
+	ownerAsks int
 }
 
 func newFakeServer(t *testing.T) *fakeServer {
@@ -125,7 +128,16 @@ func (fs *fakeServer) heartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fs.mu.Lock()
-	down, fence := fs.hbDown, fs.fenceMillis
+	down, fence, stall := fs.hbDown, fs.fenceMillis, fs.hbStall
+	fs.mu.Unlock()
+	if stall != nil {
+		select {
+		case <-stall:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	fs.mu.Lock()
 	if !down {
 		fs.beats = append(fs.beats, hb)
 	}

@@ -32,6 +32,9 @@ type fence struct {
 	// when the server answers that such a VM is assigned to another host
 	// (HA restarted it there), its stopped copy here is dropped.
 	killed map[string]bool
+	// longest is the longest time between the sends of two renewals that
+	// succeeded: what a fence timeout must outlast on this host.
+	longest time.Duration
 }
 
 // renewed records a renewal sent at sent that succeeded, with the fence
@@ -40,6 +43,9 @@ func (a *Agent) renewed(sent time.Time, resp api.HeartbeatResponse) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if sent.After(a.fn.renewedAt) {
+		if !a.fn.renewedAt.IsZero() {
+			a.fn.longest = max(a.fn.longest, sent.Sub(a.fn.renewedAt))
+		}
 		a.fn.renewedAt = sent
 	}
 	if resp.FenceMillis > 0 {
@@ -63,6 +69,16 @@ func (a *Agent) Fenced() (bool, int) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.fn.fenced, a.fn.count
+}
+
+// LongestRenewalGap is the longest time between two successful
+// renewals of this agent (their sends) since it started: during a
+// control-plane failover it shows how close the agent came to fencing
+// itself.
+func (a *Agent) LongestRenewalGap() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.fn.longest
 }
 
 func (a *Agent) isFenced() bool {

@@ -178,20 +178,53 @@ func withFailover(rt http.RoundTripper, servers []server) http.RoundTripper {
 	return &serverFailover{next: rt, servers: servers}
 }
 
+// attemptKey marks a request context with a deadline for each server
+// tried (withAttemptTimeout).
+type attemptKey struct{}
+
+// withAttemptTimeout gives every server a request is sent to at most d to
+// answer: a server that stalls (its store waits for a quorum it cannot
+// reach, its process is stopped, its machine vanished without closing
+// the connection) then costs d, and the request goes on to the next
+// server, which becomes the current one. Only for requests that may be
+// sent twice (the heartbeat: a PUT).
+func withAttemptTimeout(ctx context.Context, d time.Duration) context.Context {
+	return context.WithValue(ctx, attemptKey{}, d)
+}
+
+// cancelBody cancels an attempt's context once its body is closed.
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}
+
 func (f *serverFailover) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := int(f.cur.Load())
+	per, _ := req.Context().Value(attemptKey{}).(time.Duration)
 	var lastErr error
 	for i := range f.servers {
 		idx := (start + i) % len(f.servers)
 		u, _ := url.Parse(f.servers[idx].base)
-		r := req.Clone(req.Context())
+		actx, cancel := req.Context(), context.CancelFunc(func() {})
+		if per > 0 {
+			actx, cancel = context.WithTimeout(actx, per)
+		}
+		r := req.Clone(actx)
 		r.URL.Scheme, r.URL.Host, r.Host = u.Scheme, u.Host, ""
 		if i > 0 && req.Body != nil && req.Body != http.NoBody {
 			if req.GetBody == nil {
+				cancel()
 				return nil, lastErr
 			}
 			body, err := req.GetBody()
 			if err != nil {
+				cancel()
 				return nil, err
 			}
 			r.Body = body
@@ -201,14 +234,21 @@ func (f *serverFailover) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err == nil {
 			if last || !unavailable(resp.StatusCode) || req.Method == http.MethodPost {
 				f.cur.Store(int64(idx))
+				resp.Body = cancelBody{resp.Body, cancel}
 				return resp, nil
 			}
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
+			cancel()
 			lastErr = fmt.Errorf("%s answered %d", u.Host, resp.StatusCode)
 			continue
 		}
+		stalled := per > 0 && actx.Err() != nil && req.Context().Err() == nil
+		cancel()
 		lastErr = err
+		if stalled { // the next request starts with the next server
+			f.cur.CompareAndSwap(int64(idx), int64((idx+1)%len(f.servers)))
+		}
 		if last || req.Context().Err() != nil || (req.Method == http.MethodPost && !dialFailed(err)) {
 			return nil, err
 		}

@@ -50,6 +50,8 @@ func TestFlagsToRequests(t *testing.T) {
 					MemoryLimit: 8 * model.GiB, DiskIOPS: 500, DiskBps: 100 << 20}}}},
 		{"create with an HA level", []string{"vm", "create", "new1", "--ha-priority", "high"}, "POST /api/v1/vms", "",
 			&api.VMCreateRequest{Name: "new1", Spec: spec(func(s *model.VMSpec) { s.HA = model.HAHigh })}},
+		{"create with a watchdog", []string{"vm", "create", "new1", "--watchdog", "pause"}, "POST /api/v1/vms", "",
+			&api.VMCreateRequest{Name: "new1", Spec: spec(func(s *model.VMSpec) { s.Watchdog = &model.Watchdog{Action: model.WatchdogPause} })}},
 		{"create with HA off", []string{"vm", "create", "new1", "--ha-priority", "off"}, "POST /api/v1/vms", "",
 			&api.VMCreateRequest{Name: "new1", Spec: spec(func(s *model.VMSpec) { s.HA = model.HAOff })}},
 		{"batch", []string{"vm", "create", "web", "--count", "3", "--memory", "512MiB"}, "POST /api/v1/vms:batch", "",

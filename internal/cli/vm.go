@@ -42,6 +42,7 @@ type vmCreateOpts struct {
 	memRes, memLimit, diskBps string
 	diskIOPS                  int64
 	haPriority                string
+	watchdog                  string
 	stopped                   bool
 	count                     int
 	dryRun                    bool
@@ -85,6 +86,7 @@ func (a *app) vmCreateCmd() *cobra.Command {
 	f.Int64Var(&o.diskIOPS, "disk-iops", 0, "disk I/O operations per second cap")
 	f.StringVar(&o.diskBps, "disk-bps", "", "disk bytes per second cap, with a unit (e.g. 100MiB)")
 	f.StringVar(&o.haPriority, "ha-priority", "", "restart after a host failure: high, medium, low or off (default medium on shared storage; VMs with local disks cannot), or a number 0-1000 ordering VMs of one level (higher first)")
+	f.StringVar(&o.watchdog, "watchdog", "", "add a guest watchdog (i6300esb) and what it does when the guest stops feeding it: reset, poweroff or pause")
 	f.BoolVar(&o.stopped, "stopped", false, "create the VM without starting it")
 	f.IntVar(&o.count, "count", 1, "create this many VMs, named NAME-1..NAME-N, all or nothing")
 	f.BoolVar(&o.dryRun, "dry-run", false, "only show where the VM would be placed")
@@ -99,6 +101,9 @@ func (o *vmCreateOpts) spec(cmd *cobra.Command) (model.VMSpec, error) {
 	s := model.VMSpec{VCPUs: o.vcpus, Image: o.image, Power: model.PowerRunning}
 	if err := parseHAPriority(o.haPriority, &s); err != nil {
 		return s, err
+	}
+	if o.watchdog != "" {
+		s.Watchdog = &model.Watchdog{Action: o.watchdog} // the server checks it
 	}
 	if o.stopped {
 		s.Power = model.PowerStopped

@@ -52,6 +52,9 @@ func (a *app) describeVM(w io.Writer, vm *model.VM) {
 		field(w, "HA priority", s.HAPriority)
 	}
 	field(w, "HA cannot restart", st.HAReason)
+	if wd := s.Watchdog; wd != nil {
+		field(w, "Watchdog", fmt.Sprintf("%s (when it fires: %s)", wd.Model, wd.Action))
+	}
 	if st.Owner != nil {
 		field(w, "Disk owner", fmt.Sprintf("%s (epoch %d)", st.Owner.Host, st.Owner.Epoch))
 	}

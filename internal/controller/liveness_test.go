@@ -65,7 +65,7 @@ func TestHostStatesFollowRenewals(t *testing.T) {
 	eventually(t, "leader", m.IsLeader)
 	eventually(t, "v placed", func() bool { return e.vm("v").Status.Host == "h1" })
 
-	p := model.DefaultHAPolicy() // suspect 4 s, fence 10 s, margin 2 s
+	p := model.DefaultHAPolicy() // suspect 4 s, fence 6 s, margin 2 s
 	e.stepBeating(2*time.Second, "h1", "h2")
 	silent := time.Duration(e.hostTTL)*time.Second + 500*time.Millisecond // h1's lease expires
 	e.stepBeating(silent, "h2")

@@ -75,11 +75,12 @@ func TestHALivenessFollowsTheAliveKey(t *testing.T) {
 	g := newGreenEnv(t, model.DefaultBalanceSettings())
 	ctx := context.Background()
 	g.addHost("h1", 2, 16*model.GiB, nil)
-	lease, err := g.st.Grant(ctx, 10)
+	ttl := int(model.DefaultHAPolicy().Fence() / time.Second) // a lease as long as the fence timeout
+	lease, err := g.st.Grant(ctx, int64(ttl))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := mustJSON(model.AliveRecord{Server: "s1", LeaseTTL: 10})
+	rec := mustJSON(model.AliveRecord{Server: "s1", LeaseTTL: ttl})
 	if _, _, err := g.st.Txn(ctx, nil, []store.Op{store.PutWithLease(store.AliveKey("h1"), rec, lease)}); err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +94,7 @@ func TestHALivenessFollowsTheAliveKey(t *testing.T) {
 	if err := g.st.Revoke(ctx, lease); err != nil {
 		t.Fatal(err)
 	}
-	g.must(g.r.haPass) // gone: the last renewal was ≥ 10 s (the TTL) ago
+	g.must(g.r.haPass) // gone: the last renewal was at least the TTL ago
 	if s := state(); s != model.HostFailed {
 		t.Fatalf("a host whose lease expired is %s, want failed (TTL = fence timeout)", s)
 	}

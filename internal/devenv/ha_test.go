@@ -193,8 +193,8 @@ func creatingAt(t *testing.T, cl *mcluster, name string) int64 {
 // that fenced itself on a starved machine) are counted (down-vms/op). Each run builds a
 // cluster of three sim hosts over real mutual TLS on loopback (server,
 // controllers and agents in this process, memstore), with the default HA
-// timings unless VPOOL_HA_FAST is set (heartbeat 500 ms, suspect 1.5 s,
-// fence 2.5 s, margin 500 ms).
+// timings unless VPOOL_HA_TIMINGS names others (heartbeat,suspect,fence,
+// margin in ms) or VPOOL_HA_FAST is set (500,1500,2500,500).
 func BenchmarkHostFailover(b *testing.B) {
 	var rto, detect, fence, restart []float64
 	down := 0.0
@@ -249,9 +249,9 @@ func runFailover(b *testing.B, n int) [5]float64 {
 	cl := startMClusterTB(b, haHost("h1", 64, map[string]string{"home": "yes"}), haHost("h2", 64, nil), haHost("h3", 64, nil))
 	defer cl.close()
 	ctx := context.Background()
-	if fastHA() {
+	if hp, ok := benchHAPolicy(b); ok {
 		p := model.DefaultPolicy()
-		p.HA = &model.HAPolicy{HeartbeatMillis: 500, SuspectMillis: 1500, FenceMillis: 2500, MarginMillis: 500}
+		p.HA = &hp
 		if _, err := cl.c.SetPolicy(ctx, p); err != nil {
 			b.Fatal(err)
 		}
@@ -319,6 +319,26 @@ func runFailover(b *testing.B, n int) [5]float64 {
 }
 
 func fastHA() bool { return os.Getenv("VPOOL_HA_FAST") != "" }
+
+// benchHAPolicy is the HA policy a benchmark asks for: VPOOL_HA_TIMINGS
+// "heartbeat,suspect,fence,margin" in milliseconds, or the tuned timings
+// with VPOOL_HA_FAST; ok false: the defaults.
+func benchHAPolicy(b *testing.B) (model.HAPolicy, bool) {
+	if v := os.Getenv("VPOOL_HA_TIMINGS"); v != "" {
+		var p model.HAPolicy
+		if _, err := fmt.Sscanf(v, "%d,%d,%d,%d", &p.HeartbeatMillis, &p.SuspectMillis, &p.FenceMillis, &p.MarginMillis); err != nil {
+			b.Fatalf("VPOOL_HA_TIMINGS=%q: want heartbeat,suspect,fence,margin in ms: %v", v, err)
+		}
+		if err := p.Validate(); err != nil {
+			b.Fatal(err)
+		}
+		return p, true
+	}
+	if fastHA() {
+		return model.HAPolicy{HeartbeatMillis: 500, SuspectMillis: 1500, FenceMillis: 2500, MarginMillis: 500}, true
+	}
+	return model.HAPolicy{}, false
+}
 
 func decodeEvent(b testing.TB, v []byte) model.Event {
 	var e model.Event

@@ -41,3 +41,18 @@ func Loads(pol model.Policy, hosts []*model.Host, allocs map[string]*model.Alloc
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
+
+// Pending is the demand (vCPUs and memory) of the VMs asked to run that
+// no host holds yet: they take free capacity when they are placed, so
+// the reserve check counts them as already added.
+func Pending(vms []*model.VM) model.Resources {
+	var r model.Resources
+	for _, v := range vms {
+		if v.DeletedAt != nil || v.Status.Host != "" || v.Spec.Power != model.PowerRunning {
+			continue
+		}
+		d := v.Spec.Demand()
+		r.CPUs, r.Memory = r.CPUs+d.CPUs, r.Memory+d.Memory
+	}
+	return r
+}

@@ -80,6 +80,9 @@ func (s *VMSpec) Validate() error {
 	if !ValidHALevel(s.HA) {
 		return fieldErr("spec.ha", "must be high, medium, low or off (got %s)", quoteShort(s.HA))
 	}
+	if err := s.Watchdog.validate(); err != nil {
+		return err
+	}
 	if s.RestartNonce < 0 {
 		return fieldErr("spec.restartNonce", "must not be negative (got %d)", s.RestartNonce)
 	}

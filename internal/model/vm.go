@@ -72,6 +72,9 @@ type VMSpec struct {
 	// request, cleared by a start.
 	StopForce   bool `json:"stopForce,omitempty"`
 	StopTimeout int  `json:"stopTimeoutSeconds,omitempty"`
+	// Watchdog adds a guest watchdog device (nil: none). It is part of
+	// the VM's hardware: set at create, kept by migrations and restarts.
+	Watchdog *Watchdog `json:"watchdog,omitempty"`
 }
 
 // DiskSize is the sum of the VM's disk sizes.

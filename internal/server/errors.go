@@ -66,6 +66,8 @@ func toHTTP(err error) *httpError {
 			field, msg = fe.Field, fe.Message
 		}
 		return errf(http.StatusForbidden, api.CodeQuotaExceeded, field, "%s", msg)
+	case errors.Is(err, state.ErrReserve) && errors.As(err, &fe):
+		return errf(http.StatusConflict, api.CodeConflict, fe.Field, "%s", fe.Message)
 	case errors.As(err, &fe):
 		return fieldError(fe.Field, "%s", fe.Message)
 	case errors.Is(err, store.ErrNotFound):

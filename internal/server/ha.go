@@ -58,19 +58,20 @@ func (s *Server) haStatus(w http.ResponseWriter, r *http.Request, p *principal) 
 		out.Protected[level]++
 	}
 	sort.Slice(out.Unprotected, func(i, j int) bool { return out.Unprotected[i].VM < out.Unprotected[j].VM })
-	res := ha.CheckReserve(ha.Loads(pol, hosts, allocs, vms), hp.TolerateHostFailures, model.Resources{})
+	res := ha.CheckReserve(ha.Loads(pol, hosts, allocs, vms), hp.TolerateHostFailures, ha.Pending(vms))
 	out.Reserve = api.HAReserve{Tolerates: res.Tolerates, OK: res.OK, Need: res.Need, Spare: res.Spare, Worst: res.Worst}
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
-// checkHAReserve refuses VMs whose creation would break the cluster
-// policy's "tolerate N host failures" (ha.tolerateHostFailures): the
-// protected VMs of the N worst hosts must still fit on the others. It
-// reads hosts, allocations and VMs, so it runs only when a reserve is
-// asked for. It is an aggregate check, not a transaction: two creates at
-// once may both pass it (docs/ha.md).
-func (s *Server) checkHAReserve(ctx context.Context, vms []*model.VM) error {
+// checkHAReserve answers a dry run whose VMs would break the cluster
+// policy's "tolerate N host failures" (ha.tolerateHostFailures). A real
+// create is judged inside its admission transaction instead (reserveCheck,
+// state.ReserveCheck), where two creates at once cannot both pass.
+func (s *Server) checkHAReserve(ctx context.Context, vms []*model.VM, dryRun bool) error {
+	if !dryRun {
+		return nil
+	}
 	pol, _, err := s.repo.GetPolicy(ctx)
 	if err != nil {
 		return err
@@ -96,9 +97,19 @@ func (s *Server) checkHAReserve(ctx context.Context, vms []*model.VM) error {
 		d := v.Spec.Demand()
 		add.CPUs, add.Memory = add.CPUs+d.CPUs, add.Memory+d.Memory
 	}
-	res := ha.CheckReserve(ha.Loads(pol, hosts, allocs, all), n, add)
-	if err := res.Err(); err != nil {
+	if err := reserveCheck(pol, n, hosts, allocs, all)(add); err != nil {
 		return errf(http.StatusConflict, api.CodeConflict, "ha.tolerateHostFailures", "%s", fmt.Sprint(err))
 	}
 	return nil
+}
+
+// reserveCheck is the failover reserve's judge in admissions
+// (state.ReserveCheck): the protected VMs of the n worst hosts must still
+// fit on the others once the VMs not yet placed and add are placed too.
+func reserveCheck(pol model.Policy, n int, hosts []*model.Host, allocs map[string]*model.Allocation, vms []*model.VM) func(add model.Resources) error {
+	loads := ha.Loads(pol, hosts, allocs, vms)
+	pending := ha.Pending(vms)
+	return func(add model.Resources) error {
+		return ha.CheckReserve(loads, n, pending.Add(add)).Err()
+	}
 }

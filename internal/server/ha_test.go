@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/vpool/vpool/internal/api"
@@ -65,5 +67,60 @@ func TestHAReserveRefusesCreates(t *testing.T) {
 	}
 	if st.Reserve.Tolerates != 1 || !st.Reserve.OK || st.Protected[model.HAMedium] != 1 || st.Hosts["ready"] != 2 {
 		t.Fatalf("ha status = %+v", st)
+	}
+}
+
+// Creates at once, in eight projects (no group commit joins them), ask
+// for twice what the reserve leaves: exactly the VMs that fit are
+// created, the others refused on ha.tolerateHostFailures. VMs not placed
+// yet count: judged outside the admission and without them, all eight
+// passed.
+func TestHAReserveHoldsUnderConcurrentCreates(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx := context.Background()
+	admin := ts.AdminToken()
+	for _, h := range []string{"h1", "h2"} {
+		if _, err := ts.repo.UpsertHost(ctx, h, func(x *model.Host, _ bool) error {
+			x.State, x.Driver, x.Capacity = model.HostReady, "sim", model.Resources{CPUs: 4, Memory: 16 * model.GiB, Disk: model.TiB}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pol := model.DefaultPolicy()
+	pol.HA = &model.HAPolicy{TolerateHostFailures: 1}
+	ts.mustCall(200, "PUT", "/api/v1/cluster/policy", admin, pol, nil)
+	const n = 8
+	for i := range n {
+		ts.mustCall(201, "POST", "/api/v1/projects", admin, api.ProjectCreateRequest{Name: fmt.Sprintf("p%d", i)}, nil)
+	}
+	// 32 vCPUs free in all; losing a host loses 16: 16 may be added, four
+	// VMs of 4.
+	codes := make([]int, n)
+	errs := make([]api.Error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			codes[i], errs[i] = ts.call("POST", fmt.Sprintf("/api/v1/vms?project=p%d", i), admin,
+				api.VMCreateRequest{Name: "vm", Spec: model.VMSpec{VCPUs: 4, Memory: model.GiB}}, nil)
+		})
+	}
+	wg.Wait()
+	created := 0
+	for i, c := range codes {
+		switch {
+		case c == http.StatusCreated:
+			created++
+		case c == http.StatusConflict && errs[i].Field == "ha.tolerateHostFailures":
+		default:
+			t.Errorf("create in p%d: %d %+v", i, c, errs[i])
+		}
+	}
+	vms, _, err := ts.repo.ListVMs(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created != 4 || len(vms) != 4 {
+		t.Fatalf("%d creates acknowledged, %d VMs stored; the reserve leaves room for 4", created, len(vms))
 	}
 }

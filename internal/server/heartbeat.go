@@ -43,7 +43,7 @@ type hostLease struct {
 // heartbeat) up to base/1 ms hosts on this server and grows beyond, so
 // that a server answers about 1,000 heartbeats a second at most (10,000
 // hosts: every 10 s); the TTL covers three intervals.
-func (s *Server) heartbeatTiming(base time.Duration) (time.Duration, int) {
+func (s *Server) heartbeatTiming(base, suspect time.Duration) (time.Duration, int) {
 	iv := s.cfg.HeartbeatInterval
 	if iv <= 0 {
 		s.leaseMu.Lock()
@@ -54,7 +54,17 @@ func (s *Server) heartbeatTiming(base time.Duration) (time.Duration, int) {
 	if iv >= time.Second {
 		iv = iv.Round(time.Second)
 	}
-	return iv, int(max(LeaseTTL, 3*iv+time.Second) / time.Second)
+	return iv, leaseTTL(iv, suspect)
+}
+
+// leaseTTL is the TTL, in seconds, of a liveness lease for hosts that
+// beat every iv: the HA policy's suspect timeout (a host whose lease
+// expired is suspect at once: the leader bounds its last renewal by the
+// expiry less the TTL), rounded up to whole seconds, but at least three
+// beats and a second.
+func leaseTTL(iv, suspect time.Duration) int {
+	ttl := max(suspect, 3*iv+time.Second)
+	return int((ttl + time.Second - 1) / time.Second)
 }
 
 // heartbeat renews the host's lease, writes its record only when its
@@ -87,7 +97,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 		return err
 	}
 	hp := s.haPolicy(ctx)
-	interval, ttl := s.heartbeatTiming(hp.Heartbeat())
+	interval, ttl := s.heartbeatTiming(hp.Heartbeat(), hp.Suspect())
 	alive, lease, err := s.renewLease(ctx, host, ttl)
 	if err != nil {
 		return err

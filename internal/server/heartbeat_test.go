@@ -113,7 +113,7 @@ func TestUsageSamplesReachOtherServers(t *testing.T) {
 		t.Fatal(err)
 	}
 	u, seen, ttl, ok := b.HostUsage("h1")
-	if !ok || u.CPUPercent != 42 || ttl < 10 || time.Since(seen) > time.Minute {
+	if !ok || u.CPUPercent != 42 || ttl < int(model.DefaultHAPolicy().Suspect()/time.Second) || time.Since(seen) > time.Minute {
 		t.Fatalf("server b: usage %+v seen %s ttl %d ok %v", u, seen, ttl, ok)
 	}
 	kvs, _, _ := st.List(ctx, store.SamplesPrefix)
@@ -124,17 +124,30 @@ func TestUsageSamplesReachOtherServers(t *testing.T) {
 
 func TestHeartbeatTimingScalesWithHosts(t *testing.T) {
 	for _, c := range []struct {
-		hosts    int
-		interval time.Duration
-		ttl      int
-	}{{1, 3 * time.Second, 10}, {1000, 3 * time.Second, 10}, {5000, 5 * time.Second, 16}, {10000, 10 * time.Second, 31}, {50000, 10 * time.Second, 31}} {
+		hosts         int
+		base, suspect time.Duration
+		interval      time.Duration
+		ttl           int
+	}{
+		{1, HeartbeatInterval, 4 * time.Second, 3 * time.Second, 10},
+		{1000, HeartbeatInterval, 4 * time.Second, 3 * time.Second, 10},
+		{5000, HeartbeatInterval, 4 * time.Second, 5 * time.Second, 16},
+		{10000, HeartbeatInterval, 4 * time.Second, 10 * time.Second, 31},
+		{50000, HeartbeatInterval, 4 * time.Second, 10 * time.Second, 31},
+		// the HA policy's defaults: the lease lasts the suspect timeout
+		{1, time.Second, 4 * time.Second, time.Second, 4},
+		{1, time.Second, 4500 * time.Millisecond, time.Second, 5},
+		{3000, time.Second, 4 * time.Second, 3 * time.Second, 10},
+		{1, 500 * time.Millisecond, 1500 * time.Millisecond, 500 * time.Millisecond, 3},
+	} {
 		s := &Server{leases: map[string]hostLease{}}
 		for i := range c.hosts {
 			s.leases[fmt.Sprint(i)] = hostLease{}
 		}
-		iv, ttl := s.heartbeatTiming(HeartbeatInterval)
+		iv, ttl := s.heartbeatTiming(c.base, c.suspect)
 		if iv != c.interval || ttl != c.ttl {
-			t.Errorf("%d hosts: every %s with a %d s lease, want %s and %d s", c.hosts, iv, ttl, c.interval, c.ttl)
+			t.Errorf("%d hosts, beats every %s, suspect after %s: every %s with a %d s lease, want %s and %d s",
+				c.hosts, c.base, c.suspect, iv, ttl, c.interval, c.ttl)
 		}
 	}
 }

@@ -228,6 +228,7 @@ func New(cfg Config) (*Server, error) {
 		drain: make(chan struct{}), leases: map[string]hostLease{},
 		unauth: limiter{rate: unauthRate, burst: unauthBurst},
 	}
+	s.repo.SetReserveCheck(reserveCheck) // the failover reserve, in every admission (ha.go)
 	s.nets.s = s
 	s.vmDec = state.NewVMDecoder()
 	s.view = newView(cfg.Store, s.vmDec)

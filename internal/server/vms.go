@@ -57,7 +57,7 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err := s.checkStorage(r.Context(), []*model.VMSpec{&vm.Spec}, []string{""}); err != nil {
 		return err
 	}
-	if err := s.checkHAReserve(r.Context(), []*model.VM{vm}); err != nil {
+	if err := s.checkHAReserve(r.Context(), []*model.VM{vm}, req.DryRun); err != nil {
 		return err
 	}
 	if err := s.fitImages(r.Context(), []*model.VM{vm}); err != nil {
@@ -128,7 +128,7 @@ func (s *Server) batchVMs(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err := s.checkBatchStorage(r, &req, vms); err != nil {
 		return err
 	}
-	if err := s.checkHAReserve(r.Context(), vms); err != nil {
+	if err := s.checkHAReserve(r.Context(), vms, req.DryRun); err != nil {
 		return err
 	}
 	if err := s.fitImages(r.Context(), vms); err != nil {

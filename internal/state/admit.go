@@ -183,7 +183,12 @@ func (r *Repo) admitOnce(ctx context.Context, project string, batch []*admitReq)
 	if err != nil {
 		return false, 0, batch, err
 	}
+	rg, err := r.reserveGuard(ctx)
+	if err != nil {
+		return false, 0, batch, err
+	}
 	conds := []store.Cond{store.IfRev(store.ProjectKey(project), p.Revision), store.IfRev(store.UsageKey(project), urev)}
+	conds = append(conds, rg.conds...)
 	seenImage := map[string]bool{}
 	var ops []store.Op
 	var left []*admitReq
@@ -208,6 +213,10 @@ func (r *Repo) admitOnce(ctx context.Context, project string, batch []*admitReq)
 				conds = append(conds, c)
 			}
 		}
+		if err := rg.admit(demand); err != nil {
+			req.err = err
+			continue
+		}
 		u = usageAdd(u, demand, len(req.vms))
 		for _, v := range req.vms {
 			key := store.VMKey(project, v.Name)
@@ -224,6 +233,7 @@ func (r *Repo) admitOnce(ctx context.Context, project string, batch []*admitReq)
 		return true, 0, nil, nil
 	}
 	ops = append(ops, store.Put(store.UsageKey(project), encode(u)))
+	ops = append(ops, rg.ops...)
 	ok, rev, err := r.txn(ctx, conds, ops)
 	return ok, rev, left, err
 }

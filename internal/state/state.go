@@ -9,6 +9,7 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vpool/vpool/internal/store"
@@ -47,6 +48,8 @@ type Repo struct {
 	now    func() time.Time
 	locks  *keyLocks
 	admits *admitter // VM creates' group commits, per project (admit.go)
+	// reserve judges the failover reserve in admissions (reserve.go).
+	reserve *atomic.Pointer[ReserveCheck]
 }
 
 type keyLocks struct {
@@ -62,7 +65,8 @@ func New(st store.Store, now func() time.Time) *Repo {
 	if now == nil {
 		now = time.Now
 	}
-	return &Repo{st: st, now: now, locks: &keyLocks{m: map[string]*sync.Mutex{}}, admits: &admitter{queues: map[string]*admitQueue{}}}
+	return &Repo{st: st, now: now, locks: &keyLocks{m: map[string]*sync.Mutex{}}, admits: &admitter{queues: map[string]*admitQueue{}},
+		reserve: &atomic.Pointer[ReserveCheck]{}}
 }
 
 // Term returns a Repo for one leadership term: every transaction it
@@ -76,7 +80,7 @@ func (r *Repo) Term(guard ...store.Cond) *Repo {
 	if len(guard) == 0 {
 		return r
 	}
-	return &Repo{st: &fencedStore{Store: r.st, guard: append([]store.Cond(nil), guard...)}, now: r.now, locks: r.locks, admits: r.admits}
+	return &Repo{st: &fencedStore{Store: r.st, guard: append([]store.Cond(nil), guard...)}, now: r.now, locks: r.locks, admits: r.admits, reserve: r.reserve}
 }
 
 // Store returns the underlying store (for a Term repository, the store

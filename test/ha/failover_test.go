@@ -136,6 +136,7 @@ func TestLeaderKillDuringCreates(t *testing.T) {
 	t.Logf("a new leader %s after the kill", time.Since(killedAt).Round(100*time.Millisecond))
 	checkConverged(t, cl, hs, accepted, n)
 	checkDrained(t, cl, "h1")
+	hs.checkNoSelfFence(t)
 	for _, s := range cl.Servers {
 		if s != leader {
 			checkAuditAfterFailover(t, s, leader.Name, killedAt)

@@ -33,8 +33,25 @@ func startCluster(tb testing.TB, n int) *cluster { return harness.Start(tb, n) }
 // hosts are simulated hosts in this process, one registry so that VMs
 // migrate between them, each with an agent that knows every server.
 type hosts struct {
-	names []string
-	sims  map[string]*sim.Host
+	names  []string
+	sims   map[string]*sim.Host
+	agents map[string]*agent.Agent
+}
+
+// checkNoSelfFence fails the test when a host's agent fenced itself (a
+// healthy host killing its VMs: its renewals stalled for the fence
+// timeout), and logs how close each came: its longest time between two
+// renewals.
+func (hs *hosts) checkNoSelfFence(tb testing.TB) {
+	tb.Helper()
+	for _, name := range hs.names {
+		a := hs.agents[name]
+		_, count := a.Fenced()
+		tb.Logf("%s: longest time between renewals %s", name, a.LongestRenewalGap().Round(time.Millisecond))
+		if count > 0 {
+			tb.Errorf("%s's agent fenced itself %d times (longest time between renewals %s)", name, count, a.LongestRenewalGap().Round(time.Millisecond))
+		}
+	}
 }
 
 func startHosts(tb testing.TB, cl *cluster, n int, migrateDelay time.Duration) *hosts {
@@ -44,7 +61,7 @@ func startHosts(tb testing.TB, cl *cluster, n int, migrateDelay time.Duration) *
 		tb.Fatal(err)
 	}
 	reg := sim.NewRegistry()
-	hs := &hosts{sims: map[string]*sim.Host{}}
+	hs := &hosts{sims: map[string]*sim.Host{}, agents: map[string]*agent.Agent{}}
 	for i := 1; i <= n; i++ {
 		name := fmt.Sprintf("h%d", i)
 		h := sim.MustHost(sim.Config{Name: name, CPUs: 32, Memory: 64 * model.GiB, Registry: reg, MigrateDelay: migrateDelay})
@@ -59,6 +76,7 @@ func startHosts(tb testing.TB, cl *cluster, n int, migrateDelay time.Duration) *
 		tb.Cleanup(func() { cancel(); <-done })
 		hs.names = append(hs.names, name)
 		hs.sims[name] = h
+		hs.agents[name] = a
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {

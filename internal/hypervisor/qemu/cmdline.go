@@ -41,6 +41,9 @@ type Machine struct {
 	Drives       []Drive
 	NICs         []NICDev
 	Balloon      bool
+	// Watchdog, when set, adds an i6300esb watchdog (id watchdog0) and is
+	// what QEMU does when it fires: reset, poweroff or pause.
+	Watchdog string
 	// Seed is a cloud-init NoCloud ISO, attached as a read-only CD-ROM.
 	Seed string
 
@@ -224,6 +227,10 @@ func (m Machine) Args() []string {
 		add("-chardev", opts("socket", kv{"id", "qga"}, kv{"path", m.GuestAgentSocket}, kv{"server", "on"}, kv{"wait", "off"}))
 		add("-device", mustJSON(map[string]any{"driver": "virtio-serial-pci", "id": "vser0"}))
 		add("-device", mustJSON(map[string]any{"driver": "virtserialport", "id": "qga0", "bus": "vser0.0", "chardev": "qga", "name": guestAgentPort}))
+	}
+	if m.Watchdog != "" {
+		add("-device", mustJSON(map[string]any{"driver": "i6300esb", "id": "watchdog0"}))
+		add("-action", opts("", kv{"watchdog", m.Watchdog}))
 	}
 	if m.StartPaused {
 		add("-S")

@@ -56,6 +56,7 @@ func TestMachineArgsGolden(t *testing.T) {
 			m.HotplugPorts = []string{"hp0", "hp1"}
 			m.Seed = "/state/vms/test.web1/seed.iso"
 			m.GuestAgentSocket = "/var/lib/vpool/vms/test.web1/qga.sock"
+			m.Watchdog = "pause"
 		}},
 		// Every free-form value hostile: they stay values (JSON strings,
 		// doubled commas); TestHostileValuesCannotAddOptions checks it.

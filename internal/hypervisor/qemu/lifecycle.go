@@ -269,6 +269,12 @@ func (d *Driver) machine(ctx context.Context, rec *record, o startOpts, rev *rev
 		m.SerialLog = filepath.Join(d.vmDir(id), helperSerialLog)
 	}
 	m.CPUModel = d.cpuModelArg()
+	if w := spec.Watchdog; w != nil {
+		m.Watchdog = w.Action
+		if m.Watchdog == "" {
+			m.Watchdog = model.WatchdogReset
+		}
+	}
 	if d.accel != "kvm" {
 		m.TCGCacheMiB = int64(d.cfg.TCGCache / model.MiB)
 	}

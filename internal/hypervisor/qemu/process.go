@@ -218,16 +218,21 @@ func (d *Driver) dialQMP(ctx context.Context, path string, p *process) (*qmp.Con
 }
 
 func (d *Driver) watchEvents(p *process) {
-	sub := p.qmp.Subscribe("SHUTDOWN")
+	sub := p.qmp.Subscribe("SHUTDOWN", "WATCHDOG")
 	go func() {
 		for ev := range sub.C {
 			var data struct {
-				Guest bool `json:"guest"`
+				Guest  bool   `json:"guest"`
+				Action string `json:"action"`
 			}
-			if ev.DecodeData(&data) == nil && data.Guest {
+			ok := ev.DecodeData(&data) == nil
+			switch {
+			case ev.Name == "SHUTDOWN" && ok && data.Guest:
 				p.mu.Lock()
 				p.guestShutdown = true
 				p.mu.Unlock()
+			case ev.Name == "WATCHDOG": // the guest stopped feeding its watchdog
+				d.log.Warn("qemu: the guest watchdog fired", "pid", p.pid, "action", data.Action)
 			}
 		}
 	}()
