@@ -32,7 +32,8 @@ func migPair(t testing.TB, withTLS bool, shared string) (src, dst *Driver) {
 // migPairIn is migPair with the VMs' groups of the two hosts named: one
 // machine's in the benchmarks, two (as on two hosts) where a test looks
 // at one host's weights.
-func migPairIn(t testing.TB, withTLS bool, shared, srcGroup, dstGroup string) (src, dst *Driver) {
+// tweak, when given, changes both drivers' configuration before New.
+func migPairIn(t testing.TB, withTLS bool, shared, srcGroup, dstGroup string, tweak ...func(*Config)) (src, dst *Driver) {
 	t.Helper()
 	var dirs map[string]string
 	if withTLS {
@@ -45,6 +46,9 @@ func migPairIn(t testing.TB, withTLS bool, shared, srcGroup, dstGroup string) (s
 		cfg.MigrationTLSDir = dirs[host]
 		if shared != "" {
 			cfg.Pools = map[string]string{"default": shared}
+		}
+		for _, f := range tweak {
+			f(&cfg)
 		}
 		return newDriver(t, cfg)
 	}
