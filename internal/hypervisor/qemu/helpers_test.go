@@ -43,8 +43,12 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
+// testConfig is the tests' driver configuration. VPOOL_TEST_QEMU names
+// another QEMU binary, e.g. a wrapper that adds trace options (how the
+// console lag was looked at: docs/migration-slo.md).
 func testConfig(t testing.TB, dir string) Config {
-	return Config{StateDir: dir, Network: NetUser, Accel: "auto", Logger: testLogger(t), LUKSIterTime: 50 * time.Millisecond}
+	return Config{StateDir: dir, Network: NetUser, Accel: "auto", Logger: testLogger(t), LUKSIterTime: 50 * time.Millisecond,
+		QEMU: os.Getenv("VPOOL_TEST_QEMU")}
 }
 
 // newDriver makes a driver on a fresh state dir; at the end of the test
