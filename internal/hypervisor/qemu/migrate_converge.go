@@ -339,8 +339,14 @@ func (c *converger) plan(s migSample, why string) decision {
 			d.reason += "; the guest rewrites its working set every pass: its true rate is higher"
 		}
 	default:
-		return decision{fail: true, reason: fmt.Sprintf("did not converge within the %v downtime cap after stage %s: %s",
-			c.o.DowntimeLimit, c.stage, why)}
+		reason := fmt.Sprintf("did not converge within the %v downtime cap after stage %s: %s", c.o.DowntimeLimit, c.stage, why)
+		if !c.o.AllowPostCopy {
+			// What the user can change: the guest cannot (issue 13's d
+			// and f rewrite a quarter of their memory faster than a 90%
+			// throttle lets a pass shrink it).
+			reason += "; to move it, allow post-copy (spec.migration.allowPostCopy) or raise the downtime limit (--downtime-limit)"
+		}
+		return decision{fail: true, reason: reason}
 	}
 	return d
 }

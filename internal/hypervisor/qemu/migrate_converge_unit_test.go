@@ -97,6 +97,12 @@ func TestConverger(t *testing.T) {
 			{pass(3, 3, 64, 160, 170, 67), want{}},
 			{pass(4, 4, 64, 160, 170, 99), want{next: "fail", why: "within the 300ms downtime cap after stage auto-converge"}},
 		}},
+		{"the failure says how to move such a guest", hypervisor.MigrateOptions{}, []step{
+			{pass(1, 1, 256, 300, 300, 0), want{}},
+			{pass(2, 2, 250, 300, 300, 0), want{next: ac, downtime: cap, throttle: throttleSaturated}},
+			{pass(3, 3, 250, 300, 300, 70), want{}},
+			{pass(4, 4, 250, 300, 300, 90), want{next: "fail", why: "allow post-copy (spec.migration.allowPostCopy) or raise the downtime limit"}},
+		}},
 		{"memory not shrinking while the figures look fine: the stall rule", hypervisor.MigrateOptions{}, []step{
 			{pass(1, 1, 256, 10, 170, 0), want{}}, {pass(2, 2, 250, 10, 170, 0), want{}}, {pass(3, 3, 250, 10, 170, 0), want{}},
 			{pass(4, 4, 251, 10, 170, 0), want{next: dt, why: "limit 20ms → 275ms: remaining memory not shrinking over 3 passes", downtime: cap}},
