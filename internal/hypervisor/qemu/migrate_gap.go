@@ -258,7 +258,7 @@ func (m *outgoing) measureGap() {
 		}
 		m.d.log.Debug("qemu: ticks around the switchover (host time since the stop / guest uptime)", "vm", m.v.rec.Config.ID,
 			"ticks", sb.String(), "resumedAfterStop", m.resumed.Add(-offset).Sub(m.stopped), "worst", worst, "worstEndsAfterStop", at, "aroundWorst", around.String(),
-			"first", all[0].At.Sub(m.stopped))
+			"first", all[0].At.Sub(m.stopped), "stoppedAt", m.stopped.UTC().Format(time.RFC3339Nano))
 	}
 }
 
