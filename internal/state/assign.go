@@ -54,6 +54,7 @@ func (r *Repo) Assign(ctx context.Context, as []Assignment, allocs map[string]mo
 		nv.Status.Host, nv.Status.Phase = a.Host, model.PhaseCreating
 		nv.Status.Explanation, nv.Status.Message = a.Explanation, ""
 		nv.UpdatedAt = now
+		followOwner(a.VM, &nv)
 		out.VMs = append(out.VMs, &nv)
 		conds = append(conds, store.IfRev(store.VMKey(nv.Project, nv.Name), a.VM.Revision))
 		ops = append(ops, store.Put(store.VMKey(nv.Project, nv.Name), encodeVM(&nv)))
