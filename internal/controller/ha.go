@@ -99,19 +99,23 @@ type haState struct {
 	seen      map[string]renewal
 	confirmed map[string]bool
 	open      map[string]*model.HAFailover // failovers under way, by host
+	// scanned says the pass looked at every host once in this term;
+	// watch holds the hosts it looks at on every pass (liveHosts).
+	scanned bool
+	watch   map[string]bool
 }
 
 type renewal struct{ reported, observed time.Time }
 
 func newHAState() *haState {
 	return &haState{seen: map[string]renewal{}, confirmed: map[string]bool{}, open: map[string]*model.HAFailover{},
-		lease: leaseBound{present: map[string]bool{}, goneAt: map[string]time.Time{}}}
+		lease: leaseBound{present: map[string]bool{}, goneAt: map[string]time.Time{}}, watch: map[string]bool{}}
 }
 
 // haPass runs host HA: liveness states from the renewals seen, fence
 // commands, then restarts of the fenced hosts' VMs through the gate.
 func (r *reconciler) haPass(ctx context.Context) error {
-	hosts, _ := r.c.hostView()
+	hosts := r.liveHosts()
 	pol, _ := r.c.policyOf()
 	tm := ha.TimingsOf(pol.HAPolicy())
 	if g := r.m.cfg.HostDownGrace; g > tm.Suspect {
@@ -119,6 +123,7 @@ func (r *reconciler) haPass(ctx context.Context) error {
 	}
 	now := r.now()
 	in := r.observeRenewals(hosts, now)
+	r.keepWatching(in, tm)
 	var errs []error
 	for _, st := range ha.HostSteps(tm, now, in) {
 		if err := r.setHostState(ctx, st.Host, st.From, st.To); err != nil {
@@ -134,6 +139,67 @@ func (r *reconciler) haPass(ctx context.Context) error {
 		return errors.Join(errs...)
 	}
 	return r.haRestarts(ctx)
+}
+
+// liveHosts returns the hosts this pass looks at, sorted by name. The
+// first pass of a term, the first after a re-list of the hosts or alive
+// keys, and every pass with a LivenessSource of the configuration's
+// (which signals no change) look at every host. Otherwise the pass
+// looks at the hosts whose record or alive key changed since the last
+// (the cache's liveness journal) and at those it still watches
+// (keepWatching): a quiet host — ready with its alive key present, or in
+// a state HA does not manage — can only move after one of those changes,
+// so at rest the pass reads no host. What it decides is what a look at
+// every host would (TestLivenessFollowsChanges).
+func (r *reconciler) liveHosts() []model.Host {
+	dirty, all := r.c.takeLive()
+	if all || !r.ha.scanned || r.m.cfg.Liveness != nil {
+		r.ha.scanned, r.ha.watch = true, map[string]bool{}
+		hosts, _ := r.c.hostView()
+		return hosts
+	}
+	if len(dirty) == 0 && len(r.ha.watch) == 0 {
+		return nil
+	}
+	if dirty == nil {
+		dirty = make(map[string]bool, len(r.ha.watch))
+	}
+	for h := range r.ha.watch {
+		dirty[h] = true
+	}
+	hosts := r.c.hostsNamed(dirty)
+	if len(hosts) < len(dirty) { // some were deleted: watch them no more
+		for _, h := range hosts {
+			delete(dirty, h.Name)
+		}
+		for h := range dirty {
+			delete(r.ha.watch, h)
+		}
+	}
+	return hosts
+}
+
+// keepWatching keeps in the watch set the hosts of in that may move
+// without a change of their record or alive key: those whose renewal
+// ages (no alive key present) and those in a state HA manages other
+// than ready. A host deleted from the cache drops out with its record's
+// change.
+func (r *reconciler) keepWatching(in []ha.Host, tm ha.Timings) {
+	for _, h := range in {
+		quiet := false
+		switch h.State {
+		case model.HostReady:
+			quiet = r.ha.lease.present[h.Name] && tm.Suspect > 0
+		case model.HostSuspect, model.HostFailed, model.HostDown, model.HostFenced:
+		default:
+			quiet = true // an operator's or the power controller's state
+		}
+		if quiet {
+			delete(r.ha.watch, h.Name)
+		} else {
+			r.ha.watch[h.Name] = true
+		}
+	}
 }
 
 // observeRenewals bounds each host's last renewal on this server's clock.
@@ -214,13 +280,7 @@ func (r *reconciler) runFence(ctx context.Context, name string, hosts []model.Ho
 // committed by the gate) and marks those that cannot restart failed,
 // with the reason.
 func (r *reconciler) haRestarts(ctx context.Context) error {
-	hosts, _ := r.c.hostView()
-	fenced := map[string]*model.Host{}
-	for i := range hosts {
-		if hosts[i].State == model.HostFenced {
-			fenced[hosts[i].Name] = &hosts[i]
-		}
-	}
+	fenced := r.c.fencedHosts()
 	if len(fenced) == 0 {
 		return nil
 	}
