@@ -182,7 +182,7 @@ func TestHALoopWakesAtTheDeadline(t *testing.T) {
 	eventually(t, "leader", m.IsLeader)
 	eventually(t, "v placed", func() bool { return e.vm("v").Status.Host == "h1" })
 	e.stepBeating(7*time.Second, "h1", "h2") // the term's first stamps are old
-	e.silence()                               // h1's key expires: a watch event
+	e.silence()                              // h1's key expires: a watch event
 	eventually(t, "h1 suspect", func() bool { return e.host("h1").State == model.HostSuspect })
 	time.Sleep(300 * time.Millisecond) // the passes the events caused are over
 	p := model.DefaultHAPolicy()
