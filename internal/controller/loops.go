@@ -41,6 +41,9 @@ type loop struct {
 	// wake, when set, answers after each pass how long until the loop's
 	// next deadline (0: none); a timer runs it then, without the gap.
 	wake func() time.Duration
+	// urgent runs the loop at once, without the gap (a fence command's
+	// outcome: a host to fence now).
+	urgent chan struct{}
 }
 
 // loops lists the term's control loops. Migrations run beside them
@@ -70,10 +73,10 @@ func (r *reconciler) loops() []*loop {
 	}
 	ls = append(ls, r.lbLoops(gap, second)...)
 	for _, l := range ls {
-		l.kick = make(chan struct{}, 1)
+		l.kick, l.urgent = make(chan struct{}, 1), make(chan struct{}, 1)
 		r.c.subscribe(l.kick, l.prefixes...)
 		if l.name == "liveness" {
-			r.ha.fence.kick = l.kick // fence commands' outcomes
+			r.ha.fence.kick = l.urgent // fence commands' outcomes
 		}
 	}
 	return ls
@@ -179,6 +182,8 @@ func (r *reconciler) runLoop(ctx context.Context, l *loop) {
 		case <-l.kick:
 		case <-tick.C:
 		case <-timer.C:
+			due = true
+		case <-l.urgent:
 			due = true
 		}
 	}
