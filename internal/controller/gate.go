@@ -237,8 +237,10 @@ func (g *gate) commit(ctx context.Context, ps []Placement, all bool) (state.Assi
 	return out, refused, true, nil
 }
 
-// refresh re-reads, after a lost compare-and-swap, the allocations of
-// hosts and the policy into the cache (the watches may lag the store).
+// refresh re-reads, after a lost compare-and-swap, the allocations and
+// records of hosts and the policy into the cache (the watches may lag
+// the store; a change to a host's filters rewrites its allocation,
+// state.UpdateHostFilters, so the record is read again too).
 func (g *gate) refresh(ctx context.Context, hosts []string) error {
 	for _, h := range hosts {
 		fa, err := g.repo.GetAllocation(ctx, h)
@@ -247,6 +249,13 @@ func (g *gate) refresh(ctx context.Context, hosts []string) error {
 		}
 		fa.Host = h
 		g.c.putAlloc(*fa, fa.Revision)
+		hr, err := g.repo.GetHost(ctx, h)
+		switch {
+		case err == nil:
+			g.c.putHost(hr)
+		case !errors.Is(err, state.ErrNotFound):
+			return err
+		}
 	}
 	p, rev, err := g.repo.GetPolicy(ctx)
 	if err != nil {

@@ -146,7 +146,7 @@ func (s *Server) patchHost(w http.ResponseWriter, r *http.Request, p *principal)
 			return err
 		}
 	}
-	h, err := s.repo.UpdateHost(r.Context(), name, func(h *model.Host) error {
+	h, err := s.repo.UpdateHostFilters(r.Context(), name, func(h *model.Host) error {
 		if req.Labels != nil {
 			h.Labels = req.Labels
 		}

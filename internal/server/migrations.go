@@ -231,7 +231,7 @@ func (s *Server) drainHost(w http.ResponseWriter, r *http.Request, p *principal)
 	if err != nil {
 		return err
 	}
-	h, err := s.repo.UpdateHost(r.Context(), name, func(h *model.Host) error {
+	h, err := s.repo.UpdateHostFilters(r.Context(), name, func(h *model.Host) error {
 		h.State = model.HostMaintenance
 		if h.Drain == nil || h.Drain.Done {
 			h.Drain = &model.HostDrain{StartedAt: s.now()}
@@ -267,7 +267,7 @@ func (s *Server) undrainHost(w http.ResponseWriter, r *http.Request, p *principa
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return err
 	}
-	h, err := s.repo.UpdateHost(r.Context(), name, func(h *model.Host) error {
+	h, err := s.repo.UpdateHostFilters(r.Context(), name, func(h *model.Host) error {
 		if h.Drain == nil && h.State != model.HostMaintenance {
 			return state.ErrSkip
 		}

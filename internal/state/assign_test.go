@@ -27,6 +27,14 @@ func TestAssignAllOrNothingUnderGuards(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, false},
+		{"a host was cordoned", func(r *Repo) {
+			if _, err := r.UpsertHost(ctx, "h2", func(*model.Host, bool) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := r.UpdateHostFilters(ctx, "h2", func(h *model.Host) error { h.Cordoned = true; return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
 		{"the policy changed", func(r *Repo) {
 			if _, err := r.PutPolicy(ctx, model.DefaultPolicy()); err != nil {
 				t.Fatal(err)

@@ -74,6 +74,30 @@ func (r *Repo) UpdateHost(ctx context.Context, name string, fn func(*model.Host)
 	return r.mutateHost(ctx, name, false, func(h *model.Host, _ bool) error { return fn(h) }, nil, nil)
 }
 
+// UpdateHostFilters is UpdateHost for a change to what placement's
+// filters read (cordon, state, labels, ratios, a drain). Its transaction
+// also rewrites the host's allocation as it stands (or stores an empty
+// one), so that a placement the gate checked against the host's earlier
+// record — whose commit is guarded on the allocation's revision (Assign)
+// — fails its guard, and the gate re-reads the host and decides again.
+// Without it a VM created just after a cordon could still land on the
+// host: the gate's view of hosts follows a watch.
+func (r *Repo) UpdateHostFilters(ctx context.Context, name string, fn func(*model.Host) error) (*model.Host, error) {
+	touch := func(ctx context.Context, _ *model.Host) ([]store.Cond, []store.Op, error) {
+		key := store.AllocKey(name)
+		kv, err := r.st.Get(ctx, key)
+		switch {
+		case err == nil:
+			return []store.Cond{store.IfRev(key, kv.ModRev)}, []store.Op{store.Put(key, kv.Value)}, nil
+		case errors.Is(err, store.ErrNotFound):
+			return []store.Cond{store.IfAbsent(key)}, []store.Op{store.Put(key, encode(model.Allocation{Host: name, VMs: map[string]bool{}}))}, nil
+		default:
+			return nil, nil, fmt.Errorf("state: allocation of %s: %w", name, err)
+		}
+	}
+	return r.mutateHost(ctx, name, false, func(h *model.Host, _ bool) error { return fn(h) }, nil, touch)
+}
+
 // UpsertHost applies fn to a host, or to a new one (exists false) when
 // none is stored; extra ops (e.g. the liveness key) join the transaction.
 func (r *Repo) UpsertHost(ctx context.Context, name string, fn func(h *model.Host, exists bool) error, extra ...store.Op) (*model.Host, error) {
