@@ -314,7 +314,7 @@ func runFailover(b *testing.B, n int, command bool) [5]float64 {
 			b.Fatal(err)
 		}
 	}
-	cl.eventually("all running on h1", func() bool {
+	cl.eventuallyFor(2*time.Minute, "all running on h1", func() bool {
 		list, err := cl.c.ListVMs(ctx, client.ListVMsOptions{Project: api.DefaultProject})
 		running := 0
 		for _, v := range listVMs(list) {
