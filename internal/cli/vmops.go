@@ -375,8 +375,9 @@ const detachKey = 0x1d
 
 // attach copies in to conn and conn to out until conn ends, in ends, or
 // the detach key is typed. When in ends (commands piped in), the guest's
-// answer is awaited: attach returns once the console has been quiet for
-// quietAfterInput, or after maxAnswerWait.
+// answer is awaited: attach returns once the guest printed something
+// after the input and then stayed quiet for quietAfterInput, or after
+// maxAnswerWait.
 func attach(ctx context.Context, conn io.ReadWriteCloser, in io.Reader, out io.Writer) error {
 	defer conn.Close()
 	var last atomic.Int64 // unix nanoseconds of the last output
@@ -390,11 +391,18 @@ func attach(ctx context.Context, conn io.ReadWriteCloser, in io.Reader, out io.W
 		done <- err
 	}()
 	go func() {
-		err := copyInput(conn, in)
+		sent, err := copyInput(conn, in)
 		if err == nil || errors.Is(err, io.EOF) {
-			// Give the guest a moment to answer what was typed last.
-			start := time.Now()
-			for time.Since(start) < maxAnswerWait && time.Since(time.Unix(0, last.Load())) < quietAfterInput {
+			// Await the guest's answer to what was typed: output after the
+			// input ended, then quiet. A guest slowed by a busy host may
+			// take seconds to answer; an answer only its echo began is
+			// awaited too.
+			end := time.Now()
+			for sent > 0 && time.Since(end) < maxAnswerWait {
+				l := time.Unix(0, last.Load())
+				if l.After(end) && time.Since(l) >= quietAfterInput {
+					break
+				}
 				time.Sleep(50 * time.Millisecond)
 			}
 			err = nil
@@ -413,13 +421,15 @@ func attach(ctx context.Context, conn io.ReadWriteCloser, in io.Reader, out io.W
 }
 
 const (
-	quietAfterInput = 800 * time.Millisecond
-	maxAnswerWait   = 10 * time.Second
+	quietAfterInput = time.Second
+	maxAnswerWait   = 20 * time.Second
 )
 
-// copyInput copies in to conn until in ends or the detach key comes.
-func copyInput(conn io.Writer, in io.Reader) error {
+// copyInput copies in to conn until in ends or the detach key comes,
+// and says how many bytes it sent.
+func copyInput(conn io.Writer, in io.Reader) (int64, error) {
 	buf := make([]byte, 4096)
+	var sent int64
 	for {
 		n, err := in.Read(buf)
 		for i := 0; i < n; i++ {
@@ -430,11 +440,12 @@ func copyInput(conn io.Writer, in io.Reader) error {
 		}
 		if n > 0 {
 			if _, werr := conn.Write(buf[:n]); werr != nil {
-				return werr
+				return sent, werr
 			}
+			sent += int64(n)
 		}
 		if err != nil {
-			return err
+			return sent, err
 		}
 	}
 }

@@ -67,7 +67,7 @@ func (f *liveFeed) relist(hosts []model.Host) {
 }
 
 func bareReconciler(c *cache, now func() time.Time) *reconciler {
-	return &reconciler{m: &Manager{cfg: Config{}, log: slog.New(slog.DiscardHandler)}, c: c, now: now, ha: newHAState()}
+	return &reconciler{m: &Manager{cfg: Config{}, log: slog.New(slog.DiscardHandler)}, c: c, now: now, ha: newHAState(now())}
 }
 
 // TestLivenessFollowsChanges: the liveness pass that looks only at the
@@ -150,7 +150,7 @@ func TestLivenessFollowsChanges(t *testing.T) {
 }
 
 // TestQuietLivenessPassReadsNoHost: at rest (every host ready, its alive
-// key present) the liveness pass, every 100 ms, copies no host: the
+// key present) the liveness pass, which runs whatever happens, copies no host: the
 // memory it allocates does not grow with the hosts. Before, each pass
 // copied every host out of the cache twice (docs/scale.md: 6 % of the
 // server at rest at 1,000 hosts).

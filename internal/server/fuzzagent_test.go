@@ -192,31 +192,7 @@ func pickAgentRoute(es []agentEndpoint, name string) agentEndpoint {
 // agentFuzzRequest fills the path (param replaces the first parameter)
 // and never lets a long poll wait.
 func agentFuzzRequest(e agentEndpoint, param, query string, body []byte) *http.Request {
-	path, first := e.path, true
-	for {
-		i := strings.Index(path, "{")
-		if i < 0 {
-			break
-		}
-		j := strings.Index(path[i:], "}") + i
-		v := agentFuzzDefaults[path[i+1:j]]
-		if first && param != "" {
-			v = param
-		}
-		first = false
-		path = path[:i] + url.PathEscape(v) + path[j+1:]
-	}
-	q, err := url.ParseQuery(query)
-	if err != nil {
-		q = url.Values{}
-	}
-	q.Set("wait", "0s")
-	req, err := http.NewRequest(e.method, "https://vpool.test"+path, bytes.NewReader(body))
-	if err != nil {
-		return nil
-	}
-	req.URL.RawQuery = q.Encode()
-	return req
+	return buildFuzzRequest(e.method, "https://vpool.test", e.path, agentFuzzDefaults, param, query, body, func(q url.Values) { q.Set("wait", "0s") })
 }
 
 func checkAgentFuzzAnswer(t *testing.T, e agentEndpoint, host string, code int, body []byte) {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"hash/fnv"
 	"io"
@@ -153,14 +154,22 @@ func pickRoute(routes []endpoint, name string) endpoint {
 // parameter (escaped), the fixture's names the others; query is parsed
 // as a client would send it, without follow (a stream never ends).
 func fuzzRequest(e endpoint, param, query string, body []byte) *http.Request {
-	path, first := e.path, true
+	return buildFuzzRequest(e.method, "http://vpool.test", e.path, fuzzDefaults, param, query, body, func(q url.Values) { q.Del("follow") })
+}
+
+// buildFuzzRequest fills path's parameters (param the first, defaults the
+// others, each escaped), parses query as a client would send it (an
+// unparsable one is dropped), lets fix adjust it, and makes the request
+// (nil when the method cannot make one).
+func buildFuzzRequest(method, base, path string, defaults map[string]string, param, query string, body []byte, fix func(url.Values)) *http.Request {
+	first := true
 	for {
 		i := strings.Index(path, "{")
 		if i < 0 {
 			break
 		}
 		j := strings.Index(path[i:], "}") + i
-		v := fuzzDefaults[path[i+1:j]]
+		v := defaults[path[i+1:j]]
 		if first && param != "" {
 			v = param
 		}
@@ -171,8 +180,8 @@ func fuzzRequest(e endpoint, param, query string, body []byte) *http.Request {
 	if err != nil {
 		q = url.Values{}
 	}
-	q.Del("follow")
-	req, err := http.NewRequest(e.method, "http://vpool.test"+path, strings.NewReader(string(body)))
+	fix(q)
+	req, err := http.NewRequest(method, base+path, bytes.NewReader(body))
 	if err != nil {
 		return nil
 	}

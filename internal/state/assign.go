@@ -54,6 +54,7 @@ func (r *Repo) Assign(ctx context.Context, as []Assignment, allocs map[string]mo
 		nv.Status.Host, nv.Status.Phase = a.Host, model.PhaseCreating
 		nv.Status.Explanation, nv.Status.Message = a.Explanation, ""
 		nv.UpdatedAt = now
+		followOwner(a.VM, &nv)
 		out.VMs = append(out.VMs, &nv)
 		conds = append(conds, store.IfRev(store.VMKey(nv.Project, nv.Name), a.VM.Revision))
 		ops = append(ops, store.Put(store.VMKey(nv.Project, nv.Name), encodeVM(&nv)))
@@ -83,30 +84,48 @@ func (r *Repo) Assign(ctx context.Context, as []Assignment, allocs map[string]mo
 	if len(ops) > MaxTxnOps || len(conds) >= MaxTxnOps {
 		return out, false, fmt.Errorf("state: %d placements on %d hosts need %d operations, over etcd's %d", len(as), len(hosts), len(ops), MaxTxnOps)
 	}
+	rev, ok, err := r.commitWithEvents(ctx, conds, ops, events, "placement")
+	if !ok {
+		return out, false, err
+	}
+	out.stamp(rev)
+	return out, true, err
+}
+
+// stamp records the revision the VMs and allocations were written at.
+func (a *Assigned) stamp(rev int64) {
+	a.Rev = rev
+	for _, v := range a.VMs {
+		v.Revision = rev
+	}
+	for h, al := range a.Allocs {
+		al.Revision = rev
+		a.Allocs[h] = al
+	}
+}
+
+// commitWithEvents commits ops under conds with the events in the same
+// transaction when all fit under MaxTxnOps, else the events right after
+// in batches (events are a log, not state: a crash in between loses only
+// them). ok false: a guard failed and nothing was written; an error with
+// ok true: the change committed at rev, some of its events did not.
+func (r *Repo) commitWithEvents(ctx context.Context, conds []store.Cond, ops, events []store.Op, what string) (int64, bool, error) {
 	inline := len(ops)+len(events) <= MaxTxnOps
 	if inline {
 		ops = append(ops, events...)
 	}
 	ok, rev, err := r.txn(ctx, conds, ops)
 	if err != nil || !ok {
-		return out, false, err
-	}
-	out.Rev = rev
-	for _, v := range out.VMs {
-		v.Revision = rev
-	}
-	for h, al := range out.Allocs {
-		al.Revision = rev
-		out.Allocs[h] = al
+		return 0, false, err
 	}
 	for !inline && len(events) > 0 {
 		n := min(len(events), MaxTxnOps)
 		if _, _, err := r.txn(ctx, nil, events[:n]); err != nil {
-			return out, true, fmt.Errorf("state: record placement events: %w", err)
+			return rev, true, fmt.Errorf("state: record %s events: %w", what, err)
 		}
 		events = events[n:]
 	}
-	return out, true, nil
+	return rev, true, nil
 }
 
 // cloneAllocation returns a deep copy of a that callers may change.

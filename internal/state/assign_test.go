@@ -117,3 +117,30 @@ func TestCreateHeldMigration(t *testing.T) {
 		t.Fatalf("hold not released: %+v", a2)
 	}
 }
+
+// TestPlacementMovesTheDisksOwner: a VM an HA restart once gave an owner
+// record, placed again (e.g. started after a stop that released its
+// host) on another host, names that host as its disks' owner: the agent
+// there asks before it starts the VM.
+func TestPlacementMovesTheDisksOwner(t *testing.T) {
+	ctx := context.Background()
+	r := newRepo(t)
+	mustProject(t, r, "p", model.Quota{})
+	v, err := r.CreateVM(ctx, mkVM("p", "a", 1, model.GiB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err = r.UpdateVM(ctx, "p", "a", func(v *model.VM) error {
+		v.Status.Owner = &model.DiskOwner{Host: "h1", Epoch: 2}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := r.Assign(ctx, []Assignment{{VM: v, Host: "h2"}}, map[string]model.Allocation{}, 0); err != nil || !ok {
+		t.Fatalf("Assign = %v, %v", ok, err)
+	}
+	got, _ := r.GetVM(ctx, "p", "a")
+	if o := got.Status.Owner; o == nil || *o != (model.DiskOwner{Host: "h2", Epoch: 3}) {
+		t.Fatalf("owner after placement on h2: %+v; want h2, epoch 3", o)
+	}
+}

@@ -33,6 +33,14 @@ func getObj[T any](ctx context.Context, r *Repo, key string, setRev func(*T, int
 	return v, nil
 }
 
+// projectPrefix narrows a per-project prefix to one project ("" = all).
+func projectPrefix(prefix, project string) string {
+	if project == "" {
+		return prefix
+	}
+	return prefix + project + "/"
+}
+
 func listObj[T any](ctx context.Context, r *Repo, prefix string, setRev func(*T, int64)) ([]*T, int64, error) {
 	kvs, rev, err := r.st.List(ctx, prefix)
 	if err != nil {

@@ -33,23 +33,8 @@ func (r *Repo) GetGroup(ctx context.Context, project, name string) (*model.Scali
 
 // ListGroups returns the scaling groups of a project ("" = all), by key.
 func (r *Repo) ListGroups(ctx context.Context, project string) ([]*model.ScalingGroup, error) {
-	prefix := store.GroupsPrefix
-	if project != "" {
-		prefix += project + "/"
-	}
-	kvs, _, err := r.st.List(ctx, prefix)
-	if err != nil {
-		return nil, fmt.Errorf("state: list scaling groups: %w", err)
-	}
-	out := make([]*model.ScalingGroup, 0, len(kvs))
-	for _, kv := range kvs {
-		g, err := DecodeGroup(kv)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, g)
-	}
-	return out, nil
+	out, _, err := listObj(ctx, r, projectPrefix(store.GroupsPrefix, project), func(v *model.ScalingGroup, rev int64) { v.Revision = rev })
+	return out, err
 }
 
 // CreateGroup stores a validated scaling group, guarded on the project

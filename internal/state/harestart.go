@@ -83,30 +83,12 @@ func (r *Repo) RestartElsewhere(ctx context.Context, rs []HARestart, allocs map[
 	if len(ops) > MaxTxnOps || len(conds) >= MaxTxnOps {
 		return out, false, fmt.Errorf("state: %d HA restarts need %d operations, over etcd's %d", len(rs), len(ops), MaxTxnOps)
 	}
-	inline := len(ops)+len(events) <= MaxTxnOps
-	if inline {
-		ops = append(ops, events...)
-	}
-	ok, rev, err := r.txn(ctx, conds, ops)
-	if err != nil || !ok {
+	rev, ok, err := r.commitWithEvents(ctx, conds, ops, events, "HA restart")
+	if !ok {
 		return out, false, err
 	}
-	out.Rev = rev
-	for _, v := range out.VMs {
-		v.Revision = rev
-	}
-	for h, a := range out.Allocs {
-		a.Revision = rev
-		out.Allocs[h] = a
-	}
-	for !inline && len(events) > 0 {
-		n := min(len(events), MaxTxnOps)
-		if _, _, err := r.txn(ctx, nil, events[:n]); err != nil {
-			return out, true, fmt.Errorf("state: record HA restart events: %w", err)
-		}
-		events = events[n:]
-	}
-	return out, true, nil
+	out.stamp(rev)
+	return out, true, err
 }
 
 // GetHAState reads the HA controller's record (empty when none).

@@ -34,23 +34,8 @@ func (r *Repo) GetLB(ctx context.Context, project, name string) (*model.LoadBala
 
 // ListLBs returns the load balancers of a project ("" = all), by key.
 func (r *Repo) ListLBs(ctx context.Context, project string) ([]*model.LoadBalancer, error) {
-	prefix := store.LBsPrefix
-	if project != "" {
-		prefix += project + "/"
-	}
-	kvs, _, err := r.st.List(ctx, prefix)
-	if err != nil {
-		return nil, fmt.Errorf("state: list load balancers: %w", err)
-	}
-	out := make([]*model.LoadBalancer, 0, len(kvs))
-	for _, kv := range kvs {
-		b, err := DecodeLB(kv)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, b)
-	}
-	return out, nil
+	out, _, err := listObj(ctx, r, projectPrefix(store.LBsPrefix, project), func(v *model.LoadBalancer, rev int64) { v.Revision = rev })
+	return out, err
 }
 
 // CreateLB stores a validated balancer in phase pending together with

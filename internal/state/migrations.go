@@ -420,6 +420,7 @@ func (r *Repo) SwitchOver(ctx context.Context, id string, result *model.Migratio
 		old := *vm
 		vm.Status.Host, vm.Status.Migration, vm.UpdatedAt = m.Target, "", now
 		vm.Status.Message = fmt.Sprintf("moved from %s by migration %s", m.Source, id)
+		followOwner(&old, vm)
 		if vm.Spec.Placement.Host != "" {
 			// A pinned VM moves only to a host an operator named (the
 			// pre-check): the pin follows it.

@@ -38,7 +38,8 @@ func TestMigrationTransactions(t *testing.T) {
 			mustProject(t, r, "default", model.Quota{})
 			vm := placedVM(t, r, "a")
 			vm, err := r.UpdateVM(ctx, "default", "a", func(v *model.VM) error {
-				v.Spec.Placement.Host = "h1" // created with --host h1
+				v.Spec.Placement.Host = "h1"                            // created with --host h1
+				v.Status.Owner = &model.DiskOwner{Host: "h1", Epoch: 3} // restarted here by HA once
 				return nil
 			})
 			if err != nil {
@@ -76,6 +77,9 @@ func TestMigrationTransactions(t *testing.T) {
 				if got.Spec.Placement.Host != "h2" {
 					t.Fatalf("the pin stayed on %q; it must follow the VM to h2", got.Spec.Placement.Host)
 				}
+				if o := got.Status.Owner; o == nil || *o != (model.DiskOwner{Host: "h2", Epoch: 4}) {
+					t.Fatalf("the disks' owner after switch-over: %+v; want h2, epoch 4 (h2 could not start the VM again)", o)
+				}
 			case "fail":
 				if _, err := r.FinishMigration(ctx, m.Name, model.MigrationFailed, "target down", "note"); err != nil {
 					t.Fatal(err)
@@ -86,6 +90,9 @@ func TestMigrationTransactions(t *testing.T) {
 				if got.Status.Host != "h1" || got.Status.Migration != "" || got.Status.Message != "note" ||
 					!a1.VMs["default/a"] || a2.VMs["default/a"] || a2.Used.Memory != 0 || got.Spec.Placement.Host != "h1" {
 					t.Fatalf("after failure: vm %+v %+v, h1 %+v, h2 %+v", got.Spec.Placement, got.Status, a1, a2)
+				}
+				if o := got.Status.Owner; o == nil || *o != (model.DiskOwner{Host: "h1", Epoch: 3}) {
+					t.Fatalf("the disks' owner after a failed migration: %+v; want h1, epoch 3", o)
 				}
 			}
 			fm, _ := r.GetMigration(ctx, m.Name)

@@ -53,23 +53,8 @@ func (r *Repo) GetNetwork(ctx context.Context, project, name string) (*model.Net
 
 // ListNetworks returns the networks of a project ("" = all), by name.
 func (r *Repo) ListNetworks(ctx context.Context, project string) ([]*model.Network, error) {
-	prefix := store.NetworksPrefix
-	if project != "" {
-		prefix += project + "/"
-	}
-	kvs, _, err := r.st.List(ctx, prefix)
-	if err != nil {
-		return nil, fmt.Errorf("state: list networks: %w", err)
-	}
-	out := make([]*model.Network, 0, len(kvs))
-	for _, kv := range kvs {
-		n, err := DecodeNetwork(kv)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, nil
+	out, _, err := listObj(ctx, r, projectPrefix(store.NetworksPrefix, project), func(v *model.Network, rev int64) { v.Revision = rev })
+	return out, err
 }
 
 // CreateNetwork stores a validated network with the lowest free VNI, in

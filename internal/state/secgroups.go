@@ -32,23 +32,8 @@ func (r *Repo) GetSecurityGroup(ctx context.Context, project, name string) (*mod
 
 // ListSecurityGroups returns a project's groups ("" = all), by name.
 func (r *Repo) ListSecurityGroups(ctx context.Context, project string) ([]*model.SecurityGroup, error) {
-	prefix := store.SecGroupsPrefix
-	if project != "" {
-		prefix += project + "/"
-	}
-	kvs, _, err := r.st.List(ctx, prefix)
-	if err != nil {
-		return nil, fmt.Errorf("state: list security groups: %w", err)
-	}
-	out := make([]*model.SecurityGroup, 0, len(kvs))
-	for _, kv := range kvs {
-		g, err := DecodeSecurityGroup(kv)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, g)
-	}
-	return out, nil
+	out, _, err := listObj(ctx, r, projectPrefix(store.SecGroupsPrefix, project), func(v *model.SecurityGroup, rev int64) { v.Revision = rev })
+	return out, err
 }
 
 // CreateSecurityGroup stores a validated group; every rule gets an ID.

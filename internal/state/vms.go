@@ -212,6 +212,7 @@ func (r *Repo) UpdateVMFit(ctx context.Context, project, name string, fn func(*m
 		now := r.now()
 		nv.Name, nv.Project, nv.UID, nv.CreatedAt = old.Name, old.Project, old.UID, old.CreatedAt
 		nv.UpdatedAt = now
+		followOwner(old, nv)
 		conds := []store.Cond{store.IfRev(key, old.Revision)}
 		ops := []store.Op{store.Put(key, encodeVM(nv))}
 		ops = append(ops, TransitionOps(old, nv, now)...)
@@ -364,4 +365,19 @@ func (r *Repo) FinishDeleteVM(ctx context.Context, project, name string) error {
 		}
 	}
 	return fmt.Errorf("%w: deleting vm %s/%s", ErrContention, project, name)
+}
+
+// followOwner moves a VM's disk owner record (set by an HA restart) to
+// the host a placement or a migration just gave the VM, with the next
+// epoch. The record names the one host allowed to start the VM (the
+// agent asks before it starts it, docs/ha.md): left on the old host, it
+// kept the VM's new host from starting it again after its agent or the
+// host restarted (test/chaos found VMs down for good after an HA restart
+// and a later migration).
+func followOwner(old, nv *model.VM) {
+	o := nv.Status.Owner
+	if o == nil || nv.Status.Host == "" || nv.Status.Host == old.Status.Host || nv.Status.Host == o.Host {
+		return
+	}
+	nv.Status.Owner = &model.DiskOwner{Host: nv.Status.Host, Epoch: o.Epoch + 1}
 }

@@ -23,6 +23,7 @@ type sampler struct {
 	agents  []*cluster.Agent
 	mu      sync.Mutex
 	samples int
+	torn    int               // sightings on two hosts that a second read did not confirm
 	dups    map[string]string // VM key → the first sighting
 }
 
@@ -55,10 +56,33 @@ func running(agents []*cluster.Agent) (map[string][]string, error) {
 	return out, nil
 }
 
+// sample reads every host once; a VM seen on two is read again at once
+// (hosts in the other order) and counted only when the second read shows
+// it twice as well. One read of four hosts is not atomic: a VM that a
+// live migration hands over between the reads of its source (still
+// running, before the pause) and of its target (running) would look
+// duplicated (a 5-minute run saw exactly that, 10 ms switch-over
+// included); a real duplicate lasts until a self-fence, seconds.
 func (s *sampler) sample() {
 	run, err := running(s.agents)
 	if err != nil {
 		return // a state file being replaced: the next sample reads it
+	}
+	if hasDup(run) {
+		rev := slices.Clone(s.agents)
+		slices.Reverse(rev)
+		again, err := running(rev)
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		for k, hosts := range run {
+			if len(hosts) > 1 && len(again[k]) < 2 {
+				delete(run, k)
+				s.torn++
+			}
+		}
+		s.mu.Unlock()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -74,6 +98,16 @@ func (s *sampler) sample() {
 	}
 }
 
+// hasDup reports whether a VM runs on two hosts in run.
+func hasDup(run map[string][]string) bool {
+	for _, hosts := range run {
+		if len(hosts) > 1 {
+			return true
+		}
+	}
+	return false
+}
+
 // report fails the test for every VM seen running twice and returns how
 // many were.
 func (s *sampler) report(t *testing.T) int {
@@ -82,7 +116,7 @@ func (s *sampler) report(t *testing.T) int {
 	for _, d := range s.dups {
 		t.Errorf("duplicate VM seen during the run: %s", d)
 	}
-	t.Logf("%d samples of the hosts' VMs during the run", s.samples)
+	t.Logf("%d samples of the hosts' VMs during the run; %d sightings on two hosts not confirmed by a second read (hand-overs between the reads)", s.samples, s.torn)
 	return len(s.dups)
 }
 
