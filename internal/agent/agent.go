@@ -16,8 +16,10 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
@@ -144,6 +146,10 @@ type Agent struct {
 	serverName string
 	servers    []server // every server's (transport.go)
 	client     *transport
+	// compact says the server that answered the last beat takes the
+	// compact heartbeat body (HeartbeatResponse.Accepts): the next beats
+	// go in it (beat).
+	compact atomic.Bool
 
 	mu       sync.Mutex
 	assigned map[string]*model.VM // key project/name -> latest assignment
@@ -344,7 +350,32 @@ func (a *Agent) beat(ctx context.Context, hb api.Heartbeat, resp *api.HeartbeatR
 	per := a.heartbeatAttempt()
 	ctx, cancel := context.WithTimeout(withAttemptTimeout(ctx, per), per*time.Duration(max(1, len(a.servers))))
 	defer cancel()
-	return a.client.do(ctx, http.MethodPut, api.AgentPrefix+"/heartbeat", hb, resp)
+	path := api.AgentPrefix + "/heartbeat"
+	if a.compact.Load() {
+		if b, ok := api.EncodeHeartbeatCompact(&hb); ok {
+			err := a.client.do(ctx, http.MethodPut, path, rawBody{b, api.HeartbeatCompactType}, resp)
+			if s := httpStatus(err); s != http.StatusBadRequest && s != http.StatusUnsupportedMediaType {
+				a.noteAccepts(err, resp)
+				return err
+			}
+			// a server that does not take it (an older one, or another
+			// the beat failed over to): JSON, now and until one offers it
+			a.compact.Store(false)
+			a.log.Info("the server refused the compact heartbeat; sending JSON", "status", httpStatus(err))
+		}
+	}
+	err := a.client.do(ctx, http.MethodPut, path, hb, resp)
+	a.noteAccepts(err, resp)
+	return err
+}
+
+// noteAccepts remembers whether the server that answered a beat takes
+// the compact body (a server offers it in every answer; the agent sends
+// JSON until one does, as a server of before the compact form expects).
+func (a *Agent) noteAccepts(err error, resp *api.HeartbeatResponse) {
+	if err == nil {
+		a.compact.Store(slices.Contains(resp.Accepts, api.HeartbeatCompactType))
+	}
 }
 
 // heartbeatAttempt is how long one server may take to answer a

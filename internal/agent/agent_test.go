@@ -5,11 +5,13 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/vpool/vpool/internal/agent"
+	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/hypervisor"
 	"github.com/vpool/vpool/internal/hypervisor/sim"
 	"github.com/vpool/vpool/internal/model"
@@ -319,6 +321,56 @@ func TestHeartbeatUsage(t *testing.T) {
 		return len(hb.VMs) == 1 && hb.VMs[0].Usage.CPUPercent > 90 && hb.VMs[0].Usage.CPUPercent < 110 &&
 			hb.Usage.CPUPercent > 20 && hb.Usage.CPUPercent < 30
 	})
+}
+
+// TestCompactHeartbeat: the agent sends the compact heartbeat body once
+// the server offers it (HeartbeatResponse.Accepts), carrying the same
+// usage; JSON to a server that does not; and when a server refuses the
+// compact body (an older one it failed over to: 415) the same beat goes
+// again in JSON, so no renewal is lost.
+func TestCompactHeartbeat(t *testing.T) {
+	fs := newFakeServer(t)
+	fs.offerCompact = true
+	d := sim.MustHost(sim.Config{Name: "h1", CPUs: 4, Usage: sim.ConstantUsage(0.5)}).Driver()
+	startAgent(t, fs, t.TempDir(), fs.token, d)
+	vm := newVM("busy")
+	vm.Spec.VCPUs = 2
+	fs.put(vm)
+	ctypes := func() []string {
+		fs.mu.Lock()
+		defer fs.mu.Unlock()
+		return slices.Clone(fs.ctypes)
+	}
+	eventually(t, "usage in a compact heartbeat", func() bool {
+		hb, _ := fs.lastBeat()
+		c := ctypes()
+		return len(c) > 0 && c[len(c)-1] == api.HeartbeatCompactType && len(hb.VMs) == 1 && hb.VMs[0].Usage.CPUPercent > 90 &&
+			hb.Usage.CPUPercent > 20 && hb.Capacity.CPUs == 4
+	})
+	if c := ctypes(); c[0] != "application/json" {
+		t.Fatalf("first beat sent as %q: the agent must wait for the server's offer", c[0])
+	}
+	fs.mu.Lock()
+	fs.offerCompact = false // the agent now beats to a server that does not take it
+	switched := len(fs.ctypes)
+	fs.mu.Unlock()
+	_, n := fs.lastBeat()
+	eventually(t, "JSON beats after a refusal", func() bool {
+		_, m := fs.lastBeat()
+		c := ctypes()
+		return m >= n+2 && c[len(c)-1] == "application/json" && c[len(c)-2] == "application/json"
+	})
+	fs.mu.Lock()
+	refused := 0
+	for _, c := range fs.ctypes[switched:] {
+		if c == api.HeartbeatCompactType {
+			refused++
+		}
+	}
+	fs.mu.Unlock()
+	if refused > 1 {
+		t.Errorf("the agent sent %d compact beats to a server that refused one", refused)
+	}
 }
 
 // stuckDriver blocks List and Stats while stuck is set, as a QEMU driver

@@ -3,6 +3,7 @@ package agent_test
 import (
 	"crypto/tls"
 	"encoding/json"
+	"io"
 	"log"
 	"net/http"
 	"net/http/httptest"
@@ -41,6 +42,11 @@ type fakeServer struct {
 	// closed (a server whose store waits for a quorum).
 	hbStall   chan struct{}
 	ownerAsks int
+	// offerCompact makes heartbeat answers offer the compact body (and
+	// the server take it; else it answers 415 to one, as a server of
+	// before the compact form does); ctypes are the beats' Content-Types.
+	offerCompact bool
+	ctypes       []string
 }
 
 func newFakeServer(t *testing.T) *fakeServer {
@@ -122,14 +128,27 @@ func (fs *fakeServer) join(w http.ResponseWriter, r *http.Request) {
 }
 
 func (fs *fakeServer) heartbeat(w http.ResponseWriter, r *http.Request) {
+	fs.mu.Lock()
+	down, fence, stall, offer := fs.hbDown, fs.fenceMillis, fs.hbStall, fs.offerCompact
+	ctype := r.Header.Get("Content-Type")
+	fs.ctypes = append(fs.ctypes, ctype)
+	fs.mu.Unlock()
 	var hb api.Heartbeat
-	if err := json.NewDecoder(r.Body).Decode(&hb); err != nil {
+	var err error
+	switch {
+	case ctype == api.HeartbeatCompactType && !offer:
+		writeJSON(w, 415, api.Error{Code: api.CodeBadRequest, Message: "unsupported Content-Type " + ctype})
+		return
+	case ctype == api.HeartbeatCompactType:
+		b, _ := io.ReadAll(r.Body)
+		hb, err = api.DecodeHeartbeatCompact(b)
+	default:
+		err = json.NewDecoder(r.Body).Decode(&hb)
+	}
+	if err != nil {
 		writeJSON(w, 400, api.Error{Code: api.CodeBadRequest, Message: err.Error()})
 		return
 	}
-	fs.mu.Lock()
-	down, fence, stall := fs.hbDown, fs.fenceMillis, fs.hbStall
-	fs.mu.Unlock()
 	if stall != nil {
 		select {
 		case <-stall:
@@ -146,7 +165,11 @@ func (fs *fakeServer) heartbeat(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 503, api.Error{Code: api.CodeUnavailable, Message: "no store"})
 		return
 	}
-	writeJSON(w, 200, api.HeartbeatResponse{IntervalSeconds: 0, LeaseTTLSeconds: 10, FenceMillis: fence})
+	resp := api.HeartbeatResponse{IntervalSeconds: 0, LeaseTTLSeconds: 10, FenceMillis: fence}
+	if offer {
+		resp.Accepts = []string{api.HeartbeatCompactType}
+	}
+	writeJSON(w, 200, resp)
 }
 
 // owner answers like the server: the VM's owner record, to its host only.

@@ -37,6 +37,13 @@ func httpStatus(err error) int {
 	return 0
 }
 
+// rawBody is a request body sent as it is, under its Content-Type (the
+// compact heartbeat, api.HeartbeatCompactType).
+type rawBody struct {
+	b     []byte
+	ctype string
+}
+
 // transport does JSON calls against the agent listener.
 type transport struct {
 	base   string
@@ -46,7 +53,12 @@ type transport struct {
 
 func (c *transport) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
-	if in != nil {
+	ctype := "application/json"
+	switch v := in.(type) {
+	case nil:
+	case rawBody:
+		body, ctype = bytes.NewReader(v.b), v.ctype
+	default:
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("encode request: %w", err)
@@ -58,7 +70,7 @@ func (c *transport) do(ctx context.Context, method, path string, in, out any) er
 		return err
 	}
 	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", ctype)
 	}
 	req.Header.Set("Accept", "application/json")
 	if c.bearer != "" {

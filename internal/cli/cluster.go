@@ -64,6 +64,53 @@ func policyTable(w io.Writer, p *model.Policy) {
 	if p.MigrationDowntimeLimitMs > 0 {
 		field(w, "Migration downtime limit", fmt.Sprintf("%dms", p.MigrationDowntimeLimitMs))
 	}
+	field(w, "HA timings", p.HAPolicy().String())
+}
+
+// haFlags are the HA policy's flags of cluster policy set (durations,
+// whole milliseconds; 0 restores the default).
+type haFlags struct {
+	heartbeat, suspect, fence, margin, fenceCommand time.Duration
+	tolerate                                        int
+}
+
+func (h *haFlags) add(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.DurationVar(&h.heartbeat, "ha-heartbeat", 0, "how often agents renew their liveness (ha.heartbeatMillis; 0: the default 1s)")
+	f.DurationVar(&h.suspect, "ha-suspect", 0, "no renewal for this long makes a host suspect (ha.suspectMillis; 0: 4s)")
+	f.DurationVar(&h.fence, "ha-fence", 0, "no renewal for this long makes an agent kill its VMs, the host failed (ha.fenceMillis; 0: 6s)")
+	f.DurationVar(&h.margin, "ha-margin", 0, "added to --ha-fence before VMs restart elsewhere (ha.marginMillis; 0: 2s)")
+	f.DurationVar(&h.fenceCommand, "ha-fence-command", 0, "when the leader runs the servers' --fence-cmd, from the last renewal: --ha-suspect to --ha-fence (ha.fenceCommandMillis; 0: at the fence timeout)")
+	f.IntVar(&h.tolerate, "ha-tolerate-host-failures", 0, "keep a failover reserve for this many hosts (ha.tolerateHostFailures)")
+}
+
+var haFlagNames = []string{"ha-heartbeat", "ha-suspect", "ha-fence", "ha-margin", "ha-fence-command", "ha-tolerate-host-failures"}
+
+// apply sets the changed flags on p's HA policy; it reports whether any was.
+func (h *haFlags) apply(cmd *cobra.Command, p *model.Policy) bool {
+	f := cmd.Flags()
+	hp := model.HAPolicy{}
+	if p.HA != nil {
+		hp = *p.HA
+	}
+	changed := false
+	for _, x := range []struct {
+		name string
+		d    time.Duration
+		to   *int
+	}{{"ha-heartbeat", h.heartbeat, &hp.HeartbeatMillis}, {"ha-suspect", h.suspect, &hp.SuspectMillis}, {"ha-fence", h.fence, &hp.FenceMillis},
+		{"ha-margin", h.margin, &hp.MarginMillis}, {"ha-fence-command", h.fenceCommand, &hp.FenceCommandMillis}} {
+		if f.Changed(x.name) {
+			*x.to, changed = int(x.d/time.Millisecond), true
+		}
+	}
+	if f.Changed("ha-tolerate-host-failures") {
+		hp.TolerateHostFailures, changed = h.tolerate, true
+	}
+	if changed {
+		p.HA = &hp
+	}
+	return changed
 }
 
 func (a *app) policyShowCmd() *cobra.Command {
@@ -91,12 +138,14 @@ func (a *app) policySetCmd() *cobra.Command {
 	var strategy string
 	var weights []string
 	var downtime time.Duration
+	var hf haFlags
 	cmd := &cobra.Command{
 		Use:   "set",
 		Short: "Change the placement policy (only the flags given change)",
 		Example: `  vpool cluster policy set --cpu-ratio 8 --strategy spread
   vpool cluster policy set --weight balance=2 --weight binpack=0
-  vpool cluster policy set --migration-downtime-limit 100ms`,
+  vpool cluster policy set --migration-downtime-limit 100ms
+  vpool cluster policy set --ha-fence-command 4s   # fence by --fence-cmd at the suspect timeout`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f := cmd.Flags()
@@ -109,9 +158,13 @@ func (a *app) policySetCmd() *cobra.Command {
 				}
 				ws[k] = x
 			}
+			haChanged := false
+			for _, n := range haFlagNames {
+				haChanged = haChanged || f.Changed(n)
+			}
 			if !f.Changed("cpu-ratio") && !f.Changed("memory-ratio") && !f.Changed("disk-ratio") && !f.Changed("strategy") && len(ws) == 0 &&
-				!f.Changed("migration-downtime-limit") {
-				return usageErr(fmt.Errorf("cluster policy set: %w (--cpu-ratio, --memory-ratio, --disk-ratio, --strategy, --weight, --migration-downtime-limit)", errNothingToChange))
+				!f.Changed("migration-downtime-limit") && !haChanged {
+				return usageErr(fmt.Errorf("cluster policy set: %w (--cpu-ratio, --memory-ratio, --disk-ratio, --strategy, --weight, --migration-downtime-limit, --ha-*)", errNothingToChange))
 			}
 			c, err := a.outputClient()
 			if err != nil {
@@ -136,6 +189,7 @@ func (a *app) policySetCmd() *cobra.Command {
 			if f.Changed("migration-downtime-limit") {
 				p.MigrationDowntimeLimitMs = int(downtime / time.Millisecond)
 			}
+			hf.apply(cmd, p)
 			if len(ws) > 0 && p.Weights == nil {
 				p.Weights = map[string]float64{}
 			}
@@ -156,6 +210,7 @@ func (a *app) policySetCmd() *cobra.Command {
 	f.StringVar(&strategy, "strategy", "", "binpack or spread")
 	f.StringArrayVar(&weights, "weight", nil, "score plugin weight name=value (repeatable)")
 	f.DurationVar(&downtime, "migration-downtime-limit", 0, "cap on a live migration's pause for VMs without their own, e.g. 100ms (0: the default 300ms)")
+	hf.add(cmd)
 	return cmd
 }
 

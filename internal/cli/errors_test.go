@@ -50,7 +50,7 @@ func TestUsageErrors(t *testing.T) {
 			`error: --since: "yesterday" is not an event ID, a duration (e.g. 10m) or a time (RFC 3339)`},
 		{"bad weight", []string{"cluster", "policy", "set", "--weight", "x"}, `error: --weight: "x" is not name=number`},
 		{"policy nothing", []string{"cluster", "policy", "set"},
-			`error: cluster policy set: nothing to change: give at least one flag (--cpu-ratio, --memory-ratio, --disk-ratio, --strategy, --weight, --migration-downtime-limit)`},
+			`error: cluster policy set: nothing to change: give at least one flag (--cpu-ratio, --memory-ratio, --disk-ratio, --strategy, --weight, --migration-downtime-limit, --ha-*)`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -95,6 +95,8 @@ func TestAPIErrors(t *testing.T) {
 		{"several hosts", goodToken, []string{"host", "delete", "h2", "h9"},
 			[]string{"error: host h9: host h9 not found", "error: 1 of 2 hosts failed"}},
 		{"dry run does not fit", goodToken, []string{"vm", "create", "huge", "--dry-run"}, nil},
+		{"fence command before suspect", goodToken, []string{"cluster", "policy", "set", "--ha-fence-command", "3s"},
+			[]string{"error: ha.fenceCommandMillis: must be at least ha.suspectMillis (4000 ms): a host is fenced only once it is suspect (its lease expired); raise it, or 0 for the fence timeout (got 3000)"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

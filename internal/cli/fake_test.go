@@ -274,7 +274,12 @@ func (f *fakeServer) clusterHandlers() map[string]handler {
 				Reserve:     api.HAReserve{Tolerates: 1, OK: true, Worst: []string{"h1"}, Need: model.Resources{CPUs: 4, Memory: 8 * model.GiB}, Spare: model.Resources{CPUs: 12, Memory: 24 * model.GiB}},
 				Failovers: []model.HAFailover{{Host: "h3", LastRenewal: fenced.Add(-5 * time.Second), DetectedAt: fenced.Add(-2500 * time.Millisecond),
 					FencedAt: fenced, FenceBy: "timeout", RestartedAt: fenced.Add(300 * time.Millisecond), Restarted: 4,
-					Stuck: []model.HAStuck{{VM: "default/db", Reason: "local storage"}}}}}, nil
+					Stuck: []model.HAStuck{{VM: "default/db", Reason: "local storage"}}},
+					{Host: "h2", LastRenewal: fenced.Add(-time.Hour - 8*time.Second), DetectedAt: fenced.Add(-time.Hour - 4*time.Second),
+						FencedAt: fenced.Add(-time.Hour), FenceBy: "timeout", FenceCommandError: "fence: exit status 1: bmc unreachable",
+						RestartedAt: fenced.Add(-time.Hour + 200*time.Millisecond), Restarted: 2},
+					{Host: "h1", LastRenewal: fenced.Add(-2*time.Hour - 4500*time.Millisecond), DetectedAt: fenced.Add(-2*time.Hour - 500*time.Millisecond),
+						FencedAt: fenced.Add(-2 * time.Hour), FenceBy: "command", RestartedAt: fenced.Add(-2*time.Hour + 200*time.Millisecond), Restarted: 3}}}, nil
 		},
 		"PUT /api/v1/cluster/policy": func(w http.ResponseWriter, r *http.Request, body []byte) (any, *apiErr) {
 			var p model.Policy

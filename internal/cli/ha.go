@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/model"
 )
 
 func (a *app) haCmd() *cobra.Command {
@@ -37,6 +38,7 @@ func (a *app) haStatusCmd() *cobra.Command {
 
 func haTable(w io.Writer, s *api.HAStatus) {
 	field(w, "Timings", s.Policy.String())
+	field(w, "Fencing", fencing(s.Policy))
 	field(w, "Hosts", counts(s.Hosts))
 	field(w, "Protected VMs", counts(s.Protected))
 	field(w, "Unprotected VMs", len(s.Unprotected))
@@ -66,9 +68,24 @@ func haTable(w io.Writer, s *api.HAStatus) {
 			}
 			return t.Sub(f.LastRenewal).Round(10 * time.Millisecond).String()
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", f.Host, f.FencedAt.Format(time.RFC3339), f.FenceBy,
+		by := f.FenceBy
+		if f.FenceCommandError != "" {
+			by += " (command failed)"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", f.Host, f.FencedAt.Format(time.RFC3339), by,
 			since(f.DetectedAt), since(f.FencedAt), since(f.RestartedAt), f.Restarted, len(f.Stuck))
 	}
+}
+
+// fencing says when a failed host is fenced under the policy.
+func fencing(p model.HAPolicy) string {
+	q := p.WithDefaults()
+	at := "at the fence timeout"
+	if q.FenceCommandMillis != 0 {
+		at = fmt.Sprintf("%d ms after the last renewal (ha.fenceCommandMillis)", q.FenceCommandMillis)
+	}
+	return fmt.Sprintf("by the timeout %d ms after the last renewal (fence + margin); by the leader's --fence-cmd, if any, %s, "+
+		"not within %d ms of a leader change, and at once on its success", q.FenceMillis+q.MarginMillis, at, q.FenceMillis)
 }
 
 // counts renders "a 2, b 1" in key order.

@@ -56,6 +56,7 @@ func TestOutputGolden(t *testing.T) {
 		{"policy-show", []string{"cluster", "policy", "show"}, 0},
 		{"policy-set", []string{"cluster", "policy", "set", "--memory-ratio", "1.5", "--weight", "spread=3"}, 0},
 		{"ha-status", []string{"ha", "status"}, 0},
+		{"policy-set-ha-fence-command", []string{"cluster", "policy", "set", "--ha-fence-command", "4s"}, 0},
 		{"version", []string{"version"}, 0},
 	}
 	for _, tc := range tests {

@@ -78,6 +78,12 @@ type cache struct {
 	// hostsByName is c.hosts sorted by name, nil after any change
 	// (hostView sorts only when the hosts changed).
 	hostsByName []*model.Host
+	// liveJ names the hosts whose record or alive key changed since the
+	// liveness pass last took it (all: a re-list); fenced indexes the
+	// hosts in state fenced. Host HA reads them (ha.go), so that its
+	// pass every 100 ms costs what changed, not what exists.
+	liveJ  journal
+	fenced map[string]*model.Host
 }
 
 // journal names hosts whose host or allocation record changed since its
@@ -117,6 +123,8 @@ func newCache(log *slog.Logger) *cache {
 		subs:    map[string][]chan struct{}{},
 		gateJ:   journal{dirty: map[string]bool{}},
 		schedJ:  journal{dirty: map[string]bool{}},
+		liveJ:   journal{dirty: map[string]bool{}},
+		fenced:  map[string]*model.Host{},
 		pending: map[string]*model.VM{},
 		vms:     map[string]*model.VM{},
 
@@ -187,8 +195,9 @@ func (c *cache) sources() []source {
 			c.applyAll(kvs, c.applyVM)
 		}, c.applyVM},
 		{store.HostsPrefix, func(kvs []store.KV) {
-			c.hosts, c.hostsByName = map[string]*model.Host{}, nil
+			c.hosts, c.hostsByName, c.fenced = map[string]*model.Host{}, nil, map[string]*model.Host{}
 			c.markAll()
+			c.liveJ.all = true
 			c.applyAll(kvs, c.applyHost)
 		}, c.applyHost},
 		{store.AllocPrefix, func(kvs []store.KV) {
@@ -196,7 +205,10 @@ func (c *cache) sources() []source {
 			c.markAll()
 			c.applyAll(kvs, c.applyAlloc)
 		}, c.applyAlloc},
-		{store.AlivePrefix, func(kvs []store.KV) { c.alive = map[string]int64{}; c.applyAll(kvs, c.applyAlive) }, c.applyAlive},
+		{store.AlivePrefix, func(kvs []store.KV) {
+			c.alive, c.liveJ.all = map[string]int64{}, true
+			c.applyAll(kvs, c.applyAlive)
+		}, c.applyAlive},
 		{store.PolicyKey, func(kvs []store.KV) {
 			c.policy, c.polRev = model.DefaultPolicy(), 0
 			c.markAll()
@@ -396,8 +408,10 @@ func (c *cache) applyHost(ev store.WatchEvent) {
 		return
 	}
 	c.gen++
+	c.liveJ.dirty[name] = true
 	if ev.Type == store.EventDelete {
 		delete(c.hosts, name)
+		delete(c.fenced, name)
 		c.hostsByName = nil
 		c.markAll()
 		return
@@ -409,8 +423,19 @@ func (c *cache) applyHost(ev store.WatchEvent) {
 		return
 	}
 	h.Name = name
-	c.hosts[name] = h
+	c.setHost(h)
+}
+
+// setHost caches h and keeps the sorted list and the fenced index
+// (c.mu held; the caller marks the journals).
+func (c *cache) setHost(h *model.Host) {
+	c.hosts[h.Name] = h
 	c.hostsByName = nil
+	if h.State == model.HostFenced {
+		c.fenced[h.Name] = h
+	} else {
+		delete(c.fenced, h.Name)
+	}
 }
 
 func (c *cache) applyAlloc(ev store.WatchEvent) {
@@ -442,6 +467,7 @@ func (c *cache) applyAlive(ev store.WatchEvent) {
 		return
 	}
 	c.gen++
+	c.liveJ.dirty[name] = true
 	if ev.Type == store.EventDelete {
 		delete(c.alive, name)
 		return
@@ -496,9 +522,9 @@ func (c *cache) putHost(h *model.Host) {
 		return
 	}
 	c.gen++
-	c.hosts[h.Name] = h
-	c.hostsByName = nil
+	c.setHost(h)
 	c.mark(h.Name)
+	c.liveJ.dirty[h.Name] = true
 }
 
 // putAlloc records an allocation this process just wrote at rev.
@@ -646,6 +672,47 @@ func (c *cache) hostView() ([]model.Host, map[string]bool) {
 		alive[k] = true
 	}
 	return hosts, alive
+}
+
+// takeLive returns the hosts whose record or alive key changed since
+// the last call and whether every host must be looked at (a re-list),
+// and empties the liveness journal.
+func (c *cache) takeLive() (map[string]bool, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.liveJ.take()
+}
+
+// hostsNamed returns copies of the cached hosts among names, sorted by
+// name, usage overlaid (as hostView).
+func (c *cache) hostsNamed(names map[string]bool) []model.Host {
+	c.mu.Lock()
+	out := make([]model.Host, 0, len(names))
+	for n := range names {
+		if h := c.hosts[n]; h != nil {
+			out = append(out, *h)
+			withUsage(c.usage, &out[len(out)-1])
+		}
+	}
+	c.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// fencedHosts returns copies of the hosts in state fenced, by name.
+func (c *cache) fencedHosts() map[string]*model.Host {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.fenced) == 0 {
+		return nil
+	}
+	out := make(map[string]*model.Host, len(c.fenced))
+	for n, h := range c.fenced {
+		cp := *h
+		withUsage(c.usage, &cp)
+		out[n] = &cp
+	}
+	return out
 }
 
 // anyStandby says whether a cached host is in standby (the power

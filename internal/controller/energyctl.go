@@ -26,8 +26,9 @@ const minEnergyStep = time.Second
 // all are idle) and through them to projects. The ledger is written to
 // the store every EnergyPersistInterval and read back when a term
 // starts, so it survives restarts and leader changes. It is stored split
-// (a record per host and per project), and what was deleted is folded
-// away, so no stored value grows with the cluster's history.
+// (a record per host, kept in shards of many hosts, and per project), and
+// what was deleted is folded away, so no stored value grows with the
+// cluster's history.
 func (r *reconciler) energyStep(ctx context.Context) error {
 	g := r.nrg
 	now := r.now()
@@ -168,7 +169,7 @@ func (g *energyState) fold(ls *energy.LedgerState, vms map[string]string, hosts,
 
 // persistLedger folds what no longer exists and writes the records that
 // changed (state.WriteEnergy): one per host (its draw and the energy of
-// the VMs on it), one per project, and the header.
+// the VMs on it; in shards), one per project, and the header.
 func (r *reconciler) persistLedger(ctx context.Context) error {
 	g := r.nrg
 	hosts, _ := r.c.hostView()

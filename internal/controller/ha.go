@@ -38,28 +38,6 @@ func (s recordLiveness) LastRenewal(host string) (time.Time, bool) {
 	return h.LastSeen, true
 }
 
-// HostFencer powers a failed host off for sure (IPMI, Redfish); a nil
-// error means it is off. ExecFence runs a command template.
-type HostFencer interface {
-	Fence(ctx context.Context, h model.Host) error
-}
-
-// ExecFence fences with a command template, like ExecPower (text/template
-// over the model.Host, split on spaces, no shell), e.g.
-// "ipmitool -H {{index .Labels \"vpool.io/bmc\"}} chassis power off".
-type ExecFence struct {
-	Command string
-	Timeout time.Duration
-}
-
-var _ HostFencer = (*ExecFence)(nil)
-
-// Fence implements HostFencer.
-func (e *ExecFence) Fence(ctx context.Context, h model.Host) error {
-	p := ExecPower{Off: e.Command, Timeout: e.Timeout}
-	return p.run(ctx, "fence", e.Command, h)
-}
-
 // leaseBound bounds each host's last renewal by its alive key, which is
 // attached to the host's liveness lease (heartbeats renew the lease, on
 // whichever server they reach): while the key is there, the host may
@@ -99,41 +77,126 @@ type haState struct {
 	seen      map[string]renewal
 	confirmed map[string]bool
 	open      map[string]*model.HAFailover // failovers under way, by host
+	fence     fenceState
+	// next is the earliest deadline of the last pass (zero: none): the
+	// loop's timer (haWake).
+	next time.Time
+	// scanned says the pass looked at every host once in this term;
+	// watch holds the hosts it looks at on every pass (liveHosts).
+	scanned bool
+	watch   map[string]bool
 }
 
 type renewal struct{ reported, observed time.Time }
 
-func newHAState() *haState {
+func newHAState(now time.Time) *haState {
 	return &haState{seen: map[string]renewal{}, confirmed: map[string]bool{}, open: map[string]*model.HAFailover{},
-		lease: leaseBound{present: map[string]bool{}, goneAt: map[string]time.Time{}}}
+		lease: leaseBound{present: map[string]bool{}, goneAt: map[string]time.Time{}}, watch: map[string]bool{},
+		fence: fenceState{calm: now, tried: map[string]bool{}, done: make(chan fenceResult, 16)}}
 }
 
 // haPass runs host HA: liveness states from the renewals seen, fence
-// commands, then restarts of the fenced hosts' VMs through the gate.
+// commands, then restarts of the fenced hosts' VMs through the gate. It
+// leaves the earliest deadline of the hosts in r.ha.next, for the
+// loop's timer.
 func (r *reconciler) haPass(ctx context.Context) error {
-	hosts, _ := r.c.hostView()
+	r.fenceResults()
+	hosts := r.liveHosts()
 	pol, _ := r.c.policyOf()
 	tm := ha.TimingsOf(pol.HAPolicy())
 	if g := r.m.cfg.HostDownGrace; g > tm.Suspect {
-		tm.Suspect, tm.Fence = g, tm.Fence+g-tm.Suspect
+		d := g - tm.Suspect
+		tm.Suspect, tm.Fence, tm.FenceCommand = g, tm.Fence+d, tm.FenceCommand+d
 	}
 	now := r.now()
+	r.pollStoreTerm(ctx, now, false)
 	in := r.observeRenewals(hosts, now)
-	var errs []error
+	r.keepWatching(in, tm) // before the steps: a step that fails leaves its host watched
+	r.ha.next = time.Time{}
 	for _, st := range ha.HostSteps(tm, now, in) {
 		if err := r.setHostState(ctx, st.Host, st.From, st.To); err != nil {
-			errs = append(errs, err)
-			break
+			return err
 		}
 		r.haNote(ctx, st, now)
-		if st.To == model.HostFailed {
-			r.runFence(ctx, st.Host, hosts)
+		for j := range in {
+			if in[j].Name == st.Host {
+				in[j].State = st.To
+			}
 		}
 	}
-	if len(errs) > 0 {
-		return errors.Join(errs...)
-	}
+	r.startFences(ctx, tm, now, hosts, in)
+	r.ha.next = ha.NextDeadline(tm, now, r.ha.fence.calm, in, r.m.cfg.Fencer != nil)
 	return r.haRestarts(ctx)
+}
+
+// haWake is how long the liveness loop may sleep: until the earliest
+// deadline of the last pass (0: none, the periodic pass only).
+func (r *reconciler) haWake() time.Duration {
+	if r.ha.next.IsZero() {
+		return 0
+	}
+	return max(r.ha.next.Sub(r.now()), time.Millisecond)
+}
+
+// liveHosts returns the hosts this pass looks at, sorted by name. The
+// first pass of a term, the first after a re-list of the hosts or alive
+// keys, and every pass with a LivenessSource of the configuration's
+// (which signals no change) look at every host. Otherwise the pass
+// looks at the hosts whose record or alive key changed since the last
+// (the cache's liveness journal) and at those it still watches
+// (keepWatching): a quiet host — ready with its alive key present, or in
+// a state HA does not manage — can only move after one of those changes,
+// so at rest the pass reads no host. What it decides is what a look at
+// every host would (TestLivenessFollowsChanges).
+func (r *reconciler) liveHosts() []model.Host {
+	dirty, all := r.c.takeLive()
+	if all || !r.ha.scanned || r.m.cfg.Liveness != nil {
+		r.ha.scanned, r.ha.watch = true, map[string]bool{}
+		hosts, _ := r.c.hostView()
+		return hosts
+	}
+	if len(dirty) == 0 && len(r.ha.watch) == 0 {
+		return nil
+	}
+	if dirty == nil {
+		dirty = make(map[string]bool, len(r.ha.watch))
+	}
+	for h := range r.ha.watch {
+		dirty[h] = true
+	}
+	hosts := r.c.hostsNamed(dirty)
+	if len(hosts) < len(dirty) { // some were deleted: watch them no more
+		for _, h := range hosts {
+			delete(dirty, h.Name)
+		}
+		for h := range dirty {
+			delete(r.ha.watch, h)
+		}
+	}
+	return hosts
+}
+
+// keepWatching keeps in the watch set the hosts of in that may move
+// without a change of their record or alive key: those whose renewal
+// ages (no alive key present) and those in a state HA manages other
+// than ready. A host deleted from the cache drops out with its record's
+// change.
+func (r *reconciler) keepWatching(in []ha.Host, tm ha.Timings) {
+	for _, h := range in {
+		quiet := false
+		switch h.State {
+		case model.HostReady:
+			quiet = r.ha.lease.present[h.Name] && tm.Suspect > 0
+		case model.HostSuspect, model.HostFailed, model.HostDown, model.HostFenced:
+		default:
+			quiet = true // an operator's or the power controller's state
+		}
+		if quiet {
+			delete(r.ha.watch, h.Name)
+		} else {
+			r.ha.watch[h.Name] = true
+		}
+	}
 }
 
 // observeRenewals bounds each host's last renewal on this server's clock.
@@ -158,7 +221,8 @@ func (r *reconciler) observeRenewals(hosts []model.Host, now time.Time) []ha.Hos
 		if b, ok := r.ha.lease.bound(r.c, h.Name, now); ok {
 			last = b
 		}
-		out = append(out, ha.Host{Name: h.Name, State: h.State, LastRenewal: last, FenceConfirmed: r.ha.confirmed[h.Name]})
+		out = append(out, ha.Host{Name: h.Name, State: h.State, LastRenewal: last,
+			FenceConfirmed: r.ha.confirmed[h.Name], FenceTried: r.ha.fence.tried[h.Name]})
 	}
 	return out
 }
@@ -188,25 +252,7 @@ func (r *reconciler) haNote(ctx context.Context, st ha.Step, now time.Time) {
 		}
 		delete(r.ha.open, st.Host)
 		delete(r.ha.confirmed, st.Host)
-	}
-}
-
-// runFence runs the fence command of a host that just failed, if one is
-// configured; success lets the host be fenced before the margin.
-func (r *reconciler) runFence(ctx context.Context, name string, hosts []model.Host) {
-	if r.m.cfg.Fencer == nil {
-		return
-	}
-	for _, h := range hosts {
-		if h.Name != name {
-			continue
-		}
-		if err := r.m.cfg.Fencer.Fence(ctx, h); err != nil {
-			r.m.log.Warn("fence command failed; waiting for the fence timeout and margin", "host", name, "err", err)
-			return
-		}
-		r.ha.confirmed[name] = true
-		r.m.log.Info("fence command reported success", "host", name)
+		delete(r.ha.fence.tried, st.Host)
 	}
 }
 
@@ -214,13 +260,7 @@ func (r *reconciler) runFence(ctx context.Context, name string, hosts []model.Ho
 // committed by the gate) and marks those that cannot restart failed,
 // with the reason.
 func (r *reconciler) haRestarts(ctx context.Context) error {
-	hosts, _ := r.c.hostView()
-	fenced := map[string]*model.Host{}
-	for i := range hosts {
-		if hosts[i].State == model.HostFenced {
-			fenced[hosts[i].Name] = &hosts[i]
-		}
-	}
+	fenced := r.c.fencedHosts()
 	if len(fenced) == 0 {
 		return nil
 	}

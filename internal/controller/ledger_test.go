@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -116,8 +117,14 @@ func TestEnergyLedgerFoldsDeletedHostsAndProjects(t *testing.T) {
 	var keys []string
 	for _, kv := range kvs {
 		keys = append(keys, kv.Key)
+		if kv.Key == store.EnergyShardKey(0) {
+			var sh model.EnergyHostShard
+			if err := json.Unmarshal(kv.Value, &sh); err != nil || len(sh.Hosts) != 1 || sh.Hosts["keep"].Joules <= 0 {
+				t.Errorf("the hosts' shard holds %+v (%v), want keep's record alone", sh.Hosts, err)
+			}
+		}
 	}
-	want := []string{store.EnergyHostKey("keep"), store.EnergyMetaKey} // p never used energy
+	want := []string{store.EnergyMetaKey, store.EnergyShardKey(0)} // p never used energy
 	if strings.Join(keys, " ") != strings.Join(want, " ") {
 		t.Errorf("stored %v, want %v", keys, want)
 	}

@@ -18,8 +18,11 @@ import (
 const maxLoopGap = 100 * time.Millisecond
 
 // haTick is how often host HA looks at the renewals even when nothing
-// changed: silence is what it detects.
-const haTick = 100 * time.Millisecond
+// changed. It is a safety net: the loop wakes on watch events (an alive
+// key gone, a host record renewed) and, by its timer, at the earliest
+// deadline of the hosts (a host due to be suspect, failed or fenced, or
+// its fence command), not at the next tick. A variable for the tests.
+var haTick = time.Second
 
 // loop is one control loop of a term: its own goroutine and its own work
 // queue, a coalescing signal of depth one fed by the watch cache (the
@@ -35,6 +38,12 @@ type loop struct {
 	// watch are prefixes the cache does not reflect: a watch of its own
 	// pokes the loop on their changes (lbloops.go).
 	watch []string
+	// wake, when set, answers after each pass how long until the loop's
+	// next deadline (0: none); a timer runs it then, without the gap.
+	wake func() time.Duration
+	// urgent runs the loop at once, without the gap (a fence command's
+	// outcome: a host to fence now).
+	urgent chan struct{}
 }
 
 // loops lists the term's control loops. Migrations run beside them
@@ -46,7 +55,7 @@ func (r *reconciler) loops() []*loop {
 	ls := []*loop{
 		{name: "scheduling", run: r.scheduling, every: cfg.ResyncInterval,
 			prefixes: []string{store.VMsPrefix, store.HostsPrefix, store.AllocPrefix, store.AlivePrefix, store.PolicyKey}},
-		{name: "liveness", run: r.haPass, every: min(haTick, cfg.ResyncInterval), gap: gap,
+		{name: "liveness", run: r.haPass, every: min(haTick, cfg.ResyncInterval), gap: gap, wake: r.haWake,
 			prefixes: []string{store.HostsPrefix, store.AlivePrefix, store.VMsPrefix, store.PolicyKey}},
 		{name: "cleanup", run: r.cleanup, every: cfg.ResyncInterval, gap: gap, prefixes: []string{store.VMsPrefix, store.HostsPrefix}},
 		{name: "energy", run: r.energyStep, every: second},
@@ -64,8 +73,11 @@ func (r *reconciler) loops() []*loop {
 	}
 	ls = append(ls, r.lbLoops(gap, second)...)
 	for _, l := range ls {
-		l.kick = make(chan struct{}, 1)
+		l.kick, l.urgent = make(chan struct{}, 1), make(chan struct{}, 1)
 		r.c.subscribe(l.kick, l.prefixes...)
+		if l.name == "liveness" {
+			r.ha.fence.kick = l.urgent // fence commands' outcomes
+		}
 	}
 	return ls
 }
@@ -140,9 +152,13 @@ func (m *Manager) runControllers(ctx context.Context, t *term) error {
 func (r *reconciler) runLoop(ctx context.Context, l *loop) {
 	tick := time.NewTicker(l.every)
 	defer tick.Stop()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	var last time.Time
+	due := false // woken by the timer: a deadline, no gap
 	for {
-		if l.gap > 0 {
+		if l.gap > 0 && !due {
 			if wait := l.gap - time.Since(last); wait > 0 && !sleep(ctx, wait) {
 				return
 			}
@@ -153,11 +169,22 @@ func (r *reconciler) runLoop(ctx context.Context, l *loop) {
 			r.m.log.Warn("reconcile failed", "controller", l.name, "err", err)
 			r.t.check(err)
 		}
+		timer.Stop()
+		if l.wake != nil {
+			if d := l.wake(); d > 0 {
+				timer.Reset(d)
+			}
+		}
+		due = false
 		select {
 		case <-ctx.Done():
 			return
 		case <-l.kick:
 		case <-tick.C:
+		case <-timer.C:
+			due = true
+		case <-l.urgent:
+			due = true
 		}
 	}
 }

@@ -76,8 +76,15 @@ type Config struct {
 	// HA, ha.go); the host records' LastSeen when nil.
 	Liveness LivenessSource
 	// Fencer, when set, powers a failed host off; its success fences the
-	// host before the fence timeout's margin has passed.
+	// host at once. It runs ha.fenceCommandMillis after the host's last
+	// renewal (the policy; the fence timeout by default), never within a
+	// fence timeout of the term's start or of a change of StoreTerm.
 	Fencer HostFencer
+	// StoreTerm, when set, answers the store's raft term
+	// (etcdstore.Store.RaftTerm); a change means renewals may have
+	// stalled in an election, so no fence command runs for a fence
+	// timeout. Nil: a store without elections (memstore).
+	StoreTerm func(ctx context.Context) (uint64, error)
 
 	// Power switches hosts to standby and back (power controller);
 	// AgentPower when nil.

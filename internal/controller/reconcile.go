@@ -51,7 +51,7 @@ type failMemo struct {
 func newReconciler(m *Manager, t *term, c *cache) *reconciler {
 	r := &reconciler{m: m, t: t, c: c, repo: t.repo, now: m.cfg.Clock, failed: map[string]failMemo{},
 		bal: &balanceState{history: map[string][]float64{}}, pow: &powerState{emptySince: map[string]time.Time{}},
-		nrg: &energyState{lastUtil: map[string]float64{}}, powerPlacer: m.cfg.Placer, ha: newHAState()}
+		nrg: &energyState{lastUtil: map[string]float64{}}, powerPlacer: m.cfg.Placer, ha: newHAState(m.cfg.Clock())}
 	if sp, ok := m.cfg.Placer.(*SchedulerPlacer); ok {
 		r.powerPlacer = sp.fork()
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/client"
+	"github.com/vpool/vpool/internal/controller"
 	"github.com/vpool/vpool/internal/hypervisor"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/store"
@@ -35,18 +36,38 @@ func haSpec(level, pool string) model.VMSpec {
 // dies with it (the sim host's QEMU processes).
 func (cl *mcluster) killHost(name string) {
 	cl.t.Helper()
+	if err := cl.powerOff(name); err != nil {
+		cl.t.Fatal(err)
+	}
+}
+
+// powerOff stops a host's agent and crashes every VM it runs.
+func (cl *mcluster) powerOff(name string) error {
 	cl.stopAgent(name)
 	infos, err := cl.hosts[name].Driver().List(context.Background())
 	if err != nil {
-		cl.t.Fatal(err)
+		return err
 	}
 	for _, in := range infos {
 		if in.State == hypervisor.StateRunning {
 			if err := cl.hosts[name].Crash(in.ID); err != nil {
-				cl.t.Fatal(err)
+				return err
 			}
 		}
 	}
+	return nil
+}
+
+// simFencer is the benchmark's fence command: it powers the sim host off
+// (its agent stops, its VMs die) and reports success.
+type simFencer struct {
+	cl  *mcluster
+	ran sync.Map // host → time the command ran
+}
+
+func (f *simFencer) Fence(_ context.Context, h model.Host) error {
+	f.ran.Store(h.Name, time.Now())
+	return f.cl.powerOff(h.Name)
 }
 
 // copies counts, over the whole test, the moments a VM ran on two hosts.
@@ -195,12 +216,24 @@ func creatingAt(t *testing.T, cl *mcluster, name string) int64 {
 // controllers and agents in this process, memstore), with the default HA
 // timings unless VPOOL_HA_TIMINGS names others (heartbeat,suspect,fence,
 // margin in ms) or VPOOL_HA_FAST is set (500,1500,2500,500).
+//
+// Two cases: self-fence, the host dies (agent and VMs) and its VMs
+// restart after the fence timeout and margin; fence-command, the host
+// hangs (its agent stops, its VMs run on: it cannot fence itself) and
+// the server's fence command, run at the suspect timeout
+// (ha.fenceCommandMillis 4000), powers it off (stops the agent, crashes
+// the VMs: simFencer) and reports success, and the VMs restart at once.
 func BenchmarkHostFailover(b *testing.B) {
+	b.Run("self-fence", func(b *testing.B) { benchFailover(b, false) })
+	b.Run("fence-command", func(b *testing.B) { benchFailover(b, true) })
+}
+
+func benchFailover(b *testing.B, command bool) {
 	var rto, detect, fence, restart []float64
 	down := 0.0
 	for range b.N {
 		b.StopTimer()
-		r := runFailover(b, 100)
+		r := runFailover(b, 100, command)
 		b.StartTimer()
 		b.Logf("run: rto %.2f s (detect %.2f, fence %.2f, restart %.2f), %v VMs down at the end", r[0], r[1], r[2], r[3], r[4])
 		down += r[4]
@@ -212,6 +245,12 @@ func BenchmarkHostFailover(b *testing.B) {
 	b.ReportMetric(median(restart), "restart-s")
 	b.ReportMetric(maxOf(rto), "rto-max-s")
 	b.ReportMetric(-maxOf(neg(rto)), "rto-min-s")
+	b.ReportMetric(-maxOf(neg(detect)), "detect-min-s")
+	b.ReportMetric(maxOf(detect), "detect-max-s")
+	b.ReportMetric(-maxOf(neg(fence)), "fence-min-s")
+	b.ReportMetric(maxOf(fence), "fence-max-s")
+	b.ReportMetric(-maxOf(neg(restart)), "restart-min-s")
+	b.ReportMetric(maxOf(restart), "restart-max-s")
 	b.ReportMetric(down/float64(b.N), "down-vms/op")
 	b.ReportMetric(0, "ns/op")
 }
@@ -244,12 +283,23 @@ func maxOf(xs []float64) float64 {
 	return m
 }
 
-// runFailover returns rto, detection, fence and restart times (s).
-func runFailover(b *testing.B, n int) [5]float64 {
-	cl := startMClusterTB(b, haHost("h1", 64, map[string]string{"home": "yes"}), haHost("h2", 64, nil), haHost("h3", 64, nil))
+// runFailover returns rto, detection, fence and restart times (s); with
+// command, h1 hangs and the server's fence command powers it off.
+func runFailover(b *testing.B, n int, command bool) [5]float64 {
+	var fencer *simFencer
+	var mk func(*mcluster) controller.HostFencer
+	if command {
+		mk = func(cl *mcluster) controller.HostFencer { fencer = &simFencer{cl: cl}; return fencer }
+	}
+	termStart := time.Now()
+	cl := startMClusterWith(b, 0, mk, haHost("h1", 64, map[string]string{"home": "yes"}), haHost("h2", 64, nil), haHost("h3", 64, nil))
 	defer cl.close()
 	ctx := context.Background()
-	if hp, ok := benchHAPolicy(b); ok {
+	hp, ok := benchHAPolicy(b)
+	if command {
+		hp.FenceCommandMillis, ok = hp.WithDefaults().SuspectMillis, true
+	}
+	if ok {
 		p := model.DefaultPolicy()
 		p.HA = &hp
 		if _, err := cl.c.SetPolicy(ctx, p); err != nil {
@@ -264,7 +314,7 @@ func runFailover(b *testing.B, n int) [5]float64 {
 			b.Fatal(err)
 		}
 	}
-	cl.eventually("all running on h1", func() bool {
+	cl.eventuallyFor(2*time.Minute, "all running on h1", func() bool {
 		list, err := cl.c.ListVMs(ctx, client.ListVMsOptions{Project: api.DefaultProject})
 		running := 0
 		for _, v := range listVMs(list) {
@@ -274,8 +324,18 @@ func runFailover(b *testing.B, n int) [5]float64 {
 		}
 		return err == nil && running == n
 	})
+	if command { // the leader runs no command within a fence timeout of taking office
+		if wait := hp.Fence() - time.Since(termStart); wait > 0 {
+			time.Sleep(wait)
+		}
+	}
 	t0 := time.Now()
-	cl.killHost("h1")
+	if command {
+		cl.stopAgent("h1") // hung: its VMs run on until the fence command
+	} else {
+		cl.killHost("h1")
+	}
+	b.Logf("h1 stopped in %.2f s", time.Since(t0).Seconds())
 	var last time.Time
 	cl.eventuallyFor(2*time.Minute, "all running elsewhere", func() bool {
 		list, err := cl.c.ListVMs(ctx, client.ListVMsOptions{Project: api.DefaultProject})
@@ -289,21 +349,52 @@ func runFailover(b *testing.B, n int) [5]float64 {
 		return err == nil && running == n
 	})
 	var suspect, fenced time.Time
+	var commits, starts []time.Time // the restarts committed (creating elsewhere), and running elsewhere
 	kvs, _, err := cl.st.List(ctx, store.EventsPrefix)
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, kv := range kvs {
 		s := string(kv.Value)
-		if !strings.Contains(s, `"host/h1"`) {
-			continue
+		switch {
+		case strings.Contains(s, `"host/h1"`):
+			ev := decodeEvent(b, kv.Value)
+			switch ev.Kind {
+			case "host.suspect":
+				suspect = ev.Time
+			case "host.fenced":
+				fenced = ev.Time
+			}
+		case strings.Contains(s, `"vm.phase"`):
+			ev := decodeEvent(b, kv.Value)
+			if ev.Time.Before(t0) {
+				continue
+			}
+			switch ev.To {
+			case string(model.PhaseCreating):
+				commits = append(commits, ev.Time)
+			case string(model.PhaseRunning):
+				starts = append(starts, ev.Time)
+			}
 		}
-		ev := decodeEvent(b, kv.Value)
-		switch ev.Kind {
-		case "host.suspect":
-			suspect = ev.Time
-		case "host.fenced":
-			fenced = ev.Time
+	}
+	if len(commits) > 0 && len(starts) > 0 {
+		span := func(ts []time.Time) (time.Time, time.Time) {
+			lo, hi := ts[0], ts[0]
+			for _, t := range ts {
+				lo, hi = minTime(lo, t), maxTime(hi, t)
+			}
+			return lo, hi
+		}
+		c0, c1 := span(commits)
+		s0, s1 := span(starts)
+		b.Logf("timeline from the kill: suspect %.2f, fenced %.2f, restarts committed %.2f–%.2f (%d), running reported %.2f–%.2f (%d), seen by the client %.2f",
+			suspect.Sub(t0).Seconds(), fenced.Sub(t0).Seconds(), c0.Sub(t0).Seconds(), c1.Sub(t0).Seconds(), len(commits),
+			s0.Sub(t0).Seconds(), s1.Sub(t0).Seconds(), len(starts), last.Sub(t0).Seconds())
+	}
+	if command {
+		if _, ran := fencer.ran.Load("h1"); !ran {
+			b.Fatal("the fence command never ran")
 		}
 	}
 	down := 0
@@ -316,6 +407,20 @@ func runFailover(b *testing.B, n int) [5]float64 {
 		}
 	}
 	return [5]float64{last.Sub(t0).Seconds(), suspect.Sub(t0).Seconds(), fenced.Sub(t0).Seconds(), last.Sub(fenced).Seconds(), float64(down)}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func fastHA() bool { return os.Getenv("VPOOL_HA_FAST") != "" }

@@ -41,6 +41,8 @@ type mcluster struct {
 	done      map[string]chan struct{}
 	agentsMu  sync.Mutex
 	agentAddr string
+	// fencer is the server's HA fence command (nil: none).
+	fencer controller.HostFencer
 }
 
 type mhost struct {
@@ -64,10 +66,20 @@ func startMClusterTB(t testing.TB, hosts ...mhost) *mcluster {
 
 func startMClusterDelay(t testing.TB, migrateDelay time.Duration, hosts ...mhost) *mcluster {
 	t.Helper()
+	return startMClusterWith(t, migrateDelay, nil, hosts...)
+}
+
+// startMClusterWith is startMClusterDelay whose server has a fence
+// command: fencer is made with the cluster (nil: none).
+func startMClusterWith(t testing.TB, migrateDelay time.Duration, fencer func(*mcluster) controller.HostFencer, hosts ...mhost) *mcluster {
+	t.Helper()
 	st := memstore.New()
 	t.Cleanup(func() { st.Close() })
 	cl := &mcluster{t: t, st: st, dataDir: t.TempDir(), dir: t.TempDir(), hosts: map[string]*sim.Host{},
 		labels: map[string]map[string]string{}, agents: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}}
+	if fencer != nil {
+		cl.fencer = fencer(cl)
+	}
 	cl.startServer("127.0.0.1:0")
 	t.Cleanup(cl.close)
 	tok, err := cl.srv.NewJoinToken(context.Background(), time.Hour, 64)
@@ -107,8 +119,10 @@ func startMClusterDelay(t testing.TB, migrateDelay time.Duration, hosts ...mhost
 func (cl *mcluster) startServer(agentListen string) {
 	cl.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
+	cc := controllerTuning()
+	cc.Fencer = cl.fencer
 	srv, err := devenv.StartServer(ctx, devenv.ServerConfig{Store: cl.st, DataDir: cl.dataDir, Listen: "127.0.0.1:0", AgentListen: agentListen,
-		Controller: controllerTuning()})
+		Controller: cc})
 	if err != nil {
 		cancel()
 		cl.t.Fatal(err)

@@ -144,8 +144,12 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	m := metrics.New()
 	var members server.Members
 	var leaderGone func(context.Context, string) bool
-	if es, ok := st.(*etcdstore.Store); ok && kind == "embedded" {
-		members, leaderGone = es, es.MemberGone
+	var storeTerm func(context.Context) (uint64, error)
+	if es, ok := st.(*etcdstore.Store); ok {
+		storeTerm = es.RaftTerm // an election makes fence commands wait (docs/ha.md)
+		if kind == "embedded" {
+			members, leaderGone = es, es.MemberGone
+		}
 	}
 	pool, err := openImagePool(cfg)
 	if err != nil {
@@ -189,6 +193,9 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	cc.Store, cc.Identity, cc.Logger, cc.Clock = st, cfg.Name, cfg.Logger, cfg.Clock
 	if cc.LeaderGone == nil {
 		cc.LeaderGone = leaderGone
+	}
+	if cc.StoreTerm == nil {
+		cc.StoreTerm = storeTerm
 	}
 	cc.ReconcileErrors = m.ReconcileError
 	if cc.Placer == nil {

@@ -10,11 +10,14 @@ import (
 // Timings are the HA policy's timings as durations.
 type Timings struct {
 	Suspect, Fence, Margin time.Duration
+	// FenceCommand is the age at which a fence command may run (0: at
+	// Fence); FenceCommandDue adds the calm rule.
+	FenceCommand time.Duration
 }
 
 // TimingsOf returns p's timings, defaults filled in.
 func TimingsOf(p model.HAPolicy) Timings {
-	return Timings{Suspect: p.Suspect(), Fence: p.Fence(), Margin: p.Margin()}
+	return Timings{Suspect: p.Suspect(), Fence: p.Fence(), Margin: p.Margin(), FenceCommand: p.FenceCommand()}
 }
 
 // Host is what HostSteps needs of a host.
@@ -26,8 +29,10 @@ type Host struct {
 	// renewal itself (the controller stamps the moment it observed one).
 	LastRenewal time.Time
 	// FenceConfirmed says a fence command reported success after the
-	// host failed: it is off, whatever the timeouts say.
+	// host went suspect: it is off, whatever the timeouts say.
 	FenceConfirmed bool
+	// FenceTried says a fence command ran (or runs) for this failure.
+	FenceTried bool
 }
 
 // Step is one state change of a host.

@@ -3,8 +3,9 @@ package model
 import "time"
 
 // The energy ledger is stored split, so that no value grows with the
-// cluster's history: a header, one record per host and one per project
-// (/vpool/energy/meta, /vpool/energy/hosts/<host>,
+// cluster's history: a header, a record per host, kept in shards of many
+// hosts (so that a persist writes a key per shard, not per host), and one
+// per project (/vpool/energy/meta, /vpool/energy/shards/<n>,
 // /vpool/energy/projects/<project>). A VM's energy lives on the record of
 // the host it runs on; when the VM is deleted it is folded into its
 // project (DeletedVMsJ), and a deleted host's or project's record is
@@ -29,6 +30,14 @@ type EnergyHostRecord struct {
 	Joules float64 `json:"joules"`
 	EnergyHost
 	VMs map[string]float64 `json:"vms,omitempty"`
+}
+
+// EnergyHostShard holds the records of the hosts whose name hashes to
+// its shard. A host found in two records (a persist that changed the
+// shard count and was cut short) is read from the one with more Joules:
+// a host's energy only grows, so that is the newer.
+type EnergyHostShard struct {
+	Hosts map[string]EnergyHostRecord `json:"hosts"`
 }
 
 // EnergyProjectRecord is one project's part of the ledger: the energy

@@ -30,7 +30,9 @@ const (
 // The order that makes restarts safe (docs/ha.md): the agent kills its
 // VMs FenceMillis after its last renewal; the server restarts them
 // elsewhere no earlier than FenceMillis + MarginMillis after the last
-// renewal it saw. Validate keeps the timings in that order.
+// renewal it saw, or once a fence command (run FenceCommandMillis after
+// the last renewal) reported the host off. Validate keeps the timings in
+// that order.
 type HAPolicy struct {
 	// HeartbeatMillis is how often agents renew their liveness.
 	HeartbeatMillis int `json:"heartbeatMillis,omitempty"`
@@ -43,6 +45,16 @@ type HAPolicy struct {
 	// failed host's VMs: it covers clock-rate differences, a slow kill and
 	// an agent's scheduling delay.
 	MarginMillis int `json:"marginMillis,omitempty"`
+	// FenceCommandMillis is how long without a renewal the leader waits
+	// before it runs the fence command (a server's --fence-cmd: IPMI,
+	// Redfish), at least ha.suspectMillis and at most ha.fenceMillis; 0:
+	// at the fence timeout. Once the command reports success the host's
+	// VMs restart at once: a powered-off host cannot run them. The
+	// leader never runs it within a fence timeout of taking office or of
+	// a change of the store's raft leader (renewals may have stalled
+	// there, not on the host); a command that fails leaves the host to
+	// the fence timeout and margin.
+	FenceCommandMillis int `json:"fenceCommandMillis,omitempty"`
 	// TolerateHostFailures reserves capacity so that the protected VMs of
 	// any that many hosts can restart on the others; a create that would
 	// break it is refused (0: no reserve).
@@ -100,6 +112,15 @@ func (p HAPolicy) Fence() time.Duration { return ms(p.WithDefaults().FenceMillis
 // Margin is MarginMillis as a duration.
 func (p HAPolicy) Margin() time.Duration { return ms(p.WithDefaults().MarginMillis) }
 
+// FenceCommand is how long without a renewal the fence command waits:
+// FenceCommandMillis, or the fence timeout when it is 0.
+func (p HAPolicy) FenceCommand() time.Duration {
+	if p.FenceCommandMillis == 0 {
+		return p.Fence()
+	}
+	return ms(p.FenceCommandMillis)
+}
+
 func ms(n int) time.Duration { return time.Duration(n) * time.Millisecond }
 
 // Validate checks the timings against each other, defaults filled in:
@@ -112,7 +133,7 @@ func (p *HAPolicy) Validate() error {
 		name string
 		v    int
 	}{{"ha.heartbeatMillis", p.HeartbeatMillis}, {"ha.suspectMillis", p.SuspectMillis},
-		{"ha.fenceMillis", p.FenceMillis}, {"ha.marginMillis", p.MarginMillis}} {
+		{"ha.fenceMillis", p.FenceMillis}, {"ha.marginMillis", p.MarginMillis}, {"ha.fenceCommandMillis", p.FenceCommandMillis}} {
 		if f.v < 0 || f.v > MaxHAMillis {
 			return fieldErr(f.name, "must be between 0 (the default) and %d ms (got %d)", MaxHAMillis, f.v)
 		}
@@ -135,13 +156,23 @@ func (p *HAPolicy) Validate() error {
 		return fieldErr("ha.marginMillis", "must be at least one heartbeat and a tenth of ha.fenceMillis (%d ms), the slack for clocks and a slow kill: raise it (got %d)",
 			minMargin, q.MarginMillis)
 	}
+	if f := q.FenceCommandMillis; f != 0 && f < q.SuspectMillis {
+		return fieldErr("ha.fenceCommandMillis", "must be at least ha.suspectMillis (%d ms): a host is fenced only once it is suspect (its lease expired); raise it, or 0 for the fence timeout (got %d)", q.SuspectMillis, f)
+	}
+	if f := q.FenceCommandMillis; f > q.FenceMillis {
+		return fieldErr("ha.fenceCommandMillis", "must be at most ha.fenceMillis (%d ms): by then the host fenced itself; lower it, or 0 for the fence timeout (got %d)", q.FenceMillis, f)
+	}
 	return nil
 }
 
 // String describes the timings for messages.
 func (p HAPolicy) String() string {
 	q := p.WithDefaults()
-	return fmt.Sprintf("heartbeat %d ms, suspect %d ms, fence %d ms, margin %d ms", q.HeartbeatMillis, q.SuspectMillis, q.FenceMillis, q.MarginMillis)
+	s := fmt.Sprintf("heartbeat %d ms, suspect %d ms, fence %d ms, margin %d ms", q.HeartbeatMillis, q.SuspectMillis, q.FenceMillis, q.MarginMillis)
+	if q.FenceCommandMillis != 0 {
+		s += fmt.Sprintf(", fence command at %d ms", q.FenceCommandMillis)
+	}
+	return s
 }
 
 // ValidHALevel reports whether s is a level VMSpec.HA takes.
@@ -174,6 +205,9 @@ type HAFailover struct {
 	FencedAt    time.Time `json:"fencedAt"`
 	// FenceBy says how: "timeout" (fence + margin passed) or "command".
 	FenceBy string `json:"fenceBy"`
+	// FenceCommandError is why the fence command failed (the host was
+	// then fenced by the timeout).
+	FenceCommandError string `json:"fenceCommandError,omitempty"`
 	// RestartedAt is when the last VM was committed elsewhere.
 	RestartedAt time.Time `json:"restartedAt,omitempty"`
 	Restarted   int       `json:"restarted"`

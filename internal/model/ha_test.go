@@ -22,6 +22,11 @@ func TestHAPolicyValidate(t *testing.T) {
 		{"fence before suspect", HAPolicy{SuspectMillis: 5000, FenceMillis: 5000}, "ha.fenceMillis", "raise it or lower ha.suspectMillis"},
 		{"margin below a heartbeat", HAPolicy{MarginMillis: 500}, "ha.marginMillis", "raise it"},
 		{"margin below a tenth of the fence", HAPolicy{SuspectMillis: 10000, FenceMillis: 60000, MarginMillis: 2000}, "ha.marginMillis", "6000"},
+		{"fence command at the suspect timeout", HAPolicy{FenceCommandMillis: 4000}, "", ""},
+		{"fence command at the fence timeout", HAPolicy{FenceCommandMillis: 6000}, "", ""},
+		{"fence command before suspect", HAPolicy{FenceCommandMillis: 3000}, "ha.fenceCommandMillis", "at least ha.suspectMillis (4000 ms)"},
+		{"fence command after the fence timeout", HAPolicy{FenceCommandMillis: 7000}, "ha.fenceCommandMillis", "lower it, or 0"},
+		{"fence command negative", HAPolicy{FenceCommandMillis: -5}, "ha.fenceCommandMillis", "between 0"},
 		{"reserve out of range", HAPolicy{TolerateHostFailures: -1}, "ha.tolerateHostFailures", "between 0"},
 	}
 	for _, c := range cases {

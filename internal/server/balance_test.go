@@ -9,6 +9,7 @@ import (
 
 	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/state"
 	"github.com/vpool/vpool/internal/store"
 )
 
@@ -143,5 +144,34 @@ func TestAgentPowerProtocol(t *testing.T) {
 	}
 	if code := a.do("GET", "/agent/v1/power", nil, &st); code != 200 || st.Desired != model.HostPowerOn {
 		t.Fatalf("power = %d %+v", code, st)
+	}
+}
+
+// TestHistoryWattsFromEnergyShards: the history's samples take each
+// host's power from the energy ledger, whose host records are stored in
+// shards of many hosts (before: a key per host, which the sampler read).
+func TestHistoryWattsFromEnergyShards(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx := context.Background()
+	if _, err := ts.repo.UpsertHost(ctx, "h1", func(h *model.Host, _ bool) error {
+		h.State, h.Capacity = model.HostReady, model.Resources{CPUs: 4, Memory: 4 * model.GiB}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rec := state.EnergyRecords{Meta: model.EnergyMeta{TotalJ: 1},
+		Hosts: map[string]model.EnergyHostRecord{"h1": {Joules: 1, EnergyHost: model.EnergyHost{State: model.HostReady, Watts: 116}}}}
+	if _, err := ts.repo.WriteEnergy(ctx, rec, nil); err != nil {
+		t.Fatal(err)
+	}
+	if kvs, _, _ := ts.st.List(ctx, store.EnergyShardsPrefix); len(kvs) != 1 {
+		t.Fatalf("%d shards stored, want 1", len(kvs))
+	}
+	smp, err := ts.sampleHosts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(smp.Hosts) != 1 || smp.Hosts[0].Watts != 116 {
+		t.Fatalf("history sample %+v, want h1 at 116 W", smp.Hosts)
 	}
 }

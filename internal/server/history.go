@@ -2,15 +2,11 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
-	"github.com/vpool/vpool/internal/model"
-	"github.com/vpool/vpool/internal/store"
 )
 
 // The dashboard's utilisation charts: every server samples the hosts'
@@ -59,16 +55,13 @@ func (s *Server) sampleHosts(ctx context.Context) (api.HistorySample, error) {
 	if err != nil {
 		return api.HistorySample{}, err
 	}
-	kvs, _, err := s.cfg.Store.List(ctx, store.EnergyHostsPrefix)
+	energy, err := s.repo.EnergyHosts(ctx)
 	if err != nil {
 		return api.HistorySample{}, err
 	}
-	watts := map[string]float64{}
-	for _, kv := range kvs {
-		var rec model.EnergyHostRecord
-		if json.Unmarshal(kv.Value, &rec) == nil {
-			watts[strings.TrimPrefix(kv.Key, store.EnergyHostsPrefix)] = rec.Watts
-		}
+	watts := make(map[string]float64, len(energy))
+	for h, rec := range energy {
+		watts[h] = rec.Watts
 	}
 	out := api.HistorySample{Time: s.now().UTC(), Hosts: make([]api.HostSample, 0, len(hosts))}
 	for _, h := range hosts {

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"sort"
 	"strings"
 
 	"github.com/vpool/vpool/internal/model"
@@ -13,7 +15,8 @@ import (
 )
 
 // EnergyRecords is the energy ledger as stored: a header, one record per
-// host and one per project (model/energy.go). Every value is bounded by
+// host (stored in shards of many hosts) and one per project
+// (model/energy.go). Every value is bounded by
 // one host's VMs or one project's unplaced VMs, never by history.
 type EnergyRecords struct {
 	Meta     model.EnergyMeta
@@ -44,10 +47,16 @@ func (r *Repo) ReadEnergy(ctx context.Context) (rec EnergyRecords, written map[s
 		case kv.Key == store.EnergyMetaKey:
 			found = true
 			err = json.Unmarshal(kv.Value, &rec.Meta)
-		case strings.HasPrefix(kv.Key, store.EnergyHostsPrefix):
+		case strings.HasPrefix(kv.Key, store.EnergyShardsPrefix):
+			var sh model.EnergyHostShard
+			err = json.Unmarshal(kv.Value, &sh)
+			for h, hr := range sh.Hosts {
+				keepNewer(rec.Hosts, h, hr)
+			}
+		case strings.HasPrefix(kv.Key, store.EnergyHostsPrefix): // one a host, before the shards
 			var h model.EnergyHostRecord
 			err = json.Unmarshal(kv.Value, &h)
-			rec.Hosts[strings.TrimPrefix(kv.Key, store.EnergyHostsPrefix)] = h
+			keepNewer(rec.Hosts, strings.TrimPrefix(kv.Key, store.EnergyHostsPrefix), h)
 		case strings.HasPrefix(kv.Key, store.EnergyProjectsPrefix):
 			var p model.EnergyProjectRecord
 			err = json.Unmarshal(kv.Value, &p)
@@ -68,6 +77,16 @@ func (r *Repo) ReadEnergy(ctx context.Context) (rec EnergyRecords, written map[s
 		return rec, nil, false, fmt.Errorf("state: decode %s: %w", store.EnergyKey, err)
 	}
 	return fromLegacy(old), written, true, nil
+}
+
+// keepNewer puts hr as host's record unless one with more energy is
+// there: a host's energy only grows, so that one is newer (a persist cut
+// short can leave a host in two records).
+func keepNewer(hosts map[string]model.EnergyHostRecord, host string, hr model.EnergyHostRecord) {
+	if old, ok := hosts[host]; ok && old.Joules > hr.Joules {
+		return
+	}
+	hosts[host] = hr
 }
 
 // fromLegacy converts a ledger stored whole into records.
@@ -94,11 +113,51 @@ func fromLegacy(old model.EnergyLedger) EnergyRecords {
 	return rec
 }
 
-// encodeEnergy renders rec as the values to store, by key.
+// Sizes of the hosts' shards: a shard holds about energyHostsPerShard
+// hosts or energyVMsPerShard VMs' energy, whichever comes first (some
+// 100 KiB of JSON), so that a persist at rest writes about one key per
+// 128 hosts instead of one per host (docs/scale.md).
+const (
+	energyHostsPerShard = 128
+	energyVMsPerShard   = 2048
+)
+
+// EnergyShards is how many shards hold the records of hosts holding vms
+// VMs between them.
+func EnergyShards(hosts, vms int) int {
+	return max(1, (hosts+energyHostsPerShard-1)/energyHostsPerShard, (vms+energyVMsPerShard-1)/energyVMsPerShard)
+}
+
+// energyShardOf is the shard of n a host's record goes to.
+func energyShardOf(host string, n int) int {
+	f := fnv.New32a()
+	_, _ = f.Write([]byte(host))
+	return int(f.Sum32() % uint32(n))
+}
+
+// encodeEnergy renders rec as the values to store, by key: the hosts'
+// records in shards (EnergyShards), one per project, the header.
 func encodeEnergy(rec EnergyRecords) map[string][]byte {
-	out := make(map[string][]byte, len(rec.Hosts)+len(rec.Projects)+1)
-	for h, hr := range rec.Hosts {
-		out[store.EnergyHostKey(h)] = encode(hr)
+	out := make(map[string][]byte, len(rec.Projects)+1)
+	if len(rec.Hosts) > 0 {
+		vms := 0
+		for _, hr := range rec.Hosts {
+			vms += len(hr.VMs)
+		}
+		n := EnergyShards(len(rec.Hosts), vms)
+		shards := make([]model.EnergyHostShard, n)
+		for h, hr := range rec.Hosts {
+			sh := &shards[energyShardOf(h, n)]
+			if sh.Hosts == nil {
+				sh.Hosts = map[string]model.EnergyHostRecord{}
+			}
+			sh.Hosts[h] = hr
+		}
+		for i, sh := range shards {
+			if sh.Hosts != nil {
+				out[store.EnergyShardKey(i)] = encode(sh)
+			}
+		}
 	}
 	for p, pr := range rec.Projects {
 		out[store.EnergyProjectKey(p)] = encode(pr)
@@ -107,16 +166,22 @@ func encodeEnergy(rec EnergyRecords) map[string][]byte {
 	return out
 }
 
-// energyBatch keeps the ledger's transactions under etcd's operation cap.
-const energyBatch = 100
+// energyBatch and energyTxnBytes keep the ledger's transactions under
+// etcd's operation cap and its request size (1.5 MiB).
+const (
+	energyBatch    = 100
+	energyTxnBytes = 512 << 10
+)
 
 // WriteEnergy stores rec: the records whose bytes differ from written
 // (what ReadEnergy or the previous WriteEnergy returned), deletes the
-// records written before that rec no longer has (deleted hosts and
-// projects, folded into the header) and the whole-ledger value of older
-// leaders, then the header last. It returns what is stored now. The
-// records do not change in one transaction (there can be thousands): a
-// crash part-way leaves some a persist interval older, nothing torn.
+// records written before that rec no longer has (deleted projects,
+// folded into the header, shards no longer used, and what older leaders
+// stored: the whole-ledger value, a record per host), then the header
+// last. It returns what is stored now. The records do not change in one
+// transaction (there can be hundreds): a crash part-way leaves some a
+// persist interval older, nothing torn; puts go before deletes, so a
+// host's record is never missing.
 func (r *Repo) WriteEnergy(ctx context.Context, rec EnergyRecords, written map[string][]byte) (map[string][]byte, error) {
 	now := encodeEnergy(rec)
 	var ops []store.Op
@@ -130,15 +195,37 @@ func (r *Repo) WriteEnergy(ctx context.Context, rec EnergyRecords, written map[s
 			ops = append(ops, store.Delete(k))
 		}
 	}
+	// puts before deletes: a write cut short may leave a host in two
+	// records (ReadEnergy keeps the newer), never in none
+	sort.Slice(ops, func(i, j int) bool {
+		if ops[i].Kind != ops[j].Kind {
+			return ops[i].Kind == store.OpPut
+		}
+		return ops[i].Key < ops[j].Key
+	})
 	ops = append(ops, store.Put(store.EnergyMetaKey, now[store.EnergyMetaKey]))
 	for len(ops) > 0 {
-		n := min(len(ops), energyBatch)
+		n, size := 0, 0
+		for n < len(ops) && n < energyBatch && (n == 0 || size+len(ops[n].Value) <= energyTxnBytes) {
+			size += len(ops[n].Value)
+			n++
+		}
 		if _, _, err := r.txn(ctx, nil, ops[:n]); err != nil {
 			return written, fmt.Errorf("state: write energy ledger: %w", err)
 		}
 		ops = ops[n:]
 	}
 	return now, nil
+}
+
+// EnergyHosts reads the hosts' energy records (what each drew, its
+// power at the ledger's last persist).
+func (r *Repo) EnergyHosts(ctx context.Context) (map[string]model.EnergyHostRecord, error) {
+	rec, _, _, err := r.ReadEnergy(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return rec.Hosts, nil
 }
 
 // Ledger assembles the records into the view readers use: joules per

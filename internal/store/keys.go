@@ -22,7 +22,8 @@ import "fmt"
 //	/vpool/cluster/balance                model.BalanceSettings
 //	/vpool/balance/plan                   model.BalancePlan (the balancer's last plan)
 //	/vpool/energy/meta                    model.EnergyMeta (the ledger's header)
-//	/vpool/energy/hosts/<host>            model.EnergyHostRecord
+//	/vpool/energy/shards/<n>              model.EnergyHostShard (the records of some hosts)
+//	/vpool/energy/hosts/<host>            model.EnergyHostRecord, before issue 14's third round (read, then deleted)
 //	/vpool/energy/projects/<project>      model.EnergyProjectRecord
 //	/vpool/energy/ledger                  the whole ledger before issue 11 (read once, then deleted)
 const (
@@ -56,7 +57,13 @@ const (
 	EnergyMetaKey        = EnergyPrefix + "meta"
 	EnergyHostsPrefix    = EnergyPrefix + "hosts/"
 	EnergyProjectsPrefix = EnergyPrefix + "projects/"
+	// EnergyShardsPrefix holds the hosts' energy records, many hosts a
+	// key (EnergyHostsPrefix held one a host before).
+	EnergyShardsPrefix = EnergyPrefix + "shards/"
 )
+
+// EnergyShardKey is the key of shard n of the hosts' energy records.
+func EnergyShardKey(n int) string { return fmt.Sprintf("%s%04d", EnergyShardsPrefix, n) }
 
 // EnergyHostKey is the key of a host's energy record.
 func EnergyHostKey(host string) string { return EnergyHostsPrefix + host }

@@ -2,9 +2,11 @@ package partition
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,6 +32,13 @@ import (
 // boot). Agents run as `vpool agent` processes (driver qemu); the server
 // runs in the test process, with the default HA timings; h2 has the
 // image cached before (a throwaway VM), so no download is counted.
+//
+// Two cases: self-fence as above (the VM restarts after the fence
+// timeout and margin), and fence-command: h1 hangs (SIGSTOP to its agent
+// and its QEMU: it cannot fence itself) and the server's fence command
+// (controller.ExecFence running a script, ha.fenceCommandMillis at the
+// suspect timeout) powers it off — SIGKILL to those processes — and
+// reports success; the VM restarts at once.
 func BenchmarkHostFailoverQEMU(b *testing.B) {
 	if testing.Short() {
 		testenv.SkipOrFail(b, "runs agents and QEMU as processes; skipped with -short")
@@ -43,27 +52,40 @@ func BenchmarkHostFailoverQEMU(b *testing.B) {
 	}
 	needBinary(b)
 	guest.AcquireSlot(b)
+	b.Run("self-fence", func(b *testing.B) { benchQEMUFailover(b, dir, false) })
+	b.Run("fence-command", func(b *testing.B) { benchQEMUFailover(b, dir, true) })
+}
+
+func benchQEMUFailover(b *testing.B, dir string, command bool) {
 	var rto, detect, fence, restart []float64
 	for range b.N {
-		r := qemuFailover(b, dir)
+		r := qemuFailover(b, dir, command)
 		b.Logf("run: rto %.2f s (detect %.2f, fence %.2f, restart %.2f)", r[0], r[1], r[2], r[3])
 		rto, detect, fence, restart = append(rto, r[0]), append(detect, r[1]), append(fence, r[2]), append(restart, r[3])
 	}
-	sort.Float64s(rto)
-	b.ReportMetric(rto[len(rto)/2], "rto-s")
-	b.ReportMetric(rto[0], "rto-min-s")
-	b.ReportMetric(rto[len(rto)-1], "rto-max-s")
 	for _, m := range []struct {
 		xs   []float64
 		unit string
-	}{{detect, "detect-s"}, {fence, "fence-s"}, {restart, "restart-s"}} {
+	}{{rto, "rto"}, {detect, "detect"}, {fence, "fence"}, {restart, "restart"}} {
 		sort.Float64s(m.xs)
-		b.ReportMetric(m.xs[len(m.xs)/2], m.unit)
+		b.ReportMetric(m.xs[len(m.xs)/2], m.unit+"-s")
+		b.ReportMetric(m.xs[0], m.unit+"-min-s")
+		b.ReportMetric(m.xs[len(m.xs)-1], m.unit+"-max-s")
 	}
 	b.ReportMetric(0, "ns/op")
 }
 
-func qemuFailover(b *testing.B, guestDir string) [4]float64 {
+// fenceScript is the benchmark's fence command: it powers host $1 off by
+// killing the processes listed in $1.pids beside it (its agent and its
+// QEMU), as a BMC's "chassis power off" would, and reports success.
+const fenceScript = `#!/bin/sh
+set -e
+cd "$(dirname "$0")"
+for pid in $(cat "$1.pids"); do kill -KILL "$pid" 2>/dev/null || true; done
+date +%s.%N > "$1.fenced"
+`
+
+func qemuFailover(b *testing.B, guestDir string, command bool) [4]float64 {
 	base, err := os.MkdirTemp("", "vphb")
 	if err != nil {
 		b.Fatal(err)
@@ -74,8 +96,17 @@ func qemuFailover(b *testing.B, guestDir string) [4]float64 {
 	st := memstore.New()
 	defer st.Close()
 	ctx, cancel := context.WithCancel(context.Background())
+	cc := controller.Config{ResyncInterval: time.Second}
+	if command {
+		script := filepath.Join(base, "fence.sh")
+		if err := os.WriteFile(script, []byte(fenceScript), 0o755); err != nil {
+			b.Fatal(err)
+		}
+		cc.Fencer = &controller.ExecFence{Command: "sh " + script + " {{.Name}}", Timeout: 5 * time.Second}
+	}
+	termStart := time.Now()
 	srv, err := devenv.StartServer(ctx, devenv.ServerConfig{Store: st, DataDir: filepath.Join(base, "srv"), Listen: "127.0.0.1:0",
-		AgentListen: "127.0.0.1:0", Controller: controller.Config{ResyncInterval: time.Second}})
+		AgentListen: "127.0.0.1:0", Controller: cc})
 	if err != nil {
 		cancel()
 		b.Fatal(err)
@@ -90,6 +121,15 @@ func qemuFailover(b *testing.B, guestDir string) [4]float64 {
 	cmdline := "console=ttyS0"
 	if raw, err := os.ReadFile(filepath.Join(guestDir, "cmdline")); err == nil {
 		cmdline = strings.TrimSpace(string(raw))
+	}
+	hp := model.DefaultHAPolicy()
+	if command {
+		hp.FenceCommandMillis = hp.SuspectMillis
+		p := model.DefaultPolicy()
+		p.HA = &hp
+		if _, err := c.SetPolicy(ctx, p); err != nil {
+			b.Fatal(err)
+		}
 	}
 	if _, err := srv.ImportLocalImage(ctx, api.ImageImportRequest{Name: "busybox", Cmdline: cmdline},
 		[]server.LocalFile{{Role: model.ImageKernel, Path: filepath.Join(guestDir, "vmlinux")}, {Role: model.ImageInitrd, Path: filepath.Join(guestDir, "initramfs.cpio.gz")}}); err != nil {
@@ -139,13 +179,38 @@ func qemuFailover(b *testing.B, guestDir string) [4]float64 {
 	}
 	eventually(b, "guest ready on h1", 3*time.Minute, func() bool { return readyIn(d1) })
 	diskDir := filepath.Join(pool, "default.w1")
+	procs := append([]int{a1.Process.Pid}, qemuFor(diskDir, d1)[d1]...)
+	defer func() { // none left behind, stopped or not
+		for _, pid := range procs {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}()
+	sig := syscall.SIGKILL // the host dies: its agent and its QEMU
+	if command {
+		if wait := hp.Fence() - time.Since(termStart); wait > 0 {
+			time.Sleep(wait) // no fence command within a fence timeout of the leader taking office
+		}
+		var pids []string
+		for _, p := range procs {
+			pids = append(pids, strconv.Itoa(p))
+		}
+		if err := os.WriteFile(filepath.Join(base, "h1.pids"), []byte(strings.Join(pids, " ")), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		sig = syscall.SIGSTOP // the host hangs: it cannot fence itself, its QEMU holds the disk
+	}
 	t0 := time.Now()
-	a1.Process.Signal(syscall.SIGKILL) // the host dies: its agent and its QEMU
-	for _, pid := range qemuFor(diskDir, d1)[d1] {
-		syscall.Kill(pid, syscall.SIGKILL)
+	for _, pid := range procs {
+		syscall.Kill(pid, sig)
 	}
 	eventually(b, "guest ready on h2", 3*time.Minute, func() bool { return readyIn(d2) })
 	ready := time.Since(t0)
+	if command {
+		if _, err := os.Stat(filepath.Join(base, "h1.fenced")); err != nil {
+			b.Fatalf("the fence command did not run: %v", err)
+		}
+	}
+	agentTimeline(b, d2+".log", t0)
 	var suspect, fenced time.Time
 	evs, err := c.ListEvents(ctx, 0, "")
 	if err != nil {
@@ -163,6 +228,28 @@ func qemuFailover(b *testing.B, guestDir string) [4]float64 {
 		b.Fatalf("QEMU after the failover: %v", q)
 	}
 	return [4]float64{ready.Seconds(), suspect.Sub(t0).Seconds(), fenced.Sub(t0).Seconds(), t0.Add(ready).Sub(fenced).Seconds()}
+}
+
+// agentTimeline logs the lines of an agent's log about w1 from t0 on,
+// with their time from t0 (the restart's steps on the new host).
+func agentTimeline(b *testing.B, logFile string, t0 time.Time) {
+	raw, err := os.ReadFile(logFile)
+	if err != nil {
+		return
+	}
+	var out []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.Contains(line, "w1") || !strings.HasPrefix(line, "time=") {
+			continue
+		}
+		ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil || at.Before(t0) {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%+.2f %s", at.Sub(t0).Seconds(), tail(line, 160)))
+	}
+	b.Logf("h2's agent from the failure:\n%s", strings.Join(out, "\n"))
 }
 
 // readyIn reports whether a serial log under an agent's state dir holds

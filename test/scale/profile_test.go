@@ -22,6 +22,10 @@ func (st *stack) startProfiles(name string, d time.Duration) func() {
 	if dir == "" {
 		return func() {}
 	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		st.tb.Logf("profile: %v", err)
+		return func() {}
+	}
 	tag := strings.NewReplacer("/", "-", "=", "").Replace(name)
 	done := make(chan struct{})
 	n := 0

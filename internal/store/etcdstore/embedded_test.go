@@ -30,6 +30,10 @@ func TestEmbeddedRestartKeepsData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	term, err := s.RaftTerm(ctx)
+	if err != nil || term == 0 {
+		t.Fatalf("raft term %d, %v", term, err)
+	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -38,6 +42,11 @@ func TestEmbeddedRestartKeepsData(t *testing.T) {
 		t.Fatalf("restart: %v", err)
 	}
 	defer s.Close()
+	// the restart elected a leader again: a new term (host HA's fence
+	// commands wait a fence timeout after one)
+	if after, err := s.RaftTerm(ctx); err != nil || after <= term {
+		t.Fatalf("raft term after a restart %d, %v; want above %d", after, err, term)
+	}
 	kv, err := s.Get(ctx, "/k")
 	if err != nil || string(kv.Value) != "v" || kv.ModRev != rev {
 		t.Fatalf("after restart: %+v, %v; want v at revision %d", kv, err, rev)

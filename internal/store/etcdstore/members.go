@@ -128,6 +128,21 @@ func (s *Store) RaftLeader(ctx context.Context) (uint64, error) {
 	return st.Leader, nil
 }
 
+// RaftTerm is the store's raft term as this process's member (or the
+// first endpoint) sees it: it grows with every election, so a change says
+// the store elected a leader since (host HA waits a fence timeout before
+// a fence command then: renewals may have stalled in the election).
+func (s *Store) RaftTerm(ctx context.Context) (uint64, error) {
+	if len(s.endpoints) == 0 {
+		return 0, ErrNotEmbedded
+	}
+	st, err := s.cli.Status(ctx, s.endpoints[0])
+	if err != nil {
+		return 0, s.wrap("status", err)
+	}
+	return st.RaftTerm, nil
+}
+
 // MemberGone reports whether the member called name is gone for sure: a
 // dial of its peer URL is refused (the process that served it exited).
 // A timeout, an unreachable network or an unknown member are no proof
