@@ -15,8 +15,11 @@ import (
 // (stale) assignment list still names it. Before issue 15 part 2 the
 // VMs of a cut-off host ran on.
 func TestSelfFenceAndOwnership(t *testing.T) {
+	// 1 s: at 400 ms a machine loaded 10–28 times over delayed renewals
+	// enough for a second, spurious self-fence now and then.
+	const fenceMs = 1000
 	fs := newFakeServer(t)
-	fs.setHeartbeats(false, 400)
+	fs.setHeartbeats(false, fenceMs)
 	d := sim.MustHost(sim.Config{Name: "h1"}).Driver()
 	r := startAgent(t, fs, t.TempDir(), fs.token, d)
 	fs.put(newVM("web"))
@@ -27,7 +30,7 @@ func TestSelfFenceAndOwnership(t *testing.T) {
 		t.Fatal("fenced while renewing")
 	}
 
-	fs.setHeartbeats(true, 400) // the servers are out of reach
+	fs.setHeartbeats(true, fenceMs) // the servers are out of reach
 	eventually(t, "self-fenced", func() bool { f, _ := r.a.Fenced(); return f })
 	eventually(t, "VMs killed", func() bool { return !running("default.web") && !running("default.db") })
 	time.Sleep(300 * time.Millisecond) // several converge passes
@@ -36,7 +39,7 @@ func TestSelfFenceAndOwnership(t *testing.T) {
 	}
 
 	fs.moveElsewhere("default/web") // HA restarted web on another host
-	fs.setHeartbeats(false, 400)
+	fs.setHeartbeats(false, fenceMs)
 	eventually(t, "renewing again", func() bool { f, n := r.a.Fenced(); return !f && n == 1 })
 	eventually(t, "db started again", func() bool { return running("default.db") })
 	time.Sleep(500 * time.Millisecond)
