@@ -21,6 +21,7 @@ import (
 // requests of one stream one after the other (a renewal may wait for a
 // leadership check under load), so several streams run side by side.
 type renewers struct {
+	cli  *clientv3.Client
 	next atomic.Uint32
 	all  []*renewer
 }
@@ -29,7 +30,7 @@ type renewers struct {
 const renewStreams = 8
 
 func newRenewers(cli *clientv3.Client) *renewers {
-	rs := &renewers{}
+	rs := &renewers{cli: cli}
 	for range renewStreams {
 		rs.all = append(rs.all, &renewer{cli: cli})
 	}
@@ -39,10 +40,21 @@ func newRenewers(cli *clientv3.Client) *renewers {
 // keepAlive renews id on the next stream; a renewal lost because its
 // stream broke under it (etcd ends a stream on any error of any of its
 // renewals) is tried once more on another.
+//
+// A renewal answered "not found" is believed only once the lease's time
+// to live agrees: around a leader change etcd can answer a renewal
+// before the new leader has applied the grant (etcd-io/etcd#13915; a
+// three-member contract test saw a lease of 2 s "not found" 0.6 s after
+// its last renewal), and a host would then drop a lease it still holds.
 func (rs *renewers) keepAlive(ctx context.Context, id int64) error {
 	err := rs.all[rs.next.Add(1)%uint32(len(rs.all))].keepAlive(ctx, id)
 	if errors.Is(err, errStreamEnded) && ctx.Err() == nil {
 		err = rs.all[rs.next.Add(1)%uint32(len(rs.all))].keepAlive(ctx, id)
+	}
+	if errors.Is(err, store.ErrNoLease) && ctx.Err() == nil {
+		if ttl, terr := rs.cli.TimeToLive(ctx, clientv3.LeaseID(id)); terr == nil && ttl.TTL > 0 {
+			err = rs.all[rs.next.Add(1)%uint32(len(rs.all))].keepAlive(ctx, id)
+		}
 	}
 	return err
 }
