@@ -207,18 +207,7 @@ func checkAgentFuzzAnswer(t *testing.T, e agentEndpoint, host string, code int, 
 	case code >= 500:
 		t.Fatalf("%s as %s: %d %s", key, who, code, cut(body))
 	case code >= 300:
-		var ae api.Error
-		if err := json.Unmarshal(body, &ae); err != nil || ae.Code == "" || ae.Message == "" {
-			t.Fatalf("%s as %s: %d with body %s, want an api.Error", key, who, code, cut(body))
-		}
-		if len(ae.Message) > 4096 || len(ae.Field) > 512 {
-			t.Fatalf("%s as %s: an error of %d bytes (field %d): it echoes the input", key, who, len(ae.Message), len(ae.Field))
-		}
-		switch code {
-		case 400, 401, 403, 404, 409, 413:
-		default:
-			t.Fatalf("%s as %s: undocumented status %d %s", key, who, code, cut(body))
-		}
+		checkFuzzError(t, key, who, code, body)
 	case code != e.status && !(code == 204 && e.status == 200):
 		t.Fatalf("%s as %s: %d, but the route documents %d", key, who, code, e.status)
 	}
