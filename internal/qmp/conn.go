@@ -313,12 +313,22 @@ func (c *Conn) write(ctx context.Context, req request, f *os.File) error {
 	}
 	if f == nil {
 		_, err = c.nc.Write(b)
-		return err
+		return peerGone(err)
 	}
 	uc, ok := c.nc.(*net.UnixConn)
 	if !ok {
 		return errors.New("passing a file needs a unix socket")
 	}
 	_, _, err = uc.WriteMsgUnix(b, syscall.UnixRights(int(f.Fd())), nil)
+	return peerGone(err)
+}
+
+// peerGone wraps ErrClosed around a write that failed because QEMU's end
+// is gone (it died or quit), as a read that meets the end says: callers
+// tell a dead QEMU by ErrClosed whichever of the two noticed first.
+func peerGone(err error) error {
+	if err != nil && (errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed)) {
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
 	return err
 }
