@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"sort"
 	"time"
 
 	"github.com/vpool/vpool/internal/lb"
@@ -79,14 +80,21 @@ func (r *reconciler) countBalancers(ctx context.Context, lbs []*model.LoadBalanc
 			count[b.Status.Host]++
 		}
 	}
-	hosts, _ := r.c.hostView()
+	// Only hosts that hold a count or should: a pass with no balancer
+	// anywhere copies no host (it runs on every VM change).
+	have := r.c.balancerCounts(count)
+	names := make([]string, 0, len(have))
+	for name := range have {
+		names = append(names, name)
+	}
+	sort.Strings(names)
 	var errs []error
-	for _, h := range hosts {
-		n := count[h.Name]
-		if h.Balancers == n {
+	for _, name := range names {
+		n := count[name]
+		if have[name] == n {
 			continue
 		}
-		_, err := r.repo.UpdateHost(ctx, h.Name, func(x *model.Host) error {
+		_, err := r.repo.UpdateHost(ctx, name, func(x *model.Host) error {
 			if x.Balancers == n {
 				return state.ErrSkip
 			}
@@ -97,7 +105,7 @@ func (r *reconciler) countBalancers(ctx context.Context, lbs []*model.LoadBalanc
 			return err
 		}
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			errs = append(errs, fmt.Errorf("host %s: balancers: %w", h.Name, err))
+			errs = append(errs, fmt.Errorf("host %s: balancers: %w", name, err))
 		}
 	}
 	return errors.Join(errs...)

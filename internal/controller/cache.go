@@ -674,6 +674,26 @@ func (c *cache) hostView() ([]model.Host, map[string]bool) {
 	return hosts, alive
 }
 
+// balancerCounts returns the Balancers count of every cached host that
+// holds one, or that is named in want (countBalancers: no copy of every
+// host and its usage on each pass).
+func (c *cache) balancerCounts(want map[string]int) map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]int{}
+	for name, h := range c.hosts {
+		if h.Balancers != 0 {
+			out[name] = h.Balancers
+		}
+	}
+	for name := range want {
+		if h := c.hosts[name]; h != nil {
+			out[name] = h.Balancers
+		}
+	}
+	return out
+}
+
 // takeLive returns the hosts whose record or alive key changed since
 // the last call and whether every host must be looked at (a re-list),
 // and empties the liveness journal.

@@ -26,6 +26,7 @@ import (
 // sizes are a run's dimensions, from the environment.
 type sizes struct {
 	hosts, vms, clients, projects int
+	perPost                       int // VMs a POST creates (BenchmarkPlaceEndToEnd; 0 or 1: one by POST /vms)
 	window, settle                time.Duration
 	trace                         *trace.Trace
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,8 +19,11 @@ import (
 )
 
 // BenchmarkPlaceEndToEnd: VPOOL_SCALE_VMS creates through the HTTP API by
-// VPOOL_SCALE_CLIENTS clients, one VM per POST, onto the fleet's hosts
-// while they beat, report usage and run what they are given. It reports
+// VPOOL_SCALE_CLIENTS clients onto the fleet's hosts while they beat,
+// report usage and run what they are given: one VM per POST (per-post=1,
+// the headline), and K VMs per POST to /vms:batch for each K of
+// VPOOL_SCALE_PER_POST (default "1,50"; each row on a stack of its own,
+// the same VMs in the same projects). It reports
 // placed VMs a second (first POST to last placement), the p50 and p99 of
 // create-to-placed (POST sent to placement committed, by the placement
 // event's time) and the hosts used against the packing lower bound. With
@@ -32,18 +36,41 @@ func BenchmarkPlaceEndToEnd(b *testing.B) {
 	needHeavy(b)
 	for _, n := range serverCounts() {
 		b.Run(fmt.Sprintf("servers=%d", n), func(b *testing.B) {
-			sz := readSizes(b)
-			st := startStack(b, n, sz)
-			res := runPlacement(b, st, sz, n > 1 && os.Getenv("VPOOL_SCALE_KILL") != "")
-			b.ReportMetric(res.rate, "placed/s")
-			b.ReportMetric(ms(res.p50), "create-to-placed-p50-ms")
-			b.ReportMetric(ms(res.p99), "create-to-placed-p99-ms")
-			b.ReportMetric(res.packing, "hosts/lower-bound")
-			b.ReportMetric(ms(res.cpuPerVM), "server-cpu-ms/placed")
-			b.Logf("%d VMs by %d clients on %d hosts, %d servers, load %s: %.0f placed/s, p99 %s, %.2f ms of server CPU a VM; %d hosts used, lower bound %d",
-				res.acked, sz.clients, sz.hosts, n, loadAvg(), res.rate, res.p99.Round(time.Millisecond), ms(res.cpuPerVM), res.used, res.bound)
+			for _, k := range perPost(b) {
+				b.Run(fmt.Sprintf("per-post=%d", k), func(b *testing.B) {
+					sz := readSizes(b)
+					sz.perPost = k
+					st := startStack(b, n, sz)
+					res := runPlacement(b, st, sz, n > 1 && os.Getenv("VPOOL_SCALE_KILL") != "")
+					b.ReportMetric(res.rate, "placed/s")
+					b.ReportMetric(ms(res.p50), "create-to-placed-p50-ms")
+					b.ReportMetric(ms(res.p99), "create-to-placed-p99-ms")
+					b.ReportMetric(res.packing, "hosts/lower-bound")
+					b.ReportMetric(ms(res.cpuPerVM), "server-cpu-ms/placed")
+					b.Logf("%d VMs by %d clients, %d a POST, on %d hosts, %d servers, load %s: %.0f placed/s, p99 %s, %.2f ms of server CPU a VM; %d hosts used, lower bound %d",
+						res.acked, sz.clients, k, sz.hosts, n, loadAvg(), res.rate, res.p99.Round(time.Millisecond), ms(res.cpuPerVM), res.used, res.bound)
+				})
+			}
 		})
 	}
+}
+
+// perPost reads VPOOL_SCALE_PER_POST: the VMs a POST creates, one row
+// each (default 1 and 50; at most state.MaxBatch).
+func perPost(tb testing.TB) []int {
+	v := os.Getenv("VPOOL_SCALE_PER_POST")
+	if v == "" {
+		v = "1,50"
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		k, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || k < 1 || k > state.MaxBatch {
+			tb.Fatalf("VPOOL_SCALE_PER_POST: %q is not a number of VMs from 1 to %d", f, state.MaxBatch)
+		}
+		out = append(out, k)
+	}
+	return out
 }
 
 // TestKillLeaderDuringPlacement kills the leading server with SIGKILL while
@@ -81,7 +108,7 @@ func runPlacement(tb testing.TB, st *stack, sz sizes, kill bool) placeResult {
 	time.Sleep(500 * time.Millisecond) // the streams are open
 	var once sync.Once
 	onAck := func(n int) {
-		if kill && n == sz.vms/3 {
+		if kill && n >= sz.vms/3 {
 			once.Do(func() { st.killLeader(ctx) })
 		}
 	}
@@ -134,53 +161,82 @@ func (pl *placements) follow(ctx context.Context, c *client.Client) {
 	}
 }
 
-// create runs the clients: VM i is e-i in projects[i mod len], created by
-// one POST; a failed POST is tried on the next live server (409 there:
-// an earlier attempt was stored after all, so it counts as acknowledged).
+// vmName is VM i's name (its project is the POST's: projects[j mod
+// len] for the j-th POST, so that a POST's VMs share one).
+func vmName(i int) string { return fmt.Sprintf("e-%06d", i) }
+
+// vmIndex is the i of vmName(i) in a project/name key.
+func vmIndex(key string) (int, bool) {
+	_, name, _ := strings.Cut(key, "/")
+	i, err := strconv.Atoi(strings.TrimPrefix(name, "e-"))
+	return i, err == nil && strings.HasPrefix(name, "e-")
+}
+
+// create runs the clients: the j-th POST creates VMs j·K … j·K+K-1
+// (sz.perPost = K; e-i, vmSpec(i)) in projects[j mod len], one VM by
+// POST /vms, several by POST /vms:batch (all or nothing); a failed POST
+// is tried on the next live server (409 there: an earlier attempt was
+// stored after all, so it counts as acknowledged).
 func (pl *placements) create(ctx context.Context, st *stack, sz sizes, projects []string, onAck func(int)) {
 	work := make(chan int)
+	k := max(sz.perPost, 1)
 	var wg sync.WaitGroup
 	for c := range sz.clients {
 		wg.Go(func() {
-			for i := range work {
-				key, t0, ok := pl.createOne(ctx, st, c, i, projects)
+			for j := range work {
+				lo, hi := j*k, min(j*k+k, sz.vms)
+				keys, t0, ok := pl.createPost(ctx, st, c, projects[j%len(projects)], lo, hi)
 				if !ok {
 					continue
 				}
 				pl.mu.Lock()
-				pl.acked[key] = t0
+				for _, key := range keys {
+					pl.acked[key] = t0
+				}
 				n := len(pl.acked)
 				pl.mu.Unlock()
 				onAck(n)
 			}
 		})
 	}
-	for i := range sz.vms {
-		work <- i
+	for j := range (sz.vms + k - 1) / k {
+		work <- j
 	}
 	close(work)
 	wg.Wait()
 }
 
-func (pl *placements) createOne(ctx context.Context, st *stack, c, i int, projects []string) (string, time.Time, bool) {
-	project, name := projects[i%len(projects)], fmt.Sprintf("e-%06d", i)
+// createPost creates VMs lo … hi-1 in project by one POST (/vms for one
+// VM, /vms:batch for more) and returns their keys once acknowledged.
+func (pl *placements) createPost(ctx context.Context, st *stack, c int, project string, lo, hi int) ([]string, time.Time, bool) {
+	var keys []string
+	var batch api.VMBatchRequest
+	for i := lo; i < hi; i++ {
+		keys = append(keys, project+"/"+vmName(i))
+		batch.VMs = append(batch.VMs, api.VMCreateRequest{Name: vmName(i), Spec: vmSpec(i)})
+	}
 	t0 := time.Now()
 	for attempt := range 30 {
 		live := st.live()
 		s := live[(c+attempt)%len(live)]
-		_, err := s.c.CreateVM(ctx, project, api.VMCreateRequest{Name: name, Spec: vmSpec(i)})
+		var err error
+		if len(batch.VMs) == 1 {
+			_, err = s.c.CreateVM(ctx, project, batch.VMs[0])
+		} else {
+			_, err = s.c.CreateVMs(ctx, project, batch)
+		}
 		var ae *api.Error
 		switch {
 		case err == nil:
-			return project + "/" + name, t0, true
+			return keys, t0, true
 		case errors.As(err, &ae) && ae.Code == api.CodeConflict && attempt > 0:
-			return project + "/" + name, t0, true
+			return keys, t0, true
 		case errors.As(err, &ae) && ae.Code != api.CodeUnavailable && ae.Code != api.CodeInternal:
-			return "", t0, false // refused: never acknowledged
+			return nil, t0, false // refused: never acknowledged
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return "", t0, false
+	return nil, t0, false
 }
 
 // wait blocks until every acknowledged VM was seen placed.
@@ -281,11 +337,13 @@ func (st *stack) packing(tb testing.TB, acked map[string]bool, sz sizes) (used, 
 		tb.Fatal(err)
 	}
 	var demand model.Resources
-	for i := range sz.vms {
-		if acked[fmt.Sprintf("p%d/e-%06d", i%sz.projects+1, i)] {
-			spec := vmSpec(i)
-			demand = demand.Add(spec.Demand())
+	for key := range acked {
+		i, ok := vmIndex(key)
+		if !ok {
+			tb.Fatalf("acknowledged VM %q is not one of the benchmark's", key)
 		}
+		spec := vmSpec(i)
+		demand = demand.Add(spec.Demand())
 	}
 	r := model.Ratios{CPU: ratio(pol.Ratios.CPU, 4), Memory: ratio(pol.Ratios.Memory, 1), Disk: ratio(pol.Ratios.Disk, 1)}
 	need := func(d, capacity float64, r float64) int { return int(math.Ceil(d / math.Floor(capacity*r))) }
