@@ -47,8 +47,12 @@ func BenchmarkPlaceEndToEnd(b *testing.B) {
 					b.ReportMetric(ms(res.p99), "create-to-placed-p99-ms")
 					b.ReportMetric(res.packing, "hosts/lower-bound")
 					b.ReportMetric(ms(res.cpuPerVM), "server-cpu-ms/placed")
-					b.Logf("%d VMs by %d clients, %d a POST, on %d hosts, %d servers, load %s: %.0f placed/s, p99 %s, %.2f ms of server CPU a VM; %d hosts used, lower bound %d",
-						res.acked, sz.clients, k, sz.hosts, n, loadAvg(), res.rate, res.p99.Round(time.Millisecond), ms(res.cpuPerVM), res.used, res.bound)
+					b.ReportMetric(ms(res.netPerVM), "server-cpu-ms/placed-over-rest")
+					b.ReportMetric(res.restCores, "server-cores-at-rest")
+					b.ReportMetric(ms(res.testPerVM), "fleet+clients-cpu-ms/placed")
+					b.Logf("%d VMs by %d clients, %d a POST, on %d hosts, %d servers, load %s: %.0f placed/s, p99 %s, %.2f ms of server CPU a VM (%.2f over its %.2f cores at rest; the fleet and clients %.2f ms); %d hosts used, lower bound %d",
+						res.acked, sz.clients, k, sz.hosts, n, loadAvg(), res.rate, res.p99.Round(time.Millisecond), ms(res.cpuPerVM),
+						ms(res.netPerVM), res.restCores, ms(res.testPerVM), res.used, res.bound)
 				})
 			}
 		})
@@ -92,7 +96,21 @@ type placeResult struct {
 	rate, packing      float64
 	p50, p99           time.Duration
 	cpuPerVM           time.Duration // server (and external etcd) CPU per placed VM
+	// netPerVM is cpuPerVM less what the servers spend at rest (restCores,
+	// measured over restWindow before the first POST) over the same time:
+	// the placing's own cost. testPerVM is this process's (the fleet's and
+	// the clients') CPU per placed VM.
+	netPerVM, testPerVM time.Duration
+	restCores           float64
 }
+
+// restWindow is how long the servers' CPU at rest is measured before
+// the creates (placeResult.restCores).
+const restWindow = 5 * time.Second
+
+// profileWindow is how long a CPU profile of the placing lasts (from the
+// first POST).
+const profileWindow = 20 * time.Second
 
 // runPlacement creates sz.vms VMs and waits until every acknowledged one
 // is placed; with kill, the leader dies with SIGKILL a third of the way.
@@ -106,6 +124,18 @@ func runPlacement(tb testing.TB, st *stack, sz sizes, kill bool) placeResult {
 		go pl.follow(ctx, s.c)
 	}
 	time.Sleep(500 * time.Millisecond) // the streams are open
+	// With profiles, the rest window is as long as the placing's profile,
+	// and profiled too: pprof -diff_base rest placing is the placing's.
+	window := restWindow
+	if os.Getenv(envProfile) != "" {
+		window = profileWindow
+	}
+	rest0, restEtcd0 := st.cpu()
+	savedRest := st.startProfiles(tb.Name()+"-rest", window)
+	time.Sleep(window)
+	rest1, restEtcd1 := st.cpu()
+	savedRest()
+	restCores := (rest1 - rest0 + restEtcd1 - restEtcd0) / window.Seconds()
 	var once sync.Once
 	onAck := func(n int) {
 		if kill && n >= sz.vms/3 {
@@ -114,15 +144,22 @@ func runPlacement(tb testing.TB, st *stack, sz sizes, kill bool) placeResult {
 	}
 	first := time.Now()
 	cpu0, etcd0 := st.cpu()
-	saved := st.startProfiles(tb.Name(), 20*time.Second)
+	self0 := cpuSeconds(os.Getpid())
+	saved := st.startProfiles(tb.Name(), profileWindow)
 	pl.create(ctx, st, sz, projects, onAck)
 	pl.wait(tb, st, time.Duration(sz.vms)*10*time.Millisecond+3*time.Minute)
 	res := pl.result(first)
 	cpu1, etcd1 := st.cpu()
+	self1, elapsed := cpuSeconds(os.Getpid()), time.Since(first)
+	res.restCores = restCores
 	if res.acked > 0 {
 		// everything the servers did meanwhile (heartbeats, reports,
 		// controllers included), per VM placed
-		res.cpuPerVM = time.Duration((cpu1 - cpu0 + etcd1 - etcd0) / float64(res.acked) * float64(time.Second))
+		used := cpu1 - cpu0 + etcd1 - etcd0
+		perVM := func(sec float64) time.Duration { return time.Duration(sec / float64(res.acked) * float64(time.Second)) }
+		res.cpuPerVM = perVM(used)
+		res.netPerVM = perVM(max(used-restCores*elapsed.Seconds(), 0))
+		res.testPerVM = perVM(self1 - self0)
 	}
 	saved()
 	if kill {
