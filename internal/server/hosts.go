@@ -282,15 +282,15 @@ func (s *Server) followEvents(w http.ResponseWriter, r *http.Request, p *princip
 	_ = rc.Flush()
 	enc := json.NewEncoder(w)
 	admin := p.clusterAdmin()
-	err := s.repo.FollowEvents(ctx, since, project, func(e model.Event) error {
+	// One flush per group of events that came together (a transaction's,
+	// or several committed at once), not one per event: a flush is a
+	// write to the connection.
+	err := s.repo.FollowEventBatches(ctx, since, project, func(e model.Event) error {
 		if !admin {
 			e.Message = redact(e.Message)
 		}
-		if err := enc.Encode(e); err != nil {
-			return err
-		}
-		return rc.Flush()
-	})
+		return enc.Encode(e)
+	}, rc.Flush)
 	if err != nil && ctx.Err() == nil {
 		s.log.Debug("event stream ended", "err", err)
 	}

@@ -148,12 +148,29 @@ func sortEvents(es []model.Event) {
 // stored, then new ones as they are written) until ctx ends (nil) or fn or
 // the watch fails. project filters as in ListEvents.
 func (r *Repo) FollowEvents(ctx context.Context, since int64, project string, fn func(model.Event) error) error {
+	return r.FollowEventBatches(ctx, since, project, fn, nil)
+}
+
+// FollowEventBatches is FollowEvents that also calls batchEnd (when not
+// nil) after the past events and after each group of events that came
+// together (one watch response: a transaction's, or several committed
+// together), so that a stream can flush once per group instead of once
+// per event.
+func (r *Repo) FollowEventBatches(ctx context.Context, since int64, project string, fn func(model.Event) error, batchEnd func() error) error {
+	if batchEnd == nil {
+		batchEnd = func() error { return nil }
+	}
 	past, rev, err := r.ListEvents(ctx, since, project)
 	if err != nil {
 		return err
 	}
 	for _, e := range past {
 		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	if len(past) > 0 {
+		if err := batchEnd(); err != nil {
 			return err
 		}
 	}
@@ -166,6 +183,7 @@ func (r *Repo) FollowEvents(ctx context.Context, since int64, project string, fn
 			}
 			return fmt.Errorf("state: follow events: %w", resp.Err)
 		}
+		sent := false
 		for _, we := range resp.Events {
 			if we.Type != store.EventPut {
 				continue
@@ -178,6 +196,12 @@ func (r *Repo) FollowEvents(ctx context.Context, since int64, project string, fn
 				continue
 			}
 			if err := fn(e); err != nil {
+				return err
+			}
+			sent = true
+		}
+		if sent {
+			if err := batchEnd(); err != nil {
 				return err
 			}
 		}
