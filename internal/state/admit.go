@@ -61,6 +61,44 @@ func hardGrouped(vms []*model.VM) bool {
 type admitter struct {
 	mu     sync.Mutex
 	queues map[string]*admitQueue
+	// last is, per project, what its last admission committed (admitBase):
+	// the next batch of the project starts from it instead of reading the
+	// project, its usage and the policy again.
+	last map[string]*admitBase
+}
+
+// admitBase is what an admission starts from: the project, its usage and
+// the policy, each with the revision the transaction is guarded on. Read
+// from the store, or kept from the project's last admission (the project
+// and policy as read then, the usage as that transaction wrote it, at its
+// revision): a kept base gone stale (another server's create, a delete, a
+// quota or policy change) fails its guard like a read one that changed
+// since, and the retry reads the store.
+type admitBase struct {
+	p    *model.Project
+	u    model.Usage
+	urev int64
+	pol  model.Policy
+	prev int64
+}
+
+// kept returns project's kept base (nil: none) and forgets it: a batch
+// that fails leaves none, so the next reads the store.
+func (a *admitter) kept(project string) *admitBase {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b := a.last[project]
+	delete(a.last, project)
+	return b
+}
+
+func (a *admitter) keep(project string, b *admitBase) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.last == nil {
+		a.last = map[string]*admitBase{}
+	}
+	a.last[project] = b
 }
 
 // admit queues req in project's queue and, when nobody commits that
@@ -139,17 +177,24 @@ func (r *Repo) admitBatch(ctx context.Context, project string, batch []*admitReq
 			close(req.done)
 		}
 	}()
+	base := r.admits.kept(project)
 	for attempt := 0; attempt < maxAttempts && len(batch) > 0; attempt++ {
 		if err := backoff(ctx, attempt); err != nil {
 			fail(batch, err)
 			return
 		}
-		ok, rev, left, err := r.admitOnce(ctx, project, batch)
+		if attempt > 0 {
+			base = nil // read the store again
+		}
+		ok, rev, left, next, err := r.admitOnce(ctx, project, batch, base)
 		if err != nil {
 			fail(left, err)
 			return
 		}
 		if ok {
+			if next != nil {
+				r.admits.keep(project, next)
+			}
 			for _, req := range left {
 				for _, v := range req.vms {
 					v.Revision = rev
@@ -171,21 +216,40 @@ func fail(reqs []*admitReq, err error) {
 	}
 }
 
-// admitOnce reads the project, its usage and the images, answers the
-// calls that cannot be admitted, and tries one transaction for the rest
-// (left). ok false: a guard failed.
-func (r *Repo) admitOnce(ctx context.Context, project string, batch []*admitReq) (bool, int64, []*admitReq, error) {
+// readBase reads what an admission of project starts from.
+func (r *Repo) readBase(ctx context.Context, project string) (*admitBase, error) {
 	p, err := r.GetProject(ctx, project)
 	if err != nil {
-		return false, 0, batch, err
+		return nil, err
 	}
 	u, urev, err := r.GetUsage(ctx, project)
 	if err != nil {
-		return false, 0, batch, err
+		return nil, err
 	}
-	rg, err := r.reserveGuard(ctx)
+	pol, prev, err := r.GetPolicy(ctx)
 	if err != nil {
-		return false, 0, batch, err
+		return nil, err
+	}
+	return &admitBase{p: p, u: u, urev: urev, pol: pol, prev: prev}, nil
+}
+
+// admitOnce starts from base (nil: reads the project, its usage and the
+// policy), reads the images, answers the calls that cannot be admitted,
+// and tries one transaction for the rest (left), guarded on base's
+// revisions. ok false: a guard failed. next is the base the next
+// admission of the project may start from (after a commit).
+func (r *Repo) admitOnce(ctx context.Context, project string, batch []*admitReq, base *admitBase) (bool, int64, []*admitReq, *admitBase, error) {
+	if base == nil {
+		b, err := r.readBase(ctx, project)
+		if err != nil {
+			return false, 0, batch, nil, err
+		}
+		base = b
+	}
+	p, u, urev := base.p, base.u, base.urev
+	rg, err := r.reserveGuardFor(ctx, base.pol, base.prev)
+	if err != nil {
+		return false, 0, batch, nil, err
 	}
 	conds := []store.Cond{store.IfRev(store.ProjectKey(project), p.Revision), store.IfRev(store.UsageKey(project), urev)}
 	conds = append(conds, rg.conds...)
@@ -230,12 +294,15 @@ func (r *Repo) admitOnce(ctx context.Context, project string, batch []*admitReq)
 		left = append(left, req)
 	}
 	if len(left) == 0 {
-		return true, 0, nil, nil
+		return true, 0, nil, nil, nil
 	}
 	ops = append(ops, store.Put(store.UsageKey(project), encode(u)))
 	ops = append(ops, rg.ops...)
 	ok, rev, err := r.txn(ctx, conds, ops)
-	return ok, rev, left, err
+	if !ok || err != nil {
+		return ok, rev, left, nil, err
+	}
+	return true, rev, left, &admitBase{p: p, u: u, urev: rev, pol: base.pol, prev: base.prev}, nil
 }
 
 // dropTaken answers, after a lost transaction, the calls naming a VM that

@@ -54,6 +54,12 @@ func (r *Repo) reserveGuard(ctx context.Context) (*reserveGuard, error) {
 	if err != nil {
 		return nil, err
 	}
+	return r.reserveGuardFor(ctx, pol, prev)
+}
+
+// reserveGuardFor is reserveGuard with the policy already read (at
+// revision prev; 0: none stored).
+func (r *Repo) reserveGuardFor(ctx context.Context, pol model.Policy, prev int64) (*reserveGuard, error) {
 	g := &reserveGuard{conds: []store.Cond{store.IfRev(store.PolicyKey, prev)}}
 	n := pol.HAPolicy().TolerateHostFailures
 	c := r.reserve.Load()
