@@ -287,6 +287,9 @@ func (fs *fakeServer) status(w http.ResponseWriter, r *http.Request) {
 		if rep.Disks != nil {
 			vm.Status.Disks = rep.Disks // as the server keeps them
 		}
+		if rep.Watchdog != nil {
+			vm.Status.Watchdog = rep.Watchdog
+		}
 	}
 	fs.bumpLocked(vm)
 	if rep.Gone {
