@@ -282,11 +282,11 @@ func (pl *placements) wait(tb testing.TB, st *stack, within time.Duration) {
 	deadline := time.After(within)
 	for {
 		pl.mu.Lock()
-		missing := ""
+		missing, nMissing := "", 0
 		for k := range pl.acked {
 			if _, ok := pl.placed[k]; !ok {
 				missing = k
-				break
+				nMissing++
 			}
 		}
 		n := len(pl.acked)
@@ -301,10 +301,10 @@ func (pl *placements) wait(tb testing.TB, st *stack, within time.Duration) {
 			p, name, _ := strings.Cut(missing, "/")
 			vm, err := st.live()[0].c.GetVM(context.Background(), p, name)
 			if err == nil {
-				tb.Fatalf("VM %s (of %d acknowledged) not seen placed after %s: phase %s host %q: %s", missing, n, within,
+				tb.Fatalf("%d of %d acknowledged VMs not seen placed after %s, among them %s: phase %s host %q: %s", nMissing, n, within, missing,
 					vm.Status.Phase, vm.Status.Host, vm.Status.Message)
 			}
-			tb.Fatalf("VM %s (of %d acknowledged) not placed after %s: %v", missing, n, within, err)
+			tb.Fatalf("%d of %d acknowledged VMs not seen placed after %s, among them %s: %v", nMissing, n, within, missing, err)
 		}
 	}
 }
