@@ -65,7 +65,16 @@ type admitter struct {
 	// the next batch of the project starts from it instead of reading the
 	// project, its usage and the policy again.
 	last map[string]*admitBase
+	// skip counts, per project, the admissions that read the store
+	// instead of starting from a kept base, after a kept base lost its
+	// guard: where other servers create in the same project a kept base
+	// is mostly stale, and a lost guard costs a transaction.
+	skip map[string]int
 }
+
+// skipAfterMiss is how many admissions of a project read the store after
+// a kept base of it lost its guard.
+const skipAfterMiss = 16
 
 // admitBase is what an admission starts from: the project, its usage and
 // the policy, each with the revision the transaction is guarded on. Read
@@ -82,14 +91,32 @@ type admitBase struct {
 	prev int64
 }
 
-// kept returns project's kept base (nil: none) and forgets it: a batch
-// that fails leaves none, so the next reads the store.
+// kept returns project's kept base (nil: none, or one is not to be used
+// now) and forgets it: a batch that fails leaves none, so the next reads
+// the store.
 func (a *admitter) kept(project string) *admitBase {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	b := a.last[project]
 	delete(a.last, project)
+	if a.skip[project] > 0 {
+		a.skip[project]--
+		if a.skip[project] == 0 {
+			delete(a.skip, project)
+		}
+		return nil
+	}
 	return b
+}
+
+// missed notes that project's kept base lost its guard.
+func (a *admitter) missed(project string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.skip == nil {
+		a.skip = map[string]int{}
+	}
+	a.skip[project] = skipAfterMiss
 }
 
 func (a *admitter) keep(project string, b *admitBase) {
@@ -184,6 +211,9 @@ func (r *Repo) admitBatch(ctx context.Context, project string, batch []*admitReq
 			return
 		}
 		if attempt > 0 {
+			if base != nil {
+				r.admits.missed(project)
+			}
 			base = nil // read the store again
 		}
 		ok, rev, left, next, err := r.admitOnce(ctx, project, batch, base)

@@ -72,8 +72,15 @@ func TestAdmissionStartsFromItsLastCommit(t *testing.T) {
 	if err := create(a, "v3"); err != nil {
 		t.Fatal(err)
 	}
+	// After a kept base lost its guard the next admissions read the store
+	// (other servers create in this project: a kept base would mostly
+	// cost a lost transaction).
+	cs.take()
 	if err := create(a, "v4"); !errors.Is(err, ErrQuotaExceeded) {
 		t.Fatalf("the sixth VM of a 5-VM quota: %v, want ErrQuotaExceeded", err)
+	}
+	if n := cs.take()[store.UsageKey("p")]; n == 0 {
+		t.Fatal("the admission after a lost guard did not read the usage from the store")
 	}
 	if u, _, _ := a.GetUsage(ctx, "p"); u.VMs != 5 {
 		t.Fatalf("usage %d VMs, want 5", u.VMs)
