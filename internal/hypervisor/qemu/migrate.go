@@ -64,6 +64,7 @@ type outgoing struct {
 	doneSent bool
 	postcopy bool // switched to post-copy
 	lowStart bool // pre-copy starts at DowntimeTarget (lowStartSafe)
+	channels int  // multifd channels asked for (1: a single stream)
 	res      hypervisor.MigrationResult
 	lastRep  time.Time
 	// stops delivers the source's STOP events from the start of the
@@ -108,6 +109,9 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 	}
 	m := &outgoing{d: d, v: v, p: p, a: a, opts: opts, progress: progress, start: d.clock.Now(),
 		lowStart: lowStartSafe(d.accel, d.qemuVersion(ctx))}
+	if m.channels, err = multifdChannels(opts, d.cfg.MigrationMultifdChannels); err != nil {
+		return m.res, fmt.Errorf("qemu: migrate %s: %w", id, err)
+	}
 	m.tlsDir = opts.TLSDir
 	if m.tlsDir == "" {
 		m.tlsDir = d.migrationTLSDir()
@@ -164,7 +168,7 @@ func (m *outgoing) run(ctx context.Context) error {
 	m.running = st.Running
 	m.ticks = watchTicks(m.d.SerialLog(m.v.rec.Config.ID), true, m.d.clock.Now)
 	postcopy := m.opts.AllowPostCopy && !m.opts.NoEscalation
-	if err := m.prepare(ctx, ctlMsg{PostCopy: postcopy}); err != nil {
+	if err := m.prepare(ctx, ctlMsg{PostCopy: postcopy, Multifd: m.channels}); err != nil {
 		return err
 	}
 	if err := m.setup(ctx, postcopy); err != nil {
@@ -201,6 +205,8 @@ func (m *outgoing) setup(ctx context.Context, postcopy bool) error {
 		{"capability": "auto-converge", "state": !m.opts.NoEscalation},
 		{"capability": "postcopy-ram", "state": postcopy},
 	}
+	mfCap, mfParams := multifdSetup(m.res.MultifdChannels)
+	caps = append(caps, mfCap)
 	if err := q.Execute(ctx, "migrate-set-capabilities", qmp.Args{"capabilities": caps}, nil); err != nil {
 		return err
 	}
@@ -208,6 +214,9 @@ func (m *outgoing) setup(ctx context.Context, postcopy bool) error {
 		"downtime-limit": startDowntime(m.opts, m.lowStart).Milliseconds(), // the converger raises it to DowntimeLimit
 		"max-bandwidth":  m.opts.BandwidthBps,
 		"tls-creds":      "", "tls-hostname": "",
+	}
+	for k, v := range mfParams {
+		params[k] = v
 	}
 	if !m.opts.NoEscalation { // auto-converge on, but inert until its stage
 		params["cpu-throttle-initial"], params["cpu-throttle-increment"], params["max-cpu-throttle"] = throttleInert, 1, throttleInert
@@ -496,6 +505,14 @@ func (m *outgoing) prepare(ctx context.Context, msg ctlMsg) error {
 	}
 	if m.a.mig == 0 && !msg.Cold {
 		return fmt.Errorf("qemu: the migration target named no port for the memory stream")
+	}
+	if !msg.Cold {
+		// The target says the channels it set; one that does not (an
+		// older driver) listens for a single stream.
+		m.res.MultifdChannels = 1
+		if msg.Multifd > 1 && rep.Multifd == msg.Multifd {
+			m.res.MultifdChannels = msg.Multifd
+		}
 	}
 	m.shared = rep.Disks
 	for name := range m.shared {
