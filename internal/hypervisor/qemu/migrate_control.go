@@ -49,20 +49,20 @@ const (
 
 // ctlMsg is a control request or reply.
 type ctlMsg struct {
-	Op       string            `json:"op,omitempty"`
-	Key      string            `json:"key,omitempty"`
-	PostCopy bool              `json:"postcopy,omitempty"`
-	Cold     bool              `json:"cold,omitempty"`  // a stopped VM: disks only, no memory stream
+	Op       string `json:"op,omitempty"`
+	Key      string `json:"key,omitempty"`
+	PostCopy bool   `json:"postcopy,omitempty"`
+	Cold     bool   `json:"cold,omitempty"` // a stopped VM: disks only, no memory stream
 	// Multifd: prepare's multifd channels (0, 1: a single stream); the
 	// answer repeats them once the target has set them.
-	Multifd int `json:"multifd,omitempty"`
-	Disks    map[string]string `json:"disks,omitempty"` // disk name → active layer file
-	Want     int               `json:"want,omitempty"`
-	Port     int               `json:"port,omitempty"` // prepare's answer: the memory stream's port
-	Now      int64             `json:"now,omitempty"`  // unix ns
-	Ticks    []Tick            `json:"ticks,omitempty"`
-	OK       bool              `json:"ok,omitempty"`
-	Error    string            `json:"error,omitempty"`
+	Multifd int               `json:"multifd,omitempty"`
+	Disks   map[string]string `json:"disks,omitempty"` // disk name → active layer file
+	Want    int               `json:"want,omitempty"`
+	Port    int               `json:"port,omitempty"` // prepare's answer: the memory stream's port
+	Now     int64             `json:"now,omitempty"`  // unix ns
+	Ticks   []Tick            `json:"ticks,omitempty"`
+	OK      bool              `json:"ok,omitempty"`
+	Error   string            `json:"error,omitempty"`
 }
 
 // migAddr is MigrateIn's answer:
