@@ -170,6 +170,11 @@ type Driver struct {
 	// or StateDir/migration-tls once SetMigrationIdentity wrote it.
 	migTLS atomic.Pointer[string]
 
+	// streamBw is what one migration stream of this host last moved
+	// (bytes/s; 0: not measured yet): the choice of multifd channels
+	// weighs a guest's dirty rate against it (migrate_multifd.go).
+	streamBw atomic.Int64
+
 	// backups holds the ids of VMs with an open backup or restore
 	// session (backup.go).
 	backups sync.Map

@@ -65,6 +65,7 @@ type outgoing struct {
 	postcopy bool // switched to post-copy
 	lowStart bool // pre-copy starts at DowntimeTarget (lowStartSafe)
 	channels int  // multifd channels asked for (1: a single stream)
+	choose   bool // ... or at most: chooseChannels decides (migrate_multifd.go)
 	res      hypervisor.MigrationResult
 	lastRep  time.Time
 	// stops delivers the source's STOP events from the start of the
@@ -109,9 +110,11 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 	}
 	m := &outgoing{d: d, v: v, p: p, a: a, opts: opts, progress: progress, start: d.clock.Now(),
 		lowStart: lowStartSafe(d.accel, d.qemuVersion(ctx))}
-	if m.channels, err = multifdChannels(opts, d.cfg.MigrationMultifdChannels); err != nil {
+	var fixed bool
+	if m.channels, fixed, err = multifdChannels(opts, d.cfg.MigrationMultifdChannels); err != nil {
 		return m.res, fmt.Errorf("qemu: migrate %s: %w", id, err)
 	}
+	m.choose = !fixed
 	m.tlsDir = opts.TLSDir
 	if m.tlsDir == "" {
 		m.tlsDir = d.migrationTLSDir()
@@ -168,6 +171,9 @@ func (m *outgoing) run(ctx context.Context) error {
 	m.running = st.Running
 	m.ticks = watchTicks(m.d.SerialLog(m.v.rec.Config.ID), true, m.d.clock.Now)
 	postcopy := m.opts.AllowPostCopy && !m.opts.NoEscalation
+	if m.choose {
+		m.chooseChannels(ctx)
+	}
 	if err := m.prepare(ctx, ctlMsg{PostCopy: postcopy, Multifd: m.channels}); err != nil {
 		return err
 	}
@@ -266,6 +272,13 @@ func (m *outgoing) transfer(ctx context.Context) (migInfo, error) {
 	sub := m.p.qmp.Subscribe("MIGRATION")
 	defer sub.Close()
 	conv := newConverger(m.opts, m.lowStart)
+	if m.res.MultifdChannels == 1 {
+		defer func() { // what one stream moves, for the next choice
+			if bw := conv.streamBandwidth(); bw > 0 {
+				m.d.streamBw.Store(bw)
+			}
+		}()
+	}
 	stage := hypervisor.MigrationStagePreCopy
 	m.res.Stage = stage
 	began := m.d.clock.Now()
@@ -356,6 +369,9 @@ func (m *outgoing) escalate(ctx context.Context, dec decision) error {
 	}
 	if dec.throttle > 0 {
 		params["max-cpu-throttle"], params["cpu-throttle-initial"], params["cpu-throttle-increment"] = throttleMax, dec.throttle, throttleStep
+	}
+	if dec.ceiling > 0 { // QEMU raises the throttle by its increment up to it
+		params["max-cpu-throttle"], params["cpu-throttle-increment"] = dec.ceiling, dec.ceiling-throttleMax
 	}
 	if len(params) > 0 {
 		if err := q.Execute(ctx, "migrate-set-parameters", params, nil); err != nil {

@@ -53,7 +53,7 @@ type ctlMsg struct {
 	Key      string `json:"key,omitempty"`
 	PostCopy bool   `json:"postcopy,omitempty"`
 	Cold     bool   `json:"cold,omitempty"` // a stopped VM: disks only, no memory stream
-	// Multifd: prepare's multifd channels (0, 1: a single stream); the
+	// Multifd is prepare's multifd channels (0, 1: a single stream); the
 	// answer repeats them once the target has set them.
 	Multifd int               `json:"multifd,omitempty"`
 	Disks   map[string]string `json:"disks,omitempty"` // disk name → active layer file

@@ -75,11 +75,15 @@ const (
 	// A throttle of p stops the vCPU for 10 ms × p/(1-p) at a time
 	// (QEMU's cpu-throttle), which the guest sees as standing still: 90 ms
 	// at 90 %, 990 ms at 99 %; so throttleMax is 90, within the guest gap
-	// SLO, and a guest that does not converge there fails at the cap (or
-	// switches to post-copy when it may).
+	// SLO. A guest that does not converge there gets one last step, the
+	// ceiling raised to throttleFinal (190 ms at a time at 95 %: with the
+	// switchover and a loaded host's wait for the CPU still within the
+	// 1 s guest gap), and then fails at the cap (or switches to post-copy
+	// when it may, before the last step).
 	throttleStart = 30
 	throttleStep  = 20
 	throttleMax   = 90
+	throttleFinal = 95
 	throttleInert = 1
 	// throttleSaturated is where throttling starts when the dirty rate is
 	// saturated (unknown, above the measured one).
@@ -184,6 +188,7 @@ type converger struct {
 	capped     time.Duration // capLimit(o.DowntimeLimit)
 	bandwidth  int64         // max-bandwidth
 	throttling bool
+	ceiling    int // max-cpu-throttle once throttling
 	escalated  int // escalations so far
 
 	// Pass bookkeeping.
@@ -211,6 +216,7 @@ type decision struct {
 	downtime  time.Duration // downtime-limit
 	bandwidth int64         // max-bandwidth
 	throttle  int           // start auto-converge at this percent
+	ceiling   int           // raise auto-converge's ceiling to this percent
 	postcopy  bool          // migrate-start-postcopy
 }
 
@@ -270,7 +276,7 @@ func (c *converger) passEnded(s migSample) string {
 	c.sinceStep++
 	// Auto-converge needs passes to raise the throttle: a stall only
 	// counts once the throttle is at its ceiling.
-	ramping := c.throttling && s.Throttle < throttleMax
+	ramping := c.throttling && s.Throttle < c.ceiling
 	switch {
 	case c.best == 0 || s.Remaining < c.best*9/10:
 		c.best, c.stall = s.Remaining, 0
@@ -333,11 +339,18 @@ func (c *converger) plan(s migSample, why string) decision {
 			d.reason += fmt.Sprintf("; post-copy: even throttled the rest needs %s passes to fit in %v", passes(slow), c.capped)
 		}
 	case !c.throttling:
-		c.throttling = true
+		c.throttling, c.ceiling = true, throttleMax
 		d.next, d.throttle = hypervisor.MigrationStageAutoConverge, need
 		if saturated {
 			d.reason += "; the guest rewrites its working set every pass: its true rate is higher"
 		}
+	case c.ceiling < throttleFinal:
+		// The last step: a throttle whose stops (throttleStop) the guest
+		// still sees as a pause within the SLO, for a guest that outran
+		// throttleMax.
+		d.next, d.ceiling, c.ceiling = hypervisor.MigrationStageAutoConverge, throttleFinal, throttleFinal
+		d.reason += fmt.Sprintf("; throttle ceiling %d%% → %d%% (the guest stops %v at a time)",
+			throttleMax, throttleFinal, throttleStop(throttleFinal))
 	default:
 		reason := fmt.Sprintf("did not converge within the %v downtime cap after stage %s: %s", c.o.DowntimeLimit, c.stage, why)
 		if !c.o.AllowPostCopy {
@@ -365,6 +378,12 @@ func neededThrottle(s migSample, prevRem int64) (int, bool) {
 		need = max(need, throttleSaturated)
 	}
 	return min(max(need, throttleStart), throttleMax), saturated
+}
+
+// throttleStop is how long QEMU's cpu-throttle stops a vCPU at a time at
+// pct percent: 10 ms × pct/(100-pct).
+func throttleStop(pct int) time.Duration {
+	return 10 * time.Millisecond * time.Duration(pct) / time.Duration(100-pct)
 }
 
 // maxPasses is how many more pre-copy passes are worth waiting for.
@@ -408,6 +427,16 @@ func (c *converger) switchoverBandwidth() int64 {
 		return 0
 	}
 	return int64(float64(slices.Min(c.recentBw)) * switchoverShare)
+}
+
+// streamBandwidth is the highest median bandwidth of the last passes
+// (0 before a pass has ended): what the stream moved, for the next
+// migration's choice of channels.
+func (c *converger) streamBandwidth() int64 {
+	if len(c.recentBw) == 0 {
+		return 0
+	}
+	return slices.Max(c.recentBw)
 }
 
 // fits is how many bytes a stream of bw bytes/s sends in d.

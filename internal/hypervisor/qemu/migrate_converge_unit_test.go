@@ -20,6 +20,7 @@ func TestConverger(t *testing.T) {
 		downtime  time.Duration
 		bandwidth int64
 		throttle  int
+		ceiling   int
 		postcopy  bool
 	}
 	type step struct {
@@ -95,13 +96,25 @@ func TestConverger(t *testing.T) {
 			{pass(1, 1, 256, 160, 170, 0), want{}},
 			{pass(2, 2, 64, 160, 170, 0), want{next: ac, downtime: cap, throttle: 47}},
 			{pass(3, 3, 64, 160, 170, 67), want{}},
-			{pass(4, 4, 64, 160, 170, 99), want{next: "fail", why: "within the 300ms downtime cap after stage auto-converge"}},
+			{pass(4, 4, 64, 160, 170, 90), want{next: ac, ceiling: throttleFinal, why: "throttle ceiling 90% → 95% (the guest stops 190ms at a time)"}},
+			{pass(5, 5, 64, 160, 170, 90), want{}}, // ramping to the new ceiling
+			{pass(6, 6, 64, 160, 170, 95), want{next: "fail", why: "within the 300ms downtime cap after stage auto-converge"}},
+		}},
+		{"the last throttle step lets a guest that outran 90% converge", hypervisor.MigrateOptions{}, []step{
+			{pass(1, 1, 256, 300, 300, 0), want{}},
+			{pass(2, 2, 250, 300, 300, 0), want{next: ac, downtime: cap, throttle: throttleSaturated}},
+			{pass(3, 3, 250, 300, 300, 80), want{}},
+			{pass(4, 4, 250, 300, 300, 90), want{next: ac, ceiling: throttleFinal}},
+			{pass(5, 5, 150, 150, 300, 95), want{}},
+			{pass(6, 6, 60, 80, 300, 95), want{}},
 		}},
 		{"the failure says how to move such a guest", hypervisor.MigrateOptions{}, []step{
 			{pass(1, 1, 256, 300, 300, 0), want{}},
 			{pass(2, 2, 250, 300, 300, 0), want{next: ac, downtime: cap, throttle: throttleSaturated}},
 			{pass(3, 3, 250, 300, 300, 70), want{}},
-			{pass(4, 4, 250, 300, 300, 90), want{next: "fail", why: "allow post-copy (spec.migration.allowPostCopy) or raise the downtime limit"}},
+			{pass(4, 4, 250, 300, 300, 90), want{next: ac, ceiling: throttleFinal}},
+			{pass(5, 5, 250, 300, 300, 95), want{}}, // one pass for the step to act
+			{pass(6, 6, 250, 300, 300, 95), want{next: "fail", why: "allow post-copy (spec.migration.allowPostCopy) or raise the downtime limit"}},
 		}},
 		{"memory not shrinking while the figures look fine: the stall rule", hypervisor.MigrateOptions{}, []step{
 			{pass(1, 1, 256, 10, 170, 0), want{}}, {pass(2, 2, 250, 10, 170, 0), want{}}, {pass(3, 3, 250, 10, 170, 0), want{}},
@@ -131,14 +144,14 @@ func TestConverger(t *testing.T) {
 			d, ok := c.observe(st.s)
 			got := want{}
 			if ok {
-				got = want{next: d.next, downtime: d.downtime, bandwidth: d.bandwidth, throttle: d.throttle, postcopy: d.postcopy}
+				got = want{next: d.next, downtime: d.downtime, bandwidth: d.bandwidth, throttle: d.throttle, ceiling: d.ceiling, postcopy: d.postcopy}
 				if d.fail {
 					got.next = "fail"
 				}
 			}
 			w := st.w
 			if got.next != w.next || !strings.Contains(d.reason, w.why) || (w.next != "fail" &&
-				(got.downtime != w.downtime || got.bandwidth != w.bandwidth || got.throttle != w.throttle || got.postcopy != w.postcopy)) {
+				(got.downtime != w.downtime || got.bandwidth != w.bandwidth || got.throttle != w.throttle || got.ceiling != w.ceiling || got.postcopy != w.postcopy)) {
 				t.Fatalf("%s: step %d: got %+v (reason %q), want %+v", tc.name, i, got, d.reason, w)
 			}
 		}
