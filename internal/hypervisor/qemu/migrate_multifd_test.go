@@ -144,6 +144,6 @@ func TestMigrationMultifdPrepare(t *testing.T) {
 	if rep, err := cc2.call(ctlMsg{Op: "prepare", Key: a2.key, Multifd: 2, PostCopy: true}, time.Minute); err == nil || !strings.Contains(err.Error(), "post-copy") {
 		t.Fatalf("prepare with multifd and post-copy = %+v, %v; want a refusal naming post-copy", rep, err)
 	}
-	mustDo(t, "abort", func() error { _, err := cc.call(ctlMsg{Op: "abort"}, time.Minute); return err }())
+	cc.call(ctlMsg{Op: "abort"}, time.Minute) // the answer may not come: the copy goes first
 	waitGone(t, dst, cfg.ID)
 }
