@@ -71,7 +71,8 @@ func (d *Driver) cleanLeftovers(ctx context.Context, v *vm, p *process) {
 		}
 	}
 	if mi.Status != "none" && mi.Status != "" {
-		caps := []qmp.Args{{"capability": "auto-converge", "state": false}, {"capability": "postcopy-ram", "state": false}}
+		caps := []qmp.Args{{"capability": "auto-converge", "state": false}, {"capability": "postcopy-ram", "state": false},
+			{"capability": "multifd", "state": false}} // a memory snapshot to a file refuses multifd
 		q.Execute(ctx, "migrate-set-capabilities", qmp.Args{"capabilities": caps}, nil)
 		q.Execute(ctx, "migrate-set-parameters", qmp.Args{"tls-creds": "", "tls-hostname": "", "max-cpu-throttle": throttleMax}, nil)
 	}
