@@ -14,9 +14,13 @@ for a in "$@"; do
 	prev=$a
 done
 if [ -n "$dir" ]; then
+	# Debian's QEMU traces to the log (-D), not to a trace file.
 	exec qemu-system-x86_64 "$@" -msg timestamp=on \
-		-trace "enable=vmstate_downtime_*,file=${VPOOL_TRACE_DIR:-/tmp}/$(date +%H%M%S)-$$.log" \
+		-D "${VPOOL_TRACE_DIR:-/tmp}/$(date +%H%M%S)-$$.log" \
+		-trace "enable=vmstate_downtime_*" \
 		-trace enable=vm_stop_flush_all -trace enable=migration_completion_vm_stop \
-		-trace enable=multifd_send_sync_main -trace enable=savevm_send_switchover_start
+		-trace enable=multifd_send_sync_main -trace enable=savevm_send_switchover_start \
+		-trace enable=vm_state_notify -trace enable=nbd_send_request \
+		-trace enable=nbd_receive_simple_reply -trace enable=nbd_co_receive_request_decode_type
 fi
 exec qemu-system-x86_64 "$@"
