@@ -272,6 +272,9 @@ func (m *outgoing) transfer(ctx context.Context) (migInfo, error) {
 	sub := m.p.qmp.Subscribe("MIGRATION")
 	defer sub.Close()
 	conv := newConverger(m.opts, m.lowStart)
+	if m.res.MultifdChannels > 1 {
+		conv.overChannels()
+	}
 	if m.res.MultifdChannels == 1 {
 		defer func() { // what one stream moves, for the next choice
 			if bw := conv.streamBandwidth(); bw > 0 {

@@ -218,3 +218,45 @@ func TestStartDowntime(t *testing.T) {
 		t.Fatalf("DowntimeTarget %v must stay below the default limit %v", DowntimeTarget, DefaultDowntimeLimit)
 	}
 }
+
+// TestMultifdKeepsALargerReserve: over several channels the downtime
+// limit QEMU is given stays a quarter of the cap (at most 75 ms) under
+// it, whatever the escalation does; a single stream keeps 25 ms.
+func TestMultifdKeepsALargerReserve(t *testing.T) {
+	for _, tc := range []struct {
+		cap, single, multi time.Duration
+	}{
+		{300 * time.Millisecond, 275 * time.Millisecond, 225 * time.Millisecond},
+		{1000 * time.Millisecond, 975 * time.Millisecond, 925 * time.Millisecond},
+		{100 * time.Millisecond, 80 * time.Millisecond, 75 * time.Millisecond},
+	} {
+		if got := capLimit(tc.cap); got != tc.single {
+			t.Errorf("capLimit(%v) = %v, want %v", tc.cap, got, tc.single)
+		}
+		if got := multifdCapLimit(tc.cap); got != tc.multi {
+			t.Errorf("multifdCapLimit(%v) = %v, want %v", tc.cap, got, tc.multi)
+		}
+	}
+	c := newConverger(migrateDefaults(hypervisor.MigrateOptions{}), false)
+	c.overChannels()
+	if c.downtime != 225*time.Millisecond {
+		t.Fatalf("over channels pre-copy starts at %v, want 225ms", c.downtime)
+	}
+	// a busy guest walks the ladder: no step sets more than the reserve allows
+	rem := int64(400 << 20)
+	for i := 1; i < 60; i++ {
+		d, ok := c.observe(migSample{Elapsed: time.Duration(i) * 500 * time.Millisecond, Iteration: int64(i), Remaining: rem, DirtyRate: 300 << 20, Bandwidth: 200 << 20})
+		if ok && d.downtime > 225*time.Millisecond {
+			t.Fatalf("step %d set downtime-limit %v over channels, above 225ms", i, d.downtime)
+		}
+		if d.fail {
+			break
+		}
+	}
+	// the defaults' fixed limit is not touched
+	f := newConverger(migrateDefaults(hypervisor.MigrateOptions{NoEscalation: true}), false)
+	f.overChannels()
+	if f.downtime != DefaultDowntimeLimit {
+		t.Fatalf("a fixed migration over channels: %v, want %v", f.downtime, DefaultDowntimeLimit)
+	}
+}
