@@ -105,6 +105,7 @@ func agentCmd() *cobra.Command {
 	machine := f.String("machine", "", "guest machine type of a qemu host, the same on every host so running VMs can move (e.g. pc-q35-7.2 while some hosts still run QEMU 7.2; default: q35, this QEMU's newest)")
 	vmsShares := f.Int("vm-cpu-shares", 0, "CPU weight of the cgroup holding every VM of a qemu host against the host's other processes, in cgroup v1 shares (1024 = one busy process; default 1024 × host CPUs)")
 	migBoost := f.Int("migration-cpu-boost", 0, "factor by which a live migration raises the CPU weight of the VMs' group and of the migrating VM on both hosts while it needs the CPU (default 8; 1 turns it off)")
+	migChannels := f.Int("migration-multifd-channels", 0, "connections an outgoing live migration uses when the guest dirties memory faster than one stream would converge (multifd; not with post-copy; default 2 on a host with 2 or more CPUs; 1 turns it off)")
 	var netOpts devenv.NetOptions
 	f.StringVar(&netOpts.Overlay, "overlay-address", "", "this host's VXLAN underlay address: the host serves vpool networks (needs root, iproute2, nftables; dnsmasq-base for DHCP)")
 	f.IntVar(&netOpts.UnderlayMTU, "underlay-mtu", 1500, "MTU of the underlay path between hosts (a VXLAN network needs its MTU + 50)")
@@ -144,7 +145,8 @@ func agentCmd() *cobra.Command {
 		a, drv, kind, err := devenv.NewAgent(devenv.AgentConfig{
 			ServerURL: *srvURL, JoinToken: tok, StateDir: *stateDir, HostName: *name, Labels: lab, Address: *address, Networks: *networks, Net: netCfg,
 			Driver: devenv.DriverOptions{Kind: *driver, SimCPUs: *simCPUs, SimMemory: mem, SimDisk: disk, SimMigrateDelay: *simMigrate, QEMU: qemuDriver, Pools: poolDirs,
-				CPUModel: *cpuModel, Machine: *machine, VMsCPUShares: *vmsShares, MigrationCPUBoost: *migBoost},
+				CPUModel: *cpuModel, Machine: *machine, VMsCPUShares: *vmsShares, MigrationCPUBoost: *migBoost,
+				MigrationMultifdChannels: *migChannels},
 			Logger: log, Version: version,
 		})
 		if err != nil {

@@ -56,7 +56,8 @@ func logFlagsAt(cmd *cobra.Command, def string) func() (*slog.Logger, error) {
 // qemuDriver is the QEMU driver factory handed to devenv.
 func qemuDriver(o devenv.QEMUOptions) (hypervisor.Driver, error) {
 	return qemu.New(qemu.Config{StateDir: o.StateDir, HostID: o.HostID, Logger: o.Logger, Pools: o.Pools, MigrationHost: o.MigrationHost,
-		CPUModel: o.CPUModel, Machine: o.Machine, VMsCPUShares: o.VMsCPUShares, MigrationCPUBoost: o.MigrationCPUBoost})
+		CPUModel: o.CPUModel, Machine: o.Machine, VMsCPUShares: o.VMsCPUShares, MigrationCPUBoost: o.MigrationCPUBoost,
+		MigrationMultifdChannels: o.MigrationMultifdChannels})
 }
 
 func splitList(s string) []string {

@@ -57,6 +57,9 @@ type QEMUOptions struct {
 	// driver's defaults; docs/migration-slo.md).
 	VMsCPUShares      int
 	MigrationCPUBoost int
+	// MigrationMultifdChannels: the connections a busy guest's outgoing
+	// migration uses (0: the driver's default).
+	MigrationMultifdChannels int
 }
 
 // DriverOptions choose and configure a host's driver.
@@ -86,9 +89,10 @@ type DriverOptions struct {
 	CPUModel      string
 	Machine       string
 	// VMsCPUShares and MigrationCPUBoost go to the QEMU driver too.
-	VMsCPUShares      int
-	MigrationCPUBoost int
-	Logger            *slog.Logger
+	VMsCPUShares             int
+	MigrationCPUBoost        int
+	MigrationMultifdChannels int
+	Logger                   *slog.Logger
 }
 
 // QEMUInstalled says whether qemu-system-x86_64 is in PATH.
@@ -126,7 +130,7 @@ func OpenDriver(o DriverOptions) (hypervisor.Driver, string, error) {
 		}
 		d, err := o.QEMU(QEMUOptions{StateDir: filepath.Join(o.StateDir, "qemu"), HostID: o.HostName, Logger: o.Logger,
 			Pools: o.Pools, MigrationHost: o.MigrationHost, CPUModel: o.CPUModel, Machine: o.Machine,
-			VMsCPUShares: o.VMsCPUShares, MigrationCPUBoost: o.MigrationCPUBoost})
+			VMsCPUShares: o.VMsCPUShares, MigrationCPUBoost: o.MigrationCPUBoost, MigrationMultifdChannels: o.MigrationMultifdChannels})
 		if err != nil {
 			return nil, "", err
 		}

@@ -159,6 +159,13 @@ type MigrateOptions struct {
 	// (the VM opted in): the guest then runs on the target while its
 	// remaining memory is pulled, and a failure after the switch loses it.
 	AllowPostCopy bool
+	// MultifdChannels is how many parallel connections carry the memory
+	// stream (QEMU's multifd): 0 lets the driver choose, 1 is a single
+	// stream. Both hosts must agree before the target listens, so the
+	// source tells the target in the migration's prepare step. QEMU 10.0
+	// cannot combine it with post-copy: a driver refuses more than one
+	// channel together with AllowPostCopy.
+	MultifdChannels int
 	// NoEscalation keeps the starting parameters for the whole migration
 	// (pre-copy only; it fails when Timeout expires).
 	NoEscalation bool
@@ -249,6 +256,9 @@ type MigrationResult struct {
 	Notes    []string
 	PostCopy bool
 	TLS      bool
+	// MultifdChannels is how many connections carried the memory stream
+	// (1: a single stream; 0 when cold).
+	MultifdChannels int
 	// Cold: the VM was not running (stopped or crashed) and moved without
 	// memory: only disks were copied (Downtime 0, Bytes = DiskBytes).
 	Cold bool

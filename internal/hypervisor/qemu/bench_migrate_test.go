@@ -22,10 +22,12 @@ import (
 // idle and under the standard load (two shell busy loops on the host),
 // in three settings, as
 //
-//	BenchmarkMigration/<case>/<idle|load>/<vpool|vpool-noboost|qemu-defaults>
+//	BenchmarkMigration/<case>/<idle|load>/<vpool|vpool-single|vpool-noboost|qemu-defaults>
 //
 // vpool is the driver's defaults (the cap, the escalation chosen from
-// the figures, the migration CPU boost); vpool-noboost the same without
+// the figures, the migration CPU boost, two multifd channels unless
+// post-copy is allowed); vpool-single the same over a single stream
+// (MultifdChannels 1, the driver before multifd); vpool-noboost the same without
 // the migration CPU boost (Config.MigrationCPUBoost 1), to tell the
 // boost's share from the escalation's; qemu-defaults what plain QEMU
 // does: 128 MiB/s, downtime-limit 300 ms, no escalation, no boost,
@@ -57,7 +59,10 @@ func BenchmarkMigration(b *testing.B) {
 		NoEscalation: true, Timeout: 60 * time.Second}
 	for _, tc := range benchCases {
 		for _, load := range []string{"idle", "load"} {
-			confs := []benchSetting{{"vpool", tc.opts, false}, {"vpool-noboost", tc.opts, true}, {"qemu-defaults", qemuDefaults, true}}
+			single := tc.opts
+			single.MultifdChannels = 1
+			confs := []benchSetting{{"vpool", tc.opts, false}, {"vpool-single", single, false},
+				{"vpool-noboost", tc.opts, true}, {"qemu-defaults", qemuDefaults, true}}
 			if tc.cold || tc.opts.AllowPostCopy {
 				confs = confs[:1] // QEMU's defaults are the other cases' business
 			}
@@ -144,9 +149,9 @@ func benchMigrations(b *testing.B, tc benchCase, loaded bool, set benchSetting) 
 			continue
 		}
 		completed++
-		b.Logf("run %d: downtime %v pause %v gap %v (%s) console gap %v total %v, %d MB, stage %s %s", runs, res.Downtime,
+		b.Logf("run %d: downtime %v pause %v gap %v (%s) console gap %v total %v, %d MB, %d channel(s), stage %s %s", runs, res.Downtime,
 			res.Pause.Round(time.Millisecond), res.GuestGap.Round(time.Millisecond), res.GuestGapBy, res.ConsoleGap.Round(time.Millisecond), res.Total.Round(time.Millisecond),
-			res.Bytes/1e6, res.Stage, strings.Join(res.Notes, " | "))
+			res.Bytes/1e6, res.MultifdChannels, res.Stage, strings.Join(res.Notes, " | "))
 		downs, pauses, gaps, totals = append(downs, res.Downtime), append(pauses, res.Pause), append(gaps, res.GuestGap), append(totals, res.Total)
 		consoles = append(consoles, res.ConsoleGap)
 		escalations += len(res.Notes)

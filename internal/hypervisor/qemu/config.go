@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -115,6 +116,14 @@ type Config struct {
 	// without cgroups the QEMU's nice value is lowered instead). Default
 	// 8; 1 turns the boost off.
 	MigrationCPUBoost int
+	// MigrationMultifdChannels is how many connections carry an outgoing
+	// migration's memory stream when the migration does not say
+	// (MigrateOptions.MultifdChannels 0) and the VM does not allow
+	// post-copy, which QEMU cannot combine with multifd. Default 2 on a
+	// host with 2 or more CPUs (each channel encrypts and sends on its
+	// own thread: docs/migration-slo.md, "multifd and compression"), else
+	// 1; 1 turns multifd off.
+	MigrationMultifdChannels int
 	// NoGuestAgent starts VMs without the guest-agent channel (qga.go):
 	// the device set of VMs started by vpool versions before it.
 	NoGuestAgent bool
@@ -160,6 +169,11 @@ type Driver struct {
 	// migTLS is the migration TLS directory in use: Config.MigrationTLSDir,
 	// or StateDir/migration-tls once SetMigrationIdentity wrote it.
 	migTLS atomic.Pointer[string]
+
+	// streamBw is what one migration stream of this host last moved
+	// (bytes/s; 0: not measured yet): the choice of multifd channels
+	// weighs a guest's dirty rate against it (migrate_multifd.go).
+	streamBw atomic.Int64
 
 	// backups holds the ids of VMs with an open backup or restore
 	// session (backup.go).
@@ -291,6 +305,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MigrationCPUBoost == 0 {
 		c.MigrationCPUBoost = defaultMigrationBoost
+	}
+	if c.MigrationMultifdChannels == 0 {
+		c.MigrationMultifdChannels = defaultMultifdChannels(runtime.NumCPU())
 	}
 	if c.HostReserve == 0 {
 		c.HostReserve = model.GiB

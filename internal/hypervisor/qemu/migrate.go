@@ -64,6 +64,8 @@ type outgoing struct {
 	doneSent bool
 	postcopy bool // switched to post-copy
 	lowStart bool // pre-copy starts at DowntimeTarget (lowStartSafe)
+	channels int  // multifd channels asked for (1: a single stream)
+	choose   bool // ... or at most: chooseChannels decides (migrate_multifd.go)
 	res      hypervisor.MigrationResult
 	lastRep  time.Time
 	// stops delivers the source's STOP events from the start of the
@@ -108,6 +110,11 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 	}
 	m := &outgoing{d: d, v: v, p: p, a: a, opts: opts, progress: progress, start: d.clock.Now(),
 		lowStart: lowStartSafe(d.accel, d.qemuVersion(ctx))}
+	var fixed bool
+	if m.channels, fixed, err = multifdChannels(opts, d.cfg.MigrationMultifdChannels); err != nil {
+		return m.res, fmt.Errorf("qemu: migrate %s: %w", id, err)
+	}
+	m.choose = !fixed
 	m.tlsDir = opts.TLSDir
 	if m.tlsDir == "" {
 		m.tlsDir = d.migrationTLSDir()
@@ -164,7 +171,10 @@ func (m *outgoing) run(ctx context.Context) error {
 	m.running = st.Running
 	m.ticks = watchTicks(m.d.SerialLog(m.v.rec.Config.ID), true, m.d.clock.Now)
 	postcopy := m.opts.AllowPostCopy && !m.opts.NoEscalation
-	if err := m.prepare(ctx, ctlMsg{PostCopy: postcopy}); err != nil {
+	if m.choose {
+		m.chooseChannels(ctx)
+	}
+	if err := m.prepare(ctx, ctlMsg{PostCopy: postcopy, Multifd: m.channels}); err != nil {
 		return err
 	}
 	if err := m.setup(ctx, postcopy); err != nil {
@@ -201,6 +211,8 @@ func (m *outgoing) setup(ctx context.Context, postcopy bool) error {
 		{"capability": "auto-converge", "state": !m.opts.NoEscalation},
 		{"capability": "postcopy-ram", "state": postcopy},
 	}
+	mfCap, mfParams := multifdSetup(m.res.MultifdChannels)
+	caps = append(caps, mfCap)
 	if err := q.Execute(ctx, "migrate-set-capabilities", qmp.Args{"capabilities": caps}, nil); err != nil {
 		return err
 	}
@@ -208,6 +220,9 @@ func (m *outgoing) setup(ctx context.Context, postcopy bool) error {
 		"downtime-limit": startDowntime(m.opts, m.lowStart).Milliseconds(), // the converger raises it to DowntimeLimit
 		"max-bandwidth":  m.opts.BandwidthBps,
 		"tls-creds":      "", "tls-hostname": "",
+	}
+	for k, v := range mfParams {
+		params[k] = v
 	}
 	if !m.opts.NoEscalation { // auto-converge on, but inert until its stage
 		params["cpu-throttle-initial"], params["cpu-throttle-increment"], params["max-cpu-throttle"] = throttleInert, 1, throttleInert
@@ -257,6 +272,16 @@ func (m *outgoing) transfer(ctx context.Context) (migInfo, error) {
 	sub := m.p.qmp.Subscribe("MIGRATION")
 	defer sub.Close()
 	conv := newConverger(m.opts, m.lowStart)
+	if m.res.MultifdChannels > 1 {
+		conv.overChannels()
+	}
+	if m.res.MultifdChannels == 1 {
+		defer func() { // what one stream moves, for the next choice
+			if bw := conv.streamBandwidth(); bw > 0 {
+				m.d.streamBw.Store(bw)
+			}
+		}()
+	}
 	stage := hypervisor.MigrationStagePreCopy
 	m.res.Stage = stage
 	began := m.d.clock.Now()
@@ -347,6 +372,9 @@ func (m *outgoing) escalate(ctx context.Context, dec decision) error {
 	}
 	if dec.throttle > 0 {
 		params["max-cpu-throttle"], params["cpu-throttle-initial"], params["cpu-throttle-increment"] = throttleMax, dec.throttle, throttleStep
+	}
+	if dec.ceiling > 0 { // QEMU raises the throttle by its increment up to it
+		params["max-cpu-throttle"], params["cpu-throttle-increment"] = dec.ceiling, dec.ceiling-throttleMax
 	}
 	if len(params) > 0 {
 		if err := q.Execute(ctx, "migrate-set-parameters", params, nil); err != nil {
@@ -496,6 +524,14 @@ func (m *outgoing) prepare(ctx context.Context, msg ctlMsg) error {
 	}
 	if m.a.mig == 0 && !msg.Cold {
 		return fmt.Errorf("qemu: the migration target named no port for the memory stream")
+	}
+	if !msg.Cold {
+		// The target says the channels it set; one that does not (an
+		// older driver) listens for a single stream.
+		m.res.MultifdChannels = 1
+		if msg.Multifd > 1 && rep.Multifd == msg.Multifd {
+			m.res.MultifdChannels = msg.Multifd
+		}
 	}
 	m.shared = rep.Disks
 	for name := range m.shared {

@@ -22,11 +22,12 @@ import (
 // time. It lives for the whole migration, so the target notices a dead
 // source (EOF, or silence past controlIdle) and drops its copy.
 //
-//	prepare {key, postcopy, cold,   target: capabilities, TLS, start
-//	        disks} → {disks, port}   listening (not when cold) on a port
-//	                                 QEMU chose and names in port; replies
+//	prepare {key, postcopy, cold,   target: capabilities (multifd with
+//	        multifd, disks}          the channels asked for), TLS, start
+//	        → {disks, port,          listening (not when cold) on a port
+//	        multifd}                 QEMU chose and names in port; replies
 //	                                 the disks it found on shared storage
-//	                                 (not to mirror)
+//	                                 (not to mirror) and the channels set
 //	ping                            keep-alive during a long transfer
 //	time    → {now}                 the target's clock (tick gap offset)
 //	done    → ok                    the source is paused and the disks in
@@ -48,17 +49,20 @@ const (
 
 // ctlMsg is a control request or reply.
 type ctlMsg struct {
-	Op       string            `json:"op,omitempty"`
-	Key      string            `json:"key,omitempty"`
-	PostCopy bool              `json:"postcopy,omitempty"`
-	Cold     bool              `json:"cold,omitempty"`  // a stopped VM: disks only, no memory stream
-	Disks    map[string]string `json:"disks,omitempty"` // disk name → active layer file
-	Want     int               `json:"want,omitempty"`
-	Port     int               `json:"port,omitempty"` // prepare's answer: the memory stream's port
-	Now      int64             `json:"now,omitempty"`  // unix ns
-	Ticks    []Tick            `json:"ticks,omitempty"`
-	OK       bool              `json:"ok,omitempty"`
-	Error    string            `json:"error,omitempty"`
+	Op       string `json:"op,omitempty"`
+	Key      string `json:"key,omitempty"`
+	PostCopy bool   `json:"postcopy,omitempty"`
+	Cold     bool   `json:"cold,omitempty"` // a stopped VM: disks only, no memory stream
+	// Multifd is prepare's multifd channels (0, 1: a single stream); the
+	// answer repeats them once the target has set them.
+	Multifd int               `json:"multifd,omitempty"`
+	Disks   map[string]string `json:"disks,omitempty"` // disk name → active layer file
+	Want    int               `json:"want,omitempty"`
+	Port    int               `json:"port,omitempty"` // prepare's answer: the memory stream's port
+	Now     int64             `json:"now,omitempty"`  // unix ns
+	Ticks   []Tick            `json:"ticks,omitempty"`
+	OK      bool              `json:"ok,omitempty"`
+	Error   string            `json:"error,omitempty"`
 }
 
 // migAddr is MigrateIn's answer:

@@ -20,6 +20,7 @@ func TestConverger(t *testing.T) {
 		downtime  time.Duration
 		bandwidth int64
 		throttle  int
+		ceiling   int
 		postcopy  bool
 	}
 	type step struct {
@@ -95,13 +96,25 @@ func TestConverger(t *testing.T) {
 			{pass(1, 1, 256, 160, 170, 0), want{}},
 			{pass(2, 2, 64, 160, 170, 0), want{next: ac, downtime: cap, throttle: 47}},
 			{pass(3, 3, 64, 160, 170, 67), want{}},
-			{pass(4, 4, 64, 160, 170, 99), want{next: "fail", why: "within the 300ms downtime cap after stage auto-converge"}},
+			{pass(4, 4, 64, 160, 170, 90), want{next: ac, ceiling: throttleFinal, why: "throttle ceiling 90% → 95% (the guest stops 190ms at a time)"}},
+			{pass(5, 5, 64, 160, 170, 90), want{}}, // ramping to the new ceiling
+			{pass(6, 6, 64, 160, 170, 95), want{next: "fail", why: "within the 300ms downtime cap after stage auto-converge"}},
+		}},
+		{"the last throttle step lets a guest that outran 90% converge", hypervisor.MigrateOptions{}, []step{
+			{pass(1, 1, 256, 300, 300, 0), want{}},
+			{pass(2, 2, 250, 300, 300, 0), want{next: ac, downtime: cap, throttle: throttleSaturated}},
+			{pass(3, 3, 250, 300, 300, 80), want{}},
+			{pass(4, 4, 250, 300, 300, 90), want{next: ac, ceiling: throttleFinal}},
+			{pass(5, 5, 150, 150, 300, 95), want{}},
+			{pass(6, 6, 60, 80, 300, 95), want{}},
 		}},
 		{"the failure says how to move such a guest", hypervisor.MigrateOptions{}, []step{
 			{pass(1, 1, 256, 300, 300, 0), want{}},
 			{pass(2, 2, 250, 300, 300, 0), want{next: ac, downtime: cap, throttle: throttleSaturated}},
 			{pass(3, 3, 250, 300, 300, 70), want{}},
-			{pass(4, 4, 250, 300, 300, 90), want{next: "fail", why: "allow post-copy (spec.migration.allowPostCopy) or raise the downtime limit"}},
+			{pass(4, 4, 250, 300, 300, 90), want{next: ac, ceiling: throttleFinal}},
+			{pass(5, 5, 250, 300, 300, 95), want{}}, // one pass for the step to act
+			{pass(6, 6, 250, 300, 300, 95), want{next: "fail", why: "allow post-copy (spec.migration.allowPostCopy) or raise the downtime limit"}},
 		}},
 		{"memory not shrinking while the figures look fine: the stall rule", hypervisor.MigrateOptions{}, []step{
 			{pass(1, 1, 256, 10, 170, 0), want{}}, {pass(2, 2, 250, 10, 170, 0), want{}}, {pass(3, 3, 250, 10, 170, 0), want{}},
@@ -131,14 +144,14 @@ func TestConverger(t *testing.T) {
 			d, ok := c.observe(st.s)
 			got := want{}
 			if ok {
-				got = want{next: d.next, downtime: d.downtime, bandwidth: d.bandwidth, throttle: d.throttle, postcopy: d.postcopy}
+				got = want{next: d.next, downtime: d.downtime, bandwidth: d.bandwidth, throttle: d.throttle, ceiling: d.ceiling, postcopy: d.postcopy}
 				if d.fail {
 					got.next = "fail"
 				}
 			}
 			w := st.w
 			if got.next != w.next || !strings.Contains(d.reason, w.why) || (w.next != "fail" &&
-				(got.downtime != w.downtime || got.bandwidth != w.bandwidth || got.throttle != w.throttle || got.postcopy != w.postcopy)) {
+				(got.downtime != w.downtime || got.bandwidth != w.bandwidth || got.throttle != w.throttle || got.ceiling != w.ceiling || got.postcopy != w.postcopy)) {
 				t.Fatalf("%s: step %d: got %+v (reason %q), want %+v", tc.name, i, got, d.reason, w)
 			}
 		}
@@ -203,5 +216,47 @@ func TestStartDowntime(t *testing.T) {
 	}
 	if DowntimeTarget >= DefaultDowntimeLimit {
 		t.Fatalf("DowntimeTarget %v must stay below the default limit %v", DowntimeTarget, DefaultDowntimeLimit)
+	}
+}
+
+// TestMultifdKeepsALargerReserve: over several channels the downtime
+// limit QEMU is given stays a quarter of the cap (at most 75 ms) under
+// it, whatever the escalation does; a single stream keeps 25 ms.
+func TestMultifdKeepsALargerReserve(t *testing.T) {
+	for _, tc := range []struct {
+		cap, single, multi time.Duration
+	}{
+		{300 * time.Millisecond, 275 * time.Millisecond, 225 * time.Millisecond},
+		{1000 * time.Millisecond, 975 * time.Millisecond, 925 * time.Millisecond},
+		{100 * time.Millisecond, 80 * time.Millisecond, 75 * time.Millisecond},
+	} {
+		if got := capLimit(tc.cap); got != tc.single {
+			t.Errorf("capLimit(%v) = %v, want %v", tc.cap, got, tc.single)
+		}
+		if got := multifdCapLimit(tc.cap); got != tc.multi {
+			t.Errorf("multifdCapLimit(%v) = %v, want %v", tc.cap, got, tc.multi)
+		}
+	}
+	c := newConverger(migrateDefaults(hypervisor.MigrateOptions{}), false)
+	c.overChannels()
+	if c.downtime != 225*time.Millisecond {
+		t.Fatalf("over channels pre-copy starts at %v, want 225ms", c.downtime)
+	}
+	// a busy guest walks the ladder: no step sets more than the reserve allows
+	rem := int64(400 << 20)
+	for i := 1; i < 60; i++ {
+		d, ok := c.observe(migSample{Elapsed: time.Duration(i) * 500 * time.Millisecond, Iteration: int64(i), Remaining: rem, DirtyRate: 300 << 20, Bandwidth: 200 << 20})
+		if ok && d.downtime > 225*time.Millisecond {
+			t.Fatalf("step %d set downtime-limit %v over channels, above 225ms", i, d.downtime)
+		}
+		if d.fail {
+			break
+		}
+	}
+	// the defaults' fixed limit is not touched
+	f := newConverger(migrateDefaults(hypervisor.MigrateOptions{NoEscalation: true}), false)
+	f.overChannels()
+	if f.downtime != DefaultDowntimeLimit {
+		t.Fatalf("a fixed migration over channels: %v, want %v", f.downtime, DefaultDowntimeLimit)
 	}
 }

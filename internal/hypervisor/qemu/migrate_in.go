@@ -281,12 +281,24 @@ func (d *Driver) prepareIncoming(in *incoming, m ctlMsg) ctlMsg {
 		// read from the main loop) until all memory is here.
 		p.qmp.Execute(ctx, "qom-set", qmp.Args{"path": balloonPath, "property": "guest-stats-polling-interval", "value": 0}, nil)
 	}
-	caps := []qmp.Args{{"capability": "postcopy-ram", "state": m.PostCopy}}
+	if m.Multifd > 1 && m.PostCopy {
+		return ctlMsg{Error: "multifd cannot be combined with post-copy"}
+	}
+	// multifd must be set here before migrate-incoming: the target
+	// accepts the channels only when it expects them.
+	mfCap, params := multifdSetup(m.Multifd)
+	caps := []qmp.Args{{"capability": "postcopy-ram", "state": m.PostCopy}, mfCap}
 	if err := p.qmp.Execute(ctx, "migrate-set-capabilities", qmp.Args{"capabilities": caps}, nil); err != nil {
 		return errReply(err)
 	}
 	if in.tls {
-		if err := p.qmp.Execute(ctx, "migrate-set-parameters", qmp.Args{"tls-creds": tlsServerObj}, nil); err != nil {
+		if params == nil {
+			params = qmp.Args{}
+		}
+		params["tls-creds"] = tlsServerObj
+	}
+	if params != nil {
+		if err := p.qmp.Execute(ctx, "migrate-set-parameters", params, nil); err != nil {
 			return errReply(err)
 		}
 	}
@@ -303,7 +315,11 @@ func (d *Driver) prepareIncoming(in *incoming, m ctlMsg) ctlMsg {
 	if in.unboost == nil {
 		in.unboost = d.boost(v.rec, p)
 	}
-	return ctlMsg{OK: true, Disks: in.shared, Port: port}
+	rep := ctlMsg{OK: true, Disks: in.shared, Port: port}
+	if m.Multifd > 1 {
+		rep.Multifd = m.Multifd
+	}
+	return rep
 }
 
 // finishIncoming runs at the switchover: the stream has loaded (or, in

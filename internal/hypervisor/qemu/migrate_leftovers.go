@@ -70,11 +70,13 @@ func (d *Driver) cleanLeftovers(ctx context.Context, v *vm, p *process) {
 			}
 		}
 	}
-	if mi.Status != "none" && mi.Status != "" {
-		caps := []qmp.Args{{"capability": "auto-converge", "state": false}, {"capability": "postcopy-ram", "state": false}}
-		q.Execute(ctx, "migrate-set-capabilities", qmp.Args{"capabilities": caps}, nil)
-		q.Execute(ctx, "migrate-set-parameters", qmp.Args{"tls-creds": "", "tls-hostname": "", "max-cpu-throttle": throttleMax}, nil)
-	}
+	// Also before any migration began (status none): MigrateOut sets
+	// them before it mirrors the disks. multifd left on would fail the
+	// next memory snapshot (a file migration refuses it).
+	caps := []qmp.Args{{"capability": "auto-converge", "state": false}, {"capability": "postcopy-ram", "state": false},
+		{"capability": "multifd", "state": false}}
+	q.Execute(ctx, "migrate-set-capabilities", qmp.Args{"capabilities": caps}, nil)
+	q.Execute(ctx, "migrate-set-parameters", qmp.Args{"tls-creds": "", "tls-hostname": "", "max-cpu-throttle": throttleMax}, nil)
 	q.ObjectDel(ctx, tlsClientObj) // absent: an error, ignored
 }
 

@@ -43,7 +43,8 @@ func helperMigrateOut() int {
 		return 1
 	}
 	last := ""
-	opts := hypervisor.MigrateOptions{BandwidthBps: 4 << 20, NoEscalation: true, Timeout: 5 * time.Minute}
+	// Over two multifd channels: re-attach must turn multifd off too.
+	opts := hypervisor.MigrateOptions{BandwidthBps: 4 << 20, NoEscalation: true, Timeout: 5 * time.Minute, MultifdChannels: 2}
 	hold := os.Getenv("VPOOL_HELPER_HOLD") // a stage to stop in until a line on stdin
 	if hold != "" {
 		opts.BandwidthBps = 0 // vpool's default: on to the switchover
@@ -213,8 +214,9 @@ func killDuringMigration(t *testing.T, stage string, killTarget bool) {
 }
 
 // checkNoMigrationLeftovers looks for what a migration leaves in the
-// source QEMU of vc: NBD client nodes, block jobs, a migration, the TLS
-// credentials, a raised CPU weight.
+// source QEMU of vc: NBD client nodes, block jobs, a migration, its
+// capabilities (multifd, post-copy, auto-converge), the TLS credentials,
+// a raised CPU weight.
 func checkNoMigrationLeftovers(t *testing.T, d *Driver, vc hypervisor.VMConfig) {
 	t.Helper()
 	ctx := context.Background()
@@ -239,6 +241,16 @@ func checkNoMigrationLeftovers(t *testing.T, d *Driver, vc hypervisor.VMConfig) 
 	mustDo(t, "query-migrate", q.Execute(ctx, "query-migrate", nil, &mi))
 	if migrationBusy(mi.Status) {
 		t.Errorf("a migration is still %s on the source after re-attach", mi.Status)
+	}
+	var caps []struct {
+		Capability string `json:"capability"`
+		State      bool   `json:"state"`
+	}
+	mustDo(t, "query-migrate-capabilities", q.Execute(ctx, "query-migrate-capabilities", nil, &caps))
+	for _, c := range caps {
+		if c.State && (c.Capability == "multifd" || c.Capability == "postcopy-ram" || c.Capability == "auto-converge") {
+			t.Errorf("the migration's capability %s is left on in the source after re-attach", c.Capability)
+		}
 	}
 	var objs []struct {
 		Name string `json:"name"`

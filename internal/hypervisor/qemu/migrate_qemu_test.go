@@ -412,9 +412,19 @@ func TestMigrationPostCopy(t *testing.T) {
 	// post-copy goes there in one step rather than being throttled hard.
 	opts := hypervisor.MigrateOptions{DowntimeLimit: time.Millisecond, BandwidthBps: 32 << 20, MaxBandwidthBps: 32 << 20,
 		StageTimeout: 3 * time.Second, AllowPostCopy: true}
+	// QEMU cannot combine post-copy with multifd: asking for both is
+	// refused before anything moves.
+	withChannels := opts
+	withChannels.MultifdChannels = 2
+	if _, err := src.MigrateOut(ctx, cfg.ID, addr, withChannels, nil); !errors.Is(err, hypervisor.ErrUnsupported) || !strings.Contains(err.Error(), "post-copy") {
+		t.Fatalf("MigrateOut with post-copy and 2 channels = %v; want ErrUnsupported naming post-copy", err)
+	}
 	res, err := src.MigrateOut(ctx, cfg.ID, addr, opts, nil)
 	mustDo(t, "MigrateOut", err)
 	t.Logf("result %+v", res)
+	if res.MultifdChannels != 1 {
+		t.Errorf("post-copy allowed: %d multifd channels, want a single stream", res.MultifdChannels)
+	}
 	if !res.PostCopy || res.Stage != hypervisor.MigrationStagePostCopy || len(res.Notes) == 0 || !strings.HasPrefix(res.Notes[0], "postcopy: ") {
 		t.Fatalf("result %+v, want post-copy reached in the first escalation", res)
 	}

@@ -175,12 +175,13 @@ func tlsObject(dir string, server bool) map[string]any {
 }
 
 // resetMigration puts a VM's migration settings back to what a fresh
-// QEMU has: no TLS credentials (the objects deleted) and no post-copy or
-// auto-converge. Both ends call it after a migration; a memory snapshot
+// QEMU has: no TLS credentials (the objects deleted) and no post-copy,
+// auto-converge or multifd (a snapshot to a file refuses multifd). Both ends call it after a migration; a memory snapshot
 // calls it before it saves, since it is an outgoing migration itself.
 func resetMigration(ctx context.Context, p *process) error {
 	q := p.qmp
-	caps := []qmp.Args{{"capability": "auto-converge", "state": false}, {"capability": "postcopy-ram", "state": false}}
+	caps := []qmp.Args{{"capability": "auto-converge", "state": false}, {"capability": "postcopy-ram", "state": false},
+		{"capability": "multifd", "state": false}}
 	err := q.Execute(ctx, "migrate-set-capabilities", qmp.Args{"capabilities": caps}, nil)
 	if perr := q.Execute(ctx, "migrate-set-parameters", qmp.Args{"tls-creds": "", "tls-hostname": ""}, nil); err == nil {
 		err = perr
