@@ -1,9 +1,12 @@
 // Package meterstore runs the meter (internal/metering) on the leader and
 // keeps its rollups in the store: a Source gives it every VM at one
 // instant, a Grid function the intensities, and the Task books each
-// sample, writes the changed rollups in batches at a bounded rate, and
-// compacts old months. Readers (the usage report, /metrics) list the
-// rollups of the months they need.
+// sample, writes the changed rollups in batches at a bounded rate (a
+// VM's at once when a new leader could not book it again from the
+// store, else once per PersistVMEvery), then the mark that lets a new
+// leader book the rest again, and compacts old months. Readers (the
+// usage report, /metrics) list the rollups of the months they need and,
+// on the leader, add what its task has not written yet (Live).
 //
 // Source is this package's (consumer side): StoreSource reads the VMs,
 // hosts and energy ledger from the store today; the leader's cache can
