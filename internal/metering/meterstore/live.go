@@ -49,7 +49,9 @@ func (l *Live) Pending(first, last, project string, now time.Time) (rs []model.U
 
 // Merge returns stored with the leader's pending rollups in place of
 // the stored ones of the same VM and month (the meter's copy holds all
-// the stored one does and what was booked since).
+// the stored one does and what was booked since), unless the stored one
+// is newer (a deposed leader's copy, in the minutes before it goes
+// stale, against what the next leader wrote).
 func Merge(stored, pending []model.UsageRollup) []model.UsageRollup {
 	if len(pending) == 0 {
 		return stored
@@ -62,7 +64,9 @@ func Merge(stored, pending []model.UsageRollup) []model.UsageRollup {
 	out := append([]model.UsageRollup(nil), stored...)
 	for _, r := range pending {
 		if i, ok := by[key(r)]; ok {
-			out[i] = r
+			if !out[i].LastAt.After(r.LastAt) {
+				out[i] = r
+			}
 		} else {
 			out = append(out, r)
 		}
