@@ -194,7 +194,10 @@ func (t *Task) Step(ctx context.Context, st store.Store) error {
 	t.meter.Add(sample, grid)
 	t.sampled = sample.At
 	t.mu.Unlock()
-	if now.Sub(t.lastPersist) >= t.cfg.PersistEvery {
+	// a tenth of slack: steps come every PersistEvery give or take the
+	// ticker's jitter, and a step a millisecond early would skip a
+	// persist (the mark then moved every other minute)
+	if now.Sub(t.lastPersist) >= t.cfg.PersistEvery-t.cfg.PersistEvery/10 {
 		if err := t.persist(ctx, st, t.cfg.PersistVMEvery); err != nil {
 			return err
 		}
