@@ -309,37 +309,61 @@ func (a *Agent) reattach(ctx context.Context) {
 // heartbeatLoop renews the lease and reports inventory and usage. The
 // driver is sampled in the background: a driver call that blocks (a VM
 // stopping slowly holds its lock) must never let the lease expire, so a
-// beat goes out on time with the newest sample there is.
+// beat goes out on time with the newest sample there is. Beats are due
+// one interval after the send of the last one that succeeded, however
+// long its answer or the next sample took (the fence timer runs from
+// that send too), and the driver is sampled ahead of the due time; a
+// beat that failed is tried again after a short backoff.
 func (a *Agent) heartbeatLoop(ctx context.Context) {
 	bo := newBackoff(200*time.Millisecond, 10*time.Second)
 	s := &sampler{a: a, u: newUsageMeter()}
+	next := time.Now() // when the next beat is due
 	for {
-		wait := a.hbInterval()
-		hb := s.sample(ctx, max(wait/2, 500*time.Millisecond))
+		budget := max(a.hbInterval()/2, 500*time.Millisecond)
+		if lead := time.Until(next) - budget; lead > 0 && sleepCtx(ctx, lead) != nil {
+			return
+		}
+		hb := s.sample(ctx, max(time.Until(next), minSampleWait))
+		if wait := time.Until(next); wait > 0 && sleepCtx(ctx, wait) != nil {
+			return
+		}
 		var resp api.HeartbeatResponse
 		sent := time.Now()
 		err := a.beat(ctx, hb, &resp)
 		if ctx.Err() != nil {
 			return
 		}
-		if err == nil {
-			a.renewed(sent, resp)
-			wait = a.hbInterval()
-		}
 		if err != nil {
 			a.log.Warn("heartbeat failed", "err", err)
-			wait = min(bo.next(), wait)
-		} else {
-			bo.reset()
-			if resp.Power == model.HostPowerStandby && a.sleeps() {
-				a.sleepStandby(ctx)
-				continue
-			}
+			next = time.Now().Add(min(bo.next(), a.beatEvery()))
+			continue
 		}
-		if sleepCtx(ctx, wait) != nil {
-			return
+		a.renewed(sent, resp)
+		bo.reset()
+		if resp.Power == model.HostPowerStandby && a.sleeps() {
+			a.sleepStandby(ctx)
+			next = time.Now()
+			continue
 		}
+		next = sent.Add(a.beatEvery())
 	}
+}
+
+// minSampleWait is the least a beat waits for a fresh sample.
+const minSampleWait = 50 * time.Millisecond
+
+// beatEvery is the time between the sends of two beats: the server's
+// interval, but at most half the fence timeout, so that a beat that
+// fails has another try before the agent must fence itself (a server
+// that stretches the interval for a large fleet caps it there too).
+func (a *Agent) beatEvery() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	every := a.hbEvery
+	if a.fn.after > 0 {
+		every = min(every, max(a.fn.after/2, 500*time.Millisecond))
+	}
+	return every
 }
 
 // beat sends one heartbeat. Each server gets at most heartbeatAttempt to

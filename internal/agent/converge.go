@@ -365,6 +365,7 @@ func (a *Agent) apply(ctx context.Context, vm *model.VM, in *hypervisor.Info) (a
 	if state == hypervisor.StateCrashed {
 		rep.Error = "guest crashed"
 	}
+	rep.Watchdog = in.Watchdog
 	return rep, nil
 }
 
@@ -608,7 +609,7 @@ func (a *Agent) report(ctx context.Context, vm *model.VM, rep api.VMReport) {
 	same := st.last != nil && sameReport(*st.last, rep)
 	stored := vm.Status.Phase == rep.Phase && vm.Status.LastError == rep.Error &&
 		vm.Status.AppliedRestartNonce == rep.AppliedRestartNonce && vm.Status.Message == rep.Message &&
-		(rep.Disks == nil || sameDisks(vm.Status.Disks, rep.Disks))
+		(rep.Disks == nil || sameDisks(vm.Status.Disks, rep.Disks)) && !newerFiring(rep.Watchdog, vm.Status.Watchdog)
 	// Nothing to say when the server already holds this status. Resend an
 	// accepted report whose effect the server has since overwritten at
 	// most once per interval, so that a server keeping its own view
@@ -643,7 +644,14 @@ func (a *Agent) report(ctx context.Context, vm *model.VM, rep api.VMReport) {
 
 func sameReport(x, y api.VMReport) bool {
 	return x.Phase == y.Phase && x.Error == y.Error && x.Message == y.Message &&
-		x.AppliedRestartNonce == y.AppliedRestartNonce && x.Gone == y.Gone && x.UID == y.UID && sameDisks(x.Disks, y.Disks)
+		x.AppliedRestartNonce == y.AppliedRestartNonce && x.Gone == y.Gone && x.UID == y.UID && sameDisks(x.Disks, y.Disks) &&
+		!newerFiring(x.Watchdog, y.Watchdog) && !newerFiring(y.Watchdog, x.Watchdog)
+}
+
+// newerFiring reports whether the watchdog firing w is one that held
+// (the server's, or an earlier report's) does not know yet.
+func newerFiring(w, held *model.WatchdogFiring) bool {
+	return w != nil && (held == nil || w.At.After(held.At) || w.Count != held.Count && w.At.Equal(held.At))
 }
 
 func sameDisks(x, y []model.DiskStatus) bool {

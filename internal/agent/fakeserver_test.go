@@ -40,8 +40,12 @@ type fakeServer struct {
 	fenceMillis int
 	// hbStall, when set, holds every heartbeat unanswered until it is
 	// closed (a server whose store waits for a quorum).
-	hbStall   chan struct{}
-	ownerAsks int
+	hbStall chan struct{}
+	// hbDelay holds every heartbeat's answer that long; intervalMillis
+	// is the interval answers carry (0: none)
+	hbDelay        time.Duration
+	intervalMillis int
+	ownerAsks      int
 	// offerCompact makes heartbeat answers offer the compact body (and
 	// the server take it; else it answers 415 to one, as a server of
 	// before the compact form does); ctypes are the beats' Content-Types.
@@ -130,6 +134,7 @@ func (fs *fakeServer) join(w http.ResponseWriter, r *http.Request) {
 func (fs *fakeServer) heartbeat(w http.ResponseWriter, r *http.Request) {
 	fs.mu.Lock()
 	down, fence, stall, offer := fs.hbDown, fs.fenceMillis, fs.hbStall, fs.offerCompact
+	delay, interval := fs.hbDelay, fs.intervalMillis
 	ctype := r.Header.Get("Content-Type")
 	fs.ctypes = append(fs.ctypes, ctype)
 	fs.mu.Unlock()
@@ -165,7 +170,14 @@ func (fs *fakeServer) heartbeat(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 503, api.Error{Code: api.CodeUnavailable, Message: "no store"})
 		return
 	}
-	resp := api.HeartbeatResponse{IntervalSeconds: 0, LeaseTTLSeconds: 10, FenceMillis: fence}
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	resp := api.HeartbeatResponse{IntervalSeconds: 0, LeaseTTLSeconds: 10, FenceMillis: fence, IntervalMillis: interval}
 	if offer {
 		resp.Accepts = []string{api.HeartbeatCompactType}
 	}
@@ -286,6 +298,9 @@ func (fs *fakeServer) status(w http.ResponseWriter, r *http.Request) {
 		vm.Status.Usage = rep.Usage
 		if rep.Disks != nil {
 			vm.Status.Disks = rep.Disks // as the server keeps them
+		}
+		if rep.Watchdog != nil {
+			vm.Status.Watchdog = rep.Watchdog
 		}
 	}
 	fs.bumpLocked(vm)

@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -80,4 +81,41 @@ func TestCrashedVMRestartsWithBackoff(t *testing.T) {
 		t.Fatal("a crash loop was restarted without a back-off")
 	}
 	eventually(t, "restarted after the back-off", running)
+}
+
+// slowListDriver answers List after a delay: a driver slow to sample.
+type slowListDriver struct {
+	hypervisor.Driver
+	delay time.Duration
+}
+
+func (d *slowListDriver) List(ctx context.Context) ([]hypervisor.Info, error) {
+	select {
+	case <-time.After(d.delay):
+	case <-ctx.Done():
+	}
+	return d.Driver.List(ctx)
+}
+
+// TestSlowAnswersDoNotFence: beats are due one interval after the last
+// successful send, whatever its answer and the next sample took, and at
+// least twice per fence timeout. Here every answer takes 700 ms (under
+// the 1 s attempt limit), sampling the driver 1 s, and the server asks
+// for a 2 s interval under a 3 s fence: an agent that waited the
+// interval after each answer, then sampled, sent every 3.7 s and fenced
+// itself (CI's TestBackupQEMU saw it at load 17: a guest's VM killed
+// four times in two minutes by its healthy host).
+func TestSlowAnswersDoNotFence(t *testing.T) {
+	fs := newFakeServer(t)
+	fs.mu.Lock()
+	fs.hbDelay, fs.intervalMillis = 700*time.Millisecond, 2000
+	fs.mu.Unlock()
+	fs.setHeartbeats(false, 3000)
+	d := &slowListDriver{Driver: sim.MustHost(sim.Config{Name: "h1"}).Driver(), delay: time.Second}
+	r := startAgent(t, fs, t.TempDir(), fs.token, d)
+	eventually(t, "a first renewal", func() bool { fs.mu.Lock(); defer fs.mu.Unlock(); return len(fs.beats) > 0 })
+	time.Sleep(9 * time.Second)
+	if fenced, n := r.a.Fenced(); fenced || n > 0 {
+		t.Fatalf("a healthy agent fenced itself %d times (longest gap between renewals %s)", n, r.a.LongestRenewalGap())
+	}
 }

@@ -244,6 +244,9 @@ type VMReport struct {
 	Resize *ResizeResult `json:"resize,omitempty"`
 	// Disks are the VM's disks as the host has them (nil: not reported).
 	Disks []model.DiskStatus `json:"disks,omitempty"`
+	// Watchdog is the last firing of the VM's guest watchdog on the host
+	// (nil: none since the VM's QEMU started).
+	Watchdog *model.WatchdogFiring `json:"watchdog,omitempty"`
 }
 
 // Heartbeat is sent by an agent every few seconds

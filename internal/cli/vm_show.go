@@ -55,6 +55,9 @@ func (a *app) describeVM(w io.Writer, vm *model.VM) {
 	if wd := s.Watchdog; wd != nil {
 		field(w, "Watchdog", fmt.Sprintf("%s (when it fires: %s)", wd.Model, wd.Action))
 	}
+	if f := st.Watchdog; f != nil {
+		field(w, "Watchdog fired", fmt.Sprintf("%s, action %s (%d times in that run)", stamp(now, f.At), f.Action, f.Count))
+	}
 	if st.Owner != nil {
 		field(w, "Disk owner", fmt.Sprintf("%s (epoch %d)", st.Owner.Host, st.Owner.Epoch))
 	}

@@ -30,7 +30,8 @@ import (
 func qemuHost(t *testing.T, cl *cluster, name string, g guest.Guest) (*qemu.Driver, string) {
 	t.Helper()
 	dir := t.TempDir()
-	d, err := qemu.New(qemu.Config{StateDir: dir, Network: qemu.NetUser, NoCgroups: true, Logger: testLogger(), HostID: name})
+	lg := failLogger(t)
+	d, err := qemu.New(qemu.Config{StateDir: dir, Network: qemu.NetUser, NoCgroups: true, Logger: lg, HostID: name})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +39,7 @@ func qemuHost(t *testing.T, cl *cluster, name string, g guest.Guest) (*qemu.Driv
 		ServerURL: cl.srv.AgentURL(), JoinToken: cl.token, StateDir: filepath.Join(cl.dir, name), HostName: name,
 		Driver: d, StatusInterval: 300 * time.Millisecond, PollWait: 5 * time.Second, StopTimeout: 10 * time.Second,
 		ResolveImage: func(string) (*hypervisor.Image, error) { return g.Image(), nil },
-		Logger:       testLogger(),
+		Logger:       lg,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -352,12 +353,21 @@ func (s *shell) run(cmd, marker string) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	b, _ := os.ReadFile(s.d.SerialLog(s.id))
+	b, rerr := os.ReadFile(s.d.SerialLog(s.id))
 	tail := string(b)
 	if len(tail) > 2000 {
 		tail = tail[len(tail)-2000:]
 	}
-	s.t.Fatalf("no %q from the guest after %q; console:\n%s", marker, cmd, tail)
+	// An empty console (CI saw one) means the log went or began again:
+	// say what the driver holds of the VM.
+	infos, _ := s.d.List(s.ctx)
+	var held *hypervisor.Info
+	for i := range infos {
+		if infos[i].ID == s.id {
+			held = &infos[i]
+		}
+	}
+	s.t.Fatalf("no %q from the guest after %q; serial log (read error %v, %d bytes), the VM on its host: %s; console:\n%s", marker, cmd, rerr, len(b), vmBrief(held), tail)
 }
 
 // do runs commands one by one, each followed by an echo of a fresh
@@ -372,6 +382,14 @@ func (s *shell) do(cmds ...string) {
 }
 
 func (s *shell) close() { s.c.Close() }
+
+// vmBrief is what a failure says of a VM on its host.
+func vmBrief(in *hypervisor.Info) string {
+	if in == nil {
+		return "none: the driver does not list it"
+	}
+	return fmt.Sprintf("state %s (%s), pid %d, started %s", in.State, in.Reason, in.Pid, in.StartedAt.Format(time.RFC3339Nano))
+}
 
 // importTestGuest records the test guest's image on a cluster: the
 // agents boot it whatever the record says (ResolveImage), but admission

@@ -74,13 +74,15 @@ func TestFleetHostsRunVMs(t *testing.T) {
 		return err == nil && vm.Status.Usage.CPUPercent == 100
 	})
 	// at rest, a few seconds of heartbeats write nothing (but the sampled
-	// usage and the controllers' own periodic records)
+	// usage and the controllers' own periodic records, and the audit
+	// export's mark: it moves late, after the creates' records, when the
+	// exporter's pass comes on a loaded machine; CI saw it once)
 	wctx, stop := context.WithTimeout(ctx, 4*time.Second)
 	defer stop()
 	for resp := range st.Watch(wctx, store.Root, 0) {
 		for _, ev := range resp.Events {
 			k := ev.KV.Key
-			if !strings.HasPrefix(k, store.SamplesPrefix) && !strings.HasPrefix(k, store.EnergyPrefix) && k != store.BalancePlanKey {
+			if !strings.HasPrefix(k, store.SamplesPrefix) && !strings.HasPrefix(k, store.EnergyPrefix) && k != store.BalancePlanKey && k != store.AuditExportedKey {
 				t.Errorf("a write at rest: %s", k)
 			}
 		}

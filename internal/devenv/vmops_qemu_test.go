@@ -212,6 +212,26 @@ func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
 }
 
 // testLogger logs to stderr when VPOOL_TEST_LOG is set.
+// failLogger keeps the warnings and errors of a host's driver and agent
+// and prints the last of them when the test fails (a self-fence, a
+// restart, a lost VM: what the console alone cannot say).
+func failLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("VPOOL_TEST_LOG") != "" {
+		return testLogger()
+	}
+	b := &syncBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			out := b.String()
+			if len(out) > 6000 {
+				out = out[len(out)-6000:]
+			}
+			t.Logf("the host's warnings:\n%s", out)
+		}
+	})
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
 func testLogger() *slog.Logger {
 	if os.Getenv("VPOOL_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))

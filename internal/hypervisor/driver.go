@@ -108,6 +108,9 @@ type Info struct {
 	Memory    model.Bytes `json:"memory"`
 	StartedAt time.Time   `json:"startedAt,omitempty"`
 	Config    VMConfig    `json:"config"`
+	// Watchdog is the last firing of the guest watchdog in the VM's
+	// current QEMU (nil: none).
+	Watchdog *model.WatchdogFiring `json:"watchdog,omitempty"`
 }
 
 // Stats are cumulative counters of one VM.

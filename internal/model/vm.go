@@ -189,6 +189,9 @@ type VMStatus struct {
 	// HAReason says why HA cannot restart the VM elsewhere (local disks,
 	// off, no host fits); empty when it can or was never asked to.
 	HAReason string `json:"haReason,omitempty"`
+	// Watchdog is the last firing of the guest watchdog (spec.watchdog)
+	// its host reported; nil when it never fired.
+	Watchdog *WatchdogFiring `json:"watchdog,omitempty"`
 }
 
 // VMUsage is measured use of a VM, reported by its host's agent.

@@ -1,6 +1,9 @@
 package model
 
-import "strings"
+import (
+	"strings"
+	"time"
+)
 
 // Watchdog is a VM's guest watchdog device (VM-level HA, docs/ha.md): a
 // watchdog the guest arms and feeds (Linux's i6300esb driver, systemd's
@@ -51,4 +54,37 @@ func (w *Watchdog) validate() error {
 		}
 	}
 	return fieldErr("spec.watchdog.action", "must be one of %s (got %s): reset reboots the guest, poweroff stops the VM, pause freezes it", strings.Join(WatchdogActions, ", "), quoteShort(w.Action))
+}
+
+// WatchdogFiring is the last firing of a VM's guest watchdog as its host
+// saw it (VMStatus.Watchdog): when, the action QEMU took, and how many
+// times it fired in the VM's current QEMU.
+type WatchdogFiring struct {
+	At     time.Time `json:"at"`
+	Action string    `json:"action"`
+	Count  int       `json:"count"`
+}
+
+// MaxWatchdogFirings bounds the count a host may report.
+const MaxWatchdogFirings = 1 << 30
+
+// Validate checks a firing a host reports (hosts are not trusted): a
+// known action, a count in range, a time.
+func (w *WatchdogFiring) Validate() error {
+	if w == nil {
+		return nil
+	}
+	if w.At.IsZero() {
+		return fieldErr("watchdog.at", "must be the time the watchdog fired")
+	}
+	if w.Count < 1 || w.Count > MaxWatchdogFirings {
+		return fieldErr("watchdog.count", "must be between 1 and %d (got %d)", MaxWatchdogFirings, w.Count)
+	}
+	// QEMU's own actions; "none", "debug" and "inject-nmi" are reported
+	// as they are, though vpool sets only the three of WatchdogActions
+	switch strings.ToLower(w.Action) {
+	case WatchdogReset, WatchdogPoweroff, WatchdogPause, "shutdown", "none", "debug", "inject-nmi":
+		return nil
+	}
+	return fieldErr("watchdog.action", "must be a QEMU watchdog action such as %s (got %s)", strings.Join(WatchdogActions, ", "), quoteShort(w.Action))
 }

@@ -237,6 +237,13 @@ func reportChange(v *model.VM, host string, rep api.VMReport, now time.Time) err
 	if rep.Disks != nil {
 		v.Status.Disks = rep.Disks
 	}
+	if w := rep.Watchdog; w != nil && (v.Status.Watchdog == nil || w.At.After(v.Status.Watchdog.At)) {
+		f := *w
+		if f.At.After(now) {
+			f.At = now // a host's clock ahead of ours does not date the firing
+		}
+		v.Status.Watchdog = &f
+	}
 	v.Status.Phase, v.Status.LastError, v.Status.Message = phase, rep.Error, rep.Message
 	v.Status.Usage, v.Status.AppliedRestartNonce, v.Status.ObservedAt = rep.Usage, rep.AppliedRestartNonce, now
 	return nil
@@ -253,6 +260,9 @@ func (s *Server) vmStatus(w http.ResponseWriter, r *http.Request, host string) e
 		return badRequest("the body names %s/%s but the path %s/%s", rep.Project, rep.Name, project, name)
 	}
 	rep.Project, rep.Name = project, name
+	if err := rep.Watchdog.Validate(); err != nil {
+		return err
+	}
 	vm, raw, err := s.reportStatus(r.Context(), host, rep)
 	switch {
 	case errors.Is(err, errNotYours):

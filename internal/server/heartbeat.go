@@ -42,14 +42,25 @@ type hostLease struct {
 // the leases granted now. The interval is base (the HA policy's
 // heartbeat) up to base/1 ms hosts on this server and grows beyond, so
 // that a server answers about 1,000 heartbeats a second at most (10,000
-// hosts: every 10 s); the TTL covers three intervals.
-func (s *Server) heartbeatTiming(base, suspect time.Duration) (time.Duration, int) {
+// hosts: every 10 s), but never past half the fence timeout: an agent
+// that has not renewed for the fence timeout kills its VMs, so it must
+// have a second try before then (a 10 s interval under a 6 s fence
+// would have every agent fence itself between two beats). The TTL
+// covers three intervals.
+func (s *Server) heartbeatTiming(base, suspect, fence time.Duration) (time.Duration, int) {
 	iv := s.cfg.HeartbeatInterval
 	if iv <= 0 {
 		s.leaseMu.Lock()
 		n := len(s.leases)
 		s.leaseMu.Unlock()
 		iv = min(max(base, time.Duration(n)*time.Millisecond), MaxHeartbeatInterval)
+		if fence > 0 && iv > fence/2 {
+			iv = max(fence/2, 500*time.Millisecond)
+			if s.fenceCapWarned.CompareAndSwap(false, true) && s.log != nil {
+				s.log.Warn("the fence timeout caps the heartbeat interval: this server's hosts beat more often than its load asks; raise the HA policy's fenceMillis for a fleet this large (docs/scale.md)",
+					"hosts", n, "interval", iv, "fence", fence)
+			}
+		}
 	}
 	if iv >= time.Second {
 		iv = iv.Round(time.Second)
@@ -97,7 +108,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 		return err
 	}
 	hp := s.haPolicy(ctx)
-	interval, ttl := s.heartbeatTiming(hp.Heartbeat(), hp.Suspect())
+	interval, ttl := s.heartbeatTiming(hp.Heartbeat(), hp.Suspect(), hp.Fence())
 	alive, lease, err := s.renewLease(ctx, host, ttl)
 	if err != nil {
 		return err

@@ -160,7 +160,10 @@ type Server struct {
 	imports   sync.WaitGroup // image downloads in the background
 
 	leaseMu sync.Mutex
-	leases  map[string]hostLease // per host: the liveness lease this server renews (heartbeat.go)
+	// fenceCapWarned: the fence timeout's cap on the heartbeat interval
+	// was logged once
+	fenceCapWarned atomic.Bool
+	leases         map[string]hostLease // per host: the liveness lease this server renews (heartbeat.go)
 
 	consoles consoleBroker // serial console sessions waiting for or joined by agents
 

@@ -22,6 +22,7 @@ const (
 	EventVMDiskResize    = "vm.disk-resize"
 	EventVMDiskResized   = "vm.disk-resized"
 	EventVMDeleting      = "vm.deleting"
+	EventVMWatchdog      = "vm.watchdog"
 	EventSnapshotReady   = "snapshot.ready"
 	EventSnapshotFailed  = "snapshot.failed"
 	EventSnapshotRevert  = "snapshot.revert"
@@ -59,6 +60,9 @@ func changeOps(old, nv *model.VM, now time.Time) []store.Op {
 	if nv.Status.AppliedRestartNonce > old.Status.AppliedRestartNonce {
 		add(EventVMRestarted, "restarted on %s", nv.Status.Host)
 	}
+	if w := nv.Status.Watchdog; w != nil && (old.Status.Watchdog == nil || w.At.After(old.Status.Watchdog.At)) {
+		add(EventVMWatchdog, "the guest watchdog fired on %s (action %s; %s in this run)", nv.Status.Host, w.Action, times(w.Count))
+	}
 	resizeOps(old, nv, add)
 	diskOps(so.Disks, sn.Disks, add)
 	if nv.Status.Disks != nil {
@@ -69,6 +73,14 @@ func changeOps(old, nv *model.VM, now time.Time) []store.Op {
 		}
 	}
 	return ops
+}
+
+// times says how many times something happened ("once", "3 times").
+func times(n int) string {
+	if n == 1 {
+		return "once"
+	}
+	return fmt.Sprintf("%d times", n)
 }
 
 func stopHow(s *model.VMSpec) string {

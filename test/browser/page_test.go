@@ -28,7 +28,7 @@ type page struct {
 
 func (p *page) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	p.t.Helper()
-	ctx, cancel := context.WithTimeout(p.ctx, 15*time.Second)
+	ctx, cancel := context.WithTimeout(p.ctx, waitJSTimeout+5*time.Second)
 	defer cancel()
 	if err := chromedp.Do(ctx, steps...); err != nil {
 		p.fail(what, err)
@@ -36,10 +36,14 @@ func (p *page) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 }
 
 // waitJS waits until the JavaScript expression is truthy.
+// waitJSTimeout bounds a wait for the page: 12 s was not enough for the
+// console to connect once on a machine loaded 17 times over (CI).
+const waitJSTimeout = 30 * time.Second
+
 func (p *page) waitJS(what, expr string) {
 	p.t.Helper()
 	p.do(what, func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
-		_, err := chromedp.Poll[bool](expr, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(12*time.Second))(ctx, t)
+		_, err := chromedp.Poll[bool](expr, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(waitJSTimeout))(ctx, t)
 		return chromedp.Void{}, err
 	})
 }

@@ -626,6 +626,7 @@ func (d *Driver) infoLocked(ctx context.Context, v *vm) hypervisor.Info {
 	case v.proc != nil && v.rec.Run != nil && !v.rec.Run.Helper:
 		in.Pid = v.proc.pid
 		in.StartedAt = v.rec.Run.StartedAt
+		in.Watchdog = v.proc.lastWatchdog()
 	}
 	return in
 }

@@ -43,7 +43,9 @@ func inOwnNetns(t *testing.T) bool {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
 	defer exec.Command("ip", "netns", "del", ns).Run()
-	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.v", "-test.timeout", "5m")
+	// 15m: the child waits for a guest slot behind the package's other
+	// QEMU tests, then boots two guests; 5m ran out once in CI at load 17
+	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.v", "-test.timeout", "15m")
 	cmd.Env = append(os.Environ(), netnsChildEnv+"="+ns)
 	out, err := cmd.CombinedOutput()
 	t.Logf("in namespace %s:\n%s", ns, out)

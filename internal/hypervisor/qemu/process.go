@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vpool/vpool/internal/hypervisor"
+	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/qmp"
 )
 
@@ -51,6 +52,20 @@ type process struct {
 	exitErr       error // from Wait, for our children
 	guestShutdown bool  // SHUTDOWN with guest=true was seen
 	ending        bool  // we asked it to end (stop, quit, kill)
+	// watchdog is the guest watchdog's last firing in this QEMU (nil:
+	// none); reported with the VM's info
+	watchdog *model.WatchdogFiring
+}
+
+// lastWatchdog returns a copy of the last firing (nil: none).
+func (p *process) lastWatchdog() *model.WatchdogFiring {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.watchdog == nil {
+		return nil
+	}
+	w := *p.watchdog
+	return &w
 }
 
 // runs reports whether pid is v's QEMU, attached or not.
@@ -233,6 +248,13 @@ func (d *Driver) watchEvents(p *process) {
 				p.mu.Unlock()
 			case ev.Name == "WATCHDOG": // the guest stopped feeding its watchdog
 				d.log.Warn("qemu: the guest watchdog fired", "pid", p.pid, "action", data.Action)
+				p.mu.Lock()
+				n := 1
+				if p.watchdog != nil {
+					n = p.watchdog.Count + 1
+				}
+				p.watchdog = &model.WatchdogFiring{At: d.clock.Now().UTC(), Action: data.Action, Count: n}
+				p.mu.Unlock()
 			}
 		}
 	}()

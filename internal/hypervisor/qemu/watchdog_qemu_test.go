@@ -17,7 +17,7 @@ import (
 // pause) and has it arm /dev/watchdog with a 1 s timeout and never feed
 // it: the guest sees an i6300esb (its driver binds), the device fires and
 // QEMU pauses the VM in the "watchdog" run state, which the driver
-// reports as paused. Without the device the guest has no /dev/watchdog
+// reports as paused, with the firing in the VM's info. Without the device the guest has no /dev/watchdog
 // and never arms it.
 func TestGuestWatchdogFires(t *testing.T) {
 	t.Parallel()
@@ -61,5 +61,10 @@ func TestGuestWatchdogFires(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `msg="qemu: the guest watchdog fired"`) || !strings.Contains(logs.String(), "action=pause") {
 		t.Fatalf("the driver did not log the watchdog's firing:\n%s", logs.String())
+	}
+	// the firing is part of the VM's info, which the agent reports
+	in, ok := d.infoOf(ctx, cfg.ID)
+	if !ok || in.Watchdog == nil || in.Watchdog.Action != "pause" || in.Watchdog.Count != 1 || in.Watchdog.At.IsZero() {
+		t.Fatalf("info after the firing: %+v, want the firing (pause, once)", in.Watchdog)
 	}
 }

@@ -41,16 +41,18 @@ func TestStartSecureCluster(t *testing.T) {
 	}
 	cl := etcdtest.StartWith(t, 1, etcdtest.Options{TLS: true, Password: "pw-1"})
 	ctx := context.Background()
-	short := func() context.Context {
-		c, cancel := context.WithTimeout(ctx, 5*time.Second)
+	within := func(d time.Duration) context.Context {
+		c, cancel := context.WithTimeout(ctx, d)
 		t.Cleanup(cancel)
 		return c
 	}
-	if s, err := etcdstore.ConnectWith(short(), etcdstore.ClientConfig{Endpoints: cl.Endpoints(), TLS: cl.ClientTLS(t)}); err == nil {
+	if s, err := etcdstore.ConnectWith(within(5*time.Second), etcdstore.ClientConfig{Endpoints: cl.Endpoints(), TLS: cl.ClientTLS(t)}); err == nil {
 		s.Close()
 		t.Fatal("a client without the password was accepted")
 	}
-	s, err := etcdstore.ConnectWith(short(), etcdstore.ClientConfig{Endpoints: cl.Endpoints(), TLS: cl.ClientTLS(t), Username: cl.User, Password: cl.Password})
+	// 30 s: the password check (bcrypt) and the TLS handshake took over
+	// 5 s on a machine loaded 17 times over (CI, once)
+	s, err := etcdstore.ConnectWith(within(30*time.Second), etcdstore.ClientConfig{Endpoints: cl.Endpoints(), TLS: cl.ClientTLS(t), Username: cl.User, Password: cl.Password})
 	if err != nil {
 		t.Fatal(err)
 	}
