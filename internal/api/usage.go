@@ -16,6 +16,12 @@ type UsageReport struct {
 	Monthly  bool               `json:"monthly,omitempty"`
 	Total    model.UsageFigures `json:"total"`
 	Projects []ProjectUsage     `json:"projects"`
+	// BookedThrough is how fresh the figures are: every VM that still
+	// exists is booked up to at least this time (absent when the range
+	// holds no such VM of the current month). The leader writes a VM's
+	// rollup at a bounded rate and answers with what it has not written
+	// yet; another server answers from the store (docs/metering.md).
+	BookedThrough *time.Time `json:"bookedThrough,omitempty"`
 }
 
 // ProjectUsage is one project's usage and its VMs'.

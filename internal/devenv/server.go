@@ -159,6 +159,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	var mgr *controller.Manager // made once the server is: it records decisions through the server's audit log
+	live := &meterstore.Live{}  // the leader's metering booking not written yet
 	srv, err := server.New(server.Config{
 		Images:      pool,
 		Store:       st,
@@ -180,6 +181,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		AuditDir:    cfg.AuditDir,
 		AuditWindow: cfg.AuditWindow,
 		Members:     members,
+		MeterLive:   live,
 
 		HistoryInterval: cfg.HistoryInterval,
 	})
@@ -209,7 +211,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	bc := controller.NewBackupController(b)
 	cc.Tasks = append(cc.Tasks, controller.LeaderTask{Name: "audit-export", Every: cfg.AuditExportInterval,
 		New: func() func(context.Context, store.Store) error { return srv.AuditTask }},
-		meterTask(cfg, st, srv), bc.Task())
+		meterTask(cfg, st, srv, live), bc.Task())
 	mgr = controller.New(cc)
 	mgr.SetUsage(srv) // usage lives in the server's memory and samples
 	return &Server{Server: srv, Store: st, Controller: mgr, kind: kind, ownStore: own}, nil
@@ -217,7 +219,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 
 // meterTask is the leader's metering: a meter per term, fed from the
 // store, its rollups written through the term's store.
-func meterTask(cfg ServerConfig, st store.Store, usage meterstore.VMUsage) controller.LeaderTask {
+func meterTask(cfg ServerConfig, st store.Store, usage meterstore.VMUsage, live *meterstore.Live) controller.LeaderTask {
 	var series func() map[string][]metering.Point
 	if cfg.GridSeriesFile != "" {
 		series = meterstore.SeriesFile(cfg.GridSeriesFile, cfg.Logger)
@@ -225,7 +227,7 @@ func meterTask(cfg ServerConfig, st store.Store, usage meterstore.VMUsage) contr
 	return controller.LeaderTask{Name: "metering", Every: cfg.MeterInterval, New: func() func(context.Context, store.Store) error {
 		t := meterstore.NewTask(meterstore.Config{Source: meterstore.StoreSource{Store: st, Clock: cfg.Clock, Usage: usage},
 			Grid: meterstore.SettingsGrid(series), Clock: cfg.Clock, Logger: cfg.Logger.With("component", "metering"),
-			PersistEvery: cfg.MeterInterval})
+			PersistEvery: cfg.MeterInterval, Live: live})
 		return t.Step
 	}}
 }

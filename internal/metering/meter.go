@@ -13,6 +13,7 @@
 package metering
 
 import (
+	"hash/fnv"
 	"math"
 	"sort"
 	"time"
@@ -51,15 +52,23 @@ type Meter struct {
 	// MaxGap bounds one interval (default DefaultMaxGap).
 	MaxGap  time.Duration
 	rollups map[string]*model.UsageRollup // by rollupKey
-	dirty   map[string]bool
-	last    map[string]VMSample // by project/name: the previous sample
+	dirty   map[string]bool               // changed since written
+	// urgent rollups are written at the next persist whatever the rate:
+	// new, deleted, a shape or counter that changed, a capped gap (what
+	// a new leader could not book again from the stored rollup).
+	urgent  map[string]bool
+	written map[string]time.Time // when each rollup was last written
+	last    map[string]VMSample  // by project/name: the previous sample
 	lastAt  map[string]time.Time
+	// covered is the stored mark (model.MeteringMark): the time up to
+	// which loaded rollups are booked in full, without the gap bound.
+	covered time.Time
 }
 
 // New returns an empty meter.
 func New() *Meter {
 	return &Meter{MaxGap: DefaultMaxGap, rollups: map[string]*model.UsageRollup{}, dirty: map[string]bool{},
-		last: map[string]VMSample{}, lastAt: map[string]time.Time{}}
+		urgent: map[string]bool{}, written: map[string]time.Time{}, last: map[string]VMSample{}, lastAt: map[string]time.Time{}}
 }
 
 // Month is the month of t ("2006-01", UTC).
@@ -68,18 +77,40 @@ func Month(t time.Time) string { return t.UTC().Format("2006-01") }
 func rollupKey(month, project, vm string) string { return month + "/" + project + "/" + vm }
 
 // Load resumes from stored rollups: their figures, and each VM's last
-// counters from its newest rollup.
-func (m *Meter) Load(rs []model.UsageRollup) {
+// counters and shape from its newest rollup. mark is the stored
+// model.MeteringMark's time (zero when none): the previous leader
+// sampled every VM, with the shape and counters its rollup stores, until
+// then, so the time from a rollup's LastAt to mark is booked in full and
+// only what lies beyond mark is bound by MaxGap.
+func (m *Meter) Load(rs []model.UsageRollup, mark time.Time) {
+	m.covered = mark
 	for i := range rs {
 		r := rs[i]
-		m.rollups[rollupKey(r.Month, r.Project, r.VM)] = &r
+		k := rollupKey(r.Month, r.Project, r.VM)
+		m.rollups[k] = &r
+		m.written[k] = r.LastAt
 		key := r.Project + "/" + r.VM
 		if r.Deleted || r.VM == model.MeteringDeletedVMs || !r.LastAt.After(m.lastAt[key]) {
 			continue
 		}
 		m.lastAt[key] = r.LastAt
-		m.last[key] = VMSample{Project: r.Project, Name: r.VM, Host: r.Host, NetBytes: r.LastNet, EnergyJ: r.LastEnergyJ}
+		v := VMSample{Project: r.Project, Name: r.VM, Host: r.Host, NetBytes: r.LastNet, EnergyJ: r.LastEnergyJ}
+		if sh := r.Shape; sh != nil {
+			v.VCPUs, v.Memory, v.Disk, v.Running, v.Placed, v.Site = sh.VCPUs, sh.Memory, sh.Disk, sh.Running, sh.Placed, sh.Site
+		}
+		m.last[key] = v
 	}
+}
+
+// shapeOf is what v holds.
+func shapeOf(v VMSample) model.UsageShape {
+	return model.UsageShape{VCPUs: v.VCPUs, Memory: v.Memory, Disk: v.Disk, Running: v.Running, Placed: v.Placed, Site: v.Site}
+}
+
+// changed says whether cur is not what a new leader would assume from
+// prev's stored rollup: another shape or host, a counter that went down.
+func changed(prev, cur VMSample) bool {
+	return prev.Host != cur.Host || shapeOf(prev) != shapeOf(cur) || cur.NetBytes < prev.NetBytes || cur.EnergyJ < prev.EnergyJ
 }
 
 // Add books the interval since each VM's previous sample and marks the
@@ -89,13 +120,18 @@ func (m *Meter) Add(s Sample, g Grid) {
 	for _, v := range s.VMs {
 		key := v.Project + "/" + v.Name
 		seen[key] = true
+		k := rollupKey(Month(s.At), v.Project, v.Name)
 		prev, known := m.last[key]
-		if known {
-			m.book(prev, m.lastAt[key], v, s.At, g)
+		switch {
+		case !known:
+			m.urgent[k] = true
+		case m.book(prev, m.lastAt[key], v, s.At, g) || changed(prev, v):
+			m.urgent[k] = true
 		}
 		r := m.rollup(Month(s.At), v.Project, v.Name)
-		r.Host, r.LastAt, r.LastNet, r.LastEnergyJ, r.Deleted = v.Host, s.At, v.NetBytes, v.EnergyJ, false
-		m.dirty[rollupKey(r.Month, r.Project, r.VM)] = true
+		sh := shapeOf(v)
+		r.Host, r.LastAt, r.LastNet, r.LastEnergyJ, r.Deleted, r.Shape = v.Host, s.At, v.NetBytes, v.EnergyJ, false, &sh
+		m.dirty[k] = true
 		m.last[key], m.lastAt[key] = v, s.At
 	}
 	for key, prev := range m.last {
@@ -104,7 +140,8 @@ func (m *Meter) Add(s Sample, g Grid) {
 		}
 		r := m.rollup(Month(s.At), prev.Project, prev.Name)
 		r.Deleted = true
-		m.dirty[rollupKey(r.Month, r.Project, r.VM)] = true
+		k := rollupKey(r.Month, r.Project, r.VM)
+		m.dirty[k], m.urgent[k] = true, true
 		delete(m.last, key)
 		delete(m.lastAt, key)
 	}
@@ -121,18 +158,32 @@ func (m *Meter) rollup(month, project, vm string) *model.UsageRollup {
 }
 
 // book integrates (from, to] for one VM: its shape as sampled at from
-// (prev; the current one after a resume, which knows only counters),
-// its counters' growth spread evenly over the interval, split at day
-// boundaries.
-func (m *Meter) book(prev VMSample, from time.Time, cur VMSample, to time.Time, g Grid) {
+// (prev; the stored one after a resume), its counters' growth spread
+// evenly over the interval, split at day boundaries. The time after the
+// stored mark is bound by MaxGap (capped reports that it was).
+func (m *Meter) book(prev VMSample, from time.Time, cur VMSample, to time.Time, g Grid) (capped bool) {
 	if !to.After(from) {
-		return
+		return false
 	}
 	if prev.VCPUs == 0 && prev.Memory == 0 && prev.Disk == 0 {
 		prev.VCPUs, prev.Memory, prev.Disk, prev.Running, prev.Placed, prev.Site = cur.VCPUs, cur.Memory, cur.Disk, cur.Running, cur.Placed, cur.Site
 	}
-	if gap := m.MaxGap; gap > 0 && to.Sub(from) > gap {
-		from = to.Add(-gap)
+	pieces := [][2]time.Time{{from, to}}
+	if gap := m.MaxGap; gap > 0 {
+		known := from // booked in full up to here: the previous leader's mark
+		if m.covered.After(from) {
+			known = m.covered
+			if known.After(to) {
+				known = to
+			}
+		}
+		if to.Sub(known) > gap {
+			capped = true
+			pieces = [][2]time.Time{{to.Add(-gap), to}}
+			if known.After(from) {
+				pieces = [][2]time.Time{{from, known}, {to.Add(-gap), to}}
+			}
+		}
 	}
 	dNet := cur.NetBytes - prev.NetBytes
 	if dNet < 0 {
@@ -142,34 +193,45 @@ func (m *Meter) book(prev VMSample, from time.Time, cur VMSample, to time.Time, 
 	if dJ < 0 {
 		dJ = cur.EnergyJ
 	}
-	total := to.Sub(from).Seconds()
-	var netBooked int64
-	for a := from; a.Before(to); {
-		b := nextDay(a)
-		if b.After(to) {
-			b = to
-		}
-		frac := b.Sub(a).Seconds() / total
-		hours := b.Sub(a).Hours()
-		var f model.UsageFigures
-		if prev.Running {
-			f.VCPUHours = float64(prev.VCPUs) * hours
-			f.MemGiBHours = float64(prev.Memory) / float64(model.GiB) * hours
-		}
-		if prev.Placed {
-			f.DiskGiBHours = float64(prev.Disk) / float64(model.GiB) * hours
-		}
-		if b.Equal(to) {
-			f.NetBytes = dNet - netBooked
-		} else {
-			f.NetBytes = int64(math.Round(float64(dNet) * frac))
-			netBooked += f.NetBytes
-		}
-		f.EnergyKWh = dJ * frac / 3.6e6
-		f.CO2Grams = f.EnergyKWh * g.pue() * g.Intensity(prev.Site, a.Add(b.Sub(a)/2))
-		m.addDay(cur.Project, cur.Name, a, f)
-		a = b
+	var total float64
+	for _, p := range pieces {
+		total += p[1].Sub(p[0]).Seconds()
 	}
+	var netBooked int64
+	for i, p := range pieces {
+		for a := p[0]; a.Before(p[1]); {
+			b := nextDay(a)
+			if b.After(p[1]) {
+				b = p[1]
+			}
+			frac := b.Sub(a).Seconds() / total
+			f := figures(prev, b.Sub(a).Hours())
+			if i == len(pieces)-1 && b.Equal(p[1]) {
+				f.NetBytes = dNet - netBooked
+			} else {
+				f.NetBytes = int64(math.Round(float64(dNet) * frac))
+				netBooked += f.NetBytes
+			}
+			f.EnergyKWh = dJ * frac / 3.6e6
+			f.CO2Grams = f.EnergyKWh * g.pue() * g.Intensity(prev.Site, a.Add(b.Sub(a)/2))
+			m.addDay(cur.Project, cur.Name, a, f)
+			a = b
+		}
+	}
+	return capped
+}
+
+// figures are the time-based figures of a VM of shape v over hours.
+func figures(v VMSample, hours float64) model.UsageFigures {
+	var f model.UsageFigures
+	if v.Running {
+		f.VCPUHours = float64(v.VCPUs) * hours
+		f.MemGiBHours = float64(v.Memory) / float64(model.GiB) * hours
+	}
+	if v.Placed {
+		f.DiskGiBHours = float64(v.Disk) / float64(model.GiB) * hours
+	}
+	return f
 }
 
 // nextDay is midnight (UTC) after t.
@@ -193,28 +255,69 @@ func (m *Meter) addDay(project, vm string, t time.Time, f model.UsageFigures) {
 	m.dirty[rollupKey(r.Month, r.Project, r.VM)] = true
 }
 
-// Dirty returns the rollups changed since the last Clean, in key order.
+// Dirty returns the rollups changed since they were last written, in
+// key order.
 func (m *Meter) Dirty() []model.UsageRollup {
+	return m.pick(func(string) bool { return true })
+}
+
+// Due returns the changed rollups to write at now, in key order: the
+// urgent ones, those never written, those of a past month, and the
+// others once per every (each at its own phase of it, so that a steady
+// fleet's writes spread evenly). every <= 0: every changed rollup.
+func (m *Meter) Due(now time.Time, every time.Duration) []model.UsageRollup {
+	if every <= 0 {
+		return m.Dirty()
+	}
+	month := Month(now)
+	return m.pick(func(k string) bool {
+		w, ok := m.written[k]
+		if m.urgent[k] || !ok || m.rollups[k].Month < month {
+			return true
+		}
+		f := fnv.New64a()
+		_, _ = f.Write([]byte(k))
+		off := int64(f.Sum64() % uint64(every))
+		return (now.UnixNano()+off)/int64(every) != (w.UnixNano()+off)/int64(every)
+	})
+}
+
+// Pending returns the changed rollups not written yet of months
+// first..last ("2025-03", inclusive) and of project (unless ""), in key
+// order.
+func (m *Meter) Pending(first, last, project string) []model.UsageRollup {
+	return m.pick(func(k string) bool {
+		r := m.rollups[k]
+		return r.Month >= first && r.Month <= last && (project == "" || r.Project == project)
+	})
+}
+
+// pick copies the dirty rollups that keep says to, in key order.
+func (m *Meter) pick(keep func(k string) bool) []model.UsageRollup {
 	keys := make([]string, 0, len(m.dirty))
 	for k := range m.dirty {
-		keys = append(keys, k)
+		if m.rollups[k] != nil && keep(k) {
+			keys = append(keys, k)
+		}
 	}
 	sort.Strings(keys)
 	out := make([]model.UsageRollup, 0, len(keys))
 	for _, k := range keys {
-		if r := m.rollups[k]; r != nil {
-			c := *r
-			c.Days = append([]model.UsageDay(nil), r.Days...)
-			out = append(out, c)
-		}
+		r := m.rollups[k]
+		c := *r
+		c.Days = append([]model.UsageDay(nil), r.Days...)
+		out = append(out, c)
 	}
 	return out
 }
 
-// Clean marks rs written.
-func (m *Meter) Clean(rs []model.UsageRollup) {
+// Clean marks rs written at.
+func (m *Meter) Clean(rs []model.UsageRollup, at time.Time) {
 	for _, r := range rs {
-		delete(m.dirty, rollupKey(r.Month, r.Project, r.VM))
+		k := rollupKey(r.Month, r.Project, r.VM)
+		delete(m.dirty, k)
+		delete(m.urgent, k)
+		m.written[k] = at
 	}
 }
 
@@ -224,6 +327,7 @@ func (m *Meter) Forget(keep string) {
 	for k, r := range m.rollups {
 		if r.Month < keep && !m.dirty[k] {
 			delete(m.rollups, k)
+			delete(m.written, k)
 		}
 	}
 }

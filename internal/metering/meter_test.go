@@ -109,7 +109,7 @@ func TestResumeFromStoredRollups(t *testing.T) {
 	for _, s := range samples[:2] {
 		first.Add(s, grid)
 	}
-	second.Load(first.Dirty())
+	second.Load(first.Dirty(), time.Time{})
 	second.Add(samples[2], grid)
 	want, _ := Report(whole.Rollups(), t0.AddDate(0, -1, 0), t0.AddDate(0, 1, 0))
 	got, _ := Report(second.Rollups(), t0.AddDate(0, -1, 0), t0.AddDate(0, 1, 0))

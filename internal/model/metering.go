@@ -53,6 +53,32 @@ type UsageRollup struct {
 	LastAt      time.Time `json:"lastAt"`
 	LastNet     int64     `json:"lastNet,omitempty"`
 	LastEnergyJ float64   `json:"lastEnergyJ,omitempty"`
+	// Shape is what the VM held at LastAt, so that a new leader books
+	// the time since LastAt as the VM had it (the leader writes a
+	// rollup at once when its shape changes, else at a bounded rate:
+	// docs/metering.md). Absent in rollups written before it.
+	Shape *UsageShape `json:"shape,omitempty"`
+}
+
+// UsageShape is what a VM held at one sample: vCPUs and memory accrue
+// while it runs, disks while it is placed.
+type UsageShape struct {
+	VCPUs   int    `json:"vcpus,omitempty"`
+	Memory  Bytes  `json:"memory,omitempty"`
+	Disk    Bytes  `json:"disk,omitempty"`
+	Running bool   `json:"running,omitempty"`
+	Placed  bool   `json:"placed,omitempty"`
+	Site    string `json:"site,omitempty"`
+}
+
+// MeteringMark is what the metering leader wrote last (store key
+// /vpool/metering/mark): every VM's stored rollup is exact up to its
+// LastAt, and the VM kept its stored shape and counted on, sampled
+// without a gap longer than the cap, until At. A new leader books the
+// time between a rollup's LastAt and At in full, and only the time after
+// At is capped (docs/metering.md).
+type MeteringMark struct {
+	At time.Time `json:"at"`
 }
 
 // SiteLabel names the site a host stands in (for grid intensity).

@@ -68,9 +68,27 @@ func (s *Server) usageReport(w http.ResponseWriter, r *http.Request, p *principa
 	if err != nil {
 		return err
 	}
+	rs = s.withPending(rs, metering.Month(from), metering.Month(to), project)
 	lines, monthly := metering.Report(rs, from, to)
-	reply(w, http.StatusOK, p, usageView(lines, from, to, monthly, withVMs))
+	view := usageView(lines, from, to, monthly, withVMs)
+	if month := metering.Month(now); metering.Month(to) >= month {
+		if at := meterstore.BookedThrough(rs, month); !at.IsZero() {
+			view.BookedThrough = &at
+		}
+	}
+	reply(w, http.StatusOK, p, view)
 	return nil
+}
+
+// withPending adds what this server's metering task (on the leader)
+// booked and has not written yet to the stored rollups rs of months
+// first..last.
+func (s *Server) withPending(rs []model.UsageRollup, first, last, project string) []model.UsageRollup {
+	pending, _, ok := s.cfg.MeterLive.Pending(first, last, project, s.now())
+	if !ok {
+		return rs
+	}
+	return meterstore.Merge(rs, pending)
 }
 
 // usageView groups report lines by project.
@@ -92,10 +110,12 @@ func usageView(lines []metering.Line, from, to time.Time, monthly, withVMs bool)
 
 // usageMetrics reads this month's rollups for /metrics.
 func (s *Server) usageMetrics(ctx context.Context) ([]metrics.UsageLine, error) {
-	rs, err := meterstore.List(ctx, s.cfg.Store, metering.Month(s.now()), "")
+	month := metering.Month(s.now())
+	rs, err := meterstore.List(ctx, s.cfg.Store, month, "")
 	if err != nil {
 		return nil, err
 	}
+	rs = s.withPending(rs, month, month, "")
 	out := make([]metrics.UsageLine, 0, len(rs))
 	for _, r := range rs {
 		t := r.Total

@@ -31,6 +31,7 @@ import (
 	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/auditlog"
 	"github.com/vpool/vpool/internal/imagepool"
+	"github.com/vpool/vpool/internal/metering/meterstore"
 	"github.com/vpool/vpool/internal/metrics"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/pki"
@@ -104,6 +105,10 @@ type Config struct {
 	// to this server is written into the store (default
 	// DefaultUsageSampleInterval; usage.go).
 	UsageSampleInterval time.Duration
+	// MeterLive, when set, is this server's metering task's booking not
+	// written yet: the usage report and /metrics add it when this server
+	// is the leader (docs/metering.md).
+	MeterLive *meterstore.Live
 	// HeartbeatInterval is what agents are told; 0 scales it with the
 	// hosts this server keeps alive (heartbeatInterval).
 	HeartbeatInterval time.Duration

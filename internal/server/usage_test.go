@@ -35,7 +35,9 @@ func (s *samples) Sample(context.Context) (metering.Sample, error) {
 // with PUE 1.5 and 400 g/kWh where no site says otherwise.
 func TestUsageReportByHand(t *testing.T) {
 	t0 := time.Date(2025, 3, 10, 10, 0, 0, 0, time.UTC)
-	ts := startServer(t, nil, func(c *Config) { c.Clock = func() time.Time { return t0.Add(3 * time.Hour) } })
+	now := t0
+	live := &meterstore.Live{}
+	ts := startServer(t, nil, func(c *Config) { c.Clock, c.MeterLive = func() time.Time { return now }, live })
 	admin := ts.AdminToken()
 	for _, p := range []string{"alpha", "beta"} {
 		ts.mustCall(201, "POST", "/api/v1/projects", admin, api.ProjectCreateRequest{Name: p}, nil)
@@ -53,8 +55,10 @@ func TestUsageReportByHand(t *testing.T) {
 			{Project: "beta", Name: "job", Host: "h2", VCPUs: 4, Memory: 8 * model.GiB, Running: true, Placed: true, EnergyJ: 2 * h * 3.6e6},
 		}})
 	}
-	now := t0
-	task := meterstore.NewTask(meterstore.Config{Source: &src, Grid: meterstore.SettingsGrid(nil), Clock: func() time.Time { return now }})
+	// the leader writes a rollup that only books at a bounded rate, and
+	// answers with what it has not written yet (MeterLive)
+	task := meterstore.NewTask(meterstore.Config{Source: &src, Grid: meterstore.SettingsGrid(nil), Clock: func() time.Time { return now },
+		Live: live})
 	for i := range 121 {
 		now = t0.Add(time.Duration(i) * time.Minute)
 		if err := task.Step(context.Background(), ts.st); err != nil {
@@ -101,6 +105,38 @@ func TestUsageReportByHand(t *testing.T) {
 		t.Errorf("the day before: %+v", rep.Projects)
 	}
 	checkUsageMetrics(t, ts)
+	if rep.BookedThrough == nil || !rep.BookedThrough.Equal(now) {
+		t.Errorf("the leader's report booked through %v, want its last sample %v", rep.BookedThrough, now)
+	}
+	last := now
+	now = now.Add(10 * time.Minute) // the leader's booking is too old to be offered
+	checkStoredUsage(t, ts, task, last, hand["alpha/web"])
+}
+
+// checkStoredUsage: a server that does not hold the meter (here: the
+// leader's last sample too old to be offered) answers from the store,
+// which is behind by at most the bounded rate and says so; once the
+// leader wrote everything the store answers the whole of web's usage.
+func checkStoredUsage(t *testing.T, ts *testServer, task *meterstore.Task, last time.Time, web model.UsageFigures) {
+	t.Helper()
+	var rep api.UsageReport
+	ts.mustCall(200, "GET", "/api/v1/usage?project=alpha&from=2025-03-10&to=2025-03-11&vms=true", ts.AdminToken(), nil, &rep)
+	if rep.BookedThrough == nil || !rep.BookedThrough.Before(last) || rep.BookedThrough.Before(last.Add(-meterstore.DefaultPersistVMEvery)) {
+		t.Fatalf("from the store: booked through %v, want before %v by at most %v", rep.BookedThrough, last, meterstore.DefaultPersistVMEvery)
+	}
+	behind := last.Sub(*rep.BookedThrough).Hours()
+	// web (2 vCPUs) is booked through BookedThrough or later, not beyond
+	if got := rep.Total.VCPUHours; got < web.VCPUHours-2*behind-1e-9 || got > web.VCPUHours-2.0/60+1e-9 {
+		t.Errorf("from the store: web booked %v vCPU-hours, booked through %v: want %v to %v", got, rep.BookedThrough,
+			web.VCPUHours-2*behind, web.VCPUHours-2.0/60)
+	}
+	if err := task.Flush(context.Background(), ts.st); err != nil {
+		t.Fatal(err)
+	}
+	ts.mustCall(200, "GET", "/api/v1/usage?project=alpha&from=2025-03-10&to=2025-03-11&vms=true", ts.AdminToken(), nil, &rep)
+	if rep.BookedThrough == nil || !rep.BookedThrough.Equal(last) || len(rep.Projects) != 1 || !sameFigures(rep.Projects[0].VMs[1].UsageFigures, web) {
+		t.Errorf("after a flush, from the store: %+v", rep)
+	}
 }
 
 func sameFigures(a, b model.UsageFigures) bool {

@@ -11,6 +11,7 @@ import "fmt"
 //	/vpool/audit/exported                  the last record written to the export files
 //	/vpool/cluster/audit-key               model.AuditKey: the servers' signing key (sealed)
 //	/vpool/metering/<yyyy-mm>/<project>/<vm>  a VM's usage in a month, by day
+//	/vpool/metering/mark                   model.MeteringMark: how far the stored rollups are known good
 const (
 	AuditPrefix        = Root + "audit/"
 	AuditRecordsPrefix = AuditPrefix + "records/"
@@ -43,6 +44,10 @@ func MeteringMonthPrefix(month string) string { return MeteringPrefix + month + 
 func MeteringKey(month, project, vm string) string {
 	return MeteringPrefix + month + "/" + project + "/" + vm
 }
+
+// MeteringMarkKey holds model.MeteringMark (not a month: readers of the
+// rollups list month prefixes).
+const MeteringMarkKey = MeteringPrefix + "mark"
 
 // MeteringSettingsKey holds model.MeteringSettings.
 const MeteringSettingsKey = Root + "cluster/metering"

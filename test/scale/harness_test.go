@@ -121,7 +121,7 @@ func startStack(tb testing.TB, n int, sz sizes) *stack {
 		agents = append(agents, "https://"+s.agentAddr)
 	}
 	f, err := fleet.New(fleet.Config{Servers: agents, Hosts: sz.hosts, Capacity: hostCapacity, Trace: sz.trace,
-		Labels: map[string]string{"vpool.io/fleet": "true"},
+		Labels: map[string]string{"vpool.io/fleet": "true"}, Workers: beatWorkers(sz.hosts),
 		Tokens: func(ctx context.Context) (string, error) {
 			jt, err := st.servers[0].c.CreateJoinToken(ctx, api.JoinTokenRequest{TTL: "24h", Uses: 100})
 			if err != nil {
@@ -135,9 +135,64 @@ func startStack(tb testing.TB, n int, sz sizes) *stack {
 	st.fleet, st.fleetErr = f, make(chan error, 1)
 	t0 := time.Now()
 	go func() { st.fleetErr <- f.Run(ctx) }()
-	st.waitGauge(`vpool_hosts{state="ready"}`, float64(sz.hosts), time.Duration(sz.hosts)*50*time.Millisecond+2*time.Minute)
+	st.waitHosts(sz.hosts, time.Duration(sz.hosts)*50*time.Millisecond+2*time.Minute)
 	tb.Logf("%d hosts joined and ready in %.1fs", sz.hosts, time.Since(t0).Seconds())
 	return st
+}
+
+// beatWorkers is how many heartbeats the fleet sends at once: the
+// fleet's default (64) up to 2,560 hosts, then one per 40 hosts. At
+// 10,000 hosts the server asks for a beat every 10 s, 1,000 a second: 64
+// beats in flight carry that only while a round trip takes under 64 ms,
+// and on a loaded machine it took more (p99 0.2–0.4 s), so the beats fell
+// behind the hosts' leases — a limit of the harness, not of the server.
+func beatWorkers(hosts int) int { return max(fleet.DefaultWorkers, hosts/40) }
+
+// waitHosts waits until every host is ready, logging every 30 s how many
+// joined and are ready, suspect or down, and how the beats go, so that a
+// fleet that does not come up says why. It gives up after within, or
+// later while the ready count still grows.
+func (st *stack) waitHosts(want int, within time.Duration) {
+	st.tb.Helper()
+	start := time.Now()
+	deadline := start.Add(within)
+	best, lastLog := -1.0, start
+	for {
+		var m map[string]float64
+		for _, s := range st.live() {
+			if got, err := s.metrics(context.Background()); err == nil {
+				m = got
+				break
+			}
+		}
+		ready := m[`vpool_hosts{state="ready"}`]
+		if ready >= float64(want) {
+			return
+		}
+		if ready > best {
+			best = ready
+			deadline = later(deadline, time.Now().Add(time.Minute))
+		}
+		if time.Since(lastLog) >= 30*time.Second {
+			fs := st.fleet.Stats()
+			st.fleet.ResetStats()
+			st.tb.Logf("hosts after %.0fs: %d joined, ready %.0f, suspect %.0f, failed %.0f, fenced %.0f, down %.0f; %d beats (%d failed), beat p50 %s p99 %s; load %s",
+				time.Since(start).Seconds(), st.fleet.Joined(), ready, m[`vpool_hosts{state="suspect"}`], m[`vpool_hosts{state="failed"}`],
+				m[`vpool_hosts{state="fenced"}`], m[`vpool_hosts{state="down"}`], fs.Beats, fs.BeatErrors, fs.BeatP50, fs.BeatP99, loadAvg())
+			lastLog = time.Now()
+		}
+		if time.Now().After(deadline) {
+			st.tb.Fatalf("%.0f of %d hosts ready after %s (no more for a minute)", ready, want, time.Since(start).Round(time.Second))
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func (st *stack) startServer(i int, shared string) *serverProc {

@@ -1,9 +1,12 @@
 // Package meterstore runs the meter (internal/metering) on the leader and
 // keeps its rollups in the store: a Source gives it every VM at one
 // instant, a Grid function the intensities, and the Task books each
-// sample, writes the changed rollups in batches at a bounded rate, and
-// compacts old months. Readers (the usage report, /metrics) list the
-// rollups of the months they need.
+// sample, writes the changed rollups in batches at a bounded rate (a
+// VM's at once when a new leader could not book it again from the
+// store, else once per PersistVMEvery), then the mark that lets a new
+// leader book the rest again, and compacts old months. Readers (the
+// usage report, /metrics) list the rollups of the months they need and,
+// on the leader, add what its task has not written yet (Live).
 //
 // Source is this package's (consumer side): StoreSource reads the VMs,
 // hosts and energy ledger from the store today; the leader's cache can
@@ -16,9 +19,11 @@ package meterstore
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vpool/vpool/internal/metering"
@@ -102,7 +107,15 @@ func VMSampleOf(vm *model.VM, site string, energyJ float64) metering.VMSample {
 const (
 	DefaultSampleEvery  = time.Minute
 	DefaultPersistEvery = time.Minute
-	maxPutsPerTxn       = 100
+	// DefaultPersistVMEvery is how often a VM's rollup that changed only
+	// by booking (its shape, host and counters going on as stored) is
+	// written: at rest every running VM's rollup changes every sample,
+	// and writing each every minute was 5 keys per host a minute at 10
+	// VMs a host (docs/scale.md). A new leader books that time again from
+	// the stored rollup and the mark.
+	DefaultPersistVMEvery = 15 * time.Minute
+	maxPutsPerTxn         = 100
+	maxTxnBytes           = 512 << 10
 )
 
 // Config configures a Task.
@@ -112,14 +125,25 @@ type Config struct {
 	Grid   func(ctx context.Context, st store.Store) (metering.Grid, error)
 	Clock  func() time.Time
 	Logger *slog.Logger
-	// PersistEvery is how often changed rollups are written.
+	// PersistEvery is how often the due rollups and the mark are written.
 	PersistEvery time.Duration
+	// PersistVMEvery is how often a rollup that changed only by booking
+	// is written (DefaultPersistVMEvery); a VM that is new, deleted,
+	// changed shape, host or counters, or was met after a capped gap is
+	// written at the next persist. Negative: every change at every
+	// persist.
+	PersistVMEvery time.Duration
+	// Live, when set, is where the task offers what it booked and has
+	// not written yet (the leader's usage reports read it).
+	Live *Live
 }
 
 // Task is the leader's metering for one term: New makes one per term.
 type Task struct {
 	cfg         Config
+	mu          sync.Mutex // guards meter and sampled (Live reads them)
 	meter       *metering.Meter
+	sampled     time.Time // the last sample booked
 	loaded      bool
 	lastPersist time.Time
 	compacted   string // the month compaction last ran for
@@ -136,10 +160,17 @@ func NewTask(cfg Config) *Task {
 	if cfg.PersistEvery <= 0 {
 		cfg.PersistEvery = DefaultPersistEvery
 	}
+	if cfg.PersistVMEvery == 0 {
+		cfg.PersistVMEvery = DefaultPersistVMEvery
+	}
 	if cfg.Grid == nil {
 		cfg.Grid = SettingsGrid(nil)
 	}
-	return &Task{cfg: cfg, meter: metering.New()}
+	t := &Task{cfg: cfg, meter: metering.New()}
+	if cfg.Live != nil {
+		cfg.Live.set(t)
+	}
+	return t
 }
 
 // Step books one sample, and writes and compacts when due.
@@ -147,16 +178,9 @@ func (t *Task) Step(ctx context.Context, st store.Store) error {
 	now := t.cfg.Clock()
 	month := metering.Month(now)
 	if !t.loaded {
-		var rs []model.UsageRollup
-		for _, m := range []string{metering.MonthsBefore(month, 1), month} {
-			got, err := List(ctx, st, m, "")
-			if err != nil {
-				return err
-			}
-			rs = append(rs, got...)
+		if err := t.load(ctx, st, month); err != nil {
+			return err
 		}
-		t.meter.Load(rs)
-		t.loaded = true
 	}
 	sample, err := t.cfg.Source.Sample(ctx)
 	if err != nil {
@@ -166,9 +190,15 @@ func (t *Task) Step(ctx context.Context, st store.Store) error {
 	if err != nil {
 		return err
 	}
+	t.mu.Lock()
 	t.meter.Add(sample, grid)
-	if now.Sub(t.lastPersist) >= t.cfg.PersistEvery {
-		if err := t.persist(ctx, st); err != nil {
+	t.sampled = sample.At
+	t.mu.Unlock()
+	// a tenth of slack: steps come every PersistEvery give or take the
+	// ticker's jitter, and a step a millisecond early would skip a
+	// persist (the mark then moved every other minute)
+	if now.Sub(t.lastPersist) >= t.cfg.PersistEvery-t.cfg.PersistEvery/10 {
+		if err := t.persist(ctx, st, t.cfg.PersistVMEvery); err != nil {
 			return err
 		}
 		t.lastPersist = now
@@ -178,31 +208,95 @@ func (t *Task) Step(ctx context.Context, st store.Store) error {
 			return err
 		}
 		t.compacted = month
+		t.mu.Lock()
 		t.meter.Forget(metering.MonthsBefore(month, 1))
+		t.mu.Unlock()
 	}
 	return nil
 }
 
-// persist writes the changed rollups, maxPutsPerTxn per transaction.
-func (t *Task) persist(ctx context.Context, st store.Store) error {
-	dirty := t.meter.Dirty()
-	for len(dirty) > 0 {
-		n := min(len(dirty), maxPutsPerTxn)
-		ops := make([]store.Op, 0, n)
-		for _, r := range dirty[:n] {
+// load reads the mark, then the rollups of this month and the last (in
+// that order: the rollups are at least as new as the mark says).
+func (t *Task) load(ctx context.Context, st store.Store, month string) error {
+	mark, err := ReadMark(ctx, st)
+	if err != nil {
+		return err
+	}
+	var rs []model.UsageRollup
+	for _, m := range []string{metering.MonthsBefore(month, 1), month} {
+		got, err := List(ctx, st, m, "")
+		if err != nil {
+			return err
+		}
+		rs = append(rs, got...)
+	}
+	t.mu.Lock()
+	t.meter.Load(rs, mark.At)
+	t.mu.Unlock()
+	t.loaded = true
+	return nil
+}
+
+// Flush writes every rollup booked and not written yet, and the mark.
+func (t *Task) Flush(ctx context.Context, st store.Store) error {
+	return t.persist(ctx, st, -1)
+}
+
+// persist writes the due rollups (metering.Meter.Due), at most
+// maxPutsPerTxn and maxTxnBytes per transaction, then the mark: every
+// rollup a new leader could not book again from the store is written by
+// then.
+func (t *Task) persist(ctx context.Context, st store.Store, every time.Duration) error {
+	t.mu.Lock()
+	now, at := t.cfg.Clock(), t.sampled
+	due := t.meter.Due(now, every)
+	t.mu.Unlock()
+	for len(due) > 0 {
+		ops := make([]store.Op, 0, min(len(due), maxPutsPerTxn))
+		size := 0
+		for _, r := range due[:min(len(due), maxPutsPerTxn)] {
 			b, err := json.Marshal(r)
 			if err != nil {
 				return fmt.Errorf("meterstore: encode rollup: %w", err)
 			}
+			if len(ops) > 0 && size+len(b) > maxTxnBytes {
+				break
+			}
+			size += len(b)
 			ops = append(ops, store.Put(store.MeteringKey(r.Month, r.Project, r.VM), b))
 		}
 		if _, _, err := st.Txn(ctx, nil, ops); err != nil {
 			return fmt.Errorf("meterstore: write rollups: %w", err)
 		}
-		t.meter.Clean(dirty[:n])
-		dirty = dirty[n:]
+		t.mu.Lock()
+		t.meter.Clean(due[:len(ops)], now)
+		t.mu.Unlock()
+		due = due[len(ops):]
+	}
+	if at.IsZero() {
+		return nil
+	}
+	b, _ := json.Marshal(model.MeteringMark{At: at})
+	if _, _, err := st.Txn(ctx, nil, []store.Op{store.Put(store.MeteringMarkKey, b)}); err != nil {
+		return fmt.Errorf("meterstore: write the mark: %w", err)
 	}
 	return nil
+}
+
+// ReadMark reads the metering mark (zero when none is stored).
+func ReadMark(ctx context.Context, st store.Store) (model.MeteringMark, error) {
+	var m model.MeteringMark
+	kv, err := st.Get(ctx, store.MeteringMarkKey)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return m, nil
+	case err != nil:
+		return m, fmt.Errorf("meterstore: read the mark: %w", err)
+	}
+	if err := json.Unmarshal(kv.Value, &m); err != nil {
+		return m, fmt.Errorf("meterstore: decode the mark: %w", err)
+	}
+	return m, nil
 }
 
 // compact bounds the stored months (metering.Compact).
@@ -213,6 +307,9 @@ func (t *Task) compact(ctx context.Context, st store.Store, month string) error 
 	}
 	rs := make([]model.UsageRollup, 0, len(kvs))
 	for _, kv := range kvs {
+		if kv.Key == store.MeteringMarkKey {
+			continue
+		}
 		var r model.UsageRollup
 		if err := json.Unmarshal(kv.Value, &r); err != nil {
 			return fmt.Errorf("meterstore: decode %s: %w", kv.Key, err)

@@ -3,6 +3,7 @@ package meterstore
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"sync"
 	"testing"
@@ -68,7 +69,7 @@ func TestTaskPersistsResumesAndCompacts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := second.persist(ctx, st); err != nil {
+	if err := second.Flush(ctx, st); err != nil {
 		t.Fatal(err)
 	}
 	rs, err := List(ctx, st, "2025-03", "p")
@@ -177,4 +178,204 @@ type liveUsage map[string]model.VMUsage
 func (l liveUsage) VMUsage(key string) (model.VMUsage, time.Time, bool) {
 	u, ok := l[key]
 	return u, time.Date(2025, 3, 10, 10, 0, 0, 0, time.UTC), ok
+}
+
+// countingStore counts the keys the task writes, and its largest
+// transaction.
+type countingStore struct {
+	store.Store
+	rollups, marks, maxTxnBytes int
+}
+
+func (c *countingStore) Txn(ctx context.Context, conds []store.Cond, ops []store.Op) (bool, int64, error) {
+	size := 0
+	for _, op := range ops {
+		size += len(op.Value)
+		if op.Key == store.MeteringMarkKey {
+			c.marks++
+		} else {
+			c.rollups++
+		}
+	}
+	c.maxTxnBytes = max(c.maxTxnBytes, size)
+	return c.Store.Txn(ctx, conds, ops)
+}
+
+// fleetAt is n running VMs at minute i: constant shapes, counters that
+// grow (the fleet at rest); stopped names a VM stopped from minute
+// stopAt on.
+func fleetAt(t0 time.Time, n, i int, stopped string, stopAt int) metering.Sample {
+	s := metering.Sample{At: t0.Add(time.Duration(i) * time.Minute)}
+	for j := range n {
+		v := metering.VMSample{Project: fmt.Sprintf("p%d", j%7), Name: fmt.Sprintf("vm-%04d", j), Host: fmt.Sprintf("h%d", j/10),
+			VCPUs: 1 + j%4, Memory: model.GiB * model.Bytes(1+j%3), Disk: 10 * model.GiB, Running: true, Placed: true,
+			NetBytes: int64(i * (100 + j)), EnergyJ: float64(i) * 3000}
+		if v.Name == stopped && i >= stopAt {
+			v.Running = false
+		}
+		s.VMs = append(s.VMs, v)
+	}
+	return s
+}
+
+// TestRestWritesBounded: at rest (every VM running on, its counters
+// growing) the task writes each VM's rollup once per PersistVMEvery and
+// the mark once a persist — not every rollup every minute, which was 5
+// keys per host a minute at 10 VMs a host (docs/scale.md) — while a VM
+// that changes (stopped) is written at the next persist.
+func TestRestWritesBounded(t *testing.T) {
+	ctx := context.Background()
+	const n = 1000
+	t0 := time.Date(2025, 3, 10, 10, 0, 0, 0, time.UTC)
+	st := &countingStore{Store: memstore.New()}
+	now := t0
+	i := 0
+	src := sourceFunc(func() metering.Sample { return fleetAt(t0, n, i, "vm-0042", 31) })
+	task := NewTask(Config{Source: src, Clock: func() time.Time { return now }})
+	step := func() {
+		t.Helper()
+		now = t0.Add(time.Duration(i) * time.Minute)
+		if err := task.Step(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for ; i < 15; i++ { // the first persist writes every (new) VM
+		step()
+	}
+	st.rollups, st.marks = 0, 0
+	for ; i < 45; i++ { // thirty minutes at rest: a VM stops at minute 31
+		step()
+		if i == 31 {
+			kv, err := st.Get(ctx, store.MeteringKey("2025-03", "p0", "vm-0042"))
+			var r model.UsageRollup
+			if err == nil {
+				err = json.Unmarshal(kv.Value, &r)
+			}
+			if err != nil || r.Shape == nil || r.Shape.Running || !r.LastAt.Equal(now) {
+				t.Fatalf("the VM stopped at minute 31 is stored as %+v (%v), want stopped, sampled at %v", r.Shape, err, now)
+			}
+		}
+	}
+	// each VM once per 15 minutes: 2 a VM in 30 minutes, and the stopped
+	// one once more; a mark a minute
+	if want := 2*n + 1; st.rollups > want || st.rollups < 2*n-n/10 || st.marks != 30 {
+		t.Errorf("30 minutes at rest for %d VMs wrote %d rollups and %d marks, want about %d and 30", n, st.rollups, st.marks, want)
+	}
+	if st.maxTxnBytes > maxTxnBytes {
+		t.Errorf("a transaction of %d bytes, want at most %d", st.maxTxnBytes, maxTxnBytes)
+	}
+}
+
+type sourceFunc func() metering.Sample
+
+func (f sourceFunc) Sample(context.Context) (metering.Sample, error) { return f(), nil }
+
+// TestFailoverKeepsTheBill: the leader dies with up to PersistVMEvery of
+// booking not written; the next leader books it again from the stored
+// rollups (their shape and counters) up to the stored mark in full, and
+// only the time nobody measured after the mark is bound by the gap cap.
+// The bill equals one meter's that saw every sample the leaders took.
+func TestFailoverKeepsTheBill(t *testing.T) {
+	ctx := context.Background()
+	const n, dies = 50, 36
+	t0 := time.Date(2025, 3, 10, 10, 0, 0, 0, time.UTC)
+	sample := func(i int) metering.Sample {
+		s := fleetAt(t0, n, i, "vm-0007", 20) // stopped at minute 20
+		if i >= 25 {
+			s.VMs[3].NetBytes -= 25 * 103 // vm-0003 migrated: its NIC counter started again
+		}
+		if i < 30 {
+			s.VMs = s.VMs[:n-1] // vm-0049 created at minute 30
+		}
+		return s
+	}
+	grid := metering.Grid{PUE: 1.2, Default: 300}
+	gridf := func(context.Context, store.Store) (metering.Grid, error) { return grid, nil }
+	for _, tc := range []struct {
+		name string
+		gap  int // minutes without a leader
+	}{{"short gap", 3}, {"gap past the cap", 14}} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := memstore.New()
+			t.Cleanup(func() { st.Close() })
+			ref := metering.New()
+			now, i := t0, 0
+			src := sourceFunc(func() metering.Sample { return sample(i) })
+			term := func() *Task {
+				return NewTask(Config{Source: src, Grid: gridf, Clock: func() time.Time { return now }, PersistVMEvery: 30 * time.Minute})
+			}
+			run := func(task *Task, from, to int) {
+				for i = from; i < to; i++ {
+					now = t0.Add(time.Duration(i) * time.Minute)
+					ref.Add(sample(i), grid)
+					if err := task.Step(ctx, st); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			run(term(), 0, dies+1) // dies after its persist at minute 36
+			rs, _ := List(ctx, st, "2025-03", "")
+			stale := 0
+			for _, r := range rs {
+				if t0.Add(time.Duration(dies+tc.gap)*time.Minute).Sub(r.LastAt) > metering.DefaultMaxGap {
+					stale++
+				}
+			}
+			if stale == 0 {
+				t.Fatal("no stored rollup older than the gap cap at the failover: the test would not see a lost booking")
+			}
+			next := term()
+			run(next, dies+tc.gap, 60)
+			if err := next.Flush(ctx, st); err != nil {
+				t.Fatal(err)
+			}
+			rs, err := List(ctx, st, "2025-03", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			day := time.Date(2025, 3, 10, 0, 0, 0, 0, time.UTC)
+			got, _ := metering.Report(rs, day, day.AddDate(0, 0, 1))
+			want, _ := metering.Report(ref.Rollups(), day, day.AddDate(0, 0, 1))
+			if len(got) != len(want) {
+				t.Fatalf("%d lines stored, want %d", len(got), len(want))
+			}
+			for k := range want {
+				if got[k].VM != want[k].VM || !close(got[k].UsageFigures, want[k].UsageFigures) {
+					t.Errorf("%s/%s: stored %+v, one meter %+v (%d of %d rollups were older than the cap at the failover)",
+						want[k].Project, want[k].VM, got[k].UsageFigures, want[k].UsageFigures, stale, len(rs))
+				}
+			}
+		})
+	}
+}
+
+// TestOldRollupsGainTheirShape: a rollup an older leader wrote (no shape:
+// it wrote every rollup every minute) is written again, with its shape,
+// at the new leader's first persist, so that a later failover can book
+// from it.
+func TestOldRollupsGainTheirShape(t *testing.T) {
+	ctx := context.Background()
+	st := memstore.New()
+	t.Cleanup(func() { st.Close() })
+	t0 := time.Date(2025, 3, 10, 10, 0, 0, 0, time.UTC)
+	old := model.UsageRollup{Month: "2025-03", Project: "p0", VM: "vm-0000", Host: "h0", LastAt: t0,
+		Total: model.UsageFigures{VCPUHours: 1}, Days: []model.UsageDay{{Day: 10, UsageFigures: model.UsageFigures{VCPUHours: 1}}}}
+	b, _ := json.Marshal(old)
+	if _, _, err := st.Txn(ctx, nil, []store.Op{store.Put(store.MeteringKey(old.Month, old.Project, old.VM), b)}); err != nil {
+		t.Fatal(err)
+	}
+	now := t0.Add(time.Minute)
+	task := NewTask(Config{Source: sourceFunc(func() metering.Sample { return fleetAt(t0, 1, 1, "", 0) }),
+		Clock: func() time.Time { return now }})
+	if err := task.Step(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := List(ctx, st, "2025-03", "p0")
+	if err != nil || len(rs) != 1 || rs[0].Shape == nil || rs[0].Shape.VCPUs != 1 || !rs[0].LastAt.Equal(now) ||
+		math.Abs(rs[0].Total.VCPUHours-(1+1.0/60)) > 1e-9 {
+		t.Fatalf("after the first persist: %+v %v", rs, err)
+	}
+	if m, err := ReadMark(ctx, st); err != nil || !m.At.Equal(now) {
+		t.Fatalf("mark %+v %v, want %v", m, err, now)
+	}
 }
