@@ -293,7 +293,12 @@ func (r *Repo) admitOnce(ctx context.Context, project string, batch []*admitReq,
 			demand = demand.Add(v.Spec.Demand())
 		}
 		if err := p.Quota.Admit(u, demand.CPUs, demand.Memory, demand.Disk, len(req.vms)); err != nil {
+			// a name already taken is the more useful answer, whatever
+			// order the group's calls came in (read on this path only)
 			req.err = fmt.Errorf("%w: %w", ErrQuotaExceeded, err)
+			if taken, terr := r.firstTaken(ctx, project, req.vms); terr == nil && taken != "" {
+				req.err = fmt.Errorf("%w: VM %s/%s", ErrExists, project, taken)
+			}
 			continue
 		}
 		ic, err := r.imageConds(ctx, req.vms)
@@ -335,23 +340,28 @@ func (r *Repo) admitOnce(ctx context.Context, project string, batch []*admitReq,
 	return true, rev, left, &admitBase{p: p, u: u, urev: rev, pol: base.pol, prev: base.prev}, nil
 }
 
+// firstTaken returns the name of the first of vms that exists in the
+// store ("" when none does).
+func (r *Repo) firstTaken(ctx context.Context, project string, vms []*model.VM) (string, error) {
+	for _, v := range vms {
+		_, err := r.st.Get(ctx, store.VMKey(project, v.Name))
+		if err == nil {
+			return v.Name, nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return "", err
+		}
+	}
+	return "", nil
+}
+
 // dropTaken answers, after a lost transaction, the calls naming a VM that
 // exists now, and returns the others to try again.
 func (r *Repo) dropTaken(ctx context.Context, project string, reqs []*admitReq) []*admitReq {
 	var again []*admitReq
 	for _, req := range reqs {
-		taken := ""
-		for _, v := range req.vms {
-			_, err := r.st.Get(ctx, store.VMKey(project, v.Name))
-			if err == nil {
-				taken = v.Name
-				break
-			}
-			if !errors.Is(err, store.ErrNotFound) {
-				req.err = err
-				break
-			}
-		}
+		var taken string
+		taken, req.err = r.firstTaken(ctx, project, req.vms)
 		switch {
 		case req.err != nil:
 		case taken != "":

@@ -140,3 +140,22 @@ func TestAdmissionKeepsGangsApart(t *testing.T) {
 		t.Fatalf("20 single-VM calls of one hard group share create revisions: %v", revs)
 	}
 }
+
+// A create that names a taken VM in a project at its quota is answered
+// "exists", not "quota exceeded": the name is the thing to change (CI saw
+// the group commit answer the quota when the call came after the others
+// had filled it).
+func TestTakenNameBeatsQuota(t *testing.T) {
+	r := New(memstore.New(), nil)
+	ctx := context.Background()
+	mustProject(t, r, "p", model.Quota{VMs: 1})
+	if _, err := r.CreateVM(ctx, mkVM("p", "taken", 1, 64*model.MiB)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.CreateVM(ctx, mkVM("p", "taken", 1, 64*model.MiB)); !errors.Is(err, ErrExists) {
+		t.Fatalf("a second VM named taken at the quota: %v, want it exists", err)
+	}
+	if _, err := r.CreateVM(ctx, mkVM("p", "other", 1, 64*model.MiB)); !errors.Is(err, ErrQuotaExceeded) {
+		t.Fatalf("a new name at the quota: %v, want the quota", err)
+	}
+}
