@@ -338,6 +338,13 @@ func (cl *mcluster) createOnHome(name string) {
 	cl.t.Helper()
 	spec := smallVM
 	spec.Placement.PreferredLabels = map[string]string{"home": "yes"}
+	// The hosts list comes from the API's view; the scheduler's view may
+	// not have the home host ready yet (CI, once: placed on h2). Wait
+	// until a dry run would choose it.
+	cl.eventually("the scheduler sees the home host", func() bool {
+		res, err := cl.c.DryRunVM(context.Background(), api.DefaultProject, api.VMCreateRequest{Name: name, Spec: spec})
+		return err == nil && res.Host == homeHost.name
+	})
 	if vm := cl.createVM(name, spec, model.PhaseRunning); vm.Status.Host != homeHost.name {
 		cl.t.Fatalf("%s was placed on %q, want %s", name, vm.Status.Host, homeHost.name)
 	}

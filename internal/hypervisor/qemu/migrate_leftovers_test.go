@@ -177,7 +177,9 @@ func killDuringMigration(t *testing.T, stage string, killTarget bool) {
 	waitGone(t, dst, vc.ID) // the target drops its copy by itself
 
 	src2 := newDriver(t, srcCfg)
-	st := infoOfVM(t, src2, vc.ID).State
+	// CI once found the source unknown at once: its monitor still busy
+	// with the killed agent's connection; re-attach retries
+	st := waitReached(t, src2, vc.ID).State
 	if stage == hypervisor.MigrationStageSwitchover && !killTarget {
 		// All memory went and the target never heard "done": the source
 		// stays paused until the control plane, which sees the target

@@ -48,6 +48,22 @@ func waitState(t *testing.T, d *Driver, id string, want hypervisor.State) hyperv
 	return in
 }
 
+// waitReached waits (≤ 60 s) while d lists id as unknown: re-attach
+// tries once at start and then retries in the background, so a monitor
+// slow to answer on a loaded machine (its last client just killed) is
+// reached a retry later.
+func waitReached(t *testing.T, d *Driver, id string) hypervisor.Info {
+	t.Helper()
+	var in hypervisor.Info
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if in = infoOfVM(t, d, id); in.State != hypervisor.StateUnknown {
+			return in
+		}
+	}
+	t.Fatalf("%s is still unreachable after 60 s (%s)", id, in.Reason)
+	return in
+}
+
 // TestReattachNeverKillsAnUnreachableVM restarts the driver while the
 // VM's QMP monitor is held by another client, then while its QEMU is
 // stopped (SIGSTOP): the QEMU must survive, be listed as unknown with the
