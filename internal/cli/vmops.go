@@ -345,8 +345,8 @@ has been quiet for a moment. --log prints this boot's output and exits.`,
 	return cmd
 }
 
-// settleConsole waits until the VM's console log has output that has not
-// grown for a second (the boot is done), or max has passed.
+// settleConsole waits until the VM's console log has settled (settled),
+// or max has passed.
 func (a *app) settleConsole(ctx context.Context, c *client.Client, vm string, max time.Duration) error {
 	deadline := time.Now().Add(max)
 	last, since := "", time.Now()
@@ -355,10 +355,9 @@ func (a *app) settleConsole(ctx context.Context, c *client.Client, vm string, ma
 		if err != nil {
 			return err
 		}
-		switch {
-		case l.Log != last:
+		if l.Log != last {
 			last, since = l.Log, time.Now()
-		case last != "" && time.Since(since) >= time.Second:
+		} else if settled(last, time.Since(since)) {
 			return nil
 		}
 		select {
@@ -369,6 +368,29 @@ func (a *app) settleConsole(ctx context.Context, c *client.Client, vm string, ma
 	}
 	return nil
 }
+
+// settled reports whether a console whose log is log and has not grown
+// for quiet is done booting: a prompt waits on a line of its own without
+// a newline ("/ # ", "login: "), quiet for promptQuiet; a log that ends
+// a line may be a boot pausing between two messages (CI's README tour:
+// a loaded guest paused over a second before its init printed, and the
+// typed command lost its first characters), so it must stay quiet for
+// lineQuiet.
+func settled(log string, quiet time.Duration) bool {
+	switch {
+	case log == "":
+		return false
+	case !strings.HasSuffix(log, "\n") && !strings.HasSuffix(log, "\r"):
+		return quiet >= promptQuiet
+	default:
+		return quiet >= lineQuiet
+	}
+}
+
+const (
+	promptQuiet = time.Second
+	lineQuiet   = 5 * time.Second
+)
 
 // detachKey (Ctrl-]) ends an interactive console session.
 const detachKey = 0x1d
