@@ -291,6 +291,20 @@ func TestExternalEtcd(t *testing.T) {
 	if err := cl.Members[0].Kill(); err != nil {
 		t.Fatal(err)
 	}
+	// While the members elect a leader a write can time out ("etcdserver:
+	// request timed out", CI once, when the killed member led): wait until
+	// a linearizable read (a list's consistent read) goes through.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, stderr, err := s.cliResult("vm", "list")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the store did not answer within 60 s of losing a member: %v: %s", err, stderr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	s.cli(t, "vm", "create", "e2", "--memory", "256MiB", "--wait", "--timeout", "60s")
 	vms := listVMs(t, s)
 	if vms["e1"].Status.Phase != model.PhaseRunning || vms["e2"].Status.Phase != model.PhaseRunning {
