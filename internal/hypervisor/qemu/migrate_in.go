@@ -281,8 +281,8 @@ func (d *Driver) prepareIncoming(in *incoming, m ctlMsg) ctlMsg {
 		// read from the main loop) until all memory is here.
 		p.qmp.Execute(ctx, "qom-set", qmp.Args{"path": balloonPath, "property": "guest-stats-polling-interval", "value": 0}, nil)
 	}
-	if m.Multifd > 1 && m.PostCopy {
-		return ctlMsg{Error: "multifd cannot be combined with post-copy"}
+	if msg := checkMultifdAsk(m); msg != "" {
+		return ctlMsg{Error: msg}
 	}
 	// multifd must be set here before migrate-incoming: the target
 	// accepts the channels only when it expects them.
@@ -473,4 +473,17 @@ func (d *Driver) handOver(ctx context.Context, in *incoming) (restore func(), er
 func (d *Driver) arrived(v *vm) {
 	os.Remove(filepath.Join(d.vmDir(v.rec.Config.ID), incomingMarker))
 	v.arriving.Store(false)
+}
+
+// checkMultifdAsk checks the channels a source asks for in its prepare
+// (the source is a joined host, not trusted): at most maxMultifdChannels,
+// and not with post-copy. "" when the ask is fine.
+func checkMultifdAsk(m ctlMsg) string {
+	switch {
+	case m.Multifd < 0 || m.Multifd > maxMultifdChannels:
+		return fmt.Sprintf("multifd channels must be 0 to %d (asked for %d)", maxMultifdChannels, m.Multifd)
+	case m.Multifd > 1 && m.PostCopy:
+		return "multifd cannot be combined with post-copy"
+	}
+	return ""
 }

@@ -147,3 +147,26 @@ func TestMigrationMultifdPrepare(t *testing.T) {
 	cc.call(ctlMsg{Op: "abort"}, time.Minute) // the answer may not come: the copy goes first
 	waitGone(t, dst, cfg.ID)
 }
+
+// TestTargetBoundsTheChannelsAsked: the target takes the channels a
+// source's prepare asks for only within the driver's bound, and never
+// with post-copy (the source is a joined host, not trusted).
+func TestTargetBoundsTheChannelsAsked(t *testing.T) {
+	for _, tc := range []struct {
+		m  ctlMsg
+		ok bool
+	}{
+		{ctlMsg{Multifd: 0}, true},
+		{ctlMsg{Multifd: 1, PostCopy: true}, true},
+		{ctlMsg{Multifd: 2}, true},
+		{ctlMsg{Multifd: maxMultifdChannels}, true},
+		{ctlMsg{Multifd: maxMultifdChannels + 1}, false},
+		{ctlMsg{Multifd: 1 << 20}, false},
+		{ctlMsg{Multifd: -1}, false},
+		{ctlMsg{Multifd: 2, PostCopy: true}, false},
+	} {
+		if got := checkMultifdAsk(tc.m) == ""; got != tc.ok {
+			t.Errorf("checkMultifdAsk(%+v) accepted %v, want %v", tc.m, got, tc.ok)
+		}
+	}
+}
