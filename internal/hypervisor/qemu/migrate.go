@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"strconv"
 	"strings"
 	"time"
 
@@ -192,8 +190,13 @@ func (m *outgoing) run(ctx context.Context) error {
 	m.unboost = m.d.boost(m.v.rec, m.p)
 	m.stops = m.p.qmp.Subscribe("STOP")
 	defer m.stops.Close()
-	uri := "tcp:" + net.JoinHostPort(m.a.host, strconv.Itoa(m.a.mig))
-	if err := m.p.qmp.Execute(ctx, "migrate", qmp.Args{"uri": uri}, nil); err != nil {
+	uri, release, err := m.streamURI(ctx)
+	if err != nil {
+		return err
+	}
+	err = m.p.qmp.Execute(ctx, "migrate", qmp.Args{"uri": uri}, nil)
+	release()
+	if err != nil {
 		return err
 	}
 	mi, err := m.transfer(ctx)
