@@ -322,6 +322,7 @@ func migrateOptions(o model.MigrationOptions) hypervisor.MigrateOptions {
 		BandwidthBps:    o.BandwidthBps,
 		MaxBandwidthBps: o.MaxBandwidthBps,
 		AllowPostCopy:   o.AllowPostCopy,
+		MultifdChannels: o.MultifdChannels,
 		StageTimeout:    time.Duration(o.StageTimeoutMs) * time.Millisecond,
 	}
 }

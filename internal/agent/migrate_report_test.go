@@ -60,3 +60,23 @@ func TestProgressETA(t *testing.T) {
 		t.Errorf("switch-over report %+v: want the memory and disk counters kept, nothing left", *l)
 	}
 }
+
+// TestMigrateOptionsToTheDriver: a migration's stored options reach the
+// driver, the multifd channels (per VM or per cluster) included; zero
+// values keep the driver's defaults.
+func TestMigrateOptionsToTheDriver(t *testing.T) {
+	for _, tc := range []struct {
+		in   model.MigrationOptions
+		want hypervisor.MigrateOptions
+	}{
+		{model.MigrationOptions{}, hypervisor.MigrateOptions{}},
+		{model.MigrationOptions{DowntimeLimitMs: 100, MultifdChannels: 4, StageTimeoutMs: 2000},
+			hypervisor.MigrateOptions{DowntimeLimit: 100 * time.Millisecond, MultifdChannels: 4, StageTimeout: 2 * time.Second}},
+		{model.MigrationOptions{AllowPostCopy: true, MultifdChannels: 1, BandwidthBps: 1 << 20},
+			hypervisor.MigrateOptions{AllowPostCopy: true, MultifdChannels: 1, BandwidthBps: 1 << 20}},
+	} {
+		if got := migrateOptions(tc.in); got != tc.want {
+			t.Errorf("migrateOptions(%+v) = %+v, want %+v", tc.in, got, tc.want)
+		}
+	}
+}

@@ -64,6 +64,9 @@ func policyTable(w io.Writer, p *model.Policy) {
 	if p.MigrationDowntimeLimitMs > 0 {
 		field(w, "Migration downtime limit", fmt.Sprintf("%dms", p.MigrationDowntimeLimitMs))
 	}
+	if p.MigrationMultifdChannels > 0 {
+		field(w, "Migration multifd channels", strconv.Itoa(p.MigrationMultifdChannels))
+	}
 	field(w, "HA timings", p.HAPolicy().String())
 }
 
@@ -138,6 +141,7 @@ func (a *app) policySetCmd() *cobra.Command {
 	var strategy string
 	var weights []string
 	var downtime time.Duration
+	var channels int
 	var hf haFlags
 	cmd := &cobra.Command{
 		Use:   "set",
@@ -145,6 +149,7 @@ func (a *app) policySetCmd() *cobra.Command {
 		Example: `  vpool cluster policy set --cpu-ratio 8 --strategy spread
   vpool cluster policy set --weight balance=2 --weight binpack=0
   vpool cluster policy set --migration-downtime-limit 100ms
+  vpool cluster policy set --migration-multifd-channels 1   # one memory stream for every VM that sets none
   vpool cluster policy set --ha-fence-command 4s   # fence by --fence-cmd at the suspect timeout`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -163,8 +168,8 @@ func (a *app) policySetCmd() *cobra.Command {
 				haChanged = haChanged || f.Changed(n)
 			}
 			if !f.Changed("cpu-ratio") && !f.Changed("memory-ratio") && !f.Changed("disk-ratio") && !f.Changed("strategy") && len(ws) == 0 &&
-				!f.Changed("migration-downtime-limit") && !haChanged {
-				return usageErr(fmt.Errorf("cluster policy set: %w (--cpu-ratio, --memory-ratio, --disk-ratio, --strategy, --weight, --migration-downtime-limit, --ha-*)", errNothingToChange))
+				!f.Changed("migration-downtime-limit") && !f.Changed("migration-multifd-channels") && !haChanged {
+				return usageErr(fmt.Errorf("cluster policy set: %w (--cpu-ratio, --memory-ratio, --disk-ratio, --strategy, --weight, --migration-downtime-limit, --migration-multifd-channels, --ha-*)", errNothingToChange))
 			}
 			c, err := a.outputClient()
 			if err != nil {
@@ -189,6 +194,9 @@ func (a *app) policySetCmd() *cobra.Command {
 			if f.Changed("migration-downtime-limit") {
 				p.MigrationDowntimeLimitMs = int(downtime / time.Millisecond)
 			}
+			if f.Changed("migration-multifd-channels") {
+				p.MigrationMultifdChannels = channels
+			}
 			hf.apply(cmd, p)
 			if len(ws) > 0 && p.Weights == nil {
 				p.Weights = map[string]float64{}
@@ -210,6 +218,7 @@ func (a *app) policySetCmd() *cobra.Command {
 	f.StringVar(&strategy, "strategy", "", "binpack or spread")
 	f.StringArrayVar(&weights, "weight", nil, "score plugin weight name=value (repeatable)")
 	f.DurationVar(&downtime, "migration-downtime-limit", 0, "cap on a live migration's pause for VMs without their own, e.g. 100ms (0: the default 300ms)")
+	f.IntVar(&channels, "migration-multifd-channels", 0, "memory-stream connections of a live migration for VMs without their own and without post-copy: 1 one stream, up to 16 (0: the source host chooses from the guest's dirty rate)")
 	hf.add(cmd)
 	return cmd
 }

@@ -85,6 +85,8 @@ func TestFlagsToRequests(t *testing.T) {
 		{"token revoke", []string{"token", "revoke", "tok-a"}, "DELETE /api/v1/tokens/{id}", "", nil},
 		{"policy set", []string{"cluster", "policy", "set", "--cpu-ratio", "8", "--strategy", "spread", "--weight", "balance=2"}, "PUT /api/v1/cluster/policy", "",
 			&model.Policy{Ratios: model.Ratios{CPU: 8, Memory: 1, Disk: 1}, Strategy: "spread", Weights: map[string]float64{"balance": 2}}},
+		{"policy set multifd", []string{"cluster", "policy", "set", "--migration-multifd-channels", "1"}, "PUT /api/v1/cluster/policy", "",
+			&model.Policy{Ratios: model.Ratios{CPU: 4, Memory: 1, Disk: 1}, Strategy: "binpack", MigrationMultifdChannels: 1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -50,7 +50,7 @@ func TestUsageErrors(t *testing.T) {
 			`error: --since: "yesterday" is not an event ID, a duration (e.g. 10m) or a time (RFC 3339)`},
 		{"bad weight", []string{"cluster", "policy", "set", "--weight", "x"}, `error: --weight: "x" is not name=number`},
 		{"policy nothing", []string{"cluster", "policy", "set"},
-			`error: cluster policy set: nothing to change: give at least one flag (--cpu-ratio, --memory-ratio, --disk-ratio, --strategy, --weight, --migration-downtime-limit, --ha-*)`},
+			`error: cluster policy set: nothing to change: give at least one flag (--cpu-ratio, --memory-ratio, --disk-ratio, --strategy, --weight, --migration-downtime-limit, --migration-multifd-channels, --ha-*)`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

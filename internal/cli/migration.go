@@ -301,6 +301,9 @@ func (a *app) describeMigration(w io.Writer, m *model.Migration) {
 	if m.Options.AllowPostCopy {
 		field(w, "Post-copy", "allowed")
 	}
+	if m.Options.MultifdChannels > 0 {
+		field(w, "Multifd channels", fmt.Sprint(m.Options.MultifdChannels))
+	}
 	if m.Progress.BytesTotal > 0 || m.Progress.DiskTotal > 0 {
 		field(w, "Progress", migrationProgressLine(m))
 		if m.Progress.Note != "" && !m.Phase.Final() {

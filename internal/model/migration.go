@@ -45,6 +45,10 @@ const DefaultDowntimeLimitMs = 300
 // MaxDowntimeLimitMs bounds any downtime limit.
 const MaxDowntimeLimitMs = 60000
 
+// MaxMultifdChannels bounds a live migration's multifd channels (the
+// connections its memory stream is split over).
+const MaxMultifdChannels = 16
+
 // MaxMigrationBandwidth bounds a migration's bandwidth cap (bytes/s).
 const MaxMigrationBandwidth int64 = 1 << 40
 
@@ -57,6 +61,12 @@ type MigrationSpec struct {
 	// post-copy (the guest runs on the target while memory still arrives;
 	// losing either host then loses the VM).
 	AllowPostCopy bool `json:"allowPostCopy,omitempty"`
+	// MultifdChannels is how many connections a live migration's memory
+	// stream is split over: 0 lets the source host choose (one stream
+	// for a guest that dirties little, its --migration-multifd-channels
+	// for one that dirties faster than one stream moves), 1 one stream,
+	// 2 to MaxMultifdChannels that many. Post-copy needs one stream.
+	MultifdChannels int `json:"multifdChannels,omitempty"`
 }
 
 func (m *MigrationSpec) validate() error {
@@ -66,6 +76,14 @@ func (m *MigrationSpec) validate() error {
 	if m.DowntimeLimitMs < 0 || m.DowntimeLimitMs > MaxDowntimeLimitMs {
 		return fieldErr("spec.migration.downtimeLimitMs", "must be 0 (default %d) to %d ms (got %d)",
 			DefaultDowntimeLimitMs, MaxDowntimeLimitMs, m.DowntimeLimitMs)
+	}
+	if m.MultifdChannels < 0 || m.MultifdChannels > MaxMultifdChannels {
+		return fieldErr("spec.migration.multifdChannels", "must be 0 (the source host chooses), 1 (one stream) or up to %d channels (got %d)",
+			MaxMultifdChannels, m.MultifdChannels)
+	}
+	if m.MultifdChannels > 1 && m.AllowPostCopy {
+		return fieldErr("spec.migration.multifdChannels", "cannot be combined with allowPostCopy (post-copy needs one stream): set it to 0 or 1, or allowPostCopy to false (got %d)",
+			m.MultifdChannels)
 	}
 	return nil
 }
@@ -78,6 +96,9 @@ type MigrationOptions struct {
 	// (0: the driver's default).
 	MaxBandwidthBps int64 `json:"maxBandwidthBps,omitempty"`
 	AllowPostCopy   bool  `json:"allowPostCopy,omitempty"`
+	// MultifdChannels is the memory stream's channels (0: the source
+	// host's choice; see MigrationSpec.MultifdChannels).
+	MultifdChannels int `json:"multifdChannels,omitempty"`
 	// StageTimeoutMs bounds each escalation stage (0: the driver's default).
 	StageTimeoutMs int64 `json:"stageTimeoutMs,omitempty"`
 }
@@ -231,17 +252,26 @@ func EffectiveMigrationOptions(spec *VMSpec, downtimeMs *int, postCopy *bool) (M
 // MigrationOptions merges a request's overrides over the VM's spec over
 // the cluster policy p (nil: none) over the defaults: the downtime limit
 // is the request's, else the VM's, else the cluster's, else
-// DefaultDowntimeLimitMs.
+// DefaultDowntimeLimitMs; the multifd channels the VM's, else the
+// cluster's (which a migration allowed post-copy leaves to the host:
+// post-copy needs one stream), else the source host's choice.
 func (p *Policy) MigrationOptions(spec *VMSpec, downtimeMs *int, postCopy *bool) (MigrationOptions, error) {
 	o := MigrationOptions{DowntimeLimitMs: DefaultDowntimeLimitMs}
 	if p != nil && p.MigrationDowntimeLimitMs > 0 {
 		o.DowntimeLimitMs = p.MigrationDowntimeLimitMs
 	}
+	if p != nil {
+		o.MultifdChannels = p.MigrationMultifdChannels
+	}
+	vmChannels := false
 	if m := spec.Migration; m != nil {
 		if m.DowntimeLimitMs > 0 {
 			o.DowntimeLimitMs = m.DowntimeLimitMs
 		}
 		o.AllowPostCopy = m.AllowPostCopy
+		if m.MultifdChannels > 0 {
+			o.MultifdChannels, vmChannels = m.MultifdChannels, true
+		}
 	}
 	if downtimeMs != nil {
 		if *downtimeMs <= 0 || *downtimeMs > MaxDowntimeLimitMs {
@@ -251,6 +281,13 @@ func (p *Policy) MigrationOptions(spec *VMSpec, downtimeMs *int, postCopy *bool)
 	}
 	if postCopy != nil {
 		o.AllowPostCopy = *postCopy
+	}
+	if o.AllowPostCopy && o.MultifdChannels > 1 {
+		if vmChannels {
+			return o, fieldErr("allowPostCopy", "post-copy needs one stream and the VM sets spec.migration.multifdChannels %d: migrate without allowPostCopy, or set the VM's multifdChannels to 0 or 1",
+				o.MultifdChannels)
+		}
+		o.MultifdChannels = 0
 	}
 	return o, nil
 }

@@ -297,6 +297,10 @@ func (p *Policy) Validate() error {
 		return fieldErr("migrationDowntimeLimitMs", "must be 0 (the default %d) to %d ms (got %d)",
 			DefaultDowntimeLimitMs, MaxDowntimeLimitMs, p.MigrationDowntimeLimitMs)
 	}
+	if p.MigrationMultifdChannels < 0 || p.MigrationMultifdChannels > MaxMultifdChannels {
+		return fieldErr("migrationMultifdChannels", "must be 0 (the source host chooses), 1 (one stream) or up to %d channels (got %d)",
+			MaxMultifdChannels, p.MigrationMultifdChannels)
+	}
 	switch strings.ToLower(p.Strategy) {
 	case "", "binpack", "spread":
 	default:

@@ -283,6 +283,10 @@ type Policy struct {
 	// switch-over for VMs that set none (spec.migration.downtimeLimitMs)
 	// when the request gives none; 0: DefaultDowntimeLimitMs.
 	MigrationDowntimeLimitMs int `json:"migrationDowntimeLimitMs,omitempty"`
+	// MigrationMultifdChannels is the memory stream's channels of a live
+	// migration for VMs that set none (spec.migration.multifdChannels)
+	// and do not allow post-copy; 0: the source host chooses.
+	MigrationMultifdChannels int `json:"migrationMultifdChannels,omitempty"`
 	// HA holds host failure detection, fencing and the failover reserve
 	// (nil: DefaultHAPolicy).
 	HA *HAPolicy `json:"ha,omitempty"`

@@ -31,7 +31,7 @@ import (
 const (
 	// maxMultifdChannels bounds MigrateOptions.MultifdChannels (QEMU
 	// allows 255; more channels than CPUs only add threads).
-	maxMultifdChannels = 16
+	maxMultifdChannels = model.MaxMultifdChannels
 	// dirtyProbe is how long the source measures the guest's dirty rate
 	// before it chooses (calc-dirty-rate, page sampling).
 	dirtyProbe = 200 * time.Millisecond
