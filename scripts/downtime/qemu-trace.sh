@@ -21,6 +21,7 @@ if [ -n "$dir" ]; then
 		-trace enable=vm_stop_flush_all -trace enable=migration_completion_vm_stop \
 		-trace enable=multifd_send_sync_main -trace enable=savevm_send_switchover_start \
 		-trace enable=vm_state_notify -trace enable=nbd_send_request \
-		-trace enable=nbd_receive_simple_reply -trace enable=nbd_co_receive_request_decode_type
+		-trace enable=nbd_receive_simple_reply -trace enable=nbd_receive_reply_chunk_header \
+		-trace enable=nbd_co_receive_request_decode_type
 fi
 exec qemu-system-x86_64 "$@"

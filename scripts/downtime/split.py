@@ -40,7 +40,8 @@ def main(paths):
                 cur.setdefault("vcpus", t)
             elif cur is not None and name == "nbd_send_request" and "(flush)" in args and "flushed" not in cur:
                 cur.setdefault("nbdflush", t)
-            elif cur is not None and name == "nbd_receive_simple_reply" and "nbdflush" in cur and "flushed" not in cur:
+            elif cur is not None and name in ("nbd_receive_simple_reply", "nbd_receive_reply_chunk_header") and "nbdflush" in cur and "flushed" not in cur:
+                # QEMU 10 answers with structured replies (the chunk header)
                 cur["nbdreply"] = t
             elif cur is not None and name == "vmstate_downtime_checkpoint" and args.startswith("src-"):
                 cur[args] = t
