@@ -195,7 +195,7 @@ func (m *outgoing) run(ctx context.Context) error {
 		return err
 	}
 	err = m.p.qmp.Execute(ctx, "migrate", qmp.Args{"uri": uri}, nil)
-	release()
+	release(err != nil)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,9 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+	"time"
+
+	"github.com/vpool/vpool/internal/qmp"
 )
 
 // The memory stream's connection. A single-stream migration's
@@ -72,19 +75,27 @@ func dialStream(ctx context.Context, host string, port int) (*os.File, error) {
 // streamURI is the "migrate" URI of the memory stream: over a
 // connection dialled here for a single stream, QEMU's own for multifd.
 // The returned func releases this process's copy of the socket (QEMU
-// holds its own once getfd is done).
-func (m *outgoing) streamURI(ctx context.Context) (string, func(), error) {
+// holds its own once getfd is done) and, when "migrate" failed (unused
+// true), QEMU's too, which "migrate" did not take.
+func (m *outgoing) streamURI(ctx context.Context) (string, func(unused bool), error) {
 	tcp := "tcp:" + net.JoinHostPort(m.a.host, strconv.Itoa(m.a.mig))
 	if m.res.MultifdChannels > 1 {
-		return tcp, func() {}, nil
+		return tcp, func(bool) {}, nil
 	}
 	f, err := dialStream(ctx, m.a.host, m.a.mig)
 	if err != nil {
-		return "", func() {}, err
+		return "", func(bool) {}, err
 	}
 	if err := m.p.qmp.Getfd(ctx, streamFD, f); err != nil {
 		f.Close()
-		return "", func() {}, err
+		return "", func(bool) {}, err
 	}
-	return "fd:" + streamFD, func() { f.Close() }, nil
+	return "fd:" + streamFD, func(unused bool) {
+		f.Close()
+		if unused {
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			m.p.qmp.Execute(cctx, "closefd", qmp.Args{"fdname": streamFD}, nil)
+		}
+	}, nil
 }
