@@ -420,14 +420,23 @@ func TestTwoServersAgreeOnCA(t *testing.T) {
 func TestMetricsExposeStateAndLatency(t *testing.T) {
 	ts := startServer(t, nil)
 	ts.mustCall(201, "POST", "/api/v1/vms", ts.AdminToken(), vmReq("m"), nil)
-	req, _ := http.NewRequest("GET", "http://"+ts.Addr()+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+ts.AdminToken())
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	// the gauges are the watch-fed view's: the create reaches it shortly
+	// after its answer (CI once read the metrics before it had)
+	var body []byte
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		req, _ := http.NewRequest("GET", "http://"+ts.Addr()+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+ts.AdminToken())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if bytes.Contains(body, []byte(`vpool_vms{phase="pending"} 1`)) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
 	for _, want := range []string{`vpool_vms{phase="pending"} 1`, `vpool_hosts{state="ready"} 0`,
 		`vpool_api_request_duration_seconds_count{code="201",route="POST /api/v1/vms"} 1`, `vpool_reconcile_errors_total`} {
 		if want == "vpool_reconcile_errors_total" {
