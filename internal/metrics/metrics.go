@@ -42,6 +42,11 @@ type Metrics struct {
 	// store revision the watch is at (its rate is transactions a second).
 	StoreChanges  *prometheus.CounterVec
 	StoreRevision prometheus.Gauge
+	// StoreTxns counts the store's transactions (revisions) this
+	// server's watch saw, by the kinds of key each changed ("alloc+events+vms"
+	// is a placement group, "events+vms" a group of status reports):
+	// how many transactions a placed VM costs, and of which sort.
+	StoreTxns *prometheus.CounterVec
 
 	hosts *prometheus.Desc
 	vms   *prometheus.Desc
@@ -79,6 +84,10 @@ func New() *Metrics {
 			Namespace: "vpool", Name: "store_changes_total",
 			Help: "Changes of the store (keys put or deleted) seen by this server, by kind of key.",
 		}, []string{"kind"}),
+		StoreTxns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "vpool", Name: "store_txns_total",
+			Help: "Transactions of the store seen by this server, by the kinds of key each changed (joined with +).",
+		}, []string{"kinds"}),
 		StoreRevision: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "vpool", Name: "store_revision",
 			Help: "The store revision this server has seen everything up to.",
@@ -88,7 +97,7 @@ func New() *Metrics {
 		ttl:   DefaultCountTTL,
 		now:   time.Now,
 	}
-	m.Registry.MustRegister(m.APILatency, m.ReconcileErrors, m.StoreChanges, m.StoreRevision, stateCollector{m},
+	m.Registry.MustRegister(m.APILatency, m.ReconcileErrors, m.StoreChanges, m.StoreTxns, m.StoreRevision, stateCollector{m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
