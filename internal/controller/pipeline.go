@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/state"
@@ -199,7 +200,9 @@ func (p *pipeline) close() ([]*model.VM, error) {
 // decided again.
 func (p *pipeline) commit(ps []Placement) {
 	r := p.r
+	t0 := time.Now()
 	vms, refused, ok, err := r.gate.placeGroup(p.ctx, ps)
+	r.m.cfg.GateCommitted(len(ps), time.Since(t0))
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err != nil {

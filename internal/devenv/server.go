@@ -200,6 +200,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		cc.StoreTerm = storeTerm
 	}
 	cc.ReconcileErrors = m.ReconcileError
+	cc.GateCommitted = m.GateCommit
 	if cc.Placer == nil {
 		cc.Placer = controller.NewSchedulerPlacer()
 	}
