@@ -47,6 +47,11 @@ type Config struct {
 	// the gate committed (or lost) with its size and how long the commit
 	// took, re-check included: wire metrics.(*Metrics).GateCommit here.
 	GateCommitted func(placements int, took time.Duration)
+	// MaxTxnOps is the store's cap on a transaction's operations when it
+	// is above etcd's default (state.MaxTxnOps): the gate's groups of
+	// placements grow to it (etcdstore.EmbeddedMaxTxnOps for our own
+	// member; 0 for an external etcd of default settings).
+	MaxTxnOps int
 
 	// LeaseTTL is the leader lease's time to live (whole seconds).
 	LeaseTTL time.Duration
