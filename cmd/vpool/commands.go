@@ -41,6 +41,7 @@ func serverCmd() *cobra.Command {
 	backupDirs := f.StringArray("backup-dir", nil, "a directory under which backup repositories may be registered (repeatable; default DATA_DIR/backups); hosts must see it at the same path")
 	auditDir := f.String("audit-dir", "", "where the leader appends the audit trail's export files (default DATA_DIR/audit)")
 	auditWindow := f.Int("audit-window", 0, "audit records the store keeps; older ones are pruned once exported (default 20000)")
+	agentRate := f.Float64("agent-rate", 0, "requests a second one host may make on the agent listener, in bursts of ten times as many; heartbeats are counted apart (default 100; negative: no limit)")
 	gridFile := f.String("grid-intensity-file", "", "grid carbon intensity over time for metering: lines TIME,SITE,G_PER_KWH (RFC 3339 time; empty site: every site)")
 	clusterOpts := serverClusterFlags(cmd)
 	logger := logFlags(cmd)
@@ -67,7 +68,7 @@ func serverCmd() *cobra.Command {
 			CAKeyFile: *caKeyFile, BackupDirs: *backupDirs,
 			Name: n, Logger: log, Version: version, TLS: *tlsAPI, ImagePool: *imagePool, ImageTool: qemu.ImageTool{},
 			Controller: controller.Config{Power: hostPower(*powerOn, *powerOff), Fencer: hostFencer(*fenceCmd)},
-			AuditDir:   *auditDir, AuditWindow: *auditWindow, GridSeriesFile: *gridFile,
+			AuditDir:   *auditDir, AuditWindow: *auditWindow, GridSeriesFile: *gridFile, AgentRate: *agentRate,
 			PeerURL: peer, InitialCluster: initial, Join: join, JoinToken: joinTok,
 		})
 		if err != nil {

@@ -47,6 +47,7 @@ const (
 	CodeConflict      = "conflict"
 	CodeQuotaExceeded = "quota_exceeded"
 	CodeUnavailable   = "unavailable"
+	CodeRateLimited   = "rate_limited"
 	CodeInternal      = "internal"
 )
 

@@ -86,6 +86,9 @@ type ServerConfig struct {
 	AuditDir            string
 	AuditWindow         int
 	AuditExportInterval time.Duration
+	// AgentRate bounds each host's requests on the agent listener
+	// (server.Config.AgentRate).
+	AgentRate float64
 	// MeterInterval is how often the leader samples usage for metering
 	// (default 1 minute); GridSeriesFile is a grid-intensity time series
 	// (TIME,SITE,G_PER_KWH lines) that overrides the settings
@@ -182,6 +185,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		AuditWindow: cfg.AuditWindow,
 		Members:     members,
 		MeterLive:   live,
+		AgentRate:   cfg.AgentRate,
 
 		HistoryInterval: cfg.HistoryInterval,
 	})

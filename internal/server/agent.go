@@ -104,6 +104,12 @@ func (s *Server) agentWrap(route string, e agentEndpoint) http.Handler {
 			err = certRefused(host, err)
 		}
 		if err == nil {
+			beat := e.path == "/agent/v1/heartbeat"
+			if ok, wait := s.hostLimits.allow(host, beat, s.now()); !ok {
+				err = s.hostLimits.tooManyRequests(sw, host, beat, wait)
+			}
+		}
+		if err == nil {
 			err = e.handle(sw, r, host)
 		}
 		var he *httpError

@@ -78,6 +78,8 @@ func toHTTP(err error) *httpError {
 		return conflict("%s", strings.TrimPrefix(err.Error(), "state: "))
 	case errors.Is(err, state.ErrContention), errors.Is(err, store.ErrClosed):
 		return errf(http.StatusServiceUnavailable, api.CodeUnavailable, "", "%s; retry", err.Error())
+	case errors.Is(err, store.ErrUnavailable):
+		return errf(http.StatusServiceUnavailable, api.CodeUnavailable, "", "the store did not answer (%v): a change may or may not have been made; read it back before retrying", err)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return errf(http.StatusServiceUnavailable, api.CodeUnavailable, "", "request did not complete: %v", err)
 	}

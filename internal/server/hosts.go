@@ -187,6 +187,7 @@ func (s *Server) deleteHost(w http.ResponseWriter, r *http.Request, p *principal
 		return hostNotFound(err, name)
 	}
 	s.trust.forget(name)
+	s.hostLimits.forget(name)
 	s.leaseMu.Lock()
 	delete(s.leases, name)
 	s.leaseMu.Unlock()

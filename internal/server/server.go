@@ -109,6 +109,11 @@ type Config struct {
 	// written yet: the usage report and /metrics add it when this server
 	// is the leader (docs/metering.md).
 	MeterLive *meterstore.Live
+	// AgentRate is how many requests a second one host may make on the
+	// agent listener, in bursts of ten times as many; heartbeats are
+	// counted apart (hostlimit.go). 0 means DefaultAgentRate; negative,
+	// no limit.
+	AgentRate float64
 	// HeartbeatInterval is what agents are told; 0 scales it with the
 	// hosts this server keeps alive (heartbeatInterval).
 	HeartbeatInterval time.Duration
@@ -188,6 +193,7 @@ type Server struct {
 	audit        *auditlog.Log      // the audit trail's appender (audit.go)
 	auditExport  *auditlog.Exporter // run by the leader (AuditTask)
 	unauth       limiter            // unauthenticated requests recorded
+	hostLimits   *hostLimits        // each host's requests on the agent listener
 	auditSkipped atomic.Int64       // unauthenticated requests not recorded
 
 	hist history // the hosts' recent load (history.go)
@@ -236,6 +242,10 @@ func New(cfg Config) (*Server, error) {
 		drain: make(chan struct{}), leases: map[string]hostLease{},
 		unauth: limiter{rate: unauthRate, burst: unauthBurst},
 	}
+	if cfg.AgentRate == 0 {
+		cfg.AgentRate = DefaultAgentRate
+	}
+	s.hostLimits = newHostLimits(cfg.AgentRate)
 	s.repo.SetReserveCheck(reserveCheck) // the failover reserve, in every admission (ha.go)
 	s.nets.s = s
 	s.vmDec = state.NewVMDecoder()

@@ -18,6 +18,11 @@ var (
 	ErrClosed    = errors.New("store: closed")
 	ErrNoLease   = errors.New("store: lease not found")
 	ErrCompacted = errors.New("store: revision compacted")
+	// ErrUnavailable is a store that could not answer: no leader, a
+	// leader change or a timeout inside the store. For a write the
+	// outcome is unknown: it may have been applied. Callers read back
+	// before they retry anything that is not idempotent.
+	ErrUnavailable = errors.New("store: unavailable")
 )
 
 // KV is one stored key with its value and revisions.

@@ -28,6 +28,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/vpool/vpool/internal/pki"
 	"github.com/vpool/vpool/internal/store"
@@ -189,10 +191,30 @@ func (s *Store) wrap(op string, err error) error {
 		return fmt.Errorf("etcdstore: %s: %w", op, store.ErrNoLease)
 	case errors.Is(err, rpctypes.ErrCompacted), errors.Is(err, rpctypes.ErrGRPCCompacted):
 		return fmt.Errorf("etcdstore: %s: %w", op, store.ErrCompacted)
-	case errors.Is(err, clientv3.ErrNoAvailableEndpoints):
-		return fmt.Errorf("etcdstore: %s: %w", op, err)
+	case unavailable(err):
+		return fmt.Errorf("etcdstore: %s: %w: %w", op, store.ErrUnavailable, err)
 	}
 	return fmt.Errorf("etcdstore: %s: %w", op, err)
+}
+
+// unavailable says whether err is etcd failing to answer (no leader, a
+// leader change, a timeout inside etcd, no endpoint reachable) rather
+// than refusing the request: a write's outcome is then unknown.
+func unavailable(err error) bool {
+	for _, e := range []error{
+		rpctypes.ErrNoLeader, rpctypes.ErrGRPCNoLeader,
+		rpctypes.ErrLeaderChanged, rpctypes.ErrGRPCLeaderChanged,
+		rpctypes.ErrTimeout, rpctypes.ErrGRPCTimeout,
+		rpctypes.ErrTimeoutDueToLeaderFail, rpctypes.ErrGRPCTimeoutDueToLeaderFail,
+		rpctypes.ErrTimeoutDueToConnectionLost, rpctypes.ErrGRPCTimeoutDueToConnectionLost,
+		rpctypes.ErrTimeoutWaitAppliedIndex, rpctypes.ErrGRPCTimeoutWaitAppliedIndex,
+		clientv3.ErrNoAvailableEndpoints,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return status.Code(err) == codes.Unavailable
 }
 
 func (s *Store) checkOpen(ctx context.Context, op string) error {
