@@ -105,8 +105,10 @@ func (l *leftHosts) after(host string, rev int64) []string {
 // reportOnly says whether cur differs from old only by what a status
 // report of its host writes (reportChange: phase, error, message, usage,
 // restart nonce applied, observation and start times, disks, watchdog),
-// and is one (its observation time moved): nothing the host's agent
-// acts on — it holds the stored VM from the report's answer.
+// and is one (its observation time moved: only reports move it):
+// nothing the host's agent acts on — it holds the stored VM from the
+// report's answer. The placement explanation, which no agent reads and
+// no report changes, is not compared (most of the cost of comparing).
 func reportOnly(old, cur *model.VM) bool {
 	if old == nil || cur == nil || cur.Status.ObservedAt.Equal(old.Status.ObservedAt) {
 		return false
@@ -116,6 +118,6 @@ func reportOnly(old, cur *model.VM) bool {
 	s, o := &c.Status, &old.Status
 	s.Phase, s.LastError, s.Message, s.Usage = o.Phase, o.LastError, o.Message, o.Usage
 	s.AppliedRestartNonce, s.ObservedAt, s.StartedAt = o.AppliedRestartNonce, o.ObservedAt, o.StartedAt
-	s.Disks, s.Watchdog = o.Disks, o.Watchdog
+	s.Disks, s.Watchdog, s.Explanation = o.Disks, o.Watchdog, o.Explanation
 	return reflect.DeepEqual(&c, old)
 }
