@@ -13,7 +13,6 @@
 package metering
 
 import (
-	"hash/fnv"
 	"math"
 	"sort"
 	"time"
@@ -63,12 +62,20 @@ type Meter struct {
 	// covered is the stored mark (model.MeteringMark): the time up to
 	// which loaded rollups are booked in full, without the gap bound.
 	covered time.Time
+	// PerShard bounds the VMs of a shard (DefaultPerShard; shards.go).
+	PerShard int
+	shardOf  map[string]shardID        // by rollupKey
+	shards   map[string]*projectShards // by month/project
+	legacy   map[string]bool           // stored in a record of its own (before shards)
+	shardAt  map[shardID]time.Time     // when each shard was last written
 }
 
 // New returns an empty meter.
 func New() *Meter {
 	return &Meter{MaxGap: DefaultMaxGap, rollups: map[string]*model.UsageRollup{}, dirty: map[string]bool{},
-		urgent: map[string]bool{}, written: map[string]time.Time{}, last: map[string]VMSample{}, lastAt: map[string]time.Time{}}
+		urgent: map[string]bool{}, written: map[string]time.Time{}, last: map[string]VMSample{}, lastAt: map[string]time.Time{},
+		PerShard: DefaultPerShard, shardOf: map[string]shardID{}, shards: map[string]*projectShards{}, legacy: map[string]bool{},
+		shardAt: map[shardID]time.Time{}}
 }
 
 // Month is the month of t ("2006-01", UTC).
@@ -76,19 +83,50 @@ func Month(t time.Time) string { return t.UTC().Format("2006-01") }
 
 func rollupKey(month, project, vm string) string { return month + "/" + project + "/" + vm }
 
-// Load resumes from stored rollups: their figures, and each VM's last
-// counters and shape from its newest rollup. mark is the stored
-// model.MeteringMark's time (zero when none): the previous leader
-// sampled every VM, with the shape and counters its rollup stores, until
-// then, so the time from a rollup's LastAt to mark is booked in full and
-// only what lies beyond mark is bound by MaxGap.
-func (m *Meter) Load(rs []model.UsageRollup, mark time.Time) {
+// Load resumes from rollups stored one a VM (as leaders wrote them
+// before shards): LoadShards with no shard.
+func (m *Meter) Load(rs []model.UsageRollup, mark time.Time) { m.LoadShards(nil, rs, mark) }
+
+// LoadShards resumes from stored rollups: their figures, each VM's shard
+// (a rollup stored in a record of its own, legacy, joins a shard and is
+// moved into it at the next persist: Due), and each VM's last counters
+// and shape from its newest rollup. A VM stored twice (a persist cut
+// short, or an older leader beside a newer one) counts once, as its
+// newer record has it. mark is the stored model.MeteringMark's time
+// (zero when none): the previous leader sampled every VM, with the shape
+// and counters its rollup stores, until then, so the time from a
+// rollup's LastAt to mark is booked in full and only what lies beyond
+// mark is bound by MaxGap.
+func (m *Meter) LoadShards(shards []model.UsageRollupShard, legacy []model.UsageRollup, mark time.Time) {
 	m.covered = mark
-	for i := range rs {
-		r := rs[i]
+	keep := func(r model.UsageRollup) string {
 		k := rollupKey(r.Month, r.Project, r.VM)
-		m.rollups[k] = &r
-		m.written[k] = r.LastAt
+		if old := m.rollups[k]; old == nil || r.LastAt.After(old.LastAt) {
+			m.rollups[k] = &r
+			m.written[k] = r.LastAt
+		}
+		return k
+	}
+	for _, sh := range shards {
+		id := shardID{month: sh.Month, project: sh.Project, n: sh.Shard}
+		for _, r := range sh.Rollups {
+			k := keep(r)
+			if _, placed := m.shardOf[k]; !placed {
+				m.join(k, id)
+			}
+			if r.LastAt.After(m.shardAt[id]) {
+				m.shardAt[id] = r.LastAt
+			}
+		}
+	}
+	for _, r := range legacy {
+		k := keep(r)
+		m.legacy[k] = true
+		if _, placed := m.shardOf[k]; !placed {
+			m.assign(k, r.Month, r.Project)
+		}
+	}
+	for _, r := range m.rollups {
 		key := r.Project + "/" + r.VM
 		if r.Deleted || r.VM == model.MeteringDeletedVMs || !r.LastAt.After(m.lastAt[key]) {
 			continue
@@ -153,6 +191,9 @@ func (m *Meter) rollup(month, project, vm string) *model.UsageRollup {
 	if r == nil {
 		r = &model.UsageRollup{Month: month, Project: project, VM: vm}
 		m.rollups[k] = r
+		if _, placed := m.shardOf[k]; !placed {
+			m.assign(k, month, project)
+		}
 	}
 	return r
 }
@@ -261,27 +302,6 @@ func (m *Meter) Dirty() []model.UsageRollup {
 	return m.pick(func(string) bool { return true })
 }
 
-// Due returns the changed rollups to write at now, in key order: the
-// urgent ones, those never written, those of a past month, and the
-// others once per every (each at its own phase of it, so that a steady
-// fleet's writes spread evenly). every <= 0: every changed rollup.
-func (m *Meter) Due(now time.Time, every time.Duration) []model.UsageRollup {
-	if every <= 0 {
-		return m.Dirty()
-	}
-	month := Month(now)
-	return m.pick(func(k string) bool {
-		w, ok := m.written[k]
-		if m.urgent[k] || !ok || m.rollups[k].Month < month {
-			return true
-		}
-		f := fnv.New64a()
-		_, _ = f.Write([]byte(k))
-		off := int64(f.Sum64() % uint64(every))
-		return (now.UnixNano()+off)/int64(every) != (w.UnixNano()+off)/int64(every)
-	})
-}
-
 // Pending returns the changed rollups not written yet of months
 // first..last ("2025-03", inclusive) and of project (unless ""), in key
 // order.
@@ -311,24 +331,24 @@ func (m *Meter) pick(keep func(k string) bool) []model.UsageRollup {
 	return out
 }
 
-// Clean marks rs written at.
-func (m *Meter) Clean(rs []model.UsageRollup, at time.Time) {
-	for _, r := range rs {
-		k := rollupKey(r.Month, r.Project, r.VM)
-		delete(m.dirty, k)
-		delete(m.urgent, k)
-		m.written[k] = at
-	}
-}
-
 // Forget drops the months before keep from memory (they are compacted
-// and stored; the meter books only the current month and the one before).
+// and stored; the meter books only the current month and the one
+// before). A project's month goes whole, and only when none of its
+// rollups waits to be written: a shard is written whole.
 func (m *Meter) Forget(keep string) {
-	for k, r := range m.rollups {
-		if r.Month < keep && !m.dirty[k] {
-			delete(m.rollups, k)
-			delete(m.written, k)
+	for mp, ps := range m.shards {
+		if ps.month >= keep || m.waiting(ps) {
+			continue
 		}
+		for n, members := range ps.members {
+			for _, k := range members {
+				delete(m.rollups, k)
+				delete(m.written, k)
+				delete(m.shardOf, k)
+			}
+			delete(m.shardAt, shardID{month: ps.month, project: ps.project, n: n})
+		}
+		delete(m.shards, mp)
 	}
 }
 

@@ -3,6 +3,7 @@ package metering
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -60,4 +61,40 @@ func BenchmarkYearOfRollups(b *testing.B) {
 		b.ReportMetric(float64(detailedBytes)/float64(max(detailed, 1)), "bytes/VM-month-with-days")
 		b.ReportMetric(float64(bytes-detailedBytes)/float64(max(len(kept)-detailed, 1)), "bytes/VM-month-compacted")
 	}
+}
+
+// TestShardBytesBounded: a shard of DefaultPerShard rollups with a
+// figure for every day of a month, the longest names and figures of
+// every digit, stays under 300 KiB (one transaction of the task's; etcd
+// takes requests up to 1.5 MiB).
+func TestShardBytesBounded(t *testing.T) {
+	long := func(c byte) string {
+		b := make([]byte, 63)
+		for i := range b {
+			b[i] = c
+		}
+		return string(b)
+	}
+	f := model.UsageFigures{VCPUHours: 1.234567891e+15, MemGiBHours: -1.234567891e-15, DiskGiBHours: 1.234567891e+200,
+		NetBytes: math.MinInt64, EnergyKWh: 1.234567891e+15, CO2Grams: 1.234567891e+15}
+	sh := model.UsageRollupShard{Month: "2025-03", Project: long('p'), Shard: 1 << 30}
+	for i := range DefaultPerShard {
+		r := model.UsageRollup{Month: "2025-03", Project: long('p'), VM: long('v'), Host: long('h'), Total: f, Deleted: true,
+			LastAt: time.Date(2025, 3, 31, 23, 59, 59, 999999999, time.FixedZone("x", 3600)), LastNet: math.MaxInt64,
+			LastEnergyJ: f.VCPUHours, Shape: &model.UsageShape{VCPUs: math.MaxInt32, Memory: math.MaxInt64, Disk: math.MaxInt64,
+				Running: true, Placed: true, Site: long('s')}}
+		for d := 1; d <= 31; d++ {
+			r.Days = append(r.Days, model.UsageDay{Day: d, UsageFigures: f})
+		}
+		r.VM = fmt.Sprintf("%s%d", r.VM[:60], i)
+		sh.Rollups = append(sh.Rollups, r)
+	}
+	b, err := json.Marshal(sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > 300<<10 {
+		t.Fatalf("a full shard is %d bytes, want at most %d", len(b), 300<<10)
+	}
+	t.Logf("a full shard at its largest: %d bytes", len(b))
 }

@@ -60,6 +60,18 @@ type UsageRollup struct {
 	Shape *UsageShape `json:"shape,omitempty"`
 }
 
+// UsageRollupShard is the rollups of some VMs of one project in one
+// month, stored as one value (/vpool/metering/<month>/<project>/~<n>):
+// at rest the leader writes a shard, not each of its VMs, once per
+// persist interval (docs/metering.md). A VM stays in its shard for the
+// month.
+type UsageRollupShard struct {
+	Month   string        `json:"month"`
+	Project string        `json:"project"`
+	Shard   int           `json:"shard"`
+	Rollups []UsageRollup `json:"rollups"`
+}
+
 // UsageShape is what a VM held at one sample: vCPUs and memory accrue
 // while it runs, disks while it is placed.
 type UsageShape struct {

@@ -111,3 +111,73 @@ func BenchmarkList10kVMs(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkListFirstPage measures the first page (limit=500) of the VM
+// list of every project over 10,000 running VMs in 200 projects, as
+// BenchmarkFleet asks for it (an admin, consistent), and a tenant's
+// first page of its project (redacted), with the allocations of a page.
+func BenchmarkListFirstPage(b *testing.B) {
+	st := startEtcd(b, true)
+	ts := startServer(b, st)
+	ctx := context.Background()
+	admin := ts.AdminToken()
+	spec := vmReq("x").Spec
+	started := time.Date(2025, 3, 10, 10, 0, 0, 0, time.UTC)
+	for p := range 200 {
+		project := fmt.Sprintf("p%03d", p)
+		ts.mustCall(201, "POST", "/api/v1/projects", admin, api.ProjectCreateRequest{Name: project}, nil)
+		batch := make([]*model.VM, 50)
+		for j := range batch {
+			batch[j] = &model.VM{Meta: model.Meta{Name: fmt.Sprintf("vm-%05d", p*50+j)}, Spec: spec}
+		}
+		if _, err := ts.Repo().CreateVMs(ctx, project, batch); err != nil {
+			b.Fatal(err)
+		}
+		for j := range batch {
+			if _, err := ts.Repo().UpdateVM(ctx, project, batch[j].Name, func(v *model.VM) error {
+				v.Status = model.VMStatus{Phase: model.PhaseRunning, Host: fmt.Sprintf("host-%04d", (p*50+j)/10), StartedAt: &started,
+					ObservedAt: started, Addresses: []string{"10.0.0.1"}, Usage: model.VMUsage{CPUPercent: 12.5, Memory: 40 * model.MiB},
+					Disks: []model.DiskStatus{{Name: "disk0", Size: model.GiB}}}
+				if j == 0 {
+					v.Status.Message = "started after 2 attempts: agent https://10.0.0.9:7443 refused"
+				}
+				return nil
+			}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	tenant := ts.tokenFor("p007", model.RoleMember)
+	for _, tc := range []struct{ name, path, token string }{
+		{"admin-all-projects", "/api/v1/vms?all-projects=true&limit=500", admin},
+		{"tenant", "/api/v1/vms?project=p007&limit=500", tenant},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			req, _ := http.NewRequest("GET", "http://"+ts.Addr()+tc.path, nil)
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+			lat := make([]time.Duration, 0, b.N)
+			size := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				t0 := time.Now()
+				resp, err := ts.client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n, _ := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					b.Fatalf("list: %s", resp.Status)
+				}
+				lat = append(lat, time.Since(t0))
+				size = int(n)
+			}
+			b.StopTimer()
+			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+			b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds())/1000, "p99-ms")
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(size)/1024, "KiB/page")
+		})
+	}
+}

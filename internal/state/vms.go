@@ -85,6 +85,21 @@ func (r *Repo) ListVMsRaw(ctx context.Context, project string) ([]json.RawMessag
 // spliced in, as ListVMsRaw answers it: ready to be written to a client.
 func VMJSON(value []byte, modRev int64) json.RawMessage { return withRevision(value, modRev) }
 
+// AppendVMJSON appends VMJSON(value, modRev) to dst, without an
+// allocation of its own for a record this package wrote (lists write
+// pages of them).
+func AppendVMJSON(dst, value []byte, modRev int64) []byte {
+	if len(value) < 2 || value[0] != '{' || bytes.Contains(value, []byte(`"revision":`)) {
+		return append(dst, withRevision(value, modRev)...)
+	}
+	dst = append(dst, `{"revision":`...)
+	dst = strconv.AppendInt(dst, modRev, 10)
+	if len(value) > 2 {
+		dst = append(dst, ',')
+	}
+	return append(dst, value[1:]...)
+}
+
 // withRevision returns the JSON object b with "revision":rev added.
 // Objects written by this package carry no revision of their own
 // (encodeVM); one written elsewhere with a stale one is re-encoded.

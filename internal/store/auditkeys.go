@@ -10,7 +10,8 @@ import "fmt"
 //	/vpool/audit/anchor                    model.AuditSignature: the last record pruned (signed)
 //	/vpool/audit/exported                  the last record written to the export files
 //	/vpool/cluster/audit-key               model.AuditKey: the servers' signing key (sealed)
-//	/vpool/metering/<yyyy-mm>/<project>/<vm>  a VM's usage in a month, by day
+//	/vpool/metering/<yyyy-mm>/<project>/~<n>  model.UsageRollupShard: the usage of many VMs of a project in a month, by day
+//	/vpool/metering/<yyyy-mm>/<project>/<vm>  a VM's usage in a month, by day (one a VM: written before the shards, read still)
 //	/vpool/metering/mark                   model.MeteringMark: how far the stored rollups are known good
 const (
 	AuditPrefix        = Root + "audit/"
@@ -44,6 +45,16 @@ func MeteringMonthPrefix(month string) string { return MeteringPrefix + month + 
 func MeteringKey(month, project, vm string) string {
 	return MeteringPrefix + month + "/" + project + "/" + vm
 }
+
+// MeteringShardKey is the key of shard n of a project's rollups for a
+// month. '~' is no part of a VM name (a DNS label), so a shard's key
+// never meets a VM's.
+func MeteringShardKey(month, project string, n int) string {
+	return fmt.Sprintf("%s%s/%s/~%04d", MeteringPrefix, month, project, n)
+}
+
+// MeteringShardMark begins the last part of a shard's key.
+const MeteringShardMark = "~"
 
 // MeteringMarkKey holds model.MeteringMark (not a month: readers of the
 // rollups list month prefixes).

@@ -28,16 +28,22 @@ const (
 	// ServersPrefix holds one record per running vpool server, attached
 	// to that server's lease: its name, addresses and version.
 	ServersPrefix = Root + "servers/"
-	// BalanceHistoryPrefix holds the balancer's usage history, one record
-	// per host, so that a new leader decides as the old one would have.
+	// BalanceHistoryPrefix holds the balancer's usage history, in shards
+	// of many hosts (one record per host before issue 14's fifth round),
+	// so that a new leader decides as the old one would have.
 	BalanceHistoryPrefix = Root + "balance/history/"
 )
 
 // ServerKey is the key of a running server's record.
 func ServerKey(name string) string { return ServersPrefix + name }
 
-// BalanceHistoryKey is the key of a host's usage history record.
+// BalanceHistoryKey is the key of a host's usage history record (as
+// leaders before the shards stored it).
 func BalanceHistoryKey(host string) string { return BalanceHistoryPrefix + host }
+
+// BalanceHistoryShardKey is the key of shard n of the usage history. '~'
+// is no part of a host name, so it never meets a host's record.
+func BalanceHistoryShardKey(n int) string { return fmt.Sprintf("%s~%04d", BalanceHistoryPrefix, n) }
 
 // Sentinel errors of membership changes.
 var (

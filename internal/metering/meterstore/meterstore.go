@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -133,6 +134,9 @@ type Config struct {
 	// written at the next persist. Negative: every change at every
 	// persist.
 	PersistVMEvery time.Duration
+	// PerShard bounds the VMs of a shard of rollups
+	// (metering.DefaultPerShard when zero).
+	PerShard int
 	// Live, when set, is where the task offers what it booked and has
 	// not written yet (the leader's usage reports read it).
 	Live *Live
@@ -167,6 +171,9 @@ func NewTask(cfg Config) *Task {
 		cfg.Grid = SettingsGrid(nil)
 	}
 	t := &Task{cfg: cfg, meter: metering.New()}
+	if cfg.PerShard > 0 {
+		t.meter.PerShard = cfg.PerShard
+	}
 	if cfg.Live != nil {
 		cfg.Live.set(t)
 	}
@@ -222,16 +229,17 @@ func (t *Task) load(ctx context.Context, st store.Store, month string) error {
 	if err != nil {
 		return err
 	}
-	var rs []model.UsageRollup
+	var shards []model.UsageRollupShard
+	var legacy []model.UsageRollup
 	for _, m := range []string{metering.MonthsBefore(month, 1), month} {
-		got, err := List(ctx, st, m, "")
+		got, err := read(ctx, st, store.MeteringMonthPrefix(m))
 		if err != nil {
 			return err
 		}
-		rs = append(rs, got...)
+		shards, legacy = append(shards, got.shards...), append(legacy, got.legacy...)
 	}
 	t.mu.Lock()
-	t.meter.Load(rs, mark.At)
+	t.meter.LoadShards(shards, legacy, mark.At)
 	t.mu.Unlock()
 	t.loaded = true
 	return nil
@@ -242,36 +250,43 @@ func (t *Task) Flush(ctx context.Context, st store.Store) error {
 	return t.persist(ctx, st, -1)
 }
 
-// persist writes the due rollups (metering.Meter.Due), at most
-// maxPutsPerTxn and maxTxnBytes per transaction, then the mark: every
-// rollup a new leader could not book again from the store is written by
-// then.
+// persist writes the due shards (metering.Meter.Due) whole, with the
+// deletes of the records of their VMs that older leaders stored one a
+// VM, at most maxPutsPerTxn operations and maxTxnBytes per transaction,
+// then the mark: every rollup a new leader could not book again from the
+// store is written by then.
 func (t *Task) persist(ctx context.Context, st store.Store, every time.Duration) error {
 	t.mu.Lock()
 	now, at := t.cfg.Clock(), t.sampled
 	due := t.meter.Due(now, every)
 	t.mu.Unlock()
 	for len(due) > 0 {
-		ops := make([]store.Op, 0, min(len(due), maxPutsPerTxn))
-		size := 0
-		for _, r := range due[:min(len(due), maxPutsPerTxn)] {
-			b, err := json.Marshal(r)
+		var ops []store.Op
+		size, n := 0, 0
+		for _, w := range due {
+			b, err := json.Marshal(w.Shard)
 			if err != nil {
-				return fmt.Errorf("meterstore: encode rollup: %w", err)
+				return fmt.Errorf("meterstore: encode rollups: %w", err)
 			}
-			if len(ops) > 0 && size+len(b) > maxTxnBytes {
+			if n > 0 && (size+len(b) > maxTxnBytes || len(ops)+1+len(w.Legacy) > maxPutsPerTxn) {
 				break
 			}
 			size += len(b)
-			ops = append(ops, store.Put(store.MeteringKey(r.Month, r.Project, r.VM), b))
+			n++
+			ops = append(ops, store.Put(store.MeteringShardKey(w.Shard.Month, w.Shard.Project, w.Shard.Shard), b))
+			for _, vm := range w.Legacy {
+				ops = append(ops, store.Delete(store.MeteringKey(w.Shard.Month, w.Shard.Project, vm)))
+			}
 		}
 		if _, _, err := st.Txn(ctx, nil, ops); err != nil {
 			return fmt.Errorf("meterstore: write rollups: %w", err)
 		}
 		t.mu.Lock()
-		t.meter.Clean(due[:len(ops)], now)
+		for _, w := range due[:n] {
+			t.meter.Clean(w, now)
+		}
 		t.mu.Unlock()
-		due = due[len(ops):]
+		due = due[n:]
 	}
 	if at.IsZero() {
 		return nil
@@ -299,76 +314,200 @@ func ReadMark(ctx context.Context, st store.Store) (model.MeteringMark, error) {
 	return m, nil
 }
 
-// compact bounds the stored months (metering.Compact).
+// compact bounds the stored months (metering.Compact): a project's
+// month that compaction changes, or that holds rollups stored one a VM,
+// is stored again as shards (metering.Pack), in one transaction when it
+// fits (a compacted month holds totals only, some 300 bytes a VM: about
+// 1,500 VMs); a larger one in several, puts first, so a cut-short
+// compaction leaves a VM in two records (read once: List), never in
+// none. Months past retention are deleted.
 func (t *Task) compact(ctx context.Context, st store.Store, month string) error {
-	kvs, _, err := st.List(ctx, store.MeteringPrefix)
+	got, err := read(ctx, st, store.MeteringPrefix)
 	if err != nil {
-		return fmt.Errorf("meterstore: list rollups: %w", err)
+		return err
 	}
-	rs := make([]model.UsageRollup, 0, len(kvs))
-	for _, kv := range kvs {
-		if kv.Key == store.MeteringMarkKey {
-			continue
-		}
-		var r model.UsageRollup
-		if err := json.Unmarshal(kv.Value, &r); err != nil {
-			return fmt.Errorf("meterstore: decode %s: %w", kv.Key, err)
-		}
-		rs = append(rs, r)
+	detailFrom := metering.MonthsBefore(month, 1)
+	type projectMonth struct {
+		rs      map[string]model.UsageRollup // by VM
+		keys    []string                     // stored
+		touched bool
 	}
-	c := metering.Compact(rs, month)
-	ops := make([]store.Op, 0, maxPutsPerTxn)
-	flush := func() error {
-		if len(ops) == 0 {
-			return nil
+	pms := map[string]*projectMonth{}
+	pm := func(month, project string) *projectMonth {
+		p := pms[month+"/"+project]
+		if p == nil {
+			p = &projectMonth{rs: map[string]model.UsageRollup{}}
+			pms[month+"/"+project] = p
 		}
-		_, _, err := st.Txn(ctx, nil, ops)
-		ops = ops[:0]
-		if err != nil {
-			return fmt.Errorf("meterstore: compact rollups: %w", err)
-		}
-		return nil
+		return p
 	}
+	for _, rec := range got.records {
+		p := pm(rec.month, rec.project)
+		p.keys = append(p.keys, rec.key)
+		p.touched = p.touched || (rec.legacy && rec.month < detailFrom)
+	}
+	for _, r := range got.rollups() {
+		pm(r.Month, r.Project).rs[r.VM] = r
+	}
+	c := metering.Compact(got.rollups(), month)
 	for _, r := range c.Delete {
-		if ops = append(ops, store.Delete(store.MeteringKey(r.Month, r.Project, r.VM))); len(ops) == maxPutsPerTxn {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
+		p := pm(r.Month, r.Project)
+		delete(p.rs, r.VM)
+		p.touched = true
 	}
 	for _, r := range c.Put {
-		b, _ := json.Marshal(r)
-		if ops = append(ops, store.Put(store.MeteringKey(r.Month, r.Project, r.VM), b)); len(ops) == maxPutsPerTxn {
-			if err := flush(); err != nil {
-				return err
-			}
+		p := pm(r.Month, r.Project)
+		p.rs[r.VM] = r
+		p.touched = true
+	}
+	names := make([]string, 0, len(pms))
+	for k, p := range pms {
+		if p.touched {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		m, project, _ := strings.Cut(k, "/")
+		p := pms[k]
+		rs := make([]model.UsageRollup, 0, len(p.rs))
+		for _, r := range p.rs {
+			rs = append(rs, r)
+		}
+		if err := t.storeProjectMonth(ctx, st, m, project, rs, p.keys); err != nil {
+			return err
 		}
 	}
 	if n := len(c.Put) + len(c.Delete); n > 0 {
 		t.cfg.Logger.Info("metering rollups compacted", "month", month, "written", len(c.Put), "deleted", len(c.Delete))
 	}
-	return flush()
+	return nil
 }
 
-// List reads a month's rollups ("" project: every project's).
+// storeProjectMonth stores rs as a project's month, in shards, and
+// deletes the stored keys (old) it no longer uses.
+func (t *Task) storeProjectMonth(ctx context.Context, st store.Store, month, project string, rs []model.UsageRollup, old []string) error {
+	var ops []store.Op
+	used := map[string]bool{}
+	for _, sh := range metering.Pack(month, project, rs, t.meter.PerShard) {
+		b, err := json.Marshal(sh)
+		if err != nil {
+			return fmt.Errorf("meterstore: encode rollups: %w", err)
+		}
+		key := store.MeteringShardKey(month, project, sh.Shard)
+		used[key] = true
+		ops = append(ops, store.Put(key, b))
+	}
+	for _, k := range old {
+		if !used[k] {
+			ops = append(ops, store.Delete(k))
+		}
+	}
+	for len(ops) > 0 { // puts first (Pack's order): a cut-short write leaves a VM twice, never nowhere
+		n, bytes := 0, 0
+		for n < len(ops) && n < maxPutsPerTxn && (n == 0 || bytes+len(ops[n].Value) <= maxTxnBytes) {
+			bytes += len(ops[n].Value)
+			n++
+		}
+		if _, _, err := st.Txn(ctx, nil, ops[:n]); err != nil {
+			return fmt.Errorf("meterstore: compact rollups: %w", err)
+		}
+		ops = ops[n:]
+	}
+	return nil
+}
+
+// stored is what a prefix of the rollups holds.
+type stored struct {
+	shards  []model.UsageRollupShard
+	legacy  []model.UsageRollup // stored one a VM, by leaders before shards
+	records []record
+}
+
+type record struct {
+	key, month, project string
+	legacy              bool
+}
+
+// read reads the rollups under prefix: shards and records of one VM.
+func read(ctx context.Context, st store.Store, prefix string) (stored, error) {
+	var out stored
+	kvs, _, err := st.List(ctx, prefix)
+	if err != nil {
+		return out, fmt.Errorf("meterstore: list rollups: %w", err)
+	}
+	for _, kv := range kvs {
+		if kv.Key == store.MeteringMarkKey {
+			continue
+		}
+		rest := strings.TrimPrefix(kv.Key, store.MeteringPrefix)
+		parts := strings.Split(rest, "/")
+		if len(parts) != 3 {
+			continue
+		}
+		rec := record{key: kv.Key, month: parts[0], project: parts[1]}
+		if strings.HasPrefix(parts[2], store.MeteringShardMark) {
+			var sh model.UsageRollupShard
+			if err := json.Unmarshal(kv.Value, &sh); err != nil {
+				return out, fmt.Errorf("meterstore: decode %s: %w", rest, err)
+			}
+			out.shards = append(out.shards, sh)
+		} else {
+			var r model.UsageRollup
+			if err := json.Unmarshal(kv.Value, &r); err != nil {
+				return out, fmt.Errorf("meterstore: decode %s: %w", rest, err)
+			}
+			rec.legacy = true
+			out.legacy = append(out.legacy, r)
+		}
+		out.records = append(out.records, rec)
+	}
+	return out, nil
+}
+
+// rollups flattens s: one rollup a VM and month, the newest where a VM
+// is stored twice (a write cut short, an older leader's record beside a
+// shard).
+func (s stored) rollups() []model.UsageRollup {
+	n := len(s.legacy)
+	for _, sh := range s.shards {
+		n += len(sh.Rollups)
+	}
+	out := make([]model.UsageRollup, 0, n)
+	at := make(map[string]int, n)
+	add := func(r model.UsageRollup) {
+		k := r.Month + "/" + r.Project + "/" + r.VM
+		if i, ok := at[k]; ok {
+			if r.LastAt.After(out[i].LastAt) {
+				out[i] = r
+			}
+			return
+		}
+		at[k] = len(out)
+		out = append(out, r)
+	}
+	for _, sh := range s.shards {
+		for _, r := range sh.Rollups {
+			add(r)
+		}
+	}
+	for _, r := range s.legacy {
+		add(r)
+	}
+	return out
+}
+
+// List reads a month's rollups ("" project: every project's), one a VM.
 func List(ctx context.Context, st store.Store, month, project string) ([]model.UsageRollup, error) {
 	prefix := store.MeteringMonthPrefix(month)
 	if project != "" {
 		prefix += project + "/"
 	}
-	kvs, _, err := st.List(ctx, prefix)
+	got, err := read(ctx, st, prefix)
 	if err != nil {
-		return nil, fmt.Errorf("meterstore: list rollups: %w", err)
+		return nil, err
 	}
-	out := make([]model.UsageRollup, 0, len(kvs))
-	for _, kv := range kvs {
-		var r model.UsageRollup
-		if err := json.Unmarshal(kv.Value, &r); err != nil {
-			return nil, fmt.Errorf("meterstore: decode %s: %w", strings.TrimPrefix(kv.Key, store.MeteringPrefix), err)
-		}
-		out = append(out, r)
-	}
-	return out, nil
+	return got.rollups(), nil
 }
 
 // Range reads the rollups of every month from..to (inclusive).
