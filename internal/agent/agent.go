@@ -494,7 +494,7 @@ func (a *Agent) assignmentsLoop(ctx context.Context) {
 	for {
 		pctx, cancel := context.WithTimeout(ctx, a.cfg.PollWait+15*time.Second)
 		var as api.Assignments
-		path := fmt.Sprintf("%s/assignments?after=%d&wait=%s", api.AgentPrefix, after, a.cfg.PollWait)
+		path := fmt.Sprintf("%s/assignments?after=%d&wait=%s&delta=true", api.AgentPrefix, after, a.cfg.PollWait)
 		err := a.client.do(pctx, http.MethodGet, path, nil, &as)
 		cancel()
 		if ctx.Err() != nil {
@@ -513,17 +513,31 @@ func (a *Agent) assignmentsLoop(ctx context.Context) {
 	}
 }
 
+// setAssignments takes an assignments answer: every VM of the host, or
+// a delta (the VMs changed since the last answer, and those that left).
 func (a *Agent) setAssignments(as api.Assignments) {
+	a.ops.set(as.Snapshots)
+	a.mu.Lock()
 	m := make(map[string]*model.VM, len(as.VMs))
+	if as.Delta {
+		for k, v := range a.assigned {
+			m[k] = v
+		}
+		for _, k := range as.Removed {
+			delete(m, k)
+		}
+	}
 	for i := range as.VMs {
 		v := &as.VMs[i]
 		if v.Project == "" {
 			v.Project = api.DefaultProject
 		}
+		// a report's answer may have given a newer version already
+		if held := a.assigned[v.Key()]; held != nil && held.UID == v.UID && held.Revision > v.Revision {
+			v = held
+		}
 		m[v.Key()] = v
 	}
-	a.ops.set(as.Snapshots)
-	a.mu.Lock()
 	for key, vm := range m {
 		// A forced stop does not wait for a graceful one in progress.
 		if st := a.vms[key]; st != nil && st.stopCancel != nil && vm.Spec.StopForce {

@@ -638,6 +638,14 @@ func (a *Agent) report(ctx context.Context, vm *model.VM, rep api.VMReport) {
 		r := rep
 		st := a.vmState(key)
 		st.last, st.sentAt, st.lastRev = &r, time.Now(), after.Revision
+		// The answer is the VM as stored: hold it, as a delta poll is not
+		// woken by our own report (api.Assignments).
+		if cur := a.assigned[key]; cur != nil && after.UID == cur.UID && after.Revision > cur.Revision {
+			if after.Project == "" {
+				after.Project = api.DefaultProject
+			}
+			a.assigned[key] = &after
+		}
 	}
 	a.mu.Unlock()
 }

@@ -26,8 +26,13 @@ type fakeServer struct {
 	srv   *httptest.Server
 	token string
 
-	mu        sync.Mutex
-	rev       int64
+	mu  sync.Mutex
+	rev int64
+	// acted is the revision of the last change but the host's own status
+	// reports (what a delta poll waits for); left, the VMs that left the
+	// host and when (a delta names them), as the server keeps them.
+	acted     int64
+	left      map[string]int64
 	vms       map[string]*model.VM // assigned to the host, by project/name
 	elsewhere map[string]bool      // known, assigned to another host
 	changed   chan struct{}
@@ -229,6 +234,32 @@ func (fs *fakeServer) handOver(key string) {
 	fs.elsewhere[key] = true
 	delete(fs.vms, key)
 	fs.bumpLocked(nil)
+	fs.leftLocked(key)
+}
+
+// leftLocked notes that key left the host at the current revision.
+func (fs *fakeServer) leftLocked(key string) {
+	if fs.left == nil {
+		fs.left = map[string]int64{}
+	}
+	fs.left[key] = fs.rev
+}
+
+// answerLocked is an assignments answer: every VM, or with delta those
+// changed after after and those that left since.
+func (fs *fakeServer) answerLocked(after int64, delta bool) api.Assignments {
+	out := api.Assignments{Revision: fs.rev, Delta: delta && after > 0}
+	for _, v := range fs.vms {
+		if !out.Delta || v.Revision > after {
+			out.VMs = append(out.VMs, *v)
+		}
+	}
+	for k, rev := range fs.left {
+		if out.Delta && rev > after {
+			out.Removed = append(out.Removed, k)
+		}
+	}
+	return out
 }
 
 func (fs *fakeServer) assignments(w http.ResponseWriter, r *http.Request) {
@@ -237,14 +268,12 @@ func (fs *fakeServer) assignments(w http.ResponseWriter, r *http.Request) {
 	if err != nil || wait > 5*time.Second {
 		wait = 5 * time.Second
 	}
+	delta := r.URL.Query().Get("delta") == "true"
 	deadline := time.After(wait)
 	for {
 		fs.mu.Lock()
-		if fs.rev > after {
-			out := api.Assignments{Revision: fs.rev}
-			for _, v := range fs.vms {
-				out.VMs = append(out.VMs, *v)
-			}
+		if fs.rev > after && (!delta || fs.acted > after) {
+			out := fs.answerLocked(after, delta)
 			fs.mu.Unlock()
 			writeJSON(w, 200, out)
 			return
@@ -255,11 +284,7 @@ func (fs *fakeServer) assignments(w http.ResponseWriter, r *http.Request) {
 		case <-ch:
 		case <-deadline:
 			fs.mu.Lock()
-			rev := fs.rev
-			out := api.Assignments{Revision: rev}
-			for _, v := range fs.vms {
-				out.VMs = append(out.VMs, *v)
-			}
+			out := fs.answerLocked(after, delta)
 			fs.mu.Unlock()
 			writeJSON(w, 200, out)
 			return
@@ -303,16 +328,27 @@ func (fs *fakeServer) status(w http.ResponseWriter, r *http.Request) {
 			vm.Status.Watchdog = rep.Watchdog
 		}
 	}
-	fs.bumpLocked(vm)
 	if rep.Gone {
+		fs.bumpLocked(vm)
+		fs.leftLocked(key)
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
+	fs.reportLocked(vm)
 	writeJSON(w, 200, vm)
+}
+
+// reportLocked is bumpLocked for the host's own status report: it wakes
+// only polls that do not ask for deltas.
+func (fs *fakeServer) reportLocked(vm *model.VM) {
+	acted := fs.acted
+	fs.bumpLocked(vm)
+	fs.acted = acted
 }
 
 func (fs *fakeServer) bumpLocked(vm *model.VM) {
 	fs.rev++
+	fs.acted = fs.rev
 	if vm != nil {
 		vm.Revision = fs.rev
 	}
@@ -329,6 +365,7 @@ func (fs *fakeServer) put(vm model.VM) {
 	}
 	v := vm
 	fs.vms[vm.Key()] = &v
+	delete(fs.left, vm.Key())
 	fs.bumpLocked(&v)
 }
 

@@ -295,12 +295,25 @@ type HeartbeatResponse struct {
 
 // Assignments is the body of GET /agent/v1/assignments?after=REV&wait=30s:
 // every VM assigned to the calling host. The call blocks until something
-// changed after REV or wait elapsed.
+// changed after REV or wait elapsed. With delta=true as well, the answer
+// may be a delta (Delta): only the VMs of the host changed after REV,
+// and in Removed those that left it since; and the poll is not woken by
+// a change that is only a status report of the host itself (the agent
+// holds the stored VM from the report's answer).
 type Assignments struct {
 	Revision int64      `json:"revision"`
 	VMs      []model.VM `json:"vms"`
+	// Delta says VMs holds only the VMs changed after the poll's
+	// revision; false: VMs is every VM of the host (a first poll, a poll
+	// without delta=true, or a revision the server cannot answer a
+	// delta from: the agent replaces what it holds).
+	Delta bool `json:"delta,omitempty"`
+	// Removed names ("project/name") the VMs that left the host after
+	// the poll's revision (deleted, or moved away); deltas only.
+	Removed []string `json:"removed,omitempty"`
 	// Snapshots are the snapshot records of those VMs that ask the agent
-	// for work (pending, reverting, deleting) or are ready.
+	// for work (pending, reverting, deleting) or are ready: all of the
+	// host's, in a delta too.
 	Snapshots []model.Snapshot `json:"snapshots,omitempty"`
 }
 

@@ -27,7 +27,9 @@ type term struct {
 
 // newTerm starts a term fenced by fence (none: NoElection).
 func (m *Manager) newTerm(fence ...store.Cond) *term {
-	return &term{fence: fence, repo: state.New(m.cfg.Store, m.cfg.Clock).Term(fence...), lost: make(chan struct{})}
+	repo := state.New(m.cfg.Store, m.cfg.Clock)
+	repo.SetMaxTxnOps(m.cfg.MaxTxnOps)
+	return &term{fence: fence, repo: repo.Term(fence...), lost: make(chan struct{})}
 }
 
 // check ends the term when err says another server leads now.

@@ -43,6 +43,15 @@ type Config struct {
 	// the controller's name (election, repair, liveness, scheduling,
 	// cleanup, compaction): wire metrics.(*Metrics).ReconcileError here.
 	ReconcileErrors func(controller string)
+	// GateCommitted, when set, is called after each group of placements
+	// the gate committed (or lost) with its size and how long the commit
+	// took, re-check included: wire metrics.(*Metrics).GateCommit here.
+	GateCommitted func(placements int, took time.Duration)
+	// MaxTxnOps is the store's cap on a transaction's operations when it
+	// is above etcd's default (state.MaxTxnOps): the gate's groups of
+	// placements grow to it (etcdstore.EmbeddedMaxTxnOps for our own
+	// member; 0 for an external etcd of default settings).
+	MaxTxnOps int
 
 	// LeaseTTL is the leader lease's time to live (whole seconds).
 	LeaseTTL time.Duration
@@ -140,6 +149,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ReconcileErrors == nil {
 		c.ReconcileErrors = func(string) {}
+	}
+	if c.GateCommitted == nil {
+		c.GateCommitted = func(int, time.Duration) {}
 	}
 	if c.LeaseTTL <= 0 {
 		c.LeaseTTL = DefaultLeaseTTL

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/vpool/vpool/internal/model"
-	"github.com/vpool/vpool/internal/state"
 	"github.com/vpool/vpool/internal/store"
 )
 
@@ -24,9 +24,28 @@ import (
 // cache at the next pass.
 
 // groupOps bounds a group: its VMs, their events and the allocations of
-// the hosts they touch must fit in one transaction (state.MaxTxnOps),
+// the hosts they touch must fit in one transaction (the store's cap,
+// state.Repo.MaxOps: etcd's default 128, 512 on our embedded member),
 // with room for the guards of the policy and the term.
-const groupOps = state.MaxTxnOps - 4
+func (r *reconciler) groupOps() int { return r.repo.MaxOps() - 4 }
+
+// groupBytes bounds a group's bytes, well under etcd's request limit
+// (1.5 MiB by default): a VM record is a few KiB, but its cloud-init
+// seed may add up to 64 KiB of user data and its keys (vmTxnBytes).
+const groupBytes = 1 << 20
+
+// vmTxnBytes is about what placing vm adds to a transaction: the record
+// with its explanation and its event (a few KiB), its cloud-init seed.
+func vmTxnBytes(vm *model.VM) int {
+	n := 4 << 10
+	if ci := vm.Spec.CloudInit; ci != nil {
+		n += len(ci.UserData) + len(ci.Hostname)
+		for _, k := range ci.SSHKeys {
+			n += len(k)
+		}
+	}
+	return n
+}
 
 // schedView is the scheduling loop's view across passes.
 type schedView struct {
@@ -115,6 +134,7 @@ type pipeline struct {
 	gen   uint64
 	group []Placement
 	hosts map[string]bool
+	bytes int              // the group's, by vmTxnBytes
 	work  chan []Placement // unbuffered: a send succeeds only when the committer waits
 	done  chan struct{}
 
@@ -154,13 +174,14 @@ func (p *pipeline) add(vm *model.VM) error {
 	snap.setAlloc(allocAdd(snap.Allocs[host], host, vm))
 	p.group = append(p.group, Placement{VM: vm, Host: host, Explanation: expl})
 	p.hosts[host] = true
-	if 2*(len(p.group)+1)+len(p.hosts)+1 > groupOps {
-		p.flush()
+	p.bytes += vmTxnBytes(vm)
+	if 2*(len(p.group)+1)+len(p.hosts)+1 > r.groupOps() || p.bytes+64<<10+4<<10 > groupBytes {
+		p.flush() // the next VM might not fit
 		return nil
 	}
 	select { // hand the group over if the committer is idle
 	case p.work <- p.group:
-		p.group, p.hosts = nil, map[string]bool{}
+		p.group, p.hosts, p.bytes = nil, map[string]bool{}, 0
 	default:
 	}
 	return nil
@@ -172,7 +193,7 @@ func (p *pipeline) flush() {
 		return
 	}
 	p.work <- p.group
-	p.group, p.hosts = nil, map[string]bool{}
+	p.group, p.hosts, p.bytes = nil, map[string]bool{}, 0
 }
 
 // close commits what is left and waits for the committer. It returns
@@ -199,7 +220,9 @@ func (p *pipeline) close() ([]*model.VM, error) {
 // decided again.
 func (p *pipeline) commit(ps []Placement) {
 	r := p.r
+	t0 := time.Now()
 	vms, refused, ok, err := r.gate.placeGroup(p.ctx, ps)
+	r.m.cfg.GateCommitted(len(ps), time.Since(t0))
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err != nil {

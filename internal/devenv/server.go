@@ -204,6 +204,10 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		cc.StoreTerm = storeTerm
 	}
 	cc.ReconcileErrors = m.ReconcileError
+	cc.GateCommitted = m.GateCommit
+	if kind == "embedded" {
+		cc.MaxTxnOps = etcdstore.EmbeddedMaxTxnOps // our own member takes larger groups
+	}
 	if cc.Placer == nil {
 		cc.Placer = controller.NewSchedulerPlacer()
 	}

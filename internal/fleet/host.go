@@ -43,6 +43,7 @@ type host struct {
 type simVM struct {
 	vm       model.VM
 	reported model.Phase // what the server accepted from us last
+	retry    bool        // a report failed: the next answer sends it again
 	trace    int
 	cpuNs    int64
 	lastAt   time.Time

@@ -16,7 +16,7 @@ func (h *host) pollLoop(ctx context.Context) {
 	var after int64
 	fails := 0
 	for ctx.Err() == nil {
-		path := fmt.Sprintf("%s/assignments?after=%d&wait=%s", api.AgentPrefix, after, h.f.cfg.PollWait)
+		path := fmt.Sprintf("%s/assignments?after=%d&wait=%s&delta=true", api.AgentPrefix, after, h.f.cfg.PollWait)
 		pctx, cancel := context.WithTimeout(ctx, h.f.cfg.PollWait+15*time.Second)
 		var as api.Assignments
 		err := h.call(pctx, h.client, http.MethodGet, path, "", nil, &as)
@@ -35,22 +35,24 @@ func (h *host) pollLoop(ctx context.Context) {
 		}
 		fails = 0
 		after = as.Revision
-		h.apply(ctx, as.VMs)
+		h.apply(ctx, as)
 	}
 }
 
-// apply takes an assignment answer: new VMs start, stopped ones stop,
+// apply takes an assignment answer (every VM of the host, or a delta:
+// those changed and those that left): new VMs start, stopped ones stop,
 // deleted ones go, and each change is reported.
-func (h *host) apply(ctx context.Context, vms []model.VM) {
+func (h *host) apply(ctx context.Context, as api.Assignments) {
 	type todo struct {
 		key string
 		rep api.VMReport
 	}
 	var reports []todo
 	h.mu.Lock()
-	seen := make(map[string]bool, len(vms))
-	for i := range vms {
-		vm := vms[i]
+	seen := make(map[string]bool, len(as.VMs))
+	todoVMs := make([]*simVM, 0, len(as.VMs))
+	for i := range as.VMs {
+		vm := as.VMs[i]
 		key := vm.Project + "/" + vm.Name
 		seen[key] = true
 		v := h.vms[key]
@@ -59,6 +61,28 @@ func (h *host) apply(ctx context.Context, vms []model.VM) {
 			h.vms[key] = v
 		}
 		v.vm = vm
+		todoVMs = append(todoVMs, v)
+	}
+	if as.Delta {
+		for _, key := range as.Removed {
+			delete(h.vms, key)
+		}
+		for key, v := range h.vms {
+			if v.retry && !seen[key] { // a delta does not list it again
+				todoVMs = append(todoVMs, v)
+			}
+		}
+	} else {
+		for key := range h.vms {
+			if !seen[key] {
+				delete(h.vms, key)
+			}
+		}
+	}
+	for _, v := range todoVMs {
+		vm := &v.vm
+		key := vm.Project + "/" + vm.Name
+		v.retry = false
 		rep := api.VMReport{Project: vm.Project, Name: vm.Name, UID: vm.UID}
 		switch {
 		case vm.DeletedAt != nil:
@@ -76,20 +100,20 @@ func (h *host) apply(ctx context.Context, vms []model.VM) {
 		}
 		reports = append(reports, todo{key, rep})
 	}
-	for key := range h.vms {
-		if !seen[key] {
-			delete(h.vms, key)
-		}
-	}
 	h.mu.Unlock()
 	for _, t := range reports {
 		err := h.call(ctx, h.client, http.MethodPut, fmt.Sprintf("%s/vms/%s/%s/status", api.AgentPrefix, t.rep.Project, t.rep.Name), "", t.rep, nil)
 		h.f.stats.report(err)
-		if err != nil && codeOf(err) != http.StatusNotFound {
-			continue // the next answer (or a later one) tries again
-		}
 		h.mu.Lock()
-		if v := h.vms[t.key]; v != nil {
+		v := h.vms[t.key]
+		if err != nil && codeOf(err) != http.StatusNotFound {
+			if v != nil {
+				v.retry = true // the next answer tries again
+			}
+			h.mu.Unlock()
+			continue
+		}
+		if v != nil {
 			if t.rep.Gone {
 				delete(h.vms, t.key)
 			} else {

@@ -42,6 +42,17 @@ type Metrics struct {
 	// store revision the watch is at (its rate is transactions a second).
 	StoreChanges  *prometheus.CounterVec
 	StoreRevision prometheus.Gauge
+	// StoreTxns counts the store's transactions (revisions) this
+	// server's watch saw, by the kinds of key each changed ("alloc+events+vms"
+	// is a placement group, "events+vms" a group of status reports):
+	// how many transactions a placed VM costs, and of which sort.
+	StoreTxns *prometheus.CounterVec
+	// GateCommits observes how long each group commit of the placement
+	// gate took (its re-check and its transaction); GatePlacements counts
+	// the placements those groups carried (over the commits' count: the
+	// mean group).
+	GateCommits    prometheus.Histogram
+	GatePlacements prometheus.Counter
 
 	hosts *prometheus.Desc
 	vms   *prometheus.Desc
@@ -79,6 +90,19 @@ func New() *Metrics {
 			Namespace: "vpool", Name: "store_changes_total",
 			Help: "Changes of the store (keys put or deleted) seen by this server, by kind of key.",
 		}, []string{"kind"}),
+		StoreTxns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "vpool", Name: "store_txns_total",
+			Help: "Transactions of the store seen by this server, by the kinds of key each changed (joined with +).",
+		}, []string{"kinds"}),
+		GateCommits: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "vpool", Name: "gate_commit_seconds",
+			Help:    "Duration of the placement gate's group commits (re-check and transaction).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
+		GatePlacements: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "vpool", Name: "gate_placements_total",
+			Help: "Placements the gate's group commits carried (committed or lost).",
+		}),
 		StoreRevision: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "vpool", Name: "store_revision",
 			Help: "The store revision this server has seen everything up to.",
@@ -88,7 +112,7 @@ func New() *Metrics {
 		ttl:   DefaultCountTTL,
 		now:   time.Now,
 	}
-	m.Registry.MustRegister(m.APILatency, m.ReconcileErrors, m.StoreChanges, m.StoreRevision, stateCollector{m},
+	m.Registry.MustRegister(m.APILatency, m.ReconcileErrors, m.StoreChanges, m.StoreTxns, m.GateCommits, m.GatePlacements, m.StoreRevision, stateCollector{m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -148,6 +172,12 @@ func (m *Metrics) counts() (Counts, bool, error) {
 // Handler serves the registry in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}
+
+// GateCommit observes one group commit of the placement gate.
+func (m *Metrics) GateCommit(placements int, took time.Duration) {
+	m.GateCommits.Observe(took.Seconds())
+	m.GatePlacements.Add(float64(placements))
 }
 
 // ReconcileError counts one failed reconcile of controller.

@@ -44,7 +44,7 @@ func (s *Server) agentEndpoints() []agentEndpoint {
 	return slices.Concat(s.agentMigrationEndpoints(), s.lbAgentEndpoints(), s.memberAgentEndpoints(), s.vmOpAgentEndpoints(), s.imageAgentEndpoints(), s.backupAgentEndpoints(), []agentEndpoint{
 		{method: "POST", path: "/agent/v1/join", handle: s.join, req: api.JoinRequest{}, resp: api.JoinResponse{}, status: 200, audit: "host"},
 		{method: "PUT", path: "/agent/v1/heartbeat", handle: s.heartbeat, needCert: true, certInTxn: true, req: api.Heartbeat{}, resp: api.HeartbeatResponse{}, status: 200},
-		{method: "GET", path: "/agent/v1/assignments", handle: s.assignments, needCert: true, resp: api.Assignments{}, status: 200, query: []string{"after", "wait"}},
+		{method: "GET", path: "/agent/v1/assignments", handle: s.assignments, needCert: true, resp: api.Assignments{}, status: 200, query: []string{"after", "wait", "delta"}},
 		{method: "GET", path: "/agent/v1/networks", handle: s.hostNetworks, needCert: true, resp: api.HostNetworks{}, status: 200, query: []string{"etag", "wait"}},
 		{method: "PUT", path: "/agent/v1/vms/{project}/{name}/status", handle: s.vmStatus, needCert: true, req: api.VMReport{}, resp: model.VM{}, status: 200},
 		{method: "GET", path: "/agent/v1/vms/{project}/{name}/owner", handle: s.vmOwner, needCert: true, resp: model.DiskOwner{}, status: 200},
@@ -350,7 +350,10 @@ func (s *Server) pollStart(ctx context.Context, after int64) error {
 
 // assignments answers the VMs assigned to the calling host, from the
 // server's cache; with after=REV it waits (up to wait, at most 60s) until
-// a VM or snapshot record of this host changed after REV.
+// a VM or snapshot record of this host changed after REV. With
+// delta=true it waits for a change other than the host's own status
+// reports, and answers only what changed after REV (api.Assignments.Delta)
+// when it can.
 func (s *Server) assignments(w http.ResponseWriter, r *http.Request, host string) error {
 	after, wait, err := pollArgs(r)
 	if err != nil {
@@ -361,23 +364,40 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request, host string
 	if err := s.pollStart(ctx, after); err != nil {
 		return err
 	}
+	delta := r.URL.Query().Get("delta") == "true"
 	if after > 0 && wait > 0 {
-		s.view.waitChange(ctx, "a/"+host, after, wait)
+		s.view.waitChange(ctx, "a/"+host, after, wait, delta)
 	}
-	vms, keys, rev := s.view.vmsOn(host)
-	snaps := s.view.snapshotsOn(host, keys)
+	var on hostVMs
+	if delta {
+		on = s.view.vmsOn(host, after)
+	} else {
+		on = s.view.vmsOn(host, 0)
+	}
+	snaps := s.view.snapshotsOn(host, on.keys)
 	// The stored JSON is written as is: no decode, no re-encode.
 	var buf bytes.Buffer
 	buf.WriteString(`{"revision":`)
-	buf.WriteString(strconv.FormatInt(rev, 10))
+	buf.WriteString(strconv.FormatInt(on.rev, 10))
 	buf.WriteString(`,"vms":[`)
-	for i, raw := range vms {
+	for i, raw := range on.vms {
 		if i > 0 {
 			buf.WriteByte(',')
 		}
 		buf.Write(raw)
 	}
 	buf.WriteByte(']')
+	if on.delta {
+		buf.WriteString(`,"delta":true`)
+		if len(on.removed) > 0 {
+			b, err := json.Marshal(on.removed)
+			if err != nil {
+				return fmt.Errorf("server: encode removed VMs: %w", err)
+			}
+			buf.WriteString(`,"removed":`)
+			buf.Write(b)
+		}
+	}
 	if len(snaps) > 0 {
 		b, err := json.Marshal(snaps)
 		if err != nil {

@@ -48,7 +48,7 @@ func (s *Server) agentMigrations(w http.ResponseWriter, r *http.Request, host st
 		return err
 	}
 	if after > 0 && wait > 0 {
-		s.view.waitChange(ctx, "m/"+host, after, wait)
+		s.view.waitChange(ctx, "m/"+host, after, wait, false)
 	}
 	items, rev := s.view.migrationsFor(host)
 	writeJSON(w, http.StatusOK, api.AgentMigrations{Revision: rev, Items: items})

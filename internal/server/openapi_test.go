@@ -116,6 +116,7 @@ var queryParams = map[string]map[string]any{
 	"follow":       {"type": "boolean", "description": "stream events as NDJSON until the client goes away"},
 	"after":        {"type": "integer", "description": "answer when a VM of this host changed after this revision"},
 	"wait":         {"type": "string", "description": "longest wait of a long poll, e.g. 30s (at most 60s)"},
+	"delta":        {"type": "boolean", "description": "answer only the VMs changed after the revision (and those that left), and do not wake for the host's own status reports"},
 	"vm":           {"type": "string", "description": "only this VM's"},
 	"cluster":      {"type": "boolean", "description": "the cluster's policy instead of a project's (admin)"},
 }

@@ -250,9 +250,11 @@ func New(cfg Config) (*Server, error) {
 	s.nets.s = s
 	s.vmDec = state.NewVMDecoder()
 	s.view = newView(cfg.Store, s.vmDec)
+	shapes := &txnShapes{count: func(kinds string) { s.metrics.StoreTxns.WithLabelValues(kinds).Inc() }}
 	s.view.c.Observe = func(ev store.WatchEvent) {
 		kind, _, _ := strings.Cut(strings.TrimPrefix(ev.KV.Key, store.Root), "/")
 		s.metrics.StoreChanges.WithLabelValues(kind).Inc()
+		shapes.observe(ev)
 		s.metrics.StoreRevision.Set(float64(ev.Rev))
 	}
 	s.hub = newUsageHub()

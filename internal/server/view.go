@@ -28,6 +28,7 @@ type view struct {
 	tokens                                       *watchcache.Table          // the API tokens (authenticate)
 	usage                                        sampleIndex                // over samples (cache lock)
 	onHost                                       map[string]map[string]bool // host → keys of the VMs on it (cache lock)
+	left                                         leftHosts                  // VMs that left each host, for deltas (cache lock)
 	signals                                      signals
 	dec                                          *state.VMDecoder // VMs decoded once per process
 	cancel                                       context.CancelFunc
@@ -119,8 +120,11 @@ func (v *view) vmChanged(old, cur *watchcache.Item, rev int64) {
 	if oh != "" {
 		if oh != nh {
 			delete(v.onHost[oh], key)
+			v.left.add(oh, key, rev)
 		}
-		v.signals.bump("a/"+oh, rev)
+		// a host's own status report changes nothing its agent acts on:
+		// it wakes only the polls that want every change (no delta)
+		v.signals.bumpFor("a/"+oh, rev, oh != nh || !reportOnly(cachedVMOf(old), cachedVMOf(cur)))
 	}
 	if nh != "" {
 		set := v.onHost[nh]
@@ -129,6 +133,7 @@ func (v *view) vmChanged(old, cur *watchcache.Item, rev int64) {
 			v.onHost[nh] = set
 		}
 		set[key] = true
+		v.left.back(nh, key)
 		if nh != oh {
 			v.signals.bump("a/"+nh, rev)
 		}
@@ -137,6 +142,7 @@ func (v *view) vmChanged(old, cur *watchcache.Item, rev int64) {
 
 func (v *view) vmsReset(rev int64) {
 	v.onHost = map[string]map[string]bool{}
+	v.left.reset(rev)
 	v.vms.Each(store.VMsPrefix, "", func(it *watchcache.Item) bool {
 		if h := vmHost(it); h != "" {
 			set := v.onHost[h]
@@ -178,20 +184,29 @@ type signals struct {
 	all map[string]int64 // per kind: the revision of the last bumpAll
 }
 
+// signal is one name's last change: rev, of any change; acted, of the
+// last its agent acts on (every change but a report of its own status:
+// what delta polls wait for).
 type signal struct {
-	rev int64
-	ch  chan struct{}
+	rev, acted int64
+	ch         chan struct{}
 }
 
-func (s *signals) bump(name string, rev int64) {
+func (s *signals) bump(name string, rev int64) { s.bumpFor(name, rev, true) }
+
+// bumpFor marks name changed at rev; acted: a change its agent acts on.
+func (s *signals) bumpFor(name string, rev int64, acted bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sg := s.m[name]
 	if sg == nil {
-		s.m[name] = &signal{rev: rev}
-		return
+		sg = &signal{}
+		s.m[name] = sg
 	}
 	sg.rev = max(sg.rev, rev)
+	if acted {
+		sg.acted = max(sg.acted, rev)
+	}
 	if sg.ch != nil {
 		close(sg.ch)
 		sg.ch = nil
@@ -208,7 +223,7 @@ func (s *signals) bumpAll(kind string, rev int64) {
 	s.all[kind] = rev
 	for name, sg := range s.m {
 		if strings.HasPrefix(name, kind) {
-			sg.rev = max(sg.rev, rev)
+			sg.rev, sg.acted = max(sg.rev, rev), max(sg.acted, rev)
 			if sg.ch != nil {
 				close(sg.ch)
 				sg.ch = nil
@@ -217,9 +232,9 @@ func (s *signals) bumpAll(kind string, rev int64) {
 	}
 }
 
-// changedAfter returns nil when name changed after rev, else a channel
-// closed at its next change.
-func (s *signals) changedAfter(name string, rev int64) <-chan struct{} {
+// changedAfter returns nil when name changed after rev (acted: by a
+// change its agent acts on), else a channel closed at its next change.
+func (s *signals) changedAfter(name string, rev int64, acted bool) <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	kind, _, _ := strings.Cut(name, "/")
@@ -231,7 +246,7 @@ func (s *signals) changedAfter(name string, rev int64) <-chan struct{} {
 		sg = &signal{}
 		s.m[name] = sg
 	}
-	if sg.rev > rev {
+	if sg.rev > rev && (!acted || sg.acted > rev) {
 		return nil
 	}
 	if sg.ch == nil {
@@ -240,33 +255,49 @@ func (s *signals) changedAfter(name string, rev int64) <-chan struct{} {
 	return sg.ch
 }
 
-// waitChange blocks until name changed after rev, wait passes or ctx
-// ends. A rev the cache has not reached yet (the agent's last answer
-// came from another server) is first waited for.
-func (v *view) waitChange(ctx context.Context, name string, rev int64, wait time.Duration) {
+// waitChange blocks until name changed after rev (acted: by a change
+// its agent acts on), wait passes or ctx ends. A rev the cache has not
+// reached yet (the agent's last answer came from another server) is
+// first waited for.
+func (v *view) waitChange(ctx context.Context, name string, rev int64, wait time.Duration, acted bool) {
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	if err := v.c.WaitRev(wctx, rev); err != nil {
 		return
 	}
-	ch := v.signals.changedAfter(name, rev)
-	if ch == nil {
-		return
-	}
-	select {
-	case <-ch:
-	case <-wctx.Done():
+	for {
+		ch := v.signals.changedAfter(name, rev, acted)
+		if ch == nil {
+			return
+		}
+		select {
+		case <-ch:
+		case <-wctx.Done():
+			return
+		}
 	}
 }
 
-// vmsOn returns the stored JSON (revision spliced in) of the VMs on
-// host, in key order, their keys, and the cache revision they are at.
-func (v *view) vmsOn(host string) ([]json.RawMessage, map[string]bool, int64) {
-	var out []json.RawMessage
-	keys := map[string]bool{}
-	var at int64
+// hostVMs is what an assignments answer carries: the stored JSON
+// (revision spliced in) of the host's VMs, in key order — all of them,
+// or in a delta those changed after the poll's revision and the keys of
+// those that left the host since —, the keys of every VM on the host,
+// and the cache revision they are at.
+type hostVMs struct {
+	vms     []json.RawMessage
+	delta   bool
+	removed []string // project/name
+	keys    map[string]bool
+	rev     int64
+}
+
+// vmsOn returns host's VMs: a delta from after when after > 0 and the
+// view knows every VM that left the host since (else all of them).
+func (v *view) vmsOn(host string, after int64) hostVMs {
+	out := hostVMs{keys: map[string]bool{}}
 	v.c.Read(func(rev int64) {
-		at = rev
+		out.rev = rev
+		out.delta = after > 0 && after <= rev && v.left.since(host) <= after
 		names := make([]string, 0, len(v.onHost[host]))
 		for k := range v.onHost[host] {
 			names = append(names, k)
@@ -274,12 +305,17 @@ func (v *view) vmsOn(host string) ([]json.RawMessage, map[string]bool, int64) {
 		slices.Sort(names)
 		for _, k := range names {
 			if it := v.vms.Get(k); it != nil {
-				out = append(out, state.VMJSON(it.Value, it.ModRev))
-				keys[k] = true
+				out.keys[k] = true
+				if !out.delta || it.ModRev > after {
+					out.vms = append(out.vms, state.VMJSON(it.Value, it.ModRev))
+				}
 			}
 		}
+		if out.delta {
+			out.removed = v.left.after(host, after)
+		}
 	})
-	return out, keys, at
+	return out
 }
 
 // snapshotsOn returns the snapshot records of host for the VMs in keys.

@@ -81,8 +81,8 @@ func (r *Repo) Assign(ctx context.Context, as []Assignment, allocs map[string]mo
 		ops = append(ops, store.Put(store.AllocKey(h), encode(al)))
 	}
 	conds = append(conds, store.IfRev(store.PolicyKey, policyRev))
-	if len(ops) > MaxTxnOps || len(conds) >= MaxTxnOps {
-		return out, false, fmt.Errorf("state: %d placements on %d hosts need %d operations, over etcd's %d", len(as), len(hosts), len(ops), MaxTxnOps)
+	if max := r.MaxOps(); len(ops) > max || len(conds) >= max {
+		return out, false, fmt.Errorf("state: %d placements on %d hosts need %d operations, over the store's %d", len(as), len(hosts), len(ops), max)
 	}
 	rev, ok, err := r.commitWithEvents(ctx, conds, ops, events, "placement")
 	if !ok {
@@ -110,7 +110,7 @@ func (a *Assigned) stamp(rev int64) {
 // them). ok false: a guard failed and nothing was written; an error with
 // ok true: the change committed at rev, some of its events did not.
 func (r *Repo) commitWithEvents(ctx context.Context, conds []store.Cond, ops, events []store.Op, what string) (int64, bool, error) {
-	inline := len(ops)+len(events) <= MaxTxnOps
+	inline := len(ops)+len(events) <= r.MaxOps()
 	if inline {
 		ops = append(ops, events...)
 	}

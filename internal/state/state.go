@@ -50,6 +50,9 @@ type Repo struct {
 	admits *admitter // VM creates' group commits, per project (admit.go)
 	// reserve judges the failover reserve in admissions (reserve.go).
 	reserve *atomic.Pointer[ReserveCheck]
+	// maxOps is the store's cap on a transaction's operations (and,
+	// separately, comparisons); 0: MaxTxnOps (SetMaxTxnOps).
+	maxOps int
 }
 
 type keyLocks struct {
@@ -80,7 +83,28 @@ func (r *Repo) Term(guard ...store.Cond) *Repo {
 	if len(guard) == 0 {
 		return r
 	}
-	return &Repo{st: &fencedStore{Store: r.st, guard: append([]store.Cond(nil), guard...)}, now: r.now, locks: r.locks, admits: r.admits, reserve: r.reserve}
+	return &Repo{st: &fencedStore{Store: r.st, guard: append([]store.Cond(nil), guard...)}, now: r.now, locks: r.locks, admits: r.admits, reserve: r.reserve,
+		maxOps: r.maxOps}
+}
+
+// SetMaxTxnOps tells the repository its store takes transactions of up
+// to n operations (and n comparisons), more than etcd's default
+// MaxTxnOps: a member of our own configured so
+// (etcdstore.EmbeddedMaxTxnOps). Placements (Assign) use it; other
+// writers keep to MaxTxnOps. Call it before the repository is used.
+func (r *Repo) SetMaxTxnOps(n int) {
+	if n > MaxTxnOps {
+		r.maxOps = n
+	}
+}
+
+// MaxOps is the store's cap on a transaction's operations (MaxTxnOps
+// unless SetMaxTxnOps raised it).
+func (r *Repo) MaxOps() int {
+	if r.maxOps > 0 {
+		return r.maxOps
+	}
+	return MaxTxnOps
 }
 
 // Store returns the underlying store (for a Term repository, the store

@@ -1,11 +1,13 @@
 package scale
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,6 +52,11 @@ func BenchmarkPlaceEndToEnd(b *testing.B) {
 					b.ReportMetric(ms(res.netPerVM), "server-cpu-ms/placed-over-rest")
 					b.ReportMetric(res.restCores, "server-cores-at-rest")
 					b.ReportMetric(ms(res.testPerVM), "fleet+clients-cpu-ms/placed")
+					b.ReportMetric(res.txnPerVM, "etcd-txn/placed")
+					b.ReportMetric(res.gateMs, "gate-commit-ms")
+					b.ReportMetric(res.gateGroup, "gate-group")
+					b.ReportMetric(res.gateBusy, "gate-busy")
+					b.Logf("transactions per placed VM by the kinds of key they changed: %s", res.shapes)
 					b.Logf("%d VMs by %d clients, %d a POST, on %d hosts, %d servers, load %s: %.0f placed/s, p99 %s, %.2f ms of server CPU a VM (%.2f over its %.2f cores at rest; the fleet and clients %.2f ms); %d hosts used, lower bound %d",
 						res.acked, sz.clients, k, sz.hosts, n, loadAvg(), res.rate, res.p99.Round(time.Millisecond), ms(res.cpuPerVM),
 						ms(res.netPerVM), res.restCores, ms(res.testPerVM), res.used, res.bound)
@@ -102,6 +109,14 @@ type placeResult struct {
 	// the clients') CPU per placed VM.
 	netPerVM, testPerVM time.Duration
 	restCores           float64
+	// txnPerVM is the store's transactions per placed VM; shapes says
+	// of which sort (the kinds of key a transaction changed).
+	txnPerVM float64
+	shapes   string
+	// gateMs is the gate's mean group commit (re-check and transaction),
+	// gateGroup its mean placements a commit, gateBusy the share of the
+	// time from the first POST to the last placement it was committing.
+	gateMs, gateGroup, gateBusy float64
 }
 
 // restWindow is how long the servers' CPU at rest is measured before
@@ -142,6 +157,8 @@ func runPlacement(tb testing.TB, st *stack, sz sizes, kill bool) placeResult {
 			once.Do(func() { st.killLeader(ctx) })
 		}
 	}
+	rev0 := st.revision(ctx)
+	shapes0, gate0 := st.txnShapes(ctx), st.gateStats(ctx)
 	first := time.Now()
 	cpu0, etcd0 := st.cpu()
 	self0 := cpuSeconds(os.Getpid())
@@ -152,6 +169,17 @@ func runPlacement(tb testing.TB, st *stack, sz sizes, kill bool) placeResult {
 	cpu1, etcd1 := st.cpu()
 	self1, elapsed := cpuSeconds(os.Getpid()), time.Since(first)
 	res.restCores = restCores
+	if res.acked > 0 && !kill {
+		// every transaction meanwhile (the fleet's at rest included:
+		// usage samples, a few a minute), per VM placed, and by sort
+		res.txnPerVM = float64(st.revision(ctx)-rev0) / float64(res.acked)
+		res.shapes = shapesPerVM(shapes0, st.txnShapes(ctx), res.acked)
+		g := st.gateStats(ctx).sub(gate0)
+		if g.commits > 0 {
+			res.gateMs, res.gateGroup = g.seconds*1000/g.commits, g.placements/g.commits
+			res.gateBusy = g.seconds / (float64(res.acked) / res.rate) // first POST to last placement
+		}
+	}
 	if res.acked > 0 {
 		// everything the servers did meanwhile (heartbeats, reports,
 		// controllers included), per VM placed
@@ -395,4 +423,69 @@ func ratio(v, def float64) float64 {
 		return v
 	}
 	return def
+}
+
+// txnShapes reads vpool_store_txns_total by the kinds of key a
+// transaction changed (a server of this tree counts them; an older one
+// does not: empty).
+func (st *stack) txnShapes(ctx context.Context) map[string]float64 {
+	for _, s := range st.live() {
+		m, err := s.metrics(ctx)
+		if err != nil {
+			continue
+		}
+		out := map[string]float64{}
+		for k, v := range m {
+			if kinds, ok := strings.CutPrefix(k, "vpool_store_txns_total{"); ok {
+				out[strings.Trim(strings.TrimPrefix(kinds, "kinds="), `"}`)] = v
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+// shapesPerVM formats the growth of each count from c0 to c1 per VM, largest
+// first (those under 0.005 a VM left out).
+func shapesPerVM(c0, c1 map[string]float64, vms int) string {
+	type kv struct {
+		k string
+		v float64
+	}
+	var xs []kv
+	for k, v := range c1 {
+		if d := (v - c0[k]) / float64(vms); d >= 0.005 {
+			xs = append(xs, kv{k, d})
+		}
+	}
+	slices.SortFunc(xs, func(a, b kv) int { return cmp.Compare(b.v, a.v) })
+	var parts []string
+	for _, x := range xs {
+		parts = append(parts, fmt.Sprintf("%s %.3f", x.k, x.v))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// gateCounts are the gate's commit metrics summed over the live servers
+// (only the leader's move).
+type gateCounts struct{ seconds, commits, placements float64 }
+
+func (g gateCounts) sub(o gateCounts) gateCounts {
+	return gateCounts{g.seconds - o.seconds, g.commits - o.commits, g.placements - o.placements}
+}
+
+// gateStats reads vpool_gate_commit_seconds and vpool_gate_placements_total
+// (zero from a server that does not export them).
+func (st *stack) gateStats(ctx context.Context) gateCounts {
+	var g gateCounts
+	for _, s := range st.live() {
+		m, err := s.metrics(ctx)
+		if err != nil {
+			continue
+		}
+		g.seconds += m["vpool_gate_commit_seconds_sum"]
+		g.commits += m["vpool_gate_commit_seconds_count"]
+		g.placements += m["vpool_gate_placements_total"]
+	}
+	return g
 }

@@ -29,8 +29,14 @@ const (
 	DefaultStartTimeout        = 60 * time.Second
 	DefaultCompactionRetention = time.Hour
 	DefaultQuotaBackendBytes   = 4 << 30 // 4 GiB; etcd's own default is 2 GiB
-	defaultLocalURL            = "https://127.0.0.1:0"
-	defaultPlainURL            = "http://127.0.0.1:0"
+	// EmbeddedMaxTxnOps is our member's cap on a transaction's
+	// operations (etcd's default is 128): the placement gate commits
+	// groups of up to about 250 placements in one transaction — at 58 a
+	// group it was the limit of creates in batches (docs/scale.md, fifth
+	// round). Every member of an embedded cluster is ours, so each has it.
+	EmbeddedMaxTxnOps = 512
+	defaultLocalURL   = "https://127.0.0.1:0"
+	defaultPlainURL   = "http://127.0.0.1:0"
 )
 
 // Cluster states of Config.ClusterState.
@@ -352,6 +358,7 @@ func buildConfig(c Config, clientURL, peerURL *url.URL, lt *pki.LocalTLS, stoppi
 	cfg.QuotaBackendBytes = c.QuotaBackendBytes
 	cfg.UnsafeNoFsync = c.UnsafeNoFsync
 	cfg.EnableGRPCGateway = false
+	cfg.MaxTxnOps = EmbeddedMaxTxnOps
 	if c.HeartbeatInterval > 0 {
 		cfg.TickMs = uint(c.HeartbeatInterval / time.Millisecond)
 	}
