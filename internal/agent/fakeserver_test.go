@@ -43,6 +43,7 @@ type fakeServer struct {
 	// timeout heartbeat answers carry (0: none).
 	hbDown      bool
 	fenceMillis int
+	downBeats   int // heartbeats answered 503 while down
 	// hbStall, when set, holds every heartbeat unanswered until it is
 	// closed (a server whose store waits for a quorum).
 	hbStall chan struct{}
@@ -169,6 +170,8 @@ func (fs *fakeServer) heartbeat(w http.ResponseWriter, r *http.Request) {
 	fs.mu.Lock()
 	if !down {
 		fs.beats = append(fs.beats, hb)
+	} else {
+		fs.downBeats++
 	}
 	fs.mu.Unlock()
 	if down {
@@ -424,9 +427,19 @@ func newVM(name string) model.VM {
 // eventually polls cond until it holds or 10s pass.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	eventuallyFor(t, what, 10*time.Second, cond, nil)
+}
+
+// eventuallyFor is eventually with a limit of its own; why, when set,
+// adds what the test knows to the failure.
+func eventuallyFor(t *testing.T, what string, limit time.Duration, cond func() bool, why func() string) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
+			if why != nil {
+				t.Fatalf("timed out waiting for %s (%s)", what, why())
+			}
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -32,7 +33,18 @@ func TestSelfFenceAndOwnership(t *testing.T) {
 	}
 
 	fs.setHeartbeats(true, fenceMs) // the servers are out of reach
-	eventually(t, "self-fenced", func() bool { f, _ := r.a.Fenced(); return f })
+	down := time.Now()
+	// CI once timed out here after 10 s at load 6 (a 50-move migration
+	// soak beside it), cause unknown: the wait is longer, and a timeout
+	// says what the agent and the server saw.
+	eventuallyFor(t, "self-fenced", 30*time.Second, func() bool { f, _ := r.a.Fenced(); return f }, func() string {
+		fs.mu.Lock()
+		refused, beats := fs.downBeats, len(fs.beats)
+		fs.mu.Unlock()
+		_, n := r.a.Fenced()
+		return fmt.Sprintf("%s after the servers went away: %d beats refused, %d accepted in all, fenced %d times, longest renewal gap %s",
+			time.Since(down).Round(time.Millisecond), refused, beats, n, r.a.LongestRenewalGap())
+	})
 	eventually(t, "VMs killed", func() bool { return !running("default.web") && !running("default.db") })
 	time.Sleep(300 * time.Millisecond) // several converge passes
 	if running("default.web") || running("default.db") {
