@@ -89,6 +89,10 @@ type ServerConfig struct {
 	// AgentRate bounds each host's requests on the agent listener
 	// (server.Config.AgentRate).
 	AgentRate float64
+	// MaxPendingPlacements bounds the VMs waiting for the scheduler
+	// before creates wait and are refused with 429
+	// (server.Config.MaxPendingPlacements).
+	MaxPendingPlacements int
 	// MeterInterval is how often the leader samples usage for metering
 	// (default 1 minute); GridSeriesFile is a grid-intensity time series
 	// (TIME,SITE,G_PER_KWH lines) that overrides the settings
@@ -164,28 +168,29 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	var mgr *controller.Manager // made once the server is: it records decisions through the server's audit log
 	live := &meterstore.Live{}  // the leader's metering booking not written yet
 	srv, err := server.New(server.Config{
-		Images:      pool,
-		Store:       st,
-		StoreKind:   kind,
-		Listen:      cfg.Listen,
-		AgentListen: cfg.AgentListen,
-		ServerNames: cfg.ServerNames,
-		DataDir:     cfg.DataDir,
-		Logger:      cfg.Logger,
-		Clock:       cfg.Clock,
-		Version:     cfg.Version,
-		Controllers: func(ctx context.Context) error { return mgr.Run(ctx) },
-		BackupDirs:  cfg.BackupDirs,
-		TLS:         cfg.TLS,
-		CAKeyFile:   cfg.CAKeyFile,
-		Placer:      controller.NewDryRunner(st, nil, cfg.Clock),
-		Metrics:     m,
-		Name:        cfg.Name,
-		AuditDir:    cfg.AuditDir,
-		AuditWindow: cfg.AuditWindow,
-		Members:     members,
-		MeterLive:   live,
-		AgentRate:   cfg.AgentRate,
+		Images:               pool,
+		Store:                st,
+		StoreKind:            kind,
+		Listen:               cfg.Listen,
+		AgentListen:          cfg.AgentListen,
+		ServerNames:          cfg.ServerNames,
+		DataDir:              cfg.DataDir,
+		Logger:               cfg.Logger,
+		Clock:                cfg.Clock,
+		Version:              cfg.Version,
+		Controllers:          func(ctx context.Context) error { return mgr.Run(ctx) },
+		BackupDirs:           cfg.BackupDirs,
+		TLS:                  cfg.TLS,
+		CAKeyFile:            cfg.CAKeyFile,
+		Placer:               controller.NewDryRunner(st, nil, cfg.Clock),
+		Metrics:              m,
+		Name:                 cfg.Name,
+		AuditDir:             cfg.AuditDir,
+		AuditWindow:          cfg.AuditWindow,
+		Members:              members,
+		MeterLive:            live,
+		AgentRate:            cfg.AgentRate,
+		MaxPendingPlacements: cfg.MaxPendingPlacements,
 
 		HistoryInterval: cfg.HistoryInterval,
 	})

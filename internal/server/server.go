@@ -133,6 +133,14 @@ type Config struct {
 	// Store, Signer, Server, Logger and Clock are filled in.
 	AuditLog auditlog.Config
 
+	// MaxPendingPlacements bounds the VMs admitted but not yet decided by
+	// the scheduler: beyond it a create waits up to PendingWait for room,
+	// then is refused with 429 rate_limited and a Retry-After
+	// (backlog.go). 0 means DefaultMaxPendingPlacements, negative no
+	// bound; PendingWait 0 means DefaultPendingWait.
+	MaxPendingPlacements int
+	PendingWait          time.Duration
+
 	// HistoryInterval is how often the hosts are sampled for the
 	// dashboard's charts (default 10 s).
 	HistoryInterval time.Duration
@@ -180,6 +188,8 @@ type Server struct {
 	nets netHub // the hosts' network views (netview.go)
 
 	view *view // the watch-fed cache of lists and long polls (view.go)
+	// backlog bounds the VMs waiting for the scheduler (backlog.go)
+	backlog *placeBacklog
 	// vmDec decodes each VM version once for the view and the
 	// controllers' cache (VMDecoder)
 	vmDec *state.VMDecoder
@@ -250,6 +260,8 @@ func New(cfg Config) (*Server, error) {
 	s.nets.s = s
 	s.vmDec = state.NewVMDecoder()
 	s.view = newView(cfg.Store, s.vmDec)
+	s.backlog = newPlaceBacklog(cfg.MaxPendingPlacements, cfg.PendingWait)
+	s.view.backlog = s.backlog
 	shapes := &txnShapes{count: func(kinds string) { s.metrics.StoreTxns.WithLabelValues(kinds).Inc() }}
 	s.view.c.Observe = func(ev store.WatchEvent) {
 		kind, _, _ := strings.Cut(strings.TrimPrefix(ev.KV.Key, store.Root), "/")

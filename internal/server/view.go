@@ -31,6 +31,7 @@ type view struct {
 	left                                         leftHosts                  // VMs that left each host, for deltas (cache lock)
 	signals                                      signals
 	dec                                          *state.VMDecoder // VMs decoded once per process
+	backlog                                      *placeBacklog    // VMs waiting for the scheduler (backlog.go); nil: none counted
 	cancel                                       context.CancelFunc
 	done                                         chan struct{}
 }
@@ -107,6 +108,7 @@ func (v *view) stop() {
 }
 
 func (v *view) vmChanged(old, cur *watchcache.Item, rev int64) {
+	v.backlog.changed(cachedVMOf(old), cachedVMOf(cur))
 	if cur == nil && old != nil {
 		v.dec.Forget(old.Key, rev)
 	}
@@ -143,7 +145,11 @@ func (v *view) vmChanged(old, cur *watchcache.Item, rev int64) {
 func (v *view) vmsReset(rev int64) {
 	v.onHost = map[string]map[string]bool{}
 	v.left.reset(rev)
+	waiting := 0
 	v.vms.Each(store.VMsPrefix, "", func(it *watchcache.Item) bool {
+		if awaitsScheduler(cachedVMOf(it)) {
+			waiting++
+		}
 		if h := vmHost(it); h != "" {
 			set := v.onHost[h]
 			if set == nil {
@@ -154,6 +160,7 @@ func (v *view) vmsReset(rev int64) {
 		}
 		return true
 	})
+	v.backlog.reset(waiting)
 	v.signals.bumpAll("a/", rev)
 }
 
