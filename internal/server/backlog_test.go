@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -112,6 +113,47 @@ func TestNoPlacementBacklogBound(t *testing.T) {
 	for _, n := range []string{"a1", "a2", "a3", "a4", "a5"} {
 		if code, e, _ := ts.postVMs("/api/v1/vms", vmReq(n)); code != 201 {
 			t.Fatalf("create %s without a bound: %d %+v", n, code, e)
+		}
+	}
+}
+
+// Creates that wait for room go in the order they came: room freed by
+// one placement goes to the first in line, not to whichever waiter wins
+// the race (a first version woke them all: some lost every race until
+// their wait ran out).
+func TestPlacementBacklogFirstComeFirstServed(t *testing.T) {
+	b := newPlaceBacklog(2, time.Minute)
+	b.reset(2)
+	ctx := context.Background()
+	order := make(chan int, 3)
+	for i := range 3 {
+		go func() {
+			rel, err := b.acquire(ctx, httptest.NewRecorder(), 1)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			// its VM is admitted: the view counts it, the hold ends
+			b.changed(nil, &model.VM{Status: model.VMStatus{Phase: model.PhasePending}})
+			rel()
+			order <- i
+		}()
+		for { // the i-th is in line before the next comes
+			b.mu.Lock()
+			n := len(b.line)
+			b.mu.Unlock()
+			if n == i+1 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	pending := &model.VM{Status: model.VMStatus{Phase: model.PhasePending}}
+	placed := &model.VM{Status: model.VMStatus{Phase: model.PhaseCreating, Host: "h"}}
+	for want := range 3 {
+		b.changed(pending, placed) // one placement: room for one
+		if got := <-order; got != want {
+			t.Fatalf("room for one went to the create that came %d-th, want the %d-th", got+1, want+1)
 		}
 	}
 }

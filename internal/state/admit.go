@@ -12,8 +12,9 @@ import (
 )
 
 // Admission of VM creates is group-committed across projects: concurrent
-// CreateVMs calls queue up, and one committer at a time takes the queue's
-// head — calls of any projects, up to a transaction's budget — and
+// CreateVMs calls queue up, and a committer takes the queue's head —
+// calls of any projects no other batch in flight holds, up to a
+// transaction's budget (up to admitCommitters batches in flight) — and
 // commits it in one transaction guarded on each project present, its
 // usage key and the images, each VM key absent (and on the policy); then
 // the next batch, until the queue is empty. Each call is still all or
@@ -64,10 +65,18 @@ func hardGrouped(vms []*model.VM) bool {
 	return false
 }
 
+// admitCommitters is how many admission transactions may be in flight
+// at once, on disjoint projects: with one, the creates waited for each
+// commit in turn (a sixth-round build placed 302–667 a second at one VM
+// a POST against main's 825, its admissions the bottleneck); a queue per
+// project had up to one per project.
+const admitCommitters = 4
+
 type admitter struct {
-	mu      sync.Mutex
-	pending []*admitReq
-	running bool // a committer drains pending
+	mu       sync.Mutex
+	pending  []*admitReq
+	running  int             // committers draining pending
+	inflight map[string]bool // projects in a batch being committed
 	// last is, per project, what its last admission committed (admitBase):
 	// the next batch with the project starts from it instead of reading
 	// the project and its usage again; pol is the policy as the last
@@ -124,13 +133,20 @@ func (a *admitter) kept(project string) *admitBase {
 	return b
 }
 
-// keptPolicy returns the kept policy (nil: none) and forgets it.
+// keptPolicy returns the kept policy (nil: none); batches in flight
+// together share it (dropPolicy forgets it).
 func (a *admitter) keptPolicy() *admitPolicy {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	p := a.pol
+	return a.pol
+}
+
+// dropPolicy forgets the kept policy (a batch guarded on it lost a
+// guard: it may be stale).
+func (a *admitter) dropPolicy() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.pol = nil
-	return p
 }
 
 // missed notes that project's kept base lost its guard (or shared a
@@ -166,8 +182,12 @@ func (r *Repo) admit(ctx context.Context, project string, req *admitReq) ([]*mod
 	a := r.admits
 	a.mu.Lock()
 	a.pending = append(a.pending, req)
-	start := !a.running
-	a.running = true
+	// a committer in flight with the project takes the call after its
+	// batch; any other takes it after its own
+	start := a.running < admitCommitters && !a.inflight[project]
+	if start {
+		a.running++
+	}
 	a.mu.Unlock()
 	if start {
 		// The batches are the queue's, not this call's: they outlive its
@@ -194,23 +214,30 @@ func (a *admitter) drain(ctx context.Context) {
 		bctx, cancel := context.WithTimeout(ctx, admitBatchTimeout)
 		batch[0].repo.admitBatch(bctx, batch)
 		cancel()
+		a.mu.Lock()
+		for _, req := range batch {
+			delete(a.inflight, req.project)
+		}
+		a.mu.Unlock()
 	}
 }
 
-// take removes the next batch from the queue (nil, and the queue no
-// longer running, when it is empty): calls of one repository, of any
-// projects, within the budget; a gang's call alone.
+// take removes the next batch from the queue (nil, and one committer
+// fewer, when nothing in it can be taken): calls of one repository, of
+// projects no other batch in flight holds, within the budget; a gang's
+// call alone. The batch's projects are in flight until drain releases
+// them.
 func (a *admitter) take() []*admitReq {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if len(a.pending) == 0 {
-		a.running = false
-		return nil
-	}
-	first := a.pending[0]
+	var batch, rest []*admitReq
 	projects := map[string]bool{}
-	n, ops := 0, 0
+	ops, closed := 0, false
 	for _, req := range a.pending {
+		if closed || a.inflight[req.project] || (len(batch) > 0 && req.repo != batch[0].repo) {
+			rest = append(rest, req)
+			continue
+		}
 		cost := 2 * len(req.vms)
 		if req.carried {
 			cost++
@@ -218,16 +245,25 @@ func (a *admitter) take() []*admitReq {
 		if !projects[req.project] {
 			cost += 2
 		}
-		if n > 0 && (req.alone || first.alone || req.repo != first.repo || ops+cost > admitBudget) {
-			break
+		if len(batch) > 0 && (req.alone || batch[0].alone || ops+cost > admitBudget) {
+			closed = true
+			rest = append(rest, req)
+			continue
 		}
+		batch = append(batch, req)
 		projects[req.project] = true
-		n, ops = n+1, ops+cost
+		ops += cost
 	}
-	batch := a.pending[:n:n]
-	a.pending = a.pending[n:]
-	if len(a.pending) == 0 {
-		a.pending = nil // let the backing array go
+	a.pending = rest
+	if len(batch) == 0 {
+		a.running--
+		return nil
+	}
+	if a.inflight == nil {
+		a.inflight = map[string]bool{}
+	}
+	for p := range projects {
+		a.inflight[p] = true
 	}
 	return batch
 }
@@ -264,7 +300,14 @@ func (r *Repo) admitBatch(ctx context.Context, batch []*admitReq) {
 				}
 			}
 			clear(bases)
+			if pol != nil {
+				r.admits.dropPolicy()
+			}
 			pol = nil
+		}
+		usedKept := pol != nil
+		for _, b := range bases {
+			usedKept = usedKept || b != nil
 		}
 		ok, rev, left, next, npol, err := r.admitOnce(ctx, batch, bases, pol)
 		if err != nil {
@@ -281,7 +324,18 @@ func (r *Repo) admitBatch(ctx context.Context, batch []*admitReq) {
 				}
 				req.out = req.vms
 			}
-			return
+			// a refusal judged on kept state (no guard checked it: it
+			// wrote nothing) is judged again on what the store holds
+			again := refusedOnKept(batch, usedKept)
+			if len(again) == 0 {
+				return
+			}
+			clear(bases)
+			if pol != nil {
+				r.admits.dropPolicy()
+			}
+			pol, batch = nil, again
+			continue
 		}
 		batch = r.dropTaken(ctx, left)
 	}
@@ -289,6 +343,22 @@ func (r *Repo) admitBatch(ctx context.Context, batch []*admitReq) {
 		return
 	}
 	fail(batch, fmt.Errorf("%w: creating VMs in project %s", ErrContention, batch[0].project))
+}
+
+// refusedOnKept returns, when the batch started from kept state, its
+// calls refused by a quota or the reserve, their answers cleared.
+func refusedOnKept(batch []*admitReq, usedKept bool) []*admitReq {
+	if !usedKept {
+		return nil
+	}
+	var again []*admitReq
+	for _, req := range batch {
+		if req.out == nil && (errors.Is(req.err, ErrQuotaExceeded) || errors.Is(req.err, ErrReserve)) {
+			req.err = nil
+			again = append(again, req)
+		}
+	}
+	return again
 }
 
 func fail(reqs []*admitReq, err error) {

@@ -52,7 +52,10 @@ func TestAdmissionMergesProjects(t *testing.T) {
 	st := &usageSpread{Store: mem}
 	a, b := New(st, nil), New(st, nil) // two servers on one store
 	ctx := context.Background()
-	projects := []string{"p0", "p1", "p2", "p3"}
+	var projects []string // more than the committers in flight at once
+	for i := range 3 * admitCommitters {
+		projects = append(projects, fmt.Sprintf("p%d", i))
+	}
 	const quota, each = 15, 12 // per project and server: 24 asked, 15 fit
 	for _, p := range projects {
 		mustProject(t, a, p, model.Quota{VMs: quota})
