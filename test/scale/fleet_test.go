@@ -62,7 +62,7 @@ func benchFleet(b *testing.B, n int) {
 	changes1, _ := st.changes(ctx)
 	cpu1, etcd1 := st.cpu()
 	fs := st.fleet.Stats()
-	rssNow, rssPeak := st.rss()
+	rss := st.rss()
 	saved()
 
 	txns := float64(rev1-rev0) / elapsed
@@ -77,8 +77,10 @@ func benchFleet(b *testing.B, n int) {
 	if st.etcd != nil {
 		b.ReportMetric((etcd1-etcd0)/elapsed, "etcd-cores")
 	}
-	b.ReportMetric(float64(rssNow)/(1<<20), "server-rss-MiB")
-	b.ReportMetric(float64(rssPeak)/(1<<20), "server-peak-rss-MiB")
+	b.ReportMetric(float64(rss.now)/(1<<20), "server-rss-MiB")
+	b.ReportMetric(float64(rss.peak)/(1<<20), "server-peak-rss-MiB")
+	b.ReportMetric(float64(rss.anon)/(1<<20), "server-rss-anon-MiB")
+	b.ReportMetric(float64(rss.file)/(1<<20), "server-rss-file-MiB")
 	b.ReportMetric(ms(fs.BeatP99), "heartbeat-p99-ms")
 	b.ReportMetric(float64(fs.Beats)/elapsed, "heartbeats/s")
 	if fs.Beats > 0 {

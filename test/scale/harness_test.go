@@ -405,13 +405,18 @@ func (st *stack) cpu() (servers, etcd float64) {
 	return servers, etcd
 }
 
-// rss is the largest resident set of a server now and at its peak.
-func (st *stack) rss() (now, peak int64) {
+// rss is the resident set of the server with the largest one now (its
+// anon/file split with it) and the largest peak.
+func (st *stack) rss() memory {
+	var out memory
 	for _, s := range st.live() {
-		n, p := rssBytes(s.cmd.Process.Pid)
-		now, peak = max(now, n), max(peak, p)
+		m := rssBytes(s.cmd.Process.Pid)
+		if m.now > out.now {
+			out.now, out.anon, out.file = m.now, m.anon, m.file
+		}
+		out.peak = max(out.peak, m.peak)
 	}
-	return now, peak
+	return out
 }
 
 // percentile of sorted durations (q in [0, 1]).
