@@ -162,6 +162,10 @@ type Server struct {
 
 	drain     chan struct{} // closed when Run begins to shut down
 	drainOnce sync.Once
+	// drainCtx ends with drain: long polls hang their cancel on it
+	// (context.AfterFunc) instead of a goroutine each
+	drainCtx    context.Context
+	drainCancel context.CancelFunc
 	imports   sync.WaitGroup // image downloads in the background
 
 	leaseMu sync.Mutex
@@ -239,9 +243,10 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger.With("component", "server"), now: cfg.Clock,
 		repo: state.New(auditlog.Carrying(cfg.Store), cfg.Clock), metrics: cfg.Metrics,
-		drain: make(chan struct{}), leases: map[string]hostLease{},
+		leases: map[string]hostLease{},
 		unauth: limiter{rate: unauthRate, burst: unauthBurst},
 	}
+	s.initDrain()
 	if cfg.AgentRate == 0 {
 		cfg.AgentRate = DefaultAgentRate
 	}
@@ -481,7 +486,7 @@ wait:
 			}
 		}
 	}
-	s.drainOnce.Do(func() { close(s.drain) })
+	s.startDrain()
 	s.imports.Wait() // downloads end with the drain and mark their images failed
 	cancelControllers()
 	<-trustDone
@@ -533,17 +538,32 @@ func serveErr(err error) error {
 	return fmt.Errorf("server: serve: %w", err)
 }
 
-// streamContext ends when the request ends or the server drains.
+// initDrain readies drain and drainCtx (New; tests that build a Server
+// by hand).
+func (s *Server) initDrain() {
+	s.drain = make(chan struct{})
+	s.drainCtx, s.drainCancel = context.WithCancel(context.Background())
+}
+
+// startDrain ends every long poll and stream (Run, shutting down).
+func (s *Server) startDrain() {
+	s.drainOnce.Do(func() {
+		close(s.drain)
+		s.drainCancel()
+	})
+}
+
+// streamContext ends when the request ends or the server drains. It
+// starts no goroutine: every agent holds a long poll open, and at 10,000
+// hosts a goroutine each (8 KiB of stack at least) was 80 MiB of the
+// server's memory at rest (docs/scale.md, sixth round).
 func (s *Server) streamContext(r *http.Request) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(r.Context())
-	go func() {
-		select {
-		case <-s.drain:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
+	stop := context.AfterFunc(s.drainCtx, cancel)
+	return ctx, func() {
+		stop()
+		cancel()
+	}
 }
 
 // revokeLeases drops nothing: leases outlive a server restart on purpose
