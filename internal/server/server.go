@@ -166,7 +166,7 @@ type Server struct {
 	// (context.AfterFunc) instead of a goroutine each
 	drainCtx    context.Context
 	drainCancel context.CancelFunc
-	imports   sync.WaitGroup // image downloads in the background
+	imports     sync.WaitGroup // image downloads in the background
 
 	leaseMu sync.Mutex
 	// fenceCapWarned: the fence timeout's cap on the heartbeat interval
