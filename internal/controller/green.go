@@ -61,6 +61,9 @@ type energyState struct {
 	deletedVMs      map[string]float64
 	deletedHosts    float64
 	deletedProjects float64
+	// shares is bookEnergy's buffer, reused host after host and pass
+	// after pass (Ledger.AddHost keeps none of it)
+	shares []energy.Share
 }
 
 // LoadBalanceSettings reads the balancing settings, or the defaults when
