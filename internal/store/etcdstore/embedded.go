@@ -27,10 +27,10 @@ const (
 	DefaultName         = "vpool"
 	DefaultClusterToken = "vpool"
 	DefaultStartTimeout = 60 * time.Second
-	// DefaultCompactionRetention is 10 minutes: every reader of the
-	// history (the servers' caches, the controllers' cache, the backup
-	// and network long polls) lists afresh when its watch start was
-	// compacted, and an hour of history (every version of every VM
+	// DefaultCompactionRetention is 10 minutes: every watch of a vpool
+	// server (its view, the controllers' cache, the trust cache, the
+	// network and balancer views, the backup long poll) lists afresh
+	// when its start was compacted, and an hour of history (every version of every VM
 	// created in it) was etcd's in-memory index and the database's
 	// growth at 100,000 VMs (docs/scale.md, sixth round).
 	DefaultCompactionRetention = 10 * time.Minute
