@@ -64,12 +64,11 @@ func (r *reconciler) energyStep(ctx context.Context) error {
 // bookEnergy books seconds of every host's draw.
 func (r *reconciler) bookEnergy(seconds float64) {
 	g := r.nrg
-	hosts, _ := r.c.hostView()
+	hosts, usage := r.c.hostsShared() // read only
 	running := r.c.runningByHost()
-	for i := range hosts {
-		h := &hosts[i]
+	for _, h := range hosts {
 		m := HostPowerModel(h)
-		u1 := hostUtil(h)
+		u1 := hostUtilWith(usage, h)
 		u0, ok := g.lastUtil[h.Name]
 		if !ok {
 			u0 = u1

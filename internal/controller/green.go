@@ -140,6 +140,17 @@ func hostUtil(h *model.Host) float64 {
 	return min(max(h.Usage.CPUPercent/100, 0), 1)
 }
 
+// hostUtilWith is hostUtil of h overlaid with its measured usage (as
+// withUsage overlays a copy), without copying h.
+func hostUtilWith(v UsageView, h *model.Host) float64 {
+	if v != nil {
+		if u, _, _, ok := v.HostUsage(h.Name); ok {
+			return min(max(u.CPUPercent/100, 0), 1)
+		}
+	}
+	return hostUtil(h)
+}
+
 // hostOn reports whether a host counts as switched on.
 func hostOn(h *model.Host) bool {
 	switch h.State {
