@@ -668,6 +668,13 @@ func (c *cache) hostView() ([]model.Host, map[string]bool) {
 	return hosts, alive
 }
 
+// hostCount is the number of cached hosts.
+func (c *cache) hostCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.hosts)
+}
+
 // sortHosts fills hostsByName when a change emptied it (c.mu held).
 func (c *cache) sortHosts() {
 	if c.hostsByName != nil {

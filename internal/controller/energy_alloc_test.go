@@ -65,3 +65,17 @@ func (fixedUsage) HostUsage(string) (model.HostUsage, time.Time, int, bool) {
 func (fixedUsage) VMUsage(string) (model.VMUsage, time.Time, bool) {
 	return model.VMUsage{CPUPercent: 30}, time.Now(), true
 }
+
+// TestEnergyStepFor: the energy pass books every second up to 1,000
+// hosts, then as often as the hosts beat (1 ms a host), at most every
+// 10 s.
+func TestEnergyStepFor(t *testing.T) {
+	for _, tc := range []struct {
+		hosts int
+		want  time.Duration
+	}{{0, time.Second}, {3, time.Second}, {1000, time.Second}, {2500, 2500 * time.Millisecond}, {10000, 10 * time.Second}, {50000, 10 * time.Second}} {
+		if got := energyStepFor(tc.hosts); got != tc.want {
+			t.Errorf("%d hosts: a step of %s, want %s", tc.hosts, got, tc.want)
+		}
+	}
+}
