@@ -91,18 +91,13 @@ func (d *Driver) tapName(id string, i int) string {
 	return "vp" + hex.EncodeToString(h[:5]) + strconv.Itoa(i%1000)
 }
 
-// makeTap creates a persistent tap on the bridge, up.
-func (d *Driver) makeTap(ctx context.Context, name string) error {
-	return d.makeTapOn(ctx, name, d.cfg.Bridge, 0)
-}
-
 // makeTapOn creates a persistent tap on bridge with mtu (0: the
-// default), up.
-func (d *Driver) makeTapOn(ctx context.Context, name, bridge string, mtu int) error {
+// default), up, owned by owner ("user U group G"; nil: root only).
+func (d *Driver) makeTapOn(ctx context.Context, name, bridge string, mtu int, owner []string) error {
 	if linkExists(name) {
 		ipCmd(ctx, "link", "del", name)
 	}
-	if err := ipCmd(ctx, "tuntap", "add", "dev", name, "mode", "tap"); err != nil {
+	if err := ipCmd(ctx, append([]string{"tuntap", "add", "dev", name, "mode", "tap"}, owner...)...); err != nil {
 		return err
 	}
 	args := []string{"link", "set", name, "master", bridge}
@@ -129,7 +124,8 @@ func portOf(cfg hypervisor.VMConfig, i int) *hypervisor.NICPort {
 // network's bridge with the tap name the agent chose (so the host's
 // rules name it before it exists), else on the driver's bridge. A vpool
 // network's bridge must exist: the agent makes it before it starts the VM.
-func (d *Driver) plugTap(ctx context.Context, id string, i int, n *nicRec) (string, error) {
+func (d *Driver) plugTap(ctx context.Context, rec *record, i int, n *nicRec) (string, error) {
+	id, owner := rec.Config.ID, d.tapOwner(rec)
 	if p := n.Port; p != nil {
 		if !linkExists(p.Bridge) {
 			return "", fmt.Errorf("qemu: NIC %s: bridge %s of its network is missing on this host", n.Name, p.Bridge)
@@ -138,10 +134,19 @@ func (d *Driver) plugTap(ctx context.Context, id string, i int, n *nicRec) (stri
 		if tap == "" {
 			tap = d.tapName(id, i)
 		}
-		return tap, d.makeTapOn(ctx, tap, p.Bridge, p.MTU)
+		return tap, d.makeTapOn(ctx, tap, p.Bridge, p.MTU, owner)
 	}
 	tap := d.tapName(id, i)
-	return tap, d.makeTap(ctx, tap)
+	return tap, d.makeTapOn(ctx, tap, d.cfg.Bridge, 0, owner)
+}
+
+// tapOwner is the "user U group G" of rec's taps: its QEMU, running as
+// the VM's user, may attach to them (TUNSETIFF) and to no other.
+func (d *Driver) tapOwner(rec *record) []string {
+	if d.users == nil || rec.User == nil {
+		return nil
+	}
+	return []string{"user", strconv.FormatUint(uint64(rec.User.UID), 10), "group", strconv.FormatUint(uint64(rec.User.GID), 10)}
 }
 
 // hostMTU is the MTU the guest is told through virtio-net's host_mtu for

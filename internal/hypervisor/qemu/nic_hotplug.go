@@ -84,7 +84,7 @@ func (d *Driver) plugNIC(ctx context.Context, v *vm, p *process, idx int, n *nic
 	}
 	netdev := qmp.Args{"type": "user", "id": "n" + n.ID}
 	if d.net == NetBridge {
-		tap, err := d.plugTap(ctx, v.rec.Config.ID, idx, n)
+		tap, err := d.plugTap(ctx, v.rec, idx, n)
 		if err != nil {
 			return err
 		}
