@@ -64,11 +64,19 @@ func (d *Driver) initUsers() error {
 		d.log.Info("qemu: not root: VMs' QEMUs run as the agent's own user (no per-VM users)")
 		return nil
 	}
-	a, err := newUIDAllocator(d.cfg.VMUIDRegistry, d.cfg.VMUIDBase, d.cfg.VMUIDCount, d.cfg.StateDir)
+	if d.cfg.VMUIDCount < 2 {
+		return fmt.Errorf("qemu: per-VM uid range %d+%d: want at least 2 ids (the first is the VMs' shared device group)", d.cfg.VMUIDBase, d.cfg.VMUIDCount)
+	}
+	// The range's first id is the group every QEMU shares for devices
+	// (userfaultfd); VMs get the others.
+	a, err := newUIDAllocator(d.cfg.VMUIDRegistry, d.cfg.VMUIDBase+1, d.cfg.VMUIDCount-1, d.cfg.StateDir)
 	if err != nil {
 		return err
 	}
 	d.users = a
+	if err := d.shareUserfaultfd(); err != nil {
+		return err
+	}
 	dirs := append([]string{d.cfg.StateDir, filepath.Join(d.cfg.StateDir, "vms"), d.cfg.RunDir}, poolDirs(d.cfg.Pools)...)
 	for _, dir := range dirs {
 		if err := os.MkdirAll(dir, 0o711); err != nil {
@@ -199,11 +207,37 @@ func (d *Driver) credential(rec *record) *syscall.Credential {
 	if d.users == nil || rec.User == nil {
 		return nil
 	}
-	c := &syscall.Credential{Uid: rec.User.UID, Gid: rec.User.GID, Groups: []uint32{}}
+	c := &syscall.Credential{Uid: rec.User.UID, Gid: rec.User.GID, Groups: []uint32{d.cfg.VMUIDBase}}
 	if d.kvmGID != nil {
-		c.Groups = []uint32{*d.kvmGID}
+		c.Groups = append(c.Groups, *d.kvmGID)
 	}
 	return c
+}
+
+// userfaultfdDev is the device post-copy migration opens (QEMU 10 tries
+// it before the userfaultfd system call, which an unprivileged process
+// may only use for user-mode faults unless vm.unprivileged_userfaultfd).
+const userfaultfdDev = "/dev/userfaultfd"
+
+// shareUserfaultfd opens /dev/userfaultfd to the VMs' shared group
+// (root:<VMUIDBase> 0660), so that post-copy keeps working: as root, QEMU
+// had it anyway; other users of the host still do not.
+func (d *Driver) shareUserfaultfd() error {
+	var st syscall.Stat_t
+	if err := syscall.Stat(userfaultfdDev, &st); err != nil {
+		return nil // an older kernel: QEMU uses the system call
+	}
+	if st.Gid == d.cfg.VMUIDBase && st.Mode&0o060 == 0o060 {
+		return nil
+	}
+	if st.Mode&0o006 == 0o006 {
+		return nil // open to everyone already
+	}
+	if err := errors.Join(os.Lchown(userfaultfdDev, -1, int(d.cfg.VMUIDBase)), os.Chmod(userfaultfdDev, os.FileMode(st.Mode&0o7777|0o060))); err != nil {
+		return fmt.Errorf("qemu: giving %s to the VMs' group (post-copy): %w", userfaultfdDev, err)
+	}
+	d.log.Info("qemu: opened /dev/userfaultfd to the VMs' shared group for post-copy migration", "gid", d.cfg.VMUIDBase)
+	return nil
 }
 
 // own hands rec's files to its user: every layer file (uid, 0600), the

@@ -54,9 +54,13 @@ func TestQEMURunsAsItsOwnUser(t *testing.T) {
 		if rec.User == nil || rec.User.UID != uid {
 			t.Fatalf("%s: record says %+v, /proc says uid %d", id, rec.User, uid)
 		}
+		// No supplementary group but the VMs' shared device group.
 		groups := procField(t, p.pid, "Groups:")
-		if d.accel == "tcg" && groups != "" {
-			t.Errorf("%s: QEMU keeps supplementary groups %q", id, groups)
+		if want := strconv.FormatUint(uint64(d.cfg.VMUIDBase), 10); d.accel == "tcg" && groups != want {
+			t.Errorf("%s: QEMU has supplementary groups %q, want only %s", id, groups, want)
+		}
+		if uid == d.cfg.VMUIDBase {
+			t.Errorf("%s runs as the VMs' shared group id %d", id, uid)
 		}
 		// Its disk is its own, 0600, in a directory it cannot write.
 		checkOwner(t, rec.Disks[0].Layers[0].File, uid, 0o600)
