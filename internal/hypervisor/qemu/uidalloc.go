@@ -56,7 +56,13 @@ func newUIDAllocator(dir string, base, count uint32, stateDir string) (*uidAlloc
 	if base == 0 || count == 0 || uint64(base)+uint64(count) > 1<<32-1 {
 		return nil, fmt.Errorf("qemu: per-VM uid range %d+%d: want a base above 0 and a count that ends below 2^32-1", base, count)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// The parents as usual (0755: /run/vpool holds other services'
+	// directories, such as dnsmasq's, that must stay searchable), the
+	// registry itself root's only.
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return nil, fmt.Errorf("qemu: uid registry: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("qemu: uid registry: %w", err)
 	}
 	return &uidAllocator{dir: dir, base: base, count: count, stateDir: stateDir, liveUIDs: procUIDs}, nil
