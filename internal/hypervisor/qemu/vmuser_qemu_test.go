@@ -23,14 +23,15 @@ func TestQEMURunsAsItsOwnUser(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("per-VM users need root (the driver runs QEMU as the agent's user otherwise)")
 	}
-	d := newDriver(t, testConfig(t, ""))
+	cfg := testConfig(t, shortTempDir(t))
+	d := newDriver(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	ids := []string{"test.usera", "test.userb"}
 	for _, name := range []string{"usera", "userb"} {
-		cfg := vmConfig(g, name)
-		mustDo(t, "Create "+name, d.Create(ctx, cfg))
-		mustDo(t, "Start "+name, d.Start(ctx, cfg.ID))
+		vc := vmConfig(g, name)
+		mustDo(t, "Create "+name, d.Create(ctx, vc))
+		mustDo(t, "Start "+name, d.Start(ctx, vc.ID))
 	}
 	uids := map[uint32]string{}
 	procs := map[string]*process{}
@@ -89,6 +90,28 @@ func TestQEMURunsAsItsOwnUser(t *testing.T) {
 				t.Fatalf("blockdev-add %s: %v, want Permission denied", tc.file, err)
 			}
 		})
+	}
+
+	// The agent restarts: the running QEMUs keep their uids, the new
+	// driver knows them (record and /proc agree), and a new VM gets
+	// another one.
+	d.Close()
+	d2 := newDriver(t, cfg)
+	for uid, id := range uids {
+		v, err := d2.get(id)
+		mustDo(t, "get after restart", err)
+		if v.rec.User == nil || v.rec.User.UID != uid {
+			t.Fatalf("%s after the restart: record says %+v, want uid %d", id, v.rec.User, uid)
+		}
+		if got, _ := procUID(strconv.Itoa(procs[id].pid)); got != uid {
+			t.Fatalf("%s's QEMU runs as %d after the restart, want %d", id, got, uid)
+		}
+	}
+	third := vmConfig(g, "userc")
+	mustDo(t, "Create userc", d2.Create(ctx, third))
+	v3, _ := d2.get(third.ID)
+	if holder, taken := uids[v3.rec.User.UID]; taken {
+		t.Fatalf("a VM created after the restart got uid %d, which %s holds", v3.rec.User.UID, holder)
 	}
 }
 
