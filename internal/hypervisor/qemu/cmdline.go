@@ -87,6 +87,9 @@ type Layer struct {
 type NICDev struct {
 	ID  string // device id; the netdev is "n" + ID
 	Tap string // empty: user-mode networking
+	// TapFD, when set, is the tap opened by the agent and inherited
+	// (QEMU, as the VM's user, may not open /dev/net/tun itself).
+	TapFD int
 	MAC string
 	// MTU, when set, is offered to the guest as virtio-net's host_mtu
 	// (VIRTIO_NET_F_MTU): the guest's driver takes it as the interface's
@@ -298,7 +301,10 @@ func (m Machine) nicArgs() []string {
 	add := func(s ...string) { a = append(a, s...) }
 	for _, n := range m.NICs {
 		netdev := map[string]any{"type": "user", "id": "n" + n.ID}
-		if n.Tap != "" {
+		switch {
+		case n.TapFD > 0:
+			netdev = map[string]any{"type": "tap", "id": "n" + n.ID, "fd": strconv.Itoa(n.TapFD)}
+		case n.Tap != "":
 			netdev = map[string]any{"type": "tap", "id": "n" + n.ID, "ifname": n.Tap, "script": "no", "downscript": "no"}
 		}
 		add("-netdev", mustJSON(netdev))

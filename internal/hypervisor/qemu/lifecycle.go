@@ -351,6 +351,14 @@ func (d *Driver) machine(ctx context.Context, rec *record, o startOpts, rev *rev
 			}
 			rev.add(func() { d.removeTap(tap) })
 			nd.Tap, n.Tap, nd.MTU = tap, tap, hostMTU(n)
+			if d.users != nil { // QEMU, as the VM's user, gets the open tap (vmuser.go)
+				f, err := openTap(tap)
+				if err != nil {
+					return m, files, err
+				}
+				files = append(files, f)
+				nd.TapFD = 2 + len(files)
+			}
 		}
 		m.NICs = append(m.NICs, nd)
 	}

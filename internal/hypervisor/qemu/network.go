@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	bin "encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
+	"unsafe"
 
 	"github.com/vpool/vpool/internal/hypervisor"
 )
@@ -109,6 +112,37 @@ func (d *Driver) makeTapOn(ctx context.Context, name, bridge string, mtu int, ow
 		return err
 	}
 	return nil
+}
+
+// TUNSETIFF and its flags (linux/if_tun.h).
+const (
+	tunSetIff   = 0x400454ca
+	iffTap      = 0x0002
+	iffNoPI     = 0x1000
+	iffVnetHdr  = 0x4000
+	ifNameSize  = 16
+	ifreqLength = 40
+)
+
+// openTap attaches to the persistent tap name as root and returns the
+// descriptor, which QEMU inherits (netdev tap fd=): QEMU runs as the VM's
+// user and may not open /dev/net/tun (0600 on some hosts).
+func openTap(name string) (*os.File, error) {
+	if len(name) >= ifNameSize {
+		return nil, fmt.Errorf("qemu: tap name %q is too long", name)
+	}
+	fd, err := syscall.Open("/dev/net/tun", syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: tap %s: %w", name, err)
+	}
+	var ifr [ifreqLength]byte
+	copy(ifr[:ifNameSize], name)
+	bin.NativeEndian.PutUint16(ifr[ifNameSize:], iffTap|iffNoPI|iffVnetHdr)
+	if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), tunSetIff, uintptr(unsafe.Pointer(&ifr[0]))); errno != 0 {
+		syscall.Close(fd)
+		return nil, fmt.Errorf("qemu: tap %s: TUNSETIFF: %w", name, errno)
+	}
+	return os.NewFile(uintptr(fd), "tap:"+name), nil
 }
 
 // portOf is the host side the agent gave NIC i of cfg, or nil.

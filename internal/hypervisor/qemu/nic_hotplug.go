@@ -90,6 +90,19 @@ func (d *Driver) plugNIC(ctx context.Context, v *vm, p *process, idx int, n *nic
 		}
 		n.Tap = tap
 		netdev = qmp.Args{"type": "tap", "id": "n" + n.ID, "ifname": tap, "script": "no", "downscript": "no"}
+		if d.users != nil { // QEMU, as the VM's user, gets the open tap (vmuser.go)
+			f, err := openTap(tap)
+			if err == nil {
+				err = p.qmp.Getfd(ctx, "tap-"+n.ID, f)
+				f.Close()
+			}
+			if err != nil {
+				d.removeTap(tap)
+				n.Tap = ""
+				return err
+			}
+			netdev = qmp.Args{"type": "tap", "id": "n" + n.ID, "fd": "tap-" + n.ID}
+		}
 	}
 	undoTap := func() {
 		d.removeTap(n.Tap)
