@@ -90,7 +90,7 @@ type NICDev struct {
 	// TapFD, when set, is the tap opened by the agent and inherited
 	// (QEMU, as the VM's user, may not open /dev/net/tun itself).
 	TapFD int
-	MAC string
+	MAC   string
 	// MTU, when set, is offered to the guest as virtio-net's host_mtu
 	// (VIRTIO_NET_F_MTU): the guest's driver takes it as the interface's
 	// MTU at probe, so a jumbo-frame network needs no DHCP option or
