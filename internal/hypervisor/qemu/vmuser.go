@@ -39,8 +39,9 @@ import (
 //     path QEMU could have replaced; the backup NBD socket likewise;
 //   - LUKS keys: inherited pipes, their inode given to the uid (QEMU opens
 //     /dev/fd/N);
-//   - taps: created with the VM's uid as owner (TUNSETIFF needs no
-//     privilege then);
+//   - taps: opened by the agent and passed as descriptors (netdev tap
+//     fd=; /dev/net/tun may be root's only), made with the VM's uid as
+//     owner so no other user attaches to them;
 //   - migration TLS credentials: copied into the VM directory for the
 //     object-add that loads them and removed right after (vmTLSDir).
 //
