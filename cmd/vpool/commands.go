@@ -43,6 +43,7 @@ func serverCmd() *cobra.Command {
 	auditDir := f.String("audit-dir", "", "where the leader appends the audit trail's export files (default DATA_DIR/audit)")
 	auditWindow := f.Int("audit-window", 0, "audit records the store keeps; older ones are pruned once exported (default 20000)")
 	agentRate := f.Float64("agent-rate", 0, "requests a second one host may make on the agent listener, in bursts of ten times as many; heartbeats are counted apart (default 100; negative: no limit)")
+	apiRate := f.Float64("api-rate", 0, "user API requests a second one project's tokens together may make, in bursts of ten times as many; cluster admins are not limited (default 50; negative: no limit)")
 	gridFile := f.String("grid-intensity-file", "", "grid carbon intensity over time for metering: lines TIME,SITE,G_PER_KWH (RFC 3339 time; empty site: every site)")
 	clusterOpts := serverClusterFlags(cmd)
 	logger := logFlags(cmd)
@@ -69,7 +70,7 @@ func serverCmd() *cobra.Command {
 			CAKeyFile: *caKeyFile, BackupDirs: *backupDirs,
 			Name: n, Logger: log, Version: version, TLS: *tlsAPI, ImagePool: *imagePool, ImageTool: qemu.ImageTool{},
 			Controller: controller.Config{Power: hostPower(*powerOn, *powerOff), Fencer: hostFencer(*fenceCmd)},
-			AuditDir:   *auditDir, AuditWindow: *auditWindow, GridSeriesFile: *gridFile, AgentRate: *agentRate,
+			AuditDir:   *auditDir, AuditWindow: *auditWindow, GridSeriesFile: *gridFile, AgentRate: *agentRate, APIRate: *apiRate,
 			PeerURL: peer, InitialCluster: initial, Join: join, JoinToken: joinTok,
 		})
 		if err != nil {
