@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/vpool/vpool/internal/hypervisor"
 )
 
 // allocFixture is a registry and a state dir whose VM directories make
@@ -168,3 +170,45 @@ func TestUIDAllocatorRefusesBadRanges(t *testing.T) {
 		})
 	}
 }
+
+// recoverUser at a driver's start: a record without a uid (written before
+// per-VM users) gets one, a record whose uid another VM holds now gets
+// another, a record whose claim is intact keeps its uid; every change is
+// saved.
+func TestRecoverUser(t *testing.T) {
+	f := newAllocFixture(t)
+	d := &Driver{cfg: Config{StateDir: f.state}, log: testLogger(t), users: f.allocator(8)}
+	rec := func(id string, u *vmUser) *record {
+		f.vmDir(id, false)
+		r := &record{Config: hypervisorConfig(id), User: u}
+		mustDo(t, "save", d.saveRecord(r))
+		return r
+	}
+	holder := f.alloc(d.users, "holder") // holds the uid "stolen" claims
+	mustDo(t, "save holder", d.saveRecord(&record{Config: hypervisorConfig("holder"), User: &vmUser{holder, holder}}))
+	kept := f.alloc(d.users, "kept")
+
+	for _, tc := range []struct {
+		name    string
+		r       *record
+		wantUID func(uint32) bool
+	}{
+		{"no uid yet", rec("old", nil), func(u uint32) bool { return u != holder && u != kept }},
+		{"uid taken", rec("stolen", &vmUser{holder, holder}), func(u uint32) bool { return u != holder && u != kept }},
+		{"claim intact", rec("kept", &vmUser{kept, kept}), func(u uint32) bool { return u == kept }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mustDo(t, "recoverUser", d.recoverUser(tc.r, 0))
+			if tc.r.User == nil || !tc.wantUID(tc.r.User.UID) {
+				t.Fatalf("uid after recovery: %+v", tc.r.User)
+			}
+			saved, err := d.loadRecord(tc.r.Config.ID)
+			mustDo(t, "load", err)
+			if saved.User == nil || *saved.User != *tc.r.User {
+				t.Fatalf("saved record says %+v, want %+v", saved.User, tc.r.User)
+			}
+		})
+	}
+}
+
+func hypervisorConfig(id string) hypervisor.VMConfig { return hypervisor.VMConfig{ID: id} }

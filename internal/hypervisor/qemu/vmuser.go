@@ -169,36 +169,38 @@ func (d *Driver) recoverUser(rec *record, pid int) error {
 	if d.users == nil {
 		return nil
 	}
-	running := pid > 0
-	if running {
+	before := rec.User
+	if pid > 0 {
 		// The running QEMU's uid is the truth (/proc): a record written
 		// by a driver from before per-VM users has none, and its QEMU
 		// runs as root until it restarts.
 		uid, ok := procUID(strconv.Itoa(pid))
 		switch {
-		case !ok || uid == 0: // root: rec.User (or a new one) serves its next start
-		case rec.User == nil || rec.User.UID != uid:
+		case ok && uid == 0:
+			d.log.Warn("qemu: VM runs as root (started before per-VM users); it runs as its own uid from its next start", "vm", rec.Config.ID)
+			pid = 0 // its uid only serves the next start
+		case ok && (rec.User == nil || rec.User.UID != uid):
 			d.log.Warn("qemu: the VM's QEMU runs as another uid than its record says; keeping the running one", "vm", rec.Config.ID, "uid", uid)
 			rec.User = &vmUser{UID: uid, GID: uid}
 		}
 	}
 	if rec.User != nil {
 		ok, err := d.users.reclaim(rec.Config.ID, *rec.User)
-		if err != nil || ok {
+		switch {
+		case err != nil:
 			return err
-		}
-		if running {
+		case !ok && pid > 0:
 			d.log.Error("qemu: a running VM's uid is claimed by another VM; it keeps it until it stops", "vm", rec.Config.ID, "uid", rec.User.UID)
-			return nil
+		case !ok:
+			d.log.Warn("qemu: the VM's uid is taken; it gets another", "vm", rec.Config.ID, "uid", rec.User.UID)
+			rec.User = nil
 		}
-		d.log.Warn("qemu: the VM's uid is taken; it gets another", "vm", rec.Config.ID, "uid", rec.User.UID)
-		rec.User = nil
 	}
-	if running {
-		d.log.Warn("qemu: VM runs as root (started before per-VM users); it gets its own uid at its next start", "vm", rec.Config.ID)
-	}
-	if err := d.assignUser(rec); err != nil {
+	if err := d.assignUser(rec); err != nil { // none yet, or taken
 		return err
+	}
+	if rec.User == before {
+		return nil
 	}
 	return d.saveRecord(rec)
 }
