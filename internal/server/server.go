@@ -114,6 +114,11 @@ type Config struct {
 	// counted apart (hostlimit.go). 0 means DefaultAgentRate; negative,
 	// no limit.
 	AgentRate float64
+	// APIRate is how many user API requests a second one project's
+	// tokens together (or one token without a project) may make, in
+	// bursts of ten times as many; cluster admins are not limited
+	// (userlimit.go). 0 means DefaultAPIRate; negative, no limit.
+	APIRate float64
 	// HeartbeatInterval is what agents are told; 0 scales it with the
 	// hosts this server keeps alive (heartbeatInterval).
 	HeartbeatInterval time.Duration
@@ -170,7 +175,11 @@ type Server struct {
 
 	drain     chan struct{} // closed when Run begins to shut down
 	drainOnce sync.Once
-	imports   sync.WaitGroup // image downloads in the background
+	// drainCtx ends with drain: long polls hang their cancel on it
+	// (context.AfterFunc) instead of a goroutine each
+	drainCtx    context.Context
+	drainCancel context.CancelFunc
+	imports     sync.WaitGroup // image downloads in the background
 
 	leaseMu sync.Mutex
 	// fenceCapWarned: the fence timeout's cap on the heartbeat interval
@@ -204,6 +213,7 @@ type Server struct {
 	auditExport  *auditlog.Exporter // run by the leader (AuditTask)
 	unauth       limiter            // unauthenticated requests recorded
 	hostLimits   *hostLimits        // each host's requests on the agent listener
+	userLimits   *userLimits        // each project's requests on the user API
 	auditSkipped atomic.Int64       // unauthenticated requests not recorded
 
 	hist history // the hosts' recent load (history.go)
@@ -249,13 +259,18 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger.With("component", "server"), now: cfg.Clock,
 		repo: state.New(auditlog.Carrying(cfg.Store), cfg.Clock), metrics: cfg.Metrics,
-		drain: make(chan struct{}), leases: map[string]hostLease{},
+		leases: map[string]hostLease{},
 		unauth: limiter{rate: unauthRate, burst: unauthBurst},
 	}
+	s.initDrain()
 	if cfg.AgentRate == 0 {
 		cfg.AgentRate = DefaultAgentRate
 	}
 	s.hostLimits = newHostLimits(cfg.AgentRate)
+	if cfg.APIRate == 0 {
+		cfg.APIRate = DefaultAPIRate
+	}
+	s.userLimits = newUserLimits(cfg.APIRate)
 	s.repo.SetReserveCheck(reserveCheck) // the failover reserve, in every admission (ha.go)
 	s.nets.s = s
 	s.vmDec = state.NewVMDecoder()
@@ -449,7 +464,8 @@ func (s *Server) Run(ctx context.Context) error {
 			MinVersion:   tls.VersionTLS12,
 			// revoked host certificates end at the handshake
 			VerifyConnection: s.trust.verifyConnection,
-		}}
+		},
+		HTTP2: agentHTTP2()}
 	fresh := &freshConns{m: map[net.Conn]bool{}}
 	user.ConnState, agent.ConnState = fresh.track, fresh.track
 	errc := make(chan error, 3)
@@ -493,7 +509,7 @@ wait:
 			}
 		}
 	}
-	s.drainOnce.Do(func() { close(s.drain) })
+	s.startDrain()
 	s.imports.Wait() // downloads end with the drain and mark their images failed
 	cancelControllers()
 	<-trustDone
@@ -545,17 +561,49 @@ func serveErr(err error) error {
 	return fmt.Errorf("server: serve: %w", err)
 }
 
-// streamContext ends when the request ends or the server drains.
+// agentHeaderTable is the HPACK dynamic table (bytes) the agent listener
+// encodes its answers' headers with on each connection (HTTP/2's
+// default: 4,096).
+const agentHeaderTable = 256
+
+// agentHTTP2 configures the agent listener's HTTP/2: every host holds a
+// connection open, and each answer's new Date (every second) filled the
+// connection's encoding table to 4 KiB, about 4.5 KiB a connection with
+// its index (45 MiB at 10,000 hosts). 256 bytes keep the few fixed
+// headers indexed (docs/scale.md, sixth round). The decoding table, the
+// agents' to fill, keeps its default: a smaller one races the client's
+// first requests, encoded before it read the server's settings (the
+// server then cannot decode them: a connection error).
+func agentHTTP2() *http.HTTP2Config {
+	return &http.HTTP2Config{MaxEncoderHeaderTableSize: agentHeaderTable}
+}
+
+// initDrain readies drain and drainCtx (New; tests that build a Server
+// by hand).
+func (s *Server) initDrain() {
+	s.drain = make(chan struct{})
+	s.drainCtx, s.drainCancel = context.WithCancel(context.Background())
+}
+
+// startDrain ends every long poll and stream (Run, shutting down).
+func (s *Server) startDrain() {
+	s.drainOnce.Do(func() {
+		close(s.drain)
+		s.drainCancel()
+	})
+}
+
+// streamContext ends when the request ends or the server drains. It
+// starts no goroutine: every agent holds a long poll open, and at 10,000
+// hosts a goroutine each (8 KiB of stack at least) was 80 MiB of the
+// server's memory at rest (docs/scale.md, sixth round).
 func (s *Server) streamContext(r *http.Request) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(r.Context())
-	go func() {
-		select {
-		case <-s.drain:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
+	stop := context.AfterFunc(s.drainCtx, cancel)
+	return ctx, func() {
+		stop()
+		cancel()
+	}
 }
 
 // revokeLeases drops nothing: leases outlive a server restart on purpose
