@@ -78,9 +78,10 @@ func parseListArgs(r *http.Request, prefix string) (listArgs, error) {
 
 // sync makes the cache as fresh as a asks: the store's revision now
 // (consistent), or at least the revision of the previous page.
-func (s *Server) sync(r *http.Request, a listArgs) error {
+func (s *Server) sync(w http.ResponseWriter, r *http.Request, a listArgs) error {
 	if a.consistent {
-		_, err := s.view.consistent(r.Context())
+		_, t, err := s.view.consistentTimed(r.Context())
+		t.header(w)
 		return err
 	}
 	ctx := r.Context()
@@ -132,7 +133,7 @@ func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, p *principal) e
 	if err != nil {
 		return err
 	}
-	if err := s.sync(r, a); err != nil {
+	if err := s.sync(w, r, a); err != nil {
 		return err
 	}
 	items, rev, more := s.view.page(s.view.vms, prefix, a)

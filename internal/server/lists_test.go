@@ -223,3 +223,71 @@ func TestLongPollsOpenNoWatches(t *testing.T) {
 		t.Fatalf("%d long polls opened %d store watches", 2*hosts, opened)
 	}
 }
+
+// slowWatch delivers every watch response late, as a loaded server's
+// watch does.
+type slowWatch struct {
+	store.Store
+	delay time.Duration
+}
+
+func (s *slowWatch) Watch(ctx context.Context, prefix string, from int64) <-chan store.WatchResponse {
+	in := s.Store.Watch(ctx, prefix, from)
+	out := make(chan store.WatchResponse, 16)
+	go func() {
+		defer close(out)
+		for r := range in {
+			time.Sleep(s.delay)
+			select {
+			case out <- r:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// A consistent read (GET vm, a list's first page, the defaults) sees
+// every write acknowledged before it started, even when the watch that
+// feeds the server's cache is late; consistent=false may not.
+func TestConsistentReadsSeeAcknowledgedWrites(t *testing.T) {
+	mem := memstore.New()
+	defer mem.Close()
+	ts := startServer(t, &slowWatch{Store: mem, delay: 30 * time.Millisecond})
+	admin := ts.AdminToken()
+	ctx := context.Background()
+	for i := range 8 {
+		name := fmt.Sprintf("c%d", i)
+		created, err := ts.Repo().CreateVM(ctx, &model.VM{Meta: model.Meta{Name: name, Project: "default"}, Spec: vmReq("").Spec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got model.VM
+		ts.mustCall(200, "GET", "/api/v1/vms/"+name, admin, nil, &got)
+		if got.Revision != created.Revision {
+			t.Fatalf("GET %s after its create at %d: revision %d", name, created.Revision, got.Revision)
+		}
+		updated, err := ts.Repo().UpdateVM(ctx, "default", name, func(v *model.VM) error {
+			v.Spec.Labels = map[string]string{"step": "two"}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// the list first: nothing before it waited for the update
+		var list api.VMList
+		ts.mustCall(200, "GET", "/api/v1/vms?limit=100", admin, nil, &list)
+		if len(list.Items) != i+1 || list.Items[i].Revision != updated.Revision {
+			t.Fatalf("the list after the update of %s at %d: %d items", name, updated.Revision, len(list.Items))
+		}
+		ts.mustCall(200, "GET", "/api/v1/vms/"+name, admin, nil, &got)
+		if got.Revision != updated.Revision || got.Spec.Labels["step"] != "two" {
+			t.Fatalf("GET %s after its update at %d: revision %d, labels %v", name, updated.Revision, got.Revision, got.Spec.Labels)
+		}
+	}
+	if err := ts.Repo().FinishDeleteVM(ctx, "default", "c0"); err != nil {
+		t.Fatal(err)
+	}
+	ts.mustCall(404, "GET", "/api/v1/vms/c0", admin, nil, nil)
+}

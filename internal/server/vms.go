@@ -236,7 +236,8 @@ func (s *Server) getVM(w http.ResponseWriter, r *http.Request, p *principal) err
 		return err
 	}
 	name := r.PathValue("name")
-	vm, err := s.repo.GetVM(r.Context(), project, name)
+	vm, t, err := s.view.vm(r.Context(), s.repo, project, name)
+	t.header(w)
 	if err != nil {
 		return vmNotFound(err, project, name)
 	}
