@@ -19,7 +19,11 @@ import (
 // previous answer; without limit the whole list is streamed. By default
 // a list first waits until the cache holds every write the store had
 // when the request came (one small linearizable read: read-your-writes
-// across servers); consistent=false answers from the cache as it is.
+// across servers); consistent=false answers from the cache as it is;
+// min-revision=R (a revision from an earlier answer, such as that of the
+// client's last write) waits only until the cache applied R, with no
+// read of the store: the answer holds every write up to R (the client's
+// own), not necessarily later ones of others.
 // Pages are not a snapshot at one revision: each page is the cache's
 // state when it was read, keys never repeat across pages, and every item
 // carries its own revision.
@@ -62,6 +66,16 @@ func parseListArgs(r *http.Request, prefix string) (listArgs, error) {
 		}
 		a.consistent = b
 	}
+	if v := q.Get("min-revision"); v != "" {
+		n, err := parseMinRevision(v)
+		if err != nil {
+			return a, err
+		}
+		a.minRev = n
+		if q.Get("consistent") == "" {
+			a.consistent = false
+		}
+	}
 	if v := q.Get("continue"); v != "" {
 		raw, err := base64.RawURLEncoding.DecodeString(v)
 		var t pageToken
@@ -71,7 +85,7 @@ func parseListArgs(r *http.Request, prefix string) (listArgs, error) {
 		if !strings.HasPrefix(t.Key, prefix) {
 			return a, fieldError("continue", "belongs to another listing (other project or kind); start again without it")
 		}
-		a.after, a.minRev, a.consistent = t.Key, t.Rev, false
+		a.after, a.minRev, a.consistent = t.Key, max(a.minRev, t.Rev), false
 	}
 	return a, nil
 }
@@ -89,9 +103,18 @@ func (s *Server) sync(w http.ResponseWriter, r *http.Request, a listArgs) error 
 		return err
 	}
 	if a.minRev > 0 {
-		return s.view.c.WaitRev(ctx, a.minRev)
+		return s.view.atLeast(ctx, a.minRev)
 	}
 	return nil
+}
+
+// parseMinRevision reads min-revision.
+func parseMinRevision(v string) (int64, error) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 1 {
+		return 0, fieldError("min-revision", "must be a revision from an earlier answer, a positive integer (got %s)", quoteField(v))
+	}
+	return n, nil
 }
 
 // page collects up to a.limit items of t under prefix after a.after (all

@@ -291,3 +291,47 @@ func TestConsistentReadsSeeAcknowledgedWrites(t *testing.T) {
 	}
 	ts.mustCall(404, "GET", "/api/v1/vms/c0", admin, nil, nil)
 }
+
+// min-revision answers once the cache holds the client's own write,
+// without a read of the store's revision; one past the store's is
+// refused, naming the field.
+func TestMinRevisionWaitsForTheCacheOnly(t *testing.T) {
+	mem := memstore.New()
+	defer mem.Close()
+	ts := startServer(t, &slowWatch{Store: mem, delay: 30 * time.Millisecond})
+	admin := ts.AdminToken()
+	ctx := context.Background()
+	if _, err := ts.view.consistent(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		name := fmt.Sprintf("m%d", i)
+		created, err := ts.Repo().CreateVM(ctx, &model.VM{Meta: model.Meta{Name: name, Project: "default"}, Spec: vmReq("").Spec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reads := ts.view.c.RevReads()
+		rev := fmt.Sprint(created.Revision)
+		var list api.VMList
+		ts.mustCall(200, "GET", "/api/v1/vms?limit=100&min-revision="+rev, admin, nil, &list)
+		if len(list.Items) != i+1 || list.Items[i].Name != name {
+			t.Fatalf("the list at min-revision %s after creating %s: %d items", rev, name, len(list.Items))
+		}
+		var got model.VM
+		ts.mustCall(200, "GET", "/api/v1/vms/"+name+"?min-revision="+rev, admin, nil, &got)
+		if got.Revision != created.Revision {
+			t.Fatalf("GET %s at min-revision %s: revision %d", name, rev, got.Revision)
+		}
+		if n := ts.view.c.RevReads() - reads; n != 0 {
+			t.Fatalf("min-revision read the store's revision %d times", n)
+		}
+	}
+	code, e := ts.call("GET", "/api/v1/vms?min-revision=999999", admin, nil, nil)
+	if code != 400 || e.Field != "min-revision" {
+		t.Fatalf("a min-revision past the store: %d %+v", code, e)
+	}
+	code, e = ts.call("GET", "/api/v1/vms/m0?min-revision=x", admin, nil, nil)
+	if code != 400 || e.Field != "min-revision" {
+		t.Fatalf("a bad min-revision: %d %+v", code, e)
+	}
+}

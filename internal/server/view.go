@@ -410,12 +410,54 @@ func (v *view) consistentTimed(ctx context.Context) (int64, readTiming, error) {
 	return rev, t, nil
 }
 
+// atLeast waits until the cache applied rev (cacheWait bounds it),
+// without reading the store: only a revision the cache has not reached
+// after minRevGrace is checked against the store's (one past it would
+// never come: 400).
+func (v *view) atLeast(ctx context.Context, rev int64) error {
+	if v.c.Rev() >= rev {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, cacheWait)
+	defer cancel()
+	gctx, gcancel := context.WithTimeout(ctx, minRevGrace)
+	err := v.c.WaitRev(gctx, rev)
+	gcancel()
+	if err == nil {
+		return nil
+	}
+	cur, err := v.c.StoreRev(ctx, store.LeaderKey)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	if rev > cur {
+		return fieldError("min-revision", "%d is past the store's revision %d; pass a revision from an earlier answer", rev, cur)
+	}
+	if err := v.c.WaitRev(ctx, rev); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	return nil
+}
+
+// minRevGrace is how long a min-revision waits for the cache before it
+// asks the store whether the revision exists at all (the watch brings
+// a write within milliseconds on a healthy server).
+const minRevGrace = time.Second
+
 // vm returns the stored VM project/name as of a consistent read (every
 // write acknowledged before the call is in it), decoded afresh (the
 // caller may change it). When the cache cannot catch up it reads the
 // store.
-func (v *view) vm(ctx context.Context, repo *state.Repo, project, name string) (*model.VM, readTiming, error) {
-	_, t, err := v.consistentTimed(ctx)
+func (v *view) vm(ctx context.Context, repo *state.Repo, project, name string, minRev int64) (*model.VM, readTiming, error) {
+	var t readTiming
+	var err error
+	if minRev > 0 {
+		if err = v.atLeast(ctx, minRev); err != nil {
+			return nil, t, err
+		}
+	} else {
+		_, t, err = v.consistentTimed(ctx)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, t, err
