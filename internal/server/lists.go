@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/state"
@@ -137,6 +138,7 @@ func (v *view) page(t *watchcache.Table, prefix string, a listArgs) (items []*wa
 // listVMs answers VMs from the cache: a page with limit, else the whole
 // list streamed in chunks. Items are the stored JSON as is.
 func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, p *principal) error {
+	start := time.Now()
 	project := ""
 	if all, _ := strconv.ParseBool(r.URL.Query().Get("all-projects")); all {
 		if err := requireAdmin(p); err != nil {
@@ -164,7 +166,14 @@ func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, p *principal) e
 	if more {
 		next = encodeToken(items[len(items)-1].Key, rev)
 	}
-	return writeRawList(w, items, rev, next, !p.clusterAdmin())
+	// the handler's own time, the page written included, comes as a
+	// Server-Timing trailer (the header, sent with the first bytes, has
+	// the consistent read's): what a client's time has beyond it is
+	// queueing and transfer
+	w.Header().Set("Trailer", "Server-Timing")
+	err = writeRawList(w, items, rev, next, !p.clusterAdmin())
+	w.Header().Set("Server-Timing", "handler;dur="+strconv.FormatFloat(float64(time.Since(start).Microseconds())/1000, 'f', 3, 64))
+	return err
 }
 
 // writeRawList writes {"items":[...],"revision":R[,"continue":T]} from

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -333,5 +335,24 @@ func TestMinRevisionWaitsForTheCacheOnly(t *testing.T) {
 	code, e = ts.call("GET", "/api/v1/vms/m0?min-revision=x", admin, nil, nil)
 	if code != 400 || e.Field != "min-revision" {
 		t.Fatalf("a bad min-revision: %d %+v", code, e)
+	}
+}
+
+// A consistent page says where its time went: the store's revision and
+// the cache's wait in a Server-Timing header, the handler's whole time
+// in a trailer (BenchmarkFleet reads both).
+func TestListServerTiming(t *testing.T) {
+	ts := startServer(t, nil)
+	req, _ := http.NewRequest("GET", "http://"+ts.Addr()+"/api/v1/vms?limit=10", nil)
+	req.Header.Set("Authorization", "Bearer "+ts.AdminToken())
+	resp, err := ts.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	h, tr := resp.Header.Get("Server-Timing"), resp.Trailer.Get("Server-Timing")
+	if !strings.Contains(h, "rev;dur=") || !strings.Contains(h, "wait;dur=") || !strings.HasPrefix(tr, "handler;dur=") {
+		t.Fatalf("Server-Timing header %q, trailer %q", h, tr)
 	}
 }

@@ -98,6 +98,12 @@ func benchFleet(b *testing.B, n int) {
 		b.ReportMetric(ms(percentile(phases.wait, 0.99)), "list-wait-p99-ms")
 		b.ReportMetric(ms(percentile(phases.rest, 0.99)), "list-rest-p99-ms")
 	}
+	if len(phases.handler) > 0 {
+		// the server's handler from its start to the page written (its
+		// Server-Timing trailer), consistent and cache pages
+		b.ReportMetric(ms(percentile(phases.handler, 0.99)), "list-handler-p99-ms")
+		b.ReportMetric(ms(percentile(phases.cachedHandler, 0.99)), "list-cached-handler-p99-ms")
+	}
 	b.Logf("%d hosts, %d VMs, %d servers, load %s: %.1f txn/s; %d heartbeats (%d failed), %d GETs, %d list pages; keys changed per host and minute by kind: %s",
 		sz.hosts, sz.vms, n, loadAvg(), txns, fs.Beats, fs.BeatErrors, len(gets), len(lists), perMinute(changes0, changes1, elapsed, sz.hosts))
 }
@@ -173,10 +179,17 @@ func (st *stack) probe(ctx context.Context, sz sizes, deadline time.Time) (gets,
 			s := st.servers[i/2%len(st.servers)]
 			consistent := i%2 == 0
 			t0 := time.Now()
-			rev, wait, timed, err := getPage(ctx, s, consistent)
+			rev, wait, handler, timed, err := getPage(ctx, s, consistent)
 			d := time.Since(t0)
 			if err == nil {
 				mu.Lock()
+				if handler > 0 {
+					if consistent {
+						ph.handler = append(ph.handler, handler)
+					} else {
+						ph.cachedHandler = append(ph.cachedHandler, handler)
+					}
+				}
 				if consistent {
 					lists = append(lists, d)
 					if timed {
@@ -198,7 +211,19 @@ func (st *stack) probe(ctx context.Context, sz sizes, deadline time.Time) (gets,
 // readPhases are where consistent pages' time went, by their
 // Server-Timing header: the store's revision, the cache's wait, and
 // the rest of the client's time.
-type readPhases struct{ rev, wait, rest []time.Duration }
+type readPhases struct{ rev, wait, rest, handler, cachedHandler []time.Duration }
+
+// timingOf reads one metric's duration from a Server-Timing value (0
+// without it).
+func timingOf(h, metric string) time.Duration {
+	for part := range strings.SplitSeq(h, ",") {
+		name, dur, _ := strings.Cut(strings.TrimSpace(part), ";dur=")
+		if v, err := strconv.ParseFloat(dur, 64); err == nil && name == metric {
+			return time.Duration(v * float64(time.Millisecond))
+		}
+	}
+	return 0
+}
 
 // serverTiming reads rev and wait from a Server-Timing header (ok false
 // when it has neither: a server that does not send them).
@@ -224,12 +249,12 @@ func serverTiming(h string) (rev, wait time.Duration, ok bool) {
 // getPage reads the first page of every project's VMs, body and all (a
 // server without pages answers the whole list: that is its first page;
 // one without consistent ignores it).
-func getPage(ctx context.Context, s *serverProc, consistent bool) (rev, wait time.Duration, timed bool, err error) {
+func getPage(ctx context.Context, s *serverProc, consistent bool) (rev, wait, handler time.Duration, timed bool, err error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.addr+"/api/v1/vms?all-projects=true&limit=500&consistent="+strconv.FormatBool(consistent), nil)
 	req.Header.Set("Authorization", "Bearer "+s.token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, 0, false, err
+		return 0, 0, 0, false, err
 	}
 	defer resp.Body.Close()
 	buf := make([]byte, 1<<16)
@@ -239,8 +264,9 @@ func getPage(ctx context.Context, s *serverProc, consistent bool) (rev, wait tim
 		}
 	}
 	if resp.StatusCode != 200 {
-		return 0, 0, false, fmt.Errorf("list: %s", resp.Status)
+		return 0, 0, 0, false, fmt.Errorf("list: %s", resp.Status)
 	}
 	rev, wait, timed = serverTiming(resp.Header.Get("Server-Timing"))
-	return rev, wait, timed, nil
+	handler = timingOf(resp.Trailer.Get("Server-Timing"), "handler")
+	return rev, wait, handler, timed, nil
 }
