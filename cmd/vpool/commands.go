@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -42,6 +43,7 @@ func serverCmd() *cobra.Command {
 	auditDir := f.String("audit-dir", "", "where the leader appends the audit trail's export files (default DATA_DIR/audit)")
 	auditWindow := f.Int("audit-window", 0, "audit records the store keeps; older ones are pruned once exported (default 20000)")
 	agentRate := f.Float64("agent-rate", 0, "requests a second one host may make on the agent listener, in bursts of ten times as many; heartbeats are counted apart (default 100; negative: no limit)")
+	apiRate := f.Float64("api-rate", 0, "user API requests a second one project's tokens together may make, in bursts of ten times as many; cluster admins are not limited (default 50; negative: no limit)")
 	gridFile := f.String("grid-intensity-file", "", "grid carbon intensity over time for metering: lines TIME,SITE,G_PER_KWH (RFC 3339 time; empty site: every site)")
 	clusterOpts := serverClusterFlags(cmd)
 	logger := logFlags(cmd)
@@ -68,7 +70,7 @@ func serverCmd() *cobra.Command {
 			CAKeyFile: *caKeyFile, BackupDirs: *backupDirs,
 			Name: n, Logger: log, Version: version, TLS: *tlsAPI, ImagePool: *imagePool, ImageTool: qemu.ImageTool{},
 			Controller: controller.Config{Power: hostPower(*powerOn, *powerOff), Fencer: hostFencer(*fenceCmd)},
-			AuditDir:   *auditDir, AuditWindow: *auditWindow, GridSeriesFile: *gridFile, AgentRate: *agentRate,
+			AuditDir:   *auditDir, AuditWindow: *auditWindow, GridSeriesFile: *gridFile, AgentRate: *agentRate, APIRate: *apiRate,
 			PeerURL: peer, InitialCluster: initial, Join: join, JoinToken: joinTok,
 		})
 		if err != nil {
@@ -107,6 +109,7 @@ func agentCmd() *cobra.Command {
 	vmsShares := f.Int("vm-cpu-shares", 0, "CPU weight of the cgroup holding every VM of a qemu host against the host's other processes, in cgroup v1 shares (1024 = one busy process; default 1024 × host CPUs)")
 	migBoost := f.Int("migration-cpu-boost", 0, "factor by which a live migration raises the CPU weight of the VMs' group and of the migrating VM on both hosts while it needs the CPU (default 8; 1 turns it off)")
 	migChannels := f.Int("migration-multifd-channels", 0, "connections an outgoing live migration uses when the guest dirties memory faster than one stream would converge (multifd; not with post-copy; default 2 on a host with 2 or more CPUs; 1 turns it off)")
+	uidRange := f.String("vm-uid-range", "", "BASE:COUNT of the uids (and gids) a qemu host gives its VMs, one each, never shared: every QEMU runs as its VM's own unprivileged user (default 2000000:65536; the range must hold no host users)")
 	var netOpts devenv.NetOptions
 	f.StringVar(&netOpts.Overlay, "overlay-address", "", "this host's VXLAN underlay address: the host serves vpool networks (needs root, iproute2, nftables; dnsmasq-base for DHCP)")
 	f.IntVar(&netOpts.UnderlayMTU, "underlay-mtu", 1500, "MTU of the underlay path between hosts (a VXLAN network needs its MTU + 50)")
@@ -143,11 +146,15 @@ func agentCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
+		uidBase, uidCount, err := parseUIDRange(*uidRange)
+		if err != nil {
+			return err
+		}
 		a, drv, kind, err := devenv.NewAgent(devenv.AgentConfig{
 			ServerURL: *srvURL, JoinToken: tok, StateDir: *stateDir, HostName: *name, Labels: lab, Address: *address, Networks: *networks, Net: netCfg,
 			Driver: devenv.DriverOptions{Kind: *driver, SimCPUs: *simCPUs, SimMemory: mem, SimDisk: disk, SimMigrateDelay: *simMigrate, QEMU: qemuDriver, Pools: poolDirs,
 				CPUModel: *cpuModel, Machine: *machine, VMsCPUShares: *vmsShares, MigrationCPUBoost: *migBoost,
-				MigrationMultifdChannels: *migChannels},
+				MigrationMultifdChannels: *migChannels, VMUIDBase: uidBase, VMUIDCount: uidCount},
 			Logger: log, Version: version,
 		})
 		if err != nil {
@@ -242,6 +249,22 @@ func parsePools(kvs []string) (map[string]string, error) {
 		}
 		return model.ValidName("pool", k)
 	})
+}
+
+// parseUIDRange parses --vm-uid-range BASE:COUNT ("": the driver's
+// default).
+func parseUIDRange(s string) (base, count uint32, err error) {
+	if s == "" {
+		return 0, 0, nil
+	}
+	const want = "want BASE:COUNT with BASE > 0, e.g. --vm-uid-range 2000000:65536"
+	b, c, ok := strings.Cut(s, ":")
+	bn, berr := strconv.ParseUint(b, 10, 32)
+	cn, cerr := strconv.ParseUint(c, 10, 32)
+	if !ok || berr != nil || cerr != nil || bn == 0 || cn == 0 || bn+cn > 1<<32-1 {
+		return 0, 0, fmt.Errorf("--vm-uid-range %q: %s", s, want)
+	}
+	return uint32(bn), uint32(cn), nil
 }
 
 func closeDriver(d any) {

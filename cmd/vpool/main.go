@@ -57,7 +57,7 @@ func logFlagsAt(cmd *cobra.Command, def string) func() (*slog.Logger, error) {
 func qemuDriver(o devenv.QEMUOptions) (hypervisor.Driver, error) {
 	return qemu.New(qemu.Config{StateDir: o.StateDir, HostID: o.HostID, Logger: o.Logger, Pools: o.Pools, MigrationHost: o.MigrationHost,
 		CPUModel: o.CPUModel, Machine: o.Machine, VMsCPUShares: o.VMsCPUShares, MigrationCPUBoost: o.MigrationCPUBoost,
-		MigrationMultifdChannels: o.MigrationMultifdChannels})
+		MigrationMultifdChannels: o.MigrationMultifdChannels, VMUIDBase: o.VMUIDBase, VMUIDCount: o.VMUIDCount})
 }
 
 func splitList(s string) []string {

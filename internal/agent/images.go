@@ -96,7 +96,13 @@ func (c *imageCache) fetch(ctx context.Context, t *transport, image string, f mo
 	if st, err := os.Stat(path); err == nil && st.Size() == int64(f.Size) {
 		return path, nil
 	}
-	if err := os.MkdirAll(c.dir, 0o700); err != nil {
+	// Searchable by all (0711), not listable: each VM's QEMU runs as an
+	// unprivileged user of its own and reads the files (0644, named by
+	// their SHA-256) in place.
+	if err := os.MkdirAll(c.dir, 0o711); err != nil {
+		return "", fmt.Errorf("agent: image cache: %w", err)
+	}
+	if err := os.Chmod(c.dir, 0o711); err != nil {
 		return "", fmt.Errorf("agent: image cache: %w", err)
 	}
 	tmp, err := os.CreateTemp(c.dir, ".part-*")

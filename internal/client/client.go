@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -190,14 +191,35 @@ func (c *Client) newRequest(ctx context.Context, method, path string, q url.Valu
 // do sends a request and decodes a 2xx JSON answer into out (when out is
 // not nil and the body is not empty). A non-2xx answer is returned as
 // *api.Error.
+//
+// A 429 (the caller's request rate is over the server's limit; the
+// request was refused before it was acted on, so it is safe to send
+// again whatever its method) is retried after the answer's Retry-After,
+// up to maxRateRetries times.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, out any) error {
-	req, err := c.newRequest(ctx, method, path, q, in)
-	if err != nil {
-		return err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("client: %s %s: %w", method, path, err)
+	var resp *http.Response
+	for try := 0; ; try++ {
+		req, err := c.newRequest(ctx, method, path, q, in)
+		if err != nil {
+			return err
+		}
+		resp, err = c.http.Do(req)
+		if err != nil {
+			return fmt.Errorf("client: %s %s: %w", method, path, err)
+		}
+		wait, again := retryAfter(resp, try)
+		if !again {
+			break
+		}
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("client: %s %s: rate limited, and %w while waiting to retry", method, path, ctx.Err())
+		case <-t.C:
+		}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
@@ -222,6 +244,26 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 		return fmt.Errorf("client: %s %s: decode answer: %w", method, path, err)
 	}
 	return nil
+}
+
+// maxRateRetries is how many times a request refused for its rate (429)
+// is sent again; maxRateWait bounds one wait.
+const (
+	maxRateRetries = 5
+	maxRateWait    = 30 * time.Second
+)
+
+// retryAfter says whether resp is a 429 worth sending again after the
+// wait it names (at least a second, at most maxRateWait).
+func retryAfter(resp *http.Response, try int) (time.Duration, bool) {
+	if resp.StatusCode != http.StatusTooManyRequests || try >= maxRateRetries {
+		return 0, false
+	}
+	wait := time.Second
+	if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+		wait = min(time.Duration(secs)*time.Second, maxRateWait)
+	}
+	return wait, true
 }
 
 // decodeError turns a non-2xx response into *api.Error. A body that is not

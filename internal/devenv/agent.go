@@ -60,6 +60,9 @@ type QEMUOptions struct {
 	// MigrationMultifdChannels: the connections a busy guest's outgoing
 	// migration uses (0: the driver's default).
 	MigrationMultifdChannels int
+	// VMUIDBase and VMUIDCount: the range of per-VM uids each QEMU runs
+	// as one of (0: the driver's default, 2000000 and 65536).
+	VMUIDBase, VMUIDCount uint32
 }
 
 // DriverOptions choose and configure a host's driver.
@@ -92,7 +95,9 @@ type DriverOptions struct {
 	VMsCPUShares             int
 	MigrationCPUBoost        int
 	MigrationMultifdChannels int
-	Logger                   *slog.Logger
+	// VMUIDBase and VMUIDCount go to the QEMU driver (QEMUOptions).
+	VMUIDBase, VMUIDCount uint32
+	Logger                *slog.Logger
 }
 
 // QEMUInstalled says whether qemu-system-x86_64 is in PATH.
@@ -130,7 +135,8 @@ func OpenDriver(o DriverOptions) (hypervisor.Driver, string, error) {
 		}
 		d, err := o.QEMU(QEMUOptions{StateDir: filepath.Join(o.StateDir, "qemu"), HostID: o.HostName, Logger: o.Logger,
 			Pools: o.Pools, MigrationHost: o.MigrationHost, CPUModel: o.CPUModel, Machine: o.Machine,
-			VMsCPUShares: o.VMsCPUShares, MigrationCPUBoost: o.MigrationCPUBoost, MigrationMultifdChannels: o.MigrationMultifdChannels})
+			VMsCPUShares: o.VMsCPUShares, MigrationCPUBoost: o.MigrationCPUBoost, MigrationMultifdChannels: o.MigrationMultifdChannels,
+			VMUIDBase: o.VMUIDBase, VMUIDCount: o.VMUIDCount})
 		if err != nil {
 			return nil, "", err
 		}

@@ -89,6 +89,9 @@ type ServerConfig struct {
 	// AgentRate bounds each host's requests on the agent listener
 	// (server.Config.AgentRate).
 	AgentRate float64
+	// APIRate bounds each project's requests on the user API
+	// (server.Config.APIRate).
+	APIRate float64
 	// MeterInterval is how often the leader samples usage for metering
 	// (default 1 minute); GridSeriesFile is a grid-intensity time series
 	// (TIME,SITE,G_PER_KWH lines) that overrides the settings
@@ -186,6 +189,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		Members:     members,
 		MeterLive:   live,
 		AgentRate:   cfg.AgentRate,
+		APIRate:     cfg.APIRate,
 
 		HistoryInterval: cfg.HistoryInterval,
 	})

@@ -57,6 +57,24 @@ func (s *Server) authenticate(r *http.Request) (*principal, *httpError) {
 	return &principal{tok: tok}, nil
 }
 
+// knownBearer reports whether r's bearer token is in the server's view:
+// while an address is over its failed authentications, such a request
+// still goes through (a tenant behind the same address as a token
+// sprayer is not locked out), and any other is refused before it costs
+// a store read.
+func (s *Server) knownBearer(r *http.Request) bool {
+	secret, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		secret, ok = websocketBearer(r)
+	}
+	secret = strings.TrimSpace(secret)
+	if !ok || secret == "" {
+		return false
+	}
+	_, known := s.view.token(state.HashSecret(secret))
+	return known
+}
+
 // tokenByHash returns the token stored under hash: from the server's
 // watch-fed view when it holds it (no store round trip per request),
 // else from the store (the view may lag behind a token just created on

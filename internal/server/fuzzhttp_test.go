@@ -132,7 +132,10 @@ func newFuzzServer(t *testing.T) (*Server, func()) {
 	}
 	// no converter: URL imports answer 501 and never reach the network
 	s, err := New(Config{Store: st, Listen: "127.0.0.1:0", AgentListen: "127.0.0.1:0", Placer: walkPlanner{},
-		Images: pool, Clock: func() time.Time { return time.Unix(1.7e9, 0).UTC() }})
+		Images: pool, Clock: func() time.Time { return time.Unix(1.7e9, 0).UTC() },
+		// the clock stands still, so a rate limit would never refill:
+		// TestTenantIsRateLimited covers it
+		APIRate: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

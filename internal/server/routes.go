@@ -184,13 +184,18 @@ func (s *Server) wrap(route string, e endpoint) http.Handler {
 		}
 		if !e.public {
 			var he *httpError
-			if p, he = s.authenticate(r); he != nil {
+			if blocked, wait := s.userLimits.authBlocked(r, at); blocked && !s.knownBearer(r) {
+				err = rateLimited(sw, wait, "%s failed to authenticate too often", clientAddr(r))
+			} else if p, he = s.authenticate(r); he != nil {
 				if he.status == http.StatusUnauthorized {
 					w.Header().Set("WWW-Authenticate", `Bearer realm="vpool"`)
+					s.userLimits.authFailed(r, at)
 				}
 				err = he
 			} else if p.tok.Role == model.RoleMetrics {
 				err = forbidden("a metrics token reads /metrics only")
+			} else if ok, wait := s.userLimits.allow(p, at); !ok {
+				err = s.userLimits.overLimit(sw, p, wait)
 			}
 		}
 		if err == nil {

@@ -114,6 +114,11 @@ type Config struct {
 	// counted apart (hostlimit.go). 0 means DefaultAgentRate; negative,
 	// no limit.
 	AgentRate float64
+	// APIRate is how many user API requests a second one project's
+	// tokens together (or one token without a project) may make, in
+	// bursts of ten times as many; cluster admins are not limited
+	// (userlimit.go). 0 means DefaultAPIRate; negative, no limit.
+	APIRate float64
 	// HeartbeatInterval is what agents are told; 0 scales it with the
 	// hosts this server keeps alive (heartbeatInterval).
 	HeartbeatInterval time.Duration
@@ -194,6 +199,7 @@ type Server struct {
 	auditExport  *auditlog.Exporter // run by the leader (AuditTask)
 	unauth       limiter            // unauthenticated requests recorded
 	hostLimits   *hostLimits        // each host's requests on the agent listener
+	userLimits   *userLimits        // each project's requests on the user API
 	auditSkipped atomic.Int64       // unauthenticated requests not recorded
 
 	hist history // the hosts' recent load (history.go)
@@ -246,6 +252,10 @@ func New(cfg Config) (*Server, error) {
 		cfg.AgentRate = DefaultAgentRate
 	}
 	s.hostLimits = newHostLimits(cfg.AgentRate)
+	if cfg.APIRate == 0 {
+		cfg.APIRate = DefaultAPIRate
+	}
+	s.userLimits = newUserLimits(cfg.APIRate)
 	s.repo.SetReserveCheck(reserveCheck) // the failover reserve, in every admission (ha.go)
 	s.nets.s = s
 	s.vmDec = state.NewVMDecoder()

@@ -283,6 +283,9 @@ func (s *backupSession) addFleece(ctx context.Context, dr diskRec, rev *reverter
 		return err
 	}
 	rev.add(func() { os.Remove(file) })
+	if err := s.d.giveLayer(s.v.rec, file); err != nil { // QMP opens it as the VM's user
+		return err
+	}
 	l := Layer{Node: dr.fleeceNode(), File: file, Format: "qcow2"}
 	if dr.Encrypted {
 		l.Secret = dr.secretID()
@@ -310,8 +313,18 @@ func (s *backupSession) addFleece(ctx context.Context, dr diskRec, rev *reverter
 // connects to them.
 func (s *backupSession) export(ctx context.Context) error {
 	s.sock = s.d.socketPath(s.id, "backup-nbd.sock")
-	os.Remove(s.sock)
-	if err := s.p.qmp.Execute(ctx, "nbd-server-start", qmp.Args{"addr": qmp.Args{"type": "unix", "data": qmp.Args{"path": s.sock}}}, nil); err != nil {
+	// Bound here (root, 0600) and handed over: QEMU, as the VM's user,
+	// can create nothing in the VM directory (vmuser.go).
+	ln, err := listenUnix(s.sock)
+	if err != nil {
+		return err
+	}
+	err = s.p.qmp.Getfd(ctx, nbdListenFD, ln)
+	ln.Close() // QEMU holds its own copy
+	if err != nil {
+		return fmt.Errorf("qemu: nbd-server-start: %w", err)
+	}
+	if err := s.p.qmp.Execute(ctx, "nbd-server-start", qmp.Args{"addr": qmp.Args{"type": "fd", "data": qmp.Args{"str": nbdListenFD}}}, nil); err != nil {
 		return fmt.Errorf("qemu: nbd-server-start: %w", err)
 	}
 	for _, bd := range s.disks {

@@ -29,6 +29,11 @@ type Machine struct {
 	ConsoleSocket string // the serial console, also logged to SerialLog
 	SerialLog     string
 	PidFile       string
+	// QMPFD, ConsoleFD and GuestAgentFD, when set, are inherited
+	// descriptors of listening sockets the agent bound at the paths above:
+	// QEMU, running as the VM's user, serves them (chardev fd=) without
+	// creating a file (vmuser.go).
+	QMPFD, ConsoleFD, GuestAgentFD int
 	// GuestAgentSocket, when set, gives the guest a virtio-serial port
 	// named org.qemu.guest_agent.0 whose host end is this unix socket
 	// (qga.go).
@@ -82,7 +87,10 @@ type Layer struct {
 type NICDev struct {
 	ID  string // device id; the netdev is "n" + ID
 	Tap string // empty: user-mode networking
-	MAC string
+	// TapFD, when set, is the tap opened by the agent and inherited
+	// (QEMU, as the VM's user, may not open /dev/net/tun itself).
+	TapFD int
+	MAC   string
 	// MTU, when set, is offered to the guest as virtio-net's host_mtu
 	// (VIRTIO_NET_F_MTU): the guest's driver takes it as the interface's
 	// MTU at probe, so a jumbo-frame network needs no DHCP option or
@@ -187,9 +195,9 @@ func (m Machine) Args() []string {
 	}
 	add("-m", opts("", mem...))
 	add("-nodefaults", "-no-user-config", "-display", "none")
-	add("-chardev", opts("socket", kv{"id", "qmp"}, kv{"path", m.QMPSocket}, kv{"server", "on"}, kv{"wait", "off"}))
+	add("-chardev", opts("socket", kv{"id", "qmp"}, sockAddr(m.QMPSocket, m.QMPFD), kv{"server", "on"}, kv{"wait", "off"}))
 	add("-mon", opts("", kv{"chardev", "qmp"}, kv{"mode", "control"}))
-	add("-chardev", opts("socket", kv{"id", "console"}, kv{"path", m.ConsoleSocket}, kv{"server", "on"}, kv{"wait", "off"},
+	add("-chardev", opts("socket", kv{"id", "console"}, sockAddr(m.ConsoleSocket, m.ConsoleFD), kv{"server", "on"}, kv{"wait", "off"},
 		kv{"logfile", m.SerialLog}, kv{"logappend", "on"}))
 	add("-serial", "chardev:console")
 	add("-pidfile", m.PidFile)
@@ -224,7 +232,7 @@ func (m Machine) Args() []string {
 		add("-device", mustJSON(map[string]any{"driver": "virtio-balloon-pci", "id": "balloon0"}))
 	}
 	if m.GuestAgentSocket != "" {
-		add("-chardev", opts("socket", kv{"id", "qga"}, kv{"path", m.GuestAgentSocket}, kv{"server", "on"}, kv{"wait", "off"}))
+		add("-chardev", opts("socket", kv{"id", "qga"}, sockAddr(m.GuestAgentSocket, m.GuestAgentFD), kv{"server", "on"}, kv{"wait", "off"}))
 		add("-device", mustJSON(map[string]any{"driver": "virtio-serial-pci", "id": "vser0"}))
 		add("-device", mustJSON(map[string]any{"driver": "virtserialport", "id": "qga0", "bus": "vser0.0", "chardev": "qga", "name": guestAgentPort}))
 	}
@@ -242,6 +250,15 @@ func (m Machine) Args() []string {
 		add("-sandbox", opts("on", kv{"obsolete", "deny"}, kv{"elevateprivileges", "deny"}, kv{"spawn", "deny"}, kv{"resourcecontrol", "deny"}))
 	}
 	return a
+}
+
+// sockAddr is a server chardev's socket: the inherited descriptor fd
+// when set, else path.
+func sockAddr(path string, fd int) kv {
+	if fd > 0 {
+		return kv{"fd", strconv.Itoa(fd)}
+	}
+	return kv{"path", path}
 }
 
 func (m Machine) driveArgs() []string {
@@ -284,7 +301,10 @@ func (m Machine) nicArgs() []string {
 	add := func(s ...string) { a = append(a, s...) }
 	for _, n := range m.NICs {
 		netdev := map[string]any{"type": "user", "id": "n" + n.ID}
-		if n.Tap != "" {
+		switch {
+		case n.TapFD > 0:
+			netdev = map[string]any{"type": "tap", "id": "n" + n.ID, "fd": strconv.Itoa(n.TapFD)}
+		case n.Tap != "":
 			netdev = map[string]any{"type": "tap", "id": "n" + n.ID, "ifname": n.Tap, "script": "no", "downscript": "no"}
 		}
 		add("-netdev", mustJSON(netdev))

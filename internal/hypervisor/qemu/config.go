@@ -141,6 +141,17 @@ type Config struct {
 	// the same across restarts. Empty: an id made up once and kept in
 	// StateDir/host-id.
 	HostID string
+	// VMUIDBase and VMUIDCount are the range of per-VM users: each VM's
+	// QEMU runs as a uid (and gid) of its own from it (vmuser.go,
+	// uidalloc.go). Defaults 2000000 and 65536: above the usual
+	// subordinate-id ranges of /etc/subuid; the range must not hold
+	// users of the host.
+	VMUIDBase  uint32
+	VMUIDCount uint32
+	// VMUIDRegistry is the host-wide directory that records which uid of
+	// the range each VM holds, shared by every driver on the machine
+	// (default /run/vpool/vm-uids).
+	VMUIDRegistry string
 	// QMPTimeout bounds every QMP command whose context has no deadline,
 	// and every clean-up after a failure (default 1m): a stuck QEMU can
 	// hold its VM's lock no longer than that per step.
@@ -178,6 +189,13 @@ type Driver struct {
 	// backups holds the ids of VMs with an open backup or restore
 	// session (backup.go).
 	backups sync.Map
+
+	// users hands out per-VM uids; nil when the driver is not root and
+	// QEMU runs as the driver's own user (vmuser.go).
+	users *uidAllocator
+	// kvmGID is /dev/kvm's group, given to QEMU under KVM when the device
+	// is not open to everyone.
+	kvmGID *uint32
 
 	hostID      string // Config.HostID or the one kept in the state dir (owner.go)
 	machineType string // Config.Machine resolved to a versioned type (machine.go)
@@ -233,6 +251,9 @@ func New(cfg Config) (*Driver, error) {
 		if d.accel == "tcg" {
 			d.cfg.VMOverhead += d.cfg.TCGCache
 		}
+	}
+	if err := d.initUsers(); err != nil {
+		return nil, err
 	}
 	if d.net, err = d.resolveNetwork(); err != nil {
 		return nil, err
@@ -314,6 +335,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RunDir == "" {
 		c.RunDir = filepath.Join(os.TempDir(), fmt.Sprintf("vpool-run-%d", os.Getuid()))
+	}
+	if c.VMUIDBase == 0 {
+		c.VMUIDBase = defaultVMUIDBase
+	}
+	if c.VMUIDCount == 0 {
+		c.VMUIDCount = defaultVMUIDCount
+	}
+	if c.VMUIDRegistry == "" {
+		c.VMUIDRegistry = defaultVMUIDRegistry
 	}
 	if c.QMPTimeout <= 0 {
 		c.QMPTimeout = qmp.DefaultCommandTimeout

@@ -87,6 +87,11 @@ func (d *Driver) AttachDisk(ctx context.Context, id string, sd model.Disk) (err 
 
 // plugDisk adds dr's block nodes and device to the running QEMU p.
 func (d *Driver) plugDisk(ctx context.Context, v *vm, p *process, dr *diskRec) error {
+	for _, l := range dr.Layers { // QMP opens them as the VM's user
+		if err := d.giveLayer(v.rec, l.File); err != nil {
+			return err
+		}
+	}
 	run := v.rec.Run
 	if run == nil || len(run.Ports) == 0 {
 		return fmt.Errorf("this boot has no hot-plug ports: %w", hypervisor.ErrNeedsRestart)

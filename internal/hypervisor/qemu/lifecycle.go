@@ -97,11 +97,16 @@ func (d *Driver) Create(ctx context.Context, cfg hypervisor.VMConfig) (err error
 	}
 	rev.add(func() { os.RemoveAll(dir) })
 	rev.add(func() { d.keys.DeleteKeys(context.Background(), cfg.ID) })
+	rec := &record{Config: cfg, CreatedAt: d.clock.Now().UTC(), LastExit: hypervisor.StateStopped}
+	if err := d.assignUser(rec); err != nil { // after the VM dir: it holds the claim
+		return fmt.Errorf("qemu: create %s: %w", cfg.ID, err)
+	}
+	rev.add(func() { d.releaseUser(rec) })
 	disks, err := d.makeDisks(ctx, cfg, rev)
 	if err != nil {
 		return fmt.Errorf("qemu: create %s: %w", cfg.ID, err)
 	}
-	rec := &record{Config: cfg, CreatedAt: d.clock.Now().UTC(), Disks: disks, LastExit: hypervisor.StateStopped}
+	rec.Disks = disks
 	rec.NICs = makeNICs(cfg)
 	if err := d.saveRecord(rec); err != nil {
 		return err
@@ -283,10 +288,17 @@ func (d *Driver) machine(ctx context.Context, rec *record, o startOpts, rev *rev
 	if d.cfg.MemorySlots > 0 && d.cfg.MaxMemoryFactor > 1 && spec.Memory >= minHotplugMemory {
 		m.MemSlots, m.MaxMemMiB = d.cfg.MemorySlots, memMiB*int64(d.cfg.MaxMemoryFactor)
 	}
-	if img := cfg.Image; img != nil && img.Kernel != "" {
-		m.Kernel, m.Initrd, m.Append = img.Kernel, img.Initrd, img.Cmdline
-	}
 	var files []*os.File
+	if img := cfg.Image; img != nil && img.Kernel != "" {
+		m.Append = img.Cmdline
+		var err error
+		if m.Kernel, err = d.shareable(img.Kernel); err != nil {
+			return m, files, err
+		}
+		if m.Initrd, err = d.shareable(img.Initrd); err != nil {
+			return m, files, err
+		}
+	}
 	seed, err := d.writeSeed(rec)
 	if err != nil {
 		return m, files, err
@@ -333,12 +345,20 @@ func (d *Driver) machine(ctx context.Context, rec *record, o startOpts, rev *rev
 		n := &rec.NICs[i]
 		nd := NICDev{ID: n.ID, MAC: n.MAC}
 		if d.net == NetBridge {
-			tap, err := d.plugTap(ctx, id, i, n)
+			tap, err := d.plugTap(ctx, rec, i, n)
 			if err != nil {
 				return m, files, err
 			}
 			rev.add(func() { d.removeTap(tap) })
 			nd.Tap, n.Tap, nd.MTU = tap, tap, hostMTU(n)
+			if d.users != nil { // QEMU, as the VM's user, gets the open tap (vmuser.go)
+				f, err := openTap(tap)
+				if err != nil {
+					return m, files, err
+				}
+				files = append(files, f)
+				nd.TapFD = 2 + len(files)
+			}
 		}
 		m.NICs = append(m.NICs, nd)
 	}
@@ -560,6 +580,7 @@ func (d *Driver) deleteLocked(ctx context.Context, v *vm) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("qemu: delete %s: %w", id, err)
 	}
+	d.releaseUser(v.rec) // its files are gone: the uid may serve another VM
 	v.deleted = true
 	d.mu.Lock()
 	delete(d.vms, id)

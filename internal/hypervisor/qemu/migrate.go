@@ -127,7 +127,11 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout+2*time.Minute)
 	defer cancel()
 	if p == nil { // stopped or crashed: disks only (migrate_cold.go)
-		return m.runCold(ctx)
+		res, err := m.runCold(ctx)
+		if err != nil {
+			d.reown(v.rec)
+		}
+		return res, err
 	}
 	if err := m.run(ctx); err != nil {
 		if m.doneSent {
@@ -138,6 +142,7 @@ func (d *Driver) MigrateOut(ctx context.Context, id, addr string, opts hyperviso
 			return m.res, fmt.Errorf("qemu: migrate %s: %w: %w", id, ErrMigrationOutcome, err)
 		}
 		m.abort()
+		d.reown(v.rec)
 		// QMP notices a killed QEMU a moment before its exit is reaped.
 		if p.hasExited() || (errors.Is(err, qmp.ErrClosed) && p.wait(context.Background(), 2*time.Second) == nil) {
 			// Say what happened rather than how QMP noticed it.
@@ -231,7 +236,7 @@ func (m *outgoing) setup(ctx context.Context, postcopy bool) error {
 		params["cpu-throttle-initial"], params["cpu-throttle-increment"], params["max-cpu-throttle"] = throttleInert, 1, throttleInert
 	}
 	if m.res.TLS {
-		if err := q.ObjectAdd(ctx, tlsObject(m.tlsDir, false)); err != nil && !qmp.IsClass(err, "GenericError") {
+		if err := m.d.addTLS(ctx, q, m.v.rec, m.tlsDir, false); err != nil && !qmp.IsClass(err, "GenericError") {
 			return err
 		}
 		params["tls-creds"], params["tls-hostname"] = tlsClientObj, m.a.tlsName

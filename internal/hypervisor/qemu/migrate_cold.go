@@ -76,7 +76,7 @@ func (m *outgoing) copyCold(ctx context.Context) error {
 		}
 		m.p = m.v.proc
 		if m.res.TLS {
-			if err := m.p.qmp.ObjectAdd(ctx, tlsObject(m.tlsDir, false)); err != nil {
+			if err := m.d.addTLS(ctx, m.p.qmp, m.v.rec, m.tlsDir, false); err != nil {
 				return err
 			}
 		}

@@ -107,7 +107,7 @@ func (d *Driver) MigrateIn(ctx context.Context, cfg hypervisor.VMConfig) (addr s
 func (d *Driver) exportDisks(ctx context.Context, in *incoming) error {
 	p := in.p
 	if in.tls {
-		if err := p.qmp.ObjectAdd(ctx, tlsObject(in.tlsDir, true)); err != nil {
+		if err := d.addTLS(ctx, p.qmp, in.v.rec, in.tlsDir, true); err != nil {
 			return err
 		}
 	}

@@ -81,6 +81,10 @@ func (d *Driver) findSharedDisks(ctx context.Context, cfg hypervisor.VMConfig) (
 			if err != nil {
 				return nil, fmt.Errorf("qemu: %w", err)
 			}
+			// Every VM user must read the base (vmuser.go).
+			if abs, err = d.shareable(abs); err != nil {
+				return nil, err
+			}
 			dr.Base, dr.BaseFormat, dr.Size = abs, ii.Format, max(dr.Size, ii.VirtualSize)
 		}
 		out[i] = dr

@@ -174,6 +174,42 @@ func tlsObject(dir string, server bool) map[string]any {
 	return map[string]any{"qom-type": "tls-creds-x509", "id": tlsClientObj, "dir": dir, "endpoint": "client", "verify-peer": true}
 }
 
+// addTLS loads the migration credentials of dir into rec's QEMU. QEMU
+// reads them as the VM's user, which cannot read dir (the host's key,
+// root 0600): they are copied into the VM directory for the VM's group
+// (0640) and removed once object-add has loaded them (vmuser.go). A QEMU
+// that migrates holds the key in memory anyway; no other VM ever sees it.
+func (d *Driver) addTLS(ctx context.Context, q *qmp.Conn, rec *record, dir string, server bool) error {
+	if d.users == nil || rec.User == nil {
+		return q.ObjectAdd(ctx, tlsObject(dir, server))
+	}
+	tmp, err := os.MkdirTemp(d.vmDir(rec.Config.ID), ".tls-")
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrMigrationTLS, err)
+	}
+	defer os.RemoveAll(tmp)
+	gid := int(rec.User.GID)
+	if err := errors.Join(os.Chown(tmp, 0, gid), os.Chmod(tmp, 0o750)); err != nil {
+		return fmt.Errorf("%w: %w", ErrMigrationTLS, err)
+	}
+	for _, name := range []string{TLSCACert, TLSServerCert, TLSServerKey, TLSClientCert, TLSClientKey} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue // QEMU says which one it misses
+		}
+		if err == nil {
+			err = writeFileAtomic(filepath.Join(tmp, name), b, 0o640)
+		}
+		if err == nil {
+			err = os.Chown(filepath.Join(tmp, name), 0, gid)
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrMigrationTLS, err)
+		}
+	}
+	return q.ObjectAdd(ctx, tlsObject(tmp, server))
+}
+
 // resetMigration puts a VM's migration settings back to what a fresh
 // QEMU has: no TLS credentials (the objects deleted) and no post-copy,
 // auto-converge or multifd (a snapshot to a file refuses multifd). Both ends call it after a migration; a memory snapshot

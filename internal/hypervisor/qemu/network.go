@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	bin "encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
+	"unsafe"
 
 	"github.com/vpool/vpool/internal/hypervisor"
 )
@@ -91,18 +94,13 @@ func (d *Driver) tapName(id string, i int) string {
 	return "vp" + hex.EncodeToString(h[:5]) + strconv.Itoa(i%1000)
 }
 
-// makeTap creates a persistent tap on the bridge, up.
-func (d *Driver) makeTap(ctx context.Context, name string) error {
-	return d.makeTapOn(ctx, name, d.cfg.Bridge, 0)
-}
-
 // makeTapOn creates a persistent tap on bridge with mtu (0: the
-// default), up.
-func (d *Driver) makeTapOn(ctx context.Context, name, bridge string, mtu int) error {
+// default), up, owned by owner ("user U group G"; nil: root only).
+func (d *Driver) makeTapOn(ctx context.Context, name, bridge string, mtu int, owner []string) error {
 	if linkExists(name) {
 		ipCmd(ctx, "link", "del", name)
 	}
-	if err := ipCmd(ctx, "tuntap", "add", "dev", name, "mode", "tap"); err != nil {
+	if err := ipCmd(ctx, append([]string{"tuntap", "add", "dev", name, "mode", "tap"}, owner...)...); err != nil {
 		return err
 	}
 	args := []string{"link", "set", name, "master", bridge}
@@ -114,6 +112,37 @@ func (d *Driver) makeTapOn(ctx context.Context, name, bridge string, mtu int) er
 		return err
 	}
 	return nil
+}
+
+// TUNSETIFF and its flags (linux/if_tun.h).
+const (
+	tunSetIff   = 0x400454ca
+	iffTap      = 0x0002
+	iffNoPI     = 0x1000
+	iffVnetHdr  = 0x4000
+	ifNameSize  = 16
+	ifreqLength = 40
+)
+
+// openTap attaches to the persistent tap name as root and returns the
+// descriptor, which QEMU inherits (netdev tap fd=): QEMU runs as the VM's
+// user and may not open /dev/net/tun (0600 on some hosts).
+func openTap(name string) (*os.File, error) {
+	if len(name) >= ifNameSize {
+		return nil, fmt.Errorf("qemu: tap name %q is too long", name)
+	}
+	fd, err := syscall.Open("/dev/net/tun", syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: tap %s: %w", name, err)
+	}
+	var ifr [ifreqLength]byte
+	copy(ifr[:ifNameSize], name)
+	bin.NativeEndian.PutUint16(ifr[ifNameSize:], iffTap|iffNoPI|iffVnetHdr)
+	if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), tunSetIff, uintptr(unsafe.Pointer(&ifr[0]))); errno != 0 {
+		syscall.Close(fd)
+		return nil, fmt.Errorf("qemu: tap %s: TUNSETIFF: %w", name, errno)
+	}
+	return os.NewFile(uintptr(fd), "tap:"+name), nil
 }
 
 // portOf is the host side the agent gave NIC i of cfg, or nil.
@@ -129,7 +158,8 @@ func portOf(cfg hypervisor.VMConfig, i int) *hypervisor.NICPort {
 // network's bridge with the tap name the agent chose (so the host's
 // rules name it before it exists), else on the driver's bridge. A vpool
 // network's bridge must exist: the agent makes it before it starts the VM.
-func (d *Driver) plugTap(ctx context.Context, id string, i int, n *nicRec) (string, error) {
+func (d *Driver) plugTap(ctx context.Context, rec *record, i int, n *nicRec) (string, error) {
+	id, owner := rec.Config.ID, d.tapOwner(rec)
 	if p := n.Port; p != nil {
 		if !linkExists(p.Bridge) {
 			return "", fmt.Errorf("qemu: NIC %s: bridge %s of its network is missing on this host", n.Name, p.Bridge)
@@ -138,10 +168,19 @@ func (d *Driver) plugTap(ctx context.Context, id string, i int, n *nicRec) (stri
 		if tap == "" {
 			tap = d.tapName(id, i)
 		}
-		return tap, d.makeTapOn(ctx, tap, p.Bridge, p.MTU)
+		return tap, d.makeTapOn(ctx, tap, p.Bridge, p.MTU, owner)
 	}
 	tap := d.tapName(id, i)
-	return tap, d.makeTap(ctx, tap)
+	return tap, d.makeTapOn(ctx, tap, d.cfg.Bridge, 0, owner)
+}
+
+// tapOwner is the "user U group G" of rec's taps: its QEMU, running as
+// the VM's user, may attach to them (TUNSETIFF) and to no other.
+func (d *Driver) tapOwner(rec *record) []string {
+	if d.users == nil || rec.User == nil {
+		return nil
+	}
+	return []string{"user", strconv.FormatUint(uint64(rec.User.UID), 10), "group", strconv.FormatUint(uint64(rec.User.GID), 10)}
 }
 
 // hostMTU is the MTU the guest is told through virtio-net's host_mtu for

@@ -84,12 +84,25 @@ func (d *Driver) plugNIC(ctx context.Context, v *vm, p *process, idx int, n *nic
 	}
 	netdev := qmp.Args{"type": "user", "id": "n" + n.ID}
 	if d.net == NetBridge {
-		tap, err := d.plugTap(ctx, v.rec.Config.ID, idx, n)
+		tap, err := d.plugTap(ctx, v.rec, idx, n)
 		if err != nil {
 			return err
 		}
 		n.Tap = tap
 		netdev = qmp.Args{"type": "tap", "id": "n" + n.ID, "ifname": tap, "script": "no", "downscript": "no"}
+		if d.users != nil { // QEMU, as the VM's user, gets the open tap (vmuser.go)
+			f, err := openTap(tap)
+			if err == nil {
+				err = p.qmp.Getfd(ctx, "tap-"+n.ID, f)
+				f.Close()
+			}
+			if err != nil {
+				d.removeTap(tap)
+				n.Tap = ""
+				return err
+			}
+			netdev = qmp.Args{"type": "tap", "id": "n" + n.ID, "fd": "tap-" + n.ID}
+		}
 	}
 	undoTap := func() {
 		d.removeTap(n.Tap)

@@ -152,7 +152,7 @@ func (p *process) wait(ctx context.Context, limit time.Duration) error {
 // launch starts QEMU for v with m, passing files as fds 3, 4, ... and
 // returns once QMP answers. QEMU runs in its own session (Setsid) and
 // without a parent-death signal, so it survives the agent.
-func (d *Driver) launch(ctx context.Context, v *vm, m Machine, files []*os.File) (*process, error) {
+func (d *Driver) launch(ctx context.Context, v *vm, m Machine, files []*os.File) (_ *process, err error) {
 	bin, err := binary(d.cfg.QEMU)
 	if err != nil {
 		return nil, err
@@ -174,6 +174,13 @@ func (d *Driver) launch(ctx context.Context, v *vm, m Machine, files []*os.File)
 	if m.SerialLog == d.SerialLog(id) {
 		os.Rename(m.SerialLog, m.SerialLog+".1")
 	}
+	files, err = d.giveToVM(v.rec, v.arriving.Load(), &m, files)
+	for _, f := range files {
+		defer f.Close() // the child holds its own copies
+	}
+	if err != nil {
+		return nil, err
+	}
 	logPath := filepath.Join(d.vmDir(id), "qemu.log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -185,8 +192,9 @@ func (d *Driver) launch(ctx context.Context, v *vm, m Machine, files []*os.File)
 	cmd.Dir = d.vmDir(id)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = files
-	// No Pdeathsig: VMs must outlive the agent.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// No Pdeathsig: VMs must outlive the agent. Credential: the VM's own
+	// uid and gid, no supplementary groups but kvm's (vmuser.go).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: d.credential(v.rec)}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("qemu: starting %s: %w", bin, err)
 	}
@@ -209,6 +217,44 @@ func (d *Driver) launch(ctx context.Context, v *vm, m Machine, files []*os.File)
 	p.qmp = conn
 	d.watchEvents(p)
 	return p, nil
+}
+
+// giveToVM gives the VM's user what its QEMU opens (vmuser.go): its
+// files, the inherited key pipes (files so far), a serial log and pid
+// file made for it, and listening sockets for its chardevs, appended to
+// files and named in m. Without per-VM users QEMU makes its own.
+func (d *Driver) giveToVM(rec *record, arriving bool, m *Machine, files []*os.File) ([]*os.File, error) {
+	if d.users == nil || rec.User == nil {
+		return files, nil
+	}
+	if err := d.own(rec, arriving); err != nil {
+		return files, err
+	}
+	for _, f := range files {
+		if err := d.giveFD(rec, f); err != nil {
+			return files, err
+		}
+	}
+	for _, p := range []string{m.SerialLog, m.PidFile} {
+		if err := d.giveFile(rec, p); err != nil {
+			return files, err
+		}
+	}
+	for _, s := range []struct {
+		path string
+		fd   *int
+	}{{m.QMPSocket, &m.QMPFD}, {m.ConsoleSocket, &m.ConsoleFD}, {m.GuestAgentSocket, &m.GuestAgentFD}} {
+		if s.path == "" {
+			continue
+		}
+		f, err := listenUnix(s.path)
+		if err != nil {
+			return files, err
+		}
+		files = append(files, f)
+		*s.fd = 2 + len(files) // ExtraFiles[i] is fd 3+i
+	}
+	return files, nil
 }
 
 // dialQMP connects to a starting QEMU's QMP socket, retrying until it

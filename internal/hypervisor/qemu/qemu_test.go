@@ -258,7 +258,11 @@ func TestLinkedClone(t *testing.T) {
 	t.Parallel()
 	guest.Require(t)
 	d := newDriver(t, testConfig(t, ""))
-	base := makeBaseImage(t, d, shortTempDir(t))
+	// Readable by every VM user in place, as the agent's image cache is
+	// (a base they cannot read is copied first: vmuser.go).
+	images := shortTempDir(t)
+	mustDo(t, "chmod", os.Chmod(images, 0o755))
+	base := makeBaseImage(t, d, images)
 	ctx := context.Background()
 	cfg := hypervisor.VMConfig{ID: "test.clone", Name: "clone", Project: "test",
 		Spec:  model.VMSpec{VCPUs: 1, Memory: 128 * model.MiB, Disks: []model.Disk{{Name: "root", Size: model.GiB}}},

@@ -80,14 +80,18 @@ func (d *Driver) load() error {
 			}
 			d.log.Warn("qemu: dropping the helper of an unfinished cold migration", "vm", rec.Config.ID)
 		}
+		pid := 0
 		if rec.Run != nil {
-			if pid := d.livePid(rec); pid > 0 {
+			if pid = d.livePid(rec); pid > 0 {
 				v.stuck = &stuckQEMU{pid: pid, since: d.clock.Now()}
 				v.committed.Store(int64(rec.Config.Spec.Memory + d.cfg.VMOverhead))
 				live = append(live, v)
 			} else if err := d.markDeadLocked(v, hypervisor.StateCrashed); err != nil {
 				return err
 			}
+		}
+		if err := d.recoverUser(rec, pid); err != nil {
+			return err
 		}
 		d.vms[rec.Config.ID] = v
 	}

@@ -37,6 +37,10 @@ type record struct {
 	Snapshots []snapRec           `json:"snapshots,omitempty"`
 	// LastExit is how the last QEMU process ended: stopped or crashed.
 	LastExit hypervisor.State `json:"lastExit,omitempty"`
+	// User is the uid and gid the VM's QEMU runs as and its files belong
+	// to (vmuser.go); nil: the agent's own user (a driver without root,
+	// or a record from before per-VM users).
+	User *vmUser `json:"user,omitempty"`
 	// Run describes the live QEMU process; nil when none was started.
 	Run *runRec `json:"run,omitempty"`
 }

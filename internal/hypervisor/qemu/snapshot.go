@@ -124,6 +124,9 @@ func (d *Driver) newTops(ctx context.Context, v *vm, rev *reverter) ([]newTop, e
 			return nil, err
 		}
 		rev.add(func() { os.Remove(t.file) })
+		if err := d.giveLayer(v.rec, t.file); err != nil { // QMP opens it as the VM's user
+			return nil, err
+		}
 		out = append(out, t)
 	}
 	return out, nil

@@ -165,6 +165,10 @@ func (d *Driver) makeDisk(ctx context.Context, cfg hypervisor.VMConfig, i int, s
 		if err != nil {
 			return diskRec{}, fmt.Errorf("qemu: %w", err)
 		}
+		// Every VM user must read the base (vmuser.go).
+		if abs, err = d.shareable(abs); err != nil {
+			return diskRec{}, err
+		}
 		dr.Base, dr.BaseFormat = abs, ii.Format
 		dr.Size = max(dr.Size, ii.VirtualSize)
 	}

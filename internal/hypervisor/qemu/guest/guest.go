@@ -113,6 +113,10 @@ func find(env, name string) (Guest, error) {
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 		dir = lines[len(lines)-1]
 	}
+	dir, err := shared(dir)
+	if err != nil {
+		return Guest{}, err
+	}
 	g := Guest{Dir: dir, Kernel: filepath.Join(dir, "vmlinux"), Initrd: filepath.Join(dir, "initramfs.cpio.gz")}
 	b, err := os.ReadFile(filepath.Join(dir, "cmdline"))
 	if err != nil {
@@ -125,6 +129,63 @@ func find(env, name string) (Guest, error) {
 		}
 	}
 	return g, nil
+}
+
+// shared returns a copy of the guest every user can read, once per build
+// (build directories are named by a hash of their inputs): QEMU runs as
+// each VM's own unprivileged user, and the build cache usually sits under
+// a home directory no other user may search. Without it the driver would
+// copy the kernel into every test's state directory.
+func shared(dir string) (string, error) {
+	if searchableByAll(dir) {
+		return dir, nil
+	}
+	dst := filepath.Join(os.TempDir(), "vpool-guest-"+filepath.Base(dir))
+	if _, err := os.Stat(filepath.Join(dst, "vmlinux")); err == nil {
+		return dst, nil
+	}
+	tmp, err := os.MkdirTemp(os.TempDir(), ".vpool-guest-")
+	if err != nil {
+		return "", fmt.Errorf("guest: %w", err)
+	}
+	defer os.RemoveAll(tmp) // gone after the rename, or a failure
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "", fmt.Errorf("guest: %w", err)
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err == nil {
+			err = os.WriteFile(filepath.Join(tmp, e.Name()), b, 0o644)
+		}
+		if err != nil {
+			return "", fmt.Errorf("guest: %w", err)
+		}
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return "", fmt.Errorf("guest: %w", err)
+	}
+	if err := os.Rename(tmp, dst); err != nil && !errors.Is(err, os.ErrExist) && !errors.Is(err, syscall.ENOTEMPTY) {
+		return "", fmt.Errorf("guest: %w", err)
+	}
+	return dst, nil
+}
+
+// searchableByAll reports whether every user reaches dir's files: o+x on
+// dir and every directory above it.
+func searchableByAll(dir string) bool {
+	for ; ; dir = filepath.Dir(dir) {
+		st, err := os.Stat(dir)
+		if err != nil || st.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		if dir == "/" || dir == "." {
+			return true
+		}
+	}
 }
 
 func repoRoot() (string, error) {
