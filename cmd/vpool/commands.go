@@ -43,6 +43,7 @@ func serverCmd() *cobra.Command {
 	auditDir := f.String("audit-dir", "", "where the leader appends the audit trail's export files (default DATA_DIR/audit)")
 	auditWindow := f.Int("audit-window", 0, "audit records the store keeps; older ones are pruned once exported (default 20000)")
 	agentRate := f.Float64("agent-rate", 0, "requests a second one host may make on the agent listener, in bursts of ten times as many; heartbeats are counted apart (default 100; negative: no limit)")
+	maxPending := f.Int("max-pending-placements", 0, "VMs admitted but not yet placed (waiting for the scheduler's first decision) beyond which a create waits up to 2 s and is then refused with 429 rate_limited (default 2000; negative: no bound)")
 	apiRate := f.Float64("api-rate", 0, "user API requests a second one project's tokens together may make, in bursts of ten times as many; cluster admins are not limited (default 50; negative: no limit)")
 	gridFile := f.String("grid-intensity-file", "", "grid carbon intensity over time for metering: lines TIME,SITE,G_PER_KWH (RFC 3339 time; empty site: every site)")
 	clusterOpts := serverClusterFlags(cmd)
@@ -71,7 +72,8 @@ func serverCmd() *cobra.Command {
 			Name: n, Logger: log, Version: version, TLS: *tlsAPI, ImagePool: *imagePool, ImageTool: qemu.ImageTool{},
 			Controller: controller.Config{Power: hostPower(*powerOn, *powerOff), Fencer: hostFencer(*fenceCmd)},
 			AuditDir:   *auditDir, AuditWindow: *auditWindow, GridSeriesFile: *gridFile, AgentRate: *agentRate, APIRate: *apiRate,
-			PeerURL: peer, InitialCluster: initial, Join: join, JoinToken: joinTok,
+			MaxPendingPlacements: *maxPending,
+			PeerURL:              peer, InitialCluster: initial, Join: join, JoinToken: joinTok,
 		})
 		if err != nil {
 			return err

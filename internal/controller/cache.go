@@ -655,13 +655,7 @@ func (c *cache) createRevs(vms []*model.VM) []int64 {
 func (c *cache) hostView() ([]model.Host, map[string]bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.hostsByName == nil {
-		c.hostsByName = make([]*model.Host, 0, len(c.hosts))
-		for _, h := range c.hosts {
-			c.hostsByName = append(c.hostsByName, h)
-		}
-		sort.Slice(c.hostsByName, func(i, j int) bool { return c.hostsByName[i].Name < c.hostsByName[j].Name })
-	}
+	c.sortHosts()
 	hosts := make([]model.Host, len(c.hostsByName))
 	alive := make(map[string]bool, len(c.alive))
 	for i, h := range c.hostsByName {
@@ -672,6 +666,37 @@ func (c *cache) hostView() ([]model.Host, map[string]bool) {
 		alive[k] = true
 	}
 	return hosts, alive
+}
+
+// hostCount is the number of cached hosts.
+func (c *cache) hostCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.hosts)
+}
+
+// sortHosts fills hostsByName when a change emptied it (c.mu held).
+func (c *cache) sortHosts() {
+	if c.hostsByName != nil {
+		return
+	}
+	c.hostsByName = make([]*model.Host, 0, len(c.hosts))
+	for _, h := range c.hosts {
+		c.hostsByName = append(c.hostsByName, h)
+	}
+	sort.Slice(c.hostsByName, func(i, j int) bool { return c.hostsByName[i].Name < c.hostsByName[j].Name })
+}
+
+// hostsShared returns the cached hosts sorted by name without copying
+// them, and the usage overlay: the records are shared (read only), and
+// the slice is never changed after it is returned (a change of the hosts
+// makes a new one). The energy pass reads them every second; hostView
+// copied every host and its usage (a third of that pass at 10,000 hosts).
+func (c *cache) hostsShared() ([]*model.Host, UsageView) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sortHosts()
+	return c.hostsByName, c.usage
 }
 
 // balancerCounts returns the Balancers count of every cached host that

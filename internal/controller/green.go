@@ -61,6 +61,9 @@ type energyState struct {
 	deletedVMs      map[string]float64
 	deletedHosts    float64
 	deletedProjects float64
+	// shares is bookEnergy's buffer, reused host after host and pass
+	// after pass (Ledger.AddHost keeps none of it)
+	shares []energy.Share
 }
 
 // LoadBalanceSettings reads the balancing settings, or the defaults when
@@ -135,6 +138,17 @@ func HostPowerModel(h *model.Host) energy.Model {
 // hostUtil is a host's measured CPU utilisation in [0, 1].
 func hostUtil(h *model.Host) float64 {
 	return min(max(h.Usage.CPUPercent/100, 0), 1)
+}
+
+// hostUtilWith is hostUtil of h overlaid with its measured usage (as
+// withUsage overlays a copy), without copying h.
+func hostUtilWith(v UsageView, h *model.Host) float64 {
+	if v != nil {
+		if u, _, _, ok := v.HostUsage(h.Name); ok {
+			return min(max(u.CPUPercent/100, 0), 1)
+		}
+	}
+	return hostUtil(h)
 }
 
 // hostOn reports whether a host counts as switched on.

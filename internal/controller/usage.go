@@ -42,8 +42,13 @@ func withUsage(v UsageView, h *model.Host) {
 // vmUsage is a VM's measured usage: the view's when fresher than the
 // record's.
 func (r *reconciler) vmUsage(vm *model.VM) model.VMUsage {
+	return r.vmUsageOf(vm, vm.Key())
+}
+
+// vmUsageOf is vmUsage for a caller that has the VM's key already.
+func (r *reconciler) vmUsageOf(vm *model.VM, key string) model.VMUsage {
 	if v := r.m.cfg.Usage; v != nil {
-		if u, at, ok := v.VMUsage(vm.Key()); ok && at.After(vm.Status.ObservedAt) {
+		if u, at, ok := v.VMUsage(key); ok && at.After(vm.Status.ObservedAt) {
 			return u
 		}
 	}

@@ -89,6 +89,10 @@ type ServerConfig struct {
 	// AgentRate bounds each host's requests on the agent listener
 	// (server.Config.AgentRate).
 	AgentRate float64
+	// MaxPendingPlacements bounds the VMs waiting for the scheduler
+	// before creates wait and are refused with 429
+	// (server.Config.MaxPendingPlacements).
+	MaxPendingPlacements int
 	// APIRate bounds each project's requests on the user API
 	// (server.Config.APIRate).
 	APIRate float64
@@ -167,29 +171,30 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	var mgr *controller.Manager // made once the server is: it records decisions through the server's audit log
 	live := &meterstore.Live{}  // the leader's metering booking not written yet
 	srv, err := server.New(server.Config{
-		Images:      pool,
-		Store:       st,
-		StoreKind:   kind,
-		Listen:      cfg.Listen,
-		AgentListen: cfg.AgentListen,
-		ServerNames: cfg.ServerNames,
-		DataDir:     cfg.DataDir,
-		Logger:      cfg.Logger,
-		Clock:       cfg.Clock,
-		Version:     cfg.Version,
-		Controllers: func(ctx context.Context) error { return mgr.Run(ctx) },
-		BackupDirs:  cfg.BackupDirs,
-		TLS:         cfg.TLS,
-		CAKeyFile:   cfg.CAKeyFile,
-		Placer:      controller.NewDryRunner(st, nil, cfg.Clock),
-		Metrics:     m,
-		Name:        cfg.Name,
-		AuditDir:    cfg.AuditDir,
-		AuditWindow: cfg.AuditWindow,
-		Members:     members,
-		MeterLive:   live,
-		AgentRate:   cfg.AgentRate,
-		APIRate:     cfg.APIRate,
+		Images:               pool,
+		Store:                st,
+		StoreKind:            kind,
+		Listen:               cfg.Listen,
+		AgentListen:          cfg.AgentListen,
+		ServerNames:          cfg.ServerNames,
+		DataDir:              cfg.DataDir,
+		Logger:               cfg.Logger,
+		Clock:                cfg.Clock,
+		Version:              cfg.Version,
+		Controllers:          func(ctx context.Context) error { return mgr.Run(ctx) },
+		BackupDirs:           cfg.BackupDirs,
+		TLS:                  cfg.TLS,
+		CAKeyFile:            cfg.CAKeyFile,
+		Placer:               controller.NewDryRunner(st, nil, cfg.Clock),
+		Metrics:              m,
+		Name:                 cfg.Name,
+		AuditDir:             cfg.AuditDir,
+		AuditWindow:          cfg.AuditWindow,
+		Members:              members,
+		MeterLive:            live,
+		AgentRate:            cfg.AgentRate,
+		APIRate:              cfg.APIRate,
+		MaxPendingPlacements: cfg.MaxPendingPlacements,
 
 		HistoryInterval: cfg.HistoryInterval,
 	})
@@ -223,21 +228,23 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	bc := controller.NewBackupController(b)
 	cc.Tasks = append(cc.Tasks, controller.LeaderTask{Name: "audit-export", Every: cfg.AuditExportInterval,
 		New: func() func(context.Context, store.Store) error { return srv.AuditTask }},
-		meterTask(cfg, st, srv, live), bc.Task())
+		meterTask(cfg, srv.MeterSource(), live), bc.Task())
 	mgr = controller.New(cc)
 	mgr.SetUsage(srv) // usage lives in the server's memory and samples
 	return &Server{Server: srv, Store: st, Controller: mgr, kind: kind, ownStore: own}, nil
 }
 
 // meterTask is the leader's metering: a meter per term, fed from the
-// store, its rollups written through the term's store.
-func meterTask(cfg ServerConfig, st store.Store, usage meterstore.VMUsage, live *meterstore.Live) controller.LeaderTask {
+// server's view (Server.MeterSource: the records as stored, not listed
+// from the store every minute), its rollups written through the term's
+// store.
+func meterTask(cfg ServerConfig, src meterstore.Source, live *meterstore.Live) controller.LeaderTask {
 	var series func() map[string][]metering.Point
 	if cfg.GridSeriesFile != "" {
 		series = meterstore.SeriesFile(cfg.GridSeriesFile, cfg.Logger)
 	}
 	return controller.LeaderTask{Name: "metering", Every: cfg.MeterInterval, New: func() func(context.Context, store.Store) error {
-		t := meterstore.NewTask(meterstore.Config{Source: meterstore.StoreSource{Store: st, Clock: cfg.Clock, Usage: usage},
+		t := meterstore.NewTask(meterstore.Config{Source: src,
 			Grid: meterstore.SettingsGrid(series), Clock: cfg.Clock, Logger: cfg.Logger.With("component", "metering"),
 			PersistEvery: cfg.MeterInterval, Live: live})
 		return t.Step

@@ -14,7 +14,8 @@ import (
 // for the next change when the etag is current, answers the unchanged
 // view when the wait ends, and refuses a bad wait naming the field.
 func TestPollView(t *testing.T) {
-	s := &Server{drain: make(chan struct{})}
+	s := &Server{}
+	s.initDrain()
 	ready := make(chan struct{})
 	close(ready)
 	var mu sync.Mutex

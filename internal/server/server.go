@@ -138,6 +138,14 @@ type Config struct {
 	// Store, Signer, Server, Logger and Clock are filled in.
 	AuditLog auditlog.Config
 
+	// MaxPendingPlacements bounds the VMs admitted but not yet decided by
+	// the scheduler: beyond it a create waits up to PendingWait for room,
+	// then is refused with 429 rate_limited and a Retry-After
+	// (backlog.go). 0 means DefaultMaxPendingPlacements, negative no
+	// bound; PendingWait 0 means DefaultPendingWait.
+	MaxPendingPlacements int
+	PendingWait          time.Duration
+
 	// HistoryInterval is how often the hosts are sampled for the
 	// dashboard's charts (default 10 s).
 	HistoryInterval time.Duration
@@ -167,7 +175,11 @@ type Server struct {
 
 	drain     chan struct{} // closed when Run begins to shut down
 	drainOnce sync.Once
-	imports   sync.WaitGroup // image downloads in the background
+	// drainCtx ends with drain: long polls hang their cancel on it
+	// (context.AfterFunc) instead of a goroutine each
+	drainCtx    context.Context
+	drainCancel context.CancelFunc
+	imports     sync.WaitGroup // image downloads in the background
 
 	leaseMu sync.Mutex
 	// fenceCapWarned: the fence timeout's cap on the heartbeat interval
@@ -185,6 +197,8 @@ type Server struct {
 	nets netHub // the hosts' network views (netview.go)
 
 	view *view // the watch-fed cache of lists and long polls (view.go)
+	// backlog bounds the VMs waiting for the scheduler (backlog.go)
+	backlog *placeBacklog
 	// vmDec decodes each VM version once for the view and the
 	// controllers' cache (VMDecoder)
 	vmDec *state.VMDecoder
@@ -245,9 +259,10 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg: cfg, log: cfg.Logger.With("component", "server"), now: cfg.Clock,
 		repo: state.New(auditlog.Carrying(cfg.Store), cfg.Clock), metrics: cfg.Metrics,
-		drain: make(chan struct{}), leases: map[string]hostLease{},
+		leases: map[string]hostLease{},
 		unauth: limiter{rate: unauthRate, burst: unauthBurst},
 	}
+	s.initDrain()
 	if cfg.AgentRate == 0 {
 		cfg.AgentRate = DefaultAgentRate
 	}
@@ -260,6 +275,8 @@ func New(cfg Config) (*Server, error) {
 	s.nets.s = s
 	s.vmDec = state.NewVMDecoder()
 	s.view = newView(cfg.Store, s.vmDec)
+	s.backlog = newPlaceBacklog(cfg.MaxPendingPlacements, cfg.PendingWait)
+	s.view.backlog = s.backlog
 	shapes := &txnShapes{count: func(kinds string) { s.metrics.StoreTxns.WithLabelValues(kinds).Inc() }}
 	s.view.c.Observe = func(ev store.WatchEvent) {
 		kind, _, _ := strings.Cut(strings.TrimPrefix(ev.KV.Key, store.Root), "/")
@@ -447,7 +464,8 @@ func (s *Server) Run(ctx context.Context) error {
 			MinVersion:   tls.VersionTLS12,
 			// revoked host certificates end at the handshake
 			VerifyConnection: s.trust.verifyConnection,
-		}}
+		},
+		HTTP2: agentHTTP2()}
 	fresh := &freshConns{m: map[net.Conn]bool{}}
 	user.ConnState, agent.ConnState = fresh.track, fresh.track
 	errc := make(chan error, 3)
@@ -491,7 +509,7 @@ wait:
 			}
 		}
 	}
-	s.drainOnce.Do(func() { close(s.drain) })
+	s.startDrain()
 	s.imports.Wait() // downloads end with the drain and mark their images failed
 	cancelControllers()
 	<-trustDone
@@ -543,17 +561,49 @@ func serveErr(err error) error {
 	return fmt.Errorf("server: serve: %w", err)
 }
 
-// streamContext ends when the request ends or the server drains.
+// agentHeaderTable is the HPACK dynamic table (bytes) the agent listener
+// encodes its answers' headers with on each connection (HTTP/2's
+// default: 4,096).
+const agentHeaderTable = 256
+
+// agentHTTP2 configures the agent listener's HTTP/2: every host holds a
+// connection open, and each answer's new Date (every second) filled the
+// connection's encoding table to 4 KiB, about 4.5 KiB a connection with
+// its index (45 MiB at 10,000 hosts). 256 bytes keep the few fixed
+// headers indexed (docs/scale.md, sixth round). The decoding table, the
+// agents' to fill, keeps its default: a smaller one races the client's
+// first requests, encoded before it read the server's settings (the
+// server then cannot decode them: a connection error).
+func agentHTTP2() *http.HTTP2Config {
+	return &http.HTTP2Config{MaxEncoderHeaderTableSize: agentHeaderTable}
+}
+
+// initDrain readies drain and drainCtx (New; tests that build a Server
+// by hand).
+func (s *Server) initDrain() {
+	s.drain = make(chan struct{})
+	s.drainCtx, s.drainCancel = context.WithCancel(context.Background())
+}
+
+// startDrain ends every long poll and stream (Run, shutting down).
+func (s *Server) startDrain() {
+	s.drainOnce.Do(func() {
+		close(s.drain)
+		s.drainCancel()
+	})
+}
+
+// streamContext ends when the request ends or the server drains. It
+// starts no goroutine: every agent holds a long poll open, and at 10,000
+// hosts a goroutine each (8 KiB of stack at least) was 80 MiB of the
+// server's memory at rest (docs/scale.md, sixth round).
 func (s *Server) streamContext(r *http.Request) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(r.Context())
-	go func() {
-		select {
-		case <-s.drain:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, cancel
+	stop := context.AfterFunc(s.drainCtx, cancel)
+	return ctx, func() {
+		stop()
+		cancel()
+	}
 }
 
 // revokeLeases drops nothing: leases outlive a server restart on purpose

@@ -32,6 +32,7 @@ type view struct {
 	left                                         leftHosts                  // VMs that left each host, for deltas (cache lock)
 	signals                                      signals
 	dec                                          *state.VMDecoder // VMs decoded once per process
+	backlog                                      *placeBacklog    // VMs waiting for the scheduler (backlog.go); nil: none counted
 	cancel                                       context.CancelFunc
 	done                                         chan struct{}
 }
@@ -108,6 +109,7 @@ func (v *view) stop() {
 }
 
 func (v *view) vmChanged(old, cur *watchcache.Item, rev int64) {
+	v.backlog.changed(cachedVMOf(old), cachedVMOf(cur))
 	if cur == nil && old != nil {
 		v.dec.Forget(old.Key, rev)
 	}
@@ -144,7 +146,11 @@ func (v *view) vmChanged(old, cur *watchcache.Item, rev int64) {
 func (v *view) vmsReset(rev int64) {
 	v.onHost = map[string]map[string]bool{}
 	v.left.reset(rev)
+	waiting := 0
 	v.vms.Each(store.VMsPrefix, "", func(it *watchcache.Item) bool {
+		if awaitsScheduler(cachedVMOf(it)) {
+			waiting++
+		}
 		if h := vmHost(it); h != "" {
 			set := v.onHost[h]
 			if set == nil {
@@ -155,6 +161,7 @@ func (v *view) vmsReset(rev int64) {
 		}
 		return true
 	})
+	v.backlog.reset(waiting)
 	v.signals.bumpAll("a/", rev)
 }
 

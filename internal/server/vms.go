@@ -63,6 +63,13 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err := s.fitImages(r.Context(), []*model.VM{vm}); err != nil {
 		return err
 	}
+	if !req.DryRun {
+		done, err := s.backlog.acquire(r.Context(), w, 1)
+		if err != nil {
+			return err
+		}
+		defer done()
+	}
 	release, err := s.attachVMs(r.Context(), []*model.VM{vm}, []string{""}, req.DryRun)
 	if err != nil {
 		return err
@@ -133,6 +140,13 @@ func (s *Server) batchVMs(w http.ResponseWriter, r *http.Request, p *principal) 
 	}
 	if err := s.fitImages(r.Context(), vms); err != nil {
 		return err
+	}
+	if !req.DryRun {
+		done, err := s.backlog.acquire(r.Context(), w, len(vms))
+		if err != nil {
+			return err
+		}
+		defer done()
 	}
 	prefixes := make([]string, len(vms))
 	for i := range vms {

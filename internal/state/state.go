@@ -47,7 +47,7 @@ type Repo struct {
 	st     store.Store
 	now    func() time.Time
 	locks  *keyLocks
-	admits *admitter // VM creates' group commits, per project (admit.go)
+	admits *admitter // VM creates' group commits, across projects (admit.go)
 	// reserve judges the failover reserve in admissions (reserve.go).
 	reserve *atomic.Pointer[ReserveCheck]
 	// maxOps is the store's cap on a transaction's operations (and,
@@ -68,7 +68,7 @@ func New(st store.Store, now func() time.Time) *Repo {
 	if now == nil {
 		now = time.Now
 	}
-	return &Repo{st: st, now: now, locks: &keyLocks{m: map[string]*sync.Mutex{}}, admits: &admitter{queues: map[string]*admitQueue{}},
+	return &Repo{st: st, now: now, locks: &keyLocks{m: map[string]*sync.Mutex{}}, admits: &admitter{},
 		reserve: &atomic.Pointer[ReserveCheck]{}}
 }
 

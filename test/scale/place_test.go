@@ -56,6 +56,7 @@ func BenchmarkPlaceEndToEnd(b *testing.B) {
 					b.ReportMetric(res.gateMs, "gate-commit-ms")
 					b.ReportMetric(res.gateGroup, "gate-group")
 					b.ReportMetric(res.gateBusy, "gate-busy")
+					b.ReportMetric(float64(res.refused), "posts-429")
 					b.Logf("transactions per placed VM by the kinds of key they changed: %s", res.shapes)
 					b.Logf("%d VMs by %d clients, %d a POST, on %d hosts, %d servers, load %s: %.0f placed/s, p99 %s, %.2f ms of server CPU a VM (%.2f over its %.2f cores at rest; the fleet and clients %.2f ms); %d hosts used, lower bound %d",
 						res.acked, sz.clients, k, sz.hosts, n, loadAvg(), res.rate, res.p99.Round(time.Millisecond), ms(res.cpuPerVM),
@@ -100,6 +101,7 @@ func TestKillLeaderDuringPlacement(t *testing.T) {
 
 type placeResult struct {
 	acked, used, bound int
+	refused            int // POSTs answered 429 rate_limited (asked again)
 	rate, packing      float64
 	p50, p99           time.Duration
 	cpuPerVM           time.Duration // server (and external etcd) CPU per placed VM
@@ -203,6 +205,7 @@ func runPlacement(tb testing.TB, st *stack, sz sizes, kill bool) placeResult {
 type placements struct {
 	mu      sync.Mutex
 	acked   map[string]time.Time // project/name → when its POST was sent
+	refused int                  // POSTs answered 429 (backpressure), asked again
 	placed  map[string]time.Time // project/name → placement event time
 	changed chan struct{}
 }
@@ -296,6 +299,14 @@ func (pl *placements) createPost(ctx context.Context, st *stack, c int, project 
 			return keys, t0, true
 		case errors.As(err, &ae) && ae.Code == api.CodeConflict && attempt > 0:
 			return keys, t0, true
+		case errors.As(err, &ae) && ae.Code == api.CodeRateLimited:
+			// the server's backlog of VMs waiting for placement is full
+			// (it waited before answering): ask the same server again
+			pl.mu.Lock()
+			pl.refused++
+			pl.mu.Unlock()
+			c--
+			continue
 		case errors.As(err, &ae) && ae.Code != api.CodeUnavailable && ae.Code != api.CodeInternal:
 			return nil, t0, false // refused: never acknowledged
 		}
@@ -349,7 +360,7 @@ func (pl *placements) result(first time.Time) placeResult {
 			last = at
 		}
 	}
-	return placeResult{acked: len(pl.acked), rate: float64(len(pl.acked)) / last.Sub(first).Seconds(),
+	return placeResult{acked: len(pl.acked), refused: pl.refused, rate: float64(len(pl.acked)) / last.Sub(first).Seconds(),
 		p50: percentile(lat, 0.5), p99: percentile(lat, 0.99)}
 }
 

@@ -240,11 +240,18 @@ func cpuSeconds(pid int) float64 {
 	return (u + s) / 100 // clock ticks (USER_HZ 100)
 }
 
-// rssBytes is a process's resident set now and at its peak.
-func rssBytes(pid int) (now, peak int64) {
+// memory is a process's resident set: now, at its peak, and now split
+// into anonymous memory (Go's heap, stacks, buffers) and file-backed
+// pages (the binary, and the embedded etcd's bbolt mmap: counted in RSS,
+// but the kernel can drop it and read it again).
+type memory struct{ now, peak, anon, file int64 }
+
+// rssBytes reads a process's resident set from /proc/PID/status.
+func rssBytes(pid int) memory {
+	var m memory
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0
+		return m
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -256,12 +263,16 @@ func rssBytes(pid int) (now, peak int64) {
 		kb, _ := strconv.ParseInt(fields[1], 10, 64)
 		switch fields[0] {
 		case "VmRSS:":
-			now = kb << 10
+			m.now = kb << 10
 		case "VmHWM:":
-			peak = kb << 10
+			m.peak = kb << 10
+		case "RssAnon:":
+			m.anon = kb << 10
+		case "RssFile:", "RssShmem:":
+			m.file += kb << 10
 		}
 	}
-	return now, peak
+	return m
 }
 
 // needHeavy skips with -short: these tests start several processes.

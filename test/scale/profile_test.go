@@ -59,8 +59,20 @@ func (st *stack) startProfiles(name string, d time.Duration) func() {
 			<-done
 		}
 		for _, s := range st.live() {
-			if s.pprof != "" {
-				st.saveProfile("http://"+s.pprof+"/debug/pprof/heap", filepath.Join(dir, tag+"-"+s.name+".heap"))
+			if s.pprof == "" {
+				continue
+			}
+			base := filepath.Join(dir, tag+"-"+s.name)
+			st.saveProfile("http://"+s.pprof+"/debug/pprof/heap", base+".heap")
+			// the heap's text form ends with runtime.MemStats (heap in
+			// use, idle, released; stacks; GC metadata)
+			st.saveProfile("http://"+s.pprof+"/debug/pprof/heap?debug=1", base+".heap.txt")
+			st.saveProfile("http://"+s.pprof+"/debug/pprof/goroutine?debug=1", base+".goroutines.txt")
+			// the resident set by kind of mapping (anon, file-backed)
+			for _, f := range []string{"smaps_rollup", "smaps"} {
+				if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", s.cmd.Process.Pid, f)); err == nil {
+					_ = os.WriteFile(base+"."+f, b, 0o644)
+				}
 			}
 		}
 	}

@@ -24,10 +24,16 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultName                = "vpool"
-	DefaultClusterToken        = "vpool"
-	DefaultStartTimeout        = 60 * time.Second
-	DefaultCompactionRetention = time.Hour
+	DefaultName         = "vpool"
+	DefaultClusterToken = "vpool"
+	DefaultStartTimeout = 60 * time.Second
+	// DefaultCompactionRetention is 10 minutes: every watch of a vpool
+	// server (its view, the controllers' cache, the trust cache, the
+	// network and balancer views, the backup long poll) lists afresh
+	// when its start was compacted, and an hour of history (every version of every VM
+	// created in it) was etcd's in-memory index and the database's
+	// growth at 100,000 VMs (docs/scale.md, sixth round).
+	DefaultCompactionRetention = 10 * time.Minute
 	DefaultQuotaBackendBytes   = 4 << 30 // 4 GiB; etcd's own default is 2 GiB
 	// EmbeddedMaxTxnOps is our member's cap on a transaction's
 	// operations (etcd's default is 128): the placement gate commits

@@ -39,7 +39,12 @@ type slogCore struct {
 	attrs    []slog.Attr
 }
 
-func (c *slogCore) Enabled(l zapcore.Level) bool { return l >= zapcore.DebugLevel }
+// Enabled says whether entries of level l may be logged: etcd asks it
+// before building costly fields (lg.Core().Enabled(zap.DebugLevel): on
+// every gRPC call, the text of the whole request, values included), so
+// it answers for this core's level, not for every level. An entry that
+// Check would demote is still enabled at its own level.
+func (c *slogCore) Enabled(l zapcore.Level) bool { return l >= c.level }
 
 func (c *slogCore) With(fields []zapcore.Field) zapcore.Core {
 	n := *c
