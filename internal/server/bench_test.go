@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"sort"
 	"sync/atomic"
 	"testing"
@@ -181,3 +182,51 @@ func BenchmarkListFirstPage(b *testing.B) {
 		})
 	}
 }
+
+// plainStore hides a store's RevisionReader: the revision is read by a
+// List of one key over the client (gRPC and TLS to the member), as
+// before the in-process read.
+type plainStore struct{ store.Store }
+
+// BenchmarkConsistentRead measures the consistent read's revision and
+// cache wait on an embedded member (fsync off), read in process or over
+// the client, by 1 and 32 concurrent readers; store-reads/op is how many
+// revision reads the readers shared (1 without sharing).
+func BenchmarkConsistentRead(b *testing.B) {
+	st := startEtcd(b, true)
+	for _, tc := range []struct {
+		name string
+		st   store.Store
+	}{{"in-process", st}, {"client", plainStore{st}}} {
+		for _, readers := range []int{1, 32} {
+			b.Run(fmt.Sprintf("%s/readers=%d", tc.name, readers), func(b *testing.B) {
+				v := newView(tc.st, nil)
+				v.start(nopWarn{})
+				defer v.stop()
+				ctx := context.Background()
+				if err := v.c.WaitSynced(ctx); err != nil {
+					b.Fatal(err)
+				}
+				reads0 := v.c.RevReads()
+				b.SetParallelism(max(1, readers/runtimeProcs()))
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if _, err := v.consistent(ctx); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				b.StopTimer()
+				b.ReportMetric(float64(v.c.RevReads()-reads0)/float64(b.N), "store-reads/op")
+			})
+		}
+	}
+}
+
+type nopWarn struct{}
+
+func (nopWarn) Warn(string, ...any) {}
+
+func runtimeProcs() int { return runtime.GOMAXPROCS(0) }

@@ -30,7 +30,7 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request, p *principal)
 	if err != nil {
 		return err
 	}
-	if err := s.sync(r, a); err != nil {
+	if err := s.sync(w, r, a); err != nil {
 		return err
 	}
 	var mine map[string]placement

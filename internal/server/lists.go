@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/state"
@@ -19,7 +20,11 @@ import (
 // previous answer; without limit the whole list is streamed. By default
 // a list first waits until the cache holds every write the store had
 // when the request came (one small linearizable read: read-your-writes
-// across servers); consistent=false answers from the cache as it is.
+// across servers); consistent=false answers from the cache as it is;
+// min-revision=R (a revision from an earlier answer, such as that of the
+// client's last write) waits only until the cache applied R, with no
+// read of the store: the answer holds every write up to R (the client's
+// own), not necessarily later ones of others.
 // Pages are not a snapshot at one revision: each page is the cache's
 // state when it was read, keys never repeat across pages, and every item
 // carries its own revision.
@@ -62,6 +67,16 @@ func parseListArgs(r *http.Request, prefix string) (listArgs, error) {
 		}
 		a.consistent = b
 	}
+	if v := q.Get("min-revision"); v != "" {
+		n, err := parseMinRevision(v)
+		if err != nil {
+			return a, err
+		}
+		a.minRev = n
+		if q.Get("consistent") == "" {
+			a.consistent = false
+		}
+	}
 	if v := q.Get("continue"); v != "" {
 		raw, err := base64.RawURLEncoding.DecodeString(v)
 		var t pageToken
@@ -71,16 +86,17 @@ func parseListArgs(r *http.Request, prefix string) (listArgs, error) {
 		if !strings.HasPrefix(t.Key, prefix) {
 			return a, fieldError("continue", "belongs to another listing (other project or kind); start again without it")
 		}
-		a.after, a.minRev, a.consistent = t.Key, t.Rev, false
+		a.after, a.minRev, a.consistent = t.Key, max(a.minRev, t.Rev), false
 	}
 	return a, nil
 }
 
 // sync makes the cache as fresh as a asks: the store's revision now
 // (consistent), or at least the revision of the previous page.
-func (s *Server) sync(r *http.Request, a listArgs) error {
+func (s *Server) sync(w http.ResponseWriter, r *http.Request, a listArgs) error {
 	if a.consistent {
-		_, err := s.view.consistent(r.Context())
+		_, t, err := s.view.consistentTimed(r.Context())
+		t.header(w)
 		return err
 	}
 	ctx := r.Context()
@@ -88,9 +104,18 @@ func (s *Server) sync(r *http.Request, a listArgs) error {
 		return err
 	}
 	if a.minRev > 0 {
-		return s.view.c.WaitRev(ctx, a.minRev)
+		return s.view.atLeast(ctx, a.minRev)
 	}
 	return nil
+}
+
+// parseMinRevision reads min-revision.
+func parseMinRevision(v string) (int64, error) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 1 {
+		return 0, fieldError("min-revision", "must be a revision from an earlier answer, a positive integer (got %s)", quoteField(v))
+	}
+	return n, nil
 }
 
 // page collects up to a.limit items of t under prefix after a.after (all
@@ -113,6 +138,7 @@ func (v *view) page(t *watchcache.Table, prefix string, a listArgs) (items []*wa
 // listVMs answers VMs from the cache: a page with limit, else the whole
 // list streamed in chunks. Items are the stored JSON as is.
 func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, p *principal) error {
+	start := time.Now()
 	project := ""
 	if all, _ := strconv.ParseBool(r.URL.Query().Get("all-projects")); all {
 		if err := requireAdmin(p); err != nil {
@@ -132,7 +158,7 @@ func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, p *principal) e
 	if err != nil {
 		return err
 	}
-	if err := s.sync(r, a); err != nil {
+	if err := s.sync(w, r, a); err != nil {
 		return err
 	}
 	items, rev, more := s.view.page(s.view.vms, prefix, a)
@@ -140,7 +166,14 @@ func (s *Server) listVMs(w http.ResponseWriter, r *http.Request, p *principal) e
 	if more {
 		next = encodeToken(items[len(items)-1].Key, rev)
 	}
-	return writeRawList(w, items, rev, next, !p.clusterAdmin())
+	// the handler's own time, the page written included, comes as a
+	// Server-Timing trailer (the header, sent with the first bytes, has
+	// the consistent read's): what a client's time has beyond it is
+	// queueing and transfer
+	w.Header().Set("Trailer", "Server-Timing")
+	err = writeRawList(w, items, rev, next, !p.clusterAdmin())
+	w.Header().Set("Server-Timing", "handler;dur="+strconv.FormatFloat(float64(time.Since(start).Microseconds())/1000, 'f', 3, 64))
+	return err
 }
 
 // writeRawList writes {"items":[...],"revision":R[,"continue":T]} from

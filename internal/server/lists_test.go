@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -221,5 +223,136 @@ func TestLongPollsOpenNoWatches(t *testing.T) {
 	}
 	if opened := st.n.Load() - before; opened != 0 {
 		t.Fatalf("%d long polls opened %d store watches", 2*hosts, opened)
+	}
+}
+
+// slowWatch delivers every watch response late, as a loaded server's
+// watch does.
+type slowWatch struct {
+	store.Store
+	delay time.Duration
+}
+
+func (s *slowWatch) Watch(ctx context.Context, prefix string, from int64) <-chan store.WatchResponse {
+	in := s.Store.Watch(ctx, prefix, from)
+	out := make(chan store.WatchResponse, 16)
+	go func() {
+		defer close(out)
+		for r := range in {
+			time.Sleep(s.delay)
+			select {
+			case out <- r:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// A consistent read (GET vm, a list's first page, the defaults) sees
+// every write acknowledged before it started, even when the watch that
+// feeds the server's cache is late; consistent=false may not.
+func TestConsistentReadsSeeAcknowledgedWrites(t *testing.T) {
+	mem := memstore.New()
+	defer mem.Close()
+	ts := startServer(t, &slowWatch{Store: mem, delay: 30 * time.Millisecond})
+	admin := ts.AdminToken()
+	ctx := context.Background()
+	for i := range 8 {
+		name := fmt.Sprintf("c%d", i)
+		created, err := ts.Repo().CreateVM(ctx, &model.VM{Meta: model.Meta{Name: name, Project: "default"}, Spec: vmReq("").Spec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got model.VM
+		ts.mustCall(200, "GET", "/api/v1/vms/"+name, admin, nil, &got)
+		if got.Revision != created.Revision {
+			t.Fatalf("GET %s after its create at %d: revision %d", name, created.Revision, got.Revision)
+		}
+		updated, err := ts.Repo().UpdateVM(ctx, "default", name, func(v *model.VM) error {
+			v.Spec.Labels = map[string]string{"step": "two"}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// the list first: nothing before it waited for the update
+		var list api.VMList
+		ts.mustCall(200, "GET", "/api/v1/vms?limit=100", admin, nil, &list)
+		if len(list.Items) != i+1 || list.Items[i].Revision != updated.Revision {
+			t.Fatalf("the list after the update of %s at %d: %d items", name, updated.Revision, len(list.Items))
+		}
+		ts.mustCall(200, "GET", "/api/v1/vms/"+name, admin, nil, &got)
+		if got.Revision != updated.Revision || got.Spec.Labels["step"] != "two" {
+			t.Fatalf("GET %s after its update at %d: revision %d, labels %v", name, updated.Revision, got.Revision, got.Spec.Labels)
+		}
+	}
+	if err := ts.Repo().FinishDeleteVM(ctx, "default", "c0"); err != nil {
+		t.Fatal(err)
+	}
+	ts.mustCall(404, "GET", "/api/v1/vms/c0", admin, nil, nil)
+}
+
+// min-revision answers once the cache holds the client's own write,
+// without a read of the store's revision; one past the store's is
+// refused, naming the field.
+func TestMinRevisionWaitsForTheCacheOnly(t *testing.T) {
+	mem := memstore.New()
+	defer mem.Close()
+	ts := startServer(t, &slowWatch{Store: mem, delay: 30 * time.Millisecond})
+	admin := ts.AdminToken()
+	ctx := context.Background()
+	if _, err := ts.view.consistent(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		name := fmt.Sprintf("m%d", i)
+		created, err := ts.Repo().CreateVM(ctx, &model.VM{Meta: model.Meta{Name: name, Project: "default"}, Spec: vmReq("").Spec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reads := ts.view.c.RevReads()
+		rev := fmt.Sprint(created.Revision)
+		var list api.VMList
+		ts.mustCall(200, "GET", "/api/v1/vms?limit=100&min-revision="+rev, admin, nil, &list)
+		if len(list.Items) != i+1 || list.Items[i].Name != name {
+			t.Fatalf("the list at min-revision %s after creating %s: %d items", rev, name, len(list.Items))
+		}
+		var got model.VM
+		ts.mustCall(200, "GET", "/api/v1/vms/"+name+"?min-revision="+rev, admin, nil, &got)
+		if got.Revision != created.Revision {
+			t.Fatalf("GET %s at min-revision %s: revision %d", name, rev, got.Revision)
+		}
+		if n := ts.view.c.RevReads() - reads; n != 0 {
+			t.Fatalf("min-revision read the store's revision %d times", n)
+		}
+	}
+	code, e := ts.call("GET", "/api/v1/vms?min-revision=999999", admin, nil, nil)
+	if code != 400 || e.Field != "min-revision" {
+		t.Fatalf("a min-revision past the store: %d %+v", code, e)
+	}
+	code, e = ts.call("GET", "/api/v1/vms/m0?min-revision=x", admin, nil, nil)
+	if code != 400 || e.Field != "min-revision" {
+		t.Fatalf("a bad min-revision: %d %+v", code, e)
+	}
+}
+
+// A consistent page says where its time went: the store's revision and
+// the cache's wait in a Server-Timing header, the handler's whole time
+// in a trailer (BenchmarkFleet reads both).
+func TestListServerTiming(t *testing.T) {
+	ts := startServer(t, nil)
+	req, _ := http.NewRequest("GET", "http://"+ts.Addr()+"/api/v1/vms?limit=10", nil)
+	req.Header.Set("Authorization", "Bearer "+ts.AdminToken())
+	resp, err := ts.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	h, tr := resp.Header.Get("Server-Timing"), resp.Trailer.Get("Server-Timing")
+	if !strings.Contains(h, "rev;dur=") || !strings.Contains(h, "wait;dur=") || !strings.HasPrefix(tr, "handler;dur=") {
+		t.Fatalf("Server-Timing header %q, trailer %q", h, tr)
 	}
 }

@@ -119,6 +119,7 @@ var queryParams = map[string]map[string]any{
 	"delta":        {"type": "boolean", "description": "answer only the VMs changed after the revision (and those that left), and do not wake for the host's own status reports"},
 	"vm":           {"type": "string", "description": "only this VM's"},
 	"cluster":      {"type": "boolean", "description": "the cluster's policy instead of a project's (admin)"},
+	"min-revision": {"type": "integer", "description": "answer from the server's cache once it holds this revision (one from an earlier answer, such as your last write's), without a linearizable read of the store: sees every write up to it"},
 }
 
 // generateOpenAPI renders the document from the endpoint tables.

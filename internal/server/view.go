@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -383,13 +384,107 @@ func (v *view) token(hash string) (*model.Token, bool) {
 // consistent waits until the cache holds every write the store had when
 // it was called (cacheWait bounds it).
 func (v *view) consistent(ctx context.Context) (int64, error) {
+	rev, _, err := v.consistentTimed(ctx)
+	return rev, err
+}
+
+// readTiming is where a consistent read's time went: the store's
+// revision (a linearizable read, shared with the requests that came
+// before it began) and the wait for the cache to apply it.
+type readTiming struct{ rev, wait time.Duration }
+
+// header writes t as a Server-Timing header (milliseconds), for clients
+// and benchmarks that tell the store's round trip from the rest.
+func (t readTiming) header(w http.ResponseWriter) {
+	w.Header().Set("Server-Timing", fmt.Sprintf("rev;dur=%.3f, wait;dur=%.3f",
+		float64(t.rev.Microseconds())/1000, float64(t.wait.Microseconds())/1000))
+}
+
+// consistentTimed is consistent, and says where the time went.
+func (v *view) consistentTimed(ctx context.Context) (int64, readTiming, error) {
 	ctx, cancel := context.WithTimeout(ctx, cacheWait)
 	defer cancel()
-	rev, err := v.c.Consistent(ctx, store.LeaderKey)
-	if err != nil {
-		return 0, fmt.Errorf("server: %w", err)
+	t0 := time.Now()
+	rev, err := v.c.StoreRev(ctx, store.LeaderKey)
+	t1 := time.Now()
+	if err == nil {
+		err = v.c.WaitRev(ctx, rev)
 	}
-	return rev, nil
+	t := readTiming{rev: t1.Sub(t0), wait: time.Since(t1)}
+	if err != nil {
+		return 0, t, fmt.Errorf("server: %w", err)
+	}
+	return rev, t, nil
+}
+
+// atLeast waits until the cache applied rev (cacheWait bounds it),
+// without reading the store: only a revision the cache has not reached
+// after minRevGrace is checked against the store's (one past it would
+// never come: 400).
+func (v *view) atLeast(ctx context.Context, rev int64) error {
+	if v.c.Rev() >= rev {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, cacheWait)
+	defer cancel()
+	gctx, gcancel := context.WithTimeout(ctx, minRevGrace)
+	err := v.c.WaitRev(gctx, rev)
+	gcancel()
+	if err == nil {
+		return nil
+	}
+	cur, err := v.c.StoreRev(ctx, store.LeaderKey)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	if rev > cur {
+		return fieldError("min-revision", "%d is past the store's revision %d; pass a revision from an earlier answer", rev, cur)
+	}
+	if err := v.c.WaitRev(ctx, rev); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	return nil
+}
+
+// minRevGrace is how long a min-revision waits for the cache before it
+// asks the store whether the revision exists at all (the watch brings
+// a write within milliseconds on a healthy server).
+const minRevGrace = time.Second
+
+// vm returns the stored VM project/name as of a consistent read (every
+// write acknowledged before the call is in it), decoded afresh (the
+// caller may change it). When the cache cannot catch up it reads the
+// store.
+func (v *view) vm(ctx context.Context, repo *state.Repo, project, name string, minRev int64) (*model.VM, readTiming, error) {
+	var t readTiming
+	var err error
+	if minRev > 0 {
+		if err = v.atLeast(ctx, minRev); err != nil {
+			return nil, t, err
+		}
+	} else {
+		_, t, err = v.consistentTimed(ctx)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, t, err
+		}
+		vm, err := repo.GetVM(ctx, project, name)
+		return vm, t, err
+	}
+	key := store.VMKey(project, name)
+	var kv store.KV
+	found := false
+	v.c.Read(func(int64) {
+		if it := v.vms.Get(key); it != nil {
+			kv, found = store.KV{Key: it.Key, Value: it.Value, ModRev: it.ModRev, CreateRev: it.CreateRev, Lease: it.Lease}, true
+		}
+	})
+	if !found {
+		return nil, t, fmt.Errorf("server: vm %s/%s: %w", project, name, store.ErrNotFound)
+	}
+	vm, err := state.DecodeVM(kv)
+	return vm, t, err
 }
 
 // cacheWait bounds how long a request waits for the cache to catch up.

@@ -250,7 +250,14 @@ func (s *Server) getVM(w http.ResponseWriter, r *http.Request, p *principal) err
 		return err
 	}
 	name := r.PathValue("name")
-	vm, err := s.repo.GetVM(r.Context(), project, name)
+	var minRev int64
+	if v := r.URL.Query().Get("min-revision"); v != "" {
+		if minRev, err = parseMinRevision(v); err != nil {
+			return err
+		}
+	}
+	vm, t, err := s.view.vm(r.Context(), s.repo, project, name, minRev)
+	t.header(w)
 	if err != nil {
 		return vmNotFound(err, project, name)
 	}

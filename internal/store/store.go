@@ -141,3 +141,11 @@ type Store interface {
 	// Close releases the store.
 	Close() error
 }
+
+// RevisionReader is a Store that can read its current revision without
+// a range read. Revision is linearizable: it is at least the revision of
+// every write acknowledged before the call. Optional: callers fall back
+// to a List of one key, whose revision means the same.
+type RevisionReader interface {
+	Revision(ctx context.Context) (int64, error)
+}

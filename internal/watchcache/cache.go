@@ -8,7 +8,8 @@
 //
 // Reads are as fresh as the watch; Consistent waits until the cache has
 // applied everything the store held when it was called (one small
-// linearizable read), which gives read-your-writes across servers.
+// linearizable read, shared by the calls that came before it began:
+// consistent.go), which gives read-your-writes across servers.
 //
 // It imports only internal/store and the standard library.
 package watchcache
@@ -20,6 +21,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vpool/vpool/internal/store"
@@ -88,6 +90,10 @@ type Cache struct {
 	tick   chan struct{} // closed and replaced whenever rev moves
 	synced bool
 	ready  chan struct{} // closed at the first sync
+
+	waiters  []*revWaiter // WaitRev calls parked (under mu)
+	reads    revReads     // StoreRev's shared reads (consistent.go)
+	revReads atomic.Int64
 }
 
 // New returns a cache of tables under root; nothing is read until Run.
@@ -273,6 +279,7 @@ func (c *Cache) advance(rev int64) {
 	c.rev = rev
 	close(c.tick)
 	c.tick = make(chan struct{})
+	c.wake()
 }
 
 // Synced says whether the first listing is in the cache.
@@ -295,43 +302,12 @@ func (c *Cache) WaitSynced(ctx context.Context) error {
 	}
 }
 
-// WaitRev blocks until the cache has applied revision rev.
-func (c *Cache) WaitRev(ctx context.Context, rev int64) error {
-	if err := c.WaitSynced(ctx); err != nil {
-		return err
-	}
-	for {
-		c.mu.RLock()
-		have, tick := c.rev, c.tick
-		c.mu.RUnlock()
-		if have >= rev {
-			return nil
-		}
-		select {
-		case <-tick:
-		case <-ctx.Done():
-			return fmt.Errorf("%w: at revision %d, waiting for %d: %w", ErrNotSynced, have, rev, ctx.Err())
-		}
-	}
-}
-
 // Changes returns a channel closed at the next applied revision, and the
 // revision applied now (to wait for anything newer).
 func (c *Cache) Changes() (<-chan struct{}, int64) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	return c.tick, c.rev
-}
-
-// Consistent reads the store's current revision (one small
-// linearizable read of key, which should exist or be cheap to look for)
-// and waits until the cache has applied it; it returns that revision.
-func (c *Cache) Consistent(ctx context.Context, key string) (int64, error) {
-	_, rev, err := c.st.List(ctx, key)
-	if err != nil {
-		return 0, fmt.Errorf("watchcache: read the store's revision: %w", err)
-	}
-	return rev, c.WaitRev(ctx, rev)
 }
 
 func backoff(attempt int) time.Duration {

@@ -56,7 +56,7 @@ func benchFleet(b *testing.B, n int) {
 	st.fleet.ResetStats()
 	start := time.Now()
 	saved := st.startProfiles(b.Name(), sz.window-2*time.Second)
-	gets, lists, cached := st.probe(ctx, sz, start.Add(sz.window))
+	gets, lists, cached, phases := st.probe(ctx, sz, start.Add(sz.window))
 	elapsed := time.Since(start).Seconds()
 	rev1 := st.revision(ctx)
 	changes1, _ := st.changes(ctx)
@@ -92,6 +92,20 @@ func benchFleet(b *testing.B, n int) {
 	b.ReportMetric(ms(percentile(lists, 0.99)), "list-page-p99-ms")
 	b.ReportMetric(ms(percentile(lists, 0.5)), "list-page-p50-ms")
 	b.ReportMetric(ms(percentile(cached, 0.99)), "list-page-cached-p99-ms")
+	if len(phases.rev) > 0 {
+		// the consistent page's own account (Server-Timing): the store's
+		// revision, then the cache's wait for it; the rest of the
+		// client's time is the page, HTTP and waits for a CPU
+		b.ReportMetric(ms(percentile(phases.rev, 0.99)), "list-rev-p99-ms")
+		b.ReportMetric(ms(percentile(phases.wait, 0.99)), "list-wait-p99-ms")
+		b.ReportMetric(ms(percentile(phases.rest, 0.99)), "list-rest-p99-ms")
+	}
+	if len(phases.handler) > 0 {
+		// the server's handler from its start to the page written (its
+		// Server-Timing trailer), consistent and cache pages
+		b.ReportMetric(ms(percentile(phases.handler, 0.99)), "list-handler-p99-ms")
+		b.ReportMetric(ms(percentile(phases.cachedHandler, 0.99)), "list-cached-handler-p99-ms")
+	}
 	b.ReportMetric(float64(failed), "vms-failed")
 	b.Logf("%d hosts, %d VMs, %d servers, load %s: %.1f txn/s; %d heartbeats (%d failed), %d GETs, %d list pages; keys changed per host and minute by kind: %s",
 		sz.hosts, sz.vms, n, loadAvg(), txns, fs.Beats, fs.BeatErrors, len(gets), len(lists), perMinute(changes0, changes1, elapsed, sz.hosts))
@@ -142,7 +156,7 @@ func perMinute(c0, c1 map[string]float64, seconds float64, hosts int) string {
 // reader, two a second at most: in turn a consistent page, the default,
 // and one with consistent=false, answered from the cache as it is), and
 // returns their latencies.
-func (st *stack) probe(ctx context.Context, sz sizes, deadline time.Time) (gets, lists, cached []time.Duration) {
+func (st *stack) probe(ctx context.Context, sz sizes, deadline time.Time) (gets, lists, cached []time.Duration, ph readPhases) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for g := range 4 {
@@ -168,12 +182,23 @@ func (st *stack) probe(ctx context.Context, sz sizes, deadline time.Time) (gets,
 			s := st.servers[i/2%len(st.servers)]
 			consistent := i%2 == 0
 			t0 := time.Now()
-			err := getPage(ctx, s, consistent)
+			rev, wait, handler, timed, err := getPage(ctx, s, consistent)
 			d := time.Since(t0)
 			if err == nil {
 				mu.Lock()
+				if handler > 0 {
+					if consistent {
+						ph.handler = append(ph.handler, handler)
+					} else {
+						ph.cachedHandler = append(ph.cachedHandler, handler)
+					}
+				}
 				if consistent {
 					lists = append(lists, d)
+					if timed {
+						ph.rev, ph.wait = append(ph.rev, rev), append(ph.wait, wait)
+						ph.rest = append(ph.rest, d-rev-wait)
+					}
 				} else {
 					cached = append(cached, d)
 				}
@@ -183,18 +208,56 @@ func (st *stack) probe(ctx context.Context, sz sizes, deadline time.Time) (gets,
 		}
 	})
 	wg.Wait()
-	return gets, lists, cached
+	return gets, lists, cached, ph
+}
+
+// readPhases are where consistent pages' time went, by their
+// Server-Timing header: the store's revision, the cache's wait, and
+// the rest of the client's time.
+type readPhases struct{ rev, wait, rest, handler, cachedHandler []time.Duration }
+
+// timingOf reads one metric's duration from a Server-Timing value (0
+// without it).
+func timingOf(h, metric string) time.Duration {
+	for part := range strings.SplitSeq(h, ",") {
+		name, dur, _ := strings.Cut(strings.TrimSpace(part), ";dur=")
+		if v, err := strconv.ParseFloat(dur, 64); err == nil && name == metric {
+			return time.Duration(v * float64(time.Millisecond))
+		}
+	}
+	return 0
+}
+
+// serverTiming reads rev and wait from a Server-Timing header (ok false
+// when it has neither: a server that does not send them).
+func serverTiming(h string) (rev, wait time.Duration, ok bool) {
+	found := 0
+	for part := range strings.SplitSeq(h, ",") {
+		name, dur, _ := strings.Cut(strings.TrimSpace(part), ";dur=")
+		v, err := strconv.ParseFloat(dur, 64)
+		if err != nil {
+			continue
+		}
+		d := time.Duration(v * float64(time.Millisecond))
+		switch name {
+		case "rev":
+			rev, found = d, found+1
+		case "wait":
+			wait, found = d, found+1
+		}
+	}
+	return rev, wait, found == 2
 }
 
 // getPage reads the first page of every project's VMs, body and all (a
 // server without pages answers the whole list: that is its first page;
 // one without consistent ignores it).
-func getPage(ctx context.Context, s *serverProc, consistent bool) error {
+func getPage(ctx context.Context, s *serverProc, consistent bool) (rev, wait, handler time.Duration, timed bool, err error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.addr+"/api/v1/vms?all-projects=true&limit=500&consistent="+strconv.FormatBool(consistent), nil)
 	req.Header.Set("Authorization", "Bearer "+s.token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return err
+		return 0, 0, 0, false, err
 	}
 	defer resp.Body.Close()
 	buf := make([]byte, 1<<16)
@@ -204,7 +267,9 @@ func getPage(ctx context.Context, s *serverProc, consistent bool) error {
 		}
 	}
 	if resp.StatusCode != 200 {
-		return fmt.Errorf("list: %s", resp.Status)
+		return 0, 0, 0, false, fmt.Errorf("list: %s", resp.Status)
 	}
-	return nil
+	rev, wait, timed = serverTiming(resp.Header.Get("Server-Timing"))
+	handler = timingOf(resp.Trailer.Get("Server-Timing"), "handler")
+	return rev, wait, handler, timed, nil
 }

@@ -15,6 +15,10 @@ import (
 // CPU profile and heap there (docs/scale.md's profiles).
 const envProfile = "VPOOL_SCALE_PROFILE"
 
+// envTrace, set beside envProfile, also saves a 10 s execution trace of
+// every server at the window's start.
+const envTrace = "VPOOL_SCALE_EXECTRACE"
+
 // startProfiles takes a CPU profile of every live server over d, in the
 // background; the returned func waits for them and saves each heap.
 func (st *stack) startProfiles(name string, d time.Duration) func() {
@@ -39,6 +43,16 @@ func (st *stack) startProfiles(name string, d time.Duration) func() {
 			st.saveProfile(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.pprof, int(d.Seconds())),
 				filepath.Join(dir, tag+"-"+s.name+".cpu"))
 		}()
+		if os.Getenv(envTrace) != "" {
+			n++
+			go func() {
+				// an execution trace of the window's first seconds: where
+				// requests waited (go tool trace -pprof=sched)
+				defer func() { done <- struct{}{} }()
+				st.saveProfile(fmt.Sprintf("http://%s/debug/pprof/trace?seconds=%d", s.pprof, int(min(d, 10*time.Second).Seconds())),
+					filepath.Join(dir, tag+"-"+s.name+".trace"))
+			}()
+		}
 	}
 	return func() {
 		for range n {

@@ -235,6 +235,13 @@ func startOnce(ctx context.Context, c Config, lt *pki.LocalTLS) (s *Store, retry
 	s.localTLS = lt
 	s.member = Member{Name: c.Name, ID: uint64(e.Server.MemberID())}
 	s.stopped = e.Server.StopNotify()
+	srv := e.Server
+	s.localRev = func(ctx context.Context) (int64, error) {
+		if err := srv.LinearizableReadNotify(ctx); err != nil {
+			return 0, err
+		}
+		return srv.KV().Rev(), nil
+	}
 	if err := s.adoptPeerURL(ctx, peerURL.String(), c.Logger); err != nil {
 		_ = s.Close()
 		return nil, false, err

@@ -60,9 +60,16 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 	renew     *renewers // KeepAlive's shared streams (renew.go)
+	// localRev reads the embedded member's revision in process (its read
+	// index, then its applied revision); nil for a client of an external
+	// cluster, which asks over gRPC (Revision).
+	localRev func(ctx context.Context) (int64, error)
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store          = (*Store)(nil)
+	_ store.RevisionReader = (*Store)(nil)
+)
 
 // ClientConfig says how to reach an etcd cluster.
 type ClientConfig struct {
@@ -247,6 +254,45 @@ func (s *Store) Get(ctx context.Context, key string) (store.KV, error) {
 		return store.KV{}, fmt.Errorf("etcdstore: %w: %s", store.ErrNotFound, key)
 	}
 	return fromKV(resp.Kvs[0]), nil
+}
+
+// Revision implements store.RevisionReader: the store's current
+// revision, at least that of every write acknowledged before the call.
+// With an embedded member it is read in process: the member's read
+// index (etcd confirms it is still the leader, or asks the leader,
+// and shares one such round among every read waiting for it), then its
+// applied revision once it has applied up to that index; no gRPC, no
+// TLS, no range read. Otherwise a count-only read of one key over the
+// client, whose header carries the revision.
+func (s *Store) Revision(ctx context.Context) (int64, error) {
+	if err := s.checkOpen(ctx, "revision"); err != nil {
+		return 0, err
+	}
+	if s.localRev != nil {
+		rev, err := s.localRev(ctx)
+		if err != nil {
+			return 0, s.wrapLocal(ctx, "revision", err)
+		}
+		return rev, nil
+	}
+	resp, err := s.cli.Get(ctx, store.LeaderKey, clientv3.WithCountOnly())
+	if err != nil {
+		return 0, s.wrap("revision", err)
+	}
+	return resp.Header.Revision, nil
+}
+
+// wrapLocal maps an error of the embedded member's own calls (not
+// gRPC's): ctx's end as it is, a closed store as ErrClosed, anything
+// else (stopped, no leader, a timeout) as ErrUnavailable.
+func (s *Store) wrapLocal(ctx context.Context, op string, err error) error {
+	switch {
+	case s.closed.Load():
+		return fmt.Errorf("etcdstore: %s: %w", op, store.ErrClosed)
+	case ctx.Err() != nil:
+		return fmt.Errorf("etcdstore: %s: %w", op, ctx.Err())
+	}
+	return fmt.Errorf("etcdstore: %s: %w: %w", op, store.ErrUnavailable, err)
 }
 
 // List implements store.Store. Long listings are read in pages, all at
