@@ -1,13 +1,9 @@
 package server
 
 import (
-	"math"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
-
-	"github.com/vpool/vpool/internal/api"
 )
 
 // Per-host request limits on the agent listener. A joined host is not
@@ -86,12 +82,9 @@ func (h *hostLimits) forget(host string) {
 // tooManyRequests is the answer to a host over its limit; Retry-After
 // says when it may ask again.
 func (h *hostLimits) tooManyRequests(w http.ResponseWriter, host string, beat bool, wait time.Duration) *httpError {
-	secs := max(1, int(math.Ceil(wait.Seconds())))
-	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	what, rate := "requests", h.rate
 	if beat {
 		what, rate = "heartbeats", beatRate
 	}
-	return errf(http.StatusTooManyRequests, api.CodeRateLimited, "",
-		"host %s sends more than %g %s a second to the agent listener; retry after %d s", host, rate, what, secs)
+	return rateLimited(w, wait, "host %s sends more than %g %s a second to the agent listener", host, rate, what)
 }
