@@ -312,20 +312,29 @@ func TestMinRevisionWaitsForTheCacheOnly(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		reads := ts.view.c.RevReads()
 		rev := fmt.Sprint(created.Revision)
-		var list api.VMList
-		ts.mustCall(200, "GET", "/api/v1/vms?limit=100&min-revision="+rev, admin, nil, &list)
-		if len(list.Items) != i+1 || list.Items[i].Name != name {
-			t.Fatalf("the list at min-revision %s after creating %s: %d items", rev, name, len(list.Items))
+		// the server's own passes (the dashboard's history, metering)
+		// read the revision now and then too: a try that met one is
+		// tried again, while reading it on every try is the failure
+		var n int64
+		for range 3 {
+			reads := ts.view.c.RevReads()
+			var list api.VMList
+			ts.mustCall(200, "GET", "/api/v1/vms?limit=100&min-revision="+rev, admin, nil, &list)
+			if len(list.Items) != i+1 || list.Items[i].Name != name {
+				t.Fatalf("the list at min-revision %s after creating %s: %d items", rev, name, len(list.Items))
+			}
+			var got model.VM
+			ts.mustCall(200, "GET", "/api/v1/vms/"+name+"?min-revision="+rev, admin, nil, &got)
+			if got.Revision != created.Revision {
+				t.Fatalf("GET %s at min-revision %s: revision %d", name, rev, got.Revision)
+			}
+			if n = ts.view.c.RevReads() - reads; n == 0 {
+				break
+			}
 		}
-		var got model.VM
-		ts.mustCall(200, "GET", "/api/v1/vms/"+name+"?min-revision="+rev, admin, nil, &got)
-		if got.Revision != created.Revision {
-			t.Fatalf("GET %s at min-revision %s: revision %d", name, rev, got.Revision)
-		}
-		if n := ts.view.c.RevReads() - reads; n != 0 {
-			t.Fatalf("min-revision read the store's revision %d times", n)
+		if n != 0 {
+			t.Fatalf("min-revision read the store's revision in each of 3 tries (%d times in the last)", n)
 		}
 	}
 	code, e := ts.call("GET", "/api/v1/vms?min-revision=999999", admin, nil, nil)
