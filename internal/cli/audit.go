@@ -260,7 +260,17 @@ func (a *app) verifyStore(ctx context.Context, key ed25519.PublicKey, maxAge tim
 	if err != nil {
 		return nil, err
 	}
-	hv, err := c.AuditHead(ctx)
+	first, err := c.AuditHead(ctx)
+	if err != nil {
+		return nil, err
+	}
+	from := int64(1)
+	if first.Anchor != nil {
+		from = first.Anchor.Seq + 1
+	}
+	// the head read with the records: records appended between two
+	// separate reads would look like a rolled-back head
+	hv, recs, err := c.AuditTrail(ctx, from)
 	if err != nil {
 		return nil, err
 	}
@@ -271,14 +281,6 @@ func (a *app) verifyStore(ctx context.Context, key ed25519.PublicKey, maxAge tim
 	}
 	if maxAge == 0 {
 		maxAge = time.Duration(hv.MaxHeadAge) * time.Second
-	}
-	from := int64(1)
-	if hv.Anchor != nil {
-		from = hv.Anchor.Seq + 1
-	}
-	var recs [][]byte
-	if err := fetchRecords(ctx, c, from, func(raw []byte) error { recs = append(recs, raw); return nil }); err != nil {
-		return nil, err
 	}
 	in := audit.Input{Records: recs, Key: key, Anchor: hv.Anchor, Now: a.env.now(), MaxHeadAge: maxAge}
 	if hv.Head.Sig != "" {

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -84,4 +85,61 @@ func (c *Client) AuditKey(ctx context.Context) (*model.AuditKey, error) {
 		return nil, err
 	}
 	return &out, nil
+}
+
+// auditTrailTries bounds how often AuditTrail reads the head again.
+const auditTrailTries = 5
+
+// AuditTrail reads the signed head and the stored records from from on,
+// such that the head is the one written with the last record read. A
+// batch of records and its head are written in one transaction, but
+// reading them takes two requests, and a batch appended in between
+// would look like records the head does not vouch for (a rolled-back
+// head). So when the records run past the head, the head is read again
+// (an honest one has moved with them) and the records it adds are
+// fetched, up to auditTrailTries times. A head that does not catch up
+// is returned as it is, for the verifier to report.
+func (c *Client) AuditTrail(ctx context.Context, from int64) (*api.AuditHeadView, [][]byte, error) {
+	hv, err := c.AuditHead(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	var recs [][]byte
+	last := from - 1
+	fetch := func(from int64) error {
+		for from > 0 {
+			page, err := c.AuditRecords(ctx, from, 0)
+			if err != nil {
+				return err
+			}
+			for _, r := range page.Records {
+				var s struct {
+					Seq int64 `json:"seq"`
+				}
+				if json.Unmarshal(r, &s) == nil && s.Seq > last {
+					last = s.Seq
+				}
+				recs = append(recs, r)
+			}
+			from = page.Next
+		}
+		return nil
+	}
+	if err := fetch(from); err != nil {
+		return nil, nil, err
+	}
+	for try := 0; try < auditTrailTries && last > hv.Head.Seq; try++ {
+		again, err := c.AuditHead(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		if again.Head.Seq < last {
+			return again, recs, nil // read after the records, still behind them
+		}
+		hv = again
+		if err := fetch(last + 1); err != nil {
+			return nil, nil, err
+		}
+	}
+	return hv, recs, nil
 }
