@@ -2,13 +2,10 @@ package server
 
 import (
 	"context"
-	"math"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
-	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/model"
 )
 
@@ -194,9 +191,7 @@ func (b *placeBacklog) acquire(ctx context.Context, w http.ResponseWriter, n int
 
 // refuse answers 429: have VMs wait for the scheduler, n more asked for.
 func (b *placeBacklog) refuse(w http.ResponseWriter, have, n int) error {
-	secs := max(1, int(math.Ceil(b.wait.Seconds()/2)))
-	w.Header().Set("Retry-After", strconv.Itoa(secs))
-	return errf(http.StatusTooManyRequests, api.CodeRateLimited, "",
-		"%d VMs wait for placement and this server admits at most %d (--max-pending-placements) before the scheduler catches up; %d more asked for: retry after %d s",
-		have, b.limit, n, secs)
+	return rateLimited(w, b.wait/2,
+		"%d VMs wait for placement and this server admits at most %d (--max-pending-placements) before the scheduler catches up; %d more asked for",
+		have, b.limit, n)
 }
