@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-func scrape(t *testing.T, m *Metrics) string {
+func scrape(t testing.TB, m *Metrics) string {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))

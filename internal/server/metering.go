@@ -119,7 +119,7 @@ func (s *Server) usageMetrics(ctx context.Context) ([]metrics.UsageLine, error) 
 	out := make([]metrics.UsageLine, 0, len(rs))
 	for _, r := range rs {
 		t := r.Total
-		out = append(out, metrics.UsageLine{Project: r.Project, VM: r.VM, VCPUHours: t.VCPUHours, MemGiBHours: t.MemGiBHours,
+		out = append(out, metrics.UsageLine{Project: r.Project, VM: r.VM, Host: r.Host, VCPUHours: t.VCPUHours, MemGiBHours: t.MemGiBHours,
 			DiskGiBHours: t.DiskGiBHours, NetBytes: t.NetBytes, EnergyKWh: t.EnergyKWh, CO2Grams: t.CO2Grams})
 	}
 	return out, nil

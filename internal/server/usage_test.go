@@ -145,7 +145,9 @@ func sameFigures(a, b model.UsageFigures) bool {
 		a.NetBytes == b.NetBytes && eq(a.EnergyKWh, b.EnergyKWh) && eq(a.CO2Grams, b.CO2Grams)
 }
 
-// checkUsageMetrics: /metrics carries the same figures.
+// checkUsageMetrics: /metrics carries the same figures summed per
+// project (alpha: web and db) and per host the VMs ran on (h2: db and
+// job), and no series per VM.
 func checkUsageMetrics(t *testing.T, ts *testServer) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", "http://"+ts.Addr()+"/metrics", nil)
@@ -157,10 +159,13 @@ func checkUsageMetrics(t *testing.T, ts *testServer) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	for series, want := range map[string]float64{
-		`vpool_usage_vcpu_hours_total{project="alpha",vm="web"}`:    4,
-		`vpool_usage_co2_grams_total{project="beta",vm="job"}`:      2400,
-		`vpool_usage_network_bytes_total{project="alpha",vm="web"}`: 12000,
-		`vpool_usage_disk_gib_hours_total{project="alpha",vm="db"}`: 200,
+		`vpool_usage_vcpu_hours_total{project="alpha"}`:     4,
+		`vpool_usage_co2_grams_total{project="beta"}`:       2400,
+		`vpool_usage_network_bytes_total{project="alpha"}`:  12000,
+		`vpool_usage_disk_gib_hours_total{project="alpha"}`: 240,
+		`vpool_host_usage_vcpu_hours{host="h2"}`:            8,
+		`vpool_host_usage_disk_gib_hours{host="h2"}`:        200,
+		`vpool_host_usage_co2_grams{host="h1"}`:             150,
 	} {
 		_, rest, ok := strings.Cut(string(b), "\n"+series+" ")
 		line, _, _ := strings.Cut(rest, "\n")
@@ -168,5 +173,8 @@ func checkUsageMetrics(t *testing.T, ts *testServer) {
 		if !ok || err != nil || math.Abs(got-want) > 1e-6 {
 			t.Errorf("/metrics: %s %q, want %v", series, line, want)
 		}
+	}
+	if strings.Contains(string(b), `vm="`) {
+		t.Errorf("/metrics has series per VM")
 	}
 }
