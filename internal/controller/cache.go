@@ -84,6 +84,10 @@ type cache struct {
 	// pass every 100 ms costs what changed, not what exists.
 	liveJ  journal
 	fenced map[string]*model.Host
+	// through is the revision through which each prefix is complete:
+	// its listing's, then the last event of each watch response (a
+	// response covers whole revisions). The repair reads it (reconcile.go).
+	through map[string]int64
 }
 
 // journal names hosts whose host or allocation record changed since its
@@ -136,6 +140,7 @@ func newCache(log *slog.Logger) *cache {
 		allocs:        map[string]model.Allocation{},
 		alive:         map[string]int64{},
 		policy:        model.DefaultPolicy(),
+		through:       map[string]int64{},
 	}
 }
 
@@ -237,9 +242,7 @@ func (c *cache) reflect(ctx context.Context, st store.Store, src source, synced 
 			sleep(ctx, retryDelay(attempt))
 			continue
 		}
-		c.mu.Lock()
-		src.reset(kvs)
-		c.mu.Unlock()
+		c.resetSource(src, kvs, rev)
 		if synced != nil {
 			synced()
 			synced = nil
@@ -258,6 +261,14 @@ func (c *cache) reflect(ctx context.Context, st store.Store, src source, synced 
 	return ctx.Err()
 }
 
+// resetSource replaces src's contents with a listing read at rev.
+func (c *cache) resetSource(src source, kvs []store.KV, rev int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	src.reset(kvs)
+	c.through[src.prefix] = rev
+}
+
 func (c *cache) watch(ctx context.Context, st store.Store, src source, from int64) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -268,6 +279,9 @@ func (c *cache) watch(ctx context.Context, st store.Store, src source, from int6
 		c.mu.Lock()
 		for _, ev := range resp.Events {
 			src.apply(ev)
+		}
+		if n := len(resp.Events); n > 0 {
+			c.through[src.prefix] = max(c.through[src.prefix], resp.Events[n-1].Rev)
 		}
 		c.mu.Unlock()
 		c.notify(src.prefix)
