@@ -1,0 +1,55 @@
+package main
+
+import (
+	"errors"
+	"math"
+	"testing"
+)
+
+func TestMemoryLimit(t *testing.T) {
+	total := func() (int64, error) { return 8 << 30, nil }
+	noTotal := func() (int64, error) { return 0, errors.New("no /proc") }
+	tests := []struct {
+		flag, env string
+		total     func() (int64, error)
+		want      int64
+		bad       bool
+	}{
+		{flag: "", want: 0},
+		{flag: "off", want: math.MaxInt64},
+		{flag: "3GiB", want: 3 << 30},
+		{flag: "", env: "3GiB", want: 3 << 30},
+		{flag: "2GiB", env: "3GiB", want: 2 << 30},
+		{flag: "50%", total: total, want: 4 << 30},
+		{flag: "", env: "25%", total: total, want: 2 << 30},
+		{flag: "50%", total: noTotal, bad: true},
+		{flag: "0%", total: total, bad: true},
+		{flag: "150%", total: total, bad: true},
+		{flag: "1MiB", bad: true},
+		{flag: "lots", bad: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.flag+"/"+tc.env, func(t *testing.T) {
+			t.Setenv(envMemoryLimit, tc.env)
+			got, _, err := memoryLimit(tc.flag, tc.total)
+			if tc.bad {
+				if !errors.Is(err, errMemoryLimit) {
+					t.Fatalf("got %d, %v; want an error", got, err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("got %d, %v; want %d", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestProcessMemory: this machine's memory is read (a cgroup's limit or
+// MemTotal), and is some memory.
+func TestProcessMemory(t *testing.T) {
+	n, err := processMemory()
+	if err != nil || n < 64<<20 {
+		t.Fatalf("processMemory: %d, %v", n, err)
+	}
+}
