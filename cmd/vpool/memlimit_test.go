@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"math"
+	"net/http/httptest"
+	"runtime/debug"
 	"testing"
 )
 
@@ -51,5 +53,28 @@ func TestProcessMemory(t *testing.T) {
 	n, err := processMemory()
 	if err != nil || n < 64<<20 {
 		t.Fatalf("processMemory: %d, %v", n, err)
+	}
+}
+
+// TestGCKnobs: /debug/vpool/gc sets the running process's memory limit
+// and GOGC, and says what they are.
+func TestGCKnobs(t *testing.T) {
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	for _, tc := range []struct{ query, want string }{
+		{"memlimit=3GiB&gogc=200", "memlimit=3221225472 gogc=200\n"},
+		{"", "memlimit=3221225472 gogc=200\n"},
+		{"memlimit=off&gogc=100", "memlimit=9223372036854775807 gogc=100\n"},
+	} {
+		rec := httptest.NewRecorder()
+		gcKnobs(rec, httptest.NewRequest("GET", "/debug/vpool/gc?"+tc.query, nil))
+		if rec.Code != 200 || rec.Body.String() != tc.want {
+			t.Errorf("?%s: %d %q, want %q", tc.query, rec.Code, rec.Body.String(), tc.want)
+		}
+	}
+	rec := httptest.NewRecorder()
+	gcKnobs(rec, httptest.NewRequest("GET", "/debug/vpool/gc?memlimit=lots", nil))
+	if rec.Code != 400 {
+		t.Errorf("memlimit=lots: %d, want 400", rec.Code)
 	}
 }
