@@ -109,6 +109,13 @@ type Config struct {
 	// UnsafeNoFsync skips fsync: for tests and benchmarks only, a crash
 	// of the machine may then lose acknowledged writes.
 	UnsafeNoFsync bool
+	// DefragMinFree: the member defragments its database once that many
+	// bytes of the file are free pages and at least as many as are in
+	// use (defrag.go). Default DefaultDefragMinFree; negative: never.
+	// DefragCheckInterval is how often it looks. Default
+	// DefaultDefragCheckInterval.
+	DefragMinFree       int64
+	DefragCheckInterval time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -145,6 +152,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.DefragMinFree == 0 {
+		c.DefragMinFree = DefaultDefragMinFree
+	}
+	if c.DefragCheckInterval <= 0 {
+		c.DefragCheckInterval = DefaultDefragCheckInterval
 	}
 }
 
@@ -236,6 +249,8 @@ func startOnce(ctx context.Context, c Config, lt *pki.LocalTLS) (s *Store, retry
 	s.member = Member{Name: c.Name, ID: uint64(e.Server.MemberID())}
 	s.stopped = e.Server.StopNotify()
 	srv := e.Server
+	s.db = serverDB{srv}
+	go defragLoop(s.db, c.DefragMinFree, c.DefragCheckInterval, s.stopped, stopping, c.Logger.With("component", "etcdstore", "member", c.Name))
 	s.localRev = func(ctx context.Context) (int64, error) {
 		if err := srv.LinearizableReadNotify(ctx); err != nil {
 			return 0, err

@@ -64,6 +64,9 @@ type Store struct {
 	// index, then its applied revision); nil for a client of an external
 	// cluster, which asks over gRPC (Revision).
 	localRev func(ctx context.Context) (int64, error)
+	// db is the embedded member's database (defrag.go); nil for a client
+	// of an external cluster.
+	db memberDB
 }
 
 var (

@@ -1,0 +1,4 @@
+package etcdstore
+
+// DefragDue is defragDue for the external tests.
+var DefragDue = defragDue
