@@ -204,6 +204,10 @@ func (st *stack) startServer(i int, shared string) *serverProc {
 	if st.etcdURL != "" {
 		args = append(args, "--etcd-endpoints", st.etcdURL, "--ca-key-file", filepath.Join(shared, "ca-seal.key"))
 	}
+	// VPOOL_SCALE_SERVER_ARGS: more flags for every server, split on
+	// spaces (e.g. --max-pending-placements=-1: createBatched stops at the
+	// first 429)
+	args = append(args, strings.Fields(os.Getenv("VPOOL_SCALE_SERVER_ARGS"))...)
 	var env []string
 	if os.Getenv(envProfile) != "" {
 		s.pprof = freeAddr(tb)
