@@ -284,10 +284,14 @@ func (s *Server) vmStatus(w http.ResponseWriter, r *http.Request, host string) e
 	}
 	if raw != nil {
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(append(raw, '\n'))
+		_, _ = w.Write(append(s.hostVMJSON(host, raw), '\n'))
 		return nil
 	}
-	writeJSON(w, http.StatusOK, vm)
+	c := *vm
+	if err := s.openForHost(c.Project, &c.Spec); err != nil {
+		s.log.Error("the VM's user data does not open: its host gets it sealed and will not start it", "vm", c.Key(), "host", host, "err", err)
+	}
+	writeJSON(w, http.StatusOK, &c)
 	return nil
 }
 
@@ -384,7 +388,7 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request, host string
 		if i > 0 {
 			buf.WriteByte(',')
 		}
-		buf.Write(raw)
+		buf.Write(s.hostVMJSON(host, raw)) // its user data opened (userdata.go)
 	}
 	buf.WriteByte(']')
 	if on.delta {
