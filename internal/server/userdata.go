@@ -292,10 +292,11 @@ func withoutUserData(v any) any {
 // sealed copy cut out where it stands (no decoding: lists stream stored
 // bytes), a record from before sealing decoded and made public.
 func stripRawUserData(raw []byte) []byte {
-	if !bytes.Contains(raw, []byte(`"userData`)) {
+	plain := bytes.Contains(raw, rawUserData)
+	if !plain && !bytes.Contains(raw, rawUserDataSealed) {
 		return raw
 	}
-	if !bytes.Contains(raw, rawUserData) {
+	if !plain {
 		if out, ok := cutSealed(raw); ok {
 			return out
 		}
