@@ -43,6 +43,7 @@ type agentEndpoint struct {
 func (s *Server) agentEndpoints() []agentEndpoint {
 	return slices.Concat(s.agentMigrationEndpoints(), s.lbAgentEndpoints(), s.memberAgentEndpoints(), s.vmOpAgentEndpoints(), s.imageAgentEndpoints(), s.backupAgentEndpoints(), []agentEndpoint{
 		{method: "POST", path: "/agent/v1/join", handle: s.join, req: api.JoinRequest{}, resp: api.JoinResponse{}, status: 200, audit: "host"},
+		{method: "POST", path: "/agent/v1/migration-cert", handle: s.migrationCert, needCert: true, req: api.MigrationCertRequest{}, resp: api.MigrationCertResponse{}, status: 200, audit: "host"},
 		{method: "PUT", path: "/agent/v1/heartbeat", handle: s.heartbeat, needCert: true, certInTxn: true, req: api.Heartbeat{}, resp: api.HeartbeatResponse{}, status: 200},
 		{method: "GET", path: "/agent/v1/assignments", handle: s.assignments, needCert: true, resp: api.Assignments{}, status: 200, query: []string{"after", "wait", "delta"}},
 		{method: "GET", path: "/agent/v1/networks", handle: s.hostNetworks, needCert: true, resp: api.HostNetworks{}, status: 200, query: []string{"etag", "wait"}},
@@ -177,6 +178,27 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, _ string) error {
 	}
 	s.log.Info("host joined", "host", req.Host, "serial", cert.Serial)
 	writeJSON(w, http.StatusOK, api.JoinResponse{CertPEM: string(cert.PEM), CAPEM: string(s.ca.CertPEM)})
+	return nil
+}
+
+// migrationCert issues the calling host's migration-only certificate
+// (pki.IssueMigration): the key its QEMUs hold to secure migration
+// streams. A QEMU escape that takes it can join migrations as a peer
+// (VP-10), but never speak for the host here: the agent listener refuses
+// the migration role (pki.HostOf), so it reads none of the host's VMs'
+// secrets (VP-11). Issued like a certificate at a join, and recorded.
+func (s *Server) migrationCert(w http.ResponseWriter, r *http.Request, host string) error {
+	var req api.MigrationCertRequest
+	if he := decodeJSON(w, r, &req); he != nil {
+		return he
+	}
+	noteObject(r, host)
+	cert, err := s.ca.IssueMigration([]byte(req.CSRPEM), host, AgentCertTTL, s.now())
+	if err != nil {
+		return fieldError("csr", "%v", err)
+	}
+	s.log.Info("migration certificate issued", "host", host, "serial", cert.Serial)
+	writeJSON(w, http.StatusOK, api.MigrationCertResponse{CertPEM: string(cert.PEM), CAPEM: string(s.ca.CertPEM), NotAfter: cert.NotAfter})
 	return nil
 }
 
