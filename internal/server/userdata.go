@@ -141,11 +141,13 @@ func (s *Server) sealSpecs(project string, specs []*model.VMSpec, fields []strin
 
 // resealUserData makes spec's user data sealed for project: a document
 // in clear (a repository's manifest) is sealed, a sealed copy of another
-// project opened and sealed again. A copy that does not open (another
-// cluster's key) is an error naming the field: a VM would boot without it.
+// project or key opened and sealed again. A copy that does not open
+// (another cluster's key) is an error naming the field: a VM would boot
+// without it.
 func (s *Server) resealUserData(from, project string, spec *model.VMSpec) error {
 	ci := spec.CloudInit
-	if ci == nil || (ci.UserDataSealed != nil && from == project) {
+	if ci == nil || (ci.UserDataSealed != nil && from == project && s.userDataKey != nil &&
+		ci.UserDataSealed.KeyID == pki.SealKeyID(s.userDataKey)) {
 		return nil
 	}
 	ud, err := s.openUserData(from, ci)

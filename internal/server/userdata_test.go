@@ -314,10 +314,12 @@ func TestUserDataOfAnotherKey(t *testing.T) {
 	if out := ts.hostVMJSON("ha", raw); !bytes.Equal(out, raw) {
 		t.Fatalf("a copy that does not open reached the host changed: %s", out)
 	}
-	err = ts.resealUserData("default", "other", &spec)
-	var he *httpError
-	if !errors.As(err, &he) || he.body.Field != "spec.cloudInit.userData" || he.status != http.StatusConflict {
-		t.Fatalf("a restore of another key's copy: %v", err)
+	for _, to := range []string{"other", "default"} { // another project, or the same
+		err = ts.resealUserData("default", to, &spec)
+		var he *httpError
+		if !errors.As(err, &he) || he.body.Field != "spec.cloudInit.userData" || he.status != http.StatusConflict {
+			t.Fatalf("a restore of another key's copy into project %s: %v", to, err)
+		}
 	}
 	// the same project's copy under this server's key moves to another
 	// project sealed again (bound to it), and opens there
