@@ -364,3 +364,19 @@ func TestCutSealed(t *testing.T) {
 		t.Fatalf("a plaintext record: %+v %v", vm.Spec.CloudInit, err)
 	}
 }
+
+// User data that cannot be sealed (a server without its seal key) refuses
+// the request, naming the field; it is never stored in clear.
+func TestUnsealableUserDataIsRefused(t *testing.T) {
+	s := &Server{}
+	ci := &model.CloudInit{UserData: udSecret}
+	err := s.sealUserData("p", ci, "vms[2].spec.cloudInit.userData")
+	var he *httpError
+	if !errors.As(err, &he) || he.status != http.StatusServiceUnavailable || he.body.Field != "vms[2].spec.cloudInit.userData" ||
+		!strings.Contains(he.body.Message, "cannot be sealed") {
+		t.Fatalf("sealing without a key: %v", err)
+	}
+	if ci.UserData != udSecret || ci.UserDataSealed != nil {
+		t.Fatalf("a failed seal changed the spec: %+v", ci)
+	}
+}
