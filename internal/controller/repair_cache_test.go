@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -185,4 +187,69 @@ func TestRepairFromTheCache(t *testing.T) {
 			t.Errorf("the repair listed the store's VMs %d times, want 1", n)
 		}
 	})
+}
+
+// BenchmarkRepair: a term's repair at 10,000 hosts and 100,000 VMs on
+// the in-memory store, the allocations consistent (what a repair finds
+// at a term's start): from the controllers' cache, and from a listing
+// of the store (before issue 14's seventh round, and now the fallback
+// after repairCachePasses). Reports the bytes it allocates.
+func BenchmarkRepair(b *testing.B) {
+	e := newEnv(b)
+	const hosts, vms = 10_000, 100_000
+	ctx := context.Background()
+	var ops []store.Op
+	flush := func(force bool) {
+		if len(ops) >= 500 || (force && len(ops) > 0) {
+			if _, _, err := e.st.Txn(ctx, nil, ops); err != nil {
+				b.Fatal(err)
+			}
+			ops = ops[:0]
+		}
+	}
+	all := make([]*model.VM, 0, vms)
+	for i := range vms {
+		vm := &model.VM{Meta: model.Meta{Name: vmName(i), Project: "p", CreatedAt: e.clock.Now()},
+			Spec:   model.VMSpec{VCPUs: 1 + i%4, Memory: model.Bytes(1+i%8) * model.GiB, Power: model.PowerRunning},
+			Status: model.VMStatus{Host: fmt.Sprintf("h%05d", i%hosts), Phase: model.PhaseRunning}}
+		all = append(all, vm)
+		ops = append(ops, store.Put(store.VMKey("p", vm.Name), encodeVM(vm)))
+		flush(false)
+	}
+	for h, a := range expectedAllocs(all) {
+		ops = append(ops, store.Put(store.AllocKey(h), mustJSON(a)))
+		flush(false)
+	}
+	flush(true)
+	for _, path := range []string{"cache", "store"} {
+		b.Run(path, func(b *testing.B) {
+			var alloc uint64
+			for b.Loop() {
+				b.StopTimer()
+				m := New(e.config("s1", nil))
+				r := newReconciler(m, m.newTerm(), newCache(m.log))
+				for _, src := range r.c.sources() {
+					kvs, rev, err := e.st.List(ctx, src.prefix)
+					if err != nil {
+						b.Fatal(err)
+					}
+					r.c.resetSource(src, kvs, rev)
+				}
+				if path == "store" {
+					r.repairPasses = repairCachePasses
+				}
+				var before, after runtime.MemStats
+				runtime.ReadMemStats(&before)
+				b.StartTimer()
+				if err := r.repairOnce(ctx); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				runtime.ReadMemStats(&after)
+				alloc += after.TotalAlloc - before.TotalAlloc
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(alloc)/float64(b.N)/1e6, "MB-alloc/repair")
+		})
+	}
 }
