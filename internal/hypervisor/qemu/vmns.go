@@ -57,30 +57,37 @@ var defaultHidden = map[string]os.FileMode{
 }
 
 // mountOp is one step of a QEMU's mount namespace: an empty tmpfs over
-// Path (Bind false), or Path bound back from the host's view (Bind true).
+// Path (Bind false), or Path bound back from the host's view (Bind true;
+// File: a single file, else a directory).
 type mountOp struct {
 	Path string
 	Bind bool
+	File bool
 	Mode os.FileMode // the tmpfs's mode
 }
 
 // planMounts orders the view's steps: a tmpfs over each hidden
-// directory, then each kept directory that a hidden one above it would
-// hide, bound back (parents before children). A directory both hidden
-// and kept is kept.
-func planMounts(hide map[string]os.FileMode, keep []string) []mountOp {
+// directory, then each kept directory or file that a hidden directory
+// above it would hide, bound back (parents before children). A
+// directory both hidden and kept is kept.
+func planMounts(hide map[string]os.FileMode, keepDirs, keepFiles []string) []mountOp {
 	kept := map[string]bool{}
-	for _, k := range keep {
-		kept[filepath.Clean(k)] = true
+	for _, k := range keepDirs {
+		kept[filepath.Clean(k)] = false
+	}
+	for _, k := range keepFiles {
+		if _, dir := kept[filepath.Clean(k)]; !dir {
+			kept[filepath.Clean(k)] = true
+		}
 	}
 	var all []mountOp
 	for h, mode := range hide {
-		if h = filepath.Clean(h); !kept[h] && h != "/" {
-			all = append(all, mountOp{Path: h, Mode: mode})
+		if _, k := kept[filepath.Clean(h)]; !k && filepath.Clean(h) != "/" {
+			all = append(all, mountOp{Path: filepath.Clean(h), Mode: mode})
 		}
 	}
-	for k := range kept {
-		all = append(all, mountOp{Path: k, Bind: true})
+	for k, file := range kept {
+		all = append(all, mountOp{Path: k, Bind: true, File: file})
 	}
 	// A parent is a prefix of its child, so it sorts first.
 	sort.Slice(all, func(i, j int) bool { return all[i].Path < all[j].Path })
@@ -123,27 +130,39 @@ func (d *Driver) mountPlan(rec *record, m Machine, bin string) []mountOp {
 	for _, h := range d.cfg.HideFromVMs {
 		hide[h] = 0o711
 	}
-	st := d.cfg.StateDir
-	hide[filepath.Join(st, "vms")] = 0o711
-	hide[filepath.Join(st, "keys")] = 0o711
-	hide[filepath.Join(st, migrationTLSDirName)] = 0o711
-	keep := append([]string{st, d.cfg.RunDir, d.vmDir(rec.Config.ID), filepath.Dir(bin),
+	// The state dir is hidden whole: other VMs' directories, keys/,
+	// migration-tls/, image copies made for other VMs.
+	hide[d.cfg.StateDir] = 0o711
+	dirs := append([]string{d.cfg.RunDir, d.vmDir(rec.Config.ID), filepath.Dir(bin),
 		filepath.Join(filepath.Dir(filepath.Dir(bin)), "share", "qemu")}, poolDirs(d.cfg.Pools)...)
-	files := []string{m.Kernel, m.Initrd, m.Seed, m.SerialLog, m.PidFile, m.QMPSocket, m.ConsoleSocket, m.GuestAgentSocket}
+	for _, f := range []string{m.SerialLog, m.PidFile, m.QMPSocket, m.ConsoleSocket, m.GuestAgentSocket} {
+		if f != "" {
+			dirs = append(dirs, filepath.Dir(f))
+		}
+	}
+	for _, dr := range rec.Disks {
+		dirs = append(dirs, dr.Dir)
+	}
+	// Read-only inputs shared by VMs (kernel, initrd, a disk's base; in
+	// the agent's image cache or the state dir's copies) are bound one
+	// file at a time: the images of other VMs and projects stay out of
+	// sight. A layer in a kept directory needs nothing more.
+	files := []string{m.Kernel, m.Initrd, m.Seed}
 	for _, dr := range m.Drives {
 		for _, l := range dr.Layers {
 			files = append(files, l.File)
 		}
 	}
 	for _, dr := range rec.Disks {
-		files = append(files, dr.Base, filepath.Join(dr.Dir, "x"))
+		files = append(files, dr.Base)
 	}
+	var keepFiles []string
 	for _, f := range files {
 		if f != "" && !strings.HasPrefix(f, "/dev/") {
-			keep = append(keep, filepath.Dir(f))
+			keepFiles = append(keepFiles, f)
 		}
 	}
-	return planMounts(resolveAll(hide), resolveKeep(keep))
+	return planMounts(resolveAll(hide), resolveKeep(dirs), resolveKeep(keepFiles))
 }
 
 // resolveAll and resolveKeep give the paths as the kernel will see them
@@ -229,7 +248,13 @@ func applyMounts(plan []mountOp) error {
 		if !op.Bind {
 			continue
 		}
-		fd, err := unix.Open(op.Path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		flags := unix.O_PATH | unix.O_CLOEXEC
+		if op.File {
+			flags |= unix.O_NOFOLLOW
+		} else {
+			flags |= unix.O_DIRECTORY
+		}
+		fd, err := unix.Open(op.Path, flags, 0)
 		if errors.Is(err, unix.ENOENT) {
 			continue // nothing to show
 		}
@@ -274,11 +299,27 @@ func applyMount(op mountOp, fds map[string]int) error {
 	if !ok {
 		return nil
 	}
-	if err := os.MkdirAll(op.Path, 0o711); err != nil {
+	if err := makeMountpoint(op); err != nil {
 		return fmt.Errorf("keeping %s: %w", op.Path, err)
 	}
 	if err := unix.Mount(fmt.Sprintf("/proc/self/fd/%d", fd), op.Path, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("keeping %s: %w", op.Path, err)
 	}
 	return nil
+}
+
+// makeMountpoint makes what op binds over, in the tmpfs that hides it:
+// a directory, or an empty file in a directory.
+func makeMountpoint(op mountOp) error {
+	if !op.File {
+		return os.MkdirAll(op.Path, 0o711)
+	}
+	if err := os.MkdirAll(filepath.Dir(op.Path), 0o711); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(op.Path, os.O_CREATE|os.O_RDONLY|unix.O_NOFOLLOW, 0o400)
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }

@@ -48,6 +48,12 @@ func TestQEMUSeesItsOwnView(t *testing.T) {
 	os.Chmod(tmpFile.Name(), 0o644)
 	t.Cleanup(func() { os.Remove(tmpFile.Name()) })
 
+	// An image copy the driver made for another VM (world-readable, as
+	// shareable makes them).
+	otherImage := filepath.Join(d.imagesDir(), "other-project-image.qcow2")
+	mustDo(t, "mkdir", os.MkdirAll(d.imagesDir(), 0o711))
+	mustDo(t, "write image", os.WriteFile(otherImage, make([]byte, 512), 0o644))
+
 	a, b := vmConfig(g, "nsa"), vmConfig(g, "nsb")
 	doc := "#cloud-config\npassword: secret-of-b\n"
 	b.Spec.CloudInit = &model.CloudInit{Hostname: "b", UserData: doc, UserDataSize: len(doc), UserDataDigest: "hmac-sha256:00"}
@@ -78,6 +84,7 @@ func TestQEMUSeesItsOwnView(t *testing.T) {
 		{"a world-readable file in /tmp", tmpFile.Name()},
 		{"the agent's command line", agentProc},
 		{"the other QEMU's command line", otherQEMU},
+		{"another VM's image copy", otherImage},
 	} {
 		t.Run("qmp/"+tc.name, func(t *testing.T) {
 			err := pa.qmp.BlockdevAdd(ctx, qmp.Args{"driver": "file", "node-name": "steal", "filename": tc.file, "read-only": true})
@@ -102,8 +109,8 @@ func TestQEMUSeesItsOwnView(t *testing.T) {
 	// /tmp, b looks for it.
 	drop := "/tmp/vpool-ns-channel"
 	t.Cleanup(func() { os.Remove(drop) })
-	shA := asVM(t, d, va.rec, fmt.Sprintf(`echo from-a > %s; ls /proc | grep -c '^[0-9]'; for f in %s %s %s %s %s; do cat $f >/dev/null 2>&1 && echo "READ $f"; done; ls /home/* /root 2>/dev/null | head -3`,
-		drop, seedB, agentKey, tmpFile.Name(), agentProc, otherQEMU))
+	shA := asVM(t, d, va.rec, fmt.Sprintf(`echo from-a > %s; ls /proc | grep -c '^[0-9]'; for f in %s %s %s %s %s %s; do cat $f >/dev/null 2>&1 && echo "READ $f"; done; ls /home/* /root 2>/dev/null | head -3`,
+		drop, seedB, agentKey, tmpFile.Name(), agentProc, otherQEMU, otherImage))
 	lines := strings.Split(strings.TrimSpace(shA), "\n")
 	if n, err := strconv.Atoi(lines[0]); err != nil || n > 8 {
 		t.Errorf("a VM's shell sees %s processes in /proc, want its own only", lines[0])

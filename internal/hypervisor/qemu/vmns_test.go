@@ -11,10 +11,12 @@ func TestPlanMounts(t *testing.T) {
 	tmp := func(p string) mountOp { return mountOp{Path: p, Mode: 0o1777} }
 	hid := func(p string) mountOp { return mountOp{Path: p, Mode: 0o711} }
 	bind := func(p string) mountOp { return mountOp{Path: p, Bind: true} }
+	file := func(p string) mountOp { return mountOp{Path: p, Bind: true, File: true} }
 	for _, tc := range []struct {
 		name string
 		hide map[string]os.FileMode
 		keep []string
+		file []string
 		want []mountOp
 	}{
 		{
@@ -36,6 +38,14 @@ func TestPlanMounts(t *testing.T) {
 			want: []mountOp{hid("/home"), hid("/home/u/.vpool/hosts/h"), bind("/home/u/.vpool/hosts/h/images/ab"), bind("/home/u/.vpool/hosts/h/qemu")},
 		},
 		{
+			name: "shared inputs are bound one file at a time; a layer in a kept dir needs nothing",
+			hide: map[string]os.FileMode{"/var/lib/vpool/agent": 0o711, "/var/lib/vpool/agent/qemu": 0o711},
+			keep: []string{"/var/lib/vpool/agent/qemu/vms/p.a", "/var/lib/vpool/agent/qemu/pools/default"},
+			file: []string{"/var/lib/vpool/agent/images/ab.qcow2", "/var/lib/vpool/agent/qemu/pools/default/p.a-root/root.0.qcow2", "/usr/share/k"},
+			want: []mountOp{hid("/var/lib/vpool/agent"), file("/var/lib/vpool/agent/images/ab.qcow2"), hid("/var/lib/vpool/agent/qemu"),
+				bind("/var/lib/vpool/agent/qemu/pools/default"), bind("/var/lib/vpool/agent/qemu/vms/p.a")},
+		},
+		{
 			name: "a dir both hidden and kept is kept; / is never hidden; similar prefixes are not parents",
 			hide: map[string]os.FileMode{"/tmp": 0o1777, "/": 0o711, "/mnt": 0o711},
 			keep: []string{"/tmp", "/mnt-pool/x"},
@@ -43,7 +53,7 @@ func TestPlanMounts(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if diff := cmp.Diff(tc.want, planMounts(tc.hide, tc.keep)); diff != "" {
+			if diff := cmp.Diff(tc.want, planMounts(tc.hide, tc.keep, tc.file)); diff != "" {
 				t.Errorf("planMounts (-want +got):\n%s", diff)
 			}
 		})
