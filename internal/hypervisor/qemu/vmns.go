@@ -28,11 +28,12 @@ import (
 //     VM (no channel between two escaped tenants);
 //   - /home, /root, /mnt, /media and Config.HideFromVMs (the agent's state
 //     dir: its key, certificates) are empty tmpfs;
-//   - in the driver's state dir, vms/ shows this VM's directory only, and
-//     keys/ and migration-tls/ are empty;
-//   - what QEMU opens stays where it is: the state dir, RunDir, the pools
-//     and the directories of the VM's kernel, initrd and disk layers are
-//     bound back at their own paths when a hidden directory holds them.
+//   - the driver's state dir is an empty tmpfs too (other VMs'
+//     directories, keys/, migration-tls/, image copies);
+//   - what QEMU opens stays where it is: the VM's own directory, RunDir,
+//     the pools and the directories of its disks are bound back at their
+//     own paths when a hidden directory holds them, and its kernel,
+//     initrd and disk base (shared by VMs, read-only) one file at a time.
 //     Bind mounts show a directory's current contents, so files made after
 //     the start (snapshot overlays, hot-plugged disks, backup fleeces,
 //     storage migration targets in a pool, migration TLS copies in the VM
@@ -42,8 +43,9 @@ import (
 // The namespace is made on a locked OS thread that unshares its mount
 // namespace, mounts the view and starts QEMU (which inherits the
 // thread's namespace); the thread is never unlocked, so it ends with its
-// goroutine and the namespace lives on in QEMU alone. Mounts propagate
-// from the host into it (slave), never out. The network namespace stays
+// goroutine and the namespace lives on in QEMU alone. Where the host's
+// mounts are shared (systemd's default), its later mounts propagate into
+// the view (slave); the view's never leave it. The network namespace stays
 // the host's: migration, its NBD and multifd connections are QEMU's own
 // TCP connections to other hosts.
 
