@@ -125,6 +125,17 @@ func TestQEMUSeesItsOwnView(t *testing.T) {
 	if fileExists(drop) {
 		t.Errorf("a VM's write to /tmp reached the host's /tmp")
 	}
+	// A user namespace of its own (where the kernel lets any user make
+	// one) gives the escape CAP_SYS_ADMIN there, but the view's mounts
+	// came from a more privileged namespace: locked, they cannot be
+	// unmounted to uncover what they hide, nor /proc mounted afresh.
+	if _, err := exec.LookPath("unshare"); err == nil {
+		undo := fmt.Sprintf(`unshare -Urm sh -c 'for m in /proc /tmp %s %s; do umount -l $m; done; mount -t proc proc /proc; cat %s %s %s %s' 2>/dev/null; true`,
+			agentDir, d.cfg.StateDir, agentKey, tmpFile.Name(), agentProc, otherImage)
+		if got := asVM(t, d, va.rec, undo); got != "" {
+			t.Errorf("in a user namespace of its own, a VM's shell undoes its view: %q", tail(got, 120))
+		}
+	}
 	if got := asVM(t, d, va.rec, "cat "+filepath.Join(d.vmDir(a.ID), "qemu.pid")); strings.TrimSpace(got) != strconv.Itoa(pa.pid) {
 		t.Errorf("a VM's shell reads its own pid file as %q, want %d", got, pa.pid)
 	}
