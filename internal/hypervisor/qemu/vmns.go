@@ -73,19 +73,20 @@ type mountOp struct {
 // above it would hide, bound back (parents before children). A
 // directory both hidden and kept is kept.
 func planMounts(hide map[string]os.FileMode, keepDirs, keepFiles []string) []mountOp {
-	kept := map[string]bool{}
+	kept := map[string]bool{} // path → a file
 	for _, k := range keepDirs {
 		kept[filepath.Clean(k)] = false
 	}
 	for _, k := range keepFiles {
-		if _, dir := kept[filepath.Clean(k)]; !dir {
+		if _, ok := kept[filepath.Clean(k)]; !ok {
 			kept[filepath.Clean(k)] = true
 		}
 	}
 	var all []mountOp
 	for h, mode := range hide {
-		if _, k := kept[filepath.Clean(h)]; !k && filepath.Clean(h) != "/" {
-			all = append(all, mountOp{Path: filepath.Clean(h), Mode: mode})
+		h = filepath.Clean(h)
+		if _, ok := kept[h]; !ok && h != "/" {
+			all = append(all, mountOp{Path: h, Mode: mode})
 		}
 	}
 	for k, file := range kept {
