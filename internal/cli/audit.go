@@ -101,23 +101,6 @@ func auditDetail(r model.AuditRecord) string {
 	return strings.Join(parts, ": ")
 }
 
-// fetchRecords reads the stored records from seq from to the head.
-func fetchRecords(ctx context.Context, c *client.Client, from int64, each func(raw []byte) error) error {
-	for from > 0 {
-		page, err := c.AuditRecords(ctx, from, 0)
-		if err != nil {
-			return err
-		}
-		for _, r := range page.Records {
-			if err := each(r); err != nil {
-				return err
-			}
-		}
-		from = page.Next
-	}
-	return nil
-}
-
 func (a *app) auditExportCmd() *cobra.Command {
 	var file string
 	cmd := &cobra.Command{
@@ -170,7 +153,7 @@ func exportTo(ctx context.Context, c *client.Client, path string) (n int, first,
 		return 0, 0, 0, fmt.Errorf("cli: %w", err)
 	}
 	defer f.Close()
-	err = fetchRecords(ctx, c, last+1, func(raw []byte) error {
+	err = c.EachAuditRecord(ctx, last+1, func(raw []byte) error {
 		seq, prev, err := audit.Peek(raw)
 		if err != nil {
 			return err
@@ -260,17 +243,10 @@ func (a *app) verifyStore(ctx context.Context, key ed25519.PublicKey, maxAge tim
 	if err != nil {
 		return nil, err
 	}
-	first, err := c.AuditHead(ctx)
-	if err != nil {
-		return nil, err
-	}
-	from := int64(1)
-	if first.Anchor != nil {
-		from = first.Anchor.Seq + 1
-	}
-	// the head read with the records: records appended between two
-	// separate reads would look like a rolled-back head
-	hv, recs, err := c.AuditTrail(ctx, from)
+	// the head read with the records (from the anchor on): records
+	// appended between two separate reads would look like a
+	// rolled-back head
+	hv, recs, err := c.AuditTrail(ctx, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -90,42 +90,58 @@ func (c *Client) AuditKey(ctx context.Context) (*model.AuditKey, error) {
 // auditTrailTries bounds how often AuditTrail reads the head again.
 const auditTrailTries = 5
 
-// AuditTrail reads the signed head and the stored records from from on,
-// such that the head is the one written with the last record read. A
-// batch of records and its head are written in one transaction, but
-// reading them takes two requests, and a batch appended in between
-// would look like records the head does not vouch for (a rolled-back
-// head). So when the records run past the head, the head is read again
-// (an honest one has moved with them) and the records it adds are
-// fetched, up to auditTrailTries times. A head that does not catch up
-// is returned as it is, for the verifier to report.
+// EachAuditRecord calls each with every stored record from seq from to
+// the end, page by page, exactly as stored.
+func (c *Client) EachAuditRecord(ctx context.Context, from int64, each func(raw []byte) error) error {
+	for from > 0 {
+		page, err := c.AuditRecords(ctx, from, 0)
+		if err != nil {
+			return err
+		}
+		for _, r := range page.Records {
+			if err := each(r); err != nil {
+				return err
+			}
+		}
+		from = page.Next
+	}
+	return nil
+}
+
+// AuditTrail reads the signed head and the stored records from from on
+// (from 0: from the record after the head's anchor, where the store's
+// chain starts), such that the head is the one written with the last
+// record read. A batch of records and its head are written in one
+// transaction, but reading them takes two requests, and a batch
+// appended in between would look like records the head does not vouch
+// for (a rolled-back head). So when the records run past the head, the
+// head is read again (an honest one has moved with them) and the
+// records it adds are fetched, up to auditTrailTries times. A head that
+// does not catch up is returned as it is, for the verifier to report.
 func (c *Client) AuditTrail(ctx context.Context, from int64) (*api.AuditHeadView, [][]byte, error) {
 	hv, err := c.AuditHead(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
+	if from <= 0 {
+		from = 1
+		if hv.Anchor != nil {
+			from = hv.Anchor.Seq + 1
+		}
+	}
 	var recs [][]byte
 	last := from - 1
-	fetch := func(from int64) error {
-		for from > 0 {
-			page, err := c.AuditRecords(ctx, from, 0)
-			if err != nil {
-				return err
-			}
-			for _, r := range page.Records {
-				var s struct {
-					Seq int64 `json:"seq"`
-				}
-				if json.Unmarshal(r, &s) == nil && s.Seq > last {
-					last = s.Seq
-				}
-				recs = append(recs, r)
-			}
-			from = page.Next
+	keep := func(r []byte) error {
+		var s struct {
+			Seq int64 `json:"seq"`
 		}
+		if json.Unmarshal(r, &s) == nil && s.Seq > last {
+			last = s.Seq
+		}
+		recs = append(recs, r)
 		return nil
 	}
-	if err := fetch(from); err != nil {
+	if err := c.EachAuditRecord(ctx, from, keep); err != nil {
 		return nil, nil, err
 	}
 	for try := 0; try < auditTrailTries && last > hv.Head.Seq; try++ {
@@ -137,7 +153,7 @@ func (c *Client) AuditTrail(ctx context.Context, from int64) (*api.AuditHeadView
 			return again, recs, nil // read after the records, still behind them
 		}
 		hv = again
-		if err := fetch(last + 1); err != nil {
+		if err := c.EachAuditRecord(ctx, last+1, keep); err != nil {
 			return nil, nil, err
 		}
 	}
