@@ -33,7 +33,7 @@ import (
 // when a third of the creates are acknowledged (with its embedded etcd
 // member, in the default topology), checks that every acknowledged VM is
 // placed exactly once and no host is over capacity (reading the
-// surviving members), and reports the failover's gap (failover.go).
+// surviving members), and reports the failover's gap (failover_test.go).
 //
 //	VPOOL_SCALE_HOSTS=10000 VPOOL_SCALE_VMS=100000 go test ./test/scale -run XXX -bench PlaceEndToEnd -benchtime 1x -timeout 2h
 func BenchmarkPlaceEndToEnd(b *testing.B) {
