@@ -163,10 +163,10 @@ type Controls struct {
 
 // VMStatus is what the system observed.
 type VMStatus struct {
-	Phase       Phase        `json:"phase"`
-	Host        string       `json:"host,omitempty"`
-	LastError   string       `json:"lastError,omitempty"`
-	Message     string       `json:"message,omitempty"`
+	Phase     Phase  `json:"phase"`
+	Host      string `json:"host,omitempty"`
+	LastError string `json:"lastError,omitempty"`
+	Message   string `json:"message,omitempty"`
 	// Explanation is why the scheduler could not place the VM (pending,
 	// no host: it stays here, small, and is the VM's state: the backlog
 	// count, the power controller and `vm create --wait` read it). A
