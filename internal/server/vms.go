@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -262,7 +263,26 @@ func (s *Server) getVM(w http.ResponseWriter, r *http.Request, p *principal) err
 		return vmNotFound(err, project, name)
 	}
 	s.vmWithUsage(vm)
+	if err := s.withExplanation(r.Context(), vm); err != nil {
+		return err
+	}
 	reply(w, http.StatusOK, p, vm)
+	return nil
+}
+
+// withExplanation fills in vm's placement explanation, stored apart from
+// its record (state.GetExplanation: one read of a small key, for GET vm
+// only; lists, the agents' assignments and the other answers carry the
+// record as stored). vm is the handler's own decoded copy.
+func (s *Server) withExplanation(ctx context.Context, vm *model.VM) error {
+	if vm.Status.Explanation != nil {
+		return nil
+	}
+	ex, err := s.repo.GetExplanation(ctx, vm)
+	if err != nil {
+		return err
+	}
+	vm.Status.Explanation = ex
 	return nil
 }
 
