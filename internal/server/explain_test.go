@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/model"
@@ -15,7 +17,7 @@ import (
 
 // placeWithExplanation places project/name on host as the controllers'
 // gate does (state.Assign) with an explanation whose summary is marker.
-func placeWithExplanation(t *testing.T, ts *testServer, project, name, host, marker string) {
+func placeWithExplanation(t testing.TB, ts *testServer, project, name, host, marker string) {
 	t.Helper()
 	ctx := context.Background()
 	vm, err := ts.Repo().GetVM(ctx, project, name)
@@ -108,4 +110,50 @@ func TestPlacementExplanationThroughAPI(t *testing.T) {
 	if got.Status.Explanation != nil {
 		t.Fatalf("a new VM of the same name shows %+v", got.Status.Explanation)
 	}
+}
+
+// BenchmarkGetPlacedVM is GET vm of a placed VM on an embedded etcd: its
+// explanation apart (one more read, of its key) and, as before, inside
+// the record; p50 and p99 of one client's calls.
+func BenchmarkGetPlacedVM(b *testing.B) {
+	ts := startServer(b, startEtcd(b, true))
+	ctx := context.Background()
+	admin := ts.AdminToken()
+	ts.mustCall(201, "POST", "/api/v1/vms?project=default", admin, vmReq("apart"), nil)
+	ts.mustCall(201, "POST", "/api/v1/vms?project=default", admin, vmReq("inside"), nil)
+	placeWithExplanation(b, ts, "default", "apart", "h1", "placed on h1")
+	placeWithExplanation(b, ts, "default", "inside", "h1", "placed on h1")
+	ex, err := ts.Repo().GetExplanation(ctx, mustVM(b, ts, "inside"))
+	if err != nil || ex == nil {
+		b.Fatalf("explanation %+v, %v", ex, err)
+	}
+	if _, err := ts.Repo().UpdateVM(ctx, "default", "inside", func(v *model.VM) error { v.Status.Explanation = ex; return nil }); err != nil {
+		b.Fatal(err)
+	}
+	for _, name := range []string{"apart", "inside"} {
+		b.Run(name, func(b *testing.B) {
+			lat := make([]time.Duration, 0, b.N)
+			for b.Loop() {
+				var got model.VM
+				t0 := time.Now()
+				ts.mustCall(200, "GET", "/api/v1/vms/"+name+"?project=default", admin, nil, &got)
+				lat = append(lat, time.Since(t0))
+				if got.Status.Explanation == nil {
+					b.Fatal("no explanation")
+				}
+			}
+			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds())/1000, "p99-ms")
+		})
+	}
+}
+
+func mustVM(tb testing.TB, ts *testServer, name string) *model.VM {
+	tb.Helper()
+	vm, err := ts.Repo().GetVM(context.Background(), "default", name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return vm
 }

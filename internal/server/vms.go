@@ -271,14 +271,15 @@ func (s *Server) getVM(w http.ResponseWriter, r *http.Request, p *principal) err
 }
 
 // withExplanation fills in vm's placement explanation, stored apart from
-// its record (state.GetExplanation: one read of a small key, for GET vm
-// only; lists, the agents' assignments and the other answers carry the
-// record as stored). vm is the handler's own decoded copy.
+// its record (state.ReadExplanation: one read of a small key, in process
+// from an embedded member, for GET vm only; lists, the agents'
+// assignments and the other answers carry the record as stored). vm is
+// the handler's own decoded copy.
 func (s *Server) withExplanation(ctx context.Context, vm *model.VM) error {
 	if vm.Status.Explanation != nil {
 		return nil
 	}
-	ex, err := s.repo.GetExplanation(ctx, vm)
+	ex, err := state.ReadExplanation(ctx, s.cfg.Store, vm)
 	if err != nil {
 		return err
 	}

@@ -43,10 +43,17 @@ func explanationOp(vm *model.VM, e *model.Explanation) store.Op {
 // read from its own key; nil when there is none (never placed, or placed
 // without one, or the key belongs to an earlier VM of that name).
 func (r *Repo) GetExplanation(ctx context.Context, vm *model.VM) (*model.Explanation, error) {
+	return ReadExplanation(ctx, r.st, vm)
+}
+
+// ReadExplanation is GetExplanation over st: the API server reads with
+// the store its view reads (in process from an embedded member:
+// store.AppliedReader), not through its repository's wrappers.
+func ReadExplanation(ctx context.Context, st store.Store, vm *model.VM) (*model.Explanation, error) {
 	if vm.Status.Explanation != nil {
 		return vm.Status.Explanation, nil
 	}
-	kv, err := r.st.Get(ctx, store.ExplanationKey(vm.Project, vm.Name))
+	kv, err := getSince(ctx, st, store.ExplanationKey(vm.Project, vm.Name), vm.Revision)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil
 	}
@@ -61,6 +68,18 @@ func (r *Repo) GetExplanation(ctx context.Context, vm *model.VM) (*model.Explana
 		return nil, nil
 	}
 	return se.Explanation, nil
+}
+
+// getSince reads key as of a revision at least rev: in process from an
+// embedded member that has applied rev (store.AppliedReader), else with
+// Get. A placement's explanation is written with a version of its VM at
+// or before the one the caller holds, so any state since that VM's
+// revision has it (or a later one, or none when the VM is gone).
+func getSince(ctx context.Context, st store.Store, key string, rev int64) (store.KV, error) {
+	if ar, ok := st.(store.AppliedReader); ok && rev > 0 {
+		return ar.GetApplied(ctx, key, rev)
+	}
+	return st.Get(ctx, key)
 }
 
 // HasEmbeddedPlacement reports whether vm's record carries its
