@@ -165,7 +165,9 @@ func (r *Repo) PruneExplanations(ctx context.Context, vm func(project, name stri
 		case v == nil:
 			conds = append(conds, store.IfAbsent(vkey))
 		default:
-			var se model.StoredExplanation
+			var se struct {
+				UID string `json:"uid"`
+			} // the UID alone: the rest is not decoded
 			if err := decode(kv, &se); err == nil && se.UID == v.UID {
 				continue
 			}
