@@ -217,7 +217,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		Transport: withFailover(&http.Transport{TLSClientConfig: id.tlsConfig(name), MaxIdleConnsPerHost: 16}, a.servers),
 	}}
 	defer a.client.http.CloseIdleConnections()
-	a.secureMigrations(id)
+	a.secureMigrations(ctx, id)
 	a.reattach(ctx)
 
 	var wg sync.WaitGroup

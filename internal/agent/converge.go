@@ -561,6 +561,12 @@ func (a *Agent) resizeOffline(ctx context.Context, vm *model.VM) error {
 }
 
 func (a *Agent) vmConfig(ctx context.Context, vm *model.VM) (hypervisor.VMConfig, error) {
+	if ci := vm.Spec.CloudInit; ci != nil && ci.UserDataSealed != nil {
+		// the server opens a VM's user data for its host; a sealed copy
+		// here means it could not (its log says why): a seed without it
+		// would boot a guest without its users, keys or set-up
+		return hypervisor.VMConfig{}, errSealedUserData
+	}
 	cfg := hypervisor.VMConfig{
 		ID:      vmID(vm.Project, vm.Name),
 		Name:    vm.Name,
@@ -585,6 +591,9 @@ func (a *Agent) vmConfig(ctx context.Context, vm *model.VM) (hypervisor.VMConfig
 	}
 	return cfg, nil
 }
+
+// errSealedUserData: a VM's user data reached this host sealed.
+var errSealedUserData = errors.New("agent: spec.cloudInit.userData reached this host sealed: the server could not open it (its log says why), and the VM is not created without it")
 
 func phaseOf(s hypervisor.State) model.Phase {
 	switch s {

@@ -57,6 +57,8 @@ type fakeServer struct {
 	// before the compact form does); ctypes are the beats' Content-Types.
 	offerCompact bool
 	ctypes       []string
+	// noMigrationCerts answers the migration certificate route 404.
+	noMigrationCerts bool
 }
 
 func newFakeServer(t *testing.T) *fakeServer {
@@ -86,6 +88,7 @@ func newFakeServerWith(t *testing.T, ca *pki.CA, cert tls.Certificate, errLog *l
 	mux.HandleFunc("GET /agent/v1/assignments", fs.mtls(fs.assignments))
 	mux.HandleFunc("PUT /agent/v1/vms/{project}/{name}/status", fs.mtls(fs.status))
 	mux.HandleFunc("GET /agent/v1/vms/{project}/{name}/owner", fs.mtls(fs.owner))
+	mux.HandleFunc("POST /agent/v1/migration-cert", fs.mtls(fs.migrationCert))
 	fs.srv = httptest.NewUnstartedServer(mux)
 	fs.srv.Config.ErrorLog = errLog
 	fs.srv.TLS = &tls.Config{
@@ -135,6 +138,29 @@ func (fs *fakeServer) join(w http.ResponseWriter, r *http.Request) {
 	fs.joins++
 	fs.mu.Unlock()
 	writeJSON(w, 200, api.JoinResponse{CertPEM: string(cert), CAPEM: string(fs.ca.CertPEM)})
+}
+
+// migrationCert issues a migration certificate, as the server does; with
+// noMigrationCerts it answers 404, as a server from before them.
+func (fs *fakeServer) migrationCert(w http.ResponseWriter, r *http.Request) {
+	fs.mu.Lock()
+	old := fs.noMigrationCerts
+	fs.mu.Unlock()
+	if old {
+		writeJSON(w, 404, api.Error{Code: api.CodeNotFound, Message: "no such route"})
+		return
+	}
+	var req api.MigrationCertRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeJSON(w, 400, api.Error{Code: api.CodeBadRequest, Message: err.Error()})
+		return
+	}
+	mc, err := fs.ca.IssueMigration([]byte(req.CSRPEM), r.TLS.PeerCertificates[0].Subject.CommonName, time.Hour, time.Now())
+	if err != nil {
+		writeJSON(w, 400, api.Error{Code: api.CodeBadRequest, Message: err.Error()})
+		return
+	}
+	writeJSON(w, 200, api.MigrationCertResponse{CertPEM: string(mc.PEM), CAPEM: string(fs.ca.CertPEM), NotAfter: mc.NotAfter})
 }
 
 func (fs *fakeServer) heartbeat(w http.ResponseWriter, r *http.Request) {

@@ -298,14 +298,20 @@ func (a *Agent) joinAny(ctx context.Context, tok JoinToken, req api.JoinRequest,
 // verification.
 func serverName(u *url.URL) string { return u.Hostname() }
 
-// secureMigrations hands the driver the host's identity for its migration
-// streams (hypervisor.MigrationSecurer), so that they are mutual TLS from
-// the cluster CA by default. A certificate issued before host
-// certificates carried serverAuth cannot serve; the agent says so and the
-// driver keeps plain TCP (join again with a fresh state dir to fix it).
-// One issued before they carried key encipherment works with QEMU 7 only;
-// the agent warns, since QEMU 9 and later refuse it.
-func (a *Agent) secureMigrations(id *identity) {
+// secureMigrations hands the driver a migration identity for its
+// migration streams (hypervisor.MigrationSecurer), so that they are
+// mutual TLS from the cluster CA by default: a migration-only key and
+// certificate the server issues (migrationIdentity), which the host's
+// QEMUs may hold — a QEMU escape that takes it cannot speak for the host
+// (docs/security.md VP-11). A server from before migration certificates
+// (404) leaves the host's own identity, as before; a server that cannot
+// be reached now leaves it until a retry in the background succeeds.
+// A host certificate issued before host certificates carried serverAuth
+// cannot serve; the agent says so and the driver keeps plain TCP (join
+// again with a fresh state dir to fix it). One issued before they carried
+// key encipherment works with QEMU 7 only; the agent warns, since QEMU 9
+// and later refuse it.
+func (a *Agent) secureMigrations(ctx context.Context, id *identity) {
 	sec, ok := a.cfg.Driver.(hypervisor.MigrationSecurer)
 	if !ok {
 		return
@@ -317,9 +323,63 @@ func (a *Agent) secureMigrations(id *identity) {
 	if leaf := id.cert.Leaf; leaf != nil && leaf.KeyUsage&x509.KeyUsageKeyEncipherment == 0 {
 		a.log.Warn("the host certificate lacks key encipherment, which QEMU 9 and later require for migration TLS; join again with a fresh state dir")
 	}
+	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	caPEM, certPEM, keyPEM, err := a.migrationIdentity(tctx)
+	cancel()
+	switch st := httpStatus(err); {
+	case err == nil:
+		if err := sec.SetMigrationIdentity(caPEM, certPEM, keyPEM); err != nil {
+			a.log.Warn("migration TLS not configured", "err", err)
+			return
+		}
+		a.log.Info("migration streams use TLS from the cluster CA, with this host's migration-only certificate")
+		return
+	case st == http.StatusNotFound || st == http.StatusMethodNotAllowed:
+		a.log.Warn("the server issues no migration certificates (an older version): migrations use the host's own key, which a migrating QEMU then holds")
+	default:
+		a.log.Warn("no migration certificate yet: migrations use the host's own key until one is issued", "err", err)
+		go a.retryMigrationIdentity(ctx, sec)
+	}
 	if err := sec.SetMigrationIdentity(id.caPEM, id.certPEM, id.keyPEM); err != nil {
 		a.log.Warn("migration TLS not configured", "err", err)
 		return
 	}
 	a.log.Info("migration streams use TLS from the cluster CA")
+}
+
+// migrationIdentity makes a migration-only key and has the server certify
+// it (POST /agent/v1/migration-cert): the cluster CA, the certificate and
+// the key, PEM. The key never leaves the host; a new one is made at every
+// start.
+func (a *Agent) migrationIdentity(ctx context.Context) (caPEM, certPEM, keyPEM []byte, err error) {
+	keyPEM, csrPEM, err := pki.NewKeyAndCSR(a.cfg.HostName)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var res api.MigrationCertResponse
+	if err := a.client.do(ctx, http.MethodPost, api.AgentPrefix+"/migration-cert", api.MigrationCertRequest{CSRPEM: string(csrPEM)}, &res); err != nil {
+		return nil, nil, nil, err
+	}
+	return []byte(res.CAPEM), []byte(res.CertPEM), keyPEM, nil
+}
+
+// retryMigrationIdentity asks for a migration certificate until the
+// server issues one (or says it never will), then hands it to the driver.
+func (a *Agent) retryMigrationIdentity(ctx context.Context, sec hypervisor.MigrationSecurer) {
+	bo := newBackoff(2*time.Second, time.Minute)
+	for sleepCtx(ctx, bo.next()) == nil {
+		caPEM, certPEM, keyPEM, err := a.migrationIdentity(ctx)
+		if st := httpStatus(err); st == http.StatusNotFound || st == http.StatusMethodNotAllowed {
+			return
+		}
+		if err != nil {
+			continue
+		}
+		if err := sec.SetMigrationIdentity(caPEM, certPEM, keyPEM); err != nil {
+			a.log.Warn("migration TLS not configured with the migration certificate", "err", err)
+			return
+		}
+		a.log.Info("migration streams now use this host's migration-only certificate")
+		return
+	}
 }

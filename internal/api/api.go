@@ -229,6 +229,21 @@ type JoinResponse struct {
 	CAPEM   string `json:"ca"`
 }
 
+// MigrationCertRequest is sent by a joined agent to POST
+// /agent/v1/migration-cert: a CSR for its migration-only key.
+type MigrationCertRequest struct {
+	CSRPEM string `json:"csr"`
+}
+
+// MigrationCertResponse is the calling host's migration certificate (the
+// migration role: peers verify it as the host's, the servers refuse it
+// as an identity) and the cluster CA.
+type MigrationCertResponse struct {
+	CertPEM  string    `json:"cert"`
+	CAPEM    string    `json:"ca"`
+	NotAfter time.Time `json:"notAfter"`
+}
+
 // VMReport is an agent's report of one VM.
 type VMReport struct {
 	Project             string        `json:"project"`

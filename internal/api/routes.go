@@ -119,6 +119,7 @@ var Routes = append([]Route{
 // AgentRoutes is the agent protocol, on the mutual-TLS agent listener.
 var AgentRoutes = append([]Route{
 	{"POST", "/agent/v1/join", "exchange a join token and a CSR for a client certificate"},
+	{"POST", "/agent/v1/migration-cert", "a CSR for the calling host's migration-only certificate: what its QEMUs hold for migration TLS, never an identity towards the servers"},
 	{"POST", "/agent/v1/members/join", "a new server exchanges its server join token for the store's CA, the seal key and the membership"},
 	{"PUT", "/agent/v1/heartbeat", "renew the host lease, report inventory and usage"},
 	{"GET", "/agent/v1/assignments", "VMs assigned to the calling host (long poll)"},

@@ -45,6 +45,7 @@ func (a *app) describeVM(w io.Writer, vm *model.VM) {
 	field(w, "Labels", kv(s.Labels))
 	field(w, "Placement", placementText(s.Placement))
 	field(w, "Controls", controlsText(s.Controls))
+	field(w, "Cloud-init", cloudInitText(s.CloudInit))
 	if s.HA != "" {
 		field(w, "HA", s.HA)
 	}
@@ -255,4 +256,31 @@ func notFitSummary(res *api.DryRunResponse) string {
 		return res.Explanation.Summary
 	}
 	return "no host fits"
+}
+
+// cloudInitText sums up a VM's seed. Its user data is write-only: the
+// server shows its size and a keyed digest (equal documents, equal
+// digests), never the document.
+func cloudInitText(ci *model.CloudInit) string {
+	if ci == nil {
+		return ""
+	}
+	var parts []string
+	if ci.Hostname != "" {
+		parts = append(parts, "host name "+ci.Hostname)
+	}
+	if n := len(ci.SSHKeys); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d SSH key(s)", n))
+	}
+	if ci.UserDataSize > 0 {
+		d := ci.UserDataDigest
+		if len(d) > 28 {
+			d = d[:28] + "…"
+		}
+		parts = append(parts, fmt.Sprintf("user data %d bytes (%s, write-only)", ci.UserDataSize, d))
+	}
+	if len(parts) == 0 {
+		return "an empty seed"
+	}
+	return strings.Join(parts, ", ")
 }

@@ -36,16 +36,10 @@ func (r *reconciler) groupOps() int { return r.repo.MaxOps() - 4 }
 const groupBytes = 1 << 20
 
 // vmTxnBytes is about what placing vm adds to a transaction: the record,
-// its explanation and its event (a few KiB), its cloud-init seed.
+// its explanation and its event (a few KiB), its cloud-init seed (user
+// data is stored sealed, in base64: a third more than its bytes).
 func vmTxnBytes(vm *model.VM) int {
-	n := 4 << 10
-	if ci := vm.Spec.CloudInit; ci != nil {
-		n += len(ci.UserData) + len(ci.Hostname)
-		for _, k := range ci.SSHKeys {
-			n += len(k)
-		}
-	}
-	return n
+	return 4<<10 + vm.Spec.CloudInit.StoredBytes()
 }
 
 // opsPerPlacement is what one placement writes besides its host's

@@ -105,12 +105,14 @@ func TestPipelineGroupsFitTheStore(t *testing.T) {
 	for _, tc := range []struct {
 		name             string
 		maxOps, userData int
-		wantOver         int // the largest transaction has more operations than this
-		wantOps          int // and at most this many
+		wantOver         int  // the largest transaction has more operations than this
+		wantOps          int  // and at most this many
+		sealed           bool // the user data as servers store it: sealed, in base64
 	}{
-		{"etcd's default", 0, 0, 64, 128},
-		{"our member's cap", 512, 0, 128, 512},
-		{"large seeds", 512, 60 << 10, 0, 128},
+		{"etcd's default", 0, 0, 64, 128, false},
+		{"our member's cap", 512, 0, 128, 512, false},
+		{"large seeds", 512, 60 << 10, 0, 128, false},
+		{"large sealed seeds", 512, 60 << 10, 0, 128, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
@@ -120,7 +122,11 @@ func TestPipelineGroupsFitTheStore(t *testing.T) {
 			}
 			for i := range 600 {
 				vm := &model.VM{Meta: model.Meta{Name: vmName(i), Project: "p"}, Spec: model.VMSpec{VCPUs: 1, Memory: model.GiB, Power: model.PowerRunning}}
-				if tc.userData > 0 {
+				switch {
+				case tc.sealed:
+					vm.Spec.CloudInit = &model.CloudInit{UserDataSize: tc.userData, UserDataDigest: "hmac-sha256:00",
+						UserDataSealed: &model.SealedValue{KeyID: "0011223344556677", Data: make([]byte, tc.userData+model.SealOverhead)}}
+				case tc.userData > 0:
 					vm.Spec.CloudInit = &model.CloudInit{UserData: strings.Repeat("x", tc.userData)}
 				}
 				if _, err := e.repo.CreateVM(context.Background(), vm); err != nil {

@@ -108,12 +108,30 @@ func TestBackupEndToEnd(t *testing.T) {
 	}
 
 	const size = 64 << 20
+	// its user data is sealed in each cluster's store with that cluster's
+	// key; the repository keeps it (under the repository's key) so that a
+	// restore in either cluster hands it to the VM's host
+	const userData = "#cloud-config\npassword: backed-up-7c2e\n"
 	if _, err := a.c.CreateVM(ctx, p, api.VMCreateRequest{Name: "web1", Spec: model.VMSpec{VCPUs: 1, Memory: 256 * model.MiB,
-		Disks: []model.Disk{{Name: "root", Size: size}}}}); err != nil {
+		Disks: []model.Disk{{Name: "root", Size: size}}, CloudInit: &model.CloudInit{UserData: userData}}}); err != nil {
 		t.Fatal(err)
 	}
 	a.waitPhase("web1", model.PhaseRunning)
 	h := a.hosts["h1"]
+	checkUserData := func(h *sim.Host, id string) {
+		t.Helper()
+		infos, _ := h.Driver().List(ctx)
+		for _, in := range infos {
+			if in.ID == id {
+				if ci := in.Config.Spec.CloudInit; ci == nil || ci.UserData != userData {
+					t.Fatalf("%s reached its host with cloudInit %+v, want its user data", id, ci)
+				}
+				return
+			}
+		}
+		t.Fatalf("%s is not on its host", id)
+	}
+	checkUserData(h, p+".web1")
 	write := func(off int64, n int) {
 		buf := make([]byte, n)
 		rand.Read(buf)
@@ -172,6 +190,7 @@ func TestBackupEndToEnd(t *testing.T) {
 	if got := simImage(t, h, p+".web1-copy", size); !bytes.Equal(got, want) {
 		t.Fatal("the restored disk differs from the backed-up one")
 	}
+	checkUserData(h, p+".web1-copy")
 
 	// Sync to the second repository, twice (the second copies nothing).
 	tk, err := a.c.CreateBackupTask(ctx, api.BackupTaskRequest{Kind: "sync", Repo: "main", Target: "offsite"})
@@ -286,6 +305,15 @@ func TestBackupEndToEnd(t *testing.T) {
 	t.Logf("failover of 1 VM (%d MiB) took %s", size>>20, time.Since(start))
 	if got := simImage(t, b.hosts["h1"], p+".web1", size); !bytes.Equal(got, want) {
 		t.Fatal("the failed-over disk differs from the backed-up one")
+	}
+	checkUserData(b.hosts["h1"], p+".web1")
+	for name, st := range map[string]*memstore.Store{"A": stA, "B": stB} {
+		kvs, _, _ := st.List(ctx, "/vpool/")
+		for _, kv := range kvs {
+			if bytes.Contains(kv.Value, []byte("backed-up-7c2e")) {
+				t.Fatalf("cluster %s's store holds the user data in clear at %s", name, kv.Key)
+			}
+		}
 	}
 	if _, err := b.c.CreateBackup(ctx, p, api.BackupCreateRequest{VM: "web1", Repo: "site-a"}); !client.HasCode(err, api.CodeInvalidField) {
 		t.Fatalf("a backup into another cluster's repository: %v", err)

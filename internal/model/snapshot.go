@@ -66,16 +66,68 @@ type ResizeOp struct {
 
 // CloudInit is the NoCloud seed a hypervisor hands to a user image
 // (cloud-init reads it from a CD-ROM labelled "cidata").
+//
+// User data often holds secrets (passwords, tokens, keys), so it is
+// write-only (docs/security.md VP-23): a client sends UserData; the
+// server seals it (UserDataSealed) before anything is stored, and
+// answers show only its size and keyed digest. Only the host that runs
+// the VM (or receives it in a migration) gets UserData back in clear.
 type CloudInit struct {
 	Hostname string   `json:"hostname,omitempty"`
 	SSHKeys  []string `json:"sshKeys,omitempty"`
-	// UserData is the user-data document as is (#cloud-config, a script).
+	// UserData is the user-data document as is (#cloud-config, a script):
+	// in a request, and in what the VM's host receives; never stored,
+	// never in an API answer.
 	UserData string `json:"userData,omitempty"`
+	// UserDataDigest names the user data without revealing it
+	// ("hmac-sha256:" + hex, keyed with the cluster's seal key: equal
+	// documents have equal digests, and nobody can test a guess against
+	// it). Set by the server.
+	UserDataDigest string `json:"userDataDigest,omitempty"`
+	// UserDataSize is the user data's length in bytes. Set by the server.
+	UserDataSize int `json:"userDataSize,omitempty"`
+	// UserDataSealed is the user data as the store keeps it. Set by the
+	// server; never in an answer.
+	UserDataSealed *SealedValue `json:"userDataSealed,omitempty"`
+}
+
+// SealedValue is a secret as the store keeps it: AES-256-GCM under the
+// servers' seal key (ca-seal.key, which never enters the store), bound to
+// its purpose and project; Data is the nonce followed by the ciphertext.
+// KeyID names the key that sealed it (pki.SealKeyID), so that a server
+// with another key file says so.
+type SealedValue struct {
+	KeyID string `json:"keyId"`
+	Data  []byte `json:"data"`
 }
 
 // MaxUserData bounds CloudInit.UserData (cloud-init's own limit is larger;
 // a seed is kept in every record and request).
 const MaxUserData = 64 * 1024
+
+// SealOverhead is what sealing adds to a value: the nonce and the tag.
+const SealOverhead = 12 + 16
+
+// HasUserData says whether c carries user data, in clear or sealed.
+func (c *CloudInit) HasUserData() bool {
+	return c != nil && (c.UserData != "" || c.UserDataSealed != nil)
+}
+
+// StoredBytes is about what c takes in a stored record's JSON (sealed
+// data is base64: a third more than its bytes).
+func (c *CloudInit) StoredBytes() int {
+	if c == nil {
+		return 0
+	}
+	n := len(c.Hostname) + len(c.UserData) + len(c.UserDataDigest)
+	for _, k := range c.SSHKeys {
+		n += len(k)
+	}
+	if s := c.UserDataSealed; s != nil {
+		n += len(s.KeyID) + (len(s.Data)+2)/3*4
+	}
+	return n
+}
 
 // Validate checks the seed's fields: a host name of dot-separated DNS
 // labels (at most MaxHostnameLen), at most MaxSSHKeys well-formed public
@@ -104,6 +156,22 @@ func (c *CloudInit) Validate() error {
 	}
 	if len(c.UserData) > MaxUserData {
 		return fieldErr("spec.cloudInit.userData", "is %d bytes, more than the maximum of %d", len(c.UserData), MaxUserData)
+	}
+	if c.UserDataSize < 0 || c.UserDataSize > MaxUserData {
+		return fieldErr("spec.cloudInit.userDataSize", "is %d, not between 0 and %d", c.UserDataSize, MaxUserData)
+	}
+	if len(c.UserDataDigest) > 128 {
+		return fieldErr("spec.cloudInit.userDataDigest", "is %d characters, more than a digest's", len(c.UserDataDigest))
+	}
+	if s := c.UserDataSealed; s != nil {
+		switch {
+		case c.UserData != "":
+			return fieldErr("spec.cloudInit.userData", "is given beside its sealed copy: give one of them")
+		case len(s.Data) < SealOverhead || len(s.Data) > MaxUserData+SealOverhead:
+			return fieldErr("spec.cloudInit.userDataSealed", "holds %d bytes: not user data sealed by a server", len(s.Data))
+		case len(s.KeyID) > 64:
+			return fieldErr("spec.cloudInit.userDataSealed.keyId", "is %d characters, more than a key id's", len(s.KeyID))
+		}
 	}
 	return nil
 }

@@ -212,6 +212,20 @@ func (ca *CA) SignCSR(csrPEM []byte, host string, ttl time.Duration, now time.Ti
 // for the server, whose certificates carry the server role and the
 // server's own names.
 func (ca *CA) IssueHost(csrPEM []byte, host string, ttl time.Duration, now time.Time) (HostCert, error) {
+	return ca.issueHostRole(csrPEM, host, RoleHost, ttl, now)
+}
+
+// IssueMigration is IssueHost for a host's migration-only certificate:
+// the same CN, DNS name and usages — so migration peers, old and new,
+// verify it as they verify a host certificate — but the migration role
+// (OU RoleMigration), which HostOf refuses: the key the host's QEMUs
+// hold to secure migration streams can never speak for the host to the
+// servers (docs/security.md VP-11). It is never bound to the host name.
+func (ca *CA) IssueMigration(csrPEM []byte, host string, ttl time.Duration, now time.Time) (HostCert, error) {
+	return ca.issueHostRole(csrPEM, host, RoleMigration, ttl, now)
+}
+
+func (ca *CA) issueHostRole(csrPEM []byte, host, role string, ttl time.Duration, now time.Time) (HostCert, error) {
 	b, _ := pem.Decode(csrPEM)
 	if b == nil || b.Type != "CERTIFICATE REQUEST" {
 		return HostCert{}, fmt.Errorf("%w: want a PEM CERTIFICATE REQUEST", ErrBadCSR)
@@ -229,7 +243,7 @@ func (ca *CA) IssueHost(csrPEM []byte, host string, ttl time.Duration, now time.
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: host, Organization: []string{"vpool agents"}, OrganizationalUnit: []string{RoleHost}},
+		Subject:      pkix.Name{CommonName: host, Organization: []string{"vpool agents"}, OrganizationalUnit: []string{role}},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(ttl),
 		// Key encipherment too: QEMU 9 and later refuse a certificate

@@ -140,3 +140,41 @@ func TestJoinToken(t *testing.T) {
 		}
 	}
 }
+
+// A migration certificate verifies as its host's certificate does where
+// migration peers check it (chain, host DNS name, both usages) but never
+// speaks for the host: HostOf refuses it.
+func TestMigrationCertRole(t *testing.T) {
+	now := time.Now()
+	ca, err := NewCA(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, csr, err := NewKeyAndCSR("anything")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc, err := ca.IssueMigration(csr, "host1", time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pem.Decode(mc.PEM)
+	cert, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: ca.Pool(), CurrentTime: now, DNSName: HostDNSName("host1"), KeyUsages: []x509.ExtKeyUsage{u}}); err != nil {
+			t.Fatalf("the migration certificate does not verify for %v as %s: %v", u, HostDNSName("host1"), err)
+		}
+	}
+	if _, err := HostOf(cert); !errors.Is(err, ErrRole) {
+		t.Fatalf("HostOf accepted a migration certificate: %v", err)
+	}
+	if err := CheckServer(cert); !errors.Is(err, ErrRole) {
+		t.Fatalf("CheckServer accepted a migration certificate: %v", err)
+	}
+	if want := x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment; cert.KeyUsage&want != want {
+		t.Fatalf("key usage %b, want what QEMU's tls-creds-x509 asks", cert.KeyUsage)
+	}
+}

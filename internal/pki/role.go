@@ -16,6 +16,10 @@ import (
 const (
 	RoleServer = "vpool server"
 	RoleHost   = "vpool host"
+	// RoleMigration is a host's migration-only certificate (IssueMigration):
+	// what its QEMUs hold to secure migration streams, never an identity
+	// towards the servers (HostOf refuses it).
+	RoleMigration = "vpool migration"
 )
 
 // HostNameSuffix makes a host certificate's only DNS name: NAME plus
@@ -64,13 +68,17 @@ func VerifyServerConnection(cs tls.ConnectionState) error {
 }
 
 // HostOf returns the host a verified client certificate speaks for: its
-// CN. A certificate of the server role is no host.
+// CN. A certificate of the server role is no host, nor is a migration
+// certificate (a QEMU that holds its key must not speak for its host).
 func HostOf(leaf *x509.Certificate) (string, error) {
 	if leaf == nil || leaf.Subject.CommonName == "" {
 		return "", errors.New("pki: the client certificate names no host")
 	}
 	if slices.Contains(leaf.Subject.OrganizationalUnit, RoleServer) {
 		return "", fmt.Errorf("%w: a server certificate is no host identity", ErrRole)
+	}
+	if slices.Contains(leaf.Subject.OrganizationalUnit, RoleMigration) {
+		return "", fmt.Errorf("%w: a migration certificate is no host identity", ErrRole)
 	}
 	return leaf.Subject.CommonName, nil
 }

@@ -1,7 +1,10 @@
 package pki
 
 import (
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 )
 
@@ -44,4 +47,24 @@ func OpenBytes(key, sealed, ad []byte) ([]byte, error) {
 		return nil, ErrSealKey
 	}
 	return out, nil
+}
+
+// DigestPrefix starts every KeyedDigest.
+const DigestPrefix = "hmac-sha256:"
+
+// KeyedDigest names data without revealing it, for a purpose: HMAC-SHA256
+// of data under a key derived from the seal key and the purpose,
+// "hmac-sha256:" + hex. Equal data give equal digests (with the same
+// seal key and purpose); unlike a plain hash, nobody without the seal key
+// can test a guess against it, so a digest of a low-entropy secret (a
+// password in a cloud-config) shown to readers is no oracle for it.
+func KeyedDigest(key []byte, purpose string, data []byte) (string, error) {
+	if len(key) != SealKeySize {
+		return "", fmt.Errorf("%w: want %d bytes, got %d", ErrKeyFile, SealKeySize, len(key))
+	}
+	d := hmac.New(sha256.New, key)
+	d.Write([]byte("vpool keyed digest\x00" + purpose))
+	m := hmac.New(sha256.New, d.Sum(nil))
+	m.Write(data)
+	return DigestPrefix + hex.EncodeToString(m.Sum(nil)), nil
 }

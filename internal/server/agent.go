@@ -43,6 +43,7 @@ type agentEndpoint struct {
 func (s *Server) agentEndpoints() []agentEndpoint {
 	return slices.Concat(s.agentMigrationEndpoints(), s.lbAgentEndpoints(), s.memberAgentEndpoints(), s.vmOpAgentEndpoints(), s.imageAgentEndpoints(), s.backupAgentEndpoints(), []agentEndpoint{
 		{method: "POST", path: "/agent/v1/join", handle: s.join, req: api.JoinRequest{}, resp: api.JoinResponse{}, status: 200, audit: "host"},
+		{method: "POST", path: "/agent/v1/migration-cert", handle: s.migrationCert, needCert: true, req: api.MigrationCertRequest{}, resp: api.MigrationCertResponse{}, status: 200, audit: "host"},
 		{method: "PUT", path: "/agent/v1/heartbeat", handle: s.heartbeat, needCert: true, certInTxn: true, req: api.Heartbeat{}, resp: api.HeartbeatResponse{}, status: 200},
 		{method: "GET", path: "/agent/v1/assignments", handle: s.assignments, needCert: true, resp: api.Assignments{}, status: 200, query: []string{"after", "wait", "delta"}},
 		{method: "GET", path: "/agent/v1/networks", handle: s.hostNetworks, needCert: true, resp: api.HostNetworks{}, status: 200, query: []string{"etag", "wait"}},
@@ -180,6 +181,27 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request, _ string) error {
 	return nil
 }
 
+// migrationCert issues the calling host's migration-only certificate
+// (pki.IssueMigration): the key its QEMUs hold to secure migration
+// streams. A QEMU escape that takes it can join migrations as a peer
+// (VP-10), but never speak for the host here: the agent listener refuses
+// the migration role (pki.HostOf), so it reads none of the host's VMs'
+// secrets (VP-11). Issued like a certificate at a join, and recorded.
+func (s *Server) migrationCert(w http.ResponseWriter, r *http.Request, host string) error {
+	var req api.MigrationCertRequest
+	if he := decodeJSON(w, r, &req); he != nil {
+		return he
+	}
+	noteObject(r, host)
+	cert, err := s.ca.IssueMigration([]byte(req.CSRPEM), host, AgentCertTTL, s.now())
+	if err != nil {
+		return fieldError("csr", "%v", err)
+	}
+	s.log.Info("migration certificate issued", "host", host, "serial", cert.Serial)
+	writeJSON(w, http.StatusOK, api.MigrationCertResponse{CertPEM: string(cert.PEM), CAPEM: string(s.ca.CertPEM), NotAfter: cert.NotAfter})
+	return nil
+}
+
 var errNotYours = errors.New("server: vm is not assigned to this host")
 
 // errFinish says a report of a deleted VM's removal finishes the delete.
@@ -284,10 +306,14 @@ func (s *Server) vmStatus(w http.ResponseWriter, r *http.Request, host string) e
 	}
 	if raw != nil {
 		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(append(raw, '\n'))
+		_, _ = w.Write(append(s.hostVMJSON(host, raw), '\n'))
 		return nil
 	}
-	writeJSON(w, http.StatusOK, vm)
+	c := *vm
+	if err := s.openForHost(c.Project, &c.Spec); err != nil {
+		s.log.Error("the VM's user data does not open: its host gets it sealed and will not start it", "vm", c.Key(), "host", host, "err", err)
+	}
+	writeJSON(w, http.StatusOK, &c)
 	return nil
 }
 
@@ -384,7 +410,7 @@ func (s *Server) assignments(w http.ResponseWriter, r *http.Request, host string
 		if i > 0 {
 			buf.WriteByte(',')
 		}
-		buf.Write(raw)
+		buf.Write(s.hostVMJSON(host, raw)) // its user data opened (userdata.go)
 	}
 	buf.WriteByte(']')
 	if on.delta {

@@ -51,8 +51,24 @@ func (s *Server) agentMigrations(w http.ResponseWriter, r *http.Request, host st
 		s.view.waitChange(ctx, "m/"+host, after, wait, false)
 	}
 	items, rev := s.view.migrationsFor(host)
+	for i := range items {
+		s.migrationForHost(host, &items[i])
+	}
 	writeJSON(w, http.StatusOK, api.AgentMigrations{Revision: rev, Items: items})
 	return nil
+}
+
+// migrationForHost makes m (a copy) what host may see of its spec: the
+// target of a migration under way gets the VM's user data in clear (it
+// builds the VM's seed); the source runs the VM already, and needs none.
+func (s *Server) migrationForHost(host string, m *model.Migration) {
+	if host != m.Target || m.Phase.Final() {
+		publicSpec(&m.Spec)
+		return
+	}
+	if err := s.openForHost(m.Project, &m.Spec); err != nil {
+		s.log.Error("the VM's user data does not open: the migration's target gets it sealed and will refuse it", "migration", m.Name, "vm", m.VMKey(), "host", host, "err", err)
+	}
 }
 
 // migrationReport records what an agent says about its side of a
@@ -80,7 +96,7 @@ func (s *Server) migrationReport(w http.ResponseWriter, r *http.Request, host st
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, m)
+	writeJSON(w, http.StatusOK, withoutUserData(m))
 	return nil
 }
 

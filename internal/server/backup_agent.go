@@ -107,7 +107,13 @@ func (s *Server) agentBackups(w http.ResponseWriter, r *http.Request, host strin
 		if a == nil || err != nil {
 			continue // the controller fails it (repository forgotten)
 		}
-		out.Backups = append(out.Backups, api.AgentBackupJob{Backup: *b, Repo: *a})
+		job := api.AgentBackupJob{Backup: *b, Repo: *a}
+		// the repository keeps the VM's user data (sealed with the
+		// repository's key) so that it restores into another cluster
+		if err := s.openForHost(b.Project, &job.Backup.Spec); err != nil {
+			s.log.Error("the VM's user data does not open: its backup keeps it sealed with this cluster's key", "backup", b.Name, "host", host, "err", err)
+		}
+		out.Backups = append(out.Backups, job)
 	}
 	rs, rrev, err := s.repo.ListRestores(ctx, "")
 	if err != nil {
@@ -179,7 +185,7 @@ func (s *Server) backupReport(w http.ResponseWriter, r *http.Request, host strin
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, b)
+	writeJSON(w, http.StatusOK, withoutUserData(b))
 	return nil
 }
 

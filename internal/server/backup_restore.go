@@ -77,7 +77,7 @@ func (s *Server) restoreBackup(w http.ResponseWriter, r *http.Request, p *princi
 		for i := range spec.NICs { // a copy beside its original needs its own MACs
 			spec.NICs[i].MAC = ""
 		}
-		if err := s.createRestoreVM(r.Context(), project, req.As, spec); err != nil {
+		if err := s.createRestoreVM(r.Context(), src.project, project, req.As, spec); err != nil {
 			return err
 		}
 	} else {
@@ -131,9 +131,15 @@ func (s *Server) restoreSourceOf(ctx context.Context, project, id, repoName stri
 
 // createRestoreVM admits the new VM (quota, name) stopped: its host
 // creates it, the restore fills its disks, then it is started if asked.
-func (s *Server) createRestoreVM(ctx context.Context, project, name string, spec model.VMSpec) error {
+// from is the project the backup was taken in: its user data is sealed
+// again for project when it differs, or when it comes in clear from a
+// repository (userdata.go).
+func (s *Server) createRestoreVM(ctx context.Context, from, project, name string, spec model.VMSpec) error {
 	spec.Power = model.PowerStopped
 	spec.Placement.Host = ""
+	if err := s.resealUserData(from, project, &spec); err != nil {
+		return err
+	}
 	vm, err := buildVM(project, name, spec, "")
 	if err != nil {
 		var fe *model.FieldError
@@ -400,7 +406,7 @@ func (s *Server) failover(w http.ResponseWriter, r *http.Request, p *principal) 
 			out.Skipped[name] = "its backup holds no VM spec"
 			continue
 		}
-		if err := s.createRestoreVM(ctx, req.Project, name, spec); err != nil {
+		if err := s.createRestoreVM(ctx, m.Project, req.Project, name, spec); err != nil {
 			out.Skipped[name] = err.Error()
 			continue
 		}

@@ -99,6 +99,9 @@ func (s *Server) createGroup(w http.ResponseWriter, r *http.Request, p *principa
 	if len(req.Name) > 50 {
 		return fieldError("name", "is %d characters: a group's name is at most 50, so that its members' names (NAME-N) fit", len(req.Name))
 	}
+	if err := checkCloudInitInput(req.Spec.Template.CloudInit, "spec.template.cloudInit"); err != nil {
+		return err
+	}
 	if err := req.Spec.Validate(); err != nil {
 		return err
 	}
@@ -106,6 +109,11 @@ func (s *Server) createGroup(w http.ResponseWriter, r *http.Request, p *principa
 		return projectErr(err, project)
 	}
 	if err := s.checkGroupRefs(r.Context(), project, &req.Spec); err != nil {
+		return err
+	}
+	// the members copy the template's sealed user data (sealed for the
+	// project, not for one VM)
+	if err := s.sealSpecs(project, []*model.VMSpec{&req.Spec.Template}, []string{"spec.template.cloudInit"}); err != nil {
 		return err
 	}
 	g, err := s.repo.CreateGroup(r.Context(), &model.ScalingGroup{Meta: model.Meta{Name: req.Name, Project: project}, Spec: req.Spec})

@@ -206,14 +206,15 @@ func writeRawList(w http.ResponseWriter, items []*watchcache.Item, rev int64, ne
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		if tenant && needsRedaction(it.Value) {
-			raws, err := tenantRawVMs([]json.RawMessage{state.VMJSON(it.Value, it.ModRev)})
+		val := stripRawUserData(it.Value) // write-only (userdata.go)
+		if tenant && needsRedaction(val) {
+			raws, err := tenantRawVMs([]json.RawMessage{state.VMJSON(val, it.ModRev)})
 			if err != nil {
 				return err
 			}
 			buf = append(buf, raws[0]...)
 		} else {
-			buf = state.AppendVMJSON(buf, it.Value, it.ModRev)
+			buf = state.AppendVMJSON(buf, val, it.ModRev)
 		}
 		if len(buf) >= 64<<10 {
 			flush()

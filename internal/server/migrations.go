@@ -152,7 +152,7 @@ func (s *Server) createMigration(w http.ResponseWriter, r *http.Request, p *prin
 		Phase: model.MigrationPending, Options: opts, Spec: vm.Spec, Explanation: expl,
 	}
 	if req.DryRun {
-		writeJSON(w, http.StatusOK, m)
+		writeJSON(w, http.StatusOK, withoutUserData(m))
 		return nil
 	}
 	out, err := s.repo.CreateMigration(ctx, m)
@@ -160,7 +160,7 @@ func (s *Server) createMigration(w http.ResponseWriter, r *http.Request, p *prin
 		return refusal(err)
 	}
 	s.log.Info("migration requested", "id", out.Name, "vm", out.VMKey(), "from", out.Source, "to", out.Target, "mode", out.Mode)
-	writeJSON(w, http.StatusCreated, out)
+	writeJSON(w, http.StatusCreated, withoutUserData(out))
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/vpool/vpool/internal/api"
+	"github.com/vpool/vpool/internal/pki"
 )
 
 // The route walk: every operation of the OpenAPI document, with every
@@ -348,7 +349,19 @@ func agentStatuses(stranger, host int) map[role]int {
 	return map[role]int{aNone: 401, aBearer: 401, aStranger: stranger, aHost: host}
 }
 
+// migrationCSRBody is a migration certificate request with a real CSR.
+var migrationCSRBody = func() string {
+	_, csr, err := pki.NewKeyAndCSR("anyone")
+	if err != nil {
+		panic(err)
+	}
+	b, _ := json.Marshal(api.MigrationCertRequest{CSRPEM: string(csr)})
+	return string(b)
+}()
+
 var agentWalks = map[string]walk{
+	// every joined host gets a migration certificate of its own
+	"POST /agent/v1/migration-cert": {path: "/agent/v1/migration-cert", body: migrationCSRBody, want: agentStatuses(200, 200)},
 	"POST /agent/v1/join": {path: "/agent/v1/join", body: `{"host":"h9","csr":""}`, want: agentStatuses(401, 401),
 		exempt: "join takes a join token, which no role here holds (TestJoinRefusals and the agent tests join)"},
 	"POST /agent/v1/members/join": {path: "/agent/v1/members/join", body: `{"name":"s4","peerURL":"https://127.0.0.1:2380"}`, want: agentStatuses(401, 401),

@@ -127,7 +127,7 @@ func (s *Server) listGroupVMs(w http.ResponseWriter, r *http.Request, p *princip
 	for i := range out.Items {
 		tenantVM(&out.Items[i])
 	}
-	writeJSON(w, http.StatusOK, out)
+	writeJSON(w, http.StatusOK, withoutUserData(out))
 	return errAnswered
 }
 

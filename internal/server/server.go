@@ -190,6 +190,9 @@ type Server struct {
 	consoles consoleBroker // serial console sessions waiting for or joined by agents
 
 	memSealKey []byte // the CA seal key when there is no file
+	// userDataKey seals tenants' user data (userdata.go): the CA seal
+	// key, read once the CA opened with it
+	userDataKey []byte
 
 	trust    *trust // which host certificates are valid
 	trustRev int64  // the revision trust was loaded at
@@ -330,6 +333,9 @@ func (s *Server) bootstrap(ctx context.Context) error {
 		return err
 	}
 	s.ca = ca
+	if s.userDataKey, err = s.sealKey(false); err != nil {
+		return err
+	}
 	if s.tlsCert, err = ca.ServerCert(s.cfg.ServerNames, s.now()); err != nil {
 		return err
 	}
@@ -485,6 +491,7 @@ func (s *Server) Run(ctx context.Context) error {
 	announced := make(chan struct{})
 	go func() { defer close(announced); s.announce(cctx) }()
 	go s.promoteLearners(cctx)
+	go s.runUserDataSealer(cctx)
 	ctrlDone := make(chan error, 1)
 	if s.cfg.Controllers != nil {
 		go func() { ctrlDone <- s.cfg.Controllers(cctx) }()

@@ -30,6 +30,7 @@ import (
 
 // reply writes v as JSON, redacted for p unless p is a cluster admin.
 func reply(w http.ResponseWriter, status int, p *principal, v any) {
+	v = withoutUserData(v) // write-only, for every caller (userdata.go)
 	if p != nil && !p.clusterAdmin() {
 		v = forTenant(v)
 	}

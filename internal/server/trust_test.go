@@ -353,3 +353,58 @@ func TestHostCertCannotServeAsServer(t *testing.T) {
 	}
 	c.Close()
 }
+
+// A host's migration certificate — the key its QEMUs hold for migration
+// TLS — verifies as the host's for migration peers, but speaks for the
+// host nowhere on the agent listener (refused at the handshake): a QEMU
+// escape that takes it reads none of the host's VMs' secrets (VP-11).
+func TestMigrationCertIsNoHostIdentity(t *testing.T) {
+	ts := startServer(t, nil)
+	ha := joinAgent(t, ts, "ha")
+	ha.beat()
+	req := vmReq("secret-vm")
+	req.Spec.CloudInit = &model.CloudInit{UserData: "#cloud-config\npassword: s3cr3t-of-ha\n"}
+	ts.mustCall(201, "POST", "/api/v1/vms", ts.AdminToken(), req, nil)
+	if _, err := ts.Repo().UpdateVM(context.Background(), api.DefaultProject, "secret-vm", func(v *model.VM) error {
+		v.Status.Host = "ha"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, csrPEM, err := pki.NewKeyAndCSR("ha")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res api.MigrationCertResponse
+	if code := ha.do("POST", "/agent/v1/migration-cert", api.MigrationCertRequest{CSRPEM: string(csrPEM)}, &res); code != 200 {
+		t.Fatalf("migration-cert: %d", code)
+	}
+	cert, err := tls.X509KeyPair([]byte(res.CertPEM), keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: ts.ca.Pool(), DNSName: pki.HostDNSName("ha"),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil || leaf.Subject.CommonName != "ha" {
+		t.Fatalf("the migration certificate does not serve ha's migrations: CN %q, %v", leaf.Subject.CommonName, err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM([]byte(res.CAPEM))
+	stolen := &testAgent{t: t, addr: ts.AgentAddr(), host: "ha", cert: cert, client: &http.Client{Timeout: 30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots, ServerName: "127.0.0.1"}}}}
+	for _, c := range []struct{ method, path string }{
+		{"GET", "/agent/v1/assignments"}, {"GET", "/agent/v1/migrations"}, {"GET", "/agent/v1/backups?wait=0s"},
+		{"POST", "/agent/v1/migration-cert"}, {"PUT", "/agent/v1/heartbeat"},
+	} {
+		var body any
+		switch c.path {
+		case "/agent/v1/migration-cert":
+			body = api.MigrationCertRequest{CSRPEM: string(csrPEM)}
+		case "/agent/v1/heartbeat":
+			body = hb("ha")
+		}
+		if code, err := stolen.try(c.method, c.path, body); !refused(code, err) {
+			t.Errorf("%s %s with the migration certificate: %d %v, want refused (handshake or 403)", c.method, c.path, code, err)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,6 +36,10 @@ type view struct {
 	backlog                                      *placeBacklog    // VMs waiting for the scheduler (backlog.go); nil: none counted
 	cancel                                       context.CancelFunc
 	done                                         chan struct{}
+	// plainUserData is nudged when a VM or migration record holds user
+	// data in clear (a server from before sealing wrote it): the server
+	// seals it (userdata.go)
+	plainUserData chan struct{}
 }
 
 // cachedVMOf is the VM an item of the view's VM table holds, decoded
@@ -56,7 +61,7 @@ func vmHost(it *watchcache.Item) string {
 }
 
 func newView(st store.Store, dec *state.VMDecoder) *view {
-	v := &view{onHost: map[string]map[string]bool{}, signals: signals{m: map[string]*signal{}}, dec: dec}
+	v := &view{onHost: map[string]map[string]bool{}, signals: signals{m: map[string]*signal{}}, dec: dec, plainUserData: make(chan struct{}, 1)}
 	decodeVM := func(kv store.KV) (any, error) {
 		vm, err := dec.Decode(kv)
 		if err != nil {
@@ -108,7 +113,18 @@ func (v *view) stop() {
 	<-v.done
 }
 
+// notePlainUserData nudges the sealer when cur holds user data in clear.
+func (v *view) notePlainUserData(cur *watchcache.Item) {
+	if cur != nil && bytes.Contains(cur.Value, rawUserData) {
+		select {
+		case v.plainUserData <- struct{}{}:
+		default:
+		}
+	}
+}
+
 func (v *view) vmChanged(old, cur *watchcache.Item, rev int64) {
+	v.notePlainUserData(cur)
 	v.backlog.changed(cachedVMOf(old), cachedVMOf(cur))
 	if cur == nil && old != nil {
 		v.dec.Forget(old.Key, rev)
@@ -174,6 +190,7 @@ func (v *view) snapshotChanged(old, cur *watchcache.Item, rev int64) {
 }
 
 func (v *view) migrationChanged(old, cur *watchcache.Item, rev int64) {
+	v.notePlainUserData(cur)
 	for _, it := range []*watchcache.Item{old, cur} {
 		if it != nil && it.Obj != nil {
 			m := it.Obj.(*model.Migration)

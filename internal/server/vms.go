@@ -51,8 +51,14 @@ func (s *Server) createVM(w http.ResponseWriter, r *http.Request, p *principal) 
 	if he := decodeJSON(w, r, &req); he != nil {
 		return he
 	}
+	if err := checkCloudInitInput(req.Spec.CloudInit, "spec.cloudInit"); err != nil {
+		return err
+	}
 	vm, err := buildVM(project, req.Name, req.Spec, "")
 	if err != nil {
+		return err
+	}
+	if err := s.sealSpecs(project, []*model.VMSpec{&vm.Spec}, []string{"spec.cloudInit"}); err != nil {
 		return err
 	}
 	if err := s.checkStorage(r.Context(), []*model.VMSpec{&vm.Spec}, []string{""}); err != nil {
@@ -133,6 +139,9 @@ func (s *Server) batchVMs(w http.ResponseWriter, r *http.Request, p *principal) 
 	if err != nil {
 		return err
 	}
+	if err := s.sealBatch(project, &req, vms); err != nil {
+		return err
+	}
 	if err := s.checkBatchStorage(r, &req, vms); err != nil {
 		return err
 	}
@@ -193,6 +202,18 @@ func (s *Server) checkBatchStorage(r *http.Request, req *api.VMBatchRequest, vms
 	return s.checkStorage(r.Context(), specs, prefixes)
 }
 
+// sealBatch seals the user data of a batch's VMs (userdata.go).
+func (s *Server) sealBatch(project string, req *api.VMBatchRequest, vms []*model.VM) error {
+	specs, fields := make([]*model.VMSpec, len(vms)), make([]string, len(vms))
+	for i, v := range vms {
+		specs[i], fields[i] = &v.Spec, "spec.cloudInit"
+		if len(req.VMs) > 0 {
+			fields[i] = fmt.Sprintf("vms[%d].spec.cloudInit", i)
+		}
+	}
+	return s.sealSpecs(project, specs, fields)
+}
+
 // batchItems validates a batch request into VMs.
 func batchItems(project string, req *api.VMBatchRequest) ([]*model.VM, error) {
 	if len(req.VMs) > 0 && (req.Prefix != "" || req.Count != 0 || req.Spec != nil) {
@@ -206,6 +227,9 @@ func batchItems(project string, req *api.VMBatchRequest) ([]*model.VM, error) {
 		for i, it := range req.VMs {
 			if it.DryRun {
 				return nil, fieldError(fmt.Sprintf("vms[%d].dryRun", i), "set dryRun on the batch, not on its items")
+			}
+			if err := checkCloudInitInput(it.Spec.CloudInit, fmt.Sprintf("vms[%d].spec.cloudInit", i)); err != nil {
+				return nil, err
 			}
 			vm, err := buildVM(project, it.Name, it.Spec, fmt.Sprintf("vms[%d].", i))
 			if err != nil {
@@ -223,6 +247,9 @@ func batchItems(project string, req *api.VMBatchRequest) ([]*model.VM, error) {
 	}
 	if req.Spec == nil {
 		return nil, fieldError("spec", "is required with prefix and count")
+	}
+	if err := checkCloudInitInput(req.Spec.CloudInit, "spec.cloudInit"); err != nil {
+		return nil, err
 	}
 	for i := 1; i <= req.Count; i++ {
 		name := req.Prefix + "-" + strconv.Itoa(i)

@@ -31,6 +31,23 @@ import (
 // event), every project two (its usage key, and its guards).
 const admitBudget = MaxTxnOps - 8
 
+// admitBytes bounds the bytes of one admission transaction, well under
+// etcd's request limit (1.5 MiB by default): a VM record is a few KiB,
+// but its cloud-init seed may add up to 64 KiB of user data, sealed and
+// in base64 a third more (87 KiB). Without it, two dozen creates with
+// large user data arriving together made one transaction etcd refuses.
+// A call alone over it still goes (its own transaction: all or nothing).
+const admitBytes = 1 << 20
+
+// reqBytes is about what a call adds to an admission transaction.
+func reqBytes(vms []*model.VM) int {
+	n := 0
+	for _, v := range vms {
+		n += 4<<10 + v.Spec.CloudInit.StoredBytes()
+	}
+	return n
+}
+
 // admitBatchTimeout bounds one batch's reads and transaction: the batches
 // are the queue's, not any call's, so no call's context bounds them.
 const admitBatchTimeout = time.Minute
@@ -232,7 +249,7 @@ func (a *admitter) take() []*admitReq {
 	defer a.mu.Unlock()
 	var batch, rest []*admitReq
 	projects := map[string]bool{}
-	ops, closed := 0, false
+	ops, size, closed := 0, 0, false
 	for _, req := range a.pending {
 		if closed || a.inflight[req.project] || (len(batch) > 0 && req.repo != batch[0].repo) {
 			rest = append(rest, req)
@@ -245,7 +262,8 @@ func (a *admitter) take() []*admitReq {
 		if !projects[req.project] {
 			cost += 2
 		}
-		if len(batch) > 0 && (req.alone || batch[0].alone || ops+cost > admitBudget) {
+		b := reqBytes(req.vms)
+		if len(batch) > 0 && (req.alone || batch[0].alone || ops+cost > admitBudget || size+b > admitBytes) {
 			closed = true
 			rest = append(rest, req)
 			continue
@@ -253,6 +271,7 @@ func (a *admitter) take() []*admitReq {
 		batch = append(batch, req)
 		projects[req.project] = true
 		ops += cost
+		size += b
 	}
 	a.pending = rest
 	if len(batch) == 0 {

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +17,7 @@ import (
 	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/hypervisor/qemu/guest"
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/pki"
 )
 
 // Live migration through server + agents + real QEMU (TCG), issue 5.
@@ -70,6 +73,25 @@ func TestMigrationQEMU(t *testing.T) {
 	}
 }
 
+// migrationOnlyKey says whether host's migration TLS material (what its
+// QEMUs load) is its migration-only certificate, not its agent identity.
+func migrationOnlyKey(t *testing.T, cl *qcluster, host string) bool {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(cl.state[host], "qemu", "migration-tls", "server-cert.pem"))
+	if err != nil {
+		t.Fatalf("%s: %v", host, err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatalf("%s: no PEM certificate", host)
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.Contains(c.Subject.OrganizationalUnit, pki.RoleMigration)
+}
+
 // testMigrateLocal: g1 (local disk) moves q1 → q2 live with TLS; it runs
 // on q2, keeps ticking, and q1 keeps nothing of it.
 func testMigrateLocal(t *testing.T, cl *qcluster) {
@@ -89,6 +111,8 @@ func testMigrateLocal(t *testing.T, cl *qcluster) {
 		t.Fatalf("result lacks downtime/bytes: %+v", r)
 	case len(r.SharedDisks) != 0:
 		t.Fatalf("a local disk was treated as shared: %+v", r)
+	case !migrationOnlyKey(t, cl, "q1") || !migrationOnlyKey(t, cl, "q2"):
+		t.Fatal("the hosts' QEMUs were given the hosts' own keys: want their migration-only certificates (docs/security.md VP-11)")
 	case r.GuestGapBy != "guest-ticks":
 		t.Fatalf("guest gap %d ms by %q, want measured from the guest's ticks", r.GuestGapMs, r.GuestGapBy)
 	}

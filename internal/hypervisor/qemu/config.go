@@ -193,6 +193,9 @@ type Driver struct {
 	// users hands out per-VM uids; nil when the driver is not root and
 	// QEMU runs as the driver's own user (vmuser.go).
 	users *uidAllocator
+	// copies counts the VMs that use each image copy under
+	// StateDir/images (imagecopies.go)
+	copies imageCopies
 	// kvmGID is /dev/kvm's group, given to QEMU under KVM when the device
 	// is not open to everyone.
 	kvmGID *uint32
@@ -269,6 +272,7 @@ func New(cfg Config) (*Driver, error) {
 	if err := d.load(); err != nil {
 		return nil, err
 	}
+	d.recountCopies()
 	d.cleanOrphans()
 	d.dropUnfinishedIncoming()
 	d.log.Info("qemu: driver ready", "state", cfg.StateDir, "accel", d.accel, "network", d.net, "vms", len(d.vms))

@@ -89,6 +89,7 @@ func (d *Driver) Create(ctx context.Context, cfg hypervisor.VMConfig) (err error
 		d.mu.Lock()
 		delete(d.vms, cfg.ID)
 		d.mu.Unlock()
+		d.releaseCopies(cfg.ID)
 	})
 	dir := d.vmDir(cfg.ID)
 	os.RemoveAll(dir) // a leftover without a record
@@ -292,10 +293,10 @@ func (d *Driver) machine(ctx context.Context, rec *record, o startOpts, rev *rev
 	if img := cfg.Image; img != nil && img.Kernel != "" {
 		m.Append = img.Cmdline
 		var err error
-		if m.Kernel, err = d.shareable(img.Kernel); err != nil {
+		if m.Kernel, err = d.shareable(img.Kernel, id); err != nil {
 			return m, files, err
 		}
-		if m.Initrd, err = d.shareable(img.Initrd); err != nil {
+		if m.Initrd, err = d.shareable(img.Initrd, id); err != nil {
 			return m, files, err
 		}
 	}
@@ -585,6 +586,7 @@ func (d *Driver) deleteLocked(ctx context.Context, v *vm) error {
 	d.mu.Lock()
 	delete(d.vms, id)
 	d.mu.Unlock()
+	d.releaseCopies(id)
 	d.log.Info("qemu: deleted", "vm", id)
 	return nil
 }

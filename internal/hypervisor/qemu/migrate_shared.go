@@ -82,7 +82,7 @@ func (d *Driver) findSharedDisks(ctx context.Context, cfg hypervisor.VMConfig) (
 				return nil, fmt.Errorf("qemu: %w", err)
 			}
 			// Every VM user must read the base (vmuser.go).
-			if abs, err = d.shareable(abs); err != nil {
+			if abs, err = d.shareable(abs, cfg.ID); err != nil {
 				return nil, err
 			}
 			dr.Base, dr.BaseFormat, dr.Size = abs, ii.Format, max(dr.Size, ii.VirtualSize)
@@ -98,6 +98,12 @@ func (d *Driver) findSharedDisks(ctx context.Context, cfg hypervisor.VMConfig) (
 func (d *Driver) createIncoming(ctx context.Context, cfg hypervisor.VMConfig) (map[string]string, error) {
 	shared, err := d.findSharedDisks(ctx, cfg)
 	if err != nil {
+		d.mu.Lock()
+		_, known := d.vms[cfg.ID]
+		d.mu.Unlock()
+		if !known { // the base copies it took for a VM that is not here
+			d.releaseCopies(cfg.ID)
+		}
 		return nil, err
 	}
 	if len(shared) == 0 {

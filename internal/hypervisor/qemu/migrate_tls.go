@@ -175,10 +175,13 @@ func tlsObject(dir string, server bool) map[string]any {
 }
 
 // addTLS loads the migration credentials of dir into rec's QEMU. QEMU
-// reads them as the VM's user, which cannot read dir (the host's key,
-// root 0600): they are copied into the VM directory for the VM's group
-// (0640) and removed once object-add has loaded them (vmuser.go). A QEMU
-// that migrates holds the key in memory anyway; no other VM ever sees it.
+// reads them as the VM's user, which cannot read dir (root 0600): they
+// are copied into the VM directory for the VM's group (0640) and removed
+// once object-add has loaded them (vmuser.go). A QEMU that migrates holds
+// the key in memory anyway, so the key is not the host's identity: the
+// agent hands the driver a migration-only certificate (pki.RoleMigration),
+// which peers verify as the host's and the servers refuse as an identity
+// (docs/security.md VP-11). No other VM ever sees it.
 func (d *Driver) addTLS(ctx context.Context, q *qmp.Conn, rec *record, dir string, server bool) error {
 	if d.users == nil || rec.User == nil {
 		return q.ObjectAdd(ctx, tlsObject(dir, server))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	bin "encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -223,14 +224,23 @@ func both16(b []byte, v uint16) {
 	bin.BigEndian.PutUint16(b[2:], v)
 }
 
+// errSealedSeed: a VM's user data reached the driver sealed.
+var errSealedSeed = errors.New("its cloud-init user data is still sealed (the server did not open it for this host): no seed is written without it")
+
 // seedLabel is the volume label cloud-init's NoCloud looks for.
 const seedLabel = "cidata"
 
 // writeSeed writes the VM's NoCloud seed into its directory and returns
 // its path ("" when the VM has no CloudInit).
 func (d *Driver) writeSeed(rec *record) (string, error) {
-	if rec.Config.Spec.CloudInit == nil {
+	ci := rec.Config.Spec.CloudInit
+	if ci == nil {
 		return "", nil
+	}
+	if ci.UserDataSealed != nil {
+		// the server opens user data for the VM's host; a guest booted
+		// from a seed without it would lack its users, keys or set-up
+		return "", fmt.Errorf("qemu: VM %s: %w", rec.Config.ID, errSealedSeed)
 	}
 	path := d.vmDir(rec.Config.ID) + "/seed.iso"
 	img := buildISO(seedLabel, seedFiles(rec.Config), rec.CreatedAt)

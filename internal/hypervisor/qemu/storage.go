@@ -166,7 +166,7 @@ func (d *Driver) makeDisk(ctx context.Context, cfg hypervisor.VMConfig, i int, s
 			return diskRec{}, fmt.Errorf("qemu: %w", err)
 		}
 		// Every VM user must read the base (vmuser.go).
-		if abs, err = d.shareable(abs); err != nil {
+		if abs, err = d.shareable(abs, cfg.ID); err != nil {
 			return diskRec{}, err
 		}
 		dr.Base, dr.BaseFormat = abs, ii.Format

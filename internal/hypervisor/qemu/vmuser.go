@@ -400,30 +400,43 @@ func listenUnix(path string) (*os.File, error) {
 // shareable returns a path of the read-only shared input file (image
 // base, kernel, initrd) that every VM user can read: the file itself when
 // it can already, else a copy under StateDir/images, made once per file
-// version (path, size, modification time).
-func (d *Driver) shareable(path string) (string, error) {
+// version (path, size, modification time). The copy is counted as used
+// by VM id until the VM is deleted (imagecopies.go); the last VM to go
+// takes the copy with it.
+func (d *Driver) shareable(path, id string) (string, error) {
 	if d.users == nil || path == "" || readableByOthers(path) {
 		return path, nil
 	}
+	d.copies.mu.Lock()
+	defer d.copies.mu.Unlock()
 	st, err := os.Stat(path)
 	if err != nil {
 		return "", fmt.Errorf("qemu: %w", err)
 	}
-	h := sha256.Sum256([]byte(path + "\x00" + strconv.FormatInt(st.Size(), 10) + "\x00" + strconv.FormatInt(st.ModTime().UnixNano(), 10)))
-	dir := filepath.Join(d.cfg.StateDir, "images")
-	dst := filepath.Join(dir, hex.EncodeToString(h[:12])+"-"+filepath.Base(path))
+	dst := d.copyPath(path, st)
 	if dst2, err := os.Stat(dst); err == nil && dst2.Size() == st.Size() {
+		d.copies.use(dst, id)
 		return dst, nil
 	}
-	if err := os.MkdirAll(dir, 0o711); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o711); err != nil {
 		return "", fmt.Errorf("qemu: %w", err)
 	}
 	if err := copyFile(path, dst, 0o644); err != nil {
 		return "", err
 	}
+	d.copies.use(dst, id)
 	d.log.Info("qemu: copied an image file the VMs' users cannot read in place", "file", path, "copy", dst)
 	return dst, nil
 }
+
+// copyPath is where shareable copies path (st: its stat).
+func (d *Driver) copyPath(path string, st os.FileInfo) string {
+	h := sha256.Sum256([]byte(path + "\x00" + strconv.FormatInt(st.Size(), 10) + "\x00" + strconv.FormatInt(st.ModTime().UnixNano(), 10)))
+	return filepath.Join(d.imagesDir(), hex.EncodeToString(h[:12])+"-"+filepath.Base(path))
+}
+
+// imagesDir holds shareable's copies.
+func (d *Driver) imagesDir() string { return filepath.Join(d.cfg.StateDir, "images") }
 
 // readableByOthers reports whether any user can read path: o+r on the
 // file and o+x on every directory above it.

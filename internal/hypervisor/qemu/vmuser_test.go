@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -67,7 +68,7 @@ func TestShareableCopiesWhatVMUsersCannotRead(t *testing.T) {
 	kernel := filepath.Join(closed, "vmlinux")
 	mustDo(t, "write", os.WriteFile(kernel, []byte("kernel bytes"), 0o644))
 
-	got, err := d.shareable(kernel)
+	got, err := d.shareable(kernel, "test.a")
 	mustDo(t, "shareable", err)
 	if got == kernel || !strings.HasPrefix(got, filepath.Join(state, "images")+"/") {
 		t.Fatalf("shareable(%s) = %s, want a copy under the state dir's images/", kernel, got)
@@ -78,7 +79,7 @@ func TestShareableCopiesWhatVMUsersCannotRead(t *testing.T) {
 	if !readableByOthers(got) {
 		t.Fatalf("the copy %s is not readable by every user", got)
 	}
-	again, err := d.shareable(kernel)
+	again, err := d.shareable(kernel, "test.b")
 	mustDo(t, "shareable again", err)
 	if again != got {
 		t.Fatalf("a second call copied again: %s, then %s", got, again)
@@ -88,8 +89,21 @@ func TestShareableCopiesWhatVMUsersCannotRead(t *testing.T) {
 	mustDo(t, "chmod", os.Chmod(open, 0o755))
 	inPlace := filepath.Join(open, "vmlinux")
 	mustDo(t, "write", os.WriteFile(inPlace, []byte("k"), 0o644))
-	if got, err := d.shareable(inPlace); err != nil || got != inPlace {
+	if got, err := d.shareable(inPlace, "test.a"); err != nil || got != inPlace {
 		t.Fatalf("shareable(%s) = %s, %v; want the file itself", inPlace, got, err)
+	}
+
+	// the copy lives as long as a VM uses it
+	d.releaseCopies("test.a")
+	if _, err := os.Stat(got); err != nil {
+		t.Fatalf("the copy went while test.b uses it: %v", err)
+	}
+	d.releaseCopies("test.b")
+	if _, err := os.Stat(got); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the copy stays once no VM uses it: %v", err)
+	}
+	if again, err := d.shareable(kernel, "test.c"); err != nil || again != got {
+		t.Fatalf("copied again: %s, %v", again, err)
 	}
 }
 
