@@ -6,17 +6,17 @@ import (
 
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/state"
-	"github.com/vpool/vpool/internal/store/etcdstore"
 )
 
-// checkPlacedOnce reads the store behind the servers and checks that
+// checkPlacedOnce reads the store behind the servers (the surviving
+// members, or the external one) and checks that
 // every acknowledged VM is placed, that each host's allocation holds
 // exactly the VMs that name it (so no VM is held twice) with their demand
 // summed, and that no host holds more than capacity × ratio.
 func (st *stack) checkPlacedOnce(tb testing.TB, acked map[string]bool) {
 	tb.Helper()
 	ctx := context.Background()
-	es, err := etcdstore.Connect(ctx, []string{st.etcdURL}, nil)
+	es, err := st.connectStore(ctx)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -13,18 +13,6 @@ import (
 	"time"
 )
 
-// serverCounts are the topologies measured: VPOOL_SCALE_SERVERS=1 or 3
-// picks one, the default runs both.
-func serverCounts() []int {
-	switch envInt("VPOOL_SCALE_SERVERS", 0) {
-	case 1:
-		return []int{1}
-	case 3:
-		return []int{3}
-	}
-	return []int{1, 3}
-}
-
 // BenchmarkFleet: a fleet of simulated hosts and running VMs at rest.
 // It reports etcd transactions and key changes a second (and per host a
 // minute: the target is at most 1), the servers' CPU (cores) and largest
@@ -34,14 +22,15 @@ func serverCounts() []int {
 //	VPOOL_SCALE_HOSTS=10000 VPOOL_SCALE_VMS=100000 go test ./test/scale -run XXX -bench Fleet -benchtime 1x -timeout 2h
 func BenchmarkFleet(b *testing.B) {
 	needHeavy(b)
-	for _, n := range serverCounts() {
-		b.Run(fmt.Sprintf("servers=%d", n), func(b *testing.B) { benchFleet(b, n) })
+	for _, topo := range topologies() {
+		b.Run(topo.name(), func(b *testing.B) { benchFleet(b, topo) })
 	}
 }
 
-func benchFleet(b *testing.B, n int) {
+func benchFleet(b *testing.B, topo topology) {
 	sz := readSizes(b)
-	st := startStack(b, n, sz)
+	n := topo.servers
+	st := startStack(b, topo, sz)
 	projects := st.makeProjects(sz.projects)
 	t0 := time.Now()
 	st.createBatched(sz.vms, projects)

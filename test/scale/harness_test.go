@@ -84,15 +84,20 @@ func vmSpec(i int) model.VMSpec {
 type serverProc struct {
 	*proc
 	name, dataDir, addr, agentAddr string
+	peer                           string // its embedded member's peer address (several embedded members)
 	pprof                          string // where it serves Go's profiles (with VPOOL_SCALE_PROFILE)
 	c                              *client.Client
 	token                          string
+	cpuMu                          sync.Mutex
+	lastCPU                        float64 // CPU seconds when last read (kept once it is gone)
 }
 
-// stack is the servers (one with its embedded etcd, or several on one
-// external etcd) and the fleet.
+// stack is the servers (one with its embedded etcd, several with an
+// embedded member each, or several on one external etcd: topology) and
+// the fleet.
 type stack struct {
 	tb       testing.TB
+	topo     topology
 	etcdURL  string
 	etcd     *proc
 	servers  []*serverProc
@@ -101,18 +106,31 @@ type stack struct {
 	fleetErr chan error
 }
 
-// startStack starts n servers and a fleet of hosts over them, and waits
-// until every host is ready.
-func startStack(tb testing.TB, n int, sz sizes) *stack {
+// startStack starts the servers of topo and a fleet of hosts over them,
+// and waits until every host is ready.
+func startStack(tb testing.TB, topo topology, sz sizes) *stack {
 	tb.Helper()
-	st := &stack{tb: tb}
-	if n > 1 {
-		st.etcdURL, st.etcd = startEtcd(tb)
-	}
+	st := &stack{tb: tb, topo: topo}
+	n := topo.servers
+	vpoolBinary(tb) // built before the clock starts
+	start := time.Now()
 	shared := tb.TempDir()
-	for i := range n {
-		st.servers = append(st.servers, st.startServer(i, shared))
+	switch {
+	case n > 1 && !topo.external:
+		st.startMembers(n, shared)
+	default:
+		if topo.external {
+			st.etcdURL, st.etcd = startEtcd(tb)
+		}
+		for i := range n {
+			s := st.newServer(i)
+			st.launch(s, shared, nil)
+			st.waitHealthy(s)
+			st.servers = append(st.servers, s)
+		}
 	}
+	st.checkTopology(tb, topo)
+	tb.Logf("%s up in %.1fs", topo.name(), time.Since(start).Seconds())
 	ctx, cancel := context.WithCancel(context.Background())
 	st.stop = cancel
 	tb.Cleanup(st.close)
@@ -124,11 +142,14 @@ func startStack(tb testing.TB, n int, sz sizes) *stack {
 	f, err := fleet.New(fleet.Config{Servers: agents, Hosts: sz.hosts, Capacity: hostCapacity, Trace: sz.trace,
 		Labels: map[string]string{"vpool.io/fleet": "true"}, Workers: beatWorkers(sz.hosts),
 		Tokens: func(ctx context.Context) (string, error) {
-			jt, err := st.servers[0].c.CreateJoinToken(ctx, api.JoinTokenRequest{TTL: "24h", Uses: 100})
-			if err != nil {
-				return "", err
+			var err error
+			for _, s := range st.live() {
+				var jt *api.JoinTokenResponse
+				if jt, err = s.c.CreateJoinToken(ctx, api.JoinTokenRequest{TTL: "24h", Uses: 100}); err == nil {
+					return jt.Token, nil
+				}
 			}
-			return jt.Token, nil
+			return "", err
 		}})
 	if err != nil {
 		tb.Fatal(err)
@@ -196,20 +217,33 @@ func later(a, b time.Time) time.Time {
 	return a
 }
 
-func (st *stack) startServer(i int, shared string) *serverProc {
+// newServer names server i and picks its data dir and addresses.
+func (st *stack) newServer(i int) *serverProc {
 	tb := st.tb
-	s := &serverProc{name: fmt.Sprintf("s%d", i+1), dataDir: filepath.Join(tb.TempDir(), "data"), addr: freeAddr(tb), agentAddr: freeAddr(tb)}
+	return &serverProc{name: fmt.Sprintf("s%d", i+1), dataDir: filepath.Join(tb.TempDir(), "data"), addr: freeAddr(tb), agentAddr: freeAddr(tb)}
+}
+
+// launch starts server s (extra: more flags) without waiting for it.
+func (st *stack) launch(s *serverProc, shared string, extra []string) {
+	tb := st.tb
 	args := []string{"server", "--data-dir", s.dataDir, "--listen", s.addr, "--agent-listen", s.agentAddr, "--name", s.name,
 		"--log-level", "error", "--image-pool", filepath.Join(shared, "images")}
 	if st.etcdURL != "" {
 		args = append(args, "--etcd-endpoints", st.etcdURL, "--ca-key-file", filepath.Join(shared, "ca-seal.key"))
 	}
+	args = append(args, extra...)
 	var env []string
 	if os.Getenv(envProfile) != "" {
 		s.pprof = freeAddr(tb)
 		env = []string{"VPOOL_PPROF=" + s.pprof}
 	}
 	s.proc = startProc(tb, s.name, env, vpoolBinary(tb), args...)
+}
+
+// waitHealthy waits until s answers /healthz, then reads its admin token
+// and makes its client.
+func (st *stack) waitHealthy(s *serverProc) {
+	tb := st.tb
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		if resp, err := http.Get("http://" + s.addr + "/healthz"); err == nil {
@@ -238,7 +272,6 @@ func (st *stack) startServer(i int, shared string) *serverProc {
 		Transport: &http.Transport{MaxIdleConnsPerHost: 128}})); err != nil {
 		tb.Fatal(err)
 	}
-	return s
 }
 
 // fenceForFleet gives a fleet of thousands of hosts a server a fence
@@ -402,15 +435,33 @@ func (st *stack) createBatched(total int, projects []string) {
 	}
 }
 
-// cpu is the servers' (and the external etcd's) CPU seconds so far.
+// cpu is the servers' (and the external etcd's) CPU seconds so far; a
+// server killed counts with what it had used when last read (killLeader
+// reads it just before the kill).
 func (st *stack) cpu() (servers, etcd float64) {
 	for _, s := range st.servers {
-		servers += cpuSeconds(s.cmd.Process.Pid)
+		servers += s.cpuSeconds()
 	}
 	if st.etcd != nil {
 		etcd = cpuSeconds(st.etcd.cmd.Process.Pid)
 	}
 	return servers, etcd
+}
+
+// cpuSeconds is s's CPU seconds so far, or when last read once it is
+// gone.
+func (s *serverProc) cpuSeconds() float64 {
+	s.cpuMu.Lock()
+	defer s.cpuMu.Unlock()
+	select {
+	case <-s.done:
+		return s.lastCPU
+	default:
+	}
+	if v := cpuSeconds(s.cmd.Process.Pid); v > 0 {
+		s.lastCPU = v
+	}
+	return s.lastCPU
 }
 
 // rss is the resident set of the server with the largest one now (its
