@@ -95,8 +95,8 @@ func TestGangPlacedAllOrNothing(t *testing.T) {
 			for _, vm := range e.vms() {
 				hosts[vm.Status.Host] = true
 				revs[vm.Revision] = true
-				if vm.Status.Explanation == nil || vm.Status.Explanation.Chosen != vm.Status.Host {
-					t.Errorf("%s: explanation %+v", vm.Name, vm.Status.Explanation)
+				if ex := e.explanation(vm); ex == nil || ex.Chosen != vm.Status.Host {
+					t.Errorf("%s: explanation %+v", vm.Name, ex)
 				}
 			}
 			if tc.sameOK && len(hosts) != 1 || !tc.sameOK && len(hosts) != 3 {

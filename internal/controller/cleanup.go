@@ -89,6 +89,9 @@ func (r *reconciler) compactEvents(ctx context.Context) error {
 	if err := r.pruneSamples(ctx, now); err != nil {
 		return err
 	}
+	if err := r.tidyExplanations(ctx, now); err != nil {
+		return err
+	}
 	r.lastCompact = now
 	return nil
 }

@@ -140,6 +140,18 @@ func (e *env) vm(name string) *model.VM {
 	return vm
 }
 
+// explanation is the scheduler's last explanation for vm, wherever it
+// is stored (the record for a VM that fits nowhere, its own key for a
+// placement).
+func (e *env) explanation(vm *model.VM) *model.Explanation {
+	e.t.Helper()
+	ex, err := e.repo.GetExplanation(context.Background(), vm)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ex
+}
+
 func (e *env) host(name string) *model.Host {
 	e.t.Helper()
 	h, err := e.repo.GetHost(context.Background(), name)

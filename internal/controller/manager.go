@@ -204,6 +204,9 @@ type Manager struct {
 	terms atomic.Int64
 	// epochs numbers placement snapshots (Snapshot.Epoch).
 	epochs atomic.Uint64
+	// explPruned is when orphaned explanations were last pruned (unix
+	// nanoseconds; 0: never): explanations.go.
+	explPruned atomic.Int64
 }
 
 // New returns a Manager. It does nothing until Run.

@@ -23,8 +23,9 @@ import (
 // committed, and hosts whose charges did not commit are re-read from the
 // cache at the next pass.
 
-// groupOps bounds a group: its VMs, their events and the allocations of
-// the hosts they touch must fit in one transaction (the store's cap,
+// groupOps bounds a group: its VMs, their explanations (each at its own
+// key), their events and the allocations of the hosts they touch must
+// fit in one transaction (the store's cap,
 // state.Repo.MaxOps: etcd's default 128, 512 on our embedded member),
 // with room for the guards of the policy and the term.
 func (r *reconciler) groupOps() int { return r.repo.MaxOps() - 4 }
@@ -34,12 +35,16 @@ func (r *reconciler) groupOps() int { return r.repo.MaxOps() - 4 }
 // seed may add up to 64 KiB of user data and its keys (vmTxnBytes).
 const groupBytes = 1 << 20
 
-// vmTxnBytes is about what placing vm adds to a transaction: the record
-// with its explanation and its event (a few KiB), its cloud-init seed
-// (user data is stored sealed, in base64: a third more than its bytes).
+// vmTxnBytes is about what placing vm adds to a transaction: the record,
+// its explanation and its event (a few KiB), its cloud-init seed (user
+// data is stored sealed, in base64: a third more than its bytes).
 func vmTxnBytes(vm *model.VM) int {
 	return 4<<10 + vm.Spec.CloudInit.StoredBytes()
 }
+
+// opsPerPlacement is what one placement writes besides its host's
+// allocation: the VM's record, its explanation, its event.
+const opsPerPlacement = 3
 
 // schedView is the scheduling loop's view across passes.
 type schedView struct {
@@ -169,7 +174,7 @@ func (p *pipeline) add(vm *model.VM) error {
 	p.group = append(p.group, Placement{VM: vm, Host: host, Explanation: expl})
 	p.hosts[host] = true
 	p.bytes += vmTxnBytes(vm)
-	if 2*(len(p.group)+1)+len(p.hosts)+1 > r.groupOps() || p.bytes+64<<10+4<<10 > groupBytes {
+	if opsPerPlacement*(len(p.group)+1)+len(p.hosts)+1 > r.groupOps() || p.bytes+64<<10+4<<10 > groupBytes {
 		p.flush() // the next VM might not fit
 		return nil
 	}

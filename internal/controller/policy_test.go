@@ -35,7 +35,7 @@ func TestSchedulingUsesStoredPolicy(t *testing.T) {
 		}},
 		{"weights", model.Policy{Strategy: "binpack", Weights: map[string]float64{"balance": 0, "binpack": 5}}, 1, func(t *testing.T, e *env) {
 			// 1 vCPU of 8 × 4.0 and 1 GiB of 32 GiB: binpack's raw score is 1/32.
-			c := e.vm("a").Status.Explanation.Candidates[0]
+			c := e.explanation(e.vm("a")).Candidates[0]
 			if c.Parts["balance"] != 0 || math.Abs(c.Parts["binpack"]-5.0/32) > 0.001 {
 				t.Errorf("score parts %v: want balance off, binpack weighted 5", c.Parts)
 			}
@@ -52,7 +52,7 @@ func TestSchedulingUsesStoredPolicy(t *testing.T) {
 			e.start(cfg)
 			for _, name := range []string{"a", "b"} {
 				e.createVM(name, tc.vcpus, model.GiB)
-				eventually(t, name+" decided", func() bool { return e.vm(name).Status.Explanation != nil })
+				eventually(t, name+" decided", func() bool { return e.explanation(e.vm(name)) != nil })
 			}
 			tc.check(t, e)
 			e.checkAllocations()

@@ -36,8 +36,8 @@ func testPlacesPendingVMs(t *testing.T, placer Placer) {
 		return true
 	})
 	for _, vm := range e.vms() {
-		if vm.Status.Phase != model.PhaseCreating || vm.Status.Explanation == nil || vm.Status.Explanation.Chosen != vm.Status.Host {
-			t.Errorf("%s: phase %s, explanation %+v", vm.Name, vm.Status.Phase, vm.Status.Explanation)
+		if ex := e.explanation(vm); vm.Status.Phase != model.PhaseCreating || ex == nil || ex.Chosen != vm.Status.Host || vm.Status.Explanation != nil {
+			t.Errorf("%s: phase %s, explanation %+v (in the record: %+v)", vm.Name, vm.Status.Phase, ex, vm.Status.Explanation)
 		}
 	}
 	if got := len(e.events("vm.phase")); got != 6 {

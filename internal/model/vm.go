@@ -163,10 +163,16 @@ type Controls struct {
 
 // VMStatus is what the system observed.
 type VMStatus struct {
-	Phase       Phase        `json:"phase"`
-	Host        string       `json:"host,omitempty"`
-	LastError   string       `json:"lastError,omitempty"`
-	Message     string       `json:"message,omitempty"`
+	Phase     Phase  `json:"phase"`
+	Host      string `json:"host,omitempty"`
+	LastError string `json:"lastError,omitempty"`
+	Message   string `json:"message,omitempty"`
+	// Explanation is why the scheduler could not place the VM (pending,
+	// no host: it stays here, small, and is the VM's state: the backlog
+	// count, the power controller and `vm create --wait` read it). A
+	// placement's explanation is stored apart (StoredExplanation at
+	// store.ExplanationKey) and filled in only by GET vm; records stored
+	// before that carried it here and still read the same.
 	Explanation *Explanation `json:"explanation,omitempty"`
 	Usage       VMUsage      `json:"usage,omitempty"`
 	Addresses   []string     `json:"addresses,omitempty"`
@@ -213,6 +219,14 @@ type Explanation struct {
 	Candidates []Candidate `json:"candidates,omitempty"`
 	Chosen     string      `json:"chosen,omitempty"`
 	Summary    string      `json:"summary"`
+}
+
+// StoredExplanation is a placement's explanation as stored apart from
+// its VM's record, written in the placement's own transaction. UID is
+// the VM's: a VM created later under the same name never shows it.
+type StoredExplanation struct {
+	UID         string       `json:"uid"`
+	Explanation *Explanation `json:"explanation"`
 }
 
 // FilterOut says how many hosts one filter rejected and why.

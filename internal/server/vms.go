@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -289,7 +290,27 @@ func (s *Server) getVM(w http.ResponseWriter, r *http.Request, p *principal) err
 		return vmNotFound(err, project, name)
 	}
 	s.vmWithUsage(vm)
+	if err := s.withExplanation(r.Context(), vm); err != nil {
+		return err
+	}
 	reply(w, http.StatusOK, p, vm)
+	return nil
+}
+
+// withExplanation fills in vm's placement explanation, stored apart from
+// its record (state.ReadExplanation: one read of a small key, in process
+// from an embedded member, for GET vm only; lists, the agents'
+// assignments and the other answers carry the record as stored). vm is
+// the handler's own decoded copy.
+func (s *Server) withExplanation(ctx context.Context, vm *model.VM) error {
+	if vm.Status.Explanation != nil {
+		return nil
+	}
+	ex, err := state.ReadExplanation(ctx, s.cfg.Store, vm)
+	if err != nil {
+		return err
+	}
+	vm.Status.Explanation = ex
 	return nil
 }
 

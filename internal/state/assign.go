@@ -30,14 +30,18 @@ type Assigned struct {
 }
 
 // Assign stores placement decisions in one transaction, all or nothing:
-// each VM gets its host, phase creating and its explanation; each touched
+// each VM gets its host and phase creating, its explanation is written
+// at its own key (store.ExplanationKey: not in the record, which later
+// status reports rewrite and every view decodes); each touched
 // host's allocation — given as read, with its revision, in allocs — gets
 // the VMs' demand (AllocAdd); a phase event is written per VM. It is
 // guarded on every VM's revision, every touched allocation's revision and
 // the policy's revision (0: none stored), plus the repository's term. The
-// events ride in the same transaction when they fit under MaxTxnOps
-// operations, else in a second transaction right after (events are a
-// log, not state: a crash in between loses only them). It reports whether
+// explanations, then the events, ride in the same transaction when they
+// fit under the store's cap on operations (MaxOps), else in transactions
+// right after (a gang larger than about a third of the cap: a crash in
+// between loses only them; an explanation left for a VM deleted
+// meanwhile is pruned by the controllers). It reports whether
 // the guards held; a group too large for one transaction is an error.
 //
 // The caller decides; Assign only stores. The controllers call it from
@@ -49,10 +53,12 @@ func (r *Repo) Assign(ctx context.Context, as []Assignment, allocs map[string]mo
 	conds := make([]store.Cond, 0, 2*len(as)+1)
 	ops := make([]store.Op, 0, 2*len(as))
 	var events []store.Op
+	expls := make([]store.Op, 0, len(as))
 	for _, a := range as {
 		nv := *a.VM
 		nv.Status.Host, nv.Status.Phase = a.Host, model.PhaseCreating
-		nv.Status.Explanation, nv.Status.Message = a.Explanation, ""
+		nv.Status.Explanation, nv.Status.Message = nil, ""
+		expls = append(expls, explanationOp(&nv, a.Explanation))
 		nv.UpdatedAt = now
 		followOwner(a.VM, &nv)
 		out.VMs = append(out.VMs, &nv)
@@ -83,6 +89,11 @@ func (r *Repo) Assign(ctx context.Context, as []Assignment, allocs map[string]mo
 	conds = append(conds, store.IfRev(store.PolicyKey, policyRev))
 	if max := r.MaxOps(); len(ops) > max || len(conds) >= max {
 		return out, false, fmt.Errorf("state: %d placements on %d hosts need %d operations, over the store's %d", len(as), len(hosts), len(ops), max)
+	}
+	if len(ops)+len(expls) <= r.MaxOps() {
+		ops = append(ops, expls...)
+	} else {
+		events = append(expls, events...)
 	}
 	rev, ok, err := r.commitWithEvents(ctx, conds, ops, events, "placement")
 	if !ok {

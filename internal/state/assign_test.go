@@ -1,6 +1,7 @@
 package state
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
@@ -68,13 +69,22 @@ func TestAssignAllOrNothingUnderGuards(t *testing.T) {
 			}
 			a, _ := r.GetVM(ctx, "p", "a")
 			a1, _ := r.GetAllocation(ctx, "h1")
+			_, explErr := r.Store().Get(ctx, store.ExplanationKey("p", "a"))
 			if !tc.ok {
-				if a.Status.Host != "" || len(a1.VMs) != 0 {
-					t.Fatalf("a refused plan wrote: %+v, %+v", a.Status, a1)
+				if a.Status.Host != "" || len(a1.VMs) != 0 || !errors.Is(explErr, store.ErrNotFound) {
+					t.Fatalf("a refused plan wrote: %+v, %+v (explanation: %v)", a.Status, a1, explErr)
 				}
 				return
 			}
-			if a.Status.Host != "h1" || a.Status.Phase != model.PhaseCreating || a.Status.Explanation.Chosen != "h1" ||
+			// the explanation is kept apart from the record
+			kv, _ := r.Store().Get(ctx, store.VMKey("p", "a"))
+			if a.Status.Explanation != nil || got.VMs[0].Status.Explanation != nil || bytes.Contains(kv.Value, []byte(`"explanation"`)) {
+				t.Fatalf("the stored record carries the explanation: %s", kv.Value)
+			}
+			if e, err := r.GetExplanation(ctx, a); err != nil || e == nil || e.Chosen != "h1" {
+				t.Fatalf("GetExplanation = %+v, %v; want the one stored with the placement", e, err)
+			}
+			if a.Status.Host != "h1" || a.Status.Phase != model.PhaseCreating ||
 				!a1.VMs["p/a"] || a1.Used.CPUs != 2 || got.Allocs["h2"].Revision != got.Rev || got.VMs[1].Status.Host != "h2" {
 				t.Fatalf("stored %+v on %+v (returned %+v)", a.Status, a1, got)
 			}

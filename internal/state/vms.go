@@ -333,7 +333,7 @@ func (r *Repo) allocOps(ctx context.Context, old, nv *model.VM, fit func(*model.
 }
 
 // FinishDeleteVM removes a VM for good in one transaction: the VM key,
-// its share of the project's usage, its hold on its host's allocation,
+// its placement's explanation, its share of the project's usage, its hold on its host's allocation,
 // and a vm.deleted event. A VM already gone is not an error.
 func (r *Repo) FinishDeleteVM(ctx context.Context, project, name string) error {
 	key := store.VMKey(project, name)
@@ -356,7 +356,7 @@ func (r *Repo) FinishDeleteVM(ctx context.Context, project, name string) error {
 		}
 		now := r.now()
 		conds := []store.Cond{store.IfRev(key, vm.Revision)}
-		ops := []store.Op{store.Delete(key), EventOp(model.Event{Time: now, Kind: EventVMDeleted, Object: VMObject(project, name),
+		ops := []store.Op{store.Delete(key), store.Delete(store.ExplanationKey(project, name)), EventOp(model.Event{Time: now, Kind: EventVMDeleted, Object: VMObject(project, name),
 			Project: project, From: string(vm.Status.Phase), Message: "VM " + name + " deleted"})}
 		snaps, err := r.snapshotDeleteOps(ctx, project, name)
 		if err != nil {

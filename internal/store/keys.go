@@ -7,6 +7,7 @@ import "fmt"
 //	/vpool/projects/<project>             model.Project
 //	/vpool/usage/<project>                model.Usage (quota accounting, CAS)
 //	/vpool/vms/<project>/<name>           model.VM
+//	/vpool/explanations/<project>/<name>  model.StoredExplanation (the VM's placement explanation)
 //	/vpool/hosts/<host>                   model.Host
 //	/vpool/alive/<host>                   liveness, attached to the host's lease
 //	/vpool/alloc/<host>                   model.Allocation (placement CAS)
@@ -82,6 +83,15 @@ func VMKey(project, name string) string { return VMsPrefix + project + "/" + nam
 
 // VMProjectPrefix lists one project's VMs.
 func VMProjectPrefix(project string) string { return VMsPrefix + project + "/" }
+
+// ExplanationsPrefix holds each placed VM's placement explanation apart
+// from its record: the record is rewritten by every status report and
+// decoded by every server's view, the explanation is written once a
+// placement and read only by GET vm (docs/scale.md, seventh round).
+const ExplanationsPrefix = Root + "explanations/"
+
+// ExplanationKey is the key of a VM's placement explanation.
+func ExplanationKey(project, name string) string { return ExplanationsPrefix + project + "/" + name }
 
 // HostKey is the key of a host.
 func HostKey(name string) string { return HostsPrefix + name }

@@ -149,3 +149,14 @@ type Store interface {
 type RevisionReader interface {
 	Revision(ctx context.Context) (int64, error)
 }
+
+// AppliedReader is a Store that can read a key as of some revision at
+// least atLeast (not necessarily the latest) more cheaply than Get: an
+// embedded member answers from its applied state in process, with no
+// read index, no gRPC and no TLS, once it has applied atLeast. It is
+// for reads that follow a write the caller already saw (a VM's
+// explanation, written with a version of the VM at or before the one
+// the caller holds). Optional: callers fall back to Get.
+type AppliedReader interface {
+	GetApplied(ctx context.Context, key string, atLeast int64) (KV, error)
+}

@@ -16,8 +16,10 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/storage/mvcc"
 
 	"github.com/vpool/vpool/internal/pki"
 )
@@ -256,6 +258,20 @@ func startOnce(ctx context.Context, c Config, lt *pki.LocalTLS) (s *Store, retry
 			return 0, err
 		}
 		return srv.KV().Rev(), nil
+	}
+	s.localGet = func(ctx context.Context, key string, atLeast int64) (*mvccpb.KeyValue, bool, error) {
+		kv := srv.KV()
+		if kv.Rev() < atLeast {
+			return nil, false, nil
+		}
+		res, err := kv.Range(ctx, []byte(key), nil, mvcc.RangeOptions{Limit: 1})
+		if err != nil {
+			return nil, false, err
+		}
+		if len(res.KVs) == 0 {
+			return nil, true, nil
+		}
+		return res.KVs[0], true, nil
 	}
 	if err := s.adoptPeerURL(ctx, peerURL.String(), c.Logger); err != nil {
 		_ = s.Close()

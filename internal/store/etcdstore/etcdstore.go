@@ -67,11 +67,16 @@ type Store struct {
 	// db is the embedded member's database (defrag.go); nil for a client
 	// of an external cluster.
 	db memberDB
+	// localGet reads a key from the embedded member's applied state in
+	// process when it has applied atLeast (ok false: it has not); nil
+	// for a client of an external cluster (GetApplied).
+	localGet func(ctx context.Context, key string, atLeast int64) (kv *mvccpb.KeyValue, ok bool, err error)
 }
 
 var (
 	_ store.Store          = (*Store)(nil)
 	_ store.RevisionReader = (*Store)(nil)
+	_ store.AppliedReader  = (*Store)(nil)
 )
 
 // ClientConfig says how to reach an etcd cluster.
@@ -257,6 +262,27 @@ func (s *Store) Get(ctx context.Context, key string) (store.KV, error) {
 		return store.KV{}, fmt.Errorf("etcdstore: %w: %s", store.ErrNotFound, key)
 	}
 	return fromKV(resp.Kvs[0]), nil
+}
+
+// GetApplied implements store.AppliedReader: with an embedded member
+// that has applied atLeast, the key as its applied state has it, read in
+// process; otherwise Get.
+func (s *Store) GetApplied(ctx context.Context, key string, atLeast int64) (store.KV, error) {
+	if err := s.checkOpen(ctx, "get"); err != nil {
+		return store.KV{}, err
+	}
+	if s.localGet != nil {
+		kv, ok, err := s.localGet(ctx, key, atLeast)
+		switch {
+		case err != nil:
+			return store.KV{}, s.wrapLocal(ctx, "get "+key, err)
+		case ok && kv == nil:
+			return store.KV{}, fmt.Errorf("etcdstore: %w: %s", store.ErrNotFound, key)
+		case ok:
+			return fromKV(kv), nil
+		}
+	}
+	return s.Get(ctx, key)
 }
 
 // Revision implements store.RevisionReader: the store's current

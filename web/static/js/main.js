@@ -258,7 +258,15 @@ async function loadVMs(api, project) {
     select("");
     return;
   }
-  renderDetail(vm);
+  // the list carries each VM's record as stored; the placement's
+  // explanation is kept apart and comes with GET vm alone
+  let full = vm;
+  try {
+    full = await api.vm(vm.project || project, vm.name);
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 404)) throw err;
+  }
+  renderDetail(full);
   const hosts = await api.hosts();
   await vmActions.show(vm, hosts.items || []);
 }
