@@ -30,7 +30,8 @@ type cgroups struct {
 var errNoCgroup = errors.New("qemu: no usable cgroup hierarchy")
 
 // detectCgroups finds the hierarchies, makes the VMs' group (name) under
-// this process's own and sets its CPU weight to vms shares (vmsShares).
+// this process's own and sets its CPU weight to vms shares (vmsShares;
+// 0 leaves the weight as it is).
 func detectCgroups(name string, vms int) (*cgroups, error) {
 	own, err := readOwnCgroups()
 	if err != nil {
@@ -44,7 +45,7 @@ func detectCgroups(name string, vms int) (*cgroups, error) {
 	if v1cpu, ok := mounts["cpu"]; ok {
 		cg.cpu = filepath.Join(v1cpu, own["cpu"], name)
 		cg.cpuC = os.MkdirAll(cg.cpu, 0o755) == nil
-		if cg.cpuC {
+		if cg.cpuC && vms > 0 {
 			cg.writeShares(cg.cpu, vms)
 		}
 	}
@@ -98,7 +99,7 @@ func detectV2(mount, own, name string, vms int) (*cgroups, error) {
 	if err := os.WriteFile(filepath.Join(cg.cpu, "cgroup.subtree_control"), []byte(enable), 0); err != nil {
 		return nil, fmt.Errorf("%w: %w", errNoCgroup, err)
 	}
-	if cg.cpuC {
+	if cg.cpuC && vms > 0 {
 		cg.writeShares(cg.cpu, vms)
 	}
 	return cg, nil

@@ -149,7 +149,14 @@ func killDuringMigration(t *testing.T, stage string, killTarget bool) {
 	g := heavy(t)
 	// Each host its own VMs' group, so that what one leaves is not put
 	// right by the other.
-	src, dst := migPairIn(t, true, "", testCgroup(t, "-src"), testCgroup(t, "-dst"))
+	// and each test its own pair of groups: these tests run in parallel,
+	// and one's migration boost or clean-up must not show in another's
+	// check of the weights
+	tag := "-" + stage
+	if killTarget {
+		tag += "-kt"
+	}
+	src, dst := migPairIn(t, true, "", testCgroup(t, tag+"-src"), testCgroup(t, tag+"-dst"))
 	ctx := context.Background()
 	vc := vmConfig(g, "leftover-"+stage)
 	if killTarget {
