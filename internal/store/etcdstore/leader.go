@@ -37,8 +37,11 @@ type leaderRoute struct {
 }
 
 // avoidFor is how long renewals stay on the local member after a
-// stream to the leader failed (its leadership is then probably moving).
-const avoidFor = 2 * time.Second
+// stream to the leader failed to open or broke: its leadership is
+// probably moving (renewals follow a new leader at once, whatever this
+// says), or this server cannot reach its client URL, and each try of an
+// unreachable one holds a stream's renewals up to remoteOpenTimeout.
+const avoidFor = 10 * time.Second
 
 func newLeaderRoute(self uint64, leader func() (uint64, []string), tlsCfg *tls.Config) *leaderRoute {
 	return &leaderRoute{self: self, leader: leader, tls: tlsCfg, now: time.Now, clients: map[uint64]*clientv3.Client{}}

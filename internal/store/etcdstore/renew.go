@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -154,11 +155,11 @@ func (r *renewer) send(id int64, ch chan renewResult) error {
 		r.retireLocked(r.cur)
 	}
 	if r.cur == nil {
-		s, err := open(cli, member)
+		s, err := r.open(cli, member)
 		if err != nil && r.rs.route != nil && member != r.rs.route.self {
 			r.rs.route.failed(member)
 			member, cli = r.rs.route.self, r.rs.cli
-			s, err = open(cli, member)
+			s, err = r.open(cli, member)
 		}
 		if err != nil {
 			return err
@@ -174,9 +175,24 @@ func (r *renewer) send(id int64, ch chan renewResult) error {
 	return nil
 }
 
-func open(cli *clientv3.Client, member uint64) (*kaStream, error) {
+// remoteOpenTimeout bounds the open of a stream to another member:
+// etcd's client waits for a connection before it opens a stream, and a
+// leader that cannot be reached would hold this renewer's lock until
+// then.
+const remoteOpenTimeout = time.Second
+
+// open opens a keep-alive stream on cli, to member; a remote one (not
+// the store's own client) gives up after remoteOpenTimeout.
+func (r *renewer) open(cli *clientv3.Client, member uint64) (*kaStream, error) {
 	sctx, cancel := context.WithCancel(context.Background())
+	var timer *time.Timer
+	if cli != r.rs.cli {
+		timer = time.AfterFunc(remoteOpenTimeout, cancel)
+	}
 	st, err := clientv3.RetryLeaseClient(cli).LeaseKeepAlive(clientv3.WithRequireLeader(sctx))
+	if timer != nil && !timer.Stop() && err == nil {
+		err = fmt.Errorf("etcdstore: open a keep-alive stream to member %x: no connection in %v", member, remoteOpenTimeout)
+	}
 	if err != nil {
 		cancel()
 		return nil, err
