@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -118,14 +120,16 @@ func TestRenewalsGoToTheLeader(t *testing.T) {
 }
 
 // BenchmarkRenewThroughFollower renews 1,000 leases from 64 goroutines
-// through a follower's store of three embedded members (fsync off: a
-// renewal writes nothing), sent to the leader (via-leader) or to the
-// local member, which forwards each over HTTP (forwarded, as before).
-// cpu-µs/renewal is the whole process's CPU (the three members and the
-// client) a renewal.
+// (the fleet harness's beats in flight) through a follower's store of
+// three embedded members with fsync on, sent to the leader (via-leader)
+// or to the local member, which forwards each over HTTP (forwarded, as
+// before), with the store otherwise idle or under writes (8 writers
+// putting a key each in a loop through the leader, as grants and
+// placements do). cpu-µs/renewal (idle only) is the whole process's CPU
+// (the three members and the client) a renewal.
 func BenchmarkRenewThroughFollower(b *testing.B) {
-	stores := threeMembers(b, true)
-	_, follower := leaderAndFollower(b, stores)
+	stores := threeMembers(b, false)
+	leader, follower := leaderAndFollower(b, stores)
 	ctx := context.Background()
 	ids := make([]store.LeaseID, 1000)
 	for i := range ids {
@@ -134,51 +138,89 @@ func BenchmarkRenewThroughFollower(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	for _, mode := range []struct {
-		name string
-		on   bool
-	}{{"via-leader", true}, {"forwarded", false}} {
-		b.Run(mode.name, func(b *testing.B) {
-			etcdstore.RenewViaLeader(follower, mode.on)
-			if err := follower.KeepAlive(ctx, ids[0]); err != nil {
-				b.Fatal(err)
+	for _, load := range []string{"idle", "writes"} {
+		for _, mode := range []struct {
+			name string
+			on   bool
+		}{{"via-leader", true}, {"forwarded", false}} {
+			b.Run(load+"/"+mode.name, func(b *testing.B) {
+				etcdstore.RenewViaLeader(follower, mode.on)
+				if err := follower.KeepAlive(ctx, ids[0]); err != nil {
+					b.Fatal(err)
+				}
+				if load == "writes" {
+					stop := writeLoad(b, leader, 8)
+					defer stop()
+				}
+				// under writes the process's CPU is mostly the writers'
+				renewAll(b, follower, ids, load == "idle")
+			})
+		}
+	}
+}
+
+// writeLoad puts keys through s from n goroutines until stop is called.
+func writeLoad(b *testing.B, s *etcdstore.Store, n int) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for w := range n {
+		wg.Go(func() {
+			key := "/bench/w" + strconv.Itoa(w)
+			for ctx.Err() == nil {
+				_, _, _ = s.Txn(ctx, nil, []store.Op{store.Put(key, []byte("v"))})
 			}
-			cpu0 := processCPU(b)
-			start := time.Now()
-			b.ResetTimer()
-			var (
-				wg   sync.WaitGroup
-				next = make(chan int)
-				errs = make(chan error, 64)
-			)
-			for range 64 {
-				wg.Go(func() {
-					for i := range next {
-						if err := follower.KeepAlive(ctx, ids[i%len(ids)]); err != nil {
-							select {
-							case errs <- err:
-							default:
-							}
-						}
-					}
-				})
-			}
-			for i := range b.N {
-				next <- i
-			}
-			close(next)
-			wg.Wait()
-			b.StopTimer()
-			wall := time.Since(start)
-			select {
-			case err := <-errs:
-				b.Fatal(err)
-			default:
-			}
-			b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/renewal")
-			b.ReportMetric(float64(b.N)/wall.Seconds(), "renewals/s")
 		})
 	}
+	return func() { cancel(); wg.Wait() }
+}
+
+// renewAll renews b.N leases from 64 goroutines and reports the CPU a
+// renewal, the rate and the p99 latency.
+func renewAll(b *testing.B, s *etcdstore.Store, ids []store.LeaseID, reportCPU bool) {
+	ctx := context.Background()
+	cpu0 := processCPU(b)
+	start := time.Now()
+	b.ResetTimer()
+	var (
+		wg   sync.WaitGroup
+		next = make(chan int)
+		errs = make(chan error, 1)
+		lat  = make([]time.Duration, b.N)
+	)
+	for range 64 {
+		wg.Go(func() {
+			for i := range next {
+				t0 := time.Now()
+				err := s.KeepAlive(ctx, ids[i%len(ids)])
+				lat[i] = time.Since(t0)
+				if err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		})
+	}
+	for i := range b.N {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	b.StopTimer()
+	wall := time.Since(start)
+	cpu := processCPU(b) - cpu0
+	select {
+	case err := <-errs:
+		b.Fatal(err)
+	default:
+	}
+	slices.Sort(lat)
+	if reportCPU {
+		b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/renewal")
+	}
+	b.ReportMetric(float64(b.N)/wall.Seconds(), "renewals/s")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 }
 
 func processCPU(tb testing.TB) time.Duration {
