@@ -57,7 +57,8 @@ func logFlagsAt(cmd *cobra.Command, def string) func() (*slog.Logger, error) {
 func qemuDriver(o devenv.QEMUOptions) (hypervisor.Driver, error) {
 	return qemu.New(qemu.Config{StateDir: o.StateDir, HostID: o.HostID, Logger: o.Logger, Pools: o.Pools, MigrationHost: o.MigrationHost,
 		CPUModel: o.CPUModel, Machine: o.Machine, VMsCPUShares: o.VMsCPUShares, MigrationCPUBoost: o.MigrationCPUBoost,
-		MigrationMultifdChannels: o.MigrationMultifdChannels, VMUIDBase: o.VMUIDBase, VMUIDCount: o.VMUIDCount})
+		MigrationMultifdChannels: o.MigrationMultifdChannels, VMUIDBase: o.VMUIDBase, VMUIDCount: o.VMUIDCount,
+		HideFromVMs: o.HideFromVMs})
 }
 
 func splitList(s string) []string {

@@ -63,6 +63,9 @@ type QEMUOptions struct {
 	// VMUIDBase and VMUIDCount: the range of per-VM uids each QEMU runs
 	// as one of (0: the driver's default, 2000000 and 65536).
 	VMUIDBase, VMUIDCount uint32
+	// HideFromVMs: directories no QEMU sees (the agent's state dir, with
+	// its key and certificates; docs/security.md VP-11).
+	HideFromVMs []string
 }
 
 // DriverOptions choose and configure a host's driver.
@@ -136,7 +139,7 @@ func OpenDriver(o DriverOptions) (hypervisor.Driver, string, error) {
 		d, err := o.QEMU(QEMUOptions{StateDir: filepath.Join(o.StateDir, "qemu"), HostID: o.HostName, Logger: o.Logger,
 			Pools: o.Pools, MigrationHost: o.MigrationHost, CPUModel: o.CPUModel, Machine: o.Machine,
 			VMsCPUShares: o.VMsCPUShares, MigrationCPUBoost: o.MigrationCPUBoost, MigrationMultifdChannels: o.MigrationMultifdChannels,
-			VMUIDBase: o.VMUIDBase, VMUIDCount: o.VMUIDCount})
+			VMUIDBase: o.VMUIDBase, VMUIDCount: o.VMUIDCount, HideFromVMs: []string{o.StateDir}})
 		if err != nil {
 			return nil, "", err
 		}

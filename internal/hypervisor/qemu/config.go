@@ -99,6 +99,17 @@ type Config struct {
 	// Cgroups enables resource controls through cgroups (default on
 	// when a writable cgroup hierarchy is found). Set NoCgroups to skip.
 	NoCgroups bool
+	// NoMountNamespace starts QEMU in the host's mount namespace, as
+	// before vmns.go: for hosts where the agent, root, lacks
+	// CAP_SYS_ADMIN (some containers). Otherwise every per-VM-user QEMU
+	// gets a mount namespace of its own (vmns.go) and a start fails
+	// when it cannot be made.
+	NoMountNamespace bool
+	// HideFromVMs are more directories QEMU must not see (an empty
+	// tmpfs over each in its mount namespace), beside the defaults of
+	// vmns.go: the agent passes its own state dir (its keys and
+	// certificates). What QEMU needs below one stays reachable.
+	HideFromVMs []string
 	// VMsCPUShares is the CPU weight of the cgroup that holds every VM
 	// against the host's other processes, in cgroup v1 shares (1024 = one
 	// busy process; v2's cpu.weight is mapped from it). Default 1024 ×

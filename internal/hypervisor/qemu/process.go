@@ -192,10 +192,7 @@ func (d *Driver) launch(ctx context.Context, v *vm, m Machine, files []*os.File)
 	cmd.Dir = d.vmDir(id)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = files
-	// No Pdeathsig: VMs must outlive the agent. Credential: the VM's own
-	// uid and gid, no supplementary groups but kvm's (vmuser.go).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: d.credential(v.rec)}
-	if err := cmd.Start(); err != nil {
+	if err := d.startAsVM(cmd, v.rec, m, bin); err != nil {
 		return nil, fmt.Errorf("qemu: starting %s: %w", bin, err)
 	}
 	p := &process{pid: cmd.Process.Pid, cmd: cmd, exited: make(chan struct{})}

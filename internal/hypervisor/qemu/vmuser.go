@@ -45,6 +45,10 @@ import (
 //   - migration TLS credentials: copied into the VM directory for the
 //     object-add that loads them and removed right after (vmTLSDir).
 //
+// Modes keep QEMU out of root's and other VMs' files; what every user of
+// the host may read or write (other processes' /proc, /tmp, home
+// directories) is hidden by a mount namespace of its own (vmns.go).
+//
 // Directories above all this must be searchable by the VM users: the
 // driver makes its own state dir, vms/, pools and RunDir 0711, and gives
 // o+x to ancestors that lack it (grantSearch: logged; a directory not

@@ -69,9 +69,10 @@ func TestQEMURunsAsItsOwnUser(t *testing.T) {
 		procs[id] = p
 	}
 
-	// In the state dir, which VM users may search: only the file's own
-	// mode stands in the way.
-	secret := filepath.Join(d.cfg.StateDir, "root-only")
+	// In the VM's own disk directory, which its user may search (and its
+	// mount namespace shows): only the file's own mode stands in the way.
+	va0, _ := d.get(ids[0])
+	secret := filepath.Join(va0.rec.Disks[0].Dir, "root-only")
 	mustDo(t, "write", os.WriteFile(secret, []byte("host secret"), 0o600))
 	va, _ := d.get(ids[1])
 	otherDisk := va.rec.Disks[0].Layers[0].File
