@@ -273,6 +273,16 @@ func startOnce(ctx context.Context, c Config, lt *pki.LocalTLS) (s *Store, retry
 		}
 		return res.KVs[0], true, nil
 	}
+	s.renew.routeVia(newLeaderRoute(s.member.ID, func() (uint64, []string) {
+		lead := srv.Leader()
+		if lead == 0 {
+			return 0, nil
+		}
+		if m := srv.Cluster().Member(lead); m != nil {
+			return uint64(lead), m.ClientURLs
+		}
+		return uint64(lead), nil
+	}, tlsCfg))
 	if err := s.adoptPeerURL(ctx, peerURL.String(), c.Logger); err != nil {
 		_ = s.Close()
 		return nil, false, err

@@ -2,3 +2,10 @@ package etcdstore
 
 // DefragDue is defragDue for the external tests.
 var DefragDue = defragDue
+
+// RenewedBy is the etcd member that answered s's last lease renewal.
+func RenewedBy(s *Store) uint64 { return s.renew.answeredBy.Load() }
+
+// RenewViaLeader turns the sending of renewals to the raft leader on or
+// off (benchmarks compare both).
+func RenewViaLeader(s *Store, on bool) { s.renew.viaLeader.Store(on) }

@@ -14,7 +14,7 @@ import (
 )
 
 // peerURL is a fixed loopback peer URL on a port free a moment ago.
-func peerURL(t *testing.T) string {
+func peerURL(t testing.TB) string {
 	t.Helper()
 	port, err := etcdstore.FreePort("127.0.0.1")
 	if err != nil {
@@ -24,7 +24,7 @@ func peerURL(t *testing.T) string {
 }
 
 // copyCA gives a member's TLS dir the CA of another's.
-func copyCA(t *testing.T, from, to string) {
+func copyCA(t testing.TB, from, to string) {
 	t.Helper()
 	if err := os.MkdirAll(to, 0o700); err != nil {
 		t.Fatal(err)
@@ -51,7 +51,7 @@ func promoteLoop(ctx context.Context, s *etcdstore.Store) {
 
 // growTo adds members through first, one at a time, until there are n;
 // each shares first's CA and writes a key through itself.
-func growTo(t *testing.T, first *etcdstore.Store, caDir string, n int, fast func(etcdstore.Config) etcdstore.Config) []*etcdstore.Store {
+func growTo(t testing.TB, first *etcdstore.Store, caDir string, n int, fast func(etcdstore.Config) etcdstore.Config) []*etcdstore.Store {
 	t.Helper()
 	ctx := context.Background()
 	stores := []*etcdstore.Store{first}
