@@ -73,7 +73,9 @@ func (p *page) text(sel string) string {
 
 func (p *page) screenshot(path string) {
 	p.t.Helper()
-	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	// a deadline for progress, not a speed: a full-page capture beside
+	// CI's QEMU tests once took over 10 s
+	ctx, cancel := context.WithTimeout(p.ctx, time.Minute)
 	defer cancel()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
