@@ -72,9 +72,10 @@ type cache struct {
 	// that the passes that need them do not walk every VM.
 	deleting  map[string]*model.VM
 	runningOn map[string]map[string]*model.VM
-	// runningSorted is runningOn's hosts' VMs oldest first, kept until
-	// the host's set changes (at rest the energy pass sorts nothing).
-	runningSorted map[string][]*model.VM
+	// runningSorted is runningOn's hosts' VMs oldest first with their
+	// keys, kept until the host's set changes (at rest the energy pass
+	// sorts nothing and makes no key).
+	runningSorted map[string][]runningVM
 	// hostsByName is c.hosts sorted by name, nil after any change
 	// (hostView sorts only when the hosts changed).
 	hostsByName []*model.Host
@@ -134,7 +135,7 @@ func newCache(log *slog.Logger) *cache {
 
 		deleting:      map[string]*model.VM{},
 		runningOn:     map[string]map[string]*model.VM{},
-		runningSorted: map[string][]*model.VM{},
+		runningSorted: map[string][]runningVM{},
 		created:       map[string]int64{},
 		hosts:         map[string]*model.Host{},
 		allocs:        map[string]model.Allocation{},
@@ -196,7 +197,7 @@ func (c *cache) sources() []source {
 		{store.VMsPrefix, func(kvs []store.KV) {
 			c.vms, c.created, c.pending = map[string]*model.VM{}, map[string]int64{}, map[string]*model.VM{}
 			c.deleting, c.runningOn = map[string]*model.VM{}, map[string]map[string]*model.VM{}
-			c.runningSorted = map[string][]*model.VM{}
+			c.runningSorted = map[string][]runningVM{}
 			c.applyAll(kvs, c.applyVM)
 		}, c.applyVM},
 		{store.HostsPrefix, func(kvs []store.KV) {
@@ -388,25 +389,47 @@ func (c *cache) deletingList() []*model.VM {
 	return out
 }
 
-// runningByHost returns the running VMs of every host, each host's
-// oldest first (the order vmList gives them in). Only the hosts whose
-// set changed since the last call are sorted again; the slices are
-// shared: callers must not change them.
-func (c *cache) runningByHost() map[string][]*model.VM {
+// runningVM is a running VM and its key (vm.Key(), made once per
+// change of its host's set, not once per energy pass).
+type runningVM struct {
+	vm  *model.VM
+	key string
+}
+
+// runningKeyed returns the running VMs of every host with their keys,
+// each host's oldest first (the order vmList gives them in). Only the
+// hosts whose set changed since the last call are sorted again; the
+// slices are shared: callers must not change them.
+func (c *cache) runningKeyed() map[string][]runningVM {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[string][]*model.VM, len(c.runningOn))
+	out := make(map[string][]runningVM, len(c.runningOn))
 	for h, on := range c.runningOn {
 		vms, ok := c.runningSorted[h]
 		if !ok {
-			vms = make([]*model.VM, 0, len(on))
+			sorted := make([]*model.VM, 0, len(on))
 			for _, vm := range on {
-				vms = append(vms, vm)
+				sorted = append(sorted, vm)
 			}
-			sortByAge(vms)
+			sortByAge(sorted)
+			vms = make([]runningVM, len(sorted))
+			for i, vm := range sorted {
+				vms[i] = runningVM{vm: vm, key: vm.Key()}
+			}
 			c.runningSorted[h] = vms
 		}
 		out[h] = vms
+	}
+	return out
+}
+
+// runningByHost is runningKeyed without the keys.
+func (c *cache) runningByHost() map[string][]*model.VM {
+	out := map[string][]*model.VM{}
+	for h, vms := range c.runningKeyed() {
+		for _, r := range vms {
+			out[h] = append(out[h], r.vm)
+		}
 	}
 	return out
 }
@@ -604,6 +627,19 @@ func (c *cache) vmList(keep func(*model.VM) bool) []*model.VM {
 	}
 	c.mu.Unlock()
 	sortByAge(out)
+	return out
+}
+
+// vmHosts returns every cached VM's key and host (vmList in a map,
+// without the sort: the energy ledger's persist asks for it every minute,
+// 100,000 VMs at 10,000 hosts).
+func (c *cache) vmHosts() map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]string, len(c.vms))
+	for _, vm := range c.vms {
+		out[vm.Key()] = vm.Status.Host
+	}
 	return out
 }
 

@@ -78,7 +78,7 @@ func (r *reconciler) energyStep(ctx context.Context) error {
 func (r *reconciler) bookEnergy(seconds float64) {
 	g := r.nrg
 	hosts, usage := r.c.hostsShared() // read only
-	running := r.c.runningByHost()
+	running := r.c.runningKeyed()
 	for _, h := range hosts {
 		m := HostPowerModel(h)
 		u1 := hostUtilWith(usage, h)
@@ -94,12 +94,13 @@ func (r *reconciler) bookEnergy(seconds float64) {
 		case h.State == model.HostStandby:
 			joules = m.Standby() * seconds
 		}
-		// one buffer for every host, each VM's key made once: at
-		// 100,000 running VMs this pass runs every second
+		// one buffer for every host, each VM's key kept by the cache:
+		// at 100,000 running VMs this pass walks every one
 		shares := g.shares[:0]
-		for _, vm := range running[h.Name] {
-			key := vm.Key()
-			shares = append(shares, energy.Share{VM: key, Project: vm.Project, CPU: r.vmUsageOf(vm, key).CPUPercent})
+		vms := running[h.Name]
+		g.usage = r.vmUsagesOf(vms, g.usage)
+		for i, rv := range vms {
+			shares = append(shares, energy.Share{VM: rv.key, Project: rv.vm.Project, CPU: g.usage[i].CPUPercent})
 		}
 		g.shares = shares
 		g.ledger.AddHost(h.Name, joules, shares)
@@ -194,10 +195,7 @@ func (r *reconciler) persistLedger(ctx context.Context) error {
 	for _, p := range ps {
 		projects[p.Name] = true
 	}
-	vms := map[string]string{}
-	for _, vm := range r.c.vmList(func(*model.VM) bool { return true }) {
-		vms[vm.Key()] = vm.Status.Host
-	}
+	vms := r.c.vmHosts()
 	known := make(map[string]bool, len(hosts))
 	for i := range hosts {
 		known[hosts[i].Name] = true

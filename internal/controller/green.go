@@ -64,6 +64,11 @@ type energyState struct {
 	// shares is bookEnergy's buffer, reused host after host and pass
 	// after pass (Ledger.AddHost keeps none of it)
 	shares []energy.Share
+	// keys, at and usage are vmUsagesOf's buffers, reused host after
+	// host
+	keys  []string
+	at    []time.Time
+	usage []model.VMUsage
 }
 
 // LoadBalanceSettings reads the balancing settings, or the defaults when

@@ -25,6 +25,16 @@ type UsageView interface {
 	VMUsage(key string) (u model.VMUsage, at time.Time, ok bool)
 }
 
+// VMUsageBatch is what a UsageView may answer besides: the usage of
+// several VMs at once, each with when it was reported (us[i], at[i] for
+// keys[i]; at[i] zero when nothing is known), as VMUsage answers them one
+// by one. The energy pass asks for every running VM's usage each pass
+// (100,000 at 10,000 hosts); the server answers a host's VMs under one
+// take of each of its locks instead of two a VM.
+type VMUsageBatch interface {
+	VMUsages(keys []string, us []model.VMUsage, at []time.Time)
+}
+
 // withUsage overlays a copy of a host record with its measured usage and
 // last heartbeat.
 func withUsage(v UsageView, h *model.Host) {
@@ -53,6 +63,34 @@ func (r *reconciler) vmUsageOf(vm *model.VM, key string) model.VMUsage {
 		}
 	}
 	return vm.Status.Usage
+}
+
+// vmUsagesOf fills us with the usage of each of vms (as vmUsageOf),
+// asking v for all of them at once when it answers batches.
+func (r *reconciler) vmUsagesOf(vms []runningVM, us []model.VMUsage) []model.VMUsage {
+	us = us[:0]
+	b, ok := r.m.cfg.Usage.(VMUsageBatch)
+	if !ok {
+		for _, rv := range vms {
+			us = append(us, r.vmUsageOf(rv.vm, rv.key))
+		}
+		return us
+	}
+	g := r.nrg
+	g.keys, g.at = g.keys[:0], g.at[:0]
+	for _, rv := range vms {
+		g.keys, g.at, us = append(g.keys, rv.key), append(g.at, time.Time{}), append(us, model.VMUsage{})
+	}
+	b.VMUsages(g.keys, us, g.at)
+	for i, rv := range vms {
+		// as vmUsageOf: the measured usage when newer than the record's
+		// (nothing known: at is zero, never after it)
+		if !g.at[i].After(rv.vm.Status.ObservedAt) {
+			us[i] = rv.vm.Status.Usage
+		}
+	}
+	clear(g.keys) // keep no key alive past the pass
+	return us
 }
 
 // SampleRetention is how long the usage samples of a server that stopped

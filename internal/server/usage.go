@@ -99,6 +99,20 @@ func (u *usageHub) vm(key string) (model.VMUsage, time.Time, bool) {
 	return v, h.seen, ok
 }
 
+// vmsInto fills us and at with the VMs' usage and report times (at[i]
+// left as is for a VM the hub does not hold), under one take of the lock.
+func (u *usageHub) vmsInto(keys []string, us []model.VMUsage, at []time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for i, key := range keys {
+		if h := u.hosts[u.vmHost[key]]; h != nil {
+			if v, ok := h.vms[key]; ok {
+				us[i], at[i] = v, h.seen
+			}
+		}
+	}
+}
+
 // shardOf is the record of n a host's sample goes to.
 func shardOf(host string, n int) int {
 	f := fnv.New32a()
@@ -297,6 +311,27 @@ func (s *Server) VMUsage(key string) (u model.VMUsage, at time.Time, ok bool) {
 		}
 	})
 	return u, at, ok
+}
+
+// VMUsages answers VMUsage for each of keys at once (us[i], at[i]; at[i]
+// zero when no server reported the VM), taking the hub's lock and the
+// view's once: controller.VMUsageBatch, which the energy pass asks for
+// every running VM.
+func (s *Server) VMUsages(keys []string, us []model.VMUsage, at []time.Time) {
+	for i := range at {
+		at[i] = time.Time{}
+	}
+	s.hub.vmsInto(keys, us, at)
+	s.view.c.Read(func(int64) {
+		for i, key := range keys {
+			if ref, found := s.view.usage.vms[key]; found {
+				hs := ref.s.Hosts[ref.hi]
+				if at[i].IsZero() || hs.Seen.After(at[i]) {
+					us[i], at[i] = hs.VMs[ref.vi].Usage, hs.Seen
+				}
+			}
+		}
+	})
 }
 
 // withUsage overlays a host record with its measured usage and last

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"math"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"github.com/vpool/vpool/internal/metering"
 	"github.com/vpool/vpool/internal/metering/meterstore"
 	"github.com/vpool/vpool/internal/model"
+	"github.com/vpool/vpool/internal/store"
 )
 
 type samples []metering.Sample
@@ -176,5 +178,51 @@ func checkUsageMetrics(t *testing.T, ts *testServer) {
 	}
 	if strings.Contains(string(b), `vm="`) {
 		t.Errorf("/metrics has series per VM")
+	}
+}
+
+// TestVMUsagesAnswersAsVMUsage: the batch the energy pass asks for
+// (controller.VMUsageBatch) answers each VM as VMUsage does: this
+// server's heartbeats or another server's sample, whichever saw the VM's
+// host last, and nothing (a zero time) for a VM no server reported.
+func TestVMUsagesAnswersAsVMUsage(t *testing.T) {
+	ts := startServer(t, nil)
+	now := time.Now()
+	ts.hub.beat("h1", now, 31, model.HostUsage{}, map[string]model.VMUsage{"p/a": {CPUPercent: 1}, "p/b": {CPUPercent: 2}})
+	ts.hub.beat("h2", now.Add(-time.Minute), 31, model.HostUsage{}, map[string]model.VMUsage{"p/c": {CPUPercent: 3}})
+	smp := model.UsageSample{Server: "other:1", At: now, Hosts: []model.HostSample{
+		{Host: "h1", Seen: now.Add(-time.Hour), VMs: []model.VMSample{{Key: "p/a", Usage: model.VMUsage{CPUPercent: 10}}}},
+		{Host: "h2", Seen: now, VMs: []model.VMSample{{Key: "p/c", Usage: model.VMUsage{CPUPercent: 30}}, {Key: "p/d", Usage: model.VMUsage{CPUPercent: 40}}}},
+	}}
+	b, err := json.Marshal(smp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ts.st.Txn(context.Background(), nil, []store.Op{store.Put(store.SampleKey("other:1", 0), b)}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, _, ok := ts.VMUsage("p/d"); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the view never indexed the sample")
+		}
+	}
+	keys := []string{"p/a", "p/b", "p/c", "p/d", "p/e"}
+	us, at := make([]model.VMUsage, len(keys)), make([]time.Time, len(keys))
+	at[4] = now // a stale time in the buffer is overwritten
+	ts.VMUsages(keys, us, at)
+	for i, k := range keys {
+		u, when, ok := ts.VMUsage(k)
+		if !ok {
+			u, when = model.VMUsage{}, time.Time{}
+		}
+		if us[i] != u || !at[i].Equal(when) {
+			t.Errorf("%s: batch %v at %v, VMUsage %v at %v (%v)", k, us[i], at[i], u, when, ok)
+		}
+	}
+	if us[2].CPUPercent != 30 || us[0].CPUPercent != 1 || !at[4].IsZero() {
+		t.Fatalf("batch %+v %v", us, at)
 	}
 }
