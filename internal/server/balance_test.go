@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/state"
 	"github.com/vpool/vpool/internal/store"
+	"github.com/vpool/vpool/internal/store/memstore"
 )
 
 func TestBalanceSettingsAPI(t *testing.T) {
@@ -173,5 +176,71 @@ func TestHistoryWattsFromEnergyShards(t *testing.T) {
 	}
 	if len(smp.Hosts) != 1 || smp.Hosts[0].Watts != 116 {
 		t.Fatalf("history sample %+v, want h1 at 116 W", smp.Hosts)
+	}
+}
+
+// energyListCounter counts the listings of the energy ledger.
+type energyListCounter struct {
+	store.Store
+	lists atomic.Int64
+}
+
+func (c *energyListCounter) List(ctx context.Context, prefix string) ([]store.KV, int64, error) {
+	if strings.HasPrefix(prefix, store.EnergyPrefix) {
+		c.lists.Add(1)
+	}
+	return c.Store.List(ctx, prefix)
+}
+
+// TestHistoryReadsTheLedgerOncePerPersist: the history samples the hosts
+// every 10 s and takes their power from the energy ledger, which the
+// leader persists every minute (header last): a sample reads and decodes
+// the ledger only when its header moved (every sample read all of it,
+// every VM's energy, before), and sees each persist's figures.
+func TestHistoryReadsTheLedgerOncePerPersist(t *testing.T) {
+	ms := memstore.New()
+	t.Cleanup(func() { ms.Close() })
+	st := &energyListCounter{Store: ms}
+	ts := startServer(t, st)
+	ctx := context.Background()
+	if _, err := ts.repo.UpsertHost(ctx, "h1", func(h *model.Host, _ bool) error {
+		h.State, h.Capacity = model.HostReady, model.Resources{CPUs: 4, Memory: 4 * model.GiB}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	persist := func(w float64, written map[string][]byte) map[string][]byte {
+		rec := state.EnergyRecords{Meta: model.EnergyMeta{TotalJ: w, At: time.Now()},
+			Hosts: map[string]model.EnergyHostRecord{"h1": {Joules: w, EnergyHost: model.EnergyHost{State: model.HostReady, Watts: w},
+				VMs: map[string]float64{"p/v1": w}}}}
+		out, err := ts.repo.WriteEnergy(ctx, rec, written)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	sample := func(want float64) {
+		t.Helper()
+		smp, err := ts.sampleHosts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(smp.Hosts) != 1 || smp.Hosts[0].Watts != want {
+			t.Fatalf("history sample %+v, want h1 at %v W", smp.Hosts, want)
+		}
+	}
+	written := persist(116, nil)
+	before := st.lists.Load()
+	for range 6 {
+		sample(116)
+	}
+	if n := st.lists.Load() - before; n != 1 {
+		t.Fatalf("six samples read the ledger %d times between two persists, want once", n)
+	}
+	persist(120, written)
+	sample(120)
+	sample(120)
+	if n := st.lists.Load() - before; n != 2 {
+		t.Fatalf("the ledger read %d times over two persists, want twice", n)
 	}
 }
