@@ -144,7 +144,8 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 	if err != nil {
 		return certRefused(host, err)
 	}
-	s.hub.beat(host, now, ttl, hb.Usage, s.usageFromBeat(host, hb.VMs))
+	var mine [32]bool
+	s.hub.beatReports(host, now, ttl, hb.Usage, hb.VMs, s.assignedIn(host, hb.VMs, mine[:0]))
 	// The fence timeout is the policy's: agents self-fence after it
 	// (docs/ha.md).
 	resp := api.HeartbeatResponse{IntervalSeconds: max(1, int(interval/time.Second)), LeaseTTLSeconds: ttl,
