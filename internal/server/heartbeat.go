@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/vpool/vpool/internal/api"
@@ -153,8 +155,48 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 	if desiredPower(stored) == model.HostPowerStandby {
 		resp.Power = model.HostPowerStandby
 	}
-	writeJSON(w, http.StatusOK, resp)
+	b, err := s.beatAnswers.encode(resp)
+	if err != nil {
+		return fmt.Errorf("server: encode a heartbeat answer: %w", err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
 	return nil
+}
+
+// beatAnswers keeps the encoded heartbeat answers: every host of a
+// server gets one of very few (they differ in the interval, TTL, fence
+// and power only), which were encoded afresh a beat.
+type beatAnswers struct {
+	mu  sync.Mutex
+	enc map[beatAnswerKey][]byte
+}
+
+type beatAnswerKey struct {
+	interval, ttl, intervalMs, fenceMs int
+	power                              string
+}
+
+// encode returns resp as writeJSON writes it (Accepts is always
+// heartbeatAccepts); the bytes are shared: never changed.
+func (b *beatAnswers) encode(resp api.HeartbeatResponse) ([]byte, error) {
+	k := beatAnswerKey{resp.IntervalSeconds, resp.LeaseTTLSeconds, resp.IntervalMillis, resp.FenceMillis, resp.Power}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if out, ok := b.enc[k]; ok {
+		return out, nil
+	}
+	out, err := json.Marshal(resp)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, '\n') // as json.Encoder writes it
+	if b.enc == nil || len(b.enc) >= 64 {
+		b.enc = map[beatAnswerKey][]byte{}
+	}
+	b.enc[k] = out
+	return out, nil
 }
 
 // heartbeatAccepts are the heartbeat bodies taken besides JSON.
@@ -224,10 +266,22 @@ func needsWrite(h *model.Host, hb *api.Heartbeat) bool {
 	if h.Power != nil && h.Power.Desired == model.HostPowerOn && !h.LastSeen.After(h.Power.Since) {
 		return true
 	}
-	probe := *h
-	probe.Labels = maps.Clone(h.Labels)
-	applyInventory(&probe, hb, h.LastSeen)
-	return !sameInventory(h, &probe)
+	return !beatKeepsInventory(h, hb)
+}
+
+// beatKeepsInventory says whether applyInventory(h, hb) would leave what
+// sameInventory compares as it is, without applying it to a copy of h
+// (a copy of its labels a beat).
+func beatKeepsInventory(h *model.Host, hb *api.Heartbeat) bool {
+	for k := range hb.Labels {
+		if _, set := h.Labels[k]; !set {
+			return false // applyInventory adds it
+		}
+	}
+	return h.Capacity == hb.Capacity && h.Driver == hb.Driver && h.Accel == hb.Accel && slices.Equal(h.Pools, hb.Pools) &&
+		h.Address == hb.Address && h.AgentVer == hb.Version && h.CPUModel == hb.CPUModel &&
+		h.HypervisorVersion == hb.HypervisorVersion && slices.Equal(h.Networks, hb.Networks) &&
+		sameHostNet(h.Net, hb.Net) && h.MachineType == hb.MachineType
 }
 
 // applyInventory copies what the agent reports about its host into h;

@@ -207,6 +207,8 @@ type Server struct {
 	vmDec *state.VMDecoder
 	beats api.HeartbeatDecoder // compact heartbeats' inventories (heartbeat.go)
 	hub   *usageHub            // the hosts' heartbeats (usage.go)
+	// beatAnswers keeps the encoded heartbeat answers (heartbeat.go)
+	beatAnswers beatAnswers
 
 	reports reportQueue   // agents' status reports, group-committed (reports.go)
 	lbs     lbHub         // the hosts' load balancers (lbagent.go)
