@@ -19,8 +19,9 @@ const envProfile = "VPOOL_SCALE_PROFILE"
 // every server at the window's start.
 const envTrace = "VPOOL_SCALE_EXECTRACE"
 
-// startProfiles takes a CPU profile of every live server over d, in the
-// background; the returned func waits for them and saves each heap.
+// startProfiles takes a CPU profile and the allocations of every live
+// server over d, in the background; the returned func waits for them and
+// saves each heap.
 func (st *stack) startProfiles(name string, d time.Duration) func() {
 	dir := os.Getenv(envProfile)
 	if dir == "" {
@@ -42,6 +43,14 @@ func (st *stack) startProfiles(name string, d time.Duration) func() {
 			defer func() { done <- struct{}{} }()
 			st.saveProfile(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", s.pprof, int(d.Seconds())),
 				filepath.Join(dir, tag+"-"+s.name+".cpu"))
+		}()
+		n++
+		go func() {
+			// what was allocated over the window (a delta, not since the
+			// start): what the collector's work comes from
+			defer func() { done <- struct{}{} }()
+			st.saveProfile(fmt.Sprintf("http://%s/debug/pprof/allocs?seconds=%d", s.pprof, int(d.Seconds())),
+				filepath.Join(dir, tag+"-"+s.name+".allocs"))
 		}()
 		if os.Getenv(envTrace) != "" {
 			n++
