@@ -68,6 +68,12 @@ type Meter struct {
 	shards   map[string]*projectShards // by month/project
 	legacy   map[string]bool           // stored in a record of its own (before shards)
 	shardAt  map[shardID]time.Time     // when each shard was last written
+	// month is the last month's name monthOf made
+	month struct {
+		y    int
+		m    time.Month
+		name string
+	}
 }
 
 // New returns an empty meter.
@@ -155,10 +161,11 @@ func changed(prev, cur VMSample) bool {
 // VMs missing from s deleted.
 func (m *Meter) Add(s Sample, g Grid) {
 	seen := make(map[string]bool, len(s.VMs))
+	month := m.monthOf(s.At)
 	for _, v := range s.VMs {
 		key := v.Project + "/" + v.Name
 		seen[key] = true
-		k := rollupKey(Month(s.At), v.Project, v.Name)
+		k := rollupKey(month, v.Project, v.Name)
 		prev, known := m.last[key]
 		switch {
 		case !known:
@@ -166,9 +173,11 @@ func (m *Meter) Add(s Sample, g Grid) {
 		case m.book(prev, m.lastAt[key], v, s.At, g) || changed(prev, v):
 			m.urgent[k] = true
 		}
-		r := m.rollup(Month(s.At), v.Project, v.Name)
-		sh := shapeOf(v)
-		r.Host, r.LastAt, r.LastNet, r.LastEnergyJ, r.Deleted, r.Shape = v.Host, s.At, v.NetBytes, v.EnergyJ, false, &sh
+		r := m.rollup(month, v.Project, v.Name)
+		if sh := shapeOf(v); r.Shape == nil || *r.Shape != sh {
+			r.Shape = &sh // a new one, never changed in place: copies of r share it
+		}
+		r.Host, r.LastAt, r.LastNet, r.LastEnergyJ, r.Deleted = v.Host, s.At, v.NetBytes, v.EnergyJ, false
 		m.dirty[k] = true
 		m.last[key], m.lastAt[key] = v, s.At
 	}
@@ -176,7 +185,7 @@ func (m *Meter) Add(s Sample, g Grid) {
 		if seen[key] {
 			continue
 		}
-		r := m.rollup(Month(s.At), prev.Project, prev.Name)
+		r := m.rollup(month, prev.Project, prev.Name)
 		r.Deleted = true
 		k := rollupKey(r.Month, r.Project, r.VM)
 		m.dirty[k], m.urgent[k] = true, true
@@ -186,6 +195,12 @@ func (m *Meter) Add(s Sample, g Grid) {
 }
 
 func (m *Meter) rollup(month, project, vm string) *model.UsageRollup {
+	r, _ := m.rollupK(month, project, vm)
+	return r
+}
+
+// rollupK is rollup with the rollup's key.
+func (m *Meter) rollupK(month, project, vm string) (*model.UsageRollup, string) {
 	k := rollupKey(month, project, vm)
 	r := m.rollups[k]
 	if r == nil {
@@ -195,7 +210,7 @@ func (m *Meter) rollup(month, project, vm string) *model.UsageRollup {
 			m.assign(k, month, project)
 		}
 	}
-	return r
+	return r, k
 }
 
 // book integrates (from, to] for one VM: its shape as sampled at from
@@ -209,7 +224,9 @@ func (m *Meter) book(prev VMSample, from time.Time, cur VMSample, to time.Time, 
 	if prev.VCPUs == 0 && prev.Memory == 0 && prev.Disk == 0 {
 		prev.VCPUs, prev.Memory, prev.Disk, prev.Running, prev.Placed, prev.Site = cur.VCPUs, cur.Memory, cur.Disk, cur.Running, cur.Placed, cur.Site
 	}
-	pieces := [][2]time.Time{{from, to}}
+	var two [2][2]time.Time // on the stack: no slice a VM a sample
+	two[0] = [2]time.Time{from, to}
+	pieces := two[:1]
 	if gap := m.MaxGap; gap > 0 {
 		known := from // booked in full up to here: the previous leader's mark
 		if m.covered.After(from) {
@@ -220,9 +237,10 @@ func (m *Meter) book(prev VMSample, from time.Time, cur VMSample, to time.Time, 
 		}
 		if to.Sub(known) > gap {
 			capped = true
-			pieces = [][2]time.Time{{to.Add(-gap), to}}
+			two[0] = [2]time.Time{to.Add(-gap), to}
 			if known.After(from) {
-				pieces = [][2]time.Time{{from, known}, {to.Add(-gap), to}}
+				two[0], two[1] = [2]time.Time{from, known}, [2]time.Time{to.Add(-gap), to}
+				pieces = two[:2]
 			}
 		}
 	}
@@ -283,7 +301,7 @@ func nextDay(t time.Time) time.Time {
 
 // addDay adds f to the day of t in the VM's rollup of t's month.
 func (m *Meter) addDay(project, vm string, t time.Time, f model.UsageFigures) {
-	r := m.rollup(Month(t), project, vm)
+	r, k := m.rollupK(m.monthOf(t), project, vm)
 	r.Total = r.Total.Add(f)
 	day := t.UTC().Day()
 	i := sort.Search(len(r.Days), func(i int) bool { return r.Days[i].Day >= day })
@@ -293,7 +311,17 @@ func (m *Meter) addDay(project, vm string, t time.Time, f model.UsageFigures) {
 		r.Days[i] = model.UsageDay{Day: day}
 	}
 	r.Days[i].UsageFigures = r.Days[i].UsageFigures.Add(f)
-	m.dirty[rollupKey(r.Month, r.Project, r.VM)] = true
+	m.dirty[k] = true
+}
+
+// monthOf is Month(t), the last one kept: a sample books every VM in the
+// same month (100,000 names of it a minute before).
+func (m *Meter) monthOf(t time.Time) string {
+	y, mo, _ := t.UTC().Date()
+	if m.month.name == "" || y != m.month.y || mo != m.month.m {
+		m.month.y, m.month.m, m.month.name = y, mo, Month(t)
+	}
+	return m.month.name
 }
 
 // Dirty returns the rollups changed since they were last written, in
