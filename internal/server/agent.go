@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
@@ -130,8 +131,14 @@ func (s *Server) agentWrap(route string, e agentEndpoint) http.Handler {
 		if note != nil {
 			s.auditJoin(r, route, e.audit, code, he, note)
 		}
-		s.metrics.APILatency.WithLabelValues(route, strconv.Itoa(code)).Observe(time.Since(start).Seconds())
-		s.log.Debug("agent request", "route", route, "host", host, "code", code, "dur", time.Since(start))
+		codeText := "200" // no string made for the answer of nearly every call
+		if code != http.StatusOK {
+			codeText = strconv.Itoa(code)
+		}
+		s.metrics.APILatency.WithLabelValues(route, codeText).Observe(time.Since(start).Seconds())
+		if s.log.Enabled(r.Context(), slog.LevelDebug) { // its arguments are allocated before it looks
+			s.log.Debug("agent request", "route", route, "host", host, "code", code, "dur", time.Since(start))
+		}
 	})
 }
 
