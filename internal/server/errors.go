@@ -116,7 +116,7 @@ func decodeOptionalJSON(w http.ResponseWriter, r *http.Request, v any) *httpErro
 }
 
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *httpError) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	body, err := readAllSized(http.MaxBytesReader(w, r.Body, MaxBody), r.ContentLength)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -126,6 +126,30 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *httpError) {
 	}
 	noteBody(r, body)
 	return body, nil
+}
+
+// readAllSized is io.ReadAll into one buffer of the length the request
+// declares (when it declares one up to MaxBody), not one for each growth
+// from 512 bytes: every heartbeat's body is read (1,000 a second at
+// 10,000 hosts).
+func readAllSized(rd io.Reader, n int64) ([]byte, error) {
+	if n <= 0 || n > MaxBody {
+		return io.ReadAll(rd)
+	}
+	b := make([]byte, 0, n+1) // +1: room for the read that meets the end
+	for {
+		m, err := rd.Read(b[len(b):cap(b)])
+		b = b[:len(b)+m]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) { // longer than declared: let the reader say what is wrong
+			b = append(b, 0)[:len(b)]
+		}
+	}
 }
 
 // bodyError is a refusal of the body as a whole.

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http/httptest"
 	"testing"
+	"testing/iotest"
 
 	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/model"
@@ -104,5 +105,26 @@ func TestBeatAnswerBytes(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { _, _ = b.encode(api.HeartbeatResponse{IntervalSeconds: 1, Accepts: heartbeatAccepts}) }); n != 0 {
 		t.Fatalf("a kept answer allocates %.0f times", n)
+	}
+}
+
+// TestReadAllSized: a body read into a buffer of its declared length is
+// what io.ReadAll reads, whatever the declared length says (shorter,
+// longer, none), in small reads too, and MaxBody still holds.
+func TestReadAllSized(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789"), 300)
+	for _, n := range []int64{-1, 0, 1, 100, 2999, 3000, 3001, 9000, MaxBody + 1} {
+		got, err := readAllSized(iotest.OneByteReader(bytes.NewReader(body)), n)
+		if err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("declared %d: read %d bytes, %v", n, len(got), err)
+		}
+	}
+	rec := httptest.NewRecorder()
+	big := httptest.NewRequest("PUT", "/x", bytes.NewReader(make([]byte, MaxBody+10)))
+	if _, he := readBody(rec, big); he == nil || he.status != 413 {
+		t.Fatalf("a body over MaxBody: %+v", he)
+	}
+	if n := testing.AllocsPerRun(20, func() { _, _ = readAllSized(bytes.NewReader(body), int64(len(body))) }); n > 2 {
+		t.Fatalf("reading a body of declared length allocates %.0f times, want at most 2", n)
 	}
 }
