@@ -83,3 +83,40 @@ func TestHeartbeatHandlerAllocations(t *testing.T) {
 		t.Fatalf("the heartbeat handler allocates %.0f times a beat of 10 VMs, want at most 20", own)
 	}
 }
+
+// TestQuietPollAllocations: an assignments answer with nothing new for
+// a host of 10 VMs (a long poll that waited out its 30 s: 333 a second
+// at 10,000 hosts) makes no map of the host's VMs when no snapshot is
+// stored (it made one for the snapshots' lookup every answer).
+func TestQuietPollAllocations(t *testing.T) {
+	ts := startServer(t, nil)
+	ctx := context.Background()
+	a := joinAgent(t, ts, "h1")
+	a.beat()
+	for i := range 10 {
+		name := fmt.Sprintf("vm-%02d", i)
+		ts.mustCall(201, "POST", "/api/v1/vms", ts.AdminToken(), vmReq(name), nil)
+		if _, err := ts.Repo().UpdateVM(ctx, "default", name, func(v *model.VM) error {
+			v.Status.Host, v.Status.Phase = "h1", model.PhaseRunning
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var as api.Assignments
+	if a.do("GET", "/agent/v1/assignments", nil, &as); len(as.VMs) != 10 {
+		t.Fatalf("%d VMs assigned", len(as.VMs))
+	}
+	var on hostVMs
+	n := testing.AllocsPerRun(50, func() {
+		on = ts.view.vmsOn("h1", as.Revision)
+		_ = ts.view.snapshotsOn("h1", on.keys)
+	})
+	t.Logf("%.0f allocations a quiet answer's lookup", n)
+	if !on.delta || len(on.vms) != 0 || on.keys != nil {
+		t.Fatalf("a quiet delta: %+v", on)
+	}
+	if n > 3 {
+		t.Fatalf("a quiet answer's lookup allocates %.0f times, want at most 3", n)
+	}
+}
