@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -152,4 +153,49 @@ func BenchmarkHeartbeatDecode(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestDecodeSharedAsDecode: decoding into a reused heartbeat (its VMs'
+// room, dirty fields and all) gives what Decode gives, beat after beat,
+// and CloneInventory gives it maps and slices of its own.
+func TestDecodeSharedAsDecode(t *testing.T) {
+	var hd HeartbeatDecoder
+	reused := Heartbeat{VMs: make([]VMReport, 20)}
+	for i := range reused.VMs {
+		reused.VMs[i] = VMReport{Error: "old", Message: "old", Gone: true, AppliedRestartNonce: 9}
+	}
+	for i, n := range []int{3, 12, 0, 25, 1} {
+		hb := Heartbeat{Host: "h1", Labels: map[string]string{"site": "a"}, Driver: "sim", Pools: []model.StoragePoolRef{{Name: "p"}},
+			Networks: []string{"n1"}, Usage: model.HostUsage{CPUPercent: float64(i)}}
+		for v := range n {
+			hb.VMs = append(hb.VMs, VMReport{Project: "p", Name: fmt.Sprintf("v%d", v), UID: "u", Phase: model.PhaseRunning,
+				Usage: model.VMUsage{CPUPercent: float64(v), NetRx: int64(i)}})
+		}
+		b, ok := EncodeHeartbeatCompact(&hb)
+		if !ok {
+			t.Fatal("not compactable")
+		}
+		want, err := hd.Decode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := hd.DecodeShared(b, &reused); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(reused, want) {
+			t.Fatalf("beat %d: shared %+v, Decode %+v", i, reused, want)
+		}
+	}
+	if err := hd.DecodeShared([]byte("VHB1\x00"), &reused); err == nil || len(reused.VMs) != 0 {
+		t.Fatalf("a malformed beat: %v, %d VMs", err, len(reused.VMs))
+	}
+	var a, b Heartbeat
+	body, _ := EncodeHeartbeatCompact(&Heartbeat{Host: "h2", Labels: map[string]string{"k": "v"}})
+	_ = hd.DecodeShared(body, &a)
+	_ = hd.DecodeShared(body, &b)
+	a.CloneInventory()
+	a.Labels["k"] = "changed"
+	if b.Labels["k"] != "v" {
+		t.Fatal("CloneInventory left the labels shared")
+	}
 }

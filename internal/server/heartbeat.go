@@ -84,10 +84,11 @@ func leaseTTL(iv, suspect time.Duration) int {
 // inventory or state changed (never its operator fields), and keeps its
 // usage in memory.
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) error {
-	var hb api.Heartbeat
-	if he := s.decodeHeartbeat(w, r, &hb); he != nil {
+	hb, done, he := s.decodeHeartbeat(w, r)
+	if he != nil {
 		return he
 	}
+	defer done()
 	if hb.Host != "" && hb.Host != host {
 		return forbidden("certificate is for host %q, heartbeat names %q", host, hb.Host)
 	}
@@ -129,9 +130,10 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 	}
 	guard := s.repo.HeartbeatGuard(host, serial, leaf.NotAfter)
 	switch {
-	case needsWrite(stored, &hb):
+	case needsWrite(stored, hb):
+		hb.CloneInventory() // the record gets its own maps and slices, not the decoder's
 		stored, err = s.repo.UpsertHostGuarded(ctx, host, guard, func(h *model.Host, exists bool) error {
-			applyInventory(h, &hb, now)
+			applyInventory(h, hb, now)
 			if !exists || h.State == model.HostDown || h.State == "" {
 				h.State = model.HostReady
 			}
@@ -204,22 +206,34 @@ var heartbeatAccepts = []string{api.HeartbeatCompactType}
 
 // decodeHeartbeat reads a heartbeat in JSON or, by its Content-Type, in
 // the compact form (api.HeartbeatCompactType): the usage in binary and
-// the inventory decoded once per host and change (s.beats).
-func (s *Server) decodeHeartbeat(w http.ResponseWriter, r *http.Request, hb *api.Heartbeat) *httpError {
+// the inventory decoded once per host and change (s.beats), into a
+// pooled heartbeat whose VM reports' room is reused and whose inventory
+// is the decoder's (read only: api.Heartbeat.CloneInventory before a
+// change). done gives the heartbeat back once the handler no longer
+// uses it.
+func (s *Server) decodeHeartbeat(w http.ResponseWriter, r *http.Request) (*api.Heartbeat, func(), *httpError) {
 	if r.Header.Get("Content-Type") != api.HeartbeatCompactType {
-		return decodeJSON(w, r, hb)
+		var hb api.Heartbeat
+		if he := decodeJSON(w, r, &hb); he != nil {
+			return nil, nil, he
+		}
+		return &hb, func() {}, nil
 	}
 	body, he := readBody(w, r)
 	if he != nil {
-		return he
+		return nil, nil, he
 	}
-	dec, err := s.beats.Decode(body)
-	if err != nil {
-		return bodyError("%v", err)
+	hb := beatPool.Get().(*api.Heartbeat)
+	if err := s.beats.DecodeShared(body, hb); err != nil {
+		beatPool.Put(hb)
+		return nil, nil, bodyError("%v", err)
 	}
-	*hb = dec
-	return nil
+	return hb, func() { beatPool.Put(hb) }, nil
 }
+
+// beatPool holds decoded heartbeats for reuse (their VM reports: about
+// 2 KiB a beat of 10 VMs, 1,000 beats a second at 10,000 hosts).
+var beatPool = sync.Pool{New: func() any { return new(api.Heartbeat) }}
 
 // cachedHost returns the host record as the cache holds it (nil when
 // none): never changed by callers.
