@@ -72,28 +72,26 @@ func (u *usageHub) beat(host string, now time.Time, ttl int, usage model.HostUsa
 
 // beatReports records one heartbeat from its VM reports, of which it
 // keeps those mine marks (the VMs assigned to host), as beat does with
-// them in a map. A host that reports the same VMs in the same order as
-// in its last beat (every beat at rest) is updated in place: no map, key
-// or record made a beat (25 allocations a beat of 10 VMs before: what
-// the collector spent most of its time on at rest came from such;
+// them in a map. A host that reports the same VMs as in its last beat,
+// in any order (every beat at rest), is updated in place: no map, key or
+// record made a beat (25 allocations a beat of 10 VMs before: what the
+// collector spent most of its time on at rest came from such;
 // docs/scale.md, eighth round).
 func (u *usageHub) beatReports(host string, now time.Time, ttl int, usage model.HostUsage, reps []api.VMReport, mine []bool) {
+	var room [maxInPlace]int
 	u.mu.Lock()
-	if old := u.hosts[host]; old != nil && old.sameOrder(reps, mine) {
-		old.seen, old.ttl, old.usage = now, ttl, usage
-		j := 0
-		for i := range reps {
-			if mine[i] {
-				k := old.order[j]
-				j++
-				old.vms[k] = reps[i].Usage
+	if old := u.hosts[host]; old != nil {
+		if at, ok := old.sameVMs(reps, mine, room[:0]); ok {
+			old.seen, old.ttl, old.usage = now, ttl, usage
+			for j, k := range old.order {
+				old.vms[k] = reps[at[j]].Usage
 				if u.vmHost[k] != host {
 					u.vmHost[k] = host
 				}
 			}
+			u.mu.Unlock()
+			return
 		}
-		u.mu.Unlock()
-		return
 	}
 	u.mu.Unlock()
 	vms := make(map[string]model.VMUsage, len(reps))
@@ -110,23 +108,47 @@ func (u *usageHub) beatReports(host string, now time.Time, ttl int, usage model.
 	u.beatOrdered(host, now, ttl, usage, vms, order)
 }
 
-// sameOrder says whether the reports mine marks name h's VMs, each once,
-// in h.order's order.
-func (h *hostLive) sameOrder(reps []api.VMReport, mine []bool) bool {
-	if len(h.order) != len(h.vms) {
-		return false
+// maxInPlace bounds the VM reports of a beat applied in place (a beat
+// with more is applied through a new map: the matching is quadratic
+// when the order changes).
+const maxInPlace = 64
+
+// sameVMs says whether the reports mine marks name h's VMs, each once,
+// in any order; at[j] is then the report of h.order[j].
+func (h *hostLive) sameVMs(reps []api.VMReport, mine []bool, at []int) ([]int, bool) {
+	n := len(h.order)
+	if n != len(h.vms) || len(reps) > maxInPlace {
+		return nil, false
 	}
-	j := 0
+	var used [maxInPlace]bool
+	mineN, next := 0, 0 // next: the first report not yet matched, in order
 	for i := range reps {
-		if !mine[i] {
-			continue
+		if mine[i] {
+			mineN++
 		}
-		if j == len(h.order) || !isKey(h.order[j], reps[i].Project, reps[i].Name) {
-			return false
-		}
-		j++
 	}
-	return j == len(h.order)
+	if mineN != n {
+		return nil, false
+	}
+	for _, k := range h.order {
+		found := -1
+		for i := next; i < len(reps) && found < 0; i++ { // the same order as last time: found at once
+			if mine[i] && !used[i] && isKey(k, reps[i].Project, reps[i].Name) {
+				found = i
+			}
+		}
+		for i := 0; i < next && found < 0; i++ {
+			if mine[i] && !used[i] && isKey(k, reps[i].Project, reps[i].Name) {
+				found = i
+			}
+		}
+		if found < 0 {
+			return nil, false
+		}
+		used[found], next = true, found+1
+		at = append(at, found)
+	}
+	return at, true
 }
 
 // isKey says whether k is project/name.

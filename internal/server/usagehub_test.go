@@ -75,7 +75,7 @@ func TestBeatReportsAsBeat(t *testing.T) {
 }
 
 // TestBeatAllocations: a host that reports the same 10 VMs beat after
-// beat costs the hub no allocation a beat (a new map, a key a VM and a
+// beat, in the same order or not, costs the hub no allocation a beat (a new map, a key a VM and a
 // record before: 13 allocations), nor the check of which VMs are the
 // host's (a key a VM before).
 func TestBeatAllocations(t *testing.T) {
@@ -101,6 +101,19 @@ func TestBeatAllocations(t *testing.T) {
 	}
 	if v, _, ok := u.vm("default/vm-0003"); !ok || v.CPUPercent != reps[3].Usage.CPUPercent {
 		t.Fatalf("the beat in place was not kept: %+v %v", v, ok)
+	}
+	// the simulated fleet reports its VMs in a map's order: another
+	// order each beat, still in place
+	rnd := rand.New(rand.NewPCG(1, 1))
+	if n := testing.AllocsPerRun(100, func() {
+		rnd.Shuffle(len(reps), func(i, j int) { reps[i], reps[j] = reps[j], reps[i] })
+		reps[3].Usage.CPUPercent++
+		u.beatReports("h1", now, 31, model.HostUsage{}, reps, mine)
+	}); n != 0 {
+		t.Fatalf("a beat of the same VMs in another order allocates %.0f times in the hub, want 0", n)
+	}
+	if v, _, ok := u.vm(reps[3].Project + "/" + reps[3].Name); !ok || v.CPUPercent != reps[3].Usage.CPUPercent {
+		t.Fatalf("the beat in another order was not kept: %+v %v", v, ok)
 	}
 	if n := testing.AllocsPerRun(100, func() { mine = ts.assignedIn("h1", reps, mine) }); n != 0 {
 		t.Fatalf("finding a beat's assigned VMs allocates %.0f times, want 0", n)
