@@ -162,11 +162,7 @@ func (r *reconciler) balanceSnapshot(set model.BalanceSettings) (*balanceView, e
 	if err != nil {
 		return nil, err
 	}
-	vms := r.c.vmList(func(vm *model.VM) bool { return vm.Status.Host != "" })
-	byHost := map[string][]*model.VM{}
-	for _, vm := range vms {
-		byHost[vm.Status.Host] = append(byHost[vm.Status.Host], vm)
-	}
+	byHost := r.c.vmsByHost()
 	bv := &balanceView{snap: &balance.Snapshot{Interval: float64(set.IntervalSeconds), MemoryCounts: true}, rules: rules, sched: sched}
 	seen := map[string]bool{}
 	for i := range snap.Hosts {

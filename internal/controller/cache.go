@@ -630,6 +630,26 @@ func (c *cache) vmList(keep func(*model.VM) bool) []*model.VM {
 	return out
 }
 
+// vmsByHost returns the cached VMs placed on a host, by host, each
+// host's oldest first: what grouping vmList(Status.Host != "") by host
+// gives, with a sort a host instead of one of every VM (the balancer's
+// round, every 5 minutes: a sort of 100,000 VMs was a third of it at
+// 10,000 hosts).
+func (c *cache) vmsByHost() map[string][]*model.VM {
+	c.mu.Lock()
+	out := map[string][]*model.VM{}
+	for _, vm := range c.vms {
+		if vm.Status.Host != "" {
+			out[vm.Status.Host] = append(out[vm.Status.Host], vm)
+		}
+	}
+	c.mu.Unlock()
+	for _, vms := range out {
+		sortByAge(vms)
+	}
+	return out
+}
+
 // vmHosts returns every cached VM's key and host (vmList in a map,
 // without the sort: the energy ledger's persist asks for it every minute,
 // 100,000 VMs at 10,000 hosts).

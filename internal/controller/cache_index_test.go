@@ -14,7 +14,8 @@ import (
 )
 
 // TestCacheIndexesFollowVMs: the sets the passes read instead of walking
-// every VM (pending, deleting, running per host) hold exactly what a
+// every VM (pending, deleting, running per host with their keys, placed
+// VMs by host) hold exactly what a
 // walk of every cached VM finds, through puts that move VMs between
 // hosts and phases, deletions, local writes and re-lists.
 func TestCacheIndexesFollowVMs(t *testing.T) {
@@ -66,6 +67,26 @@ func TestCacheIndexesFollowVMs(t *testing.T) {
 		wantRunning := map[string][]*model.VM{}
 		for _, vm := range c.vmList(func(vm *model.VM) bool { return vm.Status.Host != "" && vm.Status.Phase == model.PhaseRunning }) {
 			wantRunning[vm.Status.Host] = append(wantRunning[vm.Status.Host], vm)
+		}
+		wantByHost := map[string][]*model.VM{}
+		for _, vm := range c.vmList(func(vm *model.VM) bool { return vm.Status.Host != "" }) {
+			wantByHost[vm.Status.Host] = append(wantByHost[vm.Status.Host], vm)
+		}
+		gotByHost := c.vmsByHost()
+		if len(gotByHost) != len(wantByHost) {
+			t.Fatalf("step %d: VMs on %d hosts, a sorted walk finds %d", step, len(gotByHost), len(wantByHost))
+		}
+		for h, want := range wantByHost {
+			if !slices.Equal(gotByHost[h], want) {
+				t.Fatalf("step %d: on %s: %v, a sorted walk finds %v", step, h, keys(gotByHost[h]), keys(want))
+			}
+		}
+		for h, rvs := range c.runningKeyed() {
+			for _, rv := range rvs {
+				if rv.key != rv.vm.Key() {
+					t.Fatalf("step %d: on %s a running VM keyed %q is %q", step, h, rv.key, rv.vm.Key())
+				}
+			}
 		}
 		gotRunning := c.runningByHost()
 		if len(gotRunning) != len(wantRunning) {
