@@ -15,9 +15,9 @@ import (
 
 // TestCacheIndexesFollowVMs: the sets the passes read instead of walking
 // every VM (pending, deleting, running per host with their keys, placed
-// VMs by host) hold exactly what a
-// walk of every cached VM finds, through puts that move VMs between
-// hosts and phases, deletions, local writes and re-lists.
+// VMs by host) hold exactly what a walk of every cached VM finds,
+// through puts that move VMs between hosts and phases, deletions, local
+// writes and re-lists.
 func TestCacheIndexesFollowVMs(t *testing.T) {
 	c := newCache(slog.New(slog.DiscardHandler))
 	rng := rand.New(rand.NewPCG(1, 14))
