@@ -118,9 +118,10 @@ func (hd *HeartbeatDecoder) Decode(b []byte) (Heartbeat, error) {
 
 // DecodeShared decodes the compact form b into hb as Decode does, with
 // two savings for a caller that decodes beat after beat (a server, 1,000
-// a second): hb.VMs' room is reused, and the inventory's maps and slices
-// (Labels, Pools, Networks, Net) are the decoder's kept ones, shared:
-// the caller must not change them (hb.CloneInventory first).
+// a second): hb.VMs' room is reused (a beat without VMs leaves it empty,
+// not nil), and the inventory's maps and slices (Labels, Pools,
+// Networks, Net) are the decoder's kept ones, shared: the caller must
+// not change them (hb.CloneInventory first).
 func (hd *HeartbeatDecoder) DecodeShared(b []byte, hb *Heartbeat) error {
 	if err := hd.decode(b, hb, true); err != nil {
 		*hb = Heartbeat{VMs: hb.VMs[:0]}
@@ -158,11 +159,16 @@ func (hd *HeartbeatDecoder) decode(b []byte, hb *Heartbeat, shared bool) error {
 	if n > len(d.b)/minCompactVM {
 		d.fail("VM list")
 	}
+	if shared && d.err == nil && n == 0 {
+		hb.VMs = room // empty, its room kept for the next beat's host
+	}
 	if d.err == nil && n > 0 {
 		if cap(room) >= n {
 			hb.VMs = room[:n]
 		} else {
-			hb.VMs = make([]VMReport, n)
+			// room for the hosts with more VMs that reuse it next: a
+			// server's pooled beats serve every host in turn
+			hb.VMs = make([]VMReport, n, max(n, 2*cap(room), 16))
 		}
 	}
 	for i := 0; i < n && d.err == nil; i++ {

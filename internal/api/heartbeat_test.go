@@ -182,9 +182,33 @@ func TestDecodeSharedAsDecode(t *testing.T) {
 		if err := hd.DecodeShared(b, &reused); err != nil {
 			t.Fatal(err)
 		}
+		if n == 0 && len(reused.VMs) == 0 {
+			reused.VMs = nil // empty, not nil: its room kept
+		}
 		if !reflect.DeepEqual(reused, want) {
 			t.Fatalf("beat %d: shared %+v, Decode %+v", i, reused, want)
 		}
+	}
+	// a pooled beat serves hosts of different sizes in turn, some with
+	// no VM: after the largest, none allocates its reports again
+	var pooled Heartbeat
+	bodies := map[int][]byte{}
+	for _, n := range []int{3, 30, 0, 7} {
+		hb := Heartbeat{Host: "h1"}
+		for v := range n {
+			hb.VMs = append(hb.VMs, VMReport{Project: "p", Name: fmt.Sprintf("v%d", v)})
+		}
+		bodies[n], _ = EncodeHeartbeatCompact(&hb)
+		if err := hd.DecodeShared(bodies[n], &pooled); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := testing.AllocsPerRun(20, func() {
+		for _, n := range [...]int{30, 0, 3, 7} {
+			_ = hd.DecodeShared(bodies[n], &pooled)
+		}
+	}); n > 4 {
+		t.Fatalf("decoding into a pooled beat allocates %.0f times for four hosts, want 4 (each body's text)", n)
 	}
 	if err := hd.DecodeShared([]byte("VHB1\x00"), &reused); err == nil || len(reused.VMs) != 0 {
 		t.Fatalf("a malformed beat: %v, %d VMs", err, len(reused.VMs))
