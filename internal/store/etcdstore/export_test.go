@@ -17,3 +17,7 @@ func WithDialOptions(c Config, opts ...grpc.DialOption) Config {
 	c.dialOpts = append(c.dialOpts, opts...)
 	return c
 }
+
+// WatchOverClient makes s's watches go over its gRPC client, as before
+// the in-process watch (benchmarks compare both).
+func WatchOverClient(s *Store) { s.local = nil }
