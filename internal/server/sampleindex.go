@@ -26,7 +26,7 @@ import (
 type sampleIndex struct {
 	mu    sync.RWMutex
 	hosts map[string]sampleRef
-	vms   map[string]sampleRef           // vm: index into the host's VMs
+	vms   map[string]sampleRef          // vm: index into the host's VMs
 	byKey map[string]*model.UsageSample // each record's decoded sample
 
 	decode atomic.Pointer[func([]byte) (*model.UsageSample, error)] // decodeSample; tests slow it
