@@ -76,7 +76,10 @@ func (s *Store) pumpLocal(ctx context.Context, ws mvcc.WatchStream, out chan<- s
 	defer tick.Stop()
 	noLeader := 0
 	for {
-		var resp mvcc.WatchResponse
+		var (
+			resp mvcc.WatchResponse
+			ok   bool
+		)
 		select {
 		case <-ctx.Done():
 			close(out)
@@ -97,9 +100,12 @@ func (s *Store) pumpLocal(ctx context.Context, ws mvcc.WatchStream, out chan<- s
 				return
 			}
 			continue
-		case resp = <-ws.Chan():
+		case resp, ok = <-ws.Chan():
 		}
 		switch {
+		case !ok:
+			sendLast(ctx, out, errWatchEnded)
+			return
 		case resp.CompactRevision != 0:
 			sendLast(ctx, out, fmt.Errorf("etcdstore: watch: %w: revision %d", store.ErrCompacted, resp.CompactRevision))
 			return
