@@ -52,8 +52,9 @@ func benchWatchLag(b *testing.B, busy int, overClient bool) {
 	var seen atomic.Int64
 	var mu sync.Mutex
 	cond := sync.NewCond(&mu)
+	ch := s.Watch(ctx, "/lag/", 0) // watching when it returns: before the first write
 	go func() {
-		for resp := range s.Watch(ctx, "/lag/", 0) {
+		for resp := range ch {
 			for _, ev := range resp.Events {
 				seen.Store(ev.Rev)
 			}
