@@ -113,6 +113,9 @@ func TestUsageSamplesReachOtherServers(t *testing.T) {
 	if _, err := b.view.consistent(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if err := b.view.usage.caughtUp(ctx); err != nil { // the index trails the cache (sampleindex.go)
+		t.Fatal(err)
+	}
 	u, seen, ttl, ok := b.HostUsage("h1")
 	if !ok || u.CPUPercent != 42 || ttl < int(model.DefaultHAPolicy().Suspect()/time.Second) || time.Since(seen) > time.Minute {
 		t.Fatalf("server b: usage %+v seen %s ttl %d ok %v", u, seen, ttl, ok)
