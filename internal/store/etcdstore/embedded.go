@@ -56,8 +56,8 @@ const (
 	// transactions a second: 0.23 a VM at 1,300 VMs a second), six
 	// times etcd's own margin.
 	EmbeddedSnapshotCatchUpEntries = 1000
-	defaultLocalURL   = "https://127.0.0.1:0"
-	defaultPlainURL   = "http://127.0.0.1:0"
+	defaultLocalURL                = "https://127.0.0.1:0"
+	defaultPlainURL                = "http://127.0.0.1:0"
 )
 
 // Cluster states of Config.ClusterState.
