@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -216,6 +217,58 @@ func TestSampleShardsGrowWithHosts(t *testing.T) {
 		}
 		if len(gone) != c.gone {
 			t.Errorf("%d hosts: %d records to delete, want %d", c.hosts, len(gone), c.gone)
+		}
+	}
+}
+
+// A server's own usage samples are not decoded again by its view (the
+// hub holds what they hold, fresher): only other servers' samples are
+// indexed, and the server still answers its own hosts' usage. A sample
+// an earlier process of the server wrote is decoded until this one
+// writes its own.
+func TestOwnSamplesNotDecodedAgain(t *testing.T) {
+	st := memstore.New()
+	defer st.Close()
+	a := startServer(t, st, func(c *Config) { c.UsageSampleInterval = time.Hour })
+	b := startServer(t, st, func(c *Config) { c.UsageSampleInterval = time.Hour })
+	ag := joinAgent(t, a, "h1")
+	hb := api.Heartbeat{Host: "h1", Capacity: model.Resources{CPUs: 8, Memory: 16 * model.GiB}, Driver: "sim",
+		Usage: model.HostUsage{CPUPercent: 42}}
+	if code := ag.do("PUT", "/agent/v1/heartbeat", hb, nil); code != 200 {
+		t.Fatalf("beat: %d", code)
+	}
+	ctx := context.Background()
+	// a sample of a's address from before this process (a restart)
+	old := model.UsageSample{Server: a.AgentAddr(), At: time.Now(), Hosts: []model.HostSample{{Host: "h0", Seen: time.Now(), LeaseTTL: 10,
+		Usage: model.HostUsage{CPUPercent: 7}}}}
+	raw, _ := json.Marshal(old)
+	if _, _, err := st.Txn(ctx, nil, []store.Op{store.Put(store.SampleKey(a.AgentAddr(), 7), raw)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.writeSamples(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*testServer{a, b} {
+		if _, err := s.view.consistent(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	indexed := func(s *testServer, host string) (ok bool) {
+		s.view.c.Read(func(int64) { _, ok = s.view.usage.hosts[host] })
+		return ok
+	}
+	if indexed(a, "h1") {
+		t.Error("server a decoded and indexed its own sample of h1")
+	}
+	if !indexed(a, "h0") || !indexed(b, "h1") || !indexed(b, "h0") {
+		t.Errorf("indexed: a h0 %v, b h1 %v, b h0 %v; want all", indexed(a, "h0"), indexed(b, "h1"), indexed(b, "h0"))
+	}
+	for _, s := range []*testServer{a, b} {
+		if u, _, _, ok := s.HostUsage("h1"); !ok || u.CPUPercent != 42 {
+			t.Errorf("h1's usage: %+v %v, want 42 %%", u, ok)
+		}
+		if u, _, _, ok := s.HostUsage("h0"); !ok || u.CPUPercent != 7 {
+			t.Errorf("h0's usage: %+v %v, want 7 %%", u, ok)
 		}
 	}
 }

@@ -55,6 +55,24 @@ type usageHub struct {
 	hosts  map[string]*hostLive
 	vmHost map[string]string // VM key → the host that reported it
 	shards map[int]bool      // shards this server has written
+	// wrote holds the keys of the samples this process has written (its
+	// own lock: the view asks while it applies the watch). The view
+	// does not decode them again: what they hold the hub holds, fresher
+	// (a server's own samples were its largest decoded table at 10,000
+	// hosts: docs/scale.md, eighth round).
+	wrote sync.Map
+}
+
+// noteWriting marks key as this process's sample before it is written.
+func (u *usageHub) noteWriting(key string) { u.wrote.Store(key, true) }
+
+// own says whether this process has written the sample at key. A sample
+// an earlier process of this server wrote is not: the view decodes it
+// until this one writes its own, so that the hosts' usage survives a
+// restart until they beat again.
+func (u *usageHub) own(key string) bool {
+	_, ok := u.wrote.Load(key)
+	return ok
 }
 
 func newUsageHub() *usageHub {
@@ -200,7 +218,9 @@ func (s *Server) writeSamples(ctx context.Context) error {
 				return err
 			}
 		}
-		ops = append(ops, store.Put(store.SampleKey(server, i), b))
+		key := store.SampleKey(server, i)
+		s.hub.noteWriting(key)
+		ops = append(ops, store.Put(key, b))
 		size += len(b)
 	}
 	return flush()
@@ -221,6 +241,17 @@ type sampleRef struct {
 func decodeSample(kv store.KV) (any, error) {
 	s := &model.UsageSample{}
 	return s, json.Unmarshal(kv.Value, s)
+}
+
+// decodeOthersSample is decodeSample for the samples own does not claim
+// (nil Obj for those: the index skips them).
+func decodeOthersSample(own func(key string) bool) func(kv store.KV) (any, error) {
+	return func(kv store.KV) (any, error) {
+		if own(kv.Key) {
+			return nil, nil
+		}
+		return decodeSample(kv)
+	}
 }
 
 func (x *sampleIndex) changed(old, cur *watchcache.Item, _ int64) {
