@@ -272,3 +272,45 @@ func TestOwnSamplesNotDecodedAgain(t *testing.T) {
 		}
 	}
 }
+
+// A sample transaction is about one shard (at most sampleTxnBytes, or
+// one shard alone when larger): the store's raft log keeps its last
+// entries in memory (etcdstore.EmbeddedSnapshotCatchUpEntries), and at
+// rest the samples are most of them — at 10,000 hosts and 100,000 VMs
+// transactions of up to 512 KiB were most of 271 MB of one server's
+// heap (docs/scale.md, eighth round).
+func TestSampleTransactionsAreSmall(t *testing.T) {
+	st := memstore.New()
+	defer st.Close()
+	s := startServer(t, st, func(c *Config) { c.UsageSampleInterval = time.Hour })
+	now := time.Now()
+	for h := range 10000 {
+		host := fmt.Sprintf("fleet-%05d", h)
+		vms := map[string]model.VMUsage{}
+		for v := range 10 {
+			vms[fmt.Sprintf("project-%d/vm-%06d", v%8, h*10+v)] = model.VMUsage{CPUPercent: 12.3, Memory: model.GiB,
+				CPUTimeNs: 123456789012, DiskRead: 1234567, DiskWrite: 7654321, NetRx: 99999, NetTx: 88888}
+		}
+		s.hub.beat(host, now, 31, model.HostUsage{CPUPercent: 40, MemoryUsed: 8 * model.GiB}, vms)
+	}
+	if err := s.writeSamples(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	kvs, _, err := st.List(context.Background(), store.SamplesPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	txns, shard := map[int64]int{}, 0 // bytes by transaction (revision)
+	for _, kv := range kvs {
+		txns[kv.ModRev] += len(kv.Value)
+		shard = max(shard, len(kv.Value))
+	}
+	largest := 0
+	for _, b := range txns {
+		largest = max(largest, b)
+	}
+	t.Logf("%d shards of up to %d KiB in %d transactions of up to %d KiB", len(kvs), shard>>10, len(txns), largest>>10)
+	if largest > max(shard, sampleTxnBytes) || largest > 256<<10 {
+		t.Fatalf("a sample transaction of %d KiB (shards of up to %d KiB), want at most one shard or %d KiB, and 256 KiB", largest>>10, shard>>10, sampleTxnBytes>>10)
+	}
+}

@@ -33,9 +33,14 @@ const (
 	// is added (at rest each record is one write per interval).
 	maxSampleShards = 64
 	hostsPerShard   = 128
-	// sampleTxnBytes bounds the bytes of one sample transaction (etcd
-	// takes requests of up to 1.5 MiB).
-	sampleTxnBytes = 512 << 10
+	// sampleTxnBytes bounds the bytes of one sample transaction; a shard
+	// larger than that goes alone. Each transaction is one raft entry,
+	// and the embedded member keeps its last entries in memory for slow
+	// followers (etcdstore.EmbeddedSnapshotCatchUpEntries): at rest the
+	// samples are most of those entries, so their size is what the log
+	// weighs — transactions of up to 512 KiB held about 190 MB of it at
+	// 10,000 hosts (docs/scale.md, eighth round).
+	sampleTxnBytes = 128 << 10
 	// forgetHostAfter is how long a host that stopped beating stays in
 	// the hub (and so in the samples, with its last Seen).
 	forgetHostAfter = 10 * time.Minute
