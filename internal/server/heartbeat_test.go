@@ -114,6 +114,9 @@ func TestUsageSamplesReachOtherServers(t *testing.T) {
 	if _, err := b.view.consistent(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if err := b.view.usage.caughtUp(ctx); err != nil { // the index trails the cache (sampleindex.go)
+		t.Fatal(err)
+	}
 	u, seen, ttl, ok := b.HostUsage("h1")
 	if !ok || u.CPUPercent != 42 || ttl < int(model.DefaultHAPolicy().Suspect()/time.Second) || time.Since(seen) > time.Minute {
 		t.Fatalf("server b: usage %+v seen %s ttl %d ok %v", u, seen, ttl, ok)
@@ -252,9 +255,12 @@ func TestOwnSamplesNotDecodedAgain(t *testing.T) {
 		if _, err := s.view.consistent(ctx); err != nil {
 			t.Fatal(err)
 		}
+		if err := s.view.usage.caughtUp(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	indexed := func(s *testServer, host string) (ok bool) {
-		s.view.c.Read(func(int64) { _, ok = s.view.usage.hosts[host] })
+		s.view.usage.read(func(x *sampleIndex) { _, ok = x.hosts[host] })
 		return ok
 	}
 	if indexed(a, "h1") {

@@ -11,7 +11,6 @@ import (
 	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/model"
 	"github.com/vpool/vpool/internal/store"
-	"github.com/vpool/vpool/internal/watchcache"
 )
 
 // Usage lives where it is needed, not in the host and VM records: every
@@ -231,75 +230,6 @@ func (s *Server) writeSamples(ctx context.Context) error {
 	return flush()
 }
 
-// sampleIndex finds, in the view's samples table, the freshest sample
-// of each host and VM (kept by the table's hooks, under the cache lock).
-type sampleIndex struct {
-	hosts map[string]sampleRef
-	vms   map[string]sampleRef // vm: index into the host's VMs
-}
-
-type sampleRef struct {
-	s      *model.UsageSample
-	hi, vi int
-}
-
-func decodeSample(kv store.KV) (any, error) {
-	s := &model.UsageSample{}
-	return s, json.Unmarshal(kv.Value, s)
-}
-
-// decodeOthersSample is decodeSample for the samples own does not claim
-// (nil Obj for those: the index skips them).
-func decodeOthersSample(own func(key string) bool) func(kv store.KV) (any, error) {
-	return func(kv store.KV) (any, error) {
-		if own(kv.Key) {
-			return nil, nil
-		}
-		return decodeSample(kv)
-	}
-}
-
-func (x *sampleIndex) changed(old, cur *watchcache.Item, _ int64) {
-	if old != nil && old.Obj != nil {
-		os := old.Obj.(*model.UsageSample)
-		for _, h := range os.Hosts {
-			if ref, ok := x.hosts[h.Host]; ok && ref.s == os {
-				delete(x.hosts, h.Host)
-			}
-			for _, v := range h.VMs {
-				if ref, ok := x.vms[v.Key]; ok && ref.s == os {
-					delete(x.vms, v.Key)
-				}
-			}
-		}
-	}
-	if cur != nil && cur.Obj != nil {
-		x.add(cur.Obj.(*model.UsageSample))
-	}
-}
-
-func (x *sampleIndex) add(s *model.UsageSample) {
-	for hi, h := range s.Hosts {
-		if ref, ok := x.hosts[h.Host]; ok && ref.s.Hosts[ref.hi].Seen.After(h.Seen) {
-			continue // another server saw the host more recently
-		}
-		x.hosts[h.Host] = sampleRef{s: s, hi: hi}
-		for vi, v := range h.VMs {
-			x.vms[v.Key] = sampleRef{s: s, hi: hi, vi: vi}
-		}
-	}
-}
-
-func (x *sampleIndex) reset(t *watchcache.Table) {
-	x.hosts, x.vms = map[string]sampleRef{}, map[string]sampleRef{}
-	t.Each(store.SamplesPrefix, "", func(it *watchcache.Item) bool {
-		if s, ok := it.Obj.(*model.UsageSample); ok {
-			x.add(s)
-		}
-		return true
-	})
-}
-
 // HostUsage answers a host's latest measured usage, when the server last
 // saw a heartbeat of it (its lease's last renewal) and the lease's TTL
 // in seconds: from this server's memory when the host beats here, else
@@ -309,8 +239,8 @@ func (s *Server) HostUsage(host string) (u model.HostUsage, seen time.Time, ttl 
 	if h, live := s.hub.host(host); live {
 		u, seen, ttl, ok = h.usage, h.seen, h.ttl, true
 	}
-	s.view.c.Read(func(int64) {
-		if ref, found := s.view.usage.hosts[host]; found {
+	s.view.usage.read(func(x *sampleIndex) {
+		if ref, found := x.hosts[host]; found {
 			hs := ref.s.Hosts[ref.hi]
 			if !ok || hs.Seen.After(seen) {
 				u, seen, ttl, ok = hs.Usage, hs.Seen, hs.LeaseTTL, true
@@ -324,8 +254,8 @@ func (s *Server) HostUsage(host string) (u model.HostUsage, seen time.Time, ttl 
 // when it was reported, like HostUsage.
 func (s *Server) VMUsage(key string) (u model.VMUsage, at time.Time, ok bool) {
 	u, at, ok = s.hub.vm(key)
-	s.view.c.Read(func(int64) {
-		if ref, found := s.view.usage.vms[key]; found {
+	s.view.usage.read(func(x *sampleIndex) {
+		if ref, found := x.vms[key]; found {
 			hs := ref.s.Hosts[ref.hi]
 			if !ok || hs.Seen.After(at) {
 				u, at, ok = hs.VMs[ref.vi].Usage, hs.Seen, true

@@ -28,7 +28,7 @@ type view struct {
 	vms, hosts, allocs, alive, migrations, snaps *watchcache.Table
 	samples                                      *watchcache.Table
 	tokens                                       *watchcache.Table          // the API tokens (authenticate)
-	usage                                        sampleIndex                // over samples (cache lock)
+	usage                                        *sampleIndex               // over samples (its own lock and goroutine: sampleindex.go)
 	onHost                                       map[string]map[string]bool // host → keys of the VMs on it (cache lock)
 	left                                         leftHosts                  // VMs that left each host, for deltas (cache lock)
 	signals                                      signals
@@ -87,8 +87,9 @@ func newView(st store.Store, dec *state.VMDecoder, ownSample func(key string) bo
 	v.snaps = &watchcache.Table{Prefix: store.SnapshotsPrefix,
 		Decode:  func(kv store.KV) (any, error) { return state.DecodeSnapshot(kv) },
 		Changed: v.snapshotChanged, Reset: func(rev int64) { v.signals.bumpAll("a/", rev) }}
-	v.usage = sampleIndex{hosts: map[string]sampleRef{}, vms: map[string]sampleRef{}}
-	v.samples = &watchcache.Table{Prefix: store.SamplesPrefix, Decode: decodeOthersSample(ownSample), Changed: v.usage.changed}
+	v.usage = newSampleIndex()
+	v.usage.own = ownSample
+	v.samples = &watchcache.Table{Prefix: store.SamplesPrefix, Changed: v.usage.changed}
 	v.samples.Reset = func(int64) { v.usage.reset(v.samples) }
 	v.tokens = &watchcache.Table{Prefix: store.TokensPrefix, Decode: func(kv store.KV) (any, error) {
 		t := &model.Token{}
@@ -102,8 +103,14 @@ func newView(st store.Store, dec *state.VMDecoder, ownSample func(key string) bo
 func (v *view) start(log interface{ Warn(string, ...any) }) {
 	ctx, cancel := context.WithCancel(context.Background())
 	v.cancel, v.done = cancel, make(chan struct{})
+	indexed := make(chan struct{})
+	go func() {
+		defer close(indexed)
+		v.usage.run(ctx)
+	}()
 	go func() {
 		defer close(v.done)
+		defer func() { <-indexed }()
 		if err := v.c.Run(ctx); err != nil && ctx.Err() == nil && !errors.Is(err, store.ErrClosed) {
 			log.Warn("the server's cache stopped", "err", err)
 		}

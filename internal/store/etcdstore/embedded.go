@@ -20,6 +20,7 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/storage/mvcc"
+	"google.golang.org/grpc"
 
 	"github.com/vpool/vpool/internal/pki"
 )
@@ -131,6 +132,10 @@ type Config struct {
 	// DefaultDefragCheckInterval.
 	DefragMinFree       int64
 	DefragCheckInterval time.Duration
+
+	// dialOpts are added to the gRPC dial of the member's client (tests
+	// wrap the client's streams: export_test.go).
+	dialOpts []grpc.DialOption
 }
 
 func (c *Config) setDefaults() {
@@ -254,7 +259,7 @@ func startOnce(ctx context.Context, c Config, lt *pki.LocalTLS) (s *Store, retry
 			return nil, false, err
 		}
 	}
-	s, err = newClientStore(ctx, ClientConfig{Endpoints: endpoints, TLS: tlsCfg})
+	s, err = newClientStore(ctx, ClientConfig{Endpoints: endpoints, TLS: tlsCfg, dialOpts: c.dialOpts})
 	if err != nil {
 		stop()
 		return nil, false, fmt.Errorf("connect to embedded member: %w", err)
@@ -272,6 +277,8 @@ func startOnce(ctx context.Context, c Config, lt *pki.LocalTLS) (s *Store, retry
 		}
 		return srv.KV().Rev(), nil
 	}
+	s.local = &memberWatch{kv: srv.Watchable(), leader: func() bool { return srv.Leader() != 0 },
+		election: time.Duration(cfg.ElectionMs) * time.Millisecond}
 	s.localGet = func(ctx context.Context, key string, atLeast int64) (*mvccpb.KeyValue, bool, error) {
 		kv := srv.KV()
 		if kv.Rev() < atLeast {

@@ -28,6 +28,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -71,6 +72,9 @@ type Store struct {
 	// process when it has applied atLeast (ok false: it has not); nil
 	// for a client of an external cluster (GetApplied).
 	localGet func(ctx context.Context, key string, atLeast int64) (kv *mvccpb.KeyValue, ok bool, err error)
+	// local is the embedded member's own watch (watch_local.go); nil for
+	// a client of an external cluster, whose watches go over gRPC.
+	local *memberWatch
 }
 
 var (
@@ -89,6 +93,8 @@ type ClientConfig struct {
 	// Username and Password authenticate with etcd's auth (both or
 	// neither).
 	Username, Password string
+
+	dialOpts []grpc.DialOption // Config.dialOpts
 }
 
 // Connect returns a Store that talks to an existing etcd cluster at
@@ -125,6 +131,7 @@ func newClientStore(ctx context.Context, cc ClientConfig) (*Store, error) {
 		DialKeepAliveTimeout: 5 * time.Second,
 		Logger:               zap.NewNop(),
 		RejectOldCluster:     true,
+		DialOptions:          cc.dialOpts,
 	})
 	if err != nil {
 		return nil, err

@@ -19,12 +19,18 @@ var errWatchEnded = errors.New("etcdstore: watch ended by etcd")
 // revision, so every change made after Watch returns is delivered. The
 // watch requires a leader: when the cluster loses quorum it ends with an
 // error, and the caller resumes from the last revision it saw plus one.
+// With an embedded member the watch is the member's own, in process
+// (watch_local.go); otherwise it goes over the client.
 func (s *Store) Watch(ctx context.Context, prefix string, fromRev int64) <-chan store.WatchResponse {
-	out := make(chan store.WatchResponse, 16)
 	if err := s.checkOpen(ctx, "watch"); err != nil {
+		out := make(chan store.WatchResponse, 1)
 		go sendLast(ctx, out, err)
 		return out
 	}
+	if s.local != nil {
+		return s.watchLocal(ctx, prefix, fromRev)
+	}
+	out := make(chan store.WatchResponse, 16)
 	if fromRev <= 0 {
 		// A count of one key: the cheapest read that returns the revision.
 		resp, err := s.cli.Get(ctx, prefix, clientv3.WithCountOnly())
