@@ -46,7 +46,7 @@ func serverCmd() *cobra.Command {
 	maxPending := f.Int("max-pending-placements", 0, "VMs admitted but not yet placed (waiting for the scheduler's first decision) beyond which a create waits up to 2 s and is then refused with 429 rate_limited (default 5000; negative: no bound)")
 	apiRate := f.Float64("api-rate", 0, "user API requests a second one project's tokens together may make, in bursts of ten times as many; cluster admins are not limited (default 50; negative: no limit)")
 	gridFile := f.String("grid-intensity-file", "", "grid carbon intensity over time for metering: lines TIME,SITE,G_PER_KWH (RFC 3339 time; empty site: every site)")
-	memLimit := f.String("memory-limit", "", "soft limit of the server's Go memory (GOMEMLIMIT; the embedded etcd's database file is not in it): off, a size (e.g. 3GiB) or a share of the cgroup's or machine's memory (e.g. 60%); the collector runs more often near it (default $"+envMemoryLimit+", else Go's GOMEMLIMIT or none: docs/scale.md)")
+	memLimit := f.String("memory-limit", "", "soft limit of the server's Go memory (GOMEMLIMIT; the embedded etcd's database file is not in it): off, a size (e.g. 3GiB) or a share of the cgroup's or machine's memory (e.g. 60%); the collector runs more often near it (default $"+envMemoryLimit+", else Go's GOMEMLIMIT, else 90% of the cgroup's memory limit when it has one, else none: docs/scale.md)")
 	clusterOpts := serverClusterFlags(cmd)
 	logger := logFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {

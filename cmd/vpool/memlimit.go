@@ -58,8 +58,14 @@ func memoryLimit(flag string, total func() (int64, error)) (int64, string, error
 // the runtime's).
 func applyMemoryLimit(flag string) (string, error) {
 	limit, from, err := memoryLimit(flag, processMemory)
-	if err != nil || limit == 0 {
+	if err != nil {
 		return "", err
+	}
+	if limit == 0 {
+		limit, from = defaultMemoryLimit(cgroupMemory, os.Getenv("GOMEMLIMIT"))
+	}
+	if limit == 0 {
+		return "", nil
 	}
 	debug.SetMemoryLimit(limit)
 	if limit == math.MaxInt64 {
@@ -68,9 +74,35 @@ func applyMemoryLimit(flag string) (string, error) {
 	return fmt.Sprintf("Go memory limit %d MiB (%s)", limit>>20, from), nil
 }
 
-// processMemory is the memory this process may use: its cgroup's limit
-// (v2, then v1) when it has one, else the machine's.
-func processMemory() (int64, error) {
+// defaultCgroupShare is the share of its cgroup's memory limit the
+// server's Go memory is held to when nothing else sets a limit: a
+// process over its cgroup's limit is killed, while a Go heap near its
+// soft limit is collected more often; the tenth left is for what the
+// cgroup counts beyond Go's memory (the embedded etcd's database pages
+// in the page cache, which the kernel can reclaim, and the binary). With
+// no cgroup limit there is no default: the collector's headroom
+// (GOGC 100) is then memory the machine has (docs/scale.md, eighth
+// round, what a limit costs).
+const defaultCgroupShare = 0.9
+
+// defaultMemoryLimit is the soft limit when neither --memory-limit nor
+// $VPOOL_MEMORY_LIMIT says one: defaultCgroupShare of the cgroup's
+// limit, unless Go's own GOMEMLIMIT (gomemlimit, the environment's) is
+// set; 0 leaves the runtime's.
+func defaultMemoryLimit(cgroup func() (int64, bool), gomemlimit string) (int64, string) {
+	if gomemlimit != "" {
+		return 0, ""
+	}
+	n, ok := cgroup()
+	if !ok {
+		return 0, ""
+	}
+	return int64(float64(n) * defaultCgroupShare), fmt.Sprintf("%.0f%% of the cgroup's %d MiB", defaultCgroupShare*100, n>>20)
+}
+
+// cgroupMemory is this process's cgroup memory limit (v2, then v1);
+// false when it has none.
+func cgroupMemory() (int64, bool) {
 	for _, f := range []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"} {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -78,8 +110,17 @@ func processMemory() (int64, error) {
 		}
 		// "max", or v1's "no limit" (a huge number), mean none
 		if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && n > 0 && n < 1<<50 {
-			return n, nil
+			return n, true
 		}
+	}
+	return 0, false
+}
+
+// processMemory is the memory this process may use: its cgroup's limit
+// when it has one, else the machine's.
+func processMemory() (int64, error) {
+	if n, ok := cgroupMemory(); ok {
+		return n, nil
 	}
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {

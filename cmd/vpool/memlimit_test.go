@@ -47,6 +47,30 @@ func TestMemoryLimit(t *testing.T) {
 	}
 }
 
+// TestDefaultMemoryLimit: with nothing set, a process under a cgroup
+// memory limit holds its Go memory to 90% of it; none without a cgroup
+// limit, and Go's own GOMEMLIMIT wins.
+func TestDefaultMemoryLimit(t *testing.T) {
+	four := func() (int64, bool) { return 4 << 30, true }
+	none := func() (int64, bool) { return 0, false }
+	for _, tc := range []struct {
+		name       string
+		cgroup     func() (int64, bool)
+		gomemlimit string
+		want       int64
+	}{
+		{"cgroup of 4 GiB", four, "", 4 << 30 * 9 / 10},
+		{"no cgroup limit", none, "", 0},
+		{"GOMEMLIMIT set", four, "2GiB", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, _ := defaultMemoryLimit(tc.cgroup, tc.gomemlimit); got != tc.want {
+				t.Fatalf("got %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
 // TestProcessMemory: this machine's memory is read (a cgroup's limit or
 // MemTotal), and is some memory.
 func TestProcessMemory(t *testing.T) {

@@ -73,7 +73,7 @@ func (s *Server) agentRoutes() (http.Handler, error) {
 	for k := range want {
 		return nil, fmt.Errorf("server: api.AgentRoutes has %s but no handler serves it", k)
 	}
-	return mux, nil
+	return boundFrames(mux), nil
 }
 
 // agentWrap requires a verified client certificate (unless !needCert)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -19,7 +20,7 @@ func TestAgentConnBytes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("opens 200 TLS connections")
 	}
-	tuned, def := agentConnBytes(t, agentHTTP2(), 100), agentConnBytes(t, nil, 100)
+	tuned, def := agentConnBytes(t, agentConnSetup{cfg: agentHTTP2()}, 100), agentConnBytes(t, agentConnSetup{}, 100)
 	t.Logf("bytes a connection, server and client: %.0f with the agent listener's settings, %.0f with the defaults", tuned, def)
 	// the server's encoding and the client's decoding tables shrink:
 	// about 9 KiB less a connection
@@ -28,29 +29,102 @@ func TestAgentConnBytes(t *testing.T) {
 	}
 }
 
-// BenchmarkAgentConnBytes reports the bytes an idle agent connection
-// holds, server and client together (heap only: goroutines' stacks come
-// on top),
-// with the agent listener's settings and with HTTP/2's defaults.
-func BenchmarkAgentConnBytes(b *testing.B) {
-	for range b.N {
-		b.ReportMetric(agentConnBytes(b, agentHTTP2(), 200), "bytes/conn")
-		b.ReportMetric(agentConnBytes(b, nil, 200), "default-bytes/conn")
+// TestAgentConnBytesAfterLargeAnswers: an answer larger than a frame (a
+// host's first full list of assignments) left the server's HTTP/2
+// framer a 16 KiB write buffer for the connection's life, and the
+// client's framer a 16 KiB read buffer; the agent listener writes its
+// answers in frames of at most agentFrameBytes.
+func TestAgentConnBytesAfterLargeAnswers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens 200 TLS connections")
+	}
+	bounded := agentConnBytes(t, agentConnSetup{cfg: agentHTTP2(), wrap: boundFrames, answer: 40 << 10}, 100)
+	whole := agentConnBytes(t, agentConnSetup{cfg: agentHTTP2(), answer: 40 << 10}, 100)
+	t.Logf("bytes a connection after 40 KiB answers, server and client: %.0f in frames of %d bytes, %.0f in frames of 16 KiB", bounded, agentFrameBytes, whole)
+	// the server's write buffer and the client's read buffer: 2 × 12 KiB
+	if whole-bounded < 16<<10 {
+		t.Fatalf("frames of %d bytes save %.0f bytes a connection, want at least 16 KiB", agentFrameBytes, whole-bounded)
 	}
 }
 
-// agentConnBytes opens conns HTTP/2 connections to a TLS server with
-// cfg, sends 40 requests on each with headers like an agent's (a path
-// with a new revision each time), and returns the server's heap growth
-// and the clients' a connection while they are open and idle.
-func agentConnBytes(tb testing.TB, cfg *http.HTTP2Config, conns int) float64 {
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// TestBoundFramesKeepsTheAnswer: an answer written whole or in pieces,
+// flushed or not, arrives as written.
+func TestBoundFramesKeepsTheAnswer(t *testing.T) {
+	big := strings.Repeat("0123456789abcdef", 5000)
+	for _, tc := range []struct {
+		name   string
+		writes []int // sizes of the handler's writes, -1 a flush
+	}{
+		{"one write", []int{len(big)}},
+		{"small writes", []int{100, 5000, -1, 3, 70000, 4096, -1}},
+		{"exactly a frame", []int{agentFrameBytes, agentFrameBytes}},
+		{"empty", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var want strings.Builder
+			h := boundFrames(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				off := 0
+				for _, n := range tc.writes {
+					if n < 0 {
+						http.NewResponseController(w).Flush()
+						continue
+					}
+					n = min(n, len(big)-off)
+					if _, err := w.Write([]byte(big[off : off+n])); err != nil {
+						t.Error(err)
+					}
+					want.WriteString(big[off : off+n])
+					off += n
+				}
+			}))
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+			if got := rec.Body.String(); got != want.String() {
+				t.Fatalf("answer of %d bytes, want %d", len(got), want.Len())
+			}
+		})
+	}
+}
+
+// BenchmarkAgentConnBytes reports the bytes an idle agent connection
+// holds, server and client together (heap only: goroutines' stacks come
+// on top), with the agent listener's settings and with HTTP/2's
+// defaults; and after 40 KiB answers, with and without the listener's
+// bound on frames.
+func BenchmarkAgentConnBytes(b *testing.B) {
+	for range b.N {
+		b.ReportMetric(agentConnBytes(b, agentConnSetup{cfg: agentHTTP2()}, 200), "bytes/conn")
+		b.ReportMetric(agentConnBytes(b, agentConnSetup{}, 200), "default-bytes/conn")
+		b.ReportMetric(agentConnBytes(b, agentConnSetup{cfg: agentHTTP2(), wrap: boundFrames, answer: 40 << 10}, 200), "large-answers-bytes/conn")
+		b.ReportMetric(agentConnBytes(b, agentConnSetup{cfg: agentHTTP2(), answer: 40 << 10}, 200), "large-answers-unbounded-bytes/conn")
+	}
+}
+
+// agentConnSetup is the server side of agentConnBytes.
+type agentConnSetup struct {
+	cfg    *http.HTTP2Config
+	wrap   func(http.Handler) http.Handler // nil: none
+	answer int                             // bytes of the answers' padding
+}
+
+// agentConnBytes opens conns HTTP/2 connections to a TLS server set up
+// as su says, sends 40 requests on each with headers like an agent's (a
+// path with a new revision each time), and returns the server's heap
+// growth and the clients' a connection while they are open and idle.
+func agentConnBytes(tb testing.TB, su agentConnSetup, conns int) float64 {
+	pad := strings.Repeat(" ", su.answer)
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("X-Revision", r.URL.Query().Get("after"))
-		_, _ = io.WriteString(w, `{"revision":1,"vms":[]}`)
-	}))
+		// one Write, as json.Encoder writes an answer
+		_, _ = w.Write([]byte(`{"revision":1,"vms":[]}` + pad))
+	})
+	if su.wrap != nil {
+		h = su.wrap(h)
+	}
+	srv := httptest.NewUnstartedServer(h)
 	srv.EnableHTTP2 = true
-	srv.Config.HTTP2 = cfg
+	srv.Config.HTTP2 = su.cfg
 	srv.StartTLS()
 	defer srv.Close()
 	pool := srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs

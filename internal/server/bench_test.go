@@ -200,7 +200,7 @@ func BenchmarkConsistentRead(b *testing.B) {
 	}{{"in-process", st}, {"client", plainStore{st}}} {
 		for _, readers := range []int{1, 32} {
 			b.Run(fmt.Sprintf("%s/readers=%d", tc.name, readers), func(b *testing.B) {
-				v := newView(tc.st, nil)
+				v := newView(tc.st, nil, newUsageHub().own)
 				v.start(nopWarn{})
 				defer v.stop()
 				ctx := context.Background()

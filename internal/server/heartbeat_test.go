@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -220,5 +221,102 @@ func TestSampleShardsGrowWithHosts(t *testing.T) {
 		if len(gone) != c.gone {
 			t.Errorf("%d hosts: %d records to delete, want %d", c.hosts, len(gone), c.gone)
 		}
+	}
+}
+
+// A server's own usage samples are not decoded again by its view (the
+// hub holds what they hold, fresher): only other servers' samples are
+// indexed, and the server still answers its own hosts' usage. A sample
+// an earlier process of the server wrote is decoded until this one
+// writes its own.
+func TestOwnSamplesNotDecodedAgain(t *testing.T) {
+	st := memstore.New()
+	defer st.Close()
+	a := startServer(t, st, func(c *Config) { c.UsageSampleInterval = time.Hour })
+	b := startServer(t, st, func(c *Config) { c.UsageSampleInterval = time.Hour })
+	ag := joinAgent(t, a, "h1")
+	hb := api.Heartbeat{Host: "h1", Capacity: model.Resources{CPUs: 8, Memory: 16 * model.GiB}, Driver: "sim",
+		Usage: model.HostUsage{CPUPercent: 42}}
+	if code := ag.do("PUT", "/agent/v1/heartbeat", hb, nil); code != 200 {
+		t.Fatalf("beat: %d", code)
+	}
+	ctx := context.Background()
+	// a sample of a's address from before this process (a restart)
+	old := model.UsageSample{Server: a.AgentAddr(), At: time.Now(), Hosts: []model.HostSample{{Host: "h0", Seen: time.Now(), LeaseTTL: 10,
+		Usage: model.HostUsage{CPUPercent: 7}}}}
+	raw, _ := json.Marshal(old)
+	if _, _, err := st.Txn(ctx, nil, []store.Op{store.Put(store.SampleKey(a.AgentAddr(), 7), raw)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.writeSamples(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*testServer{a, b} {
+		if _, err := s.view.consistent(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.view.usage.caughtUp(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	indexed := func(s *testServer, host string) (ok bool) {
+		s.view.usage.read(func(x *sampleIndex) { _, ok = x.hosts[host] })
+		return ok
+	}
+	if indexed(a, "h1") {
+		t.Error("server a decoded and indexed its own sample of h1")
+	}
+	if !indexed(a, "h0") || !indexed(b, "h1") || !indexed(b, "h0") {
+		t.Errorf("indexed: a h0 %v, b h1 %v, b h0 %v; want all", indexed(a, "h0"), indexed(b, "h1"), indexed(b, "h0"))
+	}
+	for _, s := range []*testServer{a, b} {
+		if u, _, _, ok := s.HostUsage("h1"); !ok || u.CPUPercent != 42 {
+			t.Errorf("h1's usage: %+v %v, want 42 %%", u, ok)
+		}
+		if u, _, _, ok := s.HostUsage("h0"); !ok || u.CPUPercent != 7 {
+			t.Errorf("h0's usage: %+v %v, want 7 %%", u, ok)
+		}
+	}
+}
+
+// A sample transaction is about one shard (at most sampleTxnBytes, or
+// one shard alone when larger): the store's raft log keeps its last
+// entries in memory (etcdstore.EmbeddedSnapshotCatchUpEntries), and at
+// rest the samples are most of them — at 10,000 hosts and 100,000 VMs
+// transactions of up to 512 KiB were most of 271 MB of one server's
+// heap (docs/scale.md, eighth round).
+func TestSampleTransactionsAreSmall(t *testing.T) {
+	st := memstore.New()
+	defer st.Close()
+	s := startServer(t, st, func(c *Config) { c.UsageSampleInterval = time.Hour })
+	now := time.Now()
+	for h := range 10000 {
+		host := fmt.Sprintf("fleet-%05d", h)
+		vms := map[string]model.VMUsage{}
+		for v := range 10 {
+			vms[fmt.Sprintf("project-%d/vm-%06d", v%8, h*10+v)] = model.VMUsage{CPUPercent: 12.3, Memory: model.GiB,
+				CPUTimeNs: 123456789012, DiskRead: 1234567, DiskWrite: 7654321, NetRx: 99999, NetTx: 88888}
+		}
+		s.hub.beat(host, now, 31, model.HostUsage{CPUPercent: 40, MemoryUsed: 8 * model.GiB}, vms)
+	}
+	if err := s.writeSamples(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	kvs, _, err := st.List(context.Background(), store.SamplesPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	txns, shard := map[int64]int{}, 0 // bytes by transaction (revision)
+	for _, kv := range kvs {
+		txns[kv.ModRev] += len(kv.Value)
+		shard = max(shard, len(kv.Value))
+	}
+	largest := 0
+	for _, b := range txns {
+		largest = max(largest, b)
+	}
+	t.Logf("%d shards of up to %d KiB in %d transactions of up to %d KiB", len(kvs), shard>>10, len(txns), largest>>10)
+	if largest > max(shard, sampleTxnBytes) || largest > 256<<10 {
+		t.Fatalf("a sample transaction of %d KiB (shards of up to %d KiB), want at most one shard or %d KiB, and 256 KiB", largest>>10, shard>>10, sampleTxnBytes>>10)
 	}
 }

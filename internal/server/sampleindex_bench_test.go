@@ -21,7 +21,7 @@ import (
 func BenchmarkConsistentWaitDuringSamples(b *testing.B) {
 	st := memstore.New()
 	defer st.Close()
-	v := newView(st, nil)
+	v := newView(st, nil, newUsageHub().own)
 	v.start(nopWarn{})
 	defer v.stop()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -279,7 +279,8 @@ func New(cfg Config) (*Server, error) {
 	s.repo.SetReserveCheck(reserveCheck) // the failover reserve, in every admission (ha.go)
 	s.nets.s = s
 	s.vmDec = state.NewVMDecoder()
-	s.view = newView(cfg.Store, s.vmDec)
+	s.hub = newUsageHub()
+	s.view = newView(cfg.Store, s.vmDec, s.hub.own)
 	s.backlog = newPlaceBacklog(cfg.MaxPendingPlacements, cfg.PendingWait)
 	s.view.backlog = s.backlog
 	shapes := &txnShapes{count: func(kinds string) { s.metrics.StoreTxns.WithLabelValues(kinds).Inc() }}
@@ -289,7 +290,6 @@ func New(cfg Config) (*Server, error) {
 		shapes.observe(ev)
 		s.metrics.StoreRevision.Set(float64(ev.Rev))
 	}
-	s.hub = newUsageHub()
 	if s.cfg.UsageSampleInterval <= 0 {
 		s.cfg.UsageSampleInterval = DefaultUsageSampleInterval
 	}
@@ -586,6 +586,48 @@ const agentHeaderTable = 256
 func agentHTTP2() *http.HTTP2Config {
 	return &http.HTTP2Config{MaxEncoderHeaderTableSize: agentHeaderTable}
 }
+
+// agentFrameBytes bounds the agent listener's writes: HTTP/2's server
+// buffers a handler's answer in 4 KiB (its handlerChunkWriteSize) but
+// passes a larger write on whole, which it then sends in frames as
+// large as the client reads (16 KiB), and its framer keeps a write
+// buffer as large as the largest frame it wrote for the connection's
+// life (so does the client's framer a read buffer). A host's first
+// full list of assignments is such an answer: 12 KiB more on each end
+// of each agent's connection (docs/scale.md, eighth round).
+const agentFrameBytes = 4 << 10
+
+// boundFrames hands h's answers to the listener in writes of at most
+// agentFrameBytes, so that no frame is larger.
+func boundFrames(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(&frameBound{w}, r)
+	})
+}
+
+// frameBound is boundFrames' ResponseWriter.
+type frameBound struct{ http.ResponseWriter }
+
+func (w *frameBound) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		k, err := w.ResponseWriter.Write(p[:min(len(p), agentFrameBytes)])
+		n += k
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+	}
+	return n, nil
+}
+
+func (w *frameBound) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *frameBound) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // initDrain readies drain and drainCtx (New; tests that build a Server
 // by hand).

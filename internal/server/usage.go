@@ -32,9 +32,14 @@ const (
 	// is added (at rest each record is one write per interval).
 	maxSampleShards = 64
 	hostsPerShard   = 128
-	// sampleTxnBytes bounds the bytes of one sample transaction (etcd
-	// takes requests of up to 1.5 MiB).
-	sampleTxnBytes = 512 << 10
+	// sampleTxnBytes bounds the bytes of one sample transaction; a shard
+	// larger than that goes alone. Each transaction is one raft entry,
+	// and the embedded member keeps its last entries in memory for slow
+	// followers (etcdstore.EmbeddedSnapshotCatchUpEntries): at rest the
+	// samples are most of those entries, so their size is what the log
+	// weighs — transactions of up to 512 KiB held about 190 MB of it at
+	// 10,000 hosts (docs/scale.md, eighth round).
+	sampleTxnBytes = 128 << 10
 	// forgetHostAfter is how long a host that stopped beating stays in
 	// the hub (and so in the samples, with its last Seen).
 	forgetHostAfter = 10 * time.Minute
@@ -58,6 +63,24 @@ type usageHub struct {
 	hosts  map[string]*hostLive
 	vmHost map[string]string // VM key → the host that reported it
 	shards map[int]bool      // shards this server has written
+	// wrote holds the keys of the samples this process has written (its
+	// own lock: the view asks while it applies the watch). The view
+	// does not decode them again: what they hold the hub holds, fresher
+	// (a server's own samples were its largest decoded table at 10,000
+	// hosts: docs/scale.md, eighth round).
+	wrote sync.Map
+}
+
+// noteWriting marks key as this process's sample before it is written.
+func (u *usageHub) noteWriting(key string) { u.wrote.Store(key, true) }
+
+// own says whether this process has written the sample at key. A sample
+// an earlier process of this server wrote is not: the view decodes it
+// until this one writes its own, so that the hosts' usage survives a
+// restart until they beat again.
+func (u *usageHub) own(key string) bool {
+	_, ok := u.wrote.Load(key)
+	return ok
 }
 
 func newUsageHub() *usageHub {
@@ -308,7 +331,9 @@ func (s *Server) writeSamples(ctx context.Context) error {
 				return err
 			}
 		}
-		ops = append(ops, store.Put(store.SampleKey(server, i), b))
+		key := store.SampleKey(server, i)
+		s.hub.noteWriting(key)
+		ops = append(ops, store.Put(key, b))
 		size += len(b)
 	}
 	return flush()

@@ -60,7 +60,9 @@ func vmHost(it *watchcache.Item) string {
 	return ""
 }
 
-func newView(st store.Store, dec *state.VMDecoder) *view {
+// newView builds the view; ownSample says which usage samples this
+// process wrote (usageHub.own: not decoded again).
+func newView(st store.Store, dec *state.VMDecoder, ownSample func(key string) bool) *view {
 	v := &view{onHost: map[string]map[string]bool{}, signals: signals{m: map[string]*signal{}}, dec: dec, plainUserData: make(chan struct{}, 1)}
 	decodeVM := func(kv store.KV) (any, error) {
 		vm, err := dec.Decode(kv)
@@ -86,6 +88,7 @@ func newView(st store.Store, dec *state.VMDecoder) *view {
 		Decode:  func(kv store.KV) (any, error) { return state.DecodeSnapshot(kv) },
 		Changed: v.snapshotChanged, Reset: func(rev int64) { v.signals.bumpAll("a/", rev) }}
 	v.usage = newSampleIndex()
+	v.usage.own = ownSample
 	v.samples = &watchcache.Table{Prefix: store.SamplesPrefix, Changed: v.usage.changed}
 	v.samples.Reset = func(int64) { v.usage.reset(v.samples) }
 	v.tokens = &watchcache.Table{Prefix: store.TokensPrefix, Decode: func(kv store.KV) (any, error) {
