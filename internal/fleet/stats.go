@@ -14,7 +14,11 @@ type Stats struct {
 	PollErrors            int
 	// BeatP50 and BeatP99 are heartbeat round trips.
 	BeatP50, BeatP99 time.Duration
-	Since            time.Time
+	// Interval and IntervalMax are the median and the longest of the
+	// intervals the servers last told the hosts (now, not over the
+	// window; 0: none told yet).
+	Interval, IntervalMax time.Duration
+	Since                 time.Time
 }
 
 type stats struct {
@@ -70,7 +74,26 @@ func (f *Fleet) Stats() Stats {
 	if n := len(d); n > 0 {
 		out.BeatP50, out.BeatP99 = d[n/2], d[min(n-1, n*99/100)]
 	}
+	out.Interval, out.IntervalMax = f.intervals()
 	return out
+}
+
+// intervals returns the median and the longest interval the hosts were
+// told.
+func (f *Fleet) intervals() (time.Duration, time.Duration) {
+	var iv []time.Duration
+	for _, h := range f.hosts {
+		h.mu.Lock()
+		if h.interval > 0 {
+			iv = append(iv, h.interval)
+		}
+		h.mu.Unlock()
+	}
+	if len(iv) == 0 {
+		return 0, 0
+	}
+	slices.Sort(iv)
+	return iv[len(iv)/2], iv[len(iv)-1]
 }
 
 // ResetStats starts a new measurement window.
