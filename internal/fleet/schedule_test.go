@@ -2,10 +2,17 @@ package fleet
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vpool/vpool/internal/api"
 )
 
 // When beats lag (none returns), hosts that just joined still enter the
@@ -94,4 +101,35 @@ func TestScheduleCapsNoBeats(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // beats return and go out again
 	cancel()
 	<-done
+}
+
+// A host beats at the interval the answer gives in milliseconds (a
+// server that stretches the interval says 1.5 s; IntervalSeconds, 1, is
+// for agents that know only it), from its next beat on: due one interval
+// (±10 %) after this one's send. A failed beat is tried again sooner.
+func TestBeatTakesTheAnswersInterval(t *testing.T) {
+	var fail atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if fail.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(api.HeartbeatResponse{IntervalSeconds: 1, IntervalMillis: 1500, LeaseTTLSeconds: 8})
+	}))
+	defer srv.Close()
+	f := &Fleet{cfg: Config{Servers: []string{srv.URL}, TraceStep: DefaultTraceStep}, log: slog.New(slog.DiscardHandler)}
+	h := &host{f: f, name: "h", client: srv.Client(), vms: map[string]*simVM{}}
+	sent := time.Now()
+	next := h.beat(context.Background())
+	if h.interval != 1500*time.Millisecond {
+		t.Fatalf("the host beats every %s, told 1500 ms", h.interval)
+	}
+	if d := next.Sub(sent); d < 1350*time.Millisecond || d > 1650*time.Millisecond+time.Since(sent) {
+		t.Fatalf("next beat due %s after the send, want 1.5 s ± 10 %%", d)
+	}
+	fail.Store(true)
+	before := time.Now()
+	if d := h.beat(context.Background()).Sub(before); d > 1350*time.Millisecond {
+		t.Fatalf("a failed beat tried again after %s, not sooner than the interval", d)
+	}
 }
