@@ -137,6 +137,8 @@ type Fleet struct {
 	stats stats
 	// joined counts hosts with an identity (Join's progress).
 	joined atomic.Int64
+	// inFlight counts the beats sent and not yet answered
+	inFlight atomic.Int64
 }
 
 // New checks cfg; nothing runs until Join and Run.
@@ -253,6 +255,8 @@ func (f *Fleet) Run(ctx context.Context) error {
 				return time.Now()
 			}
 		}
+		f.stats.inFlight(f.inFlight.Add(1))
+		defer f.inFlight.Add(-1)
 		return h.beat(ctx)
 	}
 	wg.Go(func() { f.schedule(ctx, started, beat) })

@@ -18,7 +18,10 @@ type Stats struct {
 	// intervals the servers last told the hosts (now, not over the
 	// window; 0: none told yet).
 	Interval, IntervalMax time.Duration
-	Since                 time.Time
+	// InFlightMax is the most beats that were out at once (sent, not
+	// answered): nothing caps it unless Config.Workers does.
+	InFlightMax int
+	Since       time.Time
 }
 
 type stats struct {
@@ -38,6 +41,14 @@ func (s *stats) beat(d time.Duration, err error) {
 	}
 	s.s.Beats++
 	s.beats = append(s.beats, d)
+}
+
+// inFlight notes n beats out at once.
+func (s *stats) inFlight(n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.init()
+	s.s.InFlightMax = max(s.s.InFlightMax, int(n))
 }
 
 func (s *stats) report(err error) {

@@ -75,6 +75,7 @@ func benchFleet(b *testing.B, topo topology) {
 	// the interval the servers tell the hosts at the window's end
 	b.ReportMetric(ms(fs.Interval), "beat-interval-ms")
 	b.ReportMetric(ms(fs.IntervalMax), "beat-interval-max-ms")
+	b.ReportMetric(float64(fs.InFlightMax), "beats-in-flight-max")
 	if fs.Beats > 0 {
 		// everything the servers did (probes and controllers included),
 		// per beat: the at-rest cost of a host
