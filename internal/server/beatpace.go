@@ -136,8 +136,9 @@ func (p *beatPace) factor() float64 {
 // observe counts one renewal, answered at now after d (slow: it failed
 // or found its lease lapsed, whatever d), and at the end of a window
 // grows or shrinks the stretch, up to limit; iv is the interval now (a
-// window lasts at least one, so that agents heard the last change).
-func (p *beatPace) observe(now time.Time, d time.Duration, slow bool, iv time.Duration, limit float64) {
+// window lasts at least one, so that agents heard the last change). It
+// returns the stretch and whether this renewal changed it.
+func (p *beatPace) observe(now time.Time, d time.Duration, slow bool, iv time.Duration, limit float64) (float64, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.from.IsZero() {
@@ -150,10 +151,11 @@ func (p *beatPace) observe(now time.Time, d time.Duration, slow bool, iv time.Du
 	case d < paceFast:
 		p.fast++
 	}
+	was := max(p.stretch, 1)
 	if now.Sub(p.from) < max(paceWindow, iv) || p.n < paceMinBeats {
-		return
+		return was, false
 	}
-	s := max(p.stretch, 1)
+	s := was
 	switch {
 	case p.slow*10 > p.n:
 		s *= paceGrow
@@ -162,4 +164,5 @@ func (p *beatPace) observe(now time.Time, d time.Duration, slow bool, iv time.Du
 	}
 	p.stretch = min(max(s, 1), max(limit, 1))
 	p.from, p.n, p.slow, p.fast = now, 0, 0, 0
+	return p.stretch, p.stretch != was
 }

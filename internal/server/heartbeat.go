@@ -111,7 +111,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 	t0 := s.now()
 	alive, lease, lapsed, err := s.renewLease(ctx, host, ttl)
 	if err != nil {
-		s.pace.observe(s.now(), 0, true, timing.interval, timing.limit)
+		_, _ = s.pace.observe(s.now(), 0, true, timing.interval, timing.limit)
 		return err
 	}
 	now := s.now()
@@ -143,7 +143,9 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 		err = s.attachAlive(ctx, host, stored, guard, alive, lease)
 	}
 	// the renewal's time, with the write a new lease or a change took
-	s.pace.observe(s.now(), s.now().Sub(t0), lapsed || err != nil, timing.interval, timing.limit)
+	if f, changed := s.pace.observe(s.now(), s.now().Sub(t0), lapsed || err != nil, timing.interval, timing.limit); changed && s.log != nil {
+		s.log.Info("heartbeat interval stretch changed by the renewals' lag (docs/scale.md)", "stretch", f, "was", timing.interval)
+	}
 	if err != nil {
 		return certRefused(host, err)
 	}
