@@ -34,7 +34,6 @@ var ErrConfig = errors.New("fleet: bad config")
 // Defaults of Config.
 const (
 	DefaultPrefix       = "fleet"
-	DefaultWorkers      = 64
 	DefaultPollWait     = 30 * time.Second
 	DefaultTraceStep    = 30 * time.Second
 	DefaultJoinParallel = 32
@@ -68,7 +67,10 @@ type Config struct {
 	// TraceStep (default 30s: a PlanetLab day in 2.4 hours).
 	Trace     *trace.Trace
 	TraceStep time.Duration
-	// Workers is how many heartbeats are sent at once (default 64).
+	// Workers caps the heartbeats in flight at once; 0 (the default):
+	// no cap, each host beats on its own schedule as a real agent does
+	// (a cap of 64 held 1,000 hosts under 1,000 beats a second once a
+	// round trip took over 64 ms: docs/scale.md).
 	Workers int
 	// PollWait is the long poll's wait (default 30s).
 	PollWait time.Duration
@@ -106,8 +108,8 @@ func (c *Config) defaults() error {
 	if c.TraceStep <= 0 {
 		c.TraceStep = DefaultTraceStep
 	}
-	if c.Workers <= 0 {
-		c.Workers = DefaultWorkers
+	if c.Workers < 0 {
+		return fmt.Errorf("%w: workers must not be negative (got %d)", ErrConfig, c.Workers)
 	}
 	if c.PollWait <= 0 {
 		c.PollWait = DefaultPollWait
@@ -135,6 +137,8 @@ type Fleet struct {
 	stats stats
 	// joined counts hosts with an identity (Join's progress).
 	joined atomic.Int64
+	// inFlight counts the beats sent and not yet answered
+	inFlight atomic.Int64
 }
 
 // New checks cfg; nothing runs until Join and Run.
@@ -229,9 +233,8 @@ func (f *Fleet) joinAll(ctx context.Context, ready func(*host)) error {
 }
 
 // Run runs every host until ctx ends, joining those without an identity
-// first (each starts as soon as it joined): a long poll per host, and
-// heartbeats sent by Workers goroutines, each host's first beat at a
-// random point of its first interval.
+// first (each starts as soon as it joined): a long poll per host, and its
+// heartbeats, each host's first beat at a random point of the first 3 s.
 func (f *Fleet) Run(ctx context.Context) error {
 	f.start = time.Now()
 	ctx, cancel := context.WithCancel(ctx)
@@ -239,18 +242,24 @@ func (f *Fleet) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	started := make(chan *host, 1024)
-	due := make(chan *host, f.cfg.Workers)
-	for range f.cfg.Workers {
-		wg.Go(func() {
-			for h := range due {
-				h.beat(ctx)
-			}
-		})
+	var slots chan struct{}
+	if f.cfg.Workers > 0 {
+		slots = make(chan struct{}, f.cfg.Workers)
 	}
-	wg.Go(func() {
-		f.schedule(ctx, started, due)
-		close(due)
-	})
+	beat := func(ctx context.Context, h *host) time.Time {
+		if slots != nil {
+			select {
+			case slots <- struct{}{}:
+				defer func() { <-slots }()
+			case <-ctx.Done():
+				return time.Now()
+			}
+		}
+		f.stats.inFlight(f.inFlight.Add(1))
+		defer f.inFlight.Add(-1)
+		return h.beat(ctx)
+	}
+	wg.Go(func() { f.schedule(ctx, started, beat) })
 	err := f.joinAll(ctx, func(h *host) {
 		wg.Go(func() { h.pollLoop(ctx) })
 		select {
@@ -271,36 +280,43 @@ func (f *Fleet) Run(ctx context.Context) error {
 	return nil
 }
 
-// schedule hands each host to the workers when its next beat is due,
-// until ctx ends; hosts join the schedule as they start.
-func (f *Fleet) schedule(ctx context.Context, started <-chan *host, due chan<- *host) {
+// firstBeatSpread spreads the hosts' first beats.
+const firstBeatSpread = 3 * time.Second
+
+// schedule starts each host's beat when it is due, in a goroutine of its
+// own (as every real agent beats on its own: nothing here caps the beats
+// in flight), and takes the host back when the beat returns the time its
+// next one is due; a host has one beat in flight at most. Hosts join the
+// schedule as they start. It returns once ctx ended and its beats did.
+func (f *Fleet) schedule(ctx context.Context, started <-chan *host, beat func(context.Context, *host) time.Time) {
 	q := newBeatQueue()
+	back := make(chan beatItem, 1024)
+	var beats sync.WaitGroup
+	defer beats.Wait()
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
 		h, at := q.peek()
-		if wait := time.Until(at); h == nil || wait > 0 {
-			t.Reset(max(wait, 0))
-			select {
-			case <-ctx.Done():
-				return
-			case nh := <-started:
-				q.push(nh, time.Now().Add(time.Duration(rand.Int64N(int64(3*time.Second)))))
-			case <-t.C:
-			}
+		if h != nil && !time.Now().Before(at) {
+			q.pop()
+			beats.Go(func() {
+				next := beat(ctx, h)
+				select {
+				case back <- beatItem{h, next}:
+				case <-ctx.Done():
+				}
+			})
 			continue
 		}
-		q.pop()
+		t.Reset(time.Until(at))
 		select {
-		case due <- h:
-			q.push(h, time.Now().Add(h.nextInterval()))
-		case nh := <-started:
-			// beats behind: a host that just joined still gets in (or
-			// joins stall behind a full started channel)
-			q.push(h, at)
-			q.push(nh, time.Now().Add(time.Duration(rand.Int64N(int64(3*time.Second)))))
 		case <-ctx.Done():
 			return
+		case nh := <-started:
+			q.push(nh, time.Now().Add(time.Duration(rand.Int64N(int64(firstBeatSpread)))))
+		case b := <-back:
+			q.push(b.h, b.at)
+		case <-t.C:
 		}
 	}
 }

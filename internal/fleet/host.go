@@ -35,6 +35,9 @@ type host struct {
 	mu       sync.Mutex
 	vms      map[string]*simVM // assigned VMs by project/name
 	interval time.Duration     // what the server last said
+	// fails counts the beats that failed in a row (only the host's one
+	// beat in flight reads and writes it)
+	fails int
 	// compact: the server last said it takes compact heartbeats
 	compact atomic.Bool
 }
@@ -171,8 +174,11 @@ func (h *host) nextInterval() time.Duration {
 	return iv - iv/10 + time.Duration(rand.Int64N(int64(iv/5)+1))
 }
 
-// beat sends one heartbeat: inventory, usage of every running VM.
-func (h *host) beat(ctx context.Context) {
+// beat sends one heartbeat (inventory, usage of every running VM) and
+// returns when the next is due, as the real agent does: one interval
+// after this one's send when it succeeded (the interval the answer
+// gives), after a backoff from 200 ms (at most the interval) when not.
+func (h *host) beat(ctx context.Context) time.Time {
 	hb := h.heartbeat()
 	var resp api.HeartbeatResponse
 	t0 := time.Now()
@@ -185,7 +191,7 @@ func (h *host) beat(ctx context.Context) {
 	}
 	err := h.call(ctx, h.client, http.MethodPut, api.AgentPrefix+"/heartbeat", "", in, &resp)
 	if ctx.Err() != nil {
-		return
+		return time.Now()
 	}
 	var se statusError
 	if compact && errors.As(err, &se) && (se.code == http.StatusBadRequest || se.code == http.StatusUnsupportedMediaType) {
@@ -197,13 +203,20 @@ func (h *host) beat(ctx context.Context) {
 	h.f.stats.beat(time.Since(t0), err)
 	if err != nil {
 		h.f.log.Debug("heartbeat failed", "host", h.name, "err", err)
-		return
+		h.fails++
+		return time.Now().Add(min(200*time.Millisecond<<min(h.fails-1, 6), h.nextInterval()))
 	}
-	if resp.IntervalSeconds > 0 {
+	h.fails = 0
+	iv := time.Duration(resp.IntervalMillis) * time.Millisecond
+	if iv <= 0 {
+		iv = time.Duration(resp.IntervalSeconds) * time.Second
+	}
+	if iv > 0 {
 		h.mu.Lock()
-		h.interval = time.Duration(resp.IntervalSeconds) * time.Second
+		h.interval = iv
 		h.mu.Unlock()
 	}
+	return t0.Add(h.nextInterval())
 }
 
 // heartbeat builds a heartbeat from the VMs' trace patterns now.

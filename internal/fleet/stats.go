@@ -14,7 +14,14 @@ type Stats struct {
 	PollErrors            int
 	// BeatP50 and BeatP99 are heartbeat round trips.
 	BeatP50, BeatP99 time.Duration
-	Since            time.Time
+	// Interval and IntervalMax are the median and the longest of the
+	// intervals the servers last told the hosts (now, not over the
+	// window; 0: none told yet).
+	Interval, IntervalMax time.Duration
+	// InFlightMax is the most beats that were out at once (sent, not
+	// answered): nothing caps it unless Config.Workers does.
+	InFlightMax int
+	Since       time.Time
 }
 
 type stats struct {
@@ -34,6 +41,14 @@ func (s *stats) beat(d time.Duration, err error) {
 	}
 	s.s.Beats++
 	s.beats = append(s.beats, d)
+}
+
+// inFlight notes n beats out at once.
+func (s *stats) inFlight(n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.init()
+	s.s.InFlightMax = max(s.s.InFlightMax, int(n))
 }
 
 func (s *stats) report(err error) {
@@ -70,7 +85,26 @@ func (f *Fleet) Stats() Stats {
 	if n := len(d); n > 0 {
 		out.BeatP50, out.BeatP99 = d[n/2], d[min(n-1, n*99/100)]
 	}
+	out.Interval, out.IntervalMax = f.intervals()
 	return out
+}
+
+// intervals returns the median and the longest interval the hosts were
+// told.
+func (f *Fleet) intervals() (time.Duration, time.Duration) {
+	var iv []time.Duration
+	for _, h := range f.hosts {
+		h.mu.Lock()
+		if h.interval > 0 {
+			iv = append(iv, h.interval)
+		}
+		h.mu.Unlock()
+	}
+	if len(iv) == 0 {
+		return 0, 0
+	}
+	slices.Sort(iv)
+	return iv[len(iv)/2], iv[len(iv)-1]
 }
 
 // ResetStats starts a new measurement window.

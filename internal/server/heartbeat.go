@@ -28,9 +28,6 @@ import (
 // lease renewals (not writes) and one sample record per shard of hosts
 // per UsageSampleInterval.
 
-// MaxHeartbeatInterval bounds the interval heartbeatTiming scales to.
-const MaxHeartbeatInterval = 10 * time.Second
-
 // hostLease is the liveness lease this server renews for a host.
 type hostLease struct {
 	id  store.LeaseID
@@ -41,43 +38,44 @@ type hostLease struct {
 }
 
 // heartbeatTiming returns the interval agents are told and the TTL of
-// the leases granted now. The interval is base (the HA policy's
-// heartbeat) up to base/1 ms hosts on this server and grows beyond, so
-// that a server answers about 1,000 heartbeats a second at most (10,000
-// hosts: every 10 s), but never past half the fence timeout: an agent
-// that has not renewed for the fence timeout kills its VMs, so it must
-// have a second try before then (a 10 s interval under a 6 s fence
-// would have every agent fence itself between two beats). The TTL
-// covers three intervals.
-func (s *Server) heartbeatTiming(base, suspect, fence time.Duration) (time.Duration, int) {
-	iv := s.cfg.HeartbeatInterval
-	if iv <= 0 {
-		s.leaseMu.Lock()
-		n := len(s.leases)
-		s.leaseMu.Unlock()
-		iv = min(max(base, time.Duration(n)*time.Millisecond), MaxHeartbeatInterval)
-		if fence > 0 && iv > fence/2 {
-			iv = max(fence/2, 500*time.Millisecond)
-			if s.fenceCapWarned.CompareAndSwap(false, true) && s.log != nil {
-				s.log.Warn("the fence timeout caps the heartbeat interval: this server's hosts beat more often than its load asks; raise the HA policy's fenceMillis for a fleet this large (docs/scale.md)",
-					"hosts", n, "interval", iv, "fence", fence)
-			}
-		}
+// the leases granted now (beatpace.go): from the hosts of the whole
+// control plane, this server's renewals' lag and the HA policy.
+func (s *Server) heartbeatTiming(hp model.HAPolicy, host string) beatTiming {
+	if iv := s.cfg.HeartbeatInterval; iv > 0 {
+		return beatTiming{interval: iv, longest: iv, limit: 1,
+			ttl: leaseTTL(iv, hp.Suspect(), hp.Fence(), hp.Margin())}
 	}
-	if iv >= time.Second {
-		iv = iv.Round(time.Second)
+	n := s.planeHosts(host)
+	t := paceTiming(paceInput{hosts: n, budget: s.cfg.HeartbeatBudget, base: hp.Heartbeat(), suspect: hp.Suspect(),
+		fence: hp.Fence(), margin: hp.Margin(), stretch: s.pace.factor()})
+	if t.capped && s.fenceCapWarned.CompareAndSwap(false, true) && s.log != nil {
+		s.log.Warn("the fence timeout caps the heartbeat interval: the hosts beat more often than the control plane was sized for; raise the HA policy's fenceMillis for a fleet this large (docs/scale.md)",
+			"hosts", n, "interval", t.interval, "fence", hp.Fence())
 	}
-	return iv, leaseTTL(iv, suspect)
+	return t
 }
 
-// leaseTTL is the TTL, in seconds, of a liveness lease for hosts that
-// beat every iv: the HA policy's suspect timeout (a host whose lease
-// expired is suspect at once: the leader bounds its last renewal by the
-// expiry less the TTL), rounded up to whole seconds, but at least three
-// beats and a second.
-func leaseTTL(iv, suspect time.Duration) int {
-	ttl := max(suspect, 3*iv+time.Second)
-	return int((ttl + time.Second - 1) / time.Second)
+// planeHosts is how many hosts beat in the whole control plane, host
+// among them: the alive keys in this server's view (every server's
+// hosts), or the hosts this server renews when its view has not caught
+// up.
+func (s *Server) planeHosts(host string) int {
+	n := 1
+	if s.view != nil {
+		s.view.c.Read(func(int64) {
+			n = s.view.alive.Len()
+			if s.view.alive.Get(store.AliveKey(host)) == nil {
+				n++
+			}
+		})
+	}
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
+	m := len(s.leases)
+	if _, ok := s.leases[host]; !ok {
+		m++
+	}
+	return max(n, m)
 }
 
 // heartbeat renews the host's lease, writes its record only when its
@@ -111,9 +109,12 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 		return err
 	}
 	hp := s.haPolicy(ctx)
-	interval, ttl := s.heartbeatTiming(hp.Heartbeat(), hp.Suspect(), hp.Fence())
-	alive, lease, err := s.renewLease(ctx, host, ttl)
+	timing := s.heartbeatTiming(hp, host)
+	ttl := timing.ttl
+	t0 := s.now()
+	alive, lease, lapsed, err := s.renewLease(ctx, host, ttl)
 	if err != nil {
+		_, _ = s.pace.observe(s.now(), 0, true, timing.interval, timing.limit)
 		return err
 	}
 	now := s.now()
@@ -145,6 +146,10 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 	case len(alive) > 0:
 		err = s.attachAlive(ctx, host, stored, guard, alive, lease)
 	}
+	// the renewal's time, with the write a new lease or a change took
+	if f, changed := s.pace.observe(s.now(), s.now().Sub(t0), lapsed || err != nil, timing.interval, timing.limit); changed && s.log != nil {
+		s.log.Info("heartbeat interval stretch changed by the renewals' lag (docs/scale.md)", "stretch", f, "was", timing.interval)
+	}
 	if err != nil {
 		return certRefused(host, err)
 	}
@@ -152,6 +157,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, host string) 
 	s.hub.beatReports(host, now, ttl, hb.Usage, hb.VMs, s.assignedIn(host, hb.VMs, mine[:0]))
 	// The fence timeout is the policy's: agents self-fence after it
 	// (docs/ha.md).
+	interval := timing.interval
 	resp := api.HeartbeatResponse{IntervalSeconds: max(1, int(interval/time.Second)), LeaseTTLSeconds: ttl,
 		IntervalMillis: int(interval / time.Millisecond), FenceMillis: hp.FenceMillis, Accepts: heartbeatAccepts}
 	if desiredPower(stored) == model.HostPowerStandby {
@@ -339,17 +345,21 @@ func sameHostNet(a, b *model.HostNet) bool {
 // has: no new lease, no expiry storm); a new one is granted when there
 // is none, it expired, or its TTL is shorter than ttl. A lease the cache
 // shows expired (its key gone) is not renewed first: etcd answers such a
-// renewal only once it has applied everything, slow under load.
-func (s *Server) renewLease(ctx context.Context, host string, ttl int) ([]store.Op, store.LeaseID, error) {
+// renewal only once it has applied everything, slow under load. lapsed:
+// a lease this server renewed had expired (the beats came too late).
+func (s *Server) renewLease(ctx context.Context, host string, ttl int) ([]store.Op, store.LeaseID, bool, error) {
 	s.leaseMu.Lock()
 	l, ok := s.leases[host]
 	s.leaseMu.Unlock()
 	cur, curTTL, behind := s.aliveLease(host, l)
+	lapsed := false
 	switch {
 	case ok && behind && l.ttl >= ttl:
 		cur, curTTL = l.id, l.ttl // our own write is on its way to the cache
 	case cur != 0 && curTTL < ttl:
 		cur = 0 // too short for the interval now
+	case cur == 0 && ok && !behind:
+		lapsed = true
 	}
 	if cur != 0 {
 		err := s.cfg.Store.KeepAlive(ctx, cur)
@@ -359,21 +369,22 @@ func (s *Server) renewLease(ctx context.Context, host string, ttl int) ([]store.
 				s.leases[host] = hostLease{id: cur, ttl: curTTL}
 				s.leaseMu.Unlock()
 			}
-			return nil, cur, nil
+			return nil, cur, false, nil
 		}
 		if !errors.Is(err, store.ErrNoLease) {
-			return nil, 0, err
+			return nil, 0, false, err
 		}
+		lapsed = true
 	}
 	id, err := s.cfg.Store.Grant(ctx, int64(ttl))
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, lapsed, err
 	}
 	s.leaseMu.Lock()
 	s.leases[host] = hostLease{id: id, ttl: ttl}
 	s.leaseMu.Unlock()
 	rec, _ := json.Marshal(model.AliveRecord{Server: s.Addr(), LeaseTTL: ttl})
-	return []store.Op{store.PutWithLease(store.AliveKey(host), rec, id)}, id, nil
+	return []store.Op{store.PutWithLease(store.AliveKey(host), rec, id)}, id, lapsed, nil
 }
 
 // aliveLease returns the lease the host's alive key is attached to, as

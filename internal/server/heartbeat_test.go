@@ -127,44 +127,6 @@ func TestUsageSamplesReachOtherServers(t *testing.T) {
 	}
 }
 
-func TestHeartbeatTimingScalesWithHosts(t *testing.T) {
-	const fence = 6 * time.Second // the HA policy's default
-	for _, c := range []struct {
-		hosts                int
-		base, suspect, fence time.Duration
-		interval             time.Duration
-		ttl                  int
-	}{
-		{1, HeartbeatInterval, 4 * time.Second, fence, 3 * time.Second, 10},
-		{1000, HeartbeatInterval, 4 * time.Second, fence, 3 * time.Second, 10},
-		// the fence timeout caps the stretch at half of it: an agent
-		// beating every 5 or 10 s under a 6 s fence would fence itself
-		{5000, HeartbeatInterval, 4 * time.Second, fence, 3 * time.Second, 10},
-		{10000, HeartbeatInterval, 4 * time.Second, fence, 3 * time.Second, 10},
-		// a fence long enough for the fleet lets the interval stretch
-		{5000, HeartbeatInterval, 4 * time.Second, 30 * time.Second, 5 * time.Second, 16},
-		{10000, HeartbeatInterval, 4 * time.Second, 30 * time.Second, 10 * time.Second, 31},
-		{50000, HeartbeatInterval, 4 * time.Second, 30 * time.Second, 10 * time.Second, 31},
-		{10000, HeartbeatInterval, 4 * time.Second, 0, 10 * time.Second, 31},
-		// the HA policy's defaults: the lease lasts the suspect timeout
-		{1, time.Second, 4 * time.Second, fence, time.Second, 4},
-		{1, time.Second, 4500 * time.Millisecond, fence, time.Second, 5},
-		{3000, time.Second, 4 * time.Second, fence, 3 * time.Second, 10},
-		{1, 500 * time.Millisecond, 1500 * time.Millisecond, 2 * time.Second, 500 * time.Millisecond, 3},
-		{3000, 500 * time.Millisecond, 1500 * time.Millisecond, 2 * time.Second, time.Second, 4},
-	} {
-		s := &Server{leases: map[string]hostLease{}}
-		for i := range c.hosts {
-			s.leases[fmt.Sprint(i)] = hostLease{}
-		}
-		iv, ttl := s.heartbeatTiming(c.base, c.suspect, c.fence)
-		if iv != c.interval || ttl != c.ttl {
-			t.Errorf("%d hosts, beats every %s, suspect after %s, fence after %s: every %s with a %d s lease, want %s and %d s",
-				c.hosts, c.base, c.suspect, c.fence, iv, ttl, c.interval, c.ttl)
-		}
-	}
-}
-
 // A host that moves to another server keeps its lease: the new server
 // renews the lease its alive key is attached to instead of granting one
 // (a failed server's hosts would otherwise leave thousands of leases to

@@ -119,9 +119,14 @@ type Config struct {
 	// bursts of ten times as many; cluster admins are not limited
 	// (userlimit.go). 0 means DefaultAPIRate; negative, no limit.
 	APIRate float64
-	// HeartbeatInterval is what agents are told; 0 scales it with the
-	// hosts this server keeps alive (heartbeatInterval).
+	// HeartbeatInterval is what agents are told; 0 chooses it from the
+	// hosts of the whole control plane and the renewals' lag
+	// (beatpace.go).
 	HeartbeatInterval time.Duration
+	// HeartbeatBudget is the heartbeats a second the whole control plane
+	// is sized for: agents beat every hosts ÷ budget seconds at least
+	// (0: DefaultHeartbeatBudget).
+	HeartbeatBudget int
 	// Name is this server's name: its record in the store
 	// (/vpool/servers/NAME), with an embedded store its etcd member's
 	// name, and who wrote in audit records. Default "vpool".
@@ -186,6 +191,7 @@ type Server struct {
 	// was logged once
 	fenceCapWarned atomic.Bool
 	leases         map[string]hostLease // per host: the liveness lease this server renews (heartbeat.go)
+	pace           beatPace             // the renewals' lag: the stretch of the interval (beatpace.go)
 
 	consoles consoleBroker // serial console sessions waiting for or joined by agents
 
@@ -260,6 +266,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.AuditDir == "" && cfg.DataDir != "" {
 		cfg.AuditDir = filepath.Join(cfg.DataDir, "audit")
+	}
+	if cfg.HeartbeatBudget <= 0 {
+		cfg.HeartbeatBudget = DefaultHeartbeatBudget
 	}
 	s := &Server{
 		cfg: cfg, log: cfg.Logger.With("component", "server"), now: cfg.Clock,

@@ -72,6 +72,10 @@ func benchFleet(b *testing.B, topo topology) {
 	b.ReportMetric(float64(rss.file)/(1<<20), "server-rss-file-MiB")
 	b.ReportMetric(ms(fs.BeatP99), "heartbeat-p99-ms")
 	b.ReportMetric(float64(fs.Beats)/elapsed, "heartbeats/s")
+	// the interval the servers tell the hosts at the window's end
+	b.ReportMetric(ms(fs.Interval), "beat-interval-ms")
+	b.ReportMetric(ms(fs.IntervalMax), "beat-interval-max-ms")
+	b.ReportMetric(float64(fs.InFlightMax), "beats-in-flight-max")
 	if fs.Beats > 0 {
 		// everything the servers did (probes and controllers included),
 		// per beat: the at-rest cost of a host

@@ -134,13 +134,13 @@ func startStack(tb testing.TB, topo topology, sz sizes) *stack {
 	ctx, cancel := context.WithCancel(context.Background())
 	st.stop = cancel
 	tb.Cleanup(st.close)
-	st.fenceForFleet(ctx, sz.hosts/n)
+	st.fenceForFleet(ctx, sz.hosts)
 	var agents []string
 	for _, s := range st.servers {
 		agents = append(agents, "https://"+s.agentAddr)
 	}
 	f, err := fleet.New(fleet.Config{Servers: agents, Hosts: sz.hosts, Capacity: hostCapacity, Trace: sz.trace,
-		Labels: map[string]string{"vpool.io/fleet": "true"}, Workers: beatWorkers(sz.hosts),
+		Labels: map[string]string{"vpool.io/fleet": "true"},
 		Tokens: func(ctx context.Context) (string, error) {
 			var err error
 			for _, s := range st.live() {
@@ -161,14 +161,6 @@ func startStack(tb testing.TB, topo topology, sz sizes) *stack {
 	tb.Logf("%d hosts joined and ready in %.1fs", sz.hosts, time.Since(t0).Seconds())
 	return st
 }
-
-// beatWorkers is how many heartbeats the fleet sends at once: the
-// fleet's default (64) up to 2,560 hosts, then one per 40 hosts. At
-// 10,000 hosts the server asks for a beat every 10 s, 1,000 a second: 64
-// beats in flight carry that only while a round trip takes under 64 ms,
-// and on a loaded machine it took more (p99 0.2–0.4 s), so the beats fell
-// behind the hosts' leases — a limit of the harness, not of the server.
-func beatWorkers(hosts int) int { return max(fleet.DefaultWorkers, hosts/40) }
 
 // waitHosts waits until every host is ready, logging every 30 s how many
 // joined and are ready, suspect or down, and how the beats go, so that a
@@ -278,13 +270,13 @@ func (st *stack) waitHealthy(s *serverProc) {
 	}
 }
 
-// fenceForFleet gives a fleet of thousands of hosts a server a fence
-// timeout twice its heartbeat interval (1 ms a host on a server, at most
-// 10 s): a server caps the interval at half the fence timeout, so that
-// its real agents never fence themselves between beats (docs/ha.md), and
-// the default 6 s would make 10,000 hosts beat every 3 s.
-func (st *stack) fenceForFleet(ctx context.Context, perServer int) {
-	iv := min(time.Duration(perServer)*time.Millisecond, 10*time.Second)
+// fenceForFleet gives a fleet of thousands of hosts a fence timeout
+// twice its heartbeat interval (1 ms a host of the whole control plane,
+// at most 10 s): a server caps the interval at half the fence timeout, so
+// that its real agents never fence themselves between beats (docs/ha.md),
+// and the default 6 s would make 10,000 hosts beat every 3 s.
+func (st *stack) fenceForFleet(ctx context.Context, hosts int) {
+	iv := min(time.Duration(hosts)*time.Millisecond, 10*time.Second)
 	if 2*iv <= model.DefaultHAPolicy().Fence() {
 		return
 	}
@@ -297,7 +289,7 @@ func (st *stack) fenceForFleet(ctx context.Context, perServer int) {
 	ha.FenceMillis = int(2 * iv / time.Millisecond)
 	p.HA = &ha
 	if _, err := c.SetPolicy(ctx, *p); err != nil {
-		st.tb.Fatalf("a fence timeout of %d ms for %d hosts a server: %v", ha.FenceMillis, perServer, err)
+		st.tb.Fatalf("a fence timeout of %d ms for %d hosts: %v", ha.FenceMillis, hosts, err)
 	}
 }
 
