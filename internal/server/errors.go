@@ -128,12 +128,19 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *httpError) {
 	return body, nil
 }
 
+// presizeMax is the largest declared length readAllSized allocates up
+// front (heartbeats and most API bodies are far smaller).
+const presizeMax = 64 << 10
+
 // readAllSized is io.ReadAll into one buffer of the length the request
-// declares (when it declares one up to MaxBody), not one for each growth
+// declares (when it declares one up to presizeMax), not one for each growth
 // from 512 bytes: every heartbeat's body is read (1,000 a second at
 // 10,000 hosts).
 func readAllSized(rd io.Reader, n int64) ([]byte, error) {
-	if n <= 0 || n > MaxBody {
+	// Trust the declared length only up to presizeMax: a caller that
+	// declares a megabyte and sends a trickle must not make every such
+	// request hold a megabyte before its bytes arrive.
+	if n <= 0 || n > presizeMax {
 		return io.ReadAll(rd)
 	}
 	b := make([]byte, 0, n+1) // +1: room for the read that meets the end

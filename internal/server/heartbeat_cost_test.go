@@ -128,3 +128,15 @@ func TestReadAllSized(t *testing.T) {
 		t.Fatalf("reading a body of declared length allocates %.0f times, want at most 2", n)
 	}
 }
+
+// TestReadAllSizedTrustsNoLargeDeclaration: a body that declares a
+// megabyte and brings ten bytes gets no megabyte buffer.
+func TestReadAllSizedTrustsNoLargeDeclaration(t *testing.T) {
+	got, err := readAllSized(bytes.NewReader([]byte("0123456789")), MaxBody)
+	if err != nil || string(got) != "0123456789" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+	if cap(got) > presizeMax {
+		t.Errorf("a 10-byte body declared as %d bytes holds a %d-byte buffer", MaxBody, cap(got))
+	}
+}
