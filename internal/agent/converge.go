@@ -685,6 +685,12 @@ func sameDisks(x, y []model.DiskStatus) bool {
 
 func (a *Agent) putStatus(ctx context.Context, rep api.VMReport, out *model.VM) error {
 	path := fmt.Sprintf("%s/vms/%s/%s/status", api.AgentPrefix, url.PathEscape(rep.Project), url.PathEscape(rep.Name))
+	if out == nil {
+		// A nil *model.VM in do's any is not nil: the answer would be
+		// decoded into it and fail ("Unmarshal(nil *model.VM)"), and an
+		// accepted report would read as a failed one.
+		return a.client.do(ctx, http.MethodPut, path, rep, nil)
+	}
 	return a.client.do(ctx, http.MethodPut, path, rep, out)
 }
 

@@ -122,8 +122,19 @@ func (a *Agent) fenceLoop(ctx context.Context) {
 // fenceTick is how often the watchdog looks.
 const fenceTick = 50 * time.Millisecond
 
-// killAll kills every VM the driver runs or has paused.
+// killAll kills every VM the driver runs or has paused: all at once
+// where the driver can (hypervisor.Fencer), one after another otherwise.
 func (a *Agent) killAll(ctx context.Context) {
+	if f, ok := a.cfg.Driver.(hypervisor.Fencer); ok {
+		killed, err := f.KillAll(ctx)
+		for _, in := range killed {
+			a.fenceKilledVM(in)
+		}
+		if err != nil {
+			a.log.Error("self-fence: kill VMs", "err", err)
+		}
+		return
+	}
 	infos, err := a.cfg.Driver.List(ctx)
 	if err != nil {
 		a.log.Error("self-fence: list VMs", "err", err)
@@ -137,14 +148,19 @@ func (a *Agent) killAll(ctx context.Context) {
 			a.log.Error("self-fence: kill VM", "vm", in.ID, "err", err)
 			continue
 		}
-		a.mu.Lock()
-		if a.fn.killed == nil {
-			a.fn.killed = map[string]bool{}
-		}
-		a.fn.killed[infoKey(in)] = true
-		a.mu.Unlock()
-		a.log.Warn("self-fence: killed VM", "vm", in.ID)
+		a.fenceKilledVM(in)
 	}
+}
+
+// fenceKilledVM records and logs a VM the self-fence killed.
+func (a *Agent) fenceKilledVM(in hypervisor.Info) {
+	a.mu.Lock()
+	if a.fn.killed == nil {
+		a.fn.killed = map[string]bool{}
+	}
+	a.fn.killed[infoKey(in)] = true
+	a.mu.Unlock()
+	a.log.Warn("self-fence: killed VM", "vm", in.ID)
 }
 
 // errNotOwner says the server (from the store) names another host as the

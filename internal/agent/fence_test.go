@@ -2,7 +2,12 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,5 +134,80 @@ func TestSlowAnswersDoNotFence(t *testing.T) {
 	time.Sleep(9 * time.Second)
 	if fenced, n := r.a.Fenced(); fenced || n > 0 {
 		t.Fatalf("a healthy agent fenced itself %d times (longest gap between renewals %s)", n, r.a.LongestRenewalGap())
+	}
+}
+
+// A host back from a freeze runs its VMs until its self-fence kills them,
+// while HA may run them elsewhere already: the fence must stop them all
+// in one step. test/chaos saw eleven VMs on two hosts at once because the
+// fence killed one VM after another, a state write each, 150 ms for 35
+// VMs. Here every view of the host's state taken while the fence kills
+// (the driver's kill hook reads the state file) shows either all VMs
+// running or none: the old one-by-one fence showed the first killed and
+// the others running.
+func TestSelfFenceStopsEveryVMAtOnce(t *testing.T) {
+	const fenceMs = 1000
+	const n = 8
+	state := filepath.Join(t.TempDir(), "sim.json")
+	var mu sync.Mutex
+	var views []int // running VMs in the state file at each kill
+	cutOff := atomic.Bool{}
+	host := sim.MustHost(sim.Config{Name: "h1", StateFile: state, Fail: func(op, id string) error {
+		if op != "kill" || !cutOff.Load() {
+			return nil
+		}
+		b, err := os.ReadFile(state)
+		if err != nil {
+			return nil
+		}
+		var st struct {
+			VMs map[string]struct {
+				State hypervisor.State `json:"state"`
+			} `json:"vms"`
+		}
+		if json.Unmarshal(b, &st) != nil {
+			return nil
+		}
+		run := 0
+		for _, v := range st.VMs {
+			if v.State == hypervisor.StateRunning {
+				run++
+			}
+		}
+		mu.Lock()
+		views = append(views, run)
+		mu.Unlock()
+		return nil
+	}})
+	d := host.Driver()
+	fs := newFakeServer(t)
+	fs.setHeartbeats(false, fenceMs)
+	r := startAgent(t, fs, t.TempDir(), fs.token, d)
+	for i := range n {
+		fs.put(newVM(fmt.Sprintf("vm%d", i)))
+	}
+	runningNow := func() int {
+		c := 0
+		for i := range n {
+			if in, ok := info(t, d, fmt.Sprintf("default.vm%d", i)); ok && in.State == hypervisor.StateRunning {
+				c++
+			}
+		}
+		return c
+	}
+	eventually(t, "all running", func() bool { return runningNow() == n })
+	cutOff.Store(true)
+	fs.setHeartbeats(true, fenceMs)
+	eventuallyFor(t, "self-fenced", 30*time.Second, func() bool { f, _ := r.a.Fenced(); return f }, func() string { return "" })
+	eventually(t, "VMs killed", func() bool { return runningNow() == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(views) == 0 {
+		t.Fatal("the kill hook never ran")
+	}
+	for _, run := range views {
+		if run != 0 && run != n {
+			t.Fatalf("a view of the host's state during the self-fence showed %d of %d VMs running (views: %v): the fence stops them one by one", run, n, views)
+		}
 	}
 }

@@ -42,3 +42,17 @@ type NICHotplugger interface {
 	// DetachNIC unplugs the NIC named name and removes its tap.
 	DetachNIC(ctx context.Context, id, name string) error
 }
+
+// Fencer kills every VM of the host at once, for a self-fence (docs/ha.md,
+// "Host failure"). A host back from a freeze runs its VMs from the instant
+// it thaws until its agent kills them, while the servers may already run
+// them elsewhere: one Kill after another (a state write, or a wait for the
+// process to exit, each) stretches that overlap to a tenth of a second and
+// more. A driver that can stop them together offers KillAll.
+type Fencer interface {
+	// KillAll kills every running, paused or unknown VM, without waiting
+	// for an operation that holds one, and returns the VMs it killed (as
+	// listed before the kill). An error says some could not be killed;
+	// the caller tries again.
+	KillAll(ctx context.Context) ([]Info, error)
+}

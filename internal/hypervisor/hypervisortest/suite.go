@@ -2,6 +2,7 @@ package hypervisortest
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -34,6 +35,9 @@ import (
 //   - snapshots and migration are optional: a driver whose harness names
 //     them in Unsupported may answer ErrUnsupported (the case is then
 //     skipped); any other driver that does fails;
+//   - a driver that offers hypervisor.Fencer stops every running and
+//     paused VM with KillAll, names those, leaves stopped ones alone, and
+//     can start them again;
 //   - cold migration moves a stopped VM: the result says Cold with no
 //     downtime, the source lists nothing (CheckClean), the target lists it
 //     stopped and can start it; a stopped VM that ran moves back the same
@@ -50,6 +54,7 @@ func Run(t *testing.T, harness Harness) {
 		{"Lifecycle", testLifecycle},
 		{"PauseResume", testPauseResume},
 		{"Kill", testKill},
+		{"KillAll", testKillAll},
 		{"DeleteLeavesNothing", testDelete},
 		{"CreateTwice", testCreateTwice},
 		{"MissingID", testMissing},
@@ -158,6 +163,45 @@ func testKill(e *env) {
 	}
 	e.h.WaitReady(e.t, d, cfg.ID)
 	e.wantState(d, cfg.ID, hypervisor.StateRunning)
+}
+
+func testKillAll(e *env) {
+	d := *e.driver()
+	f, ok := d.(hypervisor.Fencer)
+	if !ok {
+		e.t.Skip("the driver offers no KillAll")
+	}
+	run := e.running(d, "ka-run")
+	paused := e.running(d, "ka-paused")
+	if err := d.Pause(e.ctx, paused.ID); err != nil {
+		e.t.Fatalf("Pause: %v", err)
+	}
+	stopped := e.created(d, "ka-stopped")
+	killed, err := f.KillAll(e.ctx)
+	if err != nil {
+		e.t.Fatalf("KillAll: %v", err)
+	}
+	var ids []string
+	for _, in := range killed {
+		ids = append(ids, in.ID)
+	}
+	slices.Sort(ids)
+	want := []string{run.ID, paused.ID}
+	slices.Sort(want)
+	if !slices.Equal(ids, want) {
+		e.t.Fatalf("KillAll killed %v, want %v", ids, want)
+	}
+	e.wantState(d, run.ID, hypervisor.StateStopped, hypervisor.StateCrashed)
+	e.wantState(d, paused.ID, hypervisor.StateStopped, hypervisor.StateCrashed)
+	e.wantState(d, stopped.ID, hypervisor.StateStopped)
+	if again, err := f.KillAll(e.ctx); err != nil || len(again) != 0 {
+		e.t.Fatalf("KillAll with nothing running: killed %v, error %v", again, err)
+	}
+	if err := d.Start(e.ctx, run.ID); err != nil {
+		e.t.Fatalf("Start after KillAll: %v", err)
+	}
+	e.h.WaitReady(e.t, d, run.ID)
+	e.wantState(d, run.ID, hypervisor.StateRunning)
 }
 
 func testDelete(e *env) {

@@ -218,6 +218,7 @@ func (d *Driver) startLocked(ctx context.Context, v *vm, o startOpts) error {
 		return err
 	}
 	v.proc = p
+	v.live.Store(p)
 	go d.watch(v, p)
 	rev.success()
 	d.log.Info("qemu: started", "vm", id, "pid", p.pid, "accel", d.accel)
@@ -623,7 +624,13 @@ func (d *Driver) infoOf(ctx context.Context, id string) (hypervisor.Info, bool) 
 	}
 	if !v.mu.TryLock() {
 		if in := v.info.Load(); in != nil {
-			return *in, true
+			out := *in
+			// A QEMU that is gone (KillAll, a crash) is not listed as
+			// running while an operation or its watcher holds the VM.
+			if p := v.live.Load(); p != nil && p.hasExited() && (out.State == hypervisor.StateRunning || out.State == hypervisor.StatePaused) {
+				out.State = p.exitState()
+			}
+			return out, true
 		}
 		v.mu.Lock() // never listed yet: wait once
 	}

@@ -38,6 +38,9 @@ type vm struct {
 	// and heartbeat never wait behind one VM.
 	info  atomic.Pointer[hypervisor.Info]
 	stats atomic.Pointer[hypervisor.Stats]
+	// live is the last QEMU started or attached for the VM, exited or
+	// not: KillAll and List read it without waiting for mu.
+	live atomic.Pointer[process]
 }
 
 // process is a live QEMU: our child, or one adopted from an earlier

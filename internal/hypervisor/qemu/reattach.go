@@ -168,6 +168,7 @@ func (d *Driver) attachOnce(v *vm) bool {
 		return false
 	}
 	v.stuck, v.proc = nil, p
+	v.live.Store(p)
 	go d.watch(v, p)
 	d.log.Info("qemu: re-attached", "vm", id, "pid", p.pid, "unreachable", d.clock.Now().Sub(st.since).Round(time.Millisecond))
 	ctx, cancel = context.WithTimeout(d.ctx, d.cfg.QMPTimeout)

@@ -2,8 +2,10 @@ package sim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"sort"
 	"sync"
 	"time"
 
@@ -288,3 +290,35 @@ func (d *Driver) Stats(_ context.Context, id string) (hypervisor.Stats, error) {
 
 // List returns every VM of the host, sorted by ID.
 func (d *Driver) List(context.Context) ([]hypervisor.Info, error) { return d.h.list(), nil }
+
+var _ hypervisor.Fencer = (*Driver)(nil)
+
+// KillAll powers off every running or paused VM at once, with one state
+// write: a self-fence never shows a state where some of them still run.
+func (d *Driver) KillAll(context.Context) ([]hypervisor.Info, error) {
+	h := d.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := h.cfg.Clock.Now()
+	var out []hypervisor.Info
+	var errs []error
+	for _, v := range h.vms {
+		if v.Incoming || (v.State != hypervisor.StateRunning && v.State != hypervisor.StatePaused) {
+			continue
+		}
+		if err := h.fail("kill", v.Config.ID); err != nil {
+			errs = append(errs, err) // left running: the caller tries again
+			continue
+		}
+		out = append(out, h.info(v))
+		h.touch(v, now)
+		v.State = hypervisor.StateStopped
+		v.Pid = 0
+		v.StartedAt = time.Time{}
+	}
+	if len(out) > 0 {
+		sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+		errs = append(errs, h.saveLocked())
+	}
+	return out, errors.Join(errs...)
+}
