@@ -271,12 +271,10 @@ func startOnce(ctx context.Context, c Config, lt *pki.LocalTLS) (s *Store, retry
 	srv := e.Server
 	s.db = serverDB{srv}
 	go defragLoop(s.db, c.DefragMinFree, c.DefragCheckInterval, s.stopped, stopping, c.Logger.With("component", "etcdstore", "member", c.Name))
-	s.localRev = func(ctx context.Context) (int64, error) {
-		if err := srv.LinearizableReadNotify(ctx); err != nil {
-			return 0, err
-		}
-		return srv.KV().Rev(), nil
-	}
+	s.srv = srv
+	s.memberRev = &memberRev{self: s.member.ID, state: serverState(srv), rev: func() int64 { return srv.KV().Rev() },
+		readIndex: srv.LinearizableReadNotify}
+	s.localRev = s.memberRev.read
 	s.local = &memberWatch{kv: srv.Watchable(), leader: func() bool { return srv.Leader() != 0 },
 		election: time.Duration(cfg.ElectionMs) * time.Millisecond}
 	s.localGet = func(ctx context.Context, key string, atLeast int64) (*mvccpb.KeyValue, bool, error) {

@@ -27,6 +27,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/etcdserver"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -61,10 +62,14 @@ type Store struct {
 	closeOnce sync.Once
 	closeErr  error
 	renew     *renewers // KeepAlive's shared streams (renew.go)
-	// localRev reads the embedded member's revision in process (its read
-	// index, then its applied revision); nil for a client of an external
+	// localRev reads the embedded member's revision in process
+	// (memberRev.read: its applied revision, after a read index unless
+	// the member is alone: readrev.go); nil for a client of an external
 	// cluster, which asks over gRPC (Revision).
-	localRev func(ctx context.Context) (int64, error)
+	localRev  func(ctx context.Context) (int64, error)
+	memberRev *memberRev
+	// srv is the embedded member (tests reach into it); nil otherwise.
+	srv *etcdserver.EtcdServer
 	// db is the embedded member's database (defrag.go); nil for a client
 	// of an external cluster.
 	db memberDB
