@@ -3,9 +3,13 @@ package etcdstore_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/vpool/vpool/internal/store"
 	"github.com/vpool/vpool/internal/store/etcdstore"
@@ -124,4 +128,115 @@ func TestRevisionAloneSeesAcknowledgedWrites(t *testing.T) {
 	if d := etcdstore.ReadIndexes(s) - n; d != 0 {
 		t.Fatalf("%d read indexes for 1,600 reads of a member alone", d)
 	}
+}
+
+// reads returns how many read indexes k revision reads of s took, and
+// fails when one answers below atLeast.
+func reads(t *testing.T, s *etcdstore.Store, k int, atLeast int64) int64 {
+	t.Helper()
+	n := etcdstore.ReadIndexes(s)
+	for range k {
+		got, err := s.Revision(context.Background())
+		if err != nil || got < atLeast {
+			t.Fatalf("Revision = %d, %v; want ≥ %d", got, err, atLeast)
+		}
+	}
+	return etcdstore.ReadIndexes(s) - n
+}
+
+// As soon as the member is not alone — a learner added by another
+// client, a member added through the store and promoted to a voter —
+// every read takes the read index; once the other member is removed,
+// one read index (begun alone) opens the fast path again.
+func TestRevisionNotAloneTakesReadIndex(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two etcd members")
+	}
+	t.Parallel()
+	ctx := context.Background()
+	fastCfg := func(c etcdstore.Config) etcdstore.Config {
+		c.UnsafeNoFsync, c.HeartbeatInterval, c.ElectionTimeout = true, 20*time.Millisecond, 200*time.Millisecond
+		c.StartTimeout = 30 * time.Second
+		return c
+	}
+	dir0 := t.TempDir()
+	first, err := etcdstore.StartEmbedded(ctx, fastCfg(etcdstore.Config{DataDir: dir0, Name: "m0", PeerURL: peerURL(t)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	alone := func(step string) {
+		t.Helper()
+		rev := put(t, first, "/rr/"+step)
+		// the first read after a change takes the read index (grant)
+		if d := reads(t, first, 1, rev); d != 1 {
+			t.Fatalf("%s: the first read took %d read indexes, want 1", step, d)
+		}
+		if d := reads(t, first, 20, rev); d != 0 {
+			t.Fatalf("%s: alone, 20 reads took %d read indexes, want 0", step, d)
+		}
+	}
+	notAlone := func(step string) {
+		t.Helper()
+		rev := put(t, first, "/rr/"+step)
+		if d := reads(t, first, 5, rev); d != 5 {
+			t.Fatalf("%s: not alone, 5 reads took %d read indexes, want 5", step, d)
+		}
+	}
+	alone("start")
+
+	// a learner added by another client of the cluster, never started
+	lt := first.LocalTLS()
+	tlsCfg, err := etcdstore.ClientTLS(lt.CACert, lt.ClientCert, lt.ClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: first.Endpoints(), TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	added, err := cli.MemberAddAsLearner(ctx, []string{peerURL(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	notAlone("learner")
+	if _, err := cli.MemberRemove(ctx, added.Member.ID); err != nil {
+		t.Fatal(err)
+	}
+	alone("learner-removed")
+
+	// a second member through the store, promoted to a voter
+	pctx, stopPromote := context.WithCancel(ctx)
+	defer stopPromote()
+	go promoteLoop(pctx, first)
+	stores := growTo(t, first, filepath.Join(dir0, "tls"), 2, fastCfg)
+	for {
+		ms, err := first.Members(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ms) == 2 && !ms[0].Learner && !ms[1].Learner {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopPromote()
+	notAlone("voter")
+	// removed while it runs (it stops itself): the case of a voter
+	// that may have applied entries the first had not
+	// (etcd refuses until the voter has been connected for 5 s)
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		err := first.RemoveMember(ctx, stores[1].Self().ID)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		notAlone("voter-remove-refused")
+		time.Sleep(200 * time.Millisecond)
+	}
+	_ = stores[1].Close()
+	alone("voter-removed")
 }
