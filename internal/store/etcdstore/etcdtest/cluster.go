@@ -63,6 +63,7 @@ type Member struct {
 	Name      string
 	ClientURL string
 	PeerURL   string
+	DataDir   string // the member's data (a test may restart it in process)
 	cmd       *exec.Cmd
 	stdin     io.WriteCloser
 	exited    chan struct{} // closed when the process has been waited for
@@ -162,8 +163,10 @@ func start(t testing.TB, bin string, args []string, n int, secure bool) (*Cluste
 		if err != nil {
 			return nil, err
 		}
+		name := fmt.Sprintf("m%d", i)
 		m := &Member{
-			Name:      fmt.Sprintf("m%d", i),
+			Name:      name,
+			DataDir:   dataDir(root, name),
 			ClientURL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, cp),
 			PeerURL:   fmt.Sprintf("%s://127.0.0.1:%d", scheme, pp),
 		}
@@ -181,7 +184,7 @@ func start(t testing.TB, bin string, args []string, n int, secure bool) (*Cluste
 	}
 	readies := make([]chan struct{}, n)
 	for i, m := range c.Members {
-		spec := memberSpec{Name: m.Name, DataDir: dataDir(root, m.Name), ClientURL: m.ClientURL, PeerURL: m.PeerURL,
+		spec := memberSpec{Name: m.Name, DataDir: m.DataDir, ClientURL: m.ClientURL, PeerURL: m.PeerURL,
 			InitialCluster: strings.Join(initial, ","), TLSDir: tlsDir}
 		ready, err := m.launch(bin, args, spec)
 		if err != nil {
