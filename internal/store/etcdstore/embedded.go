@@ -235,6 +235,10 @@ func startOnce(ctx context.Context, c Config, lt *pki.LocalTLS) (s *Store, retry
 	if err != nil {
 		return nil, false, err
 	}
+	// every membership change proposed to the member passes here
+	// (readrev.go); the rest of mr is filled in once it runs
+	mr := &memberRev{}
+	cfg.GRPCAdditionalServerOptions = append(cfg.GRPCAdditionalServerOptions, grpc.ChainUnaryInterceptor(mr.membershipInterceptor))
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, (pickedC || pickedP) && errors.Is(err, syscall.EADDRINUSE), err
@@ -272,8 +276,8 @@ func startOnce(ctx context.Context, c Config, lt *pki.LocalTLS) (s *Store, retry
 	s.db = serverDB{srv}
 	go defragLoop(s.db, c.DefragMinFree, c.DefragCheckInterval, s.stopped, stopping, c.Logger.With("component", "etcdstore", "member", c.Name))
 	s.srv = srv
-	s.memberRev = &memberRev{self: s.member.ID, state: serverState(srv), rev: func() int64 { return srv.KV().Rev() },
-		readIndex: srv.LinearizableReadNotify}
+	mr.self, mr.state, mr.rev, mr.readIndex = s.member.ID, serverState(srv), func() int64 { return srv.KV().Rev() }, srv.LinearizableReadNotify
+	s.memberRev = mr
 	s.localRev = s.memberRev.read
 	s.local = &memberWatch{kv: srv.Watchable(), leader: func() bool { return srv.Leader() != 0 },
 		election: time.Duration(cfg.ElectionMs) * time.Millisecond}

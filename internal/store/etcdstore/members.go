@@ -77,8 +77,6 @@ func (s *Store) AddLearner(ctx context.Context, peerURL string) (store.Member, [
 	if s.member.ID == 0 {
 		return store.Member{}, nil, ErrNotEmbedded
 	}
-	// no revision from the fast path across a change (readrev.go)
-	defer s.memberRev.membershipChange()()
 	if err := store.CheckPeerURL(peerURL); err != nil {
 		return store.Member{}, nil, err
 	}
@@ -99,8 +97,6 @@ func (s *Store) PromoteMember(ctx context.Context, id uint64) error {
 	if s.member.ID == 0 {
 		return ErrNotEmbedded
 	}
-	// no revision from the fast path across a change (readrev.go)
-	defer s.memberRev.membershipChange()()
 	_, err := s.cli.MemberPromote(ctx, id)
 	return s.wrap(fmt.Sprintf("member promote %x", id), err)
 }
@@ -112,8 +108,6 @@ func (s *Store) RemoveMember(ctx context.Context, id uint64) error {
 	if s.member.ID == 0 {
 		return ErrNotEmbedded
 	}
-	// no revision from the fast path across a change (readrev.go)
-	defer s.memberRev.membershipChange()()
 	_, err := s.cli.MemberRemove(ctx, id)
 	if err != nil && strings.Contains(err.Error(), "member not found") {
 		return fmt.Errorf("%w: %x", ErrNoSuchMember, id)

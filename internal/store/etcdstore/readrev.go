@@ -2,9 +2,11 @@ package etcdstore
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 
 	"go.etcd.io/etcd/server/v3/etcdserver"
+	"google.golang.org/grpc"
 )
 
 // memberRev answers Revision on an embedded member: the revision as of
@@ -39,7 +41,7 @@ import (
 // been told was committed) and waits until it is applied. So the fast
 // path opens only after such a read (a grant), and only while nothing
 // it rests on changed since (same term, still leader, still alone, no
-// membership change of this store begun or seen: epoch). Anything else
+// membership change proposed to the member or seen since: epoch). Anything else
 // takes the read index, as before: a member of several, one whose
 // membership changes, a member just started (until its first read
 // index), a client of an external cluster (no memberRev at all).
@@ -50,9 +52,9 @@ type memberRev struct {
 	// readIndex is etcd's linearizable read (LinearizableReadNotify).
 	readIndex func(ctx context.Context) error
 
-	// epoch changes with every membership change this store begins or
-	// ends and every time the member is seen not alone: a grant of an
-	// older epoch is void.
+	// epoch changes when a membership change is proposed to the member
+	// and when it returned (membershipInterceptor), and every time the
+	// member is seen not alone: a grant of an older epoch is void.
 	epoch atomic.Uint64
 	grant atomic.Pointer[revGrant]
 	// readIndexes counts the reads that went through the read index
@@ -113,12 +115,30 @@ func (m *memberRev) read(ctx context.Context) (int64, error) {
 	return rev, nil
 }
 
-// membershipChange voids the grant for a change of membership this
-// store makes; call it before the change and again after it (done).
+// membershipChange voids the grant for a change of membership; call it
+// before the change is proposed and again once it returned (done).
 func (m *memberRev) membershipChange() (done func()) {
-	if m == nil {
-		return func() {}
-	}
 	m.epoch.Add(1)
 	return func() { m.epoch.Add(1) }
+}
+
+// membershipInterceptor is a unary interceptor of the member's gRPC
+// server: a call of etcd's Cluster service other than the member list
+// (add, promote, remove, update) is a membership change, in flight
+// from before its proposal until it returned.
+//
+// While the member is the only voter, every membership change comes
+// this way: a learner serves no Cluster call, and a voter is only
+// promoted through the leader; etcd 3.7 has no other client API that
+// changes membership (the peers' promote handler forwards from another
+// voter). So a change can not slip between two reads unseen: an added
+// member, promoted and removed again before the next read, voids the
+// grant all the same. A change whose call returned before it was
+// applied (its caller gave up) shows in the membership once applied.
+func (m *memberRev) membershipInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if !strings.HasPrefix(info.FullMethod, "/etcdserverpb.Cluster/") || info.FullMethod == "/etcdserverpb.Cluster/MemberList" {
+		return handler(ctx, req)
+	}
+	defer m.membershipChange()()
+	return handler(ctx, req)
 }
