@@ -127,14 +127,15 @@ func (m *memberRev) membershipChange() (done func()) {
 // (add, promote, remove, update) is a membership change, in flight
 // from before its proposal until it returned.
 //
-// While the member is the only voter, every membership change comes
-// this way: a learner serves no Cluster call, and a voter is only
-// promoted through the leader; etcd 3.7 has no other client API that
-// changes membership (the peers' promote handler forwards from another
-// voter). So a change can not slip between two reads unseen: an added
-// member, promoted and removed again before the next read, voids the
-// grant all the same. A change whose call returned before it was
-// applied (its caller gave up) shows in the membership once applied.
+// While the member is the only voter, another member can only come by
+// an add, and an add only this way: a learner serves no Cluster call,
+// and etcd 3.7 has no other API that adds a member (the peers' handler
+// only forwards promotions from a voter). So a change can not slip
+// between two reads unseen: a member added, promoted and removed again
+// before the next read voids the grant all the same, and a new grant
+// needs the member seen alone, after the removal is applied. A change
+// whose call returned before it was applied (its caller gave up) shows
+// in the membership once applied.
 func (m *memberRev) membershipInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if !strings.HasPrefix(info.FullMethod, "/etcdserverpb.Cluster/") || info.FullMethod == "/etcdserverpb.Cluster/MemberList" {
 		return handler(ctx, req)
