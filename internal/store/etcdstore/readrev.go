@@ -67,9 +67,10 @@ type memberRev struct {
 
 // memberState is what the fast path rests on, as the member sees it.
 type memberState struct {
-	leader uint64 // raft leader (0: none)
-	term   uint64 // term of the last applied entry
-	alone  bool   // the only member, a voter: no other voter, no learner
+	leader   uint64 // raft leader (0: none)
+	term     uint64 // term of the last applied entry
+	alone    bool   // the only member, a voter: no other voter, no learner
+	stopping bool   // the member is stopping or stopped (its read index says so)
 }
 
 // revGrant says a read index begun and ended with the member alone and
@@ -83,14 +84,20 @@ func serverState(srv *etcdserver.EtcdServer) func() memberState {
 	return func() memberState {
 		ms := srv.Cluster().Members()
 		alone := len(ms) == 1 && uint64(ms[0].ID) == self && !ms[0].IsLearner
-		return memberState{leader: uint64(srv.Leader()), term: srv.Term(), alone: alone}
+		st := memberState{leader: uint64(srv.Leader()), term: srv.Term(), alone: alone}
+		select {
+		case <-srv.StoppingNotify():
+			st.stopping = true
+		default:
+		}
+		return st
 	}
 }
 
 // fast reports whether st and the grant g (nil: none) in the current
 // epoch let the applied revision answer without a read index.
 func fast(self uint64, st memberState, g *revGrant, epoch uint64) bool {
-	return st.alone && st.leader == self && g != nil && g.term == st.term && g.epoch == epoch
+	return st.alone && !st.stopping && st.leader == self && g != nil && g.term == st.term && g.epoch == epoch
 }
 
 // read returns the revision for a consistent read.

@@ -31,6 +31,7 @@ func TestRevisionFastPathRules(t *testing.T) {
 		{"another leads", func(f *fakeMember, _ *memberRev) { f.st.leader = 7 }, false},
 		{"new term", func(f *fakeMember, _ *memberRev) { f.st.term = 3 }, false},
 		{"not alone", func(f *fakeMember, _ *memberRev) { f.st.alone = false }, false},
+		{"stopping", func(f *fakeMember, _ *memberRev) { f.st.stopping = true }, false},
 		{"member add in flight", func(_ *fakeMember, m *memberRev) { m.membershipChange() }, false},
 		{"member add done", func(_ *fakeMember, m *memberRev) { m.membershipChange()() }, false},
 		{"not alone, then alone again", func(f *fakeMember, m *memberRev) {
