@@ -69,6 +69,7 @@ const (
 	FeatureSnapshots       Feature = "snapshots"
 	FeatureMemorySnapshots Feature = "memory snapshots"
 	FeatureMigration       Feature = "migration"
+	FeatureKillAll         Feature = "kill all (hypervisor.Fencer)"
 )
 
 // lacks reports whether the harness declares f unsupported.

@@ -169,7 +169,7 @@ func testKillAll(e *env) {
 	d := *e.driver()
 	f, ok := d.(hypervisor.Fencer)
 	if !ok {
-		e.t.Skip("the driver offers no KillAll")
+		e.skipUnsupported(FeatureKillAll, hypervisor.ErrUnsupported)
 	}
 	run := e.running(d, "ka-run")
 	paused := e.running(d, "ka-paused")
