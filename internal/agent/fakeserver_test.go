@@ -59,6 +59,8 @@ type fakeServer struct {
 	ctypes       []string
 	// noMigrationCerts answers the migration certificate route 404.
 	noMigrationCerts bool
+	// polls counts the GETs with a wait parameter, by path
+	polls map[string]int
 }
 
 func newFakeServer(t *testing.T) *fakeServer {
@@ -89,7 +91,17 @@ func newFakeServerWith(t *testing.T, ca *pki.CA, cert tls.Certificate, errLog *l
 	mux.HandleFunc("PUT /agent/v1/vms/{project}/{name}/status", fs.mtls(fs.status))
 	mux.HandleFunc("GET /agent/v1/vms/{project}/{name}/owner", fs.mtls(fs.owner))
 	mux.HandleFunc("POST /agent/v1/migration-cert", fs.mtls(fs.migrationCert))
-	fs.srv = httptest.NewUnstartedServer(mux)
+	fs.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Query().Has("wait") {
+			fs.mu.Lock()
+			if fs.polls == nil {
+				fs.polls = map[string]int{}
+			}
+			fs.polls[r.URL.Path]++
+			fs.mu.Unlock()
+		}
+		mux.ServeHTTP(w, r)
+	}))
 	fs.srv.Config.ErrorLog = errLog
 	fs.srv.TLS = &tls.Config{
 		Certificates: []tls.Certificate{cert},

@@ -17,6 +17,12 @@ const Prefix = "/api/v1"
 // TLS on the agent listener.
 const AgentPrefix = "/agent/v1"
 
+// AgentLongPolls are the long polls (GET AgentPrefix/<name>?wait=...) an
+// agent without virtual networks holds open at all times; fleet hosts
+// hold the same, so that a simulated host costs the server what an agent
+// does (internal/agent and internal/fleet each test against this list).
+var AgentLongPolls = []string{"assignments", "backups", "consoles", "migrations"}
+
 // DefaultProject is the project used when a request names none.
 const DefaultProject = "default"
 

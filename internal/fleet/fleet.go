@@ -5,9 +5,11 @@
 // CPU traces such as PlanetLab's), long-polls its assignments and
 // reports its VMs running, stopped or gone. It is light enough that
 // 10,000 hosts and 100,000 VMs run on a laptop beside the server (vpool
-// dev --sim-hosts, vpool fleet, the scale benchmarks): a host is two
-// goroutines and a connection, not an agent with a driver. Fleet hosts do
-// not migrate VMs, serve consoles or take snapshots.
+// dev --sim-hosts, vpool fleet, the scale benchmarks): a host is a
+// goroutine a poll and a connection, not an agent with a driver. Fleet
+// hosts hold the long polls a real agent holds (assignments, migrations,
+// consoles, backups) but act only on their assignments: they do not
+// migrate VMs, serve consoles or take snapshots.
 //
 // It speaks the API only: it imports internal/api, internal/model,
 // internal/pki and internal/trace, never the store, the state layer,
@@ -74,6 +76,10 @@ type Config struct {
 	Workers int
 	// PollWait is the long poll's wait (default 30s).
 	PollWait time.Duration
+	// OnlyAssignments: each host long-polls its assignments only, as the
+	// fleet did before the ninth round, not also the migrations, consoles
+	// and backups a real agent polls (for comparisons with old figures).
+	OnlyAssignments bool
 	// JoinParallel is how many hosts join at once (default 32).
 	JoinParallel int
 	Logger       *slog.Logger
@@ -262,6 +268,11 @@ func (f *Fleet) Run(ctx context.Context) error {
 	wg.Go(func() { f.schedule(ctx, started, beat) })
 	err := f.joinAll(ctx, func(h *host) {
 		wg.Go(func() { h.pollLoop(ctx) })
+		if !f.cfg.OnlyAssignments {
+			for _, p := range sidePolls {
+				wg.Go(func() { h.sideLoop(ctx, p) })
+			}
+		}
 		select {
 		case started <- h:
 		case <-ctx.Done():

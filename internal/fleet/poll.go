@@ -134,3 +134,63 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// agentStatusInterval is a real agent's default StatusInterval, which
+// bounds its backups poll's wait (internal/agent).
+const agentStatusInterval = 10 * time.Second
+
+// sidePoll is one of the long polls a real agent holds beside its
+// assignments (internal/agent: migrations, consoles, backups), with the
+// agent's path, cursor and wait. A fleet host acts on none of their
+// answers (it migrates, serves consoles and backs up nothing), but holds
+// them as an agent does: before the ninth round the fleet polled its
+// assignments only, one request a host every 30 s where an agent at rest
+// sends four, so the server's cost at rest was measured without most of
+// the requests it answers (docs/scale.md).
+type sidePoll struct {
+	name   string
+	cursor bool // the path takes after=<the last answer's revision>
+	wait   func(pollWait time.Duration) time.Duration
+}
+
+// sidePolls are a real agent's polls besides the assignments'.
+var sidePolls = []sidePoll{
+	{name: "migrations", cursor: true, wait: func(w time.Duration) time.Duration { return w }},
+	{name: "consoles", wait: func(w time.Duration) time.Duration { return w }},
+	// restores also wait on VM placement: the agent's wait is the
+	// shorter of the two
+	{name: "backups", cursor: true, wait: func(w time.Duration) time.Duration { return min(w, agentStatusInterval) }},
+}
+
+// sideLoop holds one side poll until ctx ends.
+func (h *host) sideLoop(ctx context.Context, p sidePoll) {
+	var after int64
+	fails := 0
+	wait := p.wait(h.f.cfg.PollWait)
+	for ctx.Err() == nil {
+		path := fmt.Sprintf("%s/%s?wait=%s", api.AgentPrefix, p.name, wait)
+		if p.cursor {
+			path = fmt.Sprintf("%s/%s?after=%d&wait=%s", api.AgentPrefix, p.name, after, wait)
+		}
+		pctx, cancel := context.WithTimeout(ctx, wait+15*time.Second)
+		var ans struct {
+			Revision int64 `json:"revision"`
+		}
+		err := h.call(pctx, h.client, http.MethodGet, path, "", nil, &ans)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		h.f.stats.sidePoll(err)
+		if err != nil {
+			fails++
+			after = 0
+			if !sleep(ctx, min(time.Duration(fails)*200*time.Millisecond, 5*time.Second)) {
+				return
+			}
+			continue
+		}
+		fails = 0
+		after = ans.Revision
+	}
+}

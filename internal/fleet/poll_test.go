@@ -3,11 +3,14 @@ package fleet
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/vpool/vpool/internal/api"
 	"github.com/vpool/vpool/internal/model"
@@ -81,5 +84,53 @@ func TestApplyDelta(t *testing.T) {
 	h.apply(ctx, api.Assignments{VMs: []model.VM{vm("a", model.PhaseRunning)}})
 	if got := held(); !slices.Equal(got, []string{"p/a"}) {
 		t.Fatalf("after a full answer the host holds %v", got)
+	}
+}
+
+// A fleet host holds the long polls an agent holds (api.AgentLongPolls,
+// which internal/agent checks against a real agent), with their cursors;
+// OnlyAssignments holds the assignments' alone, as the fleet did before.
+func TestHostHoldsAnAgentsLongPolls(t *testing.T) {
+	for _, only := range []bool{false, true} {
+		var mu sync.Mutex
+		polls := map[string][]string{} // path → raw queries
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Query().Has("wait") {
+				mu.Lock()
+				polls[strings.TrimPrefix(r.URL.Path, api.AgentPrefix+"/")] = append(polls[strings.TrimPrefix(r.URL.Path, api.AgentPrefix+"/")], r.URL.RawQuery)
+				mu.Unlock()
+			}
+			time.Sleep(20 * time.Millisecond)
+			_ = json.NewEncoder(w).Encode(map[string]any{"revision": 7})
+		}))
+		f := &Fleet{cfg: Config{Servers: []string{srv.URL}, PollWait: 50 * time.Millisecond, OnlyAssignments: only}, log: slog.New(slog.DiscardHandler)}
+		h := &host{f: f, name: "h", client: srv.Client(), vms: map[string]*simVM{}}
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		wg.Go(func() { h.pollLoop(ctx) })
+		if !only {
+			for _, p := range sidePolls {
+				wg.Go(func() { h.sideLoop(ctx, p) })
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+		cancel()
+		wg.Wait()
+		srv.Close()
+		var got []string
+		for p, qs := range polls {
+			got = append(got, p)
+			if p != "consoles" && len(qs) > 1 && !strings.Contains(qs[len(qs)-1], "after=7") {
+				t.Errorf("%s polled again with %q: the answer's revision is not its cursor", p, qs[len(qs)-1])
+			}
+		}
+		slices.Sort(got)
+		want := api.AgentLongPolls
+		if only {
+			want = []string{"assignments"}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("OnlyAssignments %v: the host long-polls %v, an agent %v", only, got, want)
+		}
 	}
 }

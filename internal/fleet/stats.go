@@ -12,6 +12,9 @@ type Stats struct {
 	Beats, BeatErrors     int
 	Reports, ReportErrors int
 	PollErrors            int
+	// SidePolls and SidePollErrors count the answers of the polls a real
+	// agent holds beside its assignments (Config.OnlyAssignments: none).
+	SidePolls, SidePollErrors int
 	// BeatP50 and BeatP99 are heartbeat round trips.
 	BeatP50, BeatP99 time.Duration
 	// Interval and IntervalMax are the median and the longest of the
@@ -66,6 +69,16 @@ func (s *stats) pollFailed() {
 	defer s.mu.Unlock()
 	s.init()
 	s.s.PollErrors++
+}
+
+func (s *stats) sidePoll(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.init()
+	s.s.SidePolls++
+	if err != nil {
+		s.s.SidePollErrors++
+	}
 }
 
 func (s *stats) init() {

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -51,31 +50,15 @@ func (s *Server) agentBackups(w http.ResponseWriter, r *http.Request, host strin
 	}
 	if after > 0 && wait > 0 {
 		ctx, cancel := s.streamContext(r)
-		wctx, wcancel := context.WithTimeout(ctx, wait)
-		changed := make(chan struct{}, 2)
-		for _, prefix := range []string{store.BackupsPrefix, store.RestoresPrefix} {
-			go func() {
-				for resp := range s.cfg.Store.Watch(wctx, prefix, after+1) {
-					if resp.Err != nil || len(resp.Events) > 0 {
-						changed <- struct{}{}
-						return
-					}
-				}
-			}()
-		}
-		select {
-		case <-changed:
-		case <-wctx.Done():
-		}
-		wcancel()
+		s.jobs.wait(ctx, after, wait)
 		cancel()
 	}
 	ctx := r.Context()
-	bs, rev, err := s.repo.ListBackups(ctx, "")
+	jobs, err := s.jobs.read(ctx)
 	if err != nil {
 		return err
 	}
-	out := api.AgentBackups{Revision: rev, Backups: []api.AgentBackupJob{}, Restores: []api.AgentRestoreJob{}}
+	out := api.AgentBackups{Revision: jobs.answer, Backups: []api.AgentBackupJob{}, Restores: []api.AgentRestoreJob{}}
 	access := map[string]*api.RepoAccess{}
 	repoOf := func(name string) (*api.RepoAccess, error) {
 		if a, ok := access[name]; ok {
@@ -99,8 +82,8 @@ func (s *Server) agentBackups(w http.ResponseWriter, r *http.Request, host strin
 		access[name] = a
 		return a, nil
 	}
-	for _, b := range bs {
-		if b.Host != host || b.Phase.Final() {
+	for _, b := range jobs.backups {
+		if b.Host != host {
 			continue
 		}
 		a, err := repoOf(b.Repo)
@@ -115,15 +98,8 @@ func (s *Server) agentBackups(w http.ResponseWriter, r *http.Request, host strin
 		}
 		out.Backups = append(out.Backups, job)
 	}
-	rs, rrev, err := s.repo.ListRestores(ctx, "")
-	if err != nil {
-		return err
-	}
-	out.Revision = max(out.Revision, rrev)
-	for _, rst := range rs {
-		if rst.Phase.Final() {
-			continue
-		}
+	for _, shared := range jobs.restores {
+		rst := *shared // the lists are shared by every poll
 		vm, err := s.repo.GetVM(ctx, rst.Project, rst.VM)
 		if err != nil || vm.Status.Host != host {
 			continue
@@ -133,7 +109,7 @@ func (s *Server) agentBackups(w http.ResponseWriter, r *http.Request, host strin
 			continue
 		}
 		rst.Host = host
-		out.Restores = append(out.Restores, api.AgentRestoreJob{Restore: *rst, Repo: *a})
+		out.Restores = append(out.Restores, api.AgentRestoreJob{Restore: rst, Repo: *a})
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

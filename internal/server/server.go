@@ -184,7 +184,9 @@ type Server struct {
 	// (context.AfterFunc) instead of a goroutine each
 	drainCtx    context.Context
 	drainCancel context.CancelFunc
-	imports     sync.WaitGroup // image downloads in the background
+	// jobs serves the agents' backups long polls (backup_jobs.go)
+	jobs    jobsWatch
+	imports sync.WaitGroup // image downloads in the background
 
 	leaseMu sync.Mutex
 	// fenceCapWarned: the fence timeout's cap on the heartbeat interval
@@ -643,6 +645,7 @@ func (w *frameBound) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (s *Server) initDrain() {
 	s.drain = make(chan struct{})
 	s.drainCtx, s.drainCancel = context.WithCancel(context.Background())
+	s.jobs.s = s
 }
 
 // startDrain ends every long poll and stream (Run, shutting down).

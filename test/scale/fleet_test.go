@@ -72,6 +72,8 @@ func benchFleet(b *testing.B, topo topology) {
 	b.ReportMetric(float64(rss.file)/(1<<20), "server-rss-file-MiB")
 	b.ReportMetric(ms(fs.BeatP99), "heartbeat-p99-ms")
 	b.ReportMetric(float64(fs.Beats)/elapsed, "heartbeats/s")
+	b.ReportMetric(float64(fs.SidePolls)/elapsed, "side-polls/s")
+	b.ReportMetric(float64(fs.SidePollErrors), "side-poll-errors")
 	// the interval the servers tell the hosts at the window's end
 	b.ReportMetric(ms(fs.Interval), "beat-interval-ms")
 	b.ReportMetric(ms(fs.IntervalMax), "beat-interval-max-ms")

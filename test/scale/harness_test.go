@@ -139,8 +139,11 @@ func startStack(tb testing.TB, topo topology, sz sizes) *stack {
 	for _, s := range st.servers {
 		agents = append(agents, "https://"+s.agentAddr)
 	}
+	// VPOOL_SCALE_ONLY_ASSIGNMENTS=1: the hosts poll their assignments
+	// alone, as the fleet did before the ninth round (docs/scale.md).
 	f, err := fleet.New(fleet.Config{Servers: agents, Hosts: sz.hosts, Capacity: hostCapacity, Trace: sz.trace,
-		Labels: map[string]string{"vpool.io/fleet": "true"},
+		OnlyAssignments: os.Getenv("VPOOL_SCALE_ONLY_ASSIGNMENTS") != "",
+		Labels:          map[string]string{"vpool.io/fleet": "true"},
 		Tokens: func(ctx context.Context) (string, error) {
 			var err error
 			for _, s := range st.live() {
