@@ -51,8 +51,7 @@ type NICHotplugger interface {
 // more. A driver that can stop them together offers KillAll.
 type Fencer interface {
 	// KillAll kills every running, paused or unknown VM, without waiting
-	// for an operation that holds one, and returns the VMs it killed (as
-	// listed before the kill). An error says some could not be killed;
-	// the caller tries again.
+	// for an operation that holds one, and returns the VMs it killed. An
+	// error says some could not be killed; the caller tries again.
 	KillAll(ctx context.Context) ([]Info, error)
 }
