@@ -31,17 +31,8 @@ func BenchmarkConsistentRev(b *testing.B) {
 func benchConsistentRev(b *testing.B, writers int, viaReadIndex bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s, err := etcdstore.StartEmbedded(ctx, etcdstore.Config{DataDir: b.TempDir(), UnsafeNoFsync: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s, tlsCfg := benchMember(ctx, b)
 	etcdstore.RevViaReadIndex(s, viaReadIndex)
-	lt := s.LocalTLS()
-	tlsCfg, err := etcdstore.ClientTLS(lt.CACert, lt.ClientCert, lt.ClientKey)
-	if err != nil {
-		b.Fatal(err)
-	}
 	var wg sync.WaitGroup
 	var wrote atomic.Int64
 	value := make([]byte, 4096)

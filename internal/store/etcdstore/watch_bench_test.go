@@ -2,6 +2,7 @@ package etcdstore_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"slices"
 	"sync"
@@ -31,18 +32,9 @@ func BenchmarkWatchLag(b *testing.B) {
 func benchWatchLag(b *testing.B, busy int, overClient bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s, err := etcdstore.StartEmbedded(ctx, etcdstore.Config{DataDir: b.TempDir(), UnsafeNoFsync: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s, tlsCfg := benchMember(ctx, b)
 	if overClient {
 		etcdstore.WatchOverClient(s)
-	}
-	lt := s.LocalTLS()
-	tlsCfg, err := etcdstore.ClientTLS(lt.CACert, lt.ClientCert, lt.ClientKey)
-	if err != nil {
-		b.Fatal(err)
 	}
 	w, err := etcdstore.Connect(ctx, s.Endpoints(), tlsCfg)
 	if err != nil {
@@ -98,4 +90,21 @@ func benchWatchLag(b *testing.B, busy int, overClient bool) {
 	slices.Sort(lags)
 	b.ReportMetric(float64(lags[len(lags)/2].Microseconds()), "lag-p50-µs")
 	b.ReportMetric(float64(lags[len(lags)*99/100].Microseconds()), "lag-p99-µs")
+}
+
+// benchMember starts an embedded member without fsync for a benchmark
+// (closed with it) and returns its client TLS configuration.
+func benchMember(ctx context.Context, b *testing.B) (*etcdstore.Store, *tls.Config) {
+	b.Helper()
+	s, err := etcdstore.StartEmbedded(ctx, etcdstore.Config{DataDir: b.TempDir(), UnsafeNoFsync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	lt := s.LocalTLS()
+	tlsCfg, err := etcdstore.ClientTLS(lt.CACert, lt.ClientCert, lt.ClientKey)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s, tlsCfg
 }
