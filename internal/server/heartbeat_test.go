@@ -94,16 +94,7 @@ func TestHeartbeatsWriteOnlyChanges(t *testing.T) {
 // One server's heartbeats reach another server (and a leader running
 // there) through the sampled records.
 func TestUsageSamplesReachOtherServers(t *testing.T) {
-	st := memstore.New()
-	defer st.Close()
-	a := startServer(t, st, func(c *Config) { c.UsageSampleInterval = time.Hour })
-	b := startServer(t, st, func(c *Config) { c.UsageSampleInterval = time.Hour })
-	ag := joinAgent(t, a, "h1")
-	hb := api.Heartbeat{Host: "h1", Capacity: model.Resources{CPUs: 8, Memory: 16 * model.GiB}, Driver: "sim",
-		Usage: model.HostUsage{CPUPercent: 42}}
-	if code := ag.do("PUT", "/agent/v1/heartbeat", hb, nil); code != 200 {
-		t.Fatalf("beat: %d", code)
-	}
+	st, a, b := twoServersOneBeat(t)
 	if _, _, _, ok := b.HostUsage("h1"); ok {
 		t.Fatal("server b knows h1's usage before any sample")
 	}
@@ -192,16 +183,7 @@ func TestSampleShardsGrowWithHosts(t *testing.T) {
 // an earlier process of the server wrote is decoded until this one
 // writes its own.
 func TestOwnSamplesNotDecodedAgain(t *testing.T) {
-	st := memstore.New()
-	defer st.Close()
-	a := startServer(t, st, func(c *Config) { c.UsageSampleInterval = time.Hour })
-	b := startServer(t, st, func(c *Config) { c.UsageSampleInterval = time.Hour })
-	ag := joinAgent(t, a, "h1")
-	hb := api.Heartbeat{Host: "h1", Capacity: model.Resources{CPUs: 8, Memory: 16 * model.GiB}, Driver: "sim",
-		Usage: model.HostUsage{CPUPercent: 42}}
-	if code := ag.do("PUT", "/agent/v1/heartbeat", hb, nil); code != 200 {
-		t.Fatalf("beat: %d", code)
-	}
+	st, a, b := twoServersOneBeat(t)
 	ctx := context.Background()
 	// a sample of a's address from before this process (a restart)
 	old := model.UsageSample{Server: a.AgentAddr(), At: time.Now(), Hosts: []model.HostSample{{Host: "h0", Seen: time.Now(), LeaseTTL: 10,
@@ -281,4 +263,21 @@ func TestSampleTransactionsAreSmall(t *testing.T) {
 	if largest > max(shard, sampleTxnBytes) || largest > 256<<10 {
 		t.Fatalf("a sample transaction of %d KiB (shards of up to %d KiB), want at most one shard or %d KiB, and 256 KiB", largest>>10, shard>>10, sampleTxnBytes>>10)
 	}
+}
+
+// twoServersOneBeat starts servers a and b on one store, samples written
+// only by hand, and has host h1 beat a once at 42 % CPU.
+func twoServersOneBeat(t *testing.T) (*memstore.Store, *testServer, *testServer) {
+	t.Helper()
+	st := memstore.New()
+	t.Cleanup(func() { st.Close() })
+	a := startServer(t, st, func(c *Config) { c.UsageSampleInterval = time.Hour })
+	b := startServer(t, st, func(c *Config) { c.UsageSampleInterval = time.Hour })
+	ag := joinAgent(t, a, "h1")
+	hb := api.Heartbeat{Host: "h1", Capacity: model.Resources{CPUs: 8, Memory: 16 * model.GiB}, Driver: "sim",
+		Usage: model.HostUsage{CPUPercent: 42}}
+	if code := ag.do("PUT", "/agent/v1/heartbeat", hb, nil); code != 200 {
+		t.Fatalf("beat: %d", code)
+	}
+	return st, a, b
 }
